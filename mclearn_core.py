@@ -1,0 +1,2000 @@
+"""MC-Learn core: every piece of the study in one flat module, read top to bottom.
+
+Sections, in order:
+  1. Config and presets          6. Budget solver
+  2. Data loading and batching   7. Sampler
+  3. Model                       8. Control-variate trainer (MC-Learn)
+  4. Training loop + baseline    9. Comparison methods (peers)
+  5. Policy learner             10. Diagnostics
+                                11. Results I/O, sweeps and summaries
+
+Notebooks and scripts call the functions here; no training logic lives in notebook cells.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import difflib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# =============================================================================
+# 1. Config and presets
+# =============================================================================
+REPO_ROOT = Path(__file__).resolve().parent
+EMBEDDED_DATA = REPO_ROOT / "data" / "ag_news_sample"
+TINY_MODEL = "tiny"  # model_name that builds a small DistilBERT from scratch, no download
+
+
+@dataclass
+class Config:
+    """Every knob of a run. Defaults are the study's seed settings (DistilBERT on AG News)."""
+
+    # --- what to train on -------------------------------------------------------------
+    model_name: str = "distilbert-base-uncased"  # hub name, local folder, or "tiny"
+    dataset: str = "ag_news"  # hub name ("ag_news", "glue/sst2") or local folder of parquet/CSV
+    train_split: str = "train"
+    eval_split: str = "test"
+    text_column: str = "text"
+    label_column: str = "label"
+    max_train_examples: int | None = None  # deterministic stratified subset when set
+    max_eval_examples: int | None = None
+    max_length: int = 128
+    # --- optimisation -------------------------------------------------------------------
+    epochs: int = 1
+    batch_size: int = 64
+    grad_accum_steps: int = 1
+    lr: float = 2e-5
+    encoder_lr_mult: float = 0.8  # encoder lr = lr * encoder_lr_mult * layer_decay**depth_from_top
+    layer_decay: float = 0.9
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    schedule: str = "cosine"  # any name transformers.get_scheduler accepts
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.05
+    precision: str = "fp32"  # fp32 | fp16 (GradScaler) | bf16
+    # --- batching and evaluation ------------------------------------------------------------
+    bucket_mult: int = 50  # length buckets span bucket_mult batches
+    pad_multiple: int = 8  # pad each batch to a multiple of this many tokens
+    eval_points: int = 10  # evaluations along training (time-to-accuracy curve)
+    eval_batch_size: int = 256
+    log_every: int = 50
+    # --- bookkeeping ------------------------------------------------------------------------
+    seeds: tuple[int, ...] = (42, 43, 44)
+    device: str = "auto"
+    preset: str = "custom"
+    study: str = "default"
+    results_dir: str = "results"
+    # --- tiny offline model (model_name="tiny") -------------------------------------------------
+    tiny_vocab_size: int = 4000
+    tiny_dim: int = 64
+    tiny_layers: int = 2
+    tiny_heads: int = 2
+    tiny_hidden_dim: int = 256
+    # --- MC-Learn (sections 5-8); defaults are the corrected preset "mclearn" ----------------
+    mc_paper_mode: bool = False  # True: published loss form (cheap term with grad, CV loss logged)
+    score_layer: int = 1  # encoder layers run by the cheap scorer (0 = embeddings only)
+    score_max_length: int = 64  # tokens the scorer reads
+    head_lr: float = 1e-3
+    distill_gamma: float = 0.10  # weight of the head's distillation from the full pass
+    distill_temperature: float = 3.0
+    teacher_ema: float = 0.9  # EMA of the full model's per-class soft targets
+    kappa_schedule: tuple[float, ...] = (0.6, 0.5, 0.4)  # kept fraction per third of training
+    tau_init: float = 1.0
+    tau_bounds: tuple[float, float] = (0.5, 4.0)
+    rank_guard: float = 0.8  # widen tau when Spearman(cheap, full loss) drops below this
+    rho_init: float = 0.2  # replay share
+    rho_bounds: tuple[float, float] = (0.05, 0.5)
+    ess_target: float = 0.7  # ESS / |K| below this raises rho and forces a pool refresh
+    class_weight_bounds: tuple[float, float] = (0.5, 2.0)
+    class_weight_lr: float = 0.1
+    w_clip: float = 10.0  # cap on importance weights relative to uniform sampling
+    refresh_every: int = 16  # steps between pool re-scores (range 8-32)
+    q_bounds: tuple[float, float] = (0.12, 0.33)  # full-forward probability bounds
+    budget_ratio: float = 0.55  # MC-Learn step cost / baseline step cost
+    min_full_fraction: float = 0.0  # floor on expected full forwards per step, as a fraction of batch_size
+    max_kept_per_step: int = 1024
+    cost_ema: float = 0.9
+    antithetic: bool = True
+    length_ladder: tuple[int, ...] = ()  # max_length per third of training; () = off
+    token_drop: float = 0.0  # fraction of non-special tokens dropped in the full pass
+    unfreeze_schedule: tuple[float, ...] = ()  # progress points at which frozen layers thaw
+    # --- peers (section 9) ------------------------------------------------------------------------
+    uniform_fraction: float = 0.55  # data fraction for the "uniform" control
+    sb_beta: float = 3.0  # Selective Backprop selectivity
+    sb_history: int = 1024
+    rho_holdout: float = 0.1  # RHO-LOSS irreducible-loss holdout fraction
+    rho_candidate_mult: int = 10
+    rho_select_fraction: float = 0.1
+    rho_il_epochs: int = 2
+    infobatch_prune: float = 0.5
+    infobatch_anneal: float = 0.125  # final fraction of training on full data
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Colab T4: no bf16, so fp16 autocast with a GradScaler.
+    "t4": dict(precision="fp16", batch_size=64),
+    # Ampere/Hopper: bf16 autocast and a larger batch (lr scaled with it).
+    "a100": dict(precision="bf16", batch_size=256, lr=4e-5, score_layer=0, score_max_length=32),
+    "h100": dict(precision="bf16", batch_size=256, lr=4e-5, score_layer=0, score_max_length=32),
+    # CPU: tiny from-scratch model on the embedded AG News sample, minutes on two cores.
+    "cpu": dict(model_name=TINY_MODEL, dataset=str(EMBEDDED_DATA), precision="fp32",
+                batch_size=32, lr=1e-3, head_lr=3e-3, epochs=3, max_length=64,
+                score_max_length=32, eval_points=6),
+    # CI smoke: a few hundred examples, one seed, seconds per run.
+    "cpu-smoke": dict(model_name=TINY_MODEL, dataset=str(EMBEDDED_DATA), precision="fp32",
+                      batch_size=16, lr=1e-3, head_lr=3e-3, epochs=1, max_length=48,
+                      score_max_length=32, max_train_examples=480, max_eval_examples=160,
+                      eval_points=3, seeds=(42,), tiny_vocab_size=2000, tiny_dim=32,
+                      tiny_hidden_dim=64, refresh_every=8),
+}
+
+# Method presets: config changes applied on top of the run's config for each method name.
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    # As published: cheap term with gradient, CV loss logged, a few full forwards per step.
+    "mclearn-paper": dict(mc_paper_mode=True, min_full_fraction=0.0, budget_ratio=0.55, unfreeze_schedule=(0.3, 0.7),
+                          rho_init=0.10, rho_bounds=(0.01, 0.9), length_ladder=(), token_drop=0.0,
+                          antithetic=False),
+    # Ours: see README "Deviations from the published MC-Learn".
+    "mclearn": dict(mc_paper_mode=False, min_full_fraction=0.25, budget_ratio=0.30),
+}
+# The published notebook's own changes on A100-class GPUs (compute capability >= 8).
+PAPER_GPU_OVERRIDES = dict(score_max_length=32, score_layer=0, refresh_every=32,
+                           kappa_schedule=(0.5, 0.4, 0.3), q_bounds=(0.10, 0.28), budget_ratio=0.70)
+
+
+def detect_preset() -> str:
+    """Return the preset name for the visible device: t4, a100, h100 or cpu."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    name = torch.cuda.get_device_name(0).lower()
+    if "t4" in name:
+        return "t4"
+    if any(tag in name for tag in ("h100", "h200", "h800", "gh200")):
+        return "h100"
+    return "a100" if torch.cuda.is_bf16_supported() else "t4"
+
+
+def make_config(preset: str = "auto", **overrides: Any) -> Config:
+    """Return a Config for `preset` ("auto" picks from the device) with `overrides` applied.
+
+    Unknown keys raise a ValueError that names the closest valid key.
+    """
+    name = detect_preset() if preset == "auto" else preset
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}. Choose one of: auto, {', '.join(PRESETS)}.")
+    values = dict(PRESETS[name])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return replace_config(Config(preset=name), **values)
+
+
+def replace_config(cfg: Config, **changes: Any) -> Config:
+    """Return a copy of `cfg` with `changes`; unknown keys raise a ValueError naming the fix."""
+    valid = {f.name for f in dataclasses.fields(Config)}
+    for key in changes:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"Unknown config key {key!r}.{hint}")
+    tuple_fields = {f.name for f in dataclasses.fields(Config) if "tuple" in str(f.type)}
+    changes = {k: tuple(v) if k in tuple_fields and isinstance(v, list) else v
+               for k, v in changes.items()}
+    return dataclasses.replace(cfg, **changes)
+
+
+def config_for_method(cfg: Config, method: str) -> Config:
+    """Return `cfg` with the method's preset changes (e.g. "mclearn-paper") applied."""
+    changes = dict(METHOD_PRESETS.get(method, {}))
+    if method == "mclearn-paper" and cfg.preset in ("a100", "h100"):
+        changes.update(PAPER_GPU_OVERRIDES)
+    return replace_config(cfg, **changes)
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    """Return the torch device for `cfg.device` ("auto" = CUDA when available)."""
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def autocast_context(cfg: Config, device: torch.device):
+    """Return the autocast context for the configured precision (a no-op for fp32)."""
+    if cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    if cfg.precision not in ("fp16", "bf16"):
+        raise ValueError(f"precision must be fp32, fp16 or bf16, not {cfg.precision!r}")
+    dtype = torch.float16 if cfg.precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# =============================================================================
+# 2. Data loading and fast batching
+# =============================================================================
+class DataError(ValueError):
+    """A dataset problem the user can fix; the message names the parameter to change."""
+
+
+KNOWN_LABEL_NAMES = {
+    "ag_news": ["World", "Sports", "Business", "Sci/Tech"],
+    "sst2": ["negative", "positive"],
+}
+
+
+@dataclass
+class TextSplit:
+    texts: list[str]
+    labels: np.ndarray  # int64 class ids
+
+
+@dataclass
+class DataBundle:
+    train: TextSplit
+    eval: TextSplit
+    label_names: list[str]
+    source: str
+
+
+def _split_files(folder: Path, split: str) -> list[Path]:
+    patterns = [f"{split}.parquet", f"{split}-*.parquet", f"{split}.csv", f"{split}-*.csv",
+                f"*/{split}.parquet", f"*/{split}-*.parquet"]
+    for pattern in patterns:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found
+    return []
+
+
+def _read_frames(files: list[Path]):
+    import pandas as pd
+
+    frames = [pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p) for p in files]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _load_local(folder: Path, cfg: Config) -> tuple[Any, Any, list[str] | None, str]:
+    train_files = _split_files(folder, cfg.train_split)
+    if not train_files:
+        raise DataError(f"No '{cfg.train_split}' split in {folder}: expected {cfg.train_split}.parquet "
+                        f"or {cfg.train_split}.csv. Set train_split= to the file's name.")
+    eval_split = next((s for s in (cfg.eval_split, "validation", "test") if _split_files(folder, s)), None)
+    if eval_split is None:
+        raise DataError(f"No evaluation split '{cfg.eval_split}' (nor validation/test) in {folder}. "
+                        f"Set eval_split= to the file's name.")
+    names = None
+    labels_file = folder / "labels.json"
+    if labels_file.exists():
+        names = json.loads(labels_file.read_text())
+    else:
+        names = KNOWN_LABEL_NAMES.get(folder.name)
+    return (_read_frames(train_files), _read_frames(_split_files(folder, eval_split)), names,
+            f"local:{folder}")
+
+
+def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, list[str] | None, str]:
+    try:
+        import datasets
+    except ImportError as err:
+        raise DataError(f"Loading {name!r} from the hub needs the `datasets` package "
+                        f"(pip install datasets), or set dataset= to a local folder of "
+                        f"parquet/CSV files.") from err
+    try:
+        parts = name.split("/")
+        ds = datasets.load_dataset(*parts) if len(parts) == 2 and parts[0] == "glue" else \
+            datasets.load_dataset(name)
+    except Exception as err:  # the hub raises many types (connection, not found, offline)
+        raise DataError(
+            f"Could not load dataset {name!r} from the Hugging Face hub "
+            f"({type(err).__name__}: {str(err)[:200]}). If you are offline, set dataset= to a local "
+            f"folder with {cfg.train_split}.parquet/.csv and {cfg.eval_split}.parquet/.csv "
+            f"(columns {cfg.text_column!r}, {cfg.label_column!r}), e.g. dataset='{EMBEDDED_DATA}'."
+        ) from err
+    if cfg.train_split not in ds:
+        raise DataError(f"Dataset {name!r} has no split {cfg.train_split!r} (has {list(ds)}). "
+                        f"Set train_split=.")
+    eval_split = next((s for s in (cfg.eval_split, "validation", "test") if s in ds), None)
+    if eval_split is None:
+        raise DataError(f"Dataset {name!r} has no split {cfg.eval_split!r} (has {list(ds)}). "
+                        f"Set eval_split=.")
+    feature = ds[cfg.train_split].features.get(cfg.label_column)
+    names = list(getattr(feature, "names", []) or []) or None
+    return (ds[cfg.train_split].to_pandas(), ds[eval_split].to_pandas(), names, f"hub:{name}")
+
+
+def _frame_to_split(frame, cfg: Config, which: str, limit: int | None) -> TextSplit:
+    for column, knob in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
+        if column not in frame.columns:
+            raise DataError(f"The {which} split has no column {column!r} (columns: "
+                            f"{list(frame.columns)}). Set {knob}= to the right column.")
+    if len(frame) == 0:
+        raise DataError(f"The {which} split is empty. Point dataset= at data with rows, or "
+                        f"choose another {which}_split=.")
+    labels = frame[cfg.label_column].to_numpy()
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"Column {cfg.label_column!r} of the {which} split must hold integer class "
+                        f"ids, found {labels.dtype}. Map the labels to 0..C-1 first.")
+    if (labels < 0).any():
+        raise DataError(f"The {which} split has unlabeled rows (label < 0), as GLUE test splits do. "
+                        f"Use a labeled split (eval_split='validation').")
+    texts = frame[cfg.text_column].astype(str).tolist()
+    split = TextSplit(texts=texts, labels=labels.astype(np.int64))
+    return stratified_subset(split, limit) if limit else split
+
+
+def stratified_subset(split: TextSplit, limit: int, seed: int = 0) -> TextSplit:
+    """Return a deterministic class-stratified subset of at most `limit` examples."""
+    if limit >= len(split.texts):
+        return split
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(split.labels, return_counts=True)
+    quota = np.maximum(1, np.floor(counts / counts.sum() * limit)).astype(int)
+    keep = []
+    for cls, n in zip(classes, quota):
+        rows = np.flatnonzero(split.labels == cls)
+        keep.append(rng.choice(rows, size=min(n, len(rows)), replace=False))
+    order = rng.permutation(np.concatenate(keep))
+    return TextSplit([split.texts[i] for i in order], split.labels[order])
+
+
+def load_text_dataset(cfg: Config) -> DataBundle:
+    """Return train/eval texts, labels and label names from a local folder or the hub.
+
+    `cfg.dataset` may be a local folder (parquet/CSV files named by split) or a hub name.
+    Raises DataError with the parameter to set when the data cannot be used.
+    """
+    folder = Path(cfg.dataset).expanduser()
+    if folder.is_dir():
+        train_frame, eval_frame, names, source = _load_local(folder, cfg)
+    elif any(sep in cfg.dataset for sep in ("\\", "./")) or cfg.dataset.startswith(("/", "~")):
+        raise DataError(f"Dataset folder {cfg.dataset!r} does not exist. Set dataset= to an "
+                        f"existing folder or a hub name such as 'ag_news'.")
+    else:
+        train_frame, eval_frame, names, source = _load_hub(cfg.dataset, cfg)
+    train = _frame_to_split(train_frame, cfg, "train", cfg.max_train_examples)
+    evaluation = _frame_to_split(eval_frame, cfg, "eval", cfg.max_eval_examples)
+    num_labels = int(max(train.labels.max(), evaluation.labels.max())) + 1
+    if not names or len(names) < num_labels:
+        names = [str(i) for i in range(num_labels)]
+    return DataBundle(train=train, eval=evaluation, label_names=list(names), source=source)
+
+
+@dataclass
+class EncodedSplit:
+    """A tokenized split as flat tensors: padded ids [N, L], true lengths [N], labels [N]."""
+
+    input_ids: torch.Tensor
+    lengths: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device) -> "EncodedSplit":
+        return EncodedSplit(self.input_ids.to(device), self.lengths.to(device), self.labels.to(device))
+
+
+def encode_split(split: TextSplit, tokenizer, max_length: int) -> EncodedSplit:
+    """Tokenize a split once; return ids padded to its longest example, lengths and labels."""
+    enc = tokenizer(split.texts, truncation=True, max_length=max_length, padding="longest",
+                    return_tensors="pt")
+    lengths = enc["attention_mask"].sum(dim=1)
+    return EncodedSplit(enc["input_ids"].contiguous(), lengths, torch.as_tensor(split.labels))
+
+
+def bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                     bucket_mult: int = 50) -> list[torch.Tensor]:
+    """Return one epoch of index batches: each example exactly once, similar lengths together.
+
+    Indices are shuffled, cut into buckets of `bucket_mult` batches, sorted by length inside a
+    bucket, cut into batches, and the batch order is shuffled.
+    """
+    n = int(lengths.shape[0])
+    order = torch.randperm(n, generator=generator)
+    span = max(batch_size * bucket_mult, batch_size)
+    batches = []
+    lengths_cpu = lengths.cpu()
+    for start in range(0, n, span):
+        bucket = order[start:start + span]
+        bucket = bucket[torch.argsort(lengths_cpu[bucket], stable=True)]
+        batches.extend(bucket.split(batch_size))
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
+
+
+def padded_length(max_len: int, pad_multiple: int, cap: int) -> int:
+    """Return `max_len` rounded up to a multiple of `pad_multiple`, at most `cap`."""
+    return min(cap, int(math.ceil(max(max_len, 1) / pad_multiple) * pad_multiple))
+
+
+def padding_fraction(lengths: torch.Tensor, batches: Sequence[torch.Tensor], pad_multiple: int,
+                     cap: int) -> float:
+    """Return the fraction of token slots that are padding when batching as given."""
+    real = padded = 0
+    for idx in batches:
+        lens = lengths[idx]
+        real += int(lens.sum())
+        padded += padded_length(int(lens.max()), pad_multiple, cap) * len(idx)
+    return 1.0 - real / max(padded, 1)
+
+
+def make_batch(data: EncodedSplit, idx: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
+    """Return model inputs for rows `idx` cut to `width` tokens (ids, mask, labels)."""
+    idx = idx.to(data.input_ids.device)
+    ids = data.input_ids[idx, :width]
+    positions = torch.arange(ids.shape[1], device=ids.device)
+    mask = (positions[None, :] < data.lengths[idx, None]).long()
+    return {"input_ids": ids, "attention_mask": mask, "labels": data.labels[idx]}
+
+
+def plan_epoch(data: EncodedSplit, cfg: Config, generator: torch.Generator,
+               batch_size: int | None = None) -> list[tuple[torch.Tensor, int]]:
+    """Return (indices, padded width) per batch for one epoch; widths are computed on the host
+    here so the training loop never syncs to read a length."""
+    lengths = data.lengths.cpu()
+    cap = data.input_ids.shape[1]
+    batches = bucketed_batches(lengths, batch_size or cfg.batch_size, generator, cfg.bucket_mult)
+    return [(idx, padded_length(int(lengths[idx].max()), cfg.pad_multiple, cap)) for idx in batches]
+
+
+# =============================================================================
+# 3. Model
+# =============================================================================
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded; the message names the parameter to set."""
+
+
+def build_tiny_tokenizer(texts: Sequence[str], vocab_size: int):
+    """Return a WordPiece tokenizer trained on `texts` (no download), as a BertTokenizerFast."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=2,
+                                  show_progress=False)
+    return BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]",
+                             sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
+                             mask_token="[MASK]")
+
+
+def build_tiny_model(tokenizer, num_labels: int, cfg: Config, seed: int = 0):
+    """Return a small randomly initialised DistilBERT classifier for offline runs and tests."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    model_cfg = DistilBertConfig(vocab_size=len(tokenizer), dim=cfg.tiny_dim, n_layers=cfg.tiny_layers,
+                                 n_heads=cfg.tiny_heads, hidden_dim=cfg.tiny_hidden_dim,
+                                 max_position_embeddings=max(cfg.max_length, 64),
+                                 num_labels=num_labels, pad_token_id=tokenizer.pad_token_id)
+    return DistilBertForSequenceClassification(model_cfg)
+
+
+def load_model_and_tokenizer(cfg: Config, num_labels: int, train_texts: Sequence[str] = ()):
+    """Return (model, tokenizer) for `cfg.model_name`: "tiny", a local folder or a hub name.
+
+    Raises ModelLoadError naming `model_name` when the model cannot be found or reached.
+    """
+    if cfg.model_name == TINY_MODEL:
+        if not train_texts:
+            raise ModelLoadError("model_name='tiny' trains its tokenizer on the training texts; "
+                                 "pass train_texts.")
+        tokenizer = build_tiny_tokenizer(train_texts, cfg.tiny_vocab_size)
+        return build_tiny_model(tokenizer, num_labels, cfg), tokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model_name)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                cfg.model_name, num_labels=num_labels, dtype=torch.float32)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(
+            f"Could not load model {cfg.model_name!r} ({type(err).__name__}: {str(err)[:200]}). "
+            f"Set model_name= to a hub name reachable from here, a local folder holding config.json, "
+            f"weights and tokenizer files, or 'tiny' for an offline model built from scratch."
+        ) from err
+    return model, tokenizer
+
+
+@dataclass
+class EncoderParts:
+    """Named pieces of a sequence classifier that MC-Learn and the optimizer need."""
+
+    base: nn.Module  # the encoder (DistilBertModel, BertModel, ...)
+    layers: nn.ModuleList  # its transformer blocks, bottom to top
+    layer_owner: nn.Module  # the module whose `.layer` attribute holds `layers`
+    embeddings: nn.Module
+    head: dict[str, nn.Module]  # classification-head modules by name (re-initialised per seed)
+
+
+def encoder_parts(model: nn.Module) -> EncoderParts:
+    """Return the encoder, its layers, embeddings and head of a DistilBERT/BERT-style classifier."""
+    base = model.base_model
+    owner = getattr(base, "transformer", None) or getattr(base, "encoder", None)
+    if owner is None or not isinstance(getattr(owner, "layer", None), nn.ModuleList):
+        raise ModelLoadError(f"{type(model).__name__} is not a DistilBERT/BERT-style encoder "
+                             f"(no .transformer.layer or .encoder.layer). Use such a model.")
+    head = {name: m for name, m in model.named_children() if name in ("pre_classifier", "classifier")}
+    if getattr(base, "pooler", None) is not None:
+        head["pooler"] = base.pooler
+    return EncoderParts(base=base, layers=owner.layer, layer_owner=owner,
+                        embeddings=base.embeddings, head=head)
+
+
+def reinit_head(model: nn.Module, seed: int) -> None:
+    """Re-initialise the classification head with `seed` so each seed starts its own head."""
+    torch.manual_seed(seed)
+    for module in encoder_parts(model).head.values():
+        for sub in module.modules():
+            if isinstance(sub, nn.Linear):
+                sub.weight.data.normal_(0.0, getattr(model.config, "initializer_range", 0.02))
+                sub.bias.data.zero_()
+
+
+@contextlib.contextmanager
+def truncated_encoder(model: nn.Module, num_layers: int):
+    """Run only the bottom `num_layers` blocks of the encoder inside this context."""
+    parts = encoder_parts(model)
+    full = parts.layer_owner.layer
+    parts.layer_owner.layer = nn.ModuleList(list(full)[:num_layers])
+    try:
+        yield parts.base
+    finally:
+        parts.layer_owner.layer = full
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Return the mask-weighted mean of `hidden` [B, L, H] over tokens: [B, H]."""
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+# =============================================================================
+# 4. Training loop and the optimized full fine-tune baseline
+# =============================================================================
+class TrainingError(RuntimeError):
+    """Training hit a state that would give a wrong result (NaN loss, out of memory)."""
+
+
+def build_optimizer(model: nn.Module, cfg: Config, device: torch.device,
+                    extra_groups: Iterable[dict] = ()) -> torch.optim.Optimizer:
+    """Return AdamW (fused on CUDA) with layer-wise lr decay: head at lr, top encoder layer at
+    lr*encoder_lr_mult, each layer below times layer_decay, embeddings lowest."""
+    parts = encoder_parts(model)
+    n_layers = len(parts.layers)
+    groups: list[dict] = []
+    seen: set[int] = set()
+
+    def add(params, lr):
+        decay, no_decay = [], []
+        for name, p in params:
+            if id(p) in seen or not p.requires_grad:
+                continue
+            seen.add(id(p))
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        for plist, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
+            if plist:
+                groups.append({"params": plist, "lr": lr, "weight_decay": wd})
+
+    encoder_lr = cfg.lr * cfg.encoder_lr_mult
+    for depth, layer in enumerate(reversed(parts.layers)):
+        add(layer.named_parameters(), encoder_lr * cfg.layer_decay ** depth)
+    add(parts.embeddings.named_parameters(), encoder_lr * cfg.layer_decay ** n_layers)
+    add(model.named_parameters(), cfg.lr)  # head and anything left
+    for group in extra_groups:
+        groups.append(group)
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int):
+    """Return the transformers warmup + decay schedule (cfg.schedule) over `total_steps`."""
+    from transformers import get_scheduler
+
+    return get_scheduler(cfg.schedule, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                         num_training_steps=max(total_steps, 1))
+
+
+@dataclass
+class RunContext:
+    """What every method's step needs: model, data, optimizer and the precision machinery."""
+
+    cfg: Config
+    model: nn.Module
+    train: EncodedSplit
+    eval: EncodedSplit
+    num_labels: int
+    device: torch.device
+    generator: torch.Generator  # host-side RNG for data order
+    device_generator: torch.Generator  # device-side RNG for sampling decisions
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    scaler: Any = None
+    examples_forward: int = 0  # examples that had a full forward (host counter)
+    examples_backward: int = 0  # examples that had a full backward
+
+    def autocast(self):
+        return autocast_context(self.cfg, self.device)
+
+    def per_example_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, reduction="none",
+                               label_smoothing=self.cfg.label_smoothing)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Full forward; returns logits."""
+        with self.autocast():
+            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def optimizer_step(self, loss: torch.Tensor, step: int) -> None:
+        """Backward `loss`, clip, step optimizer and schedule (accumulating per grad_accum_steps)."""
+        accum = max(self.cfg.grad_accum_steps, 1)
+        scaled = loss / accum
+        if self.scaler is not None:
+            self.scaler.scale(scaled).backward()
+        else:
+            scaled.backward()
+        if (step + 1) % accum:
+            return
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+class Method:
+    """A training method: plans its steps and performs one step at a time.
+
+    Subclasses set `name`, implement `num_steps()` and `step(i)` (returning a dict of tensors or
+    floats to log), and may add optimizer groups with `extra_param_groups()`.
+    """
+
+    name = "method"
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+
+    def extra_param_groups(self) -> list[dict]:
+        return []
+
+    def setup(self) -> None:
+        """Work done before the first step inside the timed region (e.g. cost calibration)."""
+
+    def num_steps(self) -> int:
+        raise NotImplementedError
+
+    def optimizer_steps(self) -> int:
+        """Optimizer updates the schedule spans (defaults to one per step)."""
+        return self.num_steps()
+
+    def step(self, i: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def telemetry(self) -> dict[str, Any]:
+        """Return method-specific records to keep in the run result."""
+        return {}
+
+    def eval_difficulty(self) -> np.ndarray | None:
+        """Return the method's difficulty score for each eval example, if it has a scorer."""
+        return None
+
+
+class Baseline(Method):
+    """The optimized full fine-tune: bucketed batches, every example once per epoch."""
+
+    name = "baseline"
+
+    def __init__(self, ctx: RunContext, data: EncodedSplit | None = None):
+        super().__init__(ctx)
+        self.data = data if data is not None else ctx.train
+        self.plan: list[tuple[torch.Tensor, int]] = []
+        for _ in range(ctx.cfg.epochs):
+            self.plan.extend(plan_epoch(self.data, ctx.cfg, ctx.generator))
+
+    def num_steps(self) -> int:
+        return len(self.plan)
+
+    def step(self, i: int) -> dict[str, Any]:
+        idx, width = self.plan[i]
+        batch = make_batch(self.data, idx, width)
+        losses = self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
+        loss = losses.mean()
+        self.ctx.optimizer_step(loss, i)
+        self.ctx.examples_forward += len(idx)
+        self.ctx.examples_backward += len(idx)
+        return {"loss": loss.detach()}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: EncodedSplit, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Return eval loss, accuracy, predictions and probabilities of `model` on `data`."""
+    was_training = model.training
+    model.eval()
+    order = torch.argsort(data.lengths.cpu())  # length-sorted for little padding
+    cap = data.input_ids.shape[1]
+    lengths = data.lengths.cpu()
+    probs = torch.empty(len(data), model.config.num_labels)
+    loss_sum = torch.zeros((), device=device)
+    for idx in order.split(cfg.eval_batch_size):
+        width = padded_length(int(lengths[idx].max()), cfg.pad_multiple, cap)
+        batch = make_batch(data, idx, width)
+        with autocast_context(cfg, device):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss_sum += F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+        probs[idx] = torch.softmax(logits.float(), -1).cpu()
+    model.train(was_training)
+    labels = data.labels.cpu()
+    preds = probs.argmax(-1)
+    return {"loss": float(loss_sum) / len(data), "accuracy": float((preds == labels).float().mean()),
+            "predictions": preds.numpy(), "labels": labels.numpy(), "probs": probs.numpy()}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _check_finite(value: float, step: int, method: str) -> None:
+    if not math.isfinite(value):
+        raise TrainingError(f"{method}: the training loss became {value} at step {step}. Lower lr=, "
+                            f"use precision='fp32' or 'bf16' instead of fp16, or lower grad_clip=.")
+
+
+def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
+                 log_path: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train one method for one seed on prepared data; return the run record (not yet written).
+
+    Train time excludes evaluation: the clock runs between evaluations and stops after a device
+    synchronize, so no step needs a host sync to be timed.
+    """
+    cfg = config_for_method(cfg, method_name)
+    device = prepared.device
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = copy.deepcopy(prepared.base_model)
+    reinit_head(model, seed)
+    model.to(device).train()
+    generator = torch.Generator().manual_seed(seed)
+    device_generator = torch.Generator(device=device).manual_seed(seed)
+    ctx = RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval,
+                     num_labels=len(prepared.label_names), device=device, generator=generator,
+                     device_generator=device_generator)
+    if cfg.precision == "fp16" and device.type == "cuda":
+        ctx.scaler = torch.amp.GradScaler("cuda")
+    method = METHODS[method_name](ctx)
+    _sync(device)
+    t_setup = time.perf_counter()
+    method.setup()
+    total_steps = method.num_steps()
+    ctx.optimizer = build_optimizer(model, cfg, device, method.extra_param_groups())
+    ctx.scheduler = build_scheduler(ctx.optimizer, cfg, math.ceil(method.optimizer_steps() / max(cfg.grad_accum_steps, 1)))
+    _sync(device)
+    setup_seconds = time.perf_counter() - t_setup  # counted as training time
+    eval_at = sorted({max(1, round(total_steps * k / cfg.eval_points)) for k in range(1, cfg.eval_points + 1)})
+    curve, train_seconds, eval_seconds = [], setup_seconds, 0.0
+    log_file = open(log_path, "w") if log_path else None
+    writer = _tensorboard_writer(log_path)
+    running: dict[str, torch.Tensor] = {}
+    bar = _progress(total_steps, f"{method_name} seed {seed}", progress)
+    try:
+        _sync(device)
+        t0 = time.perf_counter()
+        for step in range(total_steps):
+            try:
+                info = method.step(step)
+            except torch.OutOfMemoryError as err:
+                raise TrainingError(f"{method_name}: out of GPU memory at step {step}. Lower "
+                                    f"batch_size= (and raise grad_accum_steps= to keep the effective "
+                                    f"batch), or lower max_length=.") from err
+            for key, value in info.items():
+                if isinstance(value, torch.Tensor):
+                    running[key] = running.get(key, 0.0) + value.detach().float()
+            bar.update(1)
+            done = step + 1
+            if done % cfg.log_every == 0 or done in eval_at:
+                logged = {k: float(v) / (cfg.log_every if done % cfg.log_every == 0 else 1)
+                          for k, v in running.items()}
+                running = {}
+                if "loss" in logged:
+                    _check_finite(logged["loss"], done, method_name)
+                record = {"step": done, "lr": ctx.optimizer.param_groups[-1]["lr"], **logged,
+                          **{k: v for k, v in info.items() if not isinstance(v, torch.Tensor)}}
+                if log_file:
+                    log_file.write(json.dumps(_jsonable(record)) + "\n")
+                if writer:
+                    for k, v in record.items():
+                        if isinstance(v, (int, float)) and k != "step":
+                            writer.add_scalar(f"train/{k}", v, done)
+            if done in eval_at:
+                _sync(device)
+                train_seconds += time.perf_counter() - t0
+                te = time.perf_counter()
+                result = evaluate(model, prepared.eval, cfg, device)
+                eval_seconds += time.perf_counter() - te
+                curve.append({"step": done, "train_seconds": train_seconds,
+                              "examples_backward": ctx.examples_backward,
+                              "accuracy": result["accuracy"], "eval_loss": result["loss"]})
+                bar.set_postfix(acc=f"{result['accuracy']:.3f}")
+                if writer:
+                    writer.add_scalar("eval/accuracy", result["accuracy"], done)
+                    writer.add_scalar("eval/loss", result["loss"], done)
+                _sync(device)
+                t0 = time.perf_counter()
+    finally:
+        bar.close()
+        if log_file:
+            log_file.close()
+        if writer:
+            writer.close()
+    final = evaluate(model, prepared.eval, cfg, device)
+    from sklearn.metrics import confusion_matrix
+
+    difficulty = method.eval_difficulty()
+    return {
+        "study": cfg.study, "method": method_name, "seed": seed, "preset": cfg.preset,
+        "device": device_name(device), "dataset": prepared.source, "model": cfg.model_name,
+        "label_names": prepared.label_names, "train_examples": len(prepared.train),
+        "eval_examples": len(prepared.eval), "steps": total_steps,
+        "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+        "accuracy": final["accuracy"], "eval_loss": final["loss"],
+        "examples_seen": ctx.examples_forward, "examples_backward": ctx.examples_backward,
+        "eval_curve": curve,
+        "confusion_matrix": confusion_matrix(final["labels"], final["predictions"],
+                                             labels=list(range(len(prepared.label_names)))).tolist(),
+        "eval_predictions": final["predictions"].tolist(),
+        "eval_labels": final["labels"].tolist(),
+        "eval_true_prob": final["probs"][np.arange(len(final["labels"])), final["labels"]].round(5).tolist(),
+        "eval_difficulty": None if difficulty is None else np.round(difficulty, 5).tolist(),
+        "telemetry": method.telemetry(),
+        "config": _jsonable(dataclasses.asdict(cfg)),
+        "versions": environment_versions(),
+    }
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, mininterval=1.0)
+
+
+def _tensorboard_writer(log_path: Path | None):
+    if log_path is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # TensorBoard is optional
+        return None
+    return SummaryWriter(log_dir=str(log_path.with_suffix("")) + "-tb")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def device_name(device: torch.device) -> str:
+    """Return a readable name of `device` (the GPU's name, or the CPU's)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def environment_versions() -> dict[str, str]:
+    """Return torch/transformers/python versions and the git commit of this checkout."""
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "git_commit": commit}
+
+
+@dataclass
+class Prepared:
+    """Data tokenized once and the initial model, shared by every run of a sweep."""
+
+    cfg: Config
+    base_model: nn.Module
+    tokenizer: Any
+    train: EncodedSplit
+    eval: EncodedSplit
+    label_names: list[str]
+    source: str
+    device: torch.device
+
+
+def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
+    """Load data and model once, tokenize, and move the tensors to the device; return Prepared."""
+    bundle = bundle or load_text_dataset(cfg)
+    model, tokenizer = load_model_and_tokenizer(cfg, len(bundle.label_names), bundle.train.texts)
+    device = resolve_device(cfg)
+    train = encode_split(bundle.train, tokenizer, cfg.max_length).to(device)
+    evaluation = encode_split(bundle.eval, tokenizer, cfg.max_length).to(device)
+    return Prepared(cfg=cfg, base_model=model.cpu(), tokenizer=tokenizer, train=train, eval=evaluation,
+                    label_names=bundle.label_names, source=bundle.source, device=device)
+
+
+# =============================================================================
+# 5. Policy learner
+# =============================================================================
+def effective_sample_size(weights: np.ndarray) -> float:
+    """Return ESS = (sum w)^2 / sum w^2 (Kish); equals len(w) for equal weights."""
+    weights = np.asarray(weights, dtype=np.float64)
+    denom = float((weights ** 2).sum())
+    return float(weights.sum() ** 2 / denom) if denom > 0 else 0.0
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Return the Spearman rank correlation of two 1-D arrays (nan when fewer than 3 values)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+class PolicyLearner:
+    """Adapts class weights a_c, temperature tau and replay share rho within their bounds.
+
+    - a_c moves multiplicatively toward classes with more estimator variance per unit cost,
+      g_c = (var_cheap_c + var_gap_c / q_c) / (c_h + q_c c_f)   (the published rule);
+    - tau widens (x1.25) when the scorer's rank agreement with the full loss is under the guard,
+      else sharpens (x0.9);
+    - rho rises (x1.25) when ESS / |K| is under its target, else decays (x0.95).
+    """
+
+    def __init__(self, cfg: Config, num_classes: int):
+        self.cfg = cfg
+        self.class_weights = np.ones(num_classes) / num_classes
+        self.tau = cfg.tau_init
+        self.rho = cfg.rho_init
+
+    def kappa(self, progress: float) -> float:
+        """Return the kept fraction for training progress in [0, 1] (schedule by thirds: <0.4, <0.8, rest)."""
+        schedule = self.cfg.kappa_schedule
+        index = 0 if progress < 0.4 else 1 if progress < 0.8 else 2
+        return float(schedule[min(index, len(schedule) - 1)])
+
+    def update_class_weights(self, var_cheap: np.ndarray, var_gap: np.ndarray, q: np.ndarray,
+                             cost_head: float, cost_full: float) -> np.ndarray:
+        """Return the new class weights (sum 1, each within class_weight_bounds / C)."""
+        gain = (var_cheap + var_gap / np.maximum(q, 1e-6)) / (cost_head + q * cost_full + 1e-12)
+        gain = gain / max(gain.mean(), 1e-12)
+        weights = self.class_weights * np.exp(self.cfg.class_weight_lr * (gain - 1.0))
+        lo, hi = self.cfg.class_weight_bounds
+        c = len(weights)
+        for _ in range(3):  # clip and renormalise; a few rounds settle both
+            weights = np.clip(weights / weights.sum(), lo / c, hi / c)
+        self.class_weights = weights / weights.sum()
+        return self.class_weights
+
+    def update_tau(self, rank_corr: float) -> float:
+        """Return the new temperature after seeing the scorer's rank agreement."""
+        lo, hi = self.cfg.tau_bounds
+        widen = not math.isfinite(rank_corr) or rank_corr < self.cfg.rank_guard
+        self.tau = float(np.clip(self.tau * (1.25 if widen else 0.9), lo, hi))
+        return self.tau
+
+    def update_rho(self, ess_fraction: float) -> float:
+        """Return the new replay share after seeing ESS / |K|."""
+        lo, hi = self.cfg.rho_bounds
+        factor = 1.25 if ess_fraction < self.cfg.ess_target else 0.95
+        self.rho = float(np.clip(self.rho * factor, lo, hi))
+        return self.rho
+
+
+# =============================================================================
+# 6. Budget solver
+# =============================================================================
+class CostMeter:
+    """EMAs of measured seconds per example for scoring, cheap head, full pass, and per-step
+    fixed cost. On CUDA, regions are timed with events and read lazily (one sync per `flush`)."""
+
+    KINDS = ("score", "head", "full", "fixed")
+
+    def __init__(self, device: torch.device, decay: float):
+        self.device, self.decay = device, decay
+        self.ema: dict[str, float] = {}
+        self._pending: list[tuple[str, Any, Any, int]] = []
+
+    @contextlib.contextmanager
+    def timed(self, kind: str, count: int):
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self._pending.append((kind, start, end, count))
+        else:
+            t0 = time.perf_counter()
+            yield
+            self.observe(kind, (time.perf_counter() - t0) / max(count, 1))
+
+    def observe(self, kind: str, seconds_per_example: float) -> None:
+        old = self.ema.get(kind)
+        self.ema[kind] = seconds_per_example if old is None else \
+            self.decay * old + (1 - self.decay) * seconds_per_example
+
+    def flush(self) -> dict[str, float]:
+        """Resolve pending CUDA timings; return the current EMAs."""
+        if self._pending:
+            torch.cuda.synchronize(self.device)
+            for kind, start, end, count in self._pending:
+                self.observe(kind, start.elapsed_time(end) / 1000.0 / max(count, 1))
+            self._pending = []
+        return dict(self.ema)
+
+
+def optimal_full_prob(var_gap: np.ndarray, var_cheap: np.ndarray, cost_head: float, cost_full: float,
+                      bounds: tuple[float, float]) -> np.ndarray:
+    """Return q* = sqrt(var_gap c_h / (var_cheap c_f)) per class, clipped to `bounds`.
+
+    This is the variance-per-cost optimum of the control-variate estimator's full-pass rate.
+    """
+    ratio = np.asarray(var_gap) * cost_head / (np.maximum(np.asarray(var_cheap), 1e-12) * max(cost_full, 1e-12))
+    return np.clip(np.sqrt(ratio), *bounds)
+
+
+def solve_kept_size(costs: dict[str, float], q: float, kappa: float, batch_size: int,
+                    budget_ratio: float, lo: int, hi: int) -> int:
+    """Return M*, the kept examples per step whose step cost stays within budget_ratio of a
+    baseline step: c_fixed + M (c_s / kappa + c_h + q c_f) <= budget_ratio (c_fixed + B c_f)."""
+    c_s, c_h, c_f = costs.get("score", 0.0), costs.get("head", 0.0), costs.get("full", 1.0)
+    c_fixed = costs.get("fixed", 0.0)
+    budget = budget_ratio * (c_fixed + batch_size * c_f) - c_fixed
+    per_kept = c_s / max(kappa, 1e-6) + c_h + q * c_f
+    m = int(budget / per_kept) if per_kept > 0 and budget > 0 else lo
+    return int(np.clip(m, lo, hi))
+
+
+# =============================================================================
+# 7. Sampler
+# =============================================================================
+def soft_topk_keep_prob(scores: np.ndarray, k: int, tau: float) -> np.ndarray:
+    """Return sigmoid((s - threshold_k) / (0.05 tau)): a soft membership of the top k scores."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        return scores
+    k = int(np.clip(k, 1, scores.size))
+    threshold = np.partition(scores, scores.size - k)[scores.size - k]
+    z = np.clip((scores - threshold) / (0.05 * tau), -60, 60)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def candidate_probs(scores: np.ndarray, labels: np.ndarray, kappa: float, tau: float,
+                    expected_kept: float) -> np.ndarray:
+    """Return per-step candidate-path probabilities: soft top-k (k = kappa * class size) inside
+    each class, scaled so they sum to about `expected_kept`, capped at 1."""
+    probs = np.zeros(len(scores))
+    for cls in np.unique(labels):
+        rows = labels == cls
+        probs[rows] = soft_topk_keep_prob(scores[rows], round(kappa * rows.sum()), tau)
+    total = probs.sum()
+    return np.clip(probs * (expected_kept / total), 0.0, 1.0) if total > 0 else probs
+
+
+def inclusion_probs(q_cand: np.ndarray, q_rep: np.ndarray | float) -> np.ndarray:
+    """Return the probability of being kept through the candidate or the replay path:
+    1 - (1 - q_cand)(1 - q_rep), the two paths drawn independently."""
+    return 1.0 - (1.0 - np.asarray(q_cand)) * (1.0 - np.asarray(q_rep))
+
+
+def draw_kept(q_cand: np.ndarray, q_rep: np.ndarray | float, rng: np.random.Generator,
+              uniforms: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Return a boolean mask: kept if the candidate draw or the replay draw fires.
+
+    `uniforms` lets the caller pass (u_cand, u_rep), e.g. antithetic 1 - u of the last step.
+    """
+    u_cand, u_rep = uniforms if uniforms is not None else (rng.random(len(q_cand)), rng.random(len(q_cand)))
+    return (u_cand < q_cand) | (u_rep < q_rep)
+
+
+def ht_weights(inclusion: np.ndarray, population: float, w_clip: float | None,
+               expected_kept: float | None = None) -> np.ndarray:
+    """Return Horvitz-Thompson weights 1 / (population * pi) of kept examples.
+
+    With `w_clip`, a weight is capped at w_clip times the weight uniform sampling of the same
+    expected size would give (1 / expected_kept); capping trades a small bias for variance.
+    """
+    weights = 1.0 / (population * np.asarray(inclusion, dtype=np.float64))
+    if w_clip is not None and expected_kept:
+        weights = np.minimum(weights, w_clip / expected_kept)
+    return weights
+
+
+def cv_estimate(loss_cheap: torch.Tensor, weights: torch.Tensor, full_mask: torch.Tensor,
+                loss_full: torch.Tensor, full_prob: torch.Tensor) -> torch.Tensor:
+    """Return the control-variate estimate sum_K w l_h + sum_S w (l_f - l_h) / q.
+
+    `loss_cheap`, `weights`, `full_prob` are over the kept set K; `full_mask` marks S within K and
+    `loss_full` holds the full losses of S (in K order). Unbiased for sum_K w l_f over S ~ Bern(q).
+    """
+    correction = (loss_full - loss_cheap[full_mask]) * weights[full_mask] / full_prob[full_mask]
+    return (weights * loss_cheap).sum() + correction.sum()
+
+
+def ht_estimate(weights: torch.Tensor, full_mask: torch.Tensor, loss_full: torch.Tensor,
+                full_prob: torch.Tensor) -> torch.Tensor:
+    """Return the plain Horvitz-Thompson estimate sum_S w l_f / q (non-negative for l_f >= 0)."""
+    return (loss_full * weights[full_mask] / full_prob[full_mask]).sum()
+
+
+class CandidateStream:
+    """Class-stratified candidate pools drawn from a reshuffled pass over the training set.
+
+    Class c contributes quota_c = pool_size * a_c' examples, where a_c' are the class weights
+    rescaled by class frequency; `pool_prob` returns each pool member's chance of being drawn
+    into a pool (quota_c / n_c), which the HT weights divide by.
+    """
+
+    def __init__(self, labels: np.ndarray, rng: np.random.Generator):
+        self.labels, self.rng = labels, rng
+        self.classes = np.unique(labels)
+        self.by_class = {c: np.flatnonzero(labels == c) for c in self.classes}
+        self.freq = np.array([len(self.by_class[c]) for c in self.classes], dtype=np.float64)
+        self.order = {c: rng.permutation(self.by_class[c]) for c in self.classes}
+        self.cursor = {c: 0 for c in self.classes}
+        self.drawn = 0  # candidates handed out so far
+
+    def quotas(self, pool_size: int, class_weights: np.ndarray) -> np.ndarray:
+        tilt = self.freq / self.freq.sum() * class_weights * len(class_weights)
+        share = tilt / tilt.sum()
+        return np.minimum(np.maximum(1, np.round(share * pool_size)).astype(int), self.freq.astype(int))
+
+    def next_pool(self, pool_size: int, class_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (example indices, pool-membership probability) for a new pool."""
+        rows, probs = [], []
+        for cls, quota in zip(self.classes, self.quotas(pool_size, class_weights)):
+            order, start = self.order[cls], self.cursor[cls]
+            if start + quota > len(order):  # this class's pass is over: reshuffle it
+                order = self.order[cls] = self.rng.permutation(self.by_class[cls])
+                start = 0
+            rows.append(order[start:start + quota])
+            self.cursor[cls] = start + quota
+            probs.append(np.full(quota, quota / len(order)))
+        self.drawn += int(sum(len(r) for r in rows))
+        return np.concatenate(rows), np.concatenate(probs)
+
+
+# =============================================================================
+# 8. Control-variate trainer (MC-Learn)
+# =============================================================================
+def apply_head(head: dict[str, nn.Module], pooled: torch.Tensor) -> torch.Tensor:
+    """Return classification-head modules applied to pooled features [B, H]
+    (DistilBERT: pre_classifier, ReLU, classifier; BERT: pooler dense + tanh, classifier)."""
+    if "pre_classifier" in head:
+        return head["classifier"](F.relu(head["pre_classifier"](pooled)))
+    if "pooler" in head:
+        return head["classifier"](torch.tanh(head["pooler"].dense(pooled)))
+    return head["classifier"](pooled)
+
+
+class MCLearn(Method):
+    """MC-Learn: score a candidate pool with a cheap early-layer head, keep a soft top-k plus
+    replay with known inclusion probabilities, run a Bernoulli(q) subset through the full model,
+    and correct with clipped Horvitz-Thompson weights; the policy learner and budget solver adapt
+    the knobs. `cfg.mc_paper_mode` switches between the published and the corrected form."""
+
+    name = "mclearn"
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        cfg, model = ctx.cfg, ctx.model
+        self.paper = cfg.mc_paper_mode
+        self.parts = encoder_parts(model)
+        hidden = getattr(model.config, "dim", None) or model.config.hidden_size
+        self.num_classes = ctx.num_labels
+        self.rng = np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator)))
+        self.labels_host = ctx.train.labels.cpu().numpy()
+        self.lengths_host = ctx.train.lengths.cpu().numpy()
+        self.stream = CandidateStream(self.labels_host, self.rng)
+        self.policy = PolicyLearner(cfg, self.num_classes)
+        self.costs = CostMeter(ctx.device, cfg.cost_ema)
+        # The corrected preset gives the scorer its own head; the published one reuses the model's
+        # head on early-layer features and distils it from an EMA copy of itself.
+        self.cheap_head = None if self.paper else nn.Linear(hidden, self.num_classes).to(ctx.device)
+        self.ema_head = {k: copy.deepcopy(m).requires_grad_(False) for k, m in self.parts.head.items()} \
+            if self.paper else None
+        self.q_class = np.full(self.num_classes, 0.25)
+        self.var_cheap = np.ones(self.num_classes)
+        self.var_gap = np.ones(self.num_classes)
+        self.kept_per_step = cfg.batch_size
+        self.pool: dict[str, Any] | None = None
+        self.steps_since_refresh = 0
+        self.last_uniforms = None
+        self.total_steps = 0
+        self.records: list[dict[str, Any]] = []
+        self.refreshes = 0
+        self.negative_loss_steps = 0
+        self._stats: list[torch.Tensor] = []  # (cheap, full) losses of S per step, read at refresh
+        self._stats_labels: list[np.ndarray] = []
+        self.ess_fraction = 1.0
+        self.last_rank = float("nan")
+
+    def extra_param_groups(self) -> list[dict]:
+        if self.cheap_head is None:
+            return []
+        return [{"params": list(self.cheap_head.parameters()), "lr": self.ctx.cfg.head_lr, "weight_decay": 0.0}]
+
+    # -- scoring ---------------------------------------------------------------------------
+    def cheap_logits(self, pooled: torch.Tensor, teacher: bool = False) -> torch.Tensor:
+        """Return the cheap head's logits on pooled early-layer features."""
+        if self.cheap_head is not None:
+            return self.cheap_head(pooled.float())
+        with self.ctx.autocast():
+            return apply_head(self.ema_head if teacher else self.parts.head, pooled)
+
+    @torch.no_grad()
+    def early_features(self, data: EncodedSplit, rows: np.ndarray) -> torch.Tensor:
+        """Return mean-pooled features [len(rows), H] after `score_layer` encoder blocks."""
+        cfg = self.ctx.cfg
+        width = padded_length(int(self.lengths_host[rows].max()) if data is self.ctx.train else
+                              int(data.lengths.max()), cfg.pad_multiple, min(cfg.score_max_length, data.input_ids.shape[1]))
+        feats = []
+        idx_all = torch.as_tensor(rows)
+        with truncated_encoder(self.ctx.model, cfg.score_layer) as encoder, self.ctx.autocast():
+            for idx in idx_all.split(max(cfg.eval_batch_size, 256)):
+                batch = make_batch(data, idx, width)
+                hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+                feats.append(mean_pool(hidden.float(), batch["attention_mask"]))
+        return torch.cat(feats)
+
+    def refresh(self, progress: float) -> None:
+        """Draw and score a new candidate pool; set the per-step draw probabilities."""
+        cfg = self.ctx.cfg
+        kappa = self.policy.kappa(progress)
+        pool_size = max(self.num_classes, round(self.kept_per_step * self.pool_steps() / kappa))
+        rows, pool_prob = self.stream.next_pool(pool_size, self.policy.class_weights)
+        with self.costs.timed("score", len(rows)):
+            feats = self.early_features(self.ctx.train, rows)
+        labels = self.ctx.train.labels[torch.as_tensor(rows, device=self.ctx.device)]
+        with torch.no_grad():
+            probs = torch.softmax(self.cheap_logits(feats).float(), -1)
+            difficulty = (1.0 - probs.gather(1, labels[:, None]).squeeze(1)).cpu().numpy()
+        labels_host = self.labels_host[rows]
+        expected = min(self.kept_per_step, len(rows))
+        rho = self.policy.rho
+        q_cand = candidate_probs(difficulty, labels_host, kappa, self.policy.tau, (1 - rho) * expected)
+        q_rep = min(1.0, rho * expected / len(rows))
+        self.pool = {"rows": rows, "feats": feats, "labels": labels, "labels_host": labels_host,
+                     "q_cand": q_cand, "q_rep": q_rep, "pool_prob": pool_prob,
+                     "inclusion": inclusion_probs(q_cand, q_rep), "difficulty": difficulty}
+        self.steps_since_refresh = 0
+        self.refreshes += 1
+
+    def pool_steps(self) -> int:
+        """Steps one pool serves: the refresh cadence (corrected) or one step's worth (published)."""
+        return 1 if self.paper else self.ctx.cfg.refresh_every
+
+    # -- planning ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Measure costs on a first pool and a full pass, then solve q and the kept size M."""
+        cfg, ctx = self.ctx.cfg, self.ctx
+        self.kept_per_step = cfg.batch_size
+        self.refresh(0.0)
+        idx = torch.as_tensor(self.pool["rows"][: cfg.batch_size])
+        width = padded_length(int(self.lengths_host[idx.numpy()].max()), cfg.pad_multiple, ctx.train.input_ids.shape[1])
+        batch = make_batch(ctx.train, idx, width)
+        for count in (len(idx), max(1, len(idx) // 2)):  # two sizes separate per-example and fixed cost
+            with self.costs.timed("calib%d" % count, 1):
+                loss = ctx.per_example_loss(ctx.forward({k: v[:count] for k, v in batch.items()}), batch["labels"][:count]).mean()
+                loss.backward()
+        ctx.model.zero_grad(set_to_none=True)
+        self.costs.flush()
+        big, small = self.costs.ema.pop(f"calib{len(idx)}"), self.costs.ema.pop(f"calib{max(1, len(idx) // 2)}")
+        per_example = max((big - small) / max(len(idx) - max(1, len(idx) // 2), 1), big / len(idx) * 0.25)
+        self.costs.ema["full"] = per_example
+        self.costs.ema["fixed"] = max(big - per_example * len(idx), 0.0)
+        self.costs.ema.setdefault("head", 0.0)
+        self.solve(0.0)
+        # As published, the optimizer takes as many steps as the baseline, each within budget.
+        self.total_steps = math.ceil(len(ctx.train) / cfg.batch_size) * cfg.epochs
+        self.refresh(0.0)
+
+    def solve(self, progress: float) -> None:
+        cfg = self.ctx.cfg
+        costs = self.costs.flush()
+        self.q_class = optimal_full_prob(self.var_gap, self.var_cheap, costs.get("head", 0.0),
+                                         costs.get("full", 1.0), cfg.q_bounds)
+        mean_q = float(np.mean(self.q_class))
+        lo = max(8, cfg.batch_size // 4)
+        hi = min(cfg.max_kept_per_step, len(self.ctx.train))
+        m = solve_kept_size(costs, mean_q, self.policy.kappa(progress), cfg.batch_size, cfg.budget_ratio, lo, hi)
+        if self.paper:  # published sampler caps the pool at 1.25 B, i.e. about kappa*1.25 B kept
+            m = min(m, int(self.policy.kappa(progress) * 1.25 * cfg.batch_size))
+        min_full = cfg.min_full_fraction * cfg.batch_size
+        if min_full:  # corrected: enough full passes per step to keep the GPU busy
+            self.q_class = np.clip(np.maximum(self.q_class, min_full / m), cfg.q_bounds[0], 1.0)
+        self.kept_per_step = int(min(m, hi))
+
+    def num_steps(self) -> int:
+        return self.total_steps
+
+    def _frozen_layers(self, progress: float) -> int:
+        """Published progressive unfreezing: bottom L-2 blocks frozen before the first point (0.3),
+        L-3 before the second (0.7), none after."""
+        points = self.ctx.cfg.unfreeze_schedule
+        if not points:
+            return 0
+        n = len(self.parts.layers)
+        return [max(n - 2, 0), max(n - 3, 0), 0][min(sum(progress >= p for p in points), 2)]
+
+    # -- one step -----------------------------------------------------------------------------
+    def step(self, i: int) -> dict[str, Any]:
+        cfg, ctx = self.ctx.cfg, self.ctx
+        progress = i / max(self.total_steps, 1)
+        frozen = self._frozen_layers(progress)
+        for depth, layer in enumerate(self.parts.layers):
+            layer.requires_grad_(depth >= frozen)
+        if self._refresh_due():
+            self._update_policy(progress)
+            self.refresh(progress)
+        pool = self.pool
+        n_pool = len(pool["rows"])
+        if cfg.antithetic and self.last_uniforms is not None and self.steps_since_refresh % 2 == 1:
+            uniforms = (1.0 - self.last_uniforms[0], 1.0 - self.last_uniforms[1])
+        else:
+            uniforms = (self.rng.random(n_pool), self.rng.random(n_pool))
+        self.last_uniforms = uniforms
+        keep = draw_kept(pool["q_cand"], pool["q_rep"], self.rng, uniforms)
+        if not keep.any():
+            keep[int(np.argmax(pool["inclusion"]))] = True
+        kept = np.flatnonzero(keep)
+        # HT weights for the dataset mean: inclusion = P(in pool) * P(kept | pool).
+        expected = float(pool["inclusion"].sum())
+        weights_host = ht_weights(pool["pool_prob"][kept] * pool["inclusion"][kept], len(ctx.train),
+                                  cfg.w_clip, expected)
+        q_kept = self.q_class[pool["labels_host"][kept]]
+        full = self.rng.random(len(kept)) < q_kept
+        if not full.any():
+            full[int(np.argmax(q_kept))] = True
+        full_rows = pool["rows"][kept[full]]
+        device = ctx.device
+        kept_t = torch.as_tensor(kept, device=device)
+        full_t = torch.as_tensor(full, device=device)
+        weights = torch.as_tensor(weights_host, device=device, dtype=torch.float32)
+        q_t = torch.as_tensor(q_kept, device=device, dtype=torch.float32)
+        labels = pool["labels"][kept_t]
+        with self.costs.timed("head", len(kept)):
+            cheap_logits = self.cheap_logits(pool["feats"][kept_t])
+            loss_cheap = ctx.per_example_loss(cheap_logits, labels)
+        width = padded_length(int(self.lengths_host[full_rows].max()), cfg.pad_multiple, ctx.train.input_ids.shape[1])
+        if cfg.length_ladder:
+            width = min(width, cfg.length_ladder[min(int(progress * len(cfg.length_ladder)), len(cfg.length_ladder) - 1)])
+        batch = make_batch(ctx.train, torch.as_tensor(full_rows), width)
+        if cfg.token_drop > 0:
+            batch = drop_tokens(batch, cfg.token_drop, ctx.device_generator)
+        with self.costs.timed("full", int(full.sum())):
+            full_logits = ctx.forward(batch)
+            loss_full = ctx.per_example_loss(full_logits, batch["labels"])
+            estimate_cv = cv_estimate(loss_cheap.detach(), weights, full_t, loss_full.detach(), q_t)
+            estimate_ht = ht_estimate(weights, full_t, loss_full.detach(), q_t)
+            distill = self._distill_loss(pool["feats"][kept_t], cheap_logits, full_logits, full_t, weights)
+            if self.paper:  # published objective: the cheap term carries the head's gradient
+                objective = cv_estimate(loss_cheap, weights, full_t, loss_full, q_t) + distill
+                reported = objective.detach()
+            else:  # corrected: encoder gradient from the HT full term; the head learns on its own
+                objective = ht_estimate(weights, full_t, loss_full, q_t) + \
+                    (weights * loss_cheap).sum() / weights.sum() + distill
+                reported = estimate_ht
+            ctx.optimizer_step(objective, i)
+        if self.ema_head is not None:
+            with torch.no_grad():
+                for name, ema in self.ema_head.items():
+                    for pe, pl in zip(ema.parameters(), self.parts.head[name].parameters()):
+                        pe.lerp_(pl, 1 - 0.999)
+        self._stats.append(torch.stack([loss_cheap.detach()[full_t].float(), loss_full.detach().float()]))
+        self._stats_labels.append(pool["labels_host"][kept[full]])
+        ess = effective_sample_size(weights_host)
+        self.ess_fraction = ess / len(kept)
+        ctx.examples_forward += int(full.sum())
+        ctx.examples_backward += int(full.sum())
+        self.steps_since_refresh += 1
+        record = {"step": i + 1, "kept": int(len(kept)), "full": int(full.sum()), "pool": n_pool,
+                  "ess_fraction": round(self.ess_fraction, 4), "rho": round(self.policy.rho, 4),
+                  "tau": round(self.policy.tau, 4), "q": np.round(self.q_class, 4).tolist(),
+                  "class_weights": np.round(self.policy.class_weights, 4).tolist(),
+                  "kappa": self.policy.kappa(progress), "refreshes": self.refreshes}
+        if (i + 1) % cfg.log_every == 0 or i == 0:
+            self.records.append({**record, "costs": {k: float(v) for k, v in self.costs.flush().items()}})
+        return {"loss": reported, "loss_cv": estimate_cv, "loss_ht": estimate_ht,
+                "loss_cheap": (weights * loss_cheap.detach()).sum() / weights.sum(),
+                "loss_full_mean": loss_full.detach().mean(), "distill": distill.detach(),
+                "negative_cv": (estimate_cv < 0).float(), **record}
+
+    def _distill_loss(self, feats, cheap_logits, full_logits, full_t, weights) -> torch.Tensor:
+        """Head distillation, gamma * T^2 * KL(teacher || head): the published teacher is an EMA of
+        the head on the same features; the corrected teacher is the full model on S."""
+        cfg = self.ctx.cfg
+        temp = cfg.distill_temperature
+        if self.paper:
+            with torch.no_grad():
+                teacher = torch.softmax(self.cheap_logits(feats, teacher=True).float() / temp, -1)
+            student = torch.log_softmax(cheap_logits.float() / temp, -1)
+            w = weights
+        else:
+            teacher = torch.softmax(full_logits.detach().float() / temp, -1)
+            student = torch.log_softmax(cheap_logits[full_t].float() / temp, -1)
+            w = weights[full_t] / weights[full_t].sum()
+        kl = (teacher * (teacher.clamp_min(1e-8).log() - student)).sum(-1)
+        return cfg.distill_gamma * temp ** 2 * (w * kl).sum()
+
+    def _refresh_due(self) -> bool:
+        cfg = self.ctx.cfg
+        if self.pool is None:
+            return True
+        if self.paper:  # published gate: due on the cadence AND the ESS is low
+            return self.steps_since_refresh >= cfg.refresh_every and self.ess_fraction < cfg.ess_target
+        return self.steps_since_refresh >= cfg.refresh_every or \
+            (self.steps_since_refresh >= 2 and self.ess_fraction < cfg.ess_target)
+
+    def _update_policy(self, progress: float) -> None:
+        """At a refresh: read the step statistics once, update variances, tau, rho, a_c, q and M."""
+        if not self._stats:
+            return
+        stats = torch.cat(self._stats, dim=1).cpu().numpy()
+        labels = np.concatenate(self._stats_labels)
+        self._stats, self._stats_labels = [], []
+        cheap, full = stats
+        for c in range(self.num_classes):
+            rows = labels == c
+            if rows.sum() >= 2:
+                self.var_cheap[c] = 0.8 * self.var_cheap[c] + 0.2 * float(np.var(cheap[rows]))
+                self.var_gap[c] = 0.8 * self.var_gap[c] + 0.2 * float(np.var(full[rows] - cheap[rows]))
+        rank = 1.0 if self.paper else spearman(cheap, full)  # published code hard-codes 1.0
+        self.last_rank = rank
+        self.policy.update_tau(rank)
+        self.policy.update_rho(self.ess_fraction)
+        costs = self.costs.flush()
+        self.policy.update_class_weights(self.var_cheap, self.var_gap, self.q_class,
+                                         costs.get("head", 0.0), costs.get("full", 1.0))
+        self.solve(progress)
+
+    def telemetry(self) -> dict[str, Any]:
+        return {"steps": self.records, "refreshes": self.refreshes,
+                "final_costs": self.costs.flush(), "kept_per_step": self.kept_per_step}
+
+    def eval_difficulty(self) -> np.ndarray:
+        """Return the scorer's difficulty 1 - p_head(true class) on every eval example."""
+        data = self.ctx.eval
+        rows = np.arange(len(data))
+        with torch.no_grad():
+            feats = self.early_features(data, rows)
+            probs = torch.softmax(self.cheap_logits(feats).float(), -1)
+        return (1.0 - probs.gather(1, data.labels[:, None]).squeeze(1)).cpu().numpy()
+
+
+def drop_tokens(batch: dict[str, torch.Tensor], fraction: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Return the batch with a random `fraction` of real tokens (never the first) masked out."""
+    mask = batch["attention_mask"].clone()
+    drop = torch.rand(mask.shape, generator=generator, device=mask.device) < fraction
+    drop[:, 0] = False
+    mask[drop] = 0
+    return {**batch, "attention_mask": mask}
+
+
+# =============================================================================
+# 9. Comparison methods (peers)
+# =============================================================================
+def subset_split(data: EncodedSplit, rows: np.ndarray | torch.Tensor) -> EncodedSplit:
+    """Return the rows `rows` of an encoded split as a new EncodedSplit."""
+    idx = torch.as_tensor(rows, device=data.input_ids.device)
+    return EncodedSplit(data.input_ids[idx], data.lengths[idx], data.labels[idx])
+
+
+class Uniform(Baseline):
+    """Control: the baseline loop on a uniform random subset of uniform_fraction of the data."""
+
+    name = "uniform"
+
+    def __init__(self, ctx: RunContext):
+        n = len(ctx.train)
+        keep = torch.randperm(n, generator=ctx.generator)[: max(1, round(ctx.cfg.uniform_fraction * n))]
+        super().__init__(ctx, data=subset_split(ctx.train, keep))
+
+
+class ScoredBatches(Method):
+    """Shared machinery of peers that score examples with a no-grad forward before training."""
+
+    def score(self, data: EncodedSplit, idx: torch.Tensor) -> torch.Tensor:
+        """Return per-example training losses of rows `idx` without gradients."""
+        lengths = data.lengths.cpu()
+        width = padded_length(int(lengths[idx].max()), self.ctx.cfg.pad_multiple, data.input_ids.shape[1])
+        with torch.no_grad():
+            batch = make_batch(data, idx, width)
+            self.ctx.examples_forward += len(idx)
+            return self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
+
+    def train_on(self, idx: torch.Tensor, step: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward, backward and update on rows `idx` of the training set; return the loss."""
+        data = self.ctx.train
+        width = padded_length(int(data.lengths.cpu()[idx].max()), self.ctx.cfg.pad_multiple, data.input_ids.shape[1])
+        batch = make_batch(data, idx, width)
+        losses = self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
+        loss = (losses * weights).mean() if weights is not None else losses.mean()
+        self.ctx.optimizer_step(loss, step)
+        self.ctx.examples_forward += len(idx)
+        self.ctx.examples_backward += len(idx)
+        return loss.detach()
+
+
+class SelectiveBackprop(ScoredBatches):
+    """Selective Backprop (Jiang et al. 2019): forward every batch, keep each example with
+    probability (percentile of its loss among recent losses)^beta, backprop once a full batch of
+    kept examples has gathered; no reweighting, as published."""
+
+    name = "selective_backprop"
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        self.plan = []
+        for _ in range(ctx.cfg.epochs):
+            self.plan.extend(plan_epoch(ctx.train, ctx.cfg, ctx.generator))
+        self.history = np.empty(0)
+        self.pending: list[torch.Tensor] = []
+        self.updates = 0
+        self.rng = np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator)))
+
+    def num_steps(self) -> int:
+        return len(self.plan)
+
+    def optimizer_steps(self) -> int:
+        # E[U^beta] = 1 / (beta + 1) for a uniform percentile U.
+        return max(1, round(len(self.plan) / (self.ctx.cfg.sb_beta + 1)))
+
+    def select(self, losses: np.ndarray) -> np.ndarray:
+        """Return the kept mask: Bernoulli(percentile(loss | recent history)^beta)."""
+        cfg = self.ctx.cfg
+        self.history = np.concatenate([self.history, losses])[-cfg.sb_history:]
+        percentile = np.searchsorted(np.sort(self.history), losses, side="right") / len(self.history)
+        return self.rng.random(len(losses)) < percentile ** cfg.sb_beta
+
+    def step(self, i: int) -> dict[str, Any]:
+        idx, _ = self.plan[i]
+        losses = self.score(self.ctx.train, idx).float().cpu().numpy()  # selection needs the host
+        self.pending.append(idx[torch.as_tensor(self.select(losses))])
+        gathered = torch.cat(self.pending)
+        info: dict[str, Any] = {"kept_fraction": float(len(self.pending[-1]) / len(idx))}
+        if len(gathered) >= self.ctx.cfg.batch_size or (i == len(self.plan) - 1 and len(gathered)):
+            batch, rest = gathered[: self.ctx.cfg.batch_size], gathered[self.ctx.cfg.batch_size:]
+            self.pending = [rest]
+            info["loss"] = self.train_on(batch, self.updates)
+            self.updates += 1
+        return info
+
+
+class RhoLoss(ScoredBatches):
+    """RHO-LOSS (Mindermann et al. 2022): an irreducible-loss model trained on a holdout split;
+    each step scores a candidate batch rho_candidate_mult x larger without gradients and trains on
+    the top rho_select_fraction by reducible loss = training loss - irreducible loss."""
+
+    name = "rho_loss"
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        cfg = ctx.cfg
+        n = len(ctx.train)
+        order = torch.randperm(n, generator=ctx.generator)
+        n_hold = max(cfg.batch_size, round(cfg.rho_holdout * n))
+        self.holdout, self.pool_rows = order[:n_hold], order[n_hold:]
+        self.candidates = cfg.batch_size * cfg.rho_candidate_mult
+        self.selected = max(1, round(self.candidates * cfg.rho_select_fraction))
+        self.irreducible: torch.Tensor | None = None
+        self.il_seconds = 0.0
+
+    def setup(self) -> None:
+        """Train the irreducible-loss model on the holdout (timed as part of training), then
+        record its loss on every training example."""
+        self.irreducible = irreducible_losses(self.ctx, self.holdout, self.ctx.cfg.rho_il_epochs)
+
+    def num_steps(self) -> int:
+        return math.ceil(len(self.pool_rows) / self.candidates) * self.ctx.cfg.epochs
+
+    def select(self, train_loss: torch.Tensor, irreducible: torch.Tensor) -> torch.Tensor:
+        """Return positions of the top `selected` candidates by reducible loss."""
+        return torch.topk(train_loss - irreducible, min(self.selected, len(train_loss))).indices
+
+    def step(self, i: int) -> dict[str, Any]:
+        per_epoch = math.ceil(len(self.pool_rows) / self.candidates)
+        if i % per_epoch == 0:
+            self.order = self.pool_rows[torch.randperm(len(self.pool_rows), generator=self.ctx.generator)]
+        j = i % per_epoch
+        idx = self.order[j * self.candidates:(j + 1) * self.candidates]
+        losses = self.score(self.ctx.train, idx)
+        chosen = self.select(losses, self.irreducible[idx.to(self.irreducible.device)]).cpu()
+        return {"loss": self.train_on(idx[chosen], i)}
+
+    def telemetry(self) -> dict[str, Any]:
+        return {"holdout": len(self.holdout), "candidates_per_step": self.candidates,
+                "selected_per_step": self.selected}
+
+
+def irreducible_losses(ctx: RunContext, holdout: torch.Tensor, epochs: int) -> torch.Tensor:
+    """Return per-example losses on the whole training set of a copy of the model fine-tuned on
+    `holdout` rows for `epochs` epochs (the RHO-LOSS irreducible-loss model)."""
+    cfg = replace_config(ctx.cfg, epochs=epochs)
+    il_model = copy.deepcopy(ctx.model).train()
+    il_ctx = dataclasses.replace(ctx, cfg=cfg, model=il_model, train=subset_split(ctx.train, holdout),
+                                 examples_forward=0, examples_backward=0)
+    trainer = Baseline(il_ctx)
+    il_ctx.optimizer = build_optimizer(il_model, cfg, ctx.device)
+    il_ctx.scheduler = build_scheduler(il_ctx.optimizer, cfg, trainer.num_steps())
+    for step in range(trainer.num_steps()):
+        trainer.step(step)
+    il_model.eval()
+    out = torch.empty(len(ctx.train), device=ctx.device)
+    lengths = ctx.train.lengths.cpu()
+    with torch.no_grad():
+        for idx in torch.argsort(lengths).split(cfg.eval_batch_size):
+            width = padded_length(int(lengths[idx].max()), cfg.pad_multiple, ctx.train.input_ids.shape[1])
+            batch = make_batch(ctx.train, idx, width)
+            with il_ctx.autocast():
+                logits = il_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            out[idx.to(ctx.device)] = il_ctx.per_example_loss(logits, batch["labels"])
+    return out
+
+
+class InfoBatch(ScoredBatches):
+    """InfoBatch (Qin et al. 2024): each epoch, prune a random infobatch_prune share of the
+    examples whose last loss is below the mean and scale up the kept ones' losses by
+    1 / (1 - prune) so the expected gradient is unchanged; the last infobatch_anneal share of
+    epochs uses all data. Unseen examples have no score and are never pruned, so a one-epoch
+    run prunes nothing; `telemetry()` reports the pruned counts."""
+
+    name = "infobatch"
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        n = len(ctx.train)
+        self.scores = torch.full((n,), float("nan"), device=ctx.device)
+        self.rng = np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator)))
+        self.plan: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+        self.pruned: list[int] = []
+        self.epoch = -1
+        self.steps_per_epoch = len(plan_epoch(ctx.train, ctx.cfg, torch.Generator().manual_seed(0)))
+
+    def num_steps(self) -> int:
+        return self.steps_per_epoch * self.ctx.cfg.epochs  # an upper bound; pruned epochs end early
+
+    def prune_weights(self, scores: np.ndarray, anneal: bool) -> np.ndarray:
+        """Return per-example loss weights for an epoch: 0 = pruned, 1/(1-p) = kept low-loss, 1 = rest."""
+        weights = np.ones(len(scores))
+        seen = ~np.isnan(scores)
+        if anneal or not seen.any():
+            return weights
+        low = seen & (scores < np.nanmean(scores))
+        prune = low & (self.rng.random(len(scores)) < self.ctx.cfg.infobatch_prune)
+        weights[low] = 1.0 / (1.0 - self.ctx.cfg.infobatch_prune)
+        weights[prune] = 0.0
+        return weights
+
+    def _new_epoch(self) -> None:
+        self.epoch += 1
+        cfg = self.ctx.cfg
+        anneal = self.epoch >= cfg.epochs * (1 - cfg.infobatch_anneal)
+        weights = self.prune_weights(self.scores.cpu().numpy(), anneal)
+        keep = np.flatnonzero(weights > 0)
+        self.pruned.append(int(len(weights) - len(keep)))
+        sub = subset_split(self.ctx.train, keep)
+        keep_t = torch.as_tensor(keep)
+        weight_t = torch.as_tensor(weights, dtype=torch.float32, device=self.ctx.device)
+        self.plan = [(keep_t[idx], width, weight_t[keep_t[idx].to(self.ctx.device)])
+                     for idx, width in plan_epoch(sub, cfg, self.ctx.generator)]
+        self.cursor = 0
+
+    def step(self, i: int) -> dict[str, Any]:
+        if self.epoch < 0 or self.cursor >= len(self.plan):
+            self._new_epoch()
+        idx, width, weights = self.plan[self.cursor]
+        self.cursor += 1
+        data = self.ctx.train
+        batch = make_batch(data, idx, width)
+        losses = self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
+        self.scores[idx.to(self.ctx.device)] = losses.detach().float()
+        loss = (losses * weights).mean()
+        self.ctx.optimizer_step(loss, i)
+        self.ctx.examples_forward += len(idx)
+        self.ctx.examples_backward += len(idx)
+        return {"loss": loss.detach()}
+
+    def telemetry(self) -> dict[str, Any]:
+        return {"pruned_per_epoch": self.pruned}
+
+
+PEER_METHODS: dict[str, Callable[[RunContext], Method]] = {
+    "uniform": Uniform, "selective_backprop": SelectiveBackprop, "rho_loss": RhoLoss,
+    "infobatch": InfoBatch,
+}
+
+
+# =============================================================================
+# 10. Diagnostics
+# =============================================================================
+def _figure_out(fig, path: str | Path | None):
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_confusion_matrix(record: dict[str, Any], path: str | Path | None = None):
+    """Return a matplotlib figure of the run's confusion matrix (saved as PNG when `path`)."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ConfusionMatrixDisplay(np.array(record["confusion_matrix"]), display_labels=record["label_names"]).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=30)
+    ax.set_title(f"{record['method']} seed {record['seed']}: accuracy {record['accuracy']:.3f}")
+    return _figure_out(fig, path)
+
+
+def difficulty_frame(record: dict[str, Any]):
+    """Return a DataFrame of eval difficulty (the scorer's 1 - p(true class)) and correctness.
+
+    For a method without a scorer, difficulty is the trained model's own 1 - p(true class).
+    """
+    import pandas as pd
+
+    correct = np.array(record["eval_predictions"]) == np.array(record["eval_labels"])
+    if record.get("eval_difficulty") is not None:
+        difficulty, source = np.array(record["eval_difficulty"]), "scorer (cheap head)"
+    else:
+        difficulty, source = 1.0 - np.array(record["eval_true_prob"]), "trained model"
+    return pd.DataFrame({"difficulty": difficulty,
+                         "prediction": np.where(correct, "correct", "incorrect"), "source": source})
+
+
+def plot_difficulty(record: dict[str, Any], path: str | Path | None = None):
+    """Return a KDE figure of difficulty scores for correct vs incorrect eval predictions.
+
+    If the scorer works, incorrect predictions sit at higher difficulty (the "smoking gun").
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    frame = difficulty_frame(record)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = frame["prediction"].nunique()
+    sns.kdeplot(data=frame, x="difficulty", hue="prediction" if groups > 1 else None, common_norm=False,
+                fill=True, clip=(0, 1), ax=ax, warn_singular=False)
+    ax.set_xlabel(f"difficulty = 1 - p(true class), from the {frame['source'].iloc[0]}")
+    ax.set_title(f"{record['method']} seed {record['seed']}: difficulty of correct vs incorrect")
+    return _figure_out(fig, path)
+
+
+def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
+    """Return a figure of MC-Learn's sampler telemetry over steps (|K|, full passes, ESS, rho,
+    tau, q); an empty note for methods without telemetry."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    steps = (record.get("telemetry") or {}).get("steps") or []
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    if not steps:
+        axes[0].text(0.5, 0.5, "no sampler telemetry for this method", ha="center")
+        return _figure_out(fig, path)
+    frame = pd.DataFrame(steps)
+    frame[["kept", "full"]].set_index(frame["step"]).plot(ax=axes[0], title="examples per step")
+    frame[["ess_fraction", "rho"]].set_index(frame["step"]).plot(ax=axes[1], title="ESS / |K| and replay share")
+    q = pd.DataFrame(frame["q"].tolist(), index=frame["step"]).add_prefix("q class ")
+    q.assign(tau=frame["tau"].values).plot(ax=axes[2], title="full-pass probability q and tau", logy=True)
+    fig.suptitle(f"{record['method']} seed {record['seed']}")
+    fig.tight_layout()
+    return _figure_out(fig, path)
+
+
+def plot_time_to_accuracy(records: Sequence[dict[str, Any]], path: str | Path | None = None):
+    """Return a figure of eval accuracy against training seconds, one line per run."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors: dict[str, Any] = {}
+    for record in records:
+        curve = record["eval_curve"]
+        color = colors.setdefault(record["method"], f"C{len(colors)}")
+        ax.plot([0] + [c["train_seconds"] for c in curve], [np.nan] + [c["accuracy"] for c in curve],
+                marker="o", ms=3, color=color, alpha=0.8,
+                label=record["method"] if record["method"] not in ax.get_legend_handles_labels()[1] else None)
+    ax.set_xlabel("training seconds (evaluation excluded)")
+    ax.set_ylabel("eval accuracy")
+    ax.set_title(f"time to accuracy ({records[0]['device'] if records else ''})")
+    ax.legend()
+    return _figure_out(fig, path)
+
+
+def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = None):
+    """Return a figure of final accuracy vs training seconds per method (mean ± std over seeds)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = pd.DataFrame([{"method": r["method"], "seconds": r["train_seconds"], "accuracy": r["accuracy"]}
+                          for r in records])
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for k, (method, group) in enumerate(frame.groupby("method", sort=False)):
+        ax.errorbar(group["seconds"].mean(), group["accuracy"].mean(), xerr=group["seconds"].std(ddof=0),
+                    yerr=group["accuracy"].std(ddof=0), fmt="o", color=f"C{k}", label=method, capsize=3)
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("final eval accuracy")
+    ax.set_title("accuracy vs training time (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    return _figure_out(fig, path)
+
+
+def time_to_accuracy(record: dict[str, Any], target: float) -> float | None:
+    """Return the training seconds at the first evaluation reaching `target`, or None (never)."""
+    for point in record["eval_curve"]:
+        if point["accuracy"] >= target:
+            return float(point["train_seconds"])
+    return None
+
+
+def comparison_table(records: Sequence[dict[str, Any]], tolerance_pt: float = 0.5):
+    """Return a per-method table: accuracy and seconds (mean ± std), speed-up vs baseline,
+    examples with a backward pass, and time to reach baseline accuracy - tolerance (or "never")."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{k: r[k] for k in SUMMARY_COLUMNS} | {"examples_backward": r["examples_backward"]}
+                          for r in records])
+    table = report_table(frame)
+    base = [r for r in records if r["method"] == "baseline"]
+    target = np.mean([r["accuracy"] for r in base]) - tolerance_pt / 100 if base else None
+    reach, backward = [], []
+    for method in table["method"]:
+        runs = [r for r in records if r["method"] == method]
+        times = [time_to_accuracy(r, target) for r in runs] if target is not None else [None]
+        reached = [t for t in times if t is not None]
+        reach.append(f"{np.mean(reached):.1f}s ({len(reached)}/{len(runs)} seeds)" if reached else "never")
+        backward.append(int(np.mean([r["examples_backward"] for r in runs])))
+    table["examples with backward"] = backward
+    table[f"time to baseline - {tolerance_pt} pt"] = reach
+    return table
+
+
+# =============================================================================
+# 11. Results I/O, sweeps and summaries
+# =============================================================================
+METHODS: dict[str, Callable[[RunContext], Method]] = {
+    "baseline": Baseline, "mclearn": MCLearn, "mclearn-paper": MCLearn, **PEER_METHODS}
+SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accuracy", "examples_seen"]
+
+
+def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Path:
+    """Return where a run's JSON lives: <results>/runs/<study>/<method>-seed<k>.json."""
+    return Path(results_dir) / "runs" / study / f"{method}-seed{seed}.json"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to `path` atomically: a temp file in the same folder, fsync, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(_jsonable(payload), handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_run(path: str | Path) -> dict[str, Any]:
+    """Return a run record read from its JSON file."""
+    return json.loads(Path(path).read_text())
+
+
+def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequence[int] | None = None,
+              prepared: Prepared | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Run every (method, seed) whose result file is missing; return all records, old and new.
+
+    Each run is written atomically as soon as it ends, so an interrupted sweep resumes where it
+    stopped and loses no finished run.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
+    seeds = list(seeds if seeds is not None else cfg.seeds)
+    records = []
+    for seed in seeds:
+        for method in methods:
+            path = run_path(cfg.results_dir, cfg.study, method, seed)
+            if path.exists():
+                records.append(read_run(path))
+                continue
+            prepared = prepared or prepare(cfg)
+            log_path = path.with_suffix(".jsonl")
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            record = train_method(method, cfg, prepared, seed, log_path=log_path, progress=progress)
+            write_json_atomic(path, record)
+            records.append(record)
+            if progress:
+                print(f"{method:>18} seed {seed}: accuracy {record['accuracy']:.4f}, "
+                      f"train {record['train_seconds']:.1f}s -> {path}")
+    return records
+
+
+def load_runs(results_dir: str | Path, study: str | None = None) -> list[dict[str, Any]]:
+    """Return every run record under <results>/runs (one study, or all)."""
+    root = Path(results_dir) / "runs"
+    pattern = f"{study}/*.json" if study else "*/*.json"
+    return [read_run(p) for p in sorted(root.glob(pattern))]
+
+
+def summarize(results_dir: str | Path = "results", study: str | None = None, show: bool = True):
+    """Write <results>/summary.csv (one row per run, columns SUMMARY_COLUMNS) and return the
+    mean ± std report table (a DataFrame) of `study` (or every study)."""
+    import pandas as pd
+
+    runs = load_runs(results_dir)
+    rows = pd.DataFrame([{c: r[c] for c in SUMMARY_COLUMNS} for r in runs], columns=SUMMARY_COLUMNS)
+    out = Path(results_dir) / "summary.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(".summary.csv.tmp")
+    rows.sort_values(["study", "method", "seed"]).to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    table = report_table(rows if study is None else rows[rows["study"] == study])
+    if show:
+        print(table.to_string(index=False))
+    return table
+
+
+def report_table(rows) -> Any:
+    """Return a table per (study, device, method): accuracy and train seconds as mean ± std over
+    seeds, the speed-up against the same study's baseline and the accuracy change in points."""
+    import pandas as pd
+
+    out = []
+    for (study, device), group in rows.groupby(["study", "device"], sort=False):
+        base = group[group["method"] == "baseline"]
+        base_time = base["train_seconds"].mean() if len(base) else float("nan")
+        base_acc = base["accuracy"].mean() if len(base) else float("nan")
+        for method, runs in group.groupby("method", sort=False):
+            acc, secs = runs["accuracy"] * 100, runs["train_seconds"]
+            out.append({
+                "study": study, "device": device, "method": method, "seeds": len(runs),
+                "accuracy (%)": _mean_std(acc), "train seconds": _mean_std(secs),
+                "speed-up vs baseline": f"{base_time / secs.mean():.2f}x" if len(base) else "n/a",
+                "accuracy change (pt)": f"{acc.mean() - base_acc * 100:+.2f}" if len(base) else "n/a",
+                "examples seen": int(runs["examples_seen"].mean()),
+            })
+    return pd.DataFrame(out)
+
+
+def _mean_std(values) -> str:
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.2f} ± {std:.2f}"
