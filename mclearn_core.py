@@ -93,7 +93,7 @@ class Config:
     distill_gamma: float = 0.10  # weight of the head's distillation from the full pass
     distill_temperature: float = 3.0
     teacher_ema: float = 0.9  # EMA of the full model's per-class soft targets
-    kappa_schedule: tuple[float, ...] = (0.6, 0.5, 0.4)  # kept fraction per third of training
+    kappa_schedule: tuple[float, ...] = (0.6, 0.5, 0.4)  # kept fraction before 40%, 80%, then to the end
     tau_init: float = 1.0
     tau_bounds: tuple[float, float] = (0.5, 4.0)
     rank_guard: float = 0.8  # widen tau when Spearman(cheap, full loss) drops below this
@@ -114,7 +114,7 @@ class Config:
     token_drop: float = 0.0  # fraction of non-special tokens dropped in the full pass
     unfreeze_schedule: tuple[float, ...] = ()  # progress points at which frozen layers thaw
     # --- peers (section 9) ------------------------------------------------------------------------
-    uniform_fraction: float = 0.55  # data fraction for the "uniform" control
+    uniform_fraction: float = 0.30  # data fraction for the "uniform" control (= mclearn budget_ratio)
     sb_beta: float = 3.0  # Selective Backprop selectivity
     sb_history: int = 1024
     rho_holdout: float = 0.1  # RHO-LOSS irreducible-loss holdout fraction
@@ -358,7 +358,8 @@ def load_text_dataset(cfg: Config) -> DataBundle:
     folder = Path(cfg.dataset).expanduser()
     if folder.is_dir():
         train_frame, eval_frame, names, source = _load_local(folder, cfg)
-    elif any(sep in cfg.dataset for sep in ("\\", "./")) or cfg.dataset.startswith(("/", "~")):
+    elif any(sep in cfg.dataset for sep in ("\\", "./")) or cfg.dataset.startswith(("/", "~")) or \
+            (folder.parent != Path(".") and folder.parent.is_dir()):
         raise DataError(f"Dataset folder {cfg.dataset!r} does not exist. Set dataset= to an "
                         f"existing folder or a hub name such as 'ag_news'.")
     else:
@@ -799,6 +800,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     log_file = open(log_path, "w") if log_path else None
     writer = _tensorboard_writer(log_path)
     running: dict[str, torch.Tensor] = {}
+    running_steps = 0
     bar = _progress(total_steps, f"{method_name} seed {seed}", progress)
     try:
         _sync(device)
@@ -813,12 +815,12 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
             for key, value in info.items():
                 if isinstance(value, torch.Tensor):
                     running[key] = running.get(key, 0.0) + value.detach().float()
+            running_steps += 1
             bar.update(1)
             done = step + 1
             if done % cfg.log_every == 0 or done in eval_at:
-                logged = {k: float(v) / (cfg.log_every if done % cfg.log_every == 0 else 1)
-                          for k, v in running.items()}
-                running = {}
+                logged = {k: float(v) / running_steps for k, v in running.items()}  # per-step means
+                running, running_steps = {}, 0
                 if "loss" in logged:
                     _check_finite(logged["loss"], done, method_name)
                 record = {"step": done, "lr": ctx.optimizer.param_groups[-1]["lr"], **logged,
@@ -971,6 +973,22 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def project_to_box_simplex(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Return clip(s * weights, lo, hi) with the scale s found by bisection so the result sums
+    to 1 (feasible when lo * C <= 1 <= hi * C); order of the weights is preserved."""
+    weights = np.asarray(weights, dtype=np.float64)
+    s_lo, s_hi = 0.0, 1.0
+    while np.clip(s_hi * weights, lo, hi).sum() < 1.0 and s_hi < 1e12:
+        s_hi *= 2.0
+    for _ in range(100):
+        mid = 0.5 * (s_lo + s_hi)
+        if np.clip(mid * weights, lo, hi).sum() < 1.0:
+            s_lo = mid
+        else:
+            s_hi = mid
+    return np.clip(s_hi * weights, lo, hi)
+
+
 class PolicyLearner:
     """Adapts class weights a_c, temperature tau and replay share rho within their bounds.
 
@@ -988,7 +1006,7 @@ class PolicyLearner:
         self.rho = cfg.rho_init
 
     def kappa(self, progress: float) -> float:
-        """Return the kept fraction for training progress in [0, 1] (schedule by thirds: <0.4, <0.8, rest)."""
+        """Return the kept fraction for training progress in [0, 1] (switches at 0.4 and 0.8)."""
         schedule = self.cfg.kappa_schedule
         index = 0 if progress < 0.4 else 1 if progress < 0.8 else 2
         return float(schedule[min(index, len(schedule) - 1)])
@@ -1000,10 +1018,7 @@ class PolicyLearner:
         gain = gain / max(gain.mean(), 1e-12)
         weights = self.class_weights * np.exp(self.cfg.class_weight_lr * (gain - 1.0))
         lo, hi = self.cfg.class_weight_bounds
-        c = len(weights)
-        for _ in range(3):  # clip and renormalise; a few rounds settle both
-            weights = np.clip(weights / weights.sum(), lo / c, hi / c)
-        self.class_weights = weights / weights.sum()
+        self.class_weights = project_to_box_simplex(weights, lo / len(weights), hi / len(weights))
         return self.class_weights
 
     def update_tau(self, rank_corr: float) -> float:
@@ -1248,6 +1263,7 @@ class MCLearn(Method):
         self._stats_labels: list[np.ndarray] = []
         self.ess_fraction = 1.0
         self.last_rank = float("nan")
+        self.empty_steps = 0  # steps whose kept set came up empty (no update)
 
     def extra_param_groups(self) -> list[dict]:
         if self.cheap_head is None:
@@ -1313,14 +1329,16 @@ class MCLearn(Method):
         idx = torch.as_tensor(self.pool["rows"][: cfg.batch_size])
         width = padded_length(int(self.lengths_host[idx.numpy()].max()), cfg.pad_multiple, ctx.train.input_ids.shape[1])
         batch = make_batch(ctx.train, idx, width)
-        for count in (len(idx), max(1, len(idx) // 2)):  # two sizes separate per-example and fixed cost
-            with self.costs.timed("calib%d" % count, 1):
+        sizes = {"calib_big": len(idx), "calib_small": max(1, len(idx) // 2)}
+        for key, count in sizes.items():  # two sizes separate per-example and fixed cost
+            with self.costs.timed(key, 1):
                 loss = ctx.per_example_loss(ctx.forward({k: v[:count] for k, v in batch.items()}), batch["labels"][:count]).mean()
                 loss.backward()
         ctx.model.zero_grad(set_to_none=True)
         self.costs.flush()
-        big, small = self.costs.ema.pop(f"calib{len(idx)}"), self.costs.ema.pop(f"calib{max(1, len(idx) // 2)}")
-        per_example = max((big - small) / max(len(idx) - max(1, len(idx) // 2), 1), big / len(idx) * 0.25)
+        big, small = self.costs.ema.pop("calib_big"), self.costs.ema.pop("calib_small")
+        spread = sizes["calib_big"] - sizes["calib_small"]
+        per_example = max((big - small) / spread if spread else big, big / len(idx) * 0.25)
         self.costs.ema["full"] = per_example
         self.costs.ema["fixed"] = max(big - per_example * len(idx), 0.0)
         self.costs.ema.setdefault("head", 0.0)
@@ -1375,36 +1393,28 @@ class MCLearn(Method):
             uniforms = (self.rng.random(n_pool), self.rng.random(n_pool))
         self.last_uniforms = uniforms
         keep = draw_kept(pool["q_cand"], pool["q_rep"], self.rng, uniforms)
-        if not keep.any():
-            keep[int(np.argmax(pool["inclusion"]))] = True
+        self.steps_since_refresh += 1
+        if not keep.any():  # nothing kept: no update this step (forcing one would bias the weights)
+            self.empty_steps += 1
+            return {}
         kept = np.flatnonzero(keep)
         # HT weights for the dataset mean: inclusion = P(in pool) * P(kept | pool).
         expected = float(pool["inclusion"].sum())
         weights_host = ht_weights(pool["pool_prob"][kept] * pool["inclusion"][kept], len(ctx.train),
                                   cfg.w_clip, expected)
         q_kept = self.q_class[pool["labels_host"][kept]]
-        full = self.rng.random(len(kept)) < q_kept
-        if not full.any():
-            full[int(np.argmax(q_kept))] = True
-        full_rows = pool["rows"][kept[full]]
+        full = self.rng.random(len(kept)) < q_kept  # S may be empty: its term is then zero
         device = ctx.device
         kept_t = torch.as_tensor(kept, device=device)
         full_t = torch.as_tensor(full, device=device)
         weights = torch.as_tensor(weights_host, device=device, dtype=torch.float32)
         q_t = torch.as_tensor(q_kept, device=device, dtype=torch.float32)
-        labels = pool["labels"][kept_t]
         with self.costs.timed("head", len(kept)):
             cheap_logits = self.cheap_logits(pool["feats"][kept_t])
-            loss_cheap = ctx.per_example_loss(cheap_logits, labels)
-        width = padded_length(int(self.lengths_host[full_rows].max()), cfg.pad_multiple, ctx.train.input_ids.shape[1])
-        if cfg.length_ladder:
-            width = min(width, cfg.length_ladder[min(int(progress * len(cfg.length_ladder)), len(cfg.length_ladder) - 1)])
-        batch = make_batch(ctx.train, torch.as_tensor(full_rows), width)
-        if cfg.token_drop > 0:
-            batch = drop_tokens(batch, cfg.token_drop, ctx.device_generator)
-        with self.costs.timed("full", int(full.sum())):
-            full_logits = ctx.forward(batch)
-            loss_full = ctx.per_example_loss(full_logits, batch["labels"])
+            loss_cheap = ctx.per_example_loss(cheap_logits, pool["labels"][kept_t])
+        n_full = int(full.sum())
+        with self.costs.timed("full", max(n_full, 1)):
+            full_logits, loss_full = self._full_pass(pool["rows"][kept[full]], progress)
             estimate_cv = cv_estimate(loss_cheap.detach(), weights, full_t, loss_full.detach(), q_t)
             estimate_ht = ht_estimate(weights, full_t, loss_full.detach(), q_t)
             distill = self._distill_loss(pool["feats"][kept_t], cheap_logits, full_logits, full_t, weights)
@@ -1423,12 +1433,10 @@ class MCLearn(Method):
                         pe.lerp_(pl, 1 - 0.999)
         self._stats.append(torch.stack([loss_cheap.detach()[full_t].float(), loss_full.detach().float()]))
         self._stats_labels.append(pool["labels_host"][kept[full]])
-        ess = effective_sample_size(weights_host)
-        self.ess_fraction = ess / len(kept)
-        ctx.examples_forward += int(full.sum())
-        ctx.examples_backward += int(full.sum())
-        self.steps_since_refresh += 1
-        record = {"step": i + 1, "kept": int(len(kept)), "full": int(full.sum()), "pool": n_pool,
+        self.ess_fraction = effective_sample_size(weights_host) / len(kept)
+        ctx.examples_forward += n_full
+        ctx.examples_backward += n_full
+        record = {"step": i + 1, "kept": int(len(kept)), "full": n_full, "pool": n_pool,
                   "ess_fraction": round(self.ess_fraction, 4), "rho": round(self.policy.rho, 4),
                   "tau": round(self.policy.tau, 4), "q": np.round(self.q_class, 4).tolist(),
                   "class_weights": np.round(self.policy.class_weights, 4).tolist(),
@@ -1437,8 +1445,23 @@ class MCLearn(Method):
             self.records.append({**record, "costs": {k: float(v) for k, v in self.costs.flush().items()}})
         return {"loss": reported, "loss_cv": estimate_cv, "loss_ht": estimate_ht,
                 "loss_cheap": (weights * loss_cheap.detach()).sum() / weights.sum(),
-                "loss_full_mean": loss_full.detach().mean(), "distill": distill.detach(),
-                "negative_cv": (estimate_cv < 0).float(), **record}
+                "distill": distill.detach(), "negative_cv": (estimate_cv < 0).float(), **record}
+
+    def _full_pass(self, rows: np.ndarray, progress: float) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Return (logits, per-example losses) of the full model on training rows `rows`
+        (empty losses and no logits when `rows` is empty)."""
+        cfg, ctx = self.ctx.cfg, self.ctx
+        if len(rows) == 0:
+            return None, torch.zeros(0, device=ctx.device)
+        width = padded_length(int(self.lengths_host[rows].max()), cfg.pad_multiple, ctx.train.input_ids.shape[1])
+        if cfg.length_ladder:
+            ladder = cfg.length_ladder
+            width = min(width, ladder[min(int(progress * len(ladder)), len(ladder) - 1)])
+        batch = make_batch(ctx.train, torch.as_tensor(rows), width)
+        if cfg.token_drop > 0:
+            batch = drop_tokens(batch, cfg.token_drop, ctx.device_generator)
+        logits = ctx.forward(batch)
+        return logits, ctx.per_example_loss(logits, batch["labels"])
 
     def _distill_loss(self, feats, cheap_logits, full_logits, full_t, weights) -> torch.Tensor:
         """Head distillation, gamma * T^2 * KL(teacher || head): the published teacher is an EMA of
@@ -1450,6 +1473,8 @@ class MCLearn(Method):
                 teacher = torch.softmax(self.cheap_logits(feats, teacher=True).float() / temp, -1)
             student = torch.log_softmax(cheap_logits.float() / temp, -1)
             w = weights
+        elif full_logits is None:  # no full pass this step: no teacher
+            return cheap_logits.sum() * 0.0
         else:
             teacher = torch.softmax(full_logits.detach().float() / temp, -1)
             student = torch.log_softmax(cheap_logits[full_t].float() / temp, -1)
@@ -1489,7 +1514,7 @@ class MCLearn(Method):
         self.solve(progress)
 
     def telemetry(self) -> dict[str, Any]:
-        return {"steps": self.records, "refreshes": self.refreshes,
+        return {"steps": self.records, "refreshes": self.refreshes, "empty_steps": self.empty_steps,
                 "final_costs": self.costs.flush(), "kept_per_step": self.kept_per_step}
 
     def eval_difficulty(self) -> np.ndarray:
@@ -1906,11 +1931,15 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to `path` atomically: a temp file in the same folder, fsync, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(_jsonable(payload), handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(_jsonable(payload), handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
@@ -1964,9 +1993,13 @@ def summarize(results_dir: str | Path = "results", study: str | None = None, sho
     rows = pd.DataFrame([{c: r[c] for c in SUMMARY_COLUMNS} for r in runs], columns=SUMMARY_COLUMNS)
     out = Path(results_dir) / "summary.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(".summary.csv.tmp")
-    rows.sort_values(["study", "method", "seed"]).to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    tmp = out.with_name(f".summary.csv.{os.getpid()}.tmp")
+    try:
+        rows.sort_values(["study", "method", "seed"]).to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     table = report_table(rows if study is None else rows[rows["study"] == study])
     if show:
         print(table.to_string(index=False))
@@ -1998,3 +2031,72 @@ def report_table(rows) -> Any:
 def _mean_std(values) -> str:
     std = values.std(ddof=1) if len(values) > 1 else 0.0
     return f"{values.mean():.2f} ± {std:.2f}"
+
+
+README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
+
+
+def results_markdown(results_dir: str | Path = "results") -> str:
+    """Return the README results section: one mean ± std table per study, generated from
+    <results>/summary.csv, each table linking the run files it comes from."""
+    import pandas as pd
+
+    summary = Path(results_dir) / "summary.csv"
+    if not summary.exists():
+        return "_No results yet: run a sweep, then `python mclearn_core.py --update-readme`._"
+    rows = pd.read_csv(summary)
+    parts = []
+    for study, group in rows.groupby("study", sort=False):
+        table = report_table(group)
+        parts.append(f"**{study}** (run files: [`{results_dir}/runs/{study}/`]({results_dir}/runs/{study}/), "
+                     f"rows of [`{summary}`]({summary}))\n")
+        parts.append(table.drop(columns=["study"]).to_markdown(index=False) + "\n")
+    return "\n".join(parts)
+
+
+def update_readme(readme: str | Path = REPO_ROOT / "README.md", results_dir: str | Path = "results") -> None:
+    """Rewrite the results table between the README's markers from <results>/summary.csv."""
+    path = Path(readme)
+    text = path.read_text()
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        raise ValueError(f"{path} lacks the markers {start} ... {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{results_markdown(results_dir)}\n{end}{tail}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: run a resumable sweep and print the summary table.
+
+    Example: python mclearn_core.py --preset cpu --methods baseline mclearn
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="auto", help=f"auto or one of {', '.join(PRESETS)}")
+    parser.add_argument("--methods", nargs="+", default=["baseline", "mclearn"], choices=sorted(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--dataset", default=None, help="hub name or local folder (default: preset's)")
+    parser.add_argument("--model", dest="model_name", default=None, help="hub name, local folder or 'tiny'")
+    parser.add_argument("--study", default="default")
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="any Config field, e.g. --set epochs=2 budget_ratio=0.4")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="only regenerate README.md's results table from <results-dir>/summary.csv")
+    args = parser.parse_args(argv)
+    if args.update_readme:
+        summarize(args.results_dir, show=False)
+        update_readme(results_dir=args.results_dir)
+        return
+    overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" and v not in ("tiny",) else v
+                 for k, v in (item.split("=", 1) for item in args.set)}
+    cfg = make_config(args.preset, dataset=args.dataset, model_name=args.model_name, study=args.study,
+                      results_dir=args.results_dir, **overrides)
+    run_sweep(cfg, args.methods, args.seeds)
+    summarize(cfg.results_dir, study=cfg.study)
+
+
+if __name__ == "__main__":
+    main()

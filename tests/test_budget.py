@@ -1,0 +1,70 @@
+"""Section 6: cost meter and budget solver (q* and the kept size M*)."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import mclearn_core as mc
+
+
+def test_optimal_full_prob_formula_and_bounds():
+    bounds = (0.12, 0.33)
+    var_gap = np.array([0.04, 0.09, 1.0, 1e-6])
+    var_cheap = np.array([1.0, 1.0, 1.0, 1.0])
+    q = mc.optimal_full_prob(var_gap, var_cheap, cost_head=0.5, cost_full=2.0, bounds=bounds)
+    raw = np.sqrt(var_gap * 0.5 / (var_cheap * 2.0))  # 0.1, 0.15, 0.5, 0.0005
+    np.testing.assert_allclose(q[1], raw[1])  # inside the bounds: exactly the formula
+    assert q[0] == bounds[0] and q[3] == bounds[0] and q[2] == bounds[1]
+    assert np.all((q >= bounds[0]) & (q <= bounds[1]))
+    # zero cheap variance does not divide by zero
+    assert mc.optimal_full_prob(np.ones(1), np.zeros(1), 1.0, 1.0, bounds)[0] == bounds[1]
+
+
+def test_optimal_full_prob_random_inputs_inside_bounds():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        vg, vc = rng.exponential(size=(2, 5))
+        ch, cf = rng.exponential(size=2)
+        q = mc.optimal_full_prob(vg, vc, ch, cf, (0.1, 0.3))
+        raw = np.sqrt(vg * ch / (vc * cf))
+        inside = (raw > 0.1) & (raw < 0.3)
+        np.testing.assert_allclose(q[inside], raw[inside])
+        assert np.all((q >= 0.1) & (q <= 0.3))
+
+
+COSTS = {"score": 0.01, "head": 0.002, "full": 0.1, "fixed": 0.5}
+
+
+def test_solve_kept_size_formula():
+    m = mc.solve_kept_size(COSTS, q=0.25, kappa=0.5, batch_size=64, budget_ratio=0.5, lo=8, hi=1024)
+    budget = 0.5 * (0.5 + 64 * 0.1) - 0.5
+    per_kept = 0.01 / 0.5 + 0.002 + 0.25 * 0.1
+    assert m == int(budget / per_kept)  # 63
+    # the step cost at M* fits the budget, at M*+1 it does not
+    cost = lambda k: 0.5 + k * per_kept  # noqa: E731
+    assert cost(m) <= 0.5 * (0.5 + 64 * 0.1) < cost(m + 1)
+
+
+def test_kept_size_monotone_in_budget_ratio():
+    ratios = np.linspace(0.05, 3.0, 60)
+    ms = [mc.solve_kept_size(COSTS, 0.25, 0.5, 64, r, lo=8, hi=200) for r in ratios]
+    assert all(a <= b for a, b in zip(ms, ms[1:]))
+    assert ms[0] == 8 and ms[-1] == 200 and len(set(ms)) > 10
+
+
+def test_kept_size_respects_lo_hi():
+    assert mc.solve_kept_size(COSTS, 0.25, 0.5, 64, budget_ratio=0.01, lo=12, hi=100) == 12  # budget < 0
+    assert mc.solve_kept_size(COSTS, 0.25, 0.5, 64, budget_ratio=100.0, lo=12, hi=100) == 100
+    zero = {"score": 0.0, "head": 0.0, "full": 0.0, "fixed": 0.0}
+    assert mc.solve_kept_size(zero, 0.0, 0.5, 64, 0.5, lo=9, hi=100) == 9  # degenerate costs
+
+
+def test_cost_meter_ema_and_cpu_timing():
+    meter = mc.CostMeter(torch.device("cpu"), decay=0.9)
+    meter.observe("full", 1.0)
+    meter.observe("full", 2.0)
+    assert meter.ema["full"] == pytest.approx(0.9 * 1.0 + 0.1 * 2.0)
+    with meter.timed("score", count=4):
+        time.sleep(0.02)
+    assert 0.004 <= meter.flush()["score"] < 0.5  # ~0.02 s / 4 examples

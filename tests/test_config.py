@@ -1,0 +1,80 @@
+"""Section 1: config, presets, method presets, devices and precision."""
+import contextlib
+
+import pytest
+import torch
+
+import mclearn_core as mc
+
+
+def test_cpu_smoke_preset_values_and_overrides():
+    cfg = mc.make_config("cpu-smoke", batch_size=8, study="s")
+    assert cfg.preset == "cpu-smoke"
+    assert cfg.model_name == mc.TINY_MODEL
+    assert cfg.dataset == str(mc.EMBEDDED_DATA)
+    assert cfg.max_train_examples == 480 and cfg.seeds == (42,)
+    assert cfg.batch_size == 8 and cfg.study == "s"  # overrides win over the preset
+    # an untouched default stays the dataclass default
+    assert cfg.label_smoothing == mc.Config().label_smoothing
+
+
+def test_unknown_key_names_the_closest_valid_key():
+    with pytest.raises(ValueError, match="batch_size"):
+        mc.make_config("cpu-smoke", batch_sise=8)
+    with pytest.raises(ValueError, match="Unknown config key"):
+        mc.replace_config(mc.Config(), zzzz=1)
+
+
+def test_unknown_preset_lists_the_choices():
+    with pytest.raises(ValueError, match="cpu-smoke"):
+        mc.make_config("nope")
+
+
+def test_lists_become_tuples_for_tuple_fields():
+    cfg = mc.replace_config(mc.Config(), kappa_schedule=[0.7, 0.6, 0.5], q_bounds=[0.1, 0.2])
+    assert cfg.kappa_schedule == (0.7, 0.6, 0.5) and isinstance(cfg.kappa_schedule, tuple)
+    assert cfg.q_bounds == (0.1, 0.2) and isinstance(cfg.q_bounds, tuple)
+
+
+def test_replace_config_returns_a_copy():
+    base = mc.Config()
+    changed = mc.replace_config(base, lr=1.0)
+    assert changed.lr == 1.0 and base.lr != 1.0
+
+
+def test_method_presets():
+    cfg = mc.make_config("cpu-smoke")
+    assert mc.config_for_method(cfg, "baseline") == cfg
+    ours = mc.config_for_method(cfg, "mclearn")
+    assert ours.mc_paper_mode is False and ours.min_full_fraction == 0.25 and ours.budget_ratio == 0.30
+    paper = mc.config_for_method(cfg, "mclearn-paper")
+    assert paper.mc_paper_mode is True and paper.unfreeze_schedule == (0.3, 0.7)
+    assert paper.antithetic is False and paper.rho_bounds == (0.01, 0.9)
+    # the GPU-only overrides of the published notebook are not applied on CPU presets ...
+    assert paper.refresh_every == cfg.refresh_every
+    # ... but are on A100-class presets
+    gpu_paper = mc.config_for_method(mc.make_config("a100"), "mclearn-paper")
+    for key, value in mc.PAPER_GPU_OVERRIDES.items():
+        assert getattr(gpu_paper, key) == value, key
+
+
+def test_detect_preset(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert mc.detect_preset() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for gpu, bf16, expected in (("Tesla T4", False, "t4"), ("NVIDIA H100 80GB HBM3", True, "h100"),
+                                ("NVIDIA A100-SXM4-40GB", True, "a100"), ("Quadro P100", False, "t4")):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_a, g=gpu: g)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_a, b=bf16: b)
+        assert mc.detect_preset() == expected, gpu
+
+
+def test_resolve_device_and_autocast():
+    assert mc.resolve_device(mc.Config(device="cpu")) == torch.device("cpu")
+    cfg = mc.Config(precision="fp32")
+    assert isinstance(mc.autocast_context(cfg, torch.device("cpu")), contextlib.nullcontext)
+    with mc.autocast_context(mc.Config(precision="bf16"), torch.device("cpu")):
+        out = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert out.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        mc.autocast_context(mc.Config(precision="fp8"), torch.device("cpu"))

@@ -1,0 +1,165 @@
+"""Section 3: model loading, encoder parts, truncated encoder, head re-initialisation."""
+import pytest
+import torch
+from torch import nn
+
+import mclearn_core as mc
+
+
+@pytest.fixture(scope="module")
+def tiny_bert():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=32, num_labels=3)
+    return BertForSequenceClassification(cfg).eval()
+
+
+def _inputs(vocab: int = 100, batch: int = 3, length: int = 10):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, vocab, (batch, length), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0  # one padded row
+    return ids, mask
+
+
+def test_tiny_model_offline():
+    cfg = mc.make_config("cpu-smoke")
+    texts = ["the market rallied today", "the team won the final", "new chip design unveiled"] * 20
+    model, tok = mc.load_model_and_tokenizer(cfg, num_labels=4, train_texts=texts)
+    assert model.config.num_labels == 4 and model.config.n_layers == cfg.tiny_layers
+    assert len(tok) <= cfg.tiny_vocab_size and tok.pad_token_id is not None
+    enc = tok(["the market won"], return_tensors="pt")
+    assert model(**enc).logits.shape == (1, 4)
+
+
+def test_tiny_model_needs_texts():
+    with pytest.raises(mc.ModelLoadError, match="train_texts"):
+        mc.load_model_and_tokenizer(mc.make_config("cpu-smoke"), 4)
+
+
+def test_unknown_model_raises_modelloaderror_naming_model_name(monkeypatch):
+    import transformers
+
+    calls = []
+
+    def unreachable(name, *args, **kwargs):
+        calls.append(name)
+        raise OSError(f"{name} is not a local folder and is not a valid model identifier")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", unreachable)
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", unreachable)
+    cfg = mc.make_config("cpu-smoke", model_name="no-such-org/no-such-model")
+    with pytest.raises(mc.ModelLoadError, match="model_name=") as info:
+        mc.load_model_and_tokenizer(cfg, 4)
+    assert "no-such-org/no-such-model" in str(info.value)
+    assert isinstance(info.value.__cause__, OSError) and calls == ["no-such-org/no-such-model"]
+
+
+def test_encoder_parts_distilbert(prepared):
+    parts = mc.encoder_parts(prepared.base_model)
+    assert parts.base is prepared.base_model.distilbert
+    assert len(parts.layers) == prepared.cfg.tiny_layers
+    assert parts.layer_owner is prepared.base_model.distilbert.transformer
+    assert set(parts.head) == {"pre_classifier", "classifier"}
+
+
+def test_encoder_parts_bert(tiny_bert):
+    parts = mc.encoder_parts(tiny_bert)
+    assert parts.base is tiny_bert.bert and parts.layer_owner is tiny_bert.bert.encoder
+    assert len(parts.layers) == 3 and parts.embeddings is tiny_bert.bert.embeddings
+    assert set(parts.head) == {"classifier", "pooler"}
+
+
+def test_encoder_parts_rejects_other_models():
+    class NotAnEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base_model = nn.Linear(2, 2)
+
+    with pytest.raises(mc.ModelLoadError, match="DistilBERT/BERT"):
+        mc.encoder_parts(NotAnEncoder())
+
+
+def _check_truncation(model, base, ids, mask):
+    """Inside truncated_encoder(k) the encoder has k layers and returns the full model's hidden
+    state after block k; afterwards every layer is back."""
+    n = len(mc.encoder_parts(model).layers)
+    with torch.no_grad():
+        reference = base(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        assert len(reference) == n + 1
+        for k in range(n + 1):
+            with mc.truncated_encoder(model, k) as encoder:
+                assert encoder is base and len(mc.encoder_parts(model).layers) == k
+                out = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            torch.testing.assert_close(out, reference[k], rtol=1e-5, atol=1e-5)
+            assert len(mc.encoder_parts(model).layers) == n
+
+
+def test_truncated_encoder_distilbert(prepared):
+    model = prepared.base_model.eval()
+    ids, mask = _inputs(vocab=len(prepared.tokenizer))
+    _check_truncation(model, model.distilbert, ids, mask)
+
+
+def test_truncated_encoder_bert(tiny_bert):
+    ids, mask = _inputs()
+    _check_truncation(tiny_bert, tiny_bert.bert, ids, mask)
+
+
+def test_truncated_encoder_restores_layers_after_an_error(tiny_bert):
+    layers = tiny_bert.bert.encoder.layer
+    with pytest.raises(RuntimeError):
+        with mc.truncated_encoder(tiny_bert, 1):
+            raise RuntimeError("boom")
+    assert tiny_bert.bert.encoder.layer is layers and len(layers) == 3
+
+
+def test_apply_head_matches_the_models_own_head(prepared, tiny_bert):
+    """apply_head on the [CLS] hidden state reproduces the classifier's logits (eval mode)."""
+    for model, base in ((prepared.base_model.eval(), prepared.base_model.distilbert),
+                        (tiny_bert, tiny_bert.bert)):
+        ids, mask = _inputs(vocab=model.config.vocab_size)
+        with torch.no_grad():
+            cls = base(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            torch.testing.assert_close(mc.apply_head(mc.encoder_parts(model).head, cls), logits)
+
+
+def test_reinit_head_is_seeded_and_touches_only_the_head(prepared):
+    a, b = (mc.copy.deepcopy(prepared.base_model) for _ in range(2))
+    mc.reinit_head(a, 1)
+    mc.reinit_head(b, 1)
+    assert torch.equal(a.classifier.weight, b.classifier.weight)
+    assert torch.count_nonzero(a.classifier.bias) == 0
+    mc.reinit_head(b, 2)
+    assert not torch.equal(a.classifier.weight, b.classifier.weight)
+    emb = prepared.base_model.distilbert.embeddings.word_embeddings.weight
+    assert torch.equal(a.distilbert.embeddings.word_embeddings.weight, emb)
+
+
+def test_mean_pool_ignores_padding():
+    hidden = torch.arange(12, dtype=torch.float32).reshape(1, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0]])
+    torch.testing.assert_close(mc.mean_pool(hidden, mask), hidden[0, :2].mean(0, keepdim=True))
+    assert torch.equal(mc.mean_pool(hidden, torch.zeros(1, 4)), torch.zeros(1, 3))
+
+
+def test_build_optimizer_layerwise_lr(prepared):
+    cfg = mc.replace_config(prepared.cfg, lr=1e-3, encoder_lr_mult=0.8, layer_decay=0.5)
+    model = prepared.base_model
+    opt = mc.build_optimizer(model, cfg, torch.device("cpu"))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    # every trainable parameter in exactly one group
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(lr_of) == \
+        sum(1 for p in model.parameters() if p.requires_grad)
+    layers = model.distilbert.transformer.layer
+    assert lr_of[id(model.classifier.weight)] == pytest.approx(1e-3)
+    assert lr_of[id(layers[-1].ffn.lin1.weight)] == pytest.approx(8e-4)
+    assert lr_of[id(layers[0].ffn.lin1.weight)] == pytest.approx(4e-4)
+    assert lr_of[id(model.distilbert.embeddings.word_embeddings.weight)] == pytest.approx(2e-4)
+    # no weight decay on biases and norms
+    wd_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert wd_of[id(layers[0].ffn.lin1.bias)] == 0.0
+    assert wd_of[id(layers[0].ffn.lin1.weight)] == cfg.weight_decay

@@ -1,0 +1,92 @@
+"""Section 11: result files, resumable sweeps, summary.csv and the report table."""
+import pandas as pd
+import pytest
+
+import mclearn_core as mc
+
+
+def test_run_path():
+    assert mc.run_path("res", "study1", "mclearn", 3).as_posix() == "res/runs/study1/mclearn-seed3.json"
+
+
+def test_interrupted_sweep_resumes_only_missing_runs(prepared, smoke_cfg, monkeypatch):
+    real = mc.train_method
+    calls = []
+
+    def interrupt_on_second(method, cfg, prep, seed, **kwargs):
+        calls.append(seed)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(method, cfg, prep, seed, **kwargs)
+
+    monkeypatch.setattr(mc, "train_method", interrupt_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        mc.run_sweep(smoke_cfg, ["baseline"], [1, 2, 3], prepared=prepared, progress=False)
+    paths = [mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "baseline", s) for s in (1, 2, 3)]
+    assert [p.exists() for p in paths] == [True, False, False]
+    first_bytes, first_mtime = paths[0].read_bytes(), paths[0].stat().st_mtime_ns
+
+    calls.clear()
+
+    def counting(method, cfg, prep, seed, **kwargs):
+        calls.append(seed)
+        return real(method, cfg, prep, seed, **kwargs)
+
+    monkeypatch.setattr(mc, "train_method", counting)
+    records = mc.run_sweep(smoke_cfg, ["baseline"], [1, 2, 3], prepared=prepared, progress=False)
+    assert calls == [2, 3]  # exactly the two missing runs
+    assert [r["seed"] for r in records] == [1, 2, 3]
+    assert all(p.exists() for p in paths)
+    assert paths[0].read_bytes() == first_bytes and paths[0].stat().st_mtime_ns == first_mtime
+    # a third call finds everything done and trains nothing
+    calls.clear()
+    mc.run_sweep(smoke_cfg, ["baseline"], [1, 2, 3], prepared=prepared, progress=False)
+    assert calls == []
+
+    # summary.csv from the real runs: exact columns, one row per run
+    mc.summarize(smoke_cfg.results_dir, show=False)
+    summary = pd.read_csv(f"{smoke_cfg.results_dir}/summary.csv")
+    assert list(summary.columns) == ["study", "method", "seed", "device", "train_seconds",
+                                     "accuracy", "examples_seen"]
+    assert summary["seed"].tolist() == [1, 2, 3] and set(summary["method"]) == {"baseline"}
+
+
+def test_unknown_method_is_rejected(smoke_cfg):
+    with pytest.raises(ValueError, match="Unknown method"):
+        mc.run_sweep(smoke_cfg, ["no-such-method"], [1], progress=False)
+
+
+def _fake_run(results, study, method, seed, seconds, accuracy, device="cpu (x86_64, 1 threads)"):
+    record = {"study": study, "method": method, "seed": seed, "device": device,
+              "train_seconds": seconds, "accuracy": accuracy, "examples_seen": 100 * seed,
+              "extra": "ignored"}
+    mc.write_json_atomic(mc.run_path(results, study, method, seed), record)
+
+
+def test_summarize_writes_exact_columns_and_report(tmp_path):
+    for seed, (base_s, mc_s, base_acc, mc_acc) in enumerate([(10, 4, 0.90, 0.89), (12, 6, 0.92, 0.90)], 1):
+        _fake_run(tmp_path, "s1", "baseline", seed, base_s, base_acc)
+        _fake_run(tmp_path, "s1", "mclearn", seed, mc_s, mc_acc)
+    _fake_run(tmp_path, "s2", "mclearn", 1, 5, 0.5)  # a study without a baseline
+    (tmp_path / "runs" / "s1" / "mclearn-seed1.jsonl").write_text("{}\n")  # logs are not runs
+    table = mc.summarize(tmp_path, show=False)
+    text = (tmp_path / "summary.csv").read_text().splitlines()
+    assert text[0] == "study,method,seed,device,train_seconds,accuracy,examples_seen"
+    assert len(text) == 1 + 5
+    assert not list(tmp_path.glob(".summary*"))  # the temp file was renamed away
+    row = table[(table["study"] == "s1") & (table["method"] == "mclearn")].iloc[0]
+    assert row["seeds"] == 2
+    assert row["speed-up vs baseline"] == "2.20x"  # mean 11 s / mean 5 s
+    assert row["accuracy change (pt)"] == "-1.50"  # 89.5 - 91.0
+    assert row["accuracy (%)"] == "89.50 ± 0.71"
+    assert table[table["study"] == "s2"].iloc[0]["speed-up vs baseline"] == "n/a"
+    only_s2 = mc.summarize(tmp_path, study="s2", show=False)
+    assert only_s2["study"].tolist() == ["s2"]
+
+
+def test_load_runs_by_study(tmp_path):
+    _fake_run(tmp_path, "a", "baseline", 1, 1.0, 0.5)
+    _fake_run(tmp_path, "b", "baseline", 1, 1.0, 0.5)
+    assert len(mc.load_runs(tmp_path)) == 2
+    assert [r["study"] for r in mc.load_runs(tmp_path, "b")] == ["b"]
+    assert mc.load_runs(tmp_path / "empty") == []
