@@ -1,0 +1,153 @@
+"""Section 9: the comparison methods. Each method's invariant with fixed seeds and stated tolerances."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import mclearn_core as mc
+
+
+def _ctx(prepared, cfg=None, seed=0):
+    cfg = cfg or prepared.cfg
+    model = mc.copy.deepcopy(prepared.base_model)
+    return mc.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval,
+                         num_labels=len(prepared.label_names), device=prepared.device,
+                         generator=torch.Generator().manual_seed(seed),
+                         device_generator=torch.Generator().manual_seed(seed))
+
+
+def test_uniform_uses_the_configured_fraction(prepared):
+    cfg = mc.replace_config(prepared.cfg, uniform_fraction=0.25)
+    method = mc.Uniform(_ctx(prepared, cfg))
+    assert len(method.data) == round(0.25 * len(prepared.train))
+    rows = torch.cat([idx for idx, _ in method.plan])
+    assert len(rows) == len(method.data) and len(set(rows.tolist())) == len(rows)  # each once
+
+
+def test_selective_backprop_selection_rate_matches_beta(prepared):
+    # With i.i.d. losses the percentile is ~uniform, so E[keep] = E[U^beta] = 1/(beta+1).
+    # 200 batches of 64 (12,800 draws): binomial sd ~0.004; tolerance 0.02 (5 sd).
+    for beta in (1.0, 3.0):
+        method = mc.SelectiveBackprop(_ctx(prepared, mc.replace_config(prepared.cfg, sb_beta=beta)))
+        rng = np.random.default_rng(0)
+        kept = [method.select(rng.exponential(size=64)).mean() for _ in range(200)]
+        assert np.mean(kept[20:]) == pytest.approx(1 / (beta + 1), abs=0.02)
+
+
+def test_selective_backprop_prefers_high_loss(prepared):
+    method = mc.SelectiveBackprop(_ctx(prepared))
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        method.select(rng.exponential(size=64))
+    # Small batches against a history of typical losses: a tiny loss sits near percentile 0,
+    # a huge one at 1, so (percentile)^3 keeps nearly all high and almost no low ones.
+    keeps = []
+    for _ in range(100):
+        keeps.append(method.select(np.r_[np.full(2, 0.01), np.full(2, 50.0), rng.exponential(size=12)]))
+        method.history = method.history[~np.isin(method.history, (0.01, 50.0))]
+    keeps = np.array(keeps)
+    assert keeps[:, 2:4].mean() > 0.9 and keeps[:, :2].mean() < 0.05
+
+
+def test_rho_loss_selects_by_reducible_not_raw_loss(prepared):
+    method = mc.RhoLoss(_ctx(prepared))
+    method.selected = 2
+    # Raw loss ranks 0 > 1 > 2 > 3, but 0 and 1 are irreducible (noisy labels): reducible
+    # loss ranks 2 and 3 first. A raw-loss selector would pick {0, 1}.
+    train_loss = torch.tensor([5.0, 4.0, 3.0, 2.5])
+    irreducible = torch.tensor([4.9, 3.9, 0.5, 0.5])
+    assert set(method.select(train_loss, irreducible).tolist()) == {2, 3}
+    assert set(torch.topk(train_loss, 2).indices.tolist()) == {0, 1}
+
+
+def test_rho_loss_holdout_is_disjoint_and_sized(prepared):
+    method = mc.RhoLoss(_ctx(prepared))
+    held, pool = set(method.holdout.tolist()), set(method.pool_rows.tolist())
+    assert not held & pool and len(held) + len(pool) == len(prepared.train)
+    assert len(held) == max(prepared.cfg.batch_size, round(prepared.cfg.rho_holdout * len(prepared.train)))
+    assert method.selected == round(method.candidates * prepared.cfg.rho_select_fraction)
+
+
+def test_infobatch_rescaling_is_unbiased(prepared):
+    # E[weight] = 1 for every low-loss example: (1 - p) * 1/(1 - p) + p * 0. Over 4,000 draws of
+    # 200 examples the mean weighted loss matches the plain mean within 1% (sd ~0.1%).
+    method = mc.InfoBatch(_ctx(prepared))
+    rng = np.random.default_rng(2)
+    scores = rng.exponential(size=200)
+    totals = [float((method.prune_weights(scores, anneal=False) * scores).mean()) for _ in range(4000)]
+    assert np.mean(totals) == pytest.approx(scores.mean(), rel=0.01)
+    weights = method.prune_weights(scores, anneal=False)
+    high = scores >= scores.mean()
+    assert np.all(weights[high] == 1.0)  # only below-mean examples are pruned
+    pruned_share = (weights[~high] == 0).mean()
+    assert pruned_share == pytest.approx(prepared.cfg.infobatch_prune, abs=0.15)
+
+
+def test_infobatch_prunes_nothing_without_scores_or_in_anneal(prepared):
+    method = mc.InfoBatch(_ctx(prepared))
+    assert np.all(method.prune_weights(np.full(50, np.nan), anneal=False) == 1.0)
+    assert np.all(method.prune_weights(np.arange(50.0), anneal=True) == 1.0)
+
+
+def test_importance_keep_gives_unbiased_sums():
+    # Sum of x_i * keep_i / p_i is unbiased for sum x_i; 20,000 draws, 99% CI.
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.rand(40, generator=gen) + 0.05
+    values = torch.randn(40, generator=gen)
+    draws = []
+    for _ in range(20000):
+        keep, prob = mc.importance_keep(scores, 0.3, gen)
+        draws.append(float((values * keep / prob).sum()))
+    draws = np.array(draws)
+    half_width = 2.576 * draws.std() / math.sqrt(len(draws))
+    assert abs(draws.mean() - float(values.sum())) < half_width
+    keep, prob = mc.importance_keep(scores, 0.3, gen)
+    assert float(prob.sum()) <= 0.3 * 40 + 1e-4  # the ratio caps the expected kept share
+
+
+def test_vcas_sampled_gradients_are_unbiased():
+    # Weight gradient (token sampling) and activation gradient (example sampling) of a small
+    # linear model: the mean over 3,000 sampled backward passes matches the exact gradient with
+    # relative error < 0.05 and cosine > 0.995 (the sampling noise alone is ~0.02 relative).
+    torch.manual_seed(0)
+    x = torch.randn(8, 5, 6)
+    weight = torch.randn(3, 6, requires_grad=True)
+    target = torch.randn(8, 5, 3)
+    state = mc.VCASState(0.4, 0.4, torch.Generator().manual_seed(4))
+
+    def grad(sampled: bool):
+        state.enabled = sampled
+        weight.grad = None
+        hidden = mc._SampleActivationGrad.apply(x.clone().requires_grad_(True), state)
+        out = mc._SampledWeightGradLinear.apply(hidden, weight, None, state)
+        ((out - target) ** 2).sum().backward()
+        return weight.grad.clone()
+
+    exact = grad(False)
+    mean = torch.stack([grad(True) for _ in range(3000)]).mean(0)
+    assert float((mean - exact).norm() / exact.norm()) < 0.05
+    assert float(torch.nn.functional.cosine_similarity(mean.flatten(), exact.flatten(), dim=0)) > 0.995
+    assert state.weight_seen > 0 and state.weight_kept / state.weight_seen < 0.9  # it did sample
+
+
+def test_vcas_adapts_ratios_and_reports_flops(prepared, smoke_cfg):
+    cfg = mc.replace_config(smoke_cfg, vcas_every=5)
+    record = mc.train_method("vcas", cfg, prepared, seed=5, progress=False)
+    telemetry = record["telemetry"]
+    assert len(telemetry["adaptations"]) == math.ceil(record["steps"] / 5)
+    first = telemetry["adaptations"][0]
+    assert first["var_act"] == pytest.approx(0.0, abs=1e-10)  # at ratio 1 sampling is exact
+    assert telemetry["final_act_ratio"] < 1.0 or telemetry["final_weight_ratio"] < 1.0
+    assert 0.0 < telemetry["backward_flops_saved_fraction"] < 1.0
+    assert math.isfinite(record["accuracy"])
+
+
+@pytest.mark.parametrize("method", ["uniform", "selective_backprop", "rho_loss", "infobatch"])
+def test_peer_runs_end_to_end(prepared, smoke_cfg, method):
+    record = mc.train_method(method, smoke_cfg, prepared, seed=6, progress=False)
+    assert math.isfinite(record["accuracy"]) and record["examples_backward"] > 0
+    if method == "infobatch":
+        assert record["telemetry"]["pruned_per_epoch"] == [0]  # one epoch, fresh scores
+    if method == "uniform":
+        assert record["examples_backward"] == round(smoke_cfg.uniform_fraction * len(prepared.train))
