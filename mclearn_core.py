@@ -79,6 +79,7 @@ class Config:
     preset: str = "custom"
     study: str = "default"
     results_dir: str = "results"
+    explicit: tuple[str, ...] = ()  # keys the caller set; method presets never override them
     # --- tiny offline model (model_name="tiny") -------------------------------------------------
     tiny_vocab_size: int = 4000
     tiny_dim: int = 64
@@ -155,7 +156,7 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
                           rho_init=0.10, rho_bounds=(0.01, 0.9), length_ladder=(), token_drop=0.0,
                           antithetic=False),
     # Ours: see README "Deviations from the published MC-Learn".
-    "mclearn": dict(mc_paper_mode=False, min_full_fraction=0.25, budget_ratio=0.30),
+    "mclearn": dict(mc_paper_mode=False, min_full_fraction=0.25, budget_ratio=0.30, rho_bounds=(0.1, 0.5)),
 }
 # The published notebook's own changes on A100-class GPUs (compute capability >= 8).
 PAPER_GPU_OVERRIDES = dict(score_max_length=32, score_layer=0, refresh_every=32,
@@ -177,14 +178,16 @@ def detect_preset() -> str:
 def make_config(preset: str = "auto", **overrides: Any) -> Config:
     """Return a Config for `preset` ("auto" picks from the device) with `overrides` applied.
 
+    An override of None means "the preset's value" (so notebook parameters can default to None);
+    to lift a preset's example limit pass 0. Keys given here win over method presets.
     Unknown keys raise a ValueError that names the closest valid key.
     """
     name = detect_preset() if preset == "auto" else preset
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}. Choose one of: auto, {', '.join(PRESETS)}.")
-    values = dict(PRESETS[name])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return replace_config(Config(preset=name), **values)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values = {**PRESETS[name], **given}
+    return replace_config(Config(preset=name), explicit=tuple(sorted(given)), **values)
 
 
 def replace_config(cfg: Config, **changes: Any) -> Config:
@@ -206,7 +209,7 @@ def config_for_method(cfg: Config, method: str) -> Config:
     changes = dict(METHOD_PRESETS.get(method, {}))
     if method == "mclearn-paper" and cfg.preset in ("a100", "h100"):
         changes.update(PAPER_GPU_OVERRIDES)
-    return replace_config(cfg, **changes)
+    return replace_config(cfg, **{k: v for k, v in changes.items() if k not in cfg.explicit})
 
 
 def resolve_device(cfg: Config) -> torch.device:
@@ -802,6 +805,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     setup_seconds = time.perf_counter() - t_setup  # counted as training time
     eval_at = sorted({max(1, round(total_steps * k / cfg.eval_points)) for k in range(1, cfg.eval_points + 1)})
     curve, train_seconds, eval_seconds = [], setup_seconds, 0.0
+    cpu_start, load_start = time.process_time(), _load_average()
     log_file = open(log_path, "w") if log_path else None
     writer = _tensorboard_writer(log_path)
     running: dict[str, torch.Tensor] = {}
@@ -869,6 +873,10 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
         "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "accuracy": final["accuracy"], "eval_loss": final["loss"],
         "examples_seen": ctx.examples_forward, "examples_backward": ctx.examples_backward,
+        # Host load: timings taken while other processes competed for the cores are not comparable.
+        "host": {"load_avg_start": load_start, "load_avg_end": _load_average(),
+                 "process_cpu_seconds": time.process_time() - cpu_start,
+                 "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
         "eval_curve": curve,
         "confusion_matrix": confusion_matrix(final["labels"], final["predictions"],
                                              labels=list(range(len(prepared.label_names)))).tolist(),
@@ -880,6 +888,13 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
         "config": _jsonable(dataclasses.asdict(cfg)),
         "versions": environment_versions(),
     }
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):  # not available on every platform
+        return None
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -1446,7 +1461,8 @@ class MCLearn(Method):
                   "tau": round(self.policy.tau, 4), "q": np.round(self.q_class, 4).tolist(),
                   "class_weights": np.round(self.policy.class_weights, 4).tolist(),
                   "kappa": self.policy.kappa(progress), "refreshes": self.refreshes}
-        if (i + 1) % cfg.log_every == 0 or i == 0:
+        every = max(1, min(cfg.log_every, self.total_steps // 100))  # ~100 points per run
+        if (i + 1) % every == 0 or i == 0:
             self.records.append({**record, "costs": {k: float(v) for k, v in self.costs.flush().items()}})
         return {"loss": reported, "loss_cv": estimate_cv, "loss_ht": estimate_ht,
                 "loss_cheap": (weights * loss_cheap.detach()).sum() / weights.sum(),
@@ -2013,10 +2029,10 @@ def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
         axes[0].text(0.5, 0.5, "no sampler telemetry for this method", ha="center")
         return _figure_out(fig, path)
     frame = pd.DataFrame(steps)
-    frame[["kept", "full"]].set_index(frame["step"]).plot(ax=axes[0], title="examples per step")
-    frame[["ess_fraction", "rho"]].set_index(frame["step"]).plot(ax=axes[1], title="ESS / |K| and replay share")
+    frame[["kept", "full"]].set_index(frame["step"]).plot(ax=axes[0], title="examples per step", marker="o", ms=2)
+    frame[["ess_fraction", "rho"]].set_index(frame["step"]).plot(ax=axes[1], title="ESS / |K| and replay share", marker="o", ms=2)
     q = pd.DataFrame(frame["q"].tolist(), index=frame["step"]).add_prefix("q class ")
-    q.assign(tau=frame["tau"].values).plot(ax=axes[2], title="full-pass probability q and tau", logy=True)
+    q.assign(tau=frame["tau"].values).plot(ax=axes[2], title="full-pass probability q and tau", logy=True, marker="o", ms=2)
     fig.suptitle(f"{record['method']} seed {record['seed']}")
     fig.tight_layout()
     return _figure_out(fig, path)
@@ -2089,6 +2105,82 @@ def comparison_table(records: Sequence[dict[str, Any]], tolerance_pt: float = 0.
     return table
 
 
+def estimator_study(q_values: Sequence[float], w_clip_values: Sequence[float | None], draws: int, seed: int = 0,
+                    q_for_clip_sweep: float = 0.25, pool: int = 512, kept: int = 128, kappa: float = 0.5,
+                    tau: float = 1.0, rho: float = 0.05, noise: float = 0.3):
+    """Return a DataFrame, one row per (sweep, q, w_clip, estimator), of the empirical bias,
+    standard error and variance of `cv_estimate` and `ht_estimate` on a synthetic pool.
+
+    The pool's full losses are Gamma(2, 0.5); the cheap loss is the full loss plus N(0, noise)
+    noise. Each draw keeps a soft top-k by cheap loss plus a `rho` replay share, weights with
+    `ht_weights`, and sends a Bernoulli(q) subset to the full loss. Every setting reuses the same
+    random draws (a paired comparison). The target is the pool's mean full loss.
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, pool)
+    loss_full = rng.gamma(2.0, 0.5, pool)
+    loss_cheap = np.clip(loss_full + rng.normal(0.0, noise, pool), 0.0, None)
+    q_cand = candidate_probs(loss_cheap, labels, kappa, tau, (1 - rho) * kept)
+    q_rep = rho * kept / pool
+    inclusion = inclusion_probs(q_cand, q_rep)
+    truth, rows = loss_full.mean(), []
+    settings = [("q", q, None) for q in q_values] + [("w_clip", q_for_clip_sweep, c) for c in w_clip_values]
+    for sweep, q, w_clip in settings:
+        rng = np.random.default_rng([seed, 1])
+        estimates: dict[str, list[float]] = {"cv_estimate": [], "ht_estimate": []}
+        for _ in range(draws):
+            k = np.flatnonzero(draw_kept(q_cand, q_rep, rng))
+            w = torch.as_tensor(ht_weights(inclusion[k], pool, w_clip, inclusion.sum()))
+            s = torch.as_tensor(rng.random(len(k)) < q)
+            q_k = torch.full((len(k),), float(q), dtype=torch.float64)
+            full = torch.as_tensor(loss_full[k])[s]
+            estimates["cv_estimate"].append(float(cv_estimate(torch.as_tensor(loss_cheap[k]), w, s, full, q_k)))
+            estimates["ht_estimate"].append(float(ht_estimate(w, s, full, q_k)))
+        for name, values in estimates.items():
+            values = np.asarray(values)
+            rows.append({"sweep": sweep, "q": q, "w_clip": "none" if w_clip is None else w_clip,
+                         "estimator": name, "bias": values.mean() - truth,
+                         "se": values.std(ddof=1) / np.sqrt(draws), "variance": values.var(ddof=1),
+                         "truth": truth})
+    return pd.DataFrame(rows)
+
+
+def plot_estimator_study(table, path_q: str | Path | None = None, path_clip: str | Path | None = None):
+    """Return two figures of an `estimator_study` table: bias (±2 SE) and variance against q,
+    and against w_clip; saved as PNG when paths are given."""
+    import matplotlib.pyplot as plt
+
+    by_q = table[table["sweep"] == "q"]
+    fig_q, (ax_bias, ax_var) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, group in by_q.groupby("estimator"):
+        ax_bias.plot(group["q"], group["bias"], marker="o", label=name)
+        ax_bias.fill_between(group["q"], -2 * group["se"], 2 * group["se"], alpha=0.12)
+        ax_var.plot(group["q"], group["variance"], marker="o", label=name)
+    ax_bias.axhline(0, color="k", lw=0.8)
+    ax_bias.set(xlabel="full-pass probability q", ylabel="bias", title="bias vs q (±2 SE shaded)")
+    ax_var.set(xlabel="full-pass probability q", ylabel="variance", yscale="log", title="variance vs q")
+    ax_bias.legend()
+    ax_var.legend()
+    by_clip = table[table["sweep"] == "w_clip"].astype({"w_clip": str})
+    fig_c, (cb, cv) = plt.subplots(1, 2, figsize=(11, 3.8))
+    labels = list(dict.fromkeys(by_clip["w_clip"]))
+    for k, (name, group) in enumerate(by_clip.groupby("estimator")):
+        x = np.arange(len(group)) + (k - 0.5) * 0.35
+        cb.bar(x, group["bias"], width=0.35, yerr=2 * group["se"], capsize=3, label=name)
+        cv.bar(x, group["variance"], width=0.35, label=name)
+    for ax in (cb, cv):
+        ax.set_xticks(np.arange(len(labels)), labels)
+        ax.set_xlabel("w_clip")
+        ax.legend()
+    cb.axhline(0, color="k", lw=0.8)
+    q_clip = by_clip["q"].iloc[0] if len(by_clip) else float("nan")
+    cb.set(ylabel="bias", title=f"bias vs w_clip (q = {q_clip}, ±2 SE)")
+    cv.set(ylabel="variance", title="variance vs w_clip")
+    return _figure_out(fig_q, path_q), _figure_out(fig_c, path_clip)
+
+
 # =============================================================================
 # 11. Results I/O, sweeps and summaries
 # =============================================================================
@@ -2122,6 +2214,18 @@ def read_run(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+RUN_KEY_FIELDS = ("preset", "model_name", "dataset", "max_train_examples", "max_eval_examples", "epochs",
+                  "batch_size", "max_length", "precision")
+
+
+def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None:
+    """Return which key settings of a stored run differ from what `cfg` would train, or None."""
+    want = _jsonable(dataclasses.asdict(config_for_method(cfg, method)))
+    have = record.get("config", {})
+    diff = [k for k in RUN_KEY_FIELDS if k in have and want[k] != have[k]]
+    return f"{', '.join(diff)} differ" if diff else None
+
+
 def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequence[int] | None = None,
               prepared: Prepared | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Run every (method, seed) whose result file is missing; return all records, old and new.
@@ -2138,7 +2242,12 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
         for method in methods:
             path = run_path(cfg.results_dir, cfg.study, method, seed)
             if path.exists():
-                records.append(read_run(path))
+                record = read_run(path)
+                reason = stale_reason(record, cfg, method)
+                if reason:
+                    raise ValueError(f"{path} was trained with a different config ({reason}). Use another "
+                                     f"study= or results_dir=, or delete the file to retrain it.")
+                records.append(record)
                 continue
             prepared = prepared or prepare(cfg)
             log_path = path.with_suffix(".jsonl")

@@ -1,0 +1,536 @@
+"""Generate the MC-Learn notebooks (nbformat v4, kernel python3, no outputs)."""
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository root
+
+
+def md(text):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text, tags=()):
+    cell = new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def write(cells, path):
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for i, cell in enumerate(nb.cells):  # stable ids keep diffs small
+        cell["id"] = f"{path.stem[:20].lower().replace('_', '-')}-{i:02d}"
+    nbformat.validate(nb)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    print("wrote", path)
+
+
+FIND_REPO = '''
+# Make mclearn_core importable whether the kernel starts in the repository root or in notebooks/.
+%matplotlib inline
+import sys, pathlib
+REPO = next((p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents] if (p / "mclearn_core.py").exists()), None)
+if REPO is None:
+    raise FileNotFoundError("mclearn_core.py is not in this folder or above it: start the notebook "
+                            "from the repository (its root or notebooks/).")
+sys.path.insert(0, str(REPO))
+'''
+
+RESOLVE = '''
+import dataclasses, pprint
+import mclearn_core as mc
+
+# Relative paths resolve against the repository root, not the notebook's folder.
+results_dir = str(mc.REPO_ROOT / results_dir)
+if dataset and (mc.REPO_ROOT / dataset).is_dir():
+    dataset = str(mc.REPO_ROOT / dataset)
+figures = pathlib.Path(results_dir) / "figures" / study
+'''
+
+MAKE_CONFIG = '''
+cfg = mc.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir,
+                     **({"seeds": tuple(seeds)} if seeds else {}))
+print(f"preset {cfg.preset} on {mc.resolve_device(cfg)}: {cfg.model_name} on {cfg.dataset}, seeds {cfg.seeds}")
+print(f"results -> {results_dir}, figures -> {figures}")
+'''
+
+# -----------------------------------------------------------------------------------------------
+# Flagship: Monte_Carlo_Learn.ipynb
+# -----------------------------------------------------------------------------------------------
+flagship = [
+    md('''
+# MC-Learn: adaptive Monte Carlo sampling for fine-tuning transformers
+
+[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/mclearn-study/mc-learn/blob/main/Monte_Carlo_Learn.ipynb)
+
+MC-Learn fine-tunes a transformer classifier while running the full forward and backward pass on only
+part of each step's data:
+
+1. **Cheap scorer.** A small head on early-layer features (the first `score_layer` encoder blocks)
+   scores a pool of candidate examples by difficulty, 1 − p(true class).
+2. **Sampler with known probabilities.** A soft top-k inside each class plus a uniform replay share
+   picks the kept set; every example's inclusion probability is known.
+3. **Control-variate loss.** A Bernoulli(q) subset of the kept set goes through the full model. The loss
+   combines the cheap loss on every kept example with the full-minus-cheap gap on the subset, weighted
+   by Horvitz–Thompson weights 1 / (N π) clipped at `w_clip` times the uniform weight.
+4. **Policy learner and budget solver.** Class weights, the soft top-k temperature and the replay share
+   adapt during training; a budget solver picks q and the kept size from measured costs so that a step
+   costs at most `budget_ratio` of a baseline step.
+
+`mclearn-paper` is the method as published; `mclearn` is the corrected form (README, "Deviations from
+the published MC-Learn"). Every step of the study lives in `mclearn_core.py`; the cells below only call it
+and show the results.
+
+Outputs below are from the run recorded in `results/` (run files under `results/runs/flagship/`, one row
+per run in `results/summary.csv`); see the report table's device column for the hardware.
+'''),
+    md('''
+## Setup
+
+Installs only packages that are missing (nothing when all are present, so it also runs offline). On
+Colab, outside a checkout, it clones the repository first and works inside it.
+'''),
+    code('''
+import importlib.util, os, pathlib, subprocess, sys
+
+REPO_URL = "https://github.com/mclearn-study/mc-learn"  # the same owner/repo as the Colab badge above
+if not pathlib.Path("mclearn_core.py").exists() and importlib.util.find_spec("google.colab") is not None:
+    checkout = pathlib.Path("/content") / REPO_URL.rsplit("/", 1)[-1]
+    if not checkout.exists():
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, str(checkout)], check=True)
+    os.chdir(checkout)
+    print("working in", checkout)
+
+requirements = {"torch": "torch", "transformers": "transformers", "tokenizers": "tokenizers",
+                "datasets": "datasets", "sklearn": "scikit-learn", "seaborn": "seaborn", "pandas": "pandas",
+                "pyarrow": "pyarrow", "matplotlib": "matplotlib", "tqdm": "tqdm", "papermill": "papermill"}
+missing = [package for module, package in requirements.items() if importlib.util.find_spec(module) is None]
+if missing:
+    print("installing", " ".join(missing))
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing]).returncode:
+        print("pip could not install", missing, "- the cells below that need them will fail")
+else:
+    print("all requirements present")
+'''),
+    code(FIND_REPO),
+    md('''
+## Parameters
+
+- `preset`: `"auto"` picks `t4`, `a100`, `h100` or `cpu` from the visible device; CI uses `"cpu-smoke"`.
+- `dataset`, `model_name`: `None` keeps the preset's choice; otherwise a hub name or a local folder
+  (relative folders resolve against the repository root).
+- `seeds`: `None` keeps the preset's seeds.
+- `methods`: the runs to train; every run is written to its own file as soon as it ends, so re-running
+  the notebook resumes and retrains nothing that is already there.
+- `budget_ratio`: the MC-Learn step cost as a fraction of a baseline step (`None` keeps the default).
+- `progress`: progress bars while training (`False` keeps saved outputs short).
+- `study`, `results_dir`: where run files, `summary.csv` and figures go (`results_dir` relative to the
+  repository root). Runs already in the study are reused as they are, so use a new `study` or
+  `results_dir` after changing the preset, data or model.
+'''),
+    code('''
+preset = "auto"
+dataset = None
+model_name = None
+seeds = None
+methods = ["baseline", "mclearn"]
+budget_ratio = None
+study = "flagship"
+results_dir = "results"
+progress = True
+''', tags=["parameters"]),
+    md('''
+## Configuration
+
+The base config of the runs; each method's preset is applied on top of it when that method trains.
+The effective `budget_ratio` of each MC-Learn method is printed: the method presets set their own
+value (`mclearn` 0.30, `mclearn-paper` 0.55, or 0.70 on A100-class GPUs) unless you pass one.
+'''),
+    code(RESOLVE + '''
+cfg = mc.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir,
+                     budget_ratio=budget_ratio, **({"seeds": tuple(seeds)} if seeds else {}))
+pprint.pprint(dataclasses.asdict(cfg), width=110, compact=True, sort_dicts=False)
+print(f"\\npreset {cfg.preset} on {mc.resolve_device(cfg)}; results -> {results_dir}; figures -> {figures}")
+print("effective budget_ratio:", {m: mc.config_for_method(cfg, m).budget_ratio for m in methods if m.startswith("mclearn")})
+'''),
+    md('''
+## Data
+
+Loads the dataset, builds or downloads the model and tokenizes both splits once; every run starts
+from this copy (each seed re-initialises the classification head).
+'''),
+    code('''
+prepared = mc.prepare(cfg)
+print(f"{prepared.source}: {len(prepared.train)} train / {len(prepared.eval)} eval examples, "
+      f"classes {prepared.label_names}, device {prepared.device}")
+'''),
+    md('''
+## Baseline and MC-Learn
+
+The baseline is the optimized full fine-tune (length-bucketed batches, every example once per epoch).
+Runs whose result file already exists are read back, not retrained.
+'''),
+    code('''
+records = mc.run_sweep(cfg, methods, prepared=prepared, progress=progress)
+'''),
+    md('''
+## Report table
+
+Mean ± std over seeds. The speed-up counts against the optimized baseline measured in the same run on
+the same device; "examples with backward" counts the examples that had a full backward pass, and the
+last column is the training time until accuracy first reached the baseline's final accuracy minus
+0.5 points ("never" when it did not).
+'''),
+    code('''
+table = mc.summarize(results_dir, study, show=False)
+display(table)
+display(mc.comparison_table(records))
+'''),
+    md('''
+## Diagnostics of the first MC-Learn run
+
+**Confusion matrix.** Where the errors fall among the classes.
+'''),
+    code('''
+run = next((r for r in records if r["method"].startswith("mclearn")), records[0])
+print(f"diagnostics for {run['method']} seed {run['seed']} ({run['device']})")
+mc.plot_confusion_matrix(run, figures / "confusion_matrix.png");
+'''),
+    md('''
+**Difficulty.** The scorer's difficulty (1 − p(true class) from the cheap head) of each evaluation
+example, split by whether the trained model got it right. If the scorer is informative, incorrect
+predictions sit at higher difficulty; two overlapping curves mean it cannot tell hard from easy
+examples and the sampler is close to uniform.
+'''),
+    code('''
+mc.plot_difficulty(run, figures / "difficulty.png");
+'''),
+    md('''
+**Sampler telemetry.** Kept and full-pass examples per step, the effective sample size as a fraction
+of the kept set with the replay share (replay rises when ESS falls under its target), and the
+per-class full-pass probability q with the temperature tau. Telemetry is logged at the first step and
+every `log_every` steps, so a run shorter than that (the CI smoke run) shows a single point.
+'''),
+    code('''
+mc.plot_telemetry(run, figures / "telemetry.png");
+'''),
+    md('''
+## Time to accuracy
+
+Evaluation accuracy against training seconds (evaluation excluded), one line per run. A method is
+faster where its line reaches a given accuracy further left.
+'''),
+    code('''
+mc.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
+'''),
+    md('''
+## Final report
+
+Accuracy (mean ± std over seeds), training seconds, speed-up against the baseline of the same study on
+the same device, and the accuracy change in points. The device column names the hardware that
+produced these numbers.
+'''),
+    code('''
+table[["method", "seeds", "accuracy (%)", "train seconds", "speed-up vs baseline", "accuracy change (pt)",
+       "device"]]
+'''),
+]
+
+# -----------------------------------------------------------------------------------------------
+# 01_three_seeds
+# -----------------------------------------------------------------------------------------------
+three_seeds = [
+    md('''
+# 01 · Three seeds: baseline vs MC-Learn vs MC-Learn as published
+
+Trains the optimized baseline, the corrected `mclearn` and the published `mclearn-paper` for each seed
+and reports mean ± std. Every run is written to its own file as it ends; re-running resumes and trains
+only what is missing.
+'''),
+    code(FIND_REPO),
+    md('''
+Parameters: `preset` (`"auto"` picks from the device; CI uses `"cpu-smoke"`), `dataset` / `model_name`
+(`None` = the preset's), `seeds`, `methods`, `study`, `results_dir` (relative to the repository root),
+`progress` (progress bars while training).
+'''),
+    code('''
+preset = "auto"
+dataset = None
+model_name = None
+seeds = [42, 43, 44]
+methods = ["baseline", "mclearn", "mclearn-paper"]
+study = "three_seeds"
+results_dir = "results"
+progress = True
+''', tags=["parameters"]),
+    code(RESOLVE + MAKE_CONFIG),
+    md('''
+## Runs
+
+Reads back finished runs and trains the missing ones (data and model are prepared only if a run is
+missing).
+'''),
+    code('''
+records = mc.run_sweep(cfg, methods, progress=progress)
+'''),
+    md('''
+## Mean ± std over seeds
+
+Speed-up and accuracy change are against the baseline of this study on the same device.
+'''),
+    code('''
+display(mc.summarize(results_dir, study, show=False))
+display(mc.comparison_table(records))
+'''),
+    md('''
+## Time to accuracy
+
+One line per run; the spread between seeds of one method shows how much of a difference between
+methods is noise.
+'''),
+    code('''
+mc.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
+'''),
+    md('''
+## Accuracy vs training time
+
+Mean ± std over seeds per method: up and to the left is better.
+'''),
+    code('''
+mc.plot_pareto(records, figures / "pareto.png");
+'''),
+]
+
+# -----------------------------------------------------------------------------------------------
+# 02_diagnostics
+# -----------------------------------------------------------------------------------------------
+diagnostics = [
+    md('''
+# 02 · Diagnostics of one finished run
+
+Reads one run's result file and draws its confusion matrix, difficulty distributions and sampler
+telemetry; it trains nothing, unless the file is missing and `run_if_missing` is set, in which case it
+trains that one run first (with `preset`, `dataset`, `model_name`).
+'''),
+    code(FIND_REPO),
+    md('''
+Parameters: which run (`study`, `method`, `seed`, `results_dir` relative to the repository root), and
+`run_if_missing` with the settings used to train it when its file does not exist yet. The defaults read
+the first MC-Learn run of notebook 01.
+'''),
+    code('''
+preset = "auto"
+dataset = None
+model_name = None
+study = "three_seeds"
+method = "mclearn"
+seed = 42
+results_dir = "results"
+run_if_missing = True
+progress = True
+''', tags=["parameters"]),
+    code(RESOLVE + '''
+path = mc.run_path(results_dir, study, method, seed)
+if not path.exists():
+    if not run_if_missing:
+        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or set run_if_missing=True).")
+    cfg = mc.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir)
+    mc.run_sweep(cfg, [method], [seed], progress=progress)
+record = mc.read_run(path)
+print(path)
+print({k: record[k] for k in ("study", "method", "seed", "preset", "device", "model", "dataset", "accuracy",
+                              "train_seconds", "steps", "examples_seen", "examples_backward")})
+'''),
+    md('''
+## Confusion matrix
+'''),
+    code('''
+prefix = f"{method}-seed{seed}"
+mc.plot_confusion_matrix(record, figures / f"{prefix}_confusion_matrix.png");
+'''),
+    md('''
+## Difficulty of correct vs incorrect predictions
+
+For MC-Learn the difficulty is the cheap scorer's 1 − p(true class); for methods without a scorer it is
+the trained model's own. If the scorer is informative, incorrect predictions sit at higher difficulty.
+'''),
+    code('''
+mc.plot_difficulty(record, figures / f"{prefix}_difficulty.png");
+'''),
+    md('''
+## Sampler telemetry
+
+Kept and full-pass examples per step, ESS / |K| with the replay share, and q per class with tau (empty
+for methods without a sampler).
+'''),
+    code('''
+mc.plot_telemetry(record, figures / f"{prefix}_telemetry.png");
+'''),
+    md('''
+## Study summary
+
+Refreshes `summary.csv` and shows this study's mean ± std table.
+'''),
+    code('''
+mc.summarize(results_dir, study, show=False)
+'''),
+]
+
+# -----------------------------------------------------------------------------------------------
+# 03_estimator_checks
+# -----------------------------------------------------------------------------------------------
+estimator = [
+    md('''
+# 03 · Estimator checks: bias and variance on a synthetic pool
+
+Simulates MC-Learn's sampler on a fixed synthetic pool whose full and cheap losses are known, and
+measures the empirical bias and variance of the two loss estimators of `mclearn_core` over `draws`
+independent draws:
+
+- `cv_estimate`: Σ_K w l_cheap + Σ_S w (l_full − l_cheap) / q, the control-variate estimate;
+- `ht_estimate`: Σ_S w l_full / q, plain Horvitz–Thompson.
+
+Both target the pool's mean full loss. Without clipping both are unbiased at every q and the control
+variate has the lower variance when the cheap loss tracks the full loss; clipping the weights
+(`w_clip`) trades a bias for less variance. This is what the unit tests assert, shown.
+'''),
+    code(FIND_REPO),
+    md('''
+Parameters: `draws` per setting (CI uses a few hundred), the synthetic pool's `seed`, the q values and
+`w_clip` values swept, and where the figures and table go (`results_dir` relative to the repository
+root).
+'''),
+    code('''
+draws = 5000
+seed = 0
+q_values = [0.05, 0.1, 0.2, 0.33, 0.5, 0.75, 1.0]
+w_clip_values = [None, 2, 5, 10]
+q_for_clip_sweep = 0.25
+study = "estimator_checks"
+results_dir = "results"
+''', tags=["parameters"]),
+    code('''
+import mclearn_core as mc
+
+results_dir = str(mc.REPO_ROOT / results_dir)
+figures = pathlib.Path(results_dir) / "figures" / study
+'''),
+    md('''
+## Simulation
+
+A pool of 512 examples in 4 classes; full losses are Gamma-distributed, the cheap loss is the full loss
+plus noise (a useful but imperfect control variate). Each draw keeps a soft top-k by cheap loss plus a
+5% replay share (about 128 examples), weights them with `ht_weights`, sends a Bernoulli(q) subset to
+the "full model" and evaluates both estimators. Every setting reuses the same random draws, so the
+differences between settings are not sampling noise (and the bias estimates of different settings
+move together).
+'''),
+    code('''
+study_table = mc.estimator_study(q_values, w_clip_values, draws, seed, q_for_clip_sweep)
+figures.mkdir(parents=True, exist_ok=True)
+study_table.to_csv(figures / "estimator_checks.csv", index=False)
+study_table
+'''),
+    md('''
+## Against q (no clipping)
+
+Bias should stay within about two standard errors (shaded) of zero for both estimators at every q;
+variance grows as q falls, and less for the control variate. At q = 1 the two coincide.
+'''),
+    code('''
+fig_q, fig_clip = mc.plot_estimator_study(study_table, figures / "estimator_vs_q.png",
+                                          figures / "estimator_vs_w_clip.png")
+fig_q
+'''),
+    md('''
+## Against w_clip (q fixed)
+
+Unclipped weights are unbiased; a tighter clip (smaller `w_clip`) caps the weights of rarely kept
+examples (here those kept only through the replay draw), which biases the estimate downward and
+lowers its variance.
+'''),
+    code('''
+fig_clip
+'''),
+    md('''
+## Summary file
+
+Refreshes `summary.csv` for the training studies in `results_dir` (this notebook adds no runs).
+'''),
+    code('''
+mc.summarize(results_dir, show=False);
+'''),
+]
+
+# -----------------------------------------------------------------------------------------------
+# 04_compare_methods
+# -----------------------------------------------------------------------------------------------
+compare = [
+    md('''
+# 04 · MC-Learn against other data-selection methods
+
+The optimized baseline, a uniform-subset control, Selective Backprop, RHO-LOSS, InfoBatch, and
+MC-Learn (corrected and as published), over three seeds, on the same data, model and device.
+Finished runs are read back; only missing ones train.
+'''),
+    code(FIND_REPO),
+    md('''
+Parameters: `preset` (`"auto"` picks from the device; CI uses `"cpu-smoke"`), `dataset` / `model_name`
+(`None` = the preset's), `seeds`, `methods`, `study`, `results_dir` (relative to the repository root),
+`progress` (progress bars while training).
+'''),
+    code('''
+preset = "auto"
+dataset = None
+model_name = None
+seeds = [42, 43, 44]
+methods = ["baseline", "uniform", "selective_backprop", "rho_loss", "infobatch", "vcas", "mclearn", "mclearn-paper"]
+study = "compare_methods"
+results_dir = "results"
+progress = True
+''', tags=["parameters"]),
+    code(RESOLVE + MAKE_CONFIG),
+    md('''
+## Runs
+'''),
+    code('''
+records = mc.run_sweep(cfg, methods, progress=progress)
+'''),
+    md('''
+## Comparison table
+
+Accuracy and training seconds as mean ± std, speed-up against this study's baseline, examples that
+had a full backward pass, and the time to reach the baseline's accuracy minus 0.5 points ("never" if
+a method did not). InfoBatch prunes nothing in a one-epoch run (it needs a previous epoch's losses).
+'''),
+    code('''
+display(mc.comparison_table(records))
+mc.summarize(results_dir, study, show=False);
+'''),
+    md('''
+## Accuracy vs training time
+
+Mean ± std over seeds per method; a method is worth its speed-up when it sits left of the baseline
+without dropping below it.
+'''),
+    code('''
+mc.plot_pareto(records, figures / "pareto.png");
+'''),
+    md('''
+## Time to accuracy
+'''),
+    code('''
+mc.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
+'''),
+]
+
+write(flagship, ROOT / "Monte_Carlo_Learn.ipynb")
+write(three_seeds, ROOT / "notebooks" / "01_three_seeds.ipynb")
+write(diagnostics, ROOT / "notebooks" / "02_diagnostics.ipynb")
+write(estimator, ROOT / "notebooks" / "03_estimator_checks.ipynb")
+write(compare, ROOT / "notebooks" / "04_compare_methods.ipynb")
