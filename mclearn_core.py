@@ -67,6 +67,8 @@ class Config:
     grad_clip: float = 1.0
     label_smoothing: float = 0.05
     precision: str = "fp32"  # fp32 | fp16 (GradScaler) | bf16
+    optimizer_fused: bool | None = None  # None: fused AdamW on CUDA, foreach elsewhere
+    compile_mode: str = ""  # "" = eager; else a torch.compile mode for the training forward
     # --- batching and evaluation ------------------------------------------------------------
     bucket_mult: int = 50  # length buckets span bucket_mult batches
     pad_multiple: int = 8  # pad each batch to a multiple of this many tokens
@@ -140,11 +142,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CPU: tiny from-scratch model on the embedded AG News sample, minutes on two cores.
     "cpu": dict(model_name=TINY_MODEL, dataset=str(EMBEDDED_DATA), precision="fp32",
                 batch_size=32, lr=1e-3, head_lr=3e-3, epochs=3, max_length=64,
-                score_max_length=32, eval_points=6),
+                score_layer=0, score_max_length=32, eval_points=6),
     # CI smoke: a few hundred examples, one seed, seconds per run.
     "cpu-smoke": dict(model_name=TINY_MODEL, dataset=str(EMBEDDED_DATA), precision="fp32",
                       batch_size=16, lr=1e-3, head_lr=3e-3, epochs=1, max_length=48,
-                      score_max_length=32, max_train_examples=480, max_eval_examples=160,
+                      score_layer=0, score_max_length=32, max_train_examples=480, max_eval_examples=160,
                       eval_points=3, seeds=(42,), tiny_vocab_size=2000, tiny_dim=32,
                       tiny_hidden_dim=64, refresh_every=8),
 }
@@ -609,7 +611,7 @@ def build_optimizer(model: nn.Module, cfg: Config, device: torch.device,
     add(model.named_parameters(), cfg.lr)  # head and anything left
     for group in extra_groups:
         groups.append(group)
-    fused = device.type == "cuda"
+    fused = device.type == "cuda" if cfg.optimizer_fused is None else cfg.optimizer_fused
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
 
 
@@ -638,6 +640,7 @@ class RunContext:
     scaler: Any = None
     examples_forward: int = 0  # examples that had a full forward (host counter)
     examples_backward: int = 0  # examples that had a full backward
+    compiled: Any = None  # the torch.compile'd model, built on first use
 
     def autocast(self):
         return autocast_context(self.cfg, self.device)
@@ -647,9 +650,12 @@ class RunContext:
                                label_smoothing=self.cfg.label_smoothing)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Full forward; returns logits."""
+        """Full forward; returns logits (through torch.compile when cfg.compile_mode is set)."""
+        if self.cfg.compile_mode and self.compiled is None:
+            self.compiled = torch.compile(self.model, mode=self.cfg.compile_mode, dynamic=False)
+        model = self.compiled or self.model
         with self.autocast():
-            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     def optimizer_step(self, loss: torch.Tensor, step: int) -> None:
         """Backward `loss`, clip, step optimizer and schedule (accumulating per grad_accum_steps)."""
@@ -943,6 +949,9 @@ def environment_versions() -> dict[str, str]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
                                 capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "mclearn_core.py"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
+        commit += "-dirty" if dirty and commit != "unknown" else ""  # the module differed from the commit
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     return {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -1738,7 +1747,9 @@ class InfoBatch(ScoredBatches):
         self.steps_per_epoch = len(plan_epoch(ctx.train, ctx.cfg, torch.Generator().manual_seed(0)))
 
     def num_steps(self) -> int:
-        return self.steps_per_epoch * self.ctx.cfg.epochs  # an upper bound; pruned epochs end early
+        # An upper bound: pruned epochs end early and the remaining steps do nothing. The lr
+        # schedule spans this bound, so a run that prunes ends at a higher lr than the baseline.
+        return self.steps_per_epoch * self.ctx.cfg.epochs
 
     def prune_weights(self, scores: np.ndarray, anneal: bool) -> np.ndarray:
         """Return per-example loss weights for an epoch: 0 = pruned, 1/(1-p) = kept low-loss, 1 = rest."""
@@ -1768,6 +1779,8 @@ class InfoBatch(ScoredBatches):
 
     def step(self, i: int) -> dict[str, Any]:
         if self.epoch < 0 or self.cursor >= len(self.plan):
+            if self.epoch + 1 >= self.ctx.cfg.epochs:  # all epochs done: pruning ended them early
+                return {}
             self._new_epoch()
         idx, width, weights = self.plan[self.cursor]
         self.cursor += 1

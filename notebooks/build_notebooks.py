@@ -88,6 +88,11 @@ and show the results.
 
 Outputs below are from the run recorded in `results/` (run files under `results/runs/flagship/`, one row
 per run in `results/summary.csv`); see the report table's device column for the hardware.
+
+**The committed outputs come from a CPU run** (preset `cpu`: a tiny DistilBERT trained from scratch on the
+embedded sample carved from the AG News *test* split), because no GPU run of this notebook exists yet.
+They show the pipeline and its diagnostics, not MC-Learn's speed on a GPU, and its accuracies are not
+AG News accuracies. On Colab, Run All uses your GPU, `distilbert-base-uncased` and the hub's `ag_news`.
 '''),
     md('''
 ## Setup

@@ -151,3 +151,14 @@ def test_peer_runs_end_to_end(prepared, smoke_cfg, method):
         assert record["telemetry"]["pruned_per_epoch"] == [0]  # one epoch, fresh scores
     if method == "uniform":
         assert record["examples_backward"] == round(smoke_cfg.uniform_fraction * len(prepared.train))
+
+
+def test_infobatch_prunes_after_the_first_epoch_and_stops_after_its_epochs(prepared, smoke_cfg):
+    # Two epochs, anneal only in the last 12.5% of epochs (none here): epoch 2 drops about
+    # prune x (share below the mean) of the data; the run must not refill those steps.
+    cfg = mc.replace_config(smoke_cfg, epochs=2)
+    record = mc.train_method("infobatch", cfg, prepared, seed=7, progress=False)
+    pruned = record["telemetry"]["pruned_per_epoch"]
+    n = len(prepared.train)
+    assert pruned[0] == 0 and 0.1 * n < pruned[1] < 0.5 * n
+    assert record["examples_backward"] == 2 * n - pruned[1]

@@ -1,0 +1,141 @@
+"""Step benchmark (issue 5): how fast is one epoch of the training loop, and what does MC-Learn's
+own machinery cost?
+
+Workload: N sequences whose lengths are resampled from the tokenized AG News test split
+(benchmarks/ag_news_test_lengths.npy, bert-base-uncased WordPiece, max 128), random token ids,
+DistilBERT-base with random weights (only timing matters), 4 labels, data already on the device.
+Each variant first runs `--warmup` steps (compilation, cuBLAS handles and allocator warm-up; their
+seconds are reported apart as `warmup_seconds`), then one timed epoch. Prints a table and writes
+results/bench/<device>.json: a list of objects with keys variant, method, device, batch_size,
+train_seconds, tokens_per_s, mfu (plus a few extra keys).
+
+    python benchmarks/bench_step.py                      # GPU: the full 120,000-sequence epoch
+    python benchmarks/bench_step.py --n 512 --tiny       # CPU smoke: a tiny model, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import mclearn_core as mc  # noqa: E402
+
+# Dense bf16/fp16 tensor-core peaks from the vendors' datasheets (FLOP/s), for MFU.
+PEAK_FLOPS = {"h100": 989e12, "h200": 989e12, "a100": 312e12, "l4": 121e12, "t4": 65e12}
+
+VARIANTS = {
+    # A loop like the published one: fp16 + GradScaler, unfused AdamW, random batch order.
+    "published-like": dict(precision="fp16", optimizer_fused=False, bucket_mult=1, batch_size=64),
+    "bf16+fused": dict(precision="bf16", optimizer_fused=True, bucket_mult=1, batch_size=64),
+    "bf16+fused+buckets": dict(precision="bf16", optimizer_fused=True, bucket_mult=50, batch_size=64),
+    "bf16+fused+buckets+static32+compile": dict(precision="bf16", optimizer_fused=True, bucket_mult=50,
+                                                batch_size=64, pad_multiple=32,
+                                                compile_mode="max-autotune-no-cudagraphs"),
+    "bf16+fused+buckets b256": dict(precision="bf16", optimizer_fused=True, bucket_mult=50, batch_size=256),
+}
+
+
+def synthetic_split(n: int, vocab: int, max_length: int, seed: int) -> mc.EncodedSplit:
+    """Return n random-token sequences with AG-News-test lengths (resampled), padded to max_length."""
+    rng = np.random.default_rng(seed)
+    source = np.load(Path(__file__).with_name("ag_news_test_lengths.npy")).astype(np.int64)
+    lengths = np.minimum(rng.choice(source, size=n, replace=True), max_length)
+    ids = rng.integers(1000, vocab, size=(n, max_length))
+    ids[:, 0] = 101  # [CLS]
+    ids[np.arange(max_length)[None, :] >= lengths[:, None]] = 0
+    return mc.EncodedSplit(torch.as_tensor(ids), torch.as_tensor(lengths), torch.as_tensor(rng.integers(0, 4, n)))
+
+
+def model_flops_per_token(model: torch.nn.Module, mean_length: float) -> float:
+    """Return training FLOPs per token: 6 x non-embedding parameters + attention (12 L d T)."""
+    parts = mc.encoder_parts(model)
+    params = sum(p.numel() for p in parts.layers.parameters())
+    hidden = getattr(model.config, "dim", None) or model.config.hidden_size
+    return 6 * params + 12 * len(parts.layers) * hidden * mean_length
+
+
+def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSplit, device: torch.device,
+                base_model: torch.nn.Module) -> dict:
+    """Time one epoch of `method` under the variant's config; return the result row."""
+    cfg = mc.make_config("cpu" if device.type == "cpu" else "h100", model_name="bench", dataset="bench",
+                         epochs=1, max_length=args.max_length, **changes)
+    if device.type == "cpu":
+        cfg = mc.replace_config(cfg, precision="fp32", compile_mode="")
+    cfg = mc.config_for_method(cfg, method)
+    model = mc.copy.deepcopy(base_model).to(device).train()
+    ctx = mc.RunContext(cfg=cfg, model=model, train=data, eval=data, num_labels=4, device=device,
+                        generator=torch.Generator().manual_seed(0),
+                        device_generator=torch.Generator(device=device).manual_seed(0))
+    if cfg.precision == "fp16" and device.type == "cuda":
+        ctx.scaler = torch.amp.GradScaler("cuda")
+    trainer = mc.METHODS[method](ctx)
+    mc._sync(device)
+    t0 = time.perf_counter()
+    trainer.setup()
+    steps = trainer.num_steps()
+    ctx.optimizer = mc.build_optimizer(model, cfg, device, trainer.extra_param_groups())
+    ctx.scheduler = mc.build_scheduler(ctx.optimizer, cfg, trainer.optimizer_steps() + args.warmup)
+    setup_seconds = time.perf_counter() - t0
+    warm = time.perf_counter()
+    for i in range(min(args.warmup, steps)):  # the same steps run again below, timed
+        trainer.step(i)
+    mc._sync(device)
+    warmup_seconds = time.perf_counter() - warm
+    tokens_before = ctx.examples_backward
+    start = time.perf_counter()
+    for i in range(steps):
+        trainer.step(i)
+    mc._sync(device)
+    seconds = time.perf_counter() - start + (setup_seconds if method != "baseline" else 0.0)
+    n_backward = ctx.examples_backward - tokens_before
+    tokens = n_backward * float(data.lengths.float().mean())
+    device_name = mc.device_name(device)
+    peak = next((v for k, v in PEAK_FLOPS.items() if k in device_name.lower()), float("nan"))
+    flops = model_flops_per_token(model, float(data.lengths.float().mean())) * tokens
+    return {"variant": name, "method": method, "device": device_name, "batch_size": cfg.batch_size,
+            "train_seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
+            "mfu": round(flops / seconds / peak, 4) if peak == peak else None,
+            "steps": steps, "examples_backward": n_backward, "warmup_seconds": round(warmup_seconds, 3),
+            "setup_seconds": round(setup_seconds, 3), "n_sequences": len(data)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=120_000)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--tiny", action="store_true", help="a 2-layer width-64 model (CPU smoke)")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--methods", nargs="*", default=["baseline", "mclearn"])
+    parser.add_argument("--out", default=str(mc.REPO_ROOT / "results" / "bench"))
+    args = parser.parse_args()
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(num_labels=4) if not args.tiny else \
+        DistilBertConfig(num_labels=4, dim=64, n_layers=2, n_heads=2, hidden_dim=256)
+    base_model = DistilBertForSequenceClassification(config)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = synthetic_split(args.n, config.vocab_size, args.max_length, seed=0).to(device)
+    rows = []
+    for name in args.variants:
+        for method in args.methods:
+            rows.append(run_variant(name, method, VARIANTS[name], args, data, device, base_model))
+            row = rows[-1]
+            print(f"{row['variant']:<40} {row['method']:<9} {row['train_seconds']:>9.2f}s "
+                  f"{row['tokens_per_s']:>12.0f} tok/s  mfu {row['mfu']}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in rows[0]["device"].lower()).strip("-")
+    mc.write_json_atomic(out / f"{slug}{'-tiny' if args.tiny else ''}.json", rows)
+    print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
