@@ -206,6 +206,12 @@ def replace_config(cfg: Config, **changes: Any) -> Config:
     return dataclasses.replace(cfg, **changes)
 
 
+def study_name(base: str, preset: str) -> str:
+    """Return the default study name "<base>-<preset>" ("auto" resolved), so runs of different
+    devices never share a study."""
+    return f"{base}-{detect_preset() if preset == 'auto' else preset}"
+
+
 def config_for_method(cfg: Config, method: str) -> Config:
     """Return `cfg` with the method's preset changes (e.g. "mclearn-paper") applied."""
     changes = dict(METHOD_PRESETS.get(method, {}))
@@ -873,7 +879,8 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     difficulty = method.eval_difficulty()
     return {
         "study": cfg.study, "method": method_name, "seed": seed, "preset": cfg.preset,
-        "device": device_name(device), "dataset": prepared.source, "model": cfg.model_name,
+        "device": device_name(device), "dataset": portable_path(prepared.source),
+        "model": portable_path(cfg.model_name),
         "label_names": prepared.label_names, "train_examples": len(prepared.train),
         "eval_examples": len(prepared.eval), "steps": total_steps,
         "train_seconds": train_seconds, "eval_seconds": eval_seconds,
@@ -891,7 +898,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
         "eval_true_prob": final["probs"][np.arange(len(final["labels"])), final["labels"]].round(5).tolist(),
         "eval_difficulty": None if difficulty is None else np.round(difficulty, 5).tolist(),
         "telemetry": method.telemetry(),
-        "config": _jsonable(dataclasses.asdict(cfg)),
+        "config": portable_config(cfg),
         "versions": environment_versions(),
     }
 
@@ -933,6 +940,18 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def portable_path(value: str) -> str:
+    """Return `value` with this checkout's absolute path replaced by a path relative to it, so
+    records and comparisons do not depend on where the repository was cloned."""
+    root = str(REPO_ROOT)
+    return value.replace(root + os.sep, "").replace(root, ".") if isinstance(value, str) else value
+
+
+def portable_config(cfg: Config) -> dict[str, Any]:
+    """Return the config as JSON-ready values with repository paths made relative."""
+    return {k: portable_path(v) for k, v in _jsonable(dataclasses.asdict(cfg)).items()}
 
 
 def device_name(device: torch.device) -> str:
@@ -2233,8 +2252,8 @@ RUN_KEY_FIELDS = ("preset", "model_name", "dataset", "max_train_examples", "max_
 
 def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None:
     """Return which key settings of a stored run differ from what `cfg` would train, or None."""
-    want = _jsonable(dataclasses.asdict(config_for_method(cfg, method)))
-    have = record.get("config", {})
+    want = portable_config(config_for_method(cfg, method))
+    have = {k: portable_path(v) for k, v in record.get("config", {}).items()}
     diff = [k for k in RUN_KEY_FIELDS if k in have and want[k] != have[k]]
     return f"{', '.join(diff)} differ" if diff else None
 

@@ -33,6 +33,10 @@ NOTEBOOKS = [
     ("notebooks/04_compare_methods.ipynb", REPO / "notebooks", ["pareto.png", "time_to_accuracy.png"], True),
 ]
 
+# The study a notebook writes to when its `study` parameter is None (see mclearn_core.study_name).
+STUDY_BASES = {"Monte_Carlo_Learn.ipynb": "flagship", "notebooks/01_three_seeds.ipynb": "three_seeds",
+               "notebooks/02_diagnostics.ipynb": "three_seeds", "notebooks/04_compare_methods.ipynb": "compare_methods"}
+
 
 def ensure_kernel() -> None:
     """Make sure a `python3` kernelspec exists (install one for this interpreter if not)."""
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         problems = [error] if error else []
         if not error:
             params = notebook_parameters(source, passed)
+            if params.get("study") is None:  # the notebook's default: "<base>-<preset>"
+                params["study"] = mc.study_name(STUDY_BASES[name], params["preset"])
             runs, others = expected_files(params, figures, trains, results)
             all_runs += runs
             problems += [f"missing run {p}" for p in runs if not p.exists()]

@@ -49,6 +49,7 @@ import mclearn_core as mc
 results_dir = str(mc.REPO_ROOT / results_dir)
 if dataset and (mc.REPO_ROOT / dataset).is_dir():
     dataset = str(mc.REPO_ROOT / dataset)
+study = study or mc.study_name(STUDY_BASE, preset)  # e.g. "flagship-t4": each device keeps its own runs
 figures = pathlib.Path(results_dir) / "figures" / study
 '''
 
@@ -135,8 +136,9 @@ else:
 - `budget_ratio`: the MC-Learn step cost as a fraction of a baseline step (`None` keeps the default).
 - `progress`: progress bars while training (`False` keeps saved outputs short).
 - `study`, `results_dir`: where run files, `summary.csv` and figures go (`results_dir` relative to the
-  repository root). Runs already in the study are reused as they are, so use a new `study` or
-  `results_dir` after changing the preset, data or model.
+  repository root). `study = None` names it after the notebook and the preset (`flagship-t4`,
+  `flagship-cpu`, ...). Runs already in the study are reused; a stored run trained with other key
+  settings (model, data, batch, ...) stops the notebook with a message instead of being mixed in.
 '''),
     code('''
 preset = "auto"
@@ -145,7 +147,7 @@ model_name = None
 seeds = None
 methods = ["baseline", "mclearn"]
 budget_ratio = None
-study = "flagship"
+study = None  # None: "flagship-<preset>"
 results_dir = "results"
 progress = True
 ''', tags=["parameters"]),
@@ -156,7 +158,7 @@ The base config of the runs; each method's preset is applied on top of it when t
 The effective `budget_ratio` of each MC-Learn method is printed: the method presets set their own
 value (`mclearn` 0.30, `mclearn-paper` 0.55, or 0.70 on A100-class GPUs) unless you pass one.
 '''),
-    code(RESOLVE + '''
+    code('STUDY_BASE = "flagship"\n' + RESOLVE + '''
 cfg = mc.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir,
                      budget_ratio=budget_ratio, **({"seeds": tuple(seeds)} if seeds else {}))
 pprint.pprint(dataclasses.asdict(cfg), width=110, compact=True, sort_dicts=False)
@@ -269,11 +271,11 @@ dataset = None
 model_name = None
 seeds = [42, 43, 44]
 methods = ["baseline", "mclearn", "mclearn-paper"]
-study = "three_seeds"
+study = None  # None: "three_seeds-<preset>"
 results_dir = "results"
 progress = True
 ''', tags=["parameters"]),
-    code(RESOLVE + MAKE_CONFIG),
+    code('STUDY_BASE = "three_seeds"\n' + RESOLVE + MAKE_CONFIG),
     md('''
 ## Runs
 
@@ -332,14 +334,14 @@ the first MC-Learn run of notebook 01.
 preset = "auto"
 dataset = None
 model_name = None
-study = "three_seeds"
+study = None  # None: "three_seeds-<preset>", the runs of notebook 01
 method = "mclearn"
 seed = 42
 results_dir = "results"
 run_if_missing = True
 progress = True
 ''', tags=["parameters"]),
-    code(RESOLVE + '''
+    code('STUDY_BASE = "three_seeds"\n' + RESOLVE + '''
 path = mc.run_path(results_dir, study, method, seed)
 if not path.exists():
     if not run_if_missing:
@@ -495,11 +497,11 @@ dataset = None
 model_name = None
 seeds = [42, 43, 44]
 methods = ["baseline", "uniform", "selective_backprop", "rho_loss", "infobatch", "vcas", "mclearn", "mclearn-paper"]
-study = "compare_methods"
+study = None  # None: "compare_methods-<preset>"
 results_dir = "results"
 progress = True
 ''', tags=["parameters"]),
-    code(RESOLVE + MAKE_CONFIG),
+    code('STUDY_BASE = "compare_methods"\n' + RESOLVE + MAKE_CONFIG),
     md('''
 ## Runs
 '''),

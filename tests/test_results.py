@@ -90,3 +90,27 @@ def test_load_runs_by_study(tmp_path):
     assert len(mc.load_runs(tmp_path)) == 2
     assert [r["study"] for r in mc.load_runs(tmp_path, "b")] == ["b"]
     assert mc.load_runs(tmp_path / "empty") == []
+
+
+def test_stale_run_is_refused_not_mixed_in(prepared, smoke_cfg):
+    mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
+    other = mc.replace_config(smoke_cfg, batch_size=smoke_cfg.batch_size * 2)
+    with pytest.raises(ValueError, match="batch_size differ"):
+        mc.run_sweep(other, ["baseline"], [1], prepared=prepared, progress=False)
+    # the same settings resume without retraining
+    again = mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
+    assert again[0]["seed"] == 1
+
+
+def test_records_are_portable_across_checkouts():
+    inside = str(mc.REPO_ROOT / "data" / "ag_news_sample")
+    assert mc.portable_path(inside) == "data/ag_news_sample"
+    assert mc.portable_path("local:" + inside) == "local:data/ag_news_sample"
+    assert mc.portable_path("/elsewhere/data") == "/elsewhere/data"
+    cfg = mc.make_config("cpu-smoke")  # the preset's dataset is an absolute path in this checkout
+    assert mc.portable_config(cfg)["dataset"] == "data/ag_news_sample"
+
+
+def test_study_name_keeps_devices_apart():
+    assert mc.study_name("flagship", "t4") == "flagship-t4"
+    assert mc.study_name("flagship", "auto") == f"flagship-{mc.detect_preset()}"
