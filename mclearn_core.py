@@ -474,16 +474,41 @@ class ModelLoadError(ValueError):
 
 
 def build_tiny_tokenizer(texts: Sequence[str], vocab_size: int):
-    """Return a WordPiece tokenizer trained on `texts` (no download), as a BertTokenizerFast."""
-    from tokenizers import BertWordPieceTokenizer
+    """Return a WordPiece tokenizer built from `texts` (no download), as a BertTokenizerFast.
+
+    The vocabulary is chosen deterministically: special tokens, then the most frequent words (ties
+    broken alphabetically) up to `vocab_size`; any other word becomes one [UNK]. (The `tokenizers`
+    trainer breaks ties differently from one process to the next, which made runs with the same
+    seed differ.)
+    """
+    import collections
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=2,
-                                  show_progress=False)
-    return BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]",
-                             sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
-                             mask_token="[MASK]")
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    splitter = pre_tokenizers.BertPreTokenizer()
+    counts: collections.Counter[str] = collections.Counter()
+    for text in texts:
+        counts.update(word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # no "##" pieces: a rare word is one [UNK]
+    known = set(vocab)
+    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append(word)
+            known.add(word)
+    ids = {token: i for i, token in enumerate(vocab)}
+    tokenizer = Tokenizer(models.WordPiece(vocab=ids, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = splitter
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
+    tokenizer.decoder = decoders.WordPiece()
+    return BertTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", sep_token="[SEP]",
+                             pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
 
 
 def build_tiny_model(tokenizer, num_labels: int, cfg: Config, seed: int = 0):
@@ -2395,7 +2420,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--dataset", default=None, help="hub name or local folder (default: preset's)")
     parser.add_argument("--model", dest="model_name", default=None, help="hub name, local folder or 'tiny'")
-    parser.add_argument("--study", default="default")
+    parser.add_argument("--study", default=None, help='default: "sweep-<preset>"')
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="any Config field, e.g. --set epochs=2 budget_ratio=0.4")
@@ -2408,7 +2433,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" and v not in ("tiny",) else v
                  for k, v in (item.split("=", 1) for item in args.set)}
-    cfg = make_config(args.preset, dataset=args.dataset, model_name=args.model_name, study=args.study,
+    study = args.study or study_name("sweep", args.preset)
+    cfg = make_config(args.preset, dataset=args.dataset, model_name=args.model_name, study=study,
                       results_dir=args.results_dir, **overrides)
     run_sweep(cfg, args.methods, args.seeds)
     summarize(cfg.results_dir, study=cfg.study)

@@ -4,7 +4,7 @@
 # Usage: bash benchmarks/gpu_study.sh STUDY "METHODS..." [SEEDS...]
 # Expects .gpu/data/sst2 and .gpu/models/all-MiniLM-L6-v2 (see ../shared/GPU.md); writes results/.
 set -euo pipefail
-study=${1:-sst2-minilm-h100}
+study=${1:-sst2-minilm-h100}  # the GPU study
 methods=${2:-"baseline mclearn mclearn-paper uniform"}
 shift 2 || true
 seeds=${*:-"42 43 44"}

@@ -163,3 +163,18 @@ def test_build_optimizer_layerwise_lr(prepared):
     wd_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     assert wd_of[id(layers[0].ffn.lin1.bias)] == 0.0
     assert wd_of[id(layers[0].ffn.lin1.weight)] == cfg.weight_decay
+
+
+def test_tiny_tokenizer_is_the_same_in_every_process():
+    # The tokenizers trainer broke frequency ties differently per process, so two runs with the
+    # same seed trained different models; the vocabulary must not depend on the process.
+    import subprocess
+    import sys
+
+    code = ("import hashlib, json, mclearn_core as mc; "
+            "b = mc.load_text_dataset(mc.make_config('cpu-smoke')); "
+            "t = mc.build_tiny_tokenizer(b.train.texts, 2000); "
+            "print(hashlib.md5(json.dumps(sorted(t.get_vocab().items())).encode()).hexdigest())")
+    hashes = {subprocess.run([sys.executable, "-c", code], cwd=mc.REPO_ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip() for _ in range(2)}
+    assert len(hashes) == 1
