@@ -117,7 +117,8 @@ class Config:
     token_drop: float = 0.0  # fraction of non-special tokens dropped in the full pass
     unfreeze_schedule: tuple[float, ...] = ()  # progress points at which frozen layers thaw
     # --- peers (section 9) ------------------------------------------------------------------------
-    uniform_fraction: float = 0.30  # data fraction for the "uniform" control (= mclearn budget_ratio)
+    uniform_fraction: float | None = None  # data share of "uniform"; None: match uniform_match's time
+    uniform_match: str = "mclearn"  # the method whose measured train time "uniform" matches
     sb_beta: float = 3.0  # Selective Backprop selectivity
     sb_history: int = 1024
     rho_holdout: float = 0.1  # RHO-LOSS irreducible-loss holdout fraction
@@ -1620,11 +1621,15 @@ def subset_split(data: EncodedSplit, rows: np.ndarray | torch.Tensor) -> Encoded
 
 
 class Uniform(Baseline):
-    """Control: the baseline loop on a uniform random subset of uniform_fraction of the data."""
+    """Control: the baseline loop on a uniform random subset of uniform_fraction of the data
+    (run_sweep sets the fraction to match another method's measured time when it is None)."""
 
     name = "uniform"
 
     def __init__(self, ctx: RunContext):
+        if ctx.cfg.uniform_fraction is None:
+            raise ValueError("uniform needs uniform_fraction=, or run it through run_sweep after "
+                             f"'baseline' and {ctx.cfg.uniform_match!r} so it can match their times.")
         n = len(ctx.train)
         keep = torch.randperm(n, generator=ctx.generator)[: max(1, round(ctx.cfg.uniform_fraction * n))]
         super().__init__(ctx, data=subset_split(ctx.train, keep))
@@ -2283,6 +2288,20 @@ def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None
     return f"{', '.join(diff)} differ" if diff else None
 
 
+def matched_fraction(cfg: Config, seed: int) -> float:
+    """Return the data share that gives `uniform` the train time of cfg.uniform_match: that run's
+    train seconds over the baseline's, same study and seed (training time is linear in examples)."""
+    times = {}
+    for method in ("baseline", cfg.uniform_match):
+        path = run_path(cfg.results_dir, cfg.study, method, seed)
+        if not path.exists():
+            raise ValueError(f"uniform matches the measured time of {cfg.uniform_match!r}, but {path} does "
+                             f"not exist: include 'baseline' and {cfg.uniform_match!r} in methods=, or set "
+                             f"uniform_fraction= to a fixed share.")
+        times[method] = read_run(path)["train_seconds"]
+    return float(np.clip(times[cfg.uniform_match] / times["baseline"], 0.01, 1.0))
+
+
 def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequence[int] | None = None,
               prepared: Prepared | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Run every (method, seed) whose result file is missing; return all records, old and new.
@@ -2294,6 +2313,7 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
     seeds = list(seeds if seeds is not None else cfg.seeds)
+    methods = sorted(methods, key=lambda m: m == "uniform")  # uniform may match the others' times
     records = []
     for seed in seeds:
         for method in methods:
@@ -2309,7 +2329,10 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
             prepared = prepared or prepare(cfg)
             log_path = path.with_suffix(".jsonl")
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            record = train_method(method, cfg, prepared, seed, log_path=log_path, progress=progress)
+            run_cfg = cfg
+            if method == "uniform" and cfg.uniform_fraction is None:
+                run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed))
+            record = train_method(method, run_cfg, prepared, seed, log_path=log_path, progress=progress)
             write_json_atomic(path, record)
             records.append(record)
             if progress:
@@ -2363,7 +2386,7 @@ def report_table(rows) -> Any:
                 "study": study, "device": device, "method": method, "seeds": len(runs),
                 "accuracy (%)": _mean_std(acc), "train seconds": _mean_std(secs),
                 "speed-up vs baseline": f"{base_time / secs.mean():.2f}x" if len(base) else "n/a",
-                "accuracy change (pt)": f"{acc.mean() - base_acc * 100:+.2f}" if len(base) else "n/a",
+                "accuracy change (pt)": f"{round(acc.mean() - base_acc * 100, 2) + 0.0:+.2f}" if len(base) else "n/a",
                 "examples seen": int(runs["examples_seen"].mean()),
             })
     return pd.DataFrame(out)
@@ -2391,7 +2414,7 @@ def results_markdown(results_dir: str | Path = "results") -> str:
         table = report_table(group)
         parts.append(f"**{study}** (run files: [`{results_dir}/runs/{study}/`]({results_dir}/runs/{study}/), "
                      f"rows of [`{summary}`]({summary}))\n")
-        parts.append(table.drop(columns=["study"]).to_markdown(index=False) + "\n")
+        parts.append(table.drop(columns=["study"]).to_markdown(index=False, disable_numparse=True) + "\n")
     return "\n".join(parts)
 
 

@@ -145,6 +145,7 @@ def test_vcas_adapts_ratios_and_reports_flops(prepared, smoke_cfg):
 
 @pytest.mark.parametrize("method", ["uniform", "selective_backprop", "rho_loss", "infobatch"])
 def test_peer_runs_end_to_end(prepared, smoke_cfg, method):
+    smoke_cfg = mc.replace_config(smoke_cfg, uniform_fraction=0.3)
     record = mc.train_method(method, smoke_cfg, prepared, seed=6, progress=False)
     assert math.isfinite(record["accuracy"]) and record["examples_backward"] > 0
     if method == "infobatch":
@@ -162,3 +163,19 @@ def test_infobatch_prunes_after_the_first_epoch_and_stops_after_its_epochs(prepa
     n = len(prepared.train)
     assert pruned[0] == 0 and 0.1 * n < pruned[1] < 0.5 * n
     assert record["examples_backward"] == 2 * n - pruned[1]
+
+
+def test_uniform_matches_the_measured_time_of_mclearn(prepared, smoke_cfg):
+    # Listed first, uniform still runs after baseline and mclearn, with the data share equal to
+    # mclearn's train seconds over the baseline's (same seed).
+    records = mc.run_sweep(smoke_cfg, ["uniform", "baseline", "mclearn"], [3], prepared=prepared, progress=False)
+    by_method = {r["method"]: r for r in records}
+    share = by_method["mclearn"]["train_seconds"] / by_method["baseline"]["train_seconds"]
+    expected = min(max(share, 0.01), 1.0)
+    assert by_method["uniform"]["config"]["uniform_fraction"] == pytest.approx(expected)
+    assert by_method["uniform"]["examples_backward"] == max(1, round(expected * len(prepared.train)))
+
+
+def test_uniform_without_its_reference_runs_names_the_fix(prepared, smoke_cfg):
+    with pytest.raises(ValueError, match="uniform_fraction="):
+        mc.run_sweep(smoke_cfg, ["uniform"], [4], prepared=prepared, progress=False)
