@@ -481,8 +481,9 @@ compare = [
     md('''
 # 04 · MC-Learn against other data-selection methods
 
-The optimized baseline, a uniform-subset control, Selective Backprop, RHO-LOSS, InfoBatch, and
-MC-Learn (corrected and as published), over three seeds, on the same data, model and device.
+The optimized baseline; a uniform-subset control sized, seed by seed, to MC-Learn's measured training
+time; Selective Backprop, RHO-LOSS, InfoBatch, VCAS; and MC-Learn (corrected and as published), over
+three seeds, on the same data, model and device.
 Finished runs are read back; only missing ones train.
 '''),
     code(FIND_REPO),
