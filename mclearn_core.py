@@ -21,9 +21,8 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -1117,8 +1116,6 @@ class CostMeter:
     """EMAs of measured seconds per example for scoring, cheap head, full pass, and per-step
     fixed cost. On CUDA, regions are timed with events and read lazily (one sync per `flush`)."""
 
-    KINDS = ("score", "head", "full", "fixed")
-
     def __init__(self, device: torch.device, decay: float):
         self.device, self.decay = device, decay
         self.ema: dict[str, float] = {}
@@ -1332,7 +1329,6 @@ class MCLearn(Method):
         self.total_steps = 0
         self.records: list[dict[str, Any]] = []
         self.refreshes = 0
-        self.negative_loss_steps = 0
         self._stats: list[torch.Tensor] = []  # (cheap, full) losses of S per step, read at refresh
         self._stats_labels: list[np.ndarray] = []
         self.ess_fraction = 1.0
@@ -1360,16 +1356,20 @@ class MCLearn(Method):
                               int(data.lengths.max()), cfg.pad_multiple, min(cfg.score_max_length, data.input_ids.shape[1]))
         feats = []
         idx_all = torch.as_tensor(rows)
-        with truncated_encoder(self.ctx.model, cfg.score_layer) as encoder, self.ctx.autocast():
-            for idx in idx_all.split(max(cfg.eval_batch_size, 256)):
-                batch = make_batch(data, idx, width)
-                hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-                feats.append(mean_pool(hidden.float(), batch["attention_mask"]))
+        was_training = self.ctx.model.training
+        self.ctx.model.eval()  # no dropout in the scorer: its scores should not be noisier than the model
+        try:
+            with truncated_encoder(self.ctx.model, cfg.score_layer) as encoder, self.ctx.autocast():
+                for idx in idx_all.split(max(cfg.eval_batch_size, 256)):
+                    batch = make_batch(data, idx, width)
+                    hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+                    feats.append(mean_pool(hidden.float(), batch["attention_mask"]))
+        finally:
+            self.ctx.model.train(was_training)
         return torch.cat(feats)
 
     def refresh(self, progress: float) -> None:
         """Draw and score a new candidate pool; set the per-step draw probabilities."""
-        cfg = self.ctx.cfg
         kappa = self.policy.kappa(progress)
         pool_size = max(self.num_classes, round(self.kept_per_step * self.pool_steps() / kappa))
         rows, pool_prob = self.stream.next_pool(pool_size, self.policy.class_weights)
@@ -1514,7 +1514,8 @@ class MCLearn(Method):
                   "ess_fraction": round(self.ess_fraction, 4), "rho": round(self.policy.rho, 4),
                   "tau": round(self.policy.tau, 4), "q": np.round(self.q_class, 4).tolist(),
                   "class_weights": np.round(self.policy.class_weights, 4).tolist(),
-                  "kappa": self.policy.kappa(progress), "refreshes": self.refreshes}
+                  "kappa": self.policy.kappa(progress), "refreshes": self.refreshes,
+                  "rank_corr": None if math.isnan(self.last_rank) else round(self.last_rank, 4)}
         every = max(1, min(cfg.log_every, self.total_steps // 100))  # ~100 points per run
         if (i + 1) % every == 0 or i == 0:
             self.records.append({**record, "costs": {k: float(v) for k, v in self.costs.flush().items()}})
@@ -2092,7 +2093,9 @@ def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
         return _figure_out(fig, path)
     frame = pd.DataFrame(steps)
     frame[["kept", "full"]].set_index(frame["step"]).plot(ax=axes[0], title="examples per step", marker="o", ms=2)
-    frame[["ess_fraction", "rho"]].set_index(frame["step"]).plot(ax=axes[1], title="ESS / |K| and replay share", marker="o", ms=2)
+    health = [c for c in ("ess_fraction", "rho", "rank_corr") if c in frame and frame[c].notna().any()]
+    frame[health].astype(float).set_index(frame["step"]).plot(
+        ax=axes[1], title="ESS / |K|, replay share, rank agreement", marker="o", ms=2)
     q = pd.DataFrame(frame["q"].tolist(), index=frame["step"]).add_prefix("q class ")
     q.assign(tau=frame["tau"].values).plot(ax=axes[2], title="full-pass probability q and tau", logy=True, marker="o", ms=2)
     fig.suptitle(f"{record['method']} seed {record['seed']}")
