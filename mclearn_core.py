@@ -1422,6 +1422,9 @@ class MCLearn(Method):
         self.refresh(0.0)
 
     def solve(self, progress: float) -> None:
+        """Set q per class (q*, clipped; raised to the full-pass floor) and the kept size M* from
+        the current cost EMAs. The "full" cost is measured per example over the whole update
+        (forward, backward, optimizer), so it includes per-step fixed cost when |S| is small."""
         cfg = self.ctx.cfg
         costs = self.costs.flush()
         self.q_class = optimal_full_prob(self.var_gap, self.var_cheap, costs.get("head", 0.0),
