@@ -16,6 +16,7 @@ import contextlib
 import copy
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import os
@@ -399,6 +400,11 @@ class EncodedSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @functools.cached_property
+    def host_lengths(self) -> torch.Tensor:
+        """The lengths on the host, copied once, so batch widths never need a device sync."""
+        return self.lengths.cpu()
+
     def to(self, device: torch.device) -> "EncodedSplit":
         return EncodedSplit(self.input_ids.to(device), self.lengths.to(device), self.labels.to(device))
 
@@ -436,6 +442,12 @@ def padded_length(max_len: int, pad_multiple: int, cap: int) -> int:
     return min(cap, int(math.ceil(max(max_len, 1) / pad_multiple) * pad_multiple))
 
 
+def batch_width(data: EncodedSplit, idx, pad_multiple: int, cap: int | None = None) -> int:
+    """Return the padded token width of rows `idx` of `data` (host-side, no device sync)."""
+    longest = int(data.host_lengths[torch.as_tensor(idx)].max())
+    return padded_length(longest, pad_multiple, cap or data.input_ids.shape[1])
+
+
 def padding_fraction(lengths: torch.Tensor, batches: Sequence[torch.Tensor], pad_multiple: int,
                      cap: int) -> float:
     """Return the fraction of token slots that are padding when batching as given."""
@@ -460,10 +472,8 @@ def plan_epoch(data: EncodedSplit, cfg: Config, generator: torch.Generator,
                batch_size: int | None = None) -> list[tuple[torch.Tensor, int]]:
     """Return (indices, padded width) per batch for one epoch; widths are computed on the host
     here so the training loop never syncs to read a length."""
-    lengths = data.lengths.cpu()
-    cap = data.input_ids.shape[1]
-    batches = bucketed_batches(lengths, batch_size or cfg.batch_size, generator, cfg.bucket_mult)
-    return [(idx, padded_length(int(lengths[idx].max()), cfg.pad_multiple, cap)) for idx in batches]
+    batches = bucketed_batches(data.host_lengths, batch_size or cfg.batch_size, generator, cfg.bucket_mult)
+    return [(idx, batch_width(data, idx, cfg.pad_multiple)) for idx in batches]
 
 
 # =============================================================================
@@ -776,27 +786,35 @@ class Baseline(Method):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: EncodedSplit, cfg: Config, device: torch.device) -> dict[str, Any]:
-    """Return eval loss, accuracy, predictions and probabilities of `model` on `data`."""
+def predict(model: nn.Module, data: EncodedSplit, cfg: Config, device: torch.device) -> torch.Tensor:
+    """Return float32 logits [N, C] of `model` (in eval mode, no gradients) on every row of `data`,
+    computed in length-sorted batches of eval_batch_size for little padding."""
     was_training = model.training
     model.eval()
-    order = torch.argsort(data.lengths.cpu())  # length-sorted for little padding
-    cap = data.input_ids.shape[1]
-    lengths = data.lengths.cpu()
-    probs = torch.empty(len(data), model.config.num_labels)
-    loss_sum = torch.zeros((), device=device)
-    for idx in order.split(cfg.eval_batch_size):
-        width = padded_length(int(lengths[idx].max()), cfg.pad_multiple, cap)
-        batch = make_batch(data, idx, width)
+    logits = torch.empty(len(data), model.config.num_labels, device=device)
+    for idx in torch.argsort(data.host_lengths).split(cfg.eval_batch_size):
+        batch = make_batch(data, idx, batch_width(data, idx, cfg.pad_multiple))
         with autocast_context(cfg, device):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss_sum += F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
-        probs[idx] = torch.softmax(logits.float(), -1).cpu()
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits[idx.to(device)] = out.float()
     model.train(was_training)
+    return logits
+
+
+def evaluate(model: nn.Module, data: EncodedSplit, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Return eval loss, accuracy, predictions and probabilities of `model` on `data`."""
+    logits = predict(model, data, cfg, device)
+    loss = float(F.cross_entropy(logits, data.labels.to(device), reduction="sum")) / len(data)
+    probs = torch.softmax(logits, -1).cpu()
     labels = data.labels.cpu()
     preds = probs.argmax(-1)
-    return {"loss": float(loss_sum) / len(data), "accuracy": float((preds == labels).float().mean()),
+    return {"loss": loss, "accuracy": float((preds == labels).float().mean()),
             "predictions": preds.numpy(), "labels": labels.numpy(), "probs": probs.numpy()}
+
+
+def host_rng(ctx: RunContext) -> np.random.Generator:
+    """Return a numpy generator seeded from the run's host generator (for host-side draws)."""
+    return np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator)))
 
 
 def _sync(device: torch.device) -> None:
@@ -1308,9 +1326,8 @@ class MCLearn(Method):
         self.parts = encoder_parts(model)
         hidden = getattr(model.config, "dim", None) or model.config.hidden_size
         self.num_classes = ctx.num_labels
-        self.rng = np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator)))
+        self.rng = host_rng(ctx)
         self.labels_host = ctx.train.labels.cpu().numpy()
-        self.lengths_host = ctx.train.lengths.cpu().numpy()
         self.stream = CandidateStream(self.labels_host, self.rng)
         self.policy = PolicyLearner(cfg, self.num_classes)
         self.costs = CostMeter(ctx.device, cfg.cost_ema)
@@ -1352,8 +1369,7 @@ class MCLearn(Method):
     def early_features(self, data: EncodedSplit, rows: np.ndarray) -> torch.Tensor:
         """Return mean-pooled features [len(rows), H] after `score_layer` encoder blocks."""
         cfg = self.ctx.cfg
-        width = padded_length(int(self.lengths_host[rows].max()) if data is self.ctx.train else
-                              int(data.lengths.max()), cfg.pad_multiple, min(cfg.score_max_length, data.input_ids.shape[1]))
+        width = batch_width(data, rows, cfg.pad_multiple, min(cfg.score_max_length, data.input_ids.shape[1]))
         feats = []
         idx_all = torch.as_tensor(rows)
         was_training = self.ctx.model.training
@@ -1401,8 +1417,7 @@ class MCLearn(Method):
         self.kept_per_step = cfg.batch_size
         self.refresh(0.0)
         idx = torch.as_tensor(self.pool["rows"][: cfg.batch_size])
-        width = padded_length(int(self.lengths_host[idx.numpy()].max()), cfg.pad_multiple, ctx.train.input_ids.shape[1])
-        batch = make_batch(ctx.train, idx, width)
+        batch = make_batch(ctx.train, idx, batch_width(ctx.train, idx, cfg.pad_multiple))
         sizes = {"calib_big": len(idx), "calib_small": max(1, len(idx) // 2)}
         for key, count in sizes.items():  # two sizes separate per-example and fixed cost
             with self.costs.timed(key, 1):
@@ -1532,7 +1547,7 @@ class MCLearn(Method):
         cfg, ctx = self.ctx.cfg, self.ctx
         if len(rows) == 0:
             return None, torch.zeros(0, device=ctx.device)
-        width = padded_length(int(self.lengths_host[rows].max()), cfg.pad_multiple, ctx.train.input_ids.shape[1])
+        width = batch_width(ctx.train, rows, cfg.pad_multiple)
         if cfg.length_ladder:
             ladder = cfg.length_ladder
             width = min(width, ladder[min(int(progress * len(ladder)), len(ladder) - 1)])
@@ -1644,18 +1659,14 @@ class ScoredBatches(Method):
 
     def score(self, data: EncodedSplit, idx: torch.Tensor) -> torch.Tensor:
         """Return per-example training losses of rows `idx` without gradients."""
-        lengths = data.lengths.cpu()
-        width = padded_length(int(lengths[idx].max()), self.ctx.cfg.pad_multiple, data.input_ids.shape[1])
         with torch.no_grad():
-            batch = make_batch(data, idx, width)
+            batch = make_batch(data, idx, batch_width(data, idx, self.ctx.cfg.pad_multiple))
             self.ctx.examples_forward += len(idx)
             return self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
 
     def train_on(self, idx: torch.Tensor, step: int, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Forward, backward and update on rows `idx` of the training set; return the loss."""
-        data = self.ctx.train
-        width = padded_length(int(data.lengths.cpu()[idx].max()), self.ctx.cfg.pad_multiple, data.input_ids.shape[1])
-        batch = make_batch(data, idx, width)
+        batch = make_batch(self.ctx.train, idx, batch_width(self.ctx.train, idx, self.ctx.cfg.pad_multiple))
         losses = self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
         loss = (losses * weights).mean() if weights is not None else losses.mean()
         self.ctx.optimizer_step(loss, step)
@@ -1679,7 +1690,7 @@ class SelectiveBackprop(ScoredBatches):
         self.history = np.empty(0)
         self.pending: list[torch.Tensor] = []
         self.updates = 0
-        self.rng = np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator)))
+        self.rng = host_rng(ctx)
 
     def num_steps(self) -> int:
         return len(self.plan)
@@ -1767,17 +1778,8 @@ def irreducible_losses(ctx: RunContext, holdout: torch.Tensor, epochs: int) -> t
     il_ctx.scheduler = build_scheduler(il_ctx.optimizer, cfg, trainer.num_steps())
     for step in range(trainer.num_steps()):
         trainer.step(step)
-    il_model.eval()
-    out = torch.empty(len(ctx.train), device=ctx.device)
-    lengths = ctx.train.lengths.cpu()
-    with torch.no_grad():
-        for idx in torch.argsort(lengths).split(cfg.eval_batch_size):
-            width = padded_length(int(lengths[idx].max()), cfg.pad_multiple, ctx.train.input_ids.shape[1])
-            batch = make_batch(ctx.train, idx, width)
-            with il_ctx.autocast():
-                logits = il_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            out[idx.to(ctx.device)] = il_ctx.per_example_loss(logits, batch["labels"])
-    return out
+    logits = predict(il_model, ctx.train, cfg, ctx.device)
+    return il_ctx.per_example_loss(logits, ctx.train.labels.to(ctx.device))
 
 
 class InfoBatch(ScoredBatches):
@@ -1793,7 +1795,7 @@ class InfoBatch(ScoredBatches):
         super().__init__(ctx)
         n = len(ctx.train)
         self.scores = torch.full((n,), float("nan"), device=ctx.device)
-        self.rng = np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator)))
+        self.rng = host_rng(ctx)
         self.plan: list[tuple[torch.Tensor, int, torch.Tensor]] = []
         self.pruned: list[int] = []
         self.epoch = -1
