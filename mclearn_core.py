@@ -754,6 +754,18 @@ class Method:
         """Return method-specific records to keep in the run result."""
         return {}
 
+    def train_on(self, data: EncodedSplit, idx: torch.Tensor, step: int, weights: torch.Tensor | None = None,
+                 width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, backward and update on rows `idx` of `data` (padded to `width`, or to their
+        longest); return the detached (mean loss, per-example losses), the mean weighted if given."""
+        batch = make_batch(data, idx, width or batch_width(data, idx, self.ctx.cfg.pad_multiple))
+        losses = self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
+        loss = (losses * weights).mean() if weights is not None else losses.mean()
+        self.ctx.optimizer_step(loss, step)
+        self.ctx.examples_forward += len(idx)
+        self.ctx.examples_backward += len(idx)
+        return loss.detach(), losses.detach()
+
     def eval_difficulty(self) -> np.ndarray | None:
         """Return the method's difficulty score for each eval example, if it has a scorer."""
         return None
@@ -776,13 +788,8 @@ class Baseline(Method):
 
     def step(self, i: int) -> dict[str, Any]:
         idx, width = self.plan[i]
-        batch = make_batch(self.data, idx, width)
-        losses = self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
-        loss = losses.mean()
-        self.ctx.optimizer_step(loss, i)
-        self.ctx.examples_forward += len(idx)
-        self.ctx.examples_backward += len(idx)
-        return {"loss": loss.detach()}
+        loss, _ = self.train_on(self.data, idx, i, width=width)
+        return {"loss": loss}
 
 
 @torch.no_grad()
@@ -812,9 +819,14 @@ def evaluate(model: nn.Module, data: EncodedSplit, cfg: Config, device: torch.de
             "predictions": preds.numpy(), "labels": labels.numpy(), "probs": probs.numpy()}
 
 
+def draw_seed(ctx: RunContext) -> int:
+    """Return a fresh seed drawn from the run's host generator."""
+    return int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator))
+
+
 def host_rng(ctx: RunContext) -> np.random.Generator:
     """Return a numpy generator seeded from the run's host generator (for host-side draws)."""
-    return np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator)))
+    return np.random.default_rng(draw_seed(ctx))
 
 
 def _sync(device: torch.device) -> None:
@@ -1664,16 +1676,6 @@ class ScoredBatches(Method):
             self.ctx.examples_forward += len(idx)
             return self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
 
-    def train_on(self, idx: torch.Tensor, step: int, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Forward, backward and update on rows `idx` of the training set; return the loss."""
-        batch = make_batch(self.ctx.train, idx, batch_width(self.ctx.train, idx, self.ctx.cfg.pad_multiple))
-        losses = self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
-        loss = (losses * weights).mean() if weights is not None else losses.mean()
-        self.ctx.optimizer_step(loss, step)
-        self.ctx.examples_forward += len(idx)
-        self.ctx.examples_backward += len(idx)
-        return loss.detach()
-
 
 class SelectiveBackprop(ScoredBatches):
     """Selective Backprop (Jiang et al. 2019): forward every batch, keep each example with
@@ -1715,7 +1717,7 @@ class SelectiveBackprop(ScoredBatches):
         if len(gathered) >= self.ctx.cfg.batch_size or (i == len(self.plan) - 1 and len(gathered)):
             batch, rest = gathered[: self.ctx.cfg.batch_size], gathered[self.ctx.cfg.batch_size:]
             self.pending = [rest]
-            info["loss"] = self.train_on(batch, self.updates)
+            info["loss"], _ = self.train_on(self.ctx.train, batch, self.updates)
             self.updates += 1
         return info
 
@@ -1759,7 +1761,8 @@ class RhoLoss(ScoredBatches):
         idx = self.order[j * self.candidates:(j + 1) * self.candidates]
         losses = self.score(self.ctx.train, idx)
         chosen = self.select(losses, self.irreducible[idx.to(self.irreducible.device)]).cpu()
-        return {"loss": self.train_on(idx[chosen], i)}
+        loss, _ = self.train_on(self.ctx.train, idx[chosen], i)
+        return {"loss": loss}
 
     def telemetry(self) -> dict[str, Any]:
         return {"holdout": len(self.holdout), "candidates_per_step": self.candidates,
@@ -1839,15 +1842,9 @@ class InfoBatch(ScoredBatches):
             self._new_epoch()
         idx, width, weights = self.plan[self.cursor]
         self.cursor += 1
-        data = self.ctx.train
-        batch = make_batch(data, idx, width)
-        losses = self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
-        self.scores[idx.to(self.ctx.device)] = losses.detach().float()
-        loss = (losses * weights).mean()
-        self.ctx.optimizer_step(loss, i)
-        self.ctx.examples_forward += len(idx)
-        self.ctx.examples_backward += len(idx)
-        return {"loss": loss.detach()}
+        loss, losses = self.train_on(self.ctx.train, idx, i, weights, width)
+        self.scores[idx.to(self.ctx.device)] = losses.float()
+        return {"loss": loss}
 
     def telemetry(self) -> dict[str, Any]:
         return {"pruned_per_epoch": self.pruned}
@@ -1944,8 +1941,7 @@ class VCAS(Baseline):
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
         cfg = ctx.cfg
-        self.state = VCASState(1.0, 1.0, torch.Generator(device=ctx.device).manual_seed(
-            int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator))))
+        self.state = VCASState(1.0, 1.0, torch.Generator(device=ctx.device).manual_seed(draw_seed(ctx)))
         self.history: list[dict[str, float]] = []
         parts = encoder_parts(ctx.model)
         for layer in parts.layers:
@@ -1986,7 +1982,7 @@ class VCAS(Baseline):
         """Estimate SGD and sampling variances on `batch` and move the ratios (x1.1 or x0.9)."""
         cfg = self.cfg
         n = batch["labels"].shape[0]
-        self.dropout_seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=self.ctx.generator))
+        self.dropout_seed = draw_seed(self.ctx)
         half = {k: v[: n // 2] for k, v in batch.items()}
         other = {k: v[n // 2:] for k, v in batch.items()}
         exact = self._gradient(batch, act=False, weight=False)
@@ -2264,19 +2260,26 @@ def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Pat
     return Path(results_dir) / "runs" / study / f"{method}-seed{seed}.json"
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to `path` atomically: a temp file in the same folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def atomic_target(path: Path):
+    """Yield a temp path beside `path`; on success it replaces `path` (one rename), on any error
+    it is removed, so readers see the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w") as handle:
-            json.dump(_jsonable(payload), handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to `path` atomically: a temp file in the same folder, fsync, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_target(path) as tmp, open(tmp, "w") as handle:
+        json.dump(_jsonable(payload), handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
@@ -2365,13 +2368,8 @@ def summarize(results_dir: str | Path = "results", study: str | None = None, sho
     rows = pd.DataFrame([{c: r[c] for c in SUMMARY_COLUMNS} for r in runs], columns=SUMMARY_COLUMNS)
     out = Path(results_dir) / "summary.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".summary.csv.{os.getpid()}.tmp")
-    try:
+    with atomic_target(out) as tmp:
         rows.sort_values(["study", "method", "seed"]).to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     table = report_table(rows if study is None else rows[rows["study"] == study])
     if show:
         print(table.to_string(index=False))

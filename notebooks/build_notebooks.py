@@ -53,6 +53,12 @@ study = study or mc.study_name(STUDY_BASE, preset)  # e.g. "flagship-t4": each d
 figures = pathlib.Path(results_dir) / "figures" / study
 '''
 
+TRAINING_PARAMETERS = '''
+Parameters: `preset` (`"auto"` picks from the device; CI uses `"cpu-smoke"`), `dataset` / `model_name`
+(`None` = the preset's), `seeds`, `methods`, `study`, `results_dir` (relative to the repository root),
+`progress` (progress bars while training).
+'''
+
 MAKE_CONFIG = '''
 cfg = mc.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir,
                      **({"seeds": tuple(seeds)} if seeds else {}))
@@ -260,11 +266,7 @@ and reports mean ± std. Every run is written to its own file as it ends; re-run
 only what is missing.
 '''),
     code(FIND_REPO),
-    md('''
-Parameters: `preset` (`"auto"` picks from the device; CI uses `"cpu-smoke"`), `dataset` / `model_name`
-(`None` = the preset's), `seeds`, `methods`, `study`, `results_dir` (relative to the repository root),
-`progress` (progress bars while training).
-'''),
+    md(TRAINING_PARAMETERS),
     code('''
 preset = "auto"
 dataset = None
@@ -487,11 +489,7 @@ three seeds, on the same data, model and device.
 Finished runs are read back; only missing ones train.
 '''),
     code(FIND_REPO),
-    md('''
-Parameters: `preset` (`"auto"` picks from the device; CI uses `"cpu-smoke"`), `dataset` / `model_name`
-(`None` = the preset's), `seeds`, `methods`, `study`, `results_dir` (relative to the repository root),
-`progress` (progress bars while training).
-'''),
+    md(TRAINING_PARAMETERS),
     code('''
 preset = "auto"
 dataset = None
