@@ -69,6 +69,8 @@ class Config:
     precision: str = "fp32"  # fp32 | fp16 (GradScaler) | bf16
     optimizer_fused: bool | None = None  # None: fused AdamW on CUDA, foreach elsewhere
     compile_mode: str = ""  # "" = eager; else a torch.compile mode for the training forward
+    cuda_graphs: bool = False  # baseline family: replay the whole update as one CUDA graph per batch shape
+    graph_warmup_steps: int = 2  # eager (real) steps of a batch shape before its graph is captured
     # --- batching and evaluation ------------------------------------------------------------
     bucket_mult: int = 50  # length buckets span bucket_mult batches
     pad_multiple: int = 8  # pad each batch to a multiple of this many tokens
@@ -138,8 +140,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Colab T4: no bf16, so fp16 autocast with a GradScaler.
     "t4": dict(precision="fp16", batch_size=64),
     # Ampere/Hopper: bf16 autocast and a larger batch (lr scaled with it).
-    "a100": dict(precision="bf16", batch_size=256, lr=4e-5, score_layer=0, score_max_length=32),
-    "h100": dict(precision="bf16", batch_size=256, lr=4e-5, score_layer=0, score_max_length=32),
+    # CUDA graphs need static shapes: pad to multiples of 32 (four widths at max_length 128).
+    "a100": dict(precision="bf16", batch_size=256, lr=4e-5, score_layer=0, score_max_length=32,
+                 cuda_graphs=True, pad_multiple=32),
+    "h100": dict(precision="bf16", batch_size=256, lr=4e-5, score_layer=0, score_max_length=32,
+                 cuda_graphs=True, pad_multiple=32),
     # CPU: tiny from-scratch model on the embedded AG News sample, minutes on two cores.
     "cpu": dict(model_name=TINY_MODEL, dataset=str(EMBEDDED_DATA), precision="fp32",
                 batch_size=32, lr=1e-3, head_lr=3e-3, epochs=3, max_length=64,
@@ -228,14 +233,15 @@ def resolve_device(cfg: Config) -> torch.device:
     return torch.device(cfg.device)
 
 
-def autocast_context(cfg: Config, device: torch.device):
-    """Return the autocast context for the configured precision (a no-op for fp32)."""
+def autocast_context(cfg: Config, device: torch.device, cache_enabled: bool = True):
+    """Return the autocast context for the configured precision (a no-op for fp32).
+    CUDA graph capture needs cache_enabled=False (cast weights are not kept between regions)."""
     if cfg.precision == "fp32":
         return contextlib.nullcontext()
     if cfg.precision not in ("fp16", "bf16"):
         raise ValueError(f"precision must be fp32, fp16 or bf16, not {cfg.precision!r}")
     dtype = torch.float16 if cfg.precision == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache_enabled)
 
 
 # =============================================================================
@@ -626,9 +632,10 @@ class TrainingError(RuntimeError):
 
 
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device,
-                    extra_groups: Iterable[dict] = ()) -> torch.optim.Optimizer:
+                    extra_groups: Iterable[dict] = (), capturable: bool = False) -> torch.optim.Optimizer:
     """Return AdamW (fused on CUDA) with layer-wise lr decay: head at lr, top encoder layer at
-    lr*encoder_lr_mult, each layer below times layer_decay, embeddings lowest."""
+    lr*encoder_lr_mult, each layer below times layer_decay, embeddings lowest. `capturable`
+    returns the fused, CUDA-graph-safe form (step counts on the device)."""
     parts = encoder_parts(model)
     n_layers = len(parts.layers)
     groups: list[dict] = []
@@ -652,6 +659,8 @@ def build_optimizer(model: nn.Module, cfg: Config, device: torch.device,
     add(model.named_parameters(), cfg.lr)  # head and anything left
     for group in extra_groups:
         groups.append(group)
+    if capturable:
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=True, capturable=device.type == "cuda")
     fused = device.type == "cuda" if cfg.optimizer_fused is None else cfg.optimizer_fused
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
 
@@ -662,6 +671,46 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: 
 
     return get_scheduler(cfg.schedule, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                          num_training_steps=max(total_steps, 1))
+
+
+class TensorLRSchedule:
+    """The same transformers schedule, precomputed as a device table [steps + 1, groups].
+
+    Each param group's lr becomes a 0-d view of one device vector; `step()` copies the next row
+    into it (one kernel, no host sync), so a CUDA graph of the optimizer step reads the current lr.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int):
+        import warnings
+
+        schedule = build_scheduler(optimizer, cfg, total_steps)
+        rows = []
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore")
+            for _ in range(total_steps + 1):
+                rows.append([group["lr"] for group in optimizer.param_groups])
+                schedule.step()
+        device = optimizer.param_groups[0]["params"][0].device
+        self.table = torch.tensor(rows, dtype=torch.float32, device=device)
+        self.current = self.table[0].clone()
+        for g, group in enumerate(optimizer.param_groups):
+            group["lr"] = self.current[g]
+        self.last_step = 0
+
+    def step(self) -> None:
+        self.last_step = min(self.last_step + 1, self.table.shape[0] - 1)
+        self.current.copy_(self.table[self.last_step])
+
+    def get_last_lr(self) -> list[float]:
+        """Return the groups' current learning rates (reads the device: for logging only)."""
+        return self.table[self.last_step].tolist()
+
+
+def graphs_enabled(cfg: Config) -> bool:
+    """Return True when the baseline family may replay its update as CUDA graphs: cfg.cuda_graphs,
+    no fp16 (its GradScaler reads the host) and no gradient accumulation. Off CUDA the same
+    code runs eagerly."""
+    return cfg.cuda_graphs and cfg.precision != "fp16" and cfg.grad_accum_steps == 1
 
 
 @dataclass
@@ -682,9 +731,10 @@ class RunContext:
     examples_forward: int = 0  # examples that had a full forward (host counter)
     examples_backward: int = 0  # examples that had a full backward
     compiled: Any = None  # the torch.compile'd model, built on first use
+    graphs: bool = False  # the update runs through GraphedUpdate (set by build_optimization)
 
     def autocast(self):
-        return autocast_context(self.cfg, self.device)
+        return autocast_context(self.cfg, self.device, cache_enabled=not self.graphs)
 
     def per_example_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels, reduction="none",
@@ -722,6 +772,80 @@ class RunContext:
         self.optimizer.zero_grad(set_to_none=True)
 
 
+class GraphedUpdate:
+    """The baseline's whole update (gather rows, forward, loss, backward, clip, AdamW) replayed as
+    one CUDA graph per batch shape (rows, width).
+
+    The first `graph_warmup_steps` steps of a shape run the same code eagerly on a side stream
+    (real training steps, which also warm up cuBLAS and the allocator); the next one captures the
+    graph and every later one only copies its row indices into the graph's input and replays.
+    Off CUDA every step runs eagerly through the same code. Capture seconds are kept apart.
+    """
+
+    def __init__(self, ctx: RunContext, data: EncodedSplit):
+        self.ctx, self.data = ctx, data
+        self.capture = ctx.device.type == "cuda"
+        self.graphs: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor]] = {}
+        self.eager_steps: dict[tuple[int, int], int] = {}
+        self.capture_seconds = 0.0
+        self.capture_error: str | None = None  # set when a capture failed and the run went eager
+        self.side_stream = torch.cuda.Stream(ctx.device) if self.capture else None
+        self.params = [p for group in ctx.optimizer.param_groups for p in group["params"]]
+
+    def _update(self, rows: torch.Tensor, width: int) -> torch.Tensor:
+        ctx = self.ctx
+        batch = make_batch(self.data, rows, width)
+        loss = ctx.per_example_loss(ctx.forward(batch), batch["labels"]).mean()
+        loss.backward()
+        if ctx.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, ctx.cfg.grad_clip, foreach=True)
+        ctx.optimizer.step()
+        return loss.detach()
+
+    def step(self, rows: torch.Tensor, width: int) -> torch.Tensor:
+        """Update on `rows` (device indices into the data) padded to `width`; return the mean loss."""
+        key = (int(rows.shape[0]), width)
+        if not self.capture:
+            loss = self._update(rows, width)
+            self.ctx.optimizer.zero_grad(set_to_none=True)
+            return loss
+        if key not in self.graphs:
+            if self.eager_steps.get(key, 0) < self.ctx.cfg.graph_warmup_steps:
+                self.eager_steps[key] = self.eager_steps.get(key, 0) + 1
+                main = torch.cuda.current_stream(self.ctx.device)
+                self.side_stream.wait_stream(main)
+                with torch.cuda.stream(self.side_stream):
+                    loss = self._update(rows, width)
+                    self.ctx.optimizer.zero_grad(set_to_none=True)
+                main.wait_stream(self.side_stream)
+                loss.record_stream(main)
+                return loss
+            try:
+                self._capture(key, width)
+            except RuntimeError as err:  # e.g. an op that reads the host: train on, without graphs
+                self.capture_error = f"{type(err).__name__}: {str(err)[:300]}"
+                self.capture = False
+                torch.cuda.synchronize(self.ctx.device)
+                self.ctx.optimizer.zero_grad(set_to_none=True)
+                return self.step(rows, width)
+        graph, rows_in, loss_out = self.graphs[key]
+        rows_in.copy_(rows)
+        graph.replay()
+        return loss_out.clone()
+
+    def _capture(self, key: tuple[int, int], width: int) -> None:
+        _sync(self.ctx.device)
+        start = time.perf_counter()
+        rows_in = torch.zeros(key[0], dtype=torch.long, device=self.ctx.device)
+        graph = torch.cuda.CUDAGraph()
+        self.ctx.optimizer.zero_grad(set_to_none=True)  # the graph's backward owns fresh gradients
+        with torch.cuda.graph(graph):
+            loss_out = self._update(rows_in, width)
+        _sync(self.ctx.device)
+        self.capture_seconds += time.perf_counter() - start
+        self.graphs[key] = (graph, rows_in, loss_out)
+
+
 class Method:
     """A training method: plans its steps and performs one step at a time.
 
@@ -730,6 +854,7 @@ class Method:
     """
 
     name = "method"
+    graphable = False  # True: every step is a plain update, so CUDA graphs may replay it
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -775,6 +900,7 @@ class Baseline(Method):
     """The optimized full fine-tune: bucketed batches, every example once per epoch."""
 
     name = "baseline"
+    graphable = True
 
     def __init__(self, ctx: RunContext, data: EncodedSplit | None = None):
         super().__init__(ctx)
@@ -782,14 +908,33 @@ class Baseline(Method):
         self.plan: list[tuple[torch.Tensor, int]] = []
         for _ in range(ctx.cfg.epochs):
             self.plan.extend(plan_epoch(self.data, ctx.cfg, ctx.generator))
+        self.graphed: GraphedUpdate | None = None
+        self.device_rows: list[torch.Tensor] = []
 
     def num_steps(self) -> int:
         return len(self.plan)
 
     def step(self, i: int) -> dict[str, Any]:
         idx, width = self.plan[i]
-        loss, _ = self.train_on(self.data, idx, i, width=width)
+        if not self.ctx.graphs:
+            loss, _ = self.train_on(self.data, idx, i, width=width)
+            return {"loss": loss}
+        if self.graphed is None:  # the whole plan's row indices go to the device in one copy
+            self.graphed = GraphedUpdate(self.ctx, self.data)
+            sizes = [len(rows) for rows, _ in self.plan]
+            self.device_rows = list(torch.cat([rows for rows, _ in self.plan]).to(self.ctx.device).split(sizes))
+        loss = self.graphed.step(self.device_rows[i], width)
+        self.ctx.scheduler.step()
+        self.ctx.examples_forward += len(idx)
+        self.ctx.examples_backward += len(idx)
         return {"loss": loss}
+
+    def telemetry(self) -> dict[str, Any]:
+        if self.graphed is None:
+            return {}
+        return {"cuda_graphs": len(self.graphed.graphs),
+                "graph_capture_seconds": round(self.graphed.capture_seconds, 4),
+                **({"graph_capture_error": self.graphed.capture_error} if self.graphed.capture_error else {})}
 
 
 @torch.no_grad()
@@ -817,6 +962,17 @@ def evaluate(model: nn.Module, data: EncodedSplit, cfg: Config, device: torch.de
     preds = probs.argmax(-1)
     return {"loss": loss, "accuracy": float((preds == labels).float().mean()),
             "predictions": preds.numpy(), "labels": labels.numpy(), "probs": probs.numpy()}
+
+
+def build_optimization(ctx: RunContext, method: Method, extra_steps: int = 0) -> None:
+    """Set ctx.optimizer and ctx.scheduler for `method` (its optimizer steps plus `extra_steps`):
+    the capturable fused AdamW with a TensorLRSchedule when the method replays CUDA graphs
+    (ctx.graphs), else AdamW with the transformers schedule."""
+    cfg = ctx.cfg
+    ctx.graphs = method.graphable and graphs_enabled(cfg)
+    ctx.optimizer = build_optimizer(ctx.model, cfg, ctx.device, method.extra_param_groups(), capturable=ctx.graphs)
+    total = math.ceil(method.optimizer_steps() / max(cfg.grad_accum_steps, 1)) + extra_steps
+    ctx.scheduler = (TensorLRSchedule if ctx.graphs else build_scheduler)(ctx.optimizer, cfg, total)
 
 
 def draw_seed(ctx: RunContext) -> int:
@@ -866,8 +1022,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     t_setup = time.perf_counter()
     method.setup()
     total_steps = method.num_steps()
-    ctx.optimizer = build_optimizer(model, cfg, device, method.extra_param_groups())
-    ctx.scheduler = build_scheduler(ctx.optimizer, cfg, math.ceil(method.optimizer_steps() / max(cfg.grad_accum_steps, 1)))
+    build_optimization(ctx, method)
     _sync(device)
     setup_seconds = time.perf_counter() - t_setup  # counted as training time
     eval_at = sorted({max(1, round(total_steps * k / cfg.eval_points)) for k in range(1, cfg.eval_points + 1)})
@@ -899,7 +1054,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
                 running, running_steps = {}, 0
                 if "loss" in logged:
                     _check_finite(logged["loss"], done, method_name)
-                record = {"step": done, "lr": ctx.optimizer.param_groups[-1]["lr"], **logged,
+                record = {"step": done, "lr": float(ctx.optimizer.param_groups[-1]["lr"]), **logged,
                           **{k: v for k, v in info.items() if not isinstance(v, torch.Tensor)}}
                 if log_file:
                     log_file.write(json.dumps(_jsonable(record)) + "\n")
@@ -1149,6 +1304,7 @@ class CostMeter:
     def __init__(self, device: torch.device, decay: float):
         self.device, self.decay = device, decay
         self.ema: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}  # total measured seconds per kind (the time breakdown)
         self._pending: list[tuple[str, Any, Any, int]] = []
 
     @contextlib.contextmanager
@@ -1162,7 +1318,9 @@ class CostMeter:
         else:
             t0 = time.perf_counter()
             yield
-            self.observe(kind, (time.perf_counter() - t0) / max(count, 1))
+            seconds = time.perf_counter() - t0
+            self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
+            self.observe(kind, seconds / max(count, 1))
 
     def observe(self, kind: str, seconds_per_example: float) -> None:
         old = self.ema.get(kind)
@@ -1174,7 +1332,9 @@ class CostMeter:
         if self._pending:
             torch.cuda.synchronize(self.device)
             for kind, start, end, count in self._pending:
-                self.observe(kind, start.elapsed_time(end) / 1000.0 / max(count, 1))
+                seconds = start.elapsed_time(end) / 1000.0
+                self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
+                self.observe(kind, seconds / max(count, 1))
             self._pending = []
         return dict(self.ema)
 
@@ -1260,8 +1420,9 @@ def cv_estimate(loss_cheap: torch.Tensor, weights: torch.Tensor, full_mask: torc
                 loss_full: torch.Tensor, full_prob: torch.Tensor) -> torch.Tensor:
     """Return the control-variate estimate sum_K w l_h + sum_S w (l_f - l_h) / q.
 
-    `loss_cheap`, `weights`, `full_prob` are over the kept set K; `full_mask` marks S within K and
-    `loss_full` holds the full losses of S (in K order). Unbiased for sum_K w l_f over S ~ Bern(q).
+    `loss_cheap`, `weights`, `full_prob` are over the kept set K; `full_mask` marks S within K (a
+    boolean mask, or S's positions in K, which index without a host sync) and `loss_full` holds
+    the full losses of S (in K order). Unbiased for sum_K w l_f over S ~ Bern(q).
     """
     correction = (loss_full - loss_cheap[full_mask]) * weights[full_mask] / full_prob[full_mask]
     return (weights * loss_cheap).sum() + correction.sum()
@@ -1510,7 +1671,7 @@ class MCLearn(Method):
         full = self.rng.random(len(kept)) < q_kept  # S may be empty: its term is then zero
         device = ctx.device
         kept_t = torch.as_tensor(kept, device=device)
-        full_t = torch.as_tensor(full, device=device)
+        full_t = torch.as_tensor(np.flatnonzero(full), device=device)  # S as positions in K: no sync
         weights = torch.as_tensor(weights_host, device=device, dtype=torch.float32)
         q_t = torch.as_tensor(q_kept, device=device, dtype=torch.float32)
         with self.costs.timed("head", len(kept)):
@@ -1548,7 +1709,7 @@ class MCLearn(Method):
                   "rank_corr": None if math.isnan(self.last_rank) else round(self.last_rank, 4)}
         every = max(1, min(cfg.log_every, self.total_steps // 100))  # ~100 points per run
         if (i + 1) % every == 0 or i == 0:
-            self.records.append({**record, "costs": {k: float(v) for k, v in self.costs.flush().items()}})
+            self.records.append({**record, "costs": dict(self.costs.ema)})  # as of the last flush
         return {"loss": reported, "loss_cv": estimate_cv, "loss_ht": estimate_ht,
                 "loss_cheap": (weights * loss_cheap.detach()).sum() / weights.sum(),
                 "distill": distill.detach(), "negative_cv": (estimate_cv < 0).float(), **record}
@@ -1621,7 +1782,8 @@ class MCLearn(Method):
 
     def telemetry(self) -> dict[str, Any]:
         return {"steps": self.records, "refreshes": self.refreshes, "empty_steps": self.empty_steps,
-                "final_costs": self.costs.flush(), "kept_per_step": self.kept_per_step}
+                "final_costs": self.costs.flush(), "kept_per_step": self.kept_per_step,
+                "measured_seconds": dict(self.costs.seconds)}
 
     def eval_difficulty(self) -> np.ndarray:
         """Return the scorer's difficulty 1 - p_head(true class) on every eval example."""
@@ -1777,8 +1939,7 @@ def irreducible_losses(ctx: RunContext, holdout: torch.Tensor, epochs: int) -> t
     il_ctx = dataclasses.replace(ctx, cfg=cfg, model=il_model, train=subset_split(ctx.train, holdout),
                                  examples_forward=0, examples_backward=0)
     trainer = Baseline(il_ctx)
-    il_ctx.optimizer = build_optimizer(il_model, cfg, ctx.device)
-    il_ctx.scheduler = build_scheduler(il_ctx.optimizer, cfg, trainer.num_steps())
+    build_optimization(il_ctx, trainer)
     for step in range(trainer.num_steps()):
         trainer.step(step)
     logits = predict(il_model, ctx.train, cfg, ctx.device)
@@ -1937,6 +2098,7 @@ class VCAS(Baseline):
     through train_seconds, the wall-clock."""
 
     name = "vcas"
+    graphable = False  # its backward draws samples and adapts ratios on the host
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)

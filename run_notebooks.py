@@ -51,6 +51,20 @@ def ensure_kernel() -> None:
         subprocess.run([sys.executable, "-m", "ipykernel", "install", "--user", "--name", "python3"], check=True)
 
 
+def parse_params(pairs: list[str]) -> dict:
+    """Return {name: value} from NAME=VALUE strings (a Python literal where one parses, else the string)."""
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--param expects NAME=VALUE, got {pair!r}")
+        try:
+            params[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[name] = value
+    return params
+
+
 def notebook_parameters(path: Path, overrides: dict) -> dict:
     """Return the notebook's parameter defaults (from its `parameters` cell) updated with `overrides`."""
     import papermill
@@ -94,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only notebooks whose file name contains one of these strings")
     parser.add_argument("--no-progress", action="store_true", help="pass progress=False (shorter saved outputs)")
     parser.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: none)")
+    parser.add_argument("--param", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="a parameter for every notebook that declares it, e.g. dataset=.gpu/data/sst2 "
+                             "study=sst2-minilm-h100 (values are Python literals, else strings)")
     args = parser.parse_args(argv)
 
     import papermill
@@ -121,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             passed["progress"] = False
         if "seeds" in declared and args.seeds:
             passed["seeds"] = list(args.seeds)
+        passed.update(parse_params(args.param))
         passed = {k: v for k, v in passed.items() if k in declared}
         target = out / Path(name).name
         print(f"--> {name} {passed}", flush=True)

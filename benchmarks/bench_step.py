@@ -29,16 +29,39 @@ import mclearn_core as mc  # noqa: E402
 # Dense bf16/fp16 tensor-core peaks from the vendors' datasheets (FLOP/s), for MFU.
 PEAK_FLOPS = {"h100": 989e12, "h200": 989e12, "a100": 312e12, "l4": 121e12, "t4": 65e12}
 
+# Each variant sets every knob it depends on (the h100 preset turns graphs on by default).
+PLAIN = dict(cuda_graphs=False, compile_mode="")
 VARIANTS = {
     # A loop like the published one: fp16 + GradScaler, unfused AdamW, random batch order.
-    "published-like": dict(precision="fp16", optimizer_fused=False, bucket_mult=1, batch_size=64),
-    "bf16+fused": dict(precision="bf16", optimizer_fused=True, bucket_mult=1, batch_size=64),
-    "bf16+fused+buckets": dict(precision="bf16", optimizer_fused=True, bucket_mult=50, batch_size=64),
-    "bf16+fused+buckets+static32+compile": dict(precision="bf16", optimizer_fused=True, bucket_mult=50,
-                                                batch_size=64, pad_multiple=32,
-                                                compile_mode="max-autotune-no-cudagraphs"),
-    "bf16+fused+buckets b256": dict(precision="bf16", optimizer_fused=True, bucket_mult=50, batch_size=256),
+    "published-like": dict(precision="fp16", optimizer_fused=False, bucket_mult=1, batch_size=64,
+                           pad_multiple=8, **PLAIN),
+    "bf16+fused": dict(precision="bf16", optimizer_fused=True, bucket_mult=1, batch_size=64, pad_multiple=8, **PLAIN),
+    "bf16+fused+buckets": dict(precision="bf16", optimizer_fused=True, bucket_mult=50, batch_size=64,
+                               pad_multiple=8, **PLAIN),
+    "bf16+fused+buckets+static32": dict(precision="bf16", optimizer_fused=True, bucket_mult=50, batch_size=64,
+                                        pad_multiple=32, **PLAIN),
+    # The whole update (gather, fwd, bwd, clip, AdamW) as one CUDA graph per batch shape.
+    "bf16+fused+buckets+static32+graphs": dict(precision="bf16", bucket_mult=50, batch_size=64,
+                                               pad_multiple=32, cuda_graphs=True, compile_mode=""),
+    "bf16+fused+buckets+static32+compile+graphs": dict(precision="bf16", bucket_mult=50, batch_size=64,
+                                                       pad_multiple=32, cuda_graphs=True,
+                                                       compile_mode="max-autotune-no-cudagraphs"),
+    "bf16+fused+buckets+static32+graphs b256": dict(precision="bf16", bucket_mult=50, batch_size=256,
+                                                    pad_multiple=32, cuda_graphs=True, compile_mode=""),
 }
+
+
+# What a GPU run measures, in this order (the slow published-like loop once, for the same-device
+# reference; MC-Learn is not graphed, so it runs on the plain loops).
+DEFAULT_RUNS = [
+    "bf16+fused+buckets+static32+graphs:baseline",
+    "bf16+fused+buckets+static32+graphs b256:baseline",
+    "bf16+fused+buckets:baseline",
+    "bf16+fused+buckets:mclearn",
+    "bf16+fused+buckets+static32:mclearn",
+    "published-like:baseline",
+    "bf16+fused+buckets+static32+compile+graphs:baseline",
+]
 
 
 def synthetic_split(n: int, vocab: int, max_length: int, seed: int) -> mc.EncodedSplit:
@@ -50,6 +73,23 @@ def synthetic_split(n: int, vocab: int, max_length: int, seed: int) -> mc.Encode
     ids[:, 0] = 101  # [CLS]
     ids[np.arange(max_length)[None, :] >= lengths[:, None]] = 0
     return mc.EncodedSplit(torch.as_tensor(ids), torch.as_tensor(lengths), torch.as_tensor(rng.integers(0, 4, n)))
+
+
+def warmup_steps(trainer, count: int) -> list[int]:
+    """Return the step indices to run before timing: the first `count` steps, plus, for a graphed
+    baseline, enough steps of every batch shape that each shape's graph is captured before timing."""
+    steps = list(range(min(count, trainer.num_steps())))
+    plan = getattr(trainer, "plan", None)
+    cfg = trainer.ctx.cfg
+    if plan is not None and mc.graphs_enabled(cfg):
+        seen: dict[tuple[int, int], int] = {}
+        for i, (rows, width) in enumerate(plan):
+            key = (len(rows), width)
+            if seen.get(key, 0) <= cfg.graph_warmup_steps:
+                seen[key] = seen.get(key, 0) + 1
+                if i not in steps:
+                    steps.append(i)
+    return steps
 
 
 def model_flops_per_token(model: torch.nn.Module, mean_length: float) -> float:
@@ -79,21 +119,30 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
     t0 = time.perf_counter()
     trainer.setup()
     steps = trainer.num_steps()
-    ctx.optimizer = mc.build_optimizer(model, cfg, device, trainer.extra_param_groups())
-    ctx.scheduler = mc.build_scheduler(ctx.optimizer, cfg, trainer.optimizer_steps() + args.warmup)
+    warm_steps = warmup_steps(trainer, args.warmup)
+    mc.build_optimization(ctx, trainer, extra_steps=len(warm_steps))
     setup_seconds = time.perf_counter() - t0
     warm = time.perf_counter()
-    for i in range(min(args.warmup, steps)):  # the same steps run again below, timed
+    for i in warm_steps:  # the same steps run again below, timed
         trainer.step(i)
     mc._sync(device)
     warmup_seconds = time.perf_counter() - warm
     tokens_before = ctx.examples_backward
+    capture_before = trainer.graphed.capture_seconds if getattr(trainer, "graphed", None) else 0.0
     start = time.perf_counter()
     for i in range(steps):
         trainer.step(i)
     mc._sync(device)
     seconds = time.perf_counter() - start + (setup_seconds if method != "baseline" else 0.0)
     n_backward = ctx.examples_backward - tokens_before
+    extra = {"cuda_graphs": ctx.graphs}
+    if getattr(trainer, "graphed", None):
+        extra["graph_capture_seconds_in_timed_epoch"] = round(trainer.graphed.capture_seconds - capture_before, 3)
+        extra["graph_capture_seconds"] = round(trainer.graphed.capture_seconds, 3)
+    if method != "baseline":  # MC-Learn's time breakdown: device seconds inside each timed region
+        measured = trainer.telemetry().get("measured_seconds", {})
+        extra["measured_seconds"] = {k: round(v, 3) for k, v in measured.items()}
+        extra["overhead_fraction"] = round(1 - measured.get("full", 0.0) / seconds, 4)
     tokens = n_backward * float(data.lengths.float().mean())
     device_name = mc.device_name(device)
     peak = next((v for k, v in PEAK_FLOPS.items() if k in device_name.lower()), float("nan"))
@@ -102,7 +151,7 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
             "train_seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
             "mfu": round(flops / seconds / peak, 4) if peak == peak else None,
             "steps": steps, "examples_backward": n_backward, "warmup_seconds": round(warmup_seconds, 3),
-            "setup_seconds": round(setup_seconds, 3), "n_sequences": len(data)}
+            "setup_seconds": round(setup_seconds, 3), "n_sequences": len(data), **extra}
 
 
 def main() -> None:
@@ -111,8 +160,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer width-64 model (CPU smoke)")
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
-    parser.add_argument("--methods", nargs="*", default=["baseline", "mclearn"])
+    parser.add_argument("--runs", nargs="*", default=DEFAULT_RUNS,
+                        help="variant:method pairs, in order (the file is rewritten after each)")
     parser.add_argument("--out", default=str(mc.REPO_ROOT / "results" / "bench"))
     args = parser.parse_args()
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
@@ -123,17 +172,21 @@ def main() -> None:
     base_model = DistilBertForSequenceClassification(config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = synthetic_split(args.n, config.vocab_size, args.max_length, seed=0).to(device)
-    rows = []
-    for name in args.variants:
-        for method in args.methods:
-            rows.append(run_variant(name, method, VARIANTS[name], args, data, device, base_model))
-            row = rows[-1]
-            print(f"{row['variant']:<40} {row['method']:<9} {row['train_seconds']:>9.2f}s "
-                  f"{row['tokens_per_s']:>12.0f} tok/s  mfu {row['mfu']}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "-" for c in rows[0]["device"].lower()).strip("-")
-    mc.write_json_atomic(out / f"{slug}{'-tiny' if args.tiny else ''}.json", rows)
+    slug = "".join(c if c.isalnum() else "-" for c in mc.device_name(device).lower()).strip("-")
+    path = out / f"{slug}{'-tiny' if args.tiny else ''}.json"
+    rows = []
+    print(f"{'variant':<44} {'method':<9} {'train s':>9} {'tokens/s':>12} {'mfu':>7} {'overhead':>8}")
+    for run in args.runs:
+        name, method = run.rsplit(":", 1)
+        row = run_variant(name, method, VARIANTS[name], args, data, device, base_model)
+        rows.append(row)
+        mc.write_json_atomic(path, rows)  # a run cut short keeps the rows measured so far
+        overhead = row.get("overhead_fraction")
+        print(f"{row['variant']:<44} {row['method']:<9} {row['train_seconds']:>9.2f} "
+              f"{row['tokens_per_s']:>12.0f} {row['mfu'] if row['mfu'] is not None else float('nan'):>7.3f} "
+              f"{'' if overhead is None else f'{overhead:.1%}':>8}", flush=True)
     print(json.dumps(rows, indent=1))
 
 
