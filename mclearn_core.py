@@ -793,6 +793,8 @@ class GraphedUpdate:
         self.params = [p for group in ctx.optimizer.param_groups for p in group["params"]]
 
     def _update(self, rows: torch.Tensor, width: int) -> torch.Tensor:
+        """One update; the caller first sets every .grad to None (after a capture they still
+        point at that graph's gradient buffers, which an eager backward would add to)."""
         ctx = self.ctx
         batch = make_batch(self.data, rows, width)
         loss = ctx.per_example_loss(ctx.forward(batch), batch["labels"]).mean()
@@ -806,17 +808,16 @@ class GraphedUpdate:
         """Update on `rows` (device indices into the data) padded to `width`; return the mean loss."""
         key = (int(rows.shape[0]), width)
         if not self.capture:
-            loss = self._update(rows, width)
             self.ctx.optimizer.zero_grad(set_to_none=True)
-            return loss
+            return self._update(rows, width)
         if key not in self.graphs:
             if self.eager_steps.get(key, 0) < self.ctx.cfg.graph_warmup_steps:
                 self.eager_steps[key] = self.eager_steps.get(key, 0) + 1
                 main = torch.cuda.current_stream(self.ctx.device)
                 self.side_stream.wait_stream(main)
+                self.ctx.optimizer.zero_grad(set_to_none=True)
                 with torch.cuda.stream(self.side_stream):
                     loss = self._update(rows, width)
-                    self.ctx.optimizer.zero_grad(set_to_none=True)
                 main.wait_stream(self.side_stream)
                 loss.record_stream(main)
                 return loss

@@ -163,6 +163,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", default=DEFAULT_RUNS,
                         help="variant:method pairs, in order (the file is rewritten after each)")
     parser.add_argument("--out", default=str(mc.REPO_ROOT / "results" / "bench"))
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows already in the device's file, replacing those re-measured")
     args = parser.parse_args()
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
@@ -176,13 +178,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     slug = "".join(c if c.isalnum() else "-" for c in mc.device_name(device).lower()).strip("-")
     path = out / f"{slug}{'-tiny' if args.tiny else ''}.json"
+    runs = [tuple(run.rsplit(":", 1)) for run in args.runs]
+    kept = [r for r in (json.loads(path.read_text()) if args.append and path.exists() else [])
+            if (r["variant"], r["method"]) not in runs]
     rows = []
     print(f"{'variant':<44} {'method':<9} {'train s':>9} {'tokens/s':>12} {'mfu':>7} {'overhead':>8}")
-    for run in args.runs:
-        name, method = run.rsplit(":", 1)
+    for name, method in runs:
         row = run_variant(name, method, VARIANTS[name], args, data, device, base_model)
         rows.append(row)
-        mc.write_json_atomic(path, rows)  # a run cut short keeps the rows measured so far
+        mc.write_json_atomic(path, kept + rows)  # a run cut short keeps the rows measured so far
         overhead = row.get("overhead_fraction")
         print(f"{row['variant']:<44} {row['method']:<9} {row['train_seconds']:>9.2f} "
               f"{row['tokens_per_s']:>12.0f} {row['mfu'] if row['mfu'] is not None else float('nan'):>7.3f} "
