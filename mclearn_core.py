@@ -1095,6 +1095,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
         "label_names": prepared.label_names, "train_examples": len(prepared.train),
         "eval_examples": len(prepared.eval), "steps": total_steps,
         "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+        "device_warmup_seconds": prepared.warmup_seconds,  # untimed, once per prepare (CUDA)
         "accuracy": final["accuracy"], "eval_loss": final["loss"],
         "examples_seen": ctx.examples_forward, "examples_backward": ctx.examples_backward,
         # Host load: timings taken while other processes competed for the cores are not comparable.
@@ -1200,17 +1201,46 @@ class Prepared:
     label_names: list[str]
     source: str
     device: torch.device
+    warmup_seconds: float = 0.0  # untimed device warm-up done by prepare (CUDA only)
 
 
 def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
-    """Load data and model once, tokenize, and move the tensors to the device; return Prepared."""
+    """Load data and model once, tokenize, move the tensors to the device and, on CUDA, warm the
+    device up (see warm_up_device); return Prepared."""
     bundle = bundle or load_text_dataset(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg, len(bundle.label_names), bundle.train.texts)
     device = resolve_device(cfg)
     train = encode_split(bundle.train, tokenizer, cfg.max_length).to(device)
     evaluation = encode_split(bundle.eval, tokenizer, cfg.max_length).to(device)
-    return Prepared(cfg=cfg, base_model=model.cpu(), tokenizer=tokenizer, train=train, eval=evaluation,
-                    label_names=bundle.label_names, source=bundle.source, device=device)
+    prepared = Prepared(cfg=cfg, base_model=model.cpu(), tokenizer=tokenizer, train=train, eval=evaluation,
+                        label_names=bundle.label_names, source=bundle.source, device=device)
+    if device.type == "cuda":
+        prepared.warmup_seconds = warm_up_device(prepared)
+    return prepared
+
+
+def warm_up_device(prepared: Prepared, steps_per_width: int = 2) -> float:
+    """Run untimed forward/backward/AdamW steps and eval forwards of a throwaway model copy at
+    every padded batch width, so CUDA context, library handles and lazily loaded kernels are not
+    charged to whichever run comes first in a sweep; return the seconds spent."""
+    cfg, device = prepared.cfg, prepared.device
+    _sync(device)
+    start = time.perf_counter()
+    model = copy.deepcopy(prepared.base_model).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, fused=device.type == "cuda")
+    rows = torch.arange(min(cfg.batch_size, len(prepared.train)))
+    cap = prepared.train.input_ids.shape[1]
+    for width in sorted({padded_length(w, cfg.pad_multiple, cap) for w in range(1, cap + 1)}):
+        batch = make_batch(prepared.train, rows, width)
+        for _ in range(steps_per_width):
+            with autocast_context(cfg, device):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            F.cross_entropy(logits.float(), batch["labels"]).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    predict(model, prepared.eval, cfg, device)
+    _sync(device)
+    return time.perf_counter() - start
 
 
 # =============================================================================

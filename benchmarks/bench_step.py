@@ -45,7 +45,7 @@ VARIANTS = {
                                                pad_multiple=32, cuda_graphs=True, compile_mode=""),
     "bf16+fused+buckets+static32+compile+graphs": dict(precision="bf16", bucket_mult=50, batch_size=64,
                                                        pad_multiple=32, cuda_graphs=True,
-                                                       compile_mode="max-autotune-no-cudagraphs"),
+                                                       compile_mode="default"),
     "bf16+fused+buckets+static32+graphs b256": dict(precision="bf16", bucket_mult=50, batch_size=256,
                                                     pad_multiple=32, cuda_graphs=True, compile_mode=""),
 }
@@ -58,8 +58,8 @@ DEFAULT_RUNS = [
     "bf16+fused+buckets+static32+graphs b256:baseline",
     "bf16+fused+buckets:baseline",
     "bf16+fused+buckets:mclearn",
-    "bf16+fused+buckets+static32:mclearn",
     "published-like:baseline",
+    "bf16+fused+buckets+static32:mclearn",
     "bf16+fused+buckets+static32+compile+graphs:baseline",
 ]
 

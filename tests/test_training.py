@@ -202,3 +202,11 @@ def test_cuda_graphs_capture_a_bf16_training_run_with_dropout(prepared, smoke_cf
     record = mc.train_method("baseline", cfg, mc.prepare(cfg), seed=1, progress=False)
     assert record["telemetry"]["cuda_graphs"] >= 1, record["telemetry"]
     assert "graph_capture_error" not in record["telemetry"]
+
+
+def test_warm_up_device_leaves_the_base_model_untouched(prepared):
+    """The warm-up trains a throwaway copy: the shared initial weights must not move."""
+    before = [p.detach().clone() for p in prepared.base_model.parameters()]
+    seconds = mc.warm_up_device(prepared, steps_per_width=1)
+    assert seconds > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, prepared.base_model.parameters()))
