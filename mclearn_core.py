@@ -465,9 +465,19 @@ def padding_fraction(lengths: torch.Tensor, batches: Sequence[torch.Tensor], pad
     return 1.0 - real / max(padded, 1)
 
 
-def make_batch(data: EncodedSplit, idx: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
+def to_device(values, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Return `values` (array or tensor) as a tensor on `device`. Host-to-GPU copies go through
+    pinned memory without blocking: a pageable copy would wait for the GPU's queue to drain, so
+    every such copy in a step is a hidden host sync."""
+    tensor = torch.as_tensor(values, dtype=dtype)
+    if device.type != "cuda" or tensor.device.type == "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def make_batch(data: EncodedSplit, idx, width: int) -> dict[str, torch.Tensor]:
     """Return model inputs for rows `idx` cut to `width` tokens (ids, mask, labels)."""
-    idx = idx.to(data.input_ids.device)
+    idx = to_device(idx, data.input_ids.device)
     ids = data.input_ids[idx, :width]
     positions = torch.arange(ids.shape[1], device=ids.device)
     mask = (positions[None, :] < data.lengths[idx, None]).long()
@@ -618,6 +628,19 @@ def truncated_encoder(model: nn.Module, num_layers: int):
         parts.layer_owner.layer = full
 
 
+def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return the keyword inputs (input_ids, attention_mask) for `model` on `batch`. With SDPA
+    attention the padding mask goes in as the 4-D boolean mask [B, 1, L, L] (True = attend) that
+    transformers would build from it: transformers builds it only after asking the host whether
+    the batch has any padding (`mask.all()`), a device sync on every forward, and passes a 4-D
+    mask through as given."""
+    mask = batch["attention_mask"]
+    if getattr(model.config, "_attn_implementation", None) == "sdpa" and mask.dim() == 2:
+        width = mask.shape[1]
+        mask = mask.bool()[:, None, None, :].expand(-1, 1, width, width)
+    return {"input_ids": batch["input_ids"], "attention_mask": mask}
+
+
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Return the mask-weighted mean of `hidden` [B, L, H] over tokens: [B, H]."""
     weights = mask.to(hidden.dtype).unsqueeze(-1)
@@ -746,7 +769,7 @@ class RunContext:
             self.compiled = torch.compile(self.model, mode=self.cfg.compile_mode, dynamic=False)
         model = self.compiled or self.model
         with self.autocast():
-            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return model(**model_inputs(self.model, batch)).logits
 
     def optimizer_step(self, loss: torch.Tensor, step: int) -> None:
         """Backward `loss`, clip, step optimizer and schedule (accumulating per grad_accum_steps)."""
@@ -916,18 +939,19 @@ class Baseline(Method):
         return len(self.plan)
 
     def step(self, i: int) -> dict[str, Any]:
-        idx, width = self.plan[i]
-        if not self.ctx.graphs:
-            loss, _ = self.train_on(self.data, idx, i, width=width)
-            return {"loss": loss}
-        if self.graphed is None:  # the whole plan's row indices go to the device in one copy
-            self.graphed = GraphedUpdate(self.ctx, self.data)
+        if not self.device_rows:  # the whole plan's row indices go to the device in one copy
             sizes = [len(rows) for rows, _ in self.plan]
-            self.device_rows = list(torch.cat([rows for rows, _ in self.plan]).to(self.ctx.device).split(sizes))
-        loss = self.graphed.step(self.device_rows[i], width)
+            self.device_rows = list(to_device(torch.cat([rows for rows, _ in self.plan]), self.ctx.device).split(sizes))
+        rows, width = self.device_rows[i], self.plan[i][1]
+        if not self.ctx.graphs:
+            loss, _ = self.train_on(self.data, rows, i, width=width)
+            return {"loss": loss}
+        if self.graphed is None:
+            self.graphed = GraphedUpdate(self.ctx, self.data)
+        loss = self.graphed.step(rows, width)
         self.ctx.scheduler.step()
-        self.ctx.examples_forward += len(idx)
-        self.ctx.examples_backward += len(idx)
+        self.ctx.examples_forward += len(rows)
+        self.ctx.examples_backward += len(rows)
         return {"loss": loss}
 
     def telemetry(self) -> dict[str, Any]:
@@ -948,7 +972,7 @@ def predict(model: nn.Module, data: EncodedSplit, cfg: Config, device: torch.dev
     for idx in torch.argsort(data.host_lengths).split(cfg.eval_batch_size):
         batch = make_batch(data, idx, batch_width(data, idx, cfg.pad_multiple))
         with autocast_context(cfg, device):
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            out = model(**model_inputs(model, batch)).logits
         logits[idx.to(device)] = out.float()
     model.train(was_training)
     return logits
@@ -1234,7 +1258,7 @@ def warm_up_device(prepared: Prepared, steps_per_width: int = 2) -> float:
         batch = make_batch(prepared.train, rows, width)
         for _ in range(steps_per_width):
             with autocast_context(cfg, device):
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                logits = model(**model_inputs(model, batch)).logits
             F.cross_entropy(logits.float(), batch["labels"]).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -1582,7 +1606,7 @@ class MCLearn(Method):
             with truncated_encoder(self.ctx.model, cfg.score_layer) as encoder, self.ctx.autocast():
                 for idx in idx_all.split(max(cfg.eval_batch_size, 256)):
                     batch = make_batch(data, idx, width)
-                    hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+                    hidden = encoder(**model_inputs(encoder, batch)).last_hidden_state
                     feats.append(mean_pool(hidden.float(), batch["attention_mask"]))
         finally:
             self.ctx.model.train(was_training)
@@ -1595,7 +1619,7 @@ class MCLearn(Method):
         rows, pool_prob = self.stream.next_pool(pool_size, self.policy.class_weights)
         with self.costs.timed("score", len(rows)):
             feats = self.early_features(self.ctx.train, rows)
-        labels = self.ctx.train.labels[torch.as_tensor(rows, device=self.ctx.device)]
+        labels = self.ctx.train.labels[to_device(rows, self.ctx.device)]
         with torch.no_grad():
             probs = torch.softmax(self.cheap_logits(feats).float(), -1)
             difficulty = (1.0 - probs.gather(1, labels[:, None]).squeeze(1)).cpu().numpy()
@@ -1701,10 +1725,10 @@ class MCLearn(Method):
         q_kept = self.q_class[pool["labels_host"][kept]]
         full = self.rng.random(len(kept)) < q_kept  # S may be empty: its term is then zero
         device = ctx.device
-        kept_t = torch.as_tensor(kept, device=device)
-        full_t = torch.as_tensor(np.flatnonzero(full), device=device)  # S as positions in K: no sync
-        weights = torch.as_tensor(weights_host, device=device, dtype=torch.float32)
-        q_t = torch.as_tensor(q_kept, device=device, dtype=torch.float32)
+        kept_t = to_device(kept, device)
+        full_t = to_device(np.flatnonzero(full), device)  # S as positions in K: no boolean mask
+        weights = to_device(weights_host, device, torch.float32)
+        q_t = to_device(q_kept, device, torch.float32)
         with self.costs.timed("head", len(kept)):
             cheap_logits = self.cheap_logits(pool["feats"][kept_t])
             loss_cheap = ctx.per_example_loss(cheap_logits, pool["labels"][kept_t])
@@ -1755,7 +1779,7 @@ class MCLearn(Method):
         if cfg.length_ladder:
             ladder = cfg.length_ladder
             width = min(width, ladder[min(int(progress * len(ladder)), len(ladder) - 1)])
-        batch = make_batch(ctx.train, torch.as_tensor(rows), width)
+        batch = make_batch(ctx.train, rows, width)
         if cfg.token_drop > 0:
             batch = drop_tokens(batch, cfg.token_drop, ctx.device_generator)
         logits = ctx.forward(batch)
@@ -2021,10 +2045,11 @@ class InfoBatch(ScoredBatches):
         keep = np.flatnonzero(weights > 0)
         self.pruned.append(int(len(weights) - len(keep)))
         sub = subset_split(self.ctx.train, keep)
-        keep_t = torch.as_tensor(keep)
-        weight_t = torch.as_tensor(weights, dtype=torch.float32, device=self.ctx.device)
-        self.plan = [(keep_t[idx], width, weight_t[keep_t[idx].to(self.ctx.device)])
-                     for idx, width in plan_epoch(sub, cfg, self.ctx.generator)]
+        device = self.ctx.device
+        keep_t = to_device(keep, device)
+        weight_t = to_device(weights, device, torch.float32)
+        self.plan = [(keep_t[to_device(idx, device)], width) for idx, width in plan_epoch(sub, cfg, self.ctx.generator)]
+        self.plan = [(rows, width, weight_t[rows]) for rows, width in self.plan]
         self.cursor = 0
 
     def step(self, i: int) -> dict[str, Any]:
@@ -2035,7 +2060,7 @@ class InfoBatch(ScoredBatches):
         idx, width, weights = self.plan[self.cursor]
         self.cursor += 1
         loss, losses = self.train_on(self.ctx.train, idx, i, weights, width)
-        self.scores[idx.to(self.ctx.device)] = losses.float()
+        self.scores[idx] = losses.float()  # idx is already on the device
         return {"loss": loss}
 
     def telemetry(self) -> dict[str, Any]:

@@ -178,3 +178,24 @@ def test_tiny_tokenizer_is_the_same_in_every_process():
     hashes = {subprocess.run([sys.executable, "-c", code], cwd=mc.REPO_ROOT, capture_output=True, text=True,
                              check=True).stdout.strip() for _ in range(2)}
     assert len(hashes) == 1
+
+
+@pytest.mark.parametrize("which", ["distilbert", "bert"])
+def test_model_inputs_give_the_same_logits_without_asking_the_host(which, prepared, tiny_bert, monkeypatch):
+    """The 4-D mask gives the logits of transformers' own masking (padded and unpadded batches),
+    and the host-side padding check (a device sync on a GPU) is never reached."""
+    import transformers.masking_utils as masking
+
+    model = (prepared.base_model if which == "distilbert" else tiny_bert).eval()
+    assert model.config._attn_implementation == "sdpa"
+    ids, mask = _inputs(vocab=min(100, model.config.vocab_size))
+    for batch_mask in (mask, torch.ones_like(mask)):
+        batch = {"input_ids": ids, "attention_mask": batch_mask}
+        with torch.no_grad():
+            expected = model(input_ids=ids, attention_mask=batch_mask).logits
+            with monkeypatch.context() as patch:
+                def host_check(*args, **kwargs):
+                    raise AssertionError("transformers read the padding mask on the host")
+                patch.setattr(masking, "_ignore_bidirectional_mask_sdpa", host_check)
+                got = model(**mc.model_inputs(model, batch)).logits
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

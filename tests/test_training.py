@@ -204,6 +204,39 @@ def test_cuda_graphs_capture_a_bf16_training_run_with_dropout(prepared, smoke_cf
     assert "graph_capture_error" not in record["telemetry"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
+@pytest.mark.parametrize("method,graphs", [("baseline", False), ("baseline", True), ("mclearn", False)])
+def test_training_steps_never_wait_for_the_gpu(prepared, method, graphs):
+    """On CUDA, with torch's sync debug mode set to raise: eager baseline steps, replayed graph
+    steps and MC-Learn steps between pool refreshes (a refresh reads scores on the host, by design)
+    make no host sync: no .item(), no pageable copy, no host-side read of a mask."""
+    device = torch.device("cuda")
+    train = prepared.train.to(device)
+    cfg = mc.config_for_method(mc.replace_config(prepared.cfg, device="cuda", precision="bf16",
+                                                 cuda_graphs=graphs, pad_multiple=32), method)
+    ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).to(device).train(), train=train,
+                        eval=train, num_labels=4, device=device, generator=torch.Generator().manual_seed(0),
+                        device_generator=torch.Generator(device=device).manual_seed(0))
+    trainer = mc.METHODS[method](ctx)
+    trainer.setup()
+    steps = trainer.num_steps()
+    mc.build_optimization(ctx, trainer, extra_steps=steps)
+    warm = range(steps) if graphs else range(2)  # graphs: capture every shape first; eager: lazy state
+    for i in warm:
+        trainer.step(i)
+    torch.cuda.synchronize()
+    checked = 0
+    try:
+        for i in range(len(warm), steps) if not graphs else range(steps):
+            due = method == "mclearn" and trainer._refresh_due()
+            torch.cuda.set_sync_debug_mode("default" if due else "error")
+            trainer.step(i)
+            checked += not due
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert checked >= 10
+
+
 def test_warm_up_device_leaves_the_base_model_untouched(prepared):
     """The warm-up trains a throwaway copy: the shared initial weights must not move."""
     before = [p.detach().clone() for p in prepared.base_model.parameters()]
