@@ -74,6 +74,7 @@ class Config:
     # --- batching and evaluation ------------------------------------------------------------
     bucket_mult: int = 50  # length buckets span bucket_mult batches
     pad_multiple: int = 8  # pad each batch to a multiple of this many tokens
+    row_multiple: int = 1  # pad MC-Learn's full-pass row count to a multiple (few shapes on a GPU)
     eval_points: int = 10  # evaluations along training (time-to-accuracy curve)
     eval_batch_size: int = 256
     log_every: int = 50
@@ -138,13 +139,15 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Colab T4: no bf16, so fp16 autocast with a GradScaler.
-    "t4": dict(precision="fp16", batch_size=64),
+    "t4": dict(precision="fp16", batch_size=64, row_multiple=16),
     # Ampere/Hopper: bf16 autocast and a larger batch (lr scaled with it).
     # CUDA graphs need static shapes: pad to multiples of 32 (four widths at max_length 128).
+    # Full-pass row counts padded to multiples of 16: cuDNN attention builds a plan per new shape
+    # (about 6 ms each on an H100, measured: benchmarks/profile_step.py).
     "a100": dict(precision="bf16", batch_size=256, lr=4e-5, score_layer=0, score_max_length=32,
-                 cuda_graphs=True, pad_multiple=32),
+                 cuda_graphs=True, pad_multiple=32, row_multiple=16),
     "h100": dict(precision="bf16", batch_size=256, lr=4e-5, score_layer=0, score_max_length=32,
-                 cuda_graphs=True, pad_multiple=32),
+                 cuda_graphs=True, pad_multiple=32, row_multiple=16),
     # CPU: tiny from-scratch model on the embedded AG News sample, minutes on two cores.
     "cpu": dict(model_name=TINY_MODEL, dataset=str(EMBEDDED_DATA), precision="fp32",
                 batch_size=32, lr=1e-3, head_lr=3e-3, epochs=3, max_length=64,
@@ -767,7 +770,7 @@ class RunContext:
         """Full forward; returns logits (through torch.compile when cfg.compile_mode is set)."""
         if self.cfg.compile_mode and self.compiled is None:
             self.compiled = torch.compile(self.model, mode=self.cfg.compile_mode, dynamic=False)
-        model = self.compiled or self.model
+        model = self.compiled if self.compiled is not None else self.model  # a compiled module has no truth value
         with self.autocast():
             return model(**model_inputs(self.model, batch)).logits
 
@@ -1779,11 +1782,14 @@ class MCLearn(Method):
         if cfg.length_ladder:
             ladder = cfg.length_ladder
             width = min(width, ladder[min(int(progress * len(ladder)), len(ladder) - 1)])
+        count = len(rows)
+        if cfg.row_multiple > 1:  # repeat the first row up to the multiple; only `count` rows get a loss
+            rows = np.concatenate([rows, np.repeat(rows[:1], -count % cfg.row_multiple)])
         batch = make_batch(ctx.train, rows, width)
         if cfg.token_drop > 0:
             batch = drop_tokens(batch, cfg.token_drop, ctx.device_generator)
-        logits = ctx.forward(batch)
-        return logits, ctx.per_example_loss(logits, batch["labels"])
+        logits = ctx.forward(batch)[:count]
+        return logits, ctx.per_example_loss(logits, batch["labels"][:count])
 
     def _distill_loss(self, feats, cheap_logits, full_logits, full_t, weights) -> torch.Tensor:
         """Head distillation, gamma * T^2 * KL(teacher || head): the published teacher is an EMA of

@@ -41,6 +41,9 @@ VARIANTS = {
     "bf16+fused+buckets+static32": dict(precision="bf16", optimizer_fused=True, bucket_mult=50, batch_size=64,
                                         pad_multiple=32, **PLAIN),
     # The whole update (gather, fwd, bwd, clip, AdamW) as one CUDA graph per batch shape.
+    # MC-Learn's full-pass row counts left unpadded (the h100 preset pads them to multiples of 16).
+    "bf16+fused+buckets+static32 unpadded-rows": dict(precision="bf16", optimizer_fused=True, bucket_mult=50,
+                                                      batch_size=64, pad_multiple=32, row_multiple=1, **PLAIN),
     "bf16+fused+buckets+static32+graphs": dict(precision="bf16", bucket_mult=50, batch_size=64,
                                                pad_multiple=32, cuda_graphs=True, compile_mode=""),
     "bf16+fused+buckets+static32+compile+graphs": dict(precision="bf16", bucket_mult=50, batch_size=64,
@@ -58,6 +61,7 @@ DEFAULT_RUNS = [
     "bf16+fused+buckets+static32+graphs b256:baseline",
     "bf16+fused+buckets+static32:baseline",
     "bf16+fused+buckets+static32:mclearn",
+    "bf16+fused+buckets+static32 unpadded-rows:mclearn",
     "bf16+fused+buckets:baseline",
     "published-like:baseline",
     "bf16+fused+buckets+static32+compile+graphs:baseline",

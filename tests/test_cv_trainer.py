@@ -233,3 +233,29 @@ def test_mclearn_logs_the_nonnegative_ht_estimate(mc_runs):
     assert all(line["loss"] == pytest.approx(line["loss_ht"]) for line in logs)
     paper = read_jsonl(mc.run_path(cfg.results_dir, cfg.study, "mclearn-paper", 42).with_suffix(".jsonl"))
     assert all(line["loss"] == pytest.approx(line["loss_cv"], rel=1e-5) for line in paper)
+
+
+def test_padded_full_pass_gives_the_same_losses_and_gradients(prepared):
+    """row_multiple pads the full pass with repeats of its first row (static shapes on a GPU):
+    the losses and the gradient of their sum must be those of the unpadded rows alone (fp32,
+    dropout off; tolerance 1e-5 relative, the batched matmuls may round differently)."""
+    rows = np.array([5, 17, 3, 42, 99])  # 5 rows: padded to 16
+    results = {}
+    for multiple in (1, 16):
+        cfg = mc.replace_config(prepared.cfg, row_multiple=multiple)
+        model = mc.copy.deepcopy(prepared.base_model).eval()
+        ctx = mc.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
+                            device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                            device_generator=torch.Generator().manual_seed(0))
+        trainer = mc.MCLearn(ctx)
+        forwarded = []
+        forward = ctx.forward
+        ctx.forward = lambda batch: (forwarded.append(len(batch["labels"])), forward(batch))[1]
+        logits, losses = trainer._full_pass(rows, 0.0)
+        losses.sum().backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results[multiple] = (forwarded[0], logits.detach(), losses.detach(), grad)
+    assert results[1][0] == 5 and results[16][0] == 16  # the padded pass really ran 16 rows
+    for plain, padded in zip(results[1][1:], results[16][1:]):
+        assert plain.shape == padded.shape
+        torch.testing.assert_close(padded, plain, rtol=1e-5, atol=1e-6)

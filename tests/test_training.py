@@ -243,3 +243,20 @@ def test_warm_up_device_leaves_the_base_model_untouched(prepared):
     seconds = mc.warm_up_device(prepared, steps_per_width=1)
     assert seconds > 0
     assert all(torch.equal(a, b) for a, b in zip(before, prepared.base_model.parameters()))
+
+
+def test_compiled_forward_runs(prepared, smoke_cfg, monkeypatch):
+    """compile_mode set: the forward goes through the torch.compile'd module (the eager backend
+    here, to stay fast on CPU), which has no truth value; it must give the model's logits."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager"))
+    cfg = mc.replace_config(smoke_cfg, compile_mode="default")
+    model = mc.copy.deepcopy(prepared.base_model).eval()
+    ctx = mc.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
+                        device=torch.device("cpu"), generator=torch.Generator(), device_generator=torch.Generator())
+    batch = mc.make_batch(prepared.train, torch.arange(8), 32)
+    with torch.no_grad():
+        got = ctx.forward(batch)
+        assert isinstance(ctx.compiled, torch._dynamo.eval_frame.OptimizedModule)
+        expected = model(**mc.model_inputs(model, batch)).logits
+    torch.testing.assert_close(got, expected)
