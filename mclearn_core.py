@@ -2648,16 +2648,51 @@ def results_markdown(results_dir: str | Path = "results") -> str:
     return "\n".join(parts)
 
 
-def update_readme(readme: str | Path = REPO_ROOT / "README.md", results_dir: str | Path = "results") -> None:
-    """Rewrite the results table between the README's markers from <results>/summary.csv."""
-    path = Path(readme)
-    text = path.read_text()
-    start, end = README_MARKERS
+BENCH_MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
+BENCH_COLUMNS = {"variant": "loop variant", "method": "method", "batch_size": "batch", "train_seconds": "train s",
+                 "tokens_per_s": "tokens/s", "mfu": "MFU", "overhead_fraction": "own overhead",
+                 "full_pass_replay_seconds": "its full passes alone (s)", "commit": "commit"}
+
+
+def bench_markdown(results_dir: str | Path = "results") -> str:
+    """Return one table per results/bench/*.json file (written by benchmarks/bench_step.py), rows
+    in the file's order; MC-Learn rows add its own overhead: 1 - (seconds of plain updates on
+    exactly its full-pass batches) / (its seconds)."""
+    import pandas as pd
+
+    parts = []
+    for path in sorted(Path(results_dir, "bench").glob("*.json")):
+        rows = pd.DataFrame(json.loads(path.read_text()))
+        columns = [c for c in BENCH_COLUMNS if c in rows.columns]
+        table = rows[columns].rename(columns=BENCH_COLUMNS)
+        table["tokens/s"] = table["tokens/s"].map(lambda v: f"{v:,.0f}")
+        if "own overhead" in table:
+            table["own overhead"] = table["own overhead"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}")
+        table = table.astype(object).where(table.notna(), "").astype(str)
+        devices = ", ".join(sorted(set(rows["device"])))
+        parts.append(f"[`{path.as_posix()}`]({path.as_posix()}) ({devices}, {int(rows['n_sequences'].iloc[0]):,} "
+                     f"sequences per epoch)\n")
+        parts.append(table.to_markdown(index=False, disable_numparse=True) + "\n")
+    return "\n".join(parts) or "_No benchmark yet: run `python benchmarks/bench_step.py` on a GPU._"
+
+
+def _replace_between(text: str, markers: tuple[str, str], body: str, path: Path) -> str:
+    start, end = markers
     if start not in text or end not in text:
         raise ValueError(f"{path} lacks the markers {start} ... {end}")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{results_markdown(results_dir)}\n{end}{tail}")
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def update_readme(readme: str | Path = REPO_ROOT / "README.md", results_dir: str | Path = "results") -> None:
+    """Rewrite the README's generated sections: the results tables from <results>/summary.csv,
+    and, where the README has its markers, the benchmark tables from <results>/bench/*.json."""
+    path = Path(readme)
+    text = _replace_between(path.read_text(), README_MARKERS, results_markdown(results_dir), path)
+    if BENCH_MARKERS[0] in text:
+        text = _replace_between(text, BENCH_MARKERS, bench_markdown(results_dir), path)
+    path.write_text(text)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

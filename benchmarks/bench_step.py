@@ -156,6 +156,26 @@ def replay_seconds(batches: list[dict], changes: dict, args, data, device, base_
     return time.perf_counter() - start
 
 
+def git_commit() -> str:
+    """Return the checked-out commit (short hash, "+dirty" with uncommitted changes), or
+    $MCLEARN_COMMIT where the tree was copied without its .git (the GPU machine), or "unknown"."""
+    import os
+    import subprocess
+
+    if os.environ.get("MCLEARN_COMMIT"):
+        return os.environ["MCLEARN_COMMIT"]
+
+    try:
+        root = mc.REPO_ROOT
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSplit, device: torch.device,
                 base_model: torch.nn.Module) -> dict:
     """Time one epoch of `method` under the variant's config; return the result row."""
@@ -201,6 +221,7 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
     peak = next((v for k, v in PEAK_FLOPS.items() if k in device_name.lower()), float("nan"))
     flops = model_flops_per_token(model, float(data.lengths.float().mean())) * tokens
     return {"variant": name, "method": method, "device": device_name, "batch_size": cfg.batch_size,
+            "commit": git_commit(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "train_seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
             "mfu": round(flops / seconds / peak, 4) if peak == peak else None,
             "steps": steps, "examples_backward": n_backward, "warmup_seconds": round(warmup_seconds, 3),

@@ -114,3 +114,32 @@ def test_records_are_portable_across_checkouts():
 def test_study_name_keeps_devices_apart():
     assert mc.study_name("flagship", "t4") == "flagship-t4"
     assert mc.study_name("flagship", "auto") == f"flagship-{mc.detect_preset()}"
+
+
+def test_update_readme_rewrites_both_generated_sections(tmp_path):
+    """The README's results and benchmark tables come from summary.csv and results/bench/*.json;
+    text outside the markers is kept, and a README without the results markers is refused."""
+    import json
+
+    results = tmp_path / "results"
+    (results / "bench").mkdir(parents=True)
+    pd.DataFrame([{"study": "s", "method": m, "seed": seed, "device": "dev", "train_seconds": t,
+                   "accuracy": a, "examples_seen": 10} for m, t, a in [("baseline", 4.0, 0.9), ("mclearn", 2.0, 0.8)]
+                  for seed in (1, 2)]).to_csv(results / "summary.csv", index=False)
+    rows = [{"variant": "v1", "method": "baseline", "device": "GPU X", "batch_size": 64, "train_seconds": 12.5,
+             "tokens_per_s": 123456.7, "mfu": 0.12, "n_sequences": 1000},
+            {"variant": "v1", "method": "mclearn", "device": "GPU X", "batch_size": 64, "train_seconds": 20.0,
+             "tokens_per_s": 1000.0, "mfu": 0.01, "n_sequences": 1000, "overhead_fraction": 0.25,
+             "full_pass_replay_seconds": 15.0}]
+    (results / "bench" / "gpu-x.json").write_text(json.dumps(rows))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nmiddle\n"
+                      "<!-- bench:start -->\nold\n<!-- bench:end -->\nend\n")
+    mc.update_readme(readme, results)
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
+    assert "2.00x" in text and "4.00 ± 0.00" in text  # baseline 4 s vs mclearn 2 s
+    assert "123,457" in text and "25.0%" in text and "GPU X, 1,000 sequences" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="results:start"):
+        mc.update_readme(readme, results)
