@@ -2054,8 +2054,10 @@ class InfoBatch(ScoredBatches):
         device = self.ctx.device
         keep_t = to_device(keep, device)
         weight_t = to_device(weights, device, torch.float32)
-        self.plan = [(keep_t[to_device(idx, device)], width) for idx, width in plan_epoch(sub, cfg, self.ctx.generator)]
-        self.plan = [(rows, width, weight_t[rows]) for rows, width in self.plan]
+        self.plan = []
+        for idx, width in plan_epoch(sub, cfg, self.ctx.generator):
+            rows = keep_t[to_device(idx, device)]
+            self.plan.append((rows, width, weight_t[rows]))
         self.cursor = 0
 
     def step(self, i: int) -> dict[str, Any]:

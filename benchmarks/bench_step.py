@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -77,6 +78,19 @@ def synthetic_split(n: int, vocab: int, max_length: int, seed: int) -> mc.Encode
     ids[:, 0] = 101  # [CLS]
     ids[np.arange(max_length)[None, :] >= lengths[:, None]] = 0
     return mc.EncodedSplit(torch.as_tensor(ids), torch.as_tensor(lengths), torch.as_tensor(rng.integers(0, 4, n)))
+
+
+def bench_workload(args) -> tuple[torch.nn.Module, torch.device, mc.EncodedSplit]:
+    """Return the benchmark's base model (DistilBERT-base with random weights, seed 0, or a 2-layer
+    width-64 one with --tiny), the device, and `args.n` synthetic sequences already on it."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(num_labels=4) if not args.tiny else \
+        DistilBertConfig(num_labels=4, dim=64, n_layers=2, n_heads=2, hidden_dim=256)
+    base_model = DistilBertForSequenceClassification(config)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return base_model, device, synthetic_split(args.n, config.vocab_size, args.max_length, seed=0).to(device)
 
 
 def warmup_steps(trainer, count: int) -> list[int]:
@@ -138,22 +152,43 @@ class PlainUpdates(mc.Method):
         return {"loss": loss.detach()}
 
 
-def replay_seconds(batches: list[dict], changes: dict, args, data, device, base_model) -> float:
-    """Return the seconds of plain eager updates on exactly the batches MC-Learn's full passes
-    saw (after `args.warmup` untimed ones): the work MC-Learn cannot avoid. What its epoch takes
-    beyond this is its own overhead (scoring, cheap head, sampling, solver, host waits)."""
+def record_forward_batches(ctx: mc.RunContext) -> list[dict]:
+    """Wrap ctx.forward so that every batch it runs is appended to the returned list; during
+    MC-Learn's steps those are exactly its full-pass batches (the scorer and head do not use it)."""
+    batches: list[dict] = []
+    forward = ctx.forward
+    ctx.forward = lambda batch: (batches.append(batch), forward(batch))[1]
+    return batches
+
+
+def timed_seconds(trainer: mc.Method, steps: Sequence[int], device: torch.device) -> float:
+    """Return the wall seconds of trainer.step over `steps`, between device syncs."""
+    mc._sync(device)
+    start = time.perf_counter()
+    for i in steps:
+        trainer.step(i)
+    mc._sync(device)
+    return time.perf_counter() - start
+
+
+def replay_trainer(batches: list[dict], changes: dict, args, data, device, base_model) -> PlainUpdates:
+    """Return plain eager updates on `batches` in a fresh context (a new copy of the model, the
+    variant's knobs without graphs), its optimizer built and its first `args.warmup` steps run."""
     ctx = variant_context({**changes, "cuda_graphs": False}, "baseline", args, data, device, base_model)
     plain = PlainUpdates(ctx, batches)
     warm = min(args.warmup, len(batches))
     mc.build_optimization(ctx, plain, extra_steps=warm)
     for i in range(warm):
         plain.step(i)
-    mc._sync(device)
-    start = time.perf_counter()
-    for i in range(len(batches)):
-        plain.step(i)
-    mc._sync(device)
-    return time.perf_counter() - start
+    return plain
+
+
+def replay_seconds(batches: list[dict], changes: dict, args, data, device, base_model) -> float:
+    """Return the seconds of plain eager updates on exactly the batches MC-Learn's full passes
+    saw (after `args.warmup` untimed ones): the work MC-Learn cannot avoid. What its epoch takes
+    beyond this is its own overhead (scoring, cheap head, sampling, solver, host waits)."""
+    plain = replay_trainer(batches, changes, args, data, device, base_model)
+    return timed_seconds(plain, range(len(batches)), device)
 
 
 def git_commit() -> str:
@@ -196,15 +231,8 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
     warmup_seconds = time.perf_counter() - warm
     tokens_before = ctx.examples_backward
     capture_before = trainer.graphed.capture_seconds if getattr(trainer, "graphed", None) else 0.0
-    full_batches: list[dict] = []  # what MC-Learn's full passes saw in the timed epoch
-    if method != "baseline":
-        forward = ctx.forward
-        ctx.forward = lambda batch: (full_batches.append(batch), forward(batch))[1]
-    start = time.perf_counter()
-    for i in range(steps):
-        trainer.step(i)
-    mc._sync(device)
-    seconds = time.perf_counter() - start + (setup_seconds if method != "baseline" else 0.0)
+    full_batches = record_forward_batches(ctx) if method != "baseline" else []  # for the replay
+    seconds = timed_seconds(trainer, range(steps), device) + (setup_seconds if method != "baseline" else 0.0)
     n_backward = ctx.examples_backward - tokens_before
     extra = {"cuda_graphs": ctx.graphs}
     if getattr(trainer, "graphed", None):
@@ -240,14 +268,7 @@ def main() -> None:
     parser.add_argument("--append", action="store_true",
                         help="keep the rows already in the device's file, replacing those re-measured")
     args = parser.parse_args()
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = DistilBertConfig(num_labels=4) if not args.tiny else \
-        DistilBertConfig(num_labels=4, dim=64, n_layers=2, n_heads=2, hidden_dim=256)
-    base_model = DistilBertForSequenceClassification(config)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = synthetic_split(args.n, config.vocab_size, args.max_length, seed=0).to(device)
+    base_model, device, data = bench_workload(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     slug = "".join(c if c.isalnum() else "-" for c in mc.device_name(device).lower()).strip("-")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,14 +21,9 @@ import bench_step  # noqa: E402
 import mclearn_core as mc  # noqa: E402
 
 
-def timed_steps(trainer, steps: range, device: torch.device) -> float:
+def ms_per_step(trainer, steps: range, device: torch.device) -> float:
     """Return wall ms per step over `steps`."""
-    mc._sync(device)
-    start = time.perf_counter()
-    for i in steps:
-        trainer.step(i)
-    mc._sync(device)
-    return (time.perf_counter() - start) * 1000 / max(len(steps), 1)
+    return bench_step.timed_seconds(trainer, steps, device) * 1000 / max(len(steps), 1)
 
 
 def profiled(trainer, steps: range, device: torch.device, title: str, rows: int) -> None:
@@ -57,39 +51,25 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args()
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = DistilBertConfig(num_labels=4) if not args.tiny else \
-        DistilBertConfig(num_labels=4, dim=64, n_layers=2, n_heads=2, hidden_dim=256)
-    base_model = DistilBertForSequenceClassification(config)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = bench_step.synthetic_split(args.n, config.vocab_size, args.max_length, seed=0).to(device)
+    base_model, device, data = bench_step.bench_workload(args)
     changes = bench_step.VARIANTS[args.variant]
 
     ctx = bench_step.variant_context(changes, "mclearn", args, data, device, base_model)
     trainer = mc.METHODS["mclearn"](ctx)
     trainer.setup()
     mc.build_optimization(ctx, trainer)
-    batches: list[dict] = []
-    forward = ctx.forward
-    ctx.forward = lambda batch: (batches.append(batch), forward(batch))[1]
+    batches = bench_step.record_forward_batches(ctx)
     total = trainer.num_steps()
     warm, prof_steps = range(args.warmup), range(args.warmup, args.warmup + args.steps)
     timed = range(prof_steps.stop, total)
     for i in warm:
         trainer.step(i)
     profiled(trainer, prof_steps, device, "mclearn", args.rows)
-    mclearn_ms = timed_steps(trainer, timed, device)
+    mclearn_ms = ms_per_step(trainer, timed, device)
 
-    replay_ctx = bench_step.variant_context({**changes, "cuda_graphs": False}, "baseline", args, data, device,
-                                            base_model)
-    plain = bench_step.PlainUpdates(replay_ctx, batches)
-    mc.build_optimization(replay_ctx, plain)
-    for i in warm:
-        plain.step(i)
+    plain = bench_step.replay_trainer(batches, changes, args, data, device, base_model)  # ran `warm` steps
     profiled(plain, prof_steps, device, "plain updates on mclearn's full-pass batches", args.rows)
-    plain_ms = timed_steps(plain, range(prof_steps.stop, len(batches)), device)
+    plain_ms = ms_per_step(plain, range(prof_steps.stop, len(batches)), device)
     print(f"\nwall ms per step without the profiler ({mc.device_name(device)}): mclearn {mclearn_ms:.2f}, "
           f"plain updates on its full-pass batches {plain_ms:.2f}, overhead {1 - plain_ms / mclearn_ms:.1%}")
 
