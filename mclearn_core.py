@@ -108,10 +108,12 @@ class Config:
     ess_target: float = 0.7  # ESS / |K| below this raises rho and forces a pool refresh
     class_weight_bounds: tuple[float, float] = (0.5, 2.0)
     class_weight_lr: float = 0.1
-    w_clip: float = 10.0  # cap on importance weights relative to uniform sampling
+    w_clip: float = 10.0  # cap on importance weights relative to uniform sampling (0 = none)
     refresh_every: int = 16  # steps between pool re-scores (range 8-32)
     q_bounds: tuple[float, float] = (0.12, 0.33)  # full-forward probability bounds
-    budget_ratio: float = 0.55  # MC-Learn step cost / baseline step cost
+    budget_ratio: float = 0.55  # MC-Learn's time / the baseline's (mclearn: whole run; paper: per step)
+    full_rows: int = 0  # mclearn: rows given a full pass per step (0 = batch_size)
+    full_prob: float = 0.5  # mclearn: share of a step's pool draws that get a full pass
     min_full_fraction: float = 0.0  # floor on expected full forwards per step, as a fraction of batch_size
     max_kept_per_step: int = 1024
     cost_ema: float = 0.9
@@ -167,7 +169,8 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
                           rho_init=0.10, rho_bounds=(0.01, 0.9), length_ladder=(), token_drop=0.0,
                           antithetic=False),
     # Ours: see README "Deviations from the published MC-Learn".
-    "mclearn": dict(mc_paper_mode=False, min_full_fraction=0.25, budget_ratio=0.30, rho_bounds=(0.1, 0.5)),
+    # Full-size steps, fewer of them (README "How MC-Learn turns fewer full passes into less time").
+    "mclearn": dict(mc_paper_mode=False, budget_ratio=1 / 3, rho_bounds=(0.1, 0.5), class_weight_lr=0.5),
 }
 # The published notebook's own changes on A100-class GPUs (compute capability >= 8).
 PAPER_GPU_OVERRIDES = dict(score_max_length=32, score_layer=0, refresh_every=32,
@@ -758,6 +761,7 @@ class RunContext:
     examples_backward: int = 0  # examples that had a full backward
     compiled: Any = None  # the torch.compile'd model, built on first use
     graphs: bool = False  # the update runs through GraphedUpdate (set by build_optimization)
+    step_costs: Any = None  # StepCosts of the baseline's update on this device (budget solver)
 
     def autocast(self):
         return autocast_context(self.cfg, self.device, cache_enabled=not self.graphs)
@@ -784,58 +788,40 @@ class RunContext:
             scaled.backward()
         if (step + 1) % accum:
             return
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        clip_and_step(self)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
 
 class GraphedUpdate:
-    """The baseline's whole update (gather rows, forward, loss, backward, clip, AdamW) replayed as
-    one CUDA graph per batch shape (rows, width).
+    """A whole update (gather rows, forward, loss, backward, clip, AdamW) replayed as one CUDA
+    graph per shape key, for any method whose update has static shapes.
 
-    The first `graph_warmup_steps` steps of a shape run the same code eagerly on a side stream
-    (real training steps, which also warm up cuBLAS and the allocator); the next one captures the
-    graph and every later one only copies its row indices into the graph's input and replays.
-    Off CUDA every step runs eagerly through the same code. Capture seconds are kept apart.
+    `update_fn(inputs, key)` runs one update on the tensors in `inputs` (device tensors whose shapes
+    the key fixes) and returns a dict of detached output tensors. The first `graph_warmup_steps`
+    steps of a key run it eagerly on a side stream (real training steps, which also warm up cuBLAS
+    and the allocator); the next one captures the graph on static copies of the inputs, and every
+    later one only copies the inputs in and replays. Off CUDA every step runs eagerly through the
+    same code. Capture seconds are kept apart; a failed capture is recorded in `capture_error`,
+    printed, and the run goes on eagerly.
     """
 
-    def __init__(self, ctx: RunContext, data: EncodedSplit):
-        self.ctx, self.data = ctx, data
+    def __init__(self, ctx: RunContext, update_fn: Callable[[dict[str, torch.Tensor], tuple], dict[str, torch.Tensor]]):
+        self.ctx, self.update_fn = ctx, update_fn
         self.capture = ctx.device.type == "cuda"
-        self.graphs: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor]] = {}
-        self.eager_steps: dict[tuple[int, int], int] = {}
+        self.graphs: dict[tuple, tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
+        self.eager_steps: dict[tuple, int] = {}
         self.capture_seconds = 0.0
         self.capture_error: str | None = None  # set when a capture failed and the run went eager
         self.side_stream = torch.cuda.Stream(ctx.device) if self.capture else None
-        self.params = [p for group in ctx.optimizer.param_groups for p in group["params"]]
 
-    def _update(self, rows: torch.Tensor, width: int) -> torch.Tensor:
-        """One update; the caller first sets every .grad to None (after a capture they still
-        point at that graph's gradient buffers, which an eager backward would add to)."""
-        ctx = self.ctx
-        batch = make_batch(self.data, rows, width)
-        loss = ctx.per_example_loss(ctx.forward(batch), batch["labels"]).mean()
-        loss.backward()
-        if ctx.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.params, ctx.cfg.grad_clip, foreach=True)
-        ctx.optimizer.step()
-        return loss.detach()
-
-    def step(self, rows: torch.Tensor, width: int) -> torch.Tensor:
-        """Update on `rows` (device indices into the data) padded to `width`; return the mean loss."""
-        key = (int(rows.shape[0]), width)
+    def step(self, key: tuple, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run one update on `inputs` for shape `key`; return its outputs (fresh tensors).
+        Every eager update first sets each .grad to None: after a capture they still point at
+        that graph's gradient buffers, which an eager backward would add to."""
         if not self.capture:
             self.ctx.optimizer.zero_grad(set_to_none=True)
-            return self._update(rows, width)
+            return self.update_fn(inputs, key)
         if key not in self.graphs:
             if self.eager_steps.get(key, 0) < self.ctx.cfg.graph_warmup_steps:
                 self.eager_steps[key] = self.eager_steps.get(key, 0) + 1
@@ -843,34 +829,77 @@ class GraphedUpdate:
                 self.side_stream.wait_stream(main)
                 self.ctx.optimizer.zero_grad(set_to_none=True)
                 with torch.cuda.stream(self.side_stream):
-                    loss = self._update(rows, width)
+                    out = self.update_fn(inputs, key)
                 main.wait_stream(self.side_stream)
-                loss.record_stream(main)
-                return loss
+                for value in out.values():
+                    value.record_stream(main)
+                return out
             try:
-                self._capture(key, width)
+                self._capture(key, inputs)
             except RuntimeError as err:  # e.g. an op that reads the host: train on, without graphs
                 self.capture_error = f"{type(err).__name__}: {str(err)[:300]}"
+                print(f"warning: CUDA graph capture failed, this run continues eagerly (slower): "
+                      f"{self.capture_error}", flush=True)
                 self.capture = False
                 torch.cuda.synchronize(self.ctx.device)
-                self.ctx.optimizer.zero_grad(set_to_none=True)
-                return self.step(rows, width)
-        graph, rows_in, loss_out = self.graphs[key]
-        rows_in.copy_(rows)
+                return self.step(key, inputs)
+        graph, static_in, static_out = self.graphs[key]
+        for name, value in inputs.items():
+            static_in[name].copy_(value)
         graph.replay()
-        return loss_out.clone()
+        return {name: value.clone() for name, value in static_out.items()}
 
-    def _capture(self, key: tuple[int, int], width: int) -> None:
+    def _capture(self, key: tuple, inputs: dict[str, torch.Tensor]) -> None:
         _sync(self.ctx.device)
         start = time.perf_counter()
-        rows_in = torch.zeros(key[0], dtype=torch.long, device=self.ctx.device)
+        static_in = {name: value.clone() for name, value in inputs.items()}
         graph = torch.cuda.CUDAGraph()
         self.ctx.optimizer.zero_grad(set_to_none=True)  # the graph's backward owns fresh gradients
         with torch.cuda.graph(graph):
-            loss_out = self._update(rows_in, width)
+            static_out = self.update_fn(static_in, key)
         _sync(self.ctx.device)
         self.capture_seconds += time.perf_counter() - start
-        self.graphs[key] = (graph, rows_in, loss_out)
+        self.graphs[key] = (graph, static_in, static_out)
+
+    def telemetry(self) -> dict[str, Any]:
+        """Return how many graphs were captured, their capture seconds, and any capture error."""
+        return {"cuda_graphs": len(self.graphs), "graph_capture_seconds": round(self.capture_seconds, 4),
+                **({"graph_capture_error": self.capture_error} if self.capture_error else {})}
+
+
+def plain_update(ctx: RunContext, data: EncodedSplit, rows: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
+    """One plain update (the baseline's): mean loss of rows `rows` of `data` at `width` tokens,
+    backward, clip, AdamW; return {"loss": the detached mean loss}. No host sync."""
+    batch = make_batch(data, rows, width)
+    loss = ctx.per_example_loss(ctx.forward(batch), batch["labels"]).mean()
+    backward_and_step(ctx, loss)
+    return {"loss": loss.detach()}
+
+
+def backward_and_step(ctx: RunContext, loss: torch.Tensor) -> None:
+    """Backward `loss`, clip gradients to cfg.grad_clip and step the optimizer (through the
+    GradScaler when fp16 runs with one: that path reads the host, so it is never graphed)."""
+    (ctx.scaler.scale(loss) if ctx.scaler is not None else loss).backward()
+    clip_and_step(ctx)
+
+
+def clip_and_step(ctx: RunContext) -> None:
+    """Clip the accumulated gradients to cfg.grad_clip (unscaled first under a GradScaler) and
+    step the optimizer (through the scaler when there is one)."""
+    if ctx.scaler is not None:
+        ctx.scaler.unscale_(ctx.optimizer)
+    if ctx.cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(optimizer_params(ctx.optimizer), ctx.cfg.grad_clip, foreach=True)
+    if ctx.scaler is not None:
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+    else:
+        ctx.optimizer.step()
+
+
+def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Return every parameter the optimizer updates (the set gradient clipping acts on)."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 class Method:
@@ -950,19 +979,15 @@ class Baseline(Method):
             loss, _ = self.train_on(self.data, rows, i, width=width)
             return {"loss": loss}
         if self.graphed is None:
-            self.graphed = GraphedUpdate(self.ctx, self.data)
-        loss = self.graphed.step(rows, width)
+            self.graphed = GraphedUpdate(self.ctx, lambda inputs, key: plain_update(self.ctx, self.data, inputs["rows"], key[1]))
+        loss = self.graphed.step((len(rows), width), {"rows": rows})["loss"]
         self.ctx.scheduler.step()
         self.ctx.examples_forward += len(rows)
         self.ctx.examples_backward += len(rows)
         return {"loss": loss}
 
     def telemetry(self) -> dict[str, Any]:
-        if self.graphed is None:
-            return {}
-        return {"cuda_graphs": len(self.graphed.graphs),
-                "graph_capture_seconds": round(self.graphed.capture_seconds, 4),
-                **({"graph_capture_error": self.graphed.capture_error} if self.graphed.capture_error else {})}
+        return {} if self.graphed is None else self.graphed.telemetry()
 
 
 @torch.no_grad()
@@ -1046,6 +1071,8 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     if cfg.precision == "fp16" and device.type == "cuda":
         ctx.scaler = torch.amp.GradScaler("cuda")
     method = METHODS[method_name](ctx)
+    if getattr(method, "priced", False):
+        ctx.step_costs = prepared_step_costs(prepared)
     _sync(device)
     t_setup = time.perf_counter()
     method.setup()
@@ -1229,6 +1256,7 @@ class Prepared:
     source: str
     device: torch.device
     warmup_seconds: float = 0.0  # untimed device warm-up done by prepare (CUDA only)
+    step_costs: Any = None  # StepCosts of the baseline's update (measured once, see prepared_step_costs)
 
 
 def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
@@ -1243,7 +1271,22 @@ def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
                         label_names=bundle.label_names, source=bundle.source, device=device)
     if device.type == "cuda":
         prepared.warmup_seconds = warm_up_device(prepared)
+        prepared_step_costs(prepared)  # graphed throwaway updates at every width: part of the warm-up
     return prepared
+
+
+def prepared_step_costs(prepared: Prepared) -> "StepCosts":
+    """Return the step-cost table of the baseline's update on the prepared data and device
+    (measure_step_costs at calibration_rows), measured on first use and kept for every run of
+    the process: outside the runs' timed regions, like the device warm-up, and stored in the run
+    files of the methods priced with it."""
+    if prepared.step_costs is None:
+        cfg = prepared.cfg
+        prepared.step_costs = measure_step_costs(cfg, prepared.base_model, prepared.train, prepared.device,
+                                                 rows=calibration_rows(cfg, cfg.full_rows or None))
+        for message in prepared.step_costs.warnings:
+            print(f"warning (step costs): {message}", flush=True)
+    return prepared.step_costs
 
 
 def warm_up_device(prepared: Prepared, steps_per_width: int = 2) -> float:
@@ -1337,6 +1380,16 @@ class PolicyLearner:
         self.class_weights = project_to_box_simplex(weights, lo / len(weights), hi / len(weights))
         return self.class_weights
 
+    def move_class_weights(self, shares: np.ndarray, target_shares: np.ndarray) -> np.ndarray:
+        """Return the class weights moved toward `target_shares` of the draws: each multiplied by
+        (target / current share) ** class_weight_lr (a damped step in log space; the draw share of
+        a class is proportional to its weight), renormalised into class_weight_bounds / C."""
+        ratio = np.asarray(target_shares) / np.maximum(np.asarray(shares), 1e-12)
+        weights = self.class_weights * np.power(np.maximum(ratio, 1e-12), self.cfg.class_weight_lr)
+        lo, hi = self.cfg.class_weight_bounds
+        self.class_weights = project_to_box_simplex(weights, lo / len(weights), hi / len(weights))
+        return self.class_weights
+
     def update_tau(self, rank_corr: float) -> float:
         """Return the new temperature after seeing the scorer's rank agreement."""
         lo, hi = self.cfg.tau_bounds
@@ -1350,6 +1403,25 @@ class PolicyLearner:
         factor = 1.25 if ess_fraction < self.cfg.ess_target else 0.95
         self.rho = float(np.clip(self.rho * factor, lo, hi))
         return self.rho
+
+
+def variance_optimal_shares(scaled_rms: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Return the class shares of a step's draws that minimise the variance of the full-pass
+    (Hansen-Hurwitz) term, given the current shares s_c and, per class, the root mean square of
+    w*y over that class's draws (y the full loss, w its weight).
+
+    Derivation: a draw picks population member i with probability r_i = s_c g_i (g the draw
+    distribution inside class c). The term's variance is (1/n)(sum_i y_i^2 / r_i - Y^2)
+    = (1/n)(sum_c A_c / s_c - Y^2) with A_c = sum_{i in c} y_i^2 / g_i. Minimising sum_c A_c / s_c
+    subject to sum_c s_c = 1 (a Lagrange multiplier) gives s_c* = sqrt(A_c) / sum_c' sqrt(A_c').
+    A class-c draw i has weight w_i = 1 / (N n r_i), so y_i / g_i = N n s_c w_i y_i and
+    sqrt(A_c) = N n s_c RMS_c(w y) (an average over the class's draws, whose distribution is g):
+    s_c* is proportional to s_c RMS_c(w y). Classes without draws keep their share."""
+    shares = np.asarray(shares, dtype=np.float64)
+    scaled = np.where(np.isfinite(scaled_rms), scaled_rms, np.nan)
+    fill = np.nanmean(scaled) if np.isfinite(scaled).any() else 1.0
+    target = shares * np.where(np.isfinite(scaled), scaled, fill)
+    return target / target.sum() if target.sum() > 0 else shares
 
 
 # =============================================================================
@@ -1417,6 +1489,152 @@ def solve_kept_size(costs: dict[str, float], q: float, kappa: float, batch_size:
     per_kept = c_s / max(kappa, 1e-6) + c_h + q * c_f
     m = int(budget / per_kept) if per_kept > 0 and budget > 0 else lo
     return int(np.clip(m, lo, hi))
+
+
+@dataclass
+class StepCosts:
+    """Measured seconds of one plain update (gather, forward, backward, clip, AdamW) per shape
+    (rows, width): CUDA-graph replays when `graphed`, else eager steps. Measured once per process
+    (`measure_step_costs`, outside any run's timed region, like the device warm-up) on a throwaway
+    copy of the model, so every method's budget is priced in the baseline's own update."""
+
+    seconds: dict[tuple[int, int], float]
+    graphed: bool
+    capture_seconds: float  # mean seconds to capture one graph (0 when not graphed)
+    measure_seconds: float  # wall seconds the calibration itself took
+    warnings: list[str]
+
+    def at(self, rows: int, width: int) -> float:
+        """Return the seconds of one update of `rows` rows at the measured width nearest above
+        `width`, interpolated linearly between the measured row counts (extrapolated in
+        proportion beyond the largest)."""
+        widths = sorted({w for _, w in self.seconds})
+        w = next((w for w in widths if w >= width), widths[-1])
+        sizes = sorted(r for r, ww in self.seconds if ww == w)
+        values = [self.seconds[(r, w)] for r in sizes]
+        if rows > sizes[-1]:
+            return values[-1] * rows / sizes[-1]
+        return float(np.interp(rows, sizes, values))
+
+    def record(self) -> dict[str, Any]:
+        """Return the table as JSON-ready rows for a run file."""
+        return {"graphed": self.graphed, "capture_seconds": round(self.capture_seconds, 4),
+                "measure_seconds": round(self.measure_seconds, 3), "warnings": self.warnings,
+                "update_seconds": [{"rows": r, "width": w, "seconds": round(s, 6)}
+                                   for (r, w), s in sorted(self.seconds.items())]}
+
+
+def cost_warnings(seconds: dict[tuple[int, int], float], tolerance: float = 0.15) -> list[str]:
+    """Return a message (empty list if none) when a step-cost table is inconsistent: an update of
+    more rows (same width) or a wider one (same rows) measured more than `tolerance` cheaper, a
+    sign of a noisy or cold calibration. Such a table prices a budget badly; the caller prints
+    the message and stores it in the run file."""
+    bad = []
+    for (rows, width), value in sorted(seconds.items()):
+        for (rows2, width2), value2 in sorted(seconds.items()):
+            bigger = (rows2 > rows and width2 == width) or (width2 > width and rows2 == rows)
+            if bigger and value2 < value * (1 - tolerance):
+                bad.append((value2 / value, rows, width, value, rows2, width2, value2))
+    if not bad:
+        return []
+    _, rows, width, value, rows2, width2, value2 = min(bad)
+    return [f"step costs not monotone in {len(bad)} comparison(s); worst: {rows2} rows x {width2} tokens took "
+            f"{value2 * 1e3:.2f} ms, less than {rows} rows x {width} tokens ({value * 1e3:.2f} ms)"]
+
+
+def measure_step_costs(cfg: Config, model: nn.Module, data: EncodedSplit, device: torch.device,
+                       rows: Sequence[int], graphed: bool | None = None, widths: Sequence[int] | None = None,
+                       repeats: int = 5) -> StepCosts:
+    """Return StepCosts for updates of each row count in `rows` at each padded width of the data
+    (or `widths`), on a throwaway copy of the model with the baseline's optimizer: graphed
+    (capturable fused AdamW, one captured graph per shape, median of `repeats` replays) when
+    `graphed` (default: graphs_enabled(cfg) on CUDA), else eager steps (median of `repeats`).
+    `model` itself is not touched (a copy trains, at learning rate 0)."""
+    graphed = graphs_enabled(cfg) and device.type == "cuda" if graphed is None else graphed
+    cap = data.input_ids.shape[1]
+    widths = sorted(set(widths or {padded_length(w, cfg.pad_multiple, cap) for w in range(1, cap + 1)}))
+    rows = sorted({min(int(r), len(data)) for r in rows})
+    _sync(device)
+    start = time.perf_counter()
+    model = copy.deepcopy(model).to(device).train()
+    run_cfg = replace_config(cfg, cuda_graphs=graphed)
+    ctx = RunContext(cfg=run_cfg, model=model, train=data, eval=data, num_labels=model.config.num_labels,
+                     device=device, generator=torch.Generator(), device_generator=torch.Generator(device=device))
+    if cfg.precision == "fp16" and device.type == "cuda":
+        ctx.scaler = torch.amp.GradScaler("cuda")
+    ctx.graphs = graphed
+    ctx.optimizer = build_optimizer(model, run_cfg, device, capturable=graphed)
+    for group in ctx.optimizer.param_groups:  # measure the work, move no weight far
+        group["lr"] = torch.tensor(0.0, device=device) if graphed else 0.0
+    updater = GraphedUpdate(ctx, lambda inputs, key: plain_update(ctx, data, inputs["rows"], key[1]))
+    updater.capture = graphed and device.type == "cuda"
+    seconds: dict[tuple[int, int], float] = {}
+    for _ in range(3):  # a cold first shape would otherwise look dearer than larger ones
+        updater.step((rows[0], widths[0]), {"rows": to_device(torch.arange(rows[0]), device)})
+    for width in widths:
+        for count in rows:
+            key, inputs = (count, width), {"rows": to_device(torch.arange(count), device)}
+            for _ in range(cfg.graph_warmup_steps + 1 if updater.capture else 1):  # warm-up, then capture
+                updater.step(key, inputs)
+            times = []
+            for _ in range(repeats):
+                _sync(device)
+                t0 = time.perf_counter()
+                updater.step(key, inputs)
+                _sync(device)
+                times.append(time.perf_counter() - t0)
+            seconds[key] = float(np.median(times))
+    warnings = cost_warnings(seconds)
+    if updater.capture_error:
+        warnings.append(f"graph capture failed, costs are eager: {updater.capture_error}")
+    n_graphs = len(updater.graphs)
+    capture = updater.capture_seconds / n_graphs if n_graphs else 0.0
+    del updater, ctx, model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    _sync(device)
+    return StepCosts(seconds=seconds, graphed=graphed and n_graphs > 0, capture_seconds=capture,
+                     measure_seconds=time.perf_counter() - start, warnings=warnings)
+
+
+def calibration_rows(cfg: Config, full_rows: int | None = None) -> list[int]:
+    """Return the row counts a step-cost table measures: eighth, quarter, half and whole batch,
+    and MC-Learn's full-pass rows."""
+    sizes = {max(1, cfg.batch_size // d) for d in (8, 4, 2, 1)}
+    return sorted(sizes | ({full_rows} if full_rows else set()))
+
+
+def solve_budget(costs: StepCosts, baseline_widths: Sequence[int], batch_size: int, full_rows: int,
+                 full_widths: Sequence[int], budget_ratio: float, refresh_every: int, refresh_seconds: float,
+                 spent_seconds: float, graph_count: int) -> dict[str, Any]:
+    """Return MC-Learn's step count and the numbers it comes from (stored in the run file).
+
+    The baseline's time is priced from the measured update costs of its own batches
+    (T_base = sum over its steps of cost(batch_size, width)); MC-Learn may spend
+    T = budget_ratio * T_base. Of that, `spent_seconds` (setup so far) and one capture per graph
+    shape are gone; each step costs its full pass, cost(full_rows, width) averaged over the widths
+    its draws will have, plus a pool refresh every `refresh_every` steps:
+        steps = (T - spent - captures) / (step + refresh / refresh_every), at least 1.
+    """
+    baseline_seconds = float(sum(costs.at(batch_size, w) for w in baseline_widths))
+    budget_seconds = budget_ratio * baseline_seconds
+    step_seconds = float(np.mean([costs.at(full_rows, w) for w in full_widths]))
+    capture_seconds = graph_count * costs.capture_seconds
+    per_step = step_seconds + refresh_seconds / max(refresh_every, 1)
+    available = budget_seconds - spent_seconds - capture_seconds
+    steps = max(1, int(available / per_step)) if per_step > 0 else 1
+    warnings = list(costs.warnings)
+    if available <= per_step:
+        warnings.append(f"budget too small: {budget_seconds:.3f} s of budget, {spent_seconds:.3f} s spent in setup "
+                        f"and {capture_seconds:.3f} s of graph captures leave room for one step at most; "
+                        f"raise budget_ratio=")
+    return {"budget_ratio": budget_ratio, "baseline_seconds_estimate": round(baseline_seconds, 4),
+            "baseline_steps": len(baseline_widths), "budget_seconds": round(budget_seconds, 4),
+            "spent_in_setup_seconds": round(spent_seconds, 4), "capture_seconds_estimate": round(capture_seconds, 4),
+            "step_seconds_estimate": round(step_seconds, 6), "refresh_seconds": round(refresh_seconds, 4),
+            "full_rows": full_rows, "steps": steps,
+            "planned_seconds": round(spent_seconds + capture_seconds + steps * per_step, 4),
+            "graphed_costs": costs.graphed, "warnings": warnings}
 
 
 # =============================================================================
@@ -1529,6 +1747,63 @@ class CandidateStream:
         return np.concatenate(rows), np.concatenate(probs)
 
 
+# --- the fixed-size draw of the `mclearn` step (static shapes: CUDA graphs) -------------------
+def candidate_draw_probs(difficulty: np.ndarray, labels: np.ndarray, kappa: float, tau: float) -> np.ndarray:
+    """Return the candidate path's draw distribution over a pool (sums to 1): the soft top-k
+    membership (k = kappa * class size) inside each class, normalised over the pool."""
+    candidate = candidate_probs(difficulty, labels, kappa, tau, expected_kept=1.0)
+    total = candidate.sum()
+    return candidate / total if total > 0 else np.full(len(difficulty), 1.0 / len(difficulty))
+
+
+def mix_replay(candidate_prob: np.ndarray, replay_share: float) -> np.ndarray:
+    """Return the probability that one draw picks each pool member: with probability
+    replay_share a draw is a uniform replay over the pool, else a candidate draw:
+    (1 - replay_share) candidate_prob + replay_share / |P| (sums to 1)."""
+    return (1.0 - replay_share) * np.asarray(candidate_prob) + replay_share / len(candidate_prob)
+
+
+@dataclass
+class StepPlan:
+    """The draws of the steps one pool serves: kept positions [steps, kept] in the pool (drawn
+    with replacement), of which the first `full` of each step get a full pass; the weight of
+    each draw in the cheap and in the full term; the token width of each step's full pass."""
+
+    kept_pos: np.ndarray  # [steps, kept] pool positions
+    kept_weight: np.ndarray  # [steps, kept] weights of the cheap terms
+    full_weight: np.ndarray  # [steps, full] weights of the full-pass term
+    widths: list[int]
+    full_prob: float  # share of a step's draws that get a full pass (full / kept)
+
+
+def draw_weights(draw_prob: np.ndarray, pool_prob: np.ndarray, population: int, draws: int) -> np.ndarray:
+    """Return Hansen-Hurwitz weights 1 / (population * pool_prob * draws * draw_prob): with
+    `draws` independent draws of probability draw_prob from a pool whose members entered it with
+    probability pool_prob, sum_j w_j y_j is unbiased for the population mean of y."""
+    return 1.0 / (population * np.asarray(pool_prob) * draws * np.asarray(draw_prob))
+
+
+def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: np.ndarray, lengths: np.ndarray,
+                   population: int, steps: int, kept: int, full: int, rng: np.random.Generator,
+                   pad_multiple: int, cap: int, w_clip: float | None) -> StepPlan:
+    """Return the StepPlan of `steps` steps: each draws `kept` pool positions with replacement,
+    each draw with probability mix_replay(candidate_prob, replay_share); its first `full` draws
+    get a full pass. A draw's weight in the full term is its cheap-term weight (draw_weights,
+    draws = kept) divided by full_prob = full / kept, the chance that a draw is a full one. With
+    `w_clip`, weights are capped at w_clip times a uniform draw's weight (1 / draws): capping
+    trades a small bias for variance."""
+    draw_prob = mix_replay(candidate_prob, replay_share)
+    positions = rng.choice(len(draw_prob), size=(steps, kept), replace=True, p=draw_prob)
+    full_prob = full / kept
+    kept_weight = draw_weights(draw_prob[positions], pool_prob[positions], population, kept)
+    full_weight = kept_weight[:, :full] / full_prob
+    if w_clip is not None:
+        kept_weight, full_weight = np.minimum(kept_weight, w_clip / kept), np.minimum(full_weight, w_clip / full)
+    widths = [padded_length(int(lengths[p[:full]].max()), pad_multiple, cap) for p in positions]
+    return StepPlan(kept_pos=positions, kept_weight=kept_weight, full_weight=full_weight, widths=widths,
+                    full_prob=full_prob)
+
+
 # =============================================================================
 # 8. Control-variate trainer (MC-Learn)
 # =============================================================================
@@ -1543,17 +1818,24 @@ def apply_head(head: dict[str, nn.Module], pooled: torch.Tensor) -> torch.Tensor
 
 
 class MCLearn(Method):
-    """MC-Learn: score a candidate pool with a cheap early-layer head, keep a soft top-k plus
-    replay with known inclusion probabilities, run a Bernoulli(q) subset through the full model,
-    and correct with clipped Horvitz-Thompson weights; the policy learner and budget solver adapt
-    the knobs. `cfg.mc_paper_mode` switches between the published and the corrected form."""
+    """MC-Learn (corrected, preset "mclearn"): a cheap head on early-layer features scores a pool;
+    each step draws a fixed number of pool members (soft top-k candidates mixed with a uniform
+    replay share, with replacement), gives the first `full_rows` of them a full pass, and weights
+    them so the full-pass term is an unbiased estimate of the training set's mean loss; a budget
+    solver prices the run in the baseline's measured update cost and sets the number of steps.
+
+    Every step has the same shapes, so on a GPU the whole update is one CUDA-graph replay
+    (GraphedUpdate) and host work happens only at a pool refresh. The phases, in order:
+    plan (setup: price the budget), refresh and score, draw, full pass + update, telemetry.
+    """
 
     name = "mclearn"
+    graphable = True
+    priced = True  # the budget solver needs the baseline's measured step costs
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
         cfg, model = ctx.cfg, ctx.model
-        self.paper = cfg.mc_paper_mode
         self.parts = encoder_parts(model)
         hidden = getattr(model.config, "dim", None) or model.config.hidden_size
         self.num_classes = ctx.num_labels
@@ -1562,52 +1844,88 @@ class MCLearn(Method):
         self.stream = CandidateStream(self.labels_host, self.rng)
         self.policy = PolicyLearner(cfg, self.num_classes)
         self.costs = CostMeter(ctx.device, cfg.cost_ema)
-        # The corrected preset gives the scorer its own head; the published one reuses the model's
-        # head on early-layer features and distils it from an EMA copy of itself.
-        self.cheap_head = None if self.paper else nn.Linear(hidden, self.num_classes).to(ctx.device)
-        self.ema_head = {k: copy.deepcopy(m).requires_grad_(False) for k, m in self.parts.head.items()} \
-            if self.paper else None
-        self.q_class = np.full(self.num_classes, 0.25)
-        self.var_cheap = np.ones(self.num_classes)
-        self.var_gap = np.ones(self.num_classes)
-        self.kept_per_step = cfg.batch_size
+        self.cheap_head = nn.Linear(hidden, self.num_classes).to(ctx.device)
+        self.full_rows = min(cfg.full_rows or cfg.batch_size, len(ctx.train))
+        self.kept_rows = max(self.full_rows, round(self.full_rows / cfg.full_prob))
+        largest_pool = self.pool_size(min(cfg.kappa_schedule)) + self.num_classes
+        # Static device buffers: the pool's features and labels, refreshed in place.
+        self.pool_feats = torch.zeros(largest_pool, hidden, device=ctx.device)
+        self.pool_labels = torch.zeros(largest_pool, dtype=torch.long, device=ctx.device)
         self.pool: dict[str, Any] | None = None
-        self.steps_since_refresh = 0
-        self.last_uniforms = None
-        self.total_steps = 0
+        self.plan: StepPlan | None = None
+        self.plan_device: dict[str, torch.Tensor] = {}
+        self.plan_start = 0
+        self.total_steps = 1
+        self.budget: dict[str, Any] = {}
+        self.graphed: GraphedUpdate | None = None
+        self.step_stats: list[torch.Tensor] = []  # per step [3, full]: cheap loss, full loss, weight on S
         self.records: list[dict[str, Any]] = []
         self.refreshes = 0
-        self._stats: list[torch.Tensor] = []  # (cheap, full) losses of S per step, read at refresh
-        self._stats_labels: list[np.ndarray] = []
         self.ess_fraction = 1.0
         self.last_rank = float("nan")
-        self.empty_steps = 0  # steps whose kept set came up empty (no update)
+        self.full_pass_log: list[tuple[torch.Tensor, int]] | None = None  # set to a list to record (bench)
 
     def extra_param_groups(self) -> list[dict]:
-        if self.cheap_head is None:
-            return []
         return [{"params": list(self.cheap_head.parameters()), "lr": self.ctx.cfg.head_lr, "weight_decay": 0.0}]
 
-    # -- scoring ---------------------------------------------------------------------------
-    def cheap_logits(self, pooled: torch.Tensor, teacher: bool = False) -> torch.Tensor:
-        """Return the cheap head's logits on pooled early-layer features."""
-        if self.cheap_head is not None:
-            return self.cheap_head(pooled.float())
-        with self.ctx.autocast():
-            return apply_head(self.ema_head if teacher else self.parts.head, pooled)
+    def pool_size(self, kappa: float) -> int:
+        """Pool members scored per refresh: the full-pass draws of the steps a pool serves, over
+        kappa (the kept fraction of the soft top-k), at least one step's draws."""
+        cfg = self.ctx.cfg
+        return max(self.kept_rows, self.num_classes, round(self.full_rows * cfg.refresh_every / kappa))
 
+    # -- phase 1: plan (inside the timed region) -----------------------------------------------
+    def setup(self) -> None:
+        """Score the first pool, then price the run: the number of steps that fits budget_ratio
+        times the baseline's priced time (solve_budget), with the measured refresh cost."""
+        cfg, ctx = self.ctx.cfg, self.ctx
+        _sync(ctx.device)
+        start = time.perf_counter()
+        self.refresh(0.0)
+        _sync(ctx.device)
+        refresh_seconds = time.perf_counter() - start
+        costs = self.ctx_step_costs()
+        baseline_widths = [w for _, w in plan_epoch(ctx.train, cfg, torch.Generator().manual_seed(0))] * cfg.epochs
+        lengths = ctx.train.host_lengths.numpy()
+        cap = ctx.train.input_ids.shape[1]
+        sample = self.rng.choice(len(lengths), size=(64, self.full_rows), replace=True)
+        full_widths = [padded_length(int(lengths[rows].max()), cfg.pad_multiple, cap) for rows in sample]
+        self.budget = solve_budget(costs, baseline_widths, cfg.batch_size, self.full_rows, full_widths,
+                                   cfg.budget_ratio, cfg.refresh_every, refresh_seconds,
+                                   spent_seconds=time.perf_counter() - start,
+                                   graph_count=len(set(full_widths)) if costs.graphed else 0)
+        for message in self.budget["warnings"]:
+            if message not in costs.warnings:  # those were printed when the costs were measured
+                print(f"warning (mclearn budget): {message}", flush=True)
+        self.budget["step_costs"] = costs.record()
+        self.total_steps = self.budget["steps"]
+
+    def ctx_step_costs(self) -> StepCosts:
+        """Return the step-cost table this run is priced with: the one train_method took from
+        the prepared data (measured once per process, untimed), or, when none was given, one
+        measured here, inside the timed region."""
+        ctx = self.ctx
+        if ctx.step_costs is None:
+            ctx.step_costs = measure_step_costs(ctx.cfg, ctx.model, ctx.train, ctx.device,
+                                                rows=calibration_rows(ctx.cfg, self.full_rows))
+        return ctx.step_costs
+
+    def num_steps(self) -> int:
+        return self.total_steps
+
+    # -- phase 2: refresh and score (host work, once per pool) -----------------------------------
     @torch.no_grad()
     def early_features(self, data: EncodedSplit, rows: np.ndarray) -> torch.Tensor:
-        """Return mean-pooled features [len(rows), H] after `score_layer` encoder blocks."""
+        """Return mean-pooled features [len(rows), H] after `score_layer` encoder blocks (no
+        dropout, no gradient), read from the first score_max_length tokens."""
         cfg = self.ctx.cfg
         width = batch_width(data, rows, cfg.pad_multiple, min(cfg.score_max_length, data.input_ids.shape[1]))
         feats = []
-        idx_all = torch.as_tensor(rows)
         was_training = self.ctx.model.training
-        self.ctx.model.eval()  # no dropout in the scorer: its scores should not be noisier than the model
+        self.ctx.model.eval()
         try:
             with truncated_encoder(self.ctx.model, cfg.score_layer) as encoder, self.ctx.autocast():
-                for idx in idx_all.split(max(cfg.eval_batch_size, 256)):
+                for idx in torch.as_tensor(rows).split(max(cfg.eval_batch_size, 256)):
                     batch = make_batch(data, idx, width)
                     hidden = encoder(**model_inputs(encoder, batch)).last_hidden_state
                     feats.append(mean_pool(hidden.float(), batch["attention_mask"]))
@@ -1616,243 +1934,167 @@ class MCLearn(Method):
         return torch.cat(feats)
 
     def refresh(self, progress: float) -> None:
-        """Draw and score a new candidate pool; set the per-step draw probabilities."""
+        """Draw a class-stratified pool, score it with the cheap head (difficulty = 1 - p(true
+        class)), write its features into the static buffers, and draw the plan of the steps it
+        serves (phase 3)."""
+        cfg, ctx = self.ctx.cfg, self.ctx
         kappa = self.policy.kappa(progress)
-        pool_size = max(self.num_classes, round(self.kept_per_step * self.pool_steps() / kappa))
-        rows, pool_prob = self.stream.next_pool(pool_size, self.policy.class_weights)
+        rows, pool_prob = self.stream.next_pool(self.pool_size(kappa), self.policy.class_weights)
         with self.costs.timed("score", len(rows)):
-            feats = self.early_features(self.ctx.train, rows)
-        labels = self.ctx.train.labels[to_device(rows, self.ctx.device)]
-        with torch.no_grad():
-            probs = torch.softmax(self.cheap_logits(feats).float(), -1)
-            difficulty = (1.0 - probs.gather(1, labels[:, None]).squeeze(1)).cpu().numpy()
+            feats = self.early_features(ctx.train, rows)
+            labels = ctx.train.labels[to_device(rows, ctx.device)]
+            with torch.no_grad():
+                probs = torch.softmax(self.cheap_head(feats).float(), -1)
+                difficulty_t = 1.0 - probs.gather(1, labels[:, None]).squeeze(1)
+            self.pool_feats[: len(rows)].copy_(feats)
+            self.pool_labels[: len(rows)].copy_(labels)
+        difficulty = difficulty_t.cpu().numpy()  # the refresh's one host read
+        if not np.isfinite(difficulty).all():
+            raise TrainingError("mclearn: the cheap scorer's difficulty became non-finite (the model diverged). "
+                                "Lower lr= or head_lr=.")
         labels_host = self.labels_host[rows]
-        expected = min(self.kept_per_step, len(rows))
-        rho = self.policy.rho
-        q_cand = candidate_probs(difficulty, labels_host, kappa, self.policy.tau, (1 - rho) * expected)
-        q_rep = min(1.0, rho * expected / len(rows))
-        self.pool = {"rows": rows, "feats": feats, "labels": labels, "labels_host": labels_host,
-                     "q_cand": q_cand, "q_rep": q_rep, "pool_prob": pool_prob,
-                     "inclusion": inclusion_probs(q_cand, q_rep), "difficulty": difficulty}
-        self.steps_since_refresh = 0
+        candidate = candidate_draw_probs(difficulty, labels_host, kappa, self.policy.tau)
+        draw_prob = mix_replay(candidate, self.policy.rho)
+        self.pool = {"rows": rows, "pool_prob": pool_prob, "labels_host": labels_host, "candidate_prob": candidate,
+                     "replay_share": self.policy.rho, "difficulty": difficulty,
+                     "class_share": np.bincount(labels_host, weights=draw_prob, minlength=self.num_classes)}
+        self.draw()
         self.refreshes += 1
 
-    def pool_steps(self) -> int:
-        """Steps one pool serves: the refresh cadence (corrected) or one step's worth (published)."""
-        return 1 if self.paper else self.ctx.cfg.refresh_every
+    # -- phase 3: draw the steps a pool serves ------------------------------------------------------
+    def draw(self) -> None:
+        """Draw the plan of the next refresh_every steps from the current pool and copy it to
+        the device in one transfer per tensor."""
+        cfg, ctx, pool = self.ctx.cfg, self.ctx, self.pool
+        steps = cfg.refresh_every
+        self.plan = draw_step_plan(pool["candidate_prob"], pool["replay_share"], pool["pool_prob"],
+                                   ctx.train.host_lengths.numpy()[pool["rows"]],
+                                   len(ctx.train), steps, self.kept_rows, self.full_rows, self.rng,
+                                   cfg.pad_multiple, ctx.train.input_ids.shape[1], cfg.w_clip or None)
+        kept = self.plan.kept_pos
+        self.plan_device = {
+            "full_rows": to_device(pool["rows"][kept[:, : self.full_rows]], ctx.device),
+            "full_pos": to_device(kept[:, : self.full_rows], ctx.device),
+            "full_weight": to_device(self.plan.full_weight, ctx.device, torch.float32),
+            "kept_pos": to_device(kept, ctx.device),
+            "kept_weight": to_device(self.plan.kept_weight, ctx.device, torch.float32)}
+        self.ess_fraction = float(np.mean([effective_sample_size(w) / len(w) for w in self.plan.full_weight]))
 
-    # -- planning ----------------------------------------------------------------------------
-    def setup(self) -> None:
-        """Measure costs on a first pool and a full pass, then solve q and the kept size M."""
-        cfg, ctx = self.ctx.cfg, self.ctx
-        self.kept_per_step = cfg.batch_size
-        self.refresh(0.0)
-        idx = torch.as_tensor(self.pool["rows"][: cfg.batch_size])
-        batch = make_batch(ctx.train, idx, batch_width(ctx.train, idx, cfg.pad_multiple))
-        sizes = {"calib_big": len(idx), "calib_small": max(1, len(idx) // 2)}
-        for key, count in sizes.items():  # two sizes separate per-example and fixed cost
-            with self.costs.timed(key, 1):
-                loss = ctx.per_example_loss(ctx.forward({k: v[:count] for k, v in batch.items()}), batch["labels"][:count]).mean()
-                loss.backward()
-        ctx.model.zero_grad(set_to_none=True)
-        self.costs.flush()
-        big, small = self.costs.ema.pop("calib_big"), self.costs.ema.pop("calib_small")
-        spread = sizes["calib_big"] - sizes["calib_small"]
-        per_example = max((big - small) / spread if spread else big, big / len(idx) * 0.25)
-        self.costs.ema["full"] = per_example
-        self.costs.ema["fixed"] = max(big - per_example * len(idx), 0.0)
-        self.costs.ema.setdefault("head", 0.0)
-        self.solve(0.0)
-        # As published, the optimizer takes as many steps as the baseline, each within budget.
-        self.total_steps = math.ceil(len(ctx.train) / cfg.batch_size) * cfg.epochs
-        self.refresh(0.0)
+    # -- phase 4: full pass and update (one CUDA graph on a GPU) --------------------------------
+    def objective(self, inputs: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+        """Return the step's objective and its parts, from the static inputs (full_rows,
+        full_pos, full_weight, kept_pos, kept_weight) and the pool buffers:
+          full   = sum_S w_j l_full(x_j)            unbiased for the training set's mean loss
+                                                    (draw_weights; the only term with a gradient
+                                                    into the model)
+          head   = sum_K w_j l_head(x_j) / sum_K w_j   the cheap head's own loss on the pool features
+          distill = gamma T^2 sum_S (w_j / sum_S w) KL(softmax(full / T) || softmax(head / T))
+          cv     = sum_K w_j l_head + sum_S w'_j (l_full - l_head)   (logged: the control-variate
+                                                    estimate of the same mean, no gradient)."""
+        ctx, cfg = self.ctx, self.ctx.cfg
+        batch = make_batch(ctx.train, inputs["full_rows"], width)
+        full_logits = ctx.forward(batch)
+        loss_full = ctx.per_example_loss(full_logits, batch["labels"])
+        full_term = (inputs["full_weight"] * loss_full).sum()
+        kept_logits = self.cheap_head(self.pool_feats[inputs["kept_pos"]])
+        loss_cheap = ctx.per_example_loss(kept_logits, self.pool_labels[inputs["kept_pos"]])
+        head_term = (inputs["kept_weight"] * loss_cheap).sum() / inputs["kept_weight"].sum()
+        cheap_full = kept_logits[: self.full_rows]
+        temp = cfg.distill_temperature
+        teacher = torch.softmax(full_logits.detach().float() / temp, -1)
+        student = torch.log_softmax(cheap_full.float() / temp, -1)
+        share = inputs["full_weight"] / inputs["full_weight"].sum()
+        kl = (teacher * (teacher.clamp_min(1e-8).log() - student)).sum(-1)
+        distill = cfg.distill_gamma * temp ** 2 * (share * kl).sum()
+        loss_cheap_full = loss_cheap[: self.full_rows].detach()
+        cv = (inputs["kept_weight"] * loss_cheap.detach()).sum() + \
+            (inputs["full_weight"] * (loss_full.detach() - loss_cheap_full)).sum()
+        return {"objective": full_term + head_term + distill, "full": full_term, "head": head_term,
+                "distill": distill, "cv": cv, "loss_full": loss_full, "loss_cheap_full": loss_cheap_full}
 
-    def solve(self, progress: float) -> None:
-        """Set q per class (q*, clipped; raised to the full-pass floor) and the kept size M* from
-        the current cost EMAs. The "full" cost is measured per example over the whole update
-        (forward, backward, optimizer), so it includes per-step fixed cost when |S| is small."""
-        cfg = self.ctx.cfg
-        costs = self.costs.flush()
-        self.q_class = optimal_full_prob(self.var_gap, self.var_cheap, costs.get("head", 0.0),
-                                         costs.get("full", 1.0), cfg.q_bounds)
-        mean_q = float(np.mean(self.q_class))
-        lo = max(8, cfg.batch_size // 4)
-        hi = min(cfg.max_kept_per_step, len(self.ctx.train))
-        m = solve_kept_size(costs, mean_q, self.policy.kappa(progress), cfg.batch_size, cfg.budget_ratio, lo, hi)
-        if self.paper:  # published sampler caps the pool at 1.25 B, i.e. about kappa*1.25 B kept
-            m = min(m, int(self.policy.kappa(progress) * 1.25 * cfg.batch_size))
-        min_full = cfg.min_full_fraction * cfg.batch_size
-        if min_full:  # corrected: enough full passes per step to keep the GPU busy
-            self.q_class = np.clip(np.maximum(self.q_class, min_full / m), cfg.q_bounds[0], 1.0)
-        self.kept_per_step = int(min(m, hi))
+    def _update(self, inputs: dict[str, torch.Tensor], key: tuple) -> dict[str, torch.Tensor]:
+        """One update: objective, backward, clip, AdamW; return detached logs (no host sync)."""
+        parts = self.objective(inputs, key[1])
+        backward_and_step(self.ctx, parts["objective"])
+        return {"loss": parts["full"].detach(), "loss_cv": parts["cv"], "loss_head": parts["head"].detach(),
+                "distill": parts["distill"].detach(),
+                "stats": torch.stack([parts["loss_cheap_full"].float(), parts["loss_full"].detach().float(),
+                                      inputs["full_weight"]])}
 
-    def num_steps(self) -> int:
-        return self.total_steps
+    def refresh_due(self, i: int) -> bool:
+        """Return True when step `i` starts with a pool refresh (the steps' one host read)."""
+        return i - self.plan_start >= self.ctx.cfg.refresh_every
 
-    def _frozen_layers(self, progress: float) -> int:
-        """Published progressive unfreezing: bottom L-2 blocks frozen before the first point (0.3),
-        L-3 before the second (0.7), none after."""
-        points = self.ctx.cfg.unfreeze_schedule
-        if not points:
-            return 0
-        n = len(self.parts.layers)
-        return [max(n - 2, 0), max(n - 3, 0), 0][min(sum(progress >= p for p in points), 2)]
-
-    # -- one step -----------------------------------------------------------------------------
     def step(self, i: int) -> dict[str, Any]:
-        cfg, ctx = self.ctx.cfg, self.ctx
+        ctx = self.ctx
         progress = i / max(self.total_steps, 1)
-        frozen = self._frozen_layers(progress)
-        for depth, layer in enumerate(self.parts.layers):
-            layer.requires_grad_(depth >= frozen)
-        if self._refresh_due():
-            self._update_policy(progress)
+        if self.refresh_due(i):
+            self._update_policy()
+            self.plan_start = i
             self.refresh(progress)
-        pool = self.pool
-        n_pool = len(pool["rows"])
-        if cfg.antithetic and self.last_uniforms is not None and self.steps_since_refresh % 2 == 1:
-            uniforms = (1.0 - self.last_uniforms[0], 1.0 - self.last_uniforms[1])
-        else:
-            uniforms = (self.rng.random(n_pool), self.rng.random(n_pool))
-        self.last_uniforms = uniforms
-        keep = draw_kept(pool["q_cand"], pool["q_rep"], self.rng, uniforms)
-        self.steps_since_refresh += 1
-        if not keep.any():  # nothing kept: no update this step (forcing one would bias the weights)
-            self.empty_steps += 1
-            return {}
-        kept = np.flatnonzero(keep)
-        # HT weights for the dataset mean: inclusion = P(in pool) * P(kept | pool).
-        expected = float(pool["inclusion"].sum())
-        weights_host = ht_weights(pool["pool_prob"][kept] * pool["inclusion"][kept], len(ctx.train),
-                                  cfg.w_clip, expected)
-        q_kept = self.q_class[pool["labels_host"][kept]]
-        full = self.rng.random(len(kept)) < q_kept  # S may be empty: its term is then zero
-        device = ctx.device
-        kept_t = to_device(kept, device)
-        full_t = to_device(np.flatnonzero(full), device)  # S as positions in K: no boolean mask
-        weights = to_device(weights_host, device, torch.float32)
-        q_t = to_device(q_kept, device, torch.float32)
-        with self.costs.timed("head", len(kept)):
-            cheap_logits = self.cheap_logits(pool["feats"][kept_t])
-            loss_cheap = ctx.per_example_loss(cheap_logits, pool["labels"][kept_t])
-        n_full = int(full.sum())
-        with self.costs.timed("full", max(n_full, 1)):
-            full_logits, loss_full = self._full_pass(pool["rows"][kept[full]], progress)
-            estimate_cv = cv_estimate(loss_cheap.detach(), weights, full_t, loss_full.detach(), q_t)
-            estimate_ht = ht_estimate(weights, full_t, loss_full.detach(), q_t)
-            distill = self._distill_loss(pool["feats"][kept_t], cheap_logits, full_logits, full_t, weights)
-            if self.paper:  # published objective: the cheap term carries the head's gradient
-                objective = cv_estimate(loss_cheap, weights, full_t, loss_full, q_t) + distill
-                reported = objective.detach()
-            else:  # corrected: encoder gradient from the HT full term; the head learns on its own
-                objective = ht_estimate(weights, full_t, loss_full, q_t) + \
-                    (weights * loss_cheap).sum() / weights.sum() + distill
-                reported = estimate_ht
-            ctx.optimizer_step(objective, i)
-        if self.ema_head is not None:
-            with torch.no_grad():
-                for name, ema in self.ema_head.items():
-                    for pe, pl in zip(ema.parameters(), self.parts.head[name].parameters()):
-                        pe.lerp_(pl, 1 - 0.999)
-        self._stats.append(torch.stack([loss_cheap.detach()[full_t].float(), loss_full.detach().float()]))
-        self._stats_labels.append(pool["labels_host"][kept[full]])
-        self.ess_fraction = effective_sample_size(weights_host) / len(kept)
-        ctx.examples_forward += n_full
-        ctx.examples_backward += n_full
-        record = {"step": i + 1, "kept": int(len(kept)), "full": n_full, "pool": n_pool,
-                  "ess_fraction": round(self.ess_fraction, 4), "rho": round(self.policy.rho, 4),
-                  "tau": round(self.policy.tau, 4), "q": np.round(self.q_class, 4).tolist(),
+        j = i - self.plan_start
+        inputs = {name: value[j] for name, value in self.plan_device.items()}
+        width = self.plan.widths[j]
+        if self.graphed is None:
+            self.graphed = GraphedUpdate(ctx, self._update)
+            self.graphed.capture = self.graphed.capture and ctx.graphs
+        with self.costs.timed("update", self.full_rows):
+            out = self.graphed.step((self.full_rows, width), inputs)
+        ctx.scheduler.step()
+        if self.full_pass_log is not None:
+            self.full_pass_log.append((inputs["full_rows"], width))
+        self.step_stats.append(out.pop("stats"))
+        ctx.examples_forward += self.full_rows
+        ctx.examples_backward += self.full_rows
+        return {**out, **self._telemetry_row(i, progress, width)}
+
+    # -- phase 5: policy and telemetry (at a refresh: one host read of the steps' statistics) ----
+    def _update_policy(self) -> None:
+        """Read the last pool's step statistics once; update tau (rank guard), the replay share
+        (ESS guard) and the class weights (variance_optimal_shares)."""
+        if not self.step_stats:
+            return
+        stats = torch.stack(self.step_stats).cpu().numpy()  # [steps, 3, full]
+        self.step_stats = []
+        cheap, full, weight = (stats[:, k].ravel() for k in range(3))
+        labels = self.pool["labels_host"][self.plan.kept_pos[: len(stats), : self.full_rows]].ravel()
+        self.last_rank = spearman(cheap, full)
+        self.policy.update_tau(self.last_rank)
+        self.policy.update_rho(self.ess_fraction)
+        rms = np.array([np.sqrt(np.mean((weight[labels == c] * full[labels == c]) ** 2)) if (labels == c).any()
+                        else np.nan for c in range(self.num_classes)])
+        shares = self.pool["class_share"]
+        self.policy.move_class_weights(shares, variance_optimal_shares(rms, shares))
+
+    def _telemetry_row(self, i: int, progress: float, width: int) -> dict[str, Any]:
+        record = {"step": i + 1, "kept": self.kept_rows, "full": self.full_rows, "width": width,
+                  "pool": len(self.pool["rows"]), "ess_fraction": round(self.ess_fraction, 4),
+                  "replay_share": round(self.policy.rho, 4), "tau": round(self.policy.tau, 4),
                   "class_weights": np.round(self.policy.class_weights, 4).tolist(),
                   "kappa": self.policy.kappa(progress), "refreshes": self.refreshes,
                   "rank_corr": None if math.isnan(self.last_rank) else round(self.last_rank, 4)}
-        every = max(1, min(cfg.log_every, self.total_steps // 100))  # ~100 points per run
+        every = max(1, min(self.ctx.cfg.log_every, self.total_steps // 100))  # ~100 points per run
         if (i + 1) % every == 0 or i == 0:
-            self.records.append({**record, "costs": dict(self.costs.ema)})  # as of the last flush
-        return {"loss": reported, "loss_cv": estimate_cv, "loss_ht": estimate_ht,
-                "loss_cheap": (weights * loss_cheap.detach()).sum() / weights.sum(),
-                "distill": distill.detach(), "negative_cv": (estimate_cv < 0).float(), **record}
-
-    def _full_pass(self, rows: np.ndarray, progress: float) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Return (logits, per-example losses) of the full model on training rows `rows`
-        (empty losses and no logits when `rows` is empty)."""
-        cfg, ctx = self.ctx.cfg, self.ctx
-        if len(rows) == 0:
-            return None, torch.zeros(0, device=ctx.device)
-        width = batch_width(ctx.train, rows, cfg.pad_multiple)
-        if cfg.length_ladder:
-            ladder = cfg.length_ladder
-            width = min(width, ladder[min(int(progress * len(ladder)), len(ladder) - 1)])
-        count = len(rows)
-        if cfg.row_multiple > 1:  # repeat the first row up to the multiple; only `count` rows get a loss
-            rows = np.concatenate([rows, np.repeat(rows[:1], -count % cfg.row_multiple)])
-        batch = make_batch(ctx.train, rows, width)
-        if cfg.token_drop > 0:
-            batch = drop_tokens(batch, cfg.token_drop, ctx.device_generator)
-        logits = ctx.forward(batch)[:count]
-        return logits, ctx.per_example_loss(logits, batch["labels"][:count])
-
-    def _distill_loss(self, feats, cheap_logits, full_logits, full_t, weights) -> torch.Tensor:
-        """Head distillation, gamma * T^2 * KL(teacher || head): the published teacher is an EMA of
-        the head on the same features; the corrected teacher is the full model on S."""
-        cfg = self.ctx.cfg
-        temp = cfg.distill_temperature
-        if self.paper:
-            with torch.no_grad():
-                teacher = torch.softmax(self.cheap_logits(feats, teacher=True).float() / temp, -1)
-            student = torch.log_softmax(cheap_logits.float() / temp, -1)
-            w = weights
-        elif full_logits is None:  # no full pass this step: no teacher
-            return cheap_logits.sum() * 0.0
-        else:
-            teacher = torch.softmax(full_logits.detach().float() / temp, -1)
-            student = torch.log_softmax(cheap_logits[full_t].float() / temp, -1)
-            w = weights[full_t] / weights[full_t].sum()
-        kl = (teacher * (teacher.clamp_min(1e-8).log() - student)).sum(-1)
-        return cfg.distill_gamma * temp ** 2 * (w * kl).sum()
-
-    def _refresh_due(self) -> bool:
-        cfg = self.ctx.cfg
-        if self.pool is None:
-            return True
-        if self.paper:  # published gate: due on the cadence AND the ESS is low
-            return self.steps_since_refresh >= cfg.refresh_every and self.ess_fraction < cfg.ess_target
-        return self.steps_since_refresh >= cfg.refresh_every or \
-            (self.steps_since_refresh >= 2 and self.ess_fraction < cfg.ess_target)
-
-    def _update_policy(self, progress: float) -> None:
-        """At a refresh: read the step statistics once, update variances, tau, rho, a_c, q and M."""
-        if not self._stats:
-            return
-        stats = torch.cat(self._stats, dim=1).cpu().numpy()
-        labels = np.concatenate(self._stats_labels)
-        self._stats, self._stats_labels = [], []
-        cheap, full = stats
-        for c in range(self.num_classes):
-            rows = labels == c
-            if rows.sum() >= 2:
-                self.var_cheap[c] = 0.8 * self.var_cheap[c] + 0.2 * float(np.var(cheap[rows]))
-                self.var_gap[c] = 0.8 * self.var_gap[c] + 0.2 * float(np.var(full[rows] - cheap[rows]))
-        rank = 1.0 if self.paper else spearman(cheap, full)  # published code hard-codes 1.0
-        self.last_rank = rank
-        self.policy.update_tau(rank)
-        self.policy.update_rho(self.ess_fraction)
-        costs = self.costs.flush()
-        self.policy.update_class_weights(self.var_cheap, self.var_gap, self.q_class,
-                                         costs.get("head", 0.0), costs.get("full", 1.0))
-        self.solve(progress)
+            self.records.append(record)
+        return record
 
     def telemetry(self) -> dict[str, Any]:
-        return {"steps": self.records, "refreshes": self.refreshes, "empty_steps": self.empty_steps,
-                "final_costs": self.costs.flush(), "kept_per_step": self.kept_per_step,
-                "measured_seconds": dict(self.costs.seconds)}
+        return {"steps": self.records, "refreshes": self.refreshes, "budget": self.budget,
+                "full_rows": self.full_rows, "kept_rows": self.kept_rows,
+                "measured_seconds": self._measured_seconds(),
+                **(self.graphed.telemetry() if self.graphed is not None else {})}
+
+    def _measured_seconds(self) -> dict[str, float]:
+        """Return the device seconds inside each timed region (score, update): the time breakdown."""
+        self.costs.flush()
+        return {k: round(v, 4) for k, v in self.costs.seconds.items()}
 
     def eval_difficulty(self) -> np.ndarray:
         """Return the scorer's difficulty 1 - p_head(true class) on every eval example."""
         data = self.ctx.eval
-        rows = np.arange(len(data))
         with torch.no_grad():
-            feats = self.early_features(data, rows)
-            probs = torch.softmax(self.cheap_logits(feats).float(), -1)
+            feats = self.early_features(data, np.arange(len(data)))
+            probs = torch.softmax(self.cheap_head(feats).float(), -1)
         return (1.0 - probs.gather(1, data.labels[:, None]).squeeze(1)).cpu().numpy()
 
 
@@ -2364,6 +2606,29 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = Non
     ax.set_ylabel("final eval accuracy")
     ax.set_title("accuracy vs training time (mean ± std over seeds)")
     ax.legend(fontsize=8)
+    return _figure_out(fig, path)
+
+
+def plot_step_costs(curve: dict[str, Any], path: str | Path | None = None):
+    """Plot a step-cost curve (benchmarks/step_cost_curve.py): milliseconds per update against
+    rows per update, one line per width, eager dashed and graphed solid; return the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    rows = curve["rows"]
+    widths = sorted({r["width"] for r in rows})
+    colors = plt.cm.viridis(np.linspace(0, 0.85, len(widths)))
+    for mode, style in (("eager", "--"), ("graphed", "-")):
+        for width, color in zip(widths, colors):
+            points = sorted((r["rows"], r["seconds"] * 1e3) for r in rows if r["mode"] == mode and r["width"] == width)
+            if points:
+                ax.plot(*zip(*points), style, marker="o", color=color, label=f"{mode}, {width} tokens")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("rows per update")
+    ax.set_ylabel("ms per update (forward, backward, AdamW)")
+    ax.set_title(f"{curve['model']} on {curve['device']}", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
     return _figure_out(fig, path)
 
 

@@ -42,9 +42,6 @@ VARIANTS = {
     "bf16+fused+buckets+static32": dict(precision="bf16", optimizer_fused=True, bucket_mult=50, batch_size=64,
                                         pad_multiple=32, **PLAIN),
     # The whole update (gather, fwd, bwd, clip, AdamW) as one CUDA graph per batch shape.
-    # MC-Learn's full-pass row counts left unpadded (the h100 preset pads them to multiples of 16).
-    "bf16+fused+buckets+static32 unpadded-rows": dict(precision="bf16", optimizer_fused=True, bucket_mult=50,
-                                                      batch_size=64, pad_multiple=32, row_multiple=1, **PLAIN),
     "bf16+fused+buckets+static32+graphs": dict(precision="bf16", bucket_mult=50, batch_size=64,
                                                pad_multiple=32, cuda_graphs=True, compile_mode=""),
     "bf16+fused+buckets+static32+compile+graphs": dict(precision="bf16", bucket_mult=50, batch_size=64,
@@ -55,17 +52,15 @@ VARIANTS = {
 }
 
 
-# What a GPU run measures, in this order (the slow published-like loop once, for the same-device
-# reference; MC-Learn is not graphed, so it runs on the plain loops).
+# What a GPU run measures, in this order: the graphed baseline and the graphed MC-Learn step (with
+# a graphed replay of its own full passes), then the eager ones for the same-device reference.
 DEFAULT_RUNS = [
     "bf16+fused+buckets+static32+graphs:baseline",
+    "bf16+fused+buckets+static32+graphs:mclearn",
     "bf16+fused+buckets+static32+graphs b256:baseline",
+    "bf16+fused+buckets+static32+graphs b256:mclearn",
     "bf16+fused+buckets+static32:baseline",
     "bf16+fused+buckets+static32:mclearn",
-    "bf16+fused+buckets+static32 unpadded-rows:mclearn",
-    "bf16+fused+buckets:baseline",
-    "published-like:baseline",
-    "bf16+fused+buckets+static32+compile+graphs:baseline",
 ]
 
 
@@ -136,29 +131,37 @@ def variant_context(changes: dict, method: str, args, data: mc.EncodedSplit, dev
 
 
 class PlainUpdates(mc.Method):
-    """Plain updates (forward, loss, backward, clip, AdamW) on a given list of batches."""
+    """The baseline's plain update (forward, loss, backward, clip, AdamW) on a given list of
+    (device rows, width) passes, replayed as CUDA graphs when the variant has graphs on."""
 
-    def __init__(self, ctx: mc.RunContext, batches: list[dict]):
+    graphable = True
+
+    def __init__(self, ctx: mc.RunContext, passes: list[tuple[torch.Tensor, int]]):
         super().__init__(ctx)
-        self.batches = batches
+        self.passes = passes
+        self.graphed = mc.GraphedUpdate(ctx, lambda inputs, key: mc.plain_update(ctx, ctx.train, inputs["rows"], key[1]))
 
     def num_steps(self) -> int:
-        return len(self.batches)
+        return len(self.passes)
 
     def step(self, i: int) -> dict:
-        batch = self.batches[i]
-        loss = self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"]).mean()
-        self.ctx.optimizer_step(loss, i)
-        return {"loss": loss.detach()}
+        rows, width = self.passes[i]
+        self.graphed.capture = self.graphed.capture and self.ctx.graphs
+        out = self.graphed.step((len(rows), width), {"rows": rows})
+        self.ctx.scheduler.step()
+        return out
 
 
-def record_forward_batches(ctx: mc.RunContext) -> list[dict]:
-    """Wrap ctx.forward so that every batch it runs is appended to the returned list; during
-    MC-Learn's steps those are exactly its full-pass batches (the scorer and head do not use it)."""
-    batches: list[dict] = []
-    forward = ctx.forward
-    ctx.forward = lambda batch: (batches.append(batch), forward(batch))[1]
-    return batches
+def first_of_each_shape(passes: list[tuple[torch.Tensor, int]], count: int) -> list[int]:
+    """Return the indices of the first `count` passes of each shape (rows, width)."""
+    seen: dict[tuple[int, int], int] = {}
+    out = []
+    for i, (rows, width) in enumerate(passes):
+        key = (len(rows), width)
+        if seen.get(key, 0) < count:
+            seen[key] = seen.get(key, 0) + 1
+            out.append(i)
+    return out
 
 
 def timed_seconds(trainer: mc.Method, steps: Sequence[int], device: torch.device) -> float:
@@ -171,24 +174,25 @@ def timed_seconds(trainer: mc.Method, steps: Sequence[int], device: torch.device
     return time.perf_counter() - start
 
 
-def replay_trainer(batches: list[dict], changes: dict, args, data, device, base_model) -> PlainUpdates:
-    """Return plain eager updates on `batches` in a fresh context (a new copy of the model, the
-    variant's knobs without graphs), its optimizer built and its first `args.warmup` steps run."""
-    ctx = variant_context({**changes, "cuda_graphs": False}, "baseline", args, data, device, base_model)
-    plain = PlainUpdates(ctx, batches)
-    warm = min(args.warmup, len(batches))
-    mc.build_optimization(ctx, plain, extra_steps=warm)
-    for i in range(warm):
+def replay_trainer(passes: list[tuple[torch.Tensor, int]], changes: dict, args, data, device,
+                   base_model) -> PlainUpdates:
+    """Return plain updates on `passes` in a fresh context (a new copy of the model, the variant's
+    knobs, graphed when it is) with every shape warmed up and captured (untimed)."""
+    ctx = variant_context(changes, "baseline", args, data, device, base_model)
+    plain = PlainUpdates(ctx, passes)
+    warm = first_of_each_shape(passes, ctx.cfg.graph_warmup_steps + 1)
+    mc.build_optimization(ctx, plain, extra_steps=len(warm))
+    for i in warm:
         plain.step(i)
     return plain
 
 
-def replay_seconds(batches: list[dict], changes: dict, args, data, device, base_model) -> float:
-    """Return the seconds of plain eager updates on exactly the batches MC-Learn's full passes
-    saw (after `args.warmup` untimed ones): the work MC-Learn cannot avoid. What its epoch takes
-    beyond this is its own overhead (scoring, cheap head, sampling, solver, host waits)."""
-    plain = replay_trainer(batches, changes, args, data, device, base_model)
-    return timed_seconds(plain, range(len(batches)), device)
+def replay_seconds(passes: list[tuple[torch.Tensor, int]], changes: dict, args, data, device, base_model) -> float:
+    """Return the seconds of plain updates (graphed when the variant is) on exactly the passes
+    MC-Learn's full passes made: the work MC-Learn cannot avoid. What its steps take beyond this
+    is its own overhead (scoring, cheap head, sampling, refreshes, host waits)."""
+    plain = replay_trainer(passes, changes, args, data, device, base_model)
+    return timed_seconds(plain, range(len(passes)), device)
 
 
 def git_commit() -> str:
@@ -217,22 +221,28 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
     ctx = variant_context(changes, method, args, data, device, base_model)
     cfg, model = ctx.cfg, ctx.model
     trainer = mc.METHODS[method](ctx)
+    if getattr(trainer, "priced", False):  # untimed, once per process in a study (prepare)
+        ctx.step_costs = mc.measure_step_costs(cfg, model, data, device, rows=mc.calibration_rows(cfg))
     mc._sync(device)
     t0 = time.perf_counter()
     trainer.setup()
     steps = trainer.num_steps()
-    warm_steps = warmup_steps(trainer, args.warmup)
-    mc.build_optimization(ctx, trainer, extra_steps=len(warm_steps))
+    # The baseline re-runs its warm-up steps timed (its plan is fixed); MC-Learn's steps follow
+    # its pools, so it times the steps after its warm-up.
+    warm_steps = warmup_steps(trainer, args.warmup) if method == "baseline" else list(range(min(args.warmup, steps - 1)))
+    timed = range(steps) if method == "baseline" else range(len(warm_steps), steps)
+    mc.build_optimization(ctx, trainer, extra_steps=len(warm_steps) if method == "baseline" else 0)
     setup_seconds = time.perf_counter() - t0
     warm = time.perf_counter()
-    for i in warm_steps:  # the same steps run again below, timed
+    for i in warm_steps:
         trainer.step(i)
     mc._sync(device)
     warmup_seconds = time.perf_counter() - warm
     tokens_before = ctx.examples_backward
     capture_before = trainer.graphed.capture_seconds if getattr(trainer, "graphed", None) else 0.0
-    full_batches = record_forward_batches(ctx) if method != "baseline" else []  # for the replay
-    seconds = timed_seconds(trainer, range(steps), device) + (setup_seconds if method != "baseline" else 0.0)
+    if method != "baseline":
+        trainer.full_pass_log = []  # for the replay
+    seconds = timed_seconds(trainer, timed, device)
     n_backward = ctx.examples_backward - tokens_before
     extra = {"cuda_graphs": ctx.graphs}
     if getattr(trainer, "graphed", None):
@@ -241,7 +251,9 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
     if method != "baseline":  # MC-Learn's time breakdown: device seconds inside each timed region
         measured = trainer.telemetry().get("measured_seconds", {})
         extra["measured_seconds"] = {k: round(v, 3) for k, v in measured.items()}
-        plain = replay_seconds(full_batches, changes, args, data, device, base_model)
+        plain = replay_seconds(trainer.full_pass_log, changes, args, data, device, base_model)
+        extra["timed_steps"] = len(timed)
+        extra["budget"] = {k: v for k, v in trainer.budget.items() if k != "step_costs"}
         extra["full_pass_replay_seconds"] = round(plain, 3)
         extra["overhead_fraction"] = round(1 - plain / seconds, 4)
     tokens = n_backward * float(data.lengths.float().mean())

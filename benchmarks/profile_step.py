@@ -58,7 +58,7 @@ def main() -> None:
     trainer = mc.METHODS["mclearn"](ctx)
     trainer.setup()
     mc.build_optimization(ctx, trainer)
-    batches = bench_step.record_forward_batches(ctx)
+    trainer.full_pass_log = []
     total = trainer.num_steps()
     warm, prof_steps = range(args.warmup), range(args.warmup, args.warmup + args.steps)
     timed = range(prof_steps.stop, total)
@@ -67,9 +67,10 @@ def main() -> None:
     profiled(trainer, prof_steps, device, "mclearn", args.rows)
     mclearn_ms = ms_per_step(trainer, timed, device)
 
-    plain = bench_step.replay_trainer(batches, changes, args, data, device, base_model)  # ran `warm` steps
+    passes = trainer.full_pass_log
+    plain = bench_step.replay_trainer(passes, changes, args, data, device, base_model)  # shapes warmed up
     profiled(plain, prof_steps, device, "plain updates on mclearn's full-pass batches", args.rows)
-    plain_ms = ms_per_step(plain, range(prof_steps.stop, len(batches)), device)
+    plain_ms = ms_per_step(plain, range(prof_steps.stop, len(passes)), device)
     print(f"\nwall ms per step without the profiler ({mc.device_name(device)}): mclearn {mclearn_ms:.2f}, "
           f"plain updates on its full-pass batches {plain_ms:.2f}, overhead {1 - plain_ms / mclearn_ms:.1%}")
 

@@ -46,7 +46,7 @@ def test_method_presets():
     cfg = mc.make_config("cpu-smoke")
     assert mc.config_for_method(cfg, "baseline") == cfg
     ours = mc.config_for_method(cfg, "mclearn")
-    assert ours.mc_paper_mode is False and ours.min_full_fraction == 0.25 and ours.budget_ratio == 0.30
+    assert ours.budget_ratio == pytest.approx(1 / 3) and ours.full_rows == 0  # full-size steps, a third of the time
     paper = mc.config_for_method(cfg, "mclearn-paper")
     assert paper.mc_paper_mode is True and paper.unfreeze_schedule == (0.3, 0.7)
     assert paper.antithetic is False and paper.rho_bounds == (0.01, 0.9)

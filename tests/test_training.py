@@ -160,8 +160,8 @@ def test_graphs_only_for_plain_updates(prepared, smoke_cfg):
     assert mc.graphs_enabled(mc.replace_config(smoke_cfg, cuda_graphs=True))
     assert not mc.graphs_enabled(mc.replace_config(smoke_cfg, cuda_graphs=True, precision="fp16"))
     assert not mc.graphs_enabled(mc.replace_config(smoke_cfg, cuda_graphs=True, grad_accum_steps=2))
-    assert mc.Baseline.graphable and mc.Uniform.graphable
-    assert not mc.VCAS.graphable and not mc.MCLearn.graphable and not mc.InfoBatch.graphable
+    assert mc.Baseline.graphable and mc.Uniform.graphable and mc.MCLearn.graphable
+    assert not mc.VCAS.graphable and not mc.InfoBatch.graphable
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
@@ -205,15 +205,18 @@ def test_cuda_graphs_capture_a_bf16_training_run_with_dropout(prepared, smoke_cf
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
-@pytest.mark.parametrize("method,graphs", [("baseline", False), ("baseline", True), ("mclearn", False)])
+@pytest.mark.parametrize("method,graphs", [("baseline", False), ("baseline", True), ("mclearn", False),
+                                          ("mclearn", True)])
 def test_training_steps_never_wait_for_the_gpu(prepared, method, graphs):
     """On CUDA, with torch's sync debug mode set to raise: eager baseline steps, replayed graph
-    steps and MC-Learn steps between pool refreshes (a refresh reads scores on the host, by design)
-    make no host sync: no .item(), no pageable copy, no host-side read of a mask."""
+    steps, and MC-Learn steps (eager, and replayed graphs) between pool refreshes (a refresh
+    reads scores on the host, by design; so does a graph capture) make no host sync: no
+    .item(), no pageable copy, no host-side read of a mask."""
     device = torch.device("cuda")
     train = prepared.train.to(device)
     cfg = mc.config_for_method(mc.replace_config(prepared.cfg, device="cuda", precision="bf16",
                                                  cuda_graphs=graphs, pad_multiple=32), method)
+    cfg = mc.replace_config(cfg, budget_ratio=3.0)  # MC-Learn: enough steps to check
     ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).to(device).train(), train=train,
                         eval=train, num_labels=4, device=device, generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator(device=device).manual_seed(0))
@@ -221,20 +224,28 @@ def test_training_steps_never_wait_for_the_gpu(prepared, method, graphs):
     trainer.setup()
     steps = trainer.num_steps()
     mc.build_optimization(ctx, trainer, extra_steps=steps)
-    warm = range(steps) if graphs else range(2)  # graphs: capture every shape first; eager: lazy state
+    assert ctx.graphs == graphs
+    warm = range(steps) if graphs and method == "baseline" else range(2)  # baseline: capture every shape first
     for i in warm:
         trainer.step(i)
     torch.cuda.synchronize()
     checked = 0
     try:
-        for i in range(len(warm), steps) if not graphs else range(steps):
-            due = method == "mclearn" and trainer._refresh_due()
-            torch.cuda.set_sync_debug_mode("default" if due else "error")
+        for i in range(len(warm), steps) if not (graphs and method == "baseline") else range(steps):
+            host_work = False
+            if method == "mclearn":
+                host_work = trainer.refresh_due(i)
+                if graphs and not host_work:  # a shape not yet captured: eager warm-up or capture
+                    key = (trainer.full_rows, trainer.plan.widths[i - trainer.plan_start])
+                    host_work = key not in trainer.graphed.graphs
+            torch.cuda.set_sync_debug_mode("default" if host_work else "error")
             trainer.step(i)
-            checked += not due
+            checked += not host_work
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert checked >= 10
+    if graphs:
+        assert trainer.telemetry()["cuda_graphs"] >= 1
 
 
 def test_warm_up_device_leaves_the_base_model_untouched(prepared):
