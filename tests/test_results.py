@@ -47,7 +47,7 @@ def test_interrupted_sweep_resumes_only_missing_runs(prepared, smoke_cfg, monkey
     mc.summarize(smoke_cfg.results_dir, show=False)
     summary = pd.read_csv(f"{smoke_cfg.results_dir}/summary.csv")
     assert list(summary.columns) == ["study", "method", "seed", "device", "train_seconds",
-                                     "accuracy", "examples_seen"]
+                                     "accuracy", "examples_seen", "examples_scored"]
     assert summary["seed"].tolist() == [1, 2, 3] and set(summary["method"]) == {"baseline"}
 
 
@@ -59,7 +59,7 @@ def test_unknown_method_is_rejected(smoke_cfg):
 def _fake_run(results, study, method, seed, seconds, accuracy, device="cpu (x86_64, 1 threads)"):
     record = {"study": study, "method": method, "seed": seed, "device": device,
               "train_seconds": seconds, "accuracy": accuracy, "examples_seen": 100 * seed,
-              "extra": "ignored"}
+              "examples_scored": 0, "extra": "ignored"}
     mc.write_json_atomic(mc.run_path(results, study, method, seed), record)
 
 
@@ -71,7 +71,7 @@ def test_summarize_writes_exact_columns_and_report(tmp_path):
     (tmp_path / "runs" / "s1" / "mclearn-seed1.jsonl").write_text("{}\n")  # logs are not runs
     table = mc.summarize(tmp_path, show=False)
     text = (tmp_path / "summary.csv").read_text().splitlines()
-    assert text[0] == "study,method,seed,device,train_seconds,accuracy,examples_seen"
+    assert text[0] == "study,method,seed,device,train_seconds,accuracy,examples_seen,examples_scored"
     assert len(text) == 1 + 5
     assert not list(tmp_path.glob(".summary*"))  # the temp file was renamed away
     row = table[(table["study"] == "s1") & (table["method"] == "mclearn")].iloc[0]
@@ -124,7 +124,7 @@ def test_update_readme_rewrites_both_generated_sections(tmp_path):
     results = tmp_path / "results"
     (results / "bench").mkdir(parents=True)
     pd.DataFrame([{"study": "s", "method": m, "seed": seed, "device": "dev", "train_seconds": t,
-                   "accuracy": a, "examples_seen": 10} for m, t, a in [("baseline", 4.0, 0.9), ("mclearn", 2.0, 0.8)]
+                   "accuracy": a, "examples_seen": 10, "examples_scored": 0} for m, t, a in [("baseline", 4.0, 0.9), ("mclearn", 2.0, 0.8)]
                   for seed in (1, 2)]).to_csv(results / "summary.csv", index=False)
     rows = [{"variant": "v1", "method": "baseline", "device": "GPU X", "batch_size": 64, "train_seconds": 12.5,
              "tokens_per_s": 123456.7, "mfu": 0.12, "n_sequences": 1000},
