@@ -512,8 +512,8 @@ def check_labels(train: TextSplit, evaluation: TextSplit, names: Sequence[str] |
         for which, split in (("train", train), ("eval", evaluation)):
             bad = np.setdiff1d(np.unique(split.labels), np.arange(len(names)))
             if len(bad):
-                raise DataError(f"The {which} split of {source} has labels {offending(bad)}, but the class "
-                                f"names ({source}: labels.json or the hub's) list {len(names)} classes, ids "
+                raise DataError(f"The {which} split of {source} has labels {offending(bad)}, but its class "
+                                f"names (labels.json, or the hub's) list {len(names)} classes, ids "
                                 f"0..{len(names) - 1}. Fix the labels or the names list.")
         return list(names)
     unseen = np.setdiff1d(np.unique(evaluation.labels), np.unique(train.labels))
@@ -3026,6 +3026,9 @@ def _run_command_line(args) -> None:
         study = args.study or study_name("sweep", args.preset)
         cfg = make_config(args.preset, dataset=args.dataset, model_name=args.model_name, study=study,
                           results_dir=args.results_dir or "results", **overrides)
+        # make_config reads None as "the preset's value"; on the command line "none" means None
+        nones = sorted(k for k, v in overrides.items() if v is None)
+        cfg = replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *nones})), **dict.fromkeys(nones))
     except ValueError as err:
         raise UsageError(str(err)) from err
     run_sweep(cfg, args.methods, args.seeds)

@@ -2,6 +2,7 @@
 "error: ..." (or "interrupted: ...") on stderr and a non-zero exit code; finished work is kept."""
 import json
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -68,7 +69,7 @@ def test_labels_beyond_labels_json_exit_1_naming_the_split(capsys, tmp_path):
     code, lines, _ = run_cli(capsys, *TINY, "--dataset", str(data), "--results-dir", str(tmp_path / "r"))
     assert code == 1
     assert_one_error(lines, "The train split of local:")
-    assert "has labels 7, 8, 9, 10, but the class names" in lines[0]
+    assert "has labels 7, 8, 9, 10, but its class names (labels.json, or the hub's) list 4 classes" in lines[0]
 
 
 def test_diverged_mclearn_exits_1_with_the_shared_message(capsys, tmp_path):
@@ -161,3 +162,24 @@ def test_provenance_prints_environment_assignments(capsys):
     assert code == 0
     names = [line.split("=")[0] for line in out.splitlines()]
     assert names[:2] == ["MCLEARN_COMMIT", "MCLEARN_GIT_CLEAN"]
+
+
+def test_the_script_itself_exits_with_the_code_and_one_line(tmp_path):
+    """`python mclearn_core.py` (not just main()): the exit code reaches the shell, no traceback."""
+    done = subprocess.run([sys.executable, str(mc.REPO_ROOT / "mclearn_core.py"), "--preset", "cpu-smoke",
+                           "--results-dir", str(tmp_path), "--set", "lr=fast"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["error: --set lr=fast: lr expects float, e.g. lr=2e-05"]
+
+
+def test_set_none_means_none_not_the_presets_value(capsys, monkeypatch):
+    """--set max_train_examples=none lifts cpu-smoke's 480-example limit (make_config alone would
+    read None as "keep the preset's value")."""
+    seen = []
+    monkeypatch.setattr(mc, "run_sweep", lambda cfg, *a, **k: seen.append(cfg))
+    monkeypatch.setattr(mc, "summarize", lambda *a, **k: None)
+    code, _, _ = run_cli(capsys, "--preset", "cpu-smoke", "--set", "max_train_examples=none", "epochs=2")
+    assert code == 0
+    assert seen[0].max_train_examples is None and seen[0].max_eval_examples == 160 and seen[0].epochs == 2
+    assert {"max_train_examples", "epochs"} <= set(seen[0].explicit)
