@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,6 @@ class Config:
     head_lr: float = 1e-3
     distill_gamma: float = 0.10  # weight of the head's distillation from the full pass
     distill_temperature: float = 3.0
-    teacher_ema: float = 0.9  # EMA of the full model's per-class soft targets
     kappa_schedule: tuple[float, ...] = (0.6, 0.5, 0.4)  # kept fraction before 40%, 80%, then to the end
     tau_init: float = 1.0
     tau_bounds: tuple[float, float] = (0.5, 4.0)
@@ -218,6 +218,67 @@ def replace_config(cfg: Config, **changes: Any) -> Config:
     return dataclasses.replace(cfg, **changes)
 
 
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def _parse_scalar(text: str, kind: str) -> Any:
+    """Return `text` as a `kind` ("str", "int", "float" or "bool"); raise ValueError if it is not one."""
+    if kind == "str":
+        return text
+    if kind == "bool":
+        if text.lower() not in _BOOL_WORDS:
+            raise ValueError(f"not a bool: {text!r}")
+        return _BOOL_WORDS[text.lower()]
+    if kind == "int":
+        return int(text)  # "1.5" and "two" raise
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+def parse_config_value(key: str, text: str) -> Any:
+    """Return the command-line string `text` converted to the type of Config field `key`.
+
+    Scalars by type (int, float, bool, str; "none" for optional fields), tuples as comma-separated
+    values or a JSON list. Raises ValueError naming the key, the expected type and an example.
+    """
+    fields = {f.name: str(f.type) for f in dataclasses.fields(Config)}
+    if key not in fields:
+        replace_config(Config(), **{key: None})  # raises the "did you mean" error
+    kind = fields[key]
+    optional = kind.endswith(" | None")
+    kind = kind.removesuffix(" | None")
+    default = getattr(Config(), key)
+    example = ",".join(map(str, default)) if isinstance(default, tuple) else str(default).lower() \
+        if isinstance(default, bool) else str(default)
+    try:
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if not kind.startswith("tuple["):
+            return _parse_scalar(text, kind)
+        items = json.loads(text) if text.startswith("[") else [t for t in text.split(",") if t.strip()]
+        inner = [t.strip() for t in kind[len("tuple["):-1].split(",")]
+        values = tuple(_parse_scalar(str(v).strip(), inner[0]) for v in items)
+        if inner[-1] != "..." and len(values) != len(inner):
+            raise ValueError(f"{len(inner)} values needed")
+        return values
+    except (ValueError, KeyError, json.JSONDecodeError):
+        expected = kind + (" or none" if optional else "")
+        raise ValueError(f"--set {key}={text}: {key} expects {expected}, e.g. {key}={example or 'name'}") from None
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Return the Config changes of command-line KEY=VALUE items, each value of its field's type."""
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE items, got {item!r} (e.g. --set epochs=2)")
+        overrides[key.strip()] = parse_config_value(key.strip(), text.strip())
+    return overrides
+
+
 def study_name(base: str, preset: str) -> str:
     """Return the default study name "<base>-<preset>" ("auto" resolved), so runs of different
     devices never share a study."""
@@ -313,6 +374,44 @@ def _load_local(folder: Path, cfg: Config) -> tuple[Any, Any, list[str] | None, 
             f"local:{folder}")
 
 
+_OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_answers(timeout: float = 3.0) -> bool:
+    """Return True when a TCP connection to the Hugging Face hub (HF_ENDPOINT) opens within `timeout` s."""
+    import socket
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_offline() -> bool:
+    """Return True when the hub must not be asked: an offline switch is set (HF_HUB_OFFLINE,
+    TRANSFORMERS_OFFLINE, HF_DATASETS_OFFLINE) or the hub does not answer within 3 s. When it does
+    not answer, the hub libraries are switched to their local caches, so they fail at once instead
+    of retrying for a minute."""
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in _OFFLINE_SWITCHES):
+        return True
+    if _hub_answers():
+        return False
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        import datasets.config
+
+        datasets.config.HF_HUB_OFFLINE = True
+    except ImportError:
+        pass
+    return True
+
+
 def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, list[str] | None, str]:
     try:
         import datasets
@@ -320,14 +419,17 @@ def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, list[str] | None, str]:
         raise DataError(f"Loading {name!r} from the hub needs the `datasets` package "
                         f"(pip install datasets), or set dataset= to a local folder of "
                         f"parquet/CSV files.") from err
+    offline = hub_offline()
     try:
         parts = name.split("/")
         ds = datasets.load_dataset(*parts) if len(parts) == 2 and parts[0] == "glue" else \
             datasets.load_dataset(name)
     except Exception as err:  # the hub raises many types (connection, not found, offline)
+        where = "the hub is not reachable from here and it is not in the local cache" if offline else \
+            f"{type(err).__name__}: {str(err)[:200]}"
         raise DataError(
-            f"Could not load dataset {name!r} from the Hugging Face hub "
-            f"({type(err).__name__}: {str(err)[:200]}). If you are offline, set dataset= to a local "
+            f"Could not load dataset {name!r} from the Hugging Face hub ({where}). "
+            f"Set --dataset (dataset=) to a local "
             f"folder with {cfg.train_split}.parquet/.csv and {cfg.eval_split}.parquet/.csv "
             f"(columns {cfg.text_column!r}, {cfg.label_column!r}), e.g. dataset='{EMBEDDED_DATA}'."
         ) from err
@@ -395,10 +497,34 @@ def load_text_dataset(cfg: Config) -> DataBundle:
         train_frame, eval_frame, names, source = _load_hub(cfg.dataset, cfg)
     train = _frame_to_split(train_frame, cfg, "train", cfg.max_train_examples)
     evaluation = _frame_to_split(eval_frame, cfg, "eval", cfg.max_eval_examples)
-    num_labels = int(max(train.labels.max(), evaluation.labels.max())) + 1
-    if not names or len(names) < num_labels:
-        names = [str(i) for i in range(num_labels)]
-    return DataBundle(train=train, eval=evaluation, label_names=list(names), source=source)
+    names = check_labels(train, evaluation, names, source)
+    return DataBundle(train=train, eval=evaluation, label_names=names, source=source)
+
+
+def check_labels(train: TextSplit, evaluation: TextSplit, names: Sequence[str] | None, source: str) -> list[str]:
+    """Return the class names (given, or "0".."C-1") after checking every split's labels against them.
+
+    Raises DataError naming the split and its offending values when a label has no name (labels.json
+    or the hub's names) or, without names, when the eval split has classes the train split lacks.
+    """
+    def offending(values: np.ndarray) -> str:
+        shown = sorted(int(v) for v in values)
+        return ", ".join(map(str, shown[:10])) + (" ..." if len(shown) > 10 else "")
+
+    if names:
+        for which, split in (("train", train), ("eval", evaluation)):
+            bad = np.setdiff1d(np.unique(split.labels), np.arange(len(names)))
+            if len(bad):
+                raise DataError(f"The {which} split of {source} has labels {offending(bad)}, but its class "
+                                f"names (labels.json, or the hub's) list {len(names)} classes, ids "
+                                f"0..{len(names) - 1}. Fix the labels or the names list.")
+        return list(names)
+    unseen = np.setdiff1d(np.unique(evaluation.labels), np.unique(train.labels))
+    if len(unseen):
+        raise DataError(f"The eval split of {source} has labels {offending(unseen)} that the train split "
+                        f"never has (train has {offending(np.unique(train.labels))}). Use splits with "
+                        f"the same classes (eval_split=, train_split=).")
+    return [str(i) for i in range(int(max(train.labels.max(), evaluation.labels.max())) + 1)]
 
 
 @dataclass
@@ -569,19 +695,22 @@ def load_model_and_tokenizer(cfg: Config, num_labels: int, train_texts: Sequence
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    offline = not Path(cfg.model_name).expanduser().is_dir() and hub_offline()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model_name)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model_name, local_files_only=offline)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                cfg.model_name, num_labels=num_labels, dtype=torch.float32)
+                cfg.model_name, num_labels=num_labels, dtype=torch.float32, local_files_only=offline)
         finally:
             hf_logging.set_verbosity(verbosity)
     except (OSError, ValueError) as err:
+        where = "the hub is not reachable from here and it is not in the local cache" if offline else \
+            f"{type(err).__name__}: {str(err)[:200]}"
         raise ModelLoadError(
-            f"Could not load model {cfg.model_name!r} ({type(err).__name__}: {str(err)[:200]}). "
-            f"Set model_name= to a hub name reachable from here, a local folder holding config.json, "
+            f"Could not load model {cfg.model_name!r} ({where}). "
+            f"Set --model (model_name=) to a hub name reachable from here, a local folder holding config.json, "
             f"weights and tokenizer files, or 'tiny' for an offline model built from scratch."
         ) from err
     return model, tokenizer
@@ -759,6 +888,7 @@ class RunContext:
     scaler: Any = None
     examples_forward: int = 0  # examples that had a full forward (host counter)
     examples_backward: int = 0  # examples that had a full backward
+    examples_scored: int = 0  # examples that had a forward-only full pass to be scored (peers)
     compiled: Any = None  # the torch.compile'd model, built on first use
     graphs: bool = False  # the update runs through GraphedUpdate (set by build_optimization)
     step_costs: Any = None  # StepCosts of the baseline's update on this device (budget solver)
@@ -1043,10 +1173,41 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _finite_message(value: float, step: int, method: str) -> str:
+    """Return the one message every method gives when its training loss is not finite."""
+    return (f"{method}: the training loss became {value} at step {step}. Lower lr=, "
+            f"use precision='fp32' or 'bf16' instead of fp16, or lower grad_clip=.")
+
+
 def _check_finite(value: float, step: int, method: str) -> None:
     if not math.isfinite(value):
-        raise TrainingError(f"{method}: the training loss became {value} at step {step}. Lower lr=, "
-                            f"use precision='fp32' or 'bf16' instead of fp16, or lower grad_clip=.")
+        raise TrainingError(_finite_message(value, step, method))
+
+
+def _diverged(model: nn.Module, running_loss: torch.Tensor | float | None) -> float | None:
+    """Return the non-finite value (the running loss, else a weight's) when training has diverged,
+    else None. Read only after a step failed, so normal steps never wait on it."""
+    if running_loss is not None and not math.isfinite(float(running_loss)):
+        return float(running_loss)
+    for p in model.parameters():
+        if not bool(torch.isfinite(p).all()):
+            return float("nan")
+    return None
+
+
+CHANCE_MARGIN_SE = 2.0  # a run is "at chance" when its accuracy is within this many standard errors of it
+
+
+def chance_warning(accuracy: float, labels: np.ndarray, num_classes: int) -> str | None:
+    """Return a warning when `accuracy` is within CHANCE_MARGIN_SE binomial standard errors of
+    chance (the majority-class share of `labels`, at least 1 / num_classes), else None."""
+    chance = max(np.bincount(labels, minlength=num_classes).max() / len(labels), 1.0 / num_classes)
+    margin = CHANCE_MARGIN_SE * math.sqrt(chance * (1 - chance) / len(labels))
+    if accuracy > chance + margin:
+        return None
+    return (f"accuracy {accuracy:.4f} is at chance (majority class {chance:.4f} + {CHANCE_MARGIN_SE:g} standard "
+            f"errors = {chance + margin:.4f} on {len(labels)} eval examples): the run learned nothing; "
+            f"check lr= and the labels")
 
 
 def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
@@ -1083,12 +1244,10 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     eval_at = sorted({max(1, round(total_steps * k / cfg.eval_points)) for k in range(1, cfg.eval_points + 1)})
     curve, train_seconds, eval_seconds = [], setup_seconds, 0.0
     cpu_start, load_start = time.process_time(), _load_average()
-    log_file = open(log_path, "w") if log_path else None
-    writer = _tensorboard_writer(log_path)
     running: dict[str, torch.Tensor] = {}
     running_steps = 0
     bar = _progress(total_steps, f"{method_name} seed {seed}", progress)
-    try:
+    with run_logs(log_path) as (log_file, writer), bar:
         _sync(device)
         t0 = time.perf_counter()
         for step in range(total_steps):
@@ -1098,6 +1257,11 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
                 raise TrainingError(f"{method_name}: out of GPU memory at step {step}. Lower "
                                     f"batch_size= (and raise grad_accum_steps= to keep the effective "
                                     f"batch), or lower max_length=.") from err
+            except Exception as err:  # a diverged run breaks each method somewhere else: one message
+                value = _diverged(model, running.get("loss"))
+                if value is None:
+                    raise
+                raise TrainingError(_finite_message(value, step + 1, method_name)) from err
             for key, value in info.items():
                 if isinstance(value, torch.Tensor):
                     running[key] = running.get(key, 0.0) + value.detach().float()
@@ -1132,13 +1296,10 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
                     writer.add_scalar("eval/loss", result["loss"], done)
                 _sync(device)
                 t0 = time.perf_counter()
-    finally:
-        bar.close()
-        if log_file:
-            log_file.close()
-        if writer:
-            writer.close()
     final = evaluate(model, prepared.eval, cfg, device)
+    warnings = [w for w in [chance_warning(final["accuracy"], final["labels"], len(prepared.label_names))] if w]
+    for warning in warnings:
+        print(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr)
     from sklearn.metrics import confusion_matrix
 
     difficulty = method.eval_difficulty()
@@ -1151,7 +1312,10 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
         "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "device_warmup_seconds": prepared.warmup_seconds,  # untimed, once per prepare (CUDA)
         "accuracy": final["accuracy"], "eval_loss": final["loss"],
-        "examples_seen": ctx.examples_forward, "examples_backward": ctx.examples_backward,
+        # examples_seen: examples with a backward pass (every method alike); examples_scored: examples
+        # that had a forward-only pass of the full model to choose them (Selective Backprop, RHO-LOSS).
+        "examples_seen": ctx.examples_backward, "examples_scored": ctx.examples_scored,
+        "examples_backward": ctx.examples_backward, "warnings": warnings,
         # Host load: timings taken while other processes competed for the cores are not comparable.
         "host": {"load_avg_start": load_start, "load_avg_end": _load_average(),
                  "process_cpu_seconds": time.process_time() - cpu_start,
@@ -1180,6 +1344,30 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, mininterval=1.0)
+
+
+@contextlib.contextmanager
+def run_logs(log_path: Path | None):
+    """Yield (jsonl log file, TensorBoard writer or None) for one run, (None, None) without a path.
+
+    The .jsonl is written to a temp file and renamed when the run completes; on any error (Ctrl-C
+    included) both logs are removed, so no partial log is left beside the finished runs."""
+    if log_path is None:
+        yield None, None
+        return
+    writer = _tensorboard_writer(log_path)
+    try:
+        with atomic_target(log_path) as tmp, open(tmp, "w") as log_file:
+            yield log_file, writer
+    except BaseException:
+        if writer:
+            writer.close()
+            import shutil
+
+            shutil.rmtree(writer.log_dir, ignore_errors=True)
+        raise
+    if writer:
+        writer.close()
 
 
 def _tensorboard_writer(log_path: Path | None):
@@ -1227,20 +1415,42 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def environment_versions() -> dict[str, str]:
-    """Return torch/transformers/python versions and the git commit of this checkout."""
+def _git(*args: str) -> str | None:
+    """Return the stdout of `git args` run in this checkout, or None when git or .git is missing."""
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def code_provenance() -> dict[str, Any]:
+    """Return the code a run came from: git_commit, git_clean (no change to a tracked file outside
+    results/) and, when not clean, git_diff_sha256 (SHA-256 of `git diff HEAD` of those files).
+
+    Where this copy has no .git (the GPU machine gets the working tree only), the values come from
+    the environment: MCLEARN_COMMIT, MCLEARN_GIT_CLEAN and MCLEARN_GIT_DIFF_SHA256, as printed by
+    `python mclearn_core.py --provenance` in the checkout the copy was made from.
+    """
+    import hashlib
+
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        clean = os.environ.get("MCLEARN_GIT_CLEAN")
+        return {"git_commit": os.environ.get("MCLEARN_COMMIT", "unknown"),
+                "git_clean": None if clean is None else clean.lower() in ("1", "true", "yes"),
+                "git_diff_sha256": os.environ.get("MCLEARN_GIT_DIFF_SHA256")}
+    diff = _git("diff", "HEAD", "--binary", "--", ".", ":(exclude)results") or ""
+    return {"git_commit": commit.strip(), "git_clean": not diff,
+            "git_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None}
+
+
+def environment_versions() -> dict[str, Any]:
+    """Return torch/transformers/python versions and the code's provenance (see code_provenance)."""
     import transformers
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "mclearn_core.py"],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
-        commit += "-dirty" if dirty and commit != "unknown" else ""  # the module differed from the commit
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
     return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "git_commit": commit}
+            "python": platform.python_version(), **code_provenance()}
 
 
 @dataclass
@@ -2138,7 +2348,7 @@ class ScoredBatches(Method):
         """Return per-example training losses of rows `idx` without gradients."""
         with torch.no_grad():
             batch = make_batch(data, idx, batch_width(data, idx, self.ctx.cfg.pad_multiple))
-            self.ctx.examples_forward += len(idx)
+            self.ctx.examples_scored += len(idx)
             return self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
 
 
@@ -2642,22 +2852,19 @@ def time_to_accuracy(record: dict[str, Any], target: float) -> float | None:
 
 def comparison_table(records: Sequence[dict[str, Any]], tolerance_pt: float = 0.5):
     """Return a per-method table: accuracy and seconds (mean ± std), speed-up vs baseline,
-    examples with a backward pass, and time to reach baseline accuracy - tolerance (or "never")."""
+    examples with a backward pass and forward-only scored, and time to reach baseline accuracy - tolerance (or "never")."""
     import pandas as pd
 
-    frame = pd.DataFrame([{k: r[k] for k in SUMMARY_COLUMNS} | {"examples_backward": r["examples_backward"]}
-                          for r in records])
+    frame = pd.DataFrame([summary_row(r) for r in records], columns=SUMMARY_COLUMNS)
     table = report_table(frame)
     base = [r for r in records if r["method"] == "baseline"]
     target = np.mean([r["accuracy"] for r in base]) - tolerance_pt / 100 if base else None
-    reach, backward = [], []
+    reach = []
     for method in table["method"]:
         runs = [r for r in records if r["method"] == method]
         times = [time_to_accuracy(r, target) for r in runs] if target is not None else [None]
         reached = [t for t in times if t is not None]
         reach.append(f"{np.mean(reached):.1f}s ({len(reached)}/{len(runs)} seeds)" if reached else "never")
-        backward.append(int(np.mean([r["examples_backward"] for r in runs])))
-    table["examples with backward"] = backward
     table[f"time to baseline - {tolerance_pt} pt"] = reach
     return table
 
@@ -2743,7 +2950,8 @@ def plot_estimator_study(table, path_q: str | Path | None = None, path_clip: str
 # =============================================================================
 METHODS: dict[str, Callable[[RunContext], Method]] = {
     "baseline": Baseline, "mclearn": MCLearn, "mclearn-paper": MCLearn, **PEER_METHODS}
-SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accuracy", "examples_seen"]
+SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accuracy", "examples_seen",
+                   "examples_scored"]
 
 
 def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Path:
@@ -2776,6 +2984,28 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 def read_run(path: str | Path) -> dict[str, Any]:
     """Return a run record read from its JSON file."""
     return json.loads(Path(path).read_text())
+
+
+def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
+    """Return the run record at `path`, or None when the file is not a readable run: it is then
+    renamed to <name>.corrupt (kept for inspection, never deleted) with a warning, so its run is
+    redone and no other study's sweep or summary stops on it."""
+    try:
+        record = read_run(path)
+        if isinstance(record, dict):
+            return record
+        problem = "not a JSON object"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = f"{type(err).__name__}: {err}"
+    aside = path.with_name(path.name + ".corrupt")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt{n}")
+    os.replace(path, aside)
+    print(f"warning: {path} is not a readable run file ({problem}); moved it to {aside.name} "
+          f"and its run will be redone", file=sys.stderr)
+    return None
 
 
 RUN_KEY_FIELDS = ("preset", "model_name", "dataset", "max_train_examples", "max_eval_examples", "epochs",
@@ -2820,8 +3050,8 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
     for seed in seeds:
         for method in methods:
             path = run_path(cfg.results_dir, cfg.study, method, seed)
-            if path.exists():
-                record = read_run(path)
+            record = read_run_or_set_aside(path) if path.exists() else None
+            if record is not None:
                 reason = stale_reason(record, cfg, method)
                 if reason:
                     raise ValueError(f"{path} was trained with a different config ({reason}). Use another "
@@ -2847,7 +3077,19 @@ def load_runs(results_dir: str | Path, study: str | None = None) -> list[dict[st
     """Return every run record under <results>/runs (one study, or all)."""
     root = Path(results_dir) / "runs"
     pattern = f"{study}/*.json" if study else "*/*.json"
-    return [read_run(p) for p in sorted(root.glob(pattern))]
+    return [r for r in map(read_run_or_set_aside, sorted(root.glob(pattern))) if r is not None]
+
+
+def summary_row(record: dict[str, Any]) -> dict[str, Any]:
+    """Return the SUMMARY_COLUMNS of a run record. Files written before examples_scored existed
+    counted every full forward as examples_seen: their examples with a backward pass are
+    examples_backward and the rest were forward-only scoring passes."""
+    row = {c: record.get(c) for c in SUMMARY_COLUMNS}
+    if "examples_scored" not in record and "examples_backward" in record:
+        row["examples_seen"] = record["examples_backward"]
+        row["examples_scored"] = record["examples_seen"] - record["examples_backward"]
+    row["examples_scored"] = row["examples_scored"] or 0
+    return row
 
 
 def summarize(results_dir: str | Path = "results", study: str | None = None, show: bool = True):
@@ -2856,7 +3098,7 @@ def summarize(results_dir: str | Path = "results", study: str | None = None, sho
     import pandas as pd
 
     runs = load_runs(results_dir)
-    rows = pd.DataFrame([{c: r[c] for c in SUMMARY_COLUMNS} for r in runs], columns=SUMMARY_COLUMNS)
+    rows = pd.DataFrame([summary_row(r) for r in runs], columns=SUMMARY_COLUMNS)
     out = Path(results_dir) / "summary.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(out) as tmp:
@@ -2884,7 +3126,8 @@ def report_table(rows) -> Any:
                 "accuracy (%)": _mean_std(acc), "train seconds": _mean_std(secs),
                 "speed-up vs baseline": f"{base_time / secs.mean():.2f}x" if len(base) else "n/a",
                 "accuracy change (pt)": f"{round(acc.mean() - base_acc * 100, 2) + 0.0:+.2f}" if len(base) else "n/a",
-                "examples seen": int(runs["examples_seen"].mean()),
+                "examples seen (backward)": int(runs["examples_seen"].mean()),
+                "examples scored (forward only)": int(runs["examples_scored"].fillna(0).mean()),
             })
     return pd.DataFrame(out)
 
@@ -2897,9 +3140,15 @@ def _mean_std(values) -> str:
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 
 
-def results_markdown(results_dir: str | Path = "results") -> str:
+def _link(path: Path, base: Path | None) -> str:
+    """Return `path` as a link target relative to the folder `base` (as given when base is None)."""
+    return Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix() if base else Path(path).as_posix()
+
+
+def results_markdown(results_dir: str | Path = "results", link_base: Path | None = None) -> str:
     """Return the README results section: one mean ± std table per study, generated from
-    <results>/summary.csv, each table linking the run files it comes from."""
+    <results>/summary.csv, each table linking the run files it comes from (relative to
+    `link_base`, the README's folder, when given)."""
     import pandas as pd
 
     summary = Path(results_dir) / "summary.csv"
@@ -2909,8 +3158,8 @@ def results_markdown(results_dir: str | Path = "results") -> str:
     parts = []
     for study, group in rows.groupby("study", sort=False):
         table = report_table(group)
-        parts.append(f"**{study}** (run files: [`{results_dir}/runs/{study}/`]({results_dir}/runs/{study}/), "
-                     f"rows of [`{summary}`]({summary}))\n")
+        runs, rows_file = _link(Path(results_dir, "runs", study), link_base) + "/", _link(summary, link_base)
+        parts.append(f"**{study}** (run files: [`{runs}`]({runs}), rows of [`{rows_file}`]({rows_file}))\n")
         parts.append(table.drop(columns=["study"]).to_markdown(index=False, disable_numparse=True) + "\n")
     return "\n".join(parts)
 
@@ -2921,7 +3170,7 @@ BENCH_COLUMNS = {"variant": "loop variant", "method": "method", "batch_size": "b
                  "full_pass_replay_seconds": "its full passes alone (s)", "commit": "commit"}
 
 
-def bench_markdown(results_dir: str | Path = "results") -> str:
+def bench_markdown(results_dir: str | Path = "results", link_base: Path | None = None) -> str:
     """Return one table per results/bench/*.json file (written by benchmarks/bench_step.py), rows
     in the file's order; MC-Learn rows add its own overhead: 1 - (seconds of plain updates on
     exactly its full-pass batches) / (its seconds)."""
@@ -2937,7 +3186,8 @@ def bench_markdown(results_dir: str | Path = "results") -> str:
             table["own overhead"] = table["own overhead"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}")
         table = table.astype(object).where(table.notna(), "").astype(str)
         devices = ", ".join(sorted(set(rows["device"])))
-        parts.append(f"[`{path.as_posix()}`]({path.as_posix()}) ({devices}, {int(rows['n_sequences'].iloc[0]):,} "
+        link = _link(path, link_base)
+        parts.append(f"[`{link}`]({link}) ({devices}, {int(rows['n_sequences'].iloc[0]):,} "
                      f"sequences per epoch)\n")
         parts.append(table.to_markdown(index=False, disable_numparse=True) + "\n")
     return "\n".join(parts) or "_No benchmark yet: run `python benchmarks/bench_step.py` on a GPU._"
@@ -2956,16 +3206,32 @@ def update_readme(readme: str | Path = REPO_ROOT / "README.md", results_dir: str
     """Rewrite the README's generated sections: the results tables from <results>/summary.csv,
     and, where the README has its markers, the benchmark tables from <results>/bench/*.json."""
     path = Path(readme)
-    text = _replace_between(path.read_text(), README_MARKERS, results_markdown(results_dir), path)
+    text = _replace_between(path.read_text(), README_MARKERS, results_markdown(results_dir, path.parent), path)
     if BENCH_MARKERS[0] in text:
-        text = _replace_between(text, BENCH_MARKERS, bench_markdown(results_dir), path)
+        text = _replace_between(text, BENCH_MARKERS, bench_markdown(results_dir, path.parent), path)
     path.write_text(text)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: run a resumable sweep and print the summary table.
+class UsageError(ValueError):
+    """A command line that cannot run as given (exit code 2)."""
+
+
+def provenance_env() -> str:
+    """Return code_provenance() as MCLEARN_* environment assignments, one per line, for a copy of
+    this checkout without .git: `env $(python mclearn_core.py --provenance) bash benchmarks/gpu_study.sh`."""
+    prov = code_provenance()
+    lines = [f"MCLEARN_COMMIT={prov['git_commit']}", f"MCLEARN_GIT_CLEAN={str(prov['git_clean']).lower()}"]
+    if prov["git_diff_sha256"]:
+        lines.append(f"MCLEARN_GIT_DIFF_SHA256={prov['git_diff_sha256']}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: run a resumable sweep and print the summary table; return the exit code.
 
     Example: python mclearn_core.py --preset cpu --methods baseline mclearn
+    An error prints one line "error: ..." to stderr (the traceback only with --debug) and returns 2
+    for a bad command line, 1 for a failed run; Ctrl-C returns 130, keeping the finished runs.
     """
     import argparse
 
@@ -2976,24 +3242,63 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dataset", default=None, help="hub name or local folder (default: preset's)")
     parser.add_argument("--model", dest="model_name", default=None, help="hub name, local folder or 'tiny'")
     parser.add_argument("--study", default=None, help='default: "sweep-<preset>"')
-    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--results-dir", default=None, help="where runs and summary.csv go (default: results)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="any Config field, e.g. --set epochs=2 budget_ratio=0.4")
+                        help="any Config field, e.g. --set epochs=2 budget_ratio=0.4 kappa_schedule=0.6,0.5,0.4")
     parser.add_argument("--update-readme", action="store_true",
-                        help="only regenerate README.md's results table from <results-dir>/summary.csv")
-    args = parser.parse_args(argv)
-    if args.update_readme:
-        summarize(args.results_dir, show=False)
-        update_readme(results_dir=args.results_dir)
+                        help="only regenerate README.md's tables from this repository's results/")
+    parser.add_argument("--provenance", action="store_true",
+                        help="only print MCLEARN_COMMIT=... lines for a copy of this checkout without .git")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+    def usage_error(message: str):
+        raise UsageError(message)
+
+    parser.error = usage_error  # one line instead of argparse's usage block
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _run_command_line(parser.parse_args(argv))
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept and the unfinished run left no file; run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if "--debug" in argv:
+            raise
+        known = isinstance(err, (ValueError, DataError, ModelLoadError, TrainingError))
+        message = " ".join(str(err).split()) or "(no message)"
+        print(f"error: {message}" if known else f"error: {type(err).__name__}: {message} "
+              f"(--debug shows the traceback)", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+    return 0
+
+
+def _run_command_line(args) -> None:
+    """Do what the parsed command line asks: print provenance, update the README, or run a sweep."""
+    if args.provenance:
+        print(provenance_env())
         return
-    overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" and v not in ("tiny",) else v
-                 for k, v in (item.split("=", 1) for item in args.set)}
-    study = args.study or study_name("sweep", args.preset)
-    cfg = make_config(args.preset, dataset=args.dataset, model_name=args.model_name, study=study,
-                      results_dir=args.results_dir, **overrides)
+    if args.update_readme:
+        own = REPO_ROOT / "results"
+        if args.results_dir is not None and Path(args.results_dir).resolve() != own.resolve():
+            raise UsageError(f"--update-readme renders only this repository's results/ ({own}), so the README "
+                             f"links into the repository; drop --results-dir {args.results_dir}")
+        summarize(own, show=False)
+        update_readme(results_dir=own)
+        return
+    try:
+        overrides = parse_overrides(args.set)
+        study = args.study or study_name("sweep", args.preset)
+        cfg = make_config(args.preset, dataset=args.dataset, model_name=args.model_name, study=study,
+                          results_dir=args.results_dir or "results", **overrides)
+        # make_config reads None as "the preset's value"; on the command line "none" means None
+        nones = sorted(k for k, v in overrides.items() if v is None)
+        cfg = replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *nones})), **dict.fromkeys(nones))
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     run_sweep(cfg, args.methods, args.seeds)
     summarize(cfg.results_dir, study=cfg.study)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

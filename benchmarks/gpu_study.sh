@@ -8,8 +8,14 @@
 # Expects .gpu/data/sst2 and .gpu/models/all-MiniLM-L6-v2 (see ../shared/GPU.md) and papermill.
 # Writes results/runs/sst2-minilm-h100/, results/figures/sst2-minilm-h100/, results/summary.csv and
 # the executed notebooks in results/notebooks/h100/. Runs already written are kept (resumable).
+# A copy without .git must be given the code's provenance (issue 12), from the checkout it was copied from:
+#   env $(python3 mclearn_core.py --provenance) bash benchmarks/gpu_study.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+if ! git -C "$root" rev-parse HEAD >/dev/null 2>&1 && [ -z "${MCLEARN_COMMIT:-}" ]; then
+  echo "error: no .git in $root: pass MCLEARN_COMMIT etc., see 'python3 mclearn_core.py --provenance'" >&2
+  exit 2
+fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 keys=${*:-"01_three 04_compare"}
 python3 "$root/run_notebooks.py" --preset h100 --only $keys --no-progress \

@@ -195,8 +195,9 @@ records = mc.run_sweep(cfg, methods, prepared=prepared, progress=progress)
 ## Report table
 
 Mean ± std over seeds. The speed-up counts against the optimized baseline measured in the same run on
-the same device; "examples with backward" counts the examples that had a full backward pass, and the
-last column is the training time until accuracy first reached the baseline's final accuracy minus
+the same device; "examples seen (backward)" counts the examples that had a backward pass (every
+method alike), "examples scored (forward only)" the forward-only passes of the full model that
+Selective Backprop and RHO-LOSS spend choosing them, and the last column is the training time until accuracy first reached the baseline's final accuracy minus
 0.5 points ("never" when it did not).
 '''),
     code('''
@@ -352,8 +353,8 @@ if not path.exists():
     mc.run_sweep(cfg, [method], [seed], progress=progress)
 record = mc.read_run(path)
 print(path)
-print({k: record[k] for k in ("study", "method", "seed", "preset", "device", "model", "dataset", "accuracy",
-                              "train_seconds", "steps", "examples_seen", "examples_backward")})
+print({k: record.get(k) for k in ("study", "method", "seed", "preset", "device", "model", "dataset", "accuracy",
+                              "train_seconds", "steps", "examples_seen", "examples_scored")})
 '''),
     md('''
 ## Confusion matrix

@@ -78,3 +78,50 @@ def test_resolve_device_and_autocast():
     assert out.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="precision"):
         mc.autocast_context(mc.Config(precision="fp8"), torch.device("cpu"))
+
+
+# ----------------------------------------------------------------------------- --set values
+@pytest.mark.parametrize("key, text, value", [
+    ("precision", "fp16", "fp16"),  # a string that starts with "f" stays a string
+    ("model_name", "tiny", "tiny"),
+    ("study", "2024-run", "2024-run"),
+    ("lr", ".001", 0.001),
+    ("lr", "1e6", 1e6),
+    ("epochs", "2", 2),
+    ("cuda_graphs", "true", True),
+    ("optimizer_fused", "none", None),
+    ("kappa_schedule", "0.6,0.5,0.4", (0.6, 0.5, 0.4)),
+    ("q_bounds", "[0.1, 0.2]", (0.1, 0.2)),
+    ("seeds", "1,2", (1, 2)),
+])
+def test_set_values_parse_by_the_fields_type(key, text, value):
+    parsed = mc.parse_config_value(key, text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("epochs=two", "--set epochs=two: epochs expects int, e.g. epochs=1"),
+    ("batch_size=1.5", "--set batch_size=1.5: batch_size expects int, e.g. batch_size=64"),
+    ("lr=fast", "lr expects float, e.g. lr=2e-05"),
+    ("lr=nan", "lr expects float"),
+    ("cuda_graphs=maybe", "cuda_graphs expects bool, e.g. cuda_graphs=false"),
+    ("q_bounds=0.1", "q_bounds expects tuple[float, float], e.g. q_bounds=0.12,0.33"),
+    ("max_train_examples=all", "max_train_examples expects int or none"),
+    ("epochs", "--set takes KEY=VALUE items, got 'epochs'"),
+    ("batch_sise=8", "Did you mean 'batch_size'"),
+])
+def test_bad_set_values_name_the_key_the_type_and_an_example(item, message):
+    with pytest.raises(ValueError) as info:
+        mc.parse_overrides([item])
+    assert message in str(info.value)
+
+
+def test_every_config_key_is_read_somewhere():
+    """A key nothing reads (teacher_ema was one) is a knob that silently does nothing."""
+    import dataclasses
+    import re
+
+    source = (mc.REPO_ROOT / "mclearn_core.py").read_text()
+    body = source[source.index("PRESETS: dict"):]  # everything after the Config class
+    unread = [f.name for f in dataclasses.fields(mc.Config) if not re.search(rf"\.{f.name}\b", body)]
+    assert unread == []

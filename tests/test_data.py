@@ -220,3 +220,23 @@ def test_make_batch_mask_matches_lengths(prepared):
     # the mask covers exactly the non-pad tokens
     pad = prepared.tokenizer.pad_token_id
     assert torch.equal(batch["attention_mask"].bool(), batch["input_ids"] != pad)
+
+
+def test_labels_outside_labels_json_name_the_split_and_values(tmp_path):
+    """Train labels 7..10, eval labels 0..3 and four names: an error, not an 11-class model."""
+    _frame(20, num_classes=4).assign(label=lambda f: f["label"] + 7).to_parquet(tmp_path / "train.parquet")
+    _frame(8, num_classes=4).to_parquet(tmp_path / "test.parquet")
+    (tmp_path / "labels.json").write_text('["a", "b", "c", "d"]')
+    with pytest.raises(mc.DataError, match=r"The train split .* has labels 7, 8, 9, 10, .* 4 classes, ids 0\.\.3"):
+        mc.load_text_dataset(_cfg(tmp_path))
+    (tmp_path / "labels.json").write_text('["a", "b"]')  # eval labels beyond the names
+    _frame(20, num_classes=2).to_parquet(tmp_path / "train.parquet")
+    with pytest.raises(mc.DataError, match="The eval split .* has labels 2, 3,"):
+        mc.load_text_dataset(_cfg(tmp_path))
+
+
+def test_eval_classes_missing_from_train_are_an_error(tmp_path):
+    _frame(20, num_classes=4).assign(label=lambda f: f["label"] + 7).to_parquet(tmp_path / "train.parquet")
+    _frame(8, num_classes=4).to_parquet(tmp_path / "test.parquet")  # no labels.json
+    with pytest.raises(mc.DataError, match=r"eval split .* has labels 0, 1, 2, 3 that the train split never has"):
+        mc.load_text_dataset(_cfg(tmp_path))

@@ -47,7 +47,7 @@ def test_interrupted_sweep_resumes_only_missing_runs(prepared, smoke_cfg, monkey
     mc.summarize(smoke_cfg.results_dir, show=False)
     summary = pd.read_csv(f"{smoke_cfg.results_dir}/summary.csv")
     assert list(summary.columns) == ["study", "method", "seed", "device", "train_seconds",
-                                     "accuracy", "examples_seen"]
+                                     "accuracy", "examples_seen", "examples_scored"]
     assert summary["seed"].tolist() == [1, 2, 3] and set(summary["method"]) == {"baseline"}
 
 
@@ -59,7 +59,7 @@ def test_unknown_method_is_rejected(smoke_cfg):
 def _fake_run(results, study, method, seed, seconds, accuracy, device="cpu (x86_64, 1 threads)"):
     record = {"study": study, "method": method, "seed": seed, "device": device,
               "train_seconds": seconds, "accuracy": accuracy, "examples_seen": 100 * seed,
-              "extra": "ignored"}
+              "examples_scored": 0, "extra": "ignored"}
     mc.write_json_atomic(mc.run_path(results, study, method, seed), record)
 
 
@@ -71,7 +71,7 @@ def test_summarize_writes_exact_columns_and_report(tmp_path):
     (tmp_path / "runs" / "s1" / "mclearn-seed1.jsonl").write_text("{}\n")  # logs are not runs
     table = mc.summarize(tmp_path, show=False)
     text = (tmp_path / "summary.csv").read_text().splitlines()
-    assert text[0] == "study,method,seed,device,train_seconds,accuracy,examples_seen"
+    assert text[0] == "study,method,seed,device,train_seconds,accuracy,examples_seen,examples_scored"
     assert len(text) == 1 + 5
     assert not list(tmp_path.glob(".summary*"))  # the temp file was renamed away
     row = table[(table["study"] == "s1") & (table["method"] == "mclearn")].iloc[0]
@@ -124,7 +124,7 @@ def test_update_readme_rewrites_both_generated_sections(tmp_path):
     results = tmp_path / "results"
     (results / "bench").mkdir(parents=True)
     pd.DataFrame([{"study": "s", "method": m, "seed": seed, "device": "dev", "train_seconds": t,
-                   "accuracy": a, "examples_seen": 10} for m, t, a in [("baseline", 4.0, 0.9), ("mclearn", 2.0, 0.8)]
+                   "accuracy": a, "examples_seen": 10, "examples_scored": 0} for m, t, a in [("baseline", 4.0, 0.9), ("mclearn", 2.0, 0.8)]
                   for seed in (1, 2)]).to_csv(results / "summary.csv", index=False)
     rows = [{"variant": "v1", "method": "baseline", "device": "GPU X", "batch_size": 64, "train_seconds": 12.5,
              "tokens_per_s": 123456.7, "mfu": 0.12, "n_sequences": 1000},
@@ -140,6 +140,107 @@ def test_update_readme_rewrites_both_generated_sections(tmp_path):
     assert "old" not in text and text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
     assert "2.00x" in text and "4.00 ± 0.00" in text  # baseline 4 s vs mclearn 2 s
     assert "123,457" in text and "25.0%" in text and "GPU X, 1,000 sequences" in text
+    # links are relative to the README's folder, never absolute paths of this machine
+    assert "[`results/runs/s/`](results/runs/s/)" in text and "(results/summary.csv)" in text
+    assert "[`results/bench/gpu-x.json`](results/bench/gpu-x.json)" in text and str(tmp_path) not in text
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="results:start"):
         mc.update_readme(readme, results)
+
+
+# ----------------------------------------------------------------------------- faults (issue 12)
+def test_a_corrupt_run_file_is_set_aside_and_redone(prepared, smoke_cfg, capsys):
+    """A truncated run JSON is named in a warning, kept as <name>.corrupt and its run redone; a
+    corrupt file of another study stops neither this sweep nor the summary."""
+    path = mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "baseline", 1)
+    other = mc.run_path(smoke_cfg.results_dir, "another-study", "baseline", 1)
+    for p in (path, other):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text('{"study": "s", "accur')  # truncated mid-write (e.g. a full disk)
+    records = mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
+    assert records[0]["seed"] == 1 and mc.read_run(path)["seed"] == 1  # redone
+    assert path.with_name(path.name + ".corrupt").read_text() == '{"study": "s", "accur'  # kept
+    err = capsys.readouterr().err
+    assert f"warning: {path} is not a readable run file (JSONDecodeError" in err
+    assert "moved it to baseline-seed1.json.corrupt and its run will be redone" in err
+    table = mc.summarize(smoke_cfg.results_dir, show=False)  # the other study's file is set aside too
+    assert table["study"].tolist() == [smoke_cfg.study]
+    assert other.with_name(other.name + ".corrupt").exists() and not other.exists()
+
+
+def test_interrupted_run_leaves_no_partial_log(prepared, smoke_cfg, monkeypatch):
+    """Ctrl-C inside a step: the run's .jsonl (written as it trains) is removed, no temp file stays."""
+    real = mc.Baseline.step
+
+    def interrupt_at_step_5(self, i):
+        if i == 5:
+            raise KeyboardInterrupt
+        return real(self, i)
+
+    monkeypatch.setattr(mc.Baseline, "step", interrupt_at_step_5)
+    log = mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "baseline", 1).with_suffix(".jsonl")
+    with pytest.raises(KeyboardInterrupt):
+        mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
+    assert list(log.parent.iterdir()) == []
+    monkeypatch.setattr(mc.Baseline, "step", real)
+    mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
+    assert sorted(p.name for p in log.parent.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]
+
+
+def test_examples_seen_counts_backward_passes_for_every_method(prepared, smoke_cfg):
+    """examples_seen = examples with a backward pass; forward-only scoring is examples_scored."""
+    base = mc.train_method("baseline", smoke_cfg, prepared, seed=1, progress=False)
+    sb = mc.train_method("selective_backprop", smoke_cfg, prepared, seed=1, progress=False)
+    assert base["examples_seen"] == base["examples_backward"] == 480 and base["examples_scored"] == 0
+    assert sb["examples_scored"] == 480  # every example is scored once per epoch
+    assert sb["examples_seen"] == sb["examples_backward"] < 480  # only the kept ones train
+
+
+def test_summary_reads_run_files_written_before_examples_scored():
+    """Old files counted every full forward as examples_seen; the summary derives both columns."""
+    old = {"study": "s", "method": "selective_backprop", "seed": 1, "device": "d", "train_seconds": 1.0,
+           "accuracy": 0.5, "examples_seen": 580, "examples_backward": 100}
+    row = mc.summary_row(old)
+    assert row["examples_seen"] == 100 and row["examples_scored"] == 480
+    new = dict(old, examples_seen=100, examples_scored=480)
+    assert mc.summary_row(new) == row
+
+
+def test_committed_runs_still_summarize():
+    """The repository's own run files (old and new formats) load into the summary."""
+    runs = sorted((mc.REPO_ROOT / "results" / "runs").glob("*/*.json"))
+    table = mc.report_table(pd.DataFrame([mc.summary_row(mc.read_run(p)) for p in runs]))
+    assert len(table) and (table["examples seen (backward)"] > 0).all()
+
+
+def test_run_records_trace_their_code(prepared, smoke_cfg):
+    import subprocess
+
+    record = mc.train_method("baseline", smoke_cfg, prepared, seed=1, progress=False)
+    versions = record["versions"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=mc.REPO_ROOT, capture_output=True, text=True)
+    if head.returncode:
+        pytest.skip("this copy has no .git")
+    assert versions["git_commit"] == head.stdout.strip()
+    diff = subprocess.run(["git", "diff", "HEAD", "--binary", "--", ".", ":(exclude)results"],
+                          cwd=mc.REPO_ROOT, capture_output=True, text=True).stdout
+    assert versions["git_clean"] is (diff == "")
+    assert (versions["git_diff_sha256"] is None) is versions["git_clean"]
+
+
+def test_provenance_of_a_dirty_tree_and_of_a_copy_without_git(monkeypatch):
+    import hashlib
+
+    answers = {("rev-parse", "HEAD"): "abc123\n"}
+    monkeypatch.setattr(mc, "_git", lambda *args: answers.get(args[:2], "diff --git a/x b/x\n+1\n"))
+    prov = mc.code_provenance()
+    assert prov == {"git_commit": "abc123", "git_clean": False,
+                    "git_diff_sha256": hashlib.sha256(b"diff --git a/x b/x\n+1\n").hexdigest()}
+    monkeypatch.setattr(mc, "_git", lambda *args: None)  # no .git: the environment says
+    for var in ("MCLEARN_COMMIT", "MCLEARN_GIT_CLEAN", "MCLEARN_GIT_DIFF_SHA256"):
+        monkeypatch.delenv(var, raising=False)
+    assert mc.code_provenance() == {"git_commit": "unknown", "git_clean": None, "git_diff_sha256": None}
+    monkeypatch.setenv("MCLEARN_COMMIT", "def456")
+    monkeypatch.setenv("MCLEARN_GIT_CLEAN", "false")
+    monkeypatch.setenv("MCLEARN_GIT_DIFF_SHA256", "f" * 64)
+    assert mc.code_provenance() == {"git_commit": "def456", "git_clean": False, "git_diff_sha256": "f" * 64}

@@ -271,3 +271,33 @@ def test_compiled_forward_runs(prepared, smoke_cfg, monkeypatch):
         assert isinstance(ctx.compiled, torch._dynamo.eval_frame.OptimizedModule)
         expected = model(**mc.model_inputs(model, batch)).logits
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("method", sorted(mc.METHODS))
+def test_every_method_stops_on_a_diverged_loss_with_one_message(prepared, smoke_cfg, method):
+    """lr=1e6 makes every method diverge; each must stop with the same TrainingError (MC-Learn used
+    to fail inside its sampler with "negative dimensions are not allowed")."""
+    cfg = mc.replace_config(smoke_cfg, lr=1e6, head_lr=1e6, uniform_fraction=0.5)
+    with pytest.raises(mc.TrainingError, match=rf"^{method}: the training loss became nan at step \d+\. Lower lr="):
+        mc.train_method(method, cfg, prepared, seed=1, progress=False)
+
+
+def test_chance_warning_threshold():
+    labels = np.repeat(np.arange(4), 40)  # 160 balanced labels: chance 0.25, 2 SE = 0.0685
+    assert mc.chance_warning(0.30, labels, 4) is not None
+    assert mc.chance_warning(0.33, labels, 4) is None
+    skewed = np.array([0] * 90 + [1] * 10)  # the majority class, not 1/C, is the chance level
+    assert "majority class 0.9000" in mc.chance_warning(0.91, skewed, 2)
+    assert mc.chance_warning(0.99, skewed, 2) is None
+
+
+def test_a_run_at_chance_warns_and_stores_the_warning(prepared, smoke_cfg, capsys):
+    """lr=10 ends at chance without any error: the run says so on stderr and in its record; the
+    same run at a sane lr learns (3 epochs at lr 3e-3 reach ~0.44 on 4 classes) and does not warn."""
+    good = mc.replace_config(smoke_cfg, epochs=3, lr=3e-3)
+    record = mc.train_method("baseline", good, prepared, seed=42, progress=False)
+    assert record["accuracy"] > 0.35 and record["warnings"] == []
+    assert "warning" not in capsys.readouterr().err
+    record = mc.train_method("baseline", mc.replace_config(good, lr=10.0), prepared, seed=42, progress=False)
+    assert len(record["warnings"]) == 1 and "is at chance (majority class 0.2500" in record["warnings"][0]
+    assert f"warning: baseline seed 42: {record['warnings'][0]}" in capsys.readouterr().err

@@ -1,0 +1,185 @@
+"""The command line end to end (section 11's main): every bad input or fault gives one line
+"error: ..." (or "interrupted: ...") on stderr and a non-zero exit code; finished work is kept."""
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mclearn_core as mc
+
+TINY = ["--preset", "cpu-smoke", "--set", "max_train_examples=64", "max_eval_examples=32"]
+
+
+def run_cli(capsys, *argv):
+    """Return (exit code, stderr lines without progress bars, stdout) of mc.main(argv)."""
+    code = mc.main(list(argv))
+    out = capsys.readouterr()
+    lines = [line for line in out.err.splitlines() if line.strip() and "it/s]" not in line and "|" not in line]
+    return code, lines, out.out
+
+
+def assert_one_error(lines, message):
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert message in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("items, message", [
+    (["epochs=two"], "error: --set epochs=two: epochs expects int, e.g. epochs=1"),
+    (["batch_size=1.5"], "error: --set batch_size=1.5: batch_size expects int, e.g. batch_size=64"),
+    (["epochs"], "error: --set takes KEY=VALUE items, got 'epochs'"),
+    (["batch_sise=8"], "Did you mean 'batch_size'?"),
+])
+def test_bad_set_values_exit_2_with_one_line(capsys, tmp_path, items, message):
+    code, lines, _ = run_cli(capsys, "--preset", "cpu-smoke", "--results-dir", str(tmp_path), "--set", *items)
+    assert code == 2
+    assert_one_error(lines, message)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_choices_exit_2_with_one_line(capsys, tmp_path):
+    code, lines, _ = run_cli(capsys, "--preset", "cpu-smoke", "--methods", "nope")
+    assert code == 2
+    assert_one_error(lines, "argument --methods: invalid choice: 'nope'")
+    code, lines, _ = run_cli(capsys, "--preset", "cpu-9000")
+    assert code == 2
+    assert_one_error(lines, "Unknown preset 'cpu-9000'. Choose one of: auto,")
+
+
+def test_valid_values_that_json_could_not_read_run(capsys, tmp_path):
+    """precision=fp16 and lr=.001 went through json.loads and crashed; they are a str and a float."""
+    code, _, out = run_cli(capsys, *TINY, "precision=fp16", "lr=.001", "--methods", "baseline",
+                           "--results-dir", str(tmp_path))
+    assert code == 0
+    record = mc.read_run(mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42))
+    assert record["config"]["precision"] == "fp16" and record["config"]["lr"] == 0.001
+    assert "baseline" in out  # the summary table
+
+
+def test_labels_beyond_labels_json_exit_1_naming_the_split(capsys, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = [f"text number {i}" for i in range(40)]
+    pd.DataFrame({"text": texts, "label": np.arange(40) % 4 + 7}).to_parquet(data / "train.parquet")
+    pd.DataFrame({"text": texts[:8], "label": np.arange(8) % 4}).to_parquet(data / "test.parquet")
+    (data / "labels.json").write_text(json.dumps(["a", "b", "c", "d"]))
+    code, lines, _ = run_cli(capsys, *TINY, "--dataset", str(data), "--results-dir", str(tmp_path / "r"))
+    assert code == 1
+    assert_one_error(lines, "The train split of local:")
+    assert "has labels 7, 8, 9, 10, but its class names (labels.json, or the hub's) list 4 classes" in lines[0]
+
+
+def test_diverged_mclearn_exits_1_with_the_shared_message(capsys, tmp_path):
+    code, lines, _ = run_cli(capsys, "--preset", "cpu-smoke", "--methods", "mclearn", "--set", "lr=1e6",
+                             "--results-dir", str(tmp_path))
+    assert code == 1
+    assert_one_error(lines, "error: mclearn: the training loss became nan at step")
+    assert "Lower lr=" in lines[0]
+    assert list((tmp_path / "runs" / "sweep-cpu-smoke").iterdir()) == []  # no run file, no partial log
+
+
+@pytest.mark.parametrize("flag, knob", [("--model", "--model (model_name=)"),
+                                        ("--dataset", "--dataset (dataset=)")])
+def test_hub_names_fail_within_seconds_when_offline(capsys, tmp_path, monkeypatch, flag, knob):
+    """No offline switch set and no hub answering: a hub name fails at once, naming the local-path
+    parameter (it used to retry for 49 s and chain three tracebacks)."""
+    for var in mc._OFFLINE_SWITCHES:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
+    mc._hub_answers.cache_clear()
+    start = time.perf_counter()
+    try:
+        code, lines, _ = run_cli(capsys, *TINY, flag, "no-such-thing", "--results-dir", str(tmp_path))
+    finally:
+        mc._hub_answers.cache_clear()
+    assert time.perf_counter() - start < 15
+    assert code == 1
+    assert_one_error(lines, "the hub is not reachable from here and it is not in the local cache")
+    assert "'no-such-thing'" in lines[0] and knob in lines[0]
+
+
+def test_ctrl_c_exits_130_keeps_finished_runs_and_resumes(capsys, tmp_path, monkeypatch):
+    argv = [*TINY, "--methods", "baseline", "--seeds", "1", "2", "--results-dir", str(tmp_path)]
+    real = mc.Baseline.step
+
+    def ctrl_c_in_seed_2(self, i):
+        if self.ctx.generator.initial_seed() == 2 and i == 2:
+            raise KeyboardInterrupt
+        return real(self, i)
+
+    monkeypatch.setattr(mc.Baseline, "step", ctrl_c_in_seed_2)
+    code, lines, _ = run_cli(capsys, *argv)
+    assert code == 130
+    assert lines[-1] == ("interrupted: finished runs are kept and the unfinished run left no file; run the "
+                         "same command again to resume")
+    assert all(line.startswith("warning: baseline seed 1:") for line in lines[:-1])  # its chance warning
+    folder = tmp_path / "runs" / "sweep-cpu-smoke"
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]
+    finished = (folder / "baseline-seed1.json").read_bytes()
+    monkeypatch.setattr(mc.Baseline, "step", real)
+    code, _, _ = run_cli(capsys, *argv)
+    assert code == 0 and (folder / "baseline-seed1.json").read_bytes() == finished  # kept, not retrained
+    assert (folder / "baseline-seed2.json").exists()
+
+
+def test_update_readme_refuses_another_results_dir(capsys, tmp_path):
+    before = (mc.REPO_ROOT / "README.md").read_text()
+    code, lines, _ = run_cli(capsys, "--update-readme", "--results-dir", str(tmp_path))
+    assert code == 2
+    assert_one_error(lines, "--update-readme renders only this repository's results/")
+    assert (mc.REPO_ROOT / "README.md").read_text() == before
+
+
+def test_quick_start_writes_to_an_ignored_folder():
+    """README Quick start step 2 must not dirty the tracked results/: it writes to runs-local/."""
+    readme = (mc.REPO_ROOT / "README.md").read_text()
+    quick = readme[readme.index("## Quick start"):readme.index("## Notebooks")]
+    step2 = next(line for line in quick.splitlines() if line.startswith("python mclearn_core.py"))
+    assert "--results-dir runs-local" in step2
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs-local/runs/x.json"], cwd=mc.REPO_ROOT)
+    if ignored.returncode == 128:
+        pytest.skip("this copy has no .git")
+    assert ignored.returncode == 0
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(capsys, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(mc, "run_sweep", broken)
+    code, lines, _ = run_cli(capsys, *TINY, "--results-dir", str(tmp_path))
+    assert code == 1
+    assert_one_error(lines, "error: KeyError: 'boom' (--debug shows the traceback)")
+    with pytest.raises(KeyError):
+        mc.main([*TINY, "--results-dir", str(tmp_path), "--debug"])
+
+
+def test_provenance_prints_environment_assignments(capsys):
+    code, _, out = run_cli(capsys, "--provenance")
+    assert code == 0
+    names = [line.split("=")[0] for line in out.splitlines()]
+    assert names[:2] == ["MCLEARN_COMMIT", "MCLEARN_GIT_CLEAN"]
+
+
+def test_the_script_itself_exits_with_the_code_and_one_line(tmp_path):
+    """`python mclearn_core.py` (not just main()): the exit code reaches the shell, no traceback."""
+    done = subprocess.run([sys.executable, str(mc.REPO_ROOT / "mclearn_core.py"), "--preset", "cpu-smoke",
+                           "--results-dir", str(tmp_path), "--set", "lr=fast"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["error: --set lr=fast: lr expects float, e.g. lr=2e-05"]
+
+
+def test_set_none_means_none_not_the_presets_value(capsys, monkeypatch):
+    """--set max_train_examples=none lifts cpu-smoke's 480-example limit (make_config alone would
+    read None as "keep the preset's value")."""
+    seen = []
+    monkeypatch.setattr(mc, "run_sweep", lambda cfg, *a, **k: seen.append(cfg))
+    monkeypatch.setattr(mc, "summarize", lambda *a, **k: None)
+    code, _, _ = run_cli(capsys, "--preset", "cpu-smoke", "--set", "max_train_examples=none", "epochs=2")
+    assert code == 0
+    assert seen[0].max_train_examples is None and seen[0].max_eval_examples == 160 and seen[0].epochs == 2
+    assert {"max_train_examples", "epochs"} <= set(seen[0].explicit)
