@@ -408,13 +408,28 @@ def stratified_subset(split: TextSplit, limit: int, seed: int = 0) -> TextSplit:
     return TextSplit([split.texts[i] for i in order], split.labels[order])
 
 
+LOCAL_COPIES_ENV = "MCLEARN_LOCAL_COPIES"  # a folder of offline copies of hub datasets and models
+
+
+def local_copy(name: str) -> str:
+    """Return the offline copy of the hub dataset or model `name`: the folder
+    $MCLEARN_LOCAL_COPIES/<name> (e.g. .../glue/sst2, .../sentence-transformers/all-MiniLM-L6-v2) when
+    that variable is set and the folder exists, else `name` itself. A notebook can then name hub ids
+    that work on Colab and still run on a machine without the hub."""
+    root = os.environ.get(LOCAL_COPIES_ENV)
+    if root and name and not Path(name).is_absolute() and (Path(root).expanduser() / name).is_dir():
+        return str(Path(root).expanduser() / name)
+    return name
+
+
 def load_text_dataset(cfg: Config) -> DataBundle:
     """Return train/eval texts, labels and label names from a local folder or the hub.
 
-    `cfg.dataset` may be a local folder (parquet/CSV files named by split) or a hub name.
-    Raises DataError with the parameter to set when the data cannot be used.
+    `cfg.dataset` may be a local folder (parquet/CSV files named by split) or a hub name (read from
+    its local_copy when there is one). Raises DataError with the parameter to set when the data cannot
+    be used.
     """
-    folder = Path(cfg.dataset).expanduser()
+    folder = Path(local_copy(cfg.dataset)).expanduser()
     if folder.is_dir():
         train_frame, eval_frame, names, source = _load_local(folder, cfg)
     elif any(sep in cfg.dataset for sep in ("\\", "./")) or cfg.dataset.startswith(("/", "~")) or \
@@ -586,7 +601,8 @@ def build_tiny_model(tokenizer, num_labels: int, cfg: Config, seed: int = 0):
 
 
 def load_model_and_tokenizer(cfg: Config, num_labels: int, train_texts: Sequence[str] = ()):
-    """Return (model, tokenizer) for `cfg.model_name`: "tiny", a local folder or a hub name.
+    """Return (model, tokenizer) for `cfg.model_name`: "tiny", a local folder or a hub name (read from
+    its local_copy when there is one).
 
     Raises ModelLoadError naming `model_name` when the model cannot be found or reached.
     """
@@ -599,13 +615,14 @@ def load_model_and_tokenizer(cfg: Config, num_labels: int, train_texts: Sequence
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    source = local_copy(cfg.model_name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model_name)
+        tokenizer = AutoTokenizer.from_pretrained(source)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                cfg.model_name, num_labels=num_labels, dtype=torch.float32)
+                source, num_labels=num_labels, dtype=torch.float32)
         finally:
             hf_logging.set_verbosity(verbosity)
     except (OSError, ValueError) as err:

@@ -250,6 +250,29 @@ def test_hub_glue_sst2_matches_the_local_folder(monkeypatch):
         mc.load_text_dataset(mc.make_config("cpu-smoke", dataset="glue/sst2", eval_split="test"))
 
 
+def test_hub_names_read_their_local_copy(tmp_path, monkeypatch):
+    """With MCLEARN_LOCAL_COPIES set, a hub name whose folder exists there is read from it (no hub
+    call); other names and an unset variable go to the hub as before."""
+    import datasets
+
+    copy = tmp_path / "glue" / "sst2"
+    copy.mkdir(parents=True)
+    _frame(12, num_classes=2).to_parquet(copy / "train.parquet")
+    _frame(4, num_classes=2).to_parquet(copy / "validation.parquet")
+    calls = _serve_from_hub(monkeypatch, datasets.DatasetDict())
+    cfg = mc.replace_config(mc.make_config("cpu-smoke", dataset="glue/sst2"), max_train_examples=None,
+                            max_eval_examples=None)
+    monkeypatch.setenv(mc.LOCAL_COPIES_ENV, str(tmp_path))
+    bundle = mc.load_text_dataset(cfg)
+    assert bundle.source == f"local:{copy}" and bundle.label_names == ["negative", "positive"]
+    assert len(bundle.train.texts) == 12 and calls == []
+    assert mc.local_copy("ag_news") == "ag_news" and mc.local_copy(str(copy)) == str(copy)
+    monkeypatch.delenv(mc.LOCAL_COPIES_ENV)
+    with pytest.raises(mc.DataError):
+        mc.load_text_dataset(cfg)  # the stand-in hub holds no splits
+    assert calls == [("glue", "sst2")]
+
+
 # ----------------------------------------------------------------------------- batching
 @pytest.fixture(scope="module")
 def embedded_lengths(prepared):
