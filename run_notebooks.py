@@ -131,8 +131,8 @@ def apply_parameters(source: str, params: dict) -> str:
 def relative_text(text: str, root: str) -> str:
     """Return `text` with paths under `root` written relative to it and a Python installation's
     `.../site-packages/` prefix cut to `site-packages/`."""
-    root = root.rstrip("/")
-    text = text.replace(root + "/", "").replace(root, ".")
+    root = re.escape(root.rstrip("/"))
+    text = re.sub(rf"{root}/|{root}(?![\w-]|\.\w)", lambda hit: "" if hit.group(0).endswith("/") else ".", text)
     return INSTALL_PATH.sub(r"\1/", text)
 
 
