@@ -177,8 +177,18 @@ PAPER_GPU_OVERRIDES = dict(score_max_length=32, score_layer=0, refresh_every=32,
                            kappa_schedule=(0.5, 0.4, 0.3), q_bounds=(0.10, 0.28), budget_ratio=0.70)
 
 
+PRESET_ENV = "MCLEARN_PRESET"  # forces what "auto" resolves to, e.g. MCLEARN_PRESET=t4 on an H100
+
+
 def detect_preset() -> str:
-    """Return the preset name for the visible device: t4, a100, h100 or cpu."""
+    """Return the preset name for the visible device: t4, a100, h100 or cpu; or the preset named by
+    the MCLEARN_PRESET environment variable, so "auto" can be run as another device's code path."""
+    forced = os.environ.get(PRESET_ENV, "").strip()
+    if forced:
+        if forced not in PRESETS:
+            raise ValueError(f"{PRESET_ENV}={forced!r} is not a preset. Set it to one of: {', '.join(PRESETS)} "
+                             f"(or unset it to pick from the device).")
+        return forced
     if not torch.cuda.is_available():
         return "cpu"
     name = torch.cuda.get_device_name(0).lower()
@@ -324,6 +334,10 @@ KNOWN_LABEL_NAMES = {
 }
 
 
+# The text column of hub datasets whose text is not in a column named "text".
+HUB_TEXT_COLUMNS = {"glue/sst2": "sentence"}
+
+
 @dataclass
 class TextSplit:
     texts: list[str]
@@ -355,14 +369,30 @@ def _read_frames(files: list[Path]):
     return pd.concat(frames, ignore_index=True)
 
 
+def _choose_eval_split(cfg: Config, frames: Callable[[str], Any]) -> tuple[str, Any] | None:
+    """Return (name, frame) of the evaluation split: cfg.eval_split, else validation, else test, from
+    `frames(name)` (None where a split is absent). Unless eval_split was set explicitly, a split whose
+    labels are all negative (GLUE test splits: label -1 throughout) is passed over."""
+    for name in dict.fromkeys((cfg.eval_split, "validation", "test")):
+        frame = frames(name)
+        if frame is None:
+            continue
+        labels = frame[cfg.label_column] if cfg.label_column in frame.columns else None
+        unlabeled = labels is not None and len(labels) > 0 and bool((labels < 0).all())
+        if not unlabeled or (name == cfg.eval_split and "eval_split" in cfg.explicit):
+            return name, frame
+    return None
+
+
 def _load_local(folder: Path, cfg: Config) -> tuple[Any, Any, list[str] | None, str]:
     train_files = _split_files(folder, cfg.train_split)
     if not train_files:
         raise DataError(f"No '{cfg.train_split}' split in {folder}: expected {cfg.train_split}.parquet "
                         f"or {cfg.train_split}.csv. Set train_split= to the file's name.")
-    eval_split = next((s for s in (cfg.eval_split, "validation", "test") if _split_files(folder, s)), None)
-    if eval_split is None:
-        raise DataError(f"No evaluation split '{cfg.eval_split}' (nor validation/test) in {folder}. "
+    chosen = _choose_eval_split(cfg, lambda s: _read_frames(_split_files(folder, s)) if _split_files(folder, s)
+                                else None)
+    if chosen is None:
+        raise DataError(f"No labeled evaluation split '{cfg.eval_split}' (nor validation/test) in {folder}. "
                         f"Set eval_split= to the file's name.")
     names = None
     labels_file = folder / "labels.json"
@@ -370,8 +400,7 @@ def _load_local(folder: Path, cfg: Config) -> tuple[Any, Any, list[str] | None, 
         names = json.loads(labels_file.read_text())
     else:
         names = KNOWN_LABEL_NAMES.get(folder.name)
-    return (_read_frames(train_files), _read_frames(_split_files(folder, eval_split)), names,
-            f"local:{folder}")
+    return _read_frames(train_files), chosen[1], names, f"local:{folder}"
 
 
 _OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -436,13 +465,17 @@ def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, list[str] | None, str]:
     if cfg.train_split not in ds:
         raise DataError(f"Dataset {name!r} has no split {cfg.train_split!r} (has {list(ds)}). "
                         f"Set train_split=.")
-    eval_split = next((s for s in (cfg.eval_split, "validation", "test") if s in ds), None)
-    if eval_split is None:
-        raise DataError(f"Dataset {name!r} has no split {cfg.eval_split!r} (has {list(ds)}). "
+    chosen = _choose_eval_split(cfg, lambda s: ds[s].to_pandas() if s in ds else None)
+    if chosen is None:
+        raise DataError(f"Dataset {name!r} has no labeled split {cfg.eval_split!r} (has {list(ds)}). "
                         f"Set eval_split=.")
     feature = ds[cfg.train_split].features.get(cfg.label_column)
     names = list(getattr(feature, "names", []) or []) or None
-    return (ds[cfg.train_split].to_pandas(), ds[eval_split].to_pandas(), names, f"hub:{name}")
+    train_frame, eval_frame = ds[cfg.train_split].to_pandas(), chosen[1]
+    hub_column = HUB_TEXT_COLUMNS.get(name)
+    if hub_column and "text_column" not in cfg.explicit and cfg.text_column not in train_frame.columns:
+        train_frame, eval_frame = (f.rename(columns={hub_column: cfg.text_column}) for f in (train_frame, eval_frame))
+    return train_frame, eval_frame, names, f"hub:{name}"
 
 
 def _frame_to_split(frame, cfg: Config, which: str, limit: int | None) -> TextSplit:
@@ -480,13 +513,28 @@ def stratified_subset(split: TextSplit, limit: int, seed: int = 0) -> TextSplit:
     return TextSplit([split.texts[i] for i in order], split.labels[order])
 
 
+LOCAL_COPIES_ENV = "MCLEARN_LOCAL_COPIES"  # a folder of offline copies of hub datasets and models
+
+
+def local_copy(name: str) -> str:
+    """Return the offline copy of the hub dataset or model `name`: the folder
+    $MCLEARN_LOCAL_COPIES/<name> (e.g. .../glue/sst2, .../sentence-transformers/all-MiniLM-L6-v2) when
+    that variable is set and the folder exists, else `name` itself. A notebook can then name hub ids
+    that work on Colab and still run on a machine without the hub."""
+    root = os.environ.get(LOCAL_COPIES_ENV)
+    if root and name and not Path(name).is_absolute() and (Path(root).expanduser() / name).is_dir():
+        return str(Path(root).expanduser() / name)
+    return name
+
+
 def load_text_dataset(cfg: Config) -> DataBundle:
     """Return train/eval texts, labels and label names from a local folder or the hub.
 
-    `cfg.dataset` may be a local folder (parquet/CSV files named by split) or a hub name.
-    Raises DataError with the parameter to set when the data cannot be used.
+    `cfg.dataset` may be a local folder (parquet/CSV files named by split) or a hub name (read from
+    its local_copy when there is one). Raises DataError with the parameter to set when the data cannot
+    be used.
     """
-    folder = Path(cfg.dataset).expanduser()
+    folder = Path(local_copy(cfg.dataset)).expanduser()
     if folder.is_dir():
         train_frame, eval_frame, names, source = _load_local(folder, cfg)
     elif any(sep in cfg.dataset for sep in ("\\", "./")) or cfg.dataset.startswith(("/", "~")) or \
@@ -682,7 +730,8 @@ def build_tiny_model(tokenizer, num_labels: int, cfg: Config, seed: int = 0):
 
 
 def load_model_and_tokenizer(cfg: Config, num_labels: int, train_texts: Sequence[str] = ()):
-    """Return (model, tokenizer) for `cfg.model_name`: "tiny", a local folder or a hub name.
+    """Return (model, tokenizer) for `cfg.model_name`: "tiny", a local folder or a hub name (read from
+    its local_copy when there is one).
 
     Raises ModelLoadError naming `model_name` when the model cannot be found or reached.
     """
@@ -695,14 +744,15 @@ def load_model_and_tokenizer(cfg: Config, num_labels: int, train_texts: Sequence
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    offline = not Path(cfg.model_name).expanduser().is_dir() and hub_offline()
+    source = local_copy(cfg.model_name)
+    offline = not Path(source).expanduser().is_dir() and hub_offline()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model_name, local_files_only=offline)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                cfg.model_name, num_labels=num_labels, dtype=torch.float32, local_files_only=offline)
+                source, num_labels=num_labels, dtype=torch.float32, local_files_only=offline)
         finally:
             hf_logging.set_verbosity(verbosity)
     except (OSError, ValueError) as err:
@@ -1340,10 +1390,27 @@ def _load_average() -> float | None:
         return None
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+@functools.lru_cache(maxsize=None)
+def _tqdm_class():
+    """Return tqdm.auto's bar class, imported with its "IProgress not found" warning silenced: in a
+    notebook without ipywidgets it is the plain-text bar. Importing it first also keeps the warning out
+    of later imports of tqdm.auto by transformers and datasets."""
+    import warnings
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, mininterval=1.0)
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)
+        from tqdm.auto import tqdm
+    return tqdm
+
+
+_tqdm_class()  # now, before transformers and datasets import tqdm.auto and print the warning
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    """Return a progress bar: the notebook widget where ipywidgets is installed, else plain text."""
+    return _tqdm_class()(total=total, desc=desc, disable=not enabled, leave=False, mininterval=1.0)
 
 
 @contextlib.contextmanager
@@ -3162,6 +3229,51 @@ def results_markdown(results_dir: str | Path = "results", link_base: Path | None
         parts.append(f"**{study}** (run files: [`{runs}`]({runs}), rows of [`{rows_file}`]({rows_file}))\n")
         parts.append(table.drop(columns=["study"]).to_markdown(index=False, disable_numparse=True) + "\n")
     return "\n".join(parts)
+
+
+def headline(results_dir: str | Path = "results", study: str | None = None, method: str = "mclearn") -> str:
+    """Return markdown: a study's answer in two sentences (`method` against the optimized baseline:
+    speed-up and accuracy change) and the mean ± std table they come from, all from
+    <results>/summary.csv. `study=None` picks, among studies with both a baseline and `method` run,
+    those that ran on a GPU if any, and of them the one with the most runs."""
+    import pandas as pd
+
+    summary = Path(results_dir) / "summary.csv"
+    if not summary.exists():
+        return "_No results yet: run the notebook (or a sweep) to write `summary.csv`._"
+    rows = pd.read_csv(summary)
+    if study is None:
+        has_both = rows.groupby("study")["method"].agg(lambda names: {"baseline", method} <= set(names))
+        candidates = rows[rows["study"].isin(has_both[has_both].index)]
+        if candidates.empty:
+            return f"_No study in `{portable_path(str(summary))}` has both baseline and {method} runs yet._"
+        on_gpu = candidates[~candidates["device"].str.startswith("cpu")]
+        counts = (on_gpu if len(on_gpu) else candidates).groupby("study").size()
+        study = counts[counts == counts.max()].index.sort_values()[0]
+    group = rows[rows["study"] == study]
+    if group.empty or not {"baseline", method} <= set(group["method"]):
+        raise ValueError(f"Study {study!r} in {summary} lacks a baseline or a {method!r} run. Pass another "
+                         f"study= (one of {sorted(set(rows['study']))}) or run the missing methods.")
+    device = group["device"].mode()[0]  # one device: speed-ups only compare runs of the same hardware
+    group = group[group["device"] == device]
+    mean = group.groupby("method")[["train_seconds", "accuracy"]].mean()
+    seconds, base_seconds = mean.loc[method, "train_seconds"], mean.loc["baseline", "train_seconds"]
+    accuracy, base_accuracy = mean.loc[method, "accuracy"] * 100, mean.loc["baseline", "accuracy"] * 100
+    change, faster = accuracy - base_accuracy, seconds < base_seconds
+    keeps = change >= -0.5
+    first = (f"In study `{study}` ({device}, {group[group['method'] == method]['seed'].nunique()} seeds), "
+             f"`{method}` trained in {seconds:.1f} s against the optimized baseline's {base_seconds:.1f} s "
+             f"({base_seconds / seconds:.2f}x) and reached {accuracy:.2f} % accuracy against {base_accuracy:.2f} % "
+             f"({change:+.2f} points).")
+    verdict = "keeps its accuracy (within 0.5 points)" if keeps else f"loses {-change:.2f} points of accuracy"
+    second = (f"So here it is {'faster' if faster else 'slower'} than the full fine-tune "
+              f"{'and' if faster == keeps else 'but'} {verdict}")
+    if "uniform" in mean.index:
+        second += (f"; the uniform-subset control reached {mean.loc['uniform', 'accuracy'] * 100:.2f} % in "
+                   f"{mean.loc['uniform', 'train_seconds']:.1f} s")
+    table = report_table(group).drop(columns=["study"]).to_markdown(index=False, disable_numparse=True)
+    return (f"{first} {second}.\n\nMean ± std over seeds, from `{portable_path(str(summary))}` "
+            f"(study `{study}`):\n\n{table}\n")
 
 
 BENCH_MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")

@@ -1,17 +1,26 @@
-"""Execute every MC-Learn notebook with papermill, then check the results files they must write.
+"""Execute every MC-Learn notebook and write clean executed copies, then check the results files they
+must write.
 
     python run_notebooks.py --preset cpu-smoke --out /tmp/nb_out --results /tmp/nb_results
 
 Runs, in order: Monte_Carlo_Learn.ipynb (cwd = repository root), then notebooks/01..04 (cwd =
 notebooks/), writing the executed copies to --out (the notebooks in the repository are left
 untouched). Exits non-zero if any cell fails or an expected file (run JSON, summary.csv, figure PNG)
-is missing. Needs papermill and an ipykernel kernelspec named "python3" (installed with
-`python -m ipykernel install --user --name python3` when absent).
+is missing.
+
+The copies are ready to commit: the parameters are written into each notebook's `parameters` cell
+(papermill's convention, but no separate `injected-parameters` cell), paths inside the repository are
+written relative to it, and no output names a folder of the machine that ran it (`clean_notebook`).
+Needs nbformat, nbclient and an ipykernel kernelspec named "python3" (installed with
+`python -m ipykernel install --user --name python3` when absent); not papermill.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import json
+import os
+import re
 import sys
 import tempfile
 import time
@@ -65,18 +74,169 @@ def parse_params(pairs: list[str]) -> dict:
     return params
 
 
+PARAMETERS_TAG, INJECTED_TAG = "parameters", "injected-parameters"
+# An absolute path in text: /a/b not preceded by a word character, '.', ':' or '/' (URLs, fractions,
+# relative paths), or a Windows drive path.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/[\w.-]+/[\w.-]+|\b[A-Za-z]:\\[\w.-]")
+INSTALL_PATH = re.compile(r"(?<![\w.-])(?:/|[A-Za-z]:\\)[^\s\"']*?[/\\]((?:site|dist)-packages)[/\\]")
+TQDM_WIDGET_WARNING = "IProgress not found"
+
+
+def _cells_tagged(nb, tag: str) -> list[int]:
+    return [i for i, cell in enumerate(nb.cells) if tag in cell.get("metadata", {}).get("tags", [])]
+
+
+def _assignments(source: str) -> dict:
+    """Return {name: value} of the top-level `name = literal` lines of a cell (the source text where
+    the value is not a literal)."""
+    values = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                values[node.targets[0].id] = ast.get_source_segment(source, node.value)
+    return values
+
+
+def declared_parameters(nb) -> dict:
+    """Return the notebook's parameter defaults: the assignments of its `parameters` cell."""
+    found = _cells_tagged(nb, PARAMETERS_TAG)
+    if not found:
+        raise ValueError("the notebook has no cell tagged 'parameters': add the tag to the cell that sets "
+                         "its parameters (notebooks/build_notebooks.py does).")
+    return _assignments(nb.cells[found[0]].source)
+
+
+def _literal(value) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def apply_parameters(source: str, params: dict) -> str:
+    """Return the `parameters` cell's source with each top-level assignment of a name in `params` set to
+    its value (a comment after it is kept); names the cell does not assign are appended."""
+    lines = source.splitlines()
+    done = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                and node.targets[0].id in params and node.lineno == node.end_lineno:
+            name, row = node.targets[0].id, node.lineno - 1
+            line = lines[row]
+            lines[row] = f"{line[:node.col_offset]}{name} = {_literal(params[name])}{line[node.value.end_col_offset:]}"
+            done.add(name)
+    lines += [f"{name} = {_literal(value)}" for name, value in params.items() if name not in done]
+    return "\n".join(lines)
+
+
+def relative_text(text: str, root: str) -> str:
+    """Return `text` with paths under `root` written relative to it and a Python installation's
+    `.../site-packages/` prefix cut to `site-packages/`."""
+    root = re.escape(root.rstrip("/"))
+    text = re.sub(rf"{root}/|{root}(?![\w-]|\.\w)", lambda hit: "" if hit.group(0).endswith("/") else ".", text)
+    return INSTALL_PATH.sub(r"\1/", text)
+
+
+def _relative_value(value, root: str):
+    if isinstance(value, str):
+        return relative_text(value, root)
+    if isinstance(value, list):
+        return [_relative_value(v, root) for v in value]
+    if isinstance(value, dict):
+        return {k: _relative_value(v, root) for k, v in value.items()}
+    return value
+
+
+def _text_outputs(cell):
+    """Yield (holder, key) of each text an output of `cell` holds (images and widget state excluded)."""
+    for output in cell.get("outputs", []):
+        if "text" in output:
+            yield output, "text"
+        if "traceback" in output:
+            yield output, "traceback"
+        for mime in output.get("data", {}):
+            if mime.startswith("text/"):
+                yield output["data"], mime
+
+
+def clean_notebook(nb, root: str | Path):
+    """Return `nb` (changed in place) ready to commit: papermill's `injected-parameters` cells removed and
+    their values written into the `parameters` cell, and every path under `root` (the repository the
+    notebook ran in) made relative in cell sources, text outputs and notebook metadata. Computed values
+    are not touched."""
+    root = str(root)
+    injected = _cells_tagged(nb, INJECTED_TAG)
+    params = {}
+    for i in injected:
+        params.update(_assignments(nb.cells[i].source))
+    nb.cells = [cell for i, cell in enumerate(nb.cells) if i not in injected]
+    found = _cells_tagged(nb, PARAMETERS_TAG)
+    if params and found:
+        cell = nb.cells[found[0]]
+        cell.source = apply_parameters(cell.source, _relative_value(params, root))
+    for cell in nb.cells:
+        cell.source = relative_text(cell.source, root)
+        for holder, key in _text_outputs(cell):
+            holder[key] = _relative_value(holder[key], root)
+    if "papermill" in nb.metadata:
+        nb.metadata["papermill"] = _relative_value(nb.metadata["papermill"], root)
+    return nb
+
+
+def _texts(cell) -> list[str]:
+    """Return a cell's source and the texts its outputs hold."""
+    return [cell.source] + ["".join(holder[key]) if isinstance(holder[key], list) else holder[key]
+                            for holder, key in _text_outputs(cell)]
+
+
+def portability_problems(nb) -> list[str]:
+    """Return why `nb` would not Run All as it is on another machine: an `injected-parameters` cell, or
+    an absolute path (a folder of the machine that ran it) in a cell's source or text outputs."""
+    problems = [f"an {INJECTED_TAG!r} cell (cell {i})" for i in _cells_tagged(nb, INJECTED_TAG)]
+    for i, cell in enumerate(nb.cells):
+        hits = [hit.group(0) for text in _texts(cell) for hit in [ABSOLUTE_PATH.search(text)] if hit]
+        problems += [f"an absolute path {hit!r} (cell {i})" for hit in hits]
+    return problems
+
+
+def shows_widget_warning(nb) -> bool:
+    """Return whether an output holds tqdm's "IProgress not found" warning (no ipywidgets, no fallback)."""
+    return any(TQDM_WIDGET_WARNING in text for cell in nb.cells for text in _texts(cell)[1:])
+
+
+def portable_value(value, root: Path = REPO):
+    """Return a parameter value with a path inside `root` written relative to it (notebooks resolve
+    relative results_dir, dataset and model_name against the repository root)."""
+    if isinstance(value, str) and Path(value).is_absolute() and Path(value).resolve().is_relative_to(root):
+        return os.path.relpath(Path(value).resolve(), root)
+    return value
+
+
+def execute_notebook(source: Path, target: Path, params: dict, cwd: Path, timeout: int | None) -> str | None:
+    """Execute `source` with `params` written into its parameters cell (kernel cwd `cwd`), write the
+    cleaned copy to `target` (also when a cell fails) and return the error, or None."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(source, as_version=4)
+    cell = nb.cells[_cells_tagged(nb, PARAMETERS_TAG)[0]]
+    cell.source = apply_parameters(cell.source, params)
+    error = None
+    try:
+        NotebookClient(nb, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(cwd)}}).execute()
+    except CellExecutionError as err:
+        error = f"{err.ename}: {err.evalue}"
+    except Exception as err:  # kernel died, timeout, missing kernelspec...
+        error = f"{type(err).__name__}: {err}"
+    nbformat.write(clean_notebook(nb, REPO), target)
+    return error
+
+
 def notebook_parameters(path: Path, overrides: dict) -> dict:
     """Return the notebook's parameter defaults (from its `parameters` cell) updated with `overrides`."""
-    import papermill
+    import nbformat
 
-    values = {}
-    for name, info in papermill.inspect_notebook(str(path)).items():
-        try:
-            values[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            values[name] = info["default"]
-    values.update(overrides)
-    return values
+    return {**declared_parameters(nbformat.read(path, as_version=4)), **overrides}
 
 
 def expected_files(params: dict, figures: list[str], trains: bool, results: Path) -> tuple[list[Path], list[Path]]:
@@ -111,10 +271,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--param", nargs="+", default=[], metavar="NAME=VALUE",
                         help="a parameter for every notebook that declares it, e.g. dataset=.gpu/data/sst2 "
                              "study=sst2-minilm-h100 (values are Python literals, else strings)")
+    parser.add_argument("--clean", nargs="+", default=None, metavar="NOTEBOOK",
+                        help="only clean these already executed notebooks in place (clean_notebook), then exit")
+    parser.add_argument("--executed-in", default=str(REPO),
+                        help="with --clean: the repository folder the notebooks were executed in")
     args = parser.parse_args(argv)
 
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+    import nbformat
+
+    if args.clean:
+        for path in args.clean:
+            nbformat.write(clean_notebook(nbformat.read(path, as_version=4), args.executed_in), path)
+            print("cleaned", path, "".join(f"\n  - {p}" for p in portability_problems(nbformat.read(path, as_version=4))))
+        return 0
 
     sys.path.insert(0, str(REPO))
     import mclearn_core as mc
@@ -122,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_kernel()
     out, results = Path(args.out).resolve(), Path(args.results).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # "auto" is passed on as "auto" (the kernel picks, as on Colab; MCLEARN_PRESET forces a preset);
+    # the checks below use the preset it resolves to.
     preset = mc.detect_preset() if args.preset == "auto" else args.preset
     draws = args.draws if args.draws is not None else (300 if preset == "cpu-smoke" else None)
     started = time.time()
@@ -130,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and not any(key in name for key in args.only):
             continue
         source = REPO / name
-        declared = papermill.inspect_notebook(str(source))
-        passed = {"preset": preset, "results_dir": str(results)}
+        declared = declared_parameters(nbformat.read(source, as_version=4))
+        passed = {"preset": args.preset, "results_dir": str(results)}
         if "draws" in declared and draws is not None:
             passed["draws"] = draws
         if args.no_progress:
@@ -139,22 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         if "seeds" in declared and args.seeds:
             passed["seeds"] = list(args.seeds)
         passed.update(parse_params(args.param))
-        passed = {k: v for k, v in passed.items() if k in declared}
+        passed = {k: portable_value(v) for k, v in passed.items() if k in declared}
         target = out / Path(name).name
         print(f"--> {name} {passed}", flush=True)
         t0 = time.time()
-        error = None
-        try:
-            papermill.execute_notebook(str(source), str(target), parameters=passed, kernel_name="python3",
-                                       cwd=str(cwd), progress_bar=False, execution_timeout=args.cell_timeout)
-        except PapermillExecutionError as err:
-            error = f"cell {err.exec_count}: {err.ename}: {err.evalue}"
-        except Exception as err:  # kernel died, timeout, missing kernelspec...
-            error = f"{type(err).__name__}: {err}"
+        error = execute_notebook(source, target, passed, cwd, args.cell_timeout)
         seconds = time.time() - t0
         problems = [error] if error else []
         if not error:
-            params = notebook_parameters(source, passed)
+            params = {**notebook_parameters(source, passed), "preset": preset}
             if params.get("study") is None:  # the notebook's default: "<base>-<preset>"
                 params["study"] = mc.study_name(STUDY_BASES[name], params["preset"])
             runs, others = expected_files(params, figures, trains, results)
@@ -165,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             problems += [f"missing {p}" for p in others if not p.exists() or p.stat().st_size == 0]
             problems += [f"stale {p} (not written by this run)" for p in others
                          if p.exists() and p.stat().st_mtime < t0]
+            if shows_widget_warning(nbformat.read(target, as_version=4)):
+                problems.append(f"an output shows tqdm's {TQDM_WIDGET_WARNING!r} warning")
             report.append((name, seconds, len(runs), len(others), problems))
         else:
             report.append((name, seconds, 0, 0, problems))

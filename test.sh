@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (README): unit and statistical tests, then papermill smoke runs of every notebook.
+# The test command (README): unit and statistical tests, then smoke runs of every notebook (run_notebooks.py).
 set -euo pipefail
 cd "$(dirname "$0")"
 out=$(mktemp -d)

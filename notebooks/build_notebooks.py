@@ -49,6 +49,8 @@ import mclearn_core as mc
 results_dir = str(mc.REPO_ROOT / results_dir)
 if dataset and (mc.REPO_ROOT / dataset).is_dir():
     dataset = str(mc.REPO_ROOT / dataset)
+if model_name and (mc.REPO_ROOT / model_name).is_dir():
+    model_name = str(mc.REPO_ROOT / model_name)
 study = study or mc.study_name(STUDY_BASE, preset)  # e.g. "flagship-t4": each device keeps its own runs
 figures = pathlib.Path(results_dir) / "figures" / study
 '''
@@ -104,11 +106,12 @@ AG News accuracies. On Colab, Run All uses your GPU, `distilbert-base-uncased` a
     md('''
 ## Setup
 
-Installs only packages that are missing (nothing when all are present, so it also runs offline). On
-Colab, outside a checkout, it clones the repository first and works inside it.
+Installs what `requirements.txt` lists and is missing, keeping the installed torch (Colab's is built for
+its GPU): nothing when all are present, so it also runs offline. On Colab, outside a checkout, it clones
+the repository first and works inside it.
 '''),
     code('''
-import importlib.util, os, pathlib, subprocess, sys
+import importlib.metadata, importlib.util, os, pathlib, re, subprocess, sys, tempfile
 
 REPO_URL = "https://github.com/mclearn-study/mc-learn"  # the same owner/repo as the Colab badge above
 if not pathlib.Path("mclearn_core.py").exists() and importlib.util.find_spec("google.colab") is not None:
@@ -117,23 +120,61 @@ if not pathlib.Path("mclearn_core.py").exists() and importlib.util.find_spec("go
         subprocess.run(["git", "clone", "--depth", "1", REPO_URL, str(checkout)], check=True)
     os.chdir(checkout)
     print("working in", checkout)
+if not pathlib.Path("requirements.txt").exists():
+    raise FileNotFoundError("requirements.txt is not here: start the notebook in the repository root.")
 
-requirements = {"torch": "torch", "transformers": "transformers", "tokenizers": "tokenizers",
-                "datasets": "datasets", "sklearn": "scikit-learn", "seaborn": "seaborn", "pandas": "pandas",
-                "pyarrow": "pyarrow", "matplotlib": "matplotlib", "tqdm": "tqdm", "papermill": "papermill"}
-missing = [package for module, package in requirements.items() if importlib.util.find_spec(module) is None]
+
+def name_of(requirement):
+    return re.split(r"[<>=!~;\\[ ]", requirement)[0].lower()
+
+
+def unmet(requirement):
+    """True when the requirement's package is missing or its installed version does not satisfy it."""
+    try:
+        installed = importlib.metadata.version(name_of(requirement))
+    except importlib.metadata.PackageNotFoundError:
+        return True
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # no way to compare versions here: being installed is enough
+        return False
+    return not Requirement(requirement).specifier.contains(installed, prereleases=True)
+
+
+have_torch = importlib.util.find_spec("torch") is not None
+lines = [line.split("#")[0].strip() for line in pathlib.Path("requirements.txt").read_text().splitlines()]
+missing = [r for r in lines if r and not (have_torch and name_of(r) == "torch") and unmet(r)]
 if missing:
-    print("installing", " ".join(missing))
-    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing]).returncode:
+    command = [sys.executable, "-m", "pip", "install", "-q", *missing]
+    if have_torch:  # pinned as a constraint, so no requirement can replace the installed torch
+        pin = pathlib.Path(tempfile.mkdtemp()) / "keep-torch.txt"
+        pin.write_text(f"torch=={importlib.metadata.version('torch')}\\n")
+        command += ["-c", str(pin)]
+    print("installing from requirements.txt:", " ".join(missing))
+    if subprocess.run(command).returncode:
         print("pip could not install", missing, "- the cells below that need them will fail")
 else:
-    print("all requirements present")
+    print("requirements.txt is satisfied; torch", importlib.metadata.version("torch"), "kept")
 '''),
     code(FIND_REPO),
     md('''
+## The answer so far
+
+Generated from `results/summary.csv` by `mc.headline`: the study (by default the largest one run on a GPU)
+and MC-Learn against the optimized baseline in two sentences, then the table they come from. Re-running
+this notebook adds its own study to that file.
+'''),
+    code('''
+from IPython.display import Markdown
+import mclearn_core as mc
+
+Markdown(mc.headline(mc.REPO_ROOT / "results"))
+'''),
+    md('''
 ## Parameters
 
-- `preset`: `"auto"` picks `t4`, `a100`, `h100` or `cpu` from the visible device; CI uses `"cpu-smoke"`.
+- `preset`: `"auto"` picks `t4`, `a100`, `h100` or `cpu` from the visible device (the environment
+  variable `MCLEARN_PRESET`, e.g. `t4`, overrides the pick); CI uses `"cpu-smoke"`.
 - `dataset`, `model_name`: `None` keeps the preset's choice; otherwise a hub name or a local folder
   (relative folders resolve against the repository root).
 - `seeds`: `None` keeps the preset's seeds.

@@ -59,6 +59,7 @@ def test_method_presets():
 
 
 def test_detect_preset(monkeypatch):
+    monkeypatch.delenv(mc.PRESET_ENV, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert mc.detect_preset() == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -67,6 +68,23 @@ def test_detect_preset(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_a, g=gpu: g)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_a, b=bf16: b)
         assert mc.detect_preset() == expected, gpu
+
+
+def test_preset_env_forces_what_auto_resolves_to(monkeypatch):
+    """MCLEARN_PRESET=t4 runs preset "auto" as the T4 code path (fp16 + GradScaler) on any device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_a: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_a: True)
+    monkeypatch.setenv(mc.PRESET_ENV, "t4")
+    assert mc.detect_preset() == "t4"
+    cfg = mc.make_config("auto")
+    assert (cfg.preset, cfg.precision) == ("t4", "fp16") and mc.study_name("flagship", "auto") == "flagship-t4"
+    assert mc.make_config("h100").precision == "bf16"  # a named preset is not overridden
+    monkeypatch.setenv(mc.PRESET_ENV, "")
+    assert mc.detect_preset() == "h100"
+    monkeypatch.setenv(mc.PRESET_ENV, "T4")
+    with pytest.raises(ValueError, match="MCLEARN_PRESET='T4' is not a preset"):
+        mc.detect_preset()
 
 
 def test_resolve_device_and_autocast():

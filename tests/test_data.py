@@ -160,6 +160,119 @@ def test_shared_sst2_if_available():
     assert set(np.unique(bundle.eval.labels)) == {0, 1}
 
 
+# ----------------------------------------------------------------------------- the hub path, offline
+def _shared_folder(name: str) -> Path:
+    root = os.environ.get("MCLEARN_DATA_DIR")
+    if not root:
+        pytest.skip("MCLEARN_DATA_DIR is not set (CI sets it to ../shared/data); skipping the hub-shaped "
+                    f"{name} check")
+    folder = Path(root).expanduser().resolve() / name
+    if not folder.is_dir():
+        pytest.skip(f"MCLEARN_DATA_DIR={root} has no {name}/ folder")
+    return folder
+
+
+def _serve_from_hub(monkeypatch, dataset_dict) -> list:
+    """Make datasets.load_dataset (as _load_hub calls it) return `dataset_dict`; return its calls."""
+    import datasets
+
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append(args) or dataset_dict)
+    return calls
+
+
+def _same_bundles(hub: "mc.DataBundle", local: "mc.DataBundle") -> None:
+    assert hub.label_names == local.label_names
+    for which in ("train", "eval"):
+        a, b = getattr(hub, which), getattr(local, which)
+        assert a.texts == b.texts, which
+        assert np.array_equal(a.labels, b.labels) and a.labels.dtype == b.labels.dtype == np.int64, which
+
+
+@pytest.mark.parametrize("limits", [None, "preset"])
+def test_hub_ag_news_matches_the_local_folder(tmp_path, monkeypatch, limits):
+    """`ag_news` as the hub serves it (train/test; text, label with ClassLabel names) gives the same
+    splits as the same rows in a local folder. Offline only the 7,600 test rows exist: a quarter of them
+    play the test split, the rest the train split."""
+    import datasets
+
+    rows = pd.read_parquet(_shared_folder("ag_news") / "test.parquet")[["text", "label"]]
+    splits = {"train": rows[rows.index % 4 != 0].reset_index(drop=True),
+              "test": rows[rows.index % 4 == 0].reset_index(drop=True)}
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["World", "Sports", "Business", "Sci/Tech"])})
+    calls = _serve_from_hub(monkeypatch, datasets.DatasetDict(
+        {name: datasets.Dataset.from_pandas(frame, features=features, preserve_index=False)
+         for name, frame in splits.items()}))
+    local = tmp_path / "ag_news"  # the folder name gives the label names, as the hub's ClassLabel does
+    local.mkdir()
+    for name, frame in splits.items():
+        frame.to_parquet(local / f"{name}.parquet")
+    cfg = mc.make_config("cpu-smoke", dataset="ag_news")
+    if limits is None:
+        cfg = mc.replace_config(cfg, max_train_examples=None, max_eval_examples=None)
+    hub = mc.load_text_dataset(cfg)
+    assert calls == [("ag_news",)] and hub.source == "hub:ag_news"
+    _same_bundles(hub, mc.load_text_dataset(mc.replace_config(cfg, dataset=str(local))))
+    assert hub.label_names == ["World", "Sports", "Business", "Sci/Tech"]
+    assert len(hub.eval.texts) == 1900 if limits is None else 156 <= len(hub.eval.texts) <= 160  # floored quotas
+
+
+def test_hub_glue_sst2_matches_the_local_folder(monkeypatch):
+    """`glue`/`sst2` as the hub serves it (train/validation/test; sentence, label, idx; label -1
+    throughout test) gives the splits of the local SST-2 folder: text from `sentence`, evaluation on
+    validation (the unlabeled test split is passed over), names from the ClassLabel."""
+    import datasets
+
+    folder = _shared_folder("sst2")
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"]),
+                                  "idx": datasets.Value("int32")})
+
+    def served(frame, unlabeled=False):
+        frame = pd.DataFrame({"sentence": frame["text"], "label": -1 if unlabeled else frame["label"],
+                              "idx": np.arange(len(frame), dtype=np.int32)})
+        return datasets.Dataset.from_pandas(frame, features=features, preserve_index=False)
+
+    train, validation = (pd.read_parquet(folder / f"{s}.parquet") for s in ("train", "validation"))
+    calls = _serve_from_hub(monkeypatch, datasets.DatasetDict({
+        "train": served(train), "validation": served(validation),
+        "test": served(train.head(1821), unlabeled=True)}))  # GLUE's test: 1,821 rows, no labels
+    cfg = mc.replace_config(mc.make_config("cpu-smoke", dataset="glue/sst2"), max_train_examples=None,
+                            max_eval_examples=None)
+    hub = mc.load_text_dataset(cfg)
+    assert calls == [("glue", "sst2")] and hub.source == "hub:glue/sst2"
+    _same_bundles(hub, mc.load_text_dataset(mc.replace_config(cfg, dataset=str(folder))))
+    assert len(hub.train.texts) == 67349 and len(hub.eval.texts) == 872
+    assert hub.label_names == ["negative", "positive"]
+    # Asking for the unlabeled split by name still says what to do.
+    with pytest.raises(mc.DataError, match="eval_split='validation'"):
+        mc.load_text_dataset(mc.make_config("cpu-smoke", dataset="glue/sst2", eval_split="test"))
+
+
+def test_hub_names_read_their_local_copy(tmp_path, monkeypatch):
+    """With MCLEARN_LOCAL_COPIES set, a hub name whose folder exists there is read from it (no hub
+    call); other names and an unset variable go to the hub as before."""
+    import datasets
+
+    copy = tmp_path / "glue" / "sst2"
+    copy.mkdir(parents=True)
+    _frame(12, num_classes=2).to_parquet(copy / "train.parquet")
+    _frame(4, num_classes=2).to_parquet(copy / "validation.parquet")
+    calls = _serve_from_hub(monkeypatch, datasets.DatasetDict())
+    cfg = mc.replace_config(mc.make_config("cpu-smoke", dataset="glue/sst2"), max_train_examples=None,
+                            max_eval_examples=None)
+    monkeypatch.setenv(mc.LOCAL_COPIES_ENV, str(tmp_path))
+    bundle = mc.load_text_dataset(cfg)
+    assert bundle.source == f"local:{copy}" and bundle.label_names == ["negative", "positive"]
+    assert len(bundle.train.texts) == 12 and calls == []
+    assert mc.local_copy("ag_news") == "ag_news" and mc.local_copy(str(copy)) == str(copy)
+    monkeypatch.delenv(mc.LOCAL_COPIES_ENV)
+    with pytest.raises(mc.DataError):
+        mc.load_text_dataset(cfg)  # the stand-in hub holds no splits
+    assert calls == [("glue", "sst2")]
+
+
 # ----------------------------------------------------------------------------- batching
 @pytest.fixture(scope="module")
 def embedded_lengths(prepared):

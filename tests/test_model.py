@@ -199,3 +199,19 @@ def test_model_inputs_give_the_same_logits_without_asking_the_host(which, prepar
                 patch.setattr(masking, "_ignore_bidirectional_mask_sdpa", host_check)
                 got = model(**mc.model_inputs(model, batch)).logits
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_hub_model_name_reads_its_local_copy(tmp_path, monkeypatch):
+    texts = ["alpha beta", "gamma delta", "market goal"] * 10
+    cfg = mc.make_config("cpu-smoke")
+    tokenizer = mc.build_tiny_tokenizer(texts, cfg.tiny_vocab_size)
+    folder = tmp_path / "someone" / "tiny-encoder"
+    mc.build_tiny_model(tokenizer, 2, cfg).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    hub_cfg = mc.replace_config(cfg, model_name="someone/tiny-encoder")
+    monkeypatch.delenv(mc.LOCAL_COPIES_ENV, raising=False)
+    with pytest.raises(mc.ModelLoadError, match="model_name="):
+        mc.load_model_and_tokenizer(hub_cfg, num_labels=2)  # offline: the hub is not reachable
+    monkeypatch.setenv(mc.LOCAL_COPIES_ENV, str(tmp_path))
+    model, loaded = mc.load_model_and_tokenizer(hub_cfg, num_labels=2)
+    assert model.config.num_labels == 2 and loaded("alpha beta")["input_ids"] == tokenizer("alpha beta")["input_ids"]

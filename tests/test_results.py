@@ -244,3 +244,27 @@ def test_provenance_of_a_dirty_tree_and_of_a_copy_without_git(monkeypatch):
     monkeypatch.setenv("MCLEARN_GIT_CLEAN", "false")
     monkeypatch.setenv("MCLEARN_GIT_DIFF_SHA256", "f" * 64)
     assert mc.code_provenance() == {"git_commit": "def456", "git_clean": False, "git_diff_sha256": "f" * 64}
+
+
+def test_headline_states_the_answer_with_its_table(tmp_path):
+    assert mc.headline(tmp_path).startswith("_No results yet")
+    for seed, (base_s, mc_s, base_acc, mc_acc) in enumerate([(10, 4, 0.90, 0.89), (12, 6, 0.92, 0.90)], 1):
+        _fake_run(tmp_path, "cpu-study", "baseline", seed, base_s, base_acc)
+        _fake_run(tmp_path, "cpu-study", "mclearn", seed, mc_s, mc_acc)
+        _fake_run(tmp_path, "gpu-study", "baseline", seed, 2.0, 0.85, device="NVIDIA H100")
+        _fake_run(tmp_path, "gpu-study", "mclearn", seed, 8.0, 0.86, device="NVIDIA H100")
+        _fake_run(tmp_path, "gpu-study", "uniform", seed, 1.5, 0.84, device="NVIDIA H100")
+    _fake_run(tmp_path, "bigger-cpu-only", "baseline", 1, 1.0, 0.5)  # no mclearn run: never the answer
+    mc.summarize(tmp_path, show=False)
+    text = mc.headline(tmp_path)  # a GPU study wins over a CPU one
+    first, rest = text.split("\n\n", 1)
+    assert first == ("In study `gpu-study` (NVIDIA H100, 2 seeds), `mclearn` trained in 8.0 s against the optimized "
+                     "baseline's 2.0 s (0.25x) and reached 86.00 % accuracy against 85.00 % (+1.00 points). "
+                     "So here it is slower than the full fine-tune but keeps its accuracy (within 0.5 points); "
+                     "the uniform-subset control reached 84.00 % in 1.5 s.")
+    assert "| NVIDIA H100 | uniform  | 2       | 84.00 ± 0.00" in rest
+    cpu = mc.headline(tmp_path, study="cpu-study").split("\n\n")[0]
+    assert cpu.endswith("(2.20x) and reached 89.50 % accuracy against 91.00 % (-1.50 points). "
+                        "So here it is faster than the full fine-tune but loses 1.50 points of accuracy.")
+    with pytest.raises(ValueError, match="study="):
+        mc.headline(tmp_path, study="bigger-cpu-only")

@@ -301,3 +301,33 @@ def test_a_run_at_chance_warns_and_stores_the_warning(prepared, smoke_cfg, capsy
     record = mc.train_method("baseline", mc.replace_config(good, lr=10.0), prepared, seed=42, progress=False)
     assert len(record["warnings"]) == 1 and "is at chance (majority class 0.2500" in record["warnings"][0]
     assert f"warning: baseline seed 42: {record['warnings'][0]}" in capsys.readouterr().err
+
+
+def test_progress_bar_without_ipywidgets_is_plain_text_and_silent(monkeypatch, recwarn):
+    """In a notebook kernel without ipywidgets, tqdm.auto warns "IProgress not found" at import; the
+    module imports it quietly, gets the plain-text bar, and later imports (transformers) warn no more."""
+    import sys
+    import types
+
+    import IPython
+    import tqdm.std
+
+    class KernelShell:
+        config = {"IPKernelApp": {}}
+
+    for name in ("tqdm.auto", "tqdm.autonotebook", "tqdm.notebook"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "ipykernel.zmqshell", types.ModuleType("ipykernel.zmqshell"))  # "a kernel"
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets -> ImportError
+    monkeypatch.setattr(IPython, "get_ipython", lambda: KernelShell())
+    mc._tqdm_class.cache_clear()
+    try:
+        bar = mc._progress(10, "steps", enabled=True)
+        bar.close()
+        assert isinstance(bar, tqdm.std.tqdm)
+        assert "tqdm_notebook" not in [cls.__name__ for cls in type(bar).__mro__]  # not the widget bar
+        from tqdm.auto import tqdm as again  # as huggingface_hub does
+        assert again is type(bar)
+        assert not [w for w in recwarn if "IProgress" in str(w.message)]
+    finally:
+        mc._tqdm_class.cache_clear()
