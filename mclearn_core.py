@@ -2121,7 +2121,8 @@ class MCLearnPaper(Method):
         # the model is in eval mode at the first published refresh (from_pretrained), in train mode after
         with self.costs.timed("score", len(rows) * width):
             feats, probs = self.score(ctx.train, rows, training=self.refreshes > 0)
-        difficulty = (1.0 - probs[torch.arange(len(rows)), to_device(labels, probs.device)]).cpu().numpy()
+        true_class = to_device(labels, probs.device)[:, None]
+        difficulty = (1.0 - probs.gather(1, true_class).squeeze(1)).cpu().numpy()
         kappa = self.policy.kappa(progress)
         keep_prob = np.concatenate([published_soft_topk(difficulty[labels == c], kappa, self.policy.tau)
                                     for c in range(self.num_classes)])  # rows are grouped by class
