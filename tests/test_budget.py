@@ -36,30 +36,6 @@ def test_optimal_full_prob_random_inputs_inside_bounds():
 COSTS = {"score": 0.01, "head": 0.002, "full": 0.1, "fixed": 0.5}
 
 
-def test_solve_kept_size_formula():
-    m = mc.solve_kept_size(COSTS, q=0.25, kappa=0.5, batch_size=64, budget_ratio=0.5, lo=8, hi=1024)
-    budget = 0.5 * (0.5 + 64 * 0.1) - 0.5
-    per_kept = 0.01 / 0.5 + 0.002 + 0.25 * 0.1
-    assert m == int(budget / per_kept)  # 63
-    # the step cost at M* fits the budget, at M*+1 it does not
-    cost = lambda k: 0.5 + k * per_kept  # noqa: E731
-    assert cost(m) <= 0.5 * (0.5 + 64 * 0.1) < cost(m + 1)
-
-
-def test_kept_size_monotone_in_budget_ratio():
-    ratios = np.linspace(0.05, 3.0, 60)
-    ms = [mc.solve_kept_size(COSTS, 0.25, 0.5, 64, r, lo=8, hi=200) for r in ratios]
-    assert all(a <= b for a, b in zip(ms, ms[1:]))
-    assert ms[0] == 8 and ms[-1] == 200 and len(set(ms)) > 10
-
-
-def test_kept_size_respects_lo_hi():
-    assert mc.solve_kept_size(COSTS, 0.25, 0.5, 64, budget_ratio=0.01, lo=12, hi=100) == 12  # budget < 0
-    assert mc.solve_kept_size(COSTS, 0.25, 0.5, 64, budget_ratio=100.0, lo=12, hi=100) == 100
-    zero = {"score": 0.0, "head": 0.0, "full": 0.0, "fixed": 0.0}
-    assert mc.solve_kept_size(zero, 0.0, 0.5, 64, 0.5, lo=9, hi=100) == 9  # degenerate costs
-
-
 def test_cost_meter_ema_and_cpu_timing():
     meter = mc.CostMeter(torch.device("cpu"), decay=0.9)
     meter.observe("full", 1.0)

@@ -171,17 +171,6 @@ def test_estimator_gradient_is_unbiased():
     assert cosine > 0.99
 
 
-def test_drop_tokens_keeps_first_token_and_input():
-    mask = torch.ones(64, 40, dtype=torch.long)
-    batch = {"input_ids": torch.ones(64, 40, dtype=torch.long), "attention_mask": mask}
-    out = mc.drop_tokens(batch, 0.3, torch.Generator().manual_seed(0))
-    assert torch.all(out["attention_mask"][:, 0] == 1) and torch.all(mask == 1)  # input untouched
-    dropped = 1 - out["attention_mask"][:, 1:].float().mean().item()
-    assert abs(dropped - 0.3) < 0.03  # 2,496 Bernoulli(0.3) draws: sd 0.009
-    assert out["input_ids"] is batch["input_ids"]
-
-
-# ----------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def mc_runs(prepared, tmp_path_factory):
     cfg = mc.replace_config(prepared.cfg, results_dir=str(tmp_path_factory.mktemp("mc-results")))
