@@ -1592,6 +1592,11 @@ def warm_up_device(prepared: Prepared, steps_per_width: int = 2) -> float:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     predict(model, prepared.eval, cfg, device)
+    with torch.no_grad(), truncated_encoder(model, cfg.score_layer) as encoder, autocast_context(cfg, device):
+        score_cap = min(cfg.score_max_length, cap)  # MC-Learn's scorer: its widths too
+        for width in sorted({padded_length(w, cfg.pad_multiple, score_cap) for w in range(1, score_cap + 1)}):
+            batch = make_batch(prepared.train, torch.arange(min(max(cfg.eval_batch_size, 256), len(prepared.train))), width)
+            encoder(**model_inputs(encoder, batch))
     _sync(device)
     return time.perf_counter() - start
 
@@ -2057,20 +2062,32 @@ def draw_weights(draw_prob: np.ndarray, pool_prob: np.ndarray, population: int, 
 def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: np.ndarray, lengths: np.ndarray,
                    population: int, steps: int, kept: int, full: int, rng: np.random.Generator,
                    pad_multiple: int, cap: int, w_clip: float | None) -> StepPlan:
-    """Return the StepPlan of `steps` steps: each draws `kept` pool positions with replacement,
-    each draw with probability mix_replay(candidate_prob, replay_share); its first `full` draws
-    get a full pass. A draw's weight in the full term is its cheap-term weight (draw_weights,
-    draws = kept) divided by full_prob = full / kept, the chance that a draw is a full one. With
-    `w_clip`, weights are capped at w_clip times a uniform draw's weight (1 / draws): capping
-    trades a small bias for variance."""
+    """Return the StepPlan of `steps` steps. A draw picks pool member i with probability
+    p_i = mix_replay(candidate_prob, replay_share)_i, and the steps are length-bucketed like the
+    baseline's batches: a step first picks a padded width b with probability P_b = sum of p_i over
+    the members of width b, then draws all its `kept` positions with replacement inside that
+    bucket, each with probability p_i / P_b. A draw's unconditional probability is still p_i
+    (P_b * p_i / P_b), so the weights of draw_weights keep the full-pass term unbiased:
+    E[sum_j y_j / (N pi_j kept p_j)] = sum_b P_b sum_{i in b} (p_i / P_b) y_i / (N pi_i p_i).
+    The first `full` draws of a step get a full pass; their weight is the cheap-term weight
+    divided by full_prob = full / kept, the chance that a draw is a full one. With `w_clip`,
+    weights are capped at w_clip times a uniform draw's weight (1 / draws): capping trades a
+    small bias for variance."""
     draw_prob = mix_replay(candidate_prob, replay_share)
-    positions = rng.choice(len(draw_prob), size=(steps, kept), replace=True, p=draw_prob)
+    member_width = np.array([padded_length(int(n), pad_multiple, cap) for n in lengths])
+    bucket_widths = np.unique(member_width)
+    bucket_prob = np.array([draw_prob[member_width == w].sum() for w in bucket_widths])
+    step_bucket = rng.choice(len(bucket_widths), size=steps, p=bucket_prob / bucket_prob.sum())
+    positions = np.empty((steps, kept), dtype=np.int64)
+    for j, b in enumerate(step_bucket):
+        members = np.flatnonzero(member_width == bucket_widths[b])
+        positions[j] = rng.choice(members, size=kept, replace=True, p=draw_prob[members] / bucket_prob[b])
     full_prob = full / kept
     kept_weight = draw_weights(draw_prob[positions], pool_prob[positions], population, kept)
     full_weight = kept_weight[:, :full] / full_prob
     if w_clip is not None:
         kept_weight, full_weight = np.minimum(kept_weight, w_clip / kept), np.minimum(full_weight, w_clip / full)
-    widths = [padded_length(int(lengths[p[:full]].max()), pad_multiple, cap) for p in positions]
+    widths = [int(bucket_widths[b]) for b in step_bucket]
     return StepPlan(kept_pos=positions, kept_weight=kept_weight, full_weight=full_weight, widths=widths,
                     full_prob=full_prob)
 
@@ -2157,19 +2174,22 @@ class MCLearn(Method):
         refresh_seconds = time.perf_counter() - start
         costs = self.ctx_step_costs()
         baseline_widths = [w for _, w in plan_epoch(ctx.train, cfg, torch.Generator().manual_seed(0))] * cfg.epochs
-        lengths = ctx.train.host_lengths.numpy()
-        cap = ctx.train.input_ids.shape[1]
-        sample = self.rng.choice(len(lengths), size=(64, self.full_rows), replace=True)
-        full_widths = [padded_length(int(lengths[rows].max()), cfg.pad_multiple, cap) for rows in sample]
+        full_widths = self.plan.widths  # length-bucketed steps: the first pool's width mix
         self.budget = solve_budget(costs, baseline_widths, cfg.batch_size, self.full_rows, full_widths,
                                    cfg.budget_ratio, cfg.refresh_every, refresh_seconds,
                                    spent_seconds=time.perf_counter() - start,
-                                   graph_count=len(set(full_widths)) if costs.graphed else 0)
+                                   graph_count=len(self.widths_in_data()) if costs.graphed else 0)
         for message in self.budget["warnings"]:
             if message not in costs.warnings:  # those were printed when the costs were measured
                 print(f"warning (mclearn budget): {message}", flush=True)
         self.budget["step_costs"] = costs.record()
         self.total_steps = self.budget["steps"]
+
+    def widths_in_data(self) -> set[int]:
+        """Return the padded widths the training set's rows have (one graph shape each)."""
+        cfg, data = self.ctx.cfg, self.ctx.train
+        cap = data.input_ids.shape[1]
+        return {padded_length(int(n), cfg.pad_multiple, cap) for n in data.host_lengths.unique()}
 
     def ctx_step_costs(self) -> StepCosts:
         """Return the step-cost table this run is priced with: the one train_method took from

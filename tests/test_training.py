@@ -216,7 +216,7 @@ def test_training_steps_never_wait_for_the_gpu(prepared, method, graphs):
     train = prepared.train.to(device)
     cfg = mc.config_for_method(mc.replace_config(prepared.cfg, device="cuda", precision="bf16",
                                                  cuda_graphs=graphs, pad_multiple=32), method)
-    cfg = mc.replace_config(cfg, budget_ratio=3.0)  # MC-Learn: enough steps to check
+    cfg = mc.replace_config(cfg, budget_ratio=50.0)  # MC-Learn: enough steps to check (the data are tiny)
     ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).to(device).train(), train=train,
                         eval=train, num_labels=4, device=device, generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator(device=device).manual_seed(0))
