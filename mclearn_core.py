@@ -3706,6 +3706,8 @@ def bench_markdown(results_dir: str | Path = "results", link_base: Path | None =
 
     parts = []
     for path in sorted(Path(results_dir, "bench").glob("*.json")):
+        if path.name.startswith("step-cost-"):  # step-cost curves: a plot, linked from the README
+            continue
         rows = pd.DataFrame(json.loads(path.read_text()))
         columns = [c for c in BENCH_COLUMNS if c in rows.columns]
         table = rows[columns].rename(columns=BENCH_COLUMNS)
