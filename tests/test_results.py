@@ -231,6 +231,8 @@ def test_run_records_trace_their_code(prepared, smoke_cfg):
 def test_provenance_of_a_dirty_tree_and_of_a_copy_without_git(monkeypatch):
     import hashlib
 
+    for var in ("MCLEARN_COMMIT", "MCLEARN_GIT_CLEAN", "MCLEARN_GIT_DIFF_SHA256"):
+        monkeypatch.delenv(var, raising=False)
     answers = {("rev-parse", "HEAD"): "abc123\n"}
     monkeypatch.setattr(mc, "_git", lambda *args: answers.get(args[:2], "diff --git a/x b/x\n+1\n"))
     prov = mc.code_provenance()
@@ -244,6 +246,9 @@ def test_provenance_of_a_dirty_tree_and_of_a_copy_without_git(monkeypatch):
     monkeypatch.setenv("MCLEARN_GIT_CLEAN", "false")
     monkeypatch.setenv("MCLEARN_GIT_DIFF_SHA256", "f" * 64)
     assert mc.code_provenance() == {"git_commit": "def456", "git_clean": False, "git_diff_sha256": "f" * 64}
+    # A copy that holds a stale .git (the GPU machine's did): the environment, when set, wins.
+    monkeypatch.setattr(mc, "_git", lambda *args: answers.get(args[:2], ""))
+    assert mc.code_provenance()["git_commit"] == "def456"
 
 
 def test_headline_states_the_answer_with_its_table(tmp_path):
