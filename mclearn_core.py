@@ -815,15 +815,20 @@ def truncated_encoder(model: nn.Module, num_layers: int):
 
 
 def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Return the keyword inputs (input_ids, attention_mask) for `model` on `batch`. With SDPA
-    attention the padding mask goes in as the 4-D boolean mask [B, 1, L, L] (True = attend) that
-    transformers would build from it: transformers builds it only after asking the host whether
-    the batch has any padding (`mask.all()`), a device sync on every forward, and passes a 4-D
-    mask through as given."""
+    """Return the keyword inputs (input_ids, attention_mask) for `model` on `batch`, the padding
+    mask already in the 4-D form [B, 1, L, L] that transformers would build from it (it passes a
+    4-D mask through as given). With SDPA attention that is a boolean mask (True = attend):
+    transformers builds it only after asking the host whether the batch has any padding
+    (`mask.all()`), a device sync on every forward. With eager attention (MPNet) it is the
+    additive float mask (0 or the float32 minimum): transformers builds that from a scalar tensor
+    it copies from the host, which no CUDA graph can capture."""
     mask = batch["attention_mask"]
-    if getattr(model.config, "_attn_implementation", None) == "sdpa" and mask.dim() == 2:
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation in ("sdpa", "eager") and mask.dim() == 2:
         width = mask.shape[1]
-        mask = mask.bool()[:, None, None, :].expand(-1, 1, width, width)
+        keep = mask.bool()[:, None, None, :].expand(-1, 1, width, width)
+        mask = keep if implementation == "sdpa" else \
+            torch.zeros(keep.shape, device=keep.device).masked_fill(~keep, torch.finfo(torch.float32).min)
     return {"input_ids": batch["input_ids"], "attention_mask": mask}
 
 

@@ -16,6 +16,16 @@ def tiny_bert():
     return BertForSequenceClassification(cfg).eval()
 
 
+@pytest.fixture(scope="module")
+def tiny_mpnet():
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = MPNetConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=40, num_labels=3)
+    return MPNetForSequenceClassification(cfg).eval()
+
+
 def _inputs(vocab: int = 100, batch: int = 3, length: int = 10):
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(5, vocab, (batch, length), generator=g)
@@ -180,14 +190,15 @@ def test_tiny_tokenizer_is_the_same_in_every_process():
     assert len(hashes) == 1
 
 
-@pytest.mark.parametrize("which", ["distilbert", "bert"])
-def test_model_inputs_give_the_same_logits_without_asking_the_host(which, prepared, tiny_bert, monkeypatch):
+@pytest.mark.parametrize("which", ["distilbert", "bert", "mpnet"])
+def test_model_inputs_give_the_same_logits_without_asking_the_host(which, prepared, tiny_bert, tiny_mpnet, monkeypatch):
     """The 4-D mask gives the logits of transformers' own masking (padded and unpadded batches),
-    and the host-side padding check (a device sync on a GPU) is never reached."""
+    and the host-side padding check (a device sync on a GPU) is never reached; for MPNet (eager
+    attention) the additive mask is built on the device, so transformers' host scalar is not."""
     import transformers.masking_utils as masking
 
-    model = (prepared.base_model if which == "distilbert" else tiny_bert).eval()
-    assert model.config._attn_implementation == "sdpa"
+    model = {"distilbert": prepared.base_model, "bert": tiny_bert, "mpnet": tiny_mpnet}[which].eval()
+    assert model.config._attn_implementation == ("eager" if which == "mpnet" else "sdpa")
     ids, mask = _inputs(vocab=min(100, model.config.vocab_size))
     for batch_mask in (mask, torch.ones_like(mask)):
         batch = {"input_ids": ids, "attention_mask": batch_mask}
@@ -197,6 +208,7 @@ def test_model_inputs_give_the_same_logits_without_asking_the_host(which, prepar
                 def host_check(*args, **kwargs):
                     raise AssertionError("transformers read the padding mask on the host")
                 patch.setattr(masking, "_ignore_bidirectional_mask_sdpa", host_check)
+                patch.setitem(masking.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping, "eager", host_check)
                 got = model(**mc.model_inputs(model, batch)).logits
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
