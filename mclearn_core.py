@@ -764,7 +764,7 @@ def load_model_and_tokenizer(cfg: Config, num_labels: int, train_texts: Sequence
             f"Set --model (model_name=) to a hub name reachable from here, a local folder holding config.json, "
             f"weights and tokenizer files, or 'tiny' for an offline model built from scratch."
         ) from err
-    return model, tokenizer
+    return cache_position_buckets(model), tokenizer
 
 
 @dataclass
@@ -812,6 +812,38 @@ def truncated_encoder(model: nn.Module, num_layers: int):
         yield parts.base
     finally:
         parts.layer_owner.layer = full
+
+
+def cache_position_buckets(model: nn.Module) -> nn.Module:
+    """Return `model` with the relative-position buckets of an MPNet-style encoder (one with
+    compute_position_bias and relative_position_bucket) computed on the device and kept per
+    sequence length: transformers builds them on the host and copies them over in every forward,
+    which no CUDA graph can capture. The first forward of a length (an eager warm-up step) fills
+    the cache; the bias itself is still looked up from the model's own embedding. Other models
+    are returned unchanged."""
+    import types
+
+    encoder = getattr(model.base_model, "encoder", None)
+    if encoder is None or not hasattr(encoder, "compute_position_bias") or \
+            not hasattr(encoder, "relative_position_bucket"):
+        return model
+    original = type(encoder).compute_position_bias
+
+    def compute_position_bias(self, x, position_ids=None, num_buckets=32):
+        if position_ids is not None:
+            return original(self, x, position_ids, num_buckets)
+        length = x.size(1)
+        key = (length, num_buckets, str(x.device))
+        if key not in self.position_bucket_cache:
+            positions = torch.arange(length, dtype=torch.long, device=x.device)
+            relative = positions[None, :] - positions[:, None]  # memory - context
+            self.position_bucket_cache[key] = self.relative_position_bucket(relative, num_buckets=num_buckets)
+        values = self.relative_attention_bias(self.position_bucket_cache[key]).permute([2, 0, 1]).unsqueeze(0)
+        return values.expand((x.size(0), -1, length, length)).contiguous()
+
+    encoder.position_bucket_cache = {}
+    encoder.compute_position_bias = types.MethodType(compute_position_bias, encoder)  # deepcopy rebinds it
+    return model
 
 
 def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -3251,8 +3283,9 @@ def plot_difficulty(record: dict[str, Any], path: str | Path | None = None):
 
 
 def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
-    """Return a figure of MC-Learn's sampler telemetry over steps (|K|, full passes, ESS, rho,
-    tau, q); an empty note for methods without telemetry."""
+    """Return a figure of MC-Learn's sampler telemetry over steps (kept and full rows, ESS, replay
+    share, rank agreement, tau, and q or the class weights); an empty note for methods without
+    telemetry."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -3263,11 +3296,13 @@ def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
         return _figure_out(fig, path)
     frame = pd.DataFrame(steps)
     frame[["kept", "full"]].set_index(frame["step"]).plot(ax=axes[0], title="examples per step", marker="o", ms=2)
-    health = [c for c in ("ess_fraction", "rho", "rank_corr") if c in frame and frame[c].notna().any()]
+    health = [c for c in ("ess_fraction", "rho", "replay_share", "rank_corr") if c in frame and frame[c].notna().any()]
     frame[health].astype(float).set_index(frame["step"]).plot(
-        ax=axes[1], title="ESS / |K|, replay share, rank agreement", marker="o", ms=2)
-    q = pd.DataFrame(frame["q"].tolist(), index=frame["step"]).add_prefix("q class ")
-    q.assign(tau=frame["tau"].values).plot(ax=axes[2], title="full-pass probability q and tau", logy=True, marker="o", ms=2)
+        ax=axes[1], title="ESS fraction, replay share, rank agreement", marker="o", ms=2)
+    # mclearn-paper logs its per-class full-pass probabilities q; mclearn its class weights
+    name, label = ("q", "full-pass probability q") if "q" in frame else ("class_weights", "class weights")
+    per_class = pd.DataFrame(frame[name].tolist(), index=frame["step"]).add_prefix(f"{name} class ")
+    per_class.assign(tau=frame["tau"].values).plot(ax=axes[2], title=f"{label} and tau", logy=True, marker="o", ms=2)
     fig.suptitle(f"{record['method']} seed {record['seed']}")
     fig.tight_layout()
     return _figure_out(fig, path)

@@ -227,3 +227,25 @@ def test_hub_model_name_reads_its_local_copy(tmp_path, monkeypatch):
     monkeypatch.setenv(mc.LOCAL_COPIES_ENV, str(tmp_path))
     model, loaded = mc.load_model_and_tokenizer(hub_cfg, num_labels=2)
     assert model.config.num_labels == 2 and loaded("alpha beta")["input_ids"] == tokenizer("alpha beta")["input_ids"]
+
+
+def test_cached_position_buckets_give_the_same_logits_and_follow_a_copy(tiny_mpnet):
+    """MPNet's relative-position buckets cached on the device (CUDA graphs cannot capture the
+    host copy transformers makes): same logits as the model's own code, at two lengths; a deep copy
+    (every run trains one) uses its own bias embedding, not the original's."""
+    ids, mask = _inputs()
+    model = mc.copy.deepcopy(tiny_mpnet).eval()
+    with torch.no_grad():
+        expected = [model(input_ids=ids[:, :n], attention_mask=mask[:, :n]).logits for n in (10, 7)]
+        mc.cache_position_buckets(model)
+        got = [model(input_ids=ids[:, :n], attention_mask=mask[:, :n]).logits for n in (10, 7)]
+    assert len(model.base_model.encoder.position_bucket_cache) == 2
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+    copy = mc.copy.deepcopy(model)
+    with torch.no_grad():
+        copy.base_model.encoder.relative_attention_bias.weight.normal_(0.0, 5.0)  # (a constant shift cancels in softmax)
+        changed = copy(input_ids=ids, attention_mask=mask).logits
+        same = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(same, expected[0])
+    assert not torch.allclose(changed, expected[0])
