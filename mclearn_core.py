@@ -3791,7 +3791,7 @@ class UsageError(ValueError):
 
 def provenance_env() -> str:
     """Return code_provenance() as MCLEARN_* environment assignments, one per line, for a copy of
-    this checkout without .git: `env $(python mclearn_core.py --provenance) bash benchmarks/gpu_study.sh`."""
+    this checkout without .git: `env $(python mclearn_core.py --provenance) bash benchmarks/gpu_notebooks.sh ...`."""
     prov = code_provenance()
     lines = [f"MCLEARN_COMMIT={prov['git_commit']}", f"MCLEARN_GIT_CLEAN={str(prov['git_clean']).lower()}"]
     if prov["git_diff_sha256"]:
