@@ -98,10 +98,11 @@ and show the results.
 Outputs below are from the run recorded in `results/` (run files under `results/runs/flagship/`, one row
 per run in `results/summary.csv`); see the report table's device column for the hardware.
 
-**The committed outputs come from a CPU run** (preset `cpu`: a tiny DistilBERT trained from scratch on the
-embedded sample carved from the AG News *test* split), because no GPU run of this notebook exists yet.
-They show the pipeline and its diagnostics, not MC-Learn's speed on a GPU, and its accuracies are not
-AG News accuracies. On Colab, Run All uses your GPU, `distilbert-base-uncased` and the hub's `ag_news`.
+**The committed copy at the repository root was executed on an H100** with the values its `parameters`
+cell shows: SST-2 (`glue/sst2`) and `sentence-transformers/all-MiniLM-L6-v2`, the study `sst2-minilm-h100`
+(whose runs it reads back). On Colab, Run All loads the same ids from the hub and trains them on your GPU;
+set `dataset`, `model_name` and `study` to `None` for the study's default, AG News with
+`distilbert-base-uncased`.
 '''),
     md('''
 ## Setup
@@ -151,8 +152,10 @@ if missing:
         pin.write_text(f"torch=={importlib.metadata.version('torch')}\\n")
         command += ["-c", str(pin)]
     print("installing from requirements.txt:", " ".join(missing))
-    if subprocess.run(command).returncode:
-        print("pip could not install", missing, "- the cells below that need them will fail")
+    result = subprocess.run(command + ["--retries", "1", "--timeout", "15"], capture_output=True, text=True)
+    if result.returncode:  # e.g. no network: say so in one line, not pip's retry log
+        last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+        print("pip could not install", missing, "- the cells below that need them will fail:", last)
 else:
     print("requirements.txt is satisfied; torch", importlib.metadata.version("torch"), "kept")
 '''),
