@@ -302,10 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         source = REPO / name
         declared = declared_parameters(nbformat.read(source, as_version=4))
-        # A committed notebook's parameters cell may name the data, model and study of its last GPU
-        # run (the flagship does); a run of this tool uses the preset's unless --param names them.
-        passed = {"preset": args.preset, "results_dir": str(results), "dataset": None, "model_name": None,
-                  "study": None}
+        passed = {"preset": args.preset, "results_dir": str(results)}
+        if source.parent == REPO:  # the flagship is committed executed: its parameters cell names the data,
+            # model and study of its last GPU run; a run of this tool uses the preset's unless --param names them
+            passed.update(dataset=None, model_name=None, study=None)
         if "draws" in declared and draws is not None:
             passed["draws"] = draws
         if args.no_progress:
