@@ -1019,14 +1019,14 @@ class GraphedUpdate:
     the key fixes) and returns a dict of detached output tensors. The first `graph_warmup_steps`
     steps of a key run it eagerly on a side stream (real training steps, which also warm up cuBLAS
     and the allocator); the next one captures the graph on static copies of the inputs, and every
-    later one only copies the inputs in and replays. Off CUDA every step runs eagerly through the
-    same code. Capture seconds are kept apart; a failed capture is recorded in `capture_error`,
+    later one only copies the inputs in and replays. Off CUDA, or with graphs off (ctx.graphs),
+    every step runs eagerly through the same code. Capture seconds are kept apart; a failed capture is recorded in `capture_error`,
     printed, and the run goes on eagerly.
     """
 
     def __init__(self, ctx: RunContext, update_fn: Callable[[dict[str, torch.Tensor], tuple], dict[str, torch.Tensor]]):
         self.ctx, self.update_fn = ctx, update_fn
-        self.capture = ctx.device.type == "cuda"
+        self.capture = ctx.device.type == "cuda" and ctx.graphs  # else: the same code, eagerly
         self.graphs: dict[tuple, tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
         self.eager_steps: dict[tuple, int] = {}
         self.capture_seconds = 0.0
@@ -1880,7 +1880,6 @@ def measure_step_costs(cfg: Config, model: nn.Module, data: EncodedSplit, device
     for group in ctx.optimizer.param_groups:  # measure the work, move no weight far
         group["lr"] = torch.tensor(0.0, device=device) if graphed else 0.0
     updater = GraphedUpdate(ctx, lambda inputs, key: plain_update(ctx, data, inputs["rows"], key[1]))
-    updater.capture = graphed and device.type == "cuda"
     seconds: dict[tuple[int, int], float] = {}
     for _ in range(3):  # a cold first shape would otherwise look dearer than larger ones
         updater.step((rows[0], widths[0]), {"rows": to_device(torch.arange(rows[0]), device)})
@@ -2086,7 +2085,6 @@ class StepPlan:
     kept_weight: np.ndarray  # [steps, kept] weights of the cheap terms
     full_weight: np.ndarray  # [steps, full] weights of the full-pass term
     widths: list[int]
-    full_prob: float  # share of a step's draws that get a full pass (full / kept)
 
 
 def draw_weights(draw_prob: np.ndarray, pool_prob: np.ndarray, population: int, draws: int) -> np.ndarray:
@@ -2125,8 +2123,7 @@ def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: n
     if w_clip is not None:
         kept_weight, full_weight = np.minimum(kept_weight, w_clip / kept), np.minimum(full_weight, w_clip / full)
     widths = [int(bucket_widths[b]) for b in step_bucket]
-    return StepPlan(kept_pos=positions, kept_weight=kept_weight, full_weight=full_weight, widths=widths,
-                    full_prob=full_prob)
+    return StepPlan(kept_pos=positions, kept_weight=kept_weight, full_weight=full_weight, widths=widths)
 
 
 # =============================================================================
@@ -2368,7 +2365,6 @@ class MCLearn(Method):
         width = self.plan.widths[j]
         if self.graphed is None:
             self.graphed = GraphedUpdate(ctx, self._update)
-            self.graphed.capture = self.graphed.capture and ctx.graphs
         with self.costs.timed("update", self.full_rows):
             out = self.graphed.step((self.full_rows, width), inputs)
         ctx.scheduler.step()

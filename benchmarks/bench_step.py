@@ -139,14 +139,16 @@ class PlainUpdates(mc.Method):
     def __init__(self, ctx: mc.RunContext, passes: list[tuple[torch.Tensor, int]]):
         super().__init__(ctx)
         self.passes = passes
-        self.graphed = mc.GraphedUpdate(ctx, lambda inputs, key: mc.plain_update(ctx, ctx.train, inputs["rows"], key[1]))
+        self.graphed: mc.GraphedUpdate | None = None  # built at the first step, once ctx.graphs is set
 
     def num_steps(self) -> int:
         return len(self.passes)
 
     def step(self, i: int) -> dict:
         rows, width = self.passes[i]
-        self.graphed.capture = self.graphed.capture and self.ctx.graphs
+        if self.graphed is None:
+            ctx = self.ctx
+            self.graphed = mc.GraphedUpdate(ctx, lambda inputs, key: mc.plain_update(ctx, ctx.train, inputs["rows"], key[1]))
         out = self.graphed.step((len(rows), width), {"rows": rows})
         self.ctx.scheduler.step()
         return out

@@ -6,24 +6,24 @@ from torch import nn
 import mclearn_core as mc
 
 
-@pytest.fixture(scope="module")
-def tiny_bert():
-    from transformers import BertConfig, BertForSequenceClassification
+def _tiny_classifier(kind: str, **sizes):
+    """A seeded, randomly initialised 3-class transformers classifier of `kind` (Bert, MPNet)."""
+    import transformers
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=32, num_labels=3)
-    return BertForSequenceClassification(cfg).eval()
+    cfg = getattr(transformers, f"{kind}Config")(vocab_size=100, hidden_size=16, num_attention_heads=2,
+                                                 intermediate_size=32, num_labels=3, **sizes)
+    return getattr(transformers, f"{kind}ForSequenceClassification")(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_bert():
+    return _tiny_classifier("Bert", num_hidden_layers=3, max_position_embeddings=32)
 
 
 @pytest.fixture(scope="module")
 def tiny_mpnet():
-    from transformers import MPNetConfig, MPNetForSequenceClassification
-
-    torch.manual_seed(0)
-    cfg = MPNetConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=32, max_position_embeddings=40, num_labels=3)
-    return MPNetForSequenceClassification(cfg).eval()
+    return _tiny_classifier("MPNet", num_hidden_layers=2, max_position_embeddings=40)
 
 
 def _inputs(vocab: int = 100, batch: int = 3, length: int = 10):
