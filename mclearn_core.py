@@ -21,6 +21,7 @@ import functools
 import json
 import math
 import os
+import io
 import platform
 import subprocess
 import sys
@@ -52,11 +53,14 @@ class Config:
     dataset: str = "ag_news"  # hub name ("ag_news", "glue/sst2") or local folder of parquet/CSV
     train_split: str = "train"
     eval_split: str = "test"
+    test_split: str = ""  # a second held-out split, evaluated once at the end ("" = none)
     text_column: str = "text"
     label_column: str = "label"
     max_train_examples: int | None = None  # deterministic stratified subset when set
     max_eval_examples: int | None = None
     max_length: int = 128
+    label_noise: float = 0.0  # share of training labels flipped to another class (study of noisy data)
+    label_noise_seed: int = 0  # fixes which rows are flipped, the same for every run and method
     # --- optimisation -------------------------------------------------------------------
     epochs: int = 1
     batch_size: int = 64
@@ -123,7 +127,8 @@ class Config:
     # --- peers (section 9) ------------------------------------------------------------------------
     uniform_fraction: float | None = None  # data share of "uniform"; None: match uniform_match's time
     uniform_match: str = "mclearn"  # the method whose measured train time "uniform" matches
-    sb_beta: float = 3.0  # Selective Backprop selectivity
+    sb_beta: float = 3.0  # Selective Backprop selectivity: selection rate 1 / (sb_beta + 1)
+    candidate_share: float = 1.0  # Selective Backprop, RHO-LOSS: share of each epoch's rows offered as candidates
     sb_history: int = 1024
     rho_holdout: float = 0.1  # RHO-LOSS irreducible-loss holdout fraction
     rho_candidate_mult: int = 10
@@ -136,6 +141,8 @@ class Config:
     vcas_every: int = 100  # steps between variance checks
     vcas_repeats: int = 2  # Monte Carlo repeats per check
     vcas_min_ratio: float = 0.05
+    # --- budget studies (section 11) --------------------------------------------------------------
+    time_budget: float = 0.0  # share of the tuned baseline's train seconds a method targets (0 = none)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -351,6 +358,8 @@ class DataBundle:
     eval: TextSplit
     label_names: list[str]
     source: str
+    test: TextSplit | None = None  # cfg.test_split, when set
+    flipped_rows: np.ndarray | None = None  # training rows whose label flip_labels changed (label_noise)
 
 
 def _split_files(folder: Path, split: str) -> list[Path]:
@@ -385,7 +394,7 @@ def _choose_eval_split(cfg: Config, frames: Callable[[str], Any]) -> tuple[str, 
     return None
 
 
-def _load_local(folder: Path, cfg: Config) -> tuple[Any, Any, list[str] | None, str]:
+def _load_local(folder: Path, cfg: Config) -> tuple[Any, Any, Any, list[str] | None, str]:
     train_files = _split_files(folder, cfg.train_split)
     if not train_files:
         raise DataError(f"No '{cfg.train_split}' split in {folder}: expected {cfg.train_split}.parquet "
@@ -395,13 +404,20 @@ def _load_local(folder: Path, cfg: Config) -> tuple[Any, Any, list[str] | None, 
     if chosen is None:
         raise DataError(f"No labeled evaluation split '{cfg.eval_split}' (nor validation/test) in {folder}. "
                         f"Set eval_split= to the file's name.")
+    test_frame = None
+    if cfg.test_split:
+        test_files = _split_files(folder, cfg.test_split)
+        if not test_files:
+            raise DataError(f"No '{cfg.test_split}' split in {folder} for test_split=. Set test_split= to a "
+                            f"split's file name, or to '' to evaluate on {chosen[0]!r} alone.")
+        test_frame = _read_frames(test_files)
     names = None
     labels_file = folder / "labels.json"
     if labels_file.exists():
         names = json.loads(labels_file.read_text())
     else:
         names = KNOWN_LABEL_NAMES.get(folder.name)
-    return _read_frames(train_files), chosen[1], names, f"local:{folder}"
+    return _read_frames(train_files), chosen[1], test_frame, names, f"local:{folder}"
 
 
 _OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -442,7 +458,7 @@ def hub_offline() -> bool:
     return True
 
 
-def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, list[str] | None, str]:
+def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, Any, list[str] | None, str]:
     try:
         import datasets
     except ImportError as err:
@@ -470,13 +486,16 @@ def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, list[str] | None, str]:
     if chosen is None:
         raise DataError(f"Dataset {name!r} has no labeled split {cfg.eval_split!r} (has {list(ds)}). "
                         f"Set eval_split=.")
+    if cfg.test_split and cfg.test_split not in ds:
+        raise DataError(f"Dataset {name!r} has no split {cfg.test_split!r} for test_split= (has {list(ds)}). "
+                        f"Set test_split= to one of them, or to '' for none.")
     feature = ds[cfg.train_split].features.get(cfg.label_column)
     names = list(getattr(feature, "names", []) or []) or None
-    train_frame, eval_frame = ds[cfg.train_split].to_pandas(), chosen[1]
+    frames = [ds[cfg.train_split].to_pandas(), chosen[1], ds[cfg.test_split].to_pandas() if cfg.test_split else None]
     hub_column = HUB_TEXT_COLUMNS.get(name)
-    if hub_column and "text_column" not in cfg.explicit and cfg.text_column not in train_frame.columns:
-        train_frame, eval_frame = (f.rename(columns={hub_column: cfg.text_column}) for f in (train_frame, eval_frame))
-    return train_frame, eval_frame, names, f"hub:{name}"
+    if hub_column and "text_column" not in cfg.explicit and cfg.text_column not in frames[0].columns:
+        frames = [f if f is None else f.rename(columns={hub_column: cfg.text_column}) for f in frames]
+    return frames[0], frames[1], frames[2], names, f"hub:{name}"
 
 
 def _frame_to_split(frame, cfg: Config, which: str, limit: int | None) -> TextSplit:
@@ -537,42 +556,66 @@ def load_text_dataset(cfg: Config) -> DataBundle:
     """
     folder = Path(local_copy(cfg.dataset)).expanduser()
     if folder.is_dir():
-        train_frame, eval_frame, names, source = _load_local(folder, cfg)
+        train_frame, eval_frame, test_frame, names, source = _load_local(folder, cfg)
     elif any(sep in cfg.dataset for sep in ("\\", "./")) or cfg.dataset.startswith(("/", "~")) or \
             (folder.parent != Path(".") and folder.parent.is_dir()):
         raise DataError(f"Dataset folder {cfg.dataset!r} does not exist. Set dataset= to an "
                         f"existing folder or a hub name such as 'ag_news'.")
     else:
-        train_frame, eval_frame, names, source = _load_hub(cfg.dataset, cfg)
+        train_frame, eval_frame, test_frame, names, source = _load_hub(cfg.dataset, cfg)
     train = _frame_to_split(train_frame, cfg, "train", cfg.max_train_examples)
     evaluation = _frame_to_split(eval_frame, cfg, "eval", cfg.max_eval_examples)
-    names = check_labels(train, evaluation, names, source)
-    return DataBundle(train=train, eval=evaluation, label_names=names, source=source)
+    test = None if test_frame is None else _frame_to_split(test_frame, cfg, "test", cfg.max_eval_examples)
+    names = check_labels(train, evaluation, names, source, test)
+    flipped = None
+    if cfg.label_noise:
+        labels, flipped = flip_labels(train.labels, cfg.label_noise, len(names), cfg.label_noise_seed)
+        train = TextSplit(train.texts, labels)
+    return DataBundle(train=train, eval=evaluation, label_names=names, source=source, test=test, flipped_rows=flipped)
 
 
-def check_labels(train: TextSplit, evaluation: TextSplit, names: Sequence[str] | None, source: str) -> list[str]:
+def flip_labels(labels: np.ndarray, share: float, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (noisy labels, flipped rows): round(share * n) rows drawn without replacement with
+    `seed`, each given a label drawn uniformly from the other num_classes - 1 classes; the rows come
+    sorted. Evaluation splits are never flipped."""
+    if not 0.0 <= share < 1.0:
+        raise DataError(f"label_noise={share} must be a share in [0, 1), e.g. label_noise=0.2.")
+    if num_classes < 2:
+        raise DataError("label_noise needs at least two classes to flip between.")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(labels), size=round(share * len(labels)), replace=False))
+    noisy = labels.copy()
+    # Adding 1..C-1 (mod C) moves each label to a uniformly drawn other class.
+    noisy[rows] = (labels[rows] + rng.integers(1, num_classes, size=len(rows))) % num_classes
+    return noisy, rows
+
+
+def check_labels(train: TextSplit, evaluation: TextSplit, names: Sequence[str] | None, source: str,
+                 test: TextSplit | None = None) -> list[str]:
     """Return the class names (given, or "0".."C-1") after checking every split's labels against them.
 
     Raises DataError naming the split and its offending values when a label has no name (labels.json
-    or the hub's names) or, without names, when the eval split has classes the train split lacks.
+    or the hub's names) or, without names, when the eval (or test) split has classes the train split lacks.
     """
+    held_out = [("eval", evaluation)] + ([("test", test)] if test is not None else [])
     def offending(values: np.ndarray) -> str:
         shown = sorted(int(v) for v in values)
         return ", ".join(map(str, shown[:10])) + (" ..." if len(shown) > 10 else "")
 
     if names:
-        for which, split in (("train", train), ("eval", evaluation)):
+        for which, split in [("train", train), *held_out]:
             bad = np.setdiff1d(np.unique(split.labels), np.arange(len(names)))
             if len(bad):
                 raise DataError(f"The {which} split of {source} has labels {offending(bad)}, but its class "
                                 f"names (labels.json, or the hub's) list {len(names)} classes, ids "
                                 f"0..{len(names) - 1}. Fix the labels or the names list.")
         return list(names)
-    unseen = np.setdiff1d(np.unique(evaluation.labels), np.unique(train.labels))
-    if len(unseen):
-        raise DataError(f"The eval split of {source} has labels {offending(unseen)} that the train split "
-                        f"never has (train has {offending(np.unique(train.labels))}). Use splits with "
-                        f"the same classes (eval_split=, train_split=).")
+    for which, split in held_out:
+        unseen = np.setdiff1d(np.unique(split.labels), np.unique(train.labels))
+        if len(unseen):
+            raise DataError(f"The {which} split of {source} has labels {offending(unseen)} that the train split "
+                            f"never has (train has {offending(np.unique(train.labels))}). Use splits with "
+                            f"the same classes ({which}_split=, train_split=).")
     return [str(i) for i in range(int(max(train.labels.max(), evaluation.labels.max())) + 1)]
 
 
@@ -1094,6 +1137,17 @@ def plain_update(ctx: RunContext, data: EncodedSplit, rows: torch.Tensor, width:
     return {"loss": loss.detach()}
 
 
+def weighted_update(ctx: RunContext, data: EncodedSplit, rows: torch.Tensor, width: int,
+                    weights: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """One update on the mean of per-example losses times `weights` (plain mean when None), as
+    plain_update; return {"loss": detached weighted mean, "losses": detached per-example losses}."""
+    batch = make_batch(data, rows, width)
+    losses = ctx.per_example_loss(ctx.forward(batch), batch["labels"])
+    loss = (losses * weights).mean() if weights is not None else losses.mean()
+    backward_and_step(ctx, loss)
+    return {"loss": loss.detach(), "losses": losses.detach()}
+
+
 def backward_and_step(ctx: RunContext, loss: torch.Tensor) -> None:
     """Backward `loss`, clip gradients to cfg.grad_clip and step the optimizer (through the
     GradScaler when fp16 runs with one: that path reads the host, so it is never graphed)."""
@@ -1132,6 +1186,7 @@ class Method:
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
+        self.graphed: GraphedUpdate | None = None  # built on the first graphed update()
 
     def extra_param_groups(self) -> list[dict]:
         return []
@@ -1165,6 +1220,28 @@ class Method:
         self.ctx.examples_backward += len(idx)
         return loss.detach(), losses.detach()
 
+    def update(self, data: EncodedSplit, rows: torch.Tensor, step: int, width: int,
+               weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on rows `rows` (device indices) of `data` at `width` tokens, the loss
+        weighted per example when `weights` is given; return the detached (mean loss, per-example
+        losses). With graphs on (ctx.graphs) it is a CUDA-graph replay per (rows, width) shape,
+        as the baseline's; otherwise train_on."""
+        if not self.ctx.graphs:
+            return self.train_on(data, rows, step, weights, width)
+        if self.graphed is None:
+            self.graphed = GraphedUpdate(self.ctx, lambda inputs, key: weighted_update(
+                self.ctx, data, inputs["rows"], key[1], inputs.get("weights")))
+        inputs = {"rows": rows} if weights is None else {"rows": rows, "weights": weights}
+        out = self.graphed.step((len(rows), width, weights is not None), inputs)
+        self.ctx.scheduler.step()
+        self.ctx.examples_forward += len(rows)
+        self.ctx.examples_backward += len(rows)
+        return out["loss"], out["losses"]
+
+    def graph_telemetry(self) -> dict[str, Any]:
+        """Return the graphed update's telemetry (graphs captured, capture seconds and error)."""
+        return {} if self.graphed is None else self.graphed.telemetry()
+
     def eval_difficulty(self) -> np.ndarray | None:
         """Return the method's difficulty score for each eval example, if it has a scorer."""
         return None
@@ -1187,7 +1264,6 @@ class Baseline(Method):
         self.plan: list[tuple[torch.Tensor, int]] = []
         for _ in range(ctx.cfg.epochs):
             self.plan.extend(plan_epoch(self.data, ctx.cfg, ctx.generator))
-        self.graphed: GraphedUpdate | None = None
         self.device_rows: list[torch.Tensor] = []
 
     def num_steps(self) -> int:
@@ -1197,20 +1273,11 @@ class Baseline(Method):
         if not self.device_rows:  # the whole plan's row indices go to the device in one copy
             sizes = [len(rows) for rows, _ in self.plan]
             self.device_rows = list(to_device(torch.cat([rows for rows, _ in self.plan]), self.ctx.device).split(sizes))
-        rows, width = self.device_rows[i], self.plan[i][1]
-        if not self.ctx.graphs:
-            loss, _ = self.train_on(self.data, rows, i, width=width)
-            return {"loss": loss}
-        if self.graphed is None:
-            self.graphed = GraphedUpdate(self.ctx, lambda inputs, key: plain_update(self.ctx, self.data, inputs["rows"], key[1]))
-        loss = self.graphed.step((len(rows), width), {"rows": rows})["loss"]
-        self.ctx.scheduler.step()
-        self.ctx.examples_forward += len(rows)
-        self.ctx.examples_backward += len(rows)
+        loss, _ = self.update(self.data, self.device_rows[i], i, self.plan[i][1])
         return {"loss": loss}
 
     def telemetry(self) -> dict[str, Any]:
-        return {} if self.graphed is None else self.graphed.telemetry()
+        return self.graph_telemetry()
 
 
 @torch.no_grad()
@@ -1304,11 +1371,13 @@ def chance_warning(accuracy: float, labels: np.ndarray, num_classes: int) -> str
 
 
 def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
-                 log_path: Path | None = None, progress: bool = True) -> dict[str, Any]:
+                 log_path: Path | None = None, progress: bool = True,
+                 budget: "BudgetPlan | None" = None) -> dict[str, Any]:
     """Train one method for one seed on prepared data; return the run record (not yet written).
 
     Train time excludes evaluation: the clock runs between evaluations and stops after a device
-    synchronize, so no step needs a host sync to be timed.
+    synchronize, so no step needs a host sync to be timed. `budget` (a budget study's plan for
+    this method, its knobs already in `cfg`) is stored in the record.
     """
     cfg = config_for_method(cfg, method_name)
     device = prepared.device
@@ -1390,14 +1459,23 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
                 _sync(device)
                 t0 = time.perf_counter()
     final = evaluate(method.eval_model(), prepared.eval, cfg, device)
+    test = None if prepared.test is None else evaluate(method.eval_model(), prepared.test, cfg, device)
     warnings = [w for w in [chance_warning(final["accuracy"], final["labels"], len(prepared.label_names))] if w]
     for warning in warnings:
         print(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr)
     from sklearn.metrics import confusion_matrix
 
     difficulty = method.eval_difficulty()
+    telemetry = method.telemetry()
+    capture_error = telemetry.get("graph_capture_error")
+    if capture_error:
+        warnings.append(f"the update was not graphed (capture failed): {capture_error}")
     return {
         "study": cfg.study, "method": method_name, "seed": seed, "preset": cfg.preset,
+        "run_label": run_label(method_name, cfg.time_budget), "time_budget": cfg.time_budget,
+        "knobs": budget.knobs if budget else {}, "budget_note": budget.note if budget else None,
+        # graphed: the update was replayed as CUDA graphs (a failed capture runs eagerly, see warnings)
+        "graphed": bool(ctx.graphs and not capture_error), "graph_capture_error": capture_error,
         "device": device_name(device), "dataset": portable_path(prepared.source),
         "model": portable_path(cfg.model_name),
         "label_names": prepared.label_names, "train_examples": len(prepared.train),
@@ -1405,6 +1483,9 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
         "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "device_warmup_seconds": prepared.warmup_seconds,  # untimed, once per prepare (CUDA)
         "accuracy": final["accuracy"], "eval_loss": final["loss"],
+        "test_accuracy": None if test is None else test["accuracy"],
+        "test_examples": 0 if prepared.test is None else len(prepared.test),
+        "label_noise": cfg.label_noise, "flipped_rows": 0 if prepared.flipped_rows is None else len(prepared.flipped_rows),
         # examples_seen: examples with a backward pass (every method alike); examples_scored: examples
         # that had a forward-only pass of the full model to choose them (Selective Backprop, RHO-LOSS).
         "examples_seen": ctx.examples_backward, "examples_scored": ctx.examples_scored,
@@ -1420,7 +1501,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
         "eval_labels": final["labels"].tolist(),
         "eval_true_prob": final["probs"][np.arange(len(final["labels"])), final["labels"]].round(5).tolist(),
         "eval_difficulty": None if difficulty is None else np.round(difficulty, 5).tolist(),
-        "telemetry": method.telemetry(),
+        "telemetry": telemetry,
         "config": portable_config(cfg),
         "versions": environment_versions(),
     }
@@ -1575,6 +1656,8 @@ class Prepared:
     label_names: list[str]
     source: str
     device: torch.device
+    test: EncodedSplit | None = None  # cfg.test_split, evaluated once at the end of each run
+    flipped_rows: np.ndarray | None = None  # training rows with a flipped label (cfg.label_noise)
     warmup_seconds: float = 0.0  # untimed device warm-up done by prepare (CUDA only)
     step_costs: Any = None  # StepCosts of the baseline's update (measured once, see prepared_step_costs)
 
@@ -1587,11 +1670,14 @@ def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
     device = resolve_device(cfg)
     train = encode_split(bundle.train, tokenizer, cfg.max_length).to(device)
     evaluation = encode_split(bundle.eval, tokenizer, cfg.max_length).to(device)
+    test = None if bundle.test is None else encode_split(bundle.test, tokenizer, cfg.max_length).to(device)
     prepared = Prepared(cfg=cfg, base_model=model.cpu(), tokenizer=tokenizer, train=train, eval=evaluation,
-                        label_names=bundle.label_names, source=bundle.source, device=device)
+                        label_names=bundle.label_names, source=bundle.source, device=device, test=test,
+                        flipped_rows=bundle.flipped_rows)
     if device.type == "cuda":
         prepared.warmup_seconds = warm_up_device(prepared)
         prepared_step_costs(prepared)  # graphed throwaway updates at every width: part of the warm-up
+        prepared.warmup_seconds += warm_up_training(prepared)
     return prepared
 
 
@@ -1635,6 +1721,22 @@ def warm_up_device(prepared: Prepared, steps_per_width: int = 2) -> float:
             batch = make_batch(prepared.train, torch.arange(min(max(cfg.eval_batch_size, 256), len(prepared.train))), width)
             encoder(**model_inputs(encoder, batch))
     _sync(device)
+    return time.perf_counter() - start
+
+
+def warm_up_training(prepared: Prepared, batches: int = 6) -> float:
+    """Run a throwaway baseline run (train_method on `batches` batches of training rows, with its
+    evaluations, graph captures and optimizer) and return its seconds: one-off costs of the first
+    run of a process (the first capture, the first capturable AdamW step, the first evaluation)
+    are paid here, untimed, instead of by whichever seed comes first. Nothing is written."""
+    cfg = replace_config(prepared.cfg, study="warm-up", eval_points=2, time_budget=0.0)
+    start = time.perf_counter()
+    rows = torch.randperm(len(prepared.train), generator=torch.Generator().manual_seed(0))[:batches * cfg.batch_size]
+    small = dataclasses.replace(prepared, train=subset_split(prepared.train, rows), test=None,
+                                eval=subset_split(prepared.eval, torch.arange(min(len(prepared.eval), cfg.eval_batch_size))))
+    with contextlib.redirect_stderr(io.StringIO()):  # its chance-level warnings are noise
+        train_method("baseline", cfg, small, seed=0, progress=False)
+    _sync(prepared.device)
     return time.perf_counter() - start
 
 
@@ -1907,6 +2009,43 @@ def measure_step_costs(cfg: Config, model: nn.Module, data: EncodedSplit, device
     _sync(device)
     return StepCosts(seconds=seconds, graphed=graphed and n_graphs > 0, capture_seconds=capture,
                      measure_seconds=time.perf_counter() - start, warnings=warnings)
+
+
+@torch.no_grad()
+def measure_forward_seconds(cfg: Config, model: nn.Module, data: EncodedSplit, device: torch.device,
+                            rows: int, width: int, repeats: int = 5) -> float:
+    """Return the median seconds of an eager no-grad forward (train mode, autocast) of `rows` rows
+    at `width` tokens on a throwaway copy of `model`: the scoring pass of Selective Backprop and
+    RHO-LOSS."""
+    model = copy.deepcopy(model).to(device).train()
+    batch = make_batch(data, torch.arange(min(rows, len(data))), width)
+    times = []
+    for k in range(repeats + 2):  # two warm-ups
+        _sync(device)
+        t0 = time.perf_counter()
+        with autocast_context(cfg, device):
+            model(**model_inputs(model, batch))
+        _sync(device)
+        if k >= 2:
+            times.append(time.perf_counter() - t0)
+    del model
+    return float(np.median(times))
+
+
+def measure_relative_costs(prepared: "Prepared") -> dict[str, Any]:
+    """Return the costs a budget study plans the peers' knobs with, relative to one baseline
+    update (graphed where the baseline is) of a full batch at the training set's median batch
+    width: `forward_share`, an eager no-grad scoring forward of that batch, with the seconds behind
+    it. The peers' updates are graphed as the baseline's, so an update costs 1 in these units.
+    Measured once per process, untimed."""
+    cfg, device = prepared.cfg, prepared.device
+    widths = [w for _, w in plan_epoch(prepared.train, cfg, torch.Generator().manual_seed(0))]
+    width = int(np.median(widths))
+    rows = min(cfg.batch_size, len(prepared.train))
+    update = prepared_step_costs(prepared).at(rows, width)
+    forward = measure_forward_seconds(cfg, prepared.base_model, prepared.train, device, rows, width)
+    return {"rows": rows, "width": width, "update_seconds": update, "forward_seconds": forward,
+            "forward_share": forward / update}
 
 
 def calibration_rows(cfg: Config, full_rows: int | None = None) -> list[int]:
@@ -2861,7 +3000,22 @@ class Uniform(Baseline):
 
 
 class ScoredBatches(Method):
-    """Shared machinery of peers that score examples with a no-grad forward before training."""
+    """Shared machinery of peers that score examples with a no-grad forward before training.
+    Their updates are graphed as the baseline's (Method.update); the scoring forwards and the
+    selection between them run eagerly, on the host's schedule."""
+
+    graphable = True
+
+    def train_rows(self, idx: torch.Tensor, step: int, weights: torch.Tensor | None = None,
+                   width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update on training rows `idx` (host or device indices), padded to `width` (or their
+        longest); return (mean loss, per-example losses), detached."""
+        train = self.ctx.train
+        width = width or batch_width(train, idx.cpu() if idx.is_cuda else idx, self.ctx.cfg.pad_multiple)
+        return self.update(train, to_device(idx, self.ctx.device), step, width, weights)
+
+    def telemetry(self) -> dict[str, Any]:
+        return self.graph_telemetry()
 
     def score(self, data: EncodedSplit, idx: torch.Tensor) -> torch.Tensor:
         """Return per-example training losses of rows `idx` without gradients."""
@@ -2882,7 +3036,8 @@ class SelectiveBackprop(ScoredBatches):
         super().__init__(ctx)
         self.plan = []
         for _ in range(ctx.cfg.epochs):
-            self.plan.extend(plan_epoch(ctx.train, ctx.cfg, ctx.generator))
+            epoch = plan_epoch(ctx.train, ctx.cfg, ctx.generator)
+            self.plan.extend(epoch[:max(1, math.ceil(len(epoch) * ctx.cfg.candidate_share))])
         self.history = np.empty(0)
         self.pending: list[torch.Tensor] = []
         self.updates = 0
@@ -2911,7 +3066,7 @@ class SelectiveBackprop(ScoredBatches):
         if len(gathered) >= self.ctx.cfg.batch_size or (i == len(self.plan) - 1 and len(gathered)):
             batch, rest = gathered[: self.ctx.cfg.batch_size], gathered[self.ctx.cfg.batch_size:]
             self.pending = [rest]
-            info["loss"], _ = self.train_on(self.ctx.train, batch, self.updates)
+            info["loss"], _ = self.train_rows(batch, self.updates)
             self.updates += 1
         return info
 
@@ -2940,27 +3095,31 @@ class RhoLoss(ScoredBatches):
         record its loss on every training example."""
         self.irreducible = irreducible_losses(self.ctx, self.holdout, self.ctx.cfg.rho_il_epochs)
 
+    def steps_per_epoch(self) -> int:
+        """Candidate batches per epoch: candidate_share of the pool, in batches of `candidates`."""
+        return max(1, math.ceil(len(self.pool_rows) * self.ctx.cfg.candidate_share / self.candidates))
+
     def num_steps(self) -> int:
-        return math.ceil(len(self.pool_rows) / self.candidates) * self.ctx.cfg.epochs
+        return self.steps_per_epoch() * self.ctx.cfg.epochs
 
     def select(self, train_loss: torch.Tensor, irreducible: torch.Tensor) -> torch.Tensor:
         """Return positions of the top `selected` candidates by reducible loss."""
         return torch.topk(train_loss - irreducible, min(self.selected, len(train_loss))).indices
 
     def step(self, i: int) -> dict[str, Any]:
-        per_epoch = math.ceil(len(self.pool_rows) / self.candidates)
+        per_epoch = self.steps_per_epoch()
         if i % per_epoch == 0:
             self.order = self.pool_rows[torch.randperm(len(self.pool_rows), generator=self.ctx.generator)]
         j = i % per_epoch
         idx = self.order[j * self.candidates:(j + 1) * self.candidates]
         losses = self.score(self.ctx.train, idx)
         chosen = self.select(losses, self.irreducible[idx.to(self.irreducible.device)]).cpu()
-        loss, _ = self.train_on(self.ctx.train, idx[chosen], i)
+        loss, _ = self.train_rows(idx[chosen], i)
         return {"loss": loss}
 
     def telemetry(self) -> dict[str, Any]:
         return {"holdout": len(self.holdout), "candidates_per_step": self.candidates,
-                "selected_per_step": self.selected}
+                "selected_per_step": self.selected, **self.graph_telemetry()}
 
 
 def irreducible_losses(ctx: RunContext, holdout: torch.Tensor, epochs: int) -> torch.Tensor:
@@ -2999,7 +3158,8 @@ class InfoBatch(ScoredBatches):
 
     def num_steps(self) -> int:
         # An upper bound: pruned epochs end early and the remaining steps do nothing. The lr
-        # schedule spans this bound, so a run that prunes ends at a higher lr than the baseline.
+        # schedule follows epochs (each pruned epoch skips its pruned steps' share of it), so
+        # it ends with the last epoch.
         return self.steps_per_epoch * self.ctx.cfg.epochs
 
     def prune_weights(self, scores: np.ndarray, anneal: bool) -> np.ndarray:
@@ -3014,7 +3174,16 @@ class InfoBatch(ScoredBatches):
         weights[prune] = 0.0
         return weights
 
+    def _skip_pruned_steps(self) -> None:
+        """Step the lr schedule over the steps the epoch just ended pruned away, so the schedule
+        follows epochs and ends with the last one."""
+        for _ in range(self.steps_per_epoch - len(self.plan)):
+            self.ctx.scheduler.step()
+        self.plan = []
+
     def _new_epoch(self) -> None:
+        if self.epoch >= 0:
+            self._skip_pruned_steps()
         self.epoch += 1
         cfg = self.ctx.cfg
         anneal = self.epoch >= cfg.epochs * (1 - cfg.infobatch_anneal)
@@ -3034,16 +3203,18 @@ class InfoBatch(ScoredBatches):
     def step(self, i: int) -> dict[str, Any]:
         if self.epoch < 0 or self.cursor >= len(self.plan):
             if self.epoch + 1 >= self.ctx.cfg.epochs:  # all epochs done: pruning ended them early
+                if self.plan:
+                    self._skip_pruned_steps()
                 return {}
             self._new_epoch()
         idx, width, weights = self.plan[self.cursor]
         self.cursor += 1
-        loss, losses = self.train_on(self.ctx.train, idx, i, weights, width)
+        loss, losses = self.update(self.ctx.train, idx, i, width, weights)
         self.scores[idx] = losses.float()  # idx is already on the device
         return {"loss": loss}
 
     def telemetry(self) -> dict[str, Any]:
-        return {"pruned_per_epoch": self.pruned}
+        return {"pruned_per_epoch": self.pruned, **self.graph_telemetry()}
 
 
 class VCASState:
@@ -3531,7 +3702,7 @@ def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
 
 
 RUN_KEY_FIELDS = ("preset", "model_name", "dataset", "max_train_examples", "max_eval_examples", "epochs",
-                  "batch_size", "max_length", "precision")
+                  "batch_size", "max_length", "precision", "lr", "label_noise", "time_budget")
 
 
 def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None:
@@ -3593,6 +3764,208 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
                 print(f"{method:>18} seed {seed}: accuracy {record['accuracy']:.4f}, "
                       f"train {record['train_seconds']:.1f}s -> {path}")
     return records
+
+
+# --- budget studies: a tuned baseline, then every method at shares of its time ----------------------
+def run_label(method: str, time_budget: float) -> str:
+    """Return a run's name in its study: the method, with its time budget when it has one
+    ("uniform-b0.33"); run files are <run_label>-seed<k>.json."""
+    return method if not time_budget else f"{method}-b{time_budget:.2f}"
+
+
+@dataclass
+class BudgetPlan:
+    """How one method targets a time budget: the values of its own knobs, the share of the tuned
+    baseline's train time they are predicted to take, and a note when the knobs alone cannot
+    reach the budget (the measured seconds in the run file say whether the plan held)."""
+
+    method: str
+    time_budget: float
+    knobs: dict[str, Any]
+    predicted_share: float | None
+    note: str | None = None
+
+
+# Methods whose knobs do not bound wall-clock: they run once per seed, at their defaults.
+NO_WALL_CLOCK_KNOB = {
+    "vcas": "no wall-clock knob: its ratios cut backward FLOPs, not seconds (dense kernels still do the work); "
+            "it runs once per seed at its defaults",
+    "mclearn-paper": "no wall-clock knob: its budget ratio prices each step against the baseline's over as many "
+                     "steps as the baseline takes; it runs once per seed at its defaults",
+}
+MIN_SELECTION_RATE = 0.1  # Selective Backprop and RHO-LOSS never keep fewer candidates than this
+MAX_PRUNE = 0.9  # InfoBatch's largest prune ratio
+INFOBATCH_LOW_SHARE = 0.5  # assumed share of examples below the mean loss (InfoBatch prunes among them)
+
+
+def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
+    """Return the BudgetPlan that sets `method`'s own knobs so its train time is `time_budget`
+    times the baseline's, with costs in units of one baseline update (measure_relative_costs):
+
+    - uniform: data share = budget; MC-Learn: budget_ratio = budget (its solver prices itself).
+    - Selective Backprop / RHO-LOSS: cost = fixed + candidates x d x (forward_share + s), for a
+      selection rate s of the candidates and a share d of each epoch offered as candidates
+      (RHO-LOSS's fixed part: its irreducible-loss model, holdout x il_epochs / epochs, and one
+      scoring pass of the training set, forward_share / epochs). s is solved at d = 1; below
+      MIN_SELECTION_RATE, s stays there and d is solved instead (the note says so).
+    - InfoBatch: cost = (full epochs + pruned epochs x (1 - prune x INFOBATCH_LOW_SHARE)) / epochs;
+      its first epoch and its annealing epochs are full. The most epochs whose prune ratio fits
+      under MAX_PRUNE win.
+    Methods in NO_WALL_CLOCK_KNOB get no knobs and their note."""
+    r = float(time_budget)
+    if method in NO_WALL_CLOCK_KNOB:
+        return BudgetPlan(method, 0.0, {}, None, NO_WALL_CLOCK_KNOB[method])
+    if method == "uniform":
+        return BudgetPlan(method, r, {"uniform_fraction": r}, r)
+    if method == "mclearn":
+        return BudgetPlan(method, r, {"budget_ratio": r}, r)
+    if method in ("selective_backprop", "rho_loss"):
+        f = costs["forward_share"]
+        if method == "rho_loss":
+            fixed, offered = (cfg.rho_holdout * cfg.rho_il_epochs + f) / cfg.epochs, 1 - cfg.rho_holdout
+        else:
+            fixed, offered = 0.0, 1.0
+        rate, share, note = (r - fixed) / offered - f, 1.0, None
+        if rate < MIN_SELECTION_RATE:
+            rate = MIN_SELECTION_RATE
+            share = (r - fixed) / (offered * (f + rate))
+            note = (f"the selection rate alone cannot reach {r:.2f}: scoring every candidate costs "
+                    f"{fixed + offered * f:.2f} of the baseline; candidates cut to {max(share, 0.05):.2f} of each epoch")
+            if share < 0.05:
+                share = 0.05
+                note = (f"cannot reach {r:.2f}: the fixed costs alone take {fixed:.2f} of the baseline; runs at "
+                        f"selection rate {rate} on 5% of each epoch")
+        rate = min(rate, 1.0)
+        predicted = fixed + offered * share * (f + rate)
+        knobs = {"sb_beta": 1 / rate - 1} if method == "selective_backprop" else {"rho_select_fraction": rate}
+        return BudgetPlan(method, r, {**knobs, "candidate_share": min(share, 1.0)}, predicted, note)
+    if method == "infobatch":
+        epochs = cfg.epochs
+        for own_epochs in range(epochs, 0, -1):
+            annealed = own_epochs - math.ceil(own_epochs * (1 - cfg.infobatch_anneal))
+            pruned = max(0, own_epochs - 1 - annealed)
+            full = own_epochs - pruned
+            needed = (full + pruned - r * epochs) / (pruned * INFOBATCH_LOW_SHARE) if pruned else 0.0
+            prune = float(np.clip(needed, 0.0, MAX_PRUNE))
+            predicted = (full + pruned * (1 - prune * INFOBATCH_LOW_SHARE)) / epochs
+            if predicted <= r + 1e-9:
+                return BudgetPlan(method, r, {"infobatch_prune": prune, "epochs": own_epochs}, predicted)
+        return BudgetPlan(method, r, {"infobatch_prune": cfg.infobatch_prune, "epochs": 1}, 1 / epochs,
+                          f"cannot reach {r:.2f}: InfoBatch prunes from its second epoch on, and one epoch "
+                          f"takes {1 / epochs:.2f} of the baseline")
+    raise ValueError(f"No time-budget knob for method {method!r}: budget studies plan "
+                     f"uniform, mclearn, selective_backprop, rho_loss, infobatch ({', '.join(NO_WALL_CLOCK_KNOB)} run at defaults).")
+
+
+def best_lr(records: Sequence[dict[str, Any]]) -> float:
+    """Return the learning rate of the most accurate run (eval accuracy; ties: the smaller lr)."""
+    if not records:
+        raise ValueError("best_lr needs at least one run of the learning-rate sweep.")
+    best = max(records, key=lambda r: (r["accuracy"], -r["config"]["lr"]))
+    return float(best["config"]["lr"])
+
+
+def with_explicit(cfg: Config, **changes: Any) -> Config:
+    """Return `cfg` with `changes`, marked as set by the caller so method presets keep them."""
+    return replace_config(cfg, explicit=tuple(sorted(set(cfg.explicit) | set(changes))), **changes)
+
+
+def save_flipped_rows(cfg: Config, prepared: Prepared) -> Path | None:
+    """Write the training rows whose labels label_noise flipped to
+    <results>/runs/<study>/flipped_rows.csv (one row index per line, under a header), so a noisy
+    study can be checked and redone; return the path, or None without label noise."""
+    if prepared.flipped_rows is None:
+        return None
+    path = Path(cfg.results_dir) / "runs" / cfg.study / "flipped_rows.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = f"# label_noise={cfg.label_noise} label_noise_seed={cfg.label_noise_seed} train_rows={len(prepared.train)}\nrow\n"
+    with atomic_target(path) as tmp:
+        tmp.write_text(text + "".join(f"{int(r)}\n" for r in prepared.flipped_rows))
+    return path
+
+
+def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str,
+             budget: BudgetPlan | None = None, progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the run record of (method, seed) named `label` in cfg.study: read back when its file
+    exists (and was trained with the same key settings), else trained, given the `extra` fields
+    and written atomically."""
+    path = run_path(cfg.results_dir, cfg.study, label, seed)
+    record = read_run_or_set_aside(path) if path.exists() else None
+    if record is not None:
+        reason = stale_reason(record, cfg, method)
+        if reason:
+            raise ValueError(f"{path} was trained with a different config ({reason}). Use another "
+                             f"study= or results_dir=, or delete the file to retrain it.")
+        return record
+    log_path = path.with_suffix(".jsonl")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    record = train_method(method, cfg, prepared, seed, log_path=log_path, progress=progress, budget=budget)
+    record.update(run_label=label, **(extra or {}))
+    if budget is not None:
+        record["predicted_share"] = budget.predicted_share
+    write_json_atomic(path, record)
+    if progress:
+        print(f"{label:>26} seed {seed}: accuracy {record['accuracy']:.4f}, train {record['train_seconds']:.2f}s"
+              f"{'' if record['graphed'] else ' (eager)'} -> {path}", flush=True)
+    return record
+
+
+@dataclass
+class BudgetStudy:
+    """A budget study's runs: the learning-rate sweep, the lr every method trained with, and the
+    tuned baseline's and every (method, budget, seed) run."""
+
+    lr_records: list[dict[str, Any]]
+    lr: float
+    records: list[dict[str, Any]]
+    relative_costs: dict[str, Any] | None = None
+
+
+def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence[float] = (1 / 3, 1 / 2),
+                     lrs: Sequence[float] = (), seeds: Sequence[int] | None = None, prepared: Prepared | None = None,
+                     progress: bool = True) -> BudgetStudy:
+    """Run a budget study in one process and return its BudgetStudy; finished runs are read back.
+
+    Phases: (1) prepare the data and model once (flipped rows written with the study); (2) a
+    learning-rate sweep of the baseline over `lrs` with the first seed (study "<study>-lr"),
+    whose most accurate lr every method then trains with (none given: cfg.lr); (3) the costs the
+    peers' knobs are planned with (measure_relative_costs); (4) per seed, the tuned baseline,
+    then each other method at each share of `time_budgets` through its own knob
+    (plan_time_budget), or once at its defaults when it has no wall-clock knob."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
+    bad = [b for b in time_budgets if not 0 < b <= 1]
+    if bad:
+        raise ValueError(f"time_budgets must be shares in (0, 1] of the baseline's time, got {bad}.")
+    seeds = list(seeds if seeds is not None else cfg.seeds)
+    # -- phase 1: data and model, once -------------------------------------------------------------
+    prepared = prepared or prepare(cfg)
+    save_flipped_rows(cfg, prepared)
+    # -- phase 2: the baseline's learning rate ---------------------------------------------------------
+    sweep_cfg = replace_config(cfg, study=f"{cfg.study}-lr")
+    save_flipped_rows(sweep_cfg, prepared)
+    lr_records = [run_once(with_explicit(sweep_cfg, lr=float(lr)), "baseline", seeds[0], prepared,
+                           f"baseline-lr{float(lr):.0e}", progress=progress) for lr in lrs]
+    lr = best_lr(lr_records) if lr_records else cfg.lr
+    tuned = with_explicit(cfg, lr=lr)
+    if progress and lr_records:
+        print(f"learning rate: {lr:g} (best of {', '.join(f'{float(x):g}' for x in lrs)})", flush=True)
+    # -- phase 3: the costs the peers' knobs are planned with ---------------------------------------------
+    planned = [m for m in methods if m != "baseline" and m not in NO_WALL_CLOCK_KNOB]
+    costs = measure_relative_costs(prepared) if planned else None
+    plans = {(m, b): plan_time_budget(m, b, tuned, costs) for m in planned for b in time_budgets}
+    plans.update({(m, 0.0): plan_time_budget(m, 0.0, tuned, {}) for m in methods if m in NO_WALL_CLOCK_KNOB})
+    # -- phase 4: the runs ----------------------------------------------------------------------------------
+    records = []
+    for seed in seeds:
+        if "baseline" in methods:
+            records.append(run_once(tuned, "baseline", seed, prepared, "baseline", progress=progress))
+        for (method, budget), plan in plans.items():
+            run_cfg = with_explicit(tuned, time_budget=budget, **plan.knobs)
+            records.append(run_once(run_cfg, method, seed, prepared, run_label(method, budget), plan, progress,
+                                    extra={"relative_costs": costs}))
+    return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs)
 
 
 def load_runs(results_dir: str | Path, study: str | None = None) -> list[dict[str, Any]]:

@@ -353,3 +353,36 @@ def test_eval_classes_missing_from_train_are_an_error(tmp_path):
     _frame(8, num_classes=4).to_parquet(tmp_path / "test.parquet")  # no labels.json
     with pytest.raises(mc.DataError, match=r"eval split .* has labels 0, 1, 2, 3 that the train split never has"):
         mc.load_text_dataset(_cfg(tmp_path))
+
+
+def test_flip_labels_moves_the_stated_share_to_other_classes():
+    """label_noise: round(share * n) distinct rows, each moved to a different class, uniformly
+    over the other classes (chi-square-free check: every other class gets 25-42% of 3-class flips
+    with 600 flips, seed fixed), the same rows for the same seed."""
+    labels = np.arange(3000) % 3
+    noisy, rows = mc.flip_labels(labels, 0.2, 3, seed=7)
+    assert len(rows) == 600 and len(np.unique(rows)) == 600 and np.all(np.diff(rows) > 0)
+    changed = np.flatnonzero(noisy != labels)
+    assert np.array_equal(changed, rows)  # exactly the flipped rows, none moved onto itself
+    shift = (noisy[rows] - labels[rows]) % 3
+    assert 0.4 < np.mean(shift == 1) < 0.6  # the two other classes, about equally
+    again, rows_again = mc.flip_labels(labels, 0.2, 3, seed=7)
+    assert np.array_equal(again, noisy) and np.array_equal(rows_again, rows)
+    assert not np.array_equal(mc.flip_labels(labels, 0.2, 3, seed=8)[1], rows)
+    with pytest.raises(mc.DataError, match="label_noise"):
+        mc.flip_labels(labels, 1.2, 3, seed=0)
+
+
+def test_label_noise_flips_train_only_and_test_split_loads(tmp_path):
+    _frame(200).to_parquet(tmp_path / "train.parquet")
+    _frame(30, seed=1).to_parquet(tmp_path / "validation.parquet")
+    _frame(40, seed=2).to_parquet(tmp_path / "test.parquet")
+    clean = mc.load_text_dataset(_cfg(tmp_path, eval_split="validation"))
+    assert clean.test is None and clean.flipped_rows is None
+    bundle = mc.load_text_dataset(_cfg(tmp_path, eval_split="validation", test_split="test", label_noise=0.2))
+    assert len(bundle.eval.texts) == 30 and len(bundle.test.texts) == 40
+    assert len(bundle.flipped_rows) == 40
+    assert np.array_equal(np.flatnonzero(bundle.train.labels != clean.train.labels), bundle.flipped_rows)
+    assert np.array_equal(bundle.eval.labels, clean.eval.labels)
+    with pytest.raises(mc.DataError, match="test_split"):
+        mc.load_text_dataset(_cfg(tmp_path, eval_split="validation", test_split="holdout"))

@@ -165,6 +165,20 @@ def test_infobatch_prunes_after_the_first_epoch_and_stops_after_its_epochs(prepa
     assert record["examples_backward"] == 2 * n - pruned[1]
 
 
+def test_infobatch_schedule_ends_with_its_last_epoch(prepared, smoke_cfg):
+    """Pruned epochs end early; the lr schedule skips their pruned steps, so after the run it has
+    advanced over every planned step and the cosine lr is back at zero (not stuck part-way)."""
+    cfg = mc.replace_config(smoke_cfg, epochs=3, infobatch_prune=0.9)
+    ctx = _ctx(prepared, cfg, seed=3)
+    method = mc.InfoBatch(ctx)
+    mc.build_optimization(ctx, method)
+    for i in range(method.num_steps()):
+        method.step(i)
+    assert sum(method.pruned) > 0.2 * len(prepared.train)
+    assert ctx.scheduler.last_epoch == method.num_steps()
+    assert ctx.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_uniform_matches_the_measured_time_of_mclearn(prepared, smoke_cfg):
     # Listed first, uniform still runs after baseline and mclearn, with the data share equal to
     # mclearn's train seconds over the baseline's (same seed).

@@ -161,7 +161,9 @@ def test_graphs_only_for_plain_updates(prepared, smoke_cfg):
     assert not mc.graphs_enabled(mc.replace_config(smoke_cfg, cuda_graphs=True, precision="fp16"))
     assert not mc.graphs_enabled(mc.replace_config(smoke_cfg, cuda_graphs=True, grad_accum_steps=2))
     assert mc.Baseline.graphable and mc.Uniform.graphable and mc.MCLearn.graphable
-    assert not mc.VCAS.graphable and not mc.InfoBatch.graphable
+    # the scoring peers' updates are graphed as the baseline's; VCAS's backward samples on the host
+    assert mc.SelectiveBackprop.graphable and mc.RhoLoss.graphable and mc.InfoBatch.graphable
+    assert not mc.VCAS.graphable
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
@@ -246,6 +248,18 @@ def test_training_steps_never_wait_for_the_gpu(prepared, method, graphs):
     assert checked >= 10
     if graphs:
         assert trainer.telemetry()["cuda_graphs"] >= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
+@pytest.mark.parametrize("method", ["selective_backprop", "rho_loss", "infobatch"])
+def test_cuda_scoring_peers_update_through_graphs(prepared, smoke_cfg, method):
+    """On CUDA the scoring peers' updates replay CUDA graphs as the baseline's do (fair engineering):
+    graphs captured, no capture error, the run file says graphed."""
+    cfg = mc.replace_config(smoke_cfg, device="cuda", precision="bf16", cuda_graphs=True, pad_multiple=32,
+                            epochs=2, rho_il_epochs=1)
+    record = mc.train_method(method, cfg, mc.prepare(cfg), seed=1, progress=False)
+    assert record["telemetry"]["cuda_graphs"] >= 1, record["telemetry"]
+    assert record["graphed"] and record["graph_capture_error"] is None
 
 
 def test_warm_up_device_leaves_the_base_model_untouched(prepared):

@@ -1,0 +1,101 @@
+"""Budget studies (section 11): each method's knobs for a share of the tuned baseline's time, the
+learning-rate sweep, and a whole study on the CPU smoke preset (resumable, flipped rows saved)."""
+import numpy as np
+import pytest
+
+import mclearn_core as mc
+
+
+@pytest.mark.parametrize("forward_share", [0.25, 0.33, 0.45])
+@pytest.mark.parametrize("budget", [1 / 3, 1 / 2, 0.8])
+def test_scoring_peers_are_planned_to_the_budget(forward_share, budget):
+    """Selective Backprop and RHO-LOSS: the plan's cost model (docstring of plan_time_budget)
+    evaluated at its knobs gives the budget, whether the selection rate or the candidate share
+    carries it; the selection rate never drops under MIN_SELECTION_RATE."""
+    cfg = mc.make_config("cpu-smoke", epochs=2)
+    costs = {"forward_share": forward_share}
+    for method in ("selective_backprop", "rho_loss"):
+        plan = mc.plan_time_budget(method, budget, cfg, costs)
+        knobs = plan.knobs
+        rate = 1 / (knobs["sb_beta"] + 1) if method == "selective_backprop" else knobs["rho_select_fraction"]
+        assert rate >= mc.MIN_SELECTION_RATE - 1e-12 and 0 < knobs["candidate_share"] <= 1
+        if method == "rho_loss":
+            fixed = (cfg.rho_holdout * cfg.rho_il_epochs + forward_share) / cfg.epochs
+            offered = 1 - cfg.rho_holdout
+        else:
+            fixed, offered = 0.0, 1.0
+        cost = fixed + offered * knobs["candidate_share"] * (forward_share + rate)
+        assert plan.predicted_share == pytest.approx(cost)
+        if knobs["candidate_share"] > 0.05:  # reachable: the plan spends the budget, no more
+            assert cost == pytest.approx(budget, rel=1e-9)
+        assert (plan.note is None) == (knobs["candidate_share"] == 1.0)
+
+
+def test_infobatch_plan_fits_the_budget_with_the_most_epochs():
+    cfg = mc.make_config("cpu-smoke", epochs=5)
+    for budget in (1 / 3, 1 / 2):
+        plan = mc.plan_time_budget("infobatch", budget, cfg, {})
+        assert plan.note is None and plan.predicted_share <= budget + 1e-9
+        assert 0 <= plan.knobs["infobatch_prune"] <= mc.MAX_PRUNE
+        more = plan.knobs["epochs"] + 1  # one epoch more would not fit, even at the largest prune ratio
+        annealed = more - int(np.ceil(more * (1 - cfg.infobatch_anneal)))
+        pruned = more - 1 - annealed
+        assert (more - pruned + pruned * (1 - mc.MAX_PRUNE * mc.INFOBATCH_LOW_SHARE)) / 5 > budget
+    one_epoch = mc.plan_time_budget("infobatch", 0.5, mc.make_config("cpu-smoke", epochs=1), {})
+    assert one_epoch.note and "cannot reach" in one_epoch.note  # it prunes from its second epoch on
+
+
+def test_plain_knobs_and_methods_without_a_wall_clock_knob():
+    cfg = mc.make_config("cpu-smoke")
+    assert mc.plan_time_budget("uniform", 0.5, cfg, {}).knobs == {"uniform_fraction": 0.5}
+    assert mc.plan_time_budget("mclearn", 1 / 3, cfg, {}).knobs == {"budget_ratio": 1 / 3}
+    for method in mc.NO_WALL_CLOCK_KNOB:
+        plan = mc.plan_time_budget(method, 0.5, cfg, {})
+        assert plan.knobs == {} and plan.time_budget == 0.0 and "no wall-clock knob" in plan.note
+    with pytest.raises(ValueError, match="No time-budget knob"):
+        mc.plan_time_budget("baseline", 0.5, cfg, {})
+    assert mc.run_label("uniform", 1 / 3) == "uniform-b0.33" and mc.run_label("vcas", 0.0) == "vcas"
+
+
+def test_tuned_lr_reaches_every_method_even_past_method_presets():
+    """The GPU preset of mclearn-paper sets its own lr; a budget study's tuned lr must win."""
+    cfg = mc.with_explicit(mc.make_config("h100"), lr=1.6e-4)
+    for method in mc.METHODS:
+        assert mc.config_for_method(cfg, method).lr == 1.6e-4, method
+    assert mc.config_for_method(mc.with_explicit(cfg, budget_ratio=0.5), "mclearn").budget_ratio == 0.5
+
+
+def test_best_lr_takes_the_most_accurate_and_the_smaller_on_ties():
+    runs = [{"accuracy": a, "config": {"lr": lr}} for a, lr in [(0.8, 1e-4), (0.9, 4e-4), (0.9, 2e-4)]]
+    assert mc.best_lr(runs) == 2e-4
+    with pytest.raises(ValueError):
+        mc.best_lr([])
+
+
+def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, monkeypatch):
+    cfg = mc.replace_config(smoke_cfg, study="budget-smoke", epochs=2, label_noise=0.25)
+    noisy = mc.prepare(cfg)
+    methods = ["baseline", "uniform", "infobatch", "vcas"]
+    result = mc.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42],
+                                 prepared=noisy, progress=False)
+    assert [r["config"]["lr"] for r in result.lr_records] == [1e-3, 3e-3]
+    assert result.lr == mc.best_lr(result.lr_records)
+    labels = sorted(r["run_label"] for r in result.records)
+    assert labels == ["baseline", "infobatch-b0.33", "infobatch-b0.50", "uniform-b0.33", "uniform-b0.50", "vcas"]
+    for record in result.records:
+        assert record["config"]["lr"] == result.lr  # every method trains with the tuned lr
+        assert record["flipped_rows"] == round(0.25 * len(noisy.train)) and record["label_noise"] == 0.25
+        if record["method"] == "uniform":
+            assert record["knobs"] == {"uniform_fraction": record["time_budget"]}
+            assert record["examples_seen"] == 2 * round(record["time_budget"] * len(noisy.train))
+        if record["method"] == "vcas":
+            assert record["time_budget"] == 0.0 and "no wall-clock knob" in record["budget_note"]
+    runs = mc.Path(cfg.results_dir) / "runs"
+    saved = np.loadtxt(runs / "budget-smoke" / "flipped_rows.csv", skiprows=2, dtype=int)
+    assert np.array_equal(saved, noisy.flipped_rows)
+    assert (runs / "budget-smoke-lr" / "baseline-lr3e-03-seed42.json").exists()
+    # An interrupted study resumes: every run is read back, none retrained.
+    monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    again = mc.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42], prepared=noisy,
+                                progress=False)
+    assert len(again.records) == len(result.records)
