@@ -3369,11 +3369,8 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = Non
                       for method, color in method_colors.items()]
     budget_handles = [Line2D([], [], color="grey", marker=budget_markers[b], ls="",
                              label="no budget" if b == 0 else f"{format_budget(b)} budget") for b in budgets]
-    methods_legend = ax.legend(handles=method_handles, title="method", fontsize=7, title_fontsize=8,
-                               loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.add_artist(methods_legend)
-    ax.legend(handles=budget_handles, title="time budget", fontsize=7, title_fontsize=8,
-              loc="lower left", bbox_to_anchor=(1.01, 0.0))
+    ax.legend(handles=method_handles + budget_handles, title="colour: method\nmarker: budget", fontsize=7,
+              title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_xlabel("training seconds")
     ax.set_ylabel("final eval accuracy")
     ax.set_title(f"{_study_title(records)}: accuracy vs training time (mean ± std over seeds)", fontsize=10)
