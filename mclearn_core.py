@@ -3494,22 +3494,77 @@ def plot_time_to_accuracy(records: Sequence[dict[str, Any]], path: str | Path | 
     return _figure_out(fig, path)
 
 
-def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = None):
-    """Return a figure of final accuracy vs training seconds per method (mean ± std over seeds)."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
+BUDGET_MARKERS = {0.0: "o", 1 / 3: "s", 1 / 2: "^"}  # marker per time budget in plot_pareto
+EXTRA_BUDGET_MARKERS = ("D", "v", "P", "X", "<", ">")  # for budgets not in BUDGET_MARKERS
 
-    frame = pd.DataFrame([{"method": r["method"], "seconds": r["train_seconds"], "accuracy": r["accuracy"]}
-                          for r in records])
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for k, (method, group) in enumerate(frame.groupby("method", sort=False)):
-        ax.errorbar(group["seconds"].mean(), group["accuracy"].mean(), xerr=group["seconds"].std(ddof=0),
-                    yerr=group["accuracy"].std(ddof=0), fmt="o", color=f"C{k}", label=method, capsize=3)
+
+def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = None):
+    """Return a figure of final accuracy (y) against train seconds (x): one point per (method,
+    time budget) at the mean over seeds, error bars = std over seeds on both axes; colour per
+    method, marker per budget, a dashed vertical line at each budget × the baseline's mean seconds,
+    the baseline's point enlarged with a black edge. Records without `time_budget` count as
+    budget 0 (none). Saved as PNG when `path`."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    rows = [summary_row(r) for r in records]
+    method_colors: dict[str, str] = {}
+    for row in sorted(rows, key=lambda row: row["method"] != "baseline"):
+        method_colors.setdefault(row["method"], f"C{len(method_colors)}")
+    budgets = sorted({row["time_budget"] for row in rows})
+    budget_markers = {b: _budget_marker(b, k) for k, b in enumerate(b for b in budgets if b > 0)}
+    budget_markers[0.0] = BUDGET_MARKERS[0.0]
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    points: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in rows:
+        points.setdefault((row["method"], row["time_budget"]), []).append(row)
+    for (method, budget), runs in sorted(points.items(), key=lambda item: _report_order(*item[0])):
+        seconds = np.array([r["train_seconds"] for r in runs], dtype=float)
+        accuracy = np.array([r["accuracy"] for r in runs], dtype=float)
+        is_baseline = method == "baseline" and budget == 0
+        ax.errorbar(seconds.mean(), accuracy.mean(), xerr=_sample_std(seconds), yerr=_sample_std(accuracy),
+                    fmt=budget_markers[budget], color=method_colors[method], capsize=3,
+                    ms=11 if is_baseline else 7, mec="black" if is_baseline else method_colors[method],
+                    mew=1.5 if is_baseline else 1.0, zorder=3 if is_baseline else 2)
+
+    base_seconds = [r["train_seconds"] for r in rows if r["method"] == "baseline" and r["time_budget"] == 0]
+    if base_seconds:
+        for budget in (b for b in budgets if b > 0):
+            x = budget * float(np.mean(base_seconds))
+            ax.axvline(x, color="grey", ls="--", lw=1)
+            ax.text(x, 0.98, f" {format_budget(budget)} budget", transform=ax.get_xaxis_transform(),
+                    rotation=90, va="top", ha="right", fontsize=8, color="grey")
+
+    method_handles = [Line2D([], [], color=color, marker="o", ls="", label=method)
+                      for method, color in method_colors.items()]
+    budget_handles = [Line2D([], [], color="grey", marker=budget_markers[b], ls="",
+                             label="no budget" if b == 0 else f"{format_budget(b)} budget") for b in budgets]
+    ax.legend(handles=method_handles + budget_handles, title="colour: method\nmarker: budget", fontsize=7,
+              title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_xlabel("training seconds")
     ax.set_ylabel("final eval accuracy")
-    ax.set_title("accuracy vs training time (mean ± std over seeds)")
-    ax.legend(fontsize=8)
+    ax.set_title(f"{_study_title(records)}: accuracy vs training time (mean ± std over seeds)", fontsize=10)
     return _figure_out(fig, path)
+
+
+def _budget_marker(budget: float, k: int) -> str:
+    """Return plot_pareto's marker for a nonzero budget: BUDGET_MARKERS' when it is one of those
+    (within 0.005), else the k-th of EXTRA_BUDGET_MARKERS."""
+    for known, marker in BUDGET_MARKERS.items():
+        if known > 0 and abs(budget - known) < 0.005:
+            return marker
+    return EXTRA_BUDGET_MARKERS[k % len(EXTRA_BUDGET_MARKERS)]
+
+
+def _study_title(records: Sequence[dict[str, Any]]) -> str:
+    """Return "study (dataset)" of the records' first run, dataset as its last path part; "" if none."""
+    if not records:
+        return ""
+    first = records[0]
+    dataset = str(first.get("config", {}).get("dataset") or first.get("dataset") or "")
+    dataset = dataset.rstrip("/").split("/")[-1]
+    return f"{first.get('study', '')} ({dataset})" if dataset else str(first.get("study", ""))
 
 
 def plot_step_costs(curve: dict[str, Any], path: str | Path | None = None):
@@ -3544,20 +3599,21 @@ def time_to_accuracy(record: dict[str, Any], target: float) -> float | None:
 
 
 def comparison_table(records: Sequence[dict[str, Any]], tolerance_pt: float = 0.5):
-    """Return a per-method table: accuracy and seconds (mean ± std), speed-up vs baseline,
-    examples with a backward pass and forward-only scored, and time to reach baseline accuracy - tolerance (or "never")."""
+    """Return `report_table` of the records, one row per (method, time budget), plus the time each
+    reached the baseline's mean accuracy - `tolerance_pt` points: mean seconds over the seeds that
+    did, with how many did, or "never". The baseline is method "baseline" with no time budget."""
     import pandas as pd
 
     frame = pd.DataFrame([summary_row(r) for r in records], columns=SUMMARY_COLUMNS)
     table = report_table(frame)
-    base = [r for r in records if r["method"] == "baseline"]
+    base = [r for r, row in zip(records, frame.itertuples()) if r["method"] == "baseline" and row.time_budget == 0]
     target = np.mean([r["accuracy"] for r in base]) - tolerance_pt / 100 if base else None
     reach = []
-    for method in table["method"]:
-        runs = [r for r in records if r["method"] == method]
-        times = [time_to_accuracy(r, target) for r in runs] if target is not None else [None]
+    for _, runs in _report_groups(frame):
+        group_records = [records[i] for i in runs.index]
+        times = [time_to_accuracy(r, target) for r in group_records] if target is not None else [None]
         reached = [t for t in times if t is not None]
-        reach.append(f"{np.mean(reached):.1f}s ({len(reached)}/{len(runs)} seeds)" if reached else "never")
+        reach.append(f"{np.mean(reached):.1f}s ({len(reached)}/{len(group_records)} seeds)" if reached else "never")
     table[f"time to baseline - {tolerance_pt} pt"] = reach
     return table
 
@@ -3644,7 +3700,7 @@ def plot_estimator_study(table, path_q: str | Path | None = None, path_clip: str
 METHODS: dict[str, Callable[[RunContext], Method]] = {
     "baseline": Baseline, "mclearn": MCLearn, "mclearn-paper": MCLearnPaper, **PEER_METHODS}
 SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accuracy", "examples_seen",
-                   "examples_scored"]
+                   "examples_scored", "time_budget", "graphed", "test_accuracy"]
 
 
 def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Path:
@@ -3976,20 +4032,31 @@ def load_runs(results_dir: str | Path, study: str | None = None) -> list[dict[st
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:
-    """Return the SUMMARY_COLUMNS of a run record. Files written before examples_scored existed
-    counted every full forward as examples_seen: their examples with a backward pass are
-    examples_backward and the rest were forward-only scoring passes."""
+    """Return the SUMMARY_COLUMNS of a run record, with defaults for files written before a column
+    existed: time_budget 0.0 (none), graphed from the telemetry (False when it says nothing),
+    test_accuracy None. Files written before examples_scored existed counted every full forward as
+    examples_seen: their examples with a backward pass are examples_backward and the rest were
+    forward-only scoring passes."""
     row = {c: record.get(c) for c in SUMMARY_COLUMNS}
     if "examples_scored" not in record and "examples_backward" in record:
         row["examples_seen"] = record["examples_backward"]
         row["examples_scored"] = record["examples_seen"] - record["examples_backward"]
     row["examples_scored"] = row["examples_scored"] or 0
+    row["time_budget"] = float(record.get("time_budget") or 0.0)
+    row["graphed"] = bool(record["graphed"]) if record.get("graphed") is not None else _telemetry_graphed(record)
     return row
+
+
+def _telemetry_graphed(record: dict[str, Any]) -> bool:
+    """Return whether an old run file's telemetry says its update was replayed as CUDA graphs:
+    its "graphed" flag, or a nonzero "cuda_graphs" count (the baseline family); False otherwise."""
+    telemetry = record.get("telemetry") or {}
+    return bool(telemetry.get("graphed") or telemetry.get("cuda_graphs"))
 
 
 def summarize(results_dir: str | Path = "results", study: str | None = None, show: bool = True):
     """Write <results>/summary.csv (one row per run, columns SUMMARY_COLUMNS) and return the
-    mean ± std report table (a DataFrame) of `study` (or every study)."""
+    report table (a DataFrame, see `report_table`) of `study` (or every study)."""
     import pandas as pd
 
     runs = load_runs(results_dir)
@@ -3997,39 +4064,166 @@ def summarize(results_dir: str | Path = "results", study: str | None = None, sho
     out = Path(results_dir) / "summary.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(out) as tmp:
-        rows.sort_values(["study", "method", "seed"]).to_csv(tmp, index=False)
+        rows.sort_values(["study", "method", "time_budget", "seed"]).to_csv(tmp, index=False)
     table = report_table(rows if study is None else rows[rows["study"] == study])
     if show:
         print(table.to_string(index=False))
     return table
 
 
-def report_table(rows) -> Any:
-    """Return a table per (study, device, method): accuracy and train seconds as mean ± std over
-    seeds, the speed-up against the same study's baseline and the accuracy change in points."""
+def _with_summary_defaults(rows) -> Any:
+    """Return a copy of summary rows (a DataFrame) with every SUMMARY_COLUMNS column, filling the
+    ones an old summary.csv lacks or leaves empty: time_budget 0.0, graphed False, test_accuracy
+    NaN, examples_scored 0."""
     import pandas as pd
 
+    rows = rows.copy()
+    for column in SUMMARY_COLUMNS:
+        if column not in rows:
+            rows[column] = np.nan
+    rows["time_budget"] = rows["time_budget"].astype(float).fillna(0.0)
+    rows["graphed"] = rows["graphed"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
+    rows["test_accuracy"] = pd.to_numeric(rows["test_accuracy"], errors="coerce").astype(float)
+    rows["examples_scored"] = rows["examples_scored"].fillna(0)
+    return rows
+
+
+def report_table(rows) -> Any:
+    """Return the report table (a DataFrame), one row per (study, device, method, time_budget) of
+    summary rows (SUMMARY_COLUMNS; columns an old summary.csv lacks get `_with_summary_defaults`).
+
+    Columns: budget ("—" none, "1/3", "1/2", else "0.25"), seeds, accuracy (%) as mean ± std over
+    seeds, test accuracy (%) likewise (only when some run has one), train seconds as
+    "median [min–max]", seconds / baseline (median over the baseline's median, same study and
+    device; the baseline is method "baseline" without a budget), reaches budget ("yes" when the
+    median is within 5 % of budget × baseline median, else "no (r)" with r = median over that target;
+    "—" without a budget), speed-up vs baseline (baseline median over median), accuracy change (pt)
+    against the baseline's mean, examples seen (backward) and scored (forward only) as means, and
+    graphed (yes, no or mixed over seeds). Rows: per study and device, the baseline first, then by
+    budget, then by method.
+    """
+    import pandas as pd
+
+    rows = _with_summary_defaults(rows)
+    show_test = bool(rows["test_accuracy"].notna().any())
     out = []
-    for (study, device), group in rows.groupby(["study", "device"], sort=False):
-        base = group[group["method"] == "baseline"]
-        base_time = base["train_seconds"].mean() if len(base) else float("nan")
+    for (study, device), group in rows.groupby(["study", "device"], sort=False, dropna=False):
+        base = group[(group["method"] == "baseline") & (group["time_budget"] == 0)]
+        base_seconds = base["train_seconds"].median() if len(base) else float("nan")
         base_acc = base["accuracy"].mean() if len(base) else float("nan")
-        for method, runs in group.groupby("method", sort=False):
+        for (method, budget), runs in _report_groups(group):
             acc, secs = runs["accuracy"] * 100, runs["train_seconds"]
-            out.append({
-                "study": study, "device": device, "method": method, "seeds": len(runs),
-                "accuracy (%)": _mean_std(acc), "train seconds": _mean_std(secs),
-                "speed-up vs baseline": f"{base_time / secs.mean():.2f}x" if len(base) else "n/a",
+            ratio = secs.median() / base_seconds
+            row = {"study": study, "device": device, "method": method, "budget": format_budget(budget),
+                   "seeds": len(runs), "accuracy (%)": _mean_std(acc)}
+            if show_test:
+                test = runs["test_accuracy"].dropna() * 100
+                row["test accuracy (%)"] = _mean_std(test) if len(test) else "—"
+            row.update({
+                "train seconds": _median_range(secs),
+                "seconds / baseline": f"{ratio:.2f}" if len(base) else "n/a",
+                "reaches budget": _reaches_budget(ratio, budget) if len(base) or budget == 0 else "n/a",
+                "speed-up vs baseline": f"{1 / ratio:.2f}x" if len(base) else "n/a",
                 "accuracy change (pt)": f"{round(acc.mean() - base_acc * 100, 2) + 0.0:+.2f}" if len(base) else "n/a",
                 "examples seen (backward)": int(runs["examples_seen"].mean()),
-                "examples scored (forward only)": int(runs["examples_scored"].fillna(0).mean()),
+                "examples scored (forward only)": int(runs["examples_scored"].mean()),
+                "graphed": _yes_no_mixed(runs["graphed"]),
             })
+            out.append(row)
     return pd.DataFrame(out)
 
 
+def _report_order(method: str, budget: float) -> tuple[bool, float, str]:
+    """Return the sort key of a report row: the baseline first, then by budget, then by method."""
+    return (method != "baseline", budget, method)
+
+
+def _report_groups(rows) -> list[tuple[tuple[str, float], Any]]:
+    """Return the ((method, time_budget), runs) groups of summary rows in report order."""
+    groups = rows.groupby(["method", "time_budget"], sort=False, dropna=False)
+    return sorted(groups, key=lambda item: _report_order(*item[0]))
+
+
+def format_budget(budget: float) -> str:
+    """Return a time budget as the report writes it: "—" for 0 (none), "1/2", "1/3" or "2/3" within
+    0.005 of those, else two decimals ("0.25")."""
+    if not budget:
+        return "—"
+    for denominator in (2, 3):
+        for numerator in range(1, denominator):
+            if abs(budget - numerator / denominator) < 0.005:
+                return f"{numerator}/{denominator}"
+    return f"{budget:.2f}"
+
+
+def _reaches_budget(ratio: float, budget: float, slack: float = 0.05) -> str:
+    """Return "—" without a budget, "yes" when `ratio` (run median over baseline median) is at
+    most budget × (1 + slack), else "no (r)" with r = ratio / budget."""
+    if not budget:
+        return "—"
+    over = ratio / budget
+    return "yes" if over <= 1 + slack else f"no ({over:.2f})"
+
+
+def _yes_no_mixed(flags) -> str:
+    """Return "yes" when every flag is true, "no" when none is, else "mixed"."""
+    flags = [bool(f) for f in flags]
+    return "yes" if all(flags) else "no" if not any(flags) else "mixed"
+
+
+def _median_range(values) -> str:
+    """Return "median [min–max]" of the values, two decimals."""
+    return f"{values.median():.2f} [{values.min():.2f}–{values.max():.2f}]"
+
+
+def _sample_std(values) -> float:
+    """Return the sample standard deviation (ddof 1) of the values, 0.0 for fewer than two."""
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def _mean_std(values) -> str:
-    std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.2f} ± {std:.2f}"
+    return f"{values.mean():.2f} ± {_sample_std(values):.2f}"
+
+
+def _record_lr(record: dict[str, Any]) -> float:
+    """Return the learning rate a run trained with (its config's lr)."""
+    return float(record["config"]["lr"])
+
+
+def lr_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
+    """Return a DataFrame of a learning-rate sweep, one row per run sorted by lr and seed: lr (a
+    float), seed, accuracy (%), test accuracy (%) (only when some run has one; "—" for a run
+    without), train seconds (two-decimal strings, as in `report_table`), and chosen ("yes" on the
+    runs of `best_lr`, else "")."""
+    import pandas as pd
+
+    chosen = best_lr(records) if records else None
+    show_test = any(r.get("test_accuracy") is not None for r in records)
+    out = []
+    for record in sorted(records, key=lambda r: (_record_lr(r), r["seed"])):
+        row = {"lr": _record_lr(record), "seed": record["seed"], "accuracy (%)": f"{record['accuracy'] * 100:.2f}"}
+        if show_test:
+            test = record.get("test_accuracy")
+            row["test accuracy (%)"] = "—" if test is None else f"{test * 100:.2f}"
+        row["train seconds"] = f"{record['train_seconds']:.2f}"
+        row["chosen"] = "yes" if _record_lr(record) == chosen else ""
+        out.append(row)
+    columns = ["lr", "seed", "accuracy (%)", *(["test accuracy (%)"] if show_test else []), "train seconds", "chosen"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def best_lr(records: Sequence[dict[str, Any]]) -> float:
+    """Return the lr of a sweep's runs with the best mean accuracy over seeds (ties: the smaller
+    lr). Raise ValueError when there are no runs."""
+    if not records:
+        raise ValueError("No learning-rate sweep runs to choose an lr from: run the sweep (lrs=...) first.")
+    accuracies: dict[float, list[float]] = {}
+    for record in records:
+        accuracies.setdefault(_record_lr(record), []).append(record["accuracy"])
+    mean_accuracy = {lr: float(np.mean(values)) for lr, values in accuracies.items()}
+    best = max(mean_accuracy.values())
+    return min(lr for lr, accuracy in mean_accuracy.items() if accuracy >= best - 1e-12)
 
 
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
@@ -4041,8 +4235,9 @@ def _link(path: Path, base: Path | None) -> str:
 
 
 def results_markdown(results_dir: str | Path = "results", link_base: Path | None = None) -> str:
-    """Return the README results section: one mean ± std table per study, generated from
-    <results>/summary.csv, each table linking the run files it comes from (relative to
+    """Return the README results section generated from <results>/summary.csv: per study, the
+    `report_table` (or, for a learning-rate sweep, a study whose name ends with "-lr", the
+    `lr_sweep_table` of its run files), each linking the run files it comes from (relative to
     `link_base`, the README's folder, when given)."""
     import pandas as pd
 
@@ -4052,10 +4247,13 @@ def results_markdown(results_dir: str | Path = "results", link_base: Path | None
     rows = pd.read_csv(summary)
     parts = []
     for study, group in rows.groupby("study", sort=False):
-        table = report_table(group)
+        if str(study).endswith("-lr"):
+            table = lr_sweep_table(load_runs(results_dir, study))
+        else:
+            table = report_table(group).drop(columns=["study"])
         runs, rows_file = _link(Path(results_dir, "runs", study), link_base) + "/", _link(summary, link_base)
         parts.append(f"**{study}** (run files: [`{runs}`]({runs}), rows of [`{rows_file}`]({rows_file}))\n")
-        parts.append(table.drop(columns=["study"]).to_markdown(index=False, disable_numparse=True) + "\n")
+        parts.append(table.to_markdown(index=False, disable_numparse=True) + "\n")
     return "\n".join(parts)
 
 

@@ -526,38 +526,80 @@ mc.summarize(results_dir, show=False);
 # -----------------------------------------------------------------------------------------------
 compare = [
     md('''
-# 04 · MC-Learn against other data-selection methods
+# 04 · MC-Learn against other data-selection methods: budget studies
 
-The optimized baseline; a uniform-subset control sized, seed by seed, to MC-Learn's measured training
-time; Selective Backprop, RHO-LOSS, InfoBatch, VCAS; and MC-Learn (corrected and as published), over
-three seeds, on the same data, model and device.
+The optimized baseline; a uniform-subset control; Selective Backprop, RHO-LOSS, InfoBatch, VCAS; and
+MC-Learn (corrected and as published), over three seeds, on the same data, model and device.
+First an optional learning-rate sweep of the baseline (one seed per lr) picks the lr every method
+trains with; then the tuned baseline runs, and every other method runs at wall-clock budgets of a
+share of the baseline's train seconds (1/3 and 1/2 by default).
 Finished runs are read back; only missing ones train.
 '''),
     code(FIND_REPO),
-    md(TRAINING_PARAMETERS),
+    md(TRAINING_PARAMETERS + '''
+`time_budgets`: the shares of the tuned baseline's train seconds the other methods target;
+`lrs`: the baseline's learning-rate sweep (empty: no sweep, the preset's lr); `epochs`,
+`eval_split`, `test_split` (a second held-out split, reported as test accuracy) and `label_noise`
+(training-label noise, 0 = none): `None` = the config's default.
+'''),
     code('''
 preset = "auto"
 dataset = None
 model_name = None
 seeds = [42, 43, 44]
 methods = ["baseline", "uniform", "selective_backprop", "rho_loss", "infobatch", "vcas", "mclearn", "mclearn-paper"]
+time_budgets = [1/3, 1/2]
+lrs = []  # empty: no sweep, the preset's lr
+epochs = None
+eval_split = None
+test_split = None
+label_noise = None
 study = None  # None: "compare_methods-<preset>"
 results_dir = "results"
 progress = True
 ''', tags=["parameters"]),
-    code('STUDY_BASE = "compare_methods"\n' + RESOLVE + MAKE_CONFIG),
+    code('STUDY_BASE = "compare_methods"\n' + RESOLVE + MAKE_CONFIG + '''
+# this notebook's own keys, only those set (None: the config's default); they count as set explicitly
+extra = {k: v for k, v in dict(epochs=epochs, eval_split=eval_split, test_split=test_split,
+                               label_noise=label_noise).items() if v is not None}
+cfg = mc.replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *extra})), **extra)
+print(f"epochs {cfg.epochs}, eval split {cfg.eval_split!r}, time budgets "
+      f"{', '.join(mc.format_budget(b) for b in time_budgets) or 'none'}, lr sweep {lrs or 'none'}")
+'''),
     md('''
 ## Runs
+
+Each method reaches a budget through its own knob: `uniform` through its data share; MC-Learn
+through its budget ratio; Selective Backprop and RHO-LOSS through their selection rate, and a
+shorter candidate stream when the rate alone cannot reach it; InfoBatch through its prune ratio and
+its epochs. VCAS cannot: its ratios cut backward FLOPs, not wall-clock seconds, so it runs once at
+its defaults; so does the published MC-Learn (`mclearn-paper`). Whether a run did reach its budget
+is the "reaches budget" column of the tables below.
 '''),
     code('''
-records = mc.run_sweep(cfg, methods, progress=progress)
+result = mc.run_budget_study(cfg, methods, time_budgets, lrs, progress=progress)
+records = result.records
+'''),
+    md('''
+## Learning-rate sweep
+
+The baseline at each lr of `lrs` (study `<study>-lr`, one seed); the chosen lr, the best accuracy
+(ties: the smaller lr), is the one every method below trains with.
+'''),
+    code('''
+if result.lr_records:
+    display(mc.lr_sweep_table(result.lr_records))
+print(f"every method trains with lr {result.lr:g}")
 '''),
     md('''
 ## Comparison table
 
-Accuracy and training seconds as mean ± std, speed-up against this study's baseline, examples that
-had a full backward pass, and the time to reach the baseline's accuracy minus 0.5 points ("never" if
-a method did not). InfoBatch prunes nothing in a one-epoch run (it needs a previous epoch's losses).
+One row per method and budget: accuracy as mean ± std over seeds, training seconds as median
+[min–max], their ratio to the baseline's median, whether the run reached its budget ("no (r)": its
+median took r times the budget's seconds), the speed-up against this study's baseline, examples that
+had a full backward pass, whether the update ran as CUDA graphs, and the time to reach the baseline's
+accuracy minus 0.5 points ("never" if a method did not). InfoBatch prunes nothing in a one-epoch run
+(it needs a previous epoch's losses).
 '''),
     code('''
 display(mc.comparison_table(records))
@@ -566,8 +608,9 @@ mc.summarize(results_dir, study, show=False);
     md('''
 ## Accuracy vs training time
 
-Mean ± std over seeds per method; a method is worth its speed-up when it sits left of the baseline
-without dropping below it.
+Mean ± std over seeds per method and budget (marker: budget; colour: method); the dashed lines are
+the budgets' deadlines. A method is worth its speed-up when it sits left of the baseline without
+dropping below it.
 '''),
     code('''
 mc.plot_pareto(records, figures / "pareto.png");

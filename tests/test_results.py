@@ -47,7 +47,9 @@ def test_interrupted_sweep_resumes_only_missing_runs(prepared, smoke_cfg, monkey
     mc.summarize(smoke_cfg.results_dir, show=False)
     summary = pd.read_csv(f"{smoke_cfg.results_dir}/summary.csv")
     assert list(summary.columns) == ["study", "method", "seed", "device", "train_seconds",
-                                     "accuracy", "examples_seen", "examples_scored"]
+                                     "accuracy", "examples_seen", "examples_scored", "time_budget",
+                                     "graphed", "test_accuracy"]
+    assert summary["time_budget"].tolist() == [0.0] * 3 and summary["test_accuracy"].isna().all()
     assert summary["seed"].tolist() == [1, 2, 3] and set(summary["method"]) == {"baseline"}
 
 
@@ -71,12 +73,16 @@ def test_summarize_writes_exact_columns_and_report(tmp_path):
     (tmp_path / "runs" / "s1" / "mclearn-seed1.jsonl").write_text("{}\n")  # logs are not runs
     table = mc.summarize(tmp_path, show=False)
     text = (tmp_path / "summary.csv").read_text().splitlines()
-    assert text[0] == "study,method,seed,device,train_seconds,accuracy,examples_seen,examples_scored"
+    assert text[0] == ("study,method,seed,device,train_seconds,accuracy,examples_seen,examples_scored,"
+                       "time_budget,graphed,test_accuracy")
     assert len(text) == 1 + 5
     assert not list(tmp_path.glob(".summary*"))  # the temp file was renamed away
     row = table[(table["study"] == "s1") & (table["method"] == "mclearn")].iloc[0]
     assert row["seeds"] == 2
-    assert row["speed-up vs baseline"] == "2.20x"  # mean 11 s / mean 5 s
+    assert row["speed-up vs baseline"] == "2.20x"  # median 11 s / median 5 s
+    assert row["train seconds"] == "5.00 [4.00–6.00]" and row["seconds / baseline"] == "0.45"
+    assert row["budget"] == "—" and row["reaches budget"] == "—" and row["graphed"] == "no"
+    assert "test accuracy (%)" not in table  # no run has a test split
     assert row["accuracy change (pt)"] == "-1.50"  # 89.5 - 91.0
     assert row["accuracy (%)"] == "89.50 ± 0.71"
     assert table[table["study"] == "s2"].iloc[0]["speed-up vs baseline"] == "n/a"
@@ -138,7 +144,8 @@ def test_update_readme_rewrites_both_generated_sections(tmp_path):
     mc.update_readme(readme, results)
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
-    assert "2.00x" in text and "4.00 ± 0.00" in text  # baseline 4 s vs mclearn 2 s
+    # a summary.csv written before time_budget, graphed and test_accuracy existed still renders
+    assert "2.00x" in text and "4.00 [4.00–4.00]" in text  # baseline 4 s vs mclearn 2 s
     assert "123,457" in text and "25.0%" in text and "GPU X, 1,000 sequences" in text
     # links are relative to the README's folder, never absolute paths of this machine
     assert "[`results/runs/s/`](results/runs/s/)" in text and "(results/summary.csv)" in text
@@ -267,9 +274,160 @@ def test_headline_states_the_answer_with_its_table(tmp_path):
                      "baseline's 2.0 s (0.25x) and reached 86.00 % accuracy against 85.00 % (+1.00 points). "
                      "So here it is slower than the full fine-tune but keeps its accuracy (within 0.5 points); "
                      "the uniform-subset control reached 84.00 % in 1.5 s.")
-    assert "| NVIDIA H100 | uniform  | 2       | 84.00 ± 0.00" in rest
+    assert "| NVIDIA H100 | uniform  | —        | 2       | 84.00 ± 0.00" in rest
     cpu = mc.headline(tmp_path, study="cpu-study").split("\n\n")[0]
     assert cpu.endswith("(2.20x) and reached 89.50 % accuracy against 91.00 % (-1.50 points). "
                         "So here it is faster than the full fine-tune but loses 1.50 points of accuracy.")
     with pytest.raises(ValueError, match="study="):
         mc.headline(tmp_path, study="bigger-cpu-only")
+
+
+# ----------------------------------------------------------------------------- budget studies (issue 15)
+def _budget_run(method, seed, seconds, accuracy, budget=0.0, graphed=False, test=None, lr=4e-5, study="b",
+                curve=()):
+    """A run record as train_method writes it since issue 15 (time_budget, run_label, graphed, ...)."""
+    label = method if budget == 0 else f"{method}-b{budget:.2f}"
+    return {"study": study, "method": method, "seed": seed, "device": "GPU X", "train_seconds": seconds,
+            "accuracy": accuracy, "examples_seen": 100, "examples_scored": 0, "time_budget": budget,
+            "run_label": label, "knobs": {}, "budget_note": None, "graphed": graphed, "graph_capture_error": None,
+            "test_accuracy": test, "test_examples": 0 if test is None else 50,
+            "config": {"lr": lr, "dataset": "glue/sst2", "epochs": 1},
+            "eval_curve": [{"train_seconds": t, "accuracy": a} for t, a in curve]}
+
+
+def _budget_study_records():
+    """Baseline (median 12 s) and methods at budgets 1/3 and 1/2, given in a scrambled order."""
+    third, half = 1 / 3, 1 / 2
+    return [
+        _budget_run("uniform", 1, 4.0, 0.80, third, test=0.78),
+        _budget_run("selective_backprop", 1, 6.36, 0.82, half),  # 0.53 of the baseline: 1.06 x its budget
+        _budget_run("baseline", 2, 14.0, 0.91, graphed=True, test=0.90),
+        _budget_run("mclearn", 1, 5.0, 0.85, third, graphed=True),
+        _budget_run("uniform", 2, 4.1, 0.82, third, graphed=True, test=0.80),
+        _budget_run("baseline", 1, 10.0, 0.89, graphed=True, test=0.88),
+        _budget_run("mclearn", 2, 6.0, 0.87, third, graphed=True),
+        _budget_run("uniform", 1, 6.24, 0.84, half),  # 0.52 of the baseline: 1.04 x its budget
+        _budget_run("vcas", 1, 20.0, 0.90),  # cannot reach a budget: runs once at its defaults
+        _budget_run("baseline", 3, 12.0, 0.90, graphed=True, test=0.89),
+        _budget_run("mclearn", 3, 5.0, 0.86, third, graphed=True),
+    ]
+
+
+def test_report_table_rows_per_method_and_budget():
+    records = _budget_study_records()
+    table = mc.report_table(pd.DataFrame([mc.summary_row(r) for r in records]))
+    assert list(table.columns) == [
+        "study", "device", "method", "budget", "seeds", "accuracy (%)", "test accuracy (%)", "train seconds",
+        "seconds / baseline", "reaches budget", "speed-up vs baseline", "accuracy change (pt)",
+        "examples seen (backward)", "examples scored (forward only)", "graphed"]
+    # the baseline first, then by budget, then by method
+    assert list(zip(table["method"], table["budget"])) == [
+        ("baseline", "—"), ("vcas", "—"), ("mclearn", "1/3"), ("uniform", "1/3"),
+        ("selective_backprop", "1/2"), ("uniform", "1/2")]
+    rows = table.set_index(["method", "budget"])
+    base = rows.loc[("baseline", "—")]
+    assert base["seeds"] == 3 and base["train seconds"] == "12.00 [10.00–14.00]"  # median [min–max]
+    assert base["seconds / baseline"] == "1.00" and base["reaches budget"] == "—" and base["graphed"] == "yes"
+    assert base["accuracy (%)"] == "90.00 ± 1.00" and base["test accuracy (%)"] == "89.00 ± 1.00"
+    mclearn = rows.loc[("mclearn", "1/3")]
+    assert mclearn["train seconds"] == "5.00 [5.00–6.00]"  # the median, not the mean 5.33
+    assert mclearn["seconds / baseline"] == "0.42" and mclearn["speed-up vs baseline"] == "2.40x"
+    assert mclearn["reaches budget"] == "no (1.25)"  # 5 s against a 4 s budget
+    assert mclearn["test accuracy (%)"] == "—" and mclearn["accuracy change (pt)"] == "-4.00"
+    uniform = rows.loc[("uniform", "1/3")]
+    assert uniform["reaches budget"] == "yes" and uniform["graphed"] == "mixed"  # 4.05 s: within 5 % of 4 s
+    assert uniform["test accuracy (%)"] == "79.00 ± 1.41"
+    assert rows.loc[("uniform", "1/2"), "reaches budget"] == "yes"  # 1.04 x its budget
+    assert rows.loc[("selective_backprop", "1/2"), "reaches budget"] == "no (1.06)"
+    assert rows.loc[("vcas", "—"), "reaches budget"] == "—" and rows.loc[("vcas", "—"), "graphed"] == "no"
+
+
+def test_budget_labels():
+    assert [mc.format_budget(b) for b in (0.0, 1 / 3, 0.33, 0.5, 0.25, 2 / 3)] == ["—", "1/3", "1/3", "1/2", "0.25",
+                                                                                    "2/3"]
+
+
+def test_summary_row_fills_defaults_for_old_records():
+    old = {"study": "s", "method": "baseline", "seed": 1, "device": "d", "train_seconds": 1.0, "accuracy": 0.5,
+           "examples_seen": 10, "examples_scored": 0, "telemetry": {}}
+    row = mc.summary_row(old)
+    assert (row["time_budget"], row["graphed"], row["test_accuracy"]) == (0.0, False, None)
+    assert mc.summary_row(dict(old, telemetry={"cuda_graphs": 2}))["graphed"] is True  # the baseline family's count
+    assert mc.summary_row(dict(old, telemetry={"graphed": True}))["graphed"] is True
+    assert mc.summary_row({k: v for k, v in old.items() if k != "telemetry"})["graphed"] is False
+    new = dict(old, time_budget=0.5, graphed=False, test_accuracy=0.7, telemetry={"cuda_graphs": 2})
+    assert (mc.summary_row(new)["time_budget"], mc.summary_row(new)["graphed"]) == (0.5, False)  # the record wins
+    # a table of old rows only: no budget, no test column
+    table = mc.report_table(pd.DataFrame([mc.summary_row(old), mc.summary_row(dict(old, method="uniform"))]))
+    assert table["budget"].tolist() == ["—", "—"] and "test accuracy (%)" not in table
+
+
+def test_comparison_table_times_each_method_and_budget():
+    records = [_budget_run("baseline", 1, 10.0, 0.90, curve=[(5.0, 0.80), (10.0, 0.90)]),
+               _budget_run("uniform", 1, 3.0, 0.89, 1 / 3, curve=[(2.0, 0.70), (3.0, 0.896)]),
+               _budget_run("uniform", 1, 5.0, 0.85, 1 / 2, curve=[(2.5, 0.80), (5.0, 0.85)])]
+    table = mc.comparison_table(records)
+    assert list(zip(table["method"], table["budget"])) == [("baseline", "—"), ("uniform", "1/3"), ("uniform", "1/2")]
+    assert table["time to baseline - 0.5 pt"].tolist() == ["10.0s (1/1 seeds)", "3.0s (1/1 seeds)", "never"]
+
+
+def test_lr_sweep_table_marks_the_best_lr():
+    records = [_budget_run("baseline", 1, 10.0, acc, lr=lr, study="b-lr", test=test)
+               for lr, acc, test in [(1e-4, 0.85, 0.84), (1e-5, 0.80, None), (3e-5, 0.85, 0.86)]]
+    table = mc.lr_sweep_table(records)
+    assert list(table.columns) == ["lr", "seed", "accuracy (%)", "test accuracy (%)", "train seconds", "chosen"]
+    assert table["lr"].tolist() == [1e-5, 3e-5, 1e-4]
+    assert table["chosen"].tolist() == ["", "yes", ""]  # tied at 85 %: the smaller lr
+    assert mc.best_lr(records) == 3e-5
+    # two seeds per lr: the mean decides
+    more = records + [_budget_run("baseline", 2, 10.0, 0.70, lr=3e-5), _budget_run("baseline", 2, 10.0, 0.86, lr=1e-4)]
+    assert mc.best_lr(more) == 1e-4
+    assert mc.lr_sweep_table(more).query("chosen == 'yes'")["lr"].tolist() == [1e-4, 1e-4]
+    no_test = mc.lr_sweep_table([dict(r, test_accuracy=None) for r in records])
+    assert "test accuracy (%)" not in no_test
+    with pytest.raises(ValueError, match="lrs="):
+        mc.best_lr([])
+
+
+def test_results_markdown_renders_an_lr_sweep_as_its_table(tmp_path):
+    for lr, acc in [(1e-5, 0.80), (3e-5, 0.86)]:
+        record = _budget_run("baseline", 1, 10.0, acc, lr=lr, study="b-lr")
+        mc.write_json_atomic(tmp_path / "runs" / "b-lr" / f"baseline-lr{lr}-seed1.json", record)
+    for record in _budget_study_records():
+        name = f"{record['run_label']}-seed{record['seed']}.json"
+        mc.write_json_atomic(tmp_path / "runs" / "b" / name, record)
+    mc.summarize(tmp_path, show=False)
+    text = mc.results_markdown(tmp_path)
+    study_part, lr_part = text.split("**b-lr**")  # summary.csv sorts by study
+    assert lr_part.startswith(" (run files: [`") and "/runs/b-lr/`]" in lr_part
+    assert "| chosen" in lr_part and "| 3e-05 | 1      | 86.00" in lr_part and "speed-up" not in lr_part
+    assert "/runs/b/`]" in study_part and "| reaches budget" in study_part and "| no (1.25)" in study_part
+    assert "| chosen" not in study_part
+
+
+def test_plot_pareto_points_budgets_and_old_records(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = _budget_study_records()
+    fig = mc.plot_pareto(records, tmp_path / "pareto.png")
+    ax = fig.axes[0]
+    assert (tmp_path / "pareto.png").stat().st_size > 0
+    assert len(ax.containers) == 6  # one errorbar per (method, budget)
+    budget_lines = sorted(line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--")
+    assert budget_lines == pytest.approx([12.0 / 3, 12.0 / 2])  # budget x the baseline's mean seconds
+    assert {t.get_text().strip() for t in ax.texts} == {"1/3 budget", "1/2 budget"}
+    assert "b (sst2)" in ax.get_title()
+    points = [c.lines[0] for c in ax.containers]
+    base = points[0]  # the baseline's point comes first and stands out
+    assert base.get_xdata()[0] == pytest.approx(12.0) and base.get_markersize() > points[1].get_markersize()
+    assert {p.get_marker() for p in points} == {"o", "s", "^"}
+    plt.close(fig)
+    # records written before issue 15 (no time_budget, graphed, config): one point per method, no lines
+    old = [{k: v for k, v in r.items() if k not in ("time_budget", "graphed", "config", "run_label")}
+           for r in records]
+    fig = mc.plot_pareto(old)
+    assert len(fig.axes[0].containers) == 5 and not [l for l in fig.axes[0].lines if l.get_linestyle() == "--"]
+    plt.close(fig)
