@@ -3829,6 +3829,17 @@ def run_label(method: str, time_budget: float) -> str:
     return method if not time_budget else f"{method}-b{time_budget:.2f}"
 
 
+def budget_study_labels(methods: Sequence[str], time_budgets: Sequence[float]) -> list[str]:
+    """Return the run labels a budget study of `methods` writes per seed (run_budget_study)."""
+    labels = []
+    for method in methods:
+        if method == "baseline" or method in NO_WALL_CLOCK_KNOB:
+            labels.append(method)
+        else:
+            labels.extend(run_label(method, b) for b in time_budgets)
+    return labels
+
+
 @dataclass
 class BudgetPlan:
     """How one method targets a time budget: the values of its own knobs, the share of the tuned
@@ -3911,14 +3922,6 @@ def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[s
                           f"takes {1 / epochs:.2f} of the baseline")
     raise ValueError(f"No time-budget knob for method {method!r}: budget studies plan "
                      f"uniform, mclearn, selective_backprop, rho_loss, infobatch ({', '.join(NO_WALL_CLOCK_KNOB)} run at defaults).")
-
-
-def best_lr(records: Sequence[dict[str, Any]]) -> float:
-    """Return the learning rate of the most accurate run (eval accuracy; ties: the smaller lr)."""
-    if not records:
-        raise ValueError("best_lr needs at least one run of the learning-rate sweep.")
-    best = max(records, key=lambda r: (r["accuracy"], -r["config"]["lr"]))
-    return float(best["config"]["lr"])
 
 
 def with_explicit(cfg: Config, **changes: Any) -> Config:
@@ -4257,11 +4260,13 @@ def results_markdown(results_dir: str | Path = "results", link_base: Path | None
     return "\n".join(parts)
 
 
-def headline(results_dir: str | Path = "results", study: str | None = None, method: str = "mclearn") -> str:
+def headline(results_dir: str | Path = "results", study: str | None = None, method: str = "mclearn",
+             time_budget: float | None = None) -> str:
     """Return markdown: a study's answer in two sentences (`method` against the optimized baseline:
     speed-up and accuracy change) and the mean ± std table they come from, all from
     <results>/summary.csv. `study=None` picks, among studies with both a baseline and `method` run,
-    those that ran on a GPU if any, and of them the one with the most runs."""
+    those that ran on a GPU if any, and of them the one with the most runs. In a budget study the
+    sentences compare the runs at `time_budget` (None: the method's smallest budget)."""
     import pandas as pd
 
     summary = Path(results_dir) / "summary.csv"
@@ -4282,12 +4287,16 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
                          f"study= (one of {sorted(set(rows['study']))}) or run the missing methods.")
     device = group["device"].mode()[0]  # one device: speed-ups only compare runs of the same hardware
     group = group[group["device"] == device]
-    mean = group.groupby("method")[["train_seconds", "accuracy"]].mean()
+    budgets = group["time_budget"].fillna(0.0) if "time_budget" in group else pd.Series(0.0, index=group.index)
+    budget = min(budgets[group["method"] == method]) if time_budget is None else time_budget
+    compared = group[((group["method"] == "baseline") & (budgets == 0)) | (budgets == budget)]
+    mean = compared.groupby("method")[["train_seconds", "accuracy"]].mean()
     seconds, base_seconds = mean.loc[method, "train_seconds"], mean.loc["baseline", "train_seconds"]
     accuracy, base_accuracy = mean.loc[method, "accuracy"] * 100, mean.loc["baseline", "accuracy"] * 100
     change, faster = accuracy - base_accuracy, seconds < base_seconds
     keeps = change >= -0.5
-    first = (f"In study `{study}` ({device}, {group[group['method'] == method]['seed'].nunique()} seeds), "
+    at = f" at {format_budget(budget)} of the baseline's time" if budget else ""
+    first = (f"In study `{study}` ({device}, {group[group['method'] == method]['seed'].nunique()} seeds{at}), "
              f"`{method}` trained in {seconds:.1f} s against the optimized baseline's {base_seconds:.1f} s "
              f"({base_seconds / seconds:.2f}x) and reached {accuracy:.2f} % accuracy against {base_accuracy:.2f} % "
              f"({change:+.2f} points).")

@@ -24,6 +24,7 @@ import re
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
@@ -246,7 +247,13 @@ def expected_files(params: dict, figures: list[str], trains: bool, results: Path
     runs: list[Path] = []
     if trains:
         seeds = params.get("seeds") or mc.make_config(params["preset"]).seeds
-        runs = [mc.run_path(results, params["study"], m, s) for s in seeds for m in params["methods"]]
+        labels = params["methods"]
+        if "time_budgets" in params:  # a budget study (notebook 04): one run per method and budget
+            budgets = params["time_budgets"]
+            if isinstance(budgets, str):  # the notebook's own default, e.g. "[1/3, 1/2]", read as text
+                budgets = [float(Fraction(x.strip())) for x in budgets.strip("[]").split(",") if x.strip()]
+            labels = mc.budget_study_labels(params["methods"], budgets)
+        runs = [mc.run_path(results, params["study"], m, s) for s in seeds for m in labels]
     elif "method" in params:
         runs = [mc.run_path(results, params["study"], params["method"], params["seed"])]
     folder = results / "figures" / params["study"]
@@ -350,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = pd.read_csv(summary)
         listed = {(str(s), str(m), str(k)) for s, m, k in zip(rows["study"], rows["method"], rows["seed"])}
-        absent = [p for p in all_runs if p.exists() and (p.parent.name, *p.stem.rsplit("-seed", 1)) not in listed]
+        absent = [p for p in all_runs if p.exists() and
+                  (p.parent.name, mc.read_run(p)["method"], p.stem.rsplit("-seed", 1)[1]) not in listed]
         if absent:
             summary_problem = f"{summary} lacks {len(absent)} run(s), e.g. {absent[0]}"
     failed |= summary_problem is not None

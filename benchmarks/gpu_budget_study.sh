@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Run one dataset's budget study (issue 15) on the GPU machine by executing notebooks/04_compare_methods.ipynb
+# (run_notebooks.py: parameters written into its parameters cell, a clean executed copy): the baseline's
+# learning-rate sweep, the tuned baseline, and every method at 1/3 and 1/2 of its train time, 3 seeds, in
+# one process. Finished runs are read back, so a second call resumes an interrupted study.
+# Usage: bash benchmarks/gpu_budget_study.sh DATASET MODEL_DIR OUT_DIR
+#   DATASET    sst2 | sst2-noisy20 | clinc150 | banking77
+#   MODEL_DIR  a sentence-transformers encoder folder named as on the hub (/tmp/all-mpnet-base-v2)
+#   OUT_DIR    folder for the executed notebook (results/notebooks/<gpu>/<DATASET>/ once committed)
+# Environment: SST2_DIR (default .gpu/data/sst2: train/validation parquet of GLUE SST-2, given to the notebook
+#   as the hub name glue/sst2 through MCLEARN_LOCAL_COPIES so the committed copy runs on Colab), LRS (default
+#   [2e-5,4e-5,8e-5,1.6e-4]), SEEDS (default the notebook's 42 43 44). CLINC150 and Banking77 are in data/.
+# Needs nbclient/nbformat/ipykernel (wheels in .whl: bash benchmarks/notebook_wheels.sh, carry .whl).
+# Writes results/runs/<study>[-lr]/, results/figures/<study>/, results/summary.csv and OUT_DIR/04_compare_methods.ipynb,
+# where <study> is <DATASET>-<model short name>-<gpu short name>, e.g. clinc150-mpnet-h200.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ $# -lt 3 ]; then sed -n 2,17p "$0"; exit 2; fi
+key=$1; model=$(cd "$2" && pwd); out=$3
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+notebook_tools="import nbclient, nbformat, ipykernel, jupyter_client"
+if ! python3 -c "$notebook_tools" 2>/dev/null; then
+  if ! PYTHONPATH=/tmp/site python3 -c "$notebook_tools" 2>/dev/null; then
+    compgen -G "$root/.whl/*.whl" >/dev/null || { echo "no notebook tools and no wheels in .whl" >&2; exit 1; }
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$root"/.whl/*.whl
+  fi
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+hub_model=sentence-transformers/$(basename "$model")
+copies="$root/.gpu/copies"  # <hub id> -> the local folder (mclearn_core.local_copy)
+mkdir -p "$copies/glue" "$copies/sentence-transformers"
+ln -sfn "$(cd "${SST2_DIR:-$root/.gpu/data/sst2}" && pwd)" "$copies/glue/sst2"
+ln -sfn "$model" "$copies/$hub_model"
+export MCLEARN_LOCAL_COPIES="$copies"
+case "$hub_model" in *MiniLM*) short=minilm ;; *mpnet*) short=mpnet ;; *) short=$(basename "$hub_model") ;; esac
+gpu=$(python3 -c "import torch; n = torch.cuda.get_device_name(0).lower(); print(next((g for g in ('h200', 'h100', 'a100', 'l4', 't4') if g in n), n.split()[-1]))")
+case "$key" in
+  sst2) params=(dataset=glue/sst2 epochs=1 eval_split=validation) ;;
+  sst2-noisy20) params=(dataset=glue/sst2 epochs=1 eval_split=validation label_noise=0.2) ;;
+  clinc150) params=(dataset=data/clinc150 epochs=5 eval_split=validation test_split=test) ;;
+  banking77) params=(dataset=data/banking77 epochs=5 eval_split=validation test_split=test) ;;
+  *) echo "unknown DATASET $key: sst2, sst2-noisy20, clinc150 or banking77" >&2; exit 2 ;;
+esac
+study=$key-$short-$gpu
+seeds=()
+[ -n "${SEEDS:-}" ] && seeds=(--seeds $SEEDS)
+echo "study $study: ${params[*]}, $hub_model -> $model"
+python3 "$root/run_notebooks.py" --preset auto --only 04_ --no-progress --results "$root/results" --out "$out" "${seeds[@]}" \
+  --param "${params[@]}" model_name="$hub_model" study="$study" lrs="${LRS:-[2e-5,4e-5,8e-5,1.6e-4]}"
