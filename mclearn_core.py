@@ -2275,7 +2275,10 @@ def apply_head(head: dict[str, nn.Module], pooled: torch.Tensor) -> torch.Tensor
         return head["classifier"](F.relu(head["pre_classifier"](pooled)))
     if "pooler" in head:
         return head["classifier"](torch.tanh(head["pooler"].dense(pooled)))
-    return head["classifier"](pooled)
+    classifier = head["classifier"]
+    if hasattr(classifier, "out_proj"):  # MPNet/RoBERTa: dense + tanh + out_proj on the first token's features
+        return classifier.out_proj(torch.tanh(classifier.dense(pooled)))
+    return classifier(pooled)
 
 
 class MCLearn(Method):

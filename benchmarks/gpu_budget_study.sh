@@ -29,7 +29,8 @@ fi
 hub_model=sentence-transformers/$(basename "$model")
 copies="$root/.gpu/copies"  # <hub id> -> the local folder (mclearn_core.local_copy)
 mkdir -p "$copies/glue" "$copies/sentence-transformers"
-ln -sfn "$(cd "${SST2_DIR:-$root/.gpu/data/sst2}" && pwd)" "$copies/glue/sst2"
+sst2_dir=${SST2_DIR:-$root/.gpu/data/sst2}
+[ -d "$sst2_dir" ] && ln -sfn "$(cd "$sst2_dir" && pwd)" "$copies/glue/sst2"
 ln -sfn "$model" "$copies/$hub_model"
 export MCLEARN_LOCAL_COPIES="$copies"
 case "$hub_model" in *MiniLM*) short=minilm ;; *mpnet*) short=mpnet ;; *) short=$(basename "$hub_model") ;; esac

@@ -126,10 +126,11 @@ def test_truncated_encoder_restores_layers_after_an_error(tiny_bert):
     assert tiny_bert.bert.encoder.layer is layers and len(layers) == 3
 
 
-def test_apply_head_matches_the_models_own_head(prepared, tiny_bert):
-    """apply_head on the [CLS] hidden state reproduces the classifier's logits (eval mode)."""
+def test_apply_head_matches_the_models_own_head(prepared, tiny_bert, tiny_mpnet):
+    """apply_head on the [CLS] hidden state reproduces the classifier's logits (eval mode), for
+    DistilBERT, BERT and MPNet (whose head reads token 0 of [B, L, H] features itself)."""
     for model, base in ((prepared.base_model.eval(), prepared.base_model.distilbert),
-                        (tiny_bert, tiny_bert.bert)):
+                        (tiny_bert, tiny_bert.bert), (tiny_mpnet, tiny_mpnet.mpnet)):
         ids, mask = _inputs(vocab=model.config.vocab_size)
         with torch.no_grad():
             cls = base(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
