@@ -920,6 +920,10 @@ class TrainingError(RuntimeError):
     """Training hit a state that would give a wrong result (NaN loss, out of memory)."""
 
 
+class DivergedError(TrainingError):
+    """The training loss became NaN or infinite (the message names the step and the fix)."""
+
+
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device,
                     extra_groups: Iterable[dict] = (), capturable: bool = False) -> torch.optim.Optimizer:
     """Return AdamW (fused on CUDA) with layer-wise lr decay: head at lr, top encoder layer at
@@ -1341,7 +1345,7 @@ def _finite_message(value: float, step: int, method: str) -> str:
 
 def _check_finite(value: float, step: int, method: str) -> None:
     if not math.isfinite(value):
-        raise TrainingError(_finite_message(value, step, method))
+        raise DivergedError(_finite_message(value, step, method))
 
 
 def _diverged(model: nn.Module, running_loss: torch.Tensor | float | None) -> float | None:
@@ -1423,7 +1427,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
                 value = _diverged(model, running.get("loss"))
                 if value is None:
                     raise
-                raise TrainingError(_finite_message(value, step + 1, method_name)) from err
+                raise DivergedError(_finite_message(value, step + 1, method_name)) from err
             for key, value in info.items():
                 if isinstance(value, torch.Tensor):
                     running[key] = running.get(key, 0.0) + value.detach().float()
@@ -3703,7 +3707,7 @@ def plot_estimator_study(table, path_q: str | Path | None = None, path_clip: str
 METHODS: dict[str, Callable[[RunContext], Method]] = {
     "baseline": Baseline, "mclearn": MCLearn, "mclearn-paper": MCLearnPaper, **PEER_METHODS}
 SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accuracy", "examples_seen",
-                   "examples_scored", "time_budget", "graphed", "test_accuracy"]
+                   "examples_scored", "time_budget", "graphed", "test_accuracy", "diverged"]
 
 
 def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Path:
@@ -3947,10 +3951,12 @@ def save_flipped_rows(cfg: Config, prepared: Prepared) -> Path | None:
 
 
 def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str,
-             budget: BudgetPlan | None = None, progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+             budget: BudgetPlan | None = None, progress: bool = True, extra: dict[str, Any] | None = None,
+             keep_diverged: bool = False) -> dict[str, Any]:
     """Return the run record of (method, seed) named `label` in cfg.study: read back when its file
     exists (and was trained with the same key settings), else trained, given the `extra` fields
-    and written atomically."""
+    and written atomically. With `keep_diverged`, a run whose loss became NaN is a result, not a
+    stop: its record (diverged_record) is written and returned, and the study goes on."""
     path = run_path(cfg.results_dir, cfg.study, label, seed)
     record = read_run_or_set_aside(path) if path.exists() else None
     if record is not None:
@@ -3961,7 +3967,13 @@ def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str
         return record
     log_path = path.with_suffix(".jsonl")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    record = train_method(method, cfg, prepared, seed, log_path=log_path, progress=progress, budget=budget)
+    try:
+        record = train_method(method, cfg, prepared, seed, log_path=log_path, progress=progress, budget=budget)
+    except DivergedError as err:
+        if not keep_diverged:
+            raise
+        print(f"warning: {label} seed {seed} diverged, recorded as such: {err}", file=sys.stderr, flush=True)
+        record = diverged_record(method, cfg, prepared, seed, str(err), budget)
     record.update(run_label=label, **(extra or {}))
     if budget is not None:
         record["predicted_share"] = budget.predicted_share
@@ -3970,6 +3982,25 @@ def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str
         print(f"{label:>26} seed {seed}: accuracy {record['accuracy']:.4f}, train {record['train_seconds']:.2f}s"
               f"{'' if record['graphed'] else ' (eager)'} -> {path}", flush=True)
     return record
+
+
+def diverged_record(method: str, cfg: Config, prepared: Prepared, seed: int, message: str,
+                    budget: BudgetPlan | None = None) -> dict[str, Any]:
+    """Return the run record of a run whose training loss became NaN: `diverged` holds the message
+    (which step), accuracy and train seconds are NaN (no result to compare), the rest as train_method's."""
+    return {
+        "study": cfg.study, "method": method, "seed": seed, "preset": cfg.preset,
+        "run_label": run_label(method, cfg.time_budget), "time_budget": cfg.time_budget,
+        "knobs": budget.knobs if budget else {}, "budget_note": budget.note if budget else None,
+        "diverged": message, "graphed": False, "graph_capture_error": None,
+        "device": device_name(prepared.device), "dataset": portable_path(prepared.source),
+        "model": portable_path(cfg.model_name), "label_names": prepared.label_names,
+        "train_examples": len(prepared.train), "eval_examples": len(prepared.eval),
+        "train_seconds": float("nan"), "accuracy": float("nan"), "test_accuracy": None,
+        "label_noise": cfg.label_noise, "examples_seen": 0, "examples_scored": 0, "eval_curve": [],
+        "warnings": [message], "config": portable_config(config_for_method(cfg, method)),
+        "versions": environment_versions(),
+    }
 
 
 @dataclass
@@ -4026,7 +4057,7 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
         for (method, budget), plan in plans.items():
             run_cfg = with_explicit(tuned, time_budget=budget, **plan.knobs)
             records.append(run_once(run_cfg, method, seed, prepared, run_label(method, budget), plan, progress,
-                                    extra={"relative_costs": costs}))
+                                    extra={"relative_costs": costs}, keep_diverged=True))
     return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs)
 
 
@@ -4050,6 +4081,7 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
     row["examples_scored"] = row["examples_scored"] or 0
     row["time_budget"] = float(record.get("time_budget") or 0.0)
     row["graphed"] = bool(record["graphed"]) if record.get("graphed") is not None else _telemetry_graphed(record)
+    row["diverged"] = bool(record.get("diverged"))
     return row
 
 
@@ -4091,6 +4123,7 @@ def _with_summary_defaults(rows) -> Any:
     rows["graphed"] = rows["graphed"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
     rows["test_accuracy"] = pd.to_numeric(rows["test_accuracy"], errors="coerce").astype(float)
     rows["examples_scored"] = rows["examples_scored"].fillna(0)
+    rows["diverged"] = rows["diverged"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
     return rows
 
 
@@ -4117,11 +4150,16 @@ def report_table(rows) -> Any:
         base = group[(group["method"] == "baseline") & (group["time_budget"] == 0)]
         base_seconds = base["train_seconds"].median() if len(base) else float("nan")
         base_acc = base["accuracy"].mean() if len(base) else float("nan")
-        for (method, budget), runs in _report_groups(group):
+        for (method, budget), all_runs in _report_groups(group):
+            runs = all_runs[~all_runs["diverged"]]  # a diverged run has no accuracy or comparable time
+            failed = f"diverged ({len(all_runs) - len(runs)}/{len(all_runs)} seeds)"
             acc, secs = runs["accuracy"] * 100, runs["train_seconds"]
             ratio = secs.median() / base_seconds
             row = {"study": study, "device": device, "method": method, "budget": format_budget(budget),
-                   "seeds": len(runs), "accuracy (%)": _mean_std(acc)}
+                   "seeds": len(all_runs),
+                   "accuracy (%)": (_mean_std(acc) if len(runs) else "") + (f" ({failed})" if len(runs) < len(all_runs) else "")}
+            if not len(runs):
+                row["accuracy (%)"] = failed
             if show_test:
                 test = runs["test_accuracy"].dropna() * 100
                 row["test accuracy (%)"] = _mean_std(test) if len(test) else "—"
@@ -4131,10 +4169,13 @@ def report_table(rows) -> Any:
                 "reaches budget": _reaches_budget(ratio, budget) if len(base) or budget == 0 else "n/a",
                 "speed-up vs baseline": f"{1 / ratio:.2f}x" if len(base) else "n/a",
                 "accuracy change (pt)": f"{round(acc.mean() - base_acc * 100, 2) + 0.0:+.2f}" if len(base) else "n/a",
-                "examples seen (backward)": int(runs["examples_seen"].mean()),
-                "examples scored (forward only)": int(runs["examples_scored"].mean()),
-                "graphed": _yes_no_mixed(runs["graphed"]),
+                "examples seen (backward)": int(runs["examples_seen"].mean()) if len(runs) else 0,
+                "examples scored (forward only)": int(runs["examples_scored"].mean()) if len(runs) else 0,
+                "graphed": _yes_no_mixed(all_runs["graphed"]),
             })
+            if not len(runs):
+                row.update({k: "—" for k in ("train seconds", "seconds / baseline", "reaches budget",
+                                             "speed-up vs baseline", "accuracy change (pt)")})
             out.append(row)
     return pd.DataFrame(out)
 

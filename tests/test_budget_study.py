@@ -99,3 +99,29 @@ def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, m
     again = mc.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42], prepared=noisy,
                                 progress=False)
     assert len(again.records) == len(result.records)
+
+
+def test_a_diverged_method_is_recorded_and_the_study_goes_on(smoke_cfg, prepared, monkeypatch):
+    """A NaN loss in one method's run is that run's result (the report says "diverged"), not the end
+    of the study: the methods after it still run. The baseline's divergence still stops it."""
+    cfg = mc.replace_config(smoke_cfg, study="budget-diverged")
+    real = mc.train_method
+
+    def train(method, *args, **kwargs):
+        if method == "vcas":
+            raise mc.DivergedError(mc._finite_message(float("nan"), 3, method))
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(mc, "train_method", train)
+    result = mc.run_budget_study(cfg, ["baseline", "vcas", "uniform"], (0.5,), seeds=[42], prepared=prepared,
+                                 progress=False)
+    by_label = {r["run_label"]: r for r in result.records}
+    assert "step 3" in by_label["vcas"]["diverged"] and np.isnan(by_label["vcas"]["accuracy"])
+    assert by_label["uniform-b0.50"]["accuracy"] > 0  # ran after the diverged one
+    table = mc.summarize(cfg.results_dir, cfg.study, show=False)
+    vcas = table[table["method"] == "vcas"].iloc[0]
+    assert vcas["accuracy (%)"] == "diverged (1/1 seeds)" and vcas["train seconds"] == "—"
+    monkeypatch.setattr(mc, "train_method", lambda method, *a, **k: train("vcas", *a, **k))
+    with pytest.raises(mc.DivergedError):
+        mc.run_budget_study(mc.replace_config(cfg, study="budget-diverged-2"), ["baseline"], (0.5,), seeds=[42],
+                            prepared=prepared, progress=False)

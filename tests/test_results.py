@@ -48,7 +48,7 @@ def test_interrupted_sweep_resumes_only_missing_runs(prepared, smoke_cfg, monkey
     summary = pd.read_csv(f"{smoke_cfg.results_dir}/summary.csv")
     assert list(summary.columns) == ["study", "method", "seed", "device", "train_seconds",
                                      "accuracy", "examples_seen", "examples_scored", "time_budget",
-                                     "graphed", "test_accuracy"]
+                                     "graphed", "test_accuracy", "diverged"]
     assert summary["time_budget"].tolist() == [0.0] * 3 and summary["test_accuracy"].isna().all()
     assert summary["seed"].tolist() == [1, 2, 3] and set(summary["method"]) == {"baseline"}
 
@@ -74,7 +74,7 @@ def test_summarize_writes_exact_columns_and_report(tmp_path):
     table = mc.summarize(tmp_path, show=False)
     text = (tmp_path / "summary.csv").read_text().splitlines()
     assert text[0] == ("study,method,seed,device,train_seconds,accuracy,examples_seen,examples_scored,"
-                       "time_budget,graphed,test_accuracy")
+                       "time_budget,graphed,test_accuracy,diverged")
     assert len(text) == 1 + 5
     assert not list(tmp_path.glob(".summary*"))  # the temp file was renamed away
     row = table[(table["study"] == "s1") & (table["method"] == "mclearn")].iloc[0]
