@@ -3510,7 +3510,9 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = Non
     time budget) at the mean over seeds, error bars = std over seeds on both axes; colour per
     method, marker per budget, a dashed vertical line at each budget × the baseline's mean seconds,
     the baseline's point enlarged with a black edge. Records without `time_budget` count as
-    budget 0 (none). Saved as PNG when `path`."""
+    budget 0 (none). With a baseline, a second panel zooms on the region near it (up to 1.15 x its
+    seconds, 8 points under its accuracy), where the budgeted methods compete; diverged runs have
+    no point. Saved as PNG when `path`."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
@@ -3522,36 +3524,48 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = Non
     budget_markers = {b: _budget_marker(b, k) for k, b in enumerate(b for b in budgets if b > 0)}
     budget_markers[0.0] = BUDGET_MARKERS[0.0]
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    base = [r for r in rows if r["method"] == "baseline" and r["time_budget"] == 0]
+    fig, axes = plt.subplots(1, 2 if base else 1, figsize=(12.5 if base else 7.5, 4.4), squeeze=False)
+    axes = list(axes[0])
     points: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for row in rows:
-        points.setdefault((row["method"], row["time_budget"]), []).append(row)
-    for (method, budget), runs in sorted(points.items(), key=lambda item: _report_order(*item[0])):
-        seconds = np.array([r["train_seconds"] for r in runs], dtype=float)
-        accuracy = np.array([r["accuracy"] for r in runs], dtype=float)
-        is_baseline = method == "baseline" and budget == 0
-        ax.errorbar(seconds.mean(), accuracy.mean(), xerr=_sample_std(seconds), yerr=_sample_std(accuracy),
-                    fmt=budget_markers[budget], color=method_colors[method], capsize=3,
-                    ms=11 if is_baseline else 7, mec="black" if is_baseline else method_colors[method],
-                    mew=1.5 if is_baseline else 1.0, zorder=3 if is_baseline else 2)
+        if not row.get("diverged"):
+            points.setdefault((row["method"], row["time_budget"]), []).append(row)
+    for ax in axes:
+        for (method, budget), runs in sorted(points.items(), key=lambda item: _report_order(*item[0])):
+            seconds = np.array([r["train_seconds"] for r in runs], dtype=float)
+            accuracy = np.array([r["accuracy"] for r in runs], dtype=float)
+            is_baseline = method == "baseline" and budget == 0
+            ax.errorbar(seconds.mean(), accuracy.mean(), xerr=_sample_std(seconds), yerr=_sample_std(accuracy),
+                        fmt=budget_markers[budget], color=method_colors[method], capsize=3,
+                        ms=11 if is_baseline else 7, mec="black" if is_baseline else method_colors[method],
+                        mew=1.5 if is_baseline else 1.0, zorder=3 if is_baseline else 2)
+        if base:
+            for budget in (b for b in budgets if b > 0):
+                x = budget * float(np.mean([r["train_seconds"] for r in base]))
+                ax.axvline(x, color="grey", ls="--", lw=1)
+                ax.text(x, 0.98, f" {format_budget(budget)} budget", transform=ax.get_xaxis_transform(),
+                        rotation=90, va="top", ha="right", fontsize=8, color="grey")
+        ax.set_xlabel("training seconds")
+        ax.set_ylabel("final eval accuracy")
+    ax = axes[0]
+    if base:
+        base_seconds = float(np.mean([r["train_seconds"] for r in base]))
+        base_accuracy = float(np.mean([r["accuracy"] for r in base]))
+        axes[1].set_xlim(0, 1.15 * base_seconds)
+        axes[1].set_ylim(base_accuracy - 0.08, base_accuracy + 0.015)
+        axes[1].set_title("zoom: near the baseline", fontsize=10)
+        ax = axes[1]  # the legend goes beside the last panel
 
-    base_seconds = [r["train_seconds"] for r in rows if r["method"] == "baseline" and r["time_budget"] == 0]
-    if base_seconds:
-        for budget in (b for b in budgets if b > 0):
-            x = budget * float(np.mean(base_seconds))
-            ax.axvline(x, color="grey", ls="--", lw=1)
-            ax.text(x, 0.98, f" {format_budget(budget)} budget", transform=ax.get_xaxis_transform(),
-                    rotation=90, va="top", ha="right", fontsize=8, color="grey")
-
-    method_handles = [Line2D([], [], color=color, marker="o", ls="", label=method)
+    trained = {method for method, _ in points}
+    method_handles = [Line2D([], [], color=color, marker="o", ls="",
+                             label=method if method in trained else f"{method} (diverged)")
                       for method, color in method_colors.items()]
     budget_handles = [Line2D([], [], color="grey", marker=budget_markers[b], ls="",
                              label="no budget" if b == 0 else f"{format_budget(b)} budget") for b in budgets]
     ax.legend(handles=method_handles + budget_handles, title="colour: method\nmarker: budget", fontsize=7,
               title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_xlabel("training seconds")
-    ax.set_ylabel("final eval accuracy")
-    ax.set_title(f"{_study_title(records)}: accuracy vs training time (mean ± std over seeds)", fontsize=10)
+    axes[0].set_title(f"{_study_title(records)}: accuracy vs training time (mean ± std over seeds)", fontsize=10)
     return _figure_out(fig, path)
 
 
