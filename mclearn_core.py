@@ -3790,6 +3790,19 @@ def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None
     return f"{', '.join(diff)} differ" if diff else None
 
 
+def read_finished_run(path: Path, cfg: Config, method: str) -> dict[str, Any] | None:
+    """Return the run record at `path` when a finished run is there (None when there is none, or
+    the file was unreadable and set aside); raise ValueError naming the fix when it was trained
+    with other key settings than `cfg` would use."""
+    record = read_run_or_set_aside(path) if path.exists() else None
+    if record is not None:
+        reason = stale_reason(record, cfg, method)
+        if reason:
+            raise ValueError(f"{path} was trained with a different config ({reason}). Use another "
+                             f"study= or results_dir=, or delete the file to retrain it.")
+    return record
+
+
 def matched_fraction(cfg: Config, seed: int) -> float:
     """Return the data share that gives `uniform` the train time of cfg.uniform_match: that run's
     train seconds over the baseline's, same study and seed (training time is linear in examples)."""
@@ -3820,12 +3833,8 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
     for seed in seeds:
         for method in methods:
             path = run_path(cfg.results_dir, cfg.study, method, seed)
-            record = read_run_or_set_aside(path) if path.exists() else None
+            record = read_finished_run(path, cfg, method)
             if record is not None:
-                reason = stale_reason(record, cfg, method)
-                if reason:
-                    raise ValueError(f"{path} was trained with a different config ({reason}). Use another "
-                                     f"study= or results_dir=, or delete the file to retrain it.")
                 records.append(record)
                 continue
             prepared = prepared or prepare(cfg)
@@ -3972,12 +3981,8 @@ def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str
     and written atomically. With `keep_diverged`, a run whose loss became NaN is a result, not a
     stop: its record (diverged_record) is written and returned, and the study goes on."""
     path = run_path(cfg.results_dir, cfg.study, label, seed)
-    record = read_run_or_set_aside(path) if path.exists() else None
+    record = read_finished_run(path, cfg, method)
     if record is not None:
-        reason = stale_reason(record, cfg, method)
-        if reason:
-            raise ValueError(f"{path} was trained with a different config ({reason}). Use another "
-                             f"study= or results_dir=, or delete the file to retrain it.")
         return record
     log_path = path.with_suffix(".jsonl")
     log_path.parent.mkdir(parents=True, exist_ok=True)
