@@ -4155,7 +4155,7 @@ def report_table(rows) -> Any:
     "median [min–max]", seconds / baseline (median over the baseline's median, same study and
     device; the baseline is method "baseline" without a budget), reaches budget ("yes" when the
     median is within 5 % of budget × baseline median, else "no (r)" with r = median over that target;
-    "—" without a budget), speed-up vs baseline (baseline median over median), accuracy change (pt)
+    "—" without a budget; "no wall-clock knob" for NO_WALL_CLOCK_KNOB methods in a budget study), speed-up vs baseline (baseline median over median), accuracy change (pt)
     against the baseline's mean, examples seen (backward) and scored (forward only) as means, and
     graphed (yes, no or mixed over seeds). Rows: per study and device, the baseline first, then by
     budget, then by method.
@@ -4169,6 +4169,7 @@ def report_table(rows) -> Any:
         base = group[(group["method"] == "baseline") & (group["time_budget"] == 0)]
         base_seconds = base["train_seconds"].median() if len(base) else float("nan")
         base_acc = base["accuracy"].mean() if len(base) else float("nan")
+        budget_study = bool((group["time_budget"] > 0).any())
         for (method, budget), all_runs in _report_groups(group):
             runs = all_runs[~all_runs["diverged"]]  # a diverged run has no accuracy or comparable time
             failed = f"diverged ({len(all_runs) - len(runs)}/{len(all_runs)} seeds)"
@@ -4185,7 +4186,8 @@ def report_table(rows) -> Any:
             row.update({
                 "train seconds": _median_range(secs),
                 "seconds / baseline": f"{ratio:.2f}" if len(base) else "n/a",
-                "reaches budget": _reaches_budget(ratio, budget) if len(base) or budget == 0 else "n/a",
+                "reaches budget": "no wall-clock knob" if budget_study and method in NO_WALL_CLOCK_KNOB else
+                _reaches_budget(ratio, budget) if len(base) or budget == 0 else "n/a",
                 "speed-up vs baseline": f"{1 / ratio:.2f}x" if len(base) else "n/a",
                 "accuracy change (pt)": f"{round(acc.mean() - base_acc * 100, 2) + 0.0:+.2f}" if len(base) else "n/a",
                 "examples seen (backward)": int(runs["examples_seen"].mean()) if len(runs) else 0,
@@ -4193,8 +4195,10 @@ def report_table(rows) -> Any:
                 "graphed": _yes_no_mixed(all_runs["graphed"]),
             })
             if not len(runs):
-                row.update({k: "—" for k in ("train seconds", "seconds / baseline", "reaches budget",
-                                             "speed-up vs baseline", "accuracy change (pt)")})
+                row.update({k: "—" for k in ("train seconds", "seconds / baseline", "speed-up vs baseline",
+                                             "accuracy change (pt)")})
+                if row["reaches budget"] != "no wall-clock knob":
+                    row["reaches budget"] = "—"
             out.append(row)
     return pd.DataFrame(out)
 

@@ -121,6 +121,7 @@ def test_a_diverged_method_is_recorded_and_the_study_goes_on(smoke_cfg, prepared
     table = mc.summarize(cfg.results_dir, cfg.study, show=False)
     vcas = table[table["method"] == "vcas"].iloc[0]
     assert vcas["accuracy (%)"] == "diverged (1/1 seeds)" and vcas["train seconds"] == "—"
+    assert vcas["reaches budget"] == "no wall-clock knob"  # said in the table, not left out
     monkeypatch.setattr(mc, "train_method", lambda method, *a, **k: train("vcas", *a, **k))
     with pytest.raises(mc.DivergedError):
         mc.run_budget_study(mc.replace_config(cfg, study="budget-diverged-2"), ["baseline"], (0.5,), seeds=[42],

@@ -341,7 +341,7 @@ def test_report_table_rows_per_method_and_budget():
     assert uniform["test accuracy (%)"] == "79.00 ± 1.41"
     assert rows.loc[("uniform", "1/2"), "reaches budget"] == "yes"  # 1.04 x its budget
     assert rows.loc[("selective_backprop", "1/2"), "reaches budget"] == "no (1.06)"
-    assert rows.loc[("vcas", "—"), "reaches budget"] == "—" and rows.loc[("vcas", "—"), "graphed"] == "no"
+    assert rows.loc[("vcas", "—"), "reaches budget"] == "no wall-clock knob" and rows.loc[("vcas", "—"), "graphed"] == "no"
 
 
 def test_budget_labels():
