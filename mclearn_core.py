@@ -18,10 +18,10 @@ import copy
 import dataclasses
 import difflib
 import functools
+import io
 import json
 import math
 import os
-import io
 import platform
 import subprocess
 import sys
@@ -1133,12 +1133,10 @@ class GraphedUpdate:
 
 
 def plain_update(ctx: RunContext, data: EncodedSplit, rows: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
-    """One plain update (the baseline's): mean loss of rows `rows` of `data` at `width` tokens,
-    backward, clip, AdamW; return {"loss": the detached mean loss}. No host sync."""
-    batch = make_batch(data, rows, width)
-    loss = ctx.per_example_loss(ctx.forward(batch), batch["labels"]).mean()
-    backward_and_step(ctx, loss)
-    return {"loss": loss.detach()}
+    """One plain update (the baseline's, Method.update without weights): mean loss of rows `rows`
+    of `data` at `width` tokens, backward, clip, AdamW; return {"loss": the detached mean loss,
+    "losses": the detached per-example losses}. No host sync."""
+    return weighted_update(ctx, data, rows, width, None)
 
 
 def weighted_update(ctx: RunContext, data: EncodedSplit, rows: torch.Tensor, width: int,
@@ -1475,21 +1473,15 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     if capture_error:
         warnings.append(f"the update was not graphed (capture failed): {capture_error}")
     return {
-        "study": cfg.study, "method": method_name, "seed": seed, "preset": cfg.preset,
-        "run_label": run_label(method_name, cfg.time_budget), "time_budget": cfg.time_budget,
-        "knobs": budget.knobs if budget else {}, "budget_note": budget.note if budget else None,
+        **run_identity(method_name, cfg, prepared, seed, budget),
         # graphed: the update was replayed as CUDA graphs (a failed capture runs eagerly, see warnings)
         "graphed": bool(ctx.graphs and not capture_error), "graph_capture_error": capture_error,
-        "device": device_name(device), "dataset": portable_path(prepared.source),
-        "model": portable_path(cfg.model_name),
-        "label_names": prepared.label_names, "train_examples": len(prepared.train),
-        "eval_examples": len(prepared.eval), "steps": total_steps,
+        "steps": total_steps,
         "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "device_warmup_seconds": prepared.warmup_seconds,  # untimed, once per prepare (CUDA)
         "accuracy": final["accuracy"], "eval_loss": final["loss"],
         "test_accuracy": None if test is None else test["accuracy"],
         "test_examples": 0 if prepared.test is None else len(prepared.test),
-        "label_noise": cfg.label_noise, "flipped_rows": 0 if prepared.flipped_rows is None else len(prepared.flipped_rows),
         # examples_seen: examples with a backward pass (every method alike); examples_scored: examples
         # that had a forward-only pass of the full model to choose them (Selective Backprop, RHO-LOSS).
         "examples_seen": ctx.examples_backward, "examples_scored": ctx.examples_scored,
@@ -1506,8 +1498,23 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
         "eval_true_prob": final["probs"][np.arange(len(final["labels"])), final["labels"]].round(5).tolist(),
         "eval_difficulty": None if difficulty is None else np.round(difficulty, 5).tolist(),
         "telemetry": telemetry,
-        "config": portable_config(cfg),
-        "versions": environment_versions(),
+    }
+
+
+def run_identity(method: str, cfg: Config, prepared: "Prepared", seed: int,
+                 budget: "BudgetPlan | None" = None) -> dict[str, Any]:
+    """Return the fields that say which run a record is, whether it trained or diverged: study,
+    method, seed, preset, run label and time budget with its plan's knobs and note, device, data
+    (with its label noise), model, config (`cfg`, the method's own) and versions."""
+    return {
+        "study": cfg.study, "method": method, "seed": seed, "preset": cfg.preset,
+        "run_label": run_label(method, cfg.time_budget), "time_budget": cfg.time_budget,
+        "knobs": budget.knobs if budget else {}, "budget_note": budget.note if budget else None,
+        "device": device_name(prepared.device), "dataset": portable_path(prepared.source),
+        "model": portable_path(cfg.model_name), "label_names": prepared.label_names,
+        "train_examples": len(prepared.train), "eval_examples": len(prepared.eval),
+        "label_noise": cfg.label_noise, "flipped_rows": 0 if prepared.flipped_rows is None else len(prepared.flipped_rows),
+        "config": portable_config(cfg), "versions": environment_versions(),
     }
 
 
@@ -3525,6 +3532,7 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = Non
     budget_markers[0.0] = BUDGET_MARKERS[0.0]
 
     base = [r for r in rows if r["method"] == "baseline" and r["time_budget"] == 0]
+    base_seconds = float(np.mean([r["train_seconds"] for r in base])) if base else float("nan")
     fig, axes = plt.subplots(1, 2 if base else 1, figsize=(12.5 if base else 7.5, 4.4), squeeze=False)
     axes = list(axes[0])
     points: dict[tuple[str, float], list[dict[str, Any]]] = {}
@@ -3542,7 +3550,7 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = Non
                         mew=1.5 if is_baseline else 1.0, zorder=3 if is_baseline else 2)
         if base:
             for budget in (b for b in budgets if b > 0):
-                x = budget * float(np.mean([r["train_seconds"] for r in base]))
+                x = budget * base_seconds
                 ax.axvline(x, color="grey", ls="--", lw=1)
                 ax.text(x, 0.98, f" {format_budget(budget)} budget", transform=ax.get_xaxis_transform(),
                         rotation=90, va="top", ha="right", fontsize=8, color="grey")
@@ -3550,7 +3558,6 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = Non
         ax.set_ylabel("final eval accuracy")
     ax = axes[0]
     if base:
-        base_seconds = float(np.mean([r["train_seconds"] for r in base]))
         base_accuracy = float(np.mean([r["accuracy"] for r in base]))
         axes[1].set_xlim(0, 1.15 * base_seconds)
         axes[1].set_ylim(base_accuracy - 0.08, base_accuracy + 0.015)
@@ -4008,17 +4015,10 @@ def diverged_record(method: str, cfg: Config, prepared: Prepared, seed: int, mes
     """Return the run record of a run whose training loss became NaN: `diverged` holds the message
     (which step), accuracy and train seconds are NaN (no result to compare), the rest as train_method's."""
     return {
-        "study": cfg.study, "method": method, "seed": seed, "preset": cfg.preset,
-        "run_label": run_label(method, cfg.time_budget), "time_budget": cfg.time_budget,
-        "knobs": budget.knobs if budget else {}, "budget_note": budget.note if budget else None,
+        **run_identity(method, config_for_method(cfg, method), prepared, seed, budget),
         "diverged": message, "graphed": False, "graph_capture_error": None,
-        "device": device_name(prepared.device), "dataset": portable_path(prepared.source),
-        "model": portable_path(cfg.model_name), "label_names": prepared.label_names,
-        "train_examples": len(prepared.train), "eval_examples": len(prepared.eval),
         "train_seconds": float("nan"), "accuracy": float("nan"), "test_accuracy": None,
-        "label_noise": cfg.label_noise, "examples_seen": 0, "examples_scored": 0, "eval_curve": [],
-        "warnings": [message], "config": portable_config(config_for_method(cfg, method)),
-        "versions": environment_versions(),
+        "examples_seen": 0, "examples_scored": 0, "eval_curve": [], "warnings": [message],
     }
 
 
@@ -4139,10 +4139,10 @@ def _with_summary_defaults(rows) -> Any:
         if column not in rows:
             rows[column] = np.nan
     rows["time_budget"] = rows["time_budget"].astype(float).fillna(0.0)
-    rows["graphed"] = rows["graphed"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
+    for flag in ("graphed", "diverged"):  # True/False as written by pandas, or empty in an old file
+        rows[flag] = rows[flag].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
     rows["test_accuracy"] = pd.to_numeric(rows["test_accuracy"], errors="coerce").astype(float)
     rows["examples_scored"] = rows["examples_scored"].fillna(0)
-    rows["diverged"] = rows["diverged"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
     return rows
 
 
@@ -4175,30 +4175,31 @@ def report_table(rows) -> Any:
             failed = f"diverged ({len(all_runs) - len(runs)}/{len(all_runs)} seeds)"
             acc, secs = runs["accuracy"] * 100, runs["train_seconds"]
             ratio = secs.median() / base_seconds
+            accuracy = failed if not len(runs) else _mean_std(acc) + (f" ({failed})" if len(runs) < len(all_runs) else "")
             row = {"study": study, "device": device, "method": method, "budget": format_budget(budget),
-                   "seeds": len(all_runs),
-                   "accuracy (%)": (_mean_std(acc) if len(runs) else "") + (f" ({failed})" if len(runs) < len(all_runs) else "")}
-            if not len(runs):
-                row["accuracy (%)"] = failed
+                   "seeds": len(all_runs), "accuracy (%)": accuracy}
             if show_test:
                 test = runs["test_accuracy"].dropna() * 100
                 row["test accuracy (%)"] = _mean_std(test) if len(test) else "—"
+            if budget_study and method in NO_WALL_CLOCK_KNOB:
+                reaches = "no wall-clock knob"
+            elif not len(runs):
+                reaches = "—"
+            else:
+                reaches = _reaches_budget(ratio, budget) if len(base) or budget == 0 else "n/a"
+            def against_baseline(text: str) -> str:  # "—" without a trained run, "n/a" without a baseline
+                return "—" if not len(runs) else text if len(base) else "n/a"
+
             row.update({
-                "train seconds": _median_range(secs),
-                "seconds / baseline": f"{ratio:.2f}" if len(base) else "n/a",
-                "reaches budget": "no wall-clock knob" if budget_study and method in NO_WALL_CLOCK_KNOB else
-                _reaches_budget(ratio, budget) if len(base) or budget == 0 else "n/a",
-                "speed-up vs baseline": f"{1 / ratio:.2f}x" if len(base) else "n/a",
-                "accuracy change (pt)": f"{round(acc.mean() - base_acc * 100, 2) + 0.0:+.2f}" if len(base) else "n/a",
+                "train seconds": _median_range(secs) if len(runs) else "—",
+                "seconds / baseline": against_baseline(f"{ratio:.2f}"),
+                "reaches budget": reaches,
+                "speed-up vs baseline": against_baseline(f"{1 / ratio:.2f}x"),
+                "accuracy change (pt)": against_baseline(f"{round(acc.mean() - base_acc * 100, 2) + 0.0:+.2f}"),
                 "examples seen (backward)": int(runs["examples_seen"].mean()) if len(runs) else 0,
                 "examples scored (forward only)": int(runs["examples_scored"].mean()) if len(runs) else 0,
                 "graphed": _yes_no_mixed(all_runs["graphed"]),
             })
-            if not len(runs):
-                row.update({k: "—" for k in ("train seconds", "seconds / baseline", "speed-up vs baseline",
-                                             "accuracy change (pt)")})
-                if row["reaches budget"] != "no wall-clock knob":
-                    row["reaches budget"] = "—"
             out.append(row)
     return pd.DataFrame(out)
 
@@ -4354,7 +4355,8 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
                          f"study= (one of {sorted(set(rows['study']))}) or run the missing methods.")
     device = group["device"].mode()[0]  # one device: speed-ups only compare runs of the same hardware
     group = group[group["device"] == device]
-    budgets = group["time_budget"].fillna(0.0) if "time_budget" in group else pd.Series(0.0, index=group.index)
+    group = _with_summary_defaults(group)
+    budgets = group["time_budget"]
     budget = min(budgets[group["method"] == method]) if time_budget is None else time_budget
     compared = group[((group["method"] == "baseline") & (budgets == 0)) | (budgets == budget)]
     mean = compared.groupby("method")[["train_seconds", "accuracy"]].mean()
