@@ -562,7 +562,7 @@ progress = True
 # this notebook's own keys, only those set (None: the config's default); they count as set explicitly
 extra = {k: v for k, v in dict(epochs=epochs, eval_split=eval_split, test_split=test_split,
                                label_noise=label_noise).items() if v is not None}
-cfg = mc.replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *extra})), **extra)
+cfg = mc.with_explicit(cfg, **extra)
 print(f"epochs {cfg.epochs}, eval split {cfg.eval_split!r}, time budgets "
       f"{', '.join(mc.format_budget(b) for b in time_budgets) or 'none'}, lr sweep {lrs or 'none'}")
 '''),
