@@ -17,15 +17,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 if [ $# -lt 3 ]; then sed -n 2,17p "$0"; exit 2; fi
 key=$1; model=$(cd "$2" && pwd); out=$3
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-notebook_tools="import nbclient, nbformat, ipykernel, jupyter_client"
-if ! python3 -c "$notebook_tools" 2>/dev/null; then
-  if ! PYTHONPATH=/tmp/site python3 -c "$notebook_tools" 2>/dev/null; then
-    compgen -G "$root/.whl/*.whl" >/dev/null || { echo "no notebook tools and no wheels in .whl" >&2; exit 1; }
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$root"/.whl/*.whl
-  fi
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
+source "$root/benchmarks/notebook_env.sh"
 hub_model=sentence-transformers/$(basename "$model")
 copies="$root/.gpu/copies"  # <hub id> -> the local folder (mclearn_core.local_copy)
 mkdir -p "$copies/glue" "$copies/sentence-transformers"
@@ -33,7 +25,7 @@ sst2_dir=${SST2_DIR:-$root/.gpu/data/sst2}
 [ -d "$sst2_dir" ] && ln -sfn "$(cd "$sst2_dir" && pwd)" "$copies/glue/sst2"
 ln -sfn "$model" "$copies/$hub_model"
 export MCLEARN_LOCAL_COPIES="$copies"
-case "$hub_model" in *MiniLM*) short=minilm ;; *mpnet*) short=mpnet ;; *) short=$(basename "$hub_model") ;; esac
+short=$(model_short_name "$hub_model")
 gpu=$(python3 -c "import torch; n = torch.cuda.get_device_name(0).lower(); print(next((g for g in ('h200', 'h100', 'a100', 'l4', 't4') if g in n), n.split()[-1]))")
 case "$key" in
   sst2) params=(dataset=glue/sst2 epochs=1 eval_split=validation) ;;

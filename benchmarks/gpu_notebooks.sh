@@ -24,19 +24,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 if [ $# -lt 3 ]; then sed -n 2,24p "$0"; exit 2; fi
 model=$(cd "$1" && pwd); data=$(cd "$2" && pwd); out=$3; shift 3
 keys=${*:-"Monte_Carlo 01_ 02_ 03_ 04_"}
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-notebook_tools="import nbclient, nbformat, ipykernel, jupyter_client"
-if ! python3 -c "$notebook_tools" 2>/dev/null; then
-  if ! PYTHONPATH=/tmp/site python3 -c "$notebook_tools" 2>/dev/null; then
-    if ! compgen -G "$root/.whl/*.whl" >/dev/null; then
-      echo "nbclient/nbformat/ipykernel are missing and .whl holds no wheels: run bash benchmarks/notebook_wheels.sh" \
-           "where pip works and carry .whl" >&2
-      exit 1
-    fi
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$root"/.whl/*.whl
-  fi
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
+source "$root/benchmarks/notebook_env.sh"
 hub_model=${HUB_MODEL:-sentence-transformers/$(basename "$model")}
 copies="$root/.gpu/copies"  # <hub id> -> the local folder (mclearn_core.local_copy)
 mkdir -p "$copies/glue" "$copies/$(dirname "$hub_model")"
@@ -45,11 +33,7 @@ ln -sfn "$model" "$copies/$hub_model"
 export MCLEARN_LOCAL_COPIES="$copies"
 preset=${PRESET:-auto}
 resolved=$(cd "$root" && python3 -c "import sys, mclearn_core as mc; p = sys.argv[1]; print(mc.detect_preset() if p == 'auto' else p)" "$preset")
-case "$hub_model" in
-  *MiniLM*) short=minilm ;;
-  *mpnet*) short=mpnet ;;
-  *) short=$(basename "$hub_model" | tr '[:upper:]' '[:lower:]') ;;
-esac
+short=$(model_short_name "$hub_model")
 study=${STUDY:-sst2-$short-notebooks-$resolved}
 echo "preset $preset ($resolved), study $study: glue/sst2 -> $data, $hub_model -> $model"
 python3 "$root/run_notebooks.py" --preset "$preset" --only $keys --no-progress --results "$root/results" \
