@@ -4033,6 +4033,13 @@ class BudgetStudy:
     relative_costs: dict[str, Any] | None = None
 
 
+def lr_run_label(lr: float) -> str:
+    """Return the run label of a learning-rate sweep's baseline run, its lr written in full
+    ("baseline-lr1.6e-04"): rounding it to one digit would name 1.6e-4 and 2e-4 alike."""
+    mantissa, exponent = f"{float(lr):.6e}".split("e")
+    return f"baseline-lr{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+
+
 def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence[float] = (1 / 3, 1 / 2),
                      lrs: Sequence[float] = (), seeds: Sequence[int] | None = None, prepared: Prepared | None = None,
                      progress: bool = True) -> BudgetStudy:
@@ -4058,7 +4065,7 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     sweep_cfg = replace_config(cfg, study=f"{cfg.study}-lr")
     save_flipped_rows(sweep_cfg, prepared)
     lr_records = [run_once(with_explicit(sweep_cfg, lr=float(lr)), "baseline", seeds[0], prepared,
-                           f"baseline-lr{float(lr):.0e}", progress=progress) for lr in lrs]
+                           lr_run_label(lr), progress=progress) for lr in lrs]
     lr = best_lr(lr_records) if lr_records else cfg.lr
     tuned = with_explicit(cfg, lr=lr)
     if progress and lr_records:

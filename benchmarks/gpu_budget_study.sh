@@ -9,7 +9,8 @@
 #   OUT_DIR    folder for the executed notebook (results/notebooks/<gpu>/<DATASET>/ once committed)
 # Environment: SST2_DIR (default .gpu/data/sst2: train/validation parquet of GLUE SST-2, given to the notebook
 #   as the hub name glue/sst2 through MCLEARN_LOCAL_COPIES so the committed copy runs on Colab), LRS (default
-#   [2e-5,4e-5,8e-5,1.6e-4]), SEEDS (default the notebook's 42 43 44). CLINC150 and Banking77 are in data/.
+#   [2e-5,4e-5,8e-5,1.6e-4]), SEEDS (default the notebook's 42 43 44), FRESH=1 (remove the study's earlier
+#   run files and figures first, so every run of it comes from this process). CLINC150 and Banking77 are in data/.
 # Needs nbclient/nbformat/ipykernel (wheels in .whl: bash benchmarks/notebook_wheels.sh, carry .whl).
 # Writes results/runs/<study>[-lr]/, results/figures/<study>/, results/summary.csv and OUT_DIR/04_compare_methods.ipynb,
 # where <study> is <DATASET>-<model short name>-<gpu short name>, e.g. clinc150-mpnet-h200.
@@ -35,6 +36,10 @@ case "$key" in
   *) echo "unknown DATASET $key: sst2, sst2-noisy20, clinc150 or banking77" >&2; exit 2 ;;
 esac
 study=$key-$short-$gpu
+if [ "${FRESH:-0}" = 1 ]; then
+  echo "FRESH=1: removing earlier runs of $study and $study-lr"
+  rm -rf "$root/results/runs/$study" "$root/results/runs/$study-lr" "$root/results/figures/$study"
+fi
 seeds=()
 [ -n "${SEEDS:-}" ] && seeds=(--seeds $SEEDS)
 echo "study $study: ${params[*]}, $hub_model -> $model"

@@ -94,6 +94,7 @@ def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, m
     saved = np.loadtxt(runs / "budget-smoke" / "flipped_rows.csv", skiprows=2, dtype=int)
     assert np.array_equal(saved, noisy.flipped_rows)
     assert (runs / "budget-smoke-lr" / "baseline-lr3e-03-seed42.json").exists()
+    assert (runs / "budget-smoke-lr" / "baseline-lr1e-03-seed42.json").exists()
     # An interrupted study resumes: every run is read back, none retrained.
     monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
     again = mc.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42], prepared=noisy,
@@ -126,3 +127,10 @@ def test_a_diverged_method_is_recorded_and_the_study_goes_on(smoke_cfg, prepared
     with pytest.raises(mc.DivergedError):
         mc.run_budget_study(mc.replace_config(cfg, study="budget-diverged-2"), ["baseline"], (0.5,), seeds=[42],
                             prepared=prepared, progress=False)
+
+
+def test_lr_run_label_keeps_every_digit():
+    """One digit named 1.6e-4 and 2e-4 alike (the second run then read the first back)."""
+    labels = [mc.lr_run_label(lr) for lr in (1.6e-4, 2e-4, 3.2e-4, 4e-5, 1e-3, 2.5e-05)]
+    assert labels == ["baseline-lr1.6e-04", "baseline-lr2e-04", "baseline-lr3.2e-04", "baseline-lr4e-05",
+                      "baseline-lr1e-03", "baseline-lr2.5e-05"]
