@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import gc
 import io
 import json
 import math
@@ -1079,6 +1080,11 @@ class GraphedUpdate:
         self.capture_seconds = 0.0
         self.capture_error: str | None = None  # set when a capture failed and the run went eager
         self.side_stream = torch.cuda.Stream(ctx.device) if self.capture else None
+        # One memory pool for all of this update's graphs: a private pool per capture held the
+        # activations of every batch shape at once (a Banking77 study ran out of the H200's memory).
+        # Sharing is safe here: replays never overlap, and what outlives a replay (static inputs and
+        # outputs) stays referenced, so a later capture never takes its memory.
+        self.pool = torch.cuda.graph_pool_handle() if self.capture else None
 
     def step(self, key: tuple, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Run one update on `inputs` for shape `key`; return its outputs (fresh tensors).
@@ -1120,7 +1126,7 @@ class GraphedUpdate:
         static_in = {name: value.clone() for name, value in inputs.items()}
         graph = torch.cuda.CUDAGraph()
         self.ctx.optimizer.zero_grad(set_to_none=True)  # the graph's backward owns fresh gradients
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self.pool):
             static_out = self.update_fn(static_in, key)
         _sync(self.ctx.device)
         self.capture_seconds += time.perf_counter() - start
@@ -1330,6 +1336,15 @@ def host_rng(ctx: RunContext) -> np.random.Generator:
     return np.random.default_rng(draw_seed(ctx))
 
 
+def release_device_memory(device: torch.device) -> None:
+    """Collect unreachable objects and, on CUDA, return the allocator's cached memory. A method,
+    its GraphedUpdate and its context refer to each other, so a finished run's CUDA graphs (and
+    the memory pool they hold) are freed by the cycle collector, not when the run returns."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -1383,6 +1398,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     """
     cfg = config_for_method(cfg, method_name)
     device = prepared.device
+    release_device_memory(device)  # what an earlier run of this process left (one that raised, say)
     torch.manual_seed(seed)
     np.random.seed(seed)
     model = copy.deepcopy(prepared.base_model)
@@ -1472,7 +1488,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     capture_error = telemetry.get("graph_capture_error")
     if capture_error:
         warnings.append(f"the update was not graphed (capture failed): {capture_error}")
-    return {
+    record = {
         **run_identity(method_name, cfg, prepared, seed, budget),
         # graphed: the update was replayed as CUDA graphs (a failed capture runs eagerly, see warnings)
         "graphed": bool(ctx.graphs and not capture_error), "graph_capture_error": capture_error,
@@ -1499,6 +1515,9 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
         "eval_difficulty": None if difficulty is None else np.round(difficulty, 5).tolist(),
         "telemetry": telemetry,
     }
+    del method, ctx, model
+    release_device_memory(device)  # this run's CUDA graphs and their memory pool, before the next run
+    return record
 
 
 def run_identity(method: str, cfg: Config, prepared: "Prepared", seed: int,
