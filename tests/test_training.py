@@ -254,6 +254,66 @@ def test_cuda_graphs_of_several_shapes_share_one_pool_and_replay_like_eager():
     assert torch.allclose(losses[True], losses[False], rtol=1e-4, atol=1e-6)
 
 
+def test_baseline_plans_its_update_shapes_and_rare_ones_are_not_worth_capturing(prepared, smoke_cfg):
+    """The baseline knows every (rows, width) of its run up front; GraphedUpdate captures a shape
+    only when the plan uses it GRAPH_MIN_USES times or more (a rare width, whose appearance
+    depends on the seed, runs eagerly instead of paying a capture that never pays back)."""
+    ctx = mc.RunContext(cfg=smoke_cfg, model=prepared.base_model, train=prepared.train, eval=prepared.eval,
+                        num_labels=4, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                        device_generator=torch.Generator().manual_seed(0))
+    baseline = mc.Baseline(ctx)
+    shapes = baseline.planned_update_shapes()
+    assert sum(shapes.values()) == baseline.num_steps()
+    assert shapes == dict(mc.collections.Counter((len(r), w, False) for r, w in baseline.plan))
+    graphed = mc.GraphedUpdate(ctx, lambda inputs, key: {}, {(256, 32, False): mc.GRAPH_MIN_USES,
+                                                             (256, 96, False): mc.GRAPH_MIN_USES - 1})
+    assert graphed.worth_capturing((256, 32, False))
+    assert not graphed.worth_capturing((256, 96, False)) and not graphed.worth_capturing((7, 32, False))
+    assert mc.GraphedUpdate(ctx, lambda inputs, key: {}).worth_capturing((7, 32, False))  # no plan: capture
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
+def test_cuda_rare_planned_shapes_run_eagerly_and_train_like_eager():
+    """On CUDA: a shape the plan uses fewer than GRAPH_MIN_USES times is never captured (its
+    steps run as warm-up steps do, between replays of the captured shapes) and the run still
+    trains as the same steps run eagerly do (tolerance 1e-4 relative on the weight change)."""
+    import types as pytypes
+
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(1)
+    data = {rows: (torch.randn(rows, 32, generator=gen).to(device), torch.randint(0, 4, (rows,), generator=gen).to(device))
+            for rows in (16, 40)}
+    order = [16] * 6 + [40] + [16] * 6 + [40] + [16] * 6 + [40]  # 16 rows: 18 uses; 40 rows: 3
+    planned = {(16,): 18, (40,): 3}
+    torch.manual_seed(0)
+    start = torch.nn.Sequential(torch.nn.Linear(32, 256), torch.nn.GELU(), torch.nn.Linear(256, 4)).to(device)
+    changes = {}
+    for graphs in (False, True):
+        model = mc.copy.deepcopy(start)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, capturable=True)
+        ctx = pytypes.SimpleNamespace(device=device, graphs=graphs, optimizer=optimizer,
+                                      cfg=pytypes.SimpleNamespace(graph_warmup_steps=2))
+
+        def update(inputs, key, model=model, optimizer=optimizer):
+            loss = torch.nn.functional.cross_entropy(model(inputs["x"]), inputs["y"])
+            loss.backward()
+            optimizer.step()
+            return {"loss": loss.detach()}
+
+        graphed = mc.GraphedUpdate(ctx, update, planned)
+        for rows in order:
+            graphed.step((rows,), {"x": data[rows][0], "y": data[rows][1]})
+        torch.cuda.synchronize()
+        if graphs:
+            assert list(graphed.graphs) == [(16,)]
+            assert graphed.telemetry()["rare_shapes_eager"] == 1 and graphed.telemetry()["rare_shape_steps"] == 3
+        changes[graphs] = torch.cat([(p.detach() - q.detach()).flatten().cpu()
+                                     for p, q in zip(model.parameters(), start.parameters())])
+    gap = (changes[True] - changes[False]).norm() / changes[False].norm()
+    print(f"relative difference of the weight changes: {gap:.2e}")
+    assert gap < 1e-4
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
 def test_cuda_graphs_capture_a_bf16_training_run_with_dropout(prepared, smoke_cfg):
     """On CUDA, a real run (bf16 autocast, dropout on) must capture graphs, not fall back."""
