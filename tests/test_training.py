@@ -212,22 +212,19 @@ def test_a_finished_run_leaves_no_method_alive(prepared, smoke_cfg, method):
     assert left == []
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
-def test_cuda_graphs_of_several_shapes_share_one_pool_and_replay_like_eager():
-    """On CUDA: three batch shapes captured into one shared memory pool and replayed in an
-    irregular order must train a small MLP as the same steps run eagerly do (fp32, fixed data;
-    tolerance 1e-4 relative on the weight change; a replay that read another shape's buffers
-    gives order 1). The pool is shared: one handle for every graph."""
+def _mlp_through_graphed_update(order, planned=None, seed=0):
+    """Train a small MLP on fixed random batches (one per row count in `order`) through
+    GraphedUpdate, keyed (rows,), once eagerly and once with CUDA graphs; return per run (False:
+    eager, True: graphed) the weight change, the step losses, and the GraphedUpdate."""
     import types as pytypes
 
     device = torch.device("cuda")
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     data = {rows: (torch.randn(rows, 32, generator=gen).to(device), torch.randint(0, 4, (rows,), generator=gen).to(device))
-            for rows in (8, 24, 64)}
-    order = [8, 24, 8, 64, 24, 24, 8, 64, 64, 8, 24, 8, 64, 8, 24, 64, 8, 24, 64, 64, 8, 8, 24, 64]
-    torch.manual_seed(0)
+            for rows in sorted(set(order))}
+    torch.manual_seed(seed)
     start = torch.nn.Sequential(torch.nn.Linear(32, 512), torch.nn.GELU(), torch.nn.Linear(512, 4)).to(device)
-    changes, losses = {}, {}
+    runs = {}
     for graphs in (False, True):
         model = mc.copy.deepcopy(start)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, capturable=True)
@@ -240,18 +237,30 @@ def test_cuda_graphs_of_several_shapes_share_one_pool_and_replay_like_eager():
             optimizer.step()
             return {"loss": loss.detach()}
 
-        graphed = mc.GraphedUpdate(ctx, update)
-        losses[graphs] = torch.stack([graphed.step((rows,), {"x": data[rows][0], "y": data[rows][1]})["loss"]
-                                      for rows in order]).cpu()
+        graphed = mc.GraphedUpdate(ctx, update, planned)
+        losses = torch.stack([graphed.step((rows,), {"x": data[rows][0], "y": data[rows][1]})["loss"]
+                              for rows in order]).cpu()
         torch.cuda.synchronize()
-        if graphs:
-            assert len(graphed.graphs) == 3 and graphed.pool is not None
-        changes[graphs] = torch.cat([(p.detach() - q.detach()).flatten().cpu()
-                                     for p, q in zip(model.parameters(), start.parameters())])
-    gap = (changes[True] - changes[False]).norm() / changes[False].norm()
+        change = torch.cat([(p.detach() - q.detach()).flatten().cpu()
+                            for p, q in zip(model.parameters(), start.parameters())])
+        runs[graphs] = (change, losses, graphed)
+    gap = (runs[True][0] - runs[False][0]).norm() / runs[False][0].norm()
     print(f"relative difference of the weight changes: {gap:.2e}")
+    return gap, runs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
+def test_cuda_graphs_of_several_shapes_share_one_pool_and_replay_like_eager():
+    """On CUDA: three batch shapes captured into one shared memory pool and replayed in an
+    irregular order must train a small MLP as the same steps run eagerly do (fp32, fixed data;
+    tolerance 1e-4 relative on the weight change; a replay that read another shape's buffers
+    gives order 1). The pool is shared: one handle for every graph."""
+    order = [8, 24, 8, 64, 24, 24, 8, 64, 64, 8, 24, 8, 64, 8, 24, 64, 8, 24, 64, 64, 8, 8, 24, 64]
+    gap, runs = _mlp_through_graphed_update(order)
+    graphed = runs[True][2]
+    assert len(graphed.graphs) == 3 and graphed.pool is not None
     assert gap < 1e-4
-    assert torch.allclose(losses[True], losses[False], rtol=1e-4, atol=1e-6)
+    assert torch.allclose(runs[True][1], runs[False][1], rtol=1e-4, atol=1e-6)
 
 
 def test_baseline_plans_its_update_shapes_and_rare_ones_are_not_worth_capturing(prepared, smoke_cfg):
@@ -277,40 +286,11 @@ def test_cuda_rare_planned_shapes_run_eagerly_and_train_like_eager():
     """On CUDA: a shape the plan uses fewer than GRAPH_MIN_USES times is never captured (its
     steps run as warm-up steps do, between replays of the captured shapes) and the run still
     trains as the same steps run eagerly do (tolerance 1e-4 relative on the weight change)."""
-    import types as pytypes
-
-    device = torch.device("cuda")
-    gen = torch.Generator().manual_seed(1)
-    data = {rows: (torch.randn(rows, 32, generator=gen).to(device), torch.randint(0, 4, (rows,), generator=gen).to(device))
-            for rows in (16, 40)}
     order = [16] * 6 + [40] + [16] * 6 + [40] + [16] * 6 + [40]  # 16 rows: 18 uses; 40 rows: 3
-    planned = {(16,): 18, (40,): 3}
-    torch.manual_seed(0)
-    start = torch.nn.Sequential(torch.nn.Linear(32, 256), torch.nn.GELU(), torch.nn.Linear(256, 4)).to(device)
-    changes = {}
-    for graphs in (False, True):
-        model = mc.copy.deepcopy(start)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, capturable=True)
-        ctx = pytypes.SimpleNamespace(device=device, graphs=graphs, optimizer=optimizer,
-                                      cfg=pytypes.SimpleNamespace(graph_warmup_steps=2))
-
-        def update(inputs, key, model=model, optimizer=optimizer):
-            loss = torch.nn.functional.cross_entropy(model(inputs["x"]), inputs["y"])
-            loss.backward()
-            optimizer.step()
-            return {"loss": loss.detach()}
-
-        graphed = mc.GraphedUpdate(ctx, update, planned)
-        for rows in order:
-            graphed.step((rows,), {"x": data[rows][0], "y": data[rows][1]})
-        torch.cuda.synchronize()
-        if graphs:
-            assert list(graphed.graphs) == [(16,)]
-            assert graphed.telemetry()["rare_shapes_eager"] == 1 and graphed.telemetry()["rare_shape_steps"] == 3
-        changes[graphs] = torch.cat([(p.detach() - q.detach()).flatten().cpu()
-                                     for p, q in zip(model.parameters(), start.parameters())])
-    gap = (changes[True] - changes[False]).norm() / changes[False].norm()
-    print(f"relative difference of the weight changes: {gap:.2e}")
+    gap, runs = _mlp_through_graphed_update(order, planned={(16,): 18, (40,): 3}, seed=1)
+    graphed = runs[True][2]
+    assert list(graphed.graphs) == [(16,)]
+    assert graphed.telemetry()["rare_shapes_eager"] == 1 and graphed.telemetry()["rare_shape_steps"] == 3
     assert gap < 1e-4
 
 
