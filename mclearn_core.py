@@ -1147,7 +1147,8 @@ class GraphedUpdate:
         self.graphs[key] = (graph, static_in, static_out)
 
     def telemetry(self) -> dict[str, Any]:
-        """Return how many graphs were captured, their capture seconds, and any capture error."""
+        """Return how many graphs were captured, their capture seconds, how many shapes (and their
+        steps) ran eagerly for being rare in the plan, and any capture error."""
         rare = [key for key in self.eager_steps if key not in self.graphs and not self.worth_capturing(key)]
         return {"cuda_graphs": len(self.graphs), "graph_capture_seconds": round(self.capture_seconds, 4),
                 **({"rare_shapes_eager": len(rare), "rare_shape_steps": sum(self.eager_steps[k] for k in rare)}
@@ -1217,9 +1218,14 @@ class Method:
         return []
 
     def planned_update_shapes(self) -> dict[tuple, int] | None:
-        """Return how many updates of each (rows, width, weighted) shape the run will make, when
-        the method knows its plan up front (GraphedUpdate leaves rare shapes uncaptured); else None."""
+        """Return how many updates of each update_shape the run will make, when the method knows
+        its plan up front (GraphedUpdate leaves rare shapes uncaptured); else None."""
         return None
+
+    @staticmethod
+    def update_shape(rows: int, width: int, weighted: bool) -> tuple[int, int, bool]:
+        """Return the key Method.update's graphs are captured under: (rows, width, weighted)."""
+        return rows, width, weighted
 
     def setup(self) -> None:
         """Work done before the first step inside the timed region (e.g. cost calibration)."""
@@ -1262,7 +1268,7 @@ class Method:
             self.graphed = GraphedUpdate(self.ctx, lambda inputs, key: weighted_update(
                 self.ctx, data, inputs["rows"], key[1], inputs.get("weights")), self.planned_update_shapes())
         inputs = {"rows": rows} if weights is None else {"rows": rows, "weights": weights}
-        out = self.graphed.step((len(rows), width, weights is not None), inputs)
+        out = self.graphed.step(self.update_shape(len(rows), width, weights is not None), inputs)
         self.ctx.scheduler.step()
         self.ctx.examples_forward += len(rows)
         self.ctx.examples_backward += len(rows)
@@ -1300,7 +1306,7 @@ class Baseline(Method):
         return len(self.plan)
 
     def planned_update_shapes(self) -> dict[tuple, int]:
-        return dict(collections.Counter((len(rows), width, False) for rows, width in self.plan))
+        return dict(collections.Counter(self.update_shape(len(rows), width, False) for rows, width in self.plan))
 
     def step(self, i: int) -> dict[str, Any]:
         if not self.device_rows:  # the whole plan's row indices go to the device in one copy
