@@ -9,8 +9,9 @@
 #   OUT_DIR    folder for the executed notebook (results/notebooks/<gpu>/<DATASET>/ once committed)
 # Environment: SST2_DIR (default .gpu/data/sst2: train/validation parquet of GLUE SST-2, given to the notebook
 #   as the hub name glue/sst2 through MCLEARN_LOCAL_COPIES so the committed copy runs on Colab), LRS (default
-#   [2e-5,4e-5,8e-5,1.6e-4]), SEEDS (default the notebook's 42 43 44), FRESH=1 (remove the study's earlier
-#   run files and figures first, so every run of it comes from this process). CLINC150 and Banking77 are in data/.
+#   [4e-5,8e-5,1.6e-4,3.2e-4], the committed H200 studies' grid), SEEDS (default the notebook's 42 43 44), FRESH=1
+#   (remove the study's earlier run files and figures first, so all of it comes from this process). CLINC150 and
+#   Banking77 are in data/.
 # Needs nbclient/nbformat/ipykernel (wheels in .whl: bash benchmarks/notebook_wheels.sh, carry .whl).
 # Writes results/runs/<study>[-lr]/, results/figures/<study>/, results/summary.csv and OUT_DIR/04_compare_methods.ipynb,
 # where <study> is <DATASET>-<model short name>-<gpu short name>, e.g. clinc150-mpnet-h200.
@@ -44,4 +45,4 @@ seeds=()
 [ -n "${SEEDS:-}" ] && seeds=(--seeds $SEEDS)
 echo "study $study: ${params[*]}, $hub_model -> $model"
 python3 "$root/run_notebooks.py" --preset auto --only 04_ --no-progress --results "$root/results" --out "$out" "${seeds[@]}" \
-  --param "${params[@]}" model_name="$hub_model" study="$study" lrs="${LRS:-[2e-5,4e-5,8e-5,1.6e-4]}"
+  --param "${params[@]}" model_name="$hub_model" study="$study" lrs="${LRS:-[4e-5,8e-5,1.6e-4,3.2e-4]}"
