@@ -11,7 +11,7 @@
 # WORK_DIR/done/ALL once the queue is through; executed notebooks go to WORK_DIR/nb/<DATASET>/.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-if [ $# -lt 3 ]; then sed -n 2,12p "$0"; exit 2; fi
+if [ $# -lt 3 ]; then sed -n 2,11p "$0"; exit 2; fi
 model=$(cd "$1" && pwd); work=$2; shift 2
 mkdir -p "$work"
 (cd "$root" && tar cf - --exclude='./.gpu/q*' .) | (cd "$work" && tar xf -)
