@@ -55,6 +55,7 @@ class Config:
     train_split: str = "train"
     eval_split: str = "test"
     test_split: str = ""  # a second held-out split, evaluated once at the end ("" = none)
+    test_holdout: int = 0  # rows carved out of train as the test split (stratified, fixed seed), for data without one
     text_column: str = "text"
     label_column: str = "label"
     max_train_examples: int | None = None  # deterministic stratified subset when set
@@ -519,19 +520,45 @@ def _frame_to_split(frame, cfg: Config, which: str, limit: int | None) -> TextSp
     return stratified_subset(split, limit) if limit else split
 
 
+def _stratified_rows(labels: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Return about `limit` row indices drawn class by class in proportion to the class counts
+    (at least one row per class), in random order."""
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.maximum(1, np.floor(counts / counts.sum() * limit)).astype(int)
+    keep = []
+    for cls, n in zip(classes, quota):
+        rows = np.flatnonzero(labels == cls)
+        keep.append(rng.choice(rows, size=min(n, len(rows)), replace=False))
+    return rng.permutation(np.concatenate(keep))
+
+
+def _take(split: TextSplit, rows: np.ndarray) -> TextSplit:
+    return TextSplit([split.texts[i] for i in rows], split.labels[rows])
+
+
 def stratified_subset(split: TextSplit, limit: int, seed: int = 0) -> TextSplit:
     """Return a deterministic class-stratified subset of at most `limit` examples."""
     if limit >= len(split.texts):
         return split
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(split.labels, return_counts=True)
-    quota = np.maximum(1, np.floor(counts / counts.sum() * limit)).astype(int)
-    keep = []
-    for cls, n in zip(classes, quota):
-        rows = np.flatnonzero(split.labels == cls)
-        keep.append(rng.choice(rows, size=min(n, len(rows)), replace=False))
-    order = rng.permutation(np.concatenate(keep))
-    return TextSplit([split.texts[i] for i in order], split.labels[order])
+    return _take(split, _stratified_rows(split.labels, limit, np.random.default_rng(seed)))
+
+
+TEST_HOLDOUT_SEED = 0  # the seed of test_holdout's carve: the same rows for every run, method and seed
+
+
+def carve_test_split(train: TextSplit, rows: int, seed: int = TEST_HOLDOUT_SEED) -> tuple[TextSplit, TextSplit]:
+    """Return (train without the carved rows, the carved test split): a class-stratified draw of
+    about `rows` training rows with `seed` (test_holdout, for data that has no test split). The
+    remaining train rows keep their order. Raises DataError when fewer than one row per class
+    would remain."""
+    if not 0 < rows < len(train.texts):
+        raise DataError(f"test_holdout={rows} must be between 1 and the train split's {len(train.texts) - 1} rows "
+                        f"(e.g. test_holdout=2000), or 0 for none.")
+    held = _stratified_rows(train.labels, rows, np.random.default_rng(seed))
+    rest = np.setdiff1d(np.arange(len(train.texts)), held)
+    if len(np.unique(train.labels[rest])) < len(np.unique(train.labels)):
+        raise DataError(f"test_holdout={rows} leaves a class with no training row: lower test_holdout=.")
+    return _take(train, rest), _take(train, np.sort(held))
 
 
 LOCAL_COPIES_ENV = "MCLEARN_LOCAL_COPIES"  # a folder of offline copies of hub datasets and models
@@ -567,6 +594,11 @@ def load_text_dataset(cfg: Config) -> DataBundle:
     train = _frame_to_split(train_frame, cfg, "train", cfg.max_train_examples)
     evaluation = _frame_to_split(eval_frame, cfg, "eval", cfg.max_eval_examples)
     test = None if test_frame is None else _frame_to_split(test_frame, cfg, "test", cfg.max_eval_examples)
+    if cfg.test_holdout:
+        if test is not None:
+            raise DataError(f"test_split={cfg.test_split!r} and test_holdout={cfg.test_holdout} are both set: "
+                            f"keep one (test_holdout=0 to use the data's own test split).")
+        train, test = carve_test_split(train, cfg.test_holdout)
     names = check_labels(train, evaluation, names, source, test)
     flipped = None
     if cfg.label_noise:
@@ -3048,6 +3080,60 @@ def subset_split(data: EncodedSplit, rows: np.ndarray | torch.Tensor) -> Encoded
     return EncodedSplit(data.input_ids[idx], data.lengths[idx], data.labels[idx])
 
 
+def short_schedule_length(step_seconds: Sequence[float], shapes: Sequence[tuple], time_budget: float,
+                          capture_seconds: float, min_uses: int = GRAPH_MIN_USES) -> tuple[int, dict[str, float]]:
+    """Return (n, prices): the most leading steps of a plan whose priced seconds fit `time_budget`
+    times the whole plan's, and the seconds behind that choice.
+
+    A prefix of n steps is priced as the sum of its steps' `step_seconds` plus one capture
+    (`capture_seconds`, 0 when eager) per update shape that the prefix uses at least `min_uses`
+    times (GraphedUpdate leaves rarer shapes uncaptured); the whole plan likewise, so the budget is
+    time_budget x (its steps + its captures). The price only grows with n, so the first n whose
+    price passes the budget ends the scan. At least one step."""
+    uses: collections.Counter = collections.Counter(shapes)
+    captured_full = sum(1 for count in uses.values() if count >= min_uses)
+    full_seconds = float(np.sum(step_seconds)) + captured_full * capture_seconds
+    budget_seconds = time_budget * full_seconds
+    seen: collections.Counter = collections.Counter()
+    prices, spent, captured = [], 0.0, 0  # prices[k]: the price of the first k + 1 steps
+    for seconds, shape in zip(step_seconds, shapes):
+        seen[shape] += 1
+        spent, captured = spent + seconds, captured + (seen[shape] == min_uses)
+        prices.append(spent + captured * capture_seconds)
+    n = max(1, int(np.searchsorted(prices, budget_seconds, side="right")))
+    return n, {"full_steps": len(step_seconds), "full_seconds": round(full_seconds, 4),
+               "budget_seconds": round(budget_seconds, 4), "planned_seconds": round(prices[n - 1], 4)}
+
+
+class ShortSchedule(Baseline):
+    """The reference of every budgeted comparison: what a practitioner does with less time. The
+    baseline on the whole training set, cut to the leading share of its own plan (shuffled length
+    buckets, epoch after epoch, so no example repeats before every one has been seen) whose priced
+    seconds fit cfg.time_budget of the whole plan's (short_schedule_length, from the measured step
+    costs the budget solver uses); its warmup and cosine schedule span the shortened run, so its lr
+    decays to zero inside the budget. time_budget 0 (or 1) is the full baseline."""
+
+    name = "short_schedule"
+    priced = True  # train_method hands it the measured step costs
+
+    def setup(self) -> None:
+        cfg, costs = self.ctx.cfg, self.ctx.step_costs
+        self.schedule: dict[str, Any] = {"time_budget": cfg.time_budget, "full_steps": len(self.plan),
+                                         "steps": len(self.plan)}
+        if not 0 < cfg.time_budget < 1:
+            return
+        seconds = [costs.at(len(rows), width) for rows, width in self.plan]
+        shapes = [self.update_shape(len(rows), width, False) for rows, width in self.plan]
+        capture = costs.capture_seconds if costs.graphed and graphs_enabled(cfg) else 0.0
+        n, prices = short_schedule_length(seconds, shapes, cfg.time_budget, capture)
+        self.plan = self.plan[:n]
+        self.schedule.update(steps=n, epochs_covered=round(n / max(prices["full_steps"], 1) * cfg.epochs, 4),
+                             **prices)
+
+    def telemetry(self) -> dict[str, Any]:
+        return {"short_schedule": self.schedule, **self.graph_telemetry()}
+
+
 class Uniform(Baseline):
     """Control: the baseline loop on a uniform random subset of uniform_fraction of the data
     (run_sweep sets the fraction to match another method's measured time when it is None)."""
@@ -3452,7 +3538,7 @@ class VCAS(Baseline):
 
 
 PEER_METHODS: dict[str, Callable[[RunContext], Method]] = {
-    "uniform": Uniform, "selective_backprop": SelectiveBackprop, "rho_loss": RhoLoss,
+    "short_schedule": ShortSchedule, "uniform": Uniform, "selective_backprop": SelectiveBackprop, "rho_loss": RhoLoss,
     "infobatch": InfoBatch, "vcas": VCAS,
 }
 
@@ -3696,6 +3782,195 @@ def comparison_table(records: Sequence[dict[str, Any]], tolerance_pt: float = 0.
     return table
 
 
+# --- equal time against the short schedule, and time to target (AlgoPerf style) ----------------------
+REFERENCE = "short_schedule"  # every budgeted method is compared with it; the full baseline is its budget 1
+
+
+def final_accuracy(record: dict[str, Any]) -> float:
+    """Return the accuracy a run is reported with: on the test split when it has one (no choice
+    was made on it), else on the eval split; NaN for a diverged run."""
+    test = record.get("test_accuracy")
+    return float(test) if test is not None else float(record["accuracy"])
+
+
+def paired_difference(method: dict[int, float], reference: dict[int, float],
+                      confidence: float = 0.95) -> dict[str, float]:
+    """Return the paired difference method - reference over the seeds both have (finite values):
+    n, mean, and the two-sided `confidence` Student-t interval [lo, hi] of its mean,
+    mean +- t(n-1) sd / sqrt(n) (NaN bounds for fewer than two pairs)."""
+    from scipy import stats
+
+    seeds = sorted(k for k in set(method) & set(reference)
+                   if math.isfinite(method[k]) and math.isfinite(reference[k]))
+    diffs = np.array([method[k] - reference[k] for k in seeds], dtype=float)
+    n = len(diffs)
+    mean = float(diffs.mean()) if n else float("nan")
+    if n < 2:
+        return {"n": n, "mean": mean, "lo": float("nan"), "hi": float("nan")}
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diffs.std(ddof=1) / math.sqrt(n))
+    return {"n": n, "mean": mean, "lo": mean - half, "hi": mean + half}
+
+
+def _verdict(diff: dict[str, float]) -> str:
+    """Return "better" / "worse" when the interval excludes 0 on that side, else "tie" ("—"
+    without an interval)."""
+    if not math.isfinite(diff["lo"]):
+        return "—"
+    return "better" if diff["lo"] > 0 else "worse" if diff["hi"] < 0 else "tie"
+
+
+def _by_budget(records: Sequence[dict[str, Any]]) -> dict[tuple[str, float], dict[int, dict[str, Any]]]:
+    """Return {(method, budget): {seed: record}}; the full baseline is the reference's budget 1."""
+    out: dict[tuple[str, float], dict[int, dict[str, Any]]] = {}
+    for record in records:
+        budget = float(record.get("time_budget") or 0.0)
+        method = record["method"]
+        if method == "baseline" and not budget:
+            method, budget = REFERENCE, 1.0
+        out.setdefault((method, budget), {})[int(record["seed"])] = record
+    return out
+
+
+def equal_time_table(records: Sequence[dict[str, Any]]):
+    """Return a DataFrame comparing every budgeted method with the short schedule at the same
+    budget, one row per (budget, method): seeds, accuracy (%) mean ± std (final_accuracy: test
+    split when there is one), measured seconds over the full baseline's median, and the paired
+    difference against short_schedule's runs of the same seeds (points) with its 95 % t-interval
+    and verdict ("better"/"worse" only where the interval excludes 0). The short schedule's own
+    rows come first at each budget; budget 1 is the full baseline."""
+    import pandas as pd
+
+    groups = _by_budget(records)
+    base = groups.get((REFERENCE, 1.0), {})
+    base_seconds = float(np.median([r["train_seconds"] for r in base.values()])) if base else float("nan")
+    out = []
+    for (method, budget), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0] != REFERENCE, kv[0][0])):
+        if not budget:
+            continue  # no wall-clock knob (VCAS, mclearn-paper): no budget to compare at
+        acc = {k: final_accuracy(r) * 100 for k, r in runs.items()}
+        finite = [v for v in acc.values() if math.isfinite(v)]
+        seconds = [r["train_seconds"] for r in runs.values() if math.isfinite(r["train_seconds"])]
+        row = {"budget": "1 (full)" if budget == 1.0 and method == REFERENCE else format_budget(budget),
+               "method": method, "seeds": len(runs),
+               "accuracy (%)": _mean_std(pd.Series(finite)) if finite else "diverged",
+               "s / full": f"{np.median(seconds) / base_seconds:.2f}" if seconds and base else "—"}
+        reference = groups.get((REFERENCE, budget))
+        if method != REFERENCE and reference:
+            diff = paired_difference(acc, {k: final_accuracy(r) * 100 for k, r in reference.items()})
+            row.update({"vs short_schedule (pt)": f"{diff['mean']:+.2f}" if diff["n"] else "—",
+                        "95% interval": f"[{diff['lo']:+.2f}, {diff['hi']:+.2f}]" if math.isfinite(diff["lo"]) else "—",
+                        "verdict": _verdict(diff)})
+        else:
+            row.update({"vs short_schedule (pt)": "", "95% interval": "", "verdict": ""})
+        out.append(row)
+    return pd.DataFrame(out, columns=["budget", "method", "seeds", "accuracy (%)", "s / full",
+                                      "vs short_schedule (pt)", "95% interval", "verdict"])
+
+
+def time_to_target(records: Sequence[dict[str, Any]], drop_pt: float = 1.0):
+    """Return a DataFrame of each method's time to target (AlgoPerf style) in one study: target =
+    the full baseline's median final eval accuracy - `drop_pt` points; a run's time is its train
+    seconds (evaluation excluded) at its first evaluation at or above the target; a seed's time is
+    the least over that method's runs at every budget (the short schedule's include the full
+    baseline, its budget 1); the method's is the median over seeds, a seed that never reached it
+    counting as never (inf). Columns: method, target (%), seconds ("never" when the median is
+    never), seeds reached ("k/n"), speed-up vs short_schedule (its seconds over the method's)."""
+    import pandas as pd
+
+    groups = _by_budget(records)
+    base = groups.get((REFERENCE, 1.0), {})
+    if not base:
+        raise ValueError("time_to_target needs the full baseline's runs (method 'baseline') for its target.")
+    target = float(np.median([r["accuracy"] for r in base.values()])) - drop_pt / 100
+    per_seed: dict[str, dict[int, float]] = {}
+    for (method, budget), runs in groups.items():
+        for seed, record in runs.items():
+            reached = time_to_accuracy(record, target) if record.get("eval_curve") else None
+            best = per_seed.setdefault(method, {}).get(seed, math.inf)
+            per_seed[method][seed] = min(best, math.inf if reached is None else reached)
+    medians = {m: float(np.median(list(t.values()))) for m, t in per_seed.items()}
+    ref = medians.get(REFERENCE, math.nan)
+    out = []
+    for method in sorted(medians, key=lambda m: (m != REFERENCE, m)):
+        times, median = per_seed[method], medians[method]
+        out.append({"method": method, "target (%)": round(target * 100, 2),
+                    "seconds": f"{median:.2f}" if math.isfinite(median) else "never",
+                    "seeds reached": f"{sum(math.isfinite(t) for t in times.values())}/{len(times)}",
+                    "speed-up vs short_schedule": (f"{ref / median:.2f}x" if math.isfinite(median) and math.isfinite(ref)
+                                                   else "—"),
+                    "median_seconds": median})
+    return pd.DataFrame(out)
+
+
+def performance_profile(times: dict[str, dict[str, float]], taus: Sequence[float]):
+    """Return a DataFrame (rows: methods, columns: tau) of the AlgoPerf performance profile: the
+    share of studies on which a method's time to target is within tau times the fastest method's
+    time on that study. `times` maps study -> method -> seconds (inf: never); a study where no
+    method reached the target counts against every method."""
+    import pandas as pd
+
+    methods = sorted({m for per in times.values() for m in per}, key=lambda m: (m != REFERENCE, m))
+    rows = {}
+    for method in methods:
+        shares = []
+        for tau in taus:
+            hits = 0
+            for per in times.values():
+                best = min(per.values())
+                hits += bool(math.isfinite(best) and per.get(method, math.inf) <= tau * best)
+            shares.append(hits / len(times))
+        rows[method] = shares
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(taus))
+
+
+def plot_performance_profile(profile, path: str | Path | None = None):
+    """Return a figure of a performance profile (performance_profile): one step line per method."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    taus = [float(t) for t in profile.columns]
+    for k, (method, shares) in enumerate(profile.iterrows()):
+        ax.step(taus, list(shares), where="post", color="k" if method == REFERENCE else f"C{k}",
+                lw=2.2 if method == REFERENCE else 1.4, label=method)
+    ax.set_xlabel("tau: time to target within tau x the fastest method's")
+    ax.set_ylabel("share of studies")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title("performance profile (time to target, AlgoPerf style)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _figure_out(fig, path)
+
+
+def plot_equal_time(records: Sequence[dict[str, Any]], path: str | Path | None = None):
+    """Return a figure of final accuracy (final_accuracy, %) against train seconds: the short
+    schedule's line through its budgets and the full baseline (black), every other budgeted
+    method at the mean ± std over seeds of each budget."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    groups = _by_budget(records)
+    methods = sorted({m for m, b in groups if b}, key=lambda m: (m != REFERENCE, m))
+    for k, method in enumerate(methods):
+        points = []
+        for (m, budget), runs in sorted(groups.items(), key=lambda kv: kv[0][1]):
+            if m != method or not budget:
+                continue
+            acc = [final_accuracy(r) * 100 for r in runs.values() if math.isfinite(final_accuracy(r))]
+            secs = [r["train_seconds"] for r in runs.values() if math.isfinite(r["train_seconds"])]
+            if acc:
+                points.append((np.mean(secs), np.mean(acc), _sample_std(acc)))
+        if not points:
+            continue
+        x, y, err = map(np.array, zip(*points))
+        reference = method == REFERENCE
+        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, lw=2.2 if reference else 1,
+                    ls="-" if reference else ":", color="k" if reference else f"C{k}", label=method)
+    ax.set_xlabel("training seconds (evaluation excluded)")
+    ax.set_ylabel("accuracy (%)" + (" on test" if records and records[0].get("test_accuracy") is not None else ""))
+    ax.set_title(f"equal time: {_study_title(records)}", fontsize=10)
+    ax.legend(fontsize=8)
+    return _figure_out(fig, path)
+
+
 def estimator_study(q_values: Sequence[float], w_clip_values: Sequence[float | None], draws: int, seed: int = 0,
                     q_for_clip_sweep: float = 0.25, pool: int = 512, kept: int = 128, kappa: float = 0.5,
                     tau: float = 1.0, rho: float = 0.05, noise: float = 0.3):
@@ -3916,15 +4191,24 @@ def run_label(method: str, time_budget: float) -> str:
     return method if not time_budget else f"{method}-b{time_budget:.2f}"
 
 
-def budget_study_labels(methods: Sequence[str], time_budgets: Sequence[float]) -> list[str]:
-    """Return the run labels a budget study of `methods` writes per seed (run_budget_study)."""
-    labels = []
-    for method in methods:
-        if method == "baseline" or method in NO_WALL_CLOCK_KNOB:
-            labels.append(method)
-        else:
-            labels.extend(run_label(method, b) for b in time_budgets)
-    return labels
+def budget_study_runs(methods: Sequence[str], time_budgets: Sequence[float], seeds: Sequence[int],
+                      method_budgets: dict[str, Sequence[float]] | None = None,
+                      method_seeds: dict[str, int] | None = None) -> list[tuple[str, float, int]]:
+    """Return the (method, time budget, seed) runs of a budget study, in the order it trains them:
+    per seed, the baseline (budget 0), then each method at each of its budgets (`method_budgets`
+    overrides `time_budgets` for the methods it names; methods without a wall-clock knob run once,
+    at budget 0). A method named in `method_seeds` runs on that many of the first seeds only."""
+    method_budgets, method_seeds = method_budgets or {}, method_seeds or {}
+    runs = []
+    for k, seed in enumerate(seeds):
+        for method in methods:
+            if k >= method_seeds.get(method, len(seeds)):
+                continue
+            if method == "baseline" or method in NO_WALL_CLOCK_KNOB:
+                runs.append((method, 0.0, seed))
+            else:
+                runs.extend((method, float(b), seed) for b in method_budgets.get(method, time_budgets))
+    return runs
 
 
 @dataclass
@@ -3956,7 +4240,8 @@ def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[s
     """Return the BudgetPlan that sets `method`'s own knobs so its train time is `time_budget`
     times the baseline's, with costs in units of one baseline update (measure_relative_costs):
 
-    - uniform: data share = budget; MC-Learn: budget_ratio = budget (its solver prices itself).
+    - short_schedule: time_budget itself (it cuts its plan from the measured step costs);
+      uniform: data share = budget; MC-Learn: budget_ratio = budget (its solver prices itself).
     - Selective Backprop / RHO-LOSS: cost = fixed + candidates x d x (forward_share + s), for a
       selection rate s of the candidates and a share d of each epoch offered as candidates
       (RHO-LOSS's fixed part: its irreducible-loss model, holdout x il_epochs / epochs, and one
@@ -3969,6 +4254,8 @@ def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[s
     r = float(time_budget)
     if method in NO_WALL_CLOCK_KNOB:
         return BudgetPlan(method, 0.0, {}, None, NO_WALL_CLOCK_KNOB[method])
+    if method == "short_schedule":  # its own solver cuts its plan to the budget (short_schedule_length)
+        return BudgetPlan(method, r, {}, r)
     if method == "uniform":
         return BudgetPlan(method, r, {"uniform_fraction": r}, r)
     if method == "mclearn":
@@ -4074,40 +4361,55 @@ def diverged_record(method: str, cfg: Config, prepared: Prepared, seed: int, mes
 
 @dataclass
 class BudgetStudy:
-    """A budget study's runs: the learning-rate sweep, the lr every method trained with, and the
-    tuned baseline's and every (method, budget, seed) run."""
+    """A budget study's runs: the baseline's learning-rate sweep and its lr, each method's own lr
+    runs and lr, and the tuned baseline's and every (method, budget, seed) run."""
 
     lr_records: list[dict[str, Any]]
     lr: float
     records: list[dict[str, Any]]
     relative_costs: dict[str, Any] | None = None
+    method_lrs: dict[str, float] = dataclasses.field(default_factory=dict)  # the lr each method trained with
+    tune_records: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the methods' own lr runs
 
 
-def lr_run_label(lr: float) -> str:
-    """Return the run label of a learning-rate sweep's baseline run, its lr written in full
-    ("baseline-lr1.6e-04"): rounding it to one digit would name 1.6e-4 and 2e-4 alike."""
+def lr_run_label(lr: float, base: str = "baseline") -> str:
+    """Return the run label of a learning-rate sweep's run, its lr written in full after `base`
+    ("baseline-lr1.6e-04", "mclearn-b0.50-lr8e-05"): rounding it to one digit would name 1.6e-4
+    and 2e-4 alike."""
     mantissa, exponent = f"{float(lr):.6e}".split("e")
-    return f"baseline-lr{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+    return f"{base}-lr{mantissa.rstrip('0').rstrip('.')}e{exponent}"
 
 
 def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence[float] = (1 / 3, 1 / 2),
                      lrs: Sequence[float] = (), seeds: Sequence[int] | None = None, prepared: Prepared | None = None,
-                     progress: bool = True) -> BudgetStudy:
+                     progress: bool = True, lr_factors: Sequence[float] = (), tune_budget: float = 0.5,
+                     method_budgets: dict[str, Sequence[float]] | None = None,
+                     method_seeds: dict[str, int] | None = None) -> BudgetStudy:
     """Run a budget study in one process and return its BudgetStudy; finished runs are read back.
 
     Phases: (1) prepare the data and model once (flipped rows written with the study); (2) a
     learning-rate sweep of the baseline over `lrs` with the first seed (study "<study>-lr"),
-    whose most accurate lr every method then trains with (none given: cfg.lr); (3) the costs the
-    peers' knobs are planned with (measure_relative_costs); (4) per seed, the tuned baseline,
-    then each other method at each share of `time_budgets` through its own knob
-    (plan_time_budget), or once at its defaults when it has no wall-clock knob."""
+    whose most accurate lr (on the eval split) the baseline then trains with (none given: cfg.lr);
+    (3) the costs the peers' knobs are planned with (measure_relative_costs); (4) one tuning rule
+    for every budgeted method: with `lr_factors`, each runs at `tune_budget` with the first seed at
+    every lr = baseline lr x factor (also in "<study>-lr") and keeps its most accurate one at every
+    budget (without: the baseline's lr); (5) per seed, the tuned baseline, then each method at each
+    of its budgets through its own knob (plan_time_budget), or once at its defaults when it has no
+    wall-clock knob (budget_study_runs: `method_budgets`, `method_seeds`)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
-    bad = [b for b in time_budgets if not 0 < b <= 1]
+    every_budget = [*time_budgets, *(b for bs in (method_budgets or {}).values() for b in bs), tune_budget]
+    bad = [b for b in every_budget if not 0 < b <= 1]
     if bad:
-        raise ValueError(f"time_budgets must be shares in (0, 1] of the baseline's time, got {bad}.")
+        raise ValueError(f"time_budgets, method_budgets and tune_budget must be shares in (0, 1] of the baseline's "
+                         f"time, got {bad}.")
+    bad = [f for f in lr_factors if not f > 0]
+    if bad:
+        raise ValueError(f"lr_factors multiply the baseline's tuned lr and must be > 0, got {bad}.")
     seeds = list(seeds if seeds is not None else cfg.seeds)
+    if not seeds:
+        raise ValueError("A budget study needs at least one seed: set seeds=, e.g. seeds=[42, 43, 44].")
     # -- phase 1: data and model, once -------------------------------------------------------------
     prepared = prepared or prepare(cfg)
     save_flipped_rows(cfg, prepared)
@@ -4123,18 +4425,37 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     # -- phase 3: the costs the peers' knobs are planned with ---------------------------------------------
     planned = [m for m in methods if m != "baseline" and m not in NO_WALL_CLOCK_KNOB]
     costs = measure_relative_costs(prepared) if planned else None
-    plans = {(m, b): plan_time_budget(m, b, tuned, costs) for m in planned for b in time_budgets}
-    plans.update({(m, 0.0): plan_time_budget(m, 0.0, tuned, {}) for m in methods if m in NO_WALL_CLOCK_KNOB})
-    # -- phase 4: the runs ----------------------------------------------------------------------------------
+
+    def plan(method: str, budget: float) -> BudgetPlan:
+        return plan_time_budget(method, budget, tuned, costs or {})
+
+    # -- phase 4: one tuning rule: each budgeted method's own lr, at tune_budget, first seed ----------------
+    method_lrs: dict[str, float] = {m: lr for m in methods}
+    tune_records: list[dict[str, Any]] = []
+    for method in planned if lr_factors else []:
+        runs = []
+        for factor in lr_factors:
+            method_lr = float(f"{lr * factor:.6g}")
+            run_cfg = with_explicit(sweep_cfg, lr=method_lr, time_budget=tune_budget, **plan(method, tune_budget).knobs)
+            runs.append(run_once(run_cfg, method, seeds[0], prepared, lr_run_label(method_lr, run_label(method, tune_budget)),
+                                 plan(method, tune_budget), progress, extra={"relative_costs": costs}, keep_diverged=True))
+        tune_records += runs
+        method_lrs[method] = best_lr(runs)
+        if progress:
+            tried = ", ".join(f"{_record_lr(r):g}" for r in runs)
+            print(f"{method}: lr {method_lrs[method]:g} (best at {format_budget(tune_budget)} of {tried})", flush=True)
+    # -- phase 5: the runs ----------------------------------------------------------------------------------
     records = []
-    for seed in seeds:
-        if "baseline" in methods:
+    for method, budget, seed in budget_study_runs(methods, time_budgets, seeds, method_budgets, method_seeds):
+        if method == "baseline":
             records.append(run_once(tuned, "baseline", seed, prepared, "baseline", progress=progress))
-        for (method, budget), plan in plans.items():
-            run_cfg = with_explicit(tuned, time_budget=budget, **plan.knobs)
-            records.append(run_once(run_cfg, method, seed, prepared, run_label(method, budget), plan, progress,
-                                    extra={"relative_costs": costs}, keep_diverged=True))
-    return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs)
+            continue
+        budget_plan = plan(method, budget)
+        run_cfg = with_explicit(tuned, lr=method_lrs[method], time_budget=budget_plan.time_budget, **budget_plan.knobs)
+        records.append(run_once(run_cfg, method, seed, prepared, run_label(method, budget_plan.time_budget), budget_plan,
+                                progress, extra={"relative_costs": costs}, keep_diverged=True))
+    return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs,
+                       method_lrs=method_lrs, tune_records=tune_records)
 
 
 def load_runs(results_dir: str | Path, study: str | None = None) -> list[dict[str, Any]]:
@@ -4320,35 +4641,49 @@ def _record_lr(record: dict[str, Any]) -> float:
 
 
 def lr_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
-    """Return a DataFrame of a learning-rate sweep, one row per run sorted by lr and seed: lr (a
-    float), seed, accuracy (%), test accuracy (%) (only when some run has one; "—" for a run
-    without), train seconds (two-decimal strings, as in `report_table`), and chosen ("yes" on the
-    runs of `best_lr`, else "")."""
+    """Return a DataFrame of a learning-rate sweep, one row per run sorted by method, time budget,
+    lr and seed: method and budget (only when the runs hold more than one method), lr (a float),
+    seed, accuracy (%), test accuracy (%) (only when some run has one; "—" for a run without), train
+    seconds (two-decimal strings, as in `report_table`), and chosen ("yes" on the runs of each
+    method's `best_lr`, else "")."""
     import pandas as pd
 
-    chosen = best_lr(records) if records else None
+    def key(r: dict[str, Any]) -> tuple[str, float]:
+        return r["method"], float(r.get("time_budget") or 0.0)
+
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(key(record), []).append(record)
+    chosen = {k: best_lr(runs) for k, runs in groups.items()}
+    several = len(groups) > 1
     show_test = any(r.get("test_accuracy") is not None for r in records)
     out = []
-    for record in sorted(records, key=lambda r: (_record_lr(r), r["seed"])):
-        row = {"lr": _record_lr(record), "seed": record["seed"], "accuracy (%)": f"{record['accuracy'] * 100:.2f}"}
+    for record in sorted(records, key=lambda r: (*key(r), _record_lr(r), r["seed"])):
+        row = {"method": record["method"], "budget": format_budget(key(record)[1])} if several else {}
+        row.update({"lr": _record_lr(record), "seed": record["seed"], "accuracy (%)": f"{record['accuracy'] * 100:.2f}"})
         if show_test:
             test = record.get("test_accuracy")
             row["test accuracy (%)"] = "—" if test is None else f"{test * 100:.2f}"
         row["train seconds"] = f"{record['train_seconds']:.2f}"
-        row["chosen"] = "yes" if _record_lr(record) == chosen else ""
+        row["chosen"] = "yes" if _record_lr(record) == chosen[key(record)] else ""
         out.append(row)
-    columns = ["lr", "seed", "accuracy (%)", *(["test accuracy (%)"] if show_test else []), "train seconds", "chosen"]
+    columns = [*(["method", "budget"] if several else []), "lr", "seed", "accuracy (%)", *(["test accuracy (%)"] if show_test else []), "train seconds", "chosen"]
     return pd.DataFrame(out, columns=columns)
 
 
 def best_lr(records: Sequence[dict[str, Any]]) -> float:
     """Return the lr of a sweep's runs with the best mean accuracy over seeds (ties: the smaller
-    lr). Raise ValueError when there are no runs."""
+    lr); a diverged run (accuracy NaN) counts as the worst. Raise ValueError when there are no
+    runs, or when every run diverged."""
     if not records:
         raise ValueError("No learning-rate sweep runs to choose an lr from: run the sweep (lrs=...) first.")
+    if all(not math.isfinite(r["accuracy"]) for r in records):
+        raise ValueError(f"Every run of the learning-rate sweep diverged (lrs {sorted({_record_lr(r) for r in records})}): "
+                         f"sweep lower lrs.")
     accuracies: dict[float, list[float]] = {}
     for record in records:
-        accuracies.setdefault(_record_lr(record), []).append(record["accuracy"])
+        accuracy = record["accuracy"]
+        accuracies.setdefault(_record_lr(record), []).append(accuracy if math.isfinite(accuracy) else -1.0)
     mean_accuracy = {lr: float(np.mean(values)) for lr, values in accuracies.items()}
     best = max(mean_accuracy.values())
     return min(lr for lr, accuracy in mean_accuracy.items() if accuracy >= best - 1e-12)

@@ -40,7 +40,8 @@ NOTEBOOKS = [
       "{method}-seed{seed}_telemetry.png"], False),
     ("notebooks/03_estimator_checks.ipynb", REPO / "notebooks",
      ["estimator_vs_q.png", "estimator_vs_w_clip.png", "estimator_checks.csv"], False),
-    ("notebooks/04_compare_methods.ipynb", REPO / "notebooks", ["pareto.png", "time_to_accuracy.png"], True),
+    ("notebooks/04_compare_methods.ipynb", REPO / "notebooks", ["equal_time.png", "pareto.png", "time_to_accuracy.png"],
+     True),
 ]
 
 # The study a notebook writes to when its `study` parameter is None (see mclearn_core.study_name).
@@ -247,13 +248,14 @@ def expected_files(params: dict, figures: list[str], trains: bool, results: Path
     runs: list[Path] = []
     if trains:
         seeds = params.get("seeds") or mc.make_config(params["preset"]).seeds
-        labels = params["methods"]
-        if "time_budgets" in params:  # a budget study (notebook 04): one run per method and budget
+        runs = [mc.run_path(results, params["study"], m, s) for s in seeds for m in params["methods"]]
+        if "time_budgets" in params:  # a budget study (notebook 04): one run per method, budget and seed
             budgets = params["time_budgets"]
             if isinstance(budgets, str):  # the notebook's own default, e.g. "[1/3, 1/2]", read as text
                 budgets = [float(Fraction(x.strip())) for x in budgets.strip("[]").split(",") if x.strip()]
-            labels = mc.budget_study_labels(params["methods"], budgets)
-        runs = [mc.run_path(results, params["study"], m, s) for s in seeds for m in labels]
+            planned = mc.budget_study_runs(params["methods"], budgets, seeds, params.get("method_budgets"),
+                                           params.get("method_seeds"))
+            runs = [mc.run_path(results, params["study"], mc.run_label(m, b), s) for m, b, s in planned]
     elif "method" in params:
         runs = [mc.run_path(results, params["study"], params["method"], params["seed"])]
     folder = results / "figures" / params["study"]

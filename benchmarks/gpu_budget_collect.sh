@@ -15,7 +15,7 @@ for marker in "$work"/done/*; do
   name=$key; [ "$(cat "$marker")" != 0 ] && name=$key-failed && echo "$key: the study failed (see queue.log)"
   # the study and its -lr sweep: the folders named <DATASET>-<model>-<gpu>[-lr] that the queue wrote
   studies=$(cd "$work/results/runs" && find . -maxdepth 1 -type d -newer "$work/started" -name "$key-*" -printf '%f\n' |
-            grep -E "^$key-[a-z0-9]+-[a-z0-9]+(-lr)?$")
+            grep -E "^$key-[a-z0-9]+-[a-z0-9]+(-equal-time)?(-lr)?$")
   paths=("nb/$key")
   for s in $studies; do paths+=("results/runs/$s"); [ -d "$work/results/figures/$s" ] && paths+=("results/figures/$s"); done
   (cd "$work" && tar czf "$out/$name.tgz" "${paths[@]}") && echo "$key: packed ${paths[*]}"

@@ -528,31 +528,48 @@ compare = [
     md('''
 # 04 · MC-Learn against other data-selection methods: budget studies
 
-The optimized baseline; a uniform-subset control; Selective Backprop, RHO-LOSS, InfoBatch, VCAS; and
-MC-Learn (corrected and as published), over three seeds, on the same data, model and device.
-First an optional learning-rate sweep of the baseline (one seed per lr) picks the lr every method
-trains with; then the tuned baseline runs, and every other method runs at wall-clock budgets of a
-share of the baseline's train seconds (1/3 and 1/2 by default).
-Finished runs are read back; only missing ones train.
+Does anything beat simply training for less time? The reference is `short_schedule`: the optimized
+baseline on all the data for a share of its steps, its warmup and cosine schedule ending inside the
+budget (what a practitioner does with less time; the full baseline is its budget 1). Against it, at
+the same wall-clock budgets (shares of the tuned baseline's train seconds): a uniform fixed-subset
+control, Selective Backprop, RHO-LOSS, InfoBatch and MC-Learn (VCAS and the published MC-Learn have
+no wall-clock knob and run once at their defaults when listed), on the same data, model and device.
+
+One tuning rule for every method: the baseline's lr from a sweep (`lrs`, one seed), then every
+budgeted method's own lr from the baseline's times `lr_factors`, at budget `tune_budget` (one
+seed, on the eval split), used at every budget. Final numbers are on the test split when there is
+one (no choice was made on it); time to target is read off the eval split. Finished runs are read
+back; only missing ones train.
 '''),
     code(FIND_REPO),
     md(TRAINING_PARAMETERS + '''
-`time_budgets`: the shares of the tuned baseline's train seconds the other methods target;
-`lrs`: the baseline's learning-rate sweep (empty: no sweep, the preset's lr); `epochs`,
-`eval_split`, `test_split` (a second held-out split, reported as test accuracy) and `label_noise`
-(training-label noise, 0 = none): `None` = the config's default.
+`time_budgets`: the shares of the tuned baseline's train seconds the methods target;
+`method_budgets` / `method_seeds`: other budgets, or fewer seeds (the first ones), for the methods
+they name (Selective Backprop and RHO-LOSS starve below 1/2); `lrs`: the baseline's learning-rate
+sweep (empty: no sweep, the preset's lr); `lr_factors`: each method's own lr grid, as multiples of
+the baseline's tuned lr (empty: every method uses the baseline's); `tune_budget`: the budget that
+grid is run at; `epochs`, `eval_points` (evaluations per run: time to target is read off them),
+`eval_split`, `test_split` (a held-out split, reported as test accuracy), `test_holdout` (rows carved
+out of train as the test split, for data without one) and `label_noise` (training-label noise):
+`None` = the config's default.
 '''),
     code('''
 preset = "auto"
 dataset = None
 model_name = None
-seeds = [42, 43, 44]
-methods = ["baseline", "uniform", "selective_backprop", "rho_loss", "infobatch", "vcas", "mclearn", "mclearn-paper"]
-time_budgets = [1/3, 1/2]
+seeds = [42, 43, 44, 45, 46]
+methods = ["baseline", "short_schedule", "uniform", "selective_backprop", "rho_loss", "infobatch", "mclearn"]
+time_budgets = [1/3, 1/2, 2/3]
+method_budgets = {"selective_backprop": [0.5], "rho_loss": [0.5]}
+method_seeds = {"selective_backprop": 3, "rho_loss": 3}
 lrs = []  # empty: no sweep, the preset's lr
+lr_factors = [0.5, 1, 2]
+tune_budget = 0.5
 epochs = None
+eval_points = 20
 eval_split = None
 test_split = None
+test_holdout = None
 label_noise = None
 study = None  # None: "compare_methods-<preset>"
 results_dir = "results"
@@ -560,59 +577,75 @@ progress = True
 ''', tags=["parameters"]),
     code('STUDY_BASE = "compare_methods"\n' + RESOLVE + MAKE_CONFIG + '''
 # this notebook's own keys, only those set (None: the config's default); they count as set explicitly
-extra = {k: v for k, v in dict(epochs=epochs, eval_split=eval_split, test_split=test_split,
-                               label_noise=label_noise).items() if v is not None}
+extra = {k: v for k, v in dict(epochs=epochs, eval_points=eval_points, eval_split=eval_split, test_split=test_split,
+                               test_holdout=test_holdout, label_noise=label_noise).items() if v is not None}
 cfg = mc.with_explicit(cfg, **extra)
-print(f"epochs {cfg.epochs}, eval split {cfg.eval_split!r}, time budgets "
-      f"{', '.join(mc.format_budget(b) for b in time_budgets) or 'none'}, lr sweep {lrs or 'none'}")
+print(f"epochs {cfg.epochs}, {cfg.eval_points} evaluations a run, eval split {cfg.eval_split!r}, time budgets "
+      f"{', '.join(mc.format_budget(b) for b in time_budgets) or 'none'}, lr sweep {lrs or 'none'}, "
+      f"each method's lr: x{lr_factors or 'none'} at {mc.format_budget(tune_budget)}")
 '''),
     md('''
 ## Runs
 
-Each method reaches a budget through its own knob: `uniform` through its data share; MC-Learn
-through its budget ratio; Selective Backprop and RHO-LOSS through their selection rate, and a
-shorter candidate stream when the rate alone cannot reach it; InfoBatch through its prune ratio and
-its epochs. VCAS cannot: its ratios cut backward FLOPs, not wall-clock seconds, so it runs once at
-its defaults; so does the published MC-Learn (`mclearn-paper`). Whether a run did reach its budget
-is the "reaches budget" column of the tables below.
+Each method reaches a budget through its own knob: `short_schedule` through its step count (planned
+from the measured step costs); `uniform` through its data share; MC-Learn through its budget ratio;
+Selective Backprop and RHO-LOSS through their selection rate, and a shorter candidate stream when the
+rate alone cannot reach it; InfoBatch through its prune ratio and its epochs. Whether a run did
+reach its budget is the "reaches budget" column of the tables below.
 '''),
     code('''
-result = mc.run_budget_study(cfg, methods, time_budgets, lrs, progress=progress)
+result = mc.run_budget_study(cfg, methods, time_budgets, lrs, progress=progress, lr_factors=lr_factors,
+                             tune_budget=tune_budget, method_budgets=method_budgets, method_seeds=method_seeds)
 records = result.records
+mc.summarize(results_dir, study, show=False);
 '''),
     md('''
-## Learning-rate sweep
+## Learning rates
 
-The baseline at each lr of `lrs` (study `<study>-lr`, one seed); the chosen lr, the best accuracy
-(ties: the smaller lr), is the one every method below trains with.
+The baseline at each lr of `lrs` (study `<study>-lr`, one seed): the most accurate (ties: the
+smaller lr) is the baseline's. Then each budgeted method at `tune_budget` at that lr times each of
+`lr_factors`; each keeps its most accurate.
 '''),
     code('''
 if result.lr_records:
     display(mc.lr_sweep_table(result.lr_records))
-print(f"every method trains with lr {result.lr:g}")
+if result.tune_records:
+    display(mc.lr_sweep_table(result.tune_records))
+print("lr per method:", {m: f"{lr:g}" for m, lr in result.method_lrs.items()})
 '''),
     md('''
-## Comparison table
+## Equal time: every method against the short schedule
 
-One row per method and budget: accuracy as mean ± std over seeds, training seconds as median
-[min–max], their ratio to the baseline's median, whether the run reached its budget ("no (r)": its
-median took r times the budget's seconds), the speed-up against this study's baseline, examples that
-had a full backward pass, whether the update ran as CUDA graphs, and the time to reach the baseline's
-accuracy minus 0.5 points ("never" if a method did not). InfoBatch prunes nothing in a one-epoch run
-(it needs a previous epoch's losses).
+One row per budget and method: accuracy (test split when there is one) as mean ± std over seeds,
+measured seconds over the full baseline's, and the paired difference against `short_schedule` at
+the same budget over the same seeds, with its 95 % t-interval. "better" or "worse" only where the
+interval excludes 0; otherwise "tie".
+'''),
+    code('''
+display(mc.equal_time_table(records))
+mc.plot_equal_time(records, figures / "equal_time.png");
+'''),
+    md('''
+## Time to target
+
+AlgoPerf style: the target is the full baseline's median final eval accuracy minus 1 point (and
+minus 0.5); a method's time is, per seed, the least train seconds at which any of its runs first
+evaluated at or above it, then the median over seeds ("never" when most seeds never did). Speed-up
+is `short_schedule`'s time over the method's.
+'''),
+    code('''
+for drop in (1.0, 0.5):
+    display(mc.time_to_target(records, drop).drop(columns=["median_seconds"]))
+'''),
+    md('''
+## Every run against the baseline
+
+The report table: training seconds as median [min–max], their ratio to the baseline's median,
+whether the run reached its budget ("no (r)": its median took r times the budget's seconds),
+examples with a full backward pass, and whether the update ran as CUDA graphs.
 '''),
     code('''
 display(mc.comparison_table(records))
-mc.summarize(results_dir, study, show=False);
-'''),
-    md('''
-## Accuracy vs training time
-
-Mean ± std over seeds per method and budget (marker: budget; colour: method); the dashed lines are
-the budgets' deadlines. A method is worth its speed-up when it sits left of the baseline without
-dropping below it.
-'''),
-    code('''
 mc.plot_pareto(records, figures / "pareto.png");
 '''),
     md('''
@@ -623,8 +656,13 @@ mc.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
 '''),
 ]
 
-write(flagship, ROOT / "Monte_Carlo_Learn.ipynb")
-write(three_seeds, ROOT / "notebooks" / "01_three_seeds.ipynb")
-write(diagnostics, ROOT / "notebooks" / "02_diagnostics.ipynb")
-write(estimator, ROOT / "notebooks" / "03_estimator_checks.ipynb")
-write(compare, ROOT / "notebooks" / "04_compare_methods.ipynb")
+# `python notebooks/build_notebooks.py 04_` writes only the notebooks whose file name holds one of the
+# arguments (the flagship is committed with the outputs of its last GPU run: rewrite it only to change it).
+import sys
+
+for cells, path in [(flagship, ROOT / "Monte_Carlo_Learn.ipynb"), (three_seeds, ROOT / "notebooks" / "01_three_seeds.ipynb"),
+                    (diagnostics, ROOT / "notebooks" / "02_diagnostics.ipynb"),
+                    (estimator, ROOT / "notebooks" / "03_estimator_checks.ipynb"),
+                    (compare, ROOT / "notebooks" / "04_compare_methods.ipynb")]:
+    if len(sys.argv) < 2 or any(key in path.name for key in sys.argv[1:]):
+        write(cells, path)
