@@ -1100,7 +1100,8 @@ class RunContext:
 
 class GraphedUpdate:
     """A whole update (gather rows, forward, loss, backward, clip, AdamW) replayed as one CUDA
-    graph per shape key, for any method whose update has static shapes.
+    graph per shape key, for any method whose update has static shapes; with `trains=False`, a
+    forward-only pass the same way (the scoring peers' no-grad scoring forward).
 
     `update_fn(inputs, key)` runs one update on the tensors in `inputs` (device tensors whose shapes
     the key fixes) and returns a dict of detached output tensors. The first `graph_warmup_steps`
@@ -1114,8 +1115,9 @@ class GraphedUpdate:
     """
 
     def __init__(self, ctx: RunContext, update_fn: Callable[[dict[str, torch.Tensor], tuple], dict[str, torch.Tensor]],
-                 planned_uses: dict[tuple, int] | None = None):
+                 planned_uses: dict[tuple, int] | None = None, trains: bool = True):
         self.ctx, self.update_fn, self.planned_uses = ctx, update_fn, planned_uses
+        self.trains = trains  # False: `update_fn` is a forward-only pass (scoring) and gradients are left alone
         self.capture = ctx.device.type == "cuda" and ctx.graphs  # else: the same code, eagerly
         self.graphs: dict[tuple, tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
         self.eager_steps: dict[tuple, int] = {}
@@ -1133,14 +1135,14 @@ class GraphedUpdate:
         Every eager update first sets each .grad to None: after a capture they still point at
         that graph's gradient buffers, which an eager backward would add to."""
         if not self.capture:
-            self.ctx.optimizer.zero_grad(set_to_none=True)
+            self._zero_grad()
             return self.update_fn(inputs, key)
         if key not in self.graphs:
             if self.eager_steps.get(key, 0) < self.ctx.cfg.graph_warmup_steps or not self.worth_capturing(key):
                 self.eager_steps[key] = self.eager_steps.get(key, 0) + 1
                 main = torch.cuda.current_stream(self.ctx.device)
                 self.side_stream.wait_stream(main)
-                self.ctx.optimizer.zero_grad(set_to_none=True)
+                self._zero_grad()
                 with torch.cuda.stream(self.side_stream):
                     out = self.update_fn(inputs, key)
                 main.wait_stream(self.side_stream)
@@ -1162,6 +1164,10 @@ class GraphedUpdate:
         graph.replay()
         return {name: value.clone() for name, value in static_out.items()}
 
+    def _zero_grad(self) -> None:
+        if self.trains:
+            self.ctx.optimizer.zero_grad(set_to_none=True)
+
     def worth_capturing(self, key: tuple) -> bool:
         """Return False when the run's plan uses `key` fewer than GRAPH_MIN_USES times."""
         return self.planned_uses is None or self.planned_uses.get(key, 0) >= GRAPH_MIN_USES
@@ -1171,7 +1177,7 @@ class GraphedUpdate:
         start = time.perf_counter()
         static_in = {name: value.clone() for name, value in inputs.items()}
         graph = torch.cuda.CUDAGraph()
-        self.ctx.optimizer.zero_grad(set_to_none=True)  # the graph's backward owns fresh gradients
+        self._zero_grad()  # the graph's backward owns fresh gradients
         with torch.cuda.graph(graph, pool=self.pool):
             static_out = self.update_fn(static_in, key)
         _sync(self.ctx.device)
@@ -2106,39 +2112,58 @@ def measure_step_costs(cfg: Config, model: nn.Module, data: EncodedSplit, device
 
 @torch.no_grad()
 def measure_forward_seconds(cfg: Config, model: nn.Module, data: EncodedSplit, device: torch.device,
-                            rows: int, width: int, repeats: int = 5) -> float:
-    """Return the median seconds of an eager no-grad forward (train mode, autocast) of `rows` rows
-    at `width` tokens on a throwaway copy of `model`: the scoring pass of Selective Backprop and
-    RHO-LOSS."""
+                            rows: int, width: int, repeats: int = 5, graphed: bool = False) -> float:
+    """Return the median seconds of a no-grad forward (train mode, autocast) of `rows` rows at
+    `width` tokens on a throwaway copy of `model`: the scoring pass of Selective Backprop and
+    RHO-LOSS, as a CUDA-graph replay when `graphed` (as they run it when their update is graphed),
+    else eager."""
     model = copy.deepcopy(model).to(device).train()
     batch = make_batch(data, torch.arange(min(rows, len(data))), width)
+
+    def forward():
+        with autocast_context(cfg, device, cache_enabled=not graphed):
+            return model(**model_inputs(model, batch)).logits
+
+    run = forward
+    if graphed:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up before capture, as GraphedUpdate does
+                forward()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            forward()
+        run = graph.replay
     times = []
     for k in range(repeats + 2):  # two warm-ups
         _sync(device)
         t0 = time.perf_counter()
-        with autocast_context(cfg, device):
-            model(**model_inputs(model, batch))
+        run()
         _sync(device)
         if k >= 2:
             times.append(time.perf_counter() - t0)
-    del model
+    del model, run
     return float(np.median(times))
 
 
 def measure_relative_costs(prepared: "Prepared") -> dict[str, Any]:
     """Return the costs a budget study plans the peers' knobs with, relative to one baseline
     update (graphed where the baseline is) of a full batch at the training set's median batch
-    width: `forward_share`, an eager no-grad scoring forward of that batch, with the seconds behind
-    it. The peers' updates are graphed as the baseline's, so an update costs 1 in these units.
-    Measured once per process, untimed."""
+    width: `forward_share`, a no-grad scoring forward of that batch (graphed where the update is,
+    `forward_graphed`, as the peers run it), with the seconds behind it. The peers' updates are
+    graphed as the baseline's, so an update costs 1 in these units. Measured once per process, untimed."""
     cfg, device = prepared.cfg, prepared.device
     widths = [w for _, w in plan_epoch(prepared.train, cfg, torch.Generator().manual_seed(0))]
     width = int(np.median(widths))
     rows = min(cfg.batch_size, len(prepared.train))
-    update = prepared_step_costs(prepared).at(rows, width)
-    forward = measure_forward_seconds(cfg, prepared.base_model, prepared.train, device, rows, width)
+    costs = prepared_step_costs(prepared)
+    update = costs.at(rows, width)
+    graphed = costs.graphed  # the peers score through graphs exactly when their update is graphed
+    forward = measure_forward_seconds(cfg, prepared.base_model, prepared.train, device, rows, width, graphed=graphed)
     return {"rows": rows, "width": width, "update_seconds": update, "forward_seconds": forward,
-            "forward_share": forward / update}
+            "forward_share": forward / update, "forward_graphed": graphed}
 
 
 def calibration_rows(cfg: Config, full_rows: int | None = None) -> list[int]:
@@ -3100,7 +3125,7 @@ def short_schedule_length(step_seconds: Sequence[float], shapes: Sequence[tuple]
         seen[shape] += 1
         spent, captured = spent + seconds, captured + (seen[shape] == min_uses)
         prices.append(spent + captured * capture_seconds)
-    n = max(1, int(np.searchsorted(prices, budget_seconds, side="right")))
+    n = max(1, int(np.searchsorted(prices, budget_seconds * (1 + 1e-9), side="right")))  # an exact fit stays in
     return n, {"full_steps": len(step_seconds), "full_seconds": round(full_seconds, 4),
                "budget_seconds": round(budget_seconds, 4), "planned_seconds": round(prices[n - 1], 4)}
 
@@ -3151,10 +3176,17 @@ class Uniform(Baseline):
 
 class ScoredBatches(Method):
     """Shared machinery of peers that score examples with a no-grad forward before training.
-    Their updates are graphed as the baseline's (Method.update); the scoring forwards and the
-    selection between them run eagerly, on the host's schedule."""
+    Their updates are graphed as the baseline's (Method.update), and so are their scoring forwards
+    (`score`: one CUDA graph per (rows, width), in a GraphedUpdate of its own); the selection
+    between them runs on the host."""
 
     graphable = True
+    scorer: GraphedUpdate | None = None  # the graphed scoring forward, built on the first score()
+
+    def planned_score_shapes(self) -> dict[tuple, int] | None:
+        """Return how many scoring forwards of each (rows, width) the run will make, when the
+        method knows its plan up front (rare shapes then stay uncaptured); else None."""
+        return None
 
     def train_rows(self, idx: torch.Tensor, step: int, weights: torch.Tensor | None = None,
                    width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -3164,15 +3196,37 @@ class ScoredBatches(Method):
         width = width or batch_width(train, idx.cpu() if idx.is_cuda else idx, self.ctx.cfg.pad_multiple)
         return self.update(train, to_device(idx, self.ctx.device), step, width, weights)
 
+    def graph_telemetry(self) -> dict[str, Any]:
+        """Return the graphed update's telemetry and the scoring forward's, under "scoring"
+        (its graphs, capture seconds and any capture error), with "scoring_graphed"."""
+        if self.scorer is None:  # InfoBatch scores with its updates' own losses: no scoring forward
+            return super().graph_telemetry()
+        scoring = self.scorer.telemetry()
+        graphed = bool(scoring.get("cuda_graphs")) and "graph_capture_error" not in scoring
+        return {**super().graph_telemetry(), "scoring_graphed": graphed, "scoring": scoring}
+
     def telemetry(self) -> dict[str, Any]:
         return self.graph_telemetry()
 
     def score(self, data: EncodedSplit, idx: torch.Tensor) -> torch.Tensor:
-        """Return per-example training losses of rows `idx` without gradients."""
+        """Return per-example training losses (no gradients, train mode as the update sees them)
+        of rows `idx` (host indices) of `data`: a CUDA-graph replay per (rows, width) when the
+        update is graphed (ctx.graphs), else an eager forward."""
+        ctx = self.ctx
+        width = batch_width(data, idx, ctx.cfg.pad_multiple)
+        ctx.examples_scored += len(idx)
+        if self.scorer is None:
+            self.scored_data = data
+            self.scorer = GraphedUpdate(ctx, lambda inputs, key: self._score_pass(data, inputs["rows"], key[1]),
+                                        self.planned_score_shapes(), trains=False)
+        if data is not self.scored_data:
+            raise ValueError("ScoredBatches.score scores one split per run (its graphs hold that split's rows)")
+        return self.scorer.step((len(idx), width), {"rows": to_device(idx, ctx.device)})["losses"]
+
+    def _score_pass(self, data: EncodedSplit, rows: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            batch = make_batch(data, idx, batch_width(data, idx, self.ctx.cfg.pad_multiple))
-            self.ctx.examples_scored += len(idx)
-            return self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])
+            batch = make_batch(data, rows, width)
+            return {"losses": self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])}
 
 
 class SelectiveBackprop(ScoredBatches):
@@ -3195,6 +3249,9 @@ class SelectiveBackprop(ScoredBatches):
 
     def num_steps(self) -> int:
         return len(self.plan)
+
+    def planned_score_shapes(self) -> dict[tuple, int]:
+        return dict(collections.Counter((len(idx), width) for idx, width in self.plan))
 
     def optimizer_steps(self) -> int:
         # E[U^beta] = 1 / (beta + 1) for a uniform percentile U.

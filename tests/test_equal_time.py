@@ -1,0 +1,273 @@
+"""The short-schedule reference and the equal-time statistics (issue 21): short_schedule's plan, the
+test split carved from train, one tuning rule for every method, paired t-intervals, time to target
+and the performance profile. Each arithmetic test compares with numbers worked out by hand here."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import mclearn_core as mc
+
+
+# --- short_schedule's plan -------------------------------------------------------------------------
+def test_short_schedule_length_fits_the_budget_with_its_captures():
+    """Ten steps of 1 s in shape a, then ten of 2 s in shape b; captures 3 s each, a shape captured
+    from its 3rd use (min_uses 3). Whole plan: 10 + 20 + 2 x 3 = 36 s. At 1/2 the budget is 18 s:
+    the prefix of 9 steps costs 9 + 3 (a captured) = 12; 10 steps 13; 11 steps 15; 12 steps 17;
+    13 steps 19 + 3 (b captured at its 3rd use) = 22 > 18. So 12 steps, priced 17 s."""
+    seconds = [1.0] * 10 + [2.0] * 10
+    shapes = [("a",)] * 10 + [("b",)] * 10
+    n, prices = mc.short_schedule_length(seconds, shapes, 0.5, capture_seconds=3.0, min_uses=3)
+    assert n == 12
+    assert prices == {"full_steps": 20, "full_seconds": 36.0, "budget_seconds": 18.0, "planned_seconds": 17.0}
+    # a shape used fewer than min_uses times is never captured, in the plan or its price
+    n, prices = mc.short_schedule_length([1.0] * 4, [("a",), ("a",), ("b",), ("a",)], 1.0, 5.0, min_uses=3)
+    assert n == 4 and prices["full_seconds"] == 4 + 5.0 and prices["planned_seconds"] == 9.0
+    # eager (no capture cost): the share of the steps' seconds, and at least one step
+    assert mc.short_schedule_length([1.0] * 30, [("a",)] * 30, 1 / 3, 0.0)[0] == 10
+    assert mc.short_schedule_length([5.0, 1.0], [("a",), ("a",)], 0.1, 0.0)[0] == 1
+
+
+def _context(prepared, cfg, seed=0):
+    model = mc.copy.deepcopy(prepared.base_model).train()
+    return mc.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
+                         device=torch.device("cpu"), generator=torch.Generator().manual_seed(seed),
+                         device_generator=torch.Generator().manual_seed(seed))
+
+
+def _fake_costs(seconds_per_row=1e-3):
+    return mc.StepCosts(seconds={(r, w): r * w * seconds_per_row for r in (2, 4, 8, 16) for w in (8, 16, 24, 32, 40, 48)},
+                        graphed=False, capture_seconds=0.0, measure_seconds=0.0, warnings=[])
+
+
+@pytest.mark.parametrize("budget", [1 / 3, 1 / 2, 2 / 3])
+def test_short_schedule_trains_the_baselines_leading_steps_and_ends_its_schedule_inside(prepared, smoke_cfg, budget):
+    """short_schedule keeps the baseline's own plan (same seed: same batches, same order) cut to
+    the steps whose priced seconds fit the budget; no row repeats before every row was seen; its
+    warmup and cosine span the shortened run (lr 0 after its last step, warmup_ratio of its steps)."""
+    cfg = mc.replace_config(smoke_cfg, epochs=2, time_budget=budget)
+    full = mc.Baseline(_context(prepared, cfg))
+    ctx = _context(prepared, cfg)
+    ctx.step_costs = _fake_costs()
+    short = mc.ShortSchedule(ctx)
+    short.setup()
+    n = short.num_steps()
+    seconds = [ctx.step_costs.at(len(rows), w) for rows, w in full.plan]
+    assert sum(seconds[:n]) <= budget * sum(seconds) * (1 + 1e-9) < sum(seconds[:n + 1])
+    for (rows, width), (rows_full, width_full) in zip(short.plan, full.plan):
+        assert width == width_full and torch.equal(rows, rows_full)
+    seen = torch.cat([rows for rows, _ in short.plan])
+    first_epoch = len(prepared.train)
+    assert len(set(seen[:first_epoch].tolist())) == min(len(seen), first_epoch)  # each once before any twice
+    mc.build_optimization(ctx, short)
+    lrs = []
+    for _ in range(n):
+        lrs.append(ctx.optimizer.param_groups[-1]["lr"])
+        ctx.optimizer.step()  # no gradients: moves nothing, keeps the scheduler's order check quiet
+        ctx.scheduler.step()
+    warmup = int(cfg.warmup_ratio * n)
+    assert lrs[warmup] == pytest.approx(cfg.lr) and max(lrs) == pytest.approx(cfg.lr)
+    assert ctx.optimizer.param_groups[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # decayed inside the budget
+    assert short.telemetry()["short_schedule"]["steps"] == n
+
+
+def test_short_schedule_at_no_budget_is_the_full_baseline(prepared, smoke_cfg):
+    ctx = _context(prepared, smoke_cfg)
+    ctx.step_costs = _fake_costs()
+    short = mc.ShortSchedule(ctx)
+    short.setup()
+    assert short.num_steps() == mc.Baseline(_context(prepared, smoke_cfg)).num_steps()
+    assert mc.plan_time_budget("short_schedule", 0.5, smoke_cfg, {}).knobs == {}
+
+
+def test_a_short_schedule_run_takes_its_share_of_the_baselines_steps(prepared, smoke_cfg):
+    """End to end on the CPU: the run's steps follow its plan from the measured step costs, and
+    evaluation sees the trained model (the eval curve has the run's evaluations)."""
+    cfg = mc.replace_config(smoke_cfg, time_budget=0.5, eval_points=4)
+    record = mc.train_method("short_schedule", cfg, prepared, seed=1, progress=False)
+    plan = record["telemetry"]["short_schedule"]
+    assert record["steps"] == plan["steps"] and 0.3 * plan["full_steps"] <= plan["steps"] <= 0.7 * plan["full_steps"]
+    assert plan["planned_seconds"] <= plan["budget_seconds"]
+    assert len(record["eval_curve"]) == 4 and record["eval_curve"][-1]["step"] == plan["steps"]
+
+
+# --- the test split carved out of train --------------------------------------------------------------
+def test_test_holdout_carves_a_stratified_disjoint_test_split(tmp_path):
+    import pandas as pd
+
+    labels = np.repeat([0, 1, 2], [300, 150, 50])
+    texts = [f"row {i} class {c}" for i, c in enumerate(labels)]
+    pd.DataFrame({"text": texts, "label": labels}).to_parquet(tmp_path / "train.parquet")
+    pd.DataFrame({"text": texts[:30], "label": labels[:30]}).to_parquet(tmp_path / "validation.parquet")
+    cfg = mc.make_config("cpu-smoke", dataset=str(tmp_path), eval_split="validation", max_train_examples=0,
+                         test_holdout=100, label_noise=0.1)
+    bundle = mc.load_text_dataset(cfg)
+    assert len(bundle.test.texts) == 100 and len(bundle.train.texts) == 400
+    assert not set(bundle.test.texts) & set(bundle.train.texts)
+    assert np.bincount(bundle.test.labels).tolist() == [60, 30, 10]  # in proportion to the classes
+    assert all(t.endswith(f"class {y}") for t, y in zip(bundle.test.texts, bundle.test.labels))  # never flipped
+    assert len(bundle.flipped_rows) == 40  # label noise flips only the remaining train rows
+    again = mc.load_text_dataset(cfg)
+    assert again.test.texts == bundle.test.texts  # a fixed seed: the same rows for every run
+    with pytest.raises(mc.DataError, match="test_holdout"):
+        mc.load_text_dataset(mc.replace_config(cfg, test_split="validation"))
+    with pytest.raises(mc.DataError, match="test_holdout=500"):
+        mc.load_text_dataset(mc.replace_config(cfg, test_holdout=500))
+
+
+# --- one tuning rule ---------------------------------------------------------------------------------------
+def test_every_budgeted_method_picks_its_own_lr_by_one_rule(smoke_cfg, prepared, monkeypatch):
+    """lr_factors: each budgeted method runs at tune_budget on the first seed at the baseline's lr
+    times each factor and trains every budget with its most accurate lr; the baseline keeps the
+    sweep's. Training is replaced by a record whose accuracy peaks at a method-specific lr."""
+    best = {"baseline": 2e-3, "short_schedule": 4e-3, "uniform": 1e-3, "mclearn": 2e-3}
+    calls = []
+
+    def fake_train(method, cfg, prepared, seed, log_path=None, progress=True, budget=None):
+        calls.append((method, cfg.lr, cfg.time_budget, seed, cfg.study))
+        accuracy = 0.9 - abs(math.log2(cfg.lr / best[method])) / 10
+        return {**mc.run_identity(method, mc.config_for_method(cfg, method), prepared, seed, budget),
+                "graphed": False, "train_seconds": 1.0, "accuracy": accuracy, "test_accuracy": None,
+                "eval_curve": [], "examples_seen": 0, "examples_scored": 0}
+
+    monkeypatch.setattr(mc, "train_method", fake_train)
+    monkeypatch.setattr(mc, "measure_relative_costs", lambda prepared: {"forward_share": 0.3})
+    cfg = mc.replace_config(smoke_cfg, study="tune")
+    result = mc.run_budget_study(cfg, ["baseline", "short_schedule", "uniform", "mclearn"], (1 / 3, 1 / 2),
+                                 lrs=(1e-3, 2e-3, 4e-3), seeds=[42, 43], prepared=prepared, progress=False,
+                                 lr_factors=(0.5, 1, 2), tune_budget=0.5, method_seeds={"mclearn": 1})
+    assert result.lr == 2e-3 and result.method_lrs == best
+    tuning = [c for c in calls if c[4] == "tune-lr" and c[0] != "baseline"]
+    assert sorted((m, lr) for m, lr, *_ in tuning) == sorted((m, f * 2e-3) for m in ("mclearn", "short_schedule", "uniform")
+                                                             for f in (0.5, 1, 2))
+    assert all(budget == 0.5 and seed == 42 for _, _, budget, seed, _ in tuning)
+    for record in result.records:
+        assert record["config"]["lr"] == best[record["method"]]
+    labels = sorted((r["run_label"], r["seed"]) for r in result.records)
+    assert ("mclearn-b0.33", 42) in labels and ("mclearn-b0.33", 43) not in labels  # method_seeds
+    assert len(result.records) == 2 * (1 + 2 + 2) + 2
+    assert {r["run_label"] for r in result.tune_records} >= {"uniform-b0.50-lr1e-03", "short_schedule-b0.50-lr4e-03"}
+
+
+def test_budget_study_runs_take_each_methods_budgets_and_seeds():
+    runs = mc.budget_study_runs(["baseline", "short_schedule", "rho_loss", "vcas"], (1 / 3, 1 / 2), [1, 2, 3],
+                                method_budgets={"rho_loss": [0.5]}, method_seeds={"rho_loss": 2})
+    assert runs == [("baseline", 0.0, 1), ("short_schedule", 1 / 3, 1), ("short_schedule", 0.5, 1), ("rho_loss", 0.5, 1),
+                    ("vcas", 0.0, 1), ("baseline", 0.0, 2), ("short_schedule", 1 / 3, 2), ("short_schedule", 0.5, 2),
+                    ("rho_loss", 0.5, 2), ("vcas", 0.0, 2), ("baseline", 0.0, 3), ("short_schedule", 1 / 3, 3),
+                    ("short_schedule", 0.5, 3), ("vcas", 0.0, 3)]
+
+
+def test_best_lr_passes_over_diverged_runs():
+    runs = [{"accuracy": float("nan"), "config": {"lr": 4e-3}}, {"accuracy": 0.5, "config": {"lr": 1e-3}}]
+    assert mc.best_lr(runs) == 1e-3
+    with pytest.raises(ValueError, match="diverged"):
+        mc.best_lr(runs[:1])
+
+
+# --- paired differences, time to target, performance profile ---------------------------------------------
+def test_paired_difference_is_the_t_interval_of_the_per_seed_differences():
+    """Differences 1, 2, 3, 4, 5 (seeds 1-5): mean 3, sd sqrt(2.5) = 1.5811; t(0.975, 4) = 2.7764:
+    half-width 2.7764 x 1.5811 / sqrt(5) = 1.9632. Unpaired seeds and NaNs are left out."""
+    method = {1: 11.0, 2: 12.0, 3: 13.0, 4: 14.0, 5: 15.0, 6: 99.0, 7: float("nan")}
+    reference = {1: 10.0, 2: 10.0, 3: 10.0, 4: 10.0, 5: 10.0, 7: 10.0, 8: 0.0}
+    diff = mc.paired_difference(method, reference)
+    assert diff["n"] == 5 and diff["mean"] == pytest.approx(3.0)
+    assert diff["lo"] == pytest.approx(3 - 1.96324, abs=1e-4) and diff["hi"] == pytest.approx(3 + 1.96324, abs=1e-4)
+    one = mc.paired_difference({1: 2.0}, {1: 1.0})
+    assert one["n"] == 1 and math.isnan(one["lo"])
+
+
+def _record(method, budget, seed, accuracy, curve, test=None):
+    return {"method": method, "time_budget": budget, "seed": seed, "accuracy": accuracy, "test_accuracy": test,
+            "train_seconds": curve[-1][0] if curve else float("nan"),
+            "eval_curve": [{"train_seconds": t, "accuracy": a} for t, a in curve]}
+
+
+def test_time_to_target_takes_the_least_time_over_budgets_then_the_median_over_seeds():
+    """Baseline final accuracies 0.90, 0.92, 0.97: median 0.92 (mean 0.93), target 0.91 at 1 point. Seed by
+    seed the least seconds over each method's runs at any budget (short_schedule's include the
+    full baseline's); then the median over seeds; a seed that never gets there counts as inf."""
+    records = [
+        _record("baseline", 0.0, 1, 0.90, [(5, 0.85), (10, 0.90)]),  # never 0.91
+        _record("baseline", 0.0, 2, 0.92, [(5, 0.91), (10, 0.92)]),  # 5
+        _record("baseline", 0.0, 3, 0.97, [(5, 0.90), (10, 0.97)]),  # 10
+        _record("short_schedule", 0.5, 1, 0.91, [(2, 0.80), (4, 0.91)]),  # 4 -> seed 1: 4
+        _record("short_schedule", 0.5, 3, 0.90, [(5, 0.90)]),  # never -> seed 3: 10 (baseline)
+        _record("uniform", 1 / 3, 1, 0.92, [(1, 0.91), (3, 0.92)]),  # 1
+        _record("uniform", 0.5, 1, 0.92, [(2, 0.93)]),  # 2: the least over budgets is 1
+        _record("uniform", 1 / 3, 2, 0.80, [(3, 0.80)]),  # never
+        _record("uniform", 1 / 3, 3, 0.80, [(3, 0.80)]),  # never
+    ]
+    table = mc.time_to_target(records, drop_pt=1.0).set_index("method")
+    assert table.loc["short_schedule", "target (%)"] == 91.0
+    assert table.loc["short_schedule", "median_seconds"] == 5.0  # median of 4, 5, 10
+    assert table.loc["short_schedule", "seeds reached"] == "3/3"
+    assert math.isinf(table.loc["uniform", "median_seconds"])  # median of 1, inf, inf
+    assert table.loc["uniform", "seconds"] == "never" and table.loc["uniform", "seeds reached"] == "1/3"
+    half = mc.time_to_target(records[:3] + records[5:6], drop_pt=0.5).set_index("method")  # target 0.915
+    assert half.loc["short_schedule", "median_seconds"] == 10.0  # seeds: never, 10, 10
+    assert half.loc["uniform", "median_seconds"] == 3.0
+    assert half.loc["uniform", "speed-up vs short_schedule"] == "3.33x"
+
+
+def test_equal_time_table_pairs_each_method_with_the_short_schedule_at_its_budget():
+    ref = [91.0, 92.0, 93.0]
+    records = [_record("baseline", 0.0, s, 0.95, [(10, 0.95)], test=0.95) for s in (1, 2, 3)]
+    records += [_record("short_schedule", 0.5, s, 0.0, [(5, 0.9)], test=a / 100) for s, a in zip((1, 2, 3), ref)]
+    records += [_record("uniform", 0.5, s, 0.0, [(5, 0.9)], test=(a + d) / 100) for s, a, d in zip((1, 2, 3), ref, (1, 2, 3))]
+    records += [_record("infobatch", 0.5, s, 0.0, [(6, 0.9)], test=(a + d) / 100) for s, a, d in zip((1, 2, 3), ref, (-1, 0, 1.5))]
+    table = mc.equal_time_table(records).set_index(["budget", "method"])
+    uniform = table.loc[("1/2", "uniform")]
+    # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.3027: half-width 4.3027 / sqrt(3) = 2.4841
+    assert uniform["vs short_schedule (pt)"] == "+2.00" and uniform["95% interval"] == "[-0.48, +4.48]"
+    assert uniform["verdict"] == "tie" and uniform["accuracy (%)"] == "94.00 ± 2.00"  # 92, 94, 96
+    assert table.loc[("1/2", "infobatch"), "verdict"] == "tie"
+    assert table.loc[("1/2", "uniform"), "s / full"] == "0.50" and table.loc[("1/2", "infobatch"), "s / full"] == "0.60"
+    assert table.loc[("1 (full)", "short_schedule"), "accuracy (%)"] == "95.00 ± 0.00"
+    better = records[:6] + [_record("uniform", 0.5, s, 0.0, [(5, 0.9)], test=(a + d) / 100)
+                            for s, a, d in zip((1, 2, 3), ref, (2.0, 2.1, 1.9))]
+    assert mc.equal_time_table(better).set_index("method").loc["uniform", "verdict"] == "better"
+
+
+def test_performance_profile_counts_studies_within_tau_of_the_fastest():
+    times = {"a": {"short_schedule": 10.0, "mclearn": 5.0, "uniform": math.inf},
+             "b": {"short_schedule": 4.0, "mclearn": 6.0, "uniform": 4.4},
+             "c": {"short_schedule": math.inf, "mclearn": math.inf, "uniform": math.inf}}
+    profile = mc.performance_profile(times, [1.0, 1.1, 1.5, 2.0])
+    assert profile.loc["short_schedule"].tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 2 / 3])
+    assert profile.loc["mclearn"].tolist() == pytest.approx([1 / 3, 1 / 3, 2 / 3, 2 / 3])
+    assert profile.loc["uniform"].tolist() == pytest.approx([0, 1 / 3, 1 / 3, 1 / 3])
+    assert list(profile.index)[0] == "short_schedule"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
+def test_cuda_graphed_scoring_gives_the_eager_losses(prepared, smoke_cfg):
+    """On CUDA the scoring peers' no-grad forward replays a CUDA graph per (rows, width); in eval mode
+    (no dropout, fp32) its losses must equal an eager forward's for every shape and order (1e-5)."""
+    device = torch.device("cuda")
+    cfg = mc.replace_config(smoke_cfg, device="cuda", precision="fp32", cuda_graphs=True, pad_multiple=32)
+    train = prepared.train.to(device)
+    model = mc.copy.deepcopy(prepared.base_model).to(device).eval()
+    ctx = mc.RunContext(cfg=cfg, model=model, train=train, eval=train, num_labels=4, device=device,
+                        generator=torch.Generator().manual_seed(0), device_generator=torch.Generator(device=device).manual_seed(0))
+    method = mc.SelectiveBackprop(ctx)
+    mc.build_optimization(ctx, method)
+    gen = torch.Generator().manual_seed(1)
+    for rows in [16, 16, 48, 16, 48, 16, 48, 48, 16, 16]:
+        idx = torch.randperm(len(train), generator=gen)[:rows]
+        graphed = method.score(train, idx)
+        with torch.no_grad():
+            batch = mc.make_batch(train, idx, mc.batch_width(train, idx, cfg.pad_multiple))
+            eager = ctx.per_example_loss(ctx.forward(batch), batch["labels"])
+        assert torch.allclose(graphed, eager, atol=1e-5), (graphed - eager).abs().max()
+    assert method.telemetry()["scoring_graphed"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
+def test_cuda_short_schedule_run_is_graphed(prepared, smoke_cfg):
+    cfg = mc.replace_config(smoke_cfg, device="cuda", precision="bf16", cuda_graphs=True, pad_multiple=32,
+                            epochs=3, time_budget=0.5)
+    record = mc.train_method("short_schedule", cfg, mc.prepare(cfg), seed=1, progress=False)
+    assert record["graphed"] and record["telemetry"]["cuda_graphs"] >= 1
