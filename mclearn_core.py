@@ -4427,6 +4427,8 @@ class BudgetStudy:
     relative_costs: dict[str, Any] | None = None
     method_lrs: dict[str, float] = dataclasses.field(default_factory=dict)  # the lr each method trained with
     tune_records: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the methods' own lr runs
+    wall_seconds: float = 0.0  # the study's wall-clock in this process (prepare included)
+    train_seconds: float = 0.0  # the sum of its runs' train seconds
 
 
 def lr_run_label(lr: float, base: str = "baseline") -> str:
@@ -4467,6 +4469,7 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     seeds = list(seeds if seeds is not None else cfg.seeds)
     if not seeds:
         raise ValueError("A budget study needs at least one seed: set seeds=, e.g. seeds=[42, 43, 44].")
+    started = time.perf_counter()
     # -- phase 1: data and model, once -------------------------------------------------------------
     prepared = prepared or prepare(cfg)
     save_flipped_rows(cfg, prepared)
@@ -4511,8 +4514,13 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
         run_cfg = with_explicit(tuned, lr=method_lrs[method], time_budget=budget_plan.time_budget, **budget_plan.knobs)
         records.append(run_once(run_cfg, method, seed, prepared, run_label(method, budget_plan.time_budget), budget_plan,
                                 progress, extra={"relative_costs": costs}, keep_diverged=True))
+    wall = time.perf_counter() - started
+    trained = sum(r["train_seconds"] for r in [*lr_records, *tune_records, *records] if math.isfinite(r["train_seconds"]))
+    if progress:
+        print(f"study wall-clock {wall:.0f} s for {trained:.0f} s of training ({wall / max(trained, 1e-9):.2f}x; runs "
+              f"read back from earlier count as training, not as wall-clock)", flush=True)
     return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs,
-                       method_lrs=method_lrs, tune_records=tune_records)
+                       method_lrs=method_lrs, tune_records=tune_records, wall_seconds=wall, train_seconds=trained)
 
 
 def load_runs(results_dir: str | Path, study: str | None = None) -> list[dict[str, Any]]:
