@@ -4518,9 +4518,8 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
                                 progress, extra={"relative_costs": costs}, keep_diverged=True))
     wall = time.perf_counter() - started
     trained = sum(r["train_seconds"] for r in [*lr_records, *tune_records, *records] if math.isfinite(r["train_seconds"]))
-    if progress:
-        print(f"study wall-clock {wall:.0f} s for {trained:.0f} s of training ({wall / max(trained, 1e-9):.2f}x; runs "
-              f"read back from earlier count as training, not as wall-clock)", flush=True)
+    print(f"study wall-clock {wall:.0f} s for {trained:.0f} s of training ({wall / max(trained, 1e-9):.2f}x; runs "
+          f"read back from earlier count as training, not as wall-clock)", flush=True)  # also without progress bars
     return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs,
                        method_lrs=method_lrs, tune_records=tune_records, wall_seconds=wall, train_seconds=trained)
 
