@@ -3835,16 +3835,51 @@ def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
     return None
 
 
-RUN_KEY_FIELDS = ("preset", "model_name", "dataset", "max_train_examples", "max_eval_examples", "epochs",
-                  "batch_size", "max_length", "precision", "lr", "label_noise", "time_budget")
+# Config keys that do not change what a run trains, so a stored run is reused whatever their value:
+# where it is stored and under which study, the seeds a sweep runs (each run has its own seed), the
+# keys the caller set (their values are compared) and the device setting ("auto" and "cuda" are one
+# GPU; the device a run used is in its record). log_every is compared: each log reads the loss back
+# from the device, which on a GPU is a sync the train seconds include.
+RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device")
+# Every other Config key is compared (one added later too), except for methods that never read it:
+# the keys below are read only by the methods named with them, so changing, say, budget_ratio keeps
+# the stored baseline (tests/test_results.py records which keys each method reads to check this).
+METHOD_OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("mclearn", "mclearn-paper"): (
+        "score_layer", "score_max_length", "head_lr", "distill_gamma", "distill_temperature", "kappa_schedule",
+        "tau_init", "tau_bounds", "rank_guard", "rho_init", "rho_bounds", "ess_target", "class_weight_bounds",
+        "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "q_bounds",
+        "budget_ratio", "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple"),
+    ("uniform",): ("uniform_fraction", "uniform_match"),
+    ("selective_backprop", "rho_loss"): ("candidate_share",),
+    ("selective_backprop",): ("sb_beta", "sb_history"),
+    ("rho_loss",): ("rho_holdout", "rho_candidate_mult", "rho_select_fraction", "rho_il_epochs"),
+    ("infobatch",): ("infobatch_prune", "infobatch_anneal"),
+    ("vcas",): ("vcas_tau_act", "vcas_tau_weight", "vcas_every", "vcas_repeats", "vcas_min_ratio"),
+}
+RUN_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in RUN_BOOKKEEPING_FIELDS)
+
+
+def run_key_fields(method: str) -> tuple[str, ...]:
+    """Return the Config keys a stored run of `method` must match to be reused: RUN_KEY_FIELDS less
+    the keys only other methods read (METHOD_OWN_FIELDS)."""
+    others = {key for methods, keys in METHOD_OWN_FIELDS.items() if method not in methods for key in keys}
+    return tuple(key for key in RUN_KEY_FIELDS if key not in others)
 
 
 def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None:
-    """Return which key settings of a stored run differ from what `cfg` would train, or None."""
+    """Return which settings of a stored run differ from what `cfg` would train (with their stored
+    and wanted values), or None. Compared: run_key_fields(method). A key absent from an old file's
+    config is no difference (the file predates it), nor is a knob its budget plan set (the run's
+    `knobs`: planned from measured costs for its time_budget, which is compared)."""
     want = portable_config(config_for_method(cfg, method))
     have = {k: portable_path(v) for k, v in record.get("config", {}).items()}
-    diff = [k for k in RUN_KEY_FIELDS if k in have and want[k] != have[k]]
-    return f"{', '.join(diff)} differ" if diff else None
+    planned = set(record.get("knobs") or {})
+    diff = [k for k in run_key_fields(method) if k in have and k not in planned and want[k] != have[k]]
+    if not diff:
+        return None
+    values = "; ".join(f"{k} {have[k]!r} stored, {want[k]!r} now" for k in diff[:3])
+    return f"{', '.join(diff)} differ: {values}{' ...' if len(diff) > 3 else ''}"
 
 
 def read_finished_run(path: Path, cfg: Config, method: str) -> dict[str, Any] | None:
@@ -3890,16 +3925,16 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
     for seed in seeds:
         for method in methods:
             path = run_path(cfg.results_dir, cfg.study, method, seed)
-            record = read_finished_run(path, cfg, method)
+            run_cfg = cfg  # uniform's share, when matched, is read from this sweep's finished runs
+            if method == "uniform" and cfg.uniform_fraction is None:
+                run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed))
+            record = read_finished_run(path, run_cfg, method)
             if record is not None:
                 records.append(record)
                 continue
             prepared = prepared or prepare(cfg)
             log_path = path.with_suffix(".jsonl")
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            run_cfg = cfg
-            if method == "uniform" and cfg.uniform_fraction is None:
-                run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed))
             record = train_method(method, run_cfg, prepared, seed, log_path=log_path, progress=progress)
             write_json_atomic(path, record)
             records.append(record)
