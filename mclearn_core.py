@@ -304,6 +304,168 @@ def study_name(base: str, preset: str) -> str:
     return f"{base}-{detect_preset() if preset == 'auto' else preset}"
 
 
+class ConfigError(ValueError):
+    """A config value that cannot run; the message names the key and a value that can."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric Config key may take: from `lo` to `hi` (None: no bound; an end is
+    excluded when `lo_open`/`hi_open`), or one of `also` (e.g. 0 for "no limit"). For a tuple key
+    the range holds for each value; `empty_ok` allows an empty tuple."""
+
+    lo: float | None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    also: tuple[Any, ...] = ()
+    empty_ok: bool = False
+
+    def holds(self, value: Any) -> bool:
+        """Return whether `value` (one number) is in the range."""
+        if value in self.also:
+            return True
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return False
+        above = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
+        below = self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+        return above and below
+
+    def text(self) -> str:
+        """Return the range in words, e.g. "in (0, 1]", ">= 1", "0 or >= 16"."""
+        lo, hi = (None if v is None else str(int(v)) if float(v).is_integer() else f"{v:g}" for v in (self.lo, self.hi))
+        if lo is not None and hi is not None:
+            span = f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        elif lo is not None:
+            span = f"{'>' if self.lo_open else '>='} {lo}"
+        else:
+            span = f"{'<' if self.hi_open else '<='} {hi}"
+        return " or ".join([*map(str, self.also), span])
+
+
+SHARE, POSITIVE, NON_NEGATIVE, AT_LEAST_ONE = Range(0, 1), Range(0, lo_open=True), Range(0), Range(1)
+SEED_RANGE = Range(0, 2**32 - 1)  # what numpy's seed accepts
+MIN_EXAMPLES = 16  # the smallest example limit: fewer rows cannot train or measure a classifier
+# The range of every numeric Config key (tests/test_config.py checks that none lacks one).
+CONFIG_RANGES: dict[str, Range] = {
+    "max_train_examples": Range(MIN_EXAMPLES, also=(None, 0)), "max_eval_examples": Range(MIN_EXAMPLES, also=(None, 0)),
+    "max_length": Range(4), "label_noise": Range(0, 1, hi_open=True), "label_noise_seed": SEED_RANGE,
+    "epochs": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE, "grad_accum_steps": AT_LEAST_ONE, "lr": POSITIVE,
+    "encoder_lr_mult": NON_NEGATIVE, "layer_decay": Range(0, 1, lo_open=True), "weight_decay": SHARE,
+    "warmup_ratio": SHARE, "grad_clip": NON_NEGATIVE, "label_smoothing": Range(0, 1, hi_open=True),
+    "graph_warmup_steps": NON_NEGATIVE, "bucket_mult": AT_LEAST_ONE, "pad_multiple": AT_LEAST_ONE,
+    "row_multiple": AT_LEAST_ONE, "eval_points": AT_LEAST_ONE, "eval_batch_size": AT_LEAST_ONE,
+    "log_every": AT_LEAST_ONE, "seeds": SEED_RANGE,
+    "tiny_vocab_size": Range(16), "tiny_dim": AT_LEAST_ONE, "tiny_layers": AT_LEAST_ONE, "tiny_heads": AT_LEAST_ONE,
+    "tiny_hidden_dim": AT_LEAST_ONE,
+    "score_layer": NON_NEGATIVE, "score_max_length": Range(2), "head_lr": POSITIVE, "distill_gamma": NON_NEGATIVE,
+    "distill_temperature": POSITIVE, "kappa_schedule": Range(0, 1, lo_open=True), "tau_init": POSITIVE,
+    "tau_bounds": POSITIVE, "rank_guard": Range(-1, 1), "rho_init": SHARE, "rho_bounds": SHARE,
+    "ess_target": Range(0, 1, lo_open=True), "class_weight_bounds": POSITIVE, "class_weight_lr": NON_NEGATIVE,
+    "w_clip": NON_NEGATIVE, "refresh_every": AT_LEAST_ONE, "refresh_bounds": AT_LEAST_ONE,
+    "min_pool_mult": NON_NEGATIVE, "replay_max": AT_LEAST_ONE, "q_bounds": Range(0, 1, lo_open=True),
+    "budget_ratio": Range(0, 1, lo_open=True), "full_rows": NON_NEGATIVE, "full_prob": Range(0, 1, lo_open=True),
+    "cost_ema": Range(0, 1, hi_open=True), "unfreeze_schedule": Range(0, 1, empty_ok=True),
+    "uniform_fraction": Range(0, 1, lo_open=True, also=(None,)), "sb_beta": NON_NEGATIVE,
+    "candidate_share": Range(0, 1, lo_open=True), "sb_history": AT_LEAST_ONE, "rho_holdout": Range(0, 1, True, True),
+    "rho_candidate_mult": AT_LEAST_ONE, "rho_select_fraction": Range(0, 1, lo_open=True), "rho_il_epochs": AT_LEAST_ONE,
+    "infobatch_prune": Range(0, 1, hi_open=True), "infobatch_anneal": SHARE, "vcas_tau_act": NON_NEGATIVE,
+    "vcas_tau_weight": NON_NEGATIVE, "vcas_every": AT_LEAST_ONE, "vcas_repeats": AT_LEAST_ONE,
+    "vcas_min_ratio": Range(0, 1, lo_open=True), "time_budget": SHARE,
+}
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def numeric_fields() -> list[str]:
+    """Return the Config keys that hold numbers (int, float, or tuples of them; bools excluded)."""
+    def numeric(kind: str) -> bool:
+        kind = kind.removesuffix(" | None")
+        return kind in ("int", "float") or kind.startswith(("tuple[int", "tuple[float"))
+
+    return [f.name for f in dataclasses.fields(Config) if numeric(str(f.type))]
+
+
+def _config_text(value: Any) -> str:
+    """Return a Config value as --set writes it (tuples comma-separated)."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def check_range(key: str, value: Any) -> None:
+    """Raise ConfigError naming `key`, its range and a valid example when `value` is outside
+    CONFIG_RANGES[key] (for a tuple: empty where it may not be, a value outside, or a (lo, hi)
+    pair whose lo exceeds its hi)."""
+    rule, default = CONFIG_RANGES[key], getattr(Config(), key)
+    example = f"e.g. {key}={_config_text(default)}"
+    if isinstance(value, tuple):
+        if not value and not rule.empty_ok:
+            raise ConfigError(f"{key} is empty: give at least one value, each {rule.text()}, {example}")
+        bad = [v for v in value if not rule.holds(v)]
+        if bad:
+            raise ConfigError(f"{key}={_config_text(value)} has {_config_text(tuple(bad))} out of range: each value "
+                              f"must be {rule.text()}, {example}")
+        if str(Config.__dataclass_fields__[key].type).count(",") == 1 and len(value) == 2 and value[0] > value[1]:
+            raise ConfigError(f"{key}={_config_text(value)} is a (low, high) pair with low above high, {example}")
+    elif not rule.holds(value):
+        raise ConfigError(f"{key}={value} is out of range: {key} must be {rule.text()}, {example}")
+
+
+def _names_a_local_path(name: str) -> bool:
+    """Return whether `name` can only be a local path, not a hub name: it starts with '/', '~' or
+    '.', holds a backslash or './', or its parent folder exists here."""
+    path = Path(name).expanduser()
+    return name.startswith(("/", "~", ".")) or "\\" in name or "./" in name or \
+        (path.parent != Path(".") and path.parent.is_dir())
+
+
+def check_paths(cfg: Config) -> None:
+    """Raise ConfigError when a path in `cfg` is not what it must be: study one folder name inside
+    results_dir/runs, results_dir a folder (or not yet there), dataset a folder of split files or
+    a hub name, model_name a model folder (with config.json), a hub name or "tiny"."""
+    study = cfg.study
+    if not study or study in (".", "..") or any(c in study for c in "/\\\0") or study != study.strip():
+        raise ConfigError(f"study={study!r} must be one folder name inside results_dir/runs (no '/', '\\' or "
+                          f"'..'), e.g. study=my-study")
+    results = Path(cfg.results_dir).expanduser()
+    if results.exists() and not results.is_dir():
+        raise ConfigError(f"results_dir={cfg.results_dir!r} is a file: set results_dir= (--results-dir) to a folder")
+    data = Path(local_copy(cfg.dataset)).expanduser()
+    if data.is_file():
+        raise ConfigError(f"dataset={cfg.dataset!r} is a file: set dataset= (--dataset) to the folder that holds "
+                          f"it ({data.parent}), whose files are named by split ({cfg.train_split}.csv or "
+                          f"{cfg.train_split}.parquet, {cfg.eval_split}.csv ...)")
+    if not data.is_dir() and _names_a_local_path(cfg.dataset):
+        raise ConfigError(f"Dataset folder {cfg.dataset!r} does not exist: set dataset= (--dataset) to an existing "
+                          f"folder or a hub name such as 'ag_news'")
+    if cfg.model_name != TINY_MODEL:
+        model = Path(local_copy(cfg.model_name)).expanduser()
+        fix = ("set model_name= (--model) to a folder holding config.json, the weights and the tokenizer files, "
+               "a hub name, or 'tiny'")
+        if model.is_file():
+            raise ConfigError(f"model_name={cfg.model_name!r} is a file: {fix}")
+        if model.is_dir() and not (model / "config.json").is_file():
+            raise ConfigError(f"Model folder {cfg.model_name!r} has no config.json: {fix}")
+        if not model.is_dir() and _names_a_local_path(cfg.model_name):
+            raise ConfigError(f"Model folder {cfg.model_name!r} does not exist: {fix}")
+
+
+def validate_config(cfg: Config, seeds: Sequence[int] | None = None) -> Config:
+    """Return `cfg` after checking it can run, before anything loads or trains: every numeric key
+    in its CONFIG_RANGES, a non-empty seed list (cfg.seeds, and `seeds` when given), precision, the
+    tiny model's width against its heads, and its paths (check_paths). Raises ConfigError, one line
+    naming the key and a valid value."""
+    for key in numeric_fields():
+        check_range(key, getattr(cfg, key))
+    if seeds is not None:
+        check_range("seeds", tuple(seeds))
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}: e.g. precision=fp32")
+    if cfg.model_name == TINY_MODEL and cfg.tiny_dim % cfg.tiny_heads:
+        raise ConfigError(f"tiny_dim={cfg.tiny_dim} is not a multiple of tiny_heads={cfg.tiny_heads}: set "
+                          f"tiny_heads= to a divisor of it, e.g. tiny_heads=2")
+    check_paths(cfg)
+    return cfg
+
+
 def config_for_method(cfg: Config, method: str) -> Config:
     """Return `cfg` with the method's preset changes (e.g. "mclearn-paper") applied."""
     changes = dict(METHOD_PRESETS.get(method, {}))
@@ -415,10 +577,25 @@ def _load_local(folder: Path, cfg: Config) -> tuple[Any, Any, Any, list[str] | N
     names = None
     labels_file = folder / "labels.json"
     if labels_file.exists():
-        names = json.loads(labels_file.read_text())
+        names = read_label_names(labels_file)
     else:
         names = KNOWN_LABEL_NAMES.get(folder.name)
     return _read_frames(train_files), chosen[1], test_frame, names, f"local:{folder}"
+
+
+def read_label_names(path: Path) -> list[str]:
+    """Return the class names in a labels.json file (a JSON list, class id i named by item i);
+    raise DataError naming the file when it is not one."""
+    fix = 'write the class names as a JSON list, e.g. ["World", "Sports"], or delete it to name the classes 0..C-1'
+    try:
+        names = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON ({err.msg}: line {err.lineno} column {err.colno}): {fix}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} cannot be read ({err}): {fix}") from None
+    if not isinstance(names, list) or not names:
+        raise DataError(f"{path} holds {type(names).__name__} {str(names)[:40]!r}, not a list of class names: {fix}")
+    return [str(n) for n in names]
 
 
 _OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -499,6 +676,11 @@ def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, Any, list[str] | None, 
     return frames[0], frames[1], frames[2], names, f"hub:{name}"
 
 
+def _rows_text(rows: np.ndarray) -> str:
+    """Return the first row numbers of `rows` as text: "rows 3, 8, 9 ..."."""
+    return "rows " + ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
+
+
 def _frame_to_split(frame, cfg: Config, which: str, limit: int | None) -> TextSplit:
     for column, knob in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
         if column not in frame.columns:
@@ -507,6 +689,17 @@ def _frame_to_split(frame, cfg: Config, which: str, limit: int | None) -> TextSp
     if len(frame) == 0:
         raise DataError(f"The {which} split is empty. Point dataset= at data with rows, or "
                         f"choose another {which}_split=.")
+    missing = frame[cfg.text_column].isna().to_numpy()
+    empty = ~missing & (frame[cfg.text_column].astype(str).str.strip() == "").to_numpy()
+    if missing.any() or empty.any():
+        raise DataError(f"The {which} split has {int(missing.sum())} missing and {int(empty.sum())} empty texts of "
+                        f"{len(frame)} in column {cfg.text_column!r} ({_rows_text(np.flatnonzero(missing | empty))}): "
+                        f"drop or fill those rows, or set text_column= to the column that holds the text.")
+    unlabeled = frame[cfg.label_column].isna().to_numpy()
+    if unlabeled.any():
+        raise DataError(f"The {which} split has {int(unlabeled.sum())} missing labels (NaN/None) of {len(frame)} in "
+                        f"column {cfg.label_column!r} ({_rows_text(np.flatnonzero(unlabeled))}): drop those rows "
+                        f"or give them class ids 0..C-1 (label_column= names the column).")
     labels = frame[cfg.label_column].to_numpy()
     if labels.dtype.kind not in "iu":
         raise DataError(f"Column {cfg.label_column!r} of the {which} split must hold integer class "
@@ -558,8 +751,7 @@ def load_text_dataset(cfg: Config) -> DataBundle:
     folder = Path(local_copy(cfg.dataset)).expanduser()
     if folder.is_dir():
         train_frame, eval_frame, test_frame, names, source = _load_local(folder, cfg)
-    elif any(sep in cfg.dataset for sep in ("\\", "./")) or cfg.dataset.startswith(("/", "~")) or \
-            (folder.parent != Path(".") and folder.parent.is_dir()):
+    elif _names_a_local_path(cfg.dataset):
         raise DataError(f"Dataset folder {cfg.dataset!r} does not exist. Set dataset= to an "
                         f"existing folder or a hub name such as 'ag_news'.")
     else:
@@ -572,7 +764,17 @@ def load_text_dataset(cfg: Config) -> DataBundle:
     if cfg.label_noise:
         labels, flipped = flip_labels(train.labels, cfg.label_noise, len(names), cfg.label_noise_seed)
         train = TextSplit(train.texts, labels)
-    return DataBundle(train=train, eval=evaluation, label_names=names, source=source, test=test, flipped_rows=flipped)
+    return validate_data(DataBundle(train=train, eval=evaluation, label_names=names, source=source, test=test,
+                                    flipped_rows=flipped))
+
+
+def validate_data(bundle: DataBundle) -> DataBundle:
+    """Return `bundle` after checking it can train a classifier (check_labels: at least two classes
+    in its train split, a name for each label, no eval or test class the train split lacks).
+    Missing or empty texts and missing labels are refused as the splits are read (_frame_to_split).
+    Raises DataError."""
+    check_labels(bundle.train, bundle.eval, bundle.label_names, bundle.source, bundle.test)
+    return bundle
 
 
 def flip_labels(labels: np.ndarray, share: float, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -595,9 +797,15 @@ def check_labels(train: TextSplit, evaluation: TextSplit, names: Sequence[str] |
                  test: TextSplit | None = None) -> list[str]:
     """Return the class names (given, or "0".."C-1") after checking every split's labels against them.
 
-    Raises DataError naming the split and its offending values when a label has no name (labels.json
-    or the hub's names) or, without names, when the eval (or test) split has classes the train split lacks.
+    Raises DataError naming the split and its offending values when the train split has fewer than
+    two classes, a label has no name (labels.json or the hub's names) or, without names, when the
+    eval (or test) split has classes the train split lacks.
     """
+    classes, counts = np.unique(train.labels, return_counts=True)
+    if len(classes) < 2:
+        raise DataError(f"The train split of {source} has one class (label {int(classes[0])}, {int(counts[0])} "
+                        f"rows): a classifier needs at least two. Point dataset= at data with several classes "
+                        f"(or raise max_train_examples=).")
     held_out = [("eval", evaluation)] + ([("test", test)] if test is not None else [])
     def offending(values: np.ndarray) -> str:
         shown = sorted(int(v) for v in values)
@@ -1724,9 +1932,11 @@ class Prepared:
 
 
 def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
-    """Load data and model once, tokenize, move the tensors to the device and, on CUDA, warm the
-    device up (see warm_up_device); return Prepared."""
-    bundle = bundle or load_text_dataset(cfg)
+    """Check the config (validate_config) and the data (validate_data), load data and model once,
+    tokenize, move the tensors to the device and, on CUDA, warm the device up (see warm_up_device);
+    return Prepared."""
+    validate_config(cfg)
+    bundle = validate_data(bundle) if bundle else load_text_dataset(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg, len(bundle.label_names), bundle.train.texts)
     device = resolve_device(cfg)
     train = encode_split(bundle.train, tokenizer, cfg.max_length).to(device)
@@ -3916,6 +4126,7 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
     Each run is written atomically as soon as it ends, so an interrupted sweep resumes where it
     stopped and loses no finished run.
     """
+    validate_config(cfg, seeds)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
@@ -4136,6 +4347,7 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     peers' knobs are planned with (measure_relative_costs); (4) per seed, the tuned baseline,
     then each other method at each share of `time_budgets` through its own knob
     (plan_time_budget), or once at its defaults when it has no wall-clock knob."""
+    validate_config(cfg, seeds)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
@@ -4604,6 +4816,7 @@ def _run_command_line(args) -> None:
         # make_config reads None as "the preset's value"; on the command line "none" means None
         nones = sorted(k for k, v in overrides.items() if v is None)
         cfg = replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *nones})), **dict.fromkeys(nones))
+        validate_config(cfg, args.seeds)
     except ValueError as err:
         raise UsageError(str(err)) from err
     run_sweep(cfg, args.methods, args.seeds)

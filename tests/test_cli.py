@@ -40,6 +40,72 @@ def test_bad_set_values_exit_2_with_one_line(capsys, tmp_path, items, message):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "epochs=0"], "error: epochs=0 is out of range: epochs must be >= 1, e.g. epochs=1"),
+    (["--set", "batch_size=-4"], "error: batch_size=-4 is out of range: batch_size must be >= 1"),
+    (["--set", "batch_size=0"], "error: batch_size=0 is out of range"),
+    (["--set", "seeds=[]"], "error: seeds is empty: give at least one value"),
+    (["--set", "budget_ratio=1.5"], "error: budget_ratio=1.5 is out of range: budget_ratio must be in (0, 1]"),
+    (["--set", "eval_points=0"], "error: eval_points=0 is out of range"),
+    (["--set", "grad_accum_steps=0"], "error: grad_accum_steps=0 is out of range"),
+    (["--set", "max_train_examples=2"], "error: max_train_examples=2 is out of range"),
+    (["--set", "max_length=0"], "error: max_length=0 is out of range"),
+    (["--set", "pad_multiple=0"], "error: pad_multiple=0 is out of range"),
+    (["--study", "../../x"], "error: study='../../x' must be one folder name inside results_dir/runs"),
+    (["--model", "./no/such/model"], "error: Model folder './no/such/model' does not exist: set model_name= (--model)"),
+])
+def test_degenerate_settings_exit_2_before_anything_runs(capsys, tmp_path, argv, message):
+    code, lines, _ = run_cli(capsys, "--preset", "cpu-smoke", "--results-dir", str(tmp_path), *argv)
+    assert code == 2
+    assert_one_error(lines, message)
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_a_file_where_a_folder_belongs_exits_2_naming_it(capsys, tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text("text,label\na,0\n")
+    code, lines, _ = run_cli(capsys, *TINY, "--dataset", str(data), "--results-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert_one_error(lines, f"error: dataset='{data}' is a file: set dataset= (--dataset) to the folder that holds it")
+    code, lines, _ = run_cli(capsys, *TINY, "--model", str(data), "--results-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert_one_error(lines, f"error: model_name='{data}' is a file: set model_name= (--model) to a folder holding "
+                            f"config.json, the weights and the tokenizer files, a hub name, or 'tiny'")
+
+
+def _write_split(folder, name, texts, labels):
+    folder.mkdir(exist_ok=True)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(folder / f"{name}.csv", index=False)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing texts", "error: The train split has 2 missing and 0 empty texts of 40 in column 'text' (rows 3, 7)"),
+    ("empty texts", "error: The train split has 0 missing and 40 empty texts of 40 in column 'text'"),
+    ("missing labels", "error: The train split has 1 missing labels (NaN/None) of 40 in column 'label' (rows 5)"),
+    ("one class", "has one class (label 1, 40 rows): a classifier needs at least two"),
+    ("bad labels.json", "labels.json is not valid JSON (Expecting value: line 2 column 1): write the class names"),
+])
+def test_degenerate_data_exits_1_naming_the_column_or_file(capsys, tmp_path, case, message):
+    data = tmp_path / "data"
+    texts, labels = [f"text number {i}" for i in range(40)], [i % 2 for i in range(40)]
+    if case == "missing texts":
+        texts[3] = texts[7] = None
+    if case == "empty texts":
+        texts = ["  "] * 40  # (an empty CSV field reads as missing)
+    if case == "missing labels":
+        labels[5] = None
+    if case == "one class":
+        labels = [1] * 40
+    _write_split(data, "train", texts, labels)
+    _write_split(data, "test", [f"eval {i}" for i in range(8)], [i % 2 for i in range(8)])
+    if case == "bad labels.json":
+        (data / "labels.json").write_text('["neg", "pos",\n')
+    code, lines, _ = run_cli(capsys, *TINY, "--dataset", str(data), "--results-dir", str(tmp_path / "r"))
+    assert code == 1
+    assert_one_error(lines, message)
+    assert not list((tmp_path / "r").glob("runs/*/*.json"))
+
+
 def test_bad_choices_exit_2_with_one_line(capsys, tmp_path):
     code, lines, _ = run_cli(capsys, "--preset", "cpu-smoke", "--methods", "nope")
     assert code == 2
