@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import functools
 import gc
+import inspect
 import io
 import json
 import math
@@ -1653,6 +1654,10 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     method = METHODS[method_name](ctx)
     if getattr(method, "priced", False):
         ctx.step_costs = prepared_step_costs(prepared)
+    load = host_load()  # untimed: other processes competing for the cores make the seconds incomparable
+    warnings = [w for w in [host_load_warning(load)] if w]
+    for warning in warnings:
+        print(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr, flush=True)
     _sync(device)
     t_setup = time.perf_counter()
     method.setup()
@@ -1717,9 +1722,10 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
                 t0 = time.perf_counter()
     final = evaluate(method.eval_model(), prepared.eval, cfg, device)
     test = None if prepared.test is None else evaluate(method.eval_model(), prepared.test, cfg, device)
-    warnings = [w for w in [chance_warning(final["accuracy"], final["labels"], len(prepared.label_names))] if w]
-    for warning in warnings:
-        print(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr)
+    chance = chance_warning(final["accuracy"], final["labels"], len(prepared.label_names))
+    if chance:
+        warnings.append(chance)
+        print(f"warning: {method_name} seed {seed}: {chance}", file=sys.stderr)
     from sklearn.metrics import confusion_matrix
 
     difficulty = method.eval_difficulty()
@@ -1742,7 +1748,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
         "examples_seen": ctx.examples_backward, "examples_scored": ctx.examples_scored,
         "examples_backward": ctx.examples_backward, "warnings": warnings,
         # Host load: timings taken while other processes competed for the cores are not comparable.
-        "host": {"load_avg_start": load_start, "load_avg_end": _load_average(),
+        "host": {"load_avg_start": load_start, "load_avg_end": _load_average(), "load_at_start": load,
                  "process_cpu_seconds": time.process_time() - cpu_start,
                  "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
         "eval_curve": curve,
@@ -1781,6 +1787,63 @@ def _load_average() -> float | None:
         return round(os.getloadavg()[0], 2)
     except (OSError, AttributeError):  # not available on every platform
         return None
+
+
+BUSY_PROCESS_CORES = 0.5  # another process using this many cores during the sample is a competing run
+HOST_SAMPLE_SECONDS = 0.2  # how long host_load watches the other processes (untimed, before a run)
+
+
+def _process_cpu_ticks() -> dict[int, tuple[int, str]]:
+    """Return {pid: (user + system clock ticks, command)} of every process /proc lists (Linux)."""
+    ticks = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()  # after "(command)"; utime and stime are fields 14, 15
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            ticks[int(entry.name)] = (int(fields[11]) + int(fields[12]), command or stat[stat.index("(") + 1:stat.rindex(")")])
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile, or is not ours to read
+            continue
+    return ticks
+
+
+def host_load(sample_seconds: float = HOST_SAMPLE_SECONDS) -> dict[str, Any]:
+    """Return how busy the host is apart from this process, watched for `sample_seconds`:
+    load_avg (1 minute) and cpu_count; own_cores, the cores this process used meanwhile;
+    other_load, the load average less own_cores; busy_processes, the other processes that used at
+    least BUSY_PROCESS_CORES cores meanwhile ({pid, cores, command}). Without /proc (not Linux) only
+    load_avg and cpu_count, and `checked` False."""
+    load, cpus = _load_average(), os.cpu_count() or 1
+    if not Path("/proc/self/stat").exists():
+        return {"checked": False, "load_avg": load, "cpu_count": cpus}
+    hz = os.sysconf("SC_CLK_TCK")
+    start, t0 = _process_cpu_ticks(), time.perf_counter()
+    time.sleep(sample_seconds)
+    end, seconds = _process_cpu_ticks(), time.perf_counter() - t0
+    cores = {pid: (ticks - start[pid][0]) / hz / seconds for pid, (ticks, _) in end.items() if pid in start}
+    own = cores.get(os.getpid(), 0.0)
+    busy = [{"pid": pid, "cores": round(c, 2), "command": end[pid][1][:80]} for pid, c in sorted(cores.items())
+            if pid != os.getpid() and c >= BUSY_PROCESS_CORES]
+    return {"checked": True, "load_avg": load, "cpu_count": cpus, "own_cores": round(own, 2),
+            "other_load": None if load is None else round(max(load - own, 0.0), 2), "busy_processes": busy}
+
+
+def host_load_warning(load: dict[str, Any]) -> str | None:
+    """Return a warning when a host_load reading says timings taken now are not comparable: the load
+    average less this process's own use above half the cores, or another process busy; else None."""
+    if not load.get("checked"):
+        return None
+    reasons = []
+    if load["other_load"] is not None and load["other_load"] > load["cpu_count"] / 2:
+        reasons.append(f"load average {load['load_avg']:g} on {load['cpu_count']} cores, {load['other_load']:g} of it "
+                       f"not this process")
+    reasons += [f"pid {p['pid']} used {p['cores']:g} cores ({p['command']})" for p in load["busy_processes"][:3]]
+    if not reasons:
+        return None
+    return (f"the host was busy at the start of this run ({'; '.join(reasons)}): its train seconds are not comparable "
+            f"with runs on an idle host; delete its run file and rerun it when the host is idle")
 
 
 @functools.lru_cache(maxsize=None)
@@ -4119,14 +4182,95 @@ def matched_fraction(cfg: Config, seed: int) -> float:
     return float(np.clip(times[cfg.uniform_match] / times["baseline"], 0.01, 1.0))
 
 
+class StudyBusyError(RuntimeError):
+    """Another sweep holds the study's folder; the message names the folder, its holder and the fix."""
+
+
+STUDY_LOCK = ".lock"  # in a study's folder while a sweep writes to it: "pid N on HOST since TIME"
+
+
+@contextlib.contextmanager
+def study_lock(results_dir: str | Path, study: str):
+    """Hold the lock of <results>/runs/<study>/ while a sweep writes it; yield the lock file's path.
+
+    Raises StudyBusyError when another live process holds it: two sweeps on one study both train
+    every missing run and slow each other's timings. The lock is an flock on the file, which the
+    system drops when its process dies, so the lock of a killed sweep is taken over (with a note).
+    Where the file system has no locks, a warning says so and the sweep runs unlocked (None)."""
+    import fcntl
+
+    folder = Path(results_dir) / "runs" / study
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / STUDY_LOCK
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "a process that has not written its name yet"
+            handle.close()
+            raise StudyBusyError(f"{folder} is in use by another sweep ({holder}): wait until it ends, or set study= "
+                                 f"(--study) to another name; two sweeps on one study both train its missing runs and "
+                                 f"slow each other's timings") from None
+        except OSError as err:  # a file system without locks
+            handle.close()
+            print(f"warning: cannot lock {path} ({err}): a second sweep on study {study!r} would not be stopped",
+                  file=sys.stderr, flush=True)
+            handle = None
+            break
+        try:  # the holder may have removed the file between our open and flock: lock the file that is there
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    if handle is None:
+        yield None
+        return
+    handle.seek(0)
+    previous = handle.read().strip()
+    if previous:
+        print(f"note: took over the lock of {folder} from a sweep that is no longer running ({previous})",
+              file=sys.stderr, flush=True)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+def guarded_sweep(*study_suffixes: str):
+    """Return a decorator for a sweep function f(cfg, ..., seeds=...): validate the config and the
+    seeds (validate_config), then hold the lock of each study folder cfg.study + suffix
+    (study_lock) while f runs."""
+    def decorate(function):
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def guarded(cfg: Config, *args, **kwargs):
+            validate_config(cfg, signature.bind(cfg, *args, **kwargs).arguments.get("seeds"))
+            with contextlib.ExitStack() as locks:
+                for suffix in study_suffixes:
+                    locks.enter_context(study_lock(cfg.results_dir, cfg.study + suffix))
+                return function(cfg, *args, **kwargs)
+        return guarded
+    return decorate
+
+
+@guarded_sweep("")
 def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequence[int] | None = None,
               prepared: Prepared | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Run every (method, seed) whose result file is missing; return all records, old and new.
 
     Each run is written atomically as soon as it ends, so an interrupted sweep resumes where it
-    stopped and loses no finished run.
+    stopped and loses no finished run. The config is validated and the study locked first
+    (guarded_sweep).
     """
-    validate_config(cfg, seeds)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
@@ -4336,6 +4480,7 @@ def lr_run_label(lr: float) -> str:
     return f"baseline-lr{mantissa.rstrip('0').rstrip('.')}e{exponent}"
 
 
+@guarded_sweep("", "-lr")
 def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence[float] = (1 / 3, 1 / 2),
                      lrs: Sequence[float] = (), seeds: Sequence[int] | None = None, prepared: Prepared | None = None,
                      progress: bool = True) -> BudgetStudy:
@@ -4347,7 +4492,6 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     peers' knobs are planned with (measure_relative_costs); (4) per seed, the tuned baseline,
     then each other method at each share of `time_budgets` through its own knob
     (plan_time_budget), or once at its defaults when it has no wall-clock knob."""
-    validate_config(cfg, seeds)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
@@ -4787,7 +4931,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if "--debug" in argv:
             raise
-        known = isinstance(err, (ValueError, DataError, ModelLoadError, TrainingError))
+        known = isinstance(err, (ValueError, DataError, ModelLoadError, TrainingError, StudyBusyError))
         message = " ".join(str(err).split()) or "(no message)"
         print(f"error: {message}" if known else f"error: {type(err).__name__}: {message} "
               f"(--debug shows the traceback)", file=sys.stderr)
@@ -4819,8 +4963,11 @@ def _run_command_line(args) -> None:
         validate_config(cfg, args.seeds)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    run_sweep(cfg, args.methods, args.seeds)
+    records = run_sweep(cfg, args.methods, args.seeds)
     summarize(cfg.results_dir, study=cfg.study)
+    for record in records:  # said once as each run ended; repeated where the table is read
+        for warning in record.get("warnings") or []:
+            print(f"warning: {record.get('run_label') or record['method']} seed {record['seed']}: {warning}")
 
 
 if __name__ == "__main__":

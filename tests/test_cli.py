@@ -243,9 +243,37 @@ def test_set_none_means_none_not_the_presets_value(capsys, monkeypatch):
     """--set max_train_examples=none lifts cpu-smoke's 480-example limit (make_config alone would
     read None as "keep the preset's value")."""
     seen = []
-    monkeypatch.setattr(mc, "run_sweep", lambda cfg, *a, **k: seen.append(cfg))
+    monkeypatch.setattr(mc, "run_sweep", lambda cfg, *a, **k: seen.append(cfg) or [])
     monkeypatch.setattr(mc, "summarize", lambda *a, **k: None)
     code, _, _ = run_cli(capsys, "--preset", "cpu-smoke", "--set", "max_train_examples=none", "epochs=2")
     assert code == 0
     assert seen[0].max_train_examples is None and seen[0].max_eval_examples == 160 and seen[0].epochs == 2
     assert {"max_train_examples", "epochs"} <= set(seen[0].explicit)
+
+
+def test_a_busy_host_is_repeated_under_the_final_table(capsys, tmp_path, monkeypatch):
+    busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "own_cores": 0.0, "other_load": 3.0, "busy_processes": []}
+    monkeypatch.setattr(mc, "host_load", lambda *a, **k: busy)
+    code, lines, out = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
+    assert code == 0
+    warning = mc.host_load_warning(busy)
+    assert lines[0] == f"warning: baseline seed 42: {warning}"  # as the run started
+    table, _, below = out.partition("baseline ")
+    assert f"warning: baseline seed 42: {warning}" in below.splitlines()  # and under the table
+    assert mc.read_run(mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42))["warnings"][0] == warning
+
+
+def test_a_second_sweep_on_the_same_study_exits_1_naming_the_holder(capsys, tmp_path):
+    from test_results import _hold_lock
+
+    folder = tmp_path / "runs" / "sweep-cpu-smoke"
+    folder.mkdir(parents=True)
+    holder = _hold_lock(folder / mc.STUDY_LOCK)
+    try:
+        code, lines, _ = run_cli(capsys, *TINY, "--results-dir", str(tmp_path))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 1
+    assert_one_error(lines, f"error: {folder} is in use by another sweep (pid 4242 on other-host since today): "
+                            f"wait until it ends, or set study= (--study) to another name")

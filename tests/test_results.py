@@ -532,3 +532,67 @@ def test_plot_pareto_points_budgets_and_old_records(tmp_path):
     fig = mc.plot_pareto(old)
     assert len(fig.axes[0].containers) == 5 and not [l for l in fig.axes[0].lines if l.get_linestyle() == "--"]
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- one sweep per study (issue 23)
+def _hold_lock(path):
+    """Start a process that holds an flock on `path` (as a live sweep's study_lock does) and return it."""
+    import subprocess
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time\n"
+        f"f = open({str(path)!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "f.write('pid 4242 on other-host since today'); f.flush(); print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_sweep_on_a_locked_study_stops_naming_the_holder(tmp_path, monkeypatch):
+    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
+    folder = tmp_path / "runs" / cfg.study
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("a locked study trained"))
+    holder = _hold_lock(folder / mc.STUDY_LOCK)
+    try:
+        with pytest.raises(mc.StudyBusyError, match=rf"{folder} is in use by another sweep \(pid 4242 on other-host "
+                                                    rf"since today\): wait until it ends, or set study= \(--study\)"):
+            mc.run_sweep(cfg, ["baseline"], [1], progress=False)
+        lr_folder = tmp_path / "runs" / f"{cfg.study}-x-lr"  # a budget study locks its lr sweep's folder too
+        lr_folder.mkdir()
+        holder.kill()
+        holder.wait()
+        holder = _hold_lock(lr_folder / mc.STUDY_LOCK)
+        with pytest.raises(mc.StudyBusyError, match=f"{lr_folder} is in use"):
+            mc.run_budget_study(mc.replace_config(cfg, study=f"{cfg.study}-x"), ["baseline"], (0.5,), progress=False)
+        assert not (tmp_path / "runs" / f"{cfg.study}-x" / mc.STUDY_LOCK).exists()  # the first lock was let go
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_lock_of_a_dead_sweep_is_taken_over_and_removed_at_the_end(tmp_path, monkeypatch, capsys):
+    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
+    lock = tmp_path / "runs" / cfg.study / mc.STUDY_LOCK
+    lock.parent.mkdir(parents=True)
+    lock.write_text("pid 999999 on this-host since yesterday\n")  # killed: its file stayed, its flock did not
+    seen = []
+
+    def fake_run(method, run_cfg, prepared, seed, **kwargs):
+        seen.append(lock.read_text())
+        return {"method": method, "seed": seed, "accuracy": 0.5, "train_seconds": 1.0,
+                "config": mc.portable_config(mc.config_for_method(run_cfg, method))}
+
+    monkeypatch.setattr(mc, "train_method", fake_run)
+    monkeypatch.setattr(mc, "prepare", lambda cfg: None)
+    mc.run_sweep(cfg, ["baseline"], [1], progress=False)
+    assert seen[0].startswith(f"pid {mc.os.getpid()} on ")
+    assert ("note: took over the lock of " + str(lock.parent) + " from a sweep that is no longer running "
+            "(pid 999999 on this-host since yesterday)") in capsys.readouterr().err
+    assert not lock.exists()
+    with pytest.raises(mc.ConfigError):  # an error inside the sweep lets the lock go too
+        mc.run_sweep(mc.replace_config(cfg, epochs=0), ["baseline"], [1], progress=False)
+    monkeypatch.setattr(mc, "train_method", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        mc.run_sweep(cfg, ["baseline"], [2], progress=False)
+    assert not lock.exists()

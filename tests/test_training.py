@@ -443,3 +443,53 @@ def test_progress_bar_without_ipywidgets_is_plain_text_and_silent(monkeypatch, r
         assert not [w for w in recwarn if "IProgress" in str(w.message)]
     finally:
         mc._tqdm_class.cache_clear()
+
+
+# ----------------------------------------------------------------------------- a busy host (issue 23)
+def test_host_load_sees_another_busy_process_and_not_this_one(monkeypatch):
+    import subprocess
+    import sys
+
+    from conftest import REAL_HOST_LOAD
+
+    if not mc.Path("/proc/self/stat").exists():
+        assert REAL_HOST_LOAD()["checked"] is False
+        pytest.skip("no /proc: only the load average is read here")
+    monkeypatch.setattr(mc, "BUSY_PROCESS_CORES", 0.1)  # a spinning child surely gets a tenth of a core
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        load = REAL_HOST_LOAD(0.3)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    busy = {p["pid"]: p for p in load["busy_processes"]}
+    assert spinner.pid in busy and "while True: pass" in busy[spinner.pid]["command"]
+    assert mc.os.getpid() not in busy and load["cpu_count"] == mc.os.cpu_count()
+    assert f"pid {spinner.pid} used" in mc.host_load_warning(load)
+
+
+def test_host_load_warning_thresholds():
+    idle = {"checked": True, "load_avg": 1.4, "cpu_count": 2, "own_cores": 1.0, "other_load": 0.4, "busy_processes": []}
+    assert mc.host_load_warning(idle) is None  # this process's own load is not a competitor
+    loaded = dict(idle, load_avg=3.1, other_load=2.1)
+    assert mc.host_load_warning(loaded).startswith(
+        "the host was busy at the start of this run (load average 3.1 on 2 cores, 2.1 of it not this process): its "
+        "train seconds are not comparable with runs on an idle host")
+    assert mc.host_load_warning({"checked": False, "load_avg": 9.0, "cpu_count": 2}) is None
+
+
+def test_a_run_on_a_busy_host_warns_and_stores_the_warning(prepared, smoke_cfg, monkeypatch, capsys):
+    busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "own_cores": 0.0, "other_load": 3.0,
+            "busy_processes": [{"pid": 77, "cores": 1.0, "command": "python3 mclearn_core.py --preset cpu"}]}
+    monkeypatch.setattr(mc, "host_load", lambda *a, **k: busy)
+    rows = torch.arange(64)
+    small = mc.dataclasses.replace(prepared, train=mc.subset_split(prepared.train, rows), test=None,
+                                   eval=mc.subset_split(prepared.eval, rows[:32]))
+    record = mc.train_method("baseline", mc.replace_config(smoke_cfg, eval_points=1), small, seed=3, progress=False)
+    warning = mc.host_load_warning(busy)
+    assert record["warnings"][0] == warning and record["host"]["load_at_start"] == busy
+    assert "pid 77 used 1 cores (python3 mclearn_core.py --preset cpu)" in warning
+    assert f"warning: baseline seed 3: {warning}" in capsys.readouterr().err
