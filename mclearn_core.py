@@ -25,8 +25,10 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 from dataclasses import dataclass
@@ -599,6 +601,16 @@ def read_label_names(path: Path) -> list[str]:
     return [str(n) for n in names]
 
 
+def shorten(text: str, limit: int = 200) -> str:
+    """Return `text` on one line, cut at the last word boundary before `limit` characters (" ..."
+    marks the cut), so a quoted error never ends mid-word."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit - 4)
+    return text[:cut if cut > 0 else limit - 4] + " ..."
+
+
 _OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
@@ -651,7 +663,7 @@ def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, Any, list[str] | None, 
             datasets.load_dataset(name)
     except Exception as err:  # the hub raises many types (connection, not found, offline)
         where = "the hub is not reachable from here and it is not in the local cache" if offline else \
-            f"{type(err).__name__}: {str(err)[:200]}"
+            f"{type(err).__name__}: {shorten(str(err))}"
         raise DataError(
             f"Could not load dataset {name!r} from the Hugging Face hub ({where}). "
             f"Set --dataset (dataset=) to a local "
@@ -1011,7 +1023,7 @@ def load_model_and_tokenizer(cfg: Config, num_labels: int, train_texts: Sequence
             hf_logging.set_verbosity(verbosity)
     except (OSError, ValueError) as err:
         where = "the hub is not reachable from here and it is not in the local cache" if offline else \
-            f"{type(err).__name__}: {str(err)[:200]}"
+            f"{type(err).__name__}: {shorten(str(err))}"
         raise ModelLoadError(
             f"Could not load model {cfg.model_name!r} ({where}). "
             f"Set --model (model_name=) to a hub name reachable from here, a local folder holding config.json, "
@@ -1613,18 +1625,23 @@ def _diverged(model: nn.Module, running_loss: torch.Tensor | float | None) -> fl
 
 
 CHANCE_MARGIN_SE = 2.0  # a run is "at chance" when its accuracy is within this many standard errors of it
+# The eval set can tell a run at chance from one that learned only when that margin is small: at
+# most this share (5 points). 64 eval rows of 4 classes give 10.8 points, so a healthy tiny run
+# there was flagged; 300 rows of 4 balanced classes, or 400 of 2, are the fewest that can tell.
+CHANCE_RESOLUTION = 0.05
 
 
 def chance_warning(accuracy: float, labels: np.ndarray, num_classes: int) -> str | None:
     """Return a warning when `accuracy` is within CHANCE_MARGIN_SE binomial standard errors of
-    chance (the majority-class share of `labels`, at least 1 / num_classes), else None."""
+    chance (the majority-class share of `labels`, at least 1 / num_classes) and that margin is at
+    most CHANCE_RESOLUTION (an eval set large enough to tell); else None."""
     chance = max(np.bincount(labels, minlength=num_classes).max() / len(labels), 1.0 / num_classes)
     margin = CHANCE_MARGIN_SE * math.sqrt(chance * (1 - chance) / len(labels))
-    if accuracy > chance + margin:
+    if accuracy > chance + margin or margin > CHANCE_RESOLUTION:
         return None
     return (f"accuracy {accuracy:.4f} is at chance (majority class {chance:.4f} + {CHANCE_MARGIN_SE:g} standard "
-            f"errors = {chance + margin:.4f} on {len(labels)} eval examples): the run learned nothing; "
-            f"check lr= and the labels")
+            f"errors = {chance + margin:.4f} on {len(labels)} eval examples, a margin of {margin * 100:.1f} points: "
+            f"enough to tell a run that learned): the run learned nothing; check lr= and the labels")
 
 
 def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
@@ -4062,11 +4079,17 @@ def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Pat
 @contextlib.contextmanager
 def atomic_target(path: Path):
     """Yield a temp path beside `path`; on success it replaces `path` (one rename), on any error
-    it is removed, so readers see the old file or the new one, never a part."""
+    it is removed, so readers see the old file or the new one, never a part. An OSError without a
+    path (a full disk) is raised again naming `path`."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:  # a full disk says "No space left on device" without a path: name the file
+        tmp.unlink(missing_ok=True)
+        if err.filename not in (None, str(tmp)):
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -4882,6 +4905,14 @@ class UsageError(ValueError):
     """A command line that cannot run as given (exit code 2)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program was so that it cleans up as after Ctrl-C (exit code 143)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def provenance_env() -> str:
     """Return code_provenance() as MCLEARN_* environment assignments, one per line, for a copy of
     this checkout without .git: `env $(python mclearn_core.py --provenance) bash benchmarks/gpu_notebooks.sh ...`."""
@@ -4897,7 +4928,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Example: python mclearn_core.py --preset cpu --methods baseline mclearn
     An error prints one line "error: ..." to stderr (the traceback only with --debug) and returns 2
-    for a bad command line, 1 for a failed run; Ctrl-C returns 130, keeping the finished runs.
+    for a bad command line, 1 for a failed run; Ctrl-C returns 130 and SIGTERM 143, keeping the
+    finished runs.
     """
     import argparse
 
@@ -4922,20 +4954,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser.error = usage_error  # one line instead of argparse's usage block
     argv = list(sys.argv[1:] if argv is None else argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         _run_command_line(parser.parse_args(argv))
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are kept and the unfinished run left no file; run the same "
-              "command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        stopped = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"{stopped}: finished runs are kept and the unfinished run left no file; run the same "
+              f"command again to resume", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
     except Exception as err:
         if "--debug" in argv:
             raise
         known = isinstance(err, (ValueError, DataError, ModelLoadError, TrainingError, StudyBusyError))
         message = " ".join(str(err).split()) or "(no message)"
+        if isinstance(err, OSError) and err.filename:
+            known, message = True, (f"{err.strerror or err}: {err.filename}. Check that path (free space, "
+                                    f"permissions) or set --results-dir to another folder")
         print(f"error: {message}" if known else f"error: {type(err).__name__}: {message} "
               f"(--debug shows the traceback)", file=sys.stderr)
         return 2 if isinstance(err, UsageError) else 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -277,3 +277,72 @@ def test_a_second_sweep_on_the_same_study_exits_1_naming_the_holder(capsys, tmp_
     assert code == 1
     assert_one_error(lines, f"error: {folder} is in use by another sweep (pid 4242 on other-host since today): "
                             f"wait until it ends, or set study= (--study) to another name")
+
+
+def test_sigterm_exits_143_like_ctrl_c_keeping_finished_runs(tmp_path):
+    """SIGTERM (a job scheduler's stop) left a hidden .tmp log and no message (exit 143); it now
+    cleans up as Ctrl-C does. The child trains seed 1, then waits inside seed 2's run to be stopped."""
+    import os
+    import signal
+
+    script = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(mc.REPO_ROOT)!r})\n"
+        "import mclearn_core as mc\n"
+        "real = mc.Baseline.step\n"
+        "def step(self, i):\n"
+        "    if self.ctx.generator.initial_seed() == 2 and i == 1:\n"
+        "        print('waiting', flush=True)\n"
+        "        time.sleep(60)\n"
+        "    return real(self, i)\n"
+        "mc.Baseline.step = step\n"
+        f"sys.exit(mc.main({[*TINY, '--methods', 'baseline', '--seeds', '1', '2', '--results-dir', str(tmp_path)]!r}))\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "waiting" in (line.strip() for line in child.stdout)  # read up to it (seed 1's line comes first)
+        folder = tmp_path / "runs" / "sweep-cpu-smoke"
+        assert any(p.name.endswith(".tmp") for p in folder.iterdir())  # seed 2's log, being written
+        os.kill(child.pid, signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 143
+    assert err.splitlines()[-1] == ("terminated (SIGTERM): finished runs are kept and the unfinished run left no "
+                                    "file; run the same command again to resume")
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]  # no .tmp, no .lock
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(capsys, tmp_path, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mc, "prepare", lambda cfg: None)
+    monkeypatch.setattr(mc, "train_method", lambda method, cfg, *a, **k: {"method": method, "seed": 42})
+    monkeypatch.setattr(mc.json, "dump", full)
+    code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
+    path = mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
+    assert code == 1
+    assert_one_error(lines, f"error: No space left on device: {path}. Check that path (free space, permissions) "
+                            f"or set --results-dir to another folder")
+    assert list(path.parent.iterdir()) == []  # neither the run's temp file nor the lock is left
+
+
+def test_a_model_that_cannot_load_is_quoted_in_whole_words(capsys, tmp_path, monkeypatch):
+    import transformers
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    long = "Unrecognized model in " + str(folder) + ". Should have a `model_type` key in its config.json, " * 5
+
+    def broken(*args, **kwargs):
+        raise ValueError(long)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", broken)
+    code, lines, _ = run_cli(capsys, *TINY, "--model", str(folder), "--results-dir", str(tmp_path / "r"))
+    assert code == 1
+    assert_one_error(lines, f"error: Could not load model '{folder}' (ValueError: Unrecognized model in {folder}.")
+    quoted = lines[0].split("(ValueError: ", 1)[1].split(" ...)", 1)[0]
+    assert len(quoted) <= 200 and " ".join(long.split()).startswith(quoted + " ")  # cut between words

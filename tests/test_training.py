@@ -395,22 +395,29 @@ def test_every_method_stops_on_a_diverged_loss_with_one_message(prepared, smoke_
 
 
 def test_chance_warning_threshold():
-    labels = np.repeat(np.arange(4), 40)  # 160 balanced labels: chance 0.25, 2 SE = 0.0685
-    assert mc.chance_warning(0.30, labels, 4) is not None
-    assert mc.chance_warning(0.33, labels, 4) is None
-    skewed = np.array([0] * 90 + [1] * 10)  # the majority class, not 1/C, is the chance level
+    labels = np.repeat(np.arange(4), 400)  # 1600 balanced labels: chance 0.25, 2 SE = 0.0217
+    assert "(majority class 0.2500 + 2 standard errors = 0.2717 on 1600 eval examples, a margin of 2.2 points" \
+        in mc.chance_warning(0.26, labels, 4)
+    assert mc.chance_warning(0.28, labels, 4) is None
+    skewed = np.array([0] * 900 + [1] * 100)  # the majority class, not 1/C, is the chance level
     assert "majority class 0.9000" in mc.chance_warning(0.91, skewed, 2)
     assert mc.chance_warning(0.99, skewed, 2) is None
+    # 160 or 64 eval rows cannot tell chance from a run that learned (2 SE = 6.8 and 10.8 points): no warning
+    assert mc.chance_warning(0.25, np.repeat(np.arange(4), 40), 4) is None
+    assert mc.chance_warning(0.25, np.repeat(np.arange(4), 16), 4) is None
+    assert mc.chance_warning(0.25, np.repeat(np.arange(4), 75), 4) is not None  # 300 rows: 5.0 points, can tell
 
 
 def test_a_run_at_chance_warns_and_stores_the_warning(prepared, smoke_cfg, capsys):
     """lr=10 ends at chance without any error: the run says so on stderr and in its record; the
-    same run at a sane lr learns (3 epochs at lr 3e-3 reach ~0.44 on 4 classes) and does not warn."""
+    same run at a sane lr learns (3 epochs at lr 3e-3 reach ~0.44 on 4 classes) and does not warn.
+    The eval set is the smoke set four times over (640 rows: a 3.4-point margin, small enough to tell)."""
+    big_eval = mc.dataclasses.replace(prepared, eval=mc.subset_split(prepared.eval, torch.arange(640) % 160))
     good = mc.replace_config(smoke_cfg, epochs=3, lr=3e-3)
-    record = mc.train_method("baseline", good, prepared, seed=42, progress=False)
+    record = mc.train_method("baseline", good, big_eval, seed=42, progress=False)
     assert record["accuracy"] > 0.35 and record["warnings"] == []
     assert "warning" not in capsys.readouterr().err
-    record = mc.train_method("baseline", mc.replace_config(good, lr=10.0), prepared, seed=42, progress=False)
+    record = mc.train_method("baseline", mc.replace_config(good, lr=10.0), big_eval, seed=42, progress=False)
     assert len(record["warnings"]) == 1 and "is at chance (majority class 0.2500" in record["warnings"][0]
     assert f"warning: baseline seed 42: {record['warnings'][0]}" in capsys.readouterr().err
 
