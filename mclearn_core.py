@@ -1827,11 +1827,11 @@ def _process_cpu_ticks() -> dict[int, tuple[int, str]]:
 
 
 def host_load(sample_seconds: float = HOST_SAMPLE_SECONDS) -> dict[str, Any]:
-    """Return how busy the host is apart from this process, watched for `sample_seconds`:
-    load_avg (1 minute) and cpu_count; own_cores, the cores this process used meanwhile;
-    other_load, the load average less own_cores; busy_processes, the other processes that used at
-    least BUSY_PROCESS_CORES cores meanwhile ({pid, cores, command}). Without /proc (not Linux) only
-    load_avg and cpu_count, and `checked` False."""
+    """Return how busy the host is apart from this process, watched for `sample_seconds` while this
+    process waits: other_cores, the cores all other processes used meanwhile; busy_processes, those
+    that used at least BUSY_PROCESS_CORES cores ({pid, cores, command}); load_avg (1 minute, which
+    counts this process's own last minute of training too, so it is stored, not judged) and
+    cpu_count. Without /proc (not Linux): load_avg and cpu_count, and `checked` False."""
     load, cpus = _load_average(), os.cpu_count() or 1
     if not Path("/proc/self/stat").exists():
         return {"checked": False, "load_avg": load, "cpu_count": cpus}
@@ -1839,28 +1839,29 @@ def host_load(sample_seconds: float = HOST_SAMPLE_SECONDS) -> dict[str, Any]:
     start, t0 = _process_cpu_ticks(), time.perf_counter()
     time.sleep(sample_seconds)
     end, seconds = _process_cpu_ticks(), time.perf_counter() - t0
-    cores = {pid: (ticks - start[pid][0]) / hz / seconds for pid, (ticks, _) in end.items() if pid in start}
-    own = cores.get(os.getpid(), 0.0)
+    cores = {pid: (ticks - start[pid][0]) / hz / seconds for pid, (ticks, _) in end.items()
+             if pid in start and pid != os.getpid()}
     busy = [{"pid": pid, "cores": round(c, 2), "command": end[pid][1][:80]} for pid, c in sorted(cores.items())
-            if pid != os.getpid() and c >= BUSY_PROCESS_CORES]
-    return {"checked": True, "load_avg": load, "cpu_count": cpus, "own_cores": round(own, 2),
-            "other_load": None if load is None else round(max(load - own, 0.0), 2), "busy_processes": busy}
+            if c >= BUSY_PROCESS_CORES]
+    return {"checked": True, "load_avg": load, "cpu_count": cpus, "other_cores": round(sum(cores.values()), 2),
+            "busy_processes": busy}
 
 
 def host_load_warning(load: dict[str, Any]) -> str | None:
-    """Return a warning when a host_load reading says timings taken now are not comparable: the load
-    average less this process's own use above half the cores, or another process busy; else None."""
+    """Return a warning when a host_load reading says timings taken now are not comparable: other
+    processes using more than half the cores, or one of them at least BUSY_PROCESS_CORES (another
+    training run, say); else None."""
     if not load.get("checked"):
         return None
     reasons = []
-    if load["other_load"] is not None and load["other_load"] > load["cpu_count"] / 2:
-        reasons.append(f"load average {load['load_avg']:g} on {load['cpu_count']} cores, {load['other_load']:g} of it "
-                       f"not this process")
+    if load["other_cores"] > load["cpu_count"] / 2:
+        reasons.append(f"other processes used {load['other_cores']:g} of its {load['cpu_count']} cores")
     reasons += [f"pid {p['pid']} used {p['cores']:g} cores ({p['command']})" for p in load["busy_processes"][:3]]
     if not reasons:
         return None
-    return (f"the host was busy at the start of this run ({'; '.join(reasons)}): its train seconds are not comparable "
-            f"with runs on an idle host; delete its run file and rerun it when the host is idle")
+    return (f"the host was busy at the start of this run ({'; '.join(reasons)}; load average {load['load_avg']}): its "
+            f"train seconds are not comparable with runs on an idle host; delete its run file and rerun it when the "
+            f"host is idle")
 
 
 @functools.lru_cache(maxsize=None)

@@ -24,7 +24,7 @@ torch.set_num_threads(int(os.environ.get("MCLEARN_TEST_THREADS", "1")))
 
 
 REAL_HOST_LOAD = mc.host_load
-IDLE_HOST = {"checked": True, "load_avg": 0.0, "cpu_count": 2, "own_cores": 0.0, "other_load": 0.0, "busy_processes": []}
+IDLE_HOST = {"checked": True, "load_avg": 0.0, "cpu_count": 2, "other_cores": 0.0, "busy_processes": []}
 
 
 @pytest.fixture(autouse=True)

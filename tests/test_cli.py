@@ -252,7 +252,7 @@ def test_set_none_means_none_not_the_presets_value(capsys, monkeypatch):
 
 
 def test_a_busy_host_is_repeated_under_the_final_table(capsys, tmp_path, monkeypatch):
-    busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "own_cores": 0.0, "other_load": 3.0, "busy_processes": []}
+    busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "other_cores": 1.9, "busy_processes": []}
     monkeypatch.setattr(mc, "host_load", lambda *a, **k: busy)
     code, lines, out = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
     assert code == 0

@@ -479,17 +479,20 @@ def test_host_load_sees_another_busy_process_and_not_this_one(monkeypatch):
 
 
 def test_host_load_warning_thresholds():
-    idle = {"checked": True, "load_avg": 1.4, "cpu_count": 2, "own_cores": 1.0, "other_load": 0.4, "busy_processes": []}
-    assert mc.host_load_warning(idle) is None  # this process's own load is not a competitor
-    loaded = dict(idle, load_avg=3.1, other_load=2.1)
-    assert mc.host_load_warning(loaded).startswith(
-        "the host was busy at the start of this run (load average 3.1 on 2 cores, 2.1 of it not this process): its "
-        "train seconds are not comparable with runs on an idle host")
+    idle = {"checked": True, "load_avg": 1.9, "cpu_count": 2, "other_cores": 0.4, "busy_processes": []}
+    assert mc.host_load_warning(idle) is None  # the load average counts this process's own training: not judged
+    loaded = dict(idle, other_cores=1.6)
+    assert mc.host_load_warning(loaded) == (
+        "the host was busy at the start of this run (other processes used 1.6 of its 2 cores; load average 1.9): its "
+        "train seconds are not comparable with runs on an idle host; delete its run file and rerun it when the host "
+        "is idle")
+    one = dict(idle, busy_processes=[{"pid": 9, "cores": 0.6, "command": "python3 run_notebooks.py"}])
+    assert "(pid 9 used 0.6 cores (python3 run_notebooks.py); load average 1.9)" in mc.host_load_warning(one)
     assert mc.host_load_warning({"checked": False, "load_avg": 9.0, "cpu_count": 2}) is None
 
 
 def test_a_run_on_a_busy_host_warns_and_stores_the_warning(prepared, smoke_cfg, monkeypatch, capsys):
-    busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "own_cores": 0.0, "other_load": 3.0,
+    busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "other_cores": 1.2,
             "busy_processes": [{"pid": 77, "cores": 1.0, "command": "python3 mclearn_core.py --preset cpu"}]}
     monkeypatch.setattr(mc, "host_load", lambda *a, **k: busy)
     rows = torch.arange(64)
