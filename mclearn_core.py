@@ -28,6 +28,7 @@ import platform
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import types
@@ -4924,6 +4925,42 @@ def provenance_env() -> str:
     return "\n".join(lines)
 
 
+CLI_WIDTH = 100  # the CLI's final table fits this many columns unless --wide
+# The report table's columns the CLI shows, with shorter headers, and the order in which they give
+# way when the table is wider than CLI_WIDTH: the last listed goes first.
+CLI_COLUMNS = {"method": "method", "budget": "budget", "seeds": "seeds", "accuracy (%)": "accuracy (%)",
+               "train seconds": "train s", "speed-up vs baseline": "speed-up", "accuracy change (pt)": "acc change (pt)",
+               "test accuracy (%)": "test acc (%)", "reaches budget": "reaches budget",
+               "seconds / baseline": "s / baseline", "graphed": "graphed", "examples seen (backward)": "backward",
+               "examples scored (forward only)": "scored (fwd)"}
+
+
+def cli_table(table, width: int | None = CLI_WIDTH) -> str:
+    """Return the report table (report_table's DataFrame) as text at most `width` characters wide:
+    study and device as a heading line (a device column when there are several), the CLI_COLUMNS
+    with their short headers, dropped from the end of that list until the table fits, and a last
+    line naming the columns left out. `width` None: every column, as report_table names them."""
+    if width is None or table.empty:
+        return table.to_string(index=False)
+    heading = f"study {', '.join(map(str, table['study'].unique()))}"
+    columns = [c for c in CLI_COLUMNS if c in table]
+    if table["device"].nunique() == 1:
+        heading += f" on {table['device'].iloc[0]}"
+    else:
+        columns.insert(1, "device")
+    shown = list(columns)
+
+    def text(kept: list[str]) -> str:
+        order = [c for c in table.columns if c in kept]
+        return table[order].rename(columns=CLI_COLUMNS).to_string(index=False)
+
+    while len(shown) > 4 and max(map(len, text(shown).splitlines())) > width:
+        shown.pop()
+    left = [CLI_COLUMNS.get(c, c) for c in columns if c not in shown]
+    note = f"left out to fit {width} columns (--wide shows them): {', '.join(left)}" if left else ""
+    return "\n".join([textwrap.fill(heading, width), text(shown), *([textwrap.fill(note, width)] if note else [])])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run a resumable sweep and print the summary table; return the exit code.
 
@@ -4944,6 +4981,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results-dir", default=None, help="where runs and summary.csv go (default: results)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="any Config field, e.g. --set epochs=2 budget_ratio=0.4 kappa_schedule=0.6,0.5,0.4")
+    parser.add_argument("--wide", action="store_true",
+                        help=f"print every column of the final table (default: what fits {CLI_WIDTH} columns)")
     parser.add_argument("--update-readme", action="store_true",
                         help="only regenerate README.md's tables from this repository's results/")
     parser.add_argument("--provenance", action="store_true",
@@ -5006,7 +5045,7 @@ def _run_command_line(args) -> None:
     except ValueError as err:
         raise UsageError(str(err)) from err
     records = run_sweep(cfg, args.methods, args.seeds)
-    summarize(cfg.results_dir, study=cfg.study)
+    print(cli_table(summarize(cfg.results_dir, study=cfg.study, show=False), None if args.wide else CLI_WIDTH))
     for record in records:  # said once as each run ended; repeated where the table is read
         for warning in record.get("warnings") or []:
             print(f"warning: {record.get('run_label') or record['method']} seed {record['seed']}: {warning}")

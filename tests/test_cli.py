@@ -244,7 +244,7 @@ def test_set_none_means_none_not_the_presets_value(capsys, monkeypatch):
     read None as "keep the preset's value")."""
     seen = []
     monkeypatch.setattr(mc, "run_sweep", lambda cfg, *a, **k: seen.append(cfg) or [])
-    monkeypatch.setattr(mc, "summarize", lambda *a, **k: None)
+    monkeypatch.setattr(mc, "summarize", lambda *a, **k: pd.DataFrame())
     code, _, _ = run_cli(capsys, "--preset", "cpu-smoke", "--set", "max_train_examples=none", "epochs=2")
     assert code == 0
     assert seen[0].max_train_examples is None and seen[0].max_eval_examples == 160 and seen[0].epochs == 2
@@ -346,3 +346,35 @@ def test_a_model_that_cannot_load_is_quoted_in_whole_words(capsys, tmp_path, mon
     assert_one_error(lines, f"error: Could not load model '{folder}' (ValueError: Unrecognized model in {folder}.")
     quoted = lines[0].split("(ValueError: ", 1)[1].split(" ...)", 1)[0]
     assert len(quoted) <= 200 and " ".join(long.split()).startswith(quoted + " ")  # cut between words
+
+
+def _budget_study_runs(results, study):
+    """Write the run files of a budget study with long method names, a test split and two seeds."""
+    for method, budgets in [("baseline", [0.0]), ("selective_backprop", [1 / 3, 0.5]), ("mclearn-paper", [0.0]),
+                            ("mclearn", [1 / 3, 0.5]), ("uniform", [1 / 3, 0.5])]:
+        for budget in budgets:
+            for seed in (42, 43):
+                mc.write_json_atomic(mc.run_path(results, study, mc.run_label(method, budget), seed), {
+                    "study": study, "method": method, "seed": seed, "device": "cpu (x86_64, 2 threads)",
+                    "train_seconds": 123.456 * seed / 42 * (budget or 1), "accuracy": 0.8123, "examples_seen": 123456,
+                    "examples_scored": 4800, "time_budget": budget, "graphed": False, "test_accuracy": 0.79})
+
+
+def test_the_final_table_fits_100_columns_and_wide_shows_every_column(capsys, tmp_path, monkeypatch):
+    """The table was 236-252 characters wide: every row wrapped three times at 100 columns."""
+    _budget_study_runs(tmp_path, "sweep-cpu-smoke")
+    monkeypatch.setattr(mc, "run_sweep", lambda *a, **k: [])
+    code, _, out = run_cli(capsys, "--preset", "cpu-smoke", "--results-dir", str(tmp_path))
+    assert code == 0
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 100, max(lines, key=len)
+    assert lines[0] == "study sweep-cpu-smoke on cpu (x86_64, 2 threads)"
+    assert lines[1].split() == ["method", "budget", "seeds", "accuracy", "(%)", "train", "s", "speed-up", "acc",
+                                "change", "(pt)"]
+    assert len(lines) == 2 + 8 + 2 and " ".join(lines[-2:]).startswith(
+        "left out to fit 100 columns (--wide shows them): test acc (%), reaches budget, s / baseline, graphed, "
+        "backward, scored (fwd)")
+    code, _, wide = run_cli(capsys, "--preset", "cpu-smoke", "--results-dir", str(tmp_path), "--wide")
+    assert code == 0 and len(wide.splitlines()) == 1 + 8
+    header = wide.splitlines()[0]
+    assert max(map(len, wide.splitlines())) > 200 and "examples scored (forward only)" in header and "study" in header
