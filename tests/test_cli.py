@@ -71,6 +71,13 @@ def test_a_file_where_a_folder_belongs_exits_2_naming_it(capsys, tmp_path):
     assert code == 2
     assert_one_error(lines, f"error: model_name='{data}' is a file: set model_name= (--model) to a folder holding "
                             f"config.json, the weights and the tokenizer files, a hub name, or 'tiny'")
+    (tmp_path / "model").mkdir()
+    code, lines, _ = run_cli(capsys, *TINY, "--model", str(tmp_path / "model"), "--results-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert_one_error(lines, f"error: Model folder '{tmp_path / 'model'}' has no config.json: set model_name= (--model)")
+    code, lines, _ = run_cli(capsys, *TINY, "--results-dir", str(data))
+    assert code == 2
+    assert_one_error(lines, f"error: results_dir='{data}' is a file: set results_dir= (--results-dir) to a folder")
 
 
 def _write_split(folder, name, texts, labels):
@@ -84,6 +91,7 @@ def _write_split(folder, name, texts, labels):
     ("missing labels", "error: The train split has 1 missing labels (NaN/None) of 40 in column 'label' (rows 5)"),
     ("one class", "has one class (label 1, 40 rows): a classifier needs at least two"),
     ("bad labels.json", "labels.json is not valid JSON (Expecting value: line 2 column 1): write the class names"),
+    ("eval classes", "has labels 2 that the train split never has (train has 0, 1). Use splits with the same classes"),
 ])
 def test_degenerate_data_exits_1_naming_the_column_or_file(capsys, tmp_path, case, message):
     data = tmp_path / "data"
@@ -97,7 +105,7 @@ def test_degenerate_data_exits_1_naming_the_column_or_file(capsys, tmp_path, cas
     if case == "one class":
         labels = [1] * 40
     _write_split(data, "train", texts, labels)
-    _write_split(data, "test", [f"eval {i}" for i in range(8)], [i % 2 for i in range(8)])
+    _write_split(data, "test", [f"eval {i}" for i in range(8)], [i % (3 if case == "eval classes" else 2) for i in range(8)])
     if case == "bad labels.json":
         (data / "labels.json").write_text('["neg", "pos",\n')
     code, lines, _ = run_cli(capsys, *TINY, "--dataset", str(data), "--results-dir", str(tmp_path / "r"))
@@ -378,3 +386,59 @@ def test_the_final_table_fits_100_columns_and_wide_shows_every_column(capsys, tm
     assert code == 0 and len(wide.splitlines()) == 1 + 8
     header = wide.splitlines()[0]
     assert max(map(len, wide.splitlines())) > 200 and "examples scored (forward only)" in header and "study" in header
+
+
+def _fake_training(monkeypatch):
+    """Make the CLI's sweep write complete run records without loading data or training."""
+    def train(method, cfg, prepared, seed, **kwargs):
+        return {"study": cfg.study, "method": method, "seed": seed, "device": "cpu (test)", "train_seconds": 1.0,
+                "accuracy": 0.5, "examples_seen": 64, "examples_scored": 0, "graphed": False, "warnings": [],
+                "config": mc.portable_config(mc.config_for_method(cfg, method))}
+
+    monkeypatch.setattr(mc, "prepare", lambda cfg: None)
+    monkeypatch.setattr(mc, "train_method", train)
+
+
+def test_a_changed_training_key_exits_1_naming_it(capsys, tmp_path, monkeypatch):
+    """Re-running after changing budget_ratio returned the old runs with exit 0."""
+    _fake_training(monkeypatch)
+    argv = ["--methods", "mclearn", "--results-dir", str(tmp_path)]
+    assert run_cli(capsys, *TINY, "budget_ratio=0.2", *argv)[0] == 0
+    code, lines, _ = run_cli(capsys, *TINY, "budget_ratio=0.9", *argv)
+    path = mc.run_path(tmp_path, "sweep-cpu-smoke", "mclearn", 42)
+    assert code == 1
+    assert_one_error(lines, f"error: {path} was trained with a different config (budget_ratio differ: budget_ratio "
+                            f"0.2 stored, 0.9 now). Use another study= or results_dir=, or delete the file to retrain it.")
+
+
+def test_a_corrupt_run_file_is_set_aside_and_the_sweep_exits_0(capsys, tmp_path, monkeypatch):
+    _fake_training(monkeypatch)
+    path = mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"study": "s", "accur')
+    code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
+    assert code == 0
+    assert lines == [f"warning: {path} is not a readable run file (JSONDecodeError: Unterminated string starting at: "
+                     f"line 1 column 16 (char 15)); moved it to baseline-seed42.json.corrupt and its run will be redone"]
+    assert mc.read_run(path)["seed"] == 42
+
+
+def test_the_lock_of_a_killed_sweep_is_taken_over_with_a_note(capsys, tmp_path, monkeypatch):
+    _fake_training(monkeypatch)
+    lock = tmp_path / "runs" / "sweep-cpu-smoke" / mc.STUDY_LOCK
+    lock.parent.mkdir(parents=True)
+    lock.write_text("pid 999999 on host since yesterday\n")
+    code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
+    assert code == 0 and not lock.exists()
+    assert lines == [f"note: took over the lock of {lock.parent} from a sweep that is no longer running "
+                     f"(pid 999999 on host since yesterday)"]
+
+
+def test_a_run_at_chance_on_an_eval_set_that_can_tell_warns_and_exits_0(capsys, tmp_path):
+    """320 eval rows of 4 classes: 2 standard errors of chance are 4.8 points, small enough to tell."""
+    code, lines, out = run_cli(capsys, *TINY, "lr=10", "max_eval_examples=320", "--methods", "baseline",
+                               "--results-dir", str(tmp_path))
+    assert code == 0
+    assert len(lines) == 1 and lines[0].startswith("warning: baseline seed 42: accuracy 0.2500 is at chance (majority "
+                                                   "class 0.2500 + 2 standard errors = 0.2984 on 320 eval examples")
+    assert out.splitlines()[-1] == lines[0]  # repeated under the table
