@@ -4221,12 +4221,17 @@ def study_lock(results_dir: str | Path, study: str):
     Raises StudyBusyError when another live process holds it: two sweeps on one study both train
     every missing run and slow each other's timings. The lock is an flock on the file, which the
     system drops when its process dies, so the lock of a killed sweep is taken over (with a note).
-    Where the file system has no locks, a warning says so and the sweep runs unlocked (None)."""
-    import fcntl
-
+    Where the system or file system has no locks, a warning says so and the sweep runs unlocked (None)."""
     folder = Path(results_dir) / "runs" / study
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / STUDY_LOCK
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        print(f"warning: no file locks here: a second sweep on study {study!r} would not be stopped",
+              file=sys.stderr, flush=True)
+        yield None
+        return
     while True:
         handle = open(path, "a+")
         try:
