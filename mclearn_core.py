@@ -19,13 +19,17 @@ import dataclasses
 import difflib
 import functools
 import gc
+import inspect
 import io
 import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 import types
 from dataclasses import dataclass
@@ -305,6 +309,168 @@ def study_name(base: str, preset: str) -> str:
     return f"{base}-{detect_preset() if preset == 'auto' else preset}"
 
 
+class ConfigError(ValueError):
+    """A config value that cannot run; the message names the key and a value that can."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric Config key may take: from `lo` to `hi` (None: no bound; an end is
+    excluded when `lo_open`/`hi_open`), or one of `also` (e.g. 0 for "no limit"). For a tuple key
+    the range holds for each value; `empty_ok` allows an empty tuple."""
+
+    lo: float | None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    also: tuple[Any, ...] = ()
+    empty_ok: bool = False
+
+    def holds(self, value: Any) -> bool:
+        """Return whether `value` (one number) is in the range."""
+        if value in self.also:
+            return True
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return False
+        above = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
+        below = self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+        return above and below
+
+    def text(self) -> str:
+        """Return the range in words, e.g. "in (0, 1]", ">= 1", "0 or >= 16"."""
+        lo, hi = (None if v is None else str(int(v)) if float(v).is_integer() else f"{v:g}" for v in (self.lo, self.hi))
+        if lo is not None and hi is not None:
+            span = f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        elif lo is not None:
+            span = f"{'>' if self.lo_open else '>='} {lo}"
+        else:
+            span = f"{'<' if self.hi_open else '<='} {hi}"
+        return " or ".join([*map(str, self.also), span])
+
+
+SHARE, POSITIVE, NON_NEGATIVE, AT_LEAST_ONE = Range(0, 1), Range(0, lo_open=True), Range(0), Range(1)
+SEED_RANGE = Range(0, 2**32 - 1)  # what numpy's seed accepts
+MIN_EXAMPLES = 16  # the smallest example limit: fewer rows cannot train or measure a classifier
+# The range of every numeric Config key (tests/test_config.py checks that none lacks one).
+CONFIG_RANGES: dict[str, Range] = {
+    "max_train_examples": Range(MIN_EXAMPLES, also=(None, 0)), "max_eval_examples": Range(MIN_EXAMPLES, also=(None, 0)),
+    "max_length": Range(4), "label_noise": Range(0, 1, hi_open=True), "label_noise_seed": SEED_RANGE,
+    "epochs": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE, "grad_accum_steps": AT_LEAST_ONE, "lr": POSITIVE,
+    "encoder_lr_mult": NON_NEGATIVE, "layer_decay": Range(0, 1, lo_open=True), "weight_decay": SHARE,
+    "warmup_ratio": SHARE, "grad_clip": NON_NEGATIVE, "label_smoothing": Range(0, 1, hi_open=True),
+    "graph_warmup_steps": NON_NEGATIVE, "bucket_mult": AT_LEAST_ONE, "pad_multiple": AT_LEAST_ONE,
+    "row_multiple": AT_LEAST_ONE, "eval_points": AT_LEAST_ONE, "eval_batch_size": AT_LEAST_ONE,
+    "log_every": AT_LEAST_ONE, "seeds": SEED_RANGE,
+    "tiny_vocab_size": Range(16), "tiny_dim": AT_LEAST_ONE, "tiny_layers": AT_LEAST_ONE, "tiny_heads": AT_LEAST_ONE,
+    "tiny_hidden_dim": AT_LEAST_ONE,
+    "score_layer": NON_NEGATIVE, "score_max_length": Range(2), "head_lr": POSITIVE, "distill_gamma": NON_NEGATIVE,
+    "distill_temperature": POSITIVE, "kappa_schedule": Range(0, 1, lo_open=True), "tau_init": POSITIVE,
+    "tau_bounds": POSITIVE, "rank_guard": Range(-1, 1), "rho_init": SHARE, "rho_bounds": SHARE,
+    "ess_target": Range(0, 1, lo_open=True), "class_weight_bounds": POSITIVE, "class_weight_lr": NON_NEGATIVE,
+    "w_clip": NON_NEGATIVE, "refresh_every": AT_LEAST_ONE, "refresh_bounds": AT_LEAST_ONE,
+    "min_pool_mult": NON_NEGATIVE, "replay_max": AT_LEAST_ONE, "q_bounds": Range(0, 1, lo_open=True),
+    "budget_ratio": Range(0, 1, lo_open=True), "full_rows": NON_NEGATIVE, "full_prob": Range(0, 1, lo_open=True),
+    "cost_ema": Range(0, 1, hi_open=True), "unfreeze_schedule": Range(0, 1, empty_ok=True),
+    "uniform_fraction": Range(0, 1, lo_open=True, also=(None,)), "sb_beta": NON_NEGATIVE,
+    "candidate_share": Range(0, 1, lo_open=True), "sb_history": AT_LEAST_ONE, "rho_holdout": Range(0, 1, True, True),
+    "rho_candidate_mult": AT_LEAST_ONE, "rho_select_fraction": Range(0, 1, lo_open=True), "rho_il_epochs": AT_LEAST_ONE,
+    "infobatch_prune": Range(0, 1, hi_open=True), "infobatch_anneal": SHARE, "vcas_tau_act": NON_NEGATIVE,
+    "vcas_tau_weight": NON_NEGATIVE, "vcas_every": AT_LEAST_ONE, "vcas_repeats": AT_LEAST_ONE,
+    "vcas_min_ratio": Range(0, 1, lo_open=True), "time_budget": SHARE,
+}
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def numeric_fields() -> list[str]:
+    """Return the Config keys that hold numbers (int, float, or tuples of them; bools excluded)."""
+    def numeric(kind: str) -> bool:
+        kind = kind.removesuffix(" | None")
+        return kind in ("int", "float") or kind.startswith(("tuple[int", "tuple[float"))
+
+    return [f.name for f in dataclasses.fields(Config) if numeric(str(f.type))]
+
+
+def _config_text(value: Any) -> str:
+    """Return a Config value as --set writes it (tuples comma-separated)."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def check_range(key: str, value: Any) -> None:
+    """Raise ConfigError naming `key`, its range and a valid example when `value` is outside
+    CONFIG_RANGES[key] (for a tuple: empty where it may not be, a value outside, or a (lo, hi)
+    pair whose lo exceeds its hi)."""
+    rule, default = CONFIG_RANGES[key], getattr(Config(), key)
+    example = f"e.g. {key}={_config_text(default)}"
+    if isinstance(value, tuple):
+        if not value and not rule.empty_ok:
+            raise ConfigError(f"{key} is empty: give at least one value, each {rule.text()}, {example}")
+        bad = [v for v in value if not rule.holds(v)]
+        if bad:
+            raise ConfigError(f"{key}={_config_text(value)} has {_config_text(tuple(bad))} out of range: each value "
+                              f"must be {rule.text()}, {example}")
+        if str(Config.__dataclass_fields__[key].type).count(",") == 1 and len(value) == 2 and value[0] > value[1]:
+            raise ConfigError(f"{key}={_config_text(value)} is a (low, high) pair with low above high, {example}")
+    elif not rule.holds(value):
+        raise ConfigError(f"{key}={value} is out of range: {key} must be {rule.text()}, {example}")
+
+
+def _names_a_local_path(name: str) -> bool:
+    """Return whether `name` can only be a local path, not a hub name: it starts with '/', '~' or
+    '.', holds a backslash or './', or its parent folder exists here."""
+    path = Path(name).expanduser()
+    return name.startswith(("/", "~", ".")) or "\\" in name or "./" in name or \
+        (path.parent != Path(".") and path.parent.is_dir())
+
+
+def check_paths(cfg: Config) -> None:
+    """Raise ConfigError when a path in `cfg` is not what it must be: study one folder name inside
+    results_dir/runs, results_dir a folder (or not yet there), dataset a folder of split files or
+    a hub name, model_name a model folder (with config.json), a hub name or "tiny"."""
+    study = cfg.study
+    if not study or study in (".", "..") or any(c in study for c in "/\\\0") or study != study.strip():
+        raise ConfigError(f"study={study!r} must be one folder name inside results_dir/runs (no '/', '\\' or "
+                          f"'..'), e.g. study=my-study")
+    results = Path(cfg.results_dir).expanduser()
+    if results.exists() and not results.is_dir():
+        raise ConfigError(f"results_dir={cfg.results_dir!r} is a file: set results_dir= (--results-dir) to a folder")
+    data = Path(local_copy(cfg.dataset)).expanduser()
+    if data.is_file():
+        raise ConfigError(f"dataset={cfg.dataset!r} is a file: set dataset= (--dataset) to the folder that holds "
+                          f"it ({data.parent}), whose files are named by split ({cfg.train_split}.csv or "
+                          f"{cfg.train_split}.parquet, {cfg.eval_split}.csv ...)")
+    if not data.is_dir() and _names_a_local_path(cfg.dataset):
+        raise ConfigError(f"Dataset folder {cfg.dataset!r} does not exist: set dataset= (--dataset) to an existing "
+                          f"folder or a hub name such as 'ag_news'")
+    if cfg.model_name != TINY_MODEL:
+        model = Path(local_copy(cfg.model_name)).expanduser()
+        fix = ("set model_name= (--model) to a folder holding config.json, the weights and the tokenizer files, "
+               "a hub name, or 'tiny'")
+        if model.is_file():
+            raise ConfigError(f"model_name={cfg.model_name!r} is a file: {fix}")
+        if model.is_dir() and not (model / "config.json").is_file():
+            raise ConfigError(f"Model folder {cfg.model_name!r} has no config.json: {fix}")
+        if not model.is_dir() and _names_a_local_path(cfg.model_name):
+            raise ConfigError(f"Model folder {cfg.model_name!r} does not exist: {fix}")
+
+
+def validate_config(cfg: Config, seeds: Sequence[int] | None = None) -> Config:
+    """Return `cfg` after checking it can run, before anything loads or trains: every numeric key
+    in its CONFIG_RANGES, a non-empty seed list (cfg.seeds, and `seeds` when given), precision, the
+    tiny model's width against its heads, and its paths (check_paths). Raises ConfigError, one line
+    naming the key and a valid value."""
+    for key in numeric_fields():
+        check_range(key, getattr(cfg, key))
+    if seeds is not None:
+        check_range("seeds", tuple(seeds))
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}: e.g. precision=fp32")
+    if cfg.model_name == TINY_MODEL and cfg.tiny_dim % cfg.tiny_heads:
+        raise ConfigError(f"tiny_dim={cfg.tiny_dim} is not a multiple of tiny_heads={cfg.tiny_heads}: set "
+                          f"tiny_heads= to a divisor of it, e.g. tiny_heads=2")
+    check_paths(cfg)
+    return cfg
+
+
 def config_for_method(cfg: Config, method: str) -> Config:
     """Return `cfg` with the method's preset changes (e.g. "mclearn-paper") applied."""
     changes = dict(METHOD_PRESETS.get(method, {}))
@@ -416,10 +582,35 @@ def _load_local(folder: Path, cfg: Config) -> tuple[Any, Any, Any, list[str] | N
     names = None
     labels_file = folder / "labels.json"
     if labels_file.exists():
-        names = json.loads(labels_file.read_text())
+        names = read_label_names(labels_file)
     else:
         names = KNOWN_LABEL_NAMES.get(folder.name)
     return _read_frames(train_files), chosen[1], test_frame, names, f"local:{folder}"
+
+
+def read_label_names(path: Path) -> list[str]:
+    """Return the class names in a labels.json file (a JSON list, class id i named by item i);
+    raise DataError naming the file when it is not one."""
+    fix = 'write the class names as a JSON list, e.g. ["World", "Sports"], or delete it to name the classes 0..C-1'
+    try:
+        names = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON ({err.msg}: line {err.lineno} column {err.colno}): {fix}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} cannot be read ({err}): {fix}") from None
+    if not isinstance(names, list) or not names:
+        raise DataError(f"{path} holds {type(names).__name__} {str(names)[:40]!r}, not a list of class names: {fix}")
+    return [str(n) for n in names]
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """Return `text` on one line, cut at the last word boundary before `limit` characters (" ..."
+    marks the cut), so a quoted error never ends mid-word."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit - 4)
+    return text[:cut if cut > 0 else limit - 4] + " ..."
 
 
 _OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -474,7 +665,7 @@ def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, Any, list[str] | None, 
             datasets.load_dataset(name)
     except Exception as err:  # the hub raises many types (connection, not found, offline)
         where = "the hub is not reachable from here and it is not in the local cache" if offline else \
-            f"{type(err).__name__}: {str(err)[:200]}"
+            f"{type(err).__name__}: {shorten(str(err))}"
         raise DataError(
             f"Could not load dataset {name!r} from the Hugging Face hub ({where}). "
             f"Set --dataset (dataset=) to a local "
@@ -500,6 +691,11 @@ def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, Any, list[str] | None, 
     return frames[0], frames[1], frames[2], names, f"hub:{name}"
 
 
+def _rows_text(rows: np.ndarray) -> str:
+    """Return the first row numbers of `rows` as text: "rows 3, 8, 9 ..."."""
+    return "rows " + ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
+
+
 def _frame_to_split(frame, cfg: Config, which: str, limit: int | None) -> TextSplit:
     for column, knob in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
         if column not in frame.columns:
@@ -508,6 +704,17 @@ def _frame_to_split(frame, cfg: Config, which: str, limit: int | None) -> TextSp
     if len(frame) == 0:
         raise DataError(f"The {which} split is empty. Point dataset= at data with rows, or "
                         f"choose another {which}_split=.")
+    missing = frame[cfg.text_column].isna().to_numpy()
+    empty = ~missing & (frame[cfg.text_column].astype(str).str.strip() == "").to_numpy()
+    if missing.any() or empty.any():
+        raise DataError(f"The {which} split has {int(missing.sum())} missing and {int(empty.sum())} empty texts of "
+                        f"{len(frame)} in column {cfg.text_column!r} ({_rows_text(np.flatnonzero(missing | empty))}): "
+                        f"drop or fill those rows, or set text_column= to the column that holds the text.")
+    unlabeled = frame[cfg.label_column].isna().to_numpy()
+    if unlabeled.any():
+        raise DataError(f"The {which} split has {int(unlabeled.sum())} missing labels (NaN/None) of {len(frame)} in "
+                        f"column {cfg.label_column!r} ({_rows_text(np.flatnonzero(unlabeled))}): drop those rows "
+                        f"or give them class ids 0..C-1 (label_column= names the column).")
     labels = frame[cfg.label_column].to_numpy()
     if labels.dtype.kind not in "iu":
         raise DataError(f"Column {cfg.label_column!r} of the {which} split must hold integer class "
@@ -585,8 +792,7 @@ def load_text_dataset(cfg: Config) -> DataBundle:
     folder = Path(local_copy(cfg.dataset)).expanduser()
     if folder.is_dir():
         train_frame, eval_frame, test_frame, names, source = _load_local(folder, cfg)
-    elif any(sep in cfg.dataset for sep in ("\\", "./")) or cfg.dataset.startswith(("/", "~")) or \
-            (folder.parent != Path(".") and folder.parent.is_dir()):
+    elif _names_a_local_path(cfg.dataset):
         raise DataError(f"Dataset folder {cfg.dataset!r} does not exist. Set dataset= to an "
                         f"existing folder or a hub name such as 'ag_news'.")
     else:
@@ -604,7 +810,17 @@ def load_text_dataset(cfg: Config) -> DataBundle:
     if cfg.label_noise:
         labels, flipped = flip_labels(train.labels, cfg.label_noise, len(names), cfg.label_noise_seed)
         train = TextSplit(train.texts, labels)
-    return DataBundle(train=train, eval=evaluation, label_names=names, source=source, test=test, flipped_rows=flipped)
+    return validate_data(DataBundle(train=train, eval=evaluation, label_names=names, source=source, test=test,
+                                    flipped_rows=flipped))
+
+
+def validate_data(bundle: DataBundle) -> DataBundle:
+    """Return `bundle` after checking it can train a classifier (check_labels: at least two classes
+    in its train split, a name for each label, no eval or test class the train split lacks).
+    Missing or empty texts and missing labels are refused as the splits are read (_frame_to_split).
+    Raises DataError."""
+    check_labels(bundle.train, bundle.eval, bundle.label_names, bundle.source, bundle.test)
+    return bundle
 
 
 def flip_labels(labels: np.ndarray, share: float, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -627,9 +843,15 @@ def check_labels(train: TextSplit, evaluation: TextSplit, names: Sequence[str] |
                  test: TextSplit | None = None) -> list[str]:
     """Return the class names (given, or "0".."C-1") after checking every split's labels against them.
 
-    Raises DataError naming the split and its offending values when a label has no name (labels.json
-    or the hub's names) or, without names, when the eval (or test) split has classes the train split lacks.
+    Raises DataError naming the split and its offending values when the train split has fewer than
+    two classes, a label has no name (labels.json or the hub's names) or, without names, when the
+    eval (or test) split has classes the train split lacks.
     """
+    classes, counts = np.unique(train.labels, return_counts=True)
+    if len(classes) < 2:
+        raise DataError(f"The train split of {source} has one class (label {int(classes[0])}, {int(counts[0])} "
+                        f"rows): a classifier needs at least two. Point dataset= at data with several classes "
+                        f"(or raise max_train_examples=).")
     held_out = [("eval", evaluation)] + ([("test", test)] if test is not None else [])
     def offending(values: np.ndarray) -> str:
         shown = sorted(int(v) for v in values)
@@ -834,7 +1056,7 @@ def load_model_and_tokenizer(cfg: Config, num_labels: int, train_texts: Sequence
             hf_logging.set_verbosity(verbosity)
     except (OSError, ValueError) as err:
         where = "the hub is not reachable from here and it is not in the local cache" if offline else \
-            f"{type(err).__name__}: {str(err)[:200]}"
+            f"{type(err).__name__}: {shorten(str(err))}"
         raise ModelLoadError(
             f"Could not load model {cfg.model_name!r} ({where}). "
             f"Set --model (model_name=) to a hub name reachable from here, a local folder holding config.json, "
@@ -1442,18 +1664,23 @@ def _diverged(model: nn.Module, running_loss: torch.Tensor | float | None) -> fl
 
 
 CHANCE_MARGIN_SE = 2.0  # a run is "at chance" when its accuracy is within this many standard errors of it
+# The eval set can tell a run at chance from one that learned only when that margin is small: at
+# most this share (5 points). 64 eval rows of 4 classes give 10.8 points, so a healthy tiny run
+# there was flagged; 300 rows of 4 balanced classes, or 400 of 2, are the fewest that can tell.
+CHANCE_RESOLUTION = 0.05
 
 
 def chance_warning(accuracy: float, labels: np.ndarray, num_classes: int) -> str | None:
     """Return a warning when `accuracy` is within CHANCE_MARGIN_SE binomial standard errors of
-    chance (the majority-class share of `labels`, at least 1 / num_classes), else None."""
+    chance (the majority-class share of `labels`, at least 1 / num_classes) and that margin is at
+    most CHANCE_RESOLUTION (an eval set large enough to tell); else None."""
     chance = max(np.bincount(labels, minlength=num_classes).max() / len(labels), 1.0 / num_classes)
     margin = CHANCE_MARGIN_SE * math.sqrt(chance * (1 - chance) / len(labels))
-    if accuracy > chance + margin:
+    if accuracy > chance + margin or margin > CHANCE_RESOLUTION:
         return None
     return (f"accuracy {accuracy:.4f} is at chance (majority class {chance:.4f} + {CHANCE_MARGIN_SE:g} standard "
-            f"errors = {chance + margin:.4f} on {len(labels)} eval examples): the run learned nothing; "
-            f"check lr= and the labels")
+            f"errors = {chance + margin:.4f} on {len(labels)} eval examples, a margin of {margin * 100:.1f} points: "
+            f"enough to tell a run that learned): the run learned nothing; check lr= and the labels")
 
 
 def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
@@ -1483,6 +1710,10 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     method = METHODS[method_name](ctx)
     if getattr(method, "priced", False):
         ctx.step_costs = prepared_step_costs(prepared)
+    load = host_load()  # untimed: other processes competing for the cores make the seconds incomparable
+    warnings = [w for w in [host_load_warning(load)] if w]
+    for warning in warnings:
+        print(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr, flush=True)
     _sync(device)
     t_setup = time.perf_counter()
     method.setup()
@@ -1547,9 +1778,10 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
                 t0 = time.perf_counter()
     final = evaluate(method.eval_model(), prepared.eval, cfg, device)
     test = None if prepared.test is None else evaluate(method.eval_model(), prepared.test, cfg, device)
-    warnings = [w for w in [chance_warning(final["accuracy"], final["labels"], len(prepared.label_names))] if w]
-    for warning in warnings:
-        print(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr)
+    chance = chance_warning(final["accuracy"], final["labels"], len(prepared.label_names))
+    if chance:
+        warnings.append(chance)
+        print(f"warning: {method_name} seed {seed}: {chance}", file=sys.stderr)
     from sklearn.metrics import confusion_matrix
 
     difficulty = method.eval_difficulty()
@@ -1572,7 +1804,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
         "examples_seen": ctx.examples_backward, "examples_scored": ctx.examples_scored,
         "examples_backward": ctx.examples_backward, "warnings": warnings,
         # Host load: timings taken while other processes competed for the cores are not comparable.
-        "host": {"load_avg_start": load_start, "load_avg_end": _load_average(),
+        "host": {"load_avg_start": load_start, "load_avg_end": _load_average(), "load_at_start": load,
                  "process_cpu_seconds": time.process_time() - cpu_start,
                  "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
         "eval_curve": curve,
@@ -1611,6 +1843,64 @@ def _load_average() -> float | None:
         return round(os.getloadavg()[0], 2)
     except (OSError, AttributeError):  # not available on every platform
         return None
+
+
+BUSY_PROCESS_CORES = 0.5  # another process using this many cores during the sample is a competing run
+HOST_SAMPLE_SECONDS = 0.2  # how long host_load watches the other processes (untimed, before a run)
+
+
+def _process_cpu_ticks() -> dict[int, tuple[int, str]]:
+    """Return {pid: (user + system clock ticks, command)} of every process /proc lists (Linux)."""
+    ticks = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()  # after "(command)"; utime and stime are fields 14, 15
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            ticks[int(entry.name)] = (int(fields[11]) + int(fields[12]), command or stat[stat.index("(") + 1:stat.rindex(")")])
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile, or is not ours to read
+            continue
+    return ticks
+
+
+def host_load(sample_seconds: float = HOST_SAMPLE_SECONDS) -> dict[str, Any]:
+    """Return how busy the host is apart from this process, watched for `sample_seconds` while this
+    process waits: other_cores, the cores all other processes used meanwhile; busy_processes, those
+    that used at least BUSY_PROCESS_CORES cores ({pid, cores, command}); load_avg (1 minute, which
+    counts this process's own last minute of training too, so it is stored, not judged) and
+    cpu_count. Without /proc (not Linux): load_avg and cpu_count, and `checked` False."""
+    load, cpus = _load_average(), os.cpu_count() or 1
+    if not Path("/proc/self/stat").exists():
+        return {"checked": False, "load_avg": load, "cpu_count": cpus}
+    hz = os.sysconf("SC_CLK_TCK")
+    start, t0 = _process_cpu_ticks(), time.perf_counter()
+    time.sleep(sample_seconds)
+    end, seconds = _process_cpu_ticks(), time.perf_counter() - t0
+    cores = {pid: (ticks - start[pid][0]) / hz / seconds for pid, (ticks, _) in end.items()
+             if pid in start and pid != os.getpid()}
+    busy = [{"pid": pid, "cores": round(c, 2), "command": end[pid][1][:80]} for pid, c in sorted(cores.items())
+            if c >= BUSY_PROCESS_CORES]
+    return {"checked": True, "load_avg": load, "cpu_count": cpus, "other_cores": round(sum(cores.values()), 2),
+            "busy_processes": busy}
+
+
+def host_load_warning(load: dict[str, Any]) -> str | None:
+    """Return a warning when a host_load reading says timings taken now are not comparable: other
+    processes using more than half the cores, or one of them at least BUSY_PROCESS_CORES (another
+    training run, say); else None."""
+    if not load.get("checked"):
+        return None
+    reasons = []
+    if load["other_cores"] > load["cpu_count"] / 2:
+        reasons.append(f"other processes used {load['other_cores']:g} of its {load['cpu_count']} cores")
+    reasons += [f"pid {p['pid']} used {p['cores']:g} cores ({p['command']})" for p in load["busy_processes"][:3]]
+    if not reasons:
+        return None
+    return (f"the host was busy at the start of this run ({'; '.join(reasons)}; load average {load['load_avg']}): its "
+            f"train seconds are not comparable with runs on an idle host; delete its run file and rerun it when the "
+            f"host is idle")
 
 
 @functools.lru_cache(maxsize=None)
@@ -1762,9 +2052,11 @@ class Prepared:
 
 
 def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
-    """Load data and model once, tokenize, move the tensors to the device and, on CUDA, warm the
-    device up (see warm_up_device); return Prepared."""
-    bundle = bundle or load_text_dataset(cfg)
+    """Check the config (validate_config) and the data (validate_data), load data and model once,
+    tokenize, move the tensors to the device and, on CUDA, warm the device up (see warm_up_device);
+    return Prepared."""
+    validate_config(cfg)
+    bundle = validate_data(bundle) if bundle else load_text_dataset(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg, len(bundle.label_names), bundle.train.texts)
     device = resolve_device(cfg)
     train = encode_split(bundle.train, tokenizer, cfg.max_length).to(device)
@@ -4123,11 +4415,17 @@ def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Pat
 @contextlib.contextmanager
 def atomic_target(path: Path):
     """Yield a temp path beside `path`; on success it replaces `path` (one rename), on any error
-    it is removed, so readers see the old file or the new one, never a part."""
+    it is removed, so readers see the old file or the new one, never a part. An OSError without a
+    path (a full disk) is raised again naming `path`."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:  # a full disk says "No space left on device" without a path: name the file
+        tmp.unlink(missing_ok=True)
+        if err.filename not in (None, str(tmp)):
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -4169,16 +4467,51 @@ def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
     return None
 
 
-RUN_KEY_FIELDS = ("preset", "model_name", "dataset", "max_train_examples", "max_eval_examples", "epochs",
-                  "batch_size", "max_length", "precision", "lr", "label_noise", "time_budget")
+# Config keys that do not change what a run trains, so a stored run is reused whatever their value:
+# where it is stored and under which study, the seeds a sweep runs (each run has its own seed), the
+# keys the caller set (their values are compared) and the device setting ("auto" and "cuda" are one
+# GPU; the device a run used is in its record). log_every is compared: each log reads the loss back
+# from the device, which on a GPU is a sync the train seconds include.
+RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device")
+# Every other Config key is compared (one added later too), except for methods that never read it:
+# the keys below are read only by the methods named with them, so changing, say, budget_ratio keeps
+# the stored baseline (tests/test_results.py records which keys each method reads to check this).
+METHOD_OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("mclearn", "mclearn-paper"): (
+        "score_layer", "score_max_length", "head_lr", "distill_gamma", "distill_temperature", "kappa_schedule",
+        "tau_init", "tau_bounds", "rank_guard", "rho_init", "rho_bounds", "ess_target", "class_weight_bounds",
+        "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "q_bounds",
+        "budget_ratio", "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple"),
+    ("uniform",): ("uniform_fraction", "uniform_match"),
+    ("selective_backprop", "rho_loss"): ("candidate_share",),
+    ("selective_backprop",): ("sb_beta", "sb_history"),
+    ("rho_loss",): ("rho_holdout", "rho_candidate_mult", "rho_select_fraction", "rho_il_epochs"),
+    ("infobatch",): ("infobatch_prune", "infobatch_anneal"),
+    ("vcas",): ("vcas_tau_act", "vcas_tau_weight", "vcas_every", "vcas_repeats", "vcas_min_ratio"),
+}
+RUN_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in RUN_BOOKKEEPING_FIELDS)
+
+
+def run_key_fields(method: str) -> tuple[str, ...]:
+    """Return the Config keys a stored run of `method` must match to be reused: RUN_KEY_FIELDS less
+    the keys only other methods read (METHOD_OWN_FIELDS)."""
+    others = {key for methods, keys in METHOD_OWN_FIELDS.items() if method not in methods for key in keys}
+    return tuple(key for key in RUN_KEY_FIELDS if key not in others)
 
 
 def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None:
-    """Return which key settings of a stored run differ from what `cfg` would train, or None."""
+    """Return which settings of a stored run differ from what `cfg` would train (with their stored
+    and wanted values), or None. Compared: run_key_fields(method). A key absent from an old file's
+    config is no difference (the file predates it), nor is a knob its budget plan set (the run's
+    `knobs`: planned from measured costs for its time_budget, which is compared)."""
     want = portable_config(config_for_method(cfg, method))
     have = {k: portable_path(v) for k, v in record.get("config", {}).items()}
-    diff = [k for k in RUN_KEY_FIELDS if k in have and want[k] != have[k]]
-    return f"{', '.join(diff)} differ" if diff else None
+    planned = set(record.get("knobs") or {})
+    diff = [k for k in run_key_fields(method) if k in have and k not in planned and want[k] != have[k]]
+    if not diff:
+        return None
+    values = "; ".join(f"{k} {have[k]!r} stored, {want[k]!r} now" for k in diff[:3])
+    return f"{', '.join(diff)} differ: {values}{' ...' if len(diff) > 3 else ''}"
 
 
 def read_finished_run(path: Path, cfg: Config, method: str) -> dict[str, Any] | None:
@@ -4208,12 +4541,99 @@ def matched_fraction(cfg: Config, seed: int) -> float:
     return float(np.clip(times[cfg.uniform_match] / times["baseline"], 0.01, 1.0))
 
 
+class StudyBusyError(RuntimeError):
+    """Another sweep holds the study's folder; the message names the folder, its holder and the fix."""
+
+
+STUDY_LOCK = ".lock"  # in a study's folder while a sweep writes to it: "pid N on HOST since TIME"
+
+
+@contextlib.contextmanager
+def study_lock(results_dir: str | Path, study: str):
+    """Hold the lock of <results>/runs/<study>/ while a sweep writes it; yield the lock file's path.
+
+    Raises StudyBusyError when another live process holds it: two sweeps on one study both train
+    every missing run and slow each other's timings. The lock is an flock on the file, which the
+    system drops when its process dies, so the lock of a killed sweep is taken over (with a note).
+    Where the system or file system has no locks, a warning says so and the sweep runs unlocked (None)."""
+    folder = Path(results_dir) / "runs" / study
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / STUDY_LOCK
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        print(f"warning: no file locks here: a second sweep on study {study!r} would not be stopped",
+              file=sys.stderr, flush=True)
+        yield None
+        return
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "a process that has not written its name yet"
+            handle.close()
+            raise StudyBusyError(f"{folder} is in use by another sweep ({holder}): wait until it ends, or set study= "
+                                 f"(--study) to another name; two sweeps on one study both train its missing runs and "
+                                 f"slow each other's timings") from None
+        except OSError as err:  # a file system without locks
+            handle.close()
+            print(f"warning: cannot lock {path} ({err}): a second sweep on study {study!r} would not be stopped",
+                  file=sys.stderr, flush=True)
+            handle = None
+            break
+        try:  # the holder may have removed the file between our open and flock: lock the file that is there
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    if handle is None:
+        yield None
+        return
+    handle.seek(0)
+    previous = handle.read().strip()
+    if previous:
+        print(f"note: took over the lock of {folder} from a sweep that is no longer running ({previous})",
+              file=sys.stderr, flush=True)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+def guarded_sweep(*study_suffixes: str):
+    """Return a decorator for a sweep function f(cfg, ..., seeds=...): validate the config and the
+    seeds (validate_config), then hold the lock of each study folder cfg.study + suffix
+    (study_lock) while f runs."""
+    def decorate(function):
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def guarded(cfg: Config, *args, **kwargs):
+            validate_config(cfg, signature.bind(cfg, *args, **kwargs).arguments.get("seeds"))
+            with contextlib.ExitStack() as locks:
+                for suffix in study_suffixes:
+                    locks.enter_context(study_lock(cfg.results_dir, cfg.study + suffix))
+                return function(cfg, *args, **kwargs)
+        return guarded
+    return decorate
+
+
+@guarded_sweep("")
 def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequence[int] | None = None,
               prepared: Prepared | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Run every (method, seed) whose result file is missing; return all records, old and new.
 
     Each run is written atomically as soon as it ends, so an interrupted sweep resumes where it
-    stopped and loses no finished run.
+    stopped and loses no finished run. The config is validated and the study locked first
+    (guarded_sweep).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -4224,16 +4644,16 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
     for seed in seeds:
         for method in methods:
             path = run_path(cfg.results_dir, cfg.study, method, seed)
-            record = read_finished_run(path, cfg, method)
+            run_cfg = cfg  # uniform's share, when matched, is read from this sweep's finished runs
+            if method == "uniform" and cfg.uniform_fraction is None:
+                run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed))
+            record = read_finished_run(path, run_cfg, method)
             if record is not None:
                 records.append(record)
                 continue
             prepared = prepared or prepare(cfg)
             log_path = path.with_suffix(".jsonl")
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            run_cfg = cfg
-            if method == "uniform" and cfg.uniform_fraction is None:
-                run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed))
             record = train_method(method, run_cfg, prepared, seed, log_path=log_path, progress=progress)
             write_json_atomic(path, record)
             records.append(record)
@@ -4441,6 +4861,7 @@ def lr_run_label(lr: float, base: str = "baseline") -> str:
     return f"{base}-lr{mantissa.rstrip('0').rstrip('.')}e{exponent}"
 
 
+@guarded_sweep("", "-lr")
 def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence[float] = (1 / 3, 1 / 2),
                      lrs: Sequence[float] = (), seeds: Sequence[int] | None = None, prepared: Prepared | None = None,
                      progress: bool = True, lr_factors: Sequence[float] = (), tune_budget: float = 0.5,
@@ -4991,6 +5412,14 @@ class UsageError(ValueError):
     """A command line that cannot run as given (exit code 2)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program was so that it cleans up as after Ctrl-C (exit code 143)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def provenance_env() -> str:
     """Return code_provenance() as MCLEARN_* environment assignments, one per line, for a copy of
     this checkout without .git: `env $(python mclearn_core.py --provenance) bash benchmarks/gpu_notebooks.sh ...`."""
@@ -5001,12 +5430,49 @@ def provenance_env() -> str:
     return "\n".join(lines)
 
 
+CLI_WIDTH = 100  # the CLI's final table fits this many columns unless --wide
+# The report table's columns the CLI shows, with shorter headers, and the order in which they give
+# way when the table is wider than CLI_WIDTH: the last listed goes first.
+CLI_COLUMNS = {"method": "method", "budget": "budget", "seeds": "seeds", "accuracy (%)": "accuracy (%)",
+               "train seconds": "train s", "speed-up vs baseline": "speed-up", "accuracy change (pt)": "acc change (pt)",
+               "test accuracy (%)": "test acc (%)", "reaches budget": "reaches budget",
+               "seconds / baseline": "s / baseline", "graphed": "graphed", "examples seen (backward)": "backward",
+               "examples scored (forward only)": "scored (fwd)"}
+
+
+def cli_table(table, width: int | None = CLI_WIDTH) -> str:
+    """Return the report table (report_table's DataFrame) as text at most `width` characters wide:
+    study and device as a heading line (a device column when there are several), the CLI_COLUMNS
+    with their short headers, dropped from the end of that list until the table fits, and a last
+    line naming the columns left out. `width` None: every column, as report_table names them."""
+    if width is None or table.empty:
+        return table.to_string(index=False)
+    heading = f"study {', '.join(map(str, table['study'].unique()))}"
+    columns = [c for c in CLI_COLUMNS if c in table]
+    if table["device"].nunique() == 1:
+        heading += f" on {table['device'].iloc[0]}"
+    else:
+        columns.insert(1, "device")
+    shown = list(columns)
+
+    def text(kept: list[str]) -> str:
+        order = [c for c in table.columns if c in kept]
+        return table[order].rename(columns=CLI_COLUMNS).to_string(index=False)
+
+    while len(shown) > 4 and max(map(len, text(shown).splitlines())) > width:
+        shown.pop()
+    left = [CLI_COLUMNS.get(c, c) for c in columns if c not in shown]
+    note = f"left out to fit {width} columns (--wide shows them): {', '.join(left)}" if left else ""
+    return "\n".join([textwrap.fill(heading, width), text(shown), *([textwrap.fill(note, width)] if note else [])])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run a resumable sweep and print the summary table; return the exit code.
 
     Example: python mclearn_core.py --preset cpu --methods baseline mclearn
     An error prints one line "error: ..." to stderr (the traceback only with --debug) and returns 2
-    for a bad command line, 1 for a failed run; Ctrl-C returns 130, keeping the finished runs.
+    for a bad command line, 1 for a failed run; Ctrl-C returns 130 and SIGTERM 143, keeping the
+    finished runs.
     """
     import argparse
 
@@ -5020,6 +5486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results-dir", default=None, help="where runs and summary.csv go (default: results)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="any Config field, e.g. --set epochs=2 budget_ratio=0.4 kappa_schedule=0.6,0.5,0.4")
+    parser.add_argument("--wide", action="store_true",
+                        help=f"print every column of the final table (default: what fits {CLI_WIDTH} columns)")
     parser.add_argument("--update-readme", action="store_true",
                         help="only regenerate README.md's tables from this repository's results/")
     parser.add_argument("--provenance", action="store_true",
@@ -5031,20 +5499,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser.error = usage_error  # one line instead of argparse's usage block
     argv = list(sys.argv[1:] if argv is None else argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         _run_command_line(parser.parse_args(argv))
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are kept and the unfinished run left no file; run the same "
-              "command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        stopped = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"{stopped}: finished runs are kept and the unfinished run left no file; run the same "
+              f"command again to resume", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
     except Exception as err:
         if "--debug" in argv:
             raise
-        known = isinstance(err, (ValueError, DataError, ModelLoadError, TrainingError))
+        known = isinstance(err, (ValueError, DataError, ModelLoadError, TrainingError, StudyBusyError))
         message = " ".join(str(err).split()) or "(no message)"
+        if isinstance(err, OSError) and err.filename:
+            known, message = True, (f"{err.strerror or err}: {err.filename}. Check that path (free space, "
+                                    f"permissions) or set --results-dir to another folder")
         print(f"error: {message}" if known else f"error: {type(err).__name__}: {message} "
               f"(--debug shows the traceback)", file=sys.stderr)
         return 2 if isinstance(err, UsageError) else 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
@@ -5069,10 +5546,14 @@ def _run_command_line(args) -> None:
         # make_config reads None as "the preset's value"; on the command line "none" means None
         nones = sorted(k for k, v in overrides.items() if v is None)
         cfg = replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *nones})), **dict.fromkeys(nones))
+        validate_config(cfg, args.seeds)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    run_sweep(cfg, args.methods, args.seeds)
-    summarize(cfg.results_dir, study=cfg.study)
+    records = run_sweep(cfg, args.methods, args.seeds)
+    print(cli_table(summarize(cfg.results_dir, study=cfg.study, show=False), None if args.wide else CLI_WIDTH))
+    for record in records:  # said once as each run ended; repeated where the table is read
+        for warning in record.get("warnings") or []:
+            print(f"warning: {record.get('run_label') or record['method']} seed {record['seed']}: {warning}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,17 @@ NOTEBOOKS = [
      True),
 ]
 
+# Parameters of a cpu-smoke run (--preset cpu-smoke), applied before --seeds and --param: the
+# smallest run of each notebook that still takes every code path. Notebook 01: two seeds (a mean ±
+# std over seeds) instead of three. Notebook 04, the budget study (39 runs at its defaults): one seed,
+# one budget (every method's plan and the no-knob methods), and a two-lr sweep, which its defaults
+# (lrs=[]) skip, so that 10 runs also take the sweep and its table.
+SMOKE_PARAMETERS = {
+    "notebooks/01_three_seeds.ipynb": {"seeds": [42, 43]},
+    "notebooks/03_estimator_checks.ipynb": {"draws": 300},
+    "notebooks/04_compare_methods.ipynb": {"seeds": [42], "time_budgets": [1 / 2], "lrs": [1e-3, 3e-3]},
+}
+
 # The study a notebook writes to when its `study` parameter is None (see mclearn_core.study_name).
 STUDY_BASES = {"Monte_Carlo_Learn.ipynb": "flagship", "notebooks/01_three_seeds.ipynb": "three_seeds",
                "notebooks/02_diagnostics.ipynb": "three_seeds", "notebooks/04_compare_methods.ipynb": "compare_methods"}
@@ -270,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for the executed notebooks (default: a folder in the temp dir)")
     parser.add_argument("--results", default=str(REPO / "results"), help="results_dir passed to every notebook")
     parser.add_argument("--draws", type=int, default=None,
-                        help="draws for 03_estimator_checks (default: 300 for cpu-smoke, else the notebook's)")
+                        help="draws for 03_estimator_checks (default: SMOKE_PARAMETERS' 300 for cpu-smoke, else the "
+                             "notebook's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="seeds for the training notebooks (default: each notebook's own)")
     parser.add_argument("--only", nargs="+", default=None,
@@ -303,7 +315,6 @@ def main(argv: list[str] | None = None) -> int:
     # "auto" is passed on as "auto" (the kernel picks, as on Colab; MCLEARN_PRESET forces a preset);
     # the checks below use the preset it resolves to.
     preset = mc.detect_preset() if args.preset == "auto" else args.preset
-    draws = args.draws if args.draws is not None else (300 if preset == "cpu-smoke" else None)
     started = time.time()
     report, failed, all_runs = [], False, []
     for name, cwd, figures, trains in NOTEBOOKS:
@@ -315,8 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         if source.parent == REPO:  # the flagship is committed executed: its parameters cell names the data,
             # model and study of its last GPU run; a run of this tool uses the preset's unless --param names them
             passed.update(dataset=None, model_name=None, study=None)
-        if "draws" in declared and draws is not None:
-            passed["draws"] = draws
+        if preset == "cpu-smoke":
+            passed.update(SMOKE_PARAMETERS.get(name, {}))
+        if args.draws is not None:
+            passed["draws"] = args.draws
         if args.no_progress:
             passed["progress"] = False
         if "seeds" in declared and args.seeds:

@@ -23,6 +23,17 @@ import mclearn_core as mc  # noqa: E402
 torch.set_num_threads(int(os.environ.get("MCLEARN_TEST_THREADS", "1")))
 
 
+REAL_HOST_LOAD = mc.host_load
+IDLE_HOST = {"checked": True, "load_avg": 0.0, "cpu_count": 2, "other_cores": 0.0, "busy_processes": []}
+
+
+@pytest.fixture(autouse=True)
+def idle_host(monkeypatch):
+    """Runs in tests see an idle host (mc.host_load watches the machine for 0.2 s per run, and other
+    work on it would add warnings); tests of that check call the real one, REAL_HOST_LOAD."""
+    monkeypatch.setattr(mc, "host_load", lambda *args, **kwargs: dict(IDLE_HOST))
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
     """The cpu-smoke preset, prepared once: 480 train / 160 eval examples, tiny model."""

@@ -40,6 +40,80 @@ def test_bad_set_values_exit_2_with_one_line(capsys, tmp_path, items, message):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "epochs=0"], "error: epochs=0 is out of range: epochs must be >= 1, e.g. epochs=1"),
+    (["--set", "batch_size=-4"], "error: batch_size=-4 is out of range: batch_size must be >= 1"),
+    (["--set", "batch_size=0"], "error: batch_size=0 is out of range"),
+    (["--set", "seeds=[]"], "error: seeds is empty: give at least one value"),
+    (["--set", "budget_ratio=1.5"], "error: budget_ratio=1.5 is out of range: budget_ratio must be in (0, 1]"),
+    (["--set", "eval_points=0"], "error: eval_points=0 is out of range"),
+    (["--set", "grad_accum_steps=0"], "error: grad_accum_steps=0 is out of range"),
+    (["--set", "max_train_examples=2"], "error: max_train_examples=2 is out of range"),
+    (["--set", "max_length=0"], "error: max_length=0 is out of range"),
+    (["--set", "pad_multiple=0"], "error: pad_multiple=0 is out of range"),
+    (["--study", "../../x"], "error: study='../../x' must be one folder name inside results_dir/runs"),
+    (["--model", "./no/such/model"], "error: Model folder './no/such/model' does not exist: set model_name= (--model)"),
+])
+def test_degenerate_settings_exit_2_before_anything_runs(capsys, tmp_path, argv, message):
+    code, lines, _ = run_cli(capsys, "--preset", "cpu-smoke", "--results-dir", str(tmp_path), *argv)
+    assert code == 2
+    assert_one_error(lines, message)
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_a_file_where_a_folder_belongs_exits_2_naming_it(capsys, tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text("text,label\na,0\n")
+    code, lines, _ = run_cli(capsys, *TINY, "--dataset", str(data), "--results-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert_one_error(lines, f"error: dataset='{data}' is a file: set dataset= (--dataset) to the folder that holds it")
+    code, lines, _ = run_cli(capsys, *TINY, "--model", str(data), "--results-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert_one_error(lines, f"error: model_name='{data}' is a file: set model_name= (--model) to a folder holding "
+                            f"config.json, the weights and the tokenizer files, a hub name, or 'tiny'")
+    (tmp_path / "model").mkdir()
+    code, lines, _ = run_cli(capsys, *TINY, "--model", str(tmp_path / "model"), "--results-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert_one_error(lines, f"error: Model folder '{tmp_path / 'model'}' has no config.json: set model_name= (--model)")
+    code, lines, _ = run_cli(capsys, *TINY, "--results-dir", str(data))
+    assert code == 2
+    assert_one_error(lines, f"error: results_dir='{data}' is a file: set results_dir= (--results-dir) to a folder")
+
+
+def _write_split(folder, name, texts, labels):
+    folder.mkdir(exist_ok=True)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(folder / f"{name}.csv", index=False)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing texts", "error: The train split has 2 missing and 0 empty texts of 40 in column 'text' (rows 3, 7)"),
+    ("empty texts", "error: The train split has 0 missing and 40 empty texts of 40 in column 'text'"),
+    ("missing labels", "error: The train split has 1 missing labels (NaN/None) of 40 in column 'label' (rows 5)"),
+    ("one class", "has one class (label 1, 40 rows): a classifier needs at least two"),
+    ("bad labels.json", "labels.json is not valid JSON (Expecting value: line 2 column 1): write the class names"),
+    ("eval classes", "has labels 2 that the train split never has (train has 0, 1). Use splits with the same classes"),
+])
+def test_degenerate_data_exits_1_naming_the_column_or_file(capsys, tmp_path, case, message):
+    data = tmp_path / "data"
+    texts, labels = [f"text number {i}" for i in range(40)], [i % 2 for i in range(40)]
+    if case == "missing texts":
+        texts[3] = texts[7] = None
+    if case == "empty texts":
+        texts = ["  "] * 40  # (an empty CSV field reads as missing)
+    if case == "missing labels":
+        labels[5] = None
+    if case == "one class":
+        labels = [1] * 40
+    _write_split(data, "train", texts, labels)
+    _write_split(data, "test", [f"eval {i}" for i in range(8)], [i % (3 if case == "eval classes" else 2) for i in range(8)])
+    if case == "bad labels.json":
+        (data / "labels.json").write_text('["neg", "pos",\n')
+    code, lines, _ = run_cli(capsys, *TINY, "--dataset", str(data), "--results-dir", str(tmp_path / "r"))
+    assert code == 1
+    assert_one_error(lines, message)
+    assert not list((tmp_path / "r").glob("runs/*/*.json"))
+
+
 def test_bad_choices_exit_2_with_one_line(capsys, tmp_path):
     code, lines, _ = run_cli(capsys, "--preset", "cpu-smoke", "--methods", "nope")
     assert code == 2
@@ -177,9 +251,194 @@ def test_set_none_means_none_not_the_presets_value(capsys, monkeypatch):
     """--set max_train_examples=none lifts cpu-smoke's 480-example limit (make_config alone would
     read None as "keep the preset's value")."""
     seen = []
-    monkeypatch.setattr(mc, "run_sweep", lambda cfg, *a, **k: seen.append(cfg))
-    monkeypatch.setattr(mc, "summarize", lambda *a, **k: None)
+    monkeypatch.setattr(mc, "run_sweep", lambda cfg, *a, **k: seen.append(cfg) or [])
+    monkeypatch.setattr(mc, "summarize", lambda *a, **k: pd.DataFrame())
     code, _, _ = run_cli(capsys, "--preset", "cpu-smoke", "--set", "max_train_examples=none", "epochs=2")
     assert code == 0
     assert seen[0].max_train_examples is None and seen[0].max_eval_examples == 160 and seen[0].epochs == 2
     assert {"max_train_examples", "epochs"} <= set(seen[0].explicit)
+
+
+def test_a_busy_host_is_repeated_under_the_final_table(capsys, tmp_path, monkeypatch):
+    busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "other_cores": 1.9, "busy_processes": []}
+    monkeypatch.setattr(mc, "host_load", lambda *a, **k: busy)
+    code, lines, out = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
+    assert code == 0
+    warning = mc.host_load_warning(busy)
+    assert lines[0] == f"warning: baseline seed 42: {warning}"  # as the run started
+    table, _, below = out.partition("baseline ")
+    assert f"warning: baseline seed 42: {warning}" in below.splitlines()  # and under the table
+    assert mc.read_run(mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42))["warnings"][0] == warning
+
+
+def test_a_second_sweep_on_the_same_study_exits_1_naming_the_holder(capsys, tmp_path):
+    from test_results import _hold_lock
+
+    folder = tmp_path / "runs" / "sweep-cpu-smoke"
+    folder.mkdir(parents=True)
+    holder = _hold_lock(folder / mc.STUDY_LOCK)
+    try:
+        code, lines, _ = run_cli(capsys, *TINY, "--results-dir", str(tmp_path))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 1
+    assert_one_error(lines, f"error: {folder} is in use by another sweep (pid 4242 on other-host since today): "
+                            f"wait until it ends, or set study= (--study) to another name")
+
+
+def test_sigterm_exits_143_like_ctrl_c_keeping_finished_runs(tmp_path):
+    """SIGTERM (a job scheduler's stop) left a hidden .tmp log and no message (exit 143); it now
+    cleans up as Ctrl-C does. The child trains seed 1, then waits inside seed 2's run to be stopped."""
+    import os
+    import signal
+
+    script = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(mc.REPO_ROOT)!r})\n"
+        "import mclearn_core as mc\n"
+        "real = mc.Baseline.step\n"
+        "def step(self, i):\n"
+        "    if self.ctx.generator.initial_seed() == 2 and i == 1:\n"
+        "        print('waiting', flush=True)\n"
+        "        time.sleep(60)\n"
+        "    return real(self, i)\n"
+        "mc.Baseline.step = step\n"
+        f"sys.exit(mc.main({[*TINY, '--methods', 'baseline', '--seeds', '1', '2', '--results-dir', str(tmp_path)]!r}))\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "waiting" in (line.strip() for line in child.stdout)  # read up to it (seed 1's line comes first)
+        folder = tmp_path / "runs" / "sweep-cpu-smoke"
+        assert any(p.name.endswith(".tmp") for p in folder.iterdir())  # seed 2's log, being written
+        os.kill(child.pid, signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 143
+    assert err.splitlines()[-1] == ("terminated (SIGTERM): finished runs are kept and the unfinished run left no "
+                                    "file; run the same command again to resume")
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]  # no .tmp, no .lock
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(capsys, tmp_path, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mc, "prepare", lambda cfg: None)
+    monkeypatch.setattr(mc, "train_method", lambda method, cfg, *a, **k: {"method": method, "seed": 42})
+    monkeypatch.setattr(mc.json, "dump", full)
+    code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
+    path = mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
+    assert code == 1
+    assert_one_error(lines, f"error: No space left on device: {path}. Check that path (free space, permissions) "
+                            f"or set --results-dir to another folder")
+    assert list(path.parent.iterdir()) == []  # neither the run's temp file nor the lock is left
+
+
+def test_a_model_that_cannot_load_is_quoted_in_whole_words(capsys, tmp_path, monkeypatch):
+    import transformers
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    long = "Unrecognized model in " + str(folder) + ". Should have a `model_type` key in its config.json, " * 5
+
+    def broken(*args, **kwargs):
+        raise ValueError(long)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", broken)
+    code, lines, _ = run_cli(capsys, *TINY, "--model", str(folder), "--results-dir", str(tmp_path / "r"))
+    assert code == 1
+    assert_one_error(lines, f"error: Could not load model '{folder}' (ValueError: Unrecognized model in {folder}.")
+    quoted = lines[0].split("(ValueError: ", 1)[1].split(" ...)", 1)[0]
+    assert len(quoted) <= 200 and " ".join(long.split()).startswith(quoted + " ")  # cut between words
+
+
+def _budget_study_runs(results, study):
+    """Write the run files of a budget study with long method names, a test split and two seeds."""
+    for method, budgets in [("baseline", [0.0]), ("selective_backprop", [1 / 3, 0.5]), ("mclearn-paper", [0.0]),
+                            ("mclearn", [1 / 3, 0.5]), ("uniform", [1 / 3, 0.5])]:
+        for budget in budgets:
+            for seed in (42, 43):
+                mc.write_json_atomic(mc.run_path(results, study, mc.run_label(method, budget), seed), {
+                    "study": study, "method": method, "seed": seed, "device": "cpu (x86_64, 2 threads)",
+                    "train_seconds": 123.456 * seed / 42 * (budget or 1), "accuracy": 0.8123, "examples_seen": 123456,
+                    "examples_scored": 4800, "time_budget": budget, "graphed": False, "test_accuracy": 0.79})
+
+
+def test_the_final_table_fits_100_columns_and_wide_shows_every_column(capsys, tmp_path, monkeypatch):
+    """The table was 236-252 characters wide: every row wrapped three times at 100 columns."""
+    _budget_study_runs(tmp_path, "sweep-cpu-smoke")
+    monkeypatch.setattr(mc, "run_sweep", lambda *a, **k: [])
+    code, _, out = run_cli(capsys, "--preset", "cpu-smoke", "--results-dir", str(tmp_path))
+    assert code == 0
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 100, max(lines, key=len)
+    assert lines[0] == "study sweep-cpu-smoke on cpu (x86_64, 2 threads)"
+    assert lines[1].split() == ["method", "budget", "seeds", "accuracy", "(%)", "train", "s", "speed-up", "acc",
+                                "change", "(pt)"]
+    assert len(lines) == 2 + 8 + 2 and " ".join(lines[-2:]).startswith(
+        "left out to fit 100 columns (--wide shows them): test acc (%), reaches budget, s / baseline, graphed, "
+        "backward, scored (fwd)")
+    code, _, wide = run_cli(capsys, "--preset", "cpu-smoke", "--results-dir", str(tmp_path), "--wide")
+    assert code == 0 and len(wide.splitlines()) == 1 + 8
+    header = wide.splitlines()[0]
+    assert max(map(len, wide.splitlines())) > 200 and "examples scored (forward only)" in header and "study" in header
+
+
+def _fake_training(monkeypatch):
+    """Make the CLI's sweep write complete run records without loading data or training."""
+    def train(method, cfg, prepared, seed, **kwargs):
+        return {"study": cfg.study, "method": method, "seed": seed, "device": "cpu (test)", "train_seconds": 1.0,
+                "accuracy": 0.5, "examples_seen": 64, "examples_scored": 0, "graphed": False, "warnings": [],
+                "config": mc.portable_config(mc.config_for_method(cfg, method))}
+
+    monkeypatch.setattr(mc, "prepare", lambda cfg: None)
+    monkeypatch.setattr(mc, "train_method", train)
+
+
+def test_a_changed_training_key_exits_1_naming_it(capsys, tmp_path, monkeypatch):
+    """Re-running after changing budget_ratio returned the old runs with exit 0."""
+    _fake_training(monkeypatch)
+    argv = ["--methods", "mclearn", "--results-dir", str(tmp_path)]
+    assert run_cli(capsys, *TINY, "budget_ratio=0.2", *argv)[0] == 0
+    code, lines, _ = run_cli(capsys, *TINY, "budget_ratio=0.9", *argv)
+    path = mc.run_path(tmp_path, "sweep-cpu-smoke", "mclearn", 42)
+    assert code == 1
+    assert_one_error(lines, f"error: {path} was trained with a different config (budget_ratio differ: budget_ratio "
+                            f"0.2 stored, 0.9 now). Use another study= or results_dir=, or delete the file to retrain it.")
+
+
+def test_a_corrupt_run_file_is_set_aside_and_the_sweep_exits_0(capsys, tmp_path, monkeypatch):
+    _fake_training(monkeypatch)
+    path = mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"study": "s", "accur')
+    code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
+    assert code == 0
+    assert lines == [f"warning: {path} is not a readable run file (JSONDecodeError: Unterminated string starting at: "
+                     f"line 1 column 16 (char 15)); moved it to baseline-seed42.json.corrupt and its run will be redone"]
+    assert mc.read_run(path)["seed"] == 42
+
+
+def test_the_lock_of_a_killed_sweep_is_taken_over_with_a_note(capsys, tmp_path, monkeypatch):
+    _fake_training(monkeypatch)
+    lock = tmp_path / "runs" / "sweep-cpu-smoke" / mc.STUDY_LOCK
+    lock.parent.mkdir(parents=True)
+    lock.write_text("pid 999999 on host since yesterday\n")
+    code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
+    assert code == 0 and not lock.exists()
+    assert lines == [f"note: took over the lock of {lock.parent} from a sweep that is no longer running "
+                     f"(pid 999999 on host since yesterday)"]
+
+
+def test_a_run_at_chance_on_an_eval_set_that_can_tell_warns_and_exits_0(capsys, tmp_path):
+    """320 eval rows of 4 classes: 2 standard errors of chance are 4.8 points, small enough to tell."""
+    code, lines, out = run_cli(capsys, *TINY, "lr=10", "max_eval_examples=320", "--methods", "baseline",
+                               "--results-dir", str(tmp_path))
+    assert code == 0
+    assert len(lines) == 1 and lines[0].startswith("warning: baseline seed 42: accuracy 0.2500 is at chance (majority "
+                                                   "class 0.2500 + 2 standard errors = 0.2984 on 320 eval examples")
+    assert out.splitlines()[-1] == lines[0]  # repeated under the table

@@ -143,3 +143,85 @@ def test_every_config_key_is_read_somewhere():
     body = source[source.index("PRESETS: dict"):]  # everything after the Config class
     unread = [f.name for f in dataclasses.fields(mc.Config) if not re.search(rf"\.{f.name}\b", body)]
     assert unread == []
+
+
+# ----------------------------------------------------------------------------- validation (issue 23)
+def test_every_numeric_key_has_a_range():
+    """A numeric key added later must get a range in CONFIG_RANGES, or this fails."""
+    numeric = set(mc.numeric_fields())
+    assert {"epochs", "lr", "seeds", "kappa_schedule", "max_train_examples", "uniform_fraction"} <= numeric
+    assert "cuda_graphs" not in numeric and "optimizer_fused" not in numeric  # bools are not numbers
+    assert sorted(numeric - set(mc.CONFIG_RANGES)) == []
+    assert sorted(set(mc.CONFIG_RANGES) - numeric) == []
+
+
+@pytest.mark.parametrize("preset", sorted(mc.PRESETS))
+def test_every_preset_and_method_preset_validates(preset):
+    for method in mc.METHODS:
+        cfg = mc.config_for_method(mc.make_config(preset), method)
+        assert mc.validate_config(cfg) is cfg
+    assert mc.validate_config(mc.replace_config(mc.make_config(preset), max_train_examples=0, max_eval_examples=None))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"epochs": 0}, "epochs=0 is out of range: epochs must be >= 1, e.g. epochs=1"),
+    ({"batch_size": -4}, "batch_size=-4 is out of range: batch_size must be >= 1, e.g. batch_size=64"),
+    ({"batch_size": 0}, "batch_size=0 is out of range"),
+    ({"grad_accum_steps": 0}, "grad_accum_steps=0 is out of range"),
+    ({"eval_points": 0}, "eval_points=0 is out of range"),
+    ({"max_length": 0}, "max_length=0 is out of range: max_length must be >= 4"),
+    ({"pad_multiple": 0}, "pad_multiple=0 is out of range"),
+    ({"max_train_examples": 2}, "max_train_examples=2 is out of range: max_train_examples must be None or 0 or >= 16"),
+    ({"budget_ratio": 1.5}, "budget_ratio=1.5 is out of range: budget_ratio must be in (0, 1], e.g. budget_ratio=0.55"),
+    ({"lr": 0.0}, "lr=0.0 is out of range: lr must be > 0"),
+    ({"label_noise": 1.0}, "label_noise=1.0 is out of range: label_noise must be in [0, 1)"),
+    ({"uniform_fraction": 0.0}, "uniform_fraction=0.0 is out of range: uniform_fraction must be None or in (0, 1]"),
+    ({"seeds": ()}, "seeds is empty: give at least one value, each in [0, 4294967295], e.g. seeds=42,43,44"),
+    ({"seeds": (1, -2)}, "seeds=1,-2 has -2 out of range"),
+    ({"kappa_schedule": ()}, "kappa_schedule is empty"),
+    ({"kappa_schedule": (0.6, 1.5)}, "kappa_schedule=0.6,1.5 has 1.5 out of range: each value must be in (0, 1]"),
+    ({"q_bounds": (0.3, 0.1)}, "q_bounds=0.3,0.1 is a (low, high) pair with low above high, e.g. q_bounds=0.12,0.33"),
+    ({"precision": "fp8"}, "precision='fp8' is not one of fp32, fp16, bf16"),
+    ({"tiny_dim": 30, "tiny_heads": 4}, "tiny_dim=30 is not a multiple of tiny_heads=4"),
+    ({"study": "../../x"}, "study='../../x' must be one folder name inside results_dir/runs"),
+    ({"study": ""}, "study='' must be one folder name"),
+])
+def test_degenerate_values_are_refused_naming_the_key(changes, message):
+    cfg = mc.replace_config(mc.make_config("cpu-smoke"), **changes)
+    with pytest.raises(mc.ConfigError) as info:
+        mc.validate_config(cfg)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_empty_seed_list_passed_to_a_sweep_is_refused(tmp_path):
+    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
+    with pytest.raises(mc.ConfigError, match="seeds is empty"):
+        mc.run_sweep(cfg, ["baseline"], [], progress=False)
+    with pytest.raises(mc.ConfigError, match="seeds is empty"):
+        mc.run_budget_study(cfg, ["baseline"], (0.5,), seeds=[], progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_paths_are_checked_as_what_they_must_be(tmp_path):
+    data_file = tmp_path / "train.csv"
+    data_file.write_text("text,label\na,0\n")
+    model_file = tmp_path / "model.bin"
+    model_file.write_bytes(b"\0")
+    (tmp_path / "no_config").mkdir()
+    cases = [
+        (dict(dataset=str(data_file)), f"dataset='{data_file}' is a file: set dataset= (--dataset) to the folder "
+                                       f"that holds it ({tmp_path})"),
+        (dict(dataset=str(tmp_path / "absent")), "does not exist: set dataset= (--dataset) to an existing folder"),
+        (dict(model_name=str(model_file)), f"model_name='{model_file}' is a file: set model_name= (--model) to a "
+                                           f"folder holding config.json"),
+        (dict(model_name=str(tmp_path / "absent")), f"Model folder '{tmp_path / 'absent'}' does not exist: set "
+                                                    f"model_name= (--model)"),
+        (dict(model_name=str(tmp_path / "no_config")), "has no config.json"),
+        (dict(results_dir=str(data_file)), "is a file: set results_dir= (--results-dir) to a folder"),
+    ]
+    for changes, message in cases:
+        with pytest.raises(mc.ConfigError) as info:
+            mc.validate_config(mc.replace_config(mc.make_config("cpu-smoke"), **changes))
+        assert message in str(info.value), (changes, str(info.value))
+    # hub names are not paths: they are left to the loaders
+    mc.validate_config(mc.make_config("cpu-smoke", dataset="glue/sst2", model_name="sentence-transformers/x"))

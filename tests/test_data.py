@@ -386,3 +386,46 @@ def test_label_noise_flips_train_only_and_test_split_loads(tmp_path):
     assert np.array_equal(bundle.eval.labels, clean.eval.labels)
     with pytest.raises(mc.DataError, match="test_split"):
         mc.load_text_dataset(_cfg(tmp_path, eval_split="validation", test_split="holdout"))
+
+
+# ----------------------------------------------------------------------------- degenerate data (issue 23)
+@pytest.mark.parametrize("texts, counts", [
+    (["a b", None, "c", None, "d", "e"], "2 missing and 0 empty texts of 6 in column 'text' (rows 1, 3)"),
+    (["a b", "", "  ", "c", "d", "e"], "0 missing and 2 empty texts of 6 in column 'text' (rows 1, 2)"),
+    ([""] * 6, "0 missing and 6 empty texts of 6 in column 'text' (rows 0, 1, 2, 3, 4 ...)"),
+])
+def test_missing_and_empty_texts_are_counted_naming_the_column(tmp_path, texts, counts):
+    pd.DataFrame({"text": texts, "label": [0, 1] * 3}).to_parquet(tmp_path / "train.parquet")
+    _frame(6).to_parquet(tmp_path / "test.parquet")
+    with pytest.raises(mc.DataError) as info:
+        mc.load_text_dataset(_cfg(tmp_path))
+    assert f"The train split has {counts}: drop or fill those rows, or set text_column=" in str(info.value)
+
+
+def test_missing_labels_are_counted_naming_the_column(tmp_path):
+    pd.DataFrame({"text": ["a", "b", "c", "d"], "label": [0, np.nan, 1, np.nan]}).to_csv(tmp_path / "train.csv", index=False)
+    _frame(6).to_csv(tmp_path / "test.csv", index=False)
+    with pytest.raises(mc.DataError, match=r"The train split has 2 missing labels \(NaN/None\) of 4 in column "
+                                           r"'label' \(rows 1, 3\): drop those rows or give them class ids"):
+        mc.load_text_dataset(_cfg(tmp_path))
+
+
+def test_a_single_class_train_split_is_refused(tmp_path):
+    _frame(20).assign(label=2).to_parquet(tmp_path / "train.parquet")
+    _frame(6).assign(label=2).to_parquet(tmp_path / "test.parquet")
+    with pytest.raises(mc.DataError, match=r"has one class \(label 2, 20 rows\): a classifier needs at least two"):
+        mc.load_text_dataset(_cfg(tmp_path))
+
+
+def test_an_invalid_labels_json_names_the_file(tmp_path):
+    _frame(9).to_parquet(tmp_path / "train.parquet")
+    _frame(6).to_parquet(tmp_path / "test.parquet")
+    labels = tmp_path / "labels.json"
+    labels.write_text('["a", "b",\n')
+    with pytest.raises(mc.DataError) as info:
+        mc.load_text_dataset(_cfg(tmp_path))
+    assert str(info.value).startswith(f"{labels} is not valid JSON (Expecting value: line 2 column 1): write the "
+                                      f"class names as a JSON list")
+    labels.write_text('{"0": "a"}')
+    with pytest.raises(mc.DataError, match="holds dict .* not a list of class names"):
+        mc.load_text_dataset(_cfg(tmp_path))

@@ -91,3 +91,12 @@ def test_execute_notebook_writes_a_clean_copy(tmp_path):
     assert nb.cells[0].source == 'results_dir = "results"\nn = 21'
     assert nb.cells[1].outputs[0].text == "results 42\n"
     assert rn.portability_problems(nb) == [] and not rn.shows_widget_warning(nb)
+
+
+def test_smoke_parameters_are_declared_by_their_notebooks():
+    """run_notebooks passes a notebook only the parameters it declares: a smoke parameter renamed in
+    the notebook would be dropped without a word and the smoke run would grow back to full size."""
+    for name, params in rn.SMOKE_PARAMETERS.items():
+        declared = rn.declared_parameters(nbformat.read(ROOT / name, as_version=4))
+        assert set(params) <= set(declared), (name, sorted(set(params) - set(declared)))
+    assert set(rn.SMOKE_PARAMETERS) <= {name for name, *_ in rn.NOTEBOOKS}

@@ -1,6 +1,9 @@
 """Section 11: result files, resumable sweeps, summary.csv and the report table."""
+import sys
+
 import pandas as pd
 import pytest
+import torch
 
 import mclearn_core as mc
 
@@ -106,6 +109,102 @@ def test_stale_run_is_refused_not_mixed_in(prepared, smoke_cfg):
     # the same settings resume without retraining
     again = mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
     assert again[0]["seed"] == 1
+
+
+def _other_value(value):
+    """Return a value of the same kind as a Config value that differs from it."""
+    if isinstance(value, bool) or value is None:
+        return not value if isinstance(value, bool) else 7
+    if isinstance(value, tuple):
+        return tuple(v + 1 for v in value) if value else (0.5,)
+    if isinstance(value, (int, float)):
+        return value + 1 if isinstance(value, int) else value * 0.5 + 0.125
+    return value + "-changed"
+
+
+def _owner(key):
+    """Return a method whose stored runs must match `key` (the baseline, unless only others read it)."""
+    return next(m for m in ["baseline", *mc.METHODS] if key in mc.run_key_fields(m))
+
+
+@pytest.mark.parametrize("key", mc.RUN_KEY_FIELDS)
+def test_a_changed_training_key_never_returns_the_stored_run(tmp_path, key):
+    """Every Config key but the bookkeeping ones is compared on resume (budget_ratio, kappa_schedule
+    and w_clip were not, and a re-run returned the old runs): a change stops with the fix; a key
+    only other methods read keeps the stored baseline."""
+    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
+    method = _owner(key)
+    path = mc.run_path(tmp_path, cfg.study, method, 1)
+    mc.write_json_atomic(path, {"config": mc.portable_config(mc.config_for_method(cfg, method))})
+    assert mc.read_finished_run(path, cfg, method) is not None  # the same settings: reused
+    changed = mc.with_explicit(cfg, **{key: _other_value(getattr(mc.config_for_method(cfg, method), key))})
+    with pytest.raises(ValueError, match=rf"{path} was trained with a different config \({key} differ: {key} .* "
+                                         rf"stored, .* now\)\. Use another study="):
+        mc.read_finished_run(path, changed, method)
+    if method != "baseline":
+        base = mc.run_path(tmp_path, cfg.study, "baseline", 1)
+        mc.write_json_atomic(base, {"config": mc.portable_config(cfg)})
+        assert mc.read_finished_run(base, changed, "baseline") is not None
+
+
+def test_bookkeeping_keys_and_keys_an_old_file_lacks_are_no_difference(tmp_path):
+    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
+    assert set(mc.RUN_KEY_FIELDS) | set(mc.RUN_BOOKKEEPING_FIELDS) == {f.name for f in mc.dataclasses.fields(mc.Config)}
+    path = mc.run_path(tmp_path, cfg.study, "baseline", 1)
+    old = mc.portable_config(cfg)
+    del old["candidate_share"], old["epochs"]  # written before these keys existed
+    mc.write_json_atomic(path, {"config": old})
+    moved = mc.replace_config(cfg, results_dir=str(tmp_path / "elsewhere"), study="other", seeds=(1, 2),
+                              device="cpu", explicit=("lr",), epochs=5)
+    assert mc.read_finished_run(path, moved, "baseline") is not None
+    # a budget plan's knobs are planned from measured costs: compared through the run's time_budget
+    mc.write_json_atomic(path, {"config": mc.portable_config(mc.replace_config(cfg, sb_beta=2.5)),
+                                "knobs": {"sb_beta": 2.5}})
+    assert mc.read_finished_run(path, mc.replace_config(cfg, sb_beta=2.4), "selective_backprop") is not None
+
+
+def test_uniform_with_a_matched_share_resumes_and_its_share_is_compared(tmp_path, monkeypatch):
+    """uniform's stored share was matched to mclearn's measured time: resume compares it with the
+    share the sweep's finished runs give now, so it is read back, not refused as changed."""
+    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
+    for method, seconds in (("baseline", 4.0), ("mclearn", 1.0)):
+        mc.write_json_atomic(mc.run_path(tmp_path, cfg.study, method, 1),
+                             {"method": method, "train_seconds": seconds,
+                              "config": mc.portable_config(mc.config_for_method(cfg, method))})
+    uniform = mc.run_path(tmp_path, cfg.study, "uniform", 1)
+    mc.write_json_atomic(uniform, {"method": "uniform", "config": mc.portable_config(
+        mc.replace_config(cfg, uniform_fraction=0.25))})
+    monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    records = mc.run_sweep(cfg, ["baseline", "mclearn", "uniform"], [1], progress=False)
+    assert [r["method"] for r in records] == ["baseline", "mclearn", "uniform"]
+    mc.write_json_atomic(mc.run_path(tmp_path, cfg.study, "mclearn", 1), {
+        "method": "mclearn", "train_seconds": 2.0, "config": mc.portable_config(mc.config_for_method(cfg, "mclearn"))})
+    with pytest.raises(ValueError, match="uniform_fraction differ: uniform_fraction 0.25 stored, 0.5 now"):
+        mc.run_sweep(cfg, ["baseline", "mclearn", "uniform"], [1], progress=False)
+
+
+def test_each_method_reads_no_key_owned_by_other_methods(prepared, smoke_cfg, monkeypatch):
+    """METHOD_OWN_FIELDS says which keys only some methods read (so the others' stored runs stay
+    valid when they change): a run of every method records the Config keys it reads."""
+    rows = torch.arange(64)
+    small = mc.dataclasses.replace(prepared, train=mc.subset_split(prepared.train, rows), test=None,
+                                   eval=mc.subset_split(prepared.eval, rows[:32]))
+    cfg = mc.replace_config(smoke_cfg, eval_points=1, uniform_fraction=0.5)
+    read: set[str] = set()
+    fields = {f.name for f in mc.dataclasses.fields(mc.Config)}
+
+    def recording(self, name):  # copies (dataclasses.replace, asdict) read every field: not a use
+        if name in fields and sys._getframe(1).f_globals.get("__name__") != "dataclasses":
+            read.add(name)
+        return object.__getattribute__(self, name)
+
+    for method in mc.METHODS:
+        read.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(mc.Config, "__getattribute__", recording)
+            mc.train_method(method, cfg, small, seed=1, progress=False)
+        foreign = read - set(mc.run_key_fields(method)) - set(mc.RUN_BOOKKEEPING_FIELDS)
+        assert not foreign, f"{method} reads {sorted(foreign)}, listed in METHOD_OWN_FIELDS for other methods only"
 
 
 def test_records_are_portable_across_checkouts():
@@ -433,3 +532,67 @@ def test_plot_pareto_points_budgets_and_old_records(tmp_path):
     fig = mc.plot_pareto(old)
     assert len(fig.axes[0].containers) == 5 and not [l for l in fig.axes[0].lines if l.get_linestyle() == "--"]
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- one sweep per study (issue 23)
+def _hold_lock(path):
+    """Start a process that holds an flock on `path` (as a live sweep's study_lock does) and return it."""
+    import subprocess
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time\n"
+        f"f = open({str(path)!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "f.write('pid 4242 on other-host since today'); f.flush(); print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_sweep_on_a_locked_study_stops_naming_the_holder(tmp_path, monkeypatch):
+    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
+    folder = tmp_path / "runs" / cfg.study
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("a locked study trained"))
+    holder = _hold_lock(folder / mc.STUDY_LOCK)
+    try:
+        with pytest.raises(mc.StudyBusyError, match=rf"{folder} is in use by another sweep \(pid 4242 on other-host "
+                                                    rf"since today\): wait until it ends, or set study= \(--study\)"):
+            mc.run_sweep(cfg, ["baseline"], [1], progress=False)
+        lr_folder = tmp_path / "runs" / f"{cfg.study}-x-lr"  # a budget study locks its lr sweep's folder too
+        lr_folder.mkdir()
+        holder.kill()
+        holder.wait()
+        holder = _hold_lock(lr_folder / mc.STUDY_LOCK)
+        with pytest.raises(mc.StudyBusyError, match=f"{lr_folder} is in use"):
+            mc.run_budget_study(mc.replace_config(cfg, study=f"{cfg.study}-x"), ["baseline"], (0.5,), progress=False)
+        assert not (tmp_path / "runs" / f"{cfg.study}-x" / mc.STUDY_LOCK).exists()  # the first lock was let go
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_lock_of_a_dead_sweep_is_taken_over_and_removed_at_the_end(tmp_path, monkeypatch, capsys):
+    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
+    lock = tmp_path / "runs" / cfg.study / mc.STUDY_LOCK
+    lock.parent.mkdir(parents=True)
+    lock.write_text("pid 999999 on this-host since yesterday\n")  # killed: its file stayed, its flock did not
+    seen = []
+
+    def fake_run(method, run_cfg, prepared, seed, **kwargs):
+        seen.append(lock.read_text())
+        return {"method": method, "seed": seed, "accuracy": 0.5, "train_seconds": 1.0,
+                "config": mc.portable_config(mc.config_for_method(run_cfg, method))}
+
+    monkeypatch.setattr(mc, "train_method", fake_run)
+    monkeypatch.setattr(mc, "prepare", lambda cfg: None)
+    mc.run_sweep(cfg, ["baseline"], [1], progress=False)
+    assert seen[0].startswith(f"pid {mc.os.getpid()} on ")
+    assert ("note: took over the lock of " + str(lock.parent) + " from a sweep that is no longer running "
+            "(pid 999999 on this-host since yesterday)") in capsys.readouterr().err
+    assert not lock.exists()
+    with pytest.raises(mc.ConfigError):  # an error inside the sweep lets the lock go too
+        mc.run_sweep(mc.replace_config(cfg, epochs=0), ["baseline"], [1], progress=False)
+    monkeypatch.setattr(mc, "train_method", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        mc.run_sweep(cfg, ["baseline"], [2], progress=False)
+    assert not lock.exists()

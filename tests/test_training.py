@@ -395,22 +395,29 @@ def test_every_method_stops_on_a_diverged_loss_with_one_message(prepared, smoke_
 
 
 def test_chance_warning_threshold():
-    labels = np.repeat(np.arange(4), 40)  # 160 balanced labels: chance 0.25, 2 SE = 0.0685
-    assert mc.chance_warning(0.30, labels, 4) is not None
-    assert mc.chance_warning(0.33, labels, 4) is None
-    skewed = np.array([0] * 90 + [1] * 10)  # the majority class, not 1/C, is the chance level
+    labels = np.repeat(np.arange(4), 400)  # 1600 balanced labels: chance 0.25, 2 SE = 0.0217
+    assert "(majority class 0.2500 + 2 standard errors = 0.2717 on 1600 eval examples, a margin of 2.2 points" \
+        in mc.chance_warning(0.26, labels, 4)
+    assert mc.chance_warning(0.28, labels, 4) is None
+    skewed = np.array([0] * 900 + [1] * 100)  # the majority class, not 1/C, is the chance level
     assert "majority class 0.9000" in mc.chance_warning(0.91, skewed, 2)
     assert mc.chance_warning(0.99, skewed, 2) is None
+    # 160 or 64 eval rows cannot tell chance from a run that learned (2 SE = 6.8 and 10.8 points): no warning
+    assert mc.chance_warning(0.25, np.repeat(np.arange(4), 40), 4) is None
+    assert mc.chance_warning(0.25, np.repeat(np.arange(4), 16), 4) is None
+    assert mc.chance_warning(0.25, np.repeat(np.arange(4), 75), 4) is not None  # 300 rows: 5.0 points, can tell
 
 
 def test_a_run_at_chance_warns_and_stores_the_warning(prepared, smoke_cfg, capsys):
     """lr=10 ends at chance without any error: the run says so on stderr and in its record; the
-    same run at a sane lr learns (3 epochs at lr 3e-3 reach ~0.44 on 4 classes) and does not warn."""
+    same run at a sane lr learns (3 epochs at lr 3e-3 reach ~0.44 on 4 classes) and does not warn.
+    The eval set is the smoke set four times over (640 rows: a 3.4-point margin, small enough to tell)."""
+    big_eval = mc.dataclasses.replace(prepared, eval=mc.subset_split(prepared.eval, torch.arange(640) % 160))
     good = mc.replace_config(smoke_cfg, epochs=3, lr=3e-3)
-    record = mc.train_method("baseline", good, prepared, seed=42, progress=False)
+    record = mc.train_method("baseline", good, big_eval, seed=42, progress=False)
     assert record["accuracy"] > 0.35 and record["warnings"] == []
     assert "warning" not in capsys.readouterr().err
-    record = mc.train_method("baseline", mc.replace_config(good, lr=10.0), prepared, seed=42, progress=False)
+    record = mc.train_method("baseline", mc.replace_config(good, lr=10.0), big_eval, seed=42, progress=False)
     assert len(record["warnings"]) == 1 and "is at chance (majority class 0.2500" in record["warnings"][0]
     assert f"warning: baseline seed 42: {record['warnings'][0]}" in capsys.readouterr().err
 
@@ -443,3 +450,56 @@ def test_progress_bar_without_ipywidgets_is_plain_text_and_silent(monkeypatch, r
         assert not [w for w in recwarn if "IProgress" in str(w.message)]
     finally:
         mc._tqdm_class.cache_clear()
+
+
+# ----------------------------------------------------------------------------- a busy host (issue 23)
+def test_host_load_sees_another_busy_process_and_not_this_one(monkeypatch):
+    import subprocess
+    import sys
+
+    from conftest import REAL_HOST_LOAD
+
+    if not mc.Path("/proc/self/stat").exists():
+        assert REAL_HOST_LOAD()["checked"] is False
+        pytest.skip("no /proc: only the load average is read here")
+    monkeypatch.setattr(mc, "BUSY_PROCESS_CORES", 0.1)  # a spinning child surely gets a tenth of a core
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        load = REAL_HOST_LOAD(0.3)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    busy = {p["pid"]: p for p in load["busy_processes"]}
+    assert spinner.pid in busy and "while True: pass" in busy[spinner.pid]["command"]
+    assert mc.os.getpid() not in busy and load["cpu_count"] == mc.os.cpu_count()
+    assert f"pid {spinner.pid} used" in mc.host_load_warning(load)
+
+
+def test_host_load_warning_thresholds():
+    idle = {"checked": True, "load_avg": 1.9, "cpu_count": 2, "other_cores": 0.4, "busy_processes": []}
+    assert mc.host_load_warning(idle) is None  # the load average counts this process's own training: not judged
+    loaded = dict(idle, other_cores=1.6)
+    assert mc.host_load_warning(loaded) == (
+        "the host was busy at the start of this run (other processes used 1.6 of its 2 cores; load average 1.9): its "
+        "train seconds are not comparable with runs on an idle host; delete its run file and rerun it when the host "
+        "is idle")
+    one = dict(idle, busy_processes=[{"pid": 9, "cores": 0.6, "command": "python3 run_notebooks.py"}])
+    assert "(pid 9 used 0.6 cores (python3 run_notebooks.py); load average 1.9)" in mc.host_load_warning(one)
+    assert mc.host_load_warning({"checked": False, "load_avg": 9.0, "cpu_count": 2}) is None
+
+
+def test_a_run_on_a_busy_host_warns_and_stores_the_warning(prepared, smoke_cfg, monkeypatch, capsys):
+    busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "other_cores": 1.2,
+            "busy_processes": [{"pid": 77, "cores": 1.0, "command": "python3 mclearn_core.py --preset cpu"}]}
+    monkeypatch.setattr(mc, "host_load", lambda *a, **k: busy)
+    rows = torch.arange(64)
+    small = mc.dataclasses.replace(prepared, train=mc.subset_split(prepared.train, rows), test=None,
+                                   eval=mc.subset_split(prepared.eval, rows[:32]))
+    record = mc.train_method("baseline", mc.replace_config(smoke_cfg, eval_points=1), small, seed=3, progress=False)
+    warning = mc.host_load_warning(busy)
+    assert record["warnings"][0] == warning and record["host"]["load_at_start"] == busy
+    assert "pid 77 used 1 cores (python3 mclearn_core.py --preset cpu)" in warning
+    assert f"warning: baseline seed 3: {warning}" in capsys.readouterr().err
