@@ -354,6 +354,7 @@ MIN_EXAMPLES = 16  # the smallest example limit: fewer rows cannot train or meas
 # The range of every numeric Config key (tests/test_config.py checks that none lacks one).
 CONFIG_RANGES: dict[str, Range] = {
     "max_train_examples": Range(MIN_EXAMPLES, also=(None, 0)), "max_eval_examples": Range(MIN_EXAMPLES, also=(None, 0)),
+    "test_holdout": Range(MIN_EXAMPLES, also=(0,)),
     "max_length": Range(4), "label_noise": Range(0, 1, hi_open=True), "label_noise_seed": SEED_RANGE,
     "epochs": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE, "grad_accum_steps": AT_LEAST_ONE, "lr": POSITIVE,
     "encoder_lr_mult": NON_NEGATIVE, "layer_decay": Range(0, 1, lo_open=True), "weight_decay": SHARE,

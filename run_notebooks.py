@@ -52,7 +52,10 @@ NOTEBOOKS = [
 SMOKE_PARAMETERS = {
     "notebooks/01_three_seeds.ipynb": {"seeds": [42, 43]},
     "notebooks/03_estimator_checks.ipynb": {"draws": 300},
-    "notebooks/04_compare_methods.ipynb": {"seeds": [42], "time_budgets": [1 / 2], "lrs": [1e-3, 3e-3]},
+    # every code path of a budget study: the baseline's sweep, each method's own lr (two factors), the
+    # short schedule and every method at one budget, a test split carved from train
+    "notebooks/04_compare_methods.ipynb": {"seeds": [42], "time_budgets": [1 / 2], "lrs": [1e-3, 3e-3],
+                                           "lr_factors": [1, 2], "eval_points": 4, "test_holdout": 60},
 }
 
 # The study a notebook writes to when its `study` parameter is None (see mclearn_core.study_name).
