@@ -4257,6 +4257,97 @@ def plot_equal_time(records: Sequence[dict[str, Any]], path: str | Path | None =
     return _figure_out(fig, path)
 
 
+# --- the MC-Learn ablation (issue 24): which variant the `mclearn` preset becomes ---------------------------
+ABLATION_RULE = ("Rule (fixed before the runs): every MC-Learn variant, one seed, each dataset at budgets 1/3 and 1/2 "
+                 "(a cell), on validation accuracy (the eval split). In each cell the variants are ranked by accuracy "
+                 "(1 = best; equal accuracies share their mean rank; a missing or diverged run ranks last); the "
+                 "`mclearn` preset becomes the variant with the best mean rank over the cells, ties going to the "
+                 "simpler one (fewer of the parts free, once, anneal on), then to the earlier in MCLEARN_VARIANTS.")
+
+
+def _ablation_dataset(study: str) -> str:
+    """Return the dataset part of an ablation study's name ("sst2-noisy20" of "sst2-noisy20-mpnet-h200-ablation")."""
+    return _short_study(study.removesuffix("-ablation"))
+
+
+def _ablation_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the budgeted runs of MC-Learn variants (and the short schedule) among `records`, without
+    the lr-tuning runs (their run labels carry "-lr...")."""
+    return [r for r in records if (r["method"] in MCLEARN_VARIANTS or r["method"] == REFERENCE) and r.get("time_budget")
+            and r.get("run_label", "") == run_label(r["method"], r["time_budget"])]
+
+
+def ablation_table(records: Sequence[dict[str, Any]]):
+    """Return the ablation table (ABLATION_RULE): one row per variant of MCLEARN_VARIANTS that has
+    runs, its parts, per (dataset, budget) cell its validation accuracy (%, the mean over seeds
+    when there are several) with its rank in that cell in parentheses, its mean rank over the
+    cells, and "chosen" on the variant the rule picks. A cell is a study (one dataset) x a time
+    budget of the variants' budgeted runs (lr-tuning runs do not count). .attrs holds "rule",
+    "chosen" (the variant's name, None without runs) and "cells"."""
+    import pandas as pd
+    from scipy.stats import rankdata
+
+    runs = [r for r in _ablation_runs(records) if r["method"] in MCLEARN_VARIANTS]
+    cells = sorted({(r["study"], float(r["time_budget"])) for r in runs})
+    variants = [v for v in MCLEARN_VARIANTS if any(r["method"] == v for r in runs)]
+    accuracy = np.full((len(variants), len(cells)), np.nan)
+    for i, variant in enumerate(variants):
+        for j, cell in enumerate(cells):
+            values = [float(r["accuracy"]) * 100 for r in runs if r["method"] == variant
+                      and (r["study"], float(r["time_budget"])) == cell and math.isfinite(float(r["accuracy"]))]
+            accuracy[i, j] = np.mean(values) if values else np.nan
+    # rank 1 = most accurate; NaN (missing or diverged) ranks last, equal values share their mean rank
+    ranks = np.column_stack([rankdata(np.where(np.isfinite(col), -col, np.inf)) for col in accuracy.T]) \
+        if cells else np.zeros((len(variants), 0))
+    mean_rank = ranks.mean(axis=1) if cells else np.full(len(variants), np.nan)
+    order = sorted(range(len(variants)), key=lambda i: (round(mean_rank[i], 9), len(MCLEARN_VARIANTS[variants[i]]), i))
+    chosen = variants[order[0]] if variants and cells else None
+    rows = []
+    for i, variant in enumerate(variants):
+        row = {"variant": variant, "parts": "+".join(MCLEARN_VARIANTS[variant]) or "—"}
+        for j, (study, budget) in enumerate(cells):
+            row[f"{_ablation_dataset(study)} {format_budget(budget)}"] = \
+                f"{accuracy[i, j]:.2f} ({ranks[i, j]:g})" if math.isfinite(accuracy[i, j]) else f"— ({ranks[i, j]:g})"
+        row.update({"mean rank": round(float(mean_rank[i]), 3), "chosen": "chosen" if variant == chosen else ""})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs.update(rule=ABLATION_RULE, chosen=chosen, cells=cells)
+    return table
+
+
+def ablation_diagnostics(records: Sequence[dict[str, Any]]):
+    """Return one row per budgeted run of a variant or the short schedule (one seed each in the
+    ablation): steps, train seconds, the distinct training rows it gave a full pass (the short
+    schedule: its examples, at most the training set, as it sees every row once before any
+    twice) and their share, and for MC-Learn its full passes, the median rank agreement of its
+    scorer (telemetry steps' rank_corr), its scoring and update seconds and, on noisy data, the
+    flipped rows' share of its full passes against their share of the data (full_passes)."""
+    import pandas as pd
+
+    rows = []
+    for r in sorted(_ablation_runs(records), key=lambda r: (r["study"], r["time_budget"], r["method"], r["seed"])):
+        telemetry = r.get("telemetry") or {}
+        passes = telemetry.get("full_passes") or {}
+        distinct = passes.get("distinct_rows")
+        if r["method"] == REFERENCE:
+            distinct = min(int(r.get("examples_seen", 0)), int(r.get("train_examples", 0)))
+        ranks = [s["rank_corr"] for s in telemetry.get("steps", []) if s.get("rank_corr") is not None]
+        seconds = telemetry.get("measured_seconds") or {}
+        flipped = passes.get("flipped") or {}
+        rows.append({"study": _ablation_dataset(r["study"]), "budget": format_budget(r["time_budget"]), "method": r["method"],
+                     "seed": r["seed"], "steps": r.get("steps"), "train s": round(float(r["train_seconds"]), 2),
+                     "distinct rows": distinct, "distinct share": round(distinct / r["train_examples"], 4)
+                     if distinct is not None and r.get("train_examples") else None,
+                     "full passes": passes.get("passes"), "rank agreement": float(np.median(ranks)) if ranks else None,
+                     "score s": seconds.get("score"), "update s": seconds.get("update"),
+                     "flipped pass share": flipped.get("pass_share"), "flipped data share": flipped.get("data_share")})
+    frame = pd.DataFrame(rows)
+    for column in ("steps", "distinct rows", "full passes"):  # counts stay integers where a run has none
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
 def estimator_study(q_values: Sequence[float], w_clip_values: Sequence[float | None], draws: int, seed: int = 0,
                     q_for_clip_sweep: float = 0.25, pool: int = 512, kept: int = 128, kappa: float = 0.5,
                     tau: float = 1.0, rho: float = 0.05, noise: float = 0.3):

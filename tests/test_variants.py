@@ -1,8 +1,9 @@
 """MC-Learn's variants (issue 24): scores for free, every row once before any twice, uniform start and
-end, the full-pass counts in the run file and the method presets. Every variant's
+end, the full-pass counts in the run file, the method presets, and the ablation table. Every variant's
 estimator is tested where it runs (MCLearn's own refresh, draw and objective), as `mclearn`'s is in
 test_cv_trainer.py; tests/break_estimator.sh breaks both on purpose."""
 import dataclasses
+import importlib.util
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import mclearn_core as mc
+from conftest import ROOT
 
 Z99 = 2.576  # two-sided 99% normal quantile
 VARIANT_KEYS = ("free_scores", "once_draws", "uniform_start", "uniform_end")
@@ -281,3 +283,54 @@ def test_each_variant_turns_on_exactly_its_parts(variant):
     assert mc.plan_time_budget(variant, 0.5, cfg, {}).knobs == {"budget_ratio": 0.5}
     explicit = mc.config_for_method(mc.with_explicit(mc.make_config("cpu-smoke"), once_draws=True), variant)
     assert explicit.once_draws  # a key the caller set wins over the variant's preset
+
+
+# -------------------------------------------------------------------------------------------- the ablation rule
+def _record(method, study, budget, accuracy, seed=42, label=None):
+    return {"method": method, "study": study, "time_budget": budget, "accuracy": accuracy, "seed": seed,
+            "run_label": label or mc.run_label(method, budget), "train_seconds": 1.0, "train_examples": 100,
+            "examples_seen": 64, "steps": 4, "telemetry": {}}
+
+
+def test_ablation_table_ranks_per_cell_and_ties_go_to_the_simpler():
+    """Two datasets x two budgets: v1 ranks 1, 3, 1, 3 (mean 2), free 2, 1, 2, 2 (mean 1.75), once 3, 2, 3, 1
+    (mean 2.25): free is chosen. Then free-once matches free's ranks exactly but has two parts: free stays.
+    A missing or diverged run ranks last; lr-tuning runs and the short schedule do not count."""
+    accuracies = {"mclearn-v1": (0.90, 0.80, 0.70, 0.60), "mclearn-free": (0.85, 0.85, 0.65, 0.62),
+                  "mclearn-once": (0.80, 0.82, 0.60, 0.65)}
+    cells = [("sst2-mpnet-h200-ablation", 1 / 3), ("sst2-mpnet-h200-ablation", 0.5),
+             ("clinc150-mpnet-h200-ablation", 1 / 3), ("clinc150-mpnet-h200-ablation", 0.5)]
+    records = [_record(m, s, b, a) for m, accs in accuracies.items() for (s, b), a in zip(cells, accs)]
+    records += [_record("short_schedule", s, b, 0.99) for s, b in cells]
+    records += [_record("mclearn-once", cells[0][0], 0.5, 0.99, label="mclearn-once-b0.50-lr8e-05")]
+    table = mc.ablation_table(records)
+    assert table.attrs["chosen"] == "mclearn-free" and table.attrs["rule"] == mc.ABLATION_RULE
+    assert list(table["variant"]) == ["mclearn-v1", "mclearn-free", "mclearn-once"]
+    assert list(table["mean rank"]) == [2.0, 1.75, 2.25]
+    assert table.loc[1, "sst2 1/3"] == "85.00 (2)" and table.loc[1, "chosen"] == "chosen"
+    tie = records + [_record("mclearn-free-once", s, b, a) for (s, b), a in zip(cells, accuracies["mclearn-free"])]
+    tied = mc.ablation_table(tie)
+    assert tied.attrs["chosen"] == "mclearn-free"
+    assert tied.loc[tied["variant"] == "mclearn-free", "mean rank"].item() == \
+        tied.loc[tied["variant"] == "mclearn-free-once", "mean rank"].item()
+    diverged = [dict(r, accuracy=float("nan")) if r["method"] == "mclearn-free" and r["time_budget"] == 0.5 else r
+                for r in records]
+    ranks = mc.ablation_table(diverged).set_index("variant")["sst2 1/2"]
+    assert ranks["mclearn-free"] == "— (3)" and ranks["mclearn-v1"] == "80.00 (2)"
+    assert mc.ablation_table([]).attrs["chosen"] is None
+
+
+def test_ablation_script_writes_the_table_from_a_cpu_budget_study(prepared, smoke_cfg):
+    """The GPU ablation's Python part on the CPU smoke preset: the budget study notebook 04 runs for
+    gpu_ablation.sh (the baseline, the short schedule and variants at one budget, one seed), then
+    benchmarks/ablation.py writes the table and the diagnostics from its run files."""
+    cfg = mc.replace_config(smoke_cfg, study="smoke-ablation")
+    mc.run_budget_study(cfg, ["baseline", "short_schedule", "mclearn-v1", "mclearn-free-once-anneal"], (0.5,),
+                        seeds=[42], prepared=prepared, progress=False)
+    spec = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--results", cfg.results_dir]) == 0
+    text = (mc.Path(cfg.results_dir) / "ablation" / "ablation_table.md").read_text()
+    assert mc.ABLATION_RULE in text and "mclearn-free-once-anneal" in text and "smoke 1/2" in text
+    assert "distinct rows" in text and "short_schedule" in text
