@@ -130,6 +130,14 @@ class Config:
     full_prob: float = 0.5  # mclearn: share of a step's pool draws that get a full pass
     cost_ema: float = 0.9
     unfreeze_schedule: tuple[float, ...] = ()  # progress points at which frozen layers thaw
+    # --- MC-Learn variants (issue 24): each off in "mclearn", on in the METHOD_PRESETS of its variants ---
+    free_scores: bool = False  # a row's difficulty is its last full-pass loss; the cheap head scores only the rest
+    free_score_max_age: int = 0  # free_scores: refreshes after which a stored loss is stale (0 = never)
+    once_draws: bool = False  # a pool's full passes drawn systematically: no row twice before the others once
+    once_floor: float = 0.1  # once_draws: each pool row's least chance of a full pass
+    uniform_start: float = 0.0  # share of the run's steps drawn uniformly at the start (the scorer learns)
+    uniform_end: float = 0.0  # share drawn uniformly at the end, without scoring (InfoBatch's anneal)
+    record_passes: bool = False  # the run file counts each training row's full passes (histogram, flipped rows)
     # --- peers (section 9) ------------------------------------------------------------------------
     uniform_fraction: float | None = None  # data share of "uniform"; None: match uniform_match's time
     uniform_match: str = "mclearn"  # the method whose measured train time "uniform" matches
@@ -184,6 +192,23 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     # Full-size steps, fewer of them (README "How MC-Learn turns fewer full passes into less time").
     "mclearn": dict(budget_ratio=1 / 3, rho_bounds=(0.1, 0.5), class_weight_lr=0.5),
 }
+# MC-Learn's variants (issue 24). `mclearn-v1` is `mclearn` as it was before them, written out here so
+# that a later change of the `mclearn` preset shows as a difference between the two; every variant is
+# `mclearn-v1` with some of the parts below on (its name lists them), and every one counts its full passes.
+MCLEARN_V1 = dict(budget_ratio=1 / 3, rho_bounds=(0.1, 0.5), class_weight_lr=0.5)
+MCLEARN_VARIANT_PARTS: dict[str, dict[str, Any]] = {
+    "free": dict(free_scores=True),  # scores for free: the full passes' own losses
+    "once": dict(once_draws=True),  # every row once before any twice
+    "anneal": dict(uniform_start=0.25, uniform_end=0.125),  # uniform draws first and last, selection between
+}
+MCLEARN_VARIANTS: dict[str, tuple[str, ...]] = {  # method name -> the parts it turns on
+    "-".join(("mclearn",) + parts) if parts else "mclearn-v1": parts
+    for parts in [(), ("free",), ("once",), ("anneal",), ("free", "once"), ("free", "anneal"), ("once", "anneal"),
+                  ("free", "once", "anneal")]}
+_VARIANT_KEYS_OFF = dict(free_scores=False, once_draws=False, uniform_start=0.0, uniform_end=0.0)
+METHOD_PRESETS.update({name: {**MCLEARN_V1, **_VARIANT_KEYS_OFF, "record_passes": True,
+                              **{k: v for part in parts for k, v in MCLEARN_VARIANT_PARTS[part].items()}}
+                       for name, parts in MCLEARN_VARIANTS.items()})
 # The published notebook's own changes on A100-class GPUs (compute capability >= 8).
 # The published notebook keeps lr 2e-5 there (our a100/h100 presets raise it to 4e-5 for all other methods).
 PAPER_GPU_OVERRIDES = dict(score_max_length=32, score_layer=0, refresh_every=32, refresh_bounds=(16, 64),
@@ -1290,6 +1315,7 @@ class RunContext:
     compiled: Any = None  # the torch.compile'd model, built on first use
     graphs: bool = False  # the update runs through GraphedUpdate (set by build_optimization)
     step_costs: Any = None  # StepCosts of the baseline's update on this device (budget solver)
+    flipped_rows: np.ndarray | None = None  # training rows whose label label_noise flipped (record_passes)
 
     def autocast(self):
         return autocast_context(self.cfg, self.device, cache_enabled=not self.graphs)
@@ -1706,6 +1732,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     ctx = RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval,
                      num_labels=len(prepared.label_names), device=device, generator=generator,
                      device_generator=device_generator)
+    ctx.flipped_rows = prepared.flipped_rows
     if cfg.precision == "fp16" and device.type == "cuda":
         ctx.scaler = torch.amp.GradScaler("cuda")
     method = METHODS[method_name](ctx)
@@ -2644,9 +2671,53 @@ def draw_weights(draw_prob: np.ndarray, pool_prob: np.ndarray, population: int, 
     return 1.0 / (population * np.asarray(pool_prob) * draws * np.asarray(draw_prob))
 
 
+def systematic_counts(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Return integer counts n_i with E[n_i] = expected_i exactly, each floor or ceil of expected_i,
+    summing to sum(expected) (a whole number): systematic sampling, the points u, u + 1, ... (u
+    uniform in [0, 1)) laid over the cumulative expected counts of the rows in a random order, n_i
+    the points in row i's interval (of length expected_i, so a row with expected_i <= 1 gets one
+    point with probability expected_i, and at most one)."""
+    expected = np.asarray(expected, dtype=np.float64)
+    total = int(round(float(expected.sum())))
+    order = rng.permutation(len(expected))
+    edges = np.cumsum(expected[order]) * (total / expected.sum())
+    edges[-1] = total  # no point lost to rounding
+    below = np.searchsorted(rng.random() + np.arange(total), edges, side="left")  # points under each edge
+    counts = np.empty(len(expected), dtype=np.int64)
+    counts[order] = np.diff(below, prepend=0)
+    return counts
+
+
+def once_draw_probs(draw_prob: np.ndarray, draws: int, floor: float) -> np.ndarray:
+    """Return the per-draw probabilities p' (sum 1) of `draws` full passes from a pool when every
+    row is drawn once before any twice: draw_prob rescaled and clipped (project_to_box_simplex) so
+    that each row's expected count draws p'_i is at most max(1, draws / |P|) and at least `floor`
+    (at most draws / |P|, the uniform count)."""
+    size = len(draw_prob)
+    cap, least = max(1.0, draws / size), min(floor, draws / size)
+    probs = project_to_box_simplex(np.asarray(draw_prob, dtype=np.float64), least / draws, cap / draws)
+    return probs / probs.sum()
+
+
+def once_positions(draw_prob: np.ndarray, member_width: np.ndarray, bucket_widths: np.ndarray, steps: int,
+                   kept: int, full: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Return (step_bucket, positions [steps, kept]) of a pool's steps under once_draws: the
+    steps x full full passes are systematic_counts of the expected counts steps x full x draw_prob
+    (each row its count times), sorted by padded width into steps of `full` (ties in random order),
+    the steps shuffled; a step's bucket is its widest row's width. The other kept - full positions
+    of a step (cheap head only) are drawn with replacement from draw_prob. E[count_i] = steps full
+    p_i, so draw_weights keeps the full-pass term unbiased over the pool's steps."""
+    counts = systematic_counts(steps * full * np.asarray(draw_prob), rng)
+    chosen = rng.permutation(np.repeat(np.arange(len(draw_prob)), counts))
+    chosen = chosen[np.argsort(member_width[chosen], kind="stable")].reshape(steps, full)[rng.permutation(steps)]
+    step_bucket = np.searchsorted(bucket_widths, member_width[chosen].max(axis=1))
+    extra = rng.choice(len(draw_prob), size=(steps, kept - full), replace=True, p=draw_prob)
+    return step_bucket, np.concatenate([chosen, extra], axis=1)
+
+
 def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: np.ndarray, lengths: np.ndarray,
                    population: int, steps: int, kept: int, full: int, rng: np.random.Generator,
-                   pad_multiple: int, cap: int, w_clip: float | None) -> StepPlan:
+                   pad_multiple: int, cap: int, w_clip: float | None, once_floor: float | None = None) -> StepPlan:
     """Return the StepPlan of `steps` steps. A draw picks pool member i with probability
     p_i = mix_replay(candidate_prob, replay_share)_i, and the steps are length-bucketed like the
     baseline's batches: a step first picks a padded width b with probability P_b = sum of p_i over
@@ -2657,16 +2728,22 @@ def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: n
     The first `full` draws of a step get a full pass; their weight is the cheap-term weight
     divided by full_prob = full / kept, the chance that a draw is a full one. With `w_clip`,
     weights are capped at w_clip times a uniform draw's weight (1 / draws): capping trades a
-    small bias for variance."""
+    small bias for variance. With `once_floor` (once_draws), p is once_draw_probs' and the full
+    passes are drawn by once_positions instead: the same weights, unbiased over the pool's steps."""
     draw_prob = mix_replay(candidate_prob, replay_share)
+    if once_floor is not None:
+        draw_prob = once_draw_probs(draw_prob, steps * full, once_floor)
     member_width = np.minimum(cap, np.ceil(np.maximum(lengths, 1) / pad_multiple).astype(int) * pad_multiple)
     bucket_widths = np.unique(member_width)
     bucket_prob = np.array([draw_prob[member_width == w].sum() for w in bucket_widths])
-    step_bucket = rng.choice(len(bucket_widths), size=steps, p=bucket_prob / bucket_prob.sum())
-    positions = np.empty((steps, kept), dtype=np.int64)
-    for j, b in enumerate(step_bucket):
-        members = np.flatnonzero(member_width == bucket_widths[b])
-        positions[j] = rng.choice(members, size=kept, replace=True, p=draw_prob[members] / bucket_prob[b])
+    if once_floor is None:
+        step_bucket = rng.choice(len(bucket_widths), size=steps, p=bucket_prob / bucket_prob.sum())
+        positions = np.empty((steps, kept), dtype=np.int64)
+        for j, b in enumerate(step_bucket):
+            members = np.flatnonzero(member_width == bucket_widths[b])
+            positions[j] = rng.choice(members, size=kept, replace=True, p=draw_prob[members] / bucket_prob[b])
+    else:
+        step_bucket, positions = once_positions(draw_prob, member_width, bucket_widths, steps, kept, full, rng)
     full_prob = full / kept
     kept_weight = draw_weights(draw_prob[positions], pool_prob[positions], population, kept)
     full_weight = kept_weight[:, :full] / full_prob
@@ -2739,6 +2816,7 @@ class MCLearn(Method):
         self.ess_fraction = 1.0
         self.last_rank = float("nan")
         self.full_pass_log: list[tuple[torch.Tensor, int]] | None = None  # set to a list to record (bench)
+        self._init_variants(largest_pool)
 
     def extra_param_groups(self) -> list[dict]:
         return [{"params": list(self.cheap_head.parameters()), "lr": self.ctx.cfg.head_lr, "weight_decay": 0.0}]
@@ -2818,6 +2896,8 @@ class MCLearn(Method):
         """Draw a class-stratified pool, score it with the cheap head (difficulty = 1 - p(true
         class)), write its features into the static buffers, and draw the plan of the steps it
         serves (phase 3)."""
+        if self.variant_refresh:
+            return self.refresh_variant(progress)
         cfg, ctx = self.ctx.cfg, self.ctx
         kappa = self.policy.kappa(progress)
         rows, pool_prob = self.stream.next_pool(self.pool_size(kappa), self.policy.class_weights)
@@ -2851,7 +2931,8 @@ class MCLearn(Method):
         self.plan = draw_step_plan(pool["candidate_prob"], pool["replay_share"], pool["pool_prob"],
                                    ctx.train.host_lengths.numpy()[pool["rows"]],
                                    len(ctx.train), steps, self.kept_rows, self.full_rows, self.rng,
-                                   cfg.pad_multiple, ctx.train.input_ids.shape[1], cfg.w_clip or None)
+                                   cfg.pad_multiple, ctx.train.input_ids.shape[1], cfg.w_clip or None,
+                                   once_floor=cfg.once_floor if cfg.once_draws else None)
         kept = self.plan.kept_pos
         self.plan_device = {
             "full_rows": to_device(pool["rows"][kept[:, : self.full_rows]], ctx.device),
@@ -2885,6 +2966,8 @@ class MCLearn(Method):
         teacher = torch.softmax(full_logits.detach().float() / temp, -1)
         student = torch.log_softmax(cheap_full.float() / temp, -1)
         share = inputs["full_weight"] / inputs["full_weight"].sum()
+        if self.pool_has_feats is not None:  # variants: a row the head did not score has no features to distil on
+            share = share * self.pool_has_feats[inputs["full_pos"]]
         kl = (teacher * (teacher.clamp_min(1e-8).log() - student)).sum(-1)
         distill = cfg.distill_gamma * temp ** 2 * (share * kl).sum()
         loss_cheap_full = loss_cheap[: self.full_rows].detach()
@@ -2936,10 +3019,16 @@ class MCLearn(Method):
             return
         stats = torch.stack(self.step_stats).cpu().numpy()  # [steps, 3, full]
         self.step_stats = []
+        self.after_pool(stats)
         cheap, full, weight = (stats[:, k].ravel() for k in range(3))
         labels = self.pool["labels_host"][self.plan.kept_pos[: len(stats), : self.full_rows]].ravel()
         self.last_rank = spearman(cheap, full)
+        if "scored" in self.pool:  # variants: the head's agreement on the rows it scored
+            scored = self.pool["scored"][self.plan.kept_pos[: len(stats), : self.full_rows]].ravel()
+            self.last_rank = spearman(cheap[scored], full[scored])
         self.policy.update_tau(self.last_rank)
+        if self.pool.get("uniform"):  # a uniform pool's draws used neither the replay share nor the class weights
+            return
         self.policy.update_rho(self.ess_fraction)
         rms = np.array([np.sqrt(np.mean((weight[labels == c] * full[labels == c]) ** 2)) if (labels == c).any()
                         else np.nan for c in range(self.num_classes)])
@@ -2961,7 +3050,7 @@ class MCLearn(Method):
     def telemetry(self) -> dict[str, Any]:
         return {"steps": self.records, "refreshes": self.refreshes, "budget": self.budget,
                 "full_rows": self.full_rows, "kept_rows": self.kept_rows,
-                "measured_seconds": self._measured_seconds(),
+                "measured_seconds": self._measured_seconds(), **self.variant_telemetry(),
                 **(self.graphed.telemetry() if self.graphed is not None else {})}
 
     def _measured_seconds(self) -> dict[str, float]:
@@ -2976,6 +3065,146 @@ class MCLearn(Method):
             feats = self.early_features(data, np.arange(len(data)))
             probs = torch.softmax(self.cheap_head(feats).float(), -1)
         return (1.0 - probs.gather(1, data.labels[:, None]).squeeze(1)).cpu().numpy()
+
+    # -- the variants of issue 24 (free_scores, once_draws, uniform_start/end, record_passes) -------
+    def _init_variants(self, largest_pool: int) -> None:
+        """Check the variant keys and set up their state (all None or off for "mclearn")."""
+        cfg, n = self.ctx.cfg, len(self.ctx.train)
+        check_variant_keys(cfg)
+        self.variant_refresh = cfg.free_scores or cfg.uniform_start > 0 or cfg.uniform_end > 0
+        self.score_table = np.full(n, np.nan) if cfg.free_scores else None  # each row's last full-pass loss
+        self.score_refresh = np.zeros(n, dtype=np.int64) if cfg.free_scores else None  # the refresh that stored it
+        # Pool positions the cheap head scored (its features are in pool_feats), where some are not.
+        masked = cfg.free_scores or cfg.uniform_end > 0
+        self.pool_has_feats = torch.ones(largest_pool, device=self.ctx.device) if masked else None
+        self.pass_counts = np.zeros(n, dtype=np.int64) if cfg.record_passes else None
+        self.variant_counts: collections.Counter = collections.Counter()
+
+    def uniform_phase(self, progress: float) -> bool:
+        """Return True when a pool refreshed at `progress` is drawn uniformly: in the first
+        uniform_start or the last uniform_end of the run's steps."""
+        cfg = self.ctx.cfg
+        return progress < cfg.uniform_start or progress >= 1.0 - cfg.uniform_end
+
+    def refresh_variant(self, progress: float) -> None:
+        """refresh() with free_scores or a uniform phase on. A pool of a uniform phase is stratified
+        by class frequency alone, holds the full passes of its steps (kappa 1) and is drawn
+        uniformly; it is scored at the start (the head learns) and not at the end. Any other pool
+        is drawn as refresh draws it, from the difficulties of variant_scores."""
+        cfg = self.ctx.cfg
+        uniform = self.uniform_phase(progress)
+        kappa = 1.0 if uniform else self.policy.kappa(progress)
+        class_weights = np.full(self.num_classes, 1.0 / self.num_classes) if uniform else self.policy.class_weights
+        rows, pool_prob = self.stream.next_pool(self.pool_size(kappa), class_weights)
+        ending = cfg.uniform_end > 0 and progress >= 1.0 - cfg.uniform_end
+        difficulty, scored = self.variant_scores(rows, score=not ending)
+        labels_host = self.labels_host[rows]
+        candidate = np.full(len(rows), 1.0 / len(rows)) if uniform else \
+            candidate_draw_probs(difficulty, labels_host, kappa, self.policy.tau)
+        shares = np.bincount(labels_host, weights=mix_replay(candidate, self.policy.rho), minlength=self.num_classes)
+        self.pool = {"rows": rows, "pool_prob": pool_prob, "labels_host": labels_host, "candidate_prob": candidate,
+                     "replay_share": self.policy.rho, "difficulty": difficulty, "class_share": shares,
+                     "scored": scored, "uniform": uniform}
+        self.variant_counts["uniform_pools"] += int(uniform)
+        self.draw()
+        self.refreshes += 1
+
+    def variant_scores(self, rows: np.ndarray, score: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Return (difficulty, scored) for a pool's rows, the cheap head's features of the `scored`
+        ones written into the pool buffers (the others get label -100, which the head's loss
+        ignores, and no distillation). With free_scores, a row whose last full-pass loss l is
+        stored (at most free_score_max_age refreshes ago, 0 = any age) has difficulty 1 - exp(-l)
+        and the head scores only the rest, on the same scale: 1 - exp(-its loss) (1 - p(true
+        class) without label smoothing). Without, the head scores every row as refresh does
+        (1 - p(true class)). With `score` False (the uniform end) the head scores nothing (NaN)."""
+        cfg, ctx = self.ctx.cfg, self.ctx
+        difficulty = np.full(len(rows), np.nan)
+        stored = np.zeros(len(rows), dtype=bool)
+        if cfg.free_scores:
+            fresh = (cfg.free_score_max_age == 0) | (self.refreshes - self.score_refresh[rows] <= cfg.free_score_max_age)
+            stored = np.isfinite(self.score_table[rows]) & fresh
+            difficulty[stored] = 1.0 - np.exp(-self.score_table[rows[stored]])
+        scored = ~stored & score
+        self.pool_labels[: len(rows)].fill_(-100)
+        if self.pool_has_feats is not None:
+            self.pool_has_feats[: len(rows)].zero_()
+        if scored.any():
+            with self.costs.timed("score", int(scored.sum())):
+                feats = self.early_features(ctx.train, rows[scored])
+                labels = ctx.train.labels[to_device(rows[scored], ctx.device)]
+                with torch.no_grad():
+                    logits = self.cheap_head(feats).float()
+                    head = 1.0 - torch.exp(-ctx.per_example_loss(logits, labels)) if cfg.free_scores else \
+                        1.0 - torch.softmax(logits, -1).gather(1, labels[:, None]).squeeze(1)
+                positions = to_device(np.flatnonzero(scored), ctx.device)
+                self.pool_feats[positions] = feats
+                self.pool_labels[positions] = labels
+                if self.pool_has_feats is not None:
+                    self.pool_has_feats[positions] = 1.0
+            difficulty[scored] = head.cpu().numpy()  # the refresh's one host read
+            if not np.isfinite(difficulty[scored]).all():
+                raise TrainingError("mclearn: the cheap scorer's difficulty became non-finite (the model diverged). "
+                                    "Lower lr= or head_lr=.")
+        self.variant_counts["head_scored_rows"] += int(scored.sum())
+        self.variant_counts["stored_score_rows"] += int(stored.sum())
+        return difficulty, scored
+
+    def after_pool(self, stats: np.ndarray) -> None:
+        """Book the steps the last pool served (stats [steps, 3, full], read by _update_policy):
+        with record_passes, each full pass in pass_counts; with free_scores, each row's full-pass
+        loss in the score table, stamped with this refresh (a row drawn twice keeps one loss)."""
+        rows = self.pool["rows"][self.plan.kept_pos[: len(stats), : self.full_rows]].ravel()
+        if self.pass_counts is not None:
+            np.add.at(self.pass_counts, rows, 1)
+        if self.score_table is not None:
+            self.score_table[rows] = stats[:, 1].ravel()
+            self.score_refresh[rows] = self.refreshes
+
+    def variant_telemetry(self) -> dict[str, Any]:
+        """Return the variants' run-file records, none for "mclearn": the variant keys with the
+        rows the head scored, the rows scored from stored losses and the uniform pools; with
+        record_passes, "full_passes" (pass_count_summary, the last pool's steps included)."""
+        cfg, out = self.ctx.cfg, {}
+        if self.variant_refresh or cfg.once_draws:
+            keys = ("free_scores", "free_score_max_age", "once_draws", "once_floor", "uniform_start", "uniform_end")
+            out["variant"] = {**{k: getattr(cfg, k) for k in keys}, **self.variant_counts}
+        if self.pass_counts is not None:
+            counts = self.pass_counts.copy()
+            if self.pool is not None and self.step_stats:
+                np.add.at(counts, self.pool["rows"][self.plan.kept_pos[: len(self.step_stats), : self.full_rows]], 1)
+            out["full_passes"] = pass_count_summary(counts, self.ctx.flipped_rows)
+        return out
+
+
+def check_variant_keys(cfg: Config) -> None:
+    """Raise a one-line ValueError naming the key when an MC-Learn variant key is out of range."""
+    start, end = cfg.uniform_start, cfg.uniform_end
+    if not (0 <= start < 1 and 0 <= end < 1 and start + end < 1):
+        raise ValueError(f"uniform_start={start} and uniform_end={end} must be shares in [0, 1) that leave "
+                         f"selection part of the run (their sum under 1), e.g. uniform_start=0.25 uniform_end=0.125")
+    if not 0 <= cfg.once_floor <= 1:
+        raise ValueError(f"once_floor={cfg.once_floor} must be a probability in [0, 1], e.g. once_floor=0.1")
+    if cfg.free_score_max_age < 0:
+        raise ValueError(f"free_score_max_age={cfg.free_score_max_age} must be >= 0 refreshes (0 = a stored loss "
+                         f"never goes stale), e.g. free_score_max_age=0")
+
+
+def pass_count_summary(counts: np.ndarray, flipped_rows: np.ndarray | None = None) -> dict[str, Any]:
+    """Return how often the training rows had a full pass, compactly: rows, passes, distinct rows
+    (at least one pass), the histogram (rows with 0, 1, 2, ... passes) and, with label noise
+    (`flipped_rows`), the flipped rows' share of the data against their share of the passes and
+    their distinct rows."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    out: dict[str, Any] = {"rows": len(counts), "passes": total, "distinct_rows": int((counts > 0).sum()),
+                           "histogram": np.bincount(counts).tolist()}
+    if flipped_rows is not None:
+        flipped = counts[np.asarray(flipped_rows, dtype=np.int64)]
+        out["flipped"] = {"rows": len(flipped), "data_share": round(len(flipped) / max(len(counts), 1), 6),
+                          "passes": int(flipped.sum()),
+                          "pass_share": round(int(flipped.sum()) / total, 6) if total else None,
+                          "distinct_rows": int((flipped > 0).sum())}
+    return out
 
 
 # ----------------------------------------------------------------------------- MC-Learn as published
@@ -4323,6 +4552,97 @@ def plot_equal_time(records: Sequence[dict[str, Any]], path: str | Path | None =
     return _figure_out(fig, path)
 
 
+# --- the MC-Learn ablation (issue 24): which variant the `mclearn` preset becomes ---------------------------
+ABLATION_RULE = ("Rule (fixed before the runs): every MC-Learn variant, one seed, each dataset at budgets 1/3 and 1/2 "
+                 "(a cell), on validation accuracy (the eval split). In each cell the variants are ranked by accuracy "
+                 "(1 = best; equal accuracies share their mean rank; a missing or diverged run ranks last); the "
+                 "`mclearn` preset becomes the variant with the best mean rank over the cells, ties going to the "
+                 "simpler one (fewer of the parts free, once, anneal on), then to the earlier in MCLEARN_VARIANTS.")
+
+
+def _ablation_dataset(study: str) -> str:
+    """Return the dataset part of an ablation study's name ("sst2-noisy20" of "sst2-noisy20-mpnet-h200-ablation")."""
+    return _short_study(study.removesuffix("-ablation"))
+
+
+def _ablation_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the budgeted runs of MC-Learn variants (and the short schedule) among `records`, without
+    the lr-tuning runs (their run labels carry "-lr...")."""
+    return [r for r in records if (r["method"] in MCLEARN_VARIANTS or r["method"] == REFERENCE) and r.get("time_budget")
+            and r.get("run_label", "") == run_label(r["method"], r["time_budget"])]
+
+
+def ablation_table(records: Sequence[dict[str, Any]]):
+    """Return the ablation table (ABLATION_RULE): one row per variant of MCLEARN_VARIANTS that has
+    runs, its parts, per (dataset, budget) cell its validation accuracy (%, the mean over seeds
+    when there are several) with its rank in that cell in parentheses, its mean rank over the
+    cells, and "chosen" on the variant the rule picks. A cell is a study (one dataset) x a time
+    budget of the variants' budgeted runs (lr-tuning runs do not count). .attrs holds "rule",
+    "chosen" (the variant's name, None without runs) and "cells"."""
+    import pandas as pd
+    from scipy.stats import rankdata
+
+    runs = [r for r in _ablation_runs(records) if r["method"] in MCLEARN_VARIANTS]
+    cells = sorted({(r["study"], float(r["time_budget"])) for r in runs})
+    variants = [v for v in MCLEARN_VARIANTS if any(r["method"] == v for r in runs)]
+    accuracy = np.full((len(variants), len(cells)), np.nan)
+    for i, variant in enumerate(variants):
+        for j, cell in enumerate(cells):
+            values = [float(r["accuracy"]) * 100 for r in runs if r["method"] == variant
+                      and (r["study"], float(r["time_budget"])) == cell and math.isfinite(float(r["accuracy"]))]
+            accuracy[i, j] = np.mean(values) if values else np.nan
+    # rank 1 = most accurate; NaN (missing or diverged) ranks last, equal values share their mean rank
+    ranks = np.column_stack([rankdata(np.where(np.isfinite(col), -col, np.inf)) for col in accuracy.T]) \
+        if cells else np.zeros((len(variants), 0))
+    mean_rank = ranks.mean(axis=1) if cells else np.full(len(variants), np.nan)
+    order = sorted(range(len(variants)), key=lambda i: (round(mean_rank[i], 9), len(MCLEARN_VARIANTS[variants[i]]), i))
+    chosen = variants[order[0]] if variants and cells else None
+    rows = []
+    for i, variant in enumerate(variants):
+        row = {"variant": variant, "parts": "+".join(MCLEARN_VARIANTS[variant]) or "—"}
+        for j, (study, budget) in enumerate(cells):
+            row[f"{_ablation_dataset(study)} {format_budget(budget)}"] = \
+                f"{accuracy[i, j]:.2f} ({ranks[i, j]:g})" if math.isfinite(accuracy[i, j]) else f"— ({ranks[i, j]:g})"
+        row.update({"mean rank": round(float(mean_rank[i]), 3), "chosen": "chosen" if variant == chosen else ""})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs.update(rule=ABLATION_RULE, chosen=chosen, cells=cells)
+    return table
+
+
+def ablation_diagnostics(records: Sequence[dict[str, Any]]):
+    """Return one row per budgeted run of a variant or the short schedule (one seed each in the
+    ablation): steps, train seconds, the distinct training rows it gave a full pass (the short
+    schedule: its examples, at most the training set, as it sees every row once before any
+    twice) and their share, and for MC-Learn its full passes, the median rank agreement of its
+    scorer (telemetry steps' rank_corr), its scoring and update seconds and, on noisy data, the
+    flipped rows' share of its full passes against their share of the data (full_passes)."""
+    import pandas as pd
+
+    rows = []
+    for r in sorted(_ablation_runs(records), key=lambda r: (r["study"], r["time_budget"], r["method"], r["seed"])):
+        telemetry = r.get("telemetry") or {}
+        passes = telemetry.get("full_passes") or {}
+        distinct = passes.get("distinct_rows")
+        if r["method"] == REFERENCE:
+            distinct = min(int(r.get("examples_seen", 0)), int(r.get("train_examples", 0)))
+        ranks = [s["rank_corr"] for s in telemetry.get("steps", []) if s.get("rank_corr") is not None]
+        seconds = telemetry.get("measured_seconds") or {}
+        flipped = passes.get("flipped") or {}
+        rows.append({"study": _ablation_dataset(r["study"]), "budget": format_budget(r["time_budget"]), "method": r["method"],
+                     "seed": r["seed"], "steps": r.get("steps"), "train s": round(float(r["train_seconds"]), 2),
+                     "distinct rows": distinct, "distinct share": round(distinct / r["train_examples"], 4)
+                     if distinct is not None and r.get("train_examples") else None,
+                     "full passes": passes.get("passes"), "rank agreement": float(np.median(ranks)) if ranks else None,
+                     "score s": seconds.get("score"), "update s": seconds.get("update"),
+                     "flipped pass share": flipped.get("pass_share"), "flipped data share": flipped.get("data_share")})
+    frame = pd.DataFrame(rows)
+    for column in ("steps", "distinct rows", "full passes"):  # counts stay integers where a run has none
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
 def estimator_study(q_values: Sequence[float], w_clip_values: Sequence[float | None], draws: int, seed: int = 0,
                     q_for_clip_sweep: float = 0.25, pool: int = 512, kept: int = 128, kappa: float = 0.5,
                     tau: float = 1.0, rho: float = 0.05, noise: float = 0.3):
@@ -4404,6 +4724,7 @@ def plot_estimator_study(table, path_q: str | Path | None = None, path_clip: str
 # =============================================================================
 METHODS: dict[str, Callable[[RunContext], Method]] = {
     "baseline": Baseline, "mclearn": MCLearn, "mclearn-paper": MCLearnPaper, **PEER_METHODS}
+METHODS.update({name: MCLearn for name in MCLEARN_VARIANTS})  # the variants differ by their presets' keys
 SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accuracy", "examples_seen",
                    "examples_scored", "time_budget", "graphed", "test_accuracy", "diverged"]
 
@@ -4738,7 +5059,7 @@ def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[s
         return BudgetPlan(method, r, {}, r)
     if method == "uniform":
         return BudgetPlan(method, r, {"uniform_fraction": r}, r)
-    if method == "mclearn":
+    if method == "mclearn" or method in MCLEARN_VARIANTS:
         return BudgetPlan(method, r, {"budget_ratio": r}, r)
     if method in ("selective_backprop", "rho_loss"):
         f = costs["forward_share"]

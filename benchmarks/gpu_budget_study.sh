@@ -11,14 +11,15 @@
 #   as the hub name glue/sst2 through MCLEARN_LOCAL_COPIES so the committed copy runs on Colab), LRS (default
 #   [4e-5,8e-5,1.6e-4,3.2e-4], Banking77 [8e-5,...,1.28e-3]), SEEDS (default the notebook's 42-46), STUDY_SUFFIX (default
 #   -equal-time), FRESH=1
-#   (remove the study's earlier run files and figures first, so all of it comes from this process). CLINC150 and
-#   Banking77 are in data/.
+#   (remove the study's earlier run files and figures first, so all of it comes from this process), EXTRA_PARAMS
+#   (more NAME=VALUE notebook parameters, Python literals without spaces, after the script's own: gpu_ablation.sh).
+#   CLINC150 and Banking77 are in data/.
 # Needs nbclient/nbformat/ipykernel (wheels in .whl: bash benchmarks/notebook_wheels.sh, carry .whl).
 # Writes results/runs/<study>[-lr]/, results/figures/<study>/, results/summary.csv and OUT_DIR/04_compare_methods.ipynb,
 # where <study> is <DATASET>-<model short name>-<gpu short name><STUDY_SUFFIX>, e.g. clinc150-mpnet-h200-equal-time.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-if [ $# -lt 3 ]; then sed -n 2,18p "$0"; exit 2; fi
+if [ $# -lt 3 ]; then sed -n 2,19p "$0"; exit 2; fi
 key=$1; model=$(cd "$2" && pwd); out=$3
 source "$root/benchmarks/notebook_env.sh"
 hub_model=sentence-transformers/$(basename "$model")
@@ -51,6 +52,7 @@ if [ "${FRESH:-0}" = 1 ]; then
 fi
 seeds=()
 [ -n "${SEEDS:-}" ] && seeds=(--seeds $SEEDS)
+read -ra extra <<< "${EXTRA_PARAMS:-}"  # split on spaces only: its brackets are not file patterns
 echo "study $study: ${params[*]}, $hub_model -> $model"
 python3 "$root/run_notebooks.py" --preset auto --only 04_ --no-progress --results "$root/results" --out "$out" "${seeds[@]}" \
-  --param "${params[@]}" model_name="$hub_model" study="$study" lrs="$lrs"
+  --param "${params[@]}" model_name="$hub_model" study="$study" lrs="$lrs" "${extra[@]}"

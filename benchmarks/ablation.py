@@ -1,0 +1,51 @@
+"""Write the MC-Learn ablation table (issue 24) from the run files of the ablation studies: the rule
+(mclearn_core.ABLATION_RULE) above the table (ablation_table: each variant's validation accuracy and
+rank per dataset and budget, its mean rank, the chosen one), then the diagnostics of every run
+(ablation_diagnostics: steps, distinct rows seen, full passes, rank agreement, scoring seconds, the
+flipped rows' share of the full passes). benchmarks/gpu_ablation.sh runs the studies.
+
+    python3 benchmarks/ablation.py [--results results] [--studies STUDY ...] [--out DIR]
+
+Studies: those named, else every study under <results>/runs whose name ends in "-ablation"
+(gpu_ablation.sh names them <DATASET>-<model>-<gpu>-ablation). Writes <out>/ablation_table.md and
+<out>/ablation_table.csv (default out: <results>/ablation) and prints the markdown.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import mclearn_core as mc  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=str(mc.REPO_ROOT / "results"), help="results folder (default: results)")
+    parser.add_argument("--studies", nargs="+", default=None, help="studies (default: every *-ablation study)")
+    parser.add_argument("--out", default=None, help="folder for ablation_table.md/.csv (default: <results>/ablation)")
+    args = parser.parse_args(argv)
+    runs = Path(args.results) / "runs"
+    studies = args.studies or sorted(p.name for p in runs.glob("*-ablation") if p.is_dir())
+    if not studies:
+        print(f"no ablation study under {runs} (names ending in -ablation): run benchmarks/gpu_ablation.sh, "
+              f"or name them with --studies", file=sys.stderr)
+        return 1
+    records = [r for study in studies for r in mc.load_runs(args.results, study)]
+    table, diagnostics = mc.ablation_table(records), mc.ablation_diagnostics(records)
+    if table.empty:
+        print(f"no budgeted MC-Learn variant runs in {', '.join(studies)}", file=sys.stderr)
+        return 1
+    text = "\n\n".join([f"# MC-Learn ablation: {', '.join(studies)}", mc.ABLATION_RULE,
+                        table.to_markdown(index=False, disable_numparse=True),
+                        f"Chosen: `{table.attrs['chosen']}`.", "## Every run",
+                        diagnostics.astype(object).fillna("—").to_markdown(index=False, disable_numparse=True)]) + "\n"
+    out = Path(args.out) if args.out else Path(args.results) / "ablation"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation_table.md").write_text(text)
+    table.to_csv(out / "ablation_table.csv", index=False)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""MC-Learn's variants (issue 24): scores for free, every row once before any twice, uniform start and
+end, the full-pass counts in the run file, the method presets, and the ablation table. Every variant's
+estimator is tested where it runs (MCLearn's own refresh, draw and objective), as `mclearn`'s is in
+test_cv_trainer.py; tests/break_estimator.sh breaks both on purpose."""
+import dataclasses
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import mclearn_core as mc
+from conftest import ROOT
+
+Z99 = 2.576  # two-sided 99% normal quantile
+VARIANT_KEYS = ("free_scores", "once_draws", "uniform_start", "uniform_end")
+VARIANTS = [v for v, parts in mc.MCLEARN_VARIANTS.items() if parts]  # mclearn-v1 is mclearn: test_cv_trainer.py
+
+
+def variant_keys(variant: str) -> dict:
+    """Return the variant keys of a method preset."""
+    return {k: mc.METHOD_PRESETS[variant][k] for k in VARIANT_KEYS}
+
+
+def trainer_for(prepared, model=None, **changes) -> mc.MCLearn:
+    """Return an MCLearn on the cpu-smoke training set (480 rows, 4 classes) at the fixed parameters of
+    the estimator tests: 8 full-pass rows of 16 draws per step, pools serving 4 steps, replay share 0.3,
+    no clipping, no label smoothing, an informative cheap head (spread difficulties) and tilted class
+    weights (pool-membership probabilities differ by class); model in eval mode (no dropout)."""
+    cfg = mc.replace_config(prepared.cfg, full_rows=8, full_prob=0.5, refresh_every=4, w_clip=0.0,
+                            kappa_schedule=(0.5,), rho_init=0.3, rho_bounds=(0.3, 0.3), label_smoothing=0.0, **changes)
+    model = model if model is not None else mc.copy.deepcopy(prepared.base_model).eval()
+    ctx = mc.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
+                        device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                        device_generator=torch.Generator().manual_seed(0))
+    trainer = mc.MCLearn(ctx)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        trainer.cheap_head.weight.normal_(0.0, 3.0)
+    trainer.policy.class_weights = np.array([0.4, 0.3, 0.2, 0.1])
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def truth(prepared):
+    """A model whose head favours class 0 (losses differ by class), its full-data mean loss and the
+    projections of its full-data gradient on two fixed directions (the gradient itself, its head part)."""
+    model = mc.copy.deepcopy(prepared.base_model).eval()
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([2.0, 0.5, -0.5, -1.5]))
+    params = [p for p in model.parameters() if p.requires_grad]
+    batch = mc.make_batch(prepared.train, torch.arange(len(prepared.train)), prepared.train.input_ids.shape[1])
+    logits = model(**mc.model_inputs(model, batch)).logits
+    loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+    grads = torch.autograd.grad(loss, params)
+    head = {id(p) for m in mc.encoder_parts(model).head.values() for p in m.parameters()}
+    directions = [list(grads), [g if id(p) in head else torch.zeros_like(g) for g, p in zip(grads, params)]]
+    directions = [[d / torch.sqrt(sum((x ** 2).sum() for x in v)) for d in v] for v in directions]
+    values = [loss.item()] + [float(sum((g * d).sum() for g, d in zip(grads, v))) for v in directions]
+    return model, params, directions, np.array(values)
+
+
+def variant_estimates(trainer, params, directions, pools: int, progress: tuple[float, ...]) -> np.ndarray:
+    """Return [pools, 3]: per pool (a real refresh at progress[r % len(progress)]), the mean over its
+    steps of the full-pass term and of the objective's gradient on each direction; after each pool
+    its steps are booked as a run books them (after_pool: the score table, the pass counts)."""
+    out = np.empty((pools, 3))
+    for r in range(pools):
+        trainer.refresh(progress[r % len(progress)])
+        values, stats = [], []
+        for j in range(trainer.ctx.cfg.refresh_every):
+            inputs = {name: value[j] for name, value in trainer.plan_device.items()}
+            parts = trainer.objective(inputs, trainer.plan.widths[j])
+            grads = torch.autograd.grad(parts["objective"], params, allow_unused=True)
+            values.append([float(parts["full"].detach())] + [float(sum((g * d).sum() for g, d in zip(grads, v) if g is not None))
+                                                    for v in directions])
+            stats.append(torch.stack([parts["loss_cheap_full"], parts["loss_full"].detach(), inputs["full_weight"]]))
+        trainer.after_pool(torch.stack(stats).numpy())
+        out[r] = np.mean(values, axis=0)
+    return out
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_objective_and_gradient_are_unbiased(prepared, truth, variant):
+    """For every variant, over 160 pools of MCLearn's own refresh, draw and objective (anneal: a third of
+    the pools each at the uniform start, in the selection and at the uniform end; free: the score
+    table filled by the pools' own full passes, max age 10 refreshes, so rows are scored both ways),
+    the mean full-pass term and the mean gradient on two directions each lie within a 99% normal
+    interval of the full-data values (no clipping); the interval is narrow enough to catch a bias."""
+    model, params, directions, values = truth
+    trainer = trainer_for(prepared, model, free_score_max_age=10, record_passes=True, **variant_keys(variant))
+    parts = mc.MCLEARN_VARIANTS[variant]
+    progress = (0.1, 0.5, 0.95) if "anneal" in parts else (0.5,)  # uniform start, selection, uniform end
+    est = variant_estimates(trainer, params, directions, 160, progress)
+    mean, se = est.mean(0), est.std(0, ddof=1) / math.sqrt(len(est))
+    for name, m, s, t in zip(("loss", "grad·v1", "grad·v2"), mean, se, values):
+        print(f"{variant} {name}: mean {m:.5f}, full-data {t:.5f}, |diff| / se {abs(m - t) / s:.2f}, se / |t| {s / abs(t):.4f}")
+        assert abs(m - t) <= Z99 * s, f"{variant} {name}: mean {m:.5f} vs full-data {t:.5f} (99% half-width {Z99 * s:.5f})"
+        assert s < 0.1 * abs(t) + 1e-3, f"{variant} {name}: interval too wide to catch a bias ({s:.5f})"
+    if "free" in parts:
+        counts = trainer.variant_counts
+        assert counts["stored_score_rows"] > 0.3 * counts["head_scored_rows"] > 0  # both paths were taken
+
+
+# ------------------------------------------------------------------------------ every row once before any twice
+def test_systematic_counts_are_unbiased_floor_or_ceil_and_exact_in_sum():
+    """E[n_i] = e_i within 4 standard errors over 20,000 draws, n_i in {floor e_i, ceil e_i}, sum n = sum e."""
+    rng = np.random.default_rng(0)
+    expected = rng.dirichlet(np.full(40, 0.5)) * 25  # some rows above one pass, most below
+    expected = np.minimum(expected, 2.5)
+    expected *= 25 / expected.sum()
+    draws = np.array([mc.systematic_counts(expected, rng) for _ in range(20_000)])
+    assert (draws.sum(1) == 25).all()
+    assert ((draws == np.floor(expected)) | (draws == np.ceil(expected))).all()
+    se = draws.std(0, ddof=1) / math.sqrt(len(draws))
+    assert (np.abs(draws.mean(0) - expected) <= 4 * se + 1e-12).all()
+
+
+def test_once_draw_probs_cap_at_one_pass_and_floor_each_row():
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.full(64, 0.3))  # a very uneven draw distribution
+    probs = mc.once_draw_probs(p, draws=32, floor=0.1)
+    expected = 32 * probs
+    assert probs.sum() == pytest.approx(1.0) and expected.max() <= 1 + 1e-9 and expected.min() >= 0.1 - 1e-9
+    inside = (expected > 0.1 + 1e-6) & (expected < 1 - 1e-6)  # unclipped rows keep their ratios
+    assert np.allclose(probs[inside] / p[inside], (probs[inside] / p[inside])[0])
+    # more passes than rows: every row gets at least one, none more than its share
+    assert np.allclose(mc.once_draw_probs(p[:8], draws=32, floor=0.1) * 32, 4.0)
+
+
+def test_once_draws_give_no_row_two_passes_in_a_pass_over_the_data(prepared):
+    """Under once_draws the full passes of a whole pass over the training set (the pools cover it without
+    replacement) are all distinct rows, every pool row's chance is at least the floor, and each step's
+    width holds its rows; mclearn's draws with replacement repeat rows."""
+    def full_rows_of_one_pass(trainer):
+        trainer.policy.class_weights = np.full(4, 0.25)  # pools by class frequency: the classes' passes end together
+        rows, pools = [], 0
+        while trainer.stream.drawn + trainer.pool_size(0.5) <= len(prepared.train):
+            trainer.refresh(0.5)
+            rows.append(trainer.pool["rows"][trainer.plan.kept_pos[:, : trainer.full_rows]].ravel())
+            lengths = prepared.train.host_lengths.numpy()[rows[-1].reshape(trainer.ctx.cfg.refresh_every, -1)]
+            assert (lengths <= np.array(trainer.plan.widths)[:, None]).all()
+            pools += 1
+        return np.concatenate(rows), pools
+
+    once = trainer_for(prepared, once_draws=True, once_floor=0.2)
+    rows, pools = full_rows_of_one_pass(once)
+    assert pools >= 5 and len(np.unique(rows)) == len(rows) == pools * 4 * 8
+    p = mc.once_draw_probs(mc.mix_replay(once.pool["candidate_prob"], once.pool["replay_share"]), 32, 0.2)
+    assert (32 * p >= 0.2 - 1e-9).all() and (32 * p <= 1 + 1e-9).all()
+    plain, _ = full_rows_of_one_pass(trainer_for(prepared))
+    assert len(np.unique(plain)) < 0.9 * len(plain)
+
+
+# ------------------------------------------------------------------------------------------ scores for free
+def test_free_scores_take_the_full_pass_losses_and_the_head_scores_the_rest(prepared):
+    """After a pool's steps, the score table holds the full-pass loss of each row that had one (stamped
+    with the refresh); a later pool takes those rows' difficulty 1 - exp(-loss) from it and the cheap head scores
+    only the others (features, labels); a loss older than free_score_max_age refreshes is scored again."""
+    trainer = trainer_for(prepared, free_scores=True, free_score_max_age=3)
+    trainer.refresh(0.5)
+    steps, full = trainer.ctx.cfg.refresh_every, trainer.full_rows
+    rows = trainer.pool["rows"][trainer.plan.kept_pos[:, :full]]
+    stats = np.stack([np.zeros((steps, full)), np.arange(steps * full).reshape(steps, full) / 10.0 + 0.05,
+                      np.ones((steps, full))], axis=1)  # [steps, 3, full]: cheap, full loss, weight
+    trainer.after_pool(stats)
+    stamped = trainer.refreshes
+    last = {int(r): loss for r, loss in zip(rows.ravel(), stats[:, 1].ravel())}  # a row drawn twice keeps its last
+    assert all(trainer.score_table[r] == pytest.approx(v) for r, v in last.items())
+    assert (trainer.score_refresh[list(last)] == stamped).all()
+    # Put those rows in the next pool: they are read from the table, the head scores the rest.
+    stream_rows = np.array(list(last))
+    trainer.stream.next_pool = lambda size, weights: (np.concatenate([stream_rows, np.arange(400, 420)]),
+                                                      np.full(len(stream_rows) + 20, 0.5))
+    scored_before = trainer.variant_counts["head_scored_rows"]
+    trainer.refresh(0.5)
+    pool = trainer.pool
+    known = np.isin(pool["rows"], stream_rows)
+    assert (~pool["scored"] == known).all()
+    np.testing.assert_allclose(pool["difficulty"][known], 1 - np.exp(-trainer.score_table[pool["rows"][known]]))
+    assert trainer.variant_counts["head_scored_rows"] - scored_before == (~known).sum()
+    labels = trainer.pool_labels[: len(pool["rows"])].numpy()
+    assert (labels[known] == -100).all() and (labels[~known] == prepared.train.labels.numpy()[pool["rows"][~known]]).all()
+    assert (trainer.pool_has_feats[: len(pool["rows"])].numpy() == ~known).all()
+    # Three refreshes later the stored losses are stale: the head scores every row again.
+    trainer.refreshes = stamped + 4
+    trainer.refresh(0.5)
+    assert trainer.pool["scored"].all()
+
+
+def test_rows_the_head_did_not_score_give_it_no_loss_and_no_distillation(prepared):
+    """In a free-scores pool, the cheap head's loss and distillation come only from rows it scored."""
+    trainer = trainer_for(prepared, free_scores=True)
+    trainer.score_table[:] = 0.3  # every row has a stored loss: the head scores nothing
+    trainer.refresh(0.5)
+    assert not trainer.pool["scored"].any()
+    inputs = {name: value[0] for name, value in trainer.plan_device.items()}
+    parts = {k: v.detach() for k, v in trainer.objective(inputs, trainer.plan.widths[0]).items()}
+    assert float(parts["head"]) == 0.0 and float(parts["distill"]) == 0.0 and float(parts["full"]) > 0
+
+
+# -------------------------------------------------------------------------------------------- uniform phases
+def test_uniform_start_and_end_draw_uniformly_and_the_end_scores_nothing(prepared):
+    """uniform_start 0.25 / uniform_end 0.125: pools before 25 % and from 87.5 % of the run are stratified
+    by class frequency (the policy's tilted class weights ignored), hold one step-set of rows and are
+    drawn uniformly; the start is scored (the head learns), the end is not; between them, selection.
+    A uniform pool leaves the replay share and the class weights as they were."""
+    trainer = trainer_for(prepared, uniform_start=0.25, uniform_end=0.125)
+    assert [trainer.uniform_phase(p) for p in (0.0, 0.249, 0.25, 0.874, 0.875, 0.99)] == \
+        [True, True, False, False, True, True]
+    freq = np.bincount(prepared.train.labels.numpy()) / len(prepared.train)
+    for progress, scored in ((0.1, True), (0.9, False)):
+        trainer.refresh(progress)
+        pool = trainer.pool
+        assert pool["uniform"] and np.allclose(pool["candidate_prob"], 1 / len(pool["rows"]))
+        assert abs(len(pool["rows"]) - 4 * 8) <= 4  # the full passes of its steps (quotas round per class)
+        shares = np.bincount(pool["labels_host"], minlength=4) / len(pool["rows"])
+        assert np.abs(shares - freq).max() < 0.05
+        assert pool["scored"].all() == scored and pool["scored"].any() == scored
+        rho, weights = trainer.policy.rho, trainer.policy.class_weights.copy()
+        trainer.step_stats = [torch.rand(3, 8) for _ in range(4)]
+        trainer._update_policy()
+        assert trainer.policy.rho == rho and np.array_equal(trainer.policy.class_weights, weights)
+    trainer.refresh(0.5)
+    assert not trainer.pool["uniform"] and np.ptp(trainer.pool["candidate_prob"]) > 0
+    assert trainer.variant_counts["uniform_pools"] == 2
+
+
+def test_variant_keys_out_of_range_are_refused_naming_the_key(prepared):
+    for changes, key in ((dict(uniform_start=0.6, uniform_end=0.4), "uniform_start"), (dict(uniform_end=-0.1), "uniform_end"),
+                         (dict(once_floor=1.5), "once_floor"), (dict(free_score_max_age=-1), "free_score_max_age")):
+        with pytest.raises(ValueError, match=key) as err:
+            trainer_for(prepared, **changes)
+        assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------------- what it draws, end to end
+def test_pass_count_summary_by_hand():
+    counts = np.array([0, 1, 1, 2, 0, 3])
+    out = mc.pass_count_summary(counts, np.array([3, 4]))
+    assert out == {"rows": 6, "passes": 7, "distinct_rows": 4, "histogram": [2, 2, 1, 1],
+                   "flipped": {"rows": 2, "data_share": round(2 / 6, 6), "passes": 2, "pass_share": round(2 / 7, 6),
+                               "distinct_rows": 1}}
+    assert "flipped" not in mc.pass_count_summary(counts)
+
+
+def test_a_variant_run_records_its_full_passes_and_the_flipped_rows(prepared, smoke_cfg):
+    """train_method of the all-parts variant: every step's full passes are counted in the run file
+    (histogram over all training rows), with the flipped rows' share of them, and its variant counts."""
+    flipped = np.arange(0, len(prepared.train), 5)
+    noisy = dataclasses.replace(prepared, flipped_rows=flipped)
+    record = mc.train_method("mclearn-free-once-anneal", smoke_cfg, noisy, 42, progress=False)
+    passes = record["telemetry"]["full_passes"]
+    assert passes["passes"] == record["steps"] * record["telemetry"]["full_rows"] == record["examples_backward"]
+    assert sum(passes["histogram"]) == passes["rows"] == len(prepared.train)
+    assert passes["distinct_rows"] == len(prepared.train) - passes["histogram"][0]
+    assert passes["flipped"]["rows"] == len(flipped) and passes["flipped"]["data_share"] == pytest.approx(0.2)
+    assert 0 < passes["flipped"]["pass_share"] < 1
+    variant = record["telemetry"]["variant"]
+    assert variant["free_scores"] and variant["once_draws"] and variant["uniform_pools"] >= 1
+    assert "full_passes" not in mc.train_method("mclearn", smoke_cfg, prepared, 42, progress=False)["telemetry"]
+
+
+# ------------------------------------------------------------------------------------------------ method presets
+def test_mclearn_is_unchanged_and_v1_keeps_it_under_its_own_name():
+    cfg = mc.make_config("cpu-smoke")
+    plain, v1 = mc.config_for_method(cfg, "mclearn"), mc.config_for_method(cfg, "mclearn-v1")
+    assert mc.METHOD_PRESETS["mclearn"] == mc.MCLEARN_V1
+    assert all(getattr(plain, k) == getattr(mc.Config(), k) for k in (*VARIANT_KEYS, "record_passes"))
+    assert dataclasses.replace(v1, record_passes=False) == plain  # v1 only counts its full passes
+    assert mc.METHODS["mclearn-v1"] is mc.MCLearn
+
+
+@pytest.mark.parametrize("variant", list(mc.MCLEARN_VARIANTS))
+def test_each_variant_turns_on_exactly_its_parts(variant):
+    cfg = mc.config_for_method(mc.make_config("cpu-smoke"), variant)
+    parts = mc.MCLEARN_VARIANTS[variant]
+    assert variant == "-".join(("mclearn",) + parts) or (variant == "mclearn-v1" and not parts)
+    assert cfg.free_scores == ("free" in parts) and cfg.once_draws == ("once" in parts)
+    assert (cfg.uniform_start, cfg.uniform_end) == ((0.25, 0.125) if "anneal" in parts else (0.0, 0.0))
+    assert cfg.record_passes and cfg.budget_ratio == 1 / 3 and variant in mc.METHODS
+    assert mc.plan_time_budget(variant, 0.5, cfg, {}).knobs == {"budget_ratio": 0.5}
+    explicit = mc.config_for_method(mc.with_explicit(mc.make_config("cpu-smoke"), once_draws=True), variant)
+    assert explicit.once_draws  # a key the caller set wins over the variant's preset
+
+
+# -------------------------------------------------------------------------------------------- the ablation rule
+def _record(method, study, budget, accuracy, seed=42, label=None):
+    return {"method": method, "study": study, "time_budget": budget, "accuracy": accuracy, "seed": seed,
+            "run_label": label or mc.run_label(method, budget), "train_seconds": 1.0, "train_examples": 100,
+            "examples_seen": 64, "steps": 4, "telemetry": {}}
+
+
+def test_ablation_table_ranks_per_cell_and_ties_go_to_the_simpler():
+    """Two datasets x two budgets: v1 ranks 1, 3, 1, 3 (mean 2), free 2, 1, 2, 2 (mean 1.75), once 3, 2, 3, 1
+    (mean 2.25): free is chosen. Then free-once matches free's ranks exactly but has two parts: free stays.
+    A missing or diverged run ranks last; lr-tuning runs and the short schedule do not count."""
+    accuracies = {"mclearn-v1": (0.90, 0.80, 0.70, 0.60), "mclearn-free": (0.85, 0.85, 0.65, 0.62),
+                  "mclearn-once": (0.80, 0.82, 0.60, 0.65)}
+    cells = [("sst2-mpnet-h200-ablation", 1 / 3), ("sst2-mpnet-h200-ablation", 0.5),
+             ("clinc150-mpnet-h200-ablation", 1 / 3), ("clinc150-mpnet-h200-ablation", 0.5)]
+    records = [_record(m, s, b, a) for m, accs in accuracies.items() for (s, b), a in zip(cells, accs)]
+    records += [_record("short_schedule", s, b, 0.99) for s, b in cells]
+    records += [_record("mclearn-once", cells[0][0], 0.5, 0.99, label="mclearn-once-b0.50-lr8e-05")]
+    table = mc.ablation_table(records)
+    assert table.attrs["chosen"] == "mclearn-free" and table.attrs["rule"] == mc.ABLATION_RULE
+    assert list(table["variant"]) == ["mclearn-v1", "mclearn-free", "mclearn-once"]
+    assert list(table["mean rank"]) == [2.0, 1.75, 2.25]
+    assert table.loc[1, "sst2 1/3"] == "85.00 (2)" and table.loc[1, "chosen"] == "chosen"
+    tie = records + [_record("mclearn-free-once", s, b, a) for (s, b), a in zip(cells, accuracies["mclearn-free"])]
+    tied = mc.ablation_table(tie)
+    assert tied.attrs["chosen"] == "mclearn-free"
+    assert tied.loc[tied["variant"] == "mclearn-free", "mean rank"].item() == \
+        tied.loc[tied["variant"] == "mclearn-free-once", "mean rank"].item()
+    diverged = [dict(r, accuracy=float("nan")) if r["method"] == "mclearn-free" and r["time_budget"] == 0.5 else r
+                for r in records]
+    ranks = mc.ablation_table(diverged).set_index("variant")["sst2 1/2"]
+    assert ranks["mclearn-free"] == "— (3)" and ranks["mclearn-v1"] == "80.00 (2)"
+    assert mc.ablation_table([]).attrs["chosen"] is None
+
+
+def test_ablation_script_writes_the_table_from_a_cpu_budget_study(prepared, smoke_cfg):
+    """The GPU ablation's Python part on the CPU smoke preset: the budget study notebook 04 runs for
+    gpu_ablation.sh (the baseline, the short schedule and variants at one budget, one seed), then
+    benchmarks/ablation.py writes the table and the diagnostics from its run files."""
+    cfg = mc.replace_config(smoke_cfg, study="smoke-ablation")
+    mc.run_budget_study(cfg, ["baseline", "short_schedule", "mclearn-v1", "mclearn-free-once-anneal"], (0.5,),
+                        seeds=[42], prepared=prepared, progress=False)
+    spec = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--results", cfg.results_dir]) == 0
+    text = (mc.Path(cfg.results_dir) / "ablation" / "ablation_table.md").read_text()
+    assert mc.ABLATION_RULE in text and "mclearn-free-once-anneal" in text and "smoke 1/2" in text
+    assert "distinct rows" in text and "short_schedule" in text
