@@ -395,6 +395,8 @@ CONFIG_RANGES: dict[str, Range] = {
     "ess_target": Range(0, 1, lo_open=True), "class_weight_bounds": POSITIVE, "class_weight_lr": NON_NEGATIVE,
     "w_clip": NON_NEGATIVE, "refresh_every": AT_LEAST_ONE, "refresh_bounds": AT_LEAST_ONE,
     "min_pool_mult": NON_NEGATIVE, "replay_max": AT_LEAST_ONE, "q_bounds": Range(0, 1, lo_open=True),
+    "free_score_max_age": NON_NEGATIVE, "once_floor": Range(0, 1, lo_open=True), "uniform_start": SHARE,
+    "uniform_end": SHARE,
     "budget_ratio": Range(0, 1, lo_open=True), "full_rows": NON_NEGATIVE, "full_prob": Range(0, 1, lo_open=True),
     "cost_ema": Range(0, 1, hi_open=True), "unfreeze_schedule": Range(0, 1, empty_ok=True),
     "uniform_fraction": Range(0, 1, lo_open=True, also=(None,)), "sb_beta": NON_NEGATIVE,
@@ -4799,11 +4801,13 @@ RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device")
 # the keys below are read only by the methods named with them, so changing, say, budget_ratio keeps
 # the stored baseline (tests/test_results.py records which keys each method reads to check this).
 METHOD_OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("mclearn", "mclearn-paper"): (
+    ("mclearn", "mclearn-paper", *MCLEARN_VARIANTS): (
         "score_layer", "score_max_length", "head_lr", "distill_gamma", "distill_temperature", "kappa_schedule",
         "tau_init", "tau_bounds", "rank_guard", "rho_init", "rho_bounds", "ess_target", "class_weight_bounds",
         "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "q_bounds",
         "budget_ratio", "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple"),
+    ("mclearn", *MCLEARN_VARIANTS): ("free_scores", "free_score_max_age", "once_draws", "once_floor", "uniform_start",
+                                     "uniform_end", "record_passes"),
     ("uniform",): ("uniform_fraction", "uniform_match"),
     ("selective_backprop", "rho_loss"): ("candidate_share",),
     ("selective_backprop",): ("sb_beta", "sb_history"),
