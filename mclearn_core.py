@@ -4759,7 +4759,9 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to `path` atomically: a temp file in the same folder, fsync, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(path) as tmp, open(tmp, "w") as handle:
-        json.dump(_jsonable(payload), handle, indent=1)
+        # compact: a run file is read by programs, and indented files doubled the repository (the GPU
+        # machine takes at most 64 MiB of working tree); `python -m json.tool FILE` shows one indented
+        json.dump(_jsonable(payload), handle, separators=(",", ":"))
         handle.flush()
         os.fsync(handle.fileno())
 
