@@ -3154,7 +3154,10 @@ class MCLearn(Method):
     def after_pool(self, stats: np.ndarray) -> None:
         """Book the steps the last pool served (stats [steps, 3, full], read by _update_policy):
         with record_passes, each full pass in pass_counts; with free_scores, each row's full-pass
-        loss in the score table, stamped with this refresh (a row drawn twice keeps one loss)."""
+        loss in the score table, stamped with this refresh (a row drawn twice keeps one loss).
+        Plain `mclearn` books nothing."""
+        if self.pass_counts is None and self.score_table is None:
+            return
         rows = self.pool["rows"][self.plan.kept_pos[: len(stats), : self.full_rows]].ravel()
         if self.pass_counts is not None:
             np.add.at(self.pass_counts, rows, 1)
