@@ -302,3 +302,46 @@ def test_mclearn_objective_and_gradient_are_unbiased(fixed_mclearn):
     for name, m, s, t in zip(("loss", "grad·v1", "grad·v2"), mean, se, truth):
         assert abs(m - t) <= Z99 * s, f"{name}: mean {m:.5f} vs full-data {t:.5f} (99% half-width {Z99 * s:.5f})"
         assert s < 0.1 * abs(t) + 1e-3, f"{name}: interval too wide to catch a bias ({s:.5f})"
+
+
+# ------------------------------------------------------------- the update around the estimator
+def _mclearn(prepared, **changes):
+    """An MCLearn on the cpu-smoke training set with the mclearn preset plus `changes`."""
+    cfg = mc.replace_config(mc.config_for_method(prepared.cfg, "mclearn"), **changes)
+    ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).train(), train=prepared.train,
+                        eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
+                        generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
+    return mc.MCLearn(ctx)
+
+
+def _grad_norm(params) -> float:
+    return math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in params))
+
+
+def test_clip_and_step_clips_the_model_apart_from_the_cheap_head(prepared):
+    """MC-Learn's cheap head is an optimizer group of its own. clip_and_step clips the model's
+    gradient on its own norm (as every method does) and the head's on its own: with the head's
+    gradient at norm 50, a model gradient of norm 0.6 is left as it is (clipped together it was
+    scaled by 1/50) and one of norm 3 is scaled to norm 1 exactly, keeping its direction; the
+    head's gradient is scaled to norm 1."""
+    trainer = _mclearn(prepared, grad_clip=1.0)
+    ctx = trainer.ctx
+    mc.build_optimization(ctx, trainer)
+    for group in ctx.optimizer.param_groups:
+        group["lr"] = 0.0  # clip and step, move nothing
+    head = list(trainer.cheap_head.parameters())
+    model = [p for p in ctx.model.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(0)
+    for model_norm in (0.6, 3.0):
+        for params, norm in ((model, model_norm), (head, 50.0)):
+            grads = [torch.randn(p.shape, generator=gen) for p in params]
+            scale = norm / math.sqrt(sum(float((g ** 2).sum()) for g in grads))
+            for p, g in zip(params, grads):
+                p.grad = g * scale
+        before = [p.grad.clone() for p in model]
+        mc.clip_and_step(ctx)
+        assert _grad_norm(model) == pytest.approx(min(model_norm, 1.0), rel=1e-5), model_norm
+        shrink = min(1.0, 1.0 / model_norm)
+        for p, g in zip(model, before):
+            torch.testing.assert_close(p.grad, g * shrink, rtol=1e-5, atol=1e-9)
+        assert _grad_norm(head) == pytest.approx(1.0, rel=1e-5)
