@@ -2561,6 +2561,19 @@ class MCLearn(Method):
         """One update: objective, backward, clip, AdamW; return detached logs (no host sync)."""
         parts = self.objective(inputs, key[1])
         backward_and_step(self.ctx, parts["objective"])
+        return self._logs(parts, inputs)
+
+    def _accumulated_update(self, inputs: dict[str, torch.Tensor], width: int, i: int) -> dict[str, torch.Tensor]:
+        """Step `i` with grad_accum_steps > 1 (never graphed, see graphs_enabled): backward the
+        objective; the optimizer and the lr schedule step once every grad_accum_steps steps
+        (RunContext.optimizer_step, as in every other method), so the schedule, sized for
+        ceil(steps / grad_accum_steps) optimizer steps, ends with the run. Return detached logs."""
+        parts = self.objective(inputs, width)
+        self.ctx.optimizer_step(parts["objective"], i)
+        return self._logs(parts, inputs)
+
+    def _logs(self, parts: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Return an update's detached logs and its statistics for the policy (no host sync)."""
         return {"loss": parts["full"].detach(), "loss_cv": parts["cv"], "loss_head": parts["head"].detach(),
                 "distill": parts["distill"].detach(),
                 "stats": torch.stack([parts["loss_cheap_full"].float(), parts["loss_full"].detach().float(),
@@ -2580,11 +2593,14 @@ class MCLearn(Method):
         j = i - self.plan_start
         inputs = {name: value[j] for name, value in self.plan_device.items()}
         width = self.plan.widths[j]
-        if self.graphed is None:
+        accumulate = ctx.cfg.grad_accum_steps > 1
+        if self.graphed is None and not accumulate:
             self.graphed = GraphedUpdate(ctx, self._update)
         with self.costs.timed("update", self.full_rows):
-            out = self.graphed.step((self.full_rows, width), inputs)
-        ctx.scheduler.step()
+            out = self._accumulated_update(inputs, width, i) if accumulate else \
+                self.graphed.step((self.full_rows, width), inputs)
+        if not accumulate:  # else stepped with the optimizer
+            ctx.scheduler.step()
         if self.full_pass_log is not None:
             self.full_pass_log.append((inputs["full_rows"], width))
         self.step_stats.append(out.pop("stats"))

@@ -345,3 +345,67 @@ def test_clip_and_step_clips_the_model_apart_from_the_cheap_head(prepared):
         for p, g in zip(model, before):
             torch.testing.assert_close(p.grad, g * shrink, rtol=1e-5, atol=1e-9)
         assert _grad_norm(head) == pytest.approx(1.0, rel=1e-5)
+
+
+class FakeClock:
+    """time.perf_counter for a test: it moves only when `advance` is called."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _priced(trainer, monkeypatch, step_seconds=1 / 64, row_seconds=0.0):
+    """Make `trainer`'s budget deterministic: a width-free step-cost table where every update of
+    the baseline's and MC-Learn's costs `step_seconds`, and a clock (time.perf_counter) that moves
+    only while a pool is scored, by `row_seconds` per pool row. Return the clock."""
+    clock = FakeClock()
+    monkeypatch.setattr(mc.time, "perf_counter", clock)
+    score = trainer.early_features
+
+    def timed_score(data, rows):
+        clock.advance(row_seconds * len(rows))
+        return score(data, rows)
+
+    monkeypatch.setattr(trainer, "early_features", timed_score)
+    cfg = trainer.ctx.cfg
+    table = {(rows, width): step_seconds for rows in mc.calibration_rows(cfg, trainer.full_rows)
+             for width in sorted(trainer.widths_in_data())}
+    trainer.ctx.step_costs = mc.StepCosts(seconds=table, graphed=False, capture_seconds=0.0, measure_seconds=0.0,
+                                          warnings=[])
+    return clock
+
+
+def test_grad_accum_steps_step_the_lr_schedule_with_the_optimizer(prepared, monkeypatch):
+    """With grad_accum_steps=2, MC-Learn's optimizer and lr schedule step every second step: over
+    a run of 30 steps (a priced budget of 30 updates), the optimizer steps 15 times and the lr
+    after step i is the transformers schedule's over ceil(30 / 2) = 15 optimizer steps at
+    (i + 1) // 2; it warms up once and ends at 0. (Stepped every step, the schedule reached 0
+    at step 15 and climbed back to its peak by step 29.)"""
+    trainer = _mclearn(prepared, grad_accum_steps=2, budget_ratio=1.0)
+    ctx = trainer.ctx
+    _priced(trainer, monkeypatch)
+    trainer.setup()
+    steps = trainer.num_steps()
+    assert steps == 30  # 30 baseline batches at 1/64 s, nothing else charged
+    mc.build_optimization(ctx, trainer)
+    reference_opt = mc.build_optimizer(mc.copy.deepcopy(ctx.model), ctx.cfg, ctx.device)
+    reference = mc.build_scheduler(reference_opt, ctx.cfg, 15)
+    expected = [reference.get_last_lr()[0]]
+    for _ in range(15):
+        reference_opt.step()
+        reference.step()
+        expected.append(reference.get_last_lr()[0])
+    lrs = []
+    for i in range(steps):
+        trainer.step(i)
+        lrs.append(float(ctx.optimizer.param_groups[0]["lr"]))
+    assert float(ctx.optimizer.state[ctx.optimizer.param_groups[0]["params"][0]]["step"]) == 15  # AdamW's count
+    np.testing.assert_allclose(lrs, [expected[(i + 1) // 2] for i in range(steps)], rtol=1e-6, atol=1e-12)
+    peak = int(np.argmax(lrs))
+    assert np.all(np.diff(lrs[peak:]) <= 1e-15) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
