@@ -191,10 +191,10 @@ def test_mclearn_end_to_end(mc_runs):
         assert sum(step["class_weights"]) == pytest.approx(1.0, abs=1e-3)
     budget = telemetry["budget"]  # the solver's inputs and outputs are in the run file
     for key in ("budget_ratio", "baseline_seconds_estimate", "budget_seconds", "step_seconds_estimate",
-                "refresh_seconds", "steps", "step_costs"):
+                "refresh_seconds", "steps", "step_costs", "steps_run", "charged_seconds", "replans"):
         assert key in budget, key
-    assert budget["steps"] == record["steps"]
-    assert record["examples_backward"] == record["steps"] * cfg.batch_size
+    assert budget["steps"] == record["steps"] >= budget["steps_run"]  # a re-plan may end the run sooner
+    assert record["examples_backward"] == budget["steps_run"] * cfg.batch_size
     assert len(record["eval_difficulty"]) == record["eval_examples"]
     logs = read_jsonl(path.with_suffix(".jsonl"))
     assert len(logs) >= 1
@@ -360,24 +360,33 @@ class FakeClock:
         self.now += seconds
 
 
-def _priced(trainer, monkeypatch, step_seconds=1 / 64, row_seconds=0.0):
-    """Make `trainer`'s budget deterministic: a width-free step-cost table where every update of
-    the baseline's and MC-Learn's costs `step_seconds`, and a clock (time.perf_counter) that moves
-    only while a pool is scored, by `row_seconds` per pool row. Return the clock."""
+def flat_step_costs(cfg, seconds: float) -> "mc.StepCosts":
+    """A step-cost table where an update of any rows (up to a batch) at any width costs `seconds`."""
+    cap = cfg.max_length
+    return mc.StepCosts(seconds={(rows, cap): seconds for rows in mc.calibration_rows(cfg, cfg.full_rows or None)},
+                        graphed=False, capture_seconds=0.0, measure_seconds=0.0, warnings=[])
+
+
+def fake_clock(monkeypatch, row_seconds: float = 0.0, update_seconds: float = 0.0) -> FakeClock:
+    """Replace time.perf_counter by a FakeClock that moves only while MC-Learn scores a pool (by
+    clock.row_seconds per pool member) and while it builds a step's objective (by
+    clock.update_seconds), so setup, refreshes and steps take seconds a test chooses; return the
+    clock."""
     clock = FakeClock()
+    clock.row_seconds, clock.update_seconds = row_seconds, update_seconds
     monkeypatch.setattr(mc.time, "perf_counter", clock)
-    score = trainer.early_features
+    score, objective = mc.MCLearn.early_features, mc.MCLearn.objective
 
-    def timed_score(data, rows):
-        clock.advance(row_seconds * len(rows))
-        return score(data, rows)
+    def timed_score(self, data, rows):
+        clock.advance(clock.row_seconds * len(rows))
+        return score(self, data, rows)
 
-    monkeypatch.setattr(trainer, "early_features", timed_score)
-    cfg = trainer.ctx.cfg
-    table = {(rows, width): step_seconds for rows in mc.calibration_rows(cfg, trainer.full_rows)
-             for width in sorted(trainer.widths_in_data())}
-    trainer.ctx.step_costs = mc.StepCosts(seconds=table, graphed=False, capture_seconds=0.0, measure_seconds=0.0,
-                                          warnings=[])
+    def timed_objective(self, inputs, width):
+        clock.advance(clock.update_seconds)
+        return objective(self, inputs, width)
+
+    monkeypatch.setattr(mc.MCLearn, "early_features", timed_score)
+    monkeypatch.setattr(mc.MCLearn, "objective", timed_objective)
     return clock
 
 
@@ -389,7 +398,8 @@ def test_grad_accum_steps_step_the_lr_schedule_with_the_optimizer(prepared, monk
     at step 15 and climbed back to its peak by step 29.)"""
     trainer = _mclearn(prepared, grad_accum_steps=2, budget_ratio=1.0)
     ctx = trainer.ctx
-    _priced(trainer, monkeypatch)
+    fake_clock(monkeypatch)  # setup and refreshes take no time
+    ctx.step_costs = flat_step_costs(ctx.cfg, 1 / 64)
     trainer.setup()
     steps = trainer.num_steps()
     assert steps == 30  # 30 baseline batches at 1/64 s, nothing else charged
@@ -409,3 +419,57 @@ def test_grad_accum_steps_step_the_lr_schedule_with_the_optimizer(prepared, monk
     np.testing.assert_allclose(lrs, [expected[(i + 1) // 2] for i in range(steps)], rtol=1e-6, atol=1e-12)
     peak = int(np.argmax(lrs))
     assert np.all(np.diff(lrs[peak:]) <= 1e-15) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_budget_prices_the_pools_the_run_will_have(prepared, monkeypatch):
+    """Pools grow as kappa falls (schedule 0.6, 0.5, 0.4: about 53, 64 and 80 members for 16
+    full-pass rows x 2 steps), so a refresh priced at the first pool's cost underprices the run.
+    On a clock where scoring costs 0.25 ms per pool member and an update its priced 1/64 s, a
+    3-epoch run's measured train seconds stay within its budget (1 x the baseline's), and it uses
+    the budget (within one step and one refresh). Priced from the first pool alone (d5e642a), the
+    same run overran by 4.1 %."""
+    cfg = mc.replace_config(prepared.cfg, epochs=3, budget_ratio=1.0, refresh_every=2, explicit=("budget_ratio",))
+    run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=flat_step_costs(cfg, 1 / 64))
+    fake_clock(monkeypatch, row_seconds=2.5e-4, update_seconds=1 / 64)
+    record = mc.train_method("mclearn", cfg, run, seed=42, progress=False)
+    budget = record["telemetry"]["budget"]
+    pools = [step["pool"] for step in record["telemetry"]["steps"]]
+    print(f"train {record['train_seconds']:.4f} s, budget {budget['budget_seconds']:.4f} s, pools {min(pools)}-{max(pools)}")
+    assert {step["kappa"] for step in record["telemetry"]["steps"]} == set(cfg.kappa_schedule)
+    assert max(pools) > 1.4 * min(pools)
+    assert record["train_seconds"] <= budget["budget_seconds"] + 1e-4
+    assert record["train_seconds"] >= budget["budget_seconds"] - 1 / 64 - max(pools) * 2.5e-4
+
+
+def test_refreshes_replan_the_steps_left_when_pools_cost_more_than_planned(prepared, monkeypatch, capsys):
+    """After setup priced the run, scoring a pool costs twice what setup measured. The refreshes
+    re-plan the steps left: the run's seconds (setup, updates and refreshes on the test's clock)
+    stay within the budget and use it (within one step and one refresh); the run says so on one
+    line and in its telemetry; the steps after the new end do nothing; the lr schedule and kappa
+    are moved along so they still end with the run (lr 0 after its last step, never rising after
+    the warm-up; the last kappa reached). Without re-planning (d5e642a) the run overran."""
+    trainer = _mclearn(prepared, epochs=3, budget_ratio=1.0, refresh_every=2)
+    ctx = trainer.ctx
+    clock = fake_clock(monkeypatch, row_seconds=2.5e-4, update_seconds=1 / 64)
+    ctx.step_costs = flat_step_costs(ctx.cfg, 1 / 64)
+    start = clock.now
+    trainer.setup()
+    steps = trainer.num_steps()
+    mc.build_optimization(ctx, trainer)
+    clock.row_seconds *= 2
+    infos, lrs = [], []
+    for i in range(steps):
+        infos.append(trainer.step(i))
+        lrs.append(float(ctx.optimizer.param_groups[0]["lr"]))
+    budget = trainer.telemetry()["budget"]
+    print(f"{clock.now - start:.4f} s of {budget['budget_seconds']:.4f} s, re-plans {budget.get('replans')}")
+    assert clock.now - start <= budget["budget_seconds"] + 1e-4
+    ran = budget["steps_run"]
+    assert clock.now - start >= budget["budget_seconds"] - 1 / 64 - 2 * 80 * 2.5e-4
+    assert budget["charged_seconds"] == pytest.approx(clock.now - start, abs=1e-3)
+    assert budget["replans"] and ran < steps and "re-planned to" in capsys.readouterr().out
+    assert ctx.examples_backward == ran * trainer.full_rows
+    assert all("loss" in info for info in infos[:ran]) and not any(infos[ran:])
+    peak = int(np.argmax(lrs))
+    assert np.all(np.diff(lrs[peak:ran]) <= 1e-15) and lrs[ran - 1] == pytest.approx(0.0, abs=1e-12)
+    assert infos[ran - 1]["kappa"] == ctx.cfg.kappa_schedule[-1]
