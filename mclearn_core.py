@@ -2687,7 +2687,7 @@ class MCLearn(Method):
 
     def step(self, i: int) -> dict[str, Any]:
         ctx = self.ctx
-        if i >= self.total_steps:  # a re-plan ended the run sooner: the loop's last steps do nothing
+        if self.budget and i >= self.total_steps:  # a re-plan ended the run sooner: the loop's last steps do nothing
             return {}
         progress = self.position / self.loop_steps
         if self.refresh_due(i):
