@@ -2423,7 +2423,7 @@ class MCLearn(Method):
         self.loop_steps = self.total_steps = 1
         self.budget: dict[str, Any] = {}
         self.setup_charge = 0.0  # seconds setup spent plus the graph captures' estimate
-        self.priced_update_seconds = 0.0  # the steps run so far, each at its update's priced cost
+        self.priced_update_seconds = 0.0  # the steps run so far whose shape replays, each at its priced update
         self.loop_refresh_seconds = self.loop_refresh_size = 0.0  # the refreshes after setup: seconds, pool_size
         self.setup_refresh_per_member = 0.0  # measured seconds per pool member of the refresh setup priced
         self.update_prices: dict[int, float] = {}  # priced seconds of an update per width
@@ -2500,21 +2500,29 @@ class MCLearn(Method):
         return self.update_prices[width]
 
     def charged_seconds(self) -> float:
-        """Return the seconds the run has been charged so far: setup, the graph captures'
-        estimate, each step run at its priced update, each refresh since setup as measured."""
-        return self.setup_charge + self.priced_update_seconds + self.loop_refresh_seconds
+        """Return the seconds the run has been charged so far: setup (with the graph captures'
+        estimate), the steps and the refreshes since setup as measured (the steps' timed
+        regions less the captures: one device sync)."""
+        self.costs.flush()
+        captured = self.graphed.capture_seconds if self.graphed is not None else 0.0
+        steps = self.costs.seconds.get("update", 0.0) + self.costs.seconds.get("update_warmup", 0.0)
+        return self.setup_charge + max(steps - captured, 0.0) + self.loop_refresh_seconds
 
     def replan(self, i: int, progress: float) -> None:
         """At the refresh that starts step `i`: set total_steps to the most steps the budget has
         left room for after charged_seconds(), so the run's seconds stay within it when its pools
-        cost more than planned (or less). A step left costs the last pool's priced width mix, a
-        refresh the measured seconds per pool member (of the refreshes since setup; before the
-        first, setup's) times the mean pool size left (steps_within). Never more steps than the
-        lr schedule has left; after a change, the schedule and kappa move `stride` steps per
-        step, so they still end with the run."""
+        or its steps cost more than planned (or less). A step left costs the last pool's priced
+        width mix times the ratio of measured to priced seconds of the steps run so far (those
+        whose shape already replayed: MC-Learn's update also runs the cheap head and the
+        distillation), a refresh the measured seconds per pool member (of the refreshes since
+        setup; before the first, setup's) times the mean pool size left (steps_within). Never
+        more steps than the lr schedule has left; after a change, the schedule and kappa move
+        `stride` steps per step, so they still end with the run."""
         charged = self.charged_seconds()
         plan = self.plan
-        step_seconds = float(np.dot([self.update_price(int(w)) for w in plan.bucket_widths], plan.bucket_prob))
+        measured = self.costs.seconds.get("update", 0.0)
+        ratio = measured / self.priced_update_seconds if self.priced_update_seconds > 0 else 1.0
+        step_seconds = ratio * float(np.dot([self.update_price(int(w)) for w in plan.bucket_widths], plan.bucket_prob))
         per_member = self.loop_refresh_seconds / self.loop_refresh_size if self.loop_refresh_size else \
             self.setup_refresh_per_member
         refresh_seconds = per_member * self.mean_pool_size(progress)
@@ -2527,7 +2535,8 @@ class MCLearn(Method):
             print(f"warning (mclearn budget): at step {i} the run had cost {charged:.3f} s of its "
                   f"{self.budget['budget_seconds']:.3f} s budget: re-planned to {total} steps of the "
                   f"{self.loop_steps} planned (telemetry: budget.replans)", flush=True)
-        self.replans.append({"step": i, "steps": total, "charged_seconds": round(charged, 4)})
+        self.replans.append({"step": i, "steps": total, "charged_seconds": round(charged, 4),
+                             "update_cost_ratio": round(ratio, 4)})
         self.total_steps = total
         self.stride = (self.loop_steps - self.position) / (total - i) if total > i else 1.0
 
@@ -2705,12 +2714,14 @@ class MCLearn(Method):
         accumulate = ctx.cfg.grad_accum_steps > 1
         if self.graphed is None and not accumulate:
             self.graphed = GraphedUpdate(ctx, self._update)
-        with self.costs.timed("update", self.full_rows):
+        # a shape's eager warm-up steps and capture are timed apart: they say nothing of a replay's cost
+        warm = accumulate or not self.graphed.capture or (self.full_rows, width) in self.graphed.graphs
+        with self.costs.timed("update" if warm else "update_warmup", self.full_rows):
             out = self._accumulated_update(inputs, width, i) if accumulate else \
                 self.graphed.step((self.full_rows, width), inputs)
         if not accumulate:  # else stepped with the optimizer
             ctx.scheduler.step()
-        if self.budget:
+        if self.budget and warm:
             self.priced_update_seconds += self.update_price(width)
         self.advance_schedule(i)
         self.steps_run += 1
