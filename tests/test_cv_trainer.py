@@ -1,5 +1,6 @@
 """Section 8: the control-variate estimator (unbiasedness, gradient, clipping bias, variance)
 and the MC-Learn trainer end to end."""
+import inspect
 import math
 import warnings
 
@@ -542,15 +543,16 @@ def flat_step_costs(cfg, seconds: float) -> "mc.StepCosts":
 
 def fake_clock(monkeypatch, row_seconds: float = 0.0, update_seconds: float = 0.0) -> FakeClock:
     """Replace time.perf_counter by a FakeClock that moves only while MC-Learn scores a pool (by
-    clock.row_seconds per pool member) and while it builds a step's objective (by
-    clock.update_seconds), so setup, refreshes and steps take seconds a test chooses; return the
-    clock."""
+    clock.row_seconds per pool member; clock.scored lists the rows of each scoring) and while it
+    builds a step's objective (by clock.update_seconds), so setup, refreshes and steps take
+    seconds a test chooses; return the clock."""
     clock = FakeClock()
-    clock.row_seconds, clock.update_seconds = row_seconds, update_seconds
+    clock.row_seconds, clock.update_seconds, clock.scored = row_seconds, update_seconds, []
     monkeypatch.setattr(mc.time, "perf_counter", clock)
     score, objective = mc.MCLearn.early_features, mc.MCLearn.objective
 
     def timed_score(self, data, rows):
+        clock.scored.append(len(rows))
         clock.advance(clock.row_seconds * len(rows))
         return score(self, data, rows)
 
@@ -646,3 +648,88 @@ def test_refreshes_replan_the_steps_left_when_pools_cost_more_than_planned(prepa
     peak = int(np.argmax(lrs))
     assert np.all(np.diff(lrs[peak:ran]) <= 1e-15) and lrs[ran - 1] == pytest.approx(0.0, abs=1e-12)
     assert infos[ran - 1]["kappa"] == ctx.cfg.kappa_schedule[-1]
+
+
+def test_mclearn_passes_the_budget_solver_the_runs_own_numbers(prepared, monkeypatch):
+    """What MCLearn.setup passes to solve_budget in a train_method run (mclearn preset,
+    cpu-smoke, 2 epochs) on a clock where scoring costs 0.1 ms per pool member and nothing else
+    takes time: the prepared step-cost table; the baseline's widths for both epochs (60
+    batches, each epoch as plan_epoch gives it); batch_size and full_rows (16); the preset's
+    budget_ratio, 1/3 exactly (no caller scales it); refresh_every; a refresh at the measured
+    seconds per pool member (the second pool's) times the run's mean pool size,
+    0.4 x 213 + 0.4 x 256 + 0.2 x 320 = 251.6 (kappa 0.6, 0.5, 0.4); spent_seconds = all of
+    setup until the call: both refreshes (each setup scoring's rows x 0.1 ms); no graph captures
+    (CPU); the first pool's width mix (its widths, weights summing to 1). The run's planned
+    seconds are within its budget. Each of these, 20 % wrong, passed every test before."""
+    cfg = mc.replace_config(prepared.cfg, epochs=2)
+    table = flat_step_costs(cfg, 1 / 64)
+    run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=table)
+    clock = fake_clock(monkeypatch, row_seconds=1e-4)
+    calls, solve = [], mc.solve_budget
+    monkeypatch.setattr(mc, "solve_budget", lambda *a, **k: calls.append((a, k)) or solve(*a, **k))
+    record = mc.train_method("mclearn", cfg, run, seed=42, progress=False)
+    (args, kwargs), = calls
+    given = inspect.signature(solve).bind(*args, **kwargs).arguments
+    assert given["costs"] is table
+    epoch = [w for _, w in mc.plan_epoch(run.train, cfg, torch.Generator().manual_seed(0))]
+    assert len(epoch) == 30 and list(given["baseline_widths"]) == epoch * 2
+    assert given["batch_size"] == given["full_rows"] == cfg.batch_size == 16
+    assert given["budget_ratio"] == 1 / 3 == mc.METHOD_PRESETS["mclearn"]["budget_ratio"]
+    assert given["refresh_every"] == cfg.refresh_every == 8
+    first, second = clock.scored[:2]  # setup scores two pools
+    assert given["refresh_seconds"] == pytest.approx(second * 1e-4 / 213 * 251.6, rel=1e-9)
+    assert given["spent_seconds"] == pytest.approx((first + second) * 1e-4, rel=1e-9)
+    assert given["graph_count"] == 0
+    widths, weights = np.asarray(given["full_widths"]), np.asarray(given["full_width_prob"])
+    assert len(widths) == len(weights) > 1 and np.all(weights > 0) and weights.sum() == pytest.approx(1.0)
+    assert set(widths.tolist()) <= set(range(8, 49, 8))
+    budget = record["telemetry"]["budget"]
+    assert budget["planned_seconds"] <= budget["budget_seconds"]
+    assert budget["baseline_steps"] == 60 and budget["budget_ratio"] == 1 / 3
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+    """A problem the tiny model learns in a few dozen steps: 4 classes, 480 training and 200 eval
+    texts of 4-39 words, each word one of its class's 5 keywords with probability 0.3, else one of
+    300 shared filler words; the model's linear layers drawn at std 1 / sqrt(fan_in) (at std 0.02
+    the tiny model needs far more steps to start learning)."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        labels = rng.integers(0, 4, n)
+        texts = [" ".join(f"c{c}k{rng.integers(5)}" if rng.random() < 0.3 else f"w{rng.integers(300)}"
+                          for _ in range(rng.integers(4, 40))) for c in labels]
+        return mc.TextSplit(texts, labels.astype(np.int64))
+
+    bundle = mc.DataBundle(train=split(480), eval=split(200), label_names=["a", "b", "c", "d"], source="synthetic")
+    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path_factory.mktemp("learnable")), epochs=4, lr=3e-3)
+    prepared = mc.prepare(cfg, bundle)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in prepared.base_model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, 1.0 / math.sqrt(module.in_features))
+    return prepared
+
+
+def test_mclearn_learns_within_its_budget_over_several_epochs(learnable):
+    """MC-Learn (preset: a third of the baseline's priced time) on a learnable problem, 4 epochs,
+    real timing: the solver prices all 4 epochs (120 baseline batches); the planned seconds and
+    the seconds the run was charged (setup, steps and refreshes as measured) are within the
+    budget (the latter up to one step); and the full model, evaluated after training, is well
+    above chance (the majority class, 0.27): accuracy over 0.5 (measured 0.8) with no chance
+    warning, rising along the evaluation curve, whose last point is the final evaluation."""
+    cfg = learnable.cfg
+    record = mc.train_method("mclearn", cfg, learnable, seed=42, progress=False)
+    budget = record["telemetry"]["budget"]
+    print(f"accuracy {record['accuracy']:.3f}, {budget['steps_run']} of {budget['steps']} steps, charged "
+          f"{budget['charged_seconds']:.3f} s, train {record['train_seconds']:.3f} s of {budget['budget_seconds']:.3f} s")
+    assert budget["baseline_steps"] == 4 * len(mc.plan_epoch(learnable.train, cfg, torch.Generator().manual_seed(0)))
+    assert budget["planned_seconds"] <= budget["budget_seconds"]
+    step = budget["charged_seconds"] / max(budget["steps_run"], 1)
+    assert budget["charged_seconds"] <= budget["budget_seconds"] + step
+    assert not record["warnings"] and record["accuracy"] > 0.5
+    curve = [point["accuracy"] for point in record["eval_curve"]]
+    assert len(curve) == cfg.eval_points and curve[-1] > curve[0]
+    assert curve[-1] == pytest.approx(record["accuracy"])
