@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Break the estimator on purpose (issue 11): each run makes one one-line edit of mclearn_core.py in
-# a scratch copy and runs the estimator tests there; every line of output must say "1 failed".
-#   bash tests/break_estimator.sh      (about 2 minutes; not part of test.sh)
-# Each breakage: a one-line edit of mclearn_core.py in a scratch copy; then the estimator tests.
+# Break the estimator and its wiring on purpose (issues 11 and 22): each run makes one edit of
+# mclearn_core.py in a scratch copy and runs the estimator, policy, budget and sampler tests there;
+# every line of output must name at least one failed test.
+#   bash tests/break_estimator.sh      (about 11 minutes on 2 cores; not part of test.sh)
 set -u
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -16,9 +16,11 @@ p = sys.argv[3] + "/mclearn_core.py"; s = open(p).read()
 assert s.count(old) == 1, old
 open(p, "w").write(s.replace(old, new))
 PY
-  out=$(cd "$work" && timeout 900 python3 -m pytest -q -p no:cacheprovider tests/test_cv_trainer.py tests/test_policy.py -k "unbiased or variance_optimal" 2>&1 | grep -E "^FAILED|passed|failed" | sed "s/ - .*//" | tr "\n" " ")
+  out=$(cd "$work" && timeout 900 python3 -m pytest -q -p no:cacheprovider tests/test_cv_trainer.py tests/test_policy.py \
+        tests/test_budget.py tests/test_sampler.py 2>&1 | grep -E "^FAILED|^[0-9]+ (passed|failed)" | sed "s/ - .*//; s/^FAILED tests\///" | tr "\n" " ")
   echo "$1 => $out"
 }
+# --- the weights (issue 11)
 run "drop the pool-selection probability" \
   'return 1.0 / (population * np.asarray(pool_prob) * draws * np.asarray(draw_prob))' \
   'return 1.0 / (population * draws * np.asarray(draw_prob))'
@@ -39,3 +41,57 @@ run "class shares: drop the current share factor" \
 run "weight with the within-bucket probability (forget the bucket draw)" \
   'kept_weight = draw_weights(draw_prob[positions], pool_prob[positions], population, kept)' \
   'kept_weight = draw_weights(draw_prob[positions] / bucket_prob[step_bucket][:, None], pool_prob[positions], population, kept)'
+# --- biases of 1-2 % and a gradient leak (issue 22)
+run "pool-membership probability over n_c + 1 (a 1.8 % bias)" \
+  'probs.append(np.full(quota, quota / len(order)))' 'probs.append(np.full(quota, quota / (len(order) + 1)))'
+run "candidate draw probabilities normalised 1 % short" \
+  '    return candidate / total if total > 0 else' '    return candidate / (1.01 * total) if total > 0 else'
+run "width probabilities smoothed by 0.01" \
+  'step_bucket = rng.choice(len(bucket_widths), size=steps, p=bucket_prob / bucket_prob.sum())' \
+  'step_bucket = rng.choice(len(bucket_widths), size=steps, p=(bucket_prob + 0.01) / (bucket_prob + 0.01).sum())'
+run "the distillation's gradient leaks into the model (teacher not detached)" \
+  'teacher = torch.softmax(full_logits.detach().float() / temp, -1)' 'teacher = torch.softmax(full_logits.float() / temp, -1)'
+run "full-pass weights capped at w_clip / kept (half the cap)" \
+  'np.minimum(full_weight, w_clip / full)' 'np.minimum(full_weight, w_clip / kept)'
+# --- the policy update's inputs and its order with the refresh (issue 22)
+run "rank guard fed (cheap loss, weight)" 'self.last_rank = spearman(cheap, full)' 'self.last_rank = spearman(cheap, weight)'
+run "ESS fraction of the cheap-term weights" 'for w in self.plan.full_weight]' 'for w in self.plan.kept_weight]'
+run "class RMS of the full loss without its weight" \
+  'np.sqrt(np.mean((weight[labels == c] * full[labels == c]) ** 2))' 'np.sqrt(np.mean(full[labels == c] ** 2))'
+run "labels of the wrong draws (the last full_rows of a step)" \
+  'self.plan.kept_pos[: len(stats), : self.full_rows]' 'self.plan.kept_pos[: len(stats), -self.full_rows:]'
+run "class shares of the candidate path alone" \
+  '"class_share": np.bincount(labels_host, weights=draw_prob, minlength=self.num_classes)' \
+  '"class_share": np.bincount(labels_host, weights=candidate, minlength=self.num_classes)'
+run "replay share fed the rank instead of the ESS fraction" \
+  'self.policy.update_rho(self.ess_fraction)' 'self.policy.update_rho(self.last_rank)'
+run "refresh before the policy update" \
+  '            self._update_policy()
+            self.plan_start = i
+            if self.budget:' \
+  '            self.plan_start = i
+            if self.budget:'
+# --- what MC-Learn passes its budget solver, the re-plan and the schedule (issue 22)
+run "the caller scales budget_ratio by 1.2" \
+  'self.plan.bucket_widths.tolist(), cfg.budget_ratio, cfg.refresh_every,' \
+  'self.plan.bucket_widths.tolist(), 1.2 * cfg.budget_ratio, cfg.refresh_every,'
+run "setup time left uncharged" 'spent = time.perf_counter() - start' 'spent = 0.0'
+run "one epoch priced where the run has several" \
+  'torch.Generator().manual_seed(0))] * cfg.epochs' 'torch.Generator().manual_seed(0))]'
+run "refreshes priced at the first pool's size (bug 3 back)" \
+  'mean_refresh = self.setup_refresh_per_member * self.mean_pool_size(0.0)' \
+  'mean_refresh = self.setup_refresh_per_member * self.pool_size(self.policy.kappa(0.0))'
+run "no re-plan at refreshes" 'self.replan(i, progress)' 'None'
+run "steps left priced at the baseline's update (no measured ratio)" \
+  'ratio = measured / self.priced_update_seconds if self.priced_update_seconds > 0 else 1.0' 'ratio = 1.0'
+run "lr schedule not moved along after a re-plan" 'for _ in range(max(behind, 0)):' 'for _ in range(0):'
+run "steps after the re-planned end still train" 'if self.budget and i >= self.total_steps:' 'if False:'
+run "lr schedule at its end from the first step (nothing learns)" \
+  'behind = int(self.position / accum + 1e-9)' 'behind = int(self.loop_steps / accum + 1e-9)'
+run "evaluation scrambles the predictions" \
+  'logits[idx.to(device)] = out.float()' 'logits[idx.to(device)] = out.float()[torch.randperm(len(idx))]'
+# --- the bugs of issue 22 back
+run "grad_accum_steps ignored by MC-Learn (bug 1 back)" \
+  'accumulate = ctx.cfg.grad_accum_steps > 1' 'accumulate = False'
+run "model and cheap head clipped together (bug 2 back)" \
+  'for params in clip_groups(ctx):' 'for params in [optimizer_params(ctx.optimizer)]:'
