@@ -1471,12 +1471,18 @@ def backward_and_step(ctx: RunContext, loss: torch.Tensor) -> None:
 
 
 def clip_and_step(ctx: RunContext) -> None:
-    """Clip the accumulated gradients to cfg.grad_clip (unscaled first under a GradScaler) and
-    step the optimizer (through the scaler when there is one)."""
+    """Clip the accumulated gradients to cfg.grad_clip (unscaled first under a GradScaler): the
+    model's on their own norm, any other parameters the optimizer holds on theirs; then step the
+    optimizer (through the scaler when there is one)."""
     if ctx.scaler is not None:
         ctx.scaler.unscale_(ctx.optimizer)
     if ctx.cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(optimizer_params(ctx.optimizer), ctx.cfg.grad_clip, foreach=True)
+        # The model's gradient is clipped alone, as in every method. Parameters outside the model (MC-Learn's
+        # cheap head, an optimizer group of its own) are clipped separately, at the same norm: clipped together,
+        # a large head gradient shrank the model's update, a term no other method has.
+        for params in clip_groups(ctx):
+            if params:
+                torch.nn.utils.clip_grad_norm_(params, ctx.cfg.grad_clip, foreach=True)
     if ctx.scaler is not None:
         ctx.scaler.step(ctx.optimizer)
         ctx.scaler.update()
@@ -1485,8 +1491,16 @@ def clip_and_step(ctx: RunContext) -> None:
 
 
 def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """Return every parameter the optimizer updates (the set gradient clipping acts on)."""
+    """Return every parameter the optimizer updates."""
     return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def clip_groups(ctx: RunContext) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Return the optimizer's parameters in the two sets gradient clipping acts on separately:
+    (the model's, every other one: MC-Learn's cheap head)."""
+    in_model = {id(p) for p in ctx.model.parameters()}
+    params = optimizer_params(ctx.optimizer)
+    return [p for p in params if id(p) in in_model], [p for p in params if id(p) not in in_model]
 
 
 class Method:
@@ -2206,6 +2220,8 @@ class PolicyLearner:
     - rho rises (x1.25) when ESS / |K| is under its target, else decays (x0.95).
     """
 
+    switches = (0.4, 0.8)  # training progress at which kappa takes the schedule's next value
+
     def __init__(self, cfg: Config, num_classes: int):
         self.cfg = cfg
         self.class_weights = np.ones(num_classes) / num_classes
@@ -2215,7 +2231,7 @@ class PolicyLearner:
     def kappa(self, progress: float) -> float:
         """Return the kept fraction for training progress in [0, 1] (switches at 0.4 and 0.8)."""
         schedule = self.cfg.kappa_schedule
-        index = 0 if progress < 0.4 else 1 if progress < 0.8 else 2
+        index = sum(progress >= switch for switch in self.switches)
         return float(schedule[min(index, len(schedule) - 1)])
 
     def update_class_weights(self, var_cheap: np.ndarray, var_gap: np.ndarray, q: np.ndarray,
@@ -2497,19 +2513,22 @@ def calibration_rows(cfg: Config, full_rows: int | None = None) -> list[int]:
 
 def solve_budget(costs: StepCosts, baseline_widths: Sequence[int], batch_size: int, full_rows: int,
                  full_widths: Sequence[int], budget_ratio: float, refresh_every: int, refresh_seconds: float,
-                 spent_seconds: float, graph_count: int) -> dict[str, Any]:
+                 spent_seconds: float, graph_count: int,
+                 full_width_prob: Sequence[float] | None = None) -> dict[str, Any]:
     """Return MC-Learn's step count and the numbers it comes from (stored in the run file).
 
     The baseline's time is priced from the measured update costs of its own batches
     (T_base = sum over its steps of cost(batch_size, width)); MC-Learn may spend
     T = budget_ratio * T_base. Of that, `spent_seconds` (setup so far) and one capture per graph
     shape are gone; each step costs its full pass, cost(full_rows, width) averaged over the widths
-    its draws will have, plus a pool refresh every `refresh_every` steps:
+    its draws will have (`full_widths`, weighted by `full_width_prob` when given: a pool's width
+    mix), plus a pool refresh (`refresh_seconds`, its mean over the run's pools) every
+    `refresh_every` steps:
         steps = (T - spent - captures) / (step + refresh / refresh_every), at least 1.
     """
     baseline_seconds = float(sum(costs.at(batch_size, w) for w in baseline_widths))
     budget_seconds = budget_ratio * baseline_seconds
-    step_seconds = float(np.mean([costs.at(full_rows, w) for w in full_widths]))
+    step_seconds = float(np.average([costs.at(full_rows, w) for w in full_widths], weights=full_width_prob))
     capture_seconds = graph_count * costs.capture_seconds
     per_step = step_seconds + refresh_seconds / max(refresh_every, 1)
     available = budget_seconds - spent_seconds - capture_seconds
@@ -2526,6 +2545,22 @@ def solve_budget(costs: StepCosts, baseline_widths: Sequence[int], batch_size: i
             "full_rows": full_rows, "steps": steps,
             "planned_seconds": round(spent_seconds + capture_seconds + steps * per_step, 4),
             "graphed_costs": costs.graphed, "warnings": warnings}
+
+
+def steps_within(seconds: float, step_seconds: float, refresh_seconds: float, refresh_every: int, most: int) -> int:
+    """Return the most steps n (0 <= n <= `most`) whose cost fits in `seconds`: n * step_seconds
+    + ceil(n / refresh_every) * refresh_seconds, a pool refresh before the first of every
+    refresh_every steps (MC-Learn's re-plan at a refresh)."""
+    def cost(n: int) -> float:
+        return n * step_seconds + math.ceil(n / max(refresh_every, 1)) * refresh_seconds
+
+    per_step = step_seconds + refresh_seconds / max(refresh_every, 1)
+    n = min(most, max(0, int(seconds / per_step))) if per_step > 0 else most
+    while n > 0 and cost(n) > seconds:
+        n -= 1
+    while n < most and cost(n + 1) <= seconds:
+        n += 1
+    return n
 
 
 # =============================================================================
@@ -2664,6 +2699,8 @@ class StepPlan:
     kept_weight: np.ndarray  # [steps, kept] weights of the cheap terms
     full_weight: np.ndarray  # [steps, full] weights of the full-pass term
     widths: list[int]
+    bucket_widths: np.ndarray  # the pool's padded widths, and the chance P_b that a step has each
+    bucket_prob: np.ndarray
 
 
 def draw_weights(draw_prob: np.ndarray, pool_prob: np.ndarray, population: int, draws: int) -> np.ndarray:
@@ -2752,7 +2789,8 @@ def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: n
     if w_clip is not None:
         kept_weight, full_weight = np.minimum(kept_weight, w_clip / kept), np.minimum(full_weight, w_clip / full)
     widths = [int(bucket_widths[b]) for b in step_bucket]
-    return StepPlan(kept_pos=positions, kept_weight=kept_weight, full_weight=full_weight, widths=widths)
+    return StepPlan(kept_pos=positions, kept_weight=kept_weight, full_weight=full_weight, widths=widths,
+                    bucket_widths=bucket_widths, bucket_prob=bucket_prob / bucket_prob.sum())
 
 
 # =============================================================================
@@ -2809,8 +2847,19 @@ class MCLearn(Method):
         self.plan: StepPlan | None = None
         self.plan_device: dict[str, torch.Tensor] = {}
         self.plan_start = 0
-        self.total_steps = 1
+        # The budget: loop_steps, the steps setup priced (what the training loop runs and the lr
+        # schedule spans); total_steps, the steps the latest re-plan leaves the run (replan).
+        self.loop_steps = self.total_steps = 1
         self.budget: dict[str, Any] = {}
+        self.setup_charge = 0.0  # seconds setup spent plus the graph captures' estimate
+        self.priced_update_seconds = 0.0  # the steps run so far whose shape replays, each at its priced update
+        self.loop_refresh_seconds = self.loop_refresh_size = 0.0  # the refreshes after setup: seconds, pool_size
+        self.setup_refresh_per_member = 0.0  # measured seconds per pool member of the refresh setup priced
+        self.update_prices: dict[int, float] = {}  # priced seconds of an update per width
+        self.position, self.stride = 0.0, 1.0  # training progress in steps of the first plan (lr schedule, kappa)
+        self.extra_lr_steps = 0  # schedule steps taken to keep the lr with the progress after a re-plan
+        self.replans: list[dict[str, Any]] = []
+        self.steps_run = 0
         self.graphed: GraphedUpdate | None = None
         self.step_stats: list[torch.Tensor] = []  # per step [3, full]: cheap loss, full loss, weight on S
         self.records: list[dict[str, Any]] = []
@@ -2829,31 +2878,107 @@ class MCLearn(Method):
         cfg = self.ctx.cfg
         return max(self.kept_rows, self.num_classes, round(self.full_rows * cfg.refresh_every / kappa))
 
+    def mean_pool_size(self, start: float) -> float:
+        """Return the mean pool_size over training progress [start, 1]: pools grow as kappa falls."""
+        edges = sorted({start, 1.0, *(s for s in PolicyLearner.switches if start < s < 1.0)})
+        spans = np.diff(edges)
+        if spans.sum() <= 0:
+            return float(self.pool_size(self.policy.kappa(start)))
+        return float(np.dot([self.pool_size(self.policy.kappa(a)) for a in edges[:-1]], spans) / spans.sum())
+
     # -- phase 1: plan (inside the timed region) -----------------------------------------------
     def setup(self) -> None:
         """Score the first pool, then price the run: the number of steps that fits budget_ratio
-        times the baseline's priced time (solve_budget), with the measured refresh cost."""
+        times the baseline's priced time (solve_budget), a step at the first pool's width mix,
+        a refresh at the measured seconds per pool member times the run's mean pool size (pools
+        grow as kappa falls). Each later refresh re-plans the steps left (replan)."""
         cfg, ctx = self.ctx.cfg, self.ctx
         _sync(ctx.device)
         start = time.perf_counter()
         self.refresh(0.0)  # the first refresh of a process pays one-off costs: price the second
-        _sync(ctx.device)
-        again = time.perf_counter()
-        self.refresh(0.0)
-        _sync(ctx.device)
-        refresh_seconds = time.perf_counter() - again
+        refresh_seconds = self.timed_refresh(0.0)
+        self.setup_refresh_per_member = refresh_seconds / self.pool_size(self.policy.kappa(0.0))
         costs = self.ctx_step_costs()
         baseline_widths = [w for _, w in plan_epoch(ctx.train, cfg, torch.Generator().manual_seed(0))] * cfg.epochs
-        full_widths = self.plan.widths  # length-bucketed steps: the first pool's width mix
-        self.budget = solve_budget(costs, baseline_widths, cfg.batch_size, self.full_rows, full_widths,
-                                   cfg.budget_ratio, cfg.refresh_every, refresh_seconds,
-                                   spent_seconds=time.perf_counter() - start,
-                                   graph_count=len(self.widths_in_data()) if costs.graphed else 0)
+        mean_refresh = self.setup_refresh_per_member * self.mean_pool_size(0.0)
+        spent = time.perf_counter() - start
+        graphs = len(self.widths_in_data()) if costs.graphed else 0
+        self.budget = solve_budget(costs, baseline_widths, cfg.batch_size, self.full_rows,
+                                   self.plan.bucket_widths.tolist(), cfg.budget_ratio, cfg.refresh_every,
+                                   mean_refresh, spent_seconds=spent, graph_count=graphs,
+                                   full_width_prob=self.plan.bucket_prob.tolist())
         for message in self.budget["warnings"]:
             if message not in costs.warnings:  # those were printed when the costs were measured
                 print(f"warning (mclearn budget): {message}", flush=True)
+        self.budget["measured_refresh_seconds"] = round(refresh_seconds, 4)  # the first pool's
         self.budget["step_costs"] = costs.record()
-        self.total_steps = self.budget["steps"]
+        self.setup_charge = spent + graphs * costs.capture_seconds
+        self.loop_steps = self.total_steps = self.budget["steps"]
+
+    def timed_refresh(self, progress: float) -> float:
+        """Refresh (self.refresh) between two device syncs; return its seconds."""
+        _sync(self.ctx.device)
+        start = time.perf_counter()
+        self.refresh(progress)
+        _sync(self.ctx.device)
+        return time.perf_counter() - start
+
+    def update_price(self, width: int) -> float:
+        """Return the priced seconds of one full pass at `width` (the step-cost table's)."""
+        if width not in self.update_prices:
+            self.update_prices[width] = self.ctx.step_costs.at(self.full_rows, width)
+        return self.update_prices[width]
+
+    def charged_seconds(self) -> float:
+        """Return the seconds the run has been charged so far: setup (with the graph captures'
+        estimate), the steps and the refreshes since setup as measured (the steps' timed
+        regions less the captures: one device sync)."""
+        self.costs.flush()
+        captured = self.graphed.capture_seconds if self.graphed is not None else 0.0
+        steps = self.costs.seconds.get("update", 0.0) + self.costs.seconds.get("update_warmup", 0.0)
+        return self.setup_charge + max(steps - captured, 0.0) + self.loop_refresh_seconds
+
+    def replan(self, i: int, progress: float) -> None:
+        """At the refresh that starts step `i`: set total_steps to the most steps the budget has
+        left room for after charged_seconds(), so the run's seconds stay within it when its pools
+        or its steps cost more than planned (or less). A step left costs the last pool's priced
+        width mix times the ratio of measured to priced seconds of the steps run so far (those
+        whose shape already replayed: MC-Learn's update also runs the cheap head and the
+        distillation), a refresh the measured seconds per pool member (of the refreshes since
+        setup; before the first, setup's) times the mean pool size left (steps_within). Never
+        more steps than the lr schedule has left; after a change, the schedule and kappa move
+        `stride` steps per step, so they still end with the run."""
+        charged = self.charged_seconds()
+        plan = self.plan
+        measured = self.costs.seconds.get("update", 0.0)
+        ratio = measured / self.priced_update_seconds if self.priced_update_seconds > 0 else 1.0
+        step_seconds = ratio * float(np.dot([self.update_price(int(w)) for w in plan.bucket_widths], plan.bucket_prob))
+        per_member = self.loop_refresh_seconds / self.loop_refresh_size if self.loop_refresh_size else \
+            self.setup_refresh_per_member
+        refresh_seconds = per_member * self.mean_pool_size(progress)
+        most = int(self.loop_steps - self.position + 1e-9)
+        total = i + steps_within(self.budget["budget_seconds"] - charged, step_seconds, refresh_seconds,
+                                 self.ctx.cfg.refresh_every, most)
+        if total == self.total_steps:
+            return
+        if total < self.loop_steps and not any(r["steps"] < self.loop_steps for r in self.replans):
+            print(f"warning (mclearn budget): at step {i} the run had cost {charged:.3f} s of its "
+                  f"{self.budget['budget_seconds']:.3f} s budget: re-planned to {total} steps of the "
+                  f"{self.loop_steps} planned (telemetry: budget.replans)", flush=True)
+        self.replans.append({"step": i, "steps": total, "charged_seconds": round(charged, 4),
+                             "update_cost_ratio": round(ratio, 4)})
+        self.total_steps = total
+        self.stride = (self.loop_steps - self.position) / (total - i) if total > i else 1.0
+
+    def advance_schedule(self, i: int) -> None:
+        """After step `i`: move the training progress on by `stride` steps of the first plan and
+        step the lr schedule as far (extra steps after a re-plan shortened the run)."""
+        self.position += self.stride
+        accum = max(self.ctx.cfg.grad_accum_steps, 1)
+        behind = int(self.position / accum + 1e-9) - (i + 1) // accum - self.extra_lr_steps
+        for _ in range(max(behind, 0)):
+            self.ctx.scheduler.step()
+        self.extra_lr_steps += max(behind, 0)
 
     def widths_in_data(self) -> set[int]:
         """Return the padded widths the training set's rows have (one graph shape each)."""
@@ -2872,7 +2997,7 @@ class MCLearn(Method):
         return ctx.step_costs
 
     def num_steps(self) -> int:
-        return self.total_steps
+        return self.loop_steps
 
     # -- phase 2: refresh and score (host work, once per pool) -----------------------------------
     @torch.no_grad()
@@ -2982,6 +3107,19 @@ class MCLearn(Method):
         """One update: objective, backward, clip, AdamW; return detached logs (no host sync)."""
         parts = self.objective(inputs, key[1])
         backward_and_step(self.ctx, parts["objective"])
+        return self._logs(parts, inputs)
+
+    def _accumulated_update(self, inputs: dict[str, torch.Tensor], width: int, i: int) -> dict[str, torch.Tensor]:
+        """Step `i` with grad_accum_steps > 1 (never graphed, see graphs_enabled): backward the
+        objective; the optimizer and the lr schedule step once every grad_accum_steps steps
+        (RunContext.optimizer_step, as in every other method), so the schedule, sized for
+        ceil(steps / grad_accum_steps) optimizer steps, ends with the run. Return detached logs."""
+        parts = self.objective(inputs, width)
+        self.ctx.optimizer_step(parts["objective"], i)
+        return self._logs(parts, inputs)
+
+    def _logs(self, parts: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Return an update's detached logs and its statistics for the policy (no host sync)."""
         return {"loss": parts["full"].detach(), "loss_cv": parts["cv"], "loss_head": parts["head"].detach(),
                 "distill": parts["distill"].detach(),
                 "stats": torch.stack([parts["loss_cheap_full"].float(), parts["loss_full"].detach().float(),
@@ -2993,19 +3131,35 @@ class MCLearn(Method):
 
     def step(self, i: int) -> dict[str, Any]:
         ctx = self.ctx
-        progress = i / max(self.total_steps, 1)
+        if self.budget and i >= self.total_steps:  # a re-plan ended the run sooner: the loop's last steps do nothing
+            return {}
+        progress = self.position / self.loop_steps
         if self.refresh_due(i):
             self._update_policy()
             self.plan_start = i
-            self.refresh(progress)
+            if self.budget:
+                self.replan(i, progress)
+                if i >= self.total_steps:
+                    return {}
+            self.loop_refresh_seconds += self.timed_refresh(progress)
+            self.loop_refresh_size += self.pool_size(self.policy.kappa(progress))
         j = i - self.plan_start
         inputs = {name: value[j] for name, value in self.plan_device.items()}
         width = self.plan.widths[j]
-        if self.graphed is None:
+        accumulate = ctx.cfg.grad_accum_steps > 1
+        if self.graphed is None and not accumulate:
             self.graphed = GraphedUpdate(ctx, self._update)
-        with self.costs.timed("update", self.full_rows):
-            out = self.graphed.step((self.full_rows, width), inputs)
-        ctx.scheduler.step()
+        # a shape's eager warm-up steps and capture are timed apart: they say nothing of a replay's cost
+        warm = accumulate or not self.graphed.capture or (self.full_rows, width) in self.graphed.graphs
+        with self.costs.timed("update" if warm else "update_warmup", self.full_rows):
+            out = self._accumulated_update(inputs, width, i) if accumulate else \
+                self.graphed.step((self.full_rows, width), inputs)
+        if not accumulate:  # else stepped with the optimizer
+            ctx.scheduler.step()
+        if self.budget and warm:
+            self.priced_update_seconds += self.update_price(width)
+        self.advance_schedule(i)
+        self.steps_run += 1
         if self.full_pass_log is not None:
             self.full_pass_log.append((inputs["full_rows"], width))
         self.step_stats.append(out.pop("stats"))
@@ -3044,13 +3198,17 @@ class MCLearn(Method):
                   "class_weights": np.round(self.policy.class_weights, 4).tolist(),
                   "kappa": self.policy.kappa(progress), "refreshes": self.refreshes,
                   "rank_corr": None if math.isnan(self.last_rank) else round(self.last_rank, 4)}
-        every = max(1, min(self.ctx.cfg.log_every, self.total_steps // 100))  # ~100 points per run
+        every = max(1, min(self.ctx.cfg.log_every, self.loop_steps // 100))  # ~100 points per run
         if (i + 1) % every == 0 or i == 0:
             self.records.append(record)
         return record
 
     def telemetry(self) -> dict[str, Any]:
-        return {"steps": self.records, "refreshes": self.refreshes, "budget": self.budget,
+        """Return the run's records; its budget with what the run was charged (setup, the steps
+        run at their priced updates, the refreshes as measured) and the re-plans."""
+        budget = {**self.budget, "steps_run": self.steps_run, "charged_seconds": round(self.charged_seconds(), 4),
+                  "replans": self.replans} if self.budget else {}
+        return {"steps": self.records, "refreshes": self.refreshes, "budget": budget,
                 "full_rows": self.full_rows, "kept_rows": self.kept_rows,
                 "measured_seconds": self._measured_seconds(), **self.variant_telemetry(),
                 **(self.graphed.telemetry() if self.graphed is not None else {})}

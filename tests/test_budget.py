@@ -44,3 +44,12 @@ def test_cost_meter_ema_and_cpu_timing():
     with meter.timed("score", count=4):
         time.sleep(0.02)
     assert 0.004 <= meter.flush()["score"] < 0.5  # ~0.02 s / 4 examples
+
+
+def test_steps_within_pays_a_refresh_before_every_refresh_every_steps():
+    """n steps at 1 s with a 2.5 s refresh before steps 1, 5, 9, ... cost n + 2.5 ceil(n / 4)."""
+    assert mc.steps_within(13.5, 1.0, 2.5, 4, most=100) == 8  # 8 + 5 = 13; 9 steps: 9 + 7.5
+    assert mc.steps_within(12.9, 1.0, 2.5, 4, most=100) == 7  # 8 steps would cost 13
+    assert mc.steps_within(3.4, 1.0, 2.5, 4, most=100) == 0  # not even the first refresh and step
+    assert mc.steps_within(-1.0, 1.0, 2.5, 4, most=100) == 0
+    assert mc.steps_within(1e9, 1.0, 2.5, 4, most=10) == 10  # never more than `most`

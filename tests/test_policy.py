@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 import mclearn_core as mc
 
@@ -157,3 +158,113 @@ def test_move_class_weights_steps_toward_the_target_in_bounds(cfg):
     lo, hi = cfg.class_weight_bounds
     extreme = policy.move_class_weights(np.full(4, 0.25), np.array([0.97, 0.01, 0.01, 0.01]))
     assert np.all(extreme >= lo / 4 - 1e-9) and np.all(extreme <= hi / 4 + 1e-9)
+
+
+# -------------------------------------------------- MC-Learn's policy update: its inputs, by hand
+def _spy(monkeypatch, owner, name, calls):
+    """Record each call's arguments of owner.name in `calls` (under its name) and pass it on."""
+    original = getattr(owner, name)
+
+    def spy(*args):
+        calls.append((name, [np.array(a, dtype=float) if np.ndim(a) else float(a) for a in args]))
+        return original(*args)
+
+    monkeypatch.setattr(owner, name, spy)
+
+
+@pytest.fixture
+def small_mclearn(prepared):
+    """MC-Learn on cpu-smoke (4 classes, mclearn preset: class_weight_lr 0.5) with 3 full-pass
+    rows of 6 draws per step."""
+    cfg = mc.replace_config(mc.config_for_method(prepared.cfg, "mclearn"), full_rows=3, full_prob=0.5)
+    ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model), train=prepared.train,
+                        eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
+                        generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
+    return mc.MCLearn(ctx)
+
+
+def test_policy_update_feeds_each_rule_the_statistics_of_the_pool_by_hand(small_mclearn, monkeypatch):
+    """A pool of 5 members (classes 0, 0, 1, 2, 3) served 2 steps; each step's full passes went to
+    pool positions (0, 2, 3) and (1, 2, 0), with (cheap loss, full loss, weight) per pass
+    step 1: (0.5, 0.6, 0.2) (1.0, 1.2, 0.3) (2.0, 1.5, 0.1); step 2: (0.3, 0.2, 0.25)
+    (0.8, 0.9, 0.15) (1.1, 1.6, 0.4). By hand:
+      rank guard (update_tau): Spearman of the 6 pairs = 1 - 6 * 2 / (6 * 35) = 33/35;
+      replay share (update_rho): the plan's ESS fraction, as the draw left it;
+      class shares (variance_optimal_shares): per class the RMS of weight * full loss over its
+        passes: class 0 (0.12, 0.05, 0.64), class 1 (0.36, 0.135), class 2 (0.15), class 3 none
+        (nan: it keeps its share), with the pool's class shares of the draws (0.4, 0.3, 0.2, 0.1);
+      class weights (move_class_weights): those shares and the optimal shares
+        s_c RMS_c / sum (class 3 at the mean RMS), a step of (target / share) ** 0.5 from uniform.
+    The statistics are read once and cleared."""
+    trainer = small_mclearn
+    trainer.pool = {"labels_host": np.array([0, 0, 1, 2, 3]), "class_share": np.array([0.4, 0.3, 0.2, 0.1])}
+    kept = np.array([[0, 2, 3, 4, 4, 1], [1, 2, 0, 3, 3, 3]])  # the first 3 of each step had a full pass
+    trainer.plan = mc.StepPlan(kept_pos=kept, kept_weight=np.zeros((2, 6)), full_weight=np.zeros((2, 3)),
+                               widths=[8, 8], bucket_widths=np.array([8]), bucket_prob=np.array([1.0]))
+    trainer.ess_fraction = 0.63
+    trainer.step_stats = [torch.tensor([[0.5, 1.0, 2.0], [0.6, 1.2, 1.5], [0.2, 0.3, 0.1]]),
+                          torch.tensor([[0.3, 0.8, 1.1], [0.2, 0.9, 1.6], [0.25, 0.15, 0.4]])]
+    calls = []
+    for name in ("update_tau", "update_rho", "move_class_weights"):
+        _spy(monkeypatch, trainer.policy, name, calls)
+    _spy(monkeypatch, mc, "variance_optimal_shares", calls)
+    tau, rho = trainer.policy.tau, trainer.policy.rho
+    trainer._update_policy()
+    got = dict(calls)
+    assert [name for name, _ in calls] == ["update_tau", "update_rho", "variance_optimal_shares", "move_class_weights"]
+    assert got["update_tau"][0] == pytest.approx(33 / 35, rel=1e-6)
+    assert got["update_rho"][0] == pytest.approx(0.63)
+    rms = np.sqrt([np.mean(np.square([0.12, 0.05, 0.64])), np.mean(np.square([0.36, 0.135])), 0.15 ** 2])
+    shares = [0.4, 0.3, 0.2, 0.1]
+    scaled, given_shares = got["variance_optimal_shares"]
+    np.testing.assert_allclose(scaled[:3], rms, rtol=1e-6)
+    assert np.isnan(scaled[3])
+    np.testing.assert_allclose(given_shares, shares)
+    target = np.array(shares) * np.append(rms, rms.mean())
+    target /= target.sum()
+    np.testing.assert_allclose(got["move_class_weights"][0], shares)
+    np.testing.assert_allclose(got["move_class_weights"][1], target, rtol=1e-6)
+    moved = 0.25 * np.sqrt(target / shares)
+    np.testing.assert_allclose(trainer.policy.class_weights, moved / moved.sum(), rtol=1e-6)  # inside the bounds
+    assert trainer.policy.tau == pytest.approx(0.9 * tau) and trainer.policy.rho == pytest.approx(1.25 * rho)
+    assert trainer.step_stats == []
+
+
+def test_a_refresh_updates_the_policy_from_the_last_pool_then_draws_the_next_with_it(small_mclearn, monkeypatch):
+    """Real steps on cpu-smoke: at the step that starts a new pool, the policy is updated first,
+    from the statistics of the steps the last pool served and that pool's labels, ESS fraction
+    and class shares (recomputed here from what the steps returned), and the refresh comes after:
+    the new pool is drawn with the updated class weights (its class quotas), its draw mixes in
+    the updated replay share, its class shares are the draw probabilities summed per class, its
+    ESS fraction is the mean over its steps of ESS / full_rows, and it starts the statistics anew."""
+    trainer = small_mclearn
+    ctx, every = trainer.ctx, trainer.ctx.cfg.refresh_every
+    trainer.refresh(0.0)
+    mc.build_optimization(ctx, trainer)
+    for i in range(every):
+        trainer.step(i)
+    old_pool, old_plan, ess = trainer.pool, trainer.plan, trainer.ess_fraction
+    stats = torch.stack(trainer.step_stats).numpy()  # [steps, 3, full]
+    cheap, full, weight = (stats[:, k].ravel() for k in range(3))
+    labels = old_pool["labels_host"][old_plan.kept_pos[:, : trainer.full_rows]].ravel()
+    calls = []
+    for name in ("update_tau", "update_rho", "move_class_weights", "refresh"):
+        _spy(monkeypatch, trainer.policy if name != "refresh" else trainer, name, calls)
+    trainer.step(every)
+    assert [name for name, _ in calls] == ["update_tau", "update_rho", "move_class_weights", "refresh"]
+    got = dict(calls)
+    assert got["update_tau"][0] == pytest.approx(mc.spearman(cheap, full), abs=1e-9)
+    assert got["update_rho"][0] == pytest.approx(ess)
+    np.testing.assert_allclose(got["move_class_weights"][0], old_pool["class_share"])
+    rms = np.array([np.sqrt(np.mean((weight * full)[labels == c] ** 2)) for c in range(4)])
+    target = old_pool["class_share"] * np.where(np.isfinite(rms), rms, np.nanmean(rms))
+    np.testing.assert_allclose(got["move_class_weights"][1], target / target.sum(), rtol=1e-5)
+    pool = trainer.pool  # the next pool, drawn with the updated policy
+    assert pool is not old_pool and pool["replay_share"] == trainer.policy.rho
+    quotas = trainer.stream.quotas(trainer.pool_size(trainer.policy.kappa(every)), trainer.policy.class_weights)
+    assert np.bincount(pool["labels_host"], minlength=4).tolist() == quotas.tolist()
+    draw = (1 - pool["replay_share"]) * pool["candidate_prob"] + pool["replay_share"] / len(pool["rows"])
+    np.testing.assert_allclose(pool["class_share"], np.bincount(pool["labels_host"], weights=draw, minlength=4))
+    w = trainer.plan.full_weight
+    assert trainer.ess_fraction == pytest.approx(np.mean(w.sum(1) ** 2 / (w ** 2).sum(1)) / trainer.full_rows)
+    assert len(trainer.step_stats) == 1  # the new pool's first step

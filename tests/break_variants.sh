@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Break the estimator on purpose for MC-Learn's variants (issue 24): each run makes one one-line edit of
+# mclearn_core.py in a scratch copy and runs the unbiasedness tests there; every line of output must say
+# "failed": the estimator's weight breakages fail mclearn's unbiasedness test and every variant's
+# (8 failed), the class shares' the policy test, and the variants' own breakages (the last ones) tests of
+# tests/test_variants.py. The estimator's and its wiring's own breakages: tests/break_estimator.sh.
+#   bash tests/break_variants.sh | tee results/estimator_breakages/break_variants.log
+#   (about 8 minutes; not part of test.sh)
+set -u
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+src=$(cd "$(dirname "$0")/.." && pwd)
+run() {  # name, python replacement (old ||| new)[, the tests to run: default the estimator tests]
+  rm -rf "$work"/* && cp -r $src/mclearn_core.py $src/tests $src/data $src/benchmarks "$work"/
+  python3 - "$2" "$3" "$work" <<'PY'
+import sys
+old, new = sys.argv[1], sys.argv[2]
+p = sys.argv[3] + "/mclearn_core.py"; s = open(p).read()
+assert s.count(old) == 1, old
+open(p, "w").write(s.replace(old, new))
+PY
+  local tests=("${@:4}")
+  [ ${#tests[@]} -gt 0 ] || tests=(tests/test_cv_trainer.py tests/test_policy.py tests/test_variants.py -k "unbiased or variance_optimal")
+  out=$(cd "$work" && timeout 900 python3 -m pytest -q -p no:cacheprovider "${tests[@]}" 2>&1 | grep -E "^FAILED|passed|failed" | sed "s/ - .*//" | tr "\n" " ")
+  echo "$1 => $out"
+}
+run "drop the pool-selection probability" \
+  'return 1.0 / (population * np.asarray(pool_prob) * draws * np.asarray(draw_prob))' \
+  'return 1.0 / (population * draws * np.asarray(draw_prob))'
+run "candidate probability where the draw probability belongs" \
+  'kept_weight = draw_weights(draw_prob[positions], pool_prob[positions], population, kept)' \
+  'kept_weight = draw_weights(candidate_prob[positions], pool_prob[positions], population, kept)'
+run "detach the full-pass loss in the objective" \
+  'full_term = (inputs["full_weight"] * loss_full).sum()' \
+  'full_term = (inputs["full_weight"] * loss_full.detach()).sum()'
+run "force the full-pass probability to 1" \
+  'full_weight = kept_weight[:, :full] / full_prob' 'full_weight = kept_weight[:, :full] / 1.0'
+run "drop the replay draw's share" \
+  'kept_weight = draw_weights(draw_prob[positions], pool_prob[positions], population, kept)' \
+  'kept_weight = draw_weights((1.0 - replay_share) * candidate_prob[positions], pool_prob[positions], population, kept)'
+run "class shares: drop the current share factor" \
+  'target = shares * np.where(np.isfinite(scaled), scaled, fill)' \
+  'target = np.where(np.isfinite(scaled), scaled, fill)'
+run "weight with the within-bucket probability (forget the bucket draw)" \
+  'kept_weight = draw_weights(draw_prob[positions], pool_prob[positions], population, kept)' \
+  'kept_weight = draw_weights(draw_prob[positions] / bucket_prob[step_bucket][:, None], pool_prob[positions], population, kept)'
+# The variants' own parts (issue 24), against tests/test_variants.py:
+run "once: systematic counts from a fixed start" \
+  'below = np.searchsorted(rng.random() + np.arange(total), edges, side="left")' \
+  'below = np.searchsorted(0.5 + np.arange(total), edges, side="left")' tests/test_variants.py
+run "once: a step padded to its first row's width, not its widest" \
+  'step_bucket = np.searchsorted(bucket_widths, member_width[chosen].max(axis=1))' \
+  'step_bucket = np.searchsorted(bucket_widths, member_width[chosen][:, 0])' tests/test_variants.py
+run "free: store the cheap head's loss as the row's score" \
+  'self.score_table[rows] = stats[:, 1].ravel()' 'self.score_table[rows] = stats[:, 0].ravel()' tests/test_variants.py
+run "free: the head learns from rows it did not score (no ignored label)" \
+  'self.pool_labels[: len(rows)].fill_(-100)' 'self.pool_labels[: len(rows)].fill_(0)' tests/test_variants.py
+run "free: distil on rows without features" \
+  'share = share * self.pool_has_feats[inputs["full_pos"]]' 'share = share * 1.0' tests/test_variants.py
+run "anneal: uniform pools keep the policy's class weights" \
+  'class_weights = np.full(self.num_classes, 1.0 / self.num_classes) if uniform else self.policy.class_weights' \
+  'class_weights = self.policy.class_weights' tests/test_variants.py
+run "anneal: the end is scored too" \
+  'ending = cfg.uniform_end > 0 and progress >= 1.0 - cfg.uniform_end' 'ending = False' tests/test_variants.py
+run "record_passes: forget the last pool's steps" \
+  'if self.pool is not None and self.step_stats:' 'if False:' tests/test_variants.py
