@@ -3,23 +3,8 @@
 # mclearn_core.py in a scratch copy and runs tests/test_equal_time.py there; every line of output
 # must say "failed". Writes nothing; `bash tests/break_equal_time.sh | tee results/equal_time_breakages/break_equal_time.log`
 # keeps the log (about 1 minute; not part of test.sh).
-set -u
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-src=$(cd "$(dirname "$0")/.." && pwd)
-run() {  # name, old, new: the one-line edit
-  rm -rf "$work"/* && cp -r "$src"/mclearn_core.py "$src"/tests "$src"/data "$work"/
-  python3 - "$2" "$3" "$work" <<'PY'
-import sys
-old, new = sys.argv[1], sys.argv[2]
-p = sys.argv[3] + "/mclearn_core.py"; s = open(p).read()
-assert s.count(old) == 1, old
-open(p, "w").write(s.replace(old, new))
-PY
-  out=$(cd "$work" && timeout 600 python3 -m pytest -q -p no:cacheprovider tests/test_equal_time.py 2>&1 |
-        grep -E "^FAILED|passed|failed" | sed "s/ - .*//" | tr "\n" " ")
-  echo "$1 => $out"
-}
+source "$(dirname "$0")/breakage_lib.sh"
+BREAK_TESTS=(tests/test_equal_time.py)
 run "short schedule: price the prefix without its captures" \
   'prices.append(spent + captured * capture_seconds)' 'prices.append(spent)'
 run "short schedule: train the last steps of the plan, not the leading ones" \
