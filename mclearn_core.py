@@ -5405,12 +5405,12 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     method_lrs: dict[str, float] = {m: lr for m in methods}
     tune_records: list[dict[str, Any]] = []
     for method in planned if lr_factors else []:
-        runs = []
+        runs, tune_plan = [], plan(method, tune_budget)
         for factor in lr_factors:
             method_lr = float(f"{lr * factor:.6g}")
-            run_cfg = with_explicit(sweep_cfg, lr=method_lr, time_budget=tune_budget, **plan(method, tune_budget).knobs)
+            run_cfg = with_explicit(sweep_cfg, lr=method_lr, time_budget=tune_budget, **tune_plan.knobs)
             runs.append(run_once(run_cfg, method, seeds[0], prepared, lr_run_label(method_lr, run_label(method, tune_budget)),
-                                 plan(method, tune_budget), progress, extra={"relative_costs": costs}, keep_diverged=True))
+                                 tune_plan, progress, extra={"relative_costs": costs}, keep_diverged=True))
         tune_records += runs
         method_lrs[method] = best_lr(runs)
         if progress:
