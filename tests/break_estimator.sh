@@ -24,7 +24,8 @@ run "ESS fraction of the cheap-term weights" 'for w in self.plan.full_weight]' '
 run "class RMS of the full loss without its weight" \
   'np.sqrt(np.mean((weight[labels == c] * full[labels == c]) ** 2))' 'np.sqrt(np.mean(full[labels == c] ** 2))'
 run "labels of the wrong draws (the last full_rows of a step)" \
-  'self.plan.kept_pos[: len(stats), : self.full_rows]' 'self.plan.kept_pos[: len(stats), -self.full_rows:]'
+  'labels = self.pool["labels_host"][self.plan.kept_pos[: len(stats), : self.full_rows]].ravel()' \
+  'labels = self.pool["labels_host"][self.plan.kept_pos[: len(stats), -self.full_rows:]].ravel()'
 run "class shares of the candidate path alone" \
   '"class_share": np.bincount(labels_host, weights=draw_prob, minlength=self.num_classes)' \
   '"class_share": np.bincount(labels_host, weights=candidate, minlength=self.num_classes)'

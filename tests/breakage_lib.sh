@@ -8,13 +8,14 @@ trap 'rm -rf "$work"' EXIT
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 run() {  # name, old, new[, pytest arguments: default BREAK_TESTS]
   rm -rf "${work:?}"/* && cp -r "$src"/mclearn_core.py "$src"/tests "$src"/data "$src"/benchmarks "$work"/
-  python3 - "$2" "$3" "$work" <<'PY'
+  if python3 - "$2" "$3" "$work" 2>/dev/null <<'PY'
 import sys
 old, new = sys.argv[1], sys.argv[2]
 p = sys.argv[3] + "/mclearn_core.py"; s = open(p).read()
 assert s.count(old) == 1, old
 open(p, "w").write(s.replace(old, new))
 PY
+  then :; else echo "$1 => EDIT NOT APPLIED: its old text must occur exactly once in mclearn_core.py"; return; fi
   local tests=("${@:4}")
   [ ${#tests[@]} -gt 0 ] || tests=("${BREAK_TESTS[@]}")
   out=$(cd "$work" && timeout 900 python3 -m pytest -q -p no:cacheprovider "${tests[@]}" 2>&1 |
