@@ -2453,36 +2453,22 @@ def measure_forward_seconds(cfg: Config, model: nn.Module, data: EncodedSplit, d
                             rows: int, width: int, repeats: int = 5, graphed: bool = False) -> float:
     """Return the median seconds of a no-grad forward (train mode, autocast) of `rows` rows at
     `width` tokens on a throwaway copy of `model`: the scoring pass of Selective Backprop and
-    RHO-LOSS, as a CUDA-graph replay when `graphed` (as they run it when their update is graphed),
-    else eager."""
+    RHO-LOSS, run as they run it (ScoredBatches.score): through a forward-only GraphedUpdate,
+    replayed as a CUDA graph when `graphed`, else eager."""
     model = copy.deepcopy(model).to(device).train()
+    ctx = RunContext(cfg=cfg, model=model, train=data, eval=data, num_labels=model.config.num_labels, device=device,
+                     generator=torch.Generator(), device_generator=torch.Generator(device=device), graphs=graphed)
     batch = make_batch(data, torch.arange(min(rows, len(data))), width)
-
-    def forward():
-        with autocast_context(cfg, device, cache_enabled=not graphed):
-            return model(**model_inputs(model, batch)).logits
-
-    run = forward
-    if graphed:
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up before capture, as GraphedUpdate does
-                forward()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            forward()
-        run = graph.replay
+    scorer = GraphedUpdate(ctx, lambda inputs, key: {"logits": ctx.forward(batch)}, trains=False)
     times = []
-    for k in range(repeats + 2):  # two warm-ups
+    for k in range(cfg.graph_warmup_steps + 1 + repeats + 2):  # warm-up and capture (graphed), two more warm-ups
         _sync(device)
         t0 = time.perf_counter()
-        run()
+        scorer.step((rows, width), {})
         _sync(device)
-        if k >= 2:
+        if k >= cfg.graph_warmup_steps + 3:
             times.append(time.perf_counter() - t0)
-    del model, run
+    del scorer, ctx, model
     return float(np.median(times))
 
 
