@@ -1,14 +1,20 @@
-"""MC-Learn core: every piece of the study in one flat module, read top to bottom.
+"""MC-Learn core: every piece of the study in one flat module, read top to bottom in the order a run
+calls it, one section per trainer.
 
 Sections, in order:
-  1. Config and presets          6. Budget solver
-  2. Data loading and batching   7. Sampler
-  3. Model                       8. Control-variate trainer (MC-Learn)
-  4. Training loop + baseline    9. Comparison methods (peers)
-  5. Policy learner             10. Diagnostics
-                                11. Results I/O, sweeps and summaries
+  1. Config and presets          6. `mclearn-paper` (MC-Learn as published: its helpers and class)
+  2. Data loading and batching   7. Peers (short schedule, uniform, Selective Backprop, RHO-LOSS,
+  3. Model                          InfoBatch, VCAS)
+  4. Update machinery (run       8. Runs (method registry, training loop, run record, sweeps,
+     context, optimizer, graphed    budget studies, summary, command line)
+     update, Method, baseline)   9. Diagnostics and tables
+  5. `mclearn` (pool stream,    10. The README writer (moving to a tool)
+     draw, weights, budget,
+     policy learner, MCLearn)
 
-Notebooks and scripts call the functions here; no training logic lives in notebook cells.
+No function calls a name defined in a later section except through the method registry (METHODS);
+tests/test_module_order.py checks it. Notebooks and scripts call the functions here; no training
+logic lives in notebook cells.
 """
 from __future__ import annotations
 
@@ -41,11 +47,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 # =============================================================================
 # 1. Config and presets
 # =============================================================================
 REPO_ROOT = Path(__file__).resolve().parent
+
+
 EMBEDDED_DATA = REPO_ROOT / "data" / "ag_news_sample"
+
+
 TINY_MODEL = "tiny"  # model_name that builds a small DistilBERT from scratch, no download
 
 
@@ -104,7 +115,7 @@ class Config:
     tiny_layers: int = 2
     tiny_heads: int = 2
     tiny_hidden_dim: int = 256
-    # --- MC-Learn (sections 5-8); defaults are the corrected preset "mclearn" ----------------
+    # --- MC-Learn (sections 5-6); defaults are the corrected preset "mclearn" ----------------
     score_layer: int = 1  # encoder layers run by the cheap scorer (0 = embeddings only)
     score_max_length: int = 64  # tokens the scorer reads
     head_lr: float = 1e-3
@@ -138,7 +149,7 @@ class Config:
     uniform_start: float = 0.0  # share of the run's steps drawn uniformly at the start (the scorer learns)
     uniform_end: float = 0.0  # share drawn uniformly at the end, without scoring (InfoBatch's anneal)
     record_passes: bool = False  # the run file counts each training row's full passes (histogram, flipped rows)
-    # --- peers (section 9) ------------------------------------------------------------------------
+    # --- peers (section 7) ------------------------------------------------------------------------
     uniform_fraction: float | None = None  # data share of "uniform"; None: match uniform_match's time
     uniform_match: str = "mclearn"  # the method whose measured train time "uniform" matches
     sb_beta: float = 3.0  # Selective Backprop selectivity: selection rate 1 / (sb_beta + 1)
@@ -155,7 +166,7 @@ class Config:
     vcas_every: int = 100  # steps between variance checks
     vcas_repeats: int = 2  # Monte Carlo repeats per check
     vcas_min_ratio: float = 0.05
-    # --- budget studies (section 11) --------------------------------------------------------------
+    # --- budget studies (section 8) ---------------------------------------------------------------
     time_budget: float = 0.0  # share of the tuned baseline's train seconds a method targets (0 = none)
 
 
@@ -182,33 +193,44 @@ PRESETS: dict[str, dict[str, Any]] = {
                       tiny_hidden_dim=64, refresh_every=8),
 }
 
+
 # Method presets: config changes applied on top of the run's config for each method name.
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     # As published: cheap term with gradient, CV loss logged, a few full forwards per step.
-    # (MCLearnPaper, section 8; the published code's eta 0.2 and cost/variance EMA 0.98 included.)
+    # (MCLearnPaper, section 6; the published code's eta 0.2 and cost/variance EMA 0.98 included.)
     "mclearn-paper": dict(budget_ratio=0.55, unfreeze_schedule=(0.3, 0.7), rho_init=0.10, rho_bounds=(0.01, 0.9),
                           class_weight_lr=0.2, cost_ema=0.98),
     # Ours: see README "Deviations from the published MC-Learn".
     # Full-size steps, fewer of them (README "How MC-Learn turns fewer full passes into less time").
     "mclearn": dict(budget_ratio=1 / 3, rho_bounds=(0.1, 0.5), class_weight_lr=0.5),
 }
+
+
 # MC-Learn's variants (issue 24). `mclearn-v1` is `mclearn` as it was before them, written out here so
 # that a later change of the `mclearn` preset shows as a difference between the two; every variant is
 # `mclearn-v1` with some of the parts below on (its name lists them), and every one counts its full passes.
 MCLEARN_V1 = dict(budget_ratio=1 / 3, rho_bounds=(0.1, 0.5), class_weight_lr=0.5)
+
+
 MCLEARN_VARIANT_PARTS: dict[str, dict[str, Any]] = {
     "free": dict(free_scores=True),  # scores for free: the full passes' own losses
     "once": dict(once_draws=True),  # every row once before any twice
     "anneal": dict(uniform_start=0.25, uniform_end=0.125),  # uniform draws first and last, selection between
 }
+
+
 MCLEARN_VARIANTS: dict[str, tuple[str, ...]] = {  # method name -> the parts it turns on
     "-".join(("mclearn",) + parts) if parts else "mclearn-v1": parts
     for parts in [(), ("free",), ("once",), ("anneal",), ("free", "once"), ("free", "anneal"), ("once", "anneal"),
                   ("free", "once", "anneal")]}
+
+
 _VARIANT_KEYS_OFF = dict(free_scores=False, once_draws=False, uniform_start=0.0, uniform_end=0.0)
 METHOD_PRESETS.update({name: {**MCLEARN_V1, **_VARIANT_KEYS_OFF, "record_passes": True,
                               **{k: v for part in parts for k, v in MCLEARN_VARIANT_PARTS[part].items()}}
                        for name, parts in MCLEARN_VARIANTS.items()})
+
+
 # The published notebook's own changes on A100-class GPUs (compute capability >= 8).
 # The published notebook keeps lr 2e-5 there (our a100/h100 presets raise it to 4e-5 for all other methods).
 PAPER_GPU_OVERRIDES = dict(score_max_length=32, score_layer=0, refresh_every=32, refresh_bounds=(16, 64),
@@ -374,8 +396,14 @@ class Range:
 
 
 SHARE, POSITIVE, NON_NEGATIVE, AT_LEAST_ONE = Range(0, 1), Range(0, lo_open=True), Range(0), Range(1)
+
+
 SEED_RANGE = Range(0, 2**32 - 1)  # what numpy's seed accepts
+
+
 MIN_EXAMPLES = 16  # the smallest example limit: fewer rows cannot train or measure a classifier
+
+
 # The range of every numeric Config key (tests/test_config.py checks that none lacks one).
 CONFIG_RANGES: dict[str, Range] = {
     "max_train_examples": Range(MIN_EXAMPLES, also=(None, 0)), "max_eval_examples": Range(MIN_EXAMPLES, also=(None, 0)),
@@ -406,6 +434,8 @@ CONFIG_RANGES: dict[str, Range] = {
     "vcas_tau_weight": NON_NEGATIVE, "vcas_every": AT_LEAST_ONE, "vcas_repeats": AT_LEAST_ONE,
     "vcas_min_ratio": Range(0, 1, lo_open=True), "time_budget": SHARE,
 }
+
+
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -440,6 +470,20 @@ def check_range(key: str, value: Any) -> None:
             raise ConfigError(f"{key}={_config_text(value)} is a (low, high) pair with low above high, {example}")
     elif not rule.holds(value):
         raise ConfigError(f"{key}={value} is out of range: {key} must be {rule.text()}, {example}")
+
+
+LOCAL_COPIES_ENV = "MCLEARN_LOCAL_COPIES"  # a folder of offline copies of hub datasets and models
+
+
+def local_copy(name: str) -> str:
+    """Return the offline copy of the hub dataset or model `name`: the folder
+    $MCLEARN_LOCAL_COPIES/<name> (e.g. .../glue/sst2, .../sentence-transformers/all-MiniLM-L6-v2) when
+    that variable is set and the folder exists, else `name` itself. A notebook can then name hub ids
+    that work on Colab and still run on a machine without the hub."""
+    root = os.environ.get(LOCAL_COPIES_ENV)
+    if root and name and not Path(name).is_absolute() and (Path(root).expanduser() / name).is_dir():
+        return str(Path(root).expanduser() / name)
+    return name
 
 
 def _names_a_local_path(name: str) -> bool:
@@ -526,7 +570,7 @@ def autocast_context(cfg: Config, device: torch.device, cache_enabled: bool = Tr
 
 
 # =============================================================================
-# 2. Data loading and fast batching
+# 2. Data loading and batching
 # =============================================================================
 class DataError(ValueError):
     """A dataset problem the user can fix; the message names the parameter to change."""
@@ -796,20 +840,6 @@ def carve_test_split(train: TextSplit, rows: int, seed: int = TEST_HOLDOUT_SEED)
     return _take(train, rest), _take(train, np.sort(held))
 
 
-LOCAL_COPIES_ENV = "MCLEARN_LOCAL_COPIES"  # a folder of offline copies of hub datasets and models
-
-
-def local_copy(name: str) -> str:
-    """Return the offline copy of the hub dataset or model `name`: the folder
-    $MCLEARN_LOCAL_COPIES/<name> (e.g. .../glue/sst2, .../sentence-transformers/all-MiniLM-L6-v2) when
-    that variable is set and the folder exists, else `name` itself. A notebook can then name hub ids
-    that work on Colab and still run on a machine without the hub."""
-    root = os.environ.get(LOCAL_COPIES_ENV)
-    if root and name and not Path(name).is_absolute() and (Path(root).expanduser() / name).is_dir():
-        return str(Path(root).expanduser() / name)
-    return name
-
-
 def load_text_dataset(cfg: Config) -> DataBundle:
     """Return train/eval texts, labels and label names from a local folder or the hub.
 
@@ -928,6 +958,12 @@ def encode_split(split: TextSplit, tokenizer, max_length: int) -> EncodedSplit:
                     return_tensors="pt")
     lengths = enc["attention_mask"].sum(dim=1)
     return EncodedSplit(enc["input_ids"].contiguous(), lengths, torch.as_tensor(split.labels))
+
+
+def subset_split(data: EncodedSplit, rows: np.ndarray | torch.Tensor) -> EncodedSplit:
+    """Return the rows `rows` of an encoded split as a new EncodedSplit."""
+    idx = torch.as_tensor(rows, device=data.input_ids.device)
+    return EncodedSplit(data.input_ids[idx], data.lengths[idx], data.labels[idx])
 
 
 def bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
@@ -1197,7 +1233,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 # =============================================================================
-# 4. Training loop and the optimized full fine-tune baseline
+# 4. Update machinery: run context, optimizer, graphed update, Method, evaluation
 # =============================================================================
 class TrainingError(RuntimeError):
     """Training hit a state that would give a wrong result (NaN loss, out of memory)."""
@@ -1205,6 +1241,90 @@ class TrainingError(RuntimeError):
 
 class DivergedError(TrainingError):
     """The training loss became NaN or infinite (the message names the step and the fix)."""
+
+
+def graphs_enabled(cfg: Config) -> bool:
+    """Return True when the baseline family may replay its update as CUDA graphs: cfg.cuda_graphs,
+    no fp16 (its GradScaler reads the host) and no gradient accumulation. Off CUDA the same
+    code runs eagerly."""
+    return cfg.cuda_graphs and cfg.precision != "fp16" and cfg.grad_accum_steps == 1
+
+
+@dataclass
+class RunContext:
+    """What every method's step needs: model, data, optimizer and the precision machinery."""
+
+    cfg: Config
+    model: nn.Module
+    train: EncodedSplit
+    eval: EncodedSplit
+    num_labels: int
+    device: torch.device
+    generator: torch.Generator  # host-side RNG for data order
+    device_generator: torch.Generator  # device-side RNG for sampling decisions
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    scaler: Any = None
+    examples_forward: int = 0  # examples that had a full forward (host counter)
+    examples_backward: int = 0  # examples that had a full backward
+    examples_scored: int = 0  # examples that had a forward-only full pass to be scored (peers)
+    compiled: Any = None  # the torch.compile'd model, built on first use
+    graphs: bool = False  # the update runs through GraphedUpdate (set by build_optimization)
+    step_costs: Any = None  # StepCosts of the baseline's update on this device (budget solver)
+    flipped_rows: np.ndarray | None = None  # training rows whose label label_noise flipped (record_passes)
+
+    def autocast(self):
+        return autocast_context(self.cfg, self.device, cache_enabled=not self.graphs)
+
+    def per_example_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, reduction="none",
+                               label_smoothing=self.cfg.label_smoothing)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Full forward; returns logits (through torch.compile when cfg.compile_mode is set)."""
+        if self.cfg.compile_mode and self.compiled is None:
+            self.compiled = torch.compile(self.model, mode=self.cfg.compile_mode, dynamic=False)
+        model = self.compiled if self.compiled is not None else self.model  # a compiled module has no truth value
+        with self.autocast():
+            return model(**model_inputs(self.model, batch)).logits
+
+    def optimizer_step(self, loss: torch.Tensor, step: int) -> None:
+        """Backward `loss`, clip, step optimizer and schedule (accumulating per grad_accum_steps)."""
+        accum = max(self.cfg.grad_accum_steps, 1)
+        scaled = loss / accum
+        if self.scaler is not None:
+            self.scaler.scale(scaled).backward()
+        else:
+            scaled.backward()
+        if (step + 1) % accum:
+            return
+        clip_and_step(self)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def draw_seed(ctx: RunContext) -> int:
+    """Return a fresh seed drawn from the run's host generator."""
+    return int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator))
+
+
+def host_rng(ctx: RunContext) -> np.random.Generator:
+    """Return a numpy generator seeded from the run's host generator (for host-side draws)."""
+    return np.random.default_rng(draw_seed(ctx))
+
+
+def release_device_memory(device: torch.device) -> None:
+    """Collect unreachable objects and, on CUDA, return the allocator's cached memory. A method,
+    its GraphedUpdate and its context refer to each other, so a finished run's CUDA graphs (and
+    the memory pool they hold) are freed by the cycle collector, not when the run returns."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device,
@@ -1282,71 +1402,11 @@ class TensorLRSchedule:
         return self.table[self.last_step].tolist()
 
 
-def graphs_enabled(cfg: Config) -> bool:
-    """Return True when the baseline family may replay its update as CUDA graphs: cfg.cuda_graphs,
-    no fp16 (its GradScaler reads the host) and no gradient accumulation. Off CUDA the same
-    code runs eagerly."""
-    return cfg.cuda_graphs and cfg.precision != "fp16" and cfg.grad_accum_steps == 1
-
-
 # A batch shape that a run's plan uses fewer times than this runs eagerly instead of being captured:
 # its capture (0.1-0.2 s for MPNet-base at batch 256 on an H200, `graph_capture_seconds`) would not
 # pay back, and whether a rare width turns up at all depends on the seed's data order (one extra
 # capture spread SST-2's baseline seeds by 5.7 % in train seconds).
 GRAPH_MIN_USES = 10
-
-
-@dataclass
-class RunContext:
-    """What every method's step needs: model, data, optimizer and the precision machinery."""
-
-    cfg: Config
-    model: nn.Module
-    train: EncodedSplit
-    eval: EncodedSplit
-    num_labels: int
-    device: torch.device
-    generator: torch.Generator  # host-side RNG for data order
-    device_generator: torch.Generator  # device-side RNG for sampling decisions
-    optimizer: torch.optim.Optimizer | None = None
-    scheduler: Any = None
-    scaler: Any = None
-    examples_forward: int = 0  # examples that had a full forward (host counter)
-    examples_backward: int = 0  # examples that had a full backward
-    examples_scored: int = 0  # examples that had a forward-only full pass to be scored (peers)
-    compiled: Any = None  # the torch.compile'd model, built on first use
-    graphs: bool = False  # the update runs through GraphedUpdate (set by build_optimization)
-    step_costs: Any = None  # StepCosts of the baseline's update on this device (budget solver)
-    flipped_rows: np.ndarray | None = None  # training rows whose label label_noise flipped (record_passes)
-
-    def autocast(self):
-        return autocast_context(self.cfg, self.device, cache_enabled=not self.graphs)
-
-    def per_example_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels, reduction="none",
-                               label_smoothing=self.cfg.label_smoothing)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Full forward; returns logits (through torch.compile when cfg.compile_mode is set)."""
-        if self.cfg.compile_mode and self.compiled is None:
-            self.compiled = torch.compile(self.model, mode=self.cfg.compile_mode, dynamic=False)
-        model = self.compiled if self.compiled is not None else self.model  # a compiled module has no truth value
-        with self.autocast():
-            return model(**model_inputs(self.model, batch)).logits
-
-    def optimizer_step(self, loss: torch.Tensor, step: int) -> None:
-        """Backward `loss`, clip, step optimizer and schedule (accumulating per grad_accum_steps)."""
-        accum = max(self.cfg.grad_accum_steps, 1)
-        scaled = loss / accum
-        if self.scaler is not None:
-            self.scaler.scale(scaled).backward()
-        else:
-            scaled.backward()
-        if (step + 1) % accum:
-            return
-        clip_and_step(self)
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
 
 
 class GraphedUpdate:
@@ -1591,6 +1651,17 @@ class Method:
         return self.ctx.model
 
 
+def build_optimization(ctx: RunContext, method: Method, extra_steps: int = 0) -> None:
+    """Set ctx.optimizer and ctx.scheduler for `method` (its optimizer steps plus `extra_steps`):
+    the capturable fused AdamW with a TensorLRSchedule when the method replays CUDA graphs
+    (ctx.graphs), else AdamW with the transformers schedule."""
+    cfg = ctx.cfg
+    ctx.graphs = method.graphable and graphs_enabled(cfg)
+    ctx.optimizer = build_optimizer(ctx.model, cfg, ctx.device, method.extra_param_groups(), capturable=ctx.graphs)
+    total = math.ceil(method.optimizer_steps() / max(cfg.grad_accum_steps, 1)) + extra_steps
+    ctx.scheduler = (TensorLRSchedule if ctx.graphs else build_scheduler)(ctx.optimizer, cfg, total)
+
+
 class Baseline(Method):
     """The optimized full fine-tune: bucketed batches, every example once per epoch."""
 
@@ -1649,41 +1720,6 @@ def evaluate(model: nn.Module, data: EncodedSplit, cfg: Config, device: torch.de
             "predictions": preds.numpy(), "labels": labels.numpy(), "probs": probs.numpy()}
 
 
-def build_optimization(ctx: RunContext, method: Method, extra_steps: int = 0) -> None:
-    """Set ctx.optimizer and ctx.scheduler for `method` (its optimizer steps plus `extra_steps`):
-    the capturable fused AdamW with a TensorLRSchedule when the method replays CUDA graphs
-    (ctx.graphs), else AdamW with the transformers schedule."""
-    cfg = ctx.cfg
-    ctx.graphs = method.graphable and graphs_enabled(cfg)
-    ctx.optimizer = build_optimizer(ctx.model, cfg, ctx.device, method.extra_param_groups(), capturable=ctx.graphs)
-    total = math.ceil(method.optimizer_steps() / max(cfg.grad_accum_steps, 1)) + extra_steps
-    ctx.scheduler = (TensorLRSchedule if ctx.graphs else build_scheduler)(ctx.optimizer, cfg, total)
-
-
-def draw_seed(ctx: RunContext) -> int:
-    """Return a fresh seed drawn from the run's host generator."""
-    return int(torch.randint(0, 2 ** 31 - 1, (1,), generator=ctx.generator))
-
-
-def host_rng(ctx: RunContext) -> np.random.Generator:
-    """Return a numpy generator seeded from the run's host generator (for host-side draws)."""
-    return np.random.default_rng(draw_seed(ctx))
-
-
-def release_device_memory(device: torch.device) -> None:
-    """Collect unreachable objects and, on CUDA, return the allocator's cached memory. A method,
-    its GraphedUpdate and its context refer to each other, so a finished run's CUDA graphs (and
-    the memory pool they hold) are freed by the cycle collector, not when the run returns."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _finite_message(value: float, step: int, method: str) -> str:
     """Return the one message every method gives when its training loss is not finite."""
     return (f"{method}: the training loss became {value} at step {step}. Lower lr=, "
@@ -1706,492 +1742,86 @@ def _diverged(model: nn.Module, running_loss: torch.Tensor | float | None) -> fl
     return None
 
 
-CHANCE_MARGIN_SE = 2.0  # a run is "at chance" when its accuracy is within this many standard errors of it
-# The eval set can tell a run at chance from one that learned only when that margin is small: at
-# most this share (5 points). 64 eval rows of 4 classes give 10.8 points, so a healthy tiny run
-# there was flagged; 300 rows of 4 balanced classes, or 400 of 2, are the fewest that can tell.
-CHANCE_RESOLUTION = 0.05
-
-
-def chance_warning(accuracy: float, labels: np.ndarray, num_classes: int) -> str | None:
-    """Return a warning when `accuracy` is within CHANCE_MARGIN_SE binomial standard errors of
-    chance (the majority-class share of `labels`, at least 1 / num_classes) and that margin is at
-    most CHANCE_RESOLUTION (an eval set large enough to tell); else None."""
-    chance = max(np.bincount(labels, minlength=num_classes).max() / len(labels), 1.0 / num_classes)
-    margin = CHANCE_MARGIN_SE * math.sqrt(chance * (1 - chance) / len(labels))
-    if accuracy > chance + margin or margin > CHANCE_RESOLUTION:
-        return None
-    return (f"accuracy {accuracy:.4f} is at chance (majority class {chance:.4f} + {CHANCE_MARGIN_SE:g} standard "
-            f"errors = {chance + margin:.4f} on {len(labels)} eval examples, a margin of {margin * 100:.1f} points: "
-            f"enough to tell a run that learned): the run learned nothing; check lr= and the labels")
-
-
-def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
-                 log_path: Path | None = None, progress: bool = True,
-                 budget: "BudgetPlan | None" = None) -> dict[str, Any]:
-    """Train one method for one seed on prepared data; return the run record (not yet written).
-
-    Train time excludes evaluation: the clock runs between evaluations and stops after a device
-    synchronize, so no step needs a host sync to be timed. `budget` (a budget study's plan for
-    this method, its knobs already in `cfg`) is stored in the record.
-    """
-    cfg = config_for_method(cfg, method_name)
-    device = prepared.device
-    release_device_memory(device)  # what an earlier run of this process left (one that raised, say)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    model = copy.deepcopy(prepared.base_model)
-    reinit_head(model, seed)
-    model.to(device).train()
-    generator = torch.Generator().manual_seed(seed)
-    device_generator = torch.Generator(device=device).manual_seed(seed)
-    ctx = RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval,
-                     num_labels=len(prepared.label_names), device=device, generator=generator,
-                     device_generator=device_generator)
-    ctx.flipped_rows = prepared.flipped_rows
-    if cfg.precision == "fp16" and device.type == "cuda":
-        ctx.scaler = torch.amp.GradScaler("cuda")
-    method = METHODS[method_name](ctx)
-    if getattr(method, "priced", False):
-        ctx.step_costs = prepared_step_costs(prepared)
-    load = host_load()  # untimed: other processes competing for the cores make the seconds incomparable
-    warnings = [w for w in [host_load_warning(load)] if w]
-    for warning in warnings:
-        print(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr, flush=True)
-    _sync(device)
-    t_setup = time.perf_counter()
-    method.setup()
-    total_steps = method.num_steps()
-    build_optimization(ctx, method)
-    _sync(device)
-    setup_seconds = time.perf_counter() - t_setup  # counted as training time
-    eval_at = sorted({max(1, round(total_steps * k / cfg.eval_points)) for k in range(1, cfg.eval_points + 1)})
-    curve, train_seconds, eval_seconds = [], setup_seconds, 0.0
-    cpu_start, load_start = time.process_time(), _load_average()
-    running: dict[str, torch.Tensor] = {}
-    running_steps = 0
-    bar = _progress(total_steps, f"{method_name} seed {seed}", progress)
-    with run_logs(log_path) as (log_file, writer), bar:
-        _sync(device)
-        t0 = time.perf_counter()
-        for step in range(total_steps):
-            try:
-                info = method.step(step)
-            except torch.OutOfMemoryError as err:
-                raise TrainingError(f"{method_name}: out of GPU memory at step {step}. Lower "
-                                    f"batch_size= (and raise grad_accum_steps= to keep the effective "
-                                    f"batch), or lower max_length=.") from err
-            except Exception as err:  # a diverged run breaks each method somewhere else: one message
-                value = _diverged(model, running.get("loss"))
-                if value is None:
-                    raise
-                raise DivergedError(_finite_message(value, step + 1, method_name)) from err
-            for key, value in info.items():
-                if isinstance(value, torch.Tensor):
-                    running[key] = running.get(key, 0.0) + value.detach().float()
-            running_steps += 1
-            bar.update(1)
-            done = step + 1
-            if done % cfg.log_every == 0 or done in eval_at:
-                logged = {k: float(v) / running_steps for k, v in running.items()}  # per-step means
-                running, running_steps = {}, 0
-                if "loss" in logged:
-                    _check_finite(logged["loss"], done, method_name)
-                record = {"step": done, "lr": float(ctx.optimizer.param_groups[-1]["lr"]), **logged,
-                          **{k: v for k, v in info.items() if not isinstance(v, torch.Tensor)}}
-                if log_file:
-                    log_file.write(json.dumps(_jsonable(record)) + "\n")
-                if writer:
-                    for k, v in record.items():
-                        if isinstance(v, (int, float)) and k != "step":
-                            writer.add_scalar(f"train/{k}", v, done)
-            if done in eval_at:
-                _sync(device)
-                train_seconds += time.perf_counter() - t0
-                te = time.perf_counter()
-                result = evaluate(method.eval_model(), prepared.eval, cfg, device)
-                eval_seconds += time.perf_counter() - te
-                curve.append({"step": done, "train_seconds": train_seconds,
-                              "examples_backward": ctx.examples_backward,
-                              "accuracy": result["accuracy"], "eval_loss": result["loss"]})
-                bar.set_postfix(acc=f"{result['accuracy']:.3f}")
-                if writer:
-                    writer.add_scalar("eval/accuracy", result["accuracy"], done)
-                    writer.add_scalar("eval/loss", result["loss"], done)
-                _sync(device)
-                t0 = time.perf_counter()
-    final = evaluate(method.eval_model(), prepared.eval, cfg, device)
-    test = None if prepared.test is None else evaluate(method.eval_model(), prepared.test, cfg, device)
-    chance = chance_warning(final["accuracy"], final["labels"], len(prepared.label_names))
-    if chance:
-        warnings.append(chance)
-        print(f"warning: {method_name} seed {seed}: {chance}", file=sys.stderr)
-    from sklearn.metrics import confusion_matrix
-
-    difficulty = method.eval_difficulty()
-    telemetry = method.telemetry()
-    capture_error = telemetry.get("graph_capture_error")
-    if capture_error:
-        warnings.append(f"the update was not graphed (capture failed): {capture_error}")
-    record = {
-        **run_identity(method_name, cfg, prepared, seed, budget),
-        # graphed: the update was replayed as CUDA graphs (a failed capture runs eagerly, see warnings)
-        "graphed": bool(ctx.graphs and not capture_error), "graph_capture_error": capture_error,
-        "steps": total_steps,
-        "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-        "device_warmup_seconds": prepared.warmup_seconds,  # untimed, once per prepare (CUDA)
-        "accuracy": final["accuracy"], "eval_loss": final["loss"],
-        "test_accuracy": None if test is None else test["accuracy"],
-        "test_examples": 0 if prepared.test is None else len(prepared.test),
-        # examples_seen: examples with a backward pass (every method alike); examples_scored: examples
-        # that had a forward-only pass of the full model to choose them (Selective Backprop, RHO-LOSS).
-        "examples_seen": ctx.examples_backward, "examples_scored": ctx.examples_scored,
-        "examples_backward": ctx.examples_backward, "warnings": warnings,
-        # Host load: timings taken while other processes competed for the cores are not comparable.
-        "host": {"load_avg_start": load_start, "load_avg_end": _load_average(), "load_at_start": load,
-                 "process_cpu_seconds": time.process_time() - cpu_start,
-                 "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
-        "eval_curve": curve,
-        "confusion_matrix": confusion_matrix(final["labels"], final["predictions"],
-                                             labels=list(range(len(prepared.label_names)))).tolist(),
-        "eval_predictions": final["predictions"].tolist(),
-        "eval_labels": final["labels"].tolist(),
-        "eval_true_prob": final["probs"][np.arange(len(final["labels"])), final["labels"]].round(5).tolist(),
-        "eval_difficulty": None if difficulty is None else np.round(difficulty, 5).tolist(),
-        "telemetry": telemetry,
-    }
-    del method, ctx, model
-    release_device_memory(device)  # this run's CUDA graphs and their memory pool, before the next run
-    return record
-
-
-def run_identity(method: str, cfg: Config, prepared: "Prepared", seed: int,
-                 budget: "BudgetPlan | None" = None) -> dict[str, Any]:
-    """Return the fields that say which run a record is, whether it trained or diverged: study,
-    method, seed, preset, run label and time budget with its plan's knobs and note, device, data
-    (with its label noise), model, config (`cfg`, the method's own) and versions."""
-    return {
-        "study": cfg.study, "method": method, "seed": seed, "preset": cfg.preset,
-        "run_label": run_label(method, cfg.time_budget), "time_budget": cfg.time_budget,
-        "knobs": budget.knobs if budget else {}, "budget_note": budget.note if budget else None,
-        "device": device_name(prepared.device), "dataset": portable_path(prepared.source),
-        "model": portable_path(cfg.model_name), "label_names": prepared.label_names,
-        "train_examples": len(prepared.train), "eval_examples": len(prepared.eval),
-        "label_noise": cfg.label_noise, "flipped_rows": 0 if prepared.flipped_rows is None else len(prepared.flipped_rows),
-        "config": portable_config(cfg), "versions": environment_versions(),
-    }
-
-
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (OSError, AttributeError):  # not available on every platform
-        return None
-
-
-BUSY_PROCESS_CORES = 0.5  # another process using this many cores during the sample is a competing run
-HOST_SAMPLE_SECONDS = 0.2  # how long host_load watches the other processes (untimed, before a run)
-
-
-def _process_cpu_ticks() -> dict[int, tuple[int, str]]:
-    """Return {pid: (user + system clock ticks, command)} of every process /proc lists (Linux)."""
-    ticks = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()  # after "(command)"; utime and stime are fields 14, 15
-            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            ticks[int(entry.name)] = (int(fields[11]) + int(fields[12]), command or stat[stat.index("(") + 1:stat.rindex(")")])
-        except (OSError, ValueError, IndexError):  # the process ended meanwhile, or is not ours to read
-            continue
-    return ticks
-
-
-def host_load(sample_seconds: float = HOST_SAMPLE_SECONDS) -> dict[str, Any]:
-    """Return how busy the host is apart from this process, watched for `sample_seconds` while this
-    process waits: other_cores, the cores all other processes used meanwhile; busy_processes, those
-    that used at least BUSY_PROCESS_CORES cores ({pid, cores, command}); load_avg (1 minute, which
-    counts this process's own last minute of training too, so it is stored, not judged) and
-    cpu_count. Without /proc (not Linux): load_avg and cpu_count, and `checked` False."""
-    load, cpus = _load_average(), os.cpu_count() or 1
-    if not Path("/proc/self/stat").exists():
-        return {"checked": False, "load_avg": load, "cpu_count": cpus}
-    hz = os.sysconf("SC_CLK_TCK")
-    start, t0 = _process_cpu_ticks(), time.perf_counter()
-    time.sleep(sample_seconds)
-    end, seconds = _process_cpu_ticks(), time.perf_counter() - t0
-    cores = {pid: (ticks - start[pid][0]) / hz / seconds for pid, (ticks, _) in end.items()
-             if pid in start and pid != os.getpid()}
-    busy = [{"pid": pid, "cores": round(c, 2), "command": end[pid][1][:80]} for pid, c in sorted(cores.items())
-            if c >= BUSY_PROCESS_CORES]
-    return {"checked": True, "load_avg": load, "cpu_count": cpus, "other_cores": round(sum(cores.values()), 2),
-            "busy_processes": busy}
-
-
-def host_load_warning(load: dict[str, Any]) -> str | None:
-    """Return a warning when a host_load reading says timings taken now are not comparable: other
-    processes using more than half the cores, or one of them at least BUSY_PROCESS_CORES (another
-    training run, say); else None."""
-    if not load.get("checked"):
-        return None
-    reasons = []
-    if load["other_cores"] > load["cpu_count"] / 2:
-        reasons.append(f"other processes used {load['other_cores']:g} of its {load['cpu_count']} cores")
-    reasons += [f"pid {p['pid']} used {p['cores']:g} cores ({p['command']})" for p in load["busy_processes"][:3]]
-    if not reasons:
-        return None
-    return (f"the host was busy at the start of this run ({'; '.join(reasons)}; load average {load['load_avg']}): its "
-            f"train seconds are not comparable with runs on an idle host; delete its run file and rerun it when the "
-            f"host is idle")
-
-
-@functools.lru_cache(maxsize=None)
-def _tqdm_class():
-    """Return tqdm.auto's bar class, imported with its "IProgress not found" warning silenced: in a
-    notebook without ipywidgets it is the plain-text bar. Importing it first also keeps the warning out
-    of later imports of tqdm.auto by transformers and datasets."""
-    import warnings
-
-    from tqdm import TqdmWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TqdmWarning)
-        from tqdm.auto import tqdm
-    return tqdm
-
-
-_tqdm_class()  # now, before transformers and datasets import tqdm.auto and print the warning
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    """Return a progress bar: the notebook widget where ipywidgets is installed, else plain text."""
-    return _tqdm_class()(total=total, desc=desc, disable=not enabled, leave=False, mininterval=1.0)
-
-
-@contextlib.contextmanager
-def run_logs(log_path: Path | None):
-    """Yield (jsonl log file, TensorBoard writer or None) for one run, (None, None) without a path.
-
-    The .jsonl is written to a temp file and renamed when the run completes; on any error (Ctrl-C
-    included) both logs are removed, so no partial log is left beside the finished runs."""
-    if log_path is None:
-        yield None, None
-        return
-    writer = _tensorboard_writer(log_path)
-    try:
-        with atomic_target(log_path) as tmp, open(tmp, "w") as log_file:
-            yield log_file, writer
-    except BaseException:
-        if writer:
-            writer.close()
-            import shutil
-
-            shutil.rmtree(writer.log_dir, ignore_errors=True)
-        raise
-    if writer:
-        writer.close()
-
-
-def _tensorboard_writer(log_path: Path | None):
-    if log_path is None:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # TensorBoard is optional
-        return None
-    return SummaryWriter(log_dir=str(log_path.with_suffix("")) + "-tb")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def portable_path(value: str) -> str:
-    """Return `value` with this checkout's absolute path replaced by a path relative to it, so
-    records and comparisons do not depend on where the repository was cloned."""
-    root = str(REPO_ROOT)
-    return value.replace(root + os.sep, "").replace(root, ".") if isinstance(value, str) else value
-
-
-def portable_config(cfg: Config) -> dict[str, Any]:
-    """Return the config as JSON-ready values with repository paths made relative."""
-    return {k: portable_path(v) for k, v in _jsonable(dataclasses.asdict(cfg)).items()}
-
-
-def device_name(device: torch.device) -> str:
-    """Return a readable name of `device` (the GPU's name, or the CPU's)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _git(*args: str) -> str | None:
-    """Return the stdout of `git args` run in this checkout, or None when git or .git is missing."""
-    try:
-        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def code_provenance() -> dict[str, Any]:
-    """Return the code a run came from: git_commit, git_clean (no change to a tracked file outside
-    results/) and, when not clean, git_diff_sha256 (SHA-256 of `git diff HEAD` of those files).
-
-    Where this copy has no .git (the GPU machine gets the working tree only), the values come from
-    the environment: MCLEARN_COMMIT, MCLEARN_GIT_CLEAN and MCLEARN_GIT_DIFF_SHA256, as printed by
-    `python mclearn_core.py --provenance` in the checkout the copy was made from.
-    """
-    import hashlib
-
-    commit = None if os.environ.get("MCLEARN_COMMIT") else _git("rev-parse", "HEAD")
-    if commit is None:  # the environment, when set, names the code (a copy may hold a stale .git)
-        clean = os.environ.get("MCLEARN_GIT_CLEAN")
-        return {"git_commit": os.environ.get("MCLEARN_COMMIT", "unknown"),
-                "git_clean": None if clean is None else clean.lower() in ("1", "true", "yes"),
-                "git_diff_sha256": os.environ.get("MCLEARN_GIT_DIFF_SHA256")}
-    diff = _git("diff", "HEAD", "--binary", "--", ".", ":(exclude)results") or ""
-    return {"git_commit": commit.strip(), "git_clean": not diff,
-            "git_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None}
-
-
-def environment_versions() -> dict[str, Any]:
-    """Return torch/transformers/python versions and the code's provenance (see code_provenance)."""
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), **code_provenance()}
-
-
-@dataclass
-class Prepared:
-    """Data tokenized once and the initial model, shared by every run of a sweep."""
-
-    cfg: Config
-    base_model: nn.Module
-    tokenizer: Any
-    train: EncodedSplit
-    eval: EncodedSplit
-    label_names: list[str]
-    source: str
-    device: torch.device
-    test: EncodedSplit | None = None  # cfg.test_split, evaluated once at the end of each run
-    flipped_rows: np.ndarray | None = None  # training rows with a flipped label (cfg.label_noise)
-    warmup_seconds: float = 0.0  # untimed device warm-up done by prepare (CUDA only)
-    step_costs: Any = None  # StepCosts of the baseline's update (measured once, see prepared_step_costs)
-
-
-def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
-    """Check the config (validate_config) and the data (validate_data), load data and model once,
-    tokenize, move the tensors to the device and, on CUDA, warm the device up (see warm_up_device);
-    return Prepared."""
-    validate_config(cfg)
-    bundle = validate_data(bundle) if bundle else load_text_dataset(cfg)
-    model, tokenizer = load_model_and_tokenizer(cfg, len(bundle.label_names), bundle.train.texts)
-    device = resolve_device(cfg)
-    train = encode_split(bundle.train, tokenizer, cfg.max_length).to(device)
-    evaluation = encode_split(bundle.eval, tokenizer, cfg.max_length).to(device)
-    test = None if bundle.test is None else encode_split(bundle.test, tokenizer, cfg.max_length).to(device)
-    prepared = Prepared(cfg=cfg, base_model=model.cpu(), tokenizer=tokenizer, train=train, eval=evaluation,
-                        label_names=bundle.label_names, source=bundle.source, device=device, test=test,
-                        flipped_rows=bundle.flipped_rows)
-    if device.type == "cuda":
-        prepared.warmup_seconds = warm_up_device(prepared)
-        prepared_step_costs(prepared)  # graphed throwaway updates at every width: part of the warm-up
-        prepared.warmup_seconds += warm_up_training(prepared)
-    return prepared
-
-
-def prepared_step_costs(prepared: Prepared) -> "StepCosts":
-    """Return the step-cost table of the baseline's update on the prepared data and device
-    (measure_step_costs at calibration_rows), measured on first use and kept for every run of
-    the process: outside the runs' timed regions, like the device warm-up, and stored in the run
-    files of the methods priced with it."""
-    if prepared.step_costs is None:
-        cfg = prepared.cfg
-        prepared.step_costs = measure_step_costs(cfg, prepared.base_model, prepared.train, prepared.device,
-                                                 rows=calibration_rows(cfg, cfg.full_rows or None))
-        for message in prepared.step_costs.warnings:
-            print(f"warning (step costs): {message}", flush=True)
-    return prepared.step_costs
-
-
-def warm_up_device(prepared: Prepared, steps_per_width: int = 2) -> float:
-    """Run untimed forward/backward/AdamW steps and eval forwards of a throwaway model copy at
-    every padded batch width, so CUDA context, library handles and lazily loaded kernels are not
-    charged to whichever run comes first in a sweep; return the seconds spent."""
-    cfg, device = prepared.cfg, prepared.device
-    _sync(device)
-    start = time.perf_counter()
-    model = copy.deepcopy(prepared.base_model).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, fused=device.type == "cuda")
-    rows = torch.arange(min(cfg.batch_size, len(prepared.train)))
-    cap = prepared.train.input_ids.shape[1]
-    for width in sorted({padded_length(w, cfg.pad_multiple, cap) for w in range(1, cap + 1)}):
-        batch = make_batch(prepared.train, rows, width)
-        for _ in range(steps_per_width):
-            with autocast_context(cfg, device):
-                logits = model(**model_inputs(model, batch)).logits
-            F.cross_entropy(logits.float(), batch["labels"]).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    predict(model, prepared.eval, cfg, device)
-    with torch.no_grad(), truncated_encoder(model, cfg.score_layer) as encoder, autocast_context(cfg, device):
-        score_cap = min(cfg.score_max_length, cap)  # MC-Learn's scorer: its widths too
-        for width in sorted({padded_length(w, cfg.pad_multiple, score_cap) for w in range(1, score_cap + 1)}):
-            batch = make_batch(prepared.train, torch.arange(min(max(cfg.eval_batch_size, 256), len(prepared.train))), width)
-            encoder(**model_inputs(encoder, batch))
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def warm_up_training(prepared: Prepared, batches: int = 6) -> float:
-    """Run a throwaway baseline run (train_method on `batches` batches of training rows, with its
-    evaluations, graph captures and optimizer) and return its seconds: one-off costs of the first
-    run of a process (the first capture, the first capturable AdamW step, the first evaluation)
-    are paid here, untimed, instead of by whichever seed comes first. Nothing is written."""
-    cfg = replace_config(prepared.cfg, study="warm-up", eval_points=2, time_budget=0.0)
-    start = time.perf_counter()
-    rows = torch.randperm(len(prepared.train), generator=torch.Generator().manual_seed(0))[:batches * cfg.batch_size]
-    small = dataclasses.replace(prepared, train=subset_split(prepared.train, rows), test=None,
-                                eval=subset_split(prepared.eval, torch.arange(min(len(prepared.eval), cfg.eval_batch_size))))
-    with contextlib.redirect_stderr(io.StringIO()):  # its chance-level warnings are noise
-        train_method("baseline", cfg, small, seed=0, progress=False)
-    _sync(prepared.device)
-    return time.perf_counter() - start
-
-
 # =============================================================================
-# 5. Policy learner
+# 5. `mclearn`: MC-Learn's fixed-size draw, its weights, its budget and its policy
 # =============================================================================
-def effective_sample_size(weights: np.ndarray) -> float:
-    """Return ESS = (sum w)^2 / sum w^2 (Kish); equals len(w) for equal weights."""
-    weights = np.asarray(weights, dtype=np.float64)
-    denom = float((weights ** 2).sum())
-    return float(weights.sum() ** 2 / denom) if denom > 0 else 0.0
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Return the Spearman rank correlation of two 1-D arrays (nan when fewer than 3 values)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
+# --- the pool stream ------------------------------------------------------------------------------
+class CandidateStream:
+    """Class-stratified candidate pools drawn from a reshuffled pass over the training set.
+
+    Class c contributes quota_c = pool_size * a_c' examples, where a_c' are the class weights
+    rescaled by class frequency; `pool_prob` returns each pool member's chance of being drawn
+    into a pool (quota_c / n_c), which the HT weights divide by.
+    """
+
+    def __init__(self, labels: np.ndarray, rng: np.random.Generator):
+        self.labels, self.rng = labels, rng
+        self.classes = np.unique(labels)
+        self.by_class = {c: np.flatnonzero(labels == c) for c in self.classes}
+        self.freq = np.array([len(self.by_class[c]) for c in self.classes], dtype=np.float64)
+        self.order = {c: rng.permutation(self.by_class[c]) for c in self.classes}
+        self.cursor = {c: 0 for c in self.classes}
+        self.drawn = 0  # candidates handed out so far
+
+    def quotas(self, pool_size: int, class_weights: np.ndarray) -> np.ndarray:
+        tilt = self.freq / self.freq.sum() * class_weights * len(class_weights)
+        share = tilt / tilt.sum()
+        return np.minimum(np.maximum(1, np.round(share * pool_size)).astype(int), self.freq.astype(int))
+
+    def next_pool(self, pool_size: int, class_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (example indices, pool-membership probability) for a new pool."""
+        rows, probs = [], []
+        for cls, quota in zip(self.classes, self.quotas(pool_size, class_weights)):
+            order, start = self.order[cls], self.cursor[cls]
+            if start + quota > len(order):  # this class's pass is over: reshuffle it
+                order = self.order[cls] = self.rng.permutation(self.by_class[cls])
+                start = 0
+            rows.append(order[start:start + quota])
+            self.cursor[cls] = start + quota
+            probs.append(np.full(quota, quota / len(order)))
+        self.drawn += int(sum(len(r) for r in rows))
+        return np.concatenate(rows), np.concatenate(probs)
+
+
+# --- draw probabilities ---------------------------------------------------------------------------
+def soft_topk_keep_prob(scores: np.ndarray, k: int, tau: float) -> np.ndarray:
+    """Return sigmoid((s - threshold_k) / (0.05 tau)): a soft membership of the top k scores."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        return scores
+    k = int(np.clip(k, 1, scores.size))
+    threshold = np.partition(scores, scores.size - k)[scores.size - k]
+    z = np.clip((scores - threshold) / (0.05 * tau), -60, 60)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def candidate_probs(scores: np.ndarray, labels: np.ndarray, kappa: float, tau: float,
+                    expected_kept: float) -> np.ndarray:
+    """Return per-step candidate-path probabilities: soft top-k (k = kappa * class size) inside
+    each class, scaled so they sum to about `expected_kept`, capped at 1."""
+    probs = np.zeros(len(scores))
+    for cls in np.unique(labels):
+        rows = labels == cls
+        probs[rows] = soft_topk_keep_prob(scores[rows], round(kappa * rows.sum()), tau)
+    total = probs.sum()
+    return np.clip(probs * (expected_kept / total), 0.0, 1.0) if total > 0 else probs
+
+
+def candidate_draw_probs(difficulty: np.ndarray, labels: np.ndarray, kappa: float, tau: float) -> np.ndarray:
+    """Return the candidate path's draw distribution over a pool (sums to 1): the soft top-k
+    membership (k = kappa * class size) inside each class, normalised over the pool."""
+    candidate = candidate_probs(difficulty, labels, kappa, tau, expected_kept=1.0)
+    total = candidate.sum()
+    return candidate / total if total > 0 else np.full(len(difficulty), 1.0 / len(difficulty))
+
+
+def mix_replay(candidate_prob: np.ndarray, replay_share: float) -> np.ndarray:
+    """Return the probability that one draw picks each pool member: with probability
+    replay_share a draw is a uniform replay over the pool, else a candidate draw:
+    (1 - replay_share) candidate_prob + replay_share / |P| (sums to 1)."""
+    return (1.0 - replay_share) * np.asarray(candidate_prob) + replay_share / len(candidate_prob)
 
 
 def project_to_box_simplex(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -2210,87 +1840,112 @@ def project_to_box_simplex(weights: np.ndarray, lo: float, hi: float) -> np.ndar
     return np.clip(s_hi * weights, lo, hi)
 
 
-class PolicyLearner:
-    """Adapts class weights a_c, temperature tau and replay share rho within their bounds.
-
-    - a_c moves multiplicatively toward classes with more estimator variance per unit cost,
-      g_c = (var_cheap_c + var_gap_c / q_c) / (c_h + q_c c_f)   (the published rule);
-    - tau widens (x1.25) when the scorer's rank agreement with the full loss is under the guard,
-      else sharpens (x0.9);
-    - rho rises (x1.25) when ESS / |K| is under its target, else decays (x0.95).
-    """
-
-    switches = (0.4, 0.8)  # training progress at which kappa takes the schedule's next value
-
-    def __init__(self, cfg: Config, num_classes: int):
-        self.cfg = cfg
-        self.class_weights = np.ones(num_classes) / num_classes
-        self.tau = cfg.tau_init
-        self.rho = cfg.rho_init
-
-    def kappa(self, progress: float) -> float:
-        """Return the kept fraction for training progress in [0, 1] (switches at 0.4 and 0.8)."""
-        schedule = self.cfg.kappa_schedule
-        index = sum(progress >= switch for switch in self.switches)
-        return float(schedule[min(index, len(schedule) - 1)])
-
-    def update_class_weights(self, var_cheap: np.ndarray, var_gap: np.ndarray, q: np.ndarray,
-                             cost_head: float, cost_full: float) -> np.ndarray:
-        """Return the new class weights (sum 1, each within class_weight_bounds / C)."""
-        gain = (var_cheap + var_gap / np.maximum(q, 1e-6)) / (cost_head + q * cost_full + 1e-12)
-        gain = gain / max(gain.mean(), 1e-12)
-        weights = self.class_weights * np.exp(self.cfg.class_weight_lr * (gain - 1.0))
-        lo, hi = self.cfg.class_weight_bounds
-        self.class_weights = project_to_box_simplex(weights, lo / len(weights), hi / len(weights))
-        return self.class_weights
-
-    def move_class_weights(self, shares: np.ndarray, target_shares: np.ndarray) -> np.ndarray:
-        """Return the class weights moved toward `target_shares` of the draws: each multiplied by
-        (target / current share) ** class_weight_lr (a damped step in log space; the draw share of
-        a class is proportional to its weight), renormalised into class_weight_bounds / C."""
-        ratio = np.asarray(target_shares) / np.maximum(np.asarray(shares), 1e-12)
-        weights = self.class_weights * np.power(np.maximum(ratio, 1e-12), self.cfg.class_weight_lr)
-        lo, hi = self.cfg.class_weight_bounds
-        self.class_weights = project_to_box_simplex(weights, lo / len(weights), hi / len(weights))
-        return self.class_weights
-
-    def update_tau(self, rank_corr: float) -> float:
-        """Return the new temperature after seeing the scorer's rank agreement."""
-        lo, hi = self.cfg.tau_bounds
-        widen = not math.isfinite(rank_corr) or rank_corr < self.cfg.rank_guard
-        self.tau = float(np.clip(self.tau * (1.25 if widen else 0.9), lo, hi))
-        return self.tau
-
-    def update_rho(self, ess_fraction: float) -> float:
-        """Return the new replay share after seeing ESS / |K|."""
-        lo, hi = self.cfg.rho_bounds
-        factor = 1.25 if ess_fraction < self.cfg.ess_target else 0.95
-        self.rho = float(np.clip(self.rho * factor, lo, hi))
-        return self.rho
+def once_draw_probs(draw_prob: np.ndarray, draws: int, floor: float) -> np.ndarray:
+    """Return the per-draw probabilities p' (sum 1) of `draws` full passes from a pool when every
+    row is drawn once before any twice: draw_prob rescaled and clipped (project_to_box_simplex) so
+    that each row's expected count draws p'_i is at most max(1, draws / |P|) and at least `floor`
+    (at most draws / |P|, the uniform count)."""
+    size = len(draw_prob)
+    cap, least = max(1.0, draws / size), min(floor, draws / size)
+    probs = project_to_box_simplex(np.asarray(draw_prob, dtype=np.float64), least / draws, cap / draws)
+    return probs / probs.sum()
 
 
-def variance_optimal_shares(scaled_rms: np.ndarray, shares: np.ndarray) -> np.ndarray:
-    """Return the class shares of a step's draws that minimise the variance of the full-pass
-    (Hansen-Hurwitz) term, given the current shares s_c and, per class, the root mean square of
-    w*y over that class's draws (y the full loss, w its weight).
+# --- the fixed-size draw and its weights (static shapes: CUDA graphs) -----------------------------
+@dataclass
+class StepPlan:
+    """The draws of the steps one pool serves: kept positions [steps, kept] in the pool (drawn
+    with replacement), of which the first `full` of each step get a full pass; the weight of
+    each draw in the cheap and in the full term; the token width of each step's full pass."""
 
-    Derivation: a draw picks population member i with probability r_i = s_c g_i (g the draw
-    distribution inside class c). The term's variance is (1/n)(sum_i y_i^2 / r_i - Y^2)
-    = (1/n)(sum_c A_c / s_c - Y^2) with A_c = sum_{i in c} y_i^2 / g_i. Minimising sum_c A_c / s_c
-    subject to sum_c s_c = 1 (a Lagrange multiplier) gives s_c* = sqrt(A_c) / sum_c' sqrt(A_c').
-    A class-c draw i has weight w_i = 1 / (N n r_i), so y_i / g_i = N n s_c w_i y_i and
-    sqrt(A_c) = N n s_c RMS_c(w y) (an average over the class's draws, whose distribution is g):
-    s_c* is proportional to s_c RMS_c(w y). Classes without draws keep their share."""
-    shares = np.asarray(shares, dtype=np.float64)
-    scaled = np.where(np.isfinite(scaled_rms), scaled_rms, np.nan)
-    fill = np.nanmean(scaled) if np.isfinite(scaled).any() else 1.0
-    target = shares * np.where(np.isfinite(scaled), scaled, fill)
-    return target / target.sum() if target.sum() > 0 else shares
+    kept_pos: np.ndarray  # [steps, kept] pool positions
+    kept_weight: np.ndarray  # [steps, kept] weights of the cheap terms
+    full_weight: np.ndarray  # [steps, full] weights of the full-pass term
+    widths: list[int]
+    bucket_widths: np.ndarray  # the pool's padded widths, and the chance P_b that a step has each
+    bucket_prob: np.ndarray
 
 
-# =============================================================================
-# 6. Budget solver
-# =============================================================================
+def draw_weights(draw_prob: np.ndarray, pool_prob: np.ndarray, population: int, draws: int) -> np.ndarray:
+    """Return Hansen-Hurwitz weights 1 / (population * pool_prob * draws * draw_prob): with
+    `draws` independent draws of probability draw_prob from a pool whose members entered it with
+    probability pool_prob, sum_j w_j y_j is unbiased for the population mean of y."""
+    return 1.0 / (population * np.asarray(pool_prob) * draws * np.asarray(draw_prob))
+
+
+def systematic_counts(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Return integer counts n_i with E[n_i] = expected_i exactly, each floor or ceil of expected_i,
+    summing to sum(expected) (a whole number): systematic sampling, the points u, u + 1, ... (u
+    uniform in [0, 1)) laid over the cumulative expected counts of the rows in a random order, n_i
+    the points in row i's interval (of length expected_i, so a row with expected_i <= 1 gets one
+    point with probability expected_i, and at most one)."""
+    expected = np.asarray(expected, dtype=np.float64)
+    total = int(round(float(expected.sum())))
+    order = rng.permutation(len(expected))
+    edges = np.cumsum(expected[order]) * (total / expected.sum())
+    edges[-1] = total  # no point lost to rounding
+    below = np.searchsorted(rng.random() + np.arange(total), edges, side="left")  # points under each edge
+    counts = np.empty(len(expected), dtype=np.int64)
+    counts[order] = np.diff(below, prepend=0)
+    return counts
+
+
+def once_positions(draw_prob: np.ndarray, member_width: np.ndarray, bucket_widths: np.ndarray, steps: int,
+                   kept: int, full: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Return (step_bucket, positions [steps, kept]) of a pool's steps under once_draws: the
+    steps x full full passes are systematic_counts of the expected counts steps x full x draw_prob
+    (each row its count times), sorted by padded width into steps of `full` (ties in random order),
+    the steps shuffled; a step's bucket is its widest row's width. The other kept - full positions
+    of a step (cheap head only) are drawn with replacement from draw_prob. E[count_i] = steps full
+    p_i, so draw_weights keeps the full-pass term unbiased over the pool's steps."""
+    counts = systematic_counts(steps * full * np.asarray(draw_prob), rng)
+    chosen = rng.permutation(np.repeat(np.arange(len(draw_prob)), counts))
+    chosen = chosen[np.argsort(member_width[chosen], kind="stable")].reshape(steps, full)[rng.permutation(steps)]
+    step_bucket = np.searchsorted(bucket_widths, member_width[chosen].max(axis=1))
+    extra = rng.choice(len(draw_prob), size=(steps, kept - full), replace=True, p=draw_prob)
+    return step_bucket, np.concatenate([chosen, extra], axis=1)
+
+
+def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: np.ndarray, lengths: np.ndarray,
+                   population: int, steps: int, kept: int, full: int, rng: np.random.Generator,
+                   pad_multiple: int, cap: int, w_clip: float | None, once_floor: float | None = None) -> StepPlan:
+    """Return the StepPlan of `steps` steps. A draw picks pool member i with probability
+    p_i = mix_replay(candidate_prob, replay_share)_i, and the steps are length-bucketed like the
+    baseline's batches: a step first picks a padded width b with probability P_b = sum of p_i over
+    the members of width b, then draws all its `kept` positions with replacement inside that
+    bucket, each with probability p_i / P_b. A draw's unconditional probability is still p_i
+    (P_b * p_i / P_b), so the weights of draw_weights keep the full-pass term unbiased:
+    E[sum_j y_j / (N pi_j kept p_j)] = sum_b P_b sum_{i in b} (p_i / P_b) y_i / (N pi_i p_i).
+    The first `full` draws of a step get a full pass; their weight is the cheap-term weight
+    divided by full_prob = full / kept, the chance that a draw is a full one. With `w_clip`,
+    weights are capped at w_clip times a uniform draw's weight (1 / draws): capping trades a
+    small bias for variance. With `once_floor` (once_draws), p is once_draw_probs' and the full
+    passes are drawn by once_positions instead: the same weights, unbiased over the pool's steps."""
+    draw_prob = mix_replay(candidate_prob, replay_share)
+    if once_floor is not None:
+        draw_prob = once_draw_probs(draw_prob, steps * full, once_floor)
+    member_width = np.minimum(cap, np.ceil(np.maximum(lengths, 1) / pad_multiple).astype(int) * pad_multiple)
+    bucket_widths = np.unique(member_width)
+    bucket_prob = np.array([draw_prob[member_width == w].sum() for w in bucket_widths])
+    if once_floor is None:
+        step_bucket = rng.choice(len(bucket_widths), size=steps, p=bucket_prob / bucket_prob.sum())
+        positions = np.empty((steps, kept), dtype=np.int64)
+        for j, b in enumerate(step_bucket):
+            members = np.flatnonzero(member_width == bucket_widths[b])
+            positions[j] = rng.choice(members, size=kept, replace=True, p=draw_prob[members] / bucket_prob[b])
+    else:
+        step_bucket, positions = once_positions(draw_prob, member_width, bucket_widths, steps, kept, full, rng)
+    full_prob = full / kept
+    kept_weight = draw_weights(draw_prob[positions], pool_prob[positions], population, kept)
+    full_weight = kept_weight[:, :full] / full_prob
+    if w_clip is not None:
+        kept_weight, full_weight = np.minimum(kept_weight, w_clip / kept), np.minimum(full_weight, w_clip / full)
+    widths = [int(bucket_widths[b]) for b in step_bucket]
+    return StepPlan(kept_pos=positions, kept_weight=kept_weight, full_weight=full_weight, widths=widths,
+                    bucket_widths=bucket_widths, bucket_prob=bucket_prob / bucket_prob.sum())
+
+
+# --- step costs and the budget solver -------------------------------------------------------------
 class CostMeter:
     """EMAs of measured seconds per example for scoring, cheap head, full pass, and per-step
     fixed cost. On CUDA, regions are timed with events and read lazily (one sync per `flush`)."""
@@ -2331,16 +1986,6 @@ class CostMeter:
                 self.observe(kind, seconds / max(count, 1))
             self._pending = []
         return dict(self.ema)
-
-
-def optimal_full_prob(var_gap: np.ndarray, var_cheap: np.ndarray, cost_head: float, cost_full: float,
-                      bounds: tuple[float, float]) -> np.ndarray:
-    """Return q* = sqrt(var_gap c_h / (var_cheap c_f)) per class, clipped to `bounds`.
-
-    This is the variance-per-cost optimum of the control-variate estimator's full-pass rate.
-    """
-    ratio = np.asarray(var_gap) * cost_head / (np.maximum(np.asarray(var_cheap), 1e-12) * max(cost_full, 1e-12))
-    return np.clip(np.sqrt(ratio), *bounds)
 
 
 @dataclass
@@ -2472,24 +2117,6 @@ def measure_forward_seconds(cfg: Config, model: nn.Module, data: EncodedSplit, d
     return float(np.median(times))
 
 
-def measure_relative_costs(prepared: "Prepared") -> dict[str, Any]:
-    """Return the costs a budget study plans the peers' knobs with, relative to one baseline
-    update (graphed where the baseline is) of a full batch at the training set's median batch
-    width: `forward_share`, a no-grad scoring forward of that batch (graphed where the update is,
-    `forward_graphed`, as the peers run it), with the seconds behind it. The peers' updates are
-    graphed as the baseline's, so an update costs 1 in these units. Measured once per process, untimed."""
-    cfg, device = prepared.cfg, prepared.device
-    widths = [w for _, w in plan_epoch(prepared.train, cfg, torch.Generator().manual_seed(0))]
-    width = int(np.median(widths))
-    rows = min(cfg.batch_size, len(prepared.train))
-    costs = prepared_step_costs(prepared)
-    update = costs.at(rows, width)
-    graphed = costs.graphed  # the peers score through graphs exactly when their update is graphed
-    forward = measure_forward_seconds(cfg, prepared.base_model, prepared.train, device, rows, width, graphed=graphed)
-    return {"rows": rows, "width": width, "update_seconds": update, "forward_seconds": forward,
-            "forward_share": forward / update, "forward_graphed": graphed}
-
-
 def calibration_rows(cfg: Config, full_rows: int | None = None) -> list[int]:
     """Return the row counts a step-cost table measures: eighth, quarter, half and whole batch,
     and MC-Learn's full-pass rows."""
@@ -2549,252 +2176,102 @@ def steps_within(seconds: float, step_seconds: float, refresh_seconds: float, re
     return n
 
 
-# =============================================================================
-# 7. Sampler
-# =============================================================================
-def soft_topk_keep_prob(scores: np.ndarray, k: int, tau: float) -> np.ndarray:
-    """Return sigmoid((s - threshold_k) / (0.05 tau)): a soft membership of the top k scores."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.size == 0:
-        return scores
-    k = int(np.clip(k, 1, scores.size))
-    threshold = np.partition(scores, scores.size - k)[scores.size - k]
-    z = np.clip((scores - threshold) / (0.05 * tau), -60, 60)
-    return 1.0 / (1.0 + np.exp(-z))
+# --- the policy learner ---------------------------------------------------------------------------
+def effective_sample_size(weights: np.ndarray) -> float:
+    """Return ESS = (sum w)^2 / sum w^2 (Kish); equals len(w) for equal weights."""
+    weights = np.asarray(weights, dtype=np.float64)
+    denom = float((weights ** 2).sum())
+    return float(weights.sum() ** 2 / denom) if denom > 0 else 0.0
 
 
-def candidate_probs(scores: np.ndarray, labels: np.ndarray, kappa: float, tau: float,
-                    expected_kept: float) -> np.ndarray:
-    """Return per-step candidate-path probabilities: soft top-k (k = kappa * class size) inside
-    each class, scaled so they sum to about `expected_kept`, capped at 1."""
-    probs = np.zeros(len(scores))
-    for cls in np.unique(labels):
-        rows = labels == cls
-        probs[rows] = soft_topk_keep_prob(scores[rows], round(kappa * rows.sum()), tau)
-    total = probs.sum()
-    return np.clip(probs * (expected_kept / total), 0.0, 1.0) if total > 0 else probs
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Return the Spearman rank correlation of two 1-D arrays (nan when fewer than 3 values)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def inclusion_probs(q_cand: np.ndarray, q_rep: np.ndarray | float) -> np.ndarray:
-    """Return the probability of being kept through the candidate or the replay path:
-    1 - (1 - q_cand)(1 - q_rep), the two paths drawn independently."""
-    return 1.0 - (1.0 - np.asarray(q_cand)) * (1.0 - np.asarray(q_rep))
+class PolicyLearner:
+    """Adapts class weights a_c, temperature tau and replay share rho within their bounds.
 
-
-def draw_kept(q_cand: np.ndarray, q_rep: np.ndarray | float, rng: np.random.Generator,
-              uniforms: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Return a boolean mask: kept if the candidate draw or the replay draw fires.
-
-    `uniforms` lets the caller pass (u_cand, u_rep), e.g. antithetic 1 - u of the last step.
-    """
-    u_cand, u_rep = uniforms if uniforms is not None else (rng.random(len(q_cand)), rng.random(len(q_cand)))
-    return (u_cand < q_cand) | (u_rep < q_rep)
-
-
-def ht_weights(inclusion: np.ndarray, population: float, w_clip: float | None,
-               expected_kept: float | None = None) -> np.ndarray:
-    """Return Horvitz-Thompson weights 1 / (population * pi) of kept examples.
-
-    With `w_clip`, a weight is capped at w_clip times the weight uniform sampling of the same
-    expected size would give (1 / expected_kept); capping trades a small bias for variance.
-    """
-    weights = 1.0 / (population * np.asarray(inclusion, dtype=np.float64))
-    if w_clip is not None and expected_kept:
-        weights = np.minimum(weights, w_clip / expected_kept)
-    return weights
-
-
-def cv_estimate(loss_cheap: torch.Tensor, weights: torch.Tensor, full_mask: torch.Tensor,
-                loss_full: torch.Tensor, full_prob: torch.Tensor) -> torch.Tensor:
-    """Return the control-variate estimate sum_K w l_h + sum_S w (l_f - l_h) / q.
-
-    `loss_cheap`, `weights`, `full_prob` are over the kept set K; `full_mask` marks S within K (a
-    boolean mask, or S's positions in K, which index without a host sync) and `loss_full` holds
-    the full losses of S (in K order). Unbiased for sum_K w l_f over S ~ Bern(q).
-    """
-    correction = (loss_full - loss_cheap[full_mask]) * weights[full_mask] / full_prob[full_mask]
-    return (weights * loss_cheap).sum() + correction.sum()
-
-
-def ht_estimate(weights: torch.Tensor, full_mask: torch.Tensor, loss_full: torch.Tensor,
-                full_prob: torch.Tensor) -> torch.Tensor:
-    """Return the plain Horvitz-Thompson estimate sum_S w l_f / q (non-negative for l_f >= 0)."""
-    return (loss_full * weights[full_mask] / full_prob[full_mask]).sum()
-
-
-class CandidateStream:
-    """Class-stratified candidate pools drawn from a reshuffled pass over the training set.
-
-    Class c contributes quota_c = pool_size * a_c' examples, where a_c' are the class weights
-    rescaled by class frequency; `pool_prob` returns each pool member's chance of being drawn
-    into a pool (quota_c / n_c), which the HT weights divide by.
+    - a_c moves multiplicatively toward classes with more estimator variance per unit cost,
+      g_c = (var_cheap_c + var_gap_c / q_c) / (c_h + q_c c_f)   (the published rule);
+    - tau widens (x1.25) when the scorer's rank agreement with the full loss is under the guard,
+      else sharpens (x0.9);
+    - rho rises (x1.25) when ESS / |K| is under its target, else decays (x0.95).
     """
 
-    def __init__(self, labels: np.ndarray, rng: np.random.Generator):
-        self.labels, self.rng = labels, rng
-        self.classes = np.unique(labels)
-        self.by_class = {c: np.flatnonzero(labels == c) for c in self.classes}
-        self.freq = np.array([len(self.by_class[c]) for c in self.classes], dtype=np.float64)
-        self.order = {c: rng.permutation(self.by_class[c]) for c in self.classes}
-        self.cursor = {c: 0 for c in self.classes}
-        self.drawn = 0  # candidates handed out so far
+    switches = (0.4, 0.8)  # training progress at which kappa takes the schedule's next value
 
-    def quotas(self, pool_size: int, class_weights: np.ndarray) -> np.ndarray:
-        tilt = self.freq / self.freq.sum() * class_weights * len(class_weights)
-        share = tilt / tilt.sum()
-        return np.minimum(np.maximum(1, np.round(share * pool_size)).astype(int), self.freq.astype(int))
+    def __init__(self, cfg: Config, num_classes: int):
+        self.cfg = cfg
+        self.class_weights = np.ones(num_classes) / num_classes
+        self.tau = cfg.tau_init
+        self.rho = cfg.rho_init
 
-    def next_pool(self, pool_size: int, class_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (example indices, pool-membership probability) for a new pool."""
-        rows, probs = [], []
-        for cls, quota in zip(self.classes, self.quotas(pool_size, class_weights)):
-            order, start = self.order[cls], self.cursor[cls]
-            if start + quota > len(order):  # this class's pass is over: reshuffle it
-                order = self.order[cls] = self.rng.permutation(self.by_class[cls])
-                start = 0
-            rows.append(order[start:start + quota])
-            self.cursor[cls] = start + quota
-            probs.append(np.full(quota, quota / len(order)))
-        self.drawn += int(sum(len(r) for r in rows))
-        return np.concatenate(rows), np.concatenate(probs)
+    def kappa(self, progress: float) -> float:
+        """Return the kept fraction for training progress in [0, 1] (switches at 0.4 and 0.8)."""
+        schedule = self.cfg.kappa_schedule
+        index = sum(progress >= switch for switch in self.switches)
+        return float(schedule[min(index, len(schedule) - 1)])
 
+    def update_class_weights(self, var_cheap: np.ndarray, var_gap: np.ndarray, q: np.ndarray,
+                             cost_head: float, cost_full: float) -> np.ndarray:
+        """Return the new class weights (sum 1, each within class_weight_bounds / C)."""
+        gain = (var_cheap + var_gap / np.maximum(q, 1e-6)) / (cost_head + q * cost_full + 1e-12)
+        gain = gain / max(gain.mean(), 1e-12)
+        weights = self.class_weights * np.exp(self.cfg.class_weight_lr * (gain - 1.0))
+        lo, hi = self.cfg.class_weight_bounds
+        self.class_weights = project_to_box_simplex(weights, lo / len(weights), hi / len(weights))
+        return self.class_weights
 
-# --- the fixed-size draw of the `mclearn` step (static shapes: CUDA graphs) -------------------
-def candidate_draw_probs(difficulty: np.ndarray, labels: np.ndarray, kappa: float, tau: float) -> np.ndarray:
-    """Return the candidate path's draw distribution over a pool (sums to 1): the soft top-k
-    membership (k = kappa * class size) inside each class, normalised over the pool."""
-    candidate = candidate_probs(difficulty, labels, kappa, tau, expected_kept=1.0)
-    total = candidate.sum()
-    return candidate / total if total > 0 else np.full(len(difficulty), 1.0 / len(difficulty))
+    def move_class_weights(self, shares: np.ndarray, target_shares: np.ndarray) -> np.ndarray:
+        """Return the class weights moved toward `target_shares` of the draws: each multiplied by
+        (target / current share) ** class_weight_lr (a damped step in log space; the draw share of
+        a class is proportional to its weight), renormalised into class_weight_bounds / C."""
+        ratio = np.asarray(target_shares) / np.maximum(np.asarray(shares), 1e-12)
+        weights = self.class_weights * np.power(np.maximum(ratio, 1e-12), self.cfg.class_weight_lr)
+        lo, hi = self.cfg.class_weight_bounds
+        self.class_weights = project_to_box_simplex(weights, lo / len(weights), hi / len(weights))
+        return self.class_weights
 
+    def update_tau(self, rank_corr: float) -> float:
+        """Return the new temperature after seeing the scorer's rank agreement."""
+        lo, hi = self.cfg.tau_bounds
+        widen = not math.isfinite(rank_corr) or rank_corr < self.cfg.rank_guard
+        self.tau = float(np.clip(self.tau * (1.25 if widen else 0.9), lo, hi))
+        return self.tau
 
-def mix_replay(candidate_prob: np.ndarray, replay_share: float) -> np.ndarray:
-    """Return the probability that one draw picks each pool member: with probability
-    replay_share a draw is a uniform replay over the pool, else a candidate draw:
-    (1 - replay_share) candidate_prob + replay_share / |P| (sums to 1)."""
-    return (1.0 - replay_share) * np.asarray(candidate_prob) + replay_share / len(candidate_prob)
-
-
-@dataclass
-class StepPlan:
-    """The draws of the steps one pool serves: kept positions [steps, kept] in the pool (drawn
-    with replacement), of which the first `full` of each step get a full pass; the weight of
-    each draw in the cheap and in the full term; the token width of each step's full pass."""
-
-    kept_pos: np.ndarray  # [steps, kept] pool positions
-    kept_weight: np.ndarray  # [steps, kept] weights of the cheap terms
-    full_weight: np.ndarray  # [steps, full] weights of the full-pass term
-    widths: list[int]
-    bucket_widths: np.ndarray  # the pool's padded widths, and the chance P_b that a step has each
-    bucket_prob: np.ndarray
+    def update_rho(self, ess_fraction: float) -> float:
+        """Return the new replay share after seeing ESS / |K|."""
+        lo, hi = self.cfg.rho_bounds
+        factor = 1.25 if ess_fraction < self.cfg.ess_target else 0.95
+        self.rho = float(np.clip(self.rho * factor, lo, hi))
+        return self.rho
 
 
-def draw_weights(draw_prob: np.ndarray, pool_prob: np.ndarray, population: int, draws: int) -> np.ndarray:
-    """Return Hansen-Hurwitz weights 1 / (population * pool_prob * draws * draw_prob): with
-    `draws` independent draws of probability draw_prob from a pool whose members entered it with
-    probability pool_prob, sum_j w_j y_j is unbiased for the population mean of y."""
-    return 1.0 / (population * np.asarray(pool_prob) * draws * np.asarray(draw_prob))
+def variance_optimal_shares(scaled_rms: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Return the class shares of a step's draws that minimise the variance of the full-pass
+    (Hansen-Hurwitz) term, given the current shares s_c and, per class, the root mean square of
+    w*y over that class's draws (y the full loss, w its weight).
+
+    Derivation: a draw picks population member i with probability r_i = s_c g_i (g the draw
+    distribution inside class c). The term's variance is (1/n)(sum_i y_i^2 / r_i - Y^2)
+    = (1/n)(sum_c A_c / s_c - Y^2) with A_c = sum_{i in c} y_i^2 / g_i. Minimising sum_c A_c / s_c
+    subject to sum_c s_c = 1 (a Lagrange multiplier) gives s_c* = sqrt(A_c) / sum_c' sqrt(A_c').
+    A class-c draw i has weight w_i = 1 / (N n r_i), so y_i / g_i = N n s_c w_i y_i and
+    sqrt(A_c) = N n s_c RMS_c(w y) (an average over the class's draws, whose distribution is g):
+    s_c* is proportional to s_c RMS_c(w y). Classes without draws keep their share."""
+    shares = np.asarray(shares, dtype=np.float64)
+    scaled = np.where(np.isfinite(scaled_rms), scaled_rms, np.nan)
+    fill = np.nanmean(scaled) if np.isfinite(scaled).any() else 1.0
+    target = shares * np.where(np.isfinite(scaled), scaled, fill)
+    return target / target.sum() if target.sum() > 0 else shares
 
 
-def systematic_counts(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Return integer counts n_i with E[n_i] = expected_i exactly, each floor or ceil of expected_i,
-    summing to sum(expected) (a whole number): systematic sampling, the points u, u + 1, ... (u
-    uniform in [0, 1)) laid over the cumulative expected counts of the rows in a random order, n_i
-    the points in row i's interval (of length expected_i, so a row with expected_i <= 1 gets one
-    point with probability expected_i, and at most one)."""
-    expected = np.asarray(expected, dtype=np.float64)
-    total = int(round(float(expected.sum())))
-    order = rng.permutation(len(expected))
-    edges = np.cumsum(expected[order]) * (total / expected.sum())
-    edges[-1] = total  # no point lost to rounding
-    below = np.searchsorted(rng.random() + np.arange(total), edges, side="left")  # points under each edge
-    counts = np.empty(len(expected), dtype=np.int64)
-    counts[order] = np.diff(below, prepend=0)
-    return counts
-
-
-def once_draw_probs(draw_prob: np.ndarray, draws: int, floor: float) -> np.ndarray:
-    """Return the per-draw probabilities p' (sum 1) of `draws` full passes from a pool when every
-    row is drawn once before any twice: draw_prob rescaled and clipped (project_to_box_simplex) so
-    that each row's expected count draws p'_i is at most max(1, draws / |P|) and at least `floor`
-    (at most draws / |P|, the uniform count)."""
-    size = len(draw_prob)
-    cap, least = max(1.0, draws / size), min(floor, draws / size)
-    probs = project_to_box_simplex(np.asarray(draw_prob, dtype=np.float64), least / draws, cap / draws)
-    return probs / probs.sum()
-
-
-def once_positions(draw_prob: np.ndarray, member_width: np.ndarray, bucket_widths: np.ndarray, steps: int,
-                   kept: int, full: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Return (step_bucket, positions [steps, kept]) of a pool's steps under once_draws: the
-    steps x full full passes are systematic_counts of the expected counts steps x full x draw_prob
-    (each row its count times), sorted by padded width into steps of `full` (ties in random order),
-    the steps shuffled; a step's bucket is its widest row's width. The other kept - full positions
-    of a step (cheap head only) are drawn with replacement from draw_prob. E[count_i] = steps full
-    p_i, so draw_weights keeps the full-pass term unbiased over the pool's steps."""
-    counts = systematic_counts(steps * full * np.asarray(draw_prob), rng)
-    chosen = rng.permutation(np.repeat(np.arange(len(draw_prob)), counts))
-    chosen = chosen[np.argsort(member_width[chosen], kind="stable")].reshape(steps, full)[rng.permutation(steps)]
-    step_bucket = np.searchsorted(bucket_widths, member_width[chosen].max(axis=1))
-    extra = rng.choice(len(draw_prob), size=(steps, kept - full), replace=True, p=draw_prob)
-    return step_bucket, np.concatenate([chosen, extra], axis=1)
-
-
-def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: np.ndarray, lengths: np.ndarray,
-                   population: int, steps: int, kept: int, full: int, rng: np.random.Generator,
-                   pad_multiple: int, cap: int, w_clip: float | None, once_floor: float | None = None) -> StepPlan:
-    """Return the StepPlan of `steps` steps. A draw picks pool member i with probability
-    p_i = mix_replay(candidate_prob, replay_share)_i, and the steps are length-bucketed like the
-    baseline's batches: a step first picks a padded width b with probability P_b = sum of p_i over
-    the members of width b, then draws all its `kept` positions with replacement inside that
-    bucket, each with probability p_i / P_b. A draw's unconditional probability is still p_i
-    (P_b * p_i / P_b), so the weights of draw_weights keep the full-pass term unbiased:
-    E[sum_j y_j / (N pi_j kept p_j)] = sum_b P_b sum_{i in b} (p_i / P_b) y_i / (N pi_i p_i).
-    The first `full` draws of a step get a full pass; their weight is the cheap-term weight
-    divided by full_prob = full / kept, the chance that a draw is a full one. With `w_clip`,
-    weights are capped at w_clip times a uniform draw's weight (1 / draws): capping trades a
-    small bias for variance. With `once_floor` (once_draws), p is once_draw_probs' and the full
-    passes are drawn by once_positions instead: the same weights, unbiased over the pool's steps."""
-    draw_prob = mix_replay(candidate_prob, replay_share)
-    if once_floor is not None:
-        draw_prob = once_draw_probs(draw_prob, steps * full, once_floor)
-    member_width = np.minimum(cap, np.ceil(np.maximum(lengths, 1) / pad_multiple).astype(int) * pad_multiple)
-    bucket_widths = np.unique(member_width)
-    bucket_prob = np.array([draw_prob[member_width == w].sum() for w in bucket_widths])
-    if once_floor is None:
-        step_bucket = rng.choice(len(bucket_widths), size=steps, p=bucket_prob / bucket_prob.sum())
-        positions = np.empty((steps, kept), dtype=np.int64)
-        for j, b in enumerate(step_bucket):
-            members = np.flatnonzero(member_width == bucket_widths[b])
-            positions[j] = rng.choice(members, size=kept, replace=True, p=draw_prob[members] / bucket_prob[b])
-    else:
-        step_bucket, positions = once_positions(draw_prob, member_width, bucket_widths, steps, kept, full, rng)
-    full_prob = full / kept
-    kept_weight = draw_weights(draw_prob[positions], pool_prob[positions], population, kept)
-    full_weight = kept_weight[:, :full] / full_prob
-    if w_clip is not None:
-        kept_weight, full_weight = np.minimum(kept_weight, w_clip / kept), np.minimum(full_weight, w_clip / full)
-    widths = [int(bucket_widths[b]) for b in step_bucket]
-    return StepPlan(kept_pos=positions, kept_weight=kept_weight, full_weight=full_weight, widths=widths,
-                    bucket_widths=bucket_widths, bucket_prob=bucket_prob / bucket_prob.sum())
-
-
-# =============================================================================
-# 8. Control-variate trainer (MC-Learn)
-# =============================================================================
-def apply_head(head: dict[str, nn.Module], pooled: torch.Tensor) -> torch.Tensor:
-    """Return classification-head modules applied to pooled features [B, H]
-    (DistilBERT: pre_classifier, ReLU, classifier; BERT: pooler dense + tanh, classifier)."""
-    if "pre_classifier" in head:
-        return head["classifier"](F.relu(head["pre_classifier"](pooled)))
-    if "pooler" in head:
-        return head["classifier"](torch.tanh(head["pooler"].dense(pooled)))
-    classifier = head["classifier"]
-    if hasattr(classifier, "out_proj"):  # MPNet/RoBERTa: dense + tanh + out_proj on the first token's features
-        return classifier.out_proj(torch.tanh(classifier.dense(pooled)))
-    return classifier(pooled)
-
-
+# --- the trainer ----------------------------------------------------------------------------------
 class MCLearn(Method):
     """MC-Learn (corrected, preset "mclearn"): a cheap head on early-layer features scores a pool;
     each step draws a fixed number of pool members (soft top-k candidates mixed with a uniform
@@ -3356,10 +2833,83 @@ def pass_count_summary(counts: np.ndarray, flipped_rows: np.ndarray | None = Non
     return out
 
 
-# ----------------------------------------------------------------------------- MC-Learn as published
-# `mclearn-paper`: a plain re-implementation of the published notebook's algorithm (its code cell),
-# knob for knob. The helpers below are the published rules where they differ from sections 5-7;
+# =============================================================================
+# 6. `mclearn-paper`: MC-Learn as published
+# =============================================================================
+# A plain re-implementation of the published notebook's algorithm (its code cell), knob for knob:
+# its Bernoulli kept set and full-pass draw with Horvitz-Thompson weights, its budget rule and its
+# class. Its helpers are here, with it, where they differ from `mclearn`'s (section 5);
 # README "Deviations from the published MC-Learn" lists what is matched and the readings taken.
+def inclusion_probs(q_cand: np.ndarray, q_rep: np.ndarray | float) -> np.ndarray:
+    """Return the probability of being kept through the candidate or the replay path:
+    1 - (1 - q_cand)(1 - q_rep), the two paths drawn independently."""
+    return 1.0 - (1.0 - np.asarray(q_cand)) * (1.0 - np.asarray(q_rep))
+
+
+def draw_kept(q_cand: np.ndarray, q_rep: np.ndarray | float, rng: np.random.Generator,
+              uniforms: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Return a boolean mask: kept if the candidate draw or the replay draw fires.
+
+    `uniforms` lets the caller pass (u_cand, u_rep), e.g. antithetic 1 - u of the last step.
+    """
+    u_cand, u_rep = uniforms if uniforms is not None else (rng.random(len(q_cand)), rng.random(len(q_cand)))
+    return (u_cand < q_cand) | (u_rep < q_rep)
+
+
+def ht_weights(inclusion: np.ndarray, population: float, w_clip: float | None,
+               expected_kept: float | None = None) -> np.ndarray:
+    """Return Horvitz-Thompson weights 1 / (population * pi) of kept examples.
+
+    With `w_clip`, a weight is capped at w_clip times the weight uniform sampling of the same
+    expected size would give (1 / expected_kept); capping trades a small bias for variance.
+    """
+    weights = 1.0 / (population * np.asarray(inclusion, dtype=np.float64))
+    if w_clip is not None and expected_kept:
+        weights = np.minimum(weights, w_clip / expected_kept)
+    return weights
+
+
+def cv_estimate(loss_cheap: torch.Tensor, weights: torch.Tensor, full_mask: torch.Tensor,
+                loss_full: torch.Tensor, full_prob: torch.Tensor) -> torch.Tensor:
+    """Return the control-variate estimate sum_K w l_h + sum_S w (l_f - l_h) / q.
+
+    `loss_cheap`, `weights`, `full_prob` are over the kept set K; `full_mask` marks S within K (a
+    boolean mask, or S's positions in K, which index without a host sync) and `loss_full` holds
+    the full losses of S (in K order). Unbiased for sum_K w l_f over S ~ Bern(q).
+    """
+    correction = (loss_full - loss_cheap[full_mask]) * weights[full_mask] / full_prob[full_mask]
+    return (weights * loss_cheap).sum() + correction.sum()
+
+
+def ht_estimate(weights: torch.Tensor, full_mask: torch.Tensor, loss_full: torch.Tensor,
+                full_prob: torch.Tensor) -> torch.Tensor:
+    """Return the plain Horvitz-Thompson estimate sum_S w l_f / q (non-negative for l_f >= 0)."""
+    return (loss_full * weights[full_mask] / full_prob[full_mask]).sum()
+
+
+def optimal_full_prob(var_gap: np.ndarray, var_cheap: np.ndarray, cost_head: float, cost_full: float,
+                      bounds: tuple[float, float]) -> np.ndarray:
+    """Return q* = sqrt(var_gap c_h / (var_cheap c_f)) per class, clipped to `bounds`.
+
+    This is the variance-per-cost optimum of the control-variate estimator's full-pass rate.
+    """
+    ratio = np.asarray(var_gap) * cost_head / (np.maximum(np.asarray(var_cheap), 1e-12) * max(cost_full, 1e-12))
+    return np.clip(np.sqrt(ratio), *bounds)
+
+
+def apply_head(head: dict[str, nn.Module], pooled: torch.Tensor) -> torch.Tensor:
+    """Return classification-head modules applied to pooled features [B, H]
+    (DistilBERT: pre_classifier, ReLU, classifier; BERT: pooler dense + tanh, classifier)."""
+    if "pre_classifier" in head:
+        return head["classifier"](F.relu(head["pre_classifier"](pooled)))
+    if "pooler" in head:
+        return head["classifier"](torch.tanh(head["pooler"].dense(pooled)))
+    classifier = head["classifier"]
+    if hasattr(classifier, "out_proj"):  # MPNet/RoBERTa: dense + tanh + out_proj on the first token's features
+        return classifier.out_proj(torch.tanh(classifier.dense(pooled)))
+    return classifier(pooled)
+
+
 class MeanPooledClassifier(nn.Module):
     """The published classifier: the whole encoder, a mask-weighted mean of its last layer, and
     the model's own head without dropout (DistilBERT: pre_classifier, ReLU, classifier).
@@ -3768,14 +3318,8 @@ class MCLearnPaper(Method):
 
 
 # =============================================================================
-# 9. Comparison methods (peers)
+# 7. Peers: the short schedule, a uniform subset, Selective Backprop, RHO-LOSS, InfoBatch, VCAS
 # =============================================================================
-def subset_split(data: EncodedSplit, rows: np.ndarray | torch.Tensor) -> EncodedSplit:
-    """Return the rows `rows` of an encoded split as a new EncodedSplit."""
-    idx = torch.as_tensor(rows, device=data.input_ids.device)
-    return EncodedSplit(data.input_ids[idx], data.lengths[idx], data.labels[idx])
-
-
 def short_schedule_length(step_seconds: Sequence[float], shapes: Sequence[tuple], time_budget: float,
                           capture_seconds: float, min_uses: int = GRAPH_MIN_USES) -> tuple[int, dict[str, float]]:
     """Return (n, prices): the most leading steps of a plan whose priced seconds fit `time_budget`
@@ -4272,7 +3816,1470 @@ PEER_METHODS: dict[str, Callable[[RunContext], Method]] = {
 
 
 # =============================================================================
-# 10. Diagnostics
+# 8. Runs: the method registry, the training loop, the run record, sweeps, budget studies, the command line
+# =============================================================================
+METHODS: dict[str, Callable[[RunContext], Method]] = {
+    "baseline": Baseline, "mclearn": MCLearn, "mclearn-paper": MCLearnPaper, **PEER_METHODS}
+METHODS.update({name: MCLearn for name in MCLEARN_VARIANTS})  # the variants differ by their presets' keys
+
+
+# --- prepared data and model ----------------------------------------------------------------------
+@dataclass
+class Prepared:
+    """Data tokenized once and the initial model, shared by every run of a sweep."""
+
+    cfg: Config
+    base_model: nn.Module
+    tokenizer: Any
+    train: EncodedSplit
+    eval: EncodedSplit
+    label_names: list[str]
+    source: str
+    device: torch.device
+    test: EncodedSplit | None = None  # cfg.test_split, evaluated once at the end of each run
+    flipped_rows: np.ndarray | None = None  # training rows with a flipped label (cfg.label_noise)
+    warmup_seconds: float = 0.0  # untimed device warm-up done by prepare (CUDA only)
+    step_costs: Any = None  # StepCosts of the baseline's update (measured once, see prepared_step_costs)
+
+
+def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
+    """Check the config (validate_config) and the data (validate_data), load data and model once,
+    tokenize, move the tensors to the device and, on CUDA, warm the device up (see warm_up_device);
+    return Prepared."""
+    validate_config(cfg)
+    bundle = validate_data(bundle) if bundle else load_text_dataset(cfg)
+    model, tokenizer = load_model_and_tokenizer(cfg, len(bundle.label_names), bundle.train.texts)
+    device = resolve_device(cfg)
+    train = encode_split(bundle.train, tokenizer, cfg.max_length).to(device)
+    evaluation = encode_split(bundle.eval, tokenizer, cfg.max_length).to(device)
+    test = None if bundle.test is None else encode_split(bundle.test, tokenizer, cfg.max_length).to(device)
+    prepared = Prepared(cfg=cfg, base_model=model.cpu(), tokenizer=tokenizer, train=train, eval=evaluation,
+                        label_names=bundle.label_names, source=bundle.source, device=device, test=test,
+                        flipped_rows=bundle.flipped_rows)
+    if device.type == "cuda":
+        prepared.warmup_seconds = warm_up_device(prepared)
+        prepared_step_costs(prepared)  # graphed throwaway updates at every width: part of the warm-up
+        prepared.warmup_seconds += warm_up_training(prepared)
+    return prepared
+
+
+def prepared_step_costs(prepared: Prepared) -> "StepCosts":
+    """Return the step-cost table of the baseline's update on the prepared data and device
+    (measure_step_costs at calibration_rows), measured on first use and kept for every run of
+    the process: outside the runs' timed regions, like the device warm-up, and stored in the run
+    files of the methods priced with it."""
+    if prepared.step_costs is None:
+        cfg = prepared.cfg
+        prepared.step_costs = measure_step_costs(cfg, prepared.base_model, prepared.train, prepared.device,
+                                                 rows=calibration_rows(cfg, cfg.full_rows or None))
+        for message in prepared.step_costs.warnings:
+            print(f"warning (step costs): {message}", flush=True)
+    return prepared.step_costs
+
+
+def warm_up_device(prepared: Prepared, steps_per_width: int = 2) -> float:
+    """Run untimed forward/backward/AdamW steps and eval forwards of a throwaway model copy at
+    every padded batch width, so CUDA context, library handles and lazily loaded kernels are not
+    charged to whichever run comes first in a sweep; return the seconds spent."""
+    cfg, device = prepared.cfg, prepared.device
+    _sync(device)
+    start = time.perf_counter()
+    model = copy.deepcopy(prepared.base_model).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, fused=device.type == "cuda")
+    rows = torch.arange(min(cfg.batch_size, len(prepared.train)))
+    cap = prepared.train.input_ids.shape[1]
+    for width in sorted({padded_length(w, cfg.pad_multiple, cap) for w in range(1, cap + 1)}):
+        batch = make_batch(prepared.train, rows, width)
+        for _ in range(steps_per_width):
+            with autocast_context(cfg, device):
+                logits = model(**model_inputs(model, batch)).logits
+            F.cross_entropy(logits.float(), batch["labels"]).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    predict(model, prepared.eval, cfg, device)
+    with torch.no_grad(), truncated_encoder(model, cfg.score_layer) as encoder, autocast_context(cfg, device):
+        score_cap = min(cfg.score_max_length, cap)  # MC-Learn's scorer: its widths too
+        for width in sorted({padded_length(w, cfg.pad_multiple, score_cap) for w in range(1, score_cap + 1)}):
+            batch = make_batch(prepared.train, torch.arange(min(max(cfg.eval_batch_size, 256), len(prepared.train))), width)
+            encoder(**model_inputs(encoder, batch))
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def warm_up_training(prepared: Prepared, batches: int = 6) -> float:
+    """Run a throwaway baseline run (train_method on `batches` batches of training rows, with its
+    evaluations, graph captures and optimizer) and return its seconds: one-off costs of the first
+    run of a process (the first capture, the first capturable AdamW step, the first evaluation)
+    are paid here, untimed, instead of by whichever seed comes first. Nothing is written."""
+    cfg = replace_config(prepared.cfg, study="warm-up", eval_points=2, time_budget=0.0)
+    start = time.perf_counter()
+    rows = torch.randperm(len(prepared.train), generator=torch.Generator().manual_seed(0))[:batches * cfg.batch_size]
+    small = dataclasses.replace(prepared, train=subset_split(prepared.train, rows), test=None,
+                                eval=subset_split(prepared.eval, torch.arange(min(len(prepared.eval), cfg.eval_batch_size))))
+    with contextlib.redirect_stderr(io.StringIO()):  # its chance-level warnings are noise
+        train_method("baseline", cfg, small, seed=0, progress=False)
+    _sync(prepared.device)
+    return time.perf_counter() - start
+
+
+# --- the training loop ----------------------------------------------------------------------------
+CHANCE_MARGIN_SE = 2.0  # a run is "at chance" when its accuracy is within this many standard errors of it
+
+
+# The eval set can tell a run at chance from one that learned only when that margin is small: at
+# most this share (5 points). 64 eval rows of 4 classes give 10.8 points, so a healthy tiny run
+# there was flagged; 300 rows of 4 balanced classes, or 400 of 2, are the fewest that can tell.
+CHANCE_RESOLUTION = 0.05
+
+
+def chance_warning(accuracy: float, labels: np.ndarray, num_classes: int) -> str | None:
+    """Return a warning when `accuracy` is within CHANCE_MARGIN_SE binomial standard errors of
+    chance (the majority-class share of `labels`, at least 1 / num_classes) and that margin is at
+    most CHANCE_RESOLUTION (an eval set large enough to tell); else None."""
+    chance = max(np.bincount(labels, minlength=num_classes).max() / len(labels), 1.0 / num_classes)
+    margin = CHANCE_MARGIN_SE * math.sqrt(chance * (1 - chance) / len(labels))
+    if accuracy > chance + margin or margin > CHANCE_RESOLUTION:
+        return None
+    return (f"accuracy {accuracy:.4f} is at chance (majority class {chance:.4f} + {CHANCE_MARGIN_SE:g} standard "
+            f"errors = {chance + margin:.4f} on {len(labels)} eval examples, a margin of {margin * 100:.1f} points: "
+            f"enough to tell a run that learned): the run learned nothing; check lr= and the labels")
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):  # not available on every platform
+        return None
+
+
+BUSY_PROCESS_CORES = 0.5  # another process using this many cores during the sample is a competing run
+
+
+HOST_SAMPLE_SECONDS = 0.2  # how long host_load watches the other processes (untimed, before a run)
+
+
+def _process_cpu_ticks() -> dict[int, tuple[int, str]]:
+    """Return {pid: (user + system clock ticks, command)} of every process /proc lists (Linux)."""
+    ticks = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()  # after "(command)"; utime and stime are fields 14, 15
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            ticks[int(entry.name)] = (int(fields[11]) + int(fields[12]), command or stat[stat.index("(") + 1:stat.rindex(")")])
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile, or is not ours to read
+            continue
+    return ticks
+
+
+def host_load(sample_seconds: float = HOST_SAMPLE_SECONDS) -> dict[str, Any]:
+    """Return how busy the host is apart from this process, watched for `sample_seconds` while this
+    process waits: other_cores, the cores all other processes used meanwhile; busy_processes, those
+    that used at least BUSY_PROCESS_CORES cores ({pid, cores, command}); load_avg (1 minute, which
+    counts this process's own last minute of training too, so it is stored, not judged) and
+    cpu_count. Without /proc (not Linux): load_avg and cpu_count, and `checked` False."""
+    load, cpus = _load_average(), os.cpu_count() or 1
+    if not Path("/proc/self/stat").exists():
+        return {"checked": False, "load_avg": load, "cpu_count": cpus}
+    hz = os.sysconf("SC_CLK_TCK")
+    start, t0 = _process_cpu_ticks(), time.perf_counter()
+    time.sleep(sample_seconds)
+    end, seconds = _process_cpu_ticks(), time.perf_counter() - t0
+    cores = {pid: (ticks - start[pid][0]) / hz / seconds for pid, (ticks, _) in end.items()
+             if pid in start and pid != os.getpid()}
+    busy = [{"pid": pid, "cores": round(c, 2), "command": end[pid][1][:80]} for pid, c in sorted(cores.items())
+            if c >= BUSY_PROCESS_CORES]
+    return {"checked": True, "load_avg": load, "cpu_count": cpus, "other_cores": round(sum(cores.values()), 2),
+            "busy_processes": busy}
+
+
+def host_load_warning(load: dict[str, Any]) -> str | None:
+    """Return a warning when a host_load reading says timings taken now are not comparable: other
+    processes using more than half the cores, or one of them at least BUSY_PROCESS_CORES (another
+    training run, say); else None."""
+    if not load.get("checked"):
+        return None
+    reasons = []
+    if load["other_cores"] > load["cpu_count"] / 2:
+        reasons.append(f"other processes used {load['other_cores']:g} of its {load['cpu_count']} cores")
+    reasons += [f"pid {p['pid']} used {p['cores']:g} cores ({p['command']})" for p in load["busy_processes"][:3]]
+    if not reasons:
+        return None
+    return (f"the host was busy at the start of this run ({'; '.join(reasons)}; load average {load['load_avg']}): its "
+            f"train seconds are not comparable with runs on an idle host; delete its run file and rerun it when the "
+            f"host is idle")
+
+
+@functools.lru_cache(maxsize=None)
+def _tqdm_class():
+    """Return tqdm.auto's bar class, imported with its "IProgress not found" warning silenced: in a
+    notebook without ipywidgets it is the plain-text bar. Importing it first also keeps the warning out
+    of later imports of tqdm.auto by transformers and datasets."""
+    import warnings
+
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)
+        from tqdm.auto import tqdm
+    return tqdm
+
+
+_tqdm_class()  # now, before transformers and datasets import tqdm.auto and print the warning
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    """Return a progress bar: the notebook widget where ipywidgets is installed, else plain text."""
+    return _tqdm_class()(total=total, desc=desc, disable=not enabled, leave=False, mininterval=1.0)
+
+
+@contextlib.contextmanager
+def atomic_target(path: Path):
+    """Yield a temp path beside `path`; on success it replaces `path` (one rename), on any error
+    it is removed, so readers see the old file or the new one, never a part. An OSError without a
+    path (a full disk) is raised again naming `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk says "No space left on device" without a path: name the file
+        tmp.unlink(missing_ok=True)
+        if err.filename not in (None, str(tmp)):
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to `path` atomically: a temp file in the same folder, fsync, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_target(path) as tmp, open(tmp, "w") as handle:
+        # compact: a run file is read by programs, and indented files doubled the repository (the GPU
+        # machine takes at most 64 MiB of working tree); `python -m json.tool FILE` shows one indented
+        json.dump(_jsonable(payload), handle, separators=(",", ":"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def run_logs(log_path: Path | None):
+    """Yield (jsonl log file, TensorBoard writer or None) for one run, (None, None) without a path.
+
+    The .jsonl is written to a temp file and renamed when the run completes; on any error (Ctrl-C
+    included) both logs are removed, so no partial log is left beside the finished runs."""
+    if log_path is None:
+        yield None, None
+        return
+    writer = _tensorboard_writer(log_path)
+    try:
+        with atomic_target(log_path) as tmp, open(tmp, "w") as log_file:
+            yield log_file, writer
+    except BaseException:
+        if writer:
+            writer.close()
+            import shutil
+
+            shutil.rmtree(writer.log_dir, ignore_errors=True)
+        raise
+    if writer:
+        writer.close()
+
+
+def _tensorboard_writer(log_path: Path | None):
+    if log_path is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # TensorBoard is optional
+        return None
+    return SummaryWriter(log_dir=str(log_path.with_suffix("")) + "-tb")
+
+
+def start_run(method_name: str, cfg: Config, prepared: "Prepared", seed: int) -> tuple[RunContext, Method]:
+    """Return a fresh run's context and method (`cfg` already the method's config): seeded torch,
+    numpy and generators, a copy of the prepared model with its head re-initialised on the device,
+    a gradient scaler for fp16 on CUDA, and the measured step costs when the method is priced."""
+    device = prepared.device
+    release_device_memory(device)  # what an earlier run of this process left (one that raised, say)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = copy.deepcopy(prepared.base_model)
+    reinit_head(model, seed)
+    model.to(device).train()
+    ctx = RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval,
+                     num_labels=len(prepared.label_names), device=device,
+                     generator=torch.Generator().manual_seed(seed),
+                     device_generator=torch.Generator(device=device).manual_seed(seed))
+    ctx.flipped_rows = prepared.flipped_rows
+    if cfg.precision == "fp16" and device.type == "cuda":
+        ctx.scaler = torch.amp.GradScaler("cuda")
+    method = METHODS[method_name](ctx)
+    if getattr(method, "priced", False):
+        ctx.step_costs = prepared_step_costs(prepared)
+    return ctx, method
+
+
+def eval_steps(total_steps: int, eval_points: int) -> list[int]:
+    """Return the steps after which a run evaluates: `eval_points` steps spread evenly, the last one last."""
+    return sorted({max(1, round(total_steps * k / eval_points)) for k in range(1, eval_points + 1)})
+
+
+def _warn(warnings: list[str], warning: str | None, method_name: str, seed: int) -> None:
+    """Keep a run's warning for its record and say it on stderr as it happens (nothing for None)."""
+    if warning:
+        warnings.append(warning)
+        print(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr, flush=True)
+
+
+def checked_step(method: Method, step: int, method_name: str, model: nn.Module,
+                 running_loss: torch.Tensor | None) -> dict[str, Any]:
+    """Return `method.step(step)`'s log values; out of GPU memory raises a TrainingError naming the
+    knobs to lower, and a step that fails on a diverged model a DivergedError (each method breaks
+    somewhere else when its weights are no longer finite: one message)."""
+    try:
+        return method.step(step)
+    except torch.OutOfMemoryError as err:
+        raise TrainingError(f"{method_name}: out of GPU memory at step {step}. Lower "
+                            f"batch_size= (and raise grad_accum_steps= to keep the effective "
+                            f"batch), or lower max_length=.") from err
+    except Exception as err:
+        value = _diverged(model, running_loss)
+        if value is None:
+            raise
+        raise DivergedError(_finite_message(value, step + 1, method_name)) from err
+
+
+def write_step_log(logs: tuple, done: int, lr: float, logged: dict[str, float], info: dict[str, Any]) -> None:
+    """Write one log line (per-step means of the tensors since the last line, the method's other
+    values as they are) to the run's JSONL log and TensorBoard writer, when the run has them."""
+    log_file, writer = logs
+    record = {"step": done, "lr": lr, **logged, **{k: v for k, v in info.items() if not isinstance(v, torch.Tensor)}}
+    if log_file:
+        log_file.write(json.dumps(_jsonable(record)) + "\n")
+    if writer:
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and k != "step":
+                writer.add_scalar(f"train/{k}", v, done)
+
+
+def train_loop(ctx: RunContext, method: Method, method_name: str, total_steps: int, eval_data: EncodedSplit,
+               logs: tuple, bar, train_seconds: float) -> tuple[list[dict[str, Any]], float, float]:
+    """Run the method's `total_steps` steps; return its eval curve, train seconds (`train_seconds`,
+    the setup's, plus the steps'; the clock runs between evaluations and stops after a device
+    synchronize, so no step needs a host sync to be timed) and eval seconds. Logs every log_every
+    steps and at each evaluation (eval_steps), checking the logged loss is finite."""
+    cfg, device = ctx.cfg, ctx.device
+    eval_at = eval_steps(total_steps, cfg.eval_points)
+    curve, eval_seconds = [], 0.0
+    running: dict[str, torch.Tensor] = {}
+    running_steps = 0
+    _sync(device)
+    t0 = time.perf_counter()
+    for step in range(total_steps):
+        info = checked_step(method, step, method_name, ctx.model, running.get("loss"))
+        for key, value in info.items():
+            if isinstance(value, torch.Tensor):
+                running[key] = running.get(key, 0.0) + value.detach().float()
+        running_steps += 1
+        bar.update(1)
+        done = step + 1
+        if done % cfg.log_every == 0 or done in eval_at:
+            logged = {k: float(v) / running_steps for k, v in running.items()}  # per-step means
+            running, running_steps = {}, 0
+            if "loss" in logged:
+                _check_finite(logged["loss"], done, method_name)
+            write_step_log(logs, done, float(ctx.optimizer.param_groups[-1]["lr"]), logged, info)
+        if done in eval_at:
+            _sync(device)
+            train_seconds += time.perf_counter() - t0
+            te = time.perf_counter()
+            result = evaluate(method.eval_model(), eval_data, cfg, device)
+            eval_seconds += time.perf_counter() - te
+            curve.append({"step": done, "train_seconds": train_seconds, "examples_backward": ctx.examples_backward,
+                          "accuracy": result["accuracy"], "eval_loss": result["loss"]})
+            bar.set_postfix(acc=f"{result['accuracy']:.3f}")
+            if logs[1]:
+                logs[1].add_scalar("eval/accuracy", result["accuracy"], done)
+                logs[1].add_scalar("eval/loss", result["loss"], done)
+            _sync(device)
+            t0 = time.perf_counter()
+    return curve, train_seconds, eval_seconds
+
+
+def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
+                 log_path: Path | None = None, progress: bool = True,
+                 budget: "BudgetPlan | None" = None) -> dict[str, Any]:
+    """Train one method for one seed on prepared data; return the run record (not yet written).
+
+    Train time counts the method's setup and steps and excludes evaluation (train_loop). `budget`
+    (a budget study's plan for this method, its knobs already in `cfg`) is stored in the record.
+    """
+    cfg = config_for_method(cfg, method_name)
+    ctx, method = start_run(method_name, cfg, prepared, seed)
+    device, warnings = ctx.device, []
+    load = host_load()  # untimed: other processes competing for the cores make the seconds incomparable
+    _warn(warnings, host_load_warning(load), method_name, seed)
+    _sync(device)
+    t_setup = time.perf_counter()
+    method.setup()
+    total_steps = method.num_steps()
+    build_optimization(ctx, method)
+    _sync(device)
+    setup_seconds = time.perf_counter() - t_setup  # counted as training time
+    host = {"load_avg_start": _load_average(), "load_at_start": load, "cpu_start": time.process_time()}
+    with run_logs(log_path) as logs, _progress(total_steps, f"{method_name} seed {seed}", progress) as bar:
+        curve, train_seconds, eval_seconds = train_loop(ctx, method, method_name, total_steps, prepared.eval,
+                                                        logs, bar, setup_seconds)
+    final = evaluate(method.eval_model(), prepared.eval, cfg, device)
+    test = None if prepared.test is None else evaluate(method.eval_model(), prepared.test, cfg, device)
+    _warn(warnings, chance_warning(final["accuracy"], final["labels"], len(prepared.label_names)), method_name, seed)
+    record = run_record(method_name, cfg, prepared, seed, budget, ctx, method, warnings, host,
+                        steps=total_steps, train_seconds=train_seconds, eval_seconds=eval_seconds, curve=curve,
+                        final=final, test=test)
+    del method, ctx
+    release_device_memory(device)  # this run's CUDA graphs and their memory pool, before the next run
+    return record
+
+
+# --- the run record -------------------------------------------------------------------------------
+def run_label(method: str, time_budget: float) -> str:
+    """Return a run's name in its study: the method, with its time budget when it has one
+    ("uniform-b0.33"); run files are <run_label>-seed<k>.json."""
+    return method if not time_budget else f"{method}-b{time_budget:.2f}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def portable_path(value: str) -> str:
+    """Return `value` with this checkout's absolute path replaced by a path relative to it, so
+    records and comparisons do not depend on where the repository was cloned."""
+    root = str(REPO_ROOT)
+    return value.replace(root + os.sep, "").replace(root, ".") if isinstance(value, str) else value
+
+
+def portable_config(cfg: Config) -> dict[str, Any]:
+    """Return the config as JSON-ready values with repository paths made relative."""
+    return {k: portable_path(v) for k, v in _jsonable(dataclasses.asdict(cfg)).items()}
+
+
+def device_name(device: torch.device) -> str:
+    """Return a readable name of `device` (the GPU's name, or the CPU's)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _git(*args: str) -> str | None:
+    """Return the stdout of `git args` run in this checkout, or None when git or .git is missing."""
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def code_provenance() -> dict[str, Any]:
+    """Return the code a run came from: git_commit, git_clean (no change to a tracked file outside
+    results/) and, when not clean, git_diff_sha256 (SHA-256 of `git diff HEAD` of those files).
+
+    Where this copy has no .git (the GPU machine gets the working tree only), the values come from
+    the environment: MCLEARN_COMMIT, MCLEARN_GIT_CLEAN and MCLEARN_GIT_DIFF_SHA256, as printed by
+    `python mclearn_core.py --provenance` in the checkout the copy was made from.
+    """
+    import hashlib
+
+    commit = None if os.environ.get("MCLEARN_COMMIT") else _git("rev-parse", "HEAD")
+    if commit is None:  # the environment, when set, names the code (a copy may hold a stale .git)
+        clean = os.environ.get("MCLEARN_GIT_CLEAN")
+        return {"git_commit": os.environ.get("MCLEARN_COMMIT", "unknown"),
+                "git_clean": None if clean is None else clean.lower() in ("1", "true", "yes"),
+                "git_diff_sha256": os.environ.get("MCLEARN_GIT_DIFF_SHA256")}
+    diff = _git("diff", "HEAD", "--binary", "--", ".", ":(exclude)results") or ""
+    return {"git_commit": commit.strip(), "git_clean": not diff,
+            "git_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None}
+
+
+def environment_versions() -> dict[str, Any]:
+    """Return torch/transformers/python versions and the code's provenance (see code_provenance)."""
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), **code_provenance()}
+
+
+def run_record(method_name: str, cfg: Config, prepared: "Prepared", seed: int, budget: "BudgetPlan | None",
+               ctx: RunContext, method: Method, warnings: list[str], host: dict[str, Any], *, steps: int,
+               train_seconds: float, eval_seconds: float, curve: list[dict[str, Any]], final: dict[str, Any],
+               test: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the run record of a trained run: its identity (run_identity), whether the update was
+    graphed, steps, seconds, accuracy (eval, and test when the data has a test split), examples
+    with a backward pass and scored forward-only, warnings (a failed graph capture added), host
+    load (from `host`, taken as training started), the eval curve, confusion matrix, eval
+    predictions, true-class probabilities and difficulty, and the method's telemetry."""
+    from sklearn.metrics import confusion_matrix
+
+    difficulty = method.eval_difficulty()
+    telemetry = method.telemetry()
+    capture_error = telemetry.get("graph_capture_error")
+    if capture_error:
+        warnings.append(f"the update was not graphed (capture failed): {capture_error}")
+    return {
+        **run_identity(method_name, cfg, prepared, seed, budget),
+        # graphed: the update was replayed as CUDA graphs (a failed capture runs eagerly, see warnings)
+        "graphed": bool(ctx.graphs and not capture_error), "graph_capture_error": capture_error,
+        "steps": steps,
+        "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+        "device_warmup_seconds": prepared.warmup_seconds,  # untimed, once per prepare (CUDA)
+        "accuracy": final["accuracy"], "eval_loss": final["loss"],
+        "test_accuracy": None if test is None else test["accuracy"],
+        "test_examples": 0 if prepared.test is None else len(prepared.test),
+        # examples_seen: examples with a backward pass (every method alike); examples_scored: examples
+        # that had a forward-only pass of the full model to choose them (Selective Backprop, RHO-LOSS).
+        "examples_seen": ctx.examples_backward, "examples_scored": ctx.examples_scored,
+        "examples_backward": ctx.examples_backward, "warnings": warnings,
+        # Host load: timings taken while other processes competed for the cores are not comparable.
+        "host": {"load_avg_start": host["load_avg_start"], "load_avg_end": _load_average(),
+                 "load_at_start": host["load_at_start"], "process_cpu_seconds": time.process_time() - host["cpu_start"],
+                 "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
+        "eval_curve": curve,
+        "confusion_matrix": confusion_matrix(final["labels"], final["predictions"],
+                                             labels=list(range(len(prepared.label_names)))).tolist(),
+        "eval_predictions": final["predictions"].tolist(),
+        "eval_labels": final["labels"].tolist(),
+        "eval_true_prob": final["probs"][np.arange(len(final["labels"])), final["labels"]].round(5).tolist(),
+        "eval_difficulty": None if difficulty is None else np.round(difficulty, 5).tolist(),
+        "telemetry": telemetry,
+    }
+
+
+def run_identity(method: str, cfg: Config, prepared: "Prepared", seed: int,
+                 budget: "BudgetPlan | None" = None) -> dict[str, Any]:
+    """Return the fields that say which run a record is, whether it trained or diverged: study,
+    method, seed, preset, run label and time budget with its plan's knobs and note, device, data
+    (with its label noise), model, config (`cfg`, the method's own) and versions."""
+    return {
+        "study": cfg.study, "method": method, "seed": seed, "preset": cfg.preset,
+        "run_label": run_label(method, cfg.time_budget), "time_budget": cfg.time_budget,
+        "knobs": budget.knobs if budget else {}, "budget_note": budget.note if budget else None,
+        "device": device_name(prepared.device), "dataset": portable_path(prepared.source),
+        "model": portable_path(cfg.model_name), "label_names": prepared.label_names,
+        "train_examples": len(prepared.train), "eval_examples": len(prepared.eval),
+        "label_noise": cfg.label_noise, "flipped_rows": 0 if prepared.flipped_rows is None else len(prepared.flipped_rows),
+        "config": portable_config(cfg), "versions": environment_versions(),
+    }
+
+
+# --- run files and sweeps -------------------------------------------------------------------------
+def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Path:
+    """Return where a run's JSON lives: <results>/runs/<study>/<method>-seed<k>.json."""
+    return Path(results_dir) / "runs" / study / f"{method}-seed{seed}.json"
+
+
+def read_run(path: str | Path) -> dict[str, Any]:
+    """Return a run record read from its JSON file."""
+    return json.loads(Path(path).read_text())
+
+
+def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
+    """Return the run record at `path`, or None when the file is not a readable run: it is then
+    renamed to <name>.corrupt (kept for inspection, never deleted) with a warning, so its run is
+    redone and no other study's sweep or summary stops on it."""
+    try:
+        record = read_run(path)
+        if isinstance(record, dict):
+            return record
+        problem = "not a JSON object"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = f"{type(err).__name__}: {err}"
+    aside = path.with_name(path.name + ".corrupt")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt{n}")
+    os.replace(path, aside)
+    print(f"warning: {path} is not a readable run file ({problem}); moved it to {aside.name} "
+          f"and its run will be redone", file=sys.stderr)
+    return None
+
+
+# Config keys that do not change what a run trains, so a stored run is reused whatever their value:
+# where it is stored and under which study, the seeds a sweep runs (each run has its own seed), the
+# keys the caller set (their values are compared) and the device setting ("auto" and "cuda" are one
+# GPU; the device a run used is in its record). log_every is compared: each log reads the loss back
+# from the device, which on a GPU is a sync the train seconds include.
+RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device")
+
+
+# Every other Config key is compared (one added later too), except for methods that never read it:
+# the keys below are read only by the methods named with them, so changing, say, budget_ratio keeps
+# the stored baseline (tests/test_results.py records which keys each method reads to check this).
+METHOD_OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("mclearn", "mclearn-paper", *MCLEARN_VARIANTS): (
+        "score_layer", "score_max_length", "head_lr", "distill_gamma", "distill_temperature", "kappa_schedule",
+        "tau_init", "tau_bounds", "rank_guard", "rho_init", "rho_bounds", "ess_target", "class_weight_bounds",
+        "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "q_bounds",
+        "budget_ratio", "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple"),
+    ("mclearn", *MCLEARN_VARIANTS): ("free_scores", "free_score_max_age", "once_draws", "once_floor", "uniform_start",
+                                     "uniform_end", "record_passes"),
+    ("uniform",): ("uniform_fraction", "uniform_match"),
+    ("selective_backprop", "rho_loss"): ("candidate_share",),
+    ("selective_backprop",): ("sb_beta", "sb_history"),
+    ("rho_loss",): ("rho_holdout", "rho_candidate_mult", "rho_select_fraction", "rho_il_epochs"),
+    ("infobatch",): ("infobatch_prune", "infobatch_anneal"),
+    ("vcas",): ("vcas_tau_act", "vcas_tau_weight", "vcas_every", "vcas_repeats", "vcas_min_ratio"),
+}
+
+
+RUN_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in RUN_BOOKKEEPING_FIELDS)
+
+
+def run_key_fields(method: str) -> tuple[str, ...]:
+    """Return the Config keys a stored run of `method` must match to be reused: RUN_KEY_FIELDS less
+    the keys only other methods read (METHOD_OWN_FIELDS)."""
+    others = {key for methods, keys in METHOD_OWN_FIELDS.items() if method not in methods for key in keys}
+    return tuple(key for key in RUN_KEY_FIELDS if key not in others)
+
+
+def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None:
+    """Return which settings of a stored run differ from what `cfg` would train (with their stored
+    and wanted values), or None. Compared: run_key_fields(method). A key absent from an old file's
+    config is no difference (the file predates it), nor is a knob its budget plan set (the run's
+    `knobs`: planned from measured costs for its time_budget, which is compared)."""
+    want = portable_config(config_for_method(cfg, method))
+    have = {k: portable_path(v) for k, v in record.get("config", {}).items()}
+    planned = set(record.get("knobs") or {})
+    diff = [k for k in run_key_fields(method) if k in have and k not in planned and want[k] != have[k]]
+    if not diff:
+        return None
+    values = "; ".join(f"{k} {have[k]!r} stored, {want[k]!r} now" for k in diff[:3])
+    return f"{', '.join(diff)} differ: {values}{' ...' if len(diff) > 3 else ''}"
+
+
+def read_finished_run(path: Path, cfg: Config, method: str) -> dict[str, Any] | None:
+    """Return the run record at `path` when a finished run is there (None when there is none, or
+    the file was unreadable and set aside); raise ValueError naming the fix when it was trained
+    with other key settings than `cfg` would use."""
+    record = read_run_or_set_aside(path) if path.exists() else None
+    if record is not None:
+        reason = stale_reason(record, cfg, method)
+        if reason:
+            raise ValueError(f"{path} was trained with a different config ({reason}). Use another "
+                             f"study= or results_dir=, or delete the file to retrain it.")
+    return record
+
+
+def matched_fraction(cfg: Config, seed: int) -> float:
+    """Return the data share that gives `uniform` the train time of cfg.uniform_match: that run's
+    train seconds over the baseline's, same study and seed (training time is linear in examples)."""
+    times = {}
+    for method in ("baseline", cfg.uniform_match):
+        path = run_path(cfg.results_dir, cfg.study, method, seed)
+        if not path.exists():
+            raise ValueError(f"uniform matches the measured time of {cfg.uniform_match!r}, but {path} does "
+                             f"not exist: include 'baseline' and {cfg.uniform_match!r} in methods=, or set "
+                             f"uniform_fraction= to a fixed share.")
+        times[method] = read_run(path)["train_seconds"]
+    return float(np.clip(times[cfg.uniform_match] / times["baseline"], 0.01, 1.0))
+
+
+class StudyBusyError(RuntimeError):
+    """Another sweep holds the study's folder; the message names the folder, its holder and the fix."""
+
+
+STUDY_LOCK = ".lock"  # in a study's folder while a sweep writes to it: "pid N on HOST since TIME"
+
+
+@contextlib.contextmanager
+def study_lock(results_dir: str | Path, study: str):
+    """Hold the lock of <results>/runs/<study>/ while a sweep writes it; yield the lock file's path.
+
+    Raises StudyBusyError when another live process holds it: two sweeps on one study both train
+    every missing run and slow each other's timings. The lock is an flock on the file, which the
+    system drops when its process dies, so the lock of a killed sweep is taken over (with a note).
+    Where the system or file system has no locks, a warning says so and the sweep runs unlocked (None)."""
+    folder = Path(results_dir) / "runs" / study
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / STUDY_LOCK
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        print(f"warning: no file locks here: a second sweep on study {study!r} would not be stopped",
+              file=sys.stderr, flush=True)
+        yield None
+        return
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "a process that has not written its name yet"
+            handle.close()
+            raise StudyBusyError(f"{folder} is in use by another sweep ({holder}): wait until it ends, or set study= "
+                                 f"(--study) to another name; two sweeps on one study both train its missing runs and "
+                                 f"slow each other's timings") from None
+        except OSError as err:  # a file system without locks
+            handle.close()
+            print(f"warning: cannot lock {path} ({err}): a second sweep on study {study!r} would not be stopped",
+                  file=sys.stderr, flush=True)
+            handle = None
+            break
+        try:  # the holder may have removed the file between our open and flock: lock the file that is there
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    if handle is None:
+        yield None
+        return
+    handle.seek(0)
+    previous = handle.read().strip()
+    if previous:
+        print(f"note: took over the lock of {folder} from a sweep that is no longer running ({previous})",
+              file=sys.stderr, flush=True)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+def guarded_sweep(*study_suffixes: str):
+    """Return a decorator for a sweep function f(cfg, ..., seeds=...): validate the config and the
+    seeds (validate_config), then hold the lock of each study folder cfg.study + suffix
+    (study_lock) while f runs."""
+    def decorate(function):
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def guarded(cfg: Config, *args, **kwargs):
+            validate_config(cfg, signature.bind(cfg, *args, **kwargs).arguments.get("seeds"))
+            with contextlib.ExitStack() as locks:
+                for suffix in study_suffixes:
+                    locks.enter_context(study_lock(cfg.results_dir, cfg.study + suffix))
+                return function(cfg, *args, **kwargs)
+        return guarded
+    return decorate
+
+
+def save_flipped_rows(cfg: Config, prepared: Prepared) -> Path | None:
+    """Write the training rows whose labels label_noise flipped to
+    <results>/runs/<study>/flipped_rows.csv (one row index per line, under a header), so a noisy
+    study can be checked and redone; return the path, or None without label noise."""
+    if prepared.flipped_rows is None:
+        return None
+    path = Path(cfg.results_dir) / "runs" / cfg.study / "flipped_rows.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = f"# label_noise={cfg.label_noise} label_noise_seed={cfg.label_noise_seed} train_rows={len(prepared.train)}\nrow\n"
+    with atomic_target(path) as tmp:
+        tmp.write_text(text + "".join(f"{int(r)}\n" for r in prepared.flipped_rows))
+    return path
+
+
+def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str,
+             budget: BudgetPlan | None = None, progress: bool = True, extra: dict[str, Any] | None = None,
+             keep_diverged: bool = False) -> dict[str, Any]:
+    """Return the run record of (method, seed) named `label` in cfg.study: read back when its file
+    exists (and was trained with the same key settings), else trained, given the `extra` fields
+    and written atomically. With `keep_diverged`, a run whose loss became NaN is a result, not a
+    stop: its record (diverged_record) is written and returned, and the study goes on."""
+    path = run_path(cfg.results_dir, cfg.study, label, seed)
+    record = read_finished_run(path, cfg, method)
+    if record is not None:
+        return record
+    log_path = path.with_suffix(".jsonl")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        record = train_method(method, cfg, prepared, seed, log_path=log_path, progress=progress, budget=budget)
+    except DivergedError as err:
+        if not keep_diverged:
+            raise
+        print(f"warning: {label} seed {seed} diverged, recorded as such: {err}", file=sys.stderr, flush=True)
+        record = diverged_record(method, cfg, prepared, seed, str(err), budget)
+    record.update(run_label=label, **(extra or {}))
+    if budget is not None:
+        record["predicted_share"] = budget.predicted_share
+    write_json_atomic(path, record)
+    if progress:
+        print(f"{label:>26} seed {seed}: accuracy {record['accuracy']:.4f}, train {record['train_seconds']:.2f}s"
+              f"{'' if record['graphed'] else ' (eager)'} -> {path}", flush=True)
+    return record
+
+
+def diverged_record(method: str, cfg: Config, prepared: Prepared, seed: int, message: str,
+                    budget: BudgetPlan | None = None) -> dict[str, Any]:
+    """Return the run record of a run whose training loss became NaN: `diverged` holds the message
+    (which step), accuracy and train seconds are NaN (no result to compare), the rest as train_method's."""
+    return {
+        **run_identity(method, config_for_method(cfg, method), prepared, seed, budget),
+        "diverged": message, "graphed": False, "graph_capture_error": None,
+        "train_seconds": float("nan"), "accuracy": float("nan"), "test_accuracy": None,
+        "examples_seen": 0, "examples_scored": 0, "eval_curve": [], "warnings": [message],
+    }
+
+
+@guarded_sweep("")
+def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequence[int] | None = None,
+              prepared: Prepared | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Run every (method, seed) whose result file is missing; return all records, old and new.
+
+    Each run is written atomically as soon as it ends, so an interrupted sweep resumes where it
+    stopped and loses no finished run. The config is validated and the study locked first
+    (guarded_sweep).
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
+    seeds = list(seeds if seeds is not None else cfg.seeds)
+    methods = sorted(methods, key=lambda m: m == "uniform")  # uniform may match the others' times
+    records = []
+    for seed in seeds:
+        for method in methods:
+            path = run_path(cfg.results_dir, cfg.study, method, seed)
+            run_cfg = cfg  # uniform's share, when matched, is read from this sweep's finished runs
+            if method == "uniform" and cfg.uniform_fraction is None:
+                run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed))
+            record = read_finished_run(path, run_cfg, method)
+            if record is not None:
+                records.append(record)
+                continue
+            prepared = prepared or prepare(cfg)
+            log_path = path.with_suffix(".jsonl")
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            record = train_method(method, run_cfg, prepared, seed, log_path=log_path, progress=progress)
+            write_json_atomic(path, record)
+            records.append(record)
+            if progress:
+                print(f"{method:>18} seed {seed}: accuracy {record['accuracy']:.4f}, "
+                      f"train {record['train_seconds']:.1f}s -> {path}")
+    return records
+
+
+# --- budget studies: a tuned baseline, then every method at shares of its time --------------------
+def budget_study_runs(methods: Sequence[str], time_budgets: Sequence[float], seeds: Sequence[int],
+                      method_budgets: dict[str, Sequence[float]] | None = None,
+                      method_seeds: dict[str, int] | None = None) -> list[tuple[str, float, int]]:
+    """Return the (method, time budget, seed) runs of a budget study, in the order it trains them:
+    per seed, the baseline (budget 0), then each method at each of its budgets (`method_budgets`
+    overrides `time_budgets` for the methods it names; methods without a wall-clock knob run once,
+    at budget 0). A method named in `method_seeds` runs on that many of the first seeds only."""
+    method_budgets, method_seeds = method_budgets or {}, method_seeds or {}
+    runs = []
+    for k, seed in enumerate(seeds):
+        for method in methods:
+            if k >= method_seeds.get(method, len(seeds)):
+                continue
+            if method == "baseline" or method in NO_WALL_CLOCK_KNOB:
+                runs.append((method, 0.0, seed))
+            else:
+                runs.extend((method, float(b), seed) for b in method_budgets.get(method, time_budgets))
+    return runs
+
+
+@dataclass
+class BudgetPlan:
+    """How one method targets a time budget: the values of its own knobs, the share of the tuned
+    baseline's train time they are predicted to take, and a note when the knobs alone cannot
+    reach the budget (the measured seconds in the run file say whether the plan held)."""
+
+    method: str
+    time_budget: float
+    knobs: dict[str, Any]
+    predicted_share: float | None
+    note: str | None = None
+
+
+# Methods whose knobs do not bound wall-clock: they run once per seed, at their defaults.
+NO_WALL_CLOCK_KNOB = {
+    "vcas": "no wall-clock knob: its ratios cut backward FLOPs, not seconds (dense kernels still do the work); "
+            "it runs once per seed at its defaults",
+    "mclearn-paper": "no wall-clock knob: its budget ratio prices each step against the baseline's over as many "
+                     "steps as the baseline takes; it runs once per seed at its defaults",
+}
+
+
+MIN_SELECTION_RATE = 0.1  # Selective Backprop and RHO-LOSS never keep fewer candidates than this
+
+
+MAX_PRUNE = 0.9  # InfoBatch's largest prune ratio
+
+
+INFOBATCH_LOW_SHARE = 0.5  # assumed share of examples below the mean loss (InfoBatch prunes among them)
+
+
+def measure_relative_costs(prepared: "Prepared") -> dict[str, Any]:
+    """Return the costs a budget study plans the peers' knobs with, relative to one baseline
+    update (graphed where the baseline is) of a full batch at the training set's median batch
+    width: `forward_share`, a no-grad scoring forward of that batch (graphed where the update is,
+    `forward_graphed`, as the peers run it), with the seconds behind it. The peers' updates are
+    graphed as the baseline's, so an update costs 1 in these units. Measured once per process, untimed."""
+    cfg, device = prepared.cfg, prepared.device
+    widths = [w for _, w in plan_epoch(prepared.train, cfg, torch.Generator().manual_seed(0))]
+    width = int(np.median(widths))
+    rows = min(cfg.batch_size, len(prepared.train))
+    costs = prepared_step_costs(prepared)
+    update = costs.at(rows, width)
+    graphed = costs.graphed  # the peers score through graphs exactly when their update is graphed
+    forward = measure_forward_seconds(cfg, prepared.base_model, prepared.train, device, rows, width, graphed=graphed)
+    return {"rows": rows, "width": width, "update_seconds": update, "forward_seconds": forward,
+            "forward_share": forward / update, "forward_graphed": graphed}
+
+
+def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
+    """Return the BudgetPlan that sets `method`'s own knobs so its train time is `time_budget`
+    times the baseline's, with costs in units of one baseline update (measure_relative_costs):
+
+    - short_schedule: time_budget itself (it cuts its plan from the measured step costs);
+      uniform: data share = budget; MC-Learn: budget_ratio = budget (its solver prices itself).
+    - Selective Backprop / RHO-LOSS: cost = fixed + candidates x d x (forward_share + s), for a
+      selection rate s of the candidates and a share d of each epoch offered as candidates
+      (RHO-LOSS's fixed part: its irreducible-loss model, holdout x il_epochs / epochs, and one
+      scoring pass of the training set, forward_share / epochs). s is solved at d = 1; below
+      MIN_SELECTION_RATE, s stays there and d is solved instead (the note says so).
+    - InfoBatch: cost = (full epochs + pruned epochs x (1 - prune x INFOBATCH_LOW_SHARE)) / epochs;
+      its first epoch and its annealing epochs are full. The most epochs whose prune ratio fits
+      under MAX_PRUNE win.
+    Methods in NO_WALL_CLOCK_KNOB get no knobs and their note."""
+    r = float(time_budget)
+    if method in NO_WALL_CLOCK_KNOB:
+        return BudgetPlan(method, 0.0, {}, None, NO_WALL_CLOCK_KNOB[method])
+    if method == "short_schedule":  # its own solver cuts its plan to the budget (short_schedule_length)
+        return BudgetPlan(method, r, {}, r)
+    if method == "uniform":
+        return BudgetPlan(method, r, {"uniform_fraction": r}, r)
+    if method == "mclearn" or method in MCLEARN_VARIANTS:
+        return BudgetPlan(method, r, {"budget_ratio": r}, r)
+    if method in ("selective_backprop", "rho_loss"):
+        f = costs["forward_share"]
+        if method == "rho_loss":
+            fixed, offered = (cfg.rho_holdout * cfg.rho_il_epochs + f) / cfg.epochs, 1 - cfg.rho_holdout
+        else:
+            fixed, offered = 0.0, 1.0
+        rate, share, note = (r - fixed) / offered - f, 1.0, None
+        if rate < MIN_SELECTION_RATE:
+            rate = MIN_SELECTION_RATE
+            share = (r - fixed) / (offered * (f + rate))
+            note = (f"the selection rate alone cannot reach {r:.2f}: scoring every candidate costs "
+                    f"{fixed + offered * f:.2f} of the baseline; candidates cut to {max(share, 0.05):.2f} of each epoch")
+            if share < 0.05:
+                share = 0.05
+                note = (f"cannot reach {r:.2f}: the fixed costs alone take {fixed:.2f} of the baseline; runs at "
+                        f"selection rate {rate} on 5% of each epoch")
+        rate = min(rate, 1.0)
+        predicted = fixed + offered * share * (f + rate)
+        knobs = {"sb_beta": 1 / rate - 1} if method == "selective_backprop" else {"rho_select_fraction": rate}
+        return BudgetPlan(method, r, {**knobs, "candidate_share": min(share, 1.0)}, predicted, note)
+    if method == "infobatch":
+        epochs = cfg.epochs
+        for own_epochs in range(epochs, 0, -1):
+            annealed = own_epochs - math.ceil(own_epochs * (1 - cfg.infobatch_anneal))
+            pruned = max(0, own_epochs - 1 - annealed)
+            full = own_epochs - pruned
+            needed = (full + pruned - r * epochs) / (pruned * INFOBATCH_LOW_SHARE) if pruned else 0.0
+            prune = float(np.clip(needed, 0.0, MAX_PRUNE))
+            predicted = (full + pruned * (1 - prune * INFOBATCH_LOW_SHARE)) / epochs
+            if predicted <= r + 1e-9:
+                return BudgetPlan(method, r, {"infobatch_prune": prune, "epochs": own_epochs}, predicted)
+        return BudgetPlan(method, r, {"infobatch_prune": cfg.infobatch_prune, "epochs": 1}, 1 / epochs,
+                          f"cannot reach {r:.2f}: InfoBatch prunes from its second epoch on, and one epoch "
+                          f"takes {1 / epochs:.2f} of the baseline")
+    raise ValueError(f"No time-budget knob for method {method!r}: budget studies plan "
+                     f"uniform, mclearn, selective_backprop, rho_loss, infobatch ({', '.join(NO_WALL_CLOCK_KNOB)} run at defaults).")
+
+
+def with_explicit(cfg: Config, **changes: Any) -> Config:
+    """Return `cfg` with `changes`, marked as set by the caller so method presets keep them."""
+    return replace_config(cfg, explicit=tuple(sorted(set(cfg.explicit) | set(changes))), **changes)
+
+
+@dataclass
+class BudgetStudy:
+    """A budget study's runs: the baseline's learning-rate sweep and its lr, each method's own lr
+    runs and lr, and the tuned baseline's and every (method, budget, seed) run."""
+
+    lr_records: list[dict[str, Any]]
+    lr: float
+    records: list[dict[str, Any]]
+    relative_costs: dict[str, Any] | None = None
+    method_lrs: dict[str, float] = dataclasses.field(default_factory=dict)  # the lr each method trained with
+    tune_records: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the methods' own lr runs
+    wall_seconds: float = 0.0  # the study's wall-clock in this process (prepare included)
+    train_seconds: float = 0.0  # the sum of its runs' train seconds
+
+
+def lr_run_label(lr: float, base: str = "baseline") -> str:
+    """Return the run label of a learning-rate sweep's run, its lr written in full after `base`
+    ("baseline-lr1.6e-04", "mclearn-b0.50-lr8e-05"): rounding it to one digit would name 1.6e-4
+    and 2e-4 alike."""
+    mantissa, exponent = f"{float(lr):.6e}".split("e")
+    return f"{base}-lr{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+
+
+def _record_lr(record: dict[str, Any]) -> float:
+    """Return the learning rate a run trained with (its config's lr)."""
+    return float(record["config"]["lr"])
+
+
+def best_lr(records: Sequence[dict[str, Any]]) -> float:
+    """Return the lr of a sweep's runs with the best mean accuracy over seeds (ties: the smaller
+    lr); a diverged run (accuracy NaN) counts as the worst. Raise ValueError when there are no
+    runs, or when every run diverged."""
+    if not records:
+        raise ValueError("No learning-rate sweep runs to choose an lr from: run the sweep (lrs=...) first.")
+    if all(not math.isfinite(r["accuracy"]) for r in records):
+        raise ValueError(f"Every run of the learning-rate sweep diverged (lrs {sorted({_record_lr(r) for r in records})}): "
+                         f"sweep lower lrs.")
+    accuracies: dict[float, list[float]] = {}
+    for record in records:
+        accuracy = record["accuracy"]
+        accuracies.setdefault(_record_lr(record), []).append(accuracy if math.isfinite(accuracy) else -1.0)
+    mean_accuracy = {lr: float(np.mean(values)) for lr, values in accuracies.items()}
+    best = max(mean_accuracy.values())
+    return min(lr for lr, accuracy in mean_accuracy.items() if accuracy >= best - 1e-12)
+
+
+@guarded_sweep("", "-lr")
+def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence[float] = (1 / 3, 1 / 2),
+                     lrs: Sequence[float] = (), seeds: Sequence[int] | None = None, prepared: Prepared | None = None,
+                     progress: bool = True, lr_factors: Sequence[float] = (), tune_budget: float = 0.5,
+                     method_budgets: dict[str, Sequence[float]] | None = None,
+                     method_seeds: dict[str, int] | None = None) -> BudgetStudy:
+    """Run a budget study in one process and return its BudgetStudy; finished runs are read back.
+
+    Phases: (1) prepare the data and model once (flipped rows written with the study); (2) a
+    learning-rate sweep of the baseline over `lrs` with the first seed (study "<study>-lr"),
+    whose most accurate lr (on the eval split) the baseline then trains with (none given: cfg.lr);
+    (3) the costs the peers' knobs are planned with (measure_relative_costs); (4) one tuning rule
+    for every budgeted method: with `lr_factors`, each runs at `tune_budget` with the first seed at
+    every lr = baseline lr x factor (also in "<study>-lr") and keeps its most accurate one at every
+    budget (without: the baseline's lr); (5) per seed, the tuned baseline, then each method at each
+    of its budgets through its own knob (plan_time_budget), or once at its defaults when it has no
+    wall-clock knob (budget_study_runs: `method_budgets`, `method_seeds`)."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
+    every_budget = [*time_budgets, *(b for bs in (method_budgets or {}).values() for b in bs), tune_budget]
+    bad = [b for b in every_budget if not 0 < b <= 1]
+    if bad:
+        raise ValueError(f"time_budgets, method_budgets and tune_budget must be shares in (0, 1] of the baseline's "
+                         f"time, got {bad}.")
+    bad = [f for f in lr_factors if not f > 0]
+    if bad:
+        raise ValueError(f"lr_factors multiply the baseline's tuned lr and must be > 0, got {bad}.")
+    seeds = list(seeds if seeds is not None else cfg.seeds)
+    if not seeds:
+        raise ValueError("A budget study needs at least one seed: set seeds=, e.g. seeds=[42, 43, 44].")
+    started = time.perf_counter()
+    # -- phase 1: data and model, once -------------------------------------------------------------
+    prepared = prepared or prepare(cfg)
+    save_flipped_rows(cfg, prepared)
+    # -- phase 2: the baseline's learning rate ---------------------------------------------------------
+    sweep_cfg = replace_config(cfg, study=f"{cfg.study}-lr")
+    save_flipped_rows(sweep_cfg, prepared)
+    lr_records = [run_once(with_explicit(sweep_cfg, lr=float(lr)), "baseline", seeds[0], prepared,
+                           lr_run_label(lr), progress=progress) for lr in lrs]
+    lr = best_lr(lr_records) if lr_records else cfg.lr
+    tuned = with_explicit(cfg, lr=lr)
+    if progress and lr_records:
+        print(f"learning rate: {lr:g} (best of {', '.join(f'{float(x):g}' for x in lrs)})", flush=True)
+    # -- phase 3: the costs the peers' knobs are planned with ---------------------------------------------
+    planned = [m for m in methods if m != "baseline" and m not in NO_WALL_CLOCK_KNOB]
+    costs = measure_relative_costs(prepared) if planned else None
+
+    def plan(method: str, budget: float) -> BudgetPlan:
+        return plan_time_budget(method, budget, tuned, costs or {})
+
+    # -- phase 4: one tuning rule: each budgeted method's own lr, at tune_budget, first seed ----------------
+    method_lrs: dict[str, float] = {m: lr for m in methods}
+    tune_records: list[dict[str, Any]] = []
+    for method in planned if lr_factors else []:
+        runs, tune_plan = [], plan(method, tune_budget)
+        for factor in lr_factors:
+            method_lr = float(f"{lr * factor:.6g}")
+            run_cfg = with_explicit(sweep_cfg, lr=method_lr, time_budget=tune_budget, **tune_plan.knobs)
+            runs.append(run_once(run_cfg, method, seeds[0], prepared, lr_run_label(method_lr, run_label(method, tune_budget)),
+                                 tune_plan, progress, extra={"relative_costs": costs}, keep_diverged=True))
+        tune_records += runs
+        method_lrs[method] = best_lr(runs)
+        if progress:
+            tried = ", ".join(f"{_record_lr(r):g}" for r in runs)
+            print(f"{method}: lr {method_lrs[method]:g} (best at {format_budget(tune_budget)} of {tried})", flush=True)
+    # -- phase 5: the runs ----------------------------------------------------------------------------------
+    records = []
+    for method, budget, seed in budget_study_runs(methods, time_budgets, seeds, method_budgets, method_seeds):
+        if method == "baseline":
+            records.append(run_once(tuned, "baseline", seed, prepared, "baseline", progress=progress))
+            continue
+        budget_plan = plan(method, budget)
+        run_cfg = with_explicit(tuned, lr=method_lrs[method], time_budget=budget_plan.time_budget, **budget_plan.knobs)
+        records.append(run_once(run_cfg, method, seed, prepared, run_label(method, budget_plan.time_budget), budget_plan,
+                                progress, extra={"relative_costs": costs}, keep_diverged=True))
+    wall = time.perf_counter() - started
+    trained = sum(r["train_seconds"] for r in [*lr_records, *tune_records, *records] if math.isfinite(r["train_seconds"]))
+    print(f"study wall-clock {wall:.0f} s for {trained:.0f} s of training ({wall / max(trained, 1e-9):.2f}x; runs "
+          f"read back from earlier count as training, not as wall-clock)", flush=True)  # also without progress bars
+    return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs,
+                       method_lrs=method_lrs, tune_records=tune_records, wall_seconds=wall, train_seconds=trained)
+
+
+# --- the summary: summary.csv and the report table ------------------------------------------------
+def load_runs(results_dir: str | Path, study: str | None = None) -> list[dict[str, Any]]:
+    """Return every run record under <results>/runs (one study, or all)."""
+    root = Path(results_dir) / "runs"
+    pattern = f"{study}/*.json" if study else "*/*.json"
+    return [r for r in map(read_run_or_set_aside, sorted(root.glob(pattern))) if r is not None]
+
+
+SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accuracy", "examples_seen",
+                   "examples_scored", "time_budget", "graphed", "test_accuracy", "diverged"]
+
+
+def summary_row(record: dict[str, Any]) -> dict[str, Any]:
+    """Return the SUMMARY_COLUMNS of a run record, with defaults for files written before a column
+    existed: time_budget 0.0 (none), graphed from the telemetry (False when it says nothing),
+    test_accuracy None. Files written before examples_scored existed counted every full forward as
+    examples_seen: their examples with a backward pass are examples_backward and the rest were
+    forward-only scoring passes."""
+    row = {c: record.get(c) for c in SUMMARY_COLUMNS}
+    if "examples_scored" not in record and "examples_backward" in record:
+        row["examples_seen"] = record["examples_backward"]
+        row["examples_scored"] = record["examples_seen"] - record["examples_backward"]
+    row["examples_scored"] = row["examples_scored"] or 0
+    row["time_budget"] = float(record.get("time_budget") or 0.0)
+    row["graphed"] = bool(record["graphed"]) if record.get("graphed") is not None else _telemetry_graphed(record)
+    row["diverged"] = bool(record.get("diverged"))
+    return row
+
+
+def _telemetry_graphed(record: dict[str, Any]) -> bool:
+    """Return whether an old run file's telemetry says its update was replayed as CUDA graphs:
+    its "graphed" flag, or a nonzero "cuda_graphs" count (the baseline family); False otherwise."""
+    telemetry = record.get("telemetry") or {}
+    return bool(telemetry.get("graphed") or telemetry.get("cuda_graphs"))
+
+
+def summarize(results_dir: str | Path = "results", study: str | None = None, show: bool = True):
+    """Write <results>/summary.csv (one row per run, columns SUMMARY_COLUMNS) and return the
+    report table (a DataFrame, see `report_table`) of `study` (or every study)."""
+    import pandas as pd
+
+    runs = load_runs(results_dir)
+    rows = pd.DataFrame([summary_row(r) for r in runs], columns=SUMMARY_COLUMNS)
+    out = Path(results_dir) / "summary.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_target(out) as tmp:
+        rows.sort_values(["study", "method", "time_budget", "seed"]).to_csv(tmp, index=False)
+    table = report_table(rows if study is None else rows[rows["study"] == study])
+    if show:
+        print(table.to_string(index=False))
+    return table
+
+
+def _with_summary_defaults(rows) -> Any:
+    """Return a copy of summary rows (a DataFrame) with every SUMMARY_COLUMNS column, filling the
+    ones an old summary.csv lacks or leaves empty: time_budget 0.0, graphed False, test_accuracy
+    NaN, examples_scored 0."""
+    import pandas as pd
+
+    rows = rows.copy()
+    for column in SUMMARY_COLUMNS:
+        if column not in rows:
+            rows[column] = np.nan
+    rows["time_budget"] = rows["time_budget"].astype(float).fillna(0.0)
+    for flag in ("graphed", "diverged"):  # True/False as written by pandas, or empty in an old file
+        rows[flag] = rows[flag].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
+    rows["test_accuracy"] = pd.to_numeric(rows["test_accuracy"], errors="coerce").astype(float)
+    rows["examples_scored"] = rows["examples_scored"].fillna(0)
+    return rows
+
+
+def report_table(rows) -> Any:
+    """Return the report table (a DataFrame), one row per (study, device, method, time_budget) of
+    summary rows (SUMMARY_COLUMNS; columns an old summary.csv lacks get `_with_summary_defaults`).
+
+    Columns: budget ("—" none, "1/3", "1/2", else "0.25"), seeds, accuracy (%) as mean ± std over
+    seeds, test accuracy (%) likewise (only when some run has one), train seconds as
+    "median [min–max]", seconds / baseline (median over the baseline's median, same study and
+    device; the baseline is method "baseline" without a budget), reaches budget ("yes" when the
+    median is within 5 % of budget × baseline median, else "no (r)" with r = median over that target;
+    "—" without a budget; "no wall-clock knob" for NO_WALL_CLOCK_KNOB methods in a budget study), speed-up vs baseline (baseline median over median), accuracy change (pt)
+    against the baseline's mean, examples seen (backward) and scored (forward only) as means, and
+    graphed (yes, no or mixed over seeds). Rows: per study and device, the baseline first, then by
+    budget, then by method.
+    """
+    import pandas as pd
+
+    rows = _with_summary_defaults(rows)
+    show_test = bool(rows["test_accuracy"].notna().any())
+    out = []
+    for (study, device), group in rows.groupby(["study", "device"], sort=False, dropna=False):
+        base = group[(group["method"] == "baseline") & (group["time_budget"] == 0)]
+        base_seconds = base["train_seconds"].median() if len(base) else float("nan")
+        base_acc = base["accuracy"].mean() if len(base) else float("nan")
+        budget_study = bool((group["time_budget"] > 0).any())
+        for (method, budget), all_runs in _report_groups(group):
+            runs = all_runs[~all_runs["diverged"]]  # a diverged run has no accuracy or comparable time
+            failed = f"diverged ({len(all_runs) - len(runs)}/{len(all_runs)} seeds)"
+            acc, secs = runs["accuracy"] * 100, runs["train_seconds"]
+            ratio = secs.median() / base_seconds
+            accuracy = failed if not len(runs) else _mean_std(acc) + (f" ({failed})" if len(runs) < len(all_runs) else "")
+            row = {"study": study, "device": device, "method": method, "budget": format_budget(budget),
+                   "seeds": len(all_runs), "accuracy (%)": accuracy}
+            if show_test:
+                test = runs["test_accuracy"].dropna() * 100
+                row["test accuracy (%)"] = _mean_std(test) if len(test) else "—"
+            if budget_study and method in NO_WALL_CLOCK_KNOB:
+                reaches = "no wall-clock knob"
+            elif not len(runs):
+                reaches = "—"
+            else:
+                reaches = _reaches_budget(ratio, budget) if len(base) or budget == 0 else "n/a"
+            def against_baseline(text: str) -> str:  # "—" without a trained run, "n/a" without a baseline
+                return "—" if not len(runs) else text if len(base) else "n/a"
+
+            row.update({
+                "train seconds": _median_range(secs) if len(runs) else "—",
+                "seconds / baseline": against_baseline(f"{ratio:.2f}"),
+                "reaches budget": reaches,
+                "speed-up vs baseline": against_baseline(f"{1 / ratio:.2f}x"),
+                "accuracy change (pt)": against_baseline(f"{round(acc.mean() - base_acc * 100, 2) + 0.0:+.2f}"),
+                "examples seen (backward)": int(runs["examples_seen"].mean()) if len(runs) else 0,
+                "examples scored (forward only)": int(runs["examples_scored"].mean()) if len(runs) else 0,
+                "graphed": _yes_no_mixed(all_runs["graphed"]),
+            })
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def _report_order(method: str, budget: float) -> tuple[bool, float, str]:
+    """Return the sort key of a report row: the baseline first, then by budget, then by method."""
+    return (method != "baseline", budget, method)
+
+
+def _report_groups(rows) -> list[tuple[tuple[str, float], Any]]:
+    """Return the ((method, time_budget), runs) groups of summary rows in report order."""
+    groups = rows.groupby(["method", "time_budget"], sort=False, dropna=False)
+    return sorted(groups, key=lambda item: _report_order(*item[0]))
+
+
+def format_budget(budget: float) -> str:
+    """Return a time budget as the report writes it: "—" for 0 (none), "1/2", "1/3" or "2/3" within
+    0.005 of those, else two decimals ("0.25")."""
+    if not budget:
+        return "—"
+    for denominator in (2, 3):
+        for numerator in range(1, denominator):
+            if abs(budget - numerator / denominator) < 0.005:
+                return f"{numerator}/{denominator}"
+    return f"{budget:.2f}"
+
+
+def _reaches_budget(ratio: float, budget: float, slack: float = 0.05) -> str:
+    """Return "—" without a budget, "yes" when `ratio` (run median over baseline median) is at
+    most budget × (1 + slack), else "no (r)" with r = ratio / budget."""
+    if not budget:
+        return "—"
+    over = ratio / budget
+    return "yes" if over <= 1 + slack else f"no ({over:.2f})"
+
+
+def _yes_no_mixed(flags) -> str:
+    """Return "yes" when every flag is true, "no" when none is, else "mixed"."""
+    flags = [bool(f) for f in flags]
+    return "yes" if all(flags) else "no" if not any(flags) else "mixed"
+
+
+def _median_range(values) -> str:
+    """Return "median [min–max]" of the values, two decimals."""
+    return f"{values.median():.2f} [{values.min():.2f}–{values.max():.2f}]"
+
+
+def _sample_std(values) -> float:
+    """Return the sample standard deviation (ddof 1) of the values, 0.0 for fewer than two."""
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _mean_std(values) -> str:
+    return f"{values.mean():.2f} ± {_sample_std(values):.2f}"
+
+
+# --- the command line -----------------------------------------------------------------------------
+class UsageError(ValueError):
+    """A command line that cannot run as given (exit code 2)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program was so that it cleans up as after Ctrl-C (exit code 143)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def provenance_env() -> str:
+    """Return code_provenance() as MCLEARN_* environment assignments, one per line, for a copy of
+    this checkout without .git: `env $(python mclearn_core.py --provenance) bash benchmarks/gpu_notebooks.sh ...`."""
+    prov = code_provenance()
+    lines = [f"MCLEARN_COMMIT={prov['git_commit']}", f"MCLEARN_GIT_CLEAN={str(prov['git_clean']).lower()}"]
+    if prov["git_diff_sha256"]:
+        lines.append(f"MCLEARN_GIT_DIFF_SHA256={prov['git_diff_sha256']}")
+    return "\n".join(lines)
+
+
+CLI_WIDTH = 100  # the CLI's final table fits this many columns unless --wide
+
+
+# The report table's columns the CLI shows, with shorter headers, and the order in which they give
+# way when the table is wider than CLI_WIDTH: the last listed goes first.
+CLI_COLUMNS = {"method": "method", "budget": "budget", "seeds": "seeds", "accuracy (%)": "accuracy (%)",
+               "train seconds": "train s", "speed-up vs baseline": "speed-up", "accuracy change (pt)": "acc change (pt)",
+               "test accuracy (%)": "test acc (%)", "reaches budget": "reaches budget",
+               "seconds / baseline": "s / baseline", "graphed": "graphed", "examples seen (backward)": "backward",
+               "examples scored (forward only)": "scored (fwd)"}
+
+
+def cli_table(table, width: int | None = CLI_WIDTH) -> str:
+    """Return the report table (report_table's DataFrame) as text at most `width` characters wide:
+    study and device as a heading line (a device column when there are several), the CLI_COLUMNS
+    with their short headers, dropped from the end of that list until the table fits, and a last
+    line naming the columns left out. `width` None: every column, as report_table names them."""
+    if width is None or table.empty:
+        return table.to_string(index=False)
+    heading = f"study {', '.join(map(str, table['study'].unique()))}"
+    columns = [c for c in CLI_COLUMNS if c in table]
+    if table["device"].nunique() == 1:
+        heading += f" on {table['device'].iloc[0]}"
+    else:
+        columns.insert(1, "device")
+    shown = list(columns)
+
+    def text(kept: list[str]) -> str:
+        order = [c for c in table.columns if c in kept]
+        return table[order].rename(columns=CLI_COLUMNS).to_string(index=False)
+
+    while len(shown) > 4 and max(map(len, text(shown).splitlines())) > width:
+        shown.pop()
+    left = [CLI_COLUMNS.get(c, c) for c in columns if c not in shown]
+    note = f"left out to fit {width} columns (--wide shows them): {', '.join(left)}" if left else ""
+    return "\n".join([textwrap.fill(heading, width), text(shown), *([textwrap.fill(note, width)] if note else [])])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: run a resumable sweep and print the summary table; return the exit code.
+
+    Example: python mclearn_core.py --preset cpu --methods baseline mclearn
+    An error prints one line "error: ..." to stderr (the traceback only with --debug) and returns 2
+    for a bad command line, 1 for a failed run; Ctrl-C returns 130 and SIGTERM 143, keeping the
+    finished runs.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="auto", help=f"auto or one of {', '.join(PRESETS)}")
+    parser.add_argument("--methods", nargs="+", default=["baseline", "mclearn"], choices=sorted(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--dataset", default=None, help="hub name or local folder (default: preset's)")
+    parser.add_argument("--model", dest="model_name", default=None, help="hub name, local folder or 'tiny'")
+    parser.add_argument("--study", default=None, help='default: "sweep-<preset>"')
+    parser.add_argument("--results-dir", default=None, help="where runs and summary.csv go (default: results)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="any Config field, e.g. --set epochs=2 budget_ratio=0.4 kappa_schedule=0.6,0.5,0.4")
+    parser.add_argument("--wide", action="store_true",
+                        help=f"print every column of the final table (default: what fits {CLI_WIDTH} columns)")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="only regenerate README.md's tables from this repository's results/")
+    parser.add_argument("--provenance", action="store_true",
+                        help="only print MCLEARN_COMMIT=... lines for a copy of this checkout without .git")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+    def usage_error(message: str):
+        raise UsageError(message)
+
+    parser.error = usage_error  # one line instead of argparse's usage block
+    argv = list(sys.argv[1:] if argv is None else argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        _run_command_line(parser.parse_args(argv))
+    except KeyboardInterrupt as err:
+        stopped = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"{stopped}: finished runs are kept and the unfinished run left no file; run the same "
+              f"command again to resume", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
+    except Exception as err:
+        if "--debug" in argv:
+            raise
+        known = isinstance(err, (ValueError, DataError, ModelLoadError, TrainingError, StudyBusyError))
+        message = " ".join(str(err).split()) or "(no message)"
+        if isinstance(err, OSError) and err.filename:
+            known, message = True, (f"{err.strerror or err}: {err.filename}. Check that path (free space, "
+                                    f"permissions) or set --results-dir to another folder")
+        print(f"error: {message}" if known else f"error: {type(err).__name__}: {message} "
+              f"(--debug shows the traceback)", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _run_command_line(args) -> None:
+    """Do what the parsed command line asks: print provenance, update the README, or run a sweep."""
+    if args.provenance:
+        print(provenance_env())
+        return
+    if args.update_readme:
+        own = REPO_ROOT / "results"
+        if args.results_dir is not None and Path(args.results_dir).resolve() != own.resolve():
+            raise UsageError(f"--update-readme renders only this repository's results/ ({own}), so the README "
+                             f"links into the repository; drop --results-dir {args.results_dir}")
+        summarize(own, show=False)
+        update_readme(results_dir=own)
+        return
+    try:
+        overrides = parse_overrides(args.set)
+        study = args.study or study_name("sweep", args.preset)
+        cfg = make_config(args.preset, dataset=args.dataset, model_name=args.model_name, study=study,
+                          results_dir=args.results_dir or "results", **overrides)
+        # make_config reads None as "the preset's value"; on the command line "none" means None
+        nones = sorted(k for k, v in overrides.items() if v is None)
+        cfg = replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *nones})), **dict.fromkeys(nones))
+        validate_config(cfg, args.seeds)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    records = run_sweep(cfg, args.methods, args.seeds)
+    print(cli_table(summarize(cfg.results_dir, study=cfg.study, show=False), None if args.wide else CLI_WIDTH))
+    for record in records:  # said once as each run ended; repeated where the table is read
+        for warning in record.get("warnings") or []:
+            print(f"warning: {record.get('run_label') or record['method']} seed {record['seed']}: {warning}")
+
+
+# =============================================================================
+# 9. Diagnostics and tables
 # =============================================================================
 def _figure_out(fig, path: str | Path | None):
     if path is not None:
@@ -4373,6 +5380,8 @@ def plot_time_to_accuracy(records: Sequence[dict[str, Any]], path: str | Path | 
 
 
 BUDGET_MARKERS = {0.0: "o", 1 / 3: "s", 1 / 2: "^"}  # marker per time budget in plot_pareto
+
+
 EXTRA_BUDGET_MARKERS = ("D", "v", "P", "X", "<", ">")  # for budgets not in BUDGET_MARKERS
 
 
@@ -4510,7 +5519,90 @@ def comparison_table(records: Sequence[dict[str, Any]], tolerance_pt: float = 0.
     return table
 
 
-# --- equal time against the short schedule, and time to target (AlgoPerf style) ----------------------
+def lr_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
+    """Return a DataFrame of a learning-rate sweep, one row per run sorted by method, time budget,
+    lr and seed: method and budget (only when the runs hold more than one method), lr (a float),
+    seed, accuracy (%), test accuracy (%) (only when some run has one; "—" for a run without), train
+    seconds (two-decimal strings, as in `report_table`), and chosen ("yes" on the runs of each
+    method's `best_lr`, else "")."""
+    import pandas as pd
+
+    def key(r: dict[str, Any]) -> tuple[str, float]:
+        return r["method"], float(r.get("time_budget") or 0.0)
+
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(key(record), []).append(record)
+    chosen = {k: best_lr(runs) for k, runs in groups.items()}
+    several = len(groups) > 1
+    show_test = any(r.get("test_accuracy") is not None for r in records)
+    out = []
+    for record in sorted(records, key=lambda r: (*key(r), _record_lr(r), r["seed"])):
+        row = {"method": record["method"], "budget": format_budget(key(record)[1])} if several else {}
+        row.update({"lr": _record_lr(record), "seed": record["seed"], "accuracy (%)": f"{record['accuracy'] * 100:.2f}"})
+        if show_test:
+            test = record.get("test_accuracy")
+            row["test accuracy (%)"] = "—" if test is None else f"{test * 100:.2f}"
+        row["train seconds"] = f"{record['train_seconds']:.2f}"
+        row["chosen"] = "yes" if _record_lr(record) == chosen[key(record)] else ""
+        out.append(row)
+    columns = [*(["method", "budget"] if several else []), "lr", "seed", "accuracy (%)", *(["test accuracy (%)"] if show_test else []), "train seconds", "chosen"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def headline(results_dir: str | Path = "results", study: str | None = None, method: str = "mclearn",
+             time_budget: float | None = None) -> str:
+    """Return markdown: a study's answer in two sentences (`method` against the optimized baseline:
+    speed-up and accuracy change) and the mean ± std table they come from, all from
+    <results>/summary.csv. `study=None` picks, among studies with both a baseline and `method` run,
+    those that ran on a GPU if any, and of them the one with the most runs. In a budget study the
+    sentences compare the runs at `time_budget` (None: the method's smallest budget)."""
+    import pandas as pd
+
+    summary = Path(results_dir) / "summary.csv"
+    if not summary.exists():
+        return "_No results yet: run the notebook (or a sweep) to write `summary.csv`._"
+    rows = pd.read_csv(summary)
+    if study is None:
+        has_both = rows.groupby("study")["method"].agg(lambda names: {"baseline", method} <= set(names))
+        candidates = rows[rows["study"].isin(has_both[has_both].index)]
+        if candidates.empty:
+            return f"_No study in `{portable_path(str(summary))}` has both baseline and {method} runs yet._"
+        on_gpu = candidates[~candidates["device"].str.startswith("cpu")]
+        counts = (on_gpu if len(on_gpu) else candidates).groupby("study").size()
+        study = counts[counts == counts.max()].index.sort_values()[0]
+    group = rows[rows["study"] == study]
+    if group.empty or not {"baseline", method} <= set(group["method"]):
+        raise ValueError(f"Study {study!r} in {summary} lacks a baseline or a {method!r} run. Pass another "
+                         f"study= (one of {sorted(set(rows['study']))}) or run the missing methods.")
+    device = group["device"].mode()[0]  # one device: speed-ups only compare runs of the same hardware
+    group = group[group["device"] == device]
+    group = _with_summary_defaults(group)
+    budgets = group["time_budget"]
+    budget = min(budgets[group["method"] == method]) if time_budget is None else time_budget
+    compared = group[((group["method"] == "baseline") & (budgets == 0)) | (budgets == budget)]
+    mean = compared.groupby("method")[["train_seconds", "accuracy"]].mean()
+    seconds, base_seconds = mean.loc[method, "train_seconds"], mean.loc["baseline", "train_seconds"]
+    accuracy, base_accuracy = mean.loc[method, "accuracy"] * 100, mean.loc["baseline", "accuracy"] * 100
+    change, faster = accuracy - base_accuracy, seconds < base_seconds
+    keeps = change >= -0.5
+    at = f" at {format_budget(budget)} of the baseline's time" if budget else ""
+    first = (f"In study `{study}` ({device}, {group[group['method'] == method]['seed'].nunique()} seeds{at}), "
+             f"`{method}` trained in {seconds:.1f} s against the optimized baseline's {base_seconds:.1f} s "
+             f"({base_seconds / seconds:.2f}x) and reached {accuracy:.2f} % accuracy against {base_accuracy:.2f} % "
+             f"({change:+.2f} points).")
+    verdict = "keeps its accuracy (within 0.5 points)" if keeps else f"loses {-change:.2f} points of accuracy"
+    second = (f"So here it is {'faster' if faster else 'slower'} than the full fine-tune "
+              f"{'and' if faster == keeps else 'but'} {verdict}")
+    if "uniform" in mean.index:
+        second += (f"; the uniform-subset control reached {mean.loc['uniform', 'accuracy'] * 100:.2f} % in "
+                   f"{mean.loc['uniform', 'train_seconds']:.1f} s")
+    table = report_table(group).drop(columns=["study"]).to_markdown(index=False, disable_numparse=True)
+    return (f"{first} {second}.\n\nMean ± std over seeds, from `{portable_path(str(summary))}` "
+            f"(study `{study}`):\n\n{table}\n")
+
+
+# --- equal time against the short schedule, and time to target (AlgoPerf style) -------------------
 REFERENCE = "short_schedule"  # every budgeted method is compared with it; the full baseline is its budget 1
 
 
@@ -4701,7 +5793,7 @@ def plot_equal_time(records: Sequence[dict[str, Any]], path: str | Path | None =
     return _figure_out(fig, path)
 
 
-# --- the MC-Learn ablation (issue 24): which variant the `mclearn` preset becomes ---------------------------
+# --- the MC-Learn ablation (issue 24): which variant the `mclearn` preset becomes -----------------
 ABLATION_RULE = ("Rule (fixed before the runs): every MC-Learn variant, one seed, each dataset at budgets 1/3 and 1/2 "
                  "(a cell), on validation accuracy (the eval split). In each cell the variants are ranked by accuracy "
                  "(1 = best; equal accuracies share their mean rank; a missing or diverged run ranks last); the "
@@ -4792,6 +5884,7 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]]):
     return frame
 
 
+# --- the estimator study --------------------------------------------------------------------------
 def estimator_study(q_values: Sequence[float], w_clip_values: Sequence[float | None], draws: int, seed: int = 0,
                     q_for_clip_sweep: float = 0.25, pool: int = 512, kept: int = 128, kappa: float = 0.5,
                     tau: float = 1.0, rho: float = 0.05, noise: float = 0.3):
@@ -4869,788 +5962,8 @@ def plot_estimator_study(table, path_q: str | Path | None = None, path_clip: str
 
 
 # =============================================================================
-# 11. Results I/O, sweeps and summaries
+# 10. The README writer (helper A moves it to a tool)
 # =============================================================================
-METHODS: dict[str, Callable[[RunContext], Method]] = {
-    "baseline": Baseline, "mclearn": MCLearn, "mclearn-paper": MCLearnPaper, **PEER_METHODS}
-METHODS.update({name: MCLearn for name in MCLEARN_VARIANTS})  # the variants differ by their presets' keys
-SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accuracy", "examples_seen",
-                   "examples_scored", "time_budget", "graphed", "test_accuracy", "diverged"]
-
-
-def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Path:
-    """Return where a run's JSON lives: <results>/runs/<study>/<method>-seed<k>.json."""
-    return Path(results_dir) / "runs" / study / f"{method}-seed{seed}.json"
-
-
-@contextlib.contextmanager
-def atomic_target(path: Path):
-    """Yield a temp path beside `path`; on success it replaces `path` (one rename), on any error
-    it is removed, so readers see the old file or the new one, never a part. An OSError without a
-    path (a full disk) is raised again naming `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as err:  # a full disk says "No space left on device" without a path: name the file
-        tmp.unlink(missing_ok=True)
-        if err.filename not in (None, str(tmp)):
-            raise
-        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to `path` atomically: a temp file in the same folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_target(path) as tmp, open(tmp, "w") as handle:
-        # compact: a run file is read by programs, and indented files doubled the repository (the GPU
-        # machine takes at most 64 MiB of working tree); `python -m json.tool FILE` shows one indented
-        json.dump(_jsonable(payload), handle, separators=(",", ":"))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def read_run(path: str | Path) -> dict[str, Any]:
-    """Return a run record read from its JSON file."""
-    return json.loads(Path(path).read_text())
-
-
-def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
-    """Return the run record at `path`, or None when the file is not a readable run: it is then
-    renamed to <name>.corrupt (kept for inspection, never deleted) with a warning, so its run is
-    redone and no other study's sweep or summary stops on it."""
-    try:
-        record = read_run(path)
-        if isinstance(record, dict):
-            return record
-        problem = "not a JSON object"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        problem = f"{type(err).__name__}: {err}"
-    aside = path.with_name(path.name + ".corrupt")
-    n = 1
-    while aside.exists():
-        n += 1
-        aside = path.with_name(f"{path.name}.corrupt{n}")
-    os.replace(path, aside)
-    print(f"warning: {path} is not a readable run file ({problem}); moved it to {aside.name} "
-          f"and its run will be redone", file=sys.stderr)
-    return None
-
-
-# Config keys that do not change what a run trains, so a stored run is reused whatever their value:
-# where it is stored and under which study, the seeds a sweep runs (each run has its own seed), the
-# keys the caller set (their values are compared) and the device setting ("auto" and "cuda" are one
-# GPU; the device a run used is in its record). log_every is compared: each log reads the loss back
-# from the device, which on a GPU is a sync the train seconds include.
-RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device")
-# Every other Config key is compared (one added later too), except for methods that never read it:
-# the keys below are read only by the methods named with them, so changing, say, budget_ratio keeps
-# the stored baseline (tests/test_results.py records which keys each method reads to check this).
-METHOD_OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("mclearn", "mclearn-paper", *MCLEARN_VARIANTS): (
-        "score_layer", "score_max_length", "head_lr", "distill_gamma", "distill_temperature", "kappa_schedule",
-        "tau_init", "tau_bounds", "rank_guard", "rho_init", "rho_bounds", "ess_target", "class_weight_bounds",
-        "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "q_bounds",
-        "budget_ratio", "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple"),
-    ("mclearn", *MCLEARN_VARIANTS): ("free_scores", "free_score_max_age", "once_draws", "once_floor", "uniform_start",
-                                     "uniform_end", "record_passes"),
-    ("uniform",): ("uniform_fraction", "uniform_match"),
-    ("selective_backprop", "rho_loss"): ("candidate_share",),
-    ("selective_backprop",): ("sb_beta", "sb_history"),
-    ("rho_loss",): ("rho_holdout", "rho_candidate_mult", "rho_select_fraction", "rho_il_epochs"),
-    ("infobatch",): ("infobatch_prune", "infobatch_anneal"),
-    ("vcas",): ("vcas_tau_act", "vcas_tau_weight", "vcas_every", "vcas_repeats", "vcas_min_ratio"),
-}
-RUN_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in RUN_BOOKKEEPING_FIELDS)
-
-
-def run_key_fields(method: str) -> tuple[str, ...]:
-    """Return the Config keys a stored run of `method` must match to be reused: RUN_KEY_FIELDS less
-    the keys only other methods read (METHOD_OWN_FIELDS)."""
-    others = {key for methods, keys in METHOD_OWN_FIELDS.items() if method not in methods for key in keys}
-    return tuple(key for key in RUN_KEY_FIELDS if key not in others)
-
-
-def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None:
-    """Return which settings of a stored run differ from what `cfg` would train (with their stored
-    and wanted values), or None. Compared: run_key_fields(method). A key absent from an old file's
-    config is no difference (the file predates it), nor is a knob its budget plan set (the run's
-    `knobs`: planned from measured costs for its time_budget, which is compared)."""
-    want = portable_config(config_for_method(cfg, method))
-    have = {k: portable_path(v) for k, v in record.get("config", {}).items()}
-    planned = set(record.get("knobs") or {})
-    diff = [k for k in run_key_fields(method) if k in have and k not in planned and want[k] != have[k]]
-    if not diff:
-        return None
-    values = "; ".join(f"{k} {have[k]!r} stored, {want[k]!r} now" for k in diff[:3])
-    return f"{', '.join(diff)} differ: {values}{' ...' if len(diff) > 3 else ''}"
-
-
-def read_finished_run(path: Path, cfg: Config, method: str) -> dict[str, Any] | None:
-    """Return the run record at `path` when a finished run is there (None when there is none, or
-    the file was unreadable and set aside); raise ValueError naming the fix when it was trained
-    with other key settings than `cfg` would use."""
-    record = read_run_or_set_aside(path) if path.exists() else None
-    if record is not None:
-        reason = stale_reason(record, cfg, method)
-        if reason:
-            raise ValueError(f"{path} was trained with a different config ({reason}). Use another "
-                             f"study= or results_dir=, or delete the file to retrain it.")
-    return record
-
-
-def matched_fraction(cfg: Config, seed: int) -> float:
-    """Return the data share that gives `uniform` the train time of cfg.uniform_match: that run's
-    train seconds over the baseline's, same study and seed (training time is linear in examples)."""
-    times = {}
-    for method in ("baseline", cfg.uniform_match):
-        path = run_path(cfg.results_dir, cfg.study, method, seed)
-        if not path.exists():
-            raise ValueError(f"uniform matches the measured time of {cfg.uniform_match!r}, but {path} does "
-                             f"not exist: include 'baseline' and {cfg.uniform_match!r} in methods=, or set "
-                             f"uniform_fraction= to a fixed share.")
-        times[method] = read_run(path)["train_seconds"]
-    return float(np.clip(times[cfg.uniform_match] / times["baseline"], 0.01, 1.0))
-
-
-class StudyBusyError(RuntimeError):
-    """Another sweep holds the study's folder; the message names the folder, its holder and the fix."""
-
-
-STUDY_LOCK = ".lock"  # in a study's folder while a sweep writes to it: "pid N on HOST since TIME"
-
-
-@contextlib.contextmanager
-def study_lock(results_dir: str | Path, study: str):
-    """Hold the lock of <results>/runs/<study>/ while a sweep writes it; yield the lock file's path.
-
-    Raises StudyBusyError when another live process holds it: two sweeps on one study both train
-    every missing run and slow each other's timings. The lock is an flock on the file, which the
-    system drops when its process dies, so the lock of a killed sweep is taken over (with a note).
-    Where the system or file system has no locks, a warning says so and the sweep runs unlocked (None)."""
-    folder = Path(results_dir) / "runs" / study
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / STUDY_LOCK
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        print(f"warning: no file locks here: a second sweep on study {study!r} would not be stopped",
-              file=sys.stderr, flush=True)
-        yield None
-        return
-    while True:
-        handle = open(path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "a process that has not written its name yet"
-            handle.close()
-            raise StudyBusyError(f"{folder} is in use by another sweep ({holder}): wait until it ends, or set study= "
-                                 f"(--study) to another name; two sweeps on one study both train its missing runs and "
-                                 f"slow each other's timings") from None
-        except OSError as err:  # a file system without locks
-            handle.close()
-            print(f"warning: cannot lock {path} ({err}): a second sweep on study {study!r} would not be stopped",
-                  file=sys.stderr, flush=True)
-            handle = None
-            break
-        try:  # the holder may have removed the file between our open and flock: lock the file that is there
-            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        handle.close()
-    if handle is None:
-        yield None
-        return
-    handle.seek(0)
-    previous = handle.read().strip()
-    if previous:
-        print(f"note: took over the lock of {folder} from a sweep that is no longer running ({previous})",
-              file=sys.stderr, flush=True)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    handle.flush()
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-        handle.close()
-
-
-def guarded_sweep(*study_suffixes: str):
-    """Return a decorator for a sweep function f(cfg, ..., seeds=...): validate the config and the
-    seeds (validate_config), then hold the lock of each study folder cfg.study + suffix
-    (study_lock) while f runs."""
-    def decorate(function):
-        signature = inspect.signature(function)
-
-        @functools.wraps(function)
-        def guarded(cfg: Config, *args, **kwargs):
-            validate_config(cfg, signature.bind(cfg, *args, **kwargs).arguments.get("seeds"))
-            with contextlib.ExitStack() as locks:
-                for suffix in study_suffixes:
-                    locks.enter_context(study_lock(cfg.results_dir, cfg.study + suffix))
-                return function(cfg, *args, **kwargs)
-        return guarded
-    return decorate
-
-
-@guarded_sweep("")
-def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequence[int] | None = None,
-              prepared: Prepared | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Run every (method, seed) whose result file is missing; return all records, old and new.
-
-    Each run is written atomically as soon as it ends, so an interrupted sweep resumes where it
-    stopped and loses no finished run. The config is validated and the study locked first
-    (guarded_sweep).
-    """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
-    seeds = list(seeds if seeds is not None else cfg.seeds)
-    methods = sorted(methods, key=lambda m: m == "uniform")  # uniform may match the others' times
-    records = []
-    for seed in seeds:
-        for method in methods:
-            path = run_path(cfg.results_dir, cfg.study, method, seed)
-            run_cfg = cfg  # uniform's share, when matched, is read from this sweep's finished runs
-            if method == "uniform" and cfg.uniform_fraction is None:
-                run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed))
-            record = read_finished_run(path, run_cfg, method)
-            if record is not None:
-                records.append(record)
-                continue
-            prepared = prepared or prepare(cfg)
-            log_path = path.with_suffix(".jsonl")
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            record = train_method(method, run_cfg, prepared, seed, log_path=log_path, progress=progress)
-            write_json_atomic(path, record)
-            records.append(record)
-            if progress:
-                print(f"{method:>18} seed {seed}: accuracy {record['accuracy']:.4f}, "
-                      f"train {record['train_seconds']:.1f}s -> {path}")
-    return records
-
-
-# --- budget studies: a tuned baseline, then every method at shares of its time ----------------------
-def run_label(method: str, time_budget: float) -> str:
-    """Return a run's name in its study: the method, with its time budget when it has one
-    ("uniform-b0.33"); run files are <run_label>-seed<k>.json."""
-    return method if not time_budget else f"{method}-b{time_budget:.2f}"
-
-
-def budget_study_runs(methods: Sequence[str], time_budgets: Sequence[float], seeds: Sequence[int],
-                      method_budgets: dict[str, Sequence[float]] | None = None,
-                      method_seeds: dict[str, int] | None = None) -> list[tuple[str, float, int]]:
-    """Return the (method, time budget, seed) runs of a budget study, in the order it trains them:
-    per seed, the baseline (budget 0), then each method at each of its budgets (`method_budgets`
-    overrides `time_budgets` for the methods it names; methods without a wall-clock knob run once,
-    at budget 0). A method named in `method_seeds` runs on that many of the first seeds only."""
-    method_budgets, method_seeds = method_budgets or {}, method_seeds or {}
-    runs = []
-    for k, seed in enumerate(seeds):
-        for method in methods:
-            if k >= method_seeds.get(method, len(seeds)):
-                continue
-            if method == "baseline" or method in NO_WALL_CLOCK_KNOB:
-                runs.append((method, 0.0, seed))
-            else:
-                runs.extend((method, float(b), seed) for b in method_budgets.get(method, time_budgets))
-    return runs
-
-
-@dataclass
-class BudgetPlan:
-    """How one method targets a time budget: the values of its own knobs, the share of the tuned
-    baseline's train time they are predicted to take, and a note when the knobs alone cannot
-    reach the budget (the measured seconds in the run file say whether the plan held)."""
-
-    method: str
-    time_budget: float
-    knobs: dict[str, Any]
-    predicted_share: float | None
-    note: str | None = None
-
-
-# Methods whose knobs do not bound wall-clock: they run once per seed, at their defaults.
-NO_WALL_CLOCK_KNOB = {
-    "vcas": "no wall-clock knob: its ratios cut backward FLOPs, not seconds (dense kernels still do the work); "
-            "it runs once per seed at its defaults",
-    "mclearn-paper": "no wall-clock knob: its budget ratio prices each step against the baseline's over as many "
-                     "steps as the baseline takes; it runs once per seed at its defaults",
-}
-MIN_SELECTION_RATE = 0.1  # Selective Backprop and RHO-LOSS never keep fewer candidates than this
-MAX_PRUNE = 0.9  # InfoBatch's largest prune ratio
-INFOBATCH_LOW_SHARE = 0.5  # assumed share of examples below the mean loss (InfoBatch prunes among them)
-
-
-def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
-    """Return the BudgetPlan that sets `method`'s own knobs so its train time is `time_budget`
-    times the baseline's, with costs in units of one baseline update (measure_relative_costs):
-
-    - short_schedule: time_budget itself (it cuts its plan from the measured step costs);
-      uniform: data share = budget; MC-Learn: budget_ratio = budget (its solver prices itself).
-    - Selective Backprop / RHO-LOSS: cost = fixed + candidates x d x (forward_share + s), for a
-      selection rate s of the candidates and a share d of each epoch offered as candidates
-      (RHO-LOSS's fixed part: its irreducible-loss model, holdout x il_epochs / epochs, and one
-      scoring pass of the training set, forward_share / epochs). s is solved at d = 1; below
-      MIN_SELECTION_RATE, s stays there and d is solved instead (the note says so).
-    - InfoBatch: cost = (full epochs + pruned epochs x (1 - prune x INFOBATCH_LOW_SHARE)) / epochs;
-      its first epoch and its annealing epochs are full. The most epochs whose prune ratio fits
-      under MAX_PRUNE win.
-    Methods in NO_WALL_CLOCK_KNOB get no knobs and their note."""
-    r = float(time_budget)
-    if method in NO_WALL_CLOCK_KNOB:
-        return BudgetPlan(method, 0.0, {}, None, NO_WALL_CLOCK_KNOB[method])
-    if method == "short_schedule":  # its own solver cuts its plan to the budget (short_schedule_length)
-        return BudgetPlan(method, r, {}, r)
-    if method == "uniform":
-        return BudgetPlan(method, r, {"uniform_fraction": r}, r)
-    if method == "mclearn" or method in MCLEARN_VARIANTS:
-        return BudgetPlan(method, r, {"budget_ratio": r}, r)
-    if method in ("selective_backprop", "rho_loss"):
-        f = costs["forward_share"]
-        if method == "rho_loss":
-            fixed, offered = (cfg.rho_holdout * cfg.rho_il_epochs + f) / cfg.epochs, 1 - cfg.rho_holdout
-        else:
-            fixed, offered = 0.0, 1.0
-        rate, share, note = (r - fixed) / offered - f, 1.0, None
-        if rate < MIN_SELECTION_RATE:
-            rate = MIN_SELECTION_RATE
-            share = (r - fixed) / (offered * (f + rate))
-            note = (f"the selection rate alone cannot reach {r:.2f}: scoring every candidate costs "
-                    f"{fixed + offered * f:.2f} of the baseline; candidates cut to {max(share, 0.05):.2f} of each epoch")
-            if share < 0.05:
-                share = 0.05
-                note = (f"cannot reach {r:.2f}: the fixed costs alone take {fixed:.2f} of the baseline; runs at "
-                        f"selection rate {rate} on 5% of each epoch")
-        rate = min(rate, 1.0)
-        predicted = fixed + offered * share * (f + rate)
-        knobs = {"sb_beta": 1 / rate - 1} if method == "selective_backprop" else {"rho_select_fraction": rate}
-        return BudgetPlan(method, r, {**knobs, "candidate_share": min(share, 1.0)}, predicted, note)
-    if method == "infobatch":
-        epochs = cfg.epochs
-        for own_epochs in range(epochs, 0, -1):
-            annealed = own_epochs - math.ceil(own_epochs * (1 - cfg.infobatch_anneal))
-            pruned = max(0, own_epochs - 1 - annealed)
-            full = own_epochs - pruned
-            needed = (full + pruned - r * epochs) / (pruned * INFOBATCH_LOW_SHARE) if pruned else 0.0
-            prune = float(np.clip(needed, 0.0, MAX_PRUNE))
-            predicted = (full + pruned * (1 - prune * INFOBATCH_LOW_SHARE)) / epochs
-            if predicted <= r + 1e-9:
-                return BudgetPlan(method, r, {"infobatch_prune": prune, "epochs": own_epochs}, predicted)
-        return BudgetPlan(method, r, {"infobatch_prune": cfg.infobatch_prune, "epochs": 1}, 1 / epochs,
-                          f"cannot reach {r:.2f}: InfoBatch prunes from its second epoch on, and one epoch "
-                          f"takes {1 / epochs:.2f} of the baseline")
-    raise ValueError(f"No time-budget knob for method {method!r}: budget studies plan "
-                     f"uniform, mclearn, selective_backprop, rho_loss, infobatch ({', '.join(NO_WALL_CLOCK_KNOB)} run at defaults).")
-
-
-def with_explicit(cfg: Config, **changes: Any) -> Config:
-    """Return `cfg` with `changes`, marked as set by the caller so method presets keep them."""
-    return replace_config(cfg, explicit=tuple(sorted(set(cfg.explicit) | set(changes))), **changes)
-
-
-def save_flipped_rows(cfg: Config, prepared: Prepared) -> Path | None:
-    """Write the training rows whose labels label_noise flipped to
-    <results>/runs/<study>/flipped_rows.csv (one row index per line, under a header), so a noisy
-    study can be checked and redone; return the path, or None without label noise."""
-    if prepared.flipped_rows is None:
-        return None
-    path = Path(cfg.results_dir) / "runs" / cfg.study / "flipped_rows.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = f"# label_noise={cfg.label_noise} label_noise_seed={cfg.label_noise_seed} train_rows={len(prepared.train)}\nrow\n"
-    with atomic_target(path) as tmp:
-        tmp.write_text(text + "".join(f"{int(r)}\n" for r in prepared.flipped_rows))
-    return path
-
-
-def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str,
-             budget: BudgetPlan | None = None, progress: bool = True, extra: dict[str, Any] | None = None,
-             keep_diverged: bool = False) -> dict[str, Any]:
-    """Return the run record of (method, seed) named `label` in cfg.study: read back when its file
-    exists (and was trained with the same key settings), else trained, given the `extra` fields
-    and written atomically. With `keep_diverged`, a run whose loss became NaN is a result, not a
-    stop: its record (diverged_record) is written and returned, and the study goes on."""
-    path = run_path(cfg.results_dir, cfg.study, label, seed)
-    record = read_finished_run(path, cfg, method)
-    if record is not None:
-        return record
-    log_path = path.with_suffix(".jsonl")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        record = train_method(method, cfg, prepared, seed, log_path=log_path, progress=progress, budget=budget)
-    except DivergedError as err:
-        if not keep_diverged:
-            raise
-        print(f"warning: {label} seed {seed} diverged, recorded as such: {err}", file=sys.stderr, flush=True)
-        record = diverged_record(method, cfg, prepared, seed, str(err), budget)
-    record.update(run_label=label, **(extra or {}))
-    if budget is not None:
-        record["predicted_share"] = budget.predicted_share
-    write_json_atomic(path, record)
-    if progress:
-        print(f"{label:>26} seed {seed}: accuracy {record['accuracy']:.4f}, train {record['train_seconds']:.2f}s"
-              f"{'' if record['graphed'] else ' (eager)'} -> {path}", flush=True)
-    return record
-
-
-def diverged_record(method: str, cfg: Config, prepared: Prepared, seed: int, message: str,
-                    budget: BudgetPlan | None = None) -> dict[str, Any]:
-    """Return the run record of a run whose training loss became NaN: `diverged` holds the message
-    (which step), accuracy and train seconds are NaN (no result to compare), the rest as train_method's."""
-    return {
-        **run_identity(method, config_for_method(cfg, method), prepared, seed, budget),
-        "diverged": message, "graphed": False, "graph_capture_error": None,
-        "train_seconds": float("nan"), "accuracy": float("nan"), "test_accuracy": None,
-        "examples_seen": 0, "examples_scored": 0, "eval_curve": [], "warnings": [message],
-    }
-
-
-@dataclass
-class BudgetStudy:
-    """A budget study's runs: the baseline's learning-rate sweep and its lr, each method's own lr
-    runs and lr, and the tuned baseline's and every (method, budget, seed) run."""
-
-    lr_records: list[dict[str, Any]]
-    lr: float
-    records: list[dict[str, Any]]
-    relative_costs: dict[str, Any] | None = None
-    method_lrs: dict[str, float] = dataclasses.field(default_factory=dict)  # the lr each method trained with
-    tune_records: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the methods' own lr runs
-    wall_seconds: float = 0.0  # the study's wall-clock in this process (prepare included)
-    train_seconds: float = 0.0  # the sum of its runs' train seconds
-
-
-def lr_run_label(lr: float, base: str = "baseline") -> str:
-    """Return the run label of a learning-rate sweep's run, its lr written in full after `base`
-    ("baseline-lr1.6e-04", "mclearn-b0.50-lr8e-05"): rounding it to one digit would name 1.6e-4
-    and 2e-4 alike."""
-    mantissa, exponent = f"{float(lr):.6e}".split("e")
-    return f"{base}-lr{mantissa.rstrip('0').rstrip('.')}e{exponent}"
-
-
-@guarded_sweep("", "-lr")
-def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence[float] = (1 / 3, 1 / 2),
-                     lrs: Sequence[float] = (), seeds: Sequence[int] | None = None, prepared: Prepared | None = None,
-                     progress: bool = True, lr_factors: Sequence[float] = (), tune_budget: float = 0.5,
-                     method_budgets: dict[str, Sequence[float]] | None = None,
-                     method_seeds: dict[str, int] | None = None) -> BudgetStudy:
-    """Run a budget study in one process and return its BudgetStudy; finished runs are read back.
-
-    Phases: (1) prepare the data and model once (flipped rows written with the study); (2) a
-    learning-rate sweep of the baseline over `lrs` with the first seed (study "<study>-lr"),
-    whose most accurate lr (on the eval split) the baseline then trains with (none given: cfg.lr);
-    (3) the costs the peers' knobs are planned with (measure_relative_costs); (4) one tuning rule
-    for every budgeted method: with `lr_factors`, each runs at `tune_budget` with the first seed at
-    every lr = baseline lr x factor (also in "<study>-lr") and keeps its most accurate one at every
-    budget (without: the baseline's lr); (5) per seed, the tuned baseline, then each method at each
-    of its budgets through its own knob (plan_time_budget), or once at its defaults when it has no
-    wall-clock knob (budget_study_runs: `method_budgets`, `method_seeds`)."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
-    every_budget = [*time_budgets, *(b for bs in (method_budgets or {}).values() for b in bs), tune_budget]
-    bad = [b for b in every_budget if not 0 < b <= 1]
-    if bad:
-        raise ValueError(f"time_budgets, method_budgets and tune_budget must be shares in (0, 1] of the baseline's "
-                         f"time, got {bad}.")
-    bad = [f for f in lr_factors if not f > 0]
-    if bad:
-        raise ValueError(f"lr_factors multiply the baseline's tuned lr and must be > 0, got {bad}.")
-    seeds = list(seeds if seeds is not None else cfg.seeds)
-    if not seeds:
-        raise ValueError("A budget study needs at least one seed: set seeds=, e.g. seeds=[42, 43, 44].")
-    started = time.perf_counter()
-    # -- phase 1: data and model, once -------------------------------------------------------------
-    prepared = prepared or prepare(cfg)
-    save_flipped_rows(cfg, prepared)
-    # -- phase 2: the baseline's learning rate ---------------------------------------------------------
-    sweep_cfg = replace_config(cfg, study=f"{cfg.study}-lr")
-    save_flipped_rows(sweep_cfg, prepared)
-    lr_records = [run_once(with_explicit(sweep_cfg, lr=float(lr)), "baseline", seeds[0], prepared,
-                           lr_run_label(lr), progress=progress) for lr in lrs]
-    lr = best_lr(lr_records) if lr_records else cfg.lr
-    tuned = with_explicit(cfg, lr=lr)
-    if progress and lr_records:
-        print(f"learning rate: {lr:g} (best of {', '.join(f'{float(x):g}' for x in lrs)})", flush=True)
-    # -- phase 3: the costs the peers' knobs are planned with ---------------------------------------------
-    planned = [m for m in methods if m != "baseline" and m not in NO_WALL_CLOCK_KNOB]
-    costs = measure_relative_costs(prepared) if planned else None
-
-    def plan(method: str, budget: float) -> BudgetPlan:
-        return plan_time_budget(method, budget, tuned, costs or {})
-
-    # -- phase 4: one tuning rule: each budgeted method's own lr, at tune_budget, first seed ----------------
-    method_lrs: dict[str, float] = {m: lr for m in methods}
-    tune_records: list[dict[str, Any]] = []
-    for method in planned if lr_factors else []:
-        runs, tune_plan = [], plan(method, tune_budget)
-        for factor in lr_factors:
-            method_lr = float(f"{lr * factor:.6g}")
-            run_cfg = with_explicit(sweep_cfg, lr=method_lr, time_budget=tune_budget, **tune_plan.knobs)
-            runs.append(run_once(run_cfg, method, seeds[0], prepared, lr_run_label(method_lr, run_label(method, tune_budget)),
-                                 tune_plan, progress, extra={"relative_costs": costs}, keep_diverged=True))
-        tune_records += runs
-        method_lrs[method] = best_lr(runs)
-        if progress:
-            tried = ", ".join(f"{_record_lr(r):g}" for r in runs)
-            print(f"{method}: lr {method_lrs[method]:g} (best at {format_budget(tune_budget)} of {tried})", flush=True)
-    # -- phase 5: the runs ----------------------------------------------------------------------------------
-    records = []
-    for method, budget, seed in budget_study_runs(methods, time_budgets, seeds, method_budgets, method_seeds):
-        if method == "baseline":
-            records.append(run_once(tuned, "baseline", seed, prepared, "baseline", progress=progress))
-            continue
-        budget_plan = plan(method, budget)
-        run_cfg = with_explicit(tuned, lr=method_lrs[method], time_budget=budget_plan.time_budget, **budget_plan.knobs)
-        records.append(run_once(run_cfg, method, seed, prepared, run_label(method, budget_plan.time_budget), budget_plan,
-                                progress, extra={"relative_costs": costs}, keep_diverged=True))
-    wall = time.perf_counter() - started
-    trained = sum(r["train_seconds"] for r in [*lr_records, *tune_records, *records] if math.isfinite(r["train_seconds"]))
-    print(f"study wall-clock {wall:.0f} s for {trained:.0f} s of training ({wall / max(trained, 1e-9):.2f}x; runs "
-          f"read back from earlier count as training, not as wall-clock)", flush=True)  # also without progress bars
-    return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs,
-                       method_lrs=method_lrs, tune_records=tune_records, wall_seconds=wall, train_seconds=trained)
-
-
-def load_runs(results_dir: str | Path, study: str | None = None) -> list[dict[str, Any]]:
-    """Return every run record under <results>/runs (one study, or all)."""
-    root = Path(results_dir) / "runs"
-    pattern = f"{study}/*.json" if study else "*/*.json"
-    return [r for r in map(read_run_or_set_aside, sorted(root.glob(pattern))) if r is not None]
-
-
-def summary_row(record: dict[str, Any]) -> dict[str, Any]:
-    """Return the SUMMARY_COLUMNS of a run record, with defaults for files written before a column
-    existed: time_budget 0.0 (none), graphed from the telemetry (False when it says nothing),
-    test_accuracy None. Files written before examples_scored existed counted every full forward as
-    examples_seen: their examples with a backward pass are examples_backward and the rest were
-    forward-only scoring passes."""
-    row = {c: record.get(c) for c in SUMMARY_COLUMNS}
-    if "examples_scored" not in record and "examples_backward" in record:
-        row["examples_seen"] = record["examples_backward"]
-        row["examples_scored"] = record["examples_seen"] - record["examples_backward"]
-    row["examples_scored"] = row["examples_scored"] or 0
-    row["time_budget"] = float(record.get("time_budget") or 0.0)
-    row["graphed"] = bool(record["graphed"]) if record.get("graphed") is not None else _telemetry_graphed(record)
-    row["diverged"] = bool(record.get("diverged"))
-    return row
-
-
-def _telemetry_graphed(record: dict[str, Any]) -> bool:
-    """Return whether an old run file's telemetry says its update was replayed as CUDA graphs:
-    its "graphed" flag, or a nonzero "cuda_graphs" count (the baseline family); False otherwise."""
-    telemetry = record.get("telemetry") or {}
-    return bool(telemetry.get("graphed") or telemetry.get("cuda_graphs"))
-
-
-def summarize(results_dir: str | Path = "results", study: str | None = None, show: bool = True):
-    """Write <results>/summary.csv (one row per run, columns SUMMARY_COLUMNS) and return the
-    report table (a DataFrame, see `report_table`) of `study` (or every study)."""
-    import pandas as pd
-
-    runs = load_runs(results_dir)
-    rows = pd.DataFrame([summary_row(r) for r in runs], columns=SUMMARY_COLUMNS)
-    out = Path(results_dir) / "summary.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_target(out) as tmp:
-        rows.sort_values(["study", "method", "time_budget", "seed"]).to_csv(tmp, index=False)
-    table = report_table(rows if study is None else rows[rows["study"] == study])
-    if show:
-        print(table.to_string(index=False))
-    return table
-
-
-def _with_summary_defaults(rows) -> Any:
-    """Return a copy of summary rows (a DataFrame) with every SUMMARY_COLUMNS column, filling the
-    ones an old summary.csv lacks or leaves empty: time_budget 0.0, graphed False, test_accuracy
-    NaN, examples_scored 0."""
-    import pandas as pd
-
-    rows = rows.copy()
-    for column in SUMMARY_COLUMNS:
-        if column not in rows:
-            rows[column] = np.nan
-    rows["time_budget"] = rows["time_budget"].astype(float).fillna(0.0)
-    for flag in ("graphed", "diverged"):  # True/False as written by pandas, or empty in an old file
-        rows[flag] = rows[flag].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
-    rows["test_accuracy"] = pd.to_numeric(rows["test_accuracy"], errors="coerce").astype(float)
-    rows["examples_scored"] = rows["examples_scored"].fillna(0)
-    return rows
-
-
-def report_table(rows) -> Any:
-    """Return the report table (a DataFrame), one row per (study, device, method, time_budget) of
-    summary rows (SUMMARY_COLUMNS; columns an old summary.csv lacks get `_with_summary_defaults`).
-
-    Columns: budget ("—" none, "1/3", "1/2", else "0.25"), seeds, accuracy (%) as mean ± std over
-    seeds, test accuracy (%) likewise (only when some run has one), train seconds as
-    "median [min–max]", seconds / baseline (median over the baseline's median, same study and
-    device; the baseline is method "baseline" without a budget), reaches budget ("yes" when the
-    median is within 5 % of budget × baseline median, else "no (r)" with r = median over that target;
-    "—" without a budget; "no wall-clock knob" for NO_WALL_CLOCK_KNOB methods in a budget study), speed-up vs baseline (baseline median over median), accuracy change (pt)
-    against the baseline's mean, examples seen (backward) and scored (forward only) as means, and
-    graphed (yes, no or mixed over seeds). Rows: per study and device, the baseline first, then by
-    budget, then by method.
-    """
-    import pandas as pd
-
-    rows = _with_summary_defaults(rows)
-    show_test = bool(rows["test_accuracy"].notna().any())
-    out = []
-    for (study, device), group in rows.groupby(["study", "device"], sort=False, dropna=False):
-        base = group[(group["method"] == "baseline") & (group["time_budget"] == 0)]
-        base_seconds = base["train_seconds"].median() if len(base) else float("nan")
-        base_acc = base["accuracy"].mean() if len(base) else float("nan")
-        budget_study = bool((group["time_budget"] > 0).any())
-        for (method, budget), all_runs in _report_groups(group):
-            runs = all_runs[~all_runs["diverged"]]  # a diverged run has no accuracy or comparable time
-            failed = f"diverged ({len(all_runs) - len(runs)}/{len(all_runs)} seeds)"
-            acc, secs = runs["accuracy"] * 100, runs["train_seconds"]
-            ratio = secs.median() / base_seconds
-            accuracy = failed if not len(runs) else _mean_std(acc) + (f" ({failed})" if len(runs) < len(all_runs) else "")
-            row = {"study": study, "device": device, "method": method, "budget": format_budget(budget),
-                   "seeds": len(all_runs), "accuracy (%)": accuracy}
-            if show_test:
-                test = runs["test_accuracy"].dropna() * 100
-                row["test accuracy (%)"] = _mean_std(test) if len(test) else "—"
-            if budget_study and method in NO_WALL_CLOCK_KNOB:
-                reaches = "no wall-clock knob"
-            elif not len(runs):
-                reaches = "—"
-            else:
-                reaches = _reaches_budget(ratio, budget) if len(base) or budget == 0 else "n/a"
-            def against_baseline(text: str) -> str:  # "—" without a trained run, "n/a" without a baseline
-                return "—" if not len(runs) else text if len(base) else "n/a"
-
-            row.update({
-                "train seconds": _median_range(secs) if len(runs) else "—",
-                "seconds / baseline": against_baseline(f"{ratio:.2f}"),
-                "reaches budget": reaches,
-                "speed-up vs baseline": against_baseline(f"{1 / ratio:.2f}x"),
-                "accuracy change (pt)": against_baseline(f"{round(acc.mean() - base_acc * 100, 2) + 0.0:+.2f}"),
-                "examples seen (backward)": int(runs["examples_seen"].mean()) if len(runs) else 0,
-                "examples scored (forward only)": int(runs["examples_scored"].mean()) if len(runs) else 0,
-                "graphed": _yes_no_mixed(all_runs["graphed"]),
-            })
-            out.append(row)
-    return pd.DataFrame(out)
-
-
-def _report_order(method: str, budget: float) -> tuple[bool, float, str]:
-    """Return the sort key of a report row: the baseline first, then by budget, then by method."""
-    return (method != "baseline", budget, method)
-
-
-def _report_groups(rows) -> list[tuple[tuple[str, float], Any]]:
-    """Return the ((method, time_budget), runs) groups of summary rows in report order."""
-    groups = rows.groupby(["method", "time_budget"], sort=False, dropna=False)
-    return sorted(groups, key=lambda item: _report_order(*item[0]))
-
-
-def format_budget(budget: float) -> str:
-    """Return a time budget as the report writes it: "—" for 0 (none), "1/2", "1/3" or "2/3" within
-    0.005 of those, else two decimals ("0.25")."""
-    if not budget:
-        return "—"
-    for denominator in (2, 3):
-        for numerator in range(1, denominator):
-            if abs(budget - numerator / denominator) < 0.005:
-                return f"{numerator}/{denominator}"
-    return f"{budget:.2f}"
-
-
-def _reaches_budget(ratio: float, budget: float, slack: float = 0.05) -> str:
-    """Return "—" without a budget, "yes" when `ratio` (run median over baseline median) is at
-    most budget × (1 + slack), else "no (r)" with r = ratio / budget."""
-    if not budget:
-        return "—"
-    over = ratio / budget
-    return "yes" if over <= 1 + slack else f"no ({over:.2f})"
-
-
-def _yes_no_mixed(flags) -> str:
-    """Return "yes" when every flag is true, "no" when none is, else "mixed"."""
-    flags = [bool(f) for f in flags]
-    return "yes" if all(flags) else "no" if not any(flags) else "mixed"
-
-
-def _median_range(values) -> str:
-    """Return "median [min–max]" of the values, two decimals."""
-    return f"{values.median():.2f} [{values.min():.2f}–{values.max():.2f}]"
-
-
-def _sample_std(values) -> float:
-    """Return the sample standard deviation (ddof 1) of the values, 0.0 for fewer than two."""
-    values = np.asarray(values, dtype=float)
-    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
-def _mean_std(values) -> str:
-    return f"{values.mean():.2f} ± {_sample_std(values):.2f}"
-
-
-def _record_lr(record: dict[str, Any]) -> float:
-    """Return the learning rate a run trained with (its config's lr)."""
-    return float(record["config"]["lr"])
-
-
-def lr_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
-    """Return a DataFrame of a learning-rate sweep, one row per run sorted by method, time budget,
-    lr and seed: method and budget (only when the runs hold more than one method), lr (a float),
-    seed, accuracy (%), test accuracy (%) (only when some run has one; "—" for a run without), train
-    seconds (two-decimal strings, as in `report_table`), and chosen ("yes" on the runs of each
-    method's `best_lr`, else "")."""
-    import pandas as pd
-
-    def key(r: dict[str, Any]) -> tuple[str, float]:
-        return r["method"], float(r.get("time_budget") or 0.0)
-
-    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(key(record), []).append(record)
-    chosen = {k: best_lr(runs) for k, runs in groups.items()}
-    several = len(groups) > 1
-    show_test = any(r.get("test_accuracy") is not None for r in records)
-    out = []
-    for record in sorted(records, key=lambda r: (*key(r), _record_lr(r), r["seed"])):
-        row = {"method": record["method"], "budget": format_budget(key(record)[1])} if several else {}
-        row.update({"lr": _record_lr(record), "seed": record["seed"], "accuracy (%)": f"{record['accuracy'] * 100:.2f}"})
-        if show_test:
-            test = record.get("test_accuracy")
-            row["test accuracy (%)"] = "—" if test is None else f"{test * 100:.2f}"
-        row["train seconds"] = f"{record['train_seconds']:.2f}"
-        row["chosen"] = "yes" if _record_lr(record) == chosen[key(record)] else ""
-        out.append(row)
-    columns = [*(["method", "budget"] if several else []), "lr", "seed", "accuracy (%)", *(["test accuracy (%)"] if show_test else []), "train seconds", "chosen"]
-    return pd.DataFrame(out, columns=columns)
-
-
-def best_lr(records: Sequence[dict[str, Any]]) -> float:
-    """Return the lr of a sweep's runs with the best mean accuracy over seeds (ties: the smaller
-    lr); a diverged run (accuracy NaN) counts as the worst. Raise ValueError when there are no
-    runs, or when every run diverged."""
-    if not records:
-        raise ValueError("No learning-rate sweep runs to choose an lr from: run the sweep (lrs=...) first.")
-    if all(not math.isfinite(r["accuracy"]) for r in records):
-        raise ValueError(f"Every run of the learning-rate sweep diverged (lrs {sorted({_record_lr(r) for r in records})}): "
-                         f"sweep lower lrs.")
-    accuracies: dict[float, list[float]] = {}
-    for record in records:
-        accuracy = record["accuracy"]
-        accuracies.setdefault(_record_lr(record), []).append(accuracy if math.isfinite(accuracy) else -1.0)
-    mean_accuracy = {lr: float(np.mean(values)) for lr, values in accuracies.items()}
-    best = max(mean_accuracy.values())
-    return min(lr for lr, accuracy in mean_accuracy.items() if accuracy >= best - 1e-12)
-
-
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 
 
@@ -5682,59 +5995,9 @@ def results_markdown(results_dir: str | Path = "results", link_base: Path | None
     return "\n".join(parts)
 
 
-def headline(results_dir: str | Path = "results", study: str | None = None, method: str = "mclearn",
-             time_budget: float | None = None) -> str:
-    """Return markdown: a study's answer in two sentences (`method` against the optimized baseline:
-    speed-up and accuracy change) and the mean ± std table they come from, all from
-    <results>/summary.csv. `study=None` picks, among studies with both a baseline and `method` run,
-    those that ran on a GPU if any, and of them the one with the most runs. In a budget study the
-    sentences compare the runs at `time_budget` (None: the method's smallest budget)."""
-    import pandas as pd
-
-    summary = Path(results_dir) / "summary.csv"
-    if not summary.exists():
-        return "_No results yet: run the notebook (or a sweep) to write `summary.csv`._"
-    rows = pd.read_csv(summary)
-    if study is None:
-        has_both = rows.groupby("study")["method"].agg(lambda names: {"baseline", method} <= set(names))
-        candidates = rows[rows["study"].isin(has_both[has_both].index)]
-        if candidates.empty:
-            return f"_No study in `{portable_path(str(summary))}` has both baseline and {method} runs yet._"
-        on_gpu = candidates[~candidates["device"].str.startswith("cpu")]
-        counts = (on_gpu if len(on_gpu) else candidates).groupby("study").size()
-        study = counts[counts == counts.max()].index.sort_values()[0]
-    group = rows[rows["study"] == study]
-    if group.empty or not {"baseline", method} <= set(group["method"]):
-        raise ValueError(f"Study {study!r} in {summary} lacks a baseline or a {method!r} run. Pass another "
-                         f"study= (one of {sorted(set(rows['study']))}) or run the missing methods.")
-    device = group["device"].mode()[0]  # one device: speed-ups only compare runs of the same hardware
-    group = group[group["device"] == device]
-    group = _with_summary_defaults(group)
-    budgets = group["time_budget"]
-    budget = min(budgets[group["method"] == method]) if time_budget is None else time_budget
-    compared = group[((group["method"] == "baseline") & (budgets == 0)) | (budgets == budget)]
-    mean = compared.groupby("method")[["train_seconds", "accuracy"]].mean()
-    seconds, base_seconds = mean.loc[method, "train_seconds"], mean.loc["baseline", "train_seconds"]
-    accuracy, base_accuracy = mean.loc[method, "accuracy"] * 100, mean.loc["baseline", "accuracy"] * 100
-    change, faster = accuracy - base_accuracy, seconds < base_seconds
-    keeps = change >= -0.5
-    at = f" at {format_budget(budget)} of the baseline's time" if budget else ""
-    first = (f"In study `{study}` ({device}, {group[group['method'] == method]['seed'].nunique()} seeds{at}), "
-             f"`{method}` trained in {seconds:.1f} s against the optimized baseline's {base_seconds:.1f} s "
-             f"({base_seconds / seconds:.2f}x) and reached {accuracy:.2f} % accuracy against {base_accuracy:.2f} % "
-             f"({change:+.2f} points).")
-    verdict = "keeps its accuracy (within 0.5 points)" if keeps else f"loses {-change:.2f} points of accuracy"
-    second = (f"So here it is {'faster' if faster else 'slower'} than the full fine-tune "
-              f"{'and' if faster == keeps else 'but'} {verdict}")
-    if "uniform" in mean.index:
-        second += (f"; the uniform-subset control reached {mean.loc['uniform', 'accuracy'] * 100:.2f} % in "
-                   f"{mean.loc['uniform', 'train_seconds']:.1f} s")
-    table = report_table(group).drop(columns=["study"]).to_markdown(index=False, disable_numparse=True)
-    return (f"{first} {second}.\n\nMean ± std over seeds, from `{portable_path(str(summary))}` "
-            f"(study `{study}`):\n\n{table}\n")
-
-
 ANSWER_MARKERS = ("<!-- answer:start -->", "<!-- answer:end -->")
+
+
 EQUAL_TIME_FIGURES = "equal-time"  # results/figures/<this>/: the cross-study profile and time-to-target table
 
 
@@ -5831,6 +6094,8 @@ def equal_time_answer(results_dir: str | Path = "results", link_base: Path | Non
 
 
 BENCH_MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
+
+
 BENCH_COLUMNS = {"variant": "loop variant", "method": "method", "batch_size": "batch", "train_seconds": "train s",
                  "tokens_per_s": "tokens/s", "mfu": "MFU", "overhead_fraction": "own overhead",
                  "full_pass_replay_seconds": "its full passes alone (s)", "commit": "commit"}
@@ -5881,154 +6146,6 @@ def update_readme(readme: str | Path = REPO_ROOT / "README.md", results_dir: str
     if BENCH_MARKERS[0] in text:
         text = _replace_between(text, BENCH_MARKERS, bench_markdown(results_dir, path.parent), path)
     path.write_text(text)
-
-
-class UsageError(ValueError):
-    """A command line that cannot run as given (exit code 2)."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program was so that it cleans up as after Ctrl-C (exit code 143)."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
-def provenance_env() -> str:
-    """Return code_provenance() as MCLEARN_* environment assignments, one per line, for a copy of
-    this checkout without .git: `env $(python mclearn_core.py --provenance) bash benchmarks/gpu_notebooks.sh ...`."""
-    prov = code_provenance()
-    lines = [f"MCLEARN_COMMIT={prov['git_commit']}", f"MCLEARN_GIT_CLEAN={str(prov['git_clean']).lower()}"]
-    if prov["git_diff_sha256"]:
-        lines.append(f"MCLEARN_GIT_DIFF_SHA256={prov['git_diff_sha256']}")
-    return "\n".join(lines)
-
-
-CLI_WIDTH = 100  # the CLI's final table fits this many columns unless --wide
-# The report table's columns the CLI shows, with shorter headers, and the order in which they give
-# way when the table is wider than CLI_WIDTH: the last listed goes first.
-CLI_COLUMNS = {"method": "method", "budget": "budget", "seeds": "seeds", "accuracy (%)": "accuracy (%)",
-               "train seconds": "train s", "speed-up vs baseline": "speed-up", "accuracy change (pt)": "acc change (pt)",
-               "test accuracy (%)": "test acc (%)", "reaches budget": "reaches budget",
-               "seconds / baseline": "s / baseline", "graphed": "graphed", "examples seen (backward)": "backward",
-               "examples scored (forward only)": "scored (fwd)"}
-
-
-def cli_table(table, width: int | None = CLI_WIDTH) -> str:
-    """Return the report table (report_table's DataFrame) as text at most `width` characters wide:
-    study and device as a heading line (a device column when there are several), the CLI_COLUMNS
-    with their short headers, dropped from the end of that list until the table fits, and a last
-    line naming the columns left out. `width` None: every column, as report_table names them."""
-    if width is None or table.empty:
-        return table.to_string(index=False)
-    heading = f"study {', '.join(map(str, table['study'].unique()))}"
-    columns = [c for c in CLI_COLUMNS if c in table]
-    if table["device"].nunique() == 1:
-        heading += f" on {table['device'].iloc[0]}"
-    else:
-        columns.insert(1, "device")
-    shown = list(columns)
-
-    def text(kept: list[str]) -> str:
-        order = [c for c in table.columns if c in kept]
-        return table[order].rename(columns=CLI_COLUMNS).to_string(index=False)
-
-    while len(shown) > 4 and max(map(len, text(shown).splitlines())) > width:
-        shown.pop()
-    left = [CLI_COLUMNS.get(c, c) for c in columns if c not in shown]
-    note = f"left out to fit {width} columns (--wide shows them): {', '.join(left)}" if left else ""
-    return "\n".join([textwrap.fill(heading, width), text(shown), *([textwrap.fill(note, width)] if note else [])])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: run a resumable sweep and print the summary table; return the exit code.
-
-    Example: python mclearn_core.py --preset cpu --methods baseline mclearn
-    An error prints one line "error: ..." to stderr (the traceback only with --debug) and returns 2
-    for a bad command line, 1 for a failed run; Ctrl-C returns 130 and SIGTERM 143, keeping the
-    finished runs.
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="auto", help=f"auto or one of {', '.join(PRESETS)}")
-    parser.add_argument("--methods", nargs="+", default=["baseline", "mclearn"], choices=sorted(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=None)
-    parser.add_argument("--dataset", default=None, help="hub name or local folder (default: preset's)")
-    parser.add_argument("--model", dest="model_name", default=None, help="hub name, local folder or 'tiny'")
-    parser.add_argument("--study", default=None, help='default: "sweep-<preset>"')
-    parser.add_argument("--results-dir", default=None, help="where runs and summary.csv go (default: results)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="any Config field, e.g. --set epochs=2 budget_ratio=0.4 kappa_schedule=0.6,0.5,0.4")
-    parser.add_argument("--wide", action="store_true",
-                        help=f"print every column of the final table (default: what fits {CLI_WIDTH} columns)")
-    parser.add_argument("--update-readme", action="store_true",
-                        help="only regenerate README.md's tables from this repository's results/")
-    parser.add_argument("--provenance", action="store_true",
-                        help="only print MCLEARN_COMMIT=... lines for a copy of this checkout without .git")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-
-    def usage_error(message: str):
-        raise UsageError(message)
-
-    parser.error = usage_error  # one line instead of argparse's usage block
-    argv = list(sys.argv[1:] if argv is None else argv)
-    in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
-    try:
-        _run_command_line(parser.parse_args(argv))
-    except KeyboardInterrupt as err:
-        stopped = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
-        print(f"{stopped}: finished runs are kept and the unfinished run left no file; run the same "
-              f"command again to resume", file=sys.stderr)
-        return 143 if isinstance(err, Terminated) else 130
-    except Exception as err:
-        if "--debug" in argv:
-            raise
-        known = isinstance(err, (ValueError, DataError, ModelLoadError, TrainingError, StudyBusyError))
-        message = " ".join(str(err).split()) or "(no message)"
-        if isinstance(err, OSError) and err.filename:
-            known, message = True, (f"{err.strerror or err}: {err.filename}. Check that path (free space, "
-                                    f"permissions) or set --results-dir to another folder")
-        print(f"error: {message}" if known else f"error: {type(err).__name__}: {message} "
-              f"(--debug shows the traceback)", file=sys.stderr)
-        return 2 if isinstance(err, UsageError) else 1
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-    return 0
-
-
-def _run_command_line(args) -> None:
-    """Do what the parsed command line asks: print provenance, update the README, or run a sweep."""
-    if args.provenance:
-        print(provenance_env())
-        return
-    if args.update_readme:
-        own = REPO_ROOT / "results"
-        if args.results_dir is not None and Path(args.results_dir).resolve() != own.resolve():
-            raise UsageError(f"--update-readme renders only this repository's results/ ({own}), so the README "
-                             f"links into the repository; drop --results-dir {args.results_dir}")
-        summarize(own, show=False)
-        update_readme(results_dir=own)
-        return
-    try:
-        overrides = parse_overrides(args.set)
-        study = args.study or study_name("sweep", args.preset)
-        cfg = make_config(args.preset, dataset=args.dataset, model_name=args.model_name, study=study,
-                          results_dir=args.results_dir or "results", **overrides)
-        # make_config reads None as "the preset's value"; on the command line "none" means None
-        nones = sorted(k for k, v in overrides.items() if v is None)
-        cfg = replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *nones})), **dict.fromkeys(nones))
-        validate_config(cfg, args.seeds)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
-    records = run_sweep(cfg, args.methods, args.seeds)
-    print(cli_table(summarize(cfg.results_dir, study=cfg.study, show=False), None if args.wide else CLI_WIDTH))
-    for record in records:  # said once as each run ended; repeated where the table is read
-        for warning in record.get("warnings") or []:
-            print(f"warning: {record.get('run_label') or record['method']} seed {record['seed']}: {warning}")
 
 
 if __name__ == "__main__":

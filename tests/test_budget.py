@@ -1,4 +1,4 @@
-"""Section 6: cost meter and budget solver (q* and the kept size M*)."""
+"""Section 5, `mclearn`: cost meter and budget solver (q* and the kept size M*)."""
 import time
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Budget studies (section 11): each method's knobs for a share of the tuned baseline's time, the
+"""Budget studies (section 8, runs): each method's knobs for a share of the tuned baseline's time, the
 learning-rate sweep, and a whole study on the CPU smoke preset (resumable, flipped rows saved)."""
 import numpy as np
 import pytest

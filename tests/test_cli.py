@@ -1,4 +1,4 @@
-"""The command line end to end (section 11's main): every bad input or fault gives one line
+"""The command line end to end (section 8's main): every bad input or fault gives one line
 "error: ..." (or "interrupted: ...") on stderr and a non-zero exit code; finished work is kept."""
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""Section 8: the control-variate estimator (unbiasedness, gradient, clipping bias, variance)
+"""Section 5, `mclearn`: the control-variate estimator (unbiasedness, gradient, clipping bias, variance)
 and the MC-Learn trainer end to end."""
 import inspect
 import math

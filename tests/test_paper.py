@@ -1,4 +1,4 @@
-"""Section 8, `mclearn-paper` (MCLearnPaper): each mechanism of the published algorithm on a tiny
+"""Section 6, `mclearn-paper` (MCLearnPaper): each mechanism of the published algorithm on a tiny
 constructed case (README, "Deviations from the published MC-Learn", names these tests)."""
 import math
 

@@ -1,4 +1,4 @@
-"""Section 9: the comparison methods. Each method's invariant with fixed seeds and stated tolerances."""
+"""Section 7: the comparison methods. Each method's invariant with fixed seeds and stated tolerances."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Section 5: the policy learner (ESS, tau, rho, class weights, kappa schedule)."""
+"""Section 5, `mclearn`: the policy learner (ESS, tau, rho, class weights, kappa schedule)."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Section 11: result files, resumable sweeps, summary.csv and the report table."""
+"""Section 8, runs: result files, resumable sweeps, summary.csv and the report table."""
 import sys
 
 import pandas as pd

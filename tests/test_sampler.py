@@ -1,4 +1,4 @@
-"""Section 7: soft top-k, candidate/inclusion probabilities, draws, HT weights, candidate stream."""
+"""Sections 5-6: soft top-k, candidate/inclusion probabilities, draws, HT weights, candidate stream."""
 import numpy as np
 import pytest
 

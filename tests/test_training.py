@@ -1,4 +1,4 @@
-"""Section 4: the training loop and the optimized full fine-tune baseline."""
+"""Sections 4 and 8: the update machinery, the optimized full fine-tune baseline and the training loop."""
 import json
 import math
 import threading

@@ -1,0 +1,107 @@
+"""The module reads in call order (issue 25): no function or method of mclearn_core.py uses a
+module-level name defined in a later section, except through the method registry (METHODS, which
+sits at the head of the runs section, after every trainer it names).
+
+Sections are the `# ====` / `# N. title` / `# ====` headers. A name counts as used when a function
+body loads it and does not bind it itself (an argument or an assignment of the same name)."""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+CORE = Path(__file__).resolve().parents[1] / "mclearn_core.py"
+# The README writer is helper A's (issue 25): it leaves the module for a tool, and with it the two
+# calls into it from earlier sections (the CLI's --update-readme and the ablation's study names).
+MOVING_OUT = "The README writer"
+
+
+def sections(lines: list[str]) -> list[tuple[int, str]]:
+    """Return (first line number, title) of each section header, in file order."""
+    found = []
+    for i in range(len(lines) - 2):
+        if re.fullmatch(r"# =+", lines[i]) and re.fullmatch(r"# =+", lines[i + 2]):
+            match = re.fullmatch(r"# \d+\. (.*)", lines[i + 1])
+            if match:
+                found.append((i + 2, match.group(1)))
+    return found
+
+
+def later_section_uses(source: str) -> list[str]:
+    """Return "function uses NAME (section A -> section B)" for every use of a module-level name
+    defined in a later section than the function's."""
+    lines, tree = source.splitlines(), ast.parse(source)
+    heads = sections(lines)
+
+    def section_of(line: int) -> int:
+        return max([k for k, (start, _) in enumerate(heads) if start <= line], default=-1)
+
+    defined: dict[str, int] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names = [node.name]
+        elif isinstance(node, ast.Assign):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names = [node.target.id]
+        else:
+            names = []
+        for name in names:
+            defined.setdefault(name, node.lineno)
+
+    def functions():
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                yield node.name, node
+            elif isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef):
+                        yield f"{node.name}.{item.name}", item
+
+    found = []
+    for owner, fn in functions():
+        own = section_of(fn.lineno)
+        local = {a.arg for sub in ast.walk(fn) if isinstance(sub, ast.arguments)
+                 for a in [*sub.posonlyargs, *sub.args, *sub.kwonlyargs, *filter(None, [sub.vararg, sub.kwarg])]}
+        local |= {sub.id for sub in ast.walk(fn) if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store)}
+        for sub in ast.walk(fn):
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id in defined \
+                    and sub.id not in local and sub.id != "METHODS":
+                theirs = section_of(defined[sub.id])
+                if theirs > own and not heads[theirs][1].startswith(MOVING_OUT):
+                    found.append(f"{owner} uses {sub.id} ({heads[own][1]} -> {heads[theirs][1]})")
+    return sorted(set(found))
+
+
+def test_sections_follow_the_call_order():
+    titles = [title for _, title in sections(CORE.read_text().splitlines())]
+    expected = ["Config", "Data", "Model", "Update machinery", "`mclearn`", "`mclearn-paper`", "Peers", "Runs",
+                "Diagnostics and tables"]
+    assert [title.startswith(start) for title, start in zip(titles, expected)] == [True] * len(expected), titles
+    assert all(title.startswith(MOVING_OUT) for title in titles[len(expected):]), titles
+
+
+def test_no_function_uses_a_later_section():
+    assert later_section_uses(CORE.read_text()) == []
+
+
+def _move_before(source: str, name: str, anchor: str) -> str:
+    """Return `source` with the top-level def `name` moved to just before the def `anchor`."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    node = next(n for n in tree.body if getattr(n, "name", None) == name)
+    block = lines[node.lineno - 1:node.end_lineno]
+    rest = lines[:node.lineno - 1] + lines[node.end_lineno:]
+    at = next(i for i, line in enumerate(rest) if re.match(rf"(def|class) {anchor}\b", line))
+    return "".join(rest[:at] + block + ["\n\n"] + rest[at:])
+
+
+@pytest.mark.parametrize("name, anchor, use", [
+    ("train_method", "CandidateStream", "train_method uses start_run"),  # the loop back into `mclearn`
+    ("measure_step_costs", "build_optimizer", "measure_step_costs uses StepCosts"),  # a cost helper into section 4
+    ("report_table", "plan_epoch", "report_table uses format_budget"),  # a table into the data section
+])
+def test_a_function_moved_back_is_caught(name, anchor, use):
+    """The check can fail: move one function into an earlier section and it names the use."""
+    moved = _move_before(CORE.read_text(), name, anchor)
+    assert any(line.startswith(use) for line in later_section_uses(moved)), later_section_uses(moved)[:5]
