@@ -125,18 +125,19 @@ class Config:
     tau_init: float = 1.0
     tau_bounds: tuple[float, float] = (0.5, 4.0)
     rank_guard: float = 0.8  # widen tau when Spearman(cheap, full loss) drops below this
-    rho_init: float = 0.2  # replay share
-    rho_bounds: tuple[float, float] = (0.05, 0.5)
-    ess_target: float = 0.7  # ESS / |K| below this raises rho and forces a pool refresh
+    replay_share_init: float = 0.2  # share of a step's draws taken uniformly from the pool (replay)
+    replay_share_bounds: tuple[float, float] = (0.1, 0.5)
+    ess_target: float = 0.7  # ESS / |K| below this raises the replay share and forces a pool refresh
     class_weight_bounds: tuple[float, float] = (0.5, 2.0)
-    class_weight_lr: float = 0.1
+    class_weight_lr: float = 0.5
     w_clip: float = 10.0  # cap on importance weights relative to uniform sampling (0 = none)
     refresh_every: int = 16  # steps between pool re-scores (range 8-32)
     refresh_bounds: tuple[int, int] = (8, 32)  # mclearn-paper: range of its adaptive refresh cadence N
     min_pool_mult: float = 1.0  # mclearn-paper: floor of the budget solver's pool size, in batches
     replay_max: int = 4096  # mclearn-paper: capacity of the FIFO replay buffer, split evenly over classes
-    q_bounds: tuple[float, float] = (0.12, 0.33)  # full-forward probability bounds
-    budget_ratio: float = 0.55  # MC-Learn's time / the baseline's (mclearn: whole run; paper: per step)
+    full_prob_bounds: tuple[float, float] = (0.12, 0.33)  # mclearn-paper: bounds of its per-class full_prob
+    budget_ratio: float = 1 / 3  # mclearn: its whole run's train time / the baseline's
+    step_budget_ratio: float = 0.55  # mclearn-paper: one step's time / a baseline step's (the published budget)
     full_rows: int = 0  # mclearn: rows given a full pass per step (0 = batch_size)
     full_prob: float = 0.5  # mclearn: share of a step's pool draws that get a full pass
     cost_ema: float = 0.9
@@ -198,18 +199,24 @@ PRESETS: dict[str, dict[str, Any]] = {
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     # As published: cheap term with gradient, CV loss logged, a few full forwards per step.
     # (MCLearnPaper, section 6; the published code's eta 0.2 and cost/variance EMA 0.98 included.)
-    "mclearn-paper": dict(budget_ratio=0.55, unfreeze_schedule=(0.3, 0.7), rho_init=0.10, rho_bounds=(0.01, 0.9),
-                          class_weight_lr=0.2, cost_ema=0.98),
-    # Ours: see README "Deviations from the published MC-Learn".
-    # Full-size steps, fewer of them (README "How MC-Learn turns fewer full passes into less time").
-    "mclearn": dict(budget_ratio=1 / 3, rho_bounds=(0.1, 0.5), class_weight_lr=0.5),
+    # "gpu": the published notebook's own changes on A100-class GPUs (compute capability >= 8), applied
+    # on the a100 and h100 presets; it keeps lr 2e-5 there (those presets raise it to 4e-5 for all
+    # other methods).
+    "mclearn-paper": dict(unfreeze_schedule=(0.3, 0.7), replay_share_init=0.10, replay_share_bounds=(0.01, 0.9),
+                          class_weight_lr=0.2, cost_ema=0.98,
+                          gpu=dict(score_max_length=32, score_layer=0, refresh_every=32, refresh_bounds=(16, 64),
+                                   kappa_schedule=(0.5, 0.4, 0.3), full_prob_bounds=(0.10, 0.28),
+                                   step_budget_ratio=0.70, min_pool_mult=1.5, lr=2e-5)),
+    # "mclearn" (ours) is the Config defaults: see README "Deviations from the published MC-Learn";
+    # full-size steps, fewer of them (README "How MC-Learn turns fewer full passes into less time").
 }
+PAPER_GPU_PRESETS = ("a100", "h100")  # the device presets on which mclearn-paper takes its "gpu" changes
 
 
 # MC-Learn's variants (issue 24). `mclearn-v1` is `mclearn` as it was before them, written out here so
-# that a later change of the `mclearn` preset shows as a difference between the two; every variant is
+# that a later change of the `mclearn` defaults (Config) shows as a difference between the two; every variant is
 # `mclearn-v1` with some of the parts below on (its name lists them), and every one counts its full passes.
-MCLEARN_V1 = dict(budget_ratio=1 / 3, rho_bounds=(0.1, 0.5), class_weight_lr=0.5)
+MCLEARN_V1 = dict(budget_ratio=1 / 3, replay_share_bounds=(0.1, 0.5), class_weight_lr=0.5)
 
 
 MCLEARN_VARIANT_PARTS: dict[str, dict[str, Any]] = {
@@ -231,11 +238,20 @@ METHOD_PRESETS.update({name: {**MCLEARN_V1, **_VARIANT_KEYS_OFF, "record_passes"
                        for name, parts in MCLEARN_VARIANTS.items()})
 
 
-# The published notebook's own changes on A100-class GPUs (compute capability >= 8).
-# The published notebook keeps lr 2e-5 there (our a100/h100 presets raise it to 4e-5 for all other methods).
-PAPER_GPU_OVERRIDES = dict(score_max_length=32, score_layer=0, refresh_every=32, refresh_bounds=(16, 64),
-                           kappa_schedule=(0.5, 0.4, 0.3), q_bounds=(0.10, 0.28), budget_ratio=0.70,
-                           min_pool_mult=1.5, lr=2e-5)
+# Old names -> new (issue 25: one name, one meaning). Run files written before keep their old names
+# on disk; read_run reads them through this map (upgrade_record), and a caller who passes an old
+# config key or method id (the command line, notebook parameters, make_config) gets a one-line
+# error naming the new one. "method/key": renamed in that method's run files only.
+RENAMED: dict[str, str] = {
+    # config keys: the replay share is not RHO-LOSS; the full-pass probability has one name
+    "rho_init": "replay_share_init", "rho_bounds": "replay_share_bounds", "q_bounds": "full_prob_bounds",
+    # mclearn-paper's per-step time ratio is not mclearn's whole-run budget_ratio
+    "mclearn-paper/budget_ratio": "step_budget_ratio",
+    # mclearn-paper's logged steps (telemetry)
+    "rho": "replay_share", "q": "full_prob",
+    # run records: one count of the examples with a backward pass
+    "examples_seen": "examples_backward",
+}
 
 
 PRESET_ENV = "MCLEARN_PRESET"  # forces what "auto" resolves to, e.g. MCLEARN_PRESET=t4 on an H100
@@ -276,9 +292,12 @@ def make_config(preset: str = "auto", **overrides: Any) -> Config:
 
 
 def replace_config(cfg: Config, **changes: Any) -> Config:
-    """Return a copy of `cfg` with `changes`; unknown keys raise a ValueError naming the fix."""
+    """Return a copy of `cfg` with `changes`; unknown keys raise a ValueError naming the fix (the
+    new name of a renamed key)."""
     valid = {f.name for f in dataclasses.fields(Config)}
     for key in changes:
+        if RENAMED.get(key) in valid:
+            raise ValueError(f"Config key {key!r} is now {RENAMED[key]!r} (issue 25): set {RENAMED[key]}= instead.")
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -419,13 +438,13 @@ CONFIG_RANGES: dict[str, Range] = {
     "tiny_hidden_dim": AT_LEAST_ONE,
     "score_layer": NON_NEGATIVE, "score_max_length": Range(2), "head_lr": POSITIVE, "distill_gamma": NON_NEGATIVE,
     "distill_temperature": POSITIVE, "kappa_schedule": Range(0, 1, lo_open=True), "tau_init": POSITIVE,
-    "tau_bounds": POSITIVE, "rank_guard": Range(-1, 1), "rho_init": SHARE, "rho_bounds": SHARE,
+    "tau_bounds": POSITIVE, "rank_guard": Range(-1, 1), "replay_share_init": SHARE, "replay_share_bounds": SHARE,
     "ess_target": Range(0, 1, lo_open=True), "class_weight_bounds": POSITIVE, "class_weight_lr": NON_NEGATIVE,
     "w_clip": NON_NEGATIVE, "refresh_every": AT_LEAST_ONE, "refresh_bounds": AT_LEAST_ONE,
-    "min_pool_mult": NON_NEGATIVE, "replay_max": AT_LEAST_ONE, "q_bounds": Range(0, 1, lo_open=True),
+    "min_pool_mult": NON_NEGATIVE, "replay_max": AT_LEAST_ONE, "full_prob_bounds": Range(0, 1, lo_open=True),
     "free_score_max_age": NON_NEGATIVE, "once_floor": Range(0, 1, lo_open=True), "uniform_start": SHARE,
     "uniform_end": SHARE,
-    "budget_ratio": Range(0, 1, lo_open=True), "full_rows": NON_NEGATIVE, "full_prob": Range(0, 1, lo_open=True),
+    "budget_ratio": Range(0, 1, lo_open=True), "step_budget_ratio": Range(0, 1, lo_open=True), "full_rows": NON_NEGATIVE, "full_prob": Range(0, 1, lo_open=True),
     "cost_ema": Range(0, 1, hi_open=True), "unfreeze_schedule": Range(0, 1, empty_ok=True),
     "uniform_fraction": Range(0, 1, lo_open=True, also=(None,)), "sb_beta": NON_NEGATIVE,
     "candidate_share": Range(0, 1, lo_open=True), "sb_history": AT_LEAST_ONE, "rho_holdout": Range(0, 1, True, True),
@@ -449,8 +468,10 @@ def numeric_fields() -> list[str]:
 
 
 def _config_text(value: Any) -> str:
-    """Return a Config value as --set writes it (tuples comma-separated)."""
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    """Return a Config value as --set writes it (tuples comma-separated, floats to 6 significant digits)."""
+    def text(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    return ",".join(map(text, value)) if isinstance(value, tuple) else text(value)
 
 
 def check_range(key: str, value: Any) -> None:
@@ -544,10 +565,12 @@ def validate_config(cfg: Config, seeds: Sequence[int] | None = None) -> Config:
 
 
 def config_for_method(cfg: Config, method: str) -> Config:
-    """Return `cfg` with the method's preset changes (e.g. "mclearn-paper") applied."""
+    """Return `cfg` with the method's preset changes (METHOD_PRESETS, e.g. "mclearn-paper", with its
+    "gpu" changes on PAPER_GPU_PRESETS) applied, except to the keys the caller set (cfg.explicit)."""
     changes = dict(METHOD_PRESETS.get(method, {}))
-    if method == "mclearn-paper" and cfg.preset in ("a100", "h100"):
-        changes.update(PAPER_GPU_OVERRIDES)
+    gpu = changes.pop("gpu", {})
+    if cfg.preset in PAPER_GPU_PRESETS:
+        changes.update(gpu)
     return replace_config(cfg, **{k: v for k, v in changes.items() if k not in cfg.explicit})
 
 
@@ -997,17 +1020,6 @@ def batch_width(data: EncodedSplit, idx, pad_multiple: int, cap: int | None = No
     return padded_length(longest, pad_multiple, cap or data.input_ids.shape[1])
 
 
-def padding_fraction(lengths: torch.Tensor, batches: Sequence[torch.Tensor], pad_multiple: int,
-                     cap: int) -> float:
-    """Return the fraction of token slots that are padding when batching as given."""
-    real = padded = 0
-    for idx in batches:
-        lens = lengths[idx]
-        real += int(lens.sum())
-        padded += padded_length(int(lens.max()), pad_multiple, cap) * len(idx)
-    return 1.0 - real / max(padded, 1)
-
-
 def to_device(values, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Return `values` (array or tensor) as a tensor on `device`. Host-to-GPU copies go through
     pinned memory without blocking: a pageable copy would wait for the GPU's queue to drain, so
@@ -1397,10 +1409,6 @@ class TensorLRSchedule:
         self.last_step = min(self.last_step + 1, self.table.shape[0] - 1)
         self.current.copy_(self.table[self.last_step])
 
-    def get_last_lr(self) -> list[float]:
-        """Return the groups' current learning rates (reads the device: for logging only)."""
-        return self.table[self.last_step].tolist()
-
 
 # A batch shape that a run's plan uses fewer times than this runs eagerly instead of being captured:
 # its capture (0.1-0.2 s for MPNet-base at batch 256 on an H200, `graph_capture_seconds`) would not
@@ -1662,10 +1670,12 @@ def build_optimization(ctx: RunContext, method: Method, extra_steps: int = 0) ->
     ctx.scheduler = (TensorLRSchedule if ctx.graphs else build_scheduler)(ctx.optimizer, cfg, total)
 
 
-class Baseline(Method):
-    """The optimized full fine-tune: bucketed batches, every example once per epoch."""
+class FullPass(Method):
+    """A full fine-tune on a fixed plan: bucketed batches of `data` (the training set unless given),
+    every example once per epoch, each step a plain update (so CUDA graphs may replay it). The base
+    of the reference method (Baseline) and of the short schedule, the uniform subset and VCAS."""
 
-    name = "baseline"
+    name = "full-pass"
     graphable = True
 
     def __init__(self, ctx: RunContext, data: EncodedSplit | None = None):
@@ -1691,6 +1701,13 @@ class Baseline(Method):
 
     def telemetry(self) -> dict[str, Any]:
         return self.graph_telemetry()
+
+
+class Baseline(FullPass):
+    """The reference method, "baseline": the optimized full fine-tune (FullPass on the whole training
+    set for `epochs` epochs) that every other method is compared with."""
+
+    name = "baseline"
 
 
 @torch.no_grad()
@@ -2194,13 +2211,13 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class PolicyLearner:
-    """Adapts class weights a_c, temperature tau and replay share rho within their bounds.
+    """Adapts class weights a_c, temperature tau and the replay share within their bounds.
 
     - a_c moves multiplicatively toward classes with more estimator variance per unit cost,
       g_c = (var_cheap_c + var_gap_c / q_c) / (c_h + q_c c_f)   (the published rule);
     - tau widens (x1.25) when the scorer's rank agreement with the full loss is under the guard,
       else sharpens (x0.9);
-    - rho rises (x1.25) when ESS / |K| is under its target, else decays (x0.95).
+    - the replay share rises (x1.25) when ESS / |K| is under its target, else decays (x0.95).
     """
 
     switches = (0.4, 0.8)  # training progress at which kappa takes the schedule's next value
@@ -2209,23 +2226,13 @@ class PolicyLearner:
         self.cfg = cfg
         self.class_weights = np.ones(num_classes) / num_classes
         self.tau = cfg.tau_init
-        self.rho = cfg.rho_init
+        self.replay_share = cfg.replay_share_init
 
     def kappa(self, progress: float) -> float:
         """Return the kept fraction for training progress in [0, 1] (switches at 0.4 and 0.8)."""
         schedule = self.cfg.kappa_schedule
         index = sum(progress >= switch for switch in self.switches)
         return float(schedule[min(index, len(schedule) - 1)])
-
-    def update_class_weights(self, var_cheap: np.ndarray, var_gap: np.ndarray, q: np.ndarray,
-                             cost_head: float, cost_full: float) -> np.ndarray:
-        """Return the new class weights (sum 1, each within class_weight_bounds / C)."""
-        gain = (var_cheap + var_gap / np.maximum(q, 1e-6)) / (cost_head + q * cost_full + 1e-12)
-        gain = gain / max(gain.mean(), 1e-12)
-        weights = self.class_weights * np.exp(self.cfg.class_weight_lr * (gain - 1.0))
-        lo, hi = self.cfg.class_weight_bounds
-        self.class_weights = project_to_box_simplex(weights, lo / len(weights), hi / len(weights))
-        return self.class_weights
 
     def move_class_weights(self, shares: np.ndarray, target_shares: np.ndarray) -> np.ndarray:
         """Return the class weights moved toward `target_shares` of the draws: each multiplied by
@@ -2244,12 +2251,12 @@ class PolicyLearner:
         self.tau = float(np.clip(self.tau * (1.25 if widen else 0.9), lo, hi))
         return self.tau
 
-    def update_rho(self, ess_fraction: float) -> float:
+    def update_replay_share(self, ess_fraction: float) -> float:
         """Return the new replay share after seeing ESS / |K|."""
-        lo, hi = self.cfg.rho_bounds
+        lo, hi = self.cfg.replay_share_bounds
         factor = 1.25 if ess_fraction < self.cfg.ess_target else 0.95
-        self.rho = float(np.clip(self.rho * factor, lo, hi))
-        return self.rho
+        self.replay_share = float(np.clip(self.replay_share * factor, lo, hi))
+        return self.replay_share
 
 
 def variance_optimal_shares(scaled_rms: np.ndarray, shares: np.ndarray) -> np.ndarray:
@@ -2329,7 +2336,6 @@ class MCLearn(Method):
         self.refreshes = 0
         self.ess_fraction = 1.0
         self.last_rank = float("nan")
-        self.full_pass_log: list[tuple[torch.Tensor, int]] | None = None  # set to a list to record (bench)
         self._init_variants(largest_pool)
 
     def extra_param_groups(self) -> list[dict]:
@@ -2505,9 +2511,9 @@ class MCLearn(Method):
                                 "Lower lr= or head_lr=.")
         labels_host = self.labels_host[rows]
         candidate = candidate_draw_probs(difficulty, labels_host, kappa, self.policy.tau)
-        draw_prob = mix_replay(candidate, self.policy.rho)
+        draw_prob = mix_replay(candidate, self.policy.replay_share)
         self.pool = {"rows": rows, "pool_prob": pool_prob, "labels_host": labels_host, "candidate_prob": candidate,
-                     "replay_share": self.policy.rho, "difficulty": difficulty,
+                     "replay_share": self.policy.replay_share, "difficulty": difficulty,
                      "class_share": np.bincount(labels_host, weights=draw_prob, minlength=self.num_classes)}
         self.draw()
         self.refreshes += 1
@@ -2623,8 +2629,6 @@ class MCLearn(Method):
             self.priced_update_seconds += self.update_price(width)
         self.advance_schedule(i)
         self.steps_run += 1
-        if self.full_pass_log is not None:
-            self.full_pass_log.append((inputs["full_rows"], width))
         self.step_stats.append(out.pop("stats"))
         ctx.examples_forward += self.full_rows
         ctx.examples_backward += self.full_rows
@@ -2648,7 +2652,7 @@ class MCLearn(Method):
         self.policy.update_tau(self.last_rank)
         if self.pool.get("uniform"):  # a uniform pool's draws used neither the replay share nor the class weights
             return
-        self.policy.update_rho(self.ess_fraction)
+        self.policy.update_replay_share(self.ess_fraction)
         rms = np.array([np.sqrt(np.mean((weight[labels == c] * full[labels == c]) ** 2)) if (labels == c).any()
                         else np.nan for c in range(self.num_classes)])
         shares = self.pool["class_share"]
@@ -2657,7 +2661,7 @@ class MCLearn(Method):
     def _telemetry_row(self, i: int, progress: float, width: int) -> dict[str, Any]:
         record = {"step": i + 1, "kept": self.kept_rows, "full": self.full_rows, "width": width,
                   "pool": len(self.pool["rows"]), "ess_fraction": round(self.ess_fraction, 4),
-                  "replay_share": round(self.policy.rho, 4), "tau": round(self.policy.tau, 4),
+                  "replay_share": round(self.policy.replay_share, 4), "tau": round(self.policy.tau, 4),
                   "class_weights": np.round(self.policy.class_weights, 4).tolist(),
                   "kappa": self.policy.kappa(progress), "refreshes": self.refreshes,
                   "rank_corr": None if math.isnan(self.last_rank) else round(self.last_rank, 4)}
@@ -2724,9 +2728,9 @@ class MCLearn(Method):
         labels_host = self.labels_host[rows]
         candidate = np.full(len(rows), 1.0 / len(rows)) if uniform else \
             candidate_draw_probs(difficulty, labels_host, kappa, self.policy.tau)
-        shares = np.bincount(labels_host, weights=mix_replay(candidate, self.policy.rho), minlength=self.num_classes)
+        shares = np.bincount(labels_host, weights=mix_replay(candidate, self.policy.replay_share), minlength=self.num_classes)
         self.pool = {"rows": rows, "pool_prob": pool_prob, "labels_host": labels_host, "candidate_prob": candidate,
-                     "replay_share": self.policy.rho, "difficulty": difficulty, "class_share": shares,
+                     "replay_share": self.policy.replay_share, "difficulty": difficulty, "class_share": shares,
                      "scored": scored, "uniform": uniform}
         self.variant_counts["uniform_pools"] += int(uniform)
         self.draw()
@@ -2840,20 +2844,20 @@ def pass_count_summary(counts: np.ndarray, flipped_rows: np.ndarray | None = Non
 # its Bernoulli kept set and full-pass draw with Horvitz-Thompson weights, its budget rule and its
 # class. Its helpers are here, with it, where they differ from `mclearn`'s (section 5);
 # README "Deviations from the published MC-Learn" lists what is matched and the readings taken.
-def inclusion_probs(q_cand: np.ndarray, q_rep: np.ndarray | float) -> np.ndarray:
+def inclusion_probs(cand_prob: np.ndarray, replay_prob: np.ndarray | float) -> np.ndarray:
     """Return the probability of being kept through the candidate or the replay path:
-    1 - (1 - q_cand)(1 - q_rep), the two paths drawn independently."""
-    return 1.0 - (1.0 - np.asarray(q_cand)) * (1.0 - np.asarray(q_rep))
+    1 - (1 - cand_prob)(1 - replay_prob), the two paths drawn independently."""
+    return 1.0 - (1.0 - np.asarray(cand_prob)) * (1.0 - np.asarray(replay_prob))
 
 
-def draw_kept(q_cand: np.ndarray, q_rep: np.ndarray | float, rng: np.random.Generator,
+def draw_kept(cand_prob: np.ndarray, replay_prob: np.ndarray | float, rng: np.random.Generator,
               uniforms: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Return a boolean mask: kept if the candidate draw or the replay draw fires.
 
     `uniforms` lets the caller pass (u_cand, u_rep), e.g. antithetic 1 - u of the last step.
     """
-    u_cand, u_rep = uniforms if uniforms is not None else (rng.random(len(q_cand)), rng.random(len(q_cand)))
-    return (u_cand < q_cand) | (u_rep < q_rep)
+    u_cand, u_rep = uniforms if uniforms is not None else (rng.random(len(cand_prob)), rng.random(len(cand_prob)))
+    return (u_cand < cand_prob) | (u_rep < replay_prob)
 
 
 def ht_weights(inclusion: np.ndarray, population: float, w_clip: float | None,
@@ -2871,7 +2875,7 @@ def ht_weights(inclusion: np.ndarray, population: float, w_clip: float | None,
 
 def cv_estimate(loss_cheap: torch.Tensor, weights: torch.Tensor, full_mask: torch.Tensor,
                 loss_full: torch.Tensor, full_prob: torch.Tensor) -> torch.Tensor:
-    """Return the control-variate estimate sum_K w l_h + sum_S w (l_f - l_h) / q.
+    """Return the control-variate estimate sum_K w l_h + sum_S w (l_f - l_h) / q, q = `full_prob`.
 
     `loss_cheap`, `weights`, `full_prob` are over the kept set K; `full_mask` marks S within K (a
     boolean mask, or S's positions in K, which index without a host sync) and `loss_full` holds
@@ -2957,24 +2961,25 @@ def published_pool_size(pool_hint: float, batch_size: int) -> int:
 
 
 def published_pool_hint(cfg: Config, costs: dict[str, float], cadence: int, kappa: float,
-                        class_weights: np.ndarray, q_class: np.ndarray, rho: float, base_step_seconds: float) -> int:
-    """Return the published budget solver's M* = budget_ratio * (baseline step seconds) /
-    (L_s c_s / N + kappa (1 + rho) sum_c a_c (c_h + q_c c_f)), floored at B * max(1, min_pool_mult);
+                        class_weights: np.ndarray, full_prob: np.ndarray, replay_share: float, base_step_seconds: float) -> int:
+    """Return the published budget solver's M* = step_budget_ratio * (baseline step seconds) /
+    (L_s c_s / N + kappa (1 + r) sum_c a_c (c_h + q_c c_f)), floored at B * max(1, min_pool_mult);
+    r is the replay share, q_c the full-pass probability `full_prob` of class c,
     c_s is seconds per scored token, c_h and c_f seconds per example."""
     per_refresh = cfg.score_max_length * costs["score"] / max(1, cadence)
-    mix = float(np.sum(class_weights * (costs["head"] + q_class * costs["full"])))
-    raw = cfg.budget_ratio * base_step_seconds / max(1e-9, per_refresh + kappa * (1 + rho) * mix)
+    mix = float(np.sum(class_weights * (costs["head"] + full_prob * costs["full"])))
+    raw = cfg.step_budget_ratio * base_step_seconds / max(1e-9, per_refresh + kappa * (1 + replay_share) * mix)
     return int(max(cfg.batch_size, raw, cfg.batch_size * max(1.0, cfg.min_pool_mult)))
 
 
 def published_class_weights(class_weights: np.ndarray, var_cheap: np.ndarray, var_gap: np.ndarray,
-                            q: np.ndarray, cost_head: float, cost_full: float, eta: float) -> np.ndarray:
+                            full_prob: np.ndarray, cost_head: float, cost_full: float, eta: float) -> np.ndarray:
     """Return the published class-weight update: a_c exp(eta (g_c - mean g)) with the gain
-    g_c = (var_h + var_gap / q) / (c_h + q c_f) in raw units (not normalised by its mean, no
+    g_c = (var_h + var_gap / q_c) / (c_h + q_c c_f) (q_c: `full_prob` of class c) in raw units (not normalised by its mean, no
     bounds), floored at 1e-6 and normalised to sum 1. Where exp overflows (the published code then
     gives NaN) its limit is returned: a_c exp(eta (g_c - max g)) normalised (the floor's share vanishes)."""
-    gain = (np.maximum(var_cheap, 1e-12) + np.maximum(var_gap, 1e-12) / np.maximum(q, 1e-6)) / \
-        (cost_head + q * cost_full + 1e-12)
+    gain = (np.maximum(var_cheap, 1e-12) + np.maximum(var_gap, 1e-12) / np.maximum(full_prob, 1e-6)) / \
+        (cost_head + full_prob * cost_full + 1e-12)
     exponent = eta * (gain - gain.mean())
     with np.errstate(over="ignore"):
         weights = class_weights * np.exp(exponent)
@@ -2998,18 +3003,18 @@ def published_cadence(cadence: int, rank_corr: float, guard: float, bounds: tupl
     return max(lo, int(0.85 * cadence)) if rank_corr < guard else min(hi, int(1.10 * cadence))
 
 
-def published_full_draw(q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Return the full-pass mask over the kept set: Bernoulli(q) per row; when none fires, one
-    row drawn uniformly is forced in (its q is left as it was), as published."""
-    full = rng.random(len(q)) < q
+def published_full_draw(full_prob: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Return the full-pass mask over the kept set: Bernoulli(full_prob) per row; when none fires, one
+    row drawn uniformly is forced in (its full_prob is left as it was), as published."""
+    full = rng.random(len(full_prob)) < full_prob
     if not full.any():
-        full[rng.integers(len(q))] = True
+        full[rng.integers(len(full_prob))] = True
     return full
 
 
-def replay_count(rho: float, population: int, pool_size: int) -> int:
-    """Return the published replay draw size R = min(round(rho n), |P|)."""
-    return min(int(round(rho * population)), pool_size)
+def replay_count(replay_share: float, population: int, pool_size: int) -> int:
+    """Return the published replay draw size R = min(round(replay_share n), |P|)."""
+    return min(int(round(replay_share * population)), pool_size)
 
 
 def teacher_confidence(teacher_probs: torch.Tensor) -> torch.Tensor:
@@ -3050,7 +3055,7 @@ class MCLearnPaper(Method):
     redraw the kept set from the cached pool; run a Bernoulli(q) subset S (at least one row)
     through the mean-pooled model; minimise the control-variate objective with absolute-clipped
     HT weights plus confidence-weighted distillation from an EMA copy of the head; then update
-    rho (every step), the class weights (every step) and, at a refresh, tau and the cadence N."""
+    the replay share (every step), the class weights (every step) and, at a refresh, tau and the cadence N."""
 
     name = "mclearn-paper"
     teacher_decay = 0.999  # EMA of the head that teaches it (hard-coded in the published code)
@@ -3072,7 +3077,7 @@ class MCLearnPaper(Method):
         self.teacher = {k: copy.deepcopy(m).requires_grad_(False) for k, m in self.parts.head.items()}
         self.var_cheap = np.full(num_classes, np.nan)  # EMAs of the loss variances; nan = not seen yet
         self.var_gap = np.full(num_classes, np.nan)
-        self.q_class = np.full(num_classes, 0.25)
+        self.full_prob = np.full(num_classes, 0.25)
         self.cadence = cfg.refresh_every
         self.pool: dict[str, Any] | None = None
         self.cache: dict[str, Any] | None = None
@@ -3170,7 +3175,7 @@ class MCLearnPaper(Method):
         cfg, pool, n = self.ctx.cfg, self.pool, len(self.ctx.train)
         drawn = pool["rows"][self.rng.random(len(pool["rows"])) < pool["keep_prob"]]
         replay_pool = pool["replay"]
-        count = replay_count(self.policy.rho, n, len(replay_pool))
+        count = replay_count(self.policy.replay_share, n, len(replay_pool))
         picked = self.rng.choice(replay_pool, count, replace=False) if count > 0 else replay_pool[:0]
         rows = np.union1d(drawn, picked).astype(np.int64)
         if len(rows) == 0:
@@ -3179,11 +3184,11 @@ class MCLearnPaper(Method):
         cand_pos = np.array([position.get(int(r), -1) for r in rows])
         in_cand = cand_pos >= 0
         labels = self.labels_host[rows]
-        q_cand = np.zeros(len(rows))
-        q_cand[in_cand] = pool["quotas"][labels[in_cand]] / self.class_sizes[labels[in_cand]] * \
+        cand_prob = np.zeros(len(rows))
+        cand_prob[in_cand] = pool["quotas"][labels[in_cand]] / self.class_sizes[labels[in_cand]] * \
             np.maximum(1e-6, pool["keep_prob"][cand_pos[in_cand]])
-        q_rep = np.where(np.isin(rows, replay_pool), count / max(1, len(replay_pool)), 0.0)
-        raw = ht_weights(inclusion_probs(q_cand, q_rep), n, None)
+        replay_prob = np.where(np.isin(rows, replay_pool), count / max(1, len(replay_pool)), 0.0)
+        raw = ht_weights(inclusion_probs(cand_prob, replay_prob), n, None)
         return {"rows": rows, "labels": labels, "in_cand": in_cand, "cand_pos": cand_pos[in_cand],
                 "w_raw": raw, "w": np.minimum(raw, cfg.w_clip), "replay": int(count)}
 
@@ -3201,8 +3206,8 @@ class MCLearnPaper(Method):
                                                        cfg.ess_target):
             ready = all(kind in self.costs.ema for kind in ("score", "head", "full"))
             hint = published_pool_hint(cfg, {k: self.cost(k) for k in ("score", "head", "full")}, self.cadence,
-                                       self.policy.kappa(progress), self.policy.class_weights, self.q_class,
-                                       self.policy.rho, self.base_step_seconds) \
+                                       self.policy.kappa(progress), self.policy.class_weights, self.full_prob,
+                                       self.policy.replay_share, self.base_step_seconds) \
                 if ready else int(self.first_pool_batches * cfg.batch_size)
             self.cache = self.refresh(progress, hint)
             self.refresh_steps.append(step_no)
@@ -3210,13 +3215,13 @@ class MCLearnPaper(Method):
             self.cadence = published_cadence(self.cadence, 1.0, cfg.rank_guard, cfg.refresh_bounds)
         else:
             self.cache = self.draw(self.pool["rows"][0])
-        self.policy.update_rho(ess_raw / max(1, len(self.cache["w"])))  # every step
+        self.policy.update_replay_share(ess_raw / max(1, len(self.cache["w"])))  # every step
         losses, counts = self.update(i)
         self.costs.flush()
         var_cheap = np.nan_to_num(self.var_cheap, nan=1e-6)
         var_gap = np.nan_to_num(self.var_gap, nan=1e-6)
         self.policy.class_weights = published_class_weights(  # every step
-            self.policy.class_weights, var_cheap, var_gap, self.q_class, self.cost("head"), self.cost("full"),
+            self.policy.class_weights, var_cheap, var_gap, self.full_prob, self.cost("head"), self.cost("full"),
             cfg.class_weight_lr)
         return self.log(i, losses, counts, progress)
 
@@ -3227,13 +3232,13 @@ class MCLearnPaper(Method):
         cfg, ctx, kept, device = self.ctx.cfg, self.ctx, self.cache, self.ctx.device
         var_cheap = np.nan_to_num(self.var_cheap, nan=1e-6).clip(1e-12)  # the published default: 1e-6
         var_gap = np.nan_to_num(self.var_gap, nan=1e-6).clip(1e-12)
-        self.q_class = optimal_full_prob(var_gap, var_cheap, max(1e-9, self.cost("head")),
-                                         max(1e-9, self.cost("full")), cfg.q_bounds)
-        q_kept = self.q_class[kept["labels"]]
-        full = published_full_draw(q_kept, self.rng)
+        self.full_prob = optimal_full_prob(var_gap, var_cheap, max(1e-9, self.cost("head")),
+                                           max(1e-9, self.cost("full")), cfg.full_prob_bounds)
+        full_prob_kept = self.full_prob[kept["labels"]]
+        full = published_full_draw(full_prob_kept, self.rng)
         labels = ctx.train.labels[to_device(kept["rows"], device)]
         weights = to_device(kept["w"], device, torch.float32)
-        q_t = to_device(q_kept, device, torch.float32)
+        full_prob_t = to_device(full_prob_kept, device, torch.float32)
         full_t = to_device(np.flatnonzero(full), device)
         cand_t = to_device(np.flatnonzero(kept["in_cand"]), device)
         n_cand = len(kept["cand_pos"])
@@ -3247,7 +3252,7 @@ class MCLearnPaper(Method):
         with self.costs.timed("full", int(full.sum())):  # the published c_f times the forward only
             full_logits = self.full_logits(kept["rows"][full])
         loss_full = ctx.per_example_loss(full_logits, labels[full_t])
-        estimate_cv = cv_estimate(loss_cheap, weights, full_t, loss_full, q_t)
+        estimate_cv = cv_estimate(loss_cheap, weights, full_t, loss_full, full_prob_t)
         distill = self.distill_loss(feats, cheap_logits, weights[cand_t]) if n_cand else loss_full.sum() * 0.0
         ctx.optimizer_step(estimate_cv + distill, i)
         with torch.no_grad():
@@ -3296,8 +3301,8 @@ class MCLearnPaper(Method):
         record = {"step": i + 1, **counts, "pool": len(self.pool["rows"]), "replay": self.cache["replay"],
                   "replay_pool": len(self.pool["replay"]),
                   "ess_fraction": round(effective_sample_size(self.cache["w_raw"]) / len(self.cache["w_raw"]), 4),
-                  "rho": round(self.policy.rho, 4), "tau": round(self.policy.tau, 4), "cadence": self.cadence,
-                  "q": np.round(self.q_class, 4).tolist(),
+                  "replay_share": round(self.policy.replay_share, 4), "tau": round(self.policy.tau, 4), "cadence": self.cadence,
+                  "full_prob": np.round(self.full_prob, 4).tolist(),
                   "class_weights": np.round(self.policy.class_weights, 4).tolist(),
                   "kappa": self.policy.kappa(progress), "refreshes": self.refreshes}
         every = max(1, min(cfg.log_every, self.total_steps // 100))
@@ -3345,7 +3350,7 @@ def short_schedule_length(step_seconds: Sequence[float], shapes: Sequence[tuple]
                "budget_seconds": round(budget_seconds, 4), "planned_seconds": round(prices[n - 1], 4)}
 
 
-class ShortSchedule(Baseline):
+class ShortSchedule(FullPass):
     """The reference of every budgeted comparison: what a practitioner does with less time. The
     baseline on the whole training set, cut to the leading share of its own plan (shuffled length
     buckets, epoch after epoch, so no example repeats before every one has been seen) whose priced
@@ -3374,7 +3379,7 @@ class ShortSchedule(Baseline):
         return {"short_schedule": self.schedule, **self.graph_telemetry()}
 
 
-class Uniform(Baseline):
+class Uniform(FullPass):
     """Control: the baseline loop on a uniform random subset of uniform_fraction of the data
     (run_sweep sets the fraction to match another method's measured time when it is None)."""
 
@@ -3551,7 +3556,7 @@ def irreducible_losses(ctx: RunContext, holdout: torch.Tensor, epochs: int) -> t
     il_model = copy.deepcopy(ctx.model).train()
     il_ctx = dataclasses.replace(ctx, cfg=cfg, model=il_model, train=subset_split(ctx.train, holdout),
                                  examples_forward=0, examples_backward=0)
-    trainer = Baseline(il_ctx)
+    trainer = FullPass(il_ctx)
     build_optimization(il_ctx, trainer)
     for step in range(trainer.num_steps()):
         trainer.step(step)
@@ -3715,7 +3720,7 @@ class _SampledWeightGradLinear(torch.autograd.Function):
         return grad_x, grad_w.to(weight.dtype), grad_b, None
 
 
-class VCAS(Baseline):
+class VCAS(FullPass):
     """VCAS (Liu et al. 2024): exact forward; in backward, per-example activation-gradient
     sampling after each transformer block and per-token weight-gradient sampling in the encoder's
     linear layers, both unbiased. Every vcas_every steps the ratios adapt so each sampling
@@ -4351,10 +4356,9 @@ def run_record(method_name: str, cfg: Config, prepared: "Prepared", seed: int, b
         "accuracy": final["accuracy"], "eval_loss": final["loss"],
         "test_accuracy": None if test is None else test["accuracy"],
         "test_examples": 0 if prepared.test is None else len(prepared.test),
-        # examples_seen: examples with a backward pass (every method alike); examples_scored: examples
-        # that had a forward-only pass of the full model to choose them (Selective Backprop, RHO-LOSS).
-        "examples_seen": ctx.examples_backward, "examples_scored": ctx.examples_scored,
-        "examples_backward": ctx.examples_backward, "warnings": warnings,
+        # examples_backward: examples with a backward pass (every method alike); examples_scored:
+        # examples that had a forward-only pass of the full model to choose them (Selective Backprop, RHO-LOSS).
+        "examples_backward": ctx.examples_backward, "examples_scored": ctx.examples_scored, "warnings": warnings,
         # Host load: timings taken while other processes competed for the cores are not comparable.
         "host": {"load_avg_start": host["load_avg_start"], "load_avg_end": _load_average(),
                  "load_at_start": host["load_at_start"], "process_cpu_seconds": time.process_time() - host["cpu_start"],
@@ -4394,8 +4398,52 @@ def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Pat
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
-    """Return a run record read from its JSON file."""
-    return json.loads(Path(path).read_text())
+    """Return a run record read from its JSON file, in today's names (upgrade_record)."""
+    record = json.loads(Path(path).read_text())
+    return upgrade_record(record) if isinstance(record, dict) else record
+
+
+def _renamed(names: dict[str, Any], method: str | None) -> dict[str, Any]:
+    """Return `names` (a dict) with each key RENAMED (for `method`'s own "method/key" entries first)
+    whose new name it does not already hold; other keys as they are, in their order."""
+    out = {}
+    for key, value in names.items():
+        new = RENAMED.get(f"{method}/{key}", RENAMED.get(key, key))
+        out[key if new in names else new] = value
+    return out
+
+
+def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Return a run record written with old names (RENAMED) in today's: its method id and run
+    label, its config's keys and `explicit`, its budget knobs and its logged steps' keys; and
+    examples_seen as examples_backward (files from before examples_scored counted the forward-only
+    scoring passes in examples_seen: those become examples_scored). A record in today's names
+    comes back unchanged."""
+    record = dict(record)
+    method = record.get("method")
+    if RENAMED.get(method) in METHODS:
+        method = record["method"] = RENAMED[method]
+    label = record.get("run_label")
+    for old, new in RENAMED.items():  # a run label is the method id, then -b<budget> and -lr<lr>
+        if new in METHODS and isinstance(label, str) and (label == old or label.startswith(old + "-")):
+            record["run_label"] = new + label[len(old):]
+    if isinstance(record.get("config"), dict):
+        config = record["config"] = _renamed(record["config"], method)
+        if isinstance(config.get("explicit"), (list, tuple)):
+            config["explicit"] = [RENAMED.get(f"{method}/{k}", RENAMED.get(k, k)) for k in config["explicit"]]
+    if isinstance(record.get("knobs"), dict):
+        record["knobs"] = _renamed(record["knobs"], method)
+    steps = (record.get("telemetry") or {}).get("steps") if isinstance(record.get("telemetry"), dict) else None
+    if isinstance(steps, list):
+        record["telemetry"] = {**record["telemetry"], "steps": [_renamed(s, method) if isinstance(s, dict) else s
+                                                                for s in steps]}
+    if "examples_seen" in record:
+        seen = record.pop("examples_seen")
+        if "examples_backward" not in record:
+            record["examples_backward"] = seen
+        elif "examples_scored" not in record:
+            record["examples_scored"] = seen - record["examples_backward"]
+    return record
 
 
 def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
@@ -4434,11 +4482,12 @@ RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device")
 METHOD_OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("mclearn", "mclearn-paper", *MCLEARN_VARIANTS): (
         "score_layer", "score_max_length", "head_lr", "distill_gamma", "distill_temperature", "kappa_schedule",
-        "tau_init", "tau_bounds", "rank_guard", "rho_init", "rho_bounds", "ess_target", "class_weight_bounds",
-        "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "q_bounds",
-        "budget_ratio", "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple"),
-    ("mclearn", *MCLEARN_VARIANTS): ("free_scores", "free_score_max_age", "once_draws", "once_floor", "uniform_start",
-                                     "uniform_end", "record_passes"),
+        "tau_init", "tau_bounds", "rank_guard", "replay_share_init", "replay_share_bounds", "ess_target", "class_weight_bounds",
+        "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "full_prob_bounds",
+        "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple"),
+    ("mclearn", *MCLEARN_VARIANTS): ("budget_ratio", "free_scores", "free_score_max_age", "once_draws", "once_floor",
+                                     "uniform_start", "uniform_end", "record_passes"),
+    ("mclearn-paper",): ("step_budget_ratio",),
     ("uniform",): ("uniform_fraction", "uniform_match"),
     ("selective_backprop", "rho_loss"): ("candidate_share",),
     ("selective_backprop",): ("sb_beta", "sb_history"),
@@ -4637,7 +4686,7 @@ def diverged_record(method: str, cfg: Config, prepared: Prepared, seed: int, mes
         **run_identity(method, config_for_method(cfg, method), prepared, seed, budget),
         "diverged": message, "graphed": False, "graph_capture_error": None,
         "train_seconds": float("nan"), "accuracy": float("nan"), "test_accuracy": None,
-        "examples_seen": 0, "examples_scored": 0, "eval_curve": [], "warnings": [message],
+        "examples_backward": 0, "examples_scored": 0, "eval_curve": [], "warnings": [message],
     }
 
 
@@ -4953,20 +5002,16 @@ def load_runs(results_dir: str | Path, study: str | None = None) -> list[dict[st
     return [r for r in map(read_run_or_set_aside, sorted(root.glob(pattern))) if r is not None]
 
 
-SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accuracy", "examples_seen",
+SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accuracy", "examples_backward",
                    "examples_scored", "time_budget", "graphed", "test_accuracy", "diverged"]
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:
-    """Return the SUMMARY_COLUMNS of a run record, with defaults for files written before a column
-    existed: time_budget 0.0 (none), graphed from the telemetry (False when it says nothing),
-    test_accuracy None. Files written before examples_scored existed counted every full forward as
-    examples_seen: their examples with a backward pass are examples_backward and the rest were
-    forward-only scoring passes."""
+    """Return the SUMMARY_COLUMNS of a run record (in today's names, upgrade_record), with defaults
+    for files written before a column existed: time_budget 0.0 (none), graphed from the telemetry
+    (False when it says nothing), test_accuracy None, examples_scored 0."""
+    record = upgrade_record(record)
     row = {c: record.get(c) for c in SUMMARY_COLUMNS}
-    if "examples_scored" not in record and "examples_backward" in record:
-        row["examples_seen"] = record["examples_backward"]
-        row["examples_scored"] = record["examples_seen"] - record["examples_backward"]
     row["examples_scored"] = row["examples_scored"] or 0
     row["time_budget"] = float(record.get("time_budget") or 0.0)
     row["graphed"] = bool(record["graphed"]) if record.get("graphed") is not None else _telemetry_graphed(record)
@@ -4999,12 +5044,13 @@ def summarize(results_dir: str | Path = "results", study: str | None = None, sho
 
 
 def _with_summary_defaults(rows) -> Any:
-    """Return a copy of summary rows (a DataFrame) with every SUMMARY_COLUMNS column, filling the
-    ones an old summary.csv lacks or leaves empty: time_budget 0.0, graphed False, test_accuracy
-    NaN, examples_scored 0."""
+    """Return a copy of summary rows (a DataFrame) in today's names (RENAMED columns and method
+    ids) with every SUMMARY_COLUMNS column, filling the ones an old summary.csv lacks or leaves
+    empty: time_budget 0.0, graphed False, test_accuracy NaN, examples_scored 0."""
     import pandas as pd
 
-    rows = rows.copy()
+    rows = rows.rename(columns={old: new for old, new in RENAMED.items() if old in rows and new not in rows})
+    rows["method"] = rows["method"].map(lambda m: RENAMED[m] if RENAMED.get(m) in METHODS else m)
     for column in SUMMARY_COLUMNS:
         if column not in rows:
             rows[column] = np.nan
@@ -5066,7 +5112,7 @@ def report_table(rows) -> Any:
                 "reaches budget": reaches,
                 "speed-up vs baseline": against_baseline(f"{1 / ratio:.2f}x"),
                 "accuracy change (pt)": against_baseline(f"{round(acc.mean() - base_acc * 100, 2) + 0.0:+.2f}"),
-                "examples seen (backward)": int(runs["examples_seen"].mean()) if len(runs) else 0,
+                "examples seen (backward)": int(runs["examples_backward"].mean()) if len(runs) else 0,
                 "examples scored (forward only)": int(runs["examples_scored"].mean()) if len(runs) else 0,
                 "graphed": _yes_no_mixed(all_runs["graphed"]),
             })
@@ -5336,7 +5382,7 @@ def plot_difficulty(record: dict[str, Any], path: str | Path | None = None):
 
 def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
     """Return a figure of MC-Learn's sampler telemetry over steps (kept and full rows, ESS, replay
-    share, rank agreement, tau, and q or the class weights); an empty note for methods without
+    share, rank agreement, tau, and the full-pass probabilities or the class weights); an empty note for methods without
     telemetry."""
     import matplotlib.pyplot as plt
     import pandas as pd
@@ -5348,11 +5394,11 @@ def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
         return _figure_out(fig, path)
     frame = pd.DataFrame(steps)
     frame[["kept", "full"]].set_index(frame["step"]).plot(ax=axes[0], title="examples per step", marker="o", ms=2)
-    health = [c for c in ("ess_fraction", "rho", "replay_share", "rank_corr") if c in frame and frame[c].notna().any()]
+    health = [c for c in ("ess_fraction", "replay_share", "rank_corr") if c in frame and frame[c].notna().any()]
     frame[health].astype(float).set_index(frame["step"]).plot(
         ax=axes[1], title="ESS fraction, replay share, rank agreement", marker="o", ms=2)
-    # mclearn-paper logs its per-class full-pass probabilities q; mclearn its class weights
-    name, label = ("q", "full-pass probability q") if "q" in frame else ("class_weights", "class weights")
+    # mclearn-paper logs its per-class full-pass probabilities; mclearn its class weights
+    name, label = ("full_prob", "full-pass probability") if "full_prob" in frame else ("class_weights", "class weights")
     per_class = pd.DataFrame(frame[name].tolist(), index=frame["step"]).add_prefix(f"{name} class ")
     per_class.assign(tau=frame["tau"].values).plot(ax=axes[2], title=f"{label} and tau", logy=True, marker="o", ms=2)
     fig.suptitle(f"{record['method']} seed {record['seed']}")
@@ -5466,29 +5512,6 @@ def _study_title(records: Sequence[dict[str, Any]]) -> str:
     dataset = str(first.get("config", {}).get("dataset") or first.get("dataset") or "")
     dataset = dataset.rstrip("/").split("/")[-1]
     return f"{first.get('study', '')} ({dataset})" if dataset else str(first.get("study", ""))
-
-
-def plot_step_costs(curve: dict[str, Any], path: str | Path | None = None):
-    """Plot a step-cost curve (benchmarks/step_cost_curve.py): milliseconds per update against
-    rows per update, one line per width, eager dashed and graphed solid; return the figure."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    rows = curve["rows"]
-    widths = sorted({r["width"] for r in rows})
-    colors = plt.cm.viridis(np.linspace(0, 0.85, len(widths)))
-    for mode, style in (("eager", "--"), ("graphed", "-")):
-        for width, color in zip(widths, colors):
-            points = sorted((r["rows"], r["seconds"] * 1e3) for r in rows if r["mode"] == mode and r["width"] == width)
-            if points:
-                ax.plot(*zip(*points), style, marker="o", color=color, label=f"{mode}, {width} tokens")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("rows per update")
-    ax.set_ylabel("ms per update (forward, backward, AdamW)")
-    ax.set_title(f"{curve['model']} on {curve['device']}", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
-    return _figure_out(fig, path)
 
 
 def time_to_accuracy(record: dict[str, Any], target: float) -> float | None:
@@ -5866,7 +5889,7 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]]):
         passes = telemetry.get("full_passes") or {}
         distinct = passes.get("distinct_rows")
         if r["method"] == REFERENCE:
-            distinct = min(int(r.get("examples_seen", 0)), int(r.get("train_examples", 0)))
+            distinct = min(int(r.get("examples_backward", 0)), int(r.get("train_examples", 0)))
         ranks = [s["rank_corr"] for s in telemetry.get("steps", []) if s.get("rank_corr") is not None]
         seconds = telemetry.get("measured_seconds") or {}
         flipped = passes.get("flipped") or {}
@@ -5885,15 +5908,15 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]]):
 
 
 # --- the estimator study --------------------------------------------------------------------------
-def estimator_study(q_values: Sequence[float], w_clip_values: Sequence[float | None], draws: int, seed: int = 0,
-                    q_for_clip_sweep: float = 0.25, pool: int = 512, kept: int = 128, kappa: float = 0.5,
-                    tau: float = 1.0, rho: float = 0.05, noise: float = 0.3):
-    """Return a DataFrame, one row per (sweep, q, w_clip, estimator), of the empirical bias,
+def estimator_study(full_probs: Sequence[float], w_clip_values: Sequence[float | None], draws: int, seed: int = 0,
+                    clip_sweep_full_prob: float = 0.25, pool: int = 512, kept: int = 128, kappa: float = 0.5,
+                    tau: float = 1.0, replay_share: float = 0.05, noise: float = 0.3):
+    """Return a DataFrame, one row per (sweep, full_prob, w_clip, estimator), of the empirical bias,
     standard error and variance of `cv_estimate` and `ht_estimate` on a synthetic pool.
 
     The pool's full losses are Gamma(2, 0.5); the cheap loss is the full loss plus N(0, noise)
-    noise. Each draw keeps a soft top-k by cheap loss plus a `rho` replay share, weights with
-    `ht_weights`, and sends a Bernoulli(q) subset to the full loss. Every setting reuses the same
+    noise. Each draw keeps a soft top-k by cheap loss plus a `replay_share`, weights with
+    `ht_weights`, and sends a Bernoulli(full_prob) subset to the full loss. Every setting reuses the same
     random draws (a paired comparison). The target is the pool's mean full loss.
     """
     import pandas as pd
@@ -5902,25 +5925,25 @@ def estimator_study(q_values: Sequence[float], w_clip_values: Sequence[float | N
     labels = rng.integers(0, 4, pool)
     loss_full = rng.gamma(2.0, 0.5, pool)
     loss_cheap = np.clip(loss_full + rng.normal(0.0, noise, pool), 0.0, None)
-    q_cand = candidate_probs(loss_cheap, labels, kappa, tau, (1 - rho) * kept)
-    q_rep = rho * kept / pool
-    inclusion = inclusion_probs(q_cand, q_rep)
+    cand_prob = candidate_probs(loss_cheap, labels, kappa, tau, (1 - replay_share) * kept)
+    replay_prob = replay_share * kept / pool
+    inclusion = inclusion_probs(cand_prob, replay_prob)
     truth, rows = loss_full.mean(), []
-    settings = [("q", q, None) for q in q_values] + [("w_clip", q_for_clip_sweep, c) for c in w_clip_values]
-    for sweep, q, w_clip in settings:
+    settings = [("full_prob", p, None) for p in full_probs] + [("w_clip", clip_sweep_full_prob, c) for c in w_clip_values]
+    for sweep, full_prob, w_clip in settings:
         rng = np.random.default_rng([seed, 1])
         estimates: dict[str, list[float]] = {"cv_estimate": [], "ht_estimate": []}
         for _ in range(draws):
-            k = np.flatnonzero(draw_kept(q_cand, q_rep, rng))
+            k = np.flatnonzero(draw_kept(cand_prob, replay_prob, rng))
             w = torch.as_tensor(ht_weights(inclusion[k], pool, w_clip, inclusion.sum()))
-            s = torch.as_tensor(rng.random(len(k)) < q)
-            q_k = torch.full((len(k),), float(q), dtype=torch.float64)
+            s = torch.as_tensor(rng.random(len(k)) < full_prob)
+            full_prob_k = torch.full((len(k),), float(full_prob), dtype=torch.float64)
             full = torch.as_tensor(loss_full[k])[s]
-            estimates["cv_estimate"].append(float(cv_estimate(torch.as_tensor(loss_cheap[k]), w, s, full, q_k)))
-            estimates["ht_estimate"].append(float(ht_estimate(w, s, full, q_k)))
+            estimates["cv_estimate"].append(float(cv_estimate(torch.as_tensor(loss_cheap[k]), w, s, full, full_prob_k)))
+            estimates["ht_estimate"].append(float(ht_estimate(w, s, full, full_prob_k)))
         for name, values in estimates.items():
             values = np.asarray(values)
-            rows.append({"sweep": sweep, "q": q, "w_clip": "none" if w_clip is None else w_clip,
+            rows.append({"sweep": sweep, "full_prob": full_prob, "w_clip": "none" if w_clip is None else w_clip,
                          "estimator": name, "bias": values.mean() - truth,
                          "se": values.std(ddof=1) / np.sqrt(draws), "variance": values.var(ddof=1),
                          "truth": truth})
@@ -5928,16 +5951,17 @@ def estimator_study(q_values: Sequence[float], w_clip_values: Sequence[float | N
 
 
 def plot_estimator_study(table, path_q: str | Path | None = None, path_clip: str | Path | None = None):
-    """Return two figures of an `estimator_study` table: bias (±2 SE) and variance against q,
+    """Return two figures of an `estimator_study` table: bias (±2 SE) and variance against the
+    full-pass probability q,
     and against w_clip; saved as PNG when paths are given."""
     import matplotlib.pyplot as plt
 
-    by_q = table[table["sweep"] == "q"]
+    by_q = table[table["sweep"] == "full_prob"]
     fig_q, (ax_bias, ax_var) = plt.subplots(1, 2, figsize=(11, 3.8))
     for name, group in by_q.groupby("estimator"):
-        ax_bias.plot(group["q"], group["bias"], marker="o", label=name)
-        ax_bias.fill_between(group["q"], -2 * group["se"], 2 * group["se"], alpha=0.12)
-        ax_var.plot(group["q"], group["variance"], marker="o", label=name)
+        ax_bias.plot(group["full_prob"], group["bias"], marker="o", label=name)
+        ax_bias.fill_between(group["full_prob"], -2 * group["se"], 2 * group["se"], alpha=0.12)
+        ax_var.plot(group["full_prob"], group["variance"], marker="o", label=name)
     ax_bias.axhline(0, color="k", lw=0.8)
     ax_bias.set(xlabel="full-pass probability q", ylabel="bias", title="bias vs q (±2 SE shaded)")
     ax_var.set(xlabel="full-pass probability q", ylabel="variance", yscale="log", title="variance vs q")
@@ -5955,7 +5979,7 @@ def plot_estimator_study(table, path_q: str | Path | None = None, path_clip: str
         ax.set_xlabel("w_clip")
         ax.legend()
     cb.axhline(0, color="k", lw=0.8)
-    q_clip = by_clip["q"].iloc[0] if len(by_clip) else float("nan")
+    q_clip = by_clip["full_prob"].iloc[0] if len(by_clip) else float("nan")
     cb.set(ylabel="bias", title=f"bias vs w_clip (q = {q_clip}, ±2 SE)")
     cv.set(ylabel="variance", title="variance vs w_clip")
     return _figure_out(fig_q, path_q), _figure_out(fig_c, path_clip)

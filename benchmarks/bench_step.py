@@ -154,6 +154,25 @@ class PlainUpdates(mc.Method):
         return out
 
 
+def record_full_passes(trainer: mc.MCLearn) -> list[tuple[torch.Tensor, int]]:
+    """Return a list that collects, from now on, the (full-pass rows on the device, width) of each
+    update `trainer` (an MCLearn) makes: its step is wrapped to read them from the step plan it
+    ran (the rows of plan position step - plan_start, after the step's refresh and re-plan)."""
+    passes: list[tuple[torch.Tensor, int]] = []
+    step = trainer.step
+
+    def logged(i: int):
+        before = trainer.steps_run
+        out = step(i)
+        if trainer.steps_run > before:  # the step made an update (a re-planned run's last steps do not)
+            j = i - trainer.plan_start
+            passes.append((trainer.plan_device["full_rows"][j], trainer.plan.widths[j]))
+        return out
+
+    trainer.step = logged
+    return passes
+
+
 def first_of_each_shape(passes: list[tuple[torch.Tensor, int]], count: int) -> list[int]:
     """Return the indices of the first `count` passes of each shape (rows, width)."""
     seen: dict[tuple[int, int], int] = {}
@@ -243,7 +262,7 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
     tokens_before = ctx.examples_backward
     capture_before = trainer.graphed.capture_seconds if getattr(trainer, "graphed", None) else 0.0
     if method != "baseline":
-        trainer.full_pass_log = []  # for the replay
+        full_passes = record_full_passes(trainer)  # for the replay
     seconds = timed_seconds(trainer, timed, device)
     n_backward = ctx.examples_backward - tokens_before
     extra = {"cuda_graphs": ctx.graphs}
@@ -253,7 +272,7 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
     if method != "baseline":  # MC-Learn's time breakdown: device seconds inside each timed region
         measured = trainer.telemetry().get("measured_seconds", {})
         extra["measured_seconds"] = {k: round(v, 3) for k, v in measured.items()}
-        plain = replay_seconds(trainer.full_pass_log, changes, args, data, device, base_model)
+        plain = replay_seconds(full_passes, changes, args, data, device, base_model)
         extra["timed_steps"] = len(timed)
         extra["budget"] = {k: v for k, v in trainer.budget.items() if k != "step_costs"}
         extra["full_pass_replay_seconds"] = round(plain, 3)

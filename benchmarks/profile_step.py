@@ -58,7 +58,7 @@ def main() -> None:
     trainer = mc.METHODS["mclearn"](ctx)
     trainer.setup()
     mc.build_optimization(ctx, trainer)
-    trainer.full_pass_log = []
+    passes = bench_step.record_full_passes(trainer)
     total = trainer.num_steps()
     warm, prof_steps = range(args.warmup), range(args.warmup, args.warmup + args.steps)
     timed = range(prof_steps.stop, total)
@@ -67,7 +67,6 @@ def main() -> None:
     profiled(trainer, prof_steps, device, "mclearn", args.rows)
     mclearn_ms = ms_per_step(trainer, timed, device)
 
-    passes = trainer.full_pass_log
     plain = bench_step.replay_trainer(passes, changes, args, data, device, base_model)  # shapes warmed up
     profiled(plain, prof_steps, device, "plain updates on mclearn's full-pass batches", args.rows)
     plain_ms = ms_per_step(plain, range(prof_steps.stop, len(passes)), device)

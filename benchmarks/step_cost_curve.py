@@ -7,7 +7,7 @@ nearly what one of 256 rows costs, fewer rows per step saves nothing and only fe
     python benchmarks/step_cost_curve.py --preset cpu-smoke --rows 4 8 16       # CPU smoke
 
 Writes results/bench/step-cost-<model>-<device>.json (one row per mode, rows, width: seconds)
-and a PNG beside it (mclearn_core.plot_step_costs).
+and a PNG beside it (plot_step_costs).
 """
 from __future__ import annotations
 
@@ -17,9 +17,35 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mclearn_core as mc  # noqa: E402
+
+
+def plot_step_costs(curve: dict[str, Any], path: str | Path | None = None):
+    """Plot a step-cost curve: milliseconds per update against rows per update, one line per
+    width, eager dashed and graphed solid; return the figure (saved as PNG when `path` is given)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    rows = curve["rows"]
+    widths = sorted({r["width"] for r in rows})
+    colors = plt.cm.viridis(np.linspace(0, 0.85, len(widths)))
+    for mode, style in (("eager", "--"), ("graphed", "-")):
+        for width, color in zip(widths, colors):
+            points = sorted((r["rows"], r["seconds"] * 1e3) for r in rows if r["mode"] == mode and r["width"] == width)
+            if points:
+                ax.plot(*zip(*points), style, marker="o", color=color, label=f"{mode}, {width} tokens")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("rows per update")
+    ax.set_ylabel("ms per update (forward, backward, AdamW)")
+    ax.set_title(f"{curve['model']} on {curve['device']}", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    return mc._figure_out(fig, path)
 
 
 def main() -> None:
@@ -51,7 +77,7 @@ def main() -> None:
                "precision": cfg.precision, "commit": os.environ.get("MCLEARN_COMMIT") or mc.environment_versions()["git_commit"],
                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
     mc.write_json_atomic(out / f"step-cost-{slug}.json", payload)
-    mc.plot_step_costs(payload, out / f"step-cost-{slug}.png")
+    plot_step_costs(payload, out / f"step-cost-{slug}.png")
     for row in rows:
         print(f"{row['mode']:>8} rows {row['rows']:>4} width {row['width']:>4}: {row['seconds'] * 1e3:8.2f} ms")
     print(json.dumps({k: v for k, v in payload.items() if k != "rows"}))

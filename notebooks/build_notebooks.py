@@ -89,7 +89,8 @@ part of each step's data:
    by Horvitz–Thompson weights 1 / (N π) clipped at `w_clip` times the uniform weight.
 4. **Policy learner and budget solver.** Class weights, the soft top-k temperature and the replay share
    adapt during training; a budget solver picks q and the kept size from measured costs so that a step
-   costs at most `budget_ratio` of a baseline step.
+   costs at most `step_budget_ratio` of a baseline step (`mclearn-paper`, as published; `mclearn` plans
+   its whole run to `budget_ratio` of the baseline's time instead).
 
 `mclearn-paper` is the method as published; `mclearn` is the corrected form (README, "Deviations from
 the published MC-Learn"). Every step of the study lives in `mclearn_core.py`; the cells below only call it
@@ -183,7 +184,8 @@ Markdown(mc.headline(mc.REPO_ROOT / "results"))
 - `seeds`: `None` keeps the preset's seeds.
 - `methods`: the runs to train; every run is written to its own file as soon as it ends, so re-running
   the notebook resumes and retrains nothing that is already there.
-- `budget_ratio`: the MC-Learn step cost as a fraction of a baseline step (`None` keeps the default).
+- `budget_ratio`: `mclearn`'s train time as a fraction of the baseline's (`None` keeps the default, 1/3;
+  `mclearn-paper` budgets each step instead, by its own `step_budget_ratio`).
 - `progress`: progress bars while training (`False` keeps saved outputs short).
 - `study`, `results_dir`: where run files, `summary.csv` and figures go (`results_dir` relative to the
   repository root). `study = None` names it after the notebook and the preset (`flagship-t4`,
@@ -205,15 +207,19 @@ progress = True
 ## Configuration
 
 The base config of the runs; each method's preset is applied on top of it when that method trains.
-The effective `budget_ratio` of each MC-Learn method is printed: the method presets set their own
-value (`mclearn` 0.30, `mclearn-paper` 0.55, or 0.70 on A100-class GPUs) unless you pass one.
+The effective `budget_ratio` of each MC-Learn method is printed (`mclearn` and its variants: 1/3 of the
+baseline's time unless you pass one); `mclearn-paper` prints its per-step `step_budget_ratio` (0.55, or
+0.70 on A100-class GPUs).
 '''),
     code('STUDY_BASE = "flagship"\n' + RESOLVE + '''
 cfg = mc.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir,
                      budget_ratio=budget_ratio, **({"seeds": tuple(seeds)} if seeds else {}))
 pprint.pprint(dataclasses.asdict(cfg), width=110, compact=True, sort_dicts=False)
 print(f"\\npreset {cfg.preset} on {mc.resolve_device(cfg)}; results -> {results_dir}; figures -> {figures}")
-print("effective budget_ratio:", {m: mc.config_for_method(cfg, m).budget_ratio for m in methods if m.startswith("mclearn")})
+print("effective budget_ratio:", {m: mc.config_for_method(cfg, m).budget_ratio for m in methods
+                                  if m.startswith("mclearn") and m != "mclearn-paper"})
+if "mclearn-paper" in methods:
+    print("mclearn-paper step_budget_ratio:", mc.config_for_method(cfg, "mclearn-paper").step_budget_ratio)
 '''),
     md('''
 ## Data
@@ -398,7 +404,7 @@ if not path.exists():
 record = mc.read_run(path)
 print(path)
 print({k: record.get(k) for k in ("study", "method", "seed", "preset", "device", "model", "dataset", "accuracy",
-                              "train_seconds", "steps", "examples_seen", "examples_scored")})
+                              "train_seconds", "steps", "examples_backward", "examples_scored")})
 '''),
     md('''
 ## Confusion matrix
@@ -455,16 +461,16 @@ variate has the lower variance when the cheap loss tracks the full loss; clippin
 '''),
     code(FIND_REPO),
     md('''
-Parameters: `draws` per setting (CI uses a few hundred), the synthetic pool's `seed`, the q values and
-`w_clip` values swept, and where the figures and table go (`results_dir` relative to the repository
+Parameters: `draws` per setting (CI uses a few hundred), the synthetic pool's `seed`, the full-pass
+probabilities q (`full_probs`) and `w_clip` values swept, and where the figures and table go (`results_dir` relative to the repository
 root).
 '''),
     code('''
 draws = 5000
 seed = 0
-q_values = [0.05, 0.1, 0.2, 0.33, 0.5, 0.75, 1.0]
+full_probs = [0.05, 0.1, 0.2, 0.33, 0.5, 0.75, 1.0]  # the full-pass probabilities q swept
 w_clip_values = [None, 2, 5, 10]
-q_for_clip_sweep = 0.25
+clip_sweep_full_prob = 0.25  # q while w_clip is swept
 study = "estimator_checks"
 results_dir = "results"
 ''', tags=["parameters"]),
@@ -485,7 +491,7 @@ differences between settings are not sampling noise (and the bias estimates of d
 move together).
 '''),
     code('''
-study_table = mc.estimator_study(q_values, w_clip_values, draws, seed, q_for_clip_sweep)
+study_table = mc.estimator_study(full_probs, w_clip_values, draws, seed, clip_sweep_full_prob)
 figures.mkdir(parents=True, exist_ok=True)
 study_table.to_csv(figures / "estimator_checks.csv", index=False)
 study_table

@@ -30,7 +30,7 @@ run "class shares of the candidate path alone" \
   '"class_share": np.bincount(labels_host, weights=draw_prob, minlength=self.num_classes)' \
   '"class_share": np.bincount(labels_host, weights=candidate, minlength=self.num_classes)'
 run "replay share fed the rank instead of the ESS fraction" \
-  'self.policy.update_rho(self.ess_fraction)' 'self.policy.update_rho(self.last_rank)'
+  'self.policy.update_replay_share(self.ess_fraction)' 'self.policy.update_replay_share(self.last_rank)'
 run "refresh before the policy update" \
   '            self._update_policy()
             self.plan_start = i

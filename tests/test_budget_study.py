@@ -87,7 +87,7 @@ def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, m
         assert record["flipped_rows"] == round(0.25 * len(noisy.train)) and record["label_noise"] == 0.25
         if record["method"] == "uniform":
             assert record["knobs"] == {"uniform_fraction": record["time_budget"]}
-            assert record["examples_seen"] == 2 * round(record["time_budget"] * len(noisy.train))
+            assert record["examples_backward"] == 2 * round(record["time_budget"] * len(noisy.train))
         if record["method"] == "vcas":
             assert record["time_budget"] == 0.0 and "no wall-clock knob" in record["budget_note"]
     runs = mc.Path(cfg.results_dir) / "runs"

@@ -364,7 +364,7 @@ def _budget_study_runs(results, study):
             for seed in (42, 43):
                 mc.write_json_atomic(mc.run_path(results, study, mc.run_label(method, budget), seed), {
                     "study": study, "method": method, "seed": seed, "device": "cpu (x86_64, 2 threads)",
-                    "train_seconds": 123.456 * seed / 42 * (budget or 1), "accuracy": 0.8123, "examples_seen": 123456,
+                    "train_seconds": 123.456 * seed / 42 * (budget or 1), "accuracy": 0.8123, "examples_backward": 123456,
                     "examples_scored": 4800, "time_budget": budget, "graphed": False, "test_accuracy": 0.79})
 
 
@@ -392,7 +392,7 @@ def _fake_training(monkeypatch):
     """Make the CLI's sweep write complete run records without loading data or training."""
     def train(method, cfg, prepared, seed, **kwargs):
         return {"study": cfg.study, "method": method, "seed": seed, "device": "cpu (test)", "train_seconds": 1.0,
-                "accuracy": 0.5, "examples_seen": 64, "examples_scored": 0, "graphed": False, "warnings": [],
+                "accuracy": 0.5, "examples_backward": 64, "examples_scored": 0, "graphed": False, "warnings": [],
                 "config": mc.portable_config(mc.config_for_method(cfg, method))}
 
     monkeypatch.setattr(mc, "prepare", lambda cfg: None)

@@ -31,9 +31,9 @@ def test_unknown_preset_lists_the_choices():
 
 
 def test_lists_become_tuples_for_tuple_fields():
-    cfg = mc.replace_config(mc.Config(), kappa_schedule=[0.7, 0.6, 0.5], q_bounds=[0.1, 0.2])
+    cfg = mc.replace_config(mc.Config(), kappa_schedule=[0.7, 0.6, 0.5], full_prob_bounds=[0.1, 0.2])
     assert cfg.kappa_schedule == (0.7, 0.6, 0.5) and isinstance(cfg.kappa_schedule, tuple)
-    assert cfg.q_bounds == (0.1, 0.2) and isinstance(cfg.q_bounds, tuple)
+    assert cfg.full_prob_bounds == (0.1, 0.2) and isinstance(cfg.full_prob_bounds, tuple)
 
 
 def test_replace_config_returns_a_copy():
@@ -46,16 +46,32 @@ def test_method_presets():
     cfg = mc.make_config("cpu-smoke")
     assert mc.config_for_method(cfg, "baseline") == cfg
     ours = mc.config_for_method(cfg, "mclearn")
+    assert ours == cfg  # the Config defaults are the mclearn preset: one source per value
+    assert "mclearn" not in mc.METHOD_PRESETS
     assert ours.budget_ratio == pytest.approx(1 / 3) and ours.full_rows == 0  # full-size steps, a third of the time
     paper = mc.config_for_method(cfg, "mclearn-paper")
-    assert paper.unfreeze_schedule == (0.3, 0.7) and paper.rho_bounds == (0.01, 0.9)
+    assert paper.unfreeze_schedule == (0.3, 0.7) and paper.replay_share_bounds == (0.01, 0.9)
     assert paper.class_weight_lr == 0.2 and paper.cost_ema == 0.98  # the published eta and EMA
-    # the GPU-only overrides of the published notebook are not applied on CPU presets ...
-    assert paper.refresh_every == cfg.refresh_every
-    # ... but are on A100-class presets
-    gpu_paper = mc.config_for_method(mc.make_config("a100"), "mclearn-paper")
-    for key, value in mc.PAPER_GPU_OVERRIDES.items():
-        assert getattr(gpu_paper, key) == value, key
+    assert paper.step_budget_ratio == 0.55  # its per-step budget, a key of its own (not mclearn's budget_ratio)
+    # the GPU-only changes of the published notebook are not applied on CPU presets ...
+    assert paper.refresh_every == cfg.refresh_every and paper.step_budget_ratio != 0.70
+    # ... but are on A100-class presets, and only for mclearn-paper
+    gpu = mc.METHOD_PRESETS["mclearn-paper"]["gpu"]
+    for preset in mc.PAPER_GPU_PRESETS:
+        gpu_paper = mc.config_for_method(mc.make_config(preset), "mclearn-paper")
+        for key, value in gpu.items():
+            assert getattr(gpu_paper, key) == value, key
+        assert mc.config_for_method(mc.make_config(preset), "mclearn").step_budget_ratio == 0.55
+    assert gpu["step_budget_ratio"] == 0.70
+
+
+@pytest.mark.parametrize("old, new", [("rho_init", "replay_share_init"), ("rho_bounds", "replay_share_bounds"),
+                                      ("q_bounds", "full_prob_bounds")])
+def test_a_renamed_key_names_its_new_name(old, new):
+    with pytest.raises(ValueError, match=f"'{old}' is now '{new}'"):
+        mc.make_config("cpu-smoke", **{old: 0.1})
+    with pytest.raises(ValueError, match=f"set {new}= instead"):
+        mc.replace_config(mc.Config(), **{old: 0.1})
 
 
 def test_detect_preset(monkeypatch):
@@ -109,7 +125,7 @@ def test_resolve_device_and_autocast():
     ("cuda_graphs", "true", True),
     ("optimizer_fused", "none", None),
     ("kappa_schedule", "0.6,0.5,0.4", (0.6, 0.5, 0.4)),
-    ("q_bounds", "[0.1, 0.2]", (0.1, 0.2)),
+    ("full_prob_bounds", "[0.1, 0.2]", (0.1, 0.2)),
     ("seeds", "1,2", (1, 2)),
 ])
 def test_set_values_parse_by_the_fields_type(key, text, value):
@@ -123,7 +139,7 @@ def test_set_values_parse_by_the_fields_type(key, text, value):
     ("lr=fast", "lr expects float, e.g. lr=2e-05"),
     ("lr=nan", "lr expects float"),
     ("cuda_graphs=maybe", "cuda_graphs expects bool, e.g. cuda_graphs=false"),
-    ("q_bounds=0.1", "q_bounds expects tuple[float, float], e.g. q_bounds=0.12,0.33"),
+    ("full_prob_bounds=0.1", "full_prob_bounds expects tuple[float, float], e.g. full_prob_bounds=0.12,0.33"),
     ("max_train_examples=all", "max_train_examples expects int or none"),
     ("epochs", "--set takes KEY=VALUE items, got 'epochs'"),
     ("batch_sise=8", "Did you mean 'batch_size'"),
@@ -172,7 +188,7 @@ def test_every_preset_and_method_preset_validates(preset):
     ({"max_length": 0}, "max_length=0 is out of range: max_length must be >= 4"),
     ({"pad_multiple": 0}, "pad_multiple=0 is out of range"),
     ({"max_train_examples": 2}, "max_train_examples=2 is out of range: max_train_examples must be None or 0 or >= 16"),
-    ({"budget_ratio": 1.5}, "budget_ratio=1.5 is out of range: budget_ratio must be in (0, 1], e.g. budget_ratio=0.55"),
+    ({"budget_ratio": 1.5}, "budget_ratio=1.5 is out of range: budget_ratio must be in (0, 1], e.g. budget_ratio=0.333333"),
     ({"lr": 0.0}, "lr=0.0 is out of range: lr must be > 0"),
     ({"label_noise": 1.0}, "label_noise=1.0 is out of range: label_noise must be in [0, 1)"),
     ({"uniform_fraction": 0.0}, "uniform_fraction=0.0 is out of range: uniform_fraction must be None or in (0, 1]"),
@@ -180,7 +196,7 @@ def test_every_preset_and_method_preset_validates(preset):
     ({"seeds": (1, -2)}, "seeds=1,-2 has -2 out of range"),
     ({"kappa_schedule": ()}, "kappa_schedule is empty"),
     ({"kappa_schedule": (0.6, 1.5)}, "kappa_schedule=0.6,1.5 has 1.5 out of range: each value must be in (0, 1]"),
-    ({"q_bounds": (0.3, 0.1)}, "q_bounds=0.3,0.1 is a (low, high) pair with low above high, e.g. q_bounds=0.12,0.33"),
+    ({"full_prob_bounds": (0.3, 0.1)}, "full_prob_bounds=0.3,0.1 is a (low, high) pair with low above high, e.g. full_prob_bounds=0.12,0.33"),
     ({"precision": "fp8"}, "precision='fp8' is not one of fp32, fp16, bf16"),
     ({"tiny_dim": 30, "tiny_heads": 4}, "tiny_dim=30 is not a multiple of tiny_heads=4"),
     ({"study": "../../x"}, "study='../../x' must be one folder name inside results_dir/runs"),

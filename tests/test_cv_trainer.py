@@ -17,15 +17,15 @@ Z99 = 2.576  # two-sided 99% normal quantile
 
 def _design(scores, labels, expected_kept=24.0, rho=0.2, kappa=0.5, tau=1.0):
     """The sampler's per-step design on a pool: soft top-k candidates plus replay."""
-    q_cand = mc.candidate_probs(scores, labels, kappa, tau, (1 - rho) * expected_kept)
-    q_rep = rho * expected_kept / len(scores)
-    return q_cand, q_rep, mc.inclusion_probs(q_cand, q_rep)
+    cand_prob = mc.candidate_probs(scores, labels, kappa, tau, (1 - rho) * expected_kept)
+    replay_prob = rho * expected_kept / len(scores)
+    return cand_prob, replay_prob, mc.inclusion_probs(cand_prob, replay_prob)
 
 
 def _draw(design, q_full, rng, w_clip=None):
     """One step: kept set K, HT weights for the pool mean (population = pool size), S ~ Bern(q)."""
-    q_cand, q_rep, pi = design
-    kept = np.flatnonzero(mc.draw_kept(q_cand, q_rep, rng))
+    cand_prob, replay_prob, pi = design
+    kept = np.flatnonzero(mc.draw_kept(cand_prob, replay_prob, rng))
     weights = mc.ht_weights(pi[kept], len(pi), w_clip, float(pi.sum()))
     full = rng.random(len(kept)) < q_full[kept]
     return torch.as_tensor(kept), torch.as_tensor(weights), torch.as_tensor(full)
@@ -361,7 +361,7 @@ def run_pools(case, pools: int, draws: int, seed: int) -> dict[str, np.ndarray]:
     widths = np.minimum(longest, np.ceil(case["lengths"] / cfg.pad_multiple) * cfg.pad_multiple)
     for r in range(pools):
         tau, rho, class_weights, progress = POLICY_STATES[r % len(POLICY_STATES)]
-        trainer.policy.tau, trainer.policy.rho, trainer.policy.class_weights = tau, rho, np.array(class_weights)
+        trainer.policy.tau, trainer.policy.replay_share, trainer.policy.class_weights = tau, rho, np.array(class_weights)
         trainer.refresh(progress)
         pool = trainer.pool
         members, share = pool["rows"], pool["replay_share"]
@@ -414,7 +414,7 @@ def test_mclearn_objective_is_the_plans_weighted_sum_and_its_only_gradient(estim
     trainer.stream = mc.CandidateStream(trainer.labels_host, trainer.rng)
     for r in range(2):
         tau, rho, class_weights, progress = POLICY_STATES[r]
-        trainer.policy.tau, trainer.policy.rho, trainer.policy.class_weights = tau, rho, np.array(class_weights)
+        trainer.policy.tau, trainer.policy.replay_share, trainer.policy.class_weights = tau, rho, np.array(class_weights)
         trainer.refresh(progress)
         rows = trainer.pool["rows"][trainer.plan.kept_pos[:, : trainer.full_rows]]
         for j in range(trainer.ctx.cfg.refresh_every):
@@ -688,7 +688,7 @@ def test_mclearn_passes_the_budget_solver_the_runs_own_numbers(prepared, monkeyp
     epoch = [w for _, w in mc.plan_epoch(run.train, cfg, torch.Generator().manual_seed(0))]
     assert len(epoch) == 30 and list(given["baseline_widths"]) == epoch * 2
     assert given["batch_size"] == given["full_rows"] == cfg.batch_size == 16
-    assert given["budget_ratio"] == 1 / 3 == mc.METHOD_PRESETS["mclearn"]["budget_ratio"]
+    assert given["budget_ratio"] == 1 / 3 == mc.Config().budget_ratio  # the mclearn defaults
     assert given["refresh_every"] == cfg.refresh_every == 8
     first, second = clock.scored[:2]  # setup scores two pools
     assert given["refresh_seconds"] == pytest.approx(second * 1e-4 / 213 * 251.6, rel=1e-9)

@@ -1,6 +1,7 @@
 """Section 2: data loading (local parquet/CSV, hub errors) and length-bucketed batching."""
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -291,13 +292,25 @@ def test_bucketed_batches_yield_each_example_once(embedded_lengths, batch_size, 
     assert all(1 <= len(b) <= batch_size for b in batches)
 
 
+def padding_fraction(lengths: torch.Tensor, batches: Sequence[torch.Tensor], pad_multiple: int,
+                     cap: int) -> float:
+    """Return the fraction of token slots that are padding when batching as given (a measure for
+    the test below; no product path needs it)."""
+    real = padded = 0
+    for idx in batches:
+        lens = lengths[idx]
+        real += int(lens.sum())
+        padded += mc.padded_length(int(lens.max()), pad_multiple, cap) * len(idx)
+    return 1.0 - real / max(padded, 1)
+
+
 def test_bucketing_cuts_padding(embedded_lengths):
     bs, cap = 32, int(embedded_lengths.max())
     g = torch.Generator().manual_seed(0)
     bucketed = mc.bucketed_batches(embedded_lengths, bs, g, bucket_mult=50)
     random = torch.randperm(len(embedded_lengths), generator=g).split(bs)
-    pad_bucketed = mc.padding_fraction(embedded_lengths, bucketed, 8, cap)
-    pad_random = mc.padding_fraction(embedded_lengths, random, 8, cap)
+    pad_bucketed = padding_fraction(embedded_lengths, bucketed, 8, cap)
+    pad_random = padding_fraction(embedded_lengths, random, 8, cap)
     print(f"padding fraction: bucketed {pad_bucketed:.3f}, random {pad_random:.3f}")
     assert pad_bucketed < pad_random
     assert pad_bucketed < 0.5 * pad_random  # measured 0.085 vs 0.494 on this sample (seed 0)

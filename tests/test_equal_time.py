@@ -129,7 +129,7 @@ def test_every_budgeted_method_picks_its_own_lr_by_one_rule(smoke_cfg, prepared,
         accuracy = 0.9 - abs(math.log2(cfg.lr / best[method])) / 10
         return {**mc.run_identity(method, mc.config_for_method(cfg, method), prepared, seed, budget),
                 "graphed": False, "train_seconds": 1.0, "accuracy": accuracy, "test_accuracy": None,
-                "eval_curve": [], "examples_seen": 0, "examples_scored": 0}
+                "eval_curve": [], "examples_backward": 0, "examples_scored": 0}
 
     monkeypatch.setattr(mc, "train_method", fake_train)
     monkeypatch.setattr(mc, "measure_relative_costs", lambda prepared: {"forward_share": 0.3})
@@ -280,7 +280,7 @@ def test_the_answer_names_a_method_only_where_its_interval_excludes_zero(tmp_pat
     def write(study, method, budget, seed, test, device="NVIDIA H200"):
         label = mc.run_label(method, budget)
         record = {**_record(method, budget, seed, 0.9, [(5 * (budget or 1), test)], test=test), "study": study,
-                  "device": device, "graphed": True, "examples_seen": 1, "examples_scored": 0, "run_label": label}
+                  "device": device, "graphed": True, "examples_backward": 1, "examples_scored": 0, "run_label": label}
         mc.write_json_atomic(mc.run_path(tmp_path, study, label, seed), record)
 
     for seed, base in zip((1, 2, 3), (0.90, 0.91, 0.92)):

@@ -180,7 +180,7 @@ def test_refreshes_follow_the_adaptive_gate_and_rho_moves_every_step(prepared, m
     rhos, class_weights = [], []
     for i in range(40):
         trainer.step(i)
-        rhos.append(trainer.policy.rho)
+        rhos.append(trainer.policy.replay_share)
         class_weights.append(trainer.policy.class_weights.copy())
     assert trainer.refresh_steps == [1, 18, 19, 20, 21, 23, 25, 27, 29, 31, 33]
     assert trainer.cadence == 32

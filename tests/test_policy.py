@@ -49,52 +49,14 @@ def test_tau_widens_below_the_rank_guard_and_stays_in_bounds(cfg):
 
 def test_rho_rises_when_ess_is_low_and_stays_in_bounds(cfg):
     pl = mc.PolicyLearner(cfg, 4)
-    assert pl.update_rho(0.3) == pytest.approx(cfg.rho_init * 1.25)  # 0.3 < target 0.7
+    assert pl.update_replay_share(0.3) == pytest.approx(cfg.replay_share_init * 1.25)  # 0.3 < target 0.7
     for _ in range(50):
-        pl.update_rho(0.1)
-    assert pl.rho == cfg.rho_bounds[1]
-    assert pl.update_rho(0.9) == pytest.approx(0.95 * cfg.rho_bounds[1])
+        pl.update_replay_share(0.1)
+    assert pl.replay_share == cfg.replay_share_bounds[1]
+    assert pl.update_replay_share(0.9) == pytest.approx(0.95 * cfg.replay_share_bounds[1])
     for _ in range(200):
-        pl.update_rho(0.9)
-    assert pl.rho == cfg.rho_bounds[0]
-
-
-def test_class_weights_move_toward_more_variance_per_cost(cfg):
-    pl = mc.PolicyLearner(cfg, 4)
-    var_cheap, var_gap, q = np.ones(4), np.ones(4), np.full(4, 0.25)
-    var_gap[2] = 4.0  # class 2: more estimator variance at the same cost
-    w = pl.update_class_weights(var_cheap, var_gap, q, cost_head=0.1, cost_full=1.0)
-    assert w.sum() == pytest.approx(1.0)
-    assert w[2] > 0.25 and np.all(w[[0, 1, 3]] < 0.25) and w[2] == w.max()
-    # same variance, higher cost per example (higher q_c) -> less weight
-    pl2 = mc.PolicyLearner(cfg, 3)
-    w2 = pl2.update_class_weights(np.ones(3), np.zeros(3), np.array([0.1, 0.1, 0.9]), 0.1, 1.0)
-    assert w2[2] < w2[0] == pytest.approx(w2[1])
-    # equal gains leave the weights uniform
-    pl3 = mc.PolicyLearner(cfg, 4)
-    np.testing.assert_allclose(pl3.update_class_weights(np.ones(4), np.ones(4), q, 0.1, 1.0), 0.25)
-
-
-def test_class_weights_stay_normalized_and_in_bounds_for_moderate_updates(cfg):
-    pl = mc.PolicyLearner(cfg, 4)
-    rng = np.random.default_rng(0)
-    lo, hi = cfg.class_weight_bounds
-    for _ in range(30):
-        w = pl.update_class_weights(rng.random(4) + 0.5, rng.random(4) + 0.5, np.full(4, 0.25), 0.1, 1.0)
-        assert w.sum() == pytest.approx(1.0)
-        assert np.all(w >= lo / 4 - 1e-12) and np.all(w <= hi / 4 + 1e-12)
-
-
-@pytest.mark.parametrize("num_classes", [2, 4])
-def test_class_weights_in_bounds_under_persistent_pressure(cfg, num_classes):
-    pl = mc.PolicyLearner(cfg, num_classes)
-    lo, hi = cfg.class_weight_bounds
-    var_gap = np.ones(num_classes)
-    var_gap[0] = 100.0  # class 0 always has by far the most variance per cost
-    for _ in range(200):
-        w = pl.update_class_weights(np.ones(num_classes), var_gap, np.full(num_classes, 0.25), 1.0, 1.0)
-    assert w.sum() == pytest.approx(1.0)
-    assert w.min() >= lo / num_classes - 1e-9 and w.max() <= hi / num_classes + 1e-9, w
+        pl.update_replay_share(0.9)
+    assert pl.replay_share == cfg.replay_share_bounds[0]
 
 
 def test_kappa_schedule(cfg):
@@ -189,7 +151,7 @@ def test_policy_update_feeds_each_rule_the_statistics_of_the_pool_by_hand(small_
     step 1: (0.5, 0.6, 0.2) (1.0, 1.2, 0.3) (2.0, 1.5, 0.1); step 2: (0.3, 0.2, 0.25)
     (0.8, 0.9, 0.15) (1.1, 1.6, 0.4). By hand:
       rank guard (update_tau): Spearman of the 6 pairs = 1 - 6 * 2 / (6 * 35) = 33/35;
-      replay share (update_rho): the plan's ESS fraction, as the draw left it;
+      replay share (update_replay_share): the plan's ESS fraction, as the draw left it;
       class shares (variance_optimal_shares): per class the RMS of weight * full loss over its
         passes: class 0 (0.12, 0.05, 0.64), class 1 (0.36, 0.135), class 2 (0.15), class 3 none
         (nan: it keeps its share), with the pool's class shares of the draws (0.4, 0.3, 0.2, 0.1);
@@ -205,15 +167,15 @@ def test_policy_update_feeds_each_rule_the_statistics_of_the_pool_by_hand(small_
     trainer.step_stats = [torch.tensor([[0.5, 1.0, 2.0], [0.6, 1.2, 1.5], [0.2, 0.3, 0.1]]),
                           torch.tensor([[0.3, 0.8, 1.1], [0.2, 0.9, 1.6], [0.25, 0.15, 0.4]])]
     calls = []
-    for name in ("update_tau", "update_rho", "move_class_weights"):
+    for name in ("update_tau", "update_replay_share", "move_class_weights"):
         _spy(monkeypatch, trainer.policy, name, calls)
     _spy(monkeypatch, mc, "variance_optimal_shares", calls)
-    tau, rho = trainer.policy.tau, trainer.policy.rho
+    tau, rho = trainer.policy.tau, trainer.policy.replay_share
     trainer._update_policy()
     got = dict(calls)
-    assert [name for name, _ in calls] == ["update_tau", "update_rho", "variance_optimal_shares", "move_class_weights"]
+    assert [name for name, _ in calls] == ["update_tau", "update_replay_share", "variance_optimal_shares", "move_class_weights"]
     assert got["update_tau"][0] == pytest.approx(33 / 35, rel=1e-6)
-    assert got["update_rho"][0] == pytest.approx(0.63)
+    assert got["update_replay_share"][0] == pytest.approx(0.63)
     rms = np.sqrt([np.mean(np.square([0.12, 0.05, 0.64])), np.mean(np.square([0.36, 0.135])), 0.15 ** 2])
     shares = [0.4, 0.3, 0.2, 0.1]
     scaled, given_shares = got["variance_optimal_shares"]
@@ -226,7 +188,7 @@ def test_policy_update_feeds_each_rule_the_statistics_of_the_pool_by_hand(small_
     np.testing.assert_allclose(got["move_class_weights"][1], target, rtol=1e-6)
     moved = 0.25 * np.sqrt(target / shares)
     np.testing.assert_allclose(trainer.policy.class_weights, moved / moved.sum(), rtol=1e-6)  # inside the bounds
-    assert trainer.policy.tau == pytest.approx(0.9 * tau) and trainer.policy.rho == pytest.approx(1.25 * rho)
+    assert trainer.policy.tau == pytest.approx(0.9 * tau) and trainer.policy.replay_share == pytest.approx(1.25 * rho)
     assert trainer.step_stats == []
 
 
@@ -248,19 +210,19 @@ def test_a_refresh_updates_the_policy_from_the_last_pool_then_draws_the_next_wit
     cheap, full, weight = (stats[:, k].ravel() for k in range(3))
     labels = old_pool["labels_host"][old_plan.kept_pos[:, : trainer.full_rows]].ravel()
     calls = []
-    for name in ("update_tau", "update_rho", "move_class_weights", "refresh"):
+    for name in ("update_tau", "update_replay_share", "move_class_weights", "refresh"):
         _spy(monkeypatch, trainer.policy if name != "refresh" else trainer, name, calls)
     trainer.step(every)
-    assert [name for name, _ in calls] == ["update_tau", "update_rho", "move_class_weights", "refresh"]
+    assert [name for name, _ in calls] == ["update_tau", "update_replay_share", "move_class_weights", "refresh"]
     got = dict(calls)
     assert got["update_tau"][0] == pytest.approx(mc.spearman(cheap, full), abs=1e-9)
-    assert got["update_rho"][0] == pytest.approx(ess)
+    assert got["update_replay_share"][0] == pytest.approx(ess)
     np.testing.assert_allclose(got["move_class_weights"][0], old_pool["class_share"])
     rms = np.array([np.sqrt(np.mean((weight * full)[labels == c] ** 2)) for c in range(4)])
     target = old_pool["class_share"] * np.where(np.isfinite(rms), rms, np.nanmean(rms))
     np.testing.assert_allclose(got["move_class_weights"][1], target / target.sum(), rtol=1e-5)
     pool = trainer.pool  # the next pool, drawn with the updated policy
-    assert pool is not old_pool and pool["replay_share"] == trainer.policy.rho
+    assert pool is not old_pool and pool["replay_share"] == trainer.policy.replay_share
     quotas = trainer.stream.quotas(trainer.pool_size(trainer.policy.kappa(every)), trainer.policy.class_weights)
     assert np.bincount(pool["labels_host"], minlength=4).tolist() == quotas.tolist()
     draw = (1 - pool["replay_share"]) * pool["candidate_prob"] + pool["replay_share"] / len(pool["rows"])

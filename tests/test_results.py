@@ -1,4 +1,5 @@
 """Section 8, runs: result files, resumable sweeps, summary.csv and the report table."""
+import json
 import sys
 
 import pandas as pd
@@ -50,7 +51,7 @@ def test_interrupted_sweep_resumes_only_missing_runs(prepared, smoke_cfg, monkey
     mc.summarize(smoke_cfg.results_dir, show=False)
     summary = pd.read_csv(f"{smoke_cfg.results_dir}/summary.csv")
     assert list(summary.columns) == ["study", "method", "seed", "device", "train_seconds",
-                                     "accuracy", "examples_seen", "examples_scored", "time_budget",
+                                     "accuracy", "examples_backward", "examples_scored", "time_budget",
                                      "graphed", "test_accuracy", "diverged"]
     assert summary["time_budget"].tolist() == [0.0] * 3 and summary["test_accuracy"].isna().all()
     assert summary["seed"].tolist() == [1, 2, 3] and set(summary["method"]) == {"baseline"}
@@ -63,7 +64,7 @@ def test_unknown_method_is_rejected(smoke_cfg):
 
 def _fake_run(results, study, method, seed, seconds, accuracy, device="cpu (x86_64, 1 threads)"):
     record = {"study": study, "method": method, "seed": seed, "device": device,
-              "train_seconds": seconds, "accuracy": accuracy, "examples_seen": 100 * seed,
+              "train_seconds": seconds, "accuracy": accuracy, "examples_backward": 100 * seed,
               "examples_scored": 0, "extra": "ignored"}
     mc.write_json_atomic(mc.run_path(results, study, method, seed), record)
 
@@ -76,7 +77,7 @@ def test_summarize_writes_exact_columns_and_report(tmp_path):
     (tmp_path / "runs" / "s1" / "mclearn-seed1.jsonl").write_text("{}\n")  # logs are not runs
     table = mc.summarize(tmp_path, show=False)
     text = (tmp_path / "summary.csv").read_text().splitlines()
-    assert text[0] == ("study,method,seed,device,train_seconds,accuracy,examples_seen,examples_scored,"
+    assert text[0] == ("study,method,seed,device,train_seconds,accuracy,examples_backward,examples_scored,"
                        "time_budget,graphed,test_accuracy,diverged")
     assert len(text) == 1 + 5
     assert not list(tmp_path.glob(".summary*"))  # the temp file was renamed away
@@ -163,6 +164,38 @@ def test_bookkeeping_keys_and_keys_an_old_file_lacks_are_no_difference(tmp_path)
     assert mc.read_finished_run(path, mc.replace_config(cfg, sb_beta=2.4), "selective_backprop") is not None
 
 
+def _old_names(config: dict, method: str) -> dict:
+    """Return a portable config as a run file wrote it before issue 25's renames (mc.RENAMED)."""
+    old = {k: v for k, v in config.items() if k != "step_budget_ratio"}  # a key issue 25 added
+    if method == "mclearn-paper":
+        old["budget_ratio"] = config["step_budget_ratio"]  # its per-step ratio had mclearn's key
+    back = {new: name for name, new in mc.RENAMED.items() if "/" not in name}
+    return {back.get(k, k): v for k, v in old.items()}
+
+
+@pytest.mark.parametrize("method", ["mclearn", "mclearn-paper"])
+def test_a_run_file_with_old_key_names_resumes_as_finished_and_its_values_are_compared(tmp_path, method):
+    """A run file written before the renames (rho_init, rho_bounds, q_bounds; mclearn-paper's per-step
+    budget_ratio; examples_seen; mclearn-paper's logged "rho" and "q") is read in today's names: the same
+    settings resume as finished, a changed one is stale and named by its new key."""
+    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
+    path = mc.run_path(tmp_path, cfg.study, method, 1)
+    config = _old_names(mc.portable_config(mc.config_for_method(cfg, method)), method)
+    assert {"rho_init", "rho_bounds", "q_bounds"} <= set(config) and "replay_share_init" not in config
+    assert config["budget_ratio"] == (0.55 if method == "mclearn-paper" else 1 / 3) and "step_budget_ratio" not in config
+    mc.write_json_atomic(path, {"method": method, "config": config, "examples_seen": 7,
+                                "telemetry": {"steps": [{"step": 1, "rho": 0.1, "q": [0.2, 0.3]}]}})
+    record = mc.read_finished_run(path, cfg, method)
+    assert record is not None and record["examples_backward"] == 7 and "examples_seen" not in record
+    assert record["config"]["replay_share_bounds"] == list(mc.config_for_method(cfg, method).replay_share_bounds)
+    assert record["telemetry"]["steps"] == [{"step": 1, "replay_share": 0.1, "full_prob": [0.2, 0.3]}]
+    key = "step_budget_ratio" if method == "mclearn-paper" else "replay_share_init"
+    changed = mc.with_explicit(cfg, **{key: 0.45})
+    with pytest.raises(ValueError, match=rf"\({key} differ: {key} .* stored, 0.45 now\)"):
+        mc.read_finished_run(path, changed, method)
+    assert json.loads(path.read_text())["config"] == config  # the file itself is not rewritten
+
+
 def test_uniform_with_a_matched_share_resumes_and_its_share_is_compared(tmp_path, monkeypatch):
     """uniform's stored share was matched to mclearn's measured time: resume compares it with the
     share the sweep's finished runs give now, so it is read back, not refused as changed."""
@@ -229,7 +262,7 @@ def test_update_readme_rewrites_both_generated_sections(tmp_path):
     results = tmp_path / "results"
     (results / "bench").mkdir(parents=True)
     pd.DataFrame([{"study": "s", "method": m, "seed": seed, "device": "dev", "train_seconds": t,
-                   "accuracy": a, "examples_seen": 10, "examples_scored": 0} for m, t, a in [("baseline", 4.0, 0.9), ("mclearn", 2.0, 0.8)]
+                   "accuracy": a, "examples_backward": 10, "examples_scored": 0} for m, t, a in [("baseline", 4.0, 0.9), ("mclearn", 2.0, 0.8)]
                   for seed in (1, 2)]).to_csv(results / "summary.csv", index=False)
     rows = [{"variant": "v1", "method": "baseline", "device": "GPU X", "batch_size": 64, "train_seconds": 12.5,
              "tokens_per_s": 123456.7, "mfu": 0.12, "n_sequences": 1000},
@@ -293,13 +326,14 @@ def test_interrupted_run_leaves_no_partial_log(prepared, smoke_cfg, monkeypatch)
     assert sorted(p.name for p in log.parent.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]
 
 
-def test_examples_seen_counts_backward_passes_for_every_method(prepared, smoke_cfg):
-    """examples_seen = examples with a backward pass; forward-only scoring is examples_scored."""
+def test_examples_backward_counts_backward_passes_for_every_method(prepared, smoke_cfg):
+    """examples_backward = examples with a backward pass; forward-only scoring is examples_scored
+    (one name for each count: no examples_seen beside them)."""
     base = mc.train_method("baseline", smoke_cfg, prepared, seed=1, progress=False)
     sb = mc.train_method("selective_backprop", smoke_cfg, prepared, seed=1, progress=False)
-    assert base["examples_seen"] == base["examples_backward"] == 480 and base["examples_scored"] == 0
+    assert base["examples_backward"] == 480 and base["examples_scored"] == 0 and "examples_seen" not in base
     assert sb["examples_scored"] == 480  # every example is scored once per epoch
-    assert sb["examples_seen"] == sb["examples_backward"] < 480  # only the kept ones train
+    assert sb["examples_backward"] < 480  # only the kept ones train
 
 
 def test_summary_reads_run_files_written_before_examples_scored():
@@ -307,9 +341,13 @@ def test_summary_reads_run_files_written_before_examples_scored():
     old = {"study": "s", "method": "selective_backprop", "seed": 1, "device": "d", "train_seconds": 1.0,
            "accuracy": 0.5, "examples_seen": 580, "examples_backward": 100}
     row = mc.summary_row(old)
-    assert row["examples_seen"] == 100 and row["examples_scored"] == 480
-    new = dict(old, examples_seen=100, examples_scored=480)
-    assert mc.summary_row(new) == row
+    assert row["examples_backward"] == 100 and row["examples_scored"] == 480
+    assert mc.summary_row(dict(old, examples_seen=100, examples_scored=480)) == row  # both counts, same value
+    new = {k: v for k, v in old.items() if k != "examples_seen"}
+    assert mc.summary_row(dict(new, examples_scored=480)) == row  # today's file
+    # a diverged run's file held only examples_seen (0) beside examples_scored
+    diverged = {k: v for k, v in old.items() if k != "examples_backward"} | {"examples_seen": 0, "examples_scored": 0}
+    assert mc.summary_row(diverged)["examples_backward"] == 0
 
 
 def test_committed_runs_still_summarize():
@@ -389,7 +427,7 @@ def _budget_run(method, seed, seconds, accuracy, budget=0.0, graphed=False, test
     """A run record as train_method writes it since issue 15 (time_budget, run_label, graphed, ...)."""
     label = method if budget == 0 else f"{method}-b{budget:.2f}"
     return {"study": study, "method": method, "seed": seed, "device": "GPU X", "train_seconds": seconds,
-            "accuracy": accuracy, "examples_seen": 100, "examples_scored": 0, "time_budget": budget,
+            "accuracy": accuracy, "examples_backward": 100, "examples_scored": 0, "time_budget": budget,
             "run_label": label, "knobs": {}, "budget_note": None, "graphed": graphed, "graph_capture_error": None,
             "test_accuracy": test, "test_examples": 0 if test is None else 50,
             "config": {"lr": lr, "dataset": "glue/sst2", "epochs": 1},
@@ -450,7 +488,7 @@ def test_budget_labels():
 
 def test_summary_row_fills_defaults_for_old_records():
     old = {"study": "s", "method": "baseline", "seed": 1, "device": "d", "train_seconds": 1.0, "accuracy": 0.5,
-           "examples_seen": 10, "examples_scored": 0, "telemetry": {}}
+           "examples_backward": 10, "examples_scored": 0, "telemetry": {}}
     row = mc.summary_row(old)
     assert (row["time_budget"], row["graphed"], row["test_accuracy"]) == (0.0, False, None)
     assert mc.summary_row(dict(old, telemetry={"cuda_graphs": 2}))["graphed"] is True  # the baseline family's count

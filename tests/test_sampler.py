@@ -6,32 +6,32 @@ import mclearn_core as mc
 
 
 def test_draw_kept_matches_inclusion_probs():
-    """Empirical inclusion over 20,000 draws (numpy seed 0) vs 1-(1-q_cand)(1-q_rep):
+    """Empirical inclusion over 20,000 draws (numpy seed 0) vs 1-(1-cand_prob)(1-replay_prob):
     within 3 binomial sigmas + 1e-3 for every candidate."""
     rng = np.random.default_rng(0)
-    q_cand = np.concatenate([[0.0, 1.0], rng.random(38)])
-    q_rep = 0.15
+    cand_prob = np.concatenate([[0.0, 1.0], rng.random(38)])
+    replay_prob = 0.15
     draws = 20_000
-    counts = np.zeros(len(q_cand))
+    counts = np.zeros(len(cand_prob))
     for _ in range(draws):
-        counts += mc.draw_kept(q_cand, q_rep, rng)
+        counts += mc.draw_kept(cand_prob, replay_prob, rng)
     freq = counts / draws
-    pi = mc.inclusion_probs(q_cand, q_rep)
+    pi = mc.inclusion_probs(cand_prob, replay_prob)
     sigma = np.sqrt(pi * (1 - pi) / draws)
     assert np.all(np.abs(freq - pi) <= 3 * sigma + 1e-3), np.max(np.abs(freq - pi) / (sigma + 1e-12))
-    # the check has power: the candidate path alone (q_cand) is clearly wrong
-    assert np.sum(np.abs(freq - q_cand) > 5 * sigma + 1e-3) > 30
+    # the check has power: the candidate path alone (cand_prob) is clearly wrong
+    assert np.sum(np.abs(freq - cand_prob) > 5 * sigma + 1e-3) > 30
 
 
 def test_inclusion_probs_per_example_replay():
-    q_cand, q_rep = np.array([0.2, 0.5]), np.array([0.5, 0.0])
-    np.testing.assert_allclose(mc.inclusion_probs(q_cand, q_rep), [0.6, 0.5])
+    cand_prob, replay_prob = np.array([0.2, 0.5]), np.array([0.5, 0.0])
+    np.testing.assert_allclose(mc.inclusion_probs(cand_prob, replay_prob), [0.6, 0.5])
 
 
 def test_draw_kept_with_given_uniforms():
-    q_cand, q_rep = np.array([0.3, 0.3, 0.3, 0.0]), 0.2
+    cand_prob, replay_prob = np.array([0.3, 0.3, 0.3, 0.0]), 0.2
     u_c, u_r = np.array([0.1, 0.5, 0.5, 0.0]), np.array([0.9, 0.1, 0.9, 0.1])
-    keep = mc.draw_kept(q_cand, q_rep, np.random.default_rng(0), uniforms=(u_c, u_r))
+    keep = mc.draw_kept(cand_prob, replay_prob, np.random.default_rng(0), uniforms=(u_c, u_r))
     assert keep.tolist() == [True, True, False, True]
     # antithetic partner (1 - u): each example's marginal inclusion is unchanged
     rng = np.random.default_rng(5)

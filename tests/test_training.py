@@ -20,7 +20,7 @@ def test_baseline_learns_on_the_embedded_sample(tmp_path):
     record = mc.train_method("baseline", cfg, prepared, seed=42, progress=False)
     print(f"baseline accuracy {record['accuracy']:.3f}")
     assert record["accuracy"] > 0.5
-    assert record["examples_seen"] == 2 * len(prepared.train)  # every example once per epoch
+    assert record["examples_backward"] == 2 * len(prepared.train)  # every example once per epoch
     curve = [p["accuracy"] for p in record["eval_curve"]]
     assert len(curve) == cfg.eval_points and curve[-1] > curve[0]
     assert record["eval_curve"][-1]["accuracy"] == pytest.approx(record["accuracy"])

@@ -29,7 +29,7 @@ def trainer_for(prepared, model=None, **changes) -> mc.MCLearn:
     no clipping, no label smoothing, an informative cheap head (spread difficulties) and tilted class
     weights (pool-membership probabilities differ by class); model in eval mode (no dropout)."""
     cfg = mc.replace_config(prepared.cfg, full_rows=8, full_prob=0.5, refresh_every=4, w_clip=0.0,
-                            kappa_schedule=(0.5,), rho_init=0.3, rho_bounds=(0.3, 0.3), label_smoothing=0.0, **changes)
+                            kappa_schedule=(0.5,), replay_share_init=0.3, replay_share_bounds=(0.3, 0.3), label_smoothing=0.0, **changes)
     model = model if model is not None else mc.copy.deepcopy(prepared.base_model).eval()
     ctx = mc.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
                         device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
@@ -218,10 +218,10 @@ def test_uniform_start_and_end_draw_uniformly_and_the_end_scores_nothing(prepare
         shares = np.bincount(pool["labels_host"], minlength=4) / len(pool["rows"])
         assert np.abs(shares - freq).max() < 0.05
         assert pool["scored"].all() == scored and pool["scored"].any() == scored
-        rho, weights = trainer.policy.rho, trainer.policy.class_weights.copy()
+        rho, weights = trainer.policy.replay_share, trainer.policy.class_weights.copy()
         trainer.step_stats = [torch.rand(3, 8) for _ in range(4)]
         trainer._update_policy()
-        assert trainer.policy.rho == rho and np.array_equal(trainer.policy.class_weights, weights)
+        assert trainer.policy.replay_share == rho and np.array_equal(trainer.policy.class_weights, weights)
     trainer.refresh(0.5)
     assert not trainer.pool["uniform"] and np.ptp(trainer.pool["candidate_prob"]) > 0
     assert trainer.variant_counts["uniform_pools"] == 2
@@ -268,7 +268,7 @@ def test_a_variant_run_records_its_full_passes_and_the_flipped_rows(prepared, sm
 def test_mclearn_is_unchanged_and_v1_keeps_it_under_its_own_name():
     cfg = mc.make_config("cpu-smoke")
     plain, v1 = mc.config_for_method(cfg, "mclearn"), mc.config_for_method(cfg, "mclearn-v1")
-    assert mc.METHOD_PRESETS["mclearn"] == mc.MCLEARN_V1
+    assert all(getattr(mc.Config(), k) == v for k, v in mc.MCLEARN_V1.items())  # the defaults are mclearn
     assert all(getattr(plain, k) == getattr(mc.Config(), k) for k in (*VARIANT_KEYS, "record_passes"))
     assert dataclasses.replace(v1, record_passes=False) == plain  # v1 only counts its full passes
     assert mc.METHODS["mclearn-v1"] is mc.MCLearn
@@ -291,7 +291,7 @@ def test_each_variant_turns_on_exactly_its_parts(variant):
 def _record(method, study, budget, accuracy, seed=42, label=None):
     return {"method": method, "study": study, "time_budget": budget, "accuracy": accuracy, "seed": seed,
             "run_label": label or mc.run_label(method, budget), "train_seconds": 1.0, "train_examples": 100,
-            "examples_seen": 64, "steps": 4, "telemetry": {}}
+            "examples_backward": 64, "steps": 4, "telemetry": {}}
 
 
 def test_ablation_table_ranks_per_cell_and_ties_go_to_the_simpler():
