@@ -251,6 +251,8 @@ RENAMED: dict[str, str] = {
     "rho": "replay_share", "q": "full_prob",
     # run records: one count of the examples with a backward pass
     "examples_seen": "examples_backward",
+    # method ids: kebab-case, as mclearn-paper and the MC-Learn variants
+    "short_schedule": "short-schedule", "selective_backprop": "selective-backprop", "rho_loss": "rho-loss",
 }
 
 
@@ -3358,7 +3360,7 @@ class ShortSchedule(FullPass):
     costs the budget solver uses); its warmup and cosine schedule span the shortened run, so its lr
     decays to zero inside the budget. time_budget 0 (or 1) is the full baseline."""
 
-    name = "short_schedule"
+    name = "short-schedule"
     priced = True  # train_method hands it the measured step costs
 
     def setup(self) -> None:
@@ -3454,7 +3456,7 @@ class SelectiveBackprop(ScoredBatches):
     probability (percentile of its loss among recent losses)^beta, backprop once a full batch of
     kept examples has gathered; no reweighting, as published."""
 
-    name = "selective_backprop"
+    name = "selective-backprop"
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
@@ -3503,7 +3505,7 @@ class RhoLoss(ScoredBatches):
     each step scores a candidate batch rho_candidate_mult x larger without gradients and trains on
     the top rho_select_fraction by reducible loss = training loss - irreducible loss."""
 
-    name = "rho_loss"
+    name = "rho-loss"
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
@@ -3815,7 +3817,7 @@ class VCAS(FullPass):
 
 
 PEER_METHODS: dict[str, Callable[[RunContext], Method]] = {
-    "short_schedule": ShortSchedule, "uniform": Uniform, "selective_backprop": SelectiveBackprop, "rho_loss": RhoLoss,
+    "short-schedule": ShortSchedule, "uniform": Uniform, "selective-backprop": SelectiveBackprop, "rho-loss": RhoLoss,
     "infobatch": InfoBatch, "vcas": VCAS,
 }
 
@@ -4397,6 +4399,36 @@ def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Pat
     return Path(results_dir) / "runs" / study / f"{method}-seed{seed}.json"
 
 
+def renamed_method(name: str) -> str | None:
+    """Return the method id that replaced `name` (RENAMED), or None when it was not renamed."""
+    new = RENAMED.get(name)
+    return new if new in METHODS else None
+
+
+def check_methods(methods: Iterable[str]) -> None:
+    """Raise ValueError (one line) for a method id that is not in METHODS, naming the new id of a
+    renamed one (RENAMED) or else the valid ids."""
+    for method in methods:
+        if renamed_method(method):
+            raise ValueError(f"Method {method!r} is now {renamed_method(method)!r} (issue 25): use the new id.")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
+
+
+def stored_run_path(results_dir: str | Path, study: str, label: str, seed: int) -> Path:
+    """Return where a run's stored file is: run_path, or, when only a file named with its method's
+    old id (RENAMED, written before the rename) is there, that file: read where it is, not moved."""
+    path = run_path(results_dir, study, label, seed)
+    if not path.exists():
+        for old, new in RENAMED.items():
+            if new in METHODS and (label == new or label.startswith(new + "-")):
+                old_path = run_path(results_dir, study, old + label[len(new):], seed)
+                if old_path.exists():
+                    return old_path
+    return path
+
+
 def read_run(path: str | Path) -> dict[str, Any]:
     """Return a run record read from its JSON file, in today's names (upgrade_record)."""
     record = json.loads(Path(path).read_text())
@@ -4421,14 +4453,16 @@ def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
     comes back unchanged."""
     record = dict(record)
     method = record.get("method")
-    if RENAMED.get(method) in METHODS:
-        method = record["method"] = RENAMED[method]
+    if renamed_method(method):
+        method = record["method"] = renamed_method(method)
     label = record.get("run_label")
     for old, new in RENAMED.items():  # a run label is the method id, then -b<budget> and -lr<lr>
-        if new in METHODS and isinstance(label, str) and (label == old or label.startswith(old + "-")):
+        if renamed_method(old) and isinstance(label, str) and (label == old or label.startswith(old + "-")):
             record["run_label"] = new + label[len(old):]
     if isinstance(record.get("config"), dict):
         config = record["config"] = _renamed(record["config"], method)
+        if renamed_method(config.get("uniform_match")):
+            config["uniform_match"] = renamed_method(config["uniform_match"])
         if isinstance(config.get("explicit"), (list, tuple)):
             config["explicit"] = [RENAMED.get(f"{method}/{k}", RENAMED.get(k, k)) for k in config["explicit"]]
     if isinstance(record.get("knobs"), dict):
@@ -4489,9 +4523,9 @@ METHOD_OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
                                      "uniform_start", "uniform_end", "record_passes"),
     ("mclearn-paper",): ("step_budget_ratio",),
     ("uniform",): ("uniform_fraction", "uniform_match"),
-    ("selective_backprop", "rho_loss"): ("candidate_share",),
-    ("selective_backprop",): ("sb_beta", "sb_history"),
-    ("rho_loss",): ("rho_holdout", "rho_candidate_mult", "rho_select_fraction", "rho_il_epochs"),
+    ("selective-backprop", "rho-loss"): ("candidate_share",),
+    ("selective-backprop",): ("sb_beta", "sb_history"),
+    ("rho-loss",): ("rho_holdout", "rho_candidate_mult", "rho_select_fraction", "rho_il_epochs"),
     ("infobatch",): ("infobatch_prune", "infobatch_anneal"),
     ("vcas",): ("vcas_tau_act", "vcas_tau_weight", "vcas_every", "vcas_repeats", "vcas_min_ratio"),
 }
@@ -4656,7 +4690,7 @@ def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str
     and written atomically. With `keep_diverged`, a run whose loss became NaN is a result, not a
     stop: its record (diverged_record) is written and returned, and the study goes on."""
     path = run_path(cfg.results_dir, cfg.study, label, seed)
-    record = read_finished_run(path, cfg, method)
+    record = read_finished_run(stored_run_path(cfg.results_dir, cfg.study, label, seed), cfg, method)
     if record is not None:
         return record
     log_path = path.with_suffix(".jsonl")
@@ -4699,9 +4733,7 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
     stopped and loses no finished run. The config is validated and the study locked first
     (guarded_sweep).
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
+    check_methods(methods)
     seeds = list(seeds if seeds is not None else cfg.seeds)
     methods = sorted(methods, key=lambda m: m == "uniform")  # uniform may match the others' times
     records = []
@@ -4711,7 +4743,7 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
             run_cfg = cfg  # uniform's share, when matched, is read from this sweep's finished runs
             if method == "uniform" and cfg.uniform_fraction is None:
                 run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed))
-            record = read_finished_run(path, run_cfg, method)
+            record = read_finished_run(stored_run_path(cfg.results_dir, cfg.study, method, seed), run_cfg, method)
             if record is not None:
                 records.append(record)
                 continue
@@ -4801,7 +4833,7 @@ def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[s
     """Return the BudgetPlan that sets `method`'s own knobs so its train time is `time_budget`
     times the baseline's, with costs in units of one baseline update (measure_relative_costs):
 
-    - short_schedule: time_budget itself (it cuts its plan from the measured step costs);
+    - short-schedule: time_budget itself (it cuts its plan from the measured step costs);
       uniform: data share = budget; MC-Learn: budget_ratio = budget (its solver prices itself).
     - Selective Backprop / RHO-LOSS: cost = fixed + candidates x d x (forward_share + s), for a
       selection rate s of the candidates and a share d of each epoch offered as candidates
@@ -4815,15 +4847,15 @@ def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[s
     r = float(time_budget)
     if method in NO_WALL_CLOCK_KNOB:
         return BudgetPlan(method, 0.0, {}, None, NO_WALL_CLOCK_KNOB[method])
-    if method == "short_schedule":  # its own solver cuts its plan to the budget (short_schedule_length)
+    if method == "short-schedule":  # its own solver cuts its plan to the budget (short_schedule_length)
         return BudgetPlan(method, r, {}, r)
     if method == "uniform":
         return BudgetPlan(method, r, {"uniform_fraction": r}, r)
     if method == "mclearn" or method in MCLEARN_VARIANTS:
         return BudgetPlan(method, r, {"budget_ratio": r}, r)
-    if method in ("selective_backprop", "rho_loss"):
+    if method in ("selective-backprop", "rho-loss"):
         f = costs["forward_share"]
-        if method == "rho_loss":
+        if method == "rho-loss":
             fixed, offered = (cfg.rho_holdout * cfg.rho_il_epochs + f) / cfg.epochs, 1 - cfg.rho_holdout
         else:
             fixed, offered = 0.0, 1.0
@@ -4839,7 +4871,7 @@ def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[s
                         f"selection rate {rate} on 5% of each epoch")
         rate = min(rate, 1.0)
         predicted = fixed + offered * share * (f + rate)
-        knobs = {"sb_beta": 1 / rate - 1} if method == "selective_backprop" else {"rho_select_fraction": rate}
+        knobs = {"sb_beta": 1 / rate - 1} if method == "selective-backprop" else {"rho_select_fraction": rate}
         return BudgetPlan(method, r, {**knobs, "candidate_share": min(share, 1.0)}, predicted, note)
     if method == "infobatch":
         epochs = cfg.epochs
@@ -4856,7 +4888,7 @@ def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[s
                           f"cannot reach {r:.2f}: InfoBatch prunes from its second epoch on, and one epoch "
                           f"takes {1 / epochs:.2f} of the baseline")
     raise ValueError(f"No time-budget knob for method {method!r}: budget studies plan "
-                     f"uniform, mclearn, selective_backprop, rho_loss, infobatch ({', '.join(NO_WALL_CLOCK_KNOB)} run at defaults).")
+                     f"uniform, mclearn, selective-backprop, rho-loss, infobatch ({', '.join(NO_WALL_CLOCK_KNOB)} run at defaults).")
 
 
 def with_explicit(cfg: Config, **changes: Any) -> Config:
@@ -4927,9 +4959,7 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     budget (without: the baseline's lr); (5) per seed, the tuned baseline, then each method at each
     of its budgets through its own knob (plan_time_budget), or once at its defaults when it has no
     wall-clock knob (budget_study_runs: `method_budgets`, `method_seeds`)."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
+    check_methods([*methods, *(method_budgets or {}), *(method_seeds or {})])
     every_budget = [*time_budgets, *(b for bs in (method_budgets or {}).values() for b in bs), tune_budget]
     bad = [b for b in every_budget if not 0 < b <= 1]
     if bad:
@@ -5043,14 +5073,29 @@ def summarize(results_dir: str | Path = "results", study: str | None = None, sho
     return table
 
 
-def _with_summary_defaults(rows) -> Any:
-    """Return a copy of summary rows (a DataFrame) in today's names (RENAMED columns and method
-    ids) with every SUMMARY_COLUMNS column, filling the ones an old summary.csv lacks or leaves
-    empty: time_budget 0.0, graphed False, test_accuracy NaN, examples_scored 0."""
+def read_summary(path: str | Path) -> Any:
+    """Return the rows of a summary.csv (a DataFrame) in today's names (summary_names)."""
     import pandas as pd
 
+    return summary_names(pd.read_csv(path))
+
+
+def summary_names(rows) -> Any:
+    """Return summary rows (a DataFrame) with their columns and method ids in today's names, through
+    RENAMED (a summary.csv written before the renames says examples_seen, rho_loss, ...)."""
     rows = rows.rename(columns={old: new for old, new in RENAMED.items() if old in rows and new not in rows})
-    rows["method"] = rows["method"].map(lambda m: RENAMED[m] if RENAMED.get(m) in METHODS else m)
+    if "method" in rows:
+        rows["method"] = rows["method"].map(lambda m: renamed_method(m) or m)
+    return rows
+
+
+def _with_summary_defaults(rows) -> Any:
+    """Return a copy of summary rows (a DataFrame) with every SUMMARY_COLUMNS column, filling the
+    ones an old summary.csv lacks or leaves empty: time_budget 0.0, graphed False, test_accuracy
+    NaN, examples_scored 0; old names in today's (summary_names)."""
+    import pandas as pd
+
+    rows = summary_names(rows.copy())
     for column in SUMMARY_COLUMNS:
         if column not in rows:
             rows[column] = np.nan
@@ -5234,6 +5279,16 @@ def cli_table(table, width: int | None = CLI_WIDTH) -> str:
     return "\n".join([textwrap.fill(heading, width), text(shown), *([textwrap.fill(note, width)] if note else [])])
 
 
+def _method_arg(name: str) -> str:
+    """Return a --methods value as given; an old (renamed) id is refused naming its new one."""
+    import argparse
+
+    if renamed_method(name):
+        raise argparse.ArgumentTypeError(f"method {name!r} is now {renamed_method(name)!r}: pass --methods "
+                                         f"{renamed_method(name)}")
+    return name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run a resumable sweep and print the summary table; return the exit code.
 
@@ -5246,7 +5301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("--preset", default="auto", help=f"auto or one of {', '.join(PRESETS)}")
-    parser.add_argument("--methods", nargs="+", default=["baseline", "mclearn"], choices=sorted(METHODS))
+    parser.add_argument("--methods", nargs="+", default=["baseline", "mclearn"], choices=sorted(METHODS), type=_method_arg)
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--dataset", default=None, help="hub name or local folder (default: preset's)")
     parser.add_argument("--model", dest="model_name", default=None, help="hub name, local folder or 'tiny'")
@@ -5585,7 +5640,7 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     summary = Path(results_dir) / "summary.csv"
     if not summary.exists():
         return "_No results yet: run the notebook (or a sweep) to write `summary.csv`._"
-    rows = pd.read_csv(summary)
+    rows = read_summary(summary)
     if study is None:
         has_both = rows.groupby("study")["method"].agg(lambda names: {"baseline", method} <= set(names))
         candidates = rows[rows["study"].isin(has_both[has_both].index)]
@@ -5626,7 +5681,7 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
 
 
 # --- equal time against the short schedule, and time to target (AlgoPerf style) -------------------
-REFERENCE = "short_schedule"  # every budgeted method is compared with it; the full baseline is its budget 1
+REFERENCE = "short-schedule"  # every budgeted method is compared with it; the full baseline is its budget 1
 
 
 def final_accuracy(record: dict[str, Any]) -> float:
@@ -5678,7 +5733,7 @@ def equal_time_table(records: Sequence[dict[str, Any]]):
     """Return a DataFrame comparing every budgeted method with the short schedule at the same
     budget, one row per (budget, method): seeds, accuracy (%) mean ± std (final_accuracy: test
     split when there is one), measured seconds over the full baseline's median, and the paired
-    difference against short_schedule's runs of the same seeds (points) with its 95 % t-interval
+    difference against short-schedule's runs of the same seeds (points) with its 95 % t-interval
     and verdict ("better"/"worse" only where the interval excludes 0). The short schedule's own
     rows come first at each budget; budget 1 is the full baseline."""
     import pandas as pd
@@ -5700,14 +5755,14 @@ def equal_time_table(records: Sequence[dict[str, Any]]):
         reference = groups.get((REFERENCE, budget))
         if method != REFERENCE and reference:
             diff = paired_difference(acc, {k: final_accuracy(r) * 100 for k, r in reference.items()})
-            row.update({"vs short_schedule (pt)": f"{diff['mean']:+.2f}" if diff["n"] else "—",
+            row.update({"vs short-schedule (pt)": f"{diff['mean']:+.2f}" if diff["n"] else "—",
                         "95% interval": f"[{diff['lo']:+.2f}, {diff['hi']:+.2f}]" if math.isfinite(diff["lo"]) else "—",
                         "verdict": _verdict(diff)})
         else:
-            row.update({"vs short_schedule (pt)": "", "95% interval": "", "verdict": ""})
+            row.update({"vs short-schedule (pt)": "", "95% interval": "", "verdict": ""})
         out.append(row)
     return pd.DataFrame(out, columns=["budget", "method", "seeds", "accuracy (%)", "s / full",
-                                      "vs short_schedule (pt)", "95% interval", "verdict"])
+                                      "vs short-schedule (pt)", "95% interval", "verdict"])
 
 
 def time_to_target(records: Sequence[dict[str, Any]], drop_pt: float = 1.0):
@@ -5717,7 +5772,7 @@ def time_to_target(records: Sequence[dict[str, Any]], drop_pt: float = 1.0):
     the least over that method's runs at every budget (the short schedule's include the full
     baseline, its budget 1); the method's is the median over seeds, a seed that never reached it
     counting as never (inf). Columns: method, target (%), seconds ("never" when the median is
-    never), seeds reached ("k/n"), speed-up vs short_schedule (its seconds over the method's)."""
+    never), seeds reached ("k/n"), speed-up vs short-schedule (its seconds over the method's)."""
     import pandas as pd
 
     groups = _by_budget(records)
@@ -5739,7 +5794,7 @@ def time_to_target(records: Sequence[dict[str, Any]], drop_pt: float = 1.0):
         out.append({"method": method, "target (%)": round(target * 100, 2),
                     "seconds": f"{median:.2f}" if math.isfinite(median) else "never",
                     "seeds reached": f"{sum(math.isfinite(t) for t in times.values())}/{len(times)}",
-                    "speed-up vs short_schedule": (f"{ref / median:.2f}x" if math.isfinite(median) and math.isfinite(ref)
+                    "speed-up vs short-schedule": (f"{ref / median:.2f}x" if math.isfinite(median) and math.isfinite(ref)
                                                    else "—"),
                     "median_seconds": median})
     return pd.DataFrame(out)
@@ -6006,7 +6061,7 @@ def results_markdown(results_dir: str | Path = "results", link_base: Path | None
     summary = Path(results_dir) / "summary.csv"
     if not summary.exists():
         return "_No results yet: run a sweep, then `python mclearn_core.py --update-readme`._"
-    rows = pd.read_csv(summary)
+    rows = read_summary(summary)
     parts = []
     for study, group in rows.groupby("study", sort=False):
         if str(study).endswith("-lr"):
@@ -6032,7 +6087,7 @@ def equal_time_studies(results_dir: str | Path = "results") -> list[str]:
     summary = Path(results_dir) / "summary.csv"
     if not summary.exists():
         return []
-    rows = pd.read_csv(summary)
+    rows = read_summary(summary)
     return sorted(s for s in set(rows.loc[rows["method"] == REFERENCE, "study"]) if not str(s).endswith("-lr"))
 
 
@@ -6047,8 +6102,8 @@ def equal_time_answer(results_dir: str | Path = "results", link_base: Path | Non
                       figures: bool = True) -> str:
     """Return the study's answer in markdown, from the run files of every study with the short
     schedule (equal_time_studies): one sentence per verdict (which method, if any, beats
-    `short_schedule` at equal time, where, and by how much with its paired 95 % t-interval), one
-    table (study, budget, short_schedule's accuracy, the best other method and its difference, at
+    `short-schedule` at equal time, where, and by how much with its paired 95 % t-interval), one
+    table (study, budget, short-schedule's accuracy, the best other method and its difference, at
     most 110 characters wide), and the time-to-target table across studies with its performance
     profile (written to <results>/figures/equal-time/ when `figures`). Every study links its
     run files."""
@@ -6057,7 +6112,7 @@ def equal_time_answer(results_dir: str | Path = "results", link_base: Path | Non
     studies = equal_time_studies(results_dir)
     if not studies:
         return ("_No equal-time study yet: run `bash benchmarks/gpu_budget_study.sh DATASET MODEL_DIR OUT_DIR` "
-                "(a GPU), or notebook 04 with `short_schedule` among its methods._")
+                "(a GPU), or notebook 04 with `short-schedule` among its methods._")
     wins, losses, rows, times, links, seeds = [], [], [], {}, [], set()
     ttt_rows = []
     for study in studies:
@@ -6074,32 +6129,32 @@ def equal_time_answer(results_dir: str | Path = "results", link_base: Path | Non
             others = group[group["method"] != REFERENCE]
             for _, row in others.iterrows():
                 text = (f"`{row['method']}` on {name} at {budget} "
-                        f"({row['vs short_schedule (pt)']} pt, {row['95% interval']})")
+                        f"({row['vs short-schedule (pt)']} pt, {row['95% interval']})")
                 (wins if row["verdict"] == "better" else losses if row["verdict"] == "worse" else []).append(text)
             if len(ref) and len(others):
-                diffs = others["vs short_schedule (pt)"].map(lambda v: float(v) if v not in ("", "—") else -math.inf)
+                diffs = others["vs short-schedule (pt)"].map(lambda v: float(v) if v not in ("", "—") else -math.inf)
                 best = others.loc[diffs.idxmax()]
-                rows.append({"data": name, "budget": budget, "short_schedule (%)": ref.iloc[0]["accuracy (%)"],
+                rows.append({"data": name, "budget": budget, "short-schedule (%)": ref.iloc[0]["accuracy (%)"],
                              "best other": best["method"],
-                             "difference (pt) [95% CI]": f"{best['vs short_schedule (pt)']} {best['95% interval']}",
+                             "difference (pt) [95% CI]": f"{best['vs short-schedule (pt)']} {best['95% interval']}",
                              "verdict": best["verdict"]})
         ttt = time_to_target(records, 1.0)
         times[name] = dict(zip(ttt["method"], ttt["median_seconds"]))
         for _, row in ttt.iterrows():
             ttt_rows.append({"data": name, "method": row["method"], "target (%)": f"{row['target (%)']:.2f}",
                              "seconds to target": row["seconds"], "seeds reached": row["seeds reached"],
-                             "speed-up vs short_schedule": row["speed-up vs short_schedule"]})
+                             "speed-up vs short-schedule": row["speed-up vs short-schedule"]})
     n_seeds = len(seeds)
     if wins:
-        verdict = "At equal wall-clock, these beat `short_schedule` (the interval excludes 0): " + "; ".join(wins) + "."
+        verdict = "At equal wall-clock, these beat `short-schedule` (the interval excludes 0): " + "; ".join(wins) + "."
     else:
         verdict = ("**No method beats simply training for less time**: at equal wall-clock no budgeted method's "
-                   "accuracy is above `short_schedule`'s with a paired 95 % interval that excludes 0.")
+                   "accuracy is above `short-schedule`'s with a paired 95 % interval that excludes 0.")
     if losses:
         verdict += " Significantly behind it: " + "; ".join(losses) + "."
     parts = [f"{verdict} From {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} ({', '.join(links)}; "
              f"up to {n_seeds} seeds; accuracy on the test split; every method's lr by one rule). The table: at each "
-             f"budget, `short_schedule` and the method closest to it or above it.\n",
+             f"budget, `short-schedule` and the method closest to it or above it.\n",
              pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"]
     profile_note = ""
     if figures:

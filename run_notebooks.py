@@ -371,9 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if not summary.exists():
         summary_problem = f"missing {summary}"
     else:
-        import pandas as pd
-
-        rows = pd.read_csv(summary)
+        rows = mc.read_summary(summary)
         listed = {(str(s), str(m), str(k)) for s, m, k in zip(rows["study"], rows["method"], rows["seed"])}
         absent = [p for p in all_runs if p.exists() and
                   (p.parent.name, mc.read_run(p)["method"], p.stem.rsplit("-seed", 1)[1]) not in listed]

@@ -17,7 +17,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 methods=$(cd "$root" && python3 -c 'import json, mclearn_core as mc
-print(json.dumps(["baseline", "short_schedule", *mc.MCLEARN_VARIANTS], separators=(",", ":")))')
+print(json.dumps(["baseline", "short-schedule", *mc.MCLEARN_VARIANTS], separators=(",", ":")))')
 params="methods=$methods time_budgets=[0.3333333333333333,0.5] method_budgets={} method_seeds={} lr_factors=${LR_FACTORS:-[0.5,1,2]}"
 case "${1:-}" in
   --params) echo "$params"; exit 0 ;;

@@ -2,7 +2,7 @@
 # Run one dataset's budget study on the GPU machine by executing notebooks/04_compare_methods.ipynb
 # (run_notebooks.py: parameters written into its parameters cell, a clean executed copy): the baseline's
 # learning-rate sweep, every method's own lr at 1/2, the tuned baseline, and every method at the notebook's
-# budgets (1/3, 1/2, 2/3; short_schedule the reference), its seeds (42-46), in one process. Finished runs are read back, so a second call resumes an interrupted study.
+# budgets (1/3, 1/2, 2/3; short-schedule the reference), its seeds (42-46), in one process. Finished runs are read back, so a second call resumes an interrupted study.
 # Usage: bash benchmarks/gpu_budget_study.sh DATASET MODEL_DIR OUT_DIR
 #   DATASET    sst2 | sst2-noisy20 | clinc150 | banking77
 #   MODEL_DIR  a sentence-transformers encoder folder named as on the hub (/tmp/all-mpnet-base-v2)
@@ -42,7 +42,7 @@ case "$key" in
              lrs=${LRS:-[8e-5,1.6e-4,3.2e-4,6.4e-4,1.28e-3]} ;;
   *) echo "unknown DATASET $key: sst2, sst2-noisy20, clinc150 or banking77" >&2; exit 2 ;;
 esac
-# The equal-time studies (short_schedule, 5 seeds, every method's own lr, 20 evaluations a run: the
+# The equal-time studies (short-schedule, 5 seeds, every method's own lr, 20 evaluations a run: the
 # notebook's defaults) are named <DATASET>-<model>-<gpu>-equal-time; STUDY_SUFFIX= (empty) names them as
 # the earlier budget studies.
 study=$key-$short-$gpu${STUDY_SUFFIX--equal-time}

@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--time-budget", type=float, default=1 / 3)
-    parser.add_argument("--methods", default="baseline,uniform,mclearn,selective_backprop,rho_loss,infobatch,baseline")
+    parser.add_argument("--methods", default="baseline,uniform,mclearn,selective-backprop,rho-loss,infobatch,baseline")
     parser.add_argument("--slack", type=float, default=2.0, help="GiB the memory after a run may grow by")
     args = parser.parse_args()
     if not torch.cuda.is_available():

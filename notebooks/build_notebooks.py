@@ -534,7 +534,7 @@ compare = [
     md('''
 # 04 · MC-Learn against other data-selection methods: budget studies
 
-Does anything beat simply training for less time? The reference is `short_schedule`: the optimized
+Does anything beat simply training for less time? The reference is `short-schedule`: the optimized
 baseline on all the data for a share of its steps, its warmup and cosine schedule ending inside the
 budget (what a practitioner does with less time; the full baseline is its budget 1). Against it, at
 the same wall-clock budgets (shares of the tuned baseline's train seconds): a uniform fixed-subset
@@ -564,10 +564,10 @@ preset = "auto"
 dataset = None
 model_name = None
 seeds = [42, 43, 44, 45, 46]
-methods = ["baseline", "short_schedule", "uniform", "selective_backprop", "rho_loss", "infobatch", "mclearn"]
+methods = ["baseline", "short-schedule", "uniform", "selective-backprop", "rho-loss", "infobatch", "mclearn"]
 time_budgets = [1/3, 1/2, 2/3]
-method_budgets = {"selective_backprop": [0.5], "rho_loss": [0.5]}
-method_seeds = {"selective_backprop": 3, "rho_loss": 3}
+method_budgets = {"selective-backprop": [0.5], "rho-loss": [0.5]}
+method_seeds = {"selective-backprop": 3, "rho-loss": 3}
 lrs = []  # empty: no sweep, the preset's lr
 lr_factors = [0.5, 1, 2, 4]  # the first equal-time studies ran [0.5, 1, 2]: every method chose 2, the edge
 tune_budget = 0.5
@@ -593,7 +593,7 @@ print(f"epochs {cfg.epochs}, {cfg.eval_points} evaluations a run, eval split {cf
     md('''
 ## Runs
 
-Each method reaches a budget through its own knob: `short_schedule` through its step count (planned
+Each method reaches a budget through its own knob: `short-schedule` through its step count (planned
 from the measured step costs); `uniform` through its data share; MC-Learn through its budget ratio;
 Selective Backprop and RHO-LOSS through their selection rate, and a shorter candidate stream when the
 rate alone cannot reach it; InfoBatch through its prune ratio and its epochs. Whether a run did
@@ -623,7 +623,7 @@ print("lr per method:", {m: f"{lr:g}" for m, lr in result.method_lrs.items()})
 ## Equal time: every method against the short schedule
 
 One row per budget and method: accuracy (test split when there is one) as mean ± std over seeds,
-measured seconds over the full baseline's, and the paired difference against `short_schedule` at
+measured seconds over the full baseline's, and the paired difference against `short-schedule` at
 the same budget over the same seeds, with its 95 % t-interval. "better" or "worse" only where the
 interval excludes 0; otherwise "tie".
 '''),
@@ -637,7 +637,7 @@ mc.plot_equal_time(records, figures / "equal_time.png");
 AlgoPerf style: the target is the full baseline's median final eval accuracy minus 1 point (and
 minus 0.5); a method's time is, per seed, the least train seconds at which any of its runs first
 evaluated at or above it, then the median over seeds ("never" when most seeds never did). Speed-up
-is `short_schedule`'s time over the method's.
+is `short-schedule`'s time over the method's.
 '''),
     code('''
 for drop in (1.0, 0.5):

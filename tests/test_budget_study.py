@@ -14,12 +14,12 @@ def test_scoring_peers_are_planned_to_the_budget(forward_share, budget):
     carries it; the selection rate never drops under MIN_SELECTION_RATE."""
     cfg = mc.make_config("cpu-smoke", epochs=2)
     costs = {"forward_share": forward_share}
-    for method in ("selective_backprop", "rho_loss"):
+    for method in ("selective-backprop", "rho-loss"):
         plan = mc.plan_time_budget(method, budget, cfg, costs)
         knobs = plan.knobs
-        rate = 1 / (knobs["sb_beta"] + 1) if method == "selective_backprop" else knobs["rho_select_fraction"]
+        rate = 1 / (knobs["sb_beta"] + 1) if method == "selective-backprop" else knobs["rho_select_fraction"]
         assert rate >= mc.MIN_SELECTION_RATE - 1e-12 and 0 < knobs["candidate_share"] <= 1
-        if method == "rho_loss":
+        if method == "rho-loss":
             fixed = (cfg.rho_holdout * cfg.rho_il_epochs + forward_share) / cfg.epochs
             offered = 1 - cfg.rho_holdout
         else:

@@ -61,6 +61,22 @@ def test_degenerate_settings_exit_2_before_anything_runs(capsys, tmp_path, argv,
     assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "x").exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "baseline", "rho_loss"], "error: argument --methods: method 'rho_loss' is now 'rho-loss': "
+                                            "pass --methods rho-loss"),
+    (["--methods", "selective_backprop"], "is now 'selective-backprop'"),
+    (["--methods", "short_schedule"], "is now 'short-schedule'"),
+    (["--set", "rho_init=0.3"], "error: Config key 'rho_init' is now 'replay_share_init' (issue 25): set "
+                                "replay_share_init= instead."),
+    (["--set", "q_bounds=0.1,0.2"], "'q_bounds' is now 'full_prob_bounds'"),
+])
+def test_an_old_method_id_or_key_exits_2_naming_the_new_one(capsys, tmp_path, argv, message):
+    code, lines, _ = run_cli(capsys, "--preset", "cpu-smoke", "--results-dir", str(tmp_path), *argv)
+    assert code == 2
+    assert_one_error(lines, message)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_file_where_a_folder_belongs_exits_2_naming_it(capsys, tmp_path):
     data = tmp_path / "train.csv"
     data.write_text("text,label\na,0\n")
@@ -358,7 +374,7 @@ def test_a_model_that_cannot_load_is_quoted_in_whole_words(capsys, tmp_path, mon
 
 def _budget_study_runs(results, study):
     """Write the run files of a budget study with long method names, a test split and two seeds."""
-    for method, budgets in [("baseline", [0.0]), ("selective_backprop", [1 / 3, 0.5]), ("mclearn-paper", [0.0]),
+    for method, budgets in [("baseline", [0.0]), ("selective-backprop", [1 / 3, 0.5]), ("mclearn-paper", [0.0]),
                             ("mclearn", [1 / 3, 0.5]), ("uniform", [1 / 3, 0.5])]:
         for budget in budgets:
             for seed in (42, 43):

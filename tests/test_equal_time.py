@@ -1,4 +1,4 @@
-"""The short-schedule reference and the equal-time statistics (issue 21): short_schedule's plan, the
+"""The short-schedule reference and the equal-time statistics (issue 21): short-schedule's plan, the
 test split carved from train, one tuning rule for every method, paired t-intervals, time to target
 and the performance profile. Each arithmetic test compares with numbers worked out by hand here."""
 import math
@@ -10,7 +10,7 @@ import torch
 import mclearn_core as mc
 
 
-# --- short_schedule's plan -------------------------------------------------------------------------
+# --- short-schedule's plan -------------------------------------------------------------------------
 def test_short_schedule_length_fits_the_budget_with_its_captures():
     """Ten steps of 1 s in shape a, then ten of 2 s in shape b; captures 3 s each, a shape captured
     from its 3rd use (min_uses 3). Whole plan: 10 + 20 + 2 x 3 = 36 s. At 1/2 the budget is 18 s:
@@ -43,7 +43,7 @@ def _fake_costs(seconds_per_row=1e-3):
 
 @pytest.mark.parametrize("budget", [1 / 3, 1 / 2, 2 / 3])
 def test_short_schedule_trains_the_baselines_leading_steps_and_ends_its_schedule_inside(prepared, smoke_cfg, budget):
-    """short_schedule keeps the baseline's own plan (same seed: same batches, same order) cut to
+    """short-schedule keeps the baseline's own plan (same seed: same batches, same order) cut to
     the steps whose priced seconds fit the budget; no row repeats before every row was seen; its
     warmup and cosine span the shortened run (lr 0 after its last step, warmup_ratio of its steps)."""
     cfg = mc.replace_config(smoke_cfg, epochs=2, time_budget=budget)
@@ -78,14 +78,14 @@ def test_short_schedule_at_no_budget_is_the_full_baseline(prepared, smoke_cfg):
     short = mc.ShortSchedule(ctx)
     short.setup()
     assert short.num_steps() == mc.Baseline(_context(prepared, smoke_cfg)).num_steps()
-    assert mc.plan_time_budget("short_schedule", 0.5, smoke_cfg, {}).knobs == {}
+    assert mc.plan_time_budget("short-schedule", 0.5, smoke_cfg, {}).knobs == {}
 
 
 def test_a_short_schedule_run_takes_its_share_of_the_baselines_steps(prepared, smoke_cfg):
     """End to end on the CPU: the run's steps follow its plan from the measured step costs, and
     evaluation sees the trained model (the eval curve has the run's evaluations)."""
     cfg = mc.replace_config(smoke_cfg, time_budget=0.5, eval_points=4)
-    record = mc.train_method("short_schedule", cfg, prepared, seed=1, progress=False)
+    record = mc.train_method("short-schedule", cfg, prepared, seed=1, progress=False)
     plan = record["telemetry"]["short_schedule"]
     assert record["steps"] == plan["steps"] and 0.3 * plan["full_steps"] <= plan["steps"] <= 0.7 * plan["full_steps"]
     assert plan["planned_seconds"] <= plan["budget_seconds"]
@@ -121,7 +121,7 @@ def test_every_budgeted_method_picks_its_own_lr_by_one_rule(smoke_cfg, prepared,
     """lr_factors: each budgeted method runs at tune_budget on the first seed at the baseline's lr
     times each factor and trains every budget with its most accurate lr; the baseline keeps the
     sweep's. Training is replaced by a record whose accuracy peaks at a method-specific lr."""
-    best = {"baseline": 2e-3, "short_schedule": 4e-3, "uniform": 1e-3, "mclearn": 2e-3}
+    best = {"baseline": 2e-3, "short-schedule": 4e-3, "uniform": 1e-3, "mclearn": 2e-3}
     calls = []
 
     def fake_train(method, cfg, prepared, seed, log_path=None, progress=True, budget=None):
@@ -134,12 +134,12 @@ def test_every_budgeted_method_picks_its_own_lr_by_one_rule(smoke_cfg, prepared,
     monkeypatch.setattr(mc, "train_method", fake_train)
     monkeypatch.setattr(mc, "measure_relative_costs", lambda prepared: {"forward_share": 0.3})
     cfg = mc.replace_config(smoke_cfg, study="tune")
-    result = mc.run_budget_study(cfg, ["baseline", "short_schedule", "uniform", "mclearn"], (1 / 3, 1 / 2),
+    result = mc.run_budget_study(cfg, ["baseline", "short-schedule", "uniform", "mclearn"], (1 / 3, 1 / 2),
                                  lrs=(1e-3, 2e-3, 4e-3), seeds=[42, 43], prepared=prepared, progress=False,
                                  lr_factors=(0.5, 1, 2), tune_budget=0.5, method_seeds={"mclearn": 1})
     assert result.lr == 2e-3 and result.method_lrs == best
     tuning = [c for c in calls if c[4] == "tune-lr" and c[0] != "baseline"]
-    assert sorted((m, lr) for m, lr, *_ in tuning) == sorted((m, f * 2e-3) for m in ("mclearn", "short_schedule", "uniform")
+    assert sorted((m, lr) for m, lr, *_ in tuning) == sorted((m, f * 2e-3) for m in ("mclearn", "short-schedule", "uniform")
                                                              for f in (0.5, 1, 2))
     assert all(budget == 0.5 and seed == 42 for _, _, budget, seed, _ in tuning)
     for record in result.records:
@@ -147,16 +147,16 @@ def test_every_budgeted_method_picks_its_own_lr_by_one_rule(smoke_cfg, prepared,
     labels = sorted((r["run_label"], r["seed"]) for r in result.records)
     assert ("mclearn-b0.33", 42) in labels and ("mclearn-b0.33", 43) not in labels  # method_seeds
     assert len(result.records) == 2 * (1 + 2 + 2) + 2
-    assert {r["run_label"] for r in result.tune_records} >= {"uniform-b0.50-lr1e-03", "short_schedule-b0.50-lr4e-03"}
+    assert {r["run_label"] for r in result.tune_records} >= {"uniform-b0.50-lr1e-03", "short-schedule-b0.50-lr4e-03"}
 
 
 def test_budget_study_runs_take_each_methods_budgets_and_seeds():
-    runs = mc.budget_study_runs(["baseline", "short_schedule", "rho_loss", "vcas"], (1 / 3, 1 / 2), [1, 2, 3],
-                                method_budgets={"rho_loss": [0.5]}, method_seeds={"rho_loss": 2})
-    assert runs == [("baseline", 0.0, 1), ("short_schedule", 1 / 3, 1), ("short_schedule", 0.5, 1), ("rho_loss", 0.5, 1),
-                    ("vcas", 0.0, 1), ("baseline", 0.0, 2), ("short_schedule", 1 / 3, 2), ("short_schedule", 0.5, 2),
-                    ("rho_loss", 0.5, 2), ("vcas", 0.0, 2), ("baseline", 0.0, 3), ("short_schedule", 1 / 3, 3),
-                    ("short_schedule", 0.5, 3), ("vcas", 0.0, 3)]
+    runs = mc.budget_study_runs(["baseline", "short-schedule", "rho-loss", "vcas"], (1 / 3, 1 / 2), [1, 2, 3],
+                                method_budgets={"rho-loss": [0.5]}, method_seeds={"rho-loss": 2})
+    assert runs == [("baseline", 0.0, 1), ("short-schedule", 1 / 3, 1), ("short-schedule", 0.5, 1), ("rho-loss", 0.5, 1),
+                    ("vcas", 0.0, 1), ("baseline", 0.0, 2), ("short-schedule", 1 / 3, 2), ("short-schedule", 0.5, 2),
+                    ("rho-loss", 0.5, 2), ("vcas", 0.0, 2), ("baseline", 0.0, 3), ("short-schedule", 1 / 3, 3),
+                    ("short-schedule", 0.5, 3), ("vcas", 0.0, 3)]
 
 
 def test_best_lr_passes_over_diverged_runs():
@@ -187,59 +187,59 @@ def _record(method, budget, seed, accuracy, curve, test=None):
 
 def test_time_to_target_takes_the_least_time_over_budgets_then_the_median_over_seeds():
     """Baseline final accuracies 0.90, 0.92, 0.97: median 0.92 (mean 0.93), target 0.91 at 1 point. Seed by
-    seed the least seconds over each method's runs at any budget (short_schedule's include the
+    seed the least seconds over each method's runs at any budget (short-schedule's include the
     full baseline's); then the median over seeds; a seed that never gets there counts as inf."""
     records = [
         _record("baseline", 0.0, 1, 0.90, [(5, 0.85), (10, 0.90)]),  # never 0.91
         _record("baseline", 0.0, 2, 0.92, [(5, 0.91), (10, 0.92)]),  # 5
         _record("baseline", 0.0, 3, 0.97, [(5, 0.90), (10, 0.97)]),  # 10
-        _record("short_schedule", 0.5, 1, 0.91, [(2, 0.80), (4, 0.91)]),  # 4 -> seed 1: 4
-        _record("short_schedule", 0.5, 3, 0.90, [(5, 0.90)]),  # never -> seed 3: 10 (baseline)
+        _record("short-schedule", 0.5, 1, 0.91, [(2, 0.80), (4, 0.91)]),  # 4 -> seed 1: 4
+        _record("short-schedule", 0.5, 3, 0.90, [(5, 0.90)]),  # never -> seed 3: 10 (baseline)
         _record("uniform", 1 / 3, 1, 0.92, [(1, 0.91), (3, 0.92)]),  # 1
         _record("uniform", 0.5, 1, 0.92, [(2, 0.93)]),  # 2: the least over budgets is 1
         _record("uniform", 1 / 3, 2, 0.80, [(3, 0.80)]),  # never
         _record("uniform", 1 / 3, 3, 0.80, [(3, 0.80)]),  # never
     ]
     table = mc.time_to_target(records, drop_pt=1.0).set_index("method")
-    assert table.loc["short_schedule", "target (%)"] == 91.0
-    assert table.loc["short_schedule", "median_seconds"] == 5.0  # median of 4, 5, 10
-    assert table.loc["short_schedule", "seeds reached"] == "3/3"
+    assert table.loc["short-schedule", "target (%)"] == 91.0
+    assert table.loc["short-schedule", "median_seconds"] == 5.0  # median of 4, 5, 10
+    assert table.loc["short-schedule", "seeds reached"] == "3/3"
     assert math.isinf(table.loc["uniform", "median_seconds"])  # median of 1, inf, inf
     assert table.loc["uniform", "seconds"] == "never" and table.loc["uniform", "seeds reached"] == "1/3"
     half = mc.time_to_target(records[:3] + records[5:6], drop_pt=0.5).set_index("method")  # target 0.915
-    assert half.loc["short_schedule", "median_seconds"] == 10.0  # seeds: never, 10, 10
+    assert half.loc["short-schedule", "median_seconds"] == 10.0  # seeds: never, 10, 10
     assert half.loc["uniform", "median_seconds"] == 3.0
-    assert half.loc["uniform", "speed-up vs short_schedule"] == "3.33x"
+    assert half.loc["uniform", "speed-up vs short-schedule"] == "3.33x"
 
 
 def test_equal_time_table_pairs_each_method_with_the_short_schedule_at_its_budget():
     ref = [91.0, 92.0, 93.0]
     records = [_record("baseline", 0.0, s, 0.95, [(10, 0.95)], test=0.95) for s in (1, 2, 3)]
-    records += [_record("short_schedule", 0.5, s, 0.0, [(5, 0.9)], test=a / 100) for s, a in zip((1, 2, 3), ref)]
+    records += [_record("short-schedule", 0.5, s, 0.0, [(5, 0.9)], test=a / 100) for s, a in zip((1, 2, 3), ref)]
     records += [_record("uniform", 0.5, s, 0.0, [(5, 0.9)], test=(a + d) / 100) for s, a, d in zip((1, 2, 3), ref, (1, 2, 3))]
     records += [_record("infobatch", 0.5, s, 0.0, [(6, 0.9)], test=(a + d) / 100) for s, a, d in zip((1, 2, 3), ref, (-1, 0, 1.5))]
     table = mc.equal_time_table(records).set_index(["budget", "method"])
     uniform = table.loc[("1/2", "uniform")]
     # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.3027: half-width 4.3027 / sqrt(3) = 2.4841
-    assert uniform["vs short_schedule (pt)"] == "+2.00" and uniform["95% interval"] == "[-0.48, +4.48]"
+    assert uniform["vs short-schedule (pt)"] == "+2.00" and uniform["95% interval"] == "[-0.48, +4.48]"
     assert uniform["verdict"] == "tie" and uniform["accuracy (%)"] == "94.00 ± 2.00"  # 92, 94, 96
     assert table.loc[("1/2", "infobatch"), "verdict"] == "tie"
     assert table.loc[("1/2", "uniform"), "s / full"] == "0.50" and table.loc[("1/2", "infobatch"), "s / full"] == "0.60"
-    assert table.loc[("1 (full)", "short_schedule"), "accuracy (%)"] == "95.00 ± 0.00"
+    assert table.loc[("1 (full)", "short-schedule"), "accuracy (%)"] == "95.00 ± 0.00"
     better = records[:6] + [_record("uniform", 0.5, s, 0.0, [(5, 0.9)], test=(a + d) / 100)
                             for s, a, d in zip((1, 2, 3), ref, (2.0, 2.1, 1.9))]
     assert mc.equal_time_table(better).set_index("method").loc["uniform", "verdict"] == "better"
 
 
 def test_performance_profile_counts_studies_within_tau_of_the_fastest():
-    times = {"a": {"short_schedule": 10.0, "mclearn": 5.0, "uniform": math.inf},
-             "b": {"short_schedule": 4.0, "mclearn": 6.0, "uniform": 4.4},
-             "c": {"short_schedule": math.inf, "mclearn": math.inf, "uniform": math.inf}}
+    times = {"a": {"short-schedule": 10.0, "mclearn": 5.0, "uniform": math.inf},
+             "b": {"short-schedule": 4.0, "mclearn": 6.0, "uniform": 4.4},
+             "c": {"short-schedule": math.inf, "mclearn": math.inf, "uniform": math.inf}}
     profile = mc.performance_profile(times, [1.0, 1.1, 1.5, 2.0])
-    assert profile.loc["short_schedule"].tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 2 / 3])
+    assert profile.loc["short-schedule"].tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 2 / 3])
     assert profile.loc["mclearn"].tolist() == pytest.approx([1 / 3, 1 / 3, 2 / 3, 2 / 3])
     assert profile.loc["uniform"].tolist() == pytest.approx([0, 1 / 3, 1 / 3, 1 / 3])
-    assert list(profile.index)[0] == "short_schedule"
+    assert list(profile.index)[0] == "short-schedule"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
@@ -269,12 +269,12 @@ def test_cuda_graphed_scoring_gives_the_eager_losses(prepared, smoke_cfg):
 def test_cuda_short_schedule_run_is_graphed(prepared, smoke_cfg):
     cfg = mc.replace_config(smoke_cfg, device="cuda", precision="bf16", cuda_graphs=True, pad_multiple=32,
                             epochs=3, time_budget=0.5)
-    record = mc.train_method("short_schedule", cfg, mc.prepare(cfg), seed=1, progress=False)
+    record = mc.train_method("short-schedule", cfg, mc.prepare(cfg), seed=1, progress=False)
     assert record["graphed"] and record["telemetry"]["cuda_graphs"] >= 1
 
 
 def test_the_answer_names_a_method_only_where_its_interval_excludes_zero(tmp_path):
-    """equal_time_answer reads the run files: a method 2 points above short_schedule on every seed
+    """equal_time_answer reads the run files: a method 2 points above short-schedule on every seed
     is named as beating it, with its difference and interval; a tie is not; the table fits 110
     characters; the time-to-target table and the profile figure are written."""
     def write(study, method, budget, seed, test, device="NVIDIA H200"):
@@ -286,7 +286,7 @@ def test_the_answer_names_a_method_only_where_its_interval_excludes_zero(tmp_pat
     for seed, base in zip((1, 2, 3), (0.90, 0.91, 0.92)):
         for study in ("clinc150-mpnet-h200-equal-time", "banking77-mpnet-h200-equal-time"):
             write(study, "baseline", 0.0, seed, base)
-            write(study, "short_schedule", 0.5, seed, base - 0.02)
+            write(study, "short-schedule", 0.5, seed, base - 0.02)
             write(study, "uniform", 0.5, seed, base - 0.02 + (0.001 * seed - 0.002))  # -0.1, 0, +0.1 pt: a tie
         write("clinc150-mpnet-h200-equal-time", "mclearn", 0.5, seed, base - 0.02 + 0.02 + 0.001 * (seed - 2))
         write("banking77-mpnet-h200-equal-time", "mclearn", 0.5, seed, base - 0.02)

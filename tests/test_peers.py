@@ -143,7 +143,7 @@ def test_vcas_adapts_ratios_and_reports_flops(prepared, smoke_cfg):
     assert math.isfinite(record["accuracy"])
 
 
-@pytest.mark.parametrize("method", ["uniform", "selective_backprop", "rho_loss", "infobatch"])
+@pytest.mark.parametrize("method", ["uniform", "selective-backprop", "rho-loss", "infobatch"])
 def test_peer_runs_end_to_end(prepared, smoke_cfg, method):
     smoke_cfg = mc.replace_config(smoke_cfg, uniform_fraction=0.3)
     record = mc.train_method(method, smoke_cfg, prepared, seed=6, progress=False)

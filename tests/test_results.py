@@ -161,7 +161,7 @@ def test_bookkeeping_keys_and_keys_an_old_file_lacks_are_no_difference(tmp_path)
     # a budget plan's knobs are planned from measured costs: compared through the run's time_budget
     mc.write_json_atomic(path, {"config": mc.portable_config(mc.replace_config(cfg, sb_beta=2.5)),
                                 "knobs": {"sb_beta": 2.5}})
-    assert mc.read_finished_run(path, mc.replace_config(cfg, sb_beta=2.4), "selective_backprop") is not None
+    assert mc.read_finished_run(path, mc.replace_config(cfg, sb_beta=2.4), "selective-backprop") is not None
 
 
 def _old_names(config: dict, method: str) -> dict:
@@ -194,6 +194,41 @@ def test_a_run_file_with_old_key_names_resumes_as_finished_and_its_values_are_co
     with pytest.raises(ValueError, match=rf"\({key} differ: {key} .* stored, 0.45 now\)"):
         mc.read_finished_run(path, changed, method)
     assert json.loads(path.read_text())["config"] == config  # the file itself is not rewritten
+
+
+def test_a_run_file_under_an_old_method_id_resumes_as_finished(prepared, smoke_cfg, monkeypatch):
+    """A sweep of "rho-loss" finds the finished run its study stored as rho_loss-seed1.json (method
+    "rho_loss", the old key names) and returns it, in today's names, without training or rewriting it;
+    an old id passed to a sweep or a budget study is refused naming the new one."""
+    record = mc.train_method("rho-loss", smoke_cfg, prepared, seed=1, progress=False)
+    old = dict(record, method="rho_loss", run_label="rho_loss",
+               config=_old_names(record["config"], "rho-loss"), examples_seen=record["examples_backward"])
+    del old["examples_backward"]
+    path = mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "rho_loss", 1)
+    mc.write_json_atomic(path, old)
+    written = path.read_text()
+    monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("the stored run was retrained"))
+    again, = mc.run_sweep(smoke_cfg, ["rho-loss"], [1], prepared=prepared, progress=False)
+    assert again["method"] == again["run_label"] == "rho-loss" and again["accuracy"] == record["accuracy"]
+    assert again["examples_backward"] == record["examples_backward"] and "examples_seen" not in again
+    assert path.read_text() == written and not mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "rho-loss", 1).exists()
+    assert [r["method"] for r in mc.load_runs(smoke_cfg.results_dir, smoke_cfg.study)] == ["rho-loss"]
+    with pytest.raises(ValueError, match="Method 'rho_loss' is now 'rho-loss' \\(issue 25\\): use the new id"):
+        mc.run_sweep(smoke_cfg, ["rho_loss"], [1], prepared=prepared, progress=False)
+    with pytest.raises(ValueError, match="Method 'selective_backprop' is now 'selective-backprop'"):
+        mc.run_budget_study(smoke_cfg, ["baseline", "selective-backprop"], (0.5,), prepared=prepared,
+                            method_budgets={"selective_backprop": [0.5]})
+
+
+def test_stored_run_path_finds_a_budget_run_under_its_old_id(tmp_path):
+    new = mc.run_path(tmp_path, "s", "selective-backprop-b0.50", 42)
+    assert mc.stored_run_path(tmp_path, "s", "selective-backprop-b0.50", 42) == new  # nothing stored: the new name
+    old = mc.run_path(tmp_path, "s", "selective_backprop-b0.50", 42)
+    mc.write_json_atomic(old, {"method": "selective_backprop", "run_label": "selective_backprop-b0.50"})
+    assert mc.stored_run_path(tmp_path, "s", "selective-backprop-b0.50", 42) == old
+    assert mc.read_run(old)["run_label"] == "selective-backprop-b0.50"
+    mc.write_json_atomic(new, {"method": "selective-backprop"})
+    assert mc.stored_run_path(tmp_path, "s", "selective-backprop-b0.50", 42) == new  # today's file wins
 
 
 def test_uniform_with_a_matched_share_resumes_and_its_share_is_compared(tmp_path, monkeypatch):
@@ -330,7 +365,7 @@ def test_examples_backward_counts_backward_passes_for_every_method(prepared, smo
     """examples_backward = examples with a backward pass; forward-only scoring is examples_scored
     (one name for each count: no examples_seen beside them)."""
     base = mc.train_method("baseline", smoke_cfg, prepared, seed=1, progress=False)
-    sb = mc.train_method("selective_backprop", smoke_cfg, prepared, seed=1, progress=False)
+    sb = mc.train_method("selective-backprop", smoke_cfg, prepared, seed=1, progress=False)
     assert base["examples_backward"] == 480 and base["examples_scored"] == 0 and "examples_seen" not in base
     assert sb["examples_scored"] == 480  # every example is scored once per epoch
     assert sb["examples_backward"] < 480  # only the kept ones train
@@ -338,7 +373,7 @@ def test_examples_backward_counts_backward_passes_for_every_method(prepared, smo
 
 def test_summary_reads_run_files_written_before_examples_scored():
     """Old files counted every full forward as examples_seen; the summary derives both columns."""
-    old = {"study": "s", "method": "selective_backprop", "seed": 1, "device": "d", "train_seconds": 1.0,
+    old = {"study": "s", "method": "selective-backprop", "seed": 1, "device": "d", "train_seconds": 1.0,
            "accuracy": 0.5, "examples_seen": 580, "examples_backward": 100}
     row = mc.summary_row(old)
     assert row["examples_backward"] == 100 and row["examples_scored"] == 480
@@ -439,7 +474,7 @@ def _budget_study_records():
     third, half = 1 / 3, 1 / 2
     return [
         _budget_run("uniform", 1, 4.0, 0.80, third, test=0.78),
-        _budget_run("selective_backprop", 1, 6.36, 0.82, half),  # 0.53 of the baseline: 1.06 x its budget
+        _budget_run("selective-backprop", 1, 6.36, 0.82, half),  # 0.53 of the baseline: 1.06 x its budget
         _budget_run("baseline", 2, 14.0, 0.91, graphed=True, test=0.90),
         _budget_run("mclearn", 1, 5.0, 0.85, third, graphed=True),
         _budget_run("uniform", 2, 4.1, 0.82, third, graphed=True, test=0.80),
@@ -462,7 +497,7 @@ def test_report_table_rows_per_method_and_budget():
     # the baseline first, then by budget, then by method
     assert list(zip(table["method"], table["budget"])) == [
         ("baseline", "—"), ("vcas", "—"), ("mclearn", "1/3"), ("uniform", "1/3"),
-        ("selective_backprop", "1/2"), ("uniform", "1/2")]
+        ("selective-backprop", "1/2"), ("uniform", "1/2")]
     rows = table.set_index(["method", "budget"])
     base = rows.loc[("baseline", "—")]
     assert base["seeds"] == 3 and base["train seconds"] == "12.00 [10.00–14.00]"  # median [min–max]
@@ -477,7 +512,7 @@ def test_report_table_rows_per_method_and_budget():
     assert uniform["reaches budget"] == "yes" and uniform["graphed"] == "mixed"  # 4.05 s: within 5 % of 4 s
     assert uniform["test accuracy (%)"] == "79.00 ± 1.41"
     assert rows.loc[("uniform", "1/2"), "reaches budget"] == "yes"  # 1.04 x its budget
-    assert rows.loc[("selective_backprop", "1/2"), "reaches budget"] == "no (1.06)"
+    assert rows.loc[("selective-backprop", "1/2"), "reaches budget"] == "no (1.06)"
     assert rows.loc[("vcas", "—"), "reaches budget"] == "no wall-clock knob" and rows.loc[("vcas", "—"), "graphed"] == "no"
 
 

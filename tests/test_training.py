@@ -198,7 +198,7 @@ def test_cuda_graph_replay_makes_the_same_updates_as_eager(prepared):
     assert gap < 1e-3
 
 
-@pytest.mark.parametrize("method", ["baseline", "mclearn", "rho_loss"])
+@pytest.mark.parametrize("method", ["baseline", "mclearn", "rho-loss"])
 def test_a_finished_run_leaves_no_method_alive(prepared, smoke_cfg, method):
     """A method, its GraphedUpdate and its context refer to each other; on CUDA each run's graphs
     hold a memory pool until that cycle is collected, and a Banking77 budget study ran the H200 out
@@ -349,7 +349,7 @@ def test_training_steps_never_wait_for_the_gpu(prepared, method, graphs):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
-@pytest.mark.parametrize("method", ["selective_backprop", "rho_loss", "infobatch"])
+@pytest.mark.parametrize("method", ["selective-backprop", "rho-loss", "infobatch"])
 def test_cuda_scoring_peers_update_through_graphs(prepared, smoke_cfg, method):
     """On CUDA the scoring peers' updates replay CUDA graphs as the baseline's do (fair engineering):
     graphs captured, no capture error, the run file says graphed."""

@@ -303,7 +303,7 @@ def test_ablation_table_ranks_per_cell_and_ties_go_to_the_simpler():
     cells = [("sst2-mpnet-h200-ablation", 1 / 3), ("sst2-mpnet-h200-ablation", 0.5),
              ("clinc150-mpnet-h200-ablation", 1 / 3), ("clinc150-mpnet-h200-ablation", 0.5)]
     records = [_record(m, s, b, a) for m, accs in accuracies.items() for (s, b), a in zip(cells, accs)]
-    records += [_record("short_schedule", s, b, 0.99) for s, b in cells]
+    records += [_record("short-schedule", s, b, 0.99) for s, b in cells]
     records += [_record("mclearn-once", cells[0][0], 0.5, 0.99, label="mclearn-once-b0.50-lr8e-05")]
     table = mc.ablation_table(records)
     assert table.attrs["chosen"] == "mclearn-free" and table.attrs["rule"] == mc.ABLATION_RULE
@@ -327,7 +327,7 @@ def test_ablation_script_writes_the_table_from_a_cpu_budget_study(prepared, smok
     gpu_ablation.sh (the baseline, the short schedule and variants at one budget, one seed), then
     benchmarks/ablation.py writes the table and the diagnostics from its run files."""
     cfg = mc.replace_config(smoke_cfg, study="smoke-ablation")
-    mc.run_budget_study(cfg, ["baseline", "short_schedule", "mclearn-v1", "mclearn-free-once-anneal"], (0.5,),
+    mc.run_budget_study(cfg, ["baseline", "short-schedule", "mclearn-v1", "mclearn-free-once-anneal"], (0.5,),
                         seeds=[42], prepared=prepared, progress=False)
     spec = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation.py")
     script = importlib.util.module_from_spec(spec)
@@ -335,4 +335,4 @@ def test_ablation_script_writes_the_table_from_a_cpu_budget_study(prepared, smok
     assert script.main(["--results", cfg.results_dir]) == 0
     text = (mc.Path(cfg.results_dir) / "ablation" / "ablation_table.md").read_text()
     assert mc.ABLATION_RULE in text and "mclearn-free-once-anneal" in text and "smoke 1/2" in text
-    assert "distinct rows" in text and "short_schedule" in text
+    assert "distinct rows" in text and "short-schedule" in text
