@@ -262,16 +262,16 @@ def expected_files(params: dict, figures: list[str], trains: bool, results: Path
     runs: list[Path] = []
     if trains:
         seeds = params.get("seeds") or mc.make_config(params["preset"]).seeds
-        runs = [mc.run_path(results, params["study"], m, s) for s in seeds for m in params["methods"]]
+        runs = [mc.stored_run_path(results, params["study"], m, s) for s in seeds for m in params["methods"]]
         if "time_budgets" in params:  # a budget study (notebook 04): one run per method, budget and seed
             budgets = params["time_budgets"]
             if isinstance(budgets, str):  # the notebook's own default, e.g. "[1/3, 1/2]", read as text
                 budgets = [float(Fraction(x.strip())) for x in budgets.strip("[]").split(",") if x.strip()]
             planned = mc.budget_study_runs(params["methods"], budgets, seeds, params.get("method_budgets"),
                                            params.get("method_seeds"))
-            runs = [mc.run_path(results, params["study"], mc.run_label(m, b), s) for m, b, s in planned]
+            runs = [mc.stored_run_path(results, params["study"], mc.run_label(m, b), s) for m, b, s in planned]
     elif "method" in params:
-        runs = [mc.run_path(results, params["study"], params["method"], params["seed"])]
+        runs = [mc.stored_run_path(results, params["study"], params["method"], params["seed"])]
     folder = results / "figures" / params["study"]
     others = [folder / name.format(method=params.get("method"), seed=params.get("seed")) for name in figures]
     return runs, others
