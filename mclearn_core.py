@@ -62,7 +62,8 @@ TINY_MODEL = "tiny"  # model_name that builds a small DistilBERT from scratch, n
 
 @dataclass
 class Config:
-    """Every knob of a run. Defaults are the study's seed settings (DistilBERT on AG News)."""
+    """Every knob of a run. Defaults are the study's seed settings (DistilBERT on AG News); MC-Learn's
+    are the `mclearn` method's own (METHOD_PRESETS holds what the other methods change)."""
 
     # --- what to train on -------------------------------------------------------------
     model_name: str = "distilbert-base-uncased"  # hub name, local folder, or "tiny"
@@ -195,7 +196,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# Method presets: config changes applied on top of the run's config for each method name.
+# Method presets: what a method changes from the Config defaults (which are mclearn's), applied on
+# top of the run's config except to the keys its caller set (config_for_method).
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     # As published: cheap term with gradient, CV loss logged, a few full forwards per step.
     # (MCLearnPaper, section 6; the published code's eta 0.2 and cost/variance EMA 0.98 included.)
