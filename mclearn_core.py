@@ -5746,6 +5746,10 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
 
 # --- equal time against the short schedule, and time to target (AlgoPerf style) -------------------
 REFERENCE = "short-schedule"  # every budgeted method is compared with it; the full baseline is its budget 1
+# Equal time means equal seconds: a method whose median train seconds at a budget exceed the short
+# schedule's there by more than this share is not at equal time, and its lead does not count
+# ("over time"; InfoBatch on a one-epoch set prunes nothing and takes the full baseline's time).
+EQUAL_TIME_SLACK = 0.05
 
 
 def final_accuracy(record: dict[str, Any]) -> float:
@@ -5773,12 +5777,17 @@ def paired_difference(method: dict[int, float], reference: dict[int, float],
     return {"n": n, "mean": mean, "lo": mean - half, "hi": mean + half}
 
 
-def _verdict(diff: dict[str, float]) -> str:
+def _verdict(diff: dict[str, float], time_ratio: float = 1.0) -> str:
     """Return "better" / "worse" when the interval excludes 0 on that side, else "tie" ("—"
-    without an interval)."""
+    without an interval); "over time" in place of "better" or "tie" when the method took more than
+    1 + EQUAL_TIME_SLACK times the short schedule's seconds (`time_ratio`): it was not at equal
+    time. "worse" stays: behind with more time is still behind."""
     if not math.isfinite(diff["lo"]):
         return "—"
-    return "better" if diff["lo"] > 0 else "worse" if diff["hi"] < 0 else "tie"
+    verdict = "better" if diff["lo"] > 0 else "worse" if diff["hi"] < 0 else "tie"
+    if verdict != "worse" and time_ratio > 1 + EQUAL_TIME_SLACK:
+        return "over time"
+    return verdict
 
 
 def _by_budget(records: Sequence[dict[str, Any]]) -> dict[tuple[str, float], dict[int, dict[str, Any]]]:
@@ -5796,10 +5805,12 @@ def _by_budget(records: Sequence[dict[str, Any]]) -> dict[tuple[str, float], dic
 def equal_time_table(records: Sequence[dict[str, Any]]):
     """Return a DataFrame comparing every budgeted method with the short schedule at the same
     budget, one row per (budget, method): seeds, accuracy (%) mean ± std (final_accuracy: test
-    split when there is one), measured seconds over the full baseline's median, and the paired
-    difference against short-schedule's runs of the same seeds (points) with its 95 % t-interval
-    and verdict ("better"/"worse" only where the interval excludes 0). The short schedule's own
-    rows come first at each budget; budget 1 is the full baseline."""
+    split when there is one), measured seconds over the full baseline's median and over the short
+    schedule's at that budget (medians), and the paired difference against short-schedule's runs of
+    the same seeds (points) with its 95 % t-interval and verdict ("better"/"worse" only where the
+    interval excludes 0; "over time" where the method took more than 1 + EQUAL_TIME_SLACK times the
+    short schedule's seconds and was not behind). The short schedule's own rows come first at each
+    budget; budget 1 is the full baseline."""
     import pandas as pd
 
     groups = _by_budget(records)
@@ -5819,13 +5830,16 @@ def equal_time_table(records: Sequence[dict[str, Any]]):
         reference = groups.get((REFERENCE, budget))
         if method != REFERENCE and reference:
             diff = paired_difference(acc, {k: final_accuracy(r) * 100 for k, r in reference.items()})
-            row.update({"vs short-schedule (pt)": f"{diff['mean']:+.2f}" if diff["n"] else "—",
+            ref_seconds = [r["train_seconds"] for r in reference.values() if math.isfinite(r["train_seconds"])]
+            ratio = float(np.median(seconds) / np.median(ref_seconds)) if seconds and ref_seconds else float("nan")
+            row.update({"s / short": f"{ratio:.2f}" if math.isfinite(ratio) else "—",
+                        "vs short-schedule (pt)": f"{diff['mean']:+.2f}" if diff["n"] else "—",
                         "95% interval": f"[{diff['lo']:+.2f}, {diff['hi']:+.2f}]" if math.isfinite(diff["lo"]) else "—",
-                        "verdict": _verdict(diff)})
+                        "verdict": _verdict(diff, ratio if math.isfinite(ratio) else 1.0)})
         else:
-            row.update({"vs short-schedule (pt)": "", "95% interval": "", "verdict": ""})
+            row.update({"s / short": "", "vs short-schedule (pt)": "", "95% interval": "", "verdict": ""})
         out.append(row)
-    return pd.DataFrame(out, columns=["budget", "method", "seeds", "accuracy (%)", "s / full",
+    return pd.DataFrame(out, columns=["budget", "method", "seeds", "accuracy (%)", "s / full", "s / short",
                                       "vs short-schedule (pt)", "95% interval", "verdict"])
 
 
@@ -6208,7 +6222,7 @@ def equal_time_answer(results_dir: str | Path = "results", link_base: Path | Non
     if not studies:
         return ("_No equal-time study yet: run `bash benchmarks/gpu_budget_study.sh DATASET MODEL_DIR OUT_DIR` "
                 "(a GPU), or notebook 04 with `short-schedule` among its methods._")
-    wins, losses, rows, times, links, seeds = [], [], [], {}, [], set()
+    wins, losses, over, rows, times, links, seeds = [], [], [], [], {}, [], set()
     ttt_rows = []
     for study in studies:
         records = load_runs(results_dir, study)
@@ -6225,10 +6239,13 @@ def equal_time_answer(results_dir: str | Path = "results", link_base: Path | Non
             for _, row in others.iterrows():
                 text = (f"`{row['method']}` on {name} at {budget} "
                         f"({row['vs short-schedule (pt)']} pt, {row['95% interval']})")
-                (wins if row["verdict"] == "better" else losses if row["verdict"] == "worse" else []).append(text)
-            if len(ref) and len(others):
-                diffs = others["vs short-schedule (pt)"].map(lambda v: float(v) if v not in ("", "—") else -math.inf)
-                best = others.loc[diffs.idxmax()]
+                if row["verdict"] == "over time":
+                    text = text[:-1] + f", {row['s / short']}x its time)"
+                {"better": wins, "worse": losses, "over time": over}.get(row["verdict"], []).append(text)
+            timely = others[others["verdict"] != "over time"]  # the best at equal time answers the question
+            if len(ref) and len(timely):
+                diffs = timely["vs short-schedule (pt)"].map(lambda v: float(v) if v not in ("", "—") else -math.inf)
+                best = timely.loc[diffs.idxmax()]
                 rows.append({"data": name, "budget": budget, "short-schedule (%)": ref.iloc[0]["accuracy (%)"],
                              "best other": best["method"],
                              "difference (pt) [95% CI]": f"{best['vs short-schedule (pt)']} {best['95% interval']}",
@@ -6247,9 +6264,12 @@ def equal_time_answer(results_dir: str | Path = "results", link_base: Path | Non
                    "accuracy is above `short-schedule`'s with a paired 95 % interval that excludes 0.")
     if losses:
         verdict += " Significantly behind it: " + "; ".join(losses) + "."
+    if over:
+        verdict += (f" Not at equal time (more than {1 + EQUAL_TIME_SLACK:.2f}x `short-schedule`'s seconds), "
+                    "so not counted: " + "; ".join(over) + ".")
     parts = [f"{verdict} From {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} ({', '.join(links)}; "
              f"up to {n_seeds} seeds; accuracy on the test split; every method's lr by one rule). The table: at each "
-             f"budget, `short-schedule` and the method closest to it or above it.\n",
+             f"budget, `short-schedule` and the method at equal time closest to it or above it.\n",
              pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"]
     profile_note = ""
     if figures:
