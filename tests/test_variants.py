@@ -264,6 +264,26 @@ def test_a_variant_run_records_its_full_passes_and_the_flipped_rows(prepared, sm
     assert "full_passes" not in mc.train_method("mclearn", smoke_cfg, prepared, 42, progress=False)["telemetry"]
 
 
+def test_the_full_pass_count_includes_the_steps_of_the_pool_in_use(prepared, monkeypatch):
+    """variant_telemetry counts the steps since the last refresh too (a refresh folds a pool's steps
+    into the counts; the run's last pool has none after it): two steps into a 4-step pool, the run
+    file's full passes are 2 x full_rows. The end-to-end test above reaches this only when its run
+    ends between refreshes, which its measured step costs decide; here the clock stands still."""
+    monkeypatch.setattr(mc.time, "perf_counter", lambda: 0.0)  # setup and steps take no time
+    trainer = trainer_for(prepared, record_passes=True, budget_ratio=1.0)
+    cfg = trainer.ctx.cfg
+    trainer.ctx.step_costs = mc.StepCosts(seconds={(rows, cfg.max_length): 1e-3 for rows in mc.calibration_rows(cfg, 8)},
+                                          graphed=False, capture_seconds=0.0, measure_seconds=0.0, warnings=[])
+    trainer.setup()
+    mc.build_optimization(trainer.ctx, trainer)
+    assert trainer.num_steps() > 4 and cfg.refresh_every == 4
+    for i in range(2):
+        trainer.step(i)
+    assert trainer.steps_run == len(trainer.step_stats) == 2  # no refresh yet: nothing folded in
+    passes = trainer.variant_telemetry()["full_passes"]
+    assert passes["passes"] == 2 * trainer.full_rows == 16 and sum(passes["histogram"]) == len(prepared.train)
+
+
 # ------------------------------------------------------------------------------------------------ method presets
 def test_mclearn_is_unchanged_and_v1_keeps_it_under_its_own_name():
     cfg = mc.make_config("cpu-smoke")
