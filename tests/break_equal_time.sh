@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Break the equal-time machinery on purpose (issue 21): each run makes one one-line edit of
-# mclearn_core.py in a scratch copy and runs tests/test_equal_time.py there; every line of output
-# must say "failed". Writes nothing; `bash tests/break_equal_time.sh | tee results/equal_time_breakages/break_equal_time.log`
+# mclearn_core.py in a scratch copy and runs tests/test_equal_time.py and the answer's test of
+# tests/test_readme.py (make_readme.py reads its verdicts from mclearn_core) there; every line of
+# output must say "failed". Writes nothing; `bash tests/break_equal_time.sh | tee results/equal_time_breakages/break_equal_time.log`
 # keeps the log (about 1 minute; not part of test.sh).
 source "$(dirname "$0")/breakage_lib.sh"
-BREAK_TESTS=(tests/test_equal_time.py)
+BREAK_TESTS=(tests/test_equal_time.py tests/test_readme.py::test_the_answer_names_a_method_only_where_its_interval_excludes_zero)
 run "short schedule: price the prefix without its captures" \
   'prices.append(spent + captured * capture_seconds)' 'prices.append(spent)'
 run "short schedule: train the last steps of the plan, not the leading ones" \

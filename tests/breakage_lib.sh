@@ -7,7 +7,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 run() {  # name, old, new[, pytest arguments: default BREAK_TESTS]
-  rm -rf "${work:?}"/* && cp -r "$src"/mclearn_core.py "$src"/tests "$src"/data "$src"/benchmarks "$work"/
+  rm -rf "${work:?}"/* && cp -r "$src"/mclearn_core.py "$src"/make_readme.py "$src"/tests "$src"/data "$src"/benchmarks "$work"/
   if python3 - "$2" "$3" "$work" 2>/dev/null <<'PY'
 import sys
 old, new = sys.argv[1], sys.argv[2]
