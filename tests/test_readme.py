@@ -10,6 +10,10 @@ import mclearn_core as mc
 from test_equal_time import _record
 from test_results import _budget_run, _budget_study_records
 
+README = mc.REPO_ROOT / "README.md"
+RESULTS = mc.REPO_ROOT / "results"
+
+
 def _write_equal_time_studies(results):
     """Two equal-time studies, 3 seeds: on clinc150 `mclearn` is 1.9, 2.0 and 2.1 points above
     short_schedule at 1/2 (a win: 2.00 ± 4.3027 x 0.1 / sqrt 3), `uniform` -0.1, 0, +0.1 (a tie);
@@ -151,3 +155,64 @@ def test_anchor_is_githubs():
     assert mr.anchor("Equal time") == "equal-time"
     assert mr.anchor("ablation-min-full-1.0-cpu") == "ablation-min-full-10-cpu"
     assert mr.anchor("Step benchmark") == "step-benchmark"
+
+
+# ----------------------------------------------------------------------------- this repository's files
+def _answer_block(text):
+    start, end = mr.ANSWER_MARKERS
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_readme_answers_on_its_first_screen():
+    """README.md: at most 300 lines; its first 40 hold the whole answer block, the command that
+    rewrites it and the study command that makes its run files, and its one table there is at most
+    110 characters wide; "Quick start" follows."""
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 300
+    first = "\n".join(lines[:40])
+    assert mr.ANSWER_MARKERS[0] in first and mr.ANSWER_MARKERS[1] in first
+    assert "`python make_readme.py`" in first and "benchmarks/gpu_budget_study.sh" in first
+    tables = [line for line in lines[:40] if line.startswith("|")]
+    assert tables and max(map(len, tables)) <= 110
+    assert next(i for i, line in enumerate(lines) if line.startswith("## ")) < 40
+    assert [line for line in lines if line.startswith("## ")][1] == "## Quick start"
+
+
+def test_every_number_of_the_answer_links_run_files_that_exist():
+    """In the README's answer block, every table row and every sentence with a digit carries a
+    link (a [data] reference or an inline link) into results/, and every link's target exists."""
+    block = _answer_block(README.read_text())
+    references = dict(re.findall(r"^\[([^\]]+)\]: (\S+)$", block, re.M))
+    inline = re.findall(r"\]\(([^)\s]+)\)", block)
+    for target in [*references.values(), *inline]:
+        assert (README.parent / target.split("#")[0]).exists(), target
+    assert references and all(t.startswith("results/runs/") for t in references.values())
+
+    def links_results(text):
+        return (any(f"[{label}]" in text for label in references)
+                or any(t.startswith("results/") for t in re.findall(r"\]\(([^)\s]+)\)", text)))
+
+    body = [line for line in block.splitlines() if not re.match(r"^\[[^\]]+\]: ", line)]
+    rows = [line for line in body if line.startswith("|") and not set(line) <= set("|:- ")]
+    assert rows
+    for row in rows[1:]:  # the header has no number of a run
+        assert links_results(row), row
+    prose = " ".join(line for line in body if not line.startswith("|"))
+    for sentence in re.split(r"(?<=\.)\*{0,2}\s+", prose):
+        if re.search(r"\d", sentence):
+            assert links_results(sentence), sentence
+
+
+def test_the_generated_files_are_up_to_date():
+    """results/README.md regenerates to itself (the writer is idempotent and the committed file
+    matches the run files), it has a section per study of summary.csv, and the README's answer
+    block is what the writer makes of the same files."""
+    text = (RESULTS / "README.md").read_text()
+    assert mr.results_readme(RESULTS, figures=False) == text
+    answer = mr.answer_markdown(RESULTS, README.parent, "results/README.md")
+    assert _answer_block(README.read_text()).strip("\n") == answer
+    studies = set(pd.read_csv(RESULTS / "summary.csv")["study"])
+    headings = set(re.findall(r"^### (\S+)$", text, re.M))
+    for study in studies:
+        parent = study.removesuffix("-lr")
+        assert study in headings or (study.endswith("-lr") and parent in headings and f"**{study}**" in text), study
