@@ -2499,14 +2499,14 @@ def calibration_rows(cfg: Config, full_rows: int | None = None) -> list[int]:
 
 def solve_budget(costs: StepCosts, baseline_widths: Sequence[int], batch_size: int, full_rows: int,
                  full_widths: Sequence[int], budget_ratio: float, refresh_every: int, refresh_seconds: float,
-                 spent_seconds: float, graph_count: int,
+                 spent_seconds: float, graph_count: float,
                  full_width_prob: Sequence[float] | None = None) -> dict[str, Any]:
     """Return MC-Learn's step count and the numbers it comes from (stored in the run file).
 
     The baseline's time is priced from the measured update costs of its own batches
     (T_base = sum over its steps of cost(batch_size, width)); MC-Learn may spend
-    T = budget_ratio * T_base. Of that, `spent_seconds` (setup so far) and one capture per graph
-    shape are gone; each step costs its full pass, cost(full_rows, width) averaged over the widths
+    T = budget_ratio * T_base. Of that, `spent_seconds` (setup so far) and `graph_count` captures
+    (the count the run is expected to make, expected_captures) are gone; each step costs its full pass, cost(full_rows, width) averaged over the widths
     its draws will have (`full_widths`, weighted by `full_width_prob` when given: a pool's width
     mix), plus a pool refresh (`refresh_seconds`, its mean over the run's pools) every
     `refresh_every` steps:
@@ -2526,11 +2526,33 @@ def solve_budget(costs: StepCosts, baseline_widths: Sequence[int], batch_size: i
                         f"raise budget_ratio=")
     return {"budget_ratio": budget_ratio, "baseline_seconds_estimate": round(baseline_seconds, 4),
             "baseline_steps": len(baseline_widths), "budget_seconds": round(budget_seconds, 4),
-            "spent_in_setup_seconds": round(spent_seconds, 4), "capture_seconds_estimate": round(capture_seconds, 4),
+            "spent_in_setup_seconds": round(spent_seconds, 4), "capture_count_expected": round(graph_count, 3),
+            "capture_seconds_estimate": round(capture_seconds, 4),
             "step_seconds_estimate": round(step_seconds, 6), "refresh_seconds": round(refresh_seconds, 4),
             "full_rows": full_rows, "steps": steps,
             "planned_seconds": round(spent_seconds + capture_seconds + steps * per_step, 4),
             "graphed_costs": costs.graphed, "warnings": warnings}
+
+
+def expected_captures(width_prob: Sequence[float], steps: float, warmup_steps: int,
+                      uses_so_far: Sequence[int] | None = None) -> float:
+    """Return how many CUDA graphs a GraphedUpdate without a plan (MC-Learn's) is expected to capture
+    in `steps` more steps whose shape is width b with probability width_prob[b], independently per
+    step (a pool's width mix): it captures a shape at its (warmup_steps + 1)-th use, so with u_b
+    uses so far (`uses_so_far`, default none) and U_b ~ Binomial(steps, P_b) uses to come,
+        E[captures] = sum_b P(U_b > warmup_steps - u_b).
+    A shape already captured should be left out of width_prob by the caller."""
+    n = max(int(steps), 0)
+    total = 0.0
+    for b, p in enumerate(width_prob):
+        need = warmup_steps - (uses_so_far[b] if uses_so_far is not None else 0)  # P(U > need)
+        if need < 0:
+            total += 1.0
+        elif p > 0 and n > need:
+            p = min(float(p), 1.0)
+            below = sum(math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(need + 1))
+            total += max(0.0, 1.0 - below)
+    return total
 
 
 def steps_within(seconds: float, step_seconds: float, refresh_seconds: float, refresh_every: int, most: int) -> int:
@@ -2837,7 +2859,7 @@ class MCLearn(Method):
         # schedule spans); total_steps, the steps the latest re-plan leaves the run (replan).
         self.loop_steps = self.total_steps = 1
         self.budget: dict[str, Any] = {}
-        self.setup_charge = 0.0  # seconds setup spent plus the graph captures' estimate
+        self.setup_charge = 0.0  # seconds setup spent (the graph captures are charged as they happen)
         self.priced_update_seconds = 0.0  # the steps run so far whose shape replays, each at its priced update
         self.loop_refresh_seconds = self.loop_refresh_size = 0.0  # the refreshes after setup: seconds, pool_size
         self.setup_refresh_per_member = 0.0  # measured seconds per pool member of the refresh setup priced
@@ -2888,17 +2910,28 @@ class MCLearn(Method):
         baseline_widths = [w for _, w in plan_epoch(ctx.train, cfg, torch.Generator().manual_seed(0))] * cfg.epochs
         mean_refresh = self.setup_refresh_per_member * self.mean_pool_size(0.0)
         spent = time.perf_counter() - start
-        graphs = len(self.widths_in_data()) if costs.graphed else 0
-        self.budget = solve_budget(costs, baseline_widths, cfg.batch_size, self.full_rows,
-                                   self.plan.bucket_widths.tolist(), cfg.budget_ratio, cfg.refresh_every,
-                                   mean_refresh, spent_seconds=spent, graph_count=graphs,
-                                   full_width_prob=self.plan.bucket_prob.tolist())
+
+        def solve(graphs: float) -> dict[str, Any]:
+            return solve_budget(costs, baseline_widths, cfg.batch_size, self.full_rows,
+                                self.plan.bucket_widths.tolist(), cfg.budget_ratio, cfg.refresh_every,
+                                mean_refresh, spent_seconds=spent, graph_count=graphs,
+                                full_width_prob=self.plan.bucket_prob.tolist())
+
+        # The capture reserve: the captures a run of that many steps is expected to make at the first
+        # pool's width mix (expected_captures), not one per width in the data (a Banking77 run reserved
+        # four and made one or two). Solved once with every width of the mix, then with the captures
+        # expected over the steps that allows (a little conservative: it is the larger step count's).
+        expected = 0.0
+        if self.will_capture():
+            upper = solve(float(np.count_nonzero(self.plan.bucket_prob)))["steps"]
+            expected = expected_captures(self.plan.bucket_prob, upper, cfg.graph_warmup_steps)
+        self.budget = solve(expected)
         for message in self.budget["warnings"]:
             if message not in costs.warnings:  # those were printed when the costs were measured
                 print(f"warning (mclearn budget): {message}", flush=True)
         self.budget["measured_refresh_seconds"] = round(refresh_seconds, 4)  # the first pool's
         self.budget["step_costs"] = costs.record()
-        self.setup_charge = spent + graphs * costs.capture_seconds
+        self.setup_charge = spent
         self.loop_steps = self.total_steps = self.budget["steps"]
 
     def timed_refresh(self, progress: float) -> float:
@@ -2916,13 +2949,35 @@ class MCLearn(Method):
         return self.update_prices[width]
 
     def charged_seconds(self) -> float:
-        """Return the seconds the run has been charged so far: setup (with the graph captures'
-        estimate), the steps and the refreshes since setup as measured (the steps' timed
-        regions less the captures: one device sync)."""
+        """Return the seconds the run has been charged so far: setup, then the steps (their eager
+        warm-ups and graph captures included) and the refreshes since setup, as measured (one
+        device sync)."""
         self.costs.flush()
-        captured = self.graphed.capture_seconds if self.graphed is not None else 0.0
         steps = self.costs.seconds.get("update", 0.0) + self.costs.seconds.get("update_warmup", 0.0)
-        return self.setup_charge + max(steps - captured, 0.0) + self.loop_refresh_seconds
+        return self.setup_charge + steps + self.loop_refresh_seconds
+
+    def will_capture(self) -> bool:
+        """Return True when this run's update is (or will be) captured as CUDA graphs: its
+        GraphedUpdate captures, or before it exists, graphs are on for this config on a CUDA device
+        and the step costs were measured graphed."""
+        if self.graphed is not None:
+            return self.graphed.capture
+        ctx = self.ctx
+        return ctx.device.type == "cuda" and graphs_enabled(ctx.cfg) and \
+            ctx.step_costs is not None and ctx.step_costs.graphed
+
+    def captures_expected(self, steps: float) -> float:
+        """Return the graph captures expected in the next `steps` steps at the current pool's width
+        mix: the widths not captured yet, each with the eager uses it has had (expected_captures);
+        0 when the update does not capture."""
+        plan, graphed = self.plan, self.graphed
+        if not self.will_capture():
+            return 0.0
+        keys = [(self.full_rows, int(w)) for w in plan.bucket_widths]
+        done = graphed.graphs if graphed is not None else {}
+        used = graphed.eager_steps if graphed is not None else {}
+        prob = [p if key not in done else 0.0 for key, p in zip(keys, plan.bucket_prob)]
+        return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])
 
     def replan(self, i: int, progress: float) -> None:
         """At the refresh that starts step `i`: set total_steps to the most steps the budget has
@@ -2931,7 +2986,8 @@ class MCLearn(Method):
         width mix times the ratio of measured to priced seconds of the steps run so far (those
         whose shape already replayed: MC-Learn's update also runs the cheap head and the
         distillation), a refresh the measured seconds per pool member (of the refreshes since
-        setup; before the first, setup's) times the mean pool size left (steps_within). Never
+        setup; before the first, setup's) times the mean pool size left (steps_within), and the graph
+        captures still expected are held back at the measured capture price (captures_expected). Never
         more steps than the lr schedule has left; after a change, the schedule and kappa move
         `stride` steps per step, so they still end with the run."""
         charged = self.charged_seconds()
@@ -2943,7 +2999,8 @@ class MCLearn(Method):
             self.setup_refresh_per_member
         refresh_seconds = per_member * self.mean_pool_size(progress)
         most = int(self.loop_steps - self.position + 1e-9)
-        total = i + steps_within(self.budget["budget_seconds"] - charged, step_seconds, refresh_seconds,
+        reserve = self.captures_expected(most) * self.ctx.step_costs.capture_seconds  # captures still to come
+        total = i + steps_within(self.budget["budget_seconds"] - charged - reserve, step_seconds, refresh_seconds,
                                  self.ctx.cfg.refresh_every, most)
         if total == self.total_steps:
             return
@@ -2952,6 +3009,7 @@ class MCLearn(Method):
                   f"{self.budget['budget_seconds']:.3f} s budget: re-planned to {total} steps of the "
                   f"{self.loop_steps} planned (telemetry: budget.replans)", flush=True)
         self.replans.append({"step": i, "steps": total, "charged_seconds": round(charged, 4),
+                             "capture_reserve_seconds": round(reserve, 4),
                              "update_cost_ratio": round(ratio, 4)})
         self.total_steps = total
         self.stride = (self.loop_steps - self.position) / (total - i) if total > i else 1.0
@@ -3194,8 +3252,12 @@ class MCLearn(Method):
         run at their priced updates, the refreshes as measured) and the re-plans."""
         budget = {**self.budget, "steps_run": self.steps_run, "charged_seconds": round(self.charged_seconds(), 4),
                   "replans": self.replans} if self.budget else {}
+        # Pool scoring runs eagerly (scoring_graphed False, on every device): it is a few large batched
+        # forwards of the first score_layer blocks per refresh, a small share of the train seconds, and
+        # one graph capture costs about as much as all of a run's scoring; pool_scoring_table reads both
+        # off the run files (measured_seconds.score, budget.step_costs.capture_seconds).
         return {"steps": self.records, "refreshes": self.refreshes, "budget": budget,
-                "full_rows": self.full_rows, "kept_rows": self.kept_rows,
+                "full_rows": self.full_rows, "kept_rows": self.kept_rows, "scoring_graphed": False,
                 "measured_seconds": self._measured_seconds(), **self.variant_telemetry(),
                 **(self.graphed.telemetry() if self.graphed is not None else {})}
 
@@ -4790,6 +4852,37 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]]):
         if column in frame:
             frame[column] = frame[column].astype("Int64")
     return frame
+
+
+def pool_scoring_table(records: Sequence[dict[str, Any]]):
+    """Return why MC-Learn's pool scoring is not graphed, read off its run files: one row per
+    (study, method, budget) of the MC-Learn-family runs whose telemetry has a time breakdown, with
+    the refreshes, the seconds scoring took (measured_seconds.score, median over seeds), its share
+    of the train seconds (%), the measured seconds of one graph capture of the update
+    (budget.step_costs.capture_seconds) and `capture / scoring`: how many times a run's whole scoring
+    one capture costs. Graphing the scoring saves at most the scoring's launch overhead, and it would
+    take at least one capture per pool shape: where `capture / scoring` is near or above 1, it cannot pay."""
+    import pandas as pd
+
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for r in records:
+        t = r.get("telemetry") or {}
+        if r.get("method", "").startswith("mclearn") and "score" in (t.get("measured_seconds") or {}) \
+                and r.get("train_seconds") and r.get("run_label", "") == run_label(r["method"], r.get("time_budget") or 0.0):
+            groups.setdefault((r["study"], r["method"], float(r.get("time_budget") or 0.0)), []).append(r)
+    rows = []
+    for (study, method, budget), runs in sorted(groups.items()):
+        score = [r["telemetry"]["measured_seconds"]["score"] for r in runs]
+        share = [100 * s / r["train_seconds"] for s, r in zip(score, runs)]
+        capture = [((r["telemetry"].get("budget") or {}).get("step_costs") or {}).get("capture_seconds") for r in runs]
+        capture = [c for c in capture if c]
+        rows.append({"study": study, "method": method, "budget": format_budget(budget), "seeds": len(runs),
+                     "refreshes": int(np.median([r["telemetry"].get("refreshes", 0) for r in runs])),
+                     "scoring s": round(float(np.median(score)), 4), "scoring %": round(float(np.median(share)), 2),
+                     "capture s": round(float(np.median(capture)), 4) if capture else float("nan"),
+                     "capture / scoring": round(float(np.median(capture)) / float(np.median(score)), 2)
+                     if capture and np.median(score) > 0 else float("nan")})
+    return pd.DataFrame(rows)
 
 
 def estimator_study(q_values: Sequence[float], w_clip_values: Sequence[float | None], draws: int, seed: int = 0,

@@ -654,6 +654,16 @@ mc.plot_pareto(records, figures / "pareto.png");
     code('''
 mc.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
 '''),
+    md('''
+## Where MC-Learn's time goes: its pool scoring
+
+MC-Learn's pool scoring runs eagerly (its run files say `scoring_graphed: false`). Per budget: its
+refreshes, the seconds its scoring took and their share of the train seconds, the seconds of one
+CUDA-graph capture, and how many times the run's whole scoring one capture costs.
+'''),
+    code('''
+display(mc.pool_scoring_table(records))
+'''),
 ]
 
 # `python notebooks/build_notebooks.py 04_` writes only the notebooks whose file name holds one of the

@@ -61,3 +61,16 @@ run "grad_accum_steps ignored by MC-Learn (bug 1 back)" \
   'accumulate = ctx.cfg.grad_accum_steps > 1' 'accumulate = False'
 run "model and cheap head clipped together (bug 2 back)" \
   'for params in clip_groups(ctx):' 'for params in [optimizer_params(ctx.optimizer)]:'
+# --- the capture reserve (issue 24 item 4)
+run "captures counted one eager use late" \
+  'need = warmup_steps - (uses_so_far[b] if uses_so_far is not None else 0)' \
+  'need = warmup_steps + 1 - (uses_so_far[b] if uses_so_far is not None else 0)'
+run "setup reserves one capture per width again" 'self.budget = solve(expected)' \
+  'self.budget = solve(float(np.count_nonzero(self.plan.bucket_prob)))'
+run "re-plans hold back no captures" \
+  'reserve = self.captures_expected(most) * self.ctx.step_costs.capture_seconds' 'reserve = 0.0'
+run "captured widths still reserved" \
+  'prob = [p if key not in done else 0.0 for key, p in zip(keys, plan.bucket_prob)]' 'prob = list(plan.bucket_prob)'
+run "warm-up uses forgotten" \
+  'return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])' \
+  'return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps)'

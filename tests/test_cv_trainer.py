@@ -2,6 +2,7 @@
 and the MC-Learn trainer end to end."""
 import inspect
 import math
+import types
 import warnings
 
 import numpy as np
@@ -221,6 +222,28 @@ def test_budget_prices_the_run_in_the_baseline_update():
     assert out["planned_seconds"] <= 0.5 * base + 1e-9 and not out["warnings"]
     tight = mc.solve_budget(costs, [32] * 100, 32, 32, [32], 0.01, 10, 0.042, 0.1, 2)
     assert tight["steps"] == 1 and "budget too small" in tight["warnings"][0]
+
+
+def test_expected_captures_is_the_binomial_tail_of_each_width():
+    """expected_captures: sum over widths of P(Binomial(steps, P_b) > warmup - uses so far), by hand
+    for widths of P = 0.9, 0.1, 0 over 20 steps with 2 eager warm-ups: 1 - 0.9^20 - 20 (0.1)(0.9^19)
+    - 190 (0.01)(0.9^18) = 0.3230 for the rare one, 1 - P(Bin(20, 0.9) <= 2) = 1 - 1.5e-17 for the
+    common one; a width with warm-ups done captures at its next use (P(U >= 1)), one used more than
+    that counts 1; and a simulation of GraphedUpdate's rule (capture at the (warmup + 1)-th use) agrees
+    within 4 standard errors over 20,000 runs."""
+    rare = 1 - 0.9 ** 20 - 20 * 0.1 * 0.9 ** 19 - 190 * 0.01 * 0.9 ** 18
+    assert rare == pytest.approx(0.32307, abs=1e-5)
+    assert mc.expected_captures([0.9, 0.1, 0.0], 20, 2) == pytest.approx(1 + rare, rel=1e-9)
+    assert mc.expected_captures([0.9, 0.1], 20, 2, uses_so_far=[0, 2]) == pytest.approx(1 + 1 - 0.9 ** 20, rel=1e-9)
+    assert mc.expected_captures([0.5, 0.5], 10, 2, uses_so_far=[3, 0]) == pytest.approx(1 + 1 - 56 / 1024, rel=1e-9)
+    assert mc.expected_captures([0.5, 0.5], 2, 2) == 0.0 and mc.expected_captures([1.0], 3, 2) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    prob, steps, warmup = np.array([0.7, 0.2, 0.06, 0.04]), 30, 2
+    widths = rng.choice(4, size=(20_000, steps), p=prob)
+    counts = np.stack([(widths == b).sum(axis=1) for b in range(4)], axis=1)
+    captured = (counts > warmup).sum(axis=1)
+    expected = mc.expected_captures(prob, steps, warmup)
+    assert abs(captured.mean() - expected) < 4 * captured.std() / np.sqrt(len(captured)), (captured.mean(), expected)
 
 
 def test_inconsistent_step_costs_are_reported():
@@ -700,6 +723,70 @@ def test_mclearn_passes_the_budget_solver_the_runs_own_numbers(prepared, monkeyp
     budget = record["telemetry"]["budget"]
     assert budget["planned_seconds"] <= budget["budget_seconds"]
     assert budget["baseline_steps"] == 60 and budget["budget_ratio"] == 1 / 3
+
+
+def test_mclearn_reserves_the_captures_it_expects_to_make(prepared, monkeypatch):
+    """With graphs (will_capture forced on, a table priced at 0.05 s a capture), setup reserves
+    expected_captures(first pool's width mix, steps of the plan without the reserve,
+    graph_warmup_steps) captures, not one per width of the data: the graph_count given to
+    solve_budget, the run file's capture_count_expected, and planned seconds that include them.
+    Each re-plan holds back captures_expected(steps left) captures at that price: the seconds
+    steps_within is given are the budget less the charge less that reserve."""
+    cfg = mc.replace_config(prepared.cfg, epochs=2)
+    table = mc.dataclasses.replace(flat_step_costs(cfg, 1 / 64), graphed=True, capture_seconds=0.05)
+    run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=table)
+    fake_clock(monkeypatch, row_seconds=1e-4)
+    monkeypatch.setattr(mc.MCLearn, "will_capture", lambda self: True)
+    calls, solve = [], mc.solve_budget
+    monkeypatch.setattr(mc, "solve_budget", lambda *a, **k: calls.append((a, k)) or solve(*a, **k))
+    within, steps_within = [], mc.steps_within
+    monkeypatch.setattr(mc, "steps_within", lambda *a, **k: within.append(a) or steps_within(*a, **k))
+    plans = []
+    draw = mc.MCLearn.draw
+    monkeypatch.setattr(mc.MCLearn, "draw", lambda self: draw(self) or plans.append(self.plan))
+    reserves, captures_expected = [], mc.MCLearn.captures_expected
+    monkeypatch.setattr(mc.MCLearn, "captures_expected",
+                        lambda self, steps: reserves.append(captures_expected(self, steps)) or reserves[-1])
+    charges, charged_seconds = [], mc.MCLearn.charged_seconds
+    monkeypatch.setattr(mc.MCLearn, "charged_seconds",
+                        lambda self: charges.append(charged_seconds(self)) or charges[-1])
+    record = mc.train_method("mclearn", cfg, run, seed=42, progress=False)
+    first, final = (inspect.signature(solve).bind(*a, **k).arguments for a, k in calls)
+    mix = plans[1].bucket_prob  # setup's second pool prices the run
+    assert np.count_nonzero(mix) > 1 and first["graph_count"] == np.count_nonzero(mix)
+    upper = solve(*calls[0][0], **calls[0][1])["steps"]
+    expected = mc.expected_captures(mix, upper, cfg.graph_warmup_steps)
+    assert final["graph_count"] == pytest.approx(expected, rel=1e-12)
+    assert 0 < expected < np.count_nonzero(mix)
+    budget = record["telemetry"]["budget"]
+    assert budget["capture_count_expected"] == pytest.approx(expected, abs=1e-3)
+    assert budget["capture_seconds_estimate"] == pytest.approx(0.05 * expected, abs=1e-4)
+    assert budget["planned_seconds"] <= budget["budget_seconds"]
+    assert len(within) == len(reserves) >= 1  # one reserve and one steps_within per re-plan
+    for args, reserve, charged in zip(within, reserves, charges):  # charged_seconds comes first in each
+        assert args[0] == pytest.approx(budget["budget_seconds"] - charged - 0.05 * reserve, rel=1e-12)
+    for replan in budget["replans"]:  # recorded where the plan changed: one of the reserves held back
+        assert min(abs(replan["capture_reserve_seconds"] - 0.05 * r) for r in reserves) < 1e-4
+    assert all(r > 0 for r in reserves)
+
+
+def test_captures_expected_leaves_out_captured_widths_and_counts_warm_ups(prepared):
+    """captures_expected(steps): the widths of the current plan not yet captured, each with the
+    eager steps it has had, as expected_captures gives them; 0 when the update does not capture."""
+    trainer = _mclearn(prepared)
+    trainer.ctx.step_costs = flat_step_costs(trainer.ctx.cfg, 1 / 64)
+    trainer.setup()
+    plan, rows = trainer.plan, trainer.full_rows
+    widths = [int(w) for w in plan.bucket_widths]
+    assert len(widths) > 1
+    trainer.graphed = types.SimpleNamespace(capture=True, graphs={(rows, widths[0]): None},
+                                            eager_steps={(rows, widths[0]): 2, (rows, widths[1]): 1})
+    prob = [0.0] + list(plan.bucket_prob[1:])
+    uses = [2, 1] + [0] * (len(widths) - 2)
+    assert trainer.captures_expected(12) == pytest.approx(mc.expected_captures(prob, 12, 2, uses), rel=1e-12)
+    assert trainer.captures_expected(12) != pytest.approx(mc.expected_captures(plan.bucket_prob, 12, 2))
+    trainer.graphed.capture = False
+    assert trainer.captures_expected(12) == 0.0
 
 
 @pytest.fixture(scope="module")

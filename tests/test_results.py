@@ -547,3 +547,36 @@ def test_the_lock_of_a_dead_sweep_is_taken_over_and_removed_at_the_end(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         mc.run_sweep(cfg, ["baseline"], [2], progress=False)
     assert not lock.exists()
+
+
+def test_pool_scoring_table_reads_the_scoring_share_and_the_capture_price_off_run_files():
+    """pool_scoring_table: one row per (study, method, budget) of MC-Learn-family runs with a time
+    breakdown; the medians over seeds of the scoring seconds and of their share of the train
+    seconds, the capture seconds of the step-cost table, and capture / scoring; lr-tuning runs
+    (their labels carry the lr) and other methods are left out."""
+    def run(method, seed, score, train, capture=0.07, label=None, budget=1 / 3):
+        return {"study": "s", "method": method, "seed": seed, "time_budget": budget, "train_seconds": train,
+                "run_label": label or mc.run_label(method, budget),
+                "telemetry": {"refreshes": 6, "measured_seconds": {"score": score, "update": train - score},
+                              "budget": {"step_costs": {"capture_seconds": capture}}}}
+    records = [run("mclearn", 42, 0.02, 2.0), run("mclearn", 43, 0.04, 2.0), run("mclearn", 44, 0.09, 3.0),
+               run("mclearn", 45, 5.0, 10.0, label="mclearn-b0.33-lr1e-04"), run("uniform", 42, 1.0, 2.0),
+               run("mclearn-free", 42, 0.01, 2.0, capture=0.05, budget=0.5)]
+    table = mc.pool_scoring_table(records)
+    assert list(table["method"]) == ["mclearn", "mclearn-free"]
+    row = table.iloc[0]
+    assert row["seeds"] == 3 and row["scoring s"] == 0.04 and row["scoring %"] == 2.0  # medians of 1, 2, 3 %
+    assert row["capture s"] == 0.07 and row["capture / scoring"] == pytest.approx(0.07 / 0.04, abs=0.01)
+    free = table.iloc[1]
+    assert free["budget"] == "1/2" and free["scoring %"] == 0.5 and free["capture / scoring"] == 5.0
+
+
+def test_the_pool_scoring_benchmark_runs_eagerly_on_cpu(prepared):
+    """benchmarks/pool_scoring_graph.py on the cpu-smoke data: the product's refresh scoring and the
+    static pool-sized batch are timed, the graphed form is skipped off CUDA and says so."""
+    sys.path.insert(0, str(mc.REPO_ROOT / "benchmarks"))
+    import pool_scoring_graph
+
+    out = pool_scoring_graph.measure(prepared, refreshes=2)
+    assert out["graphed"] is False and "no CUDA" in out["note"]
+    assert out["pool_rows"] > 0 and out["product_eager_seconds"] > 0 and out["static_eager_seconds"] > 0
