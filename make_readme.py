@@ -126,11 +126,6 @@ def equal_time_studies(results_dir: str | Path = "results") -> list[str]:
     return sorted(s for s in set(rows.loc[rows["method"] == mc.REFERENCE, "study"]) if not str(s).endswith("-lr"))
 
 
-def short_study(study: str) -> str:
-    """Return a study's name without its model, device and "-equal-time" parts ("clinc150")."""
-    return re.sub(r"-(mpnet|minilm|tiny|distilbert)\b.*$", "", study.removesuffix("-equal-time")) or study
-
-
 def equal_time_verdicts(results_dir: str | Path = "results") -> dict:
     """Return what the equal-time answer says, from the run files of every equal-time study:
     "studies" [(study, short name, device)], "seeds" (the most seeds of any run set), "wins" and
@@ -141,7 +136,7 @@ def equal_time_verdicts(results_dir: str | Path = "results") -> dict:
     out = {"studies": [], "seeds": set(), "wins": [], "losses": [], "rows": [], "ttt_rows": [], "times": {}}
     for study in equal_time_studies(results_dir):
         records = mc.load_runs(results_dir, study)
-        name = short_study(study)
+        name = mc._short_study(study)
         out["seeds"] |= {r["seed"] for r in records}
         out["studies"].append((study, name, records[0].get("device", "?")))
         table = mc.equal_time_table(records)

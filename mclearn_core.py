@@ -5796,6 +5796,13 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
             f"(study `{study}`):\n\n{table}\n")
 
 
+def _short_study(study: str) -> str:
+    """Return a study's name without its model, device and "-equal-time" parts ("clinc150")."""
+    import re
+
+    return re.sub(r"-(mpnet|minilm|tiny|distilbert)\b.*$", "", study.removesuffix("-equal-time")) or study
+
+
 class UsageError(ValueError):
     """A command line that cannot run as given (exit code 2)."""
 
