@@ -105,7 +105,8 @@ def study_sections(results_dir: str | Path = "results", link_base: Path | None =
     order = study_order(rows)
     parts = ["Contents: " + ", ".join(f"[{study}](#{anchor(study)})" for study in order) + ".\n"]
     for study in order:
-        parts.append(f"### {study}\n\n{_sources(results_dir, study, link_base)}\n\n{_study_table(results_dir, rows, study)}\n")
+        parts.append(f"### {study}\n\n{_sources(results_dir, study, link_base)}\n\n"
+                     f"{_study_table(results_dir, rows, study)}\n")
         if study in set(rows.loc[rows["method"] == mc.REFERENCE, "study"]):
             table = mc.equal_time_table(mc.load_runs(results_dir, study))
             parts.append(f"Equal time against `{mc.REFERENCE}` (test split, paired over seeds):\n\n{_table(table)}\n")
@@ -130,10 +131,13 @@ def equal_time_verdicts(results_dir: str | Path = "results") -> dict:
     """Return what the equal-time answer says, from the run files of every equal-time study:
     "studies" [(study, short name, device)], "seeds" (the most seeds of any run set), "wins" and
     "losses" [(method, short name, budget, difference, interval)] where a method's paired 95 %
-    interval against `short_schedule` lies above (below) 0, "rows" (per study and budget,
-    short_schedule's accuracy and the method with the largest difference), "ttt_rows" and
-    "times" (time to target per study and method)."""
-    out = {"studies": [], "seeds": set(), "wins": [], "losses": [], "rows": [], "ttt_rows": [], "times": {}}
+    interval against `short_schedule` lies above (below) 0, "over" the same with its seconds over
+    short_schedule's last, where it took more than 1 + EQUAL_TIME_SLACK times as long and was not
+    behind (not at equal time: its lead does not count), "rows" (per study and budget,
+    short_schedule's accuracy and the method at equal time with the largest difference),
+    "ttt_rows" and "times" (time to target per study and method)."""
+    out = {"studies": [], "seeds": set(), "wins": [], "losses": [], "over": [], "rows": [], "ttt_rows": [],
+           "times": {}}
     for study in equal_time_studies(results_dir):
         records = mc.load_runs(results_dir, study)
         name = mc._short_study(study)
@@ -147,10 +151,14 @@ def equal_time_verdicts(results_dir: str | Path = "results") -> dict:
             others = group[group["method"] != mc.REFERENCE]
             for _, row in others.iterrows():
                 found = (row["method"], name, budget, row["vs short_schedule (pt)"], row["95% interval"])
-                {"better": out["wins"], "worse": out["losses"]}.get(row["verdict"], []).append(found)
-            if len(ref) and len(others):
-                diffs = others["vs short_schedule (pt)"].map(lambda v: float(v) if v not in ("", "—") else -math.inf)
-                best = others.loc[diffs.idxmax()]
+                if row["verdict"] == "over time":
+                    found += (row["s / short"],)
+                {"better": out["wins"], "worse": out["losses"], "over time": out["over"]}.get(
+                    row["verdict"], []).append(found)
+            timely = others[others["verdict"] != "over time"]  # the best at equal time answers the question
+            if len(ref) and len(timely):
+                diffs = timely["vs short_schedule (pt)"].map(lambda v: float(v) if v not in ("", "—") else -math.inf)
+                best = timely.loc[diffs.idxmax()]
                 out["rows"].append({"data": name, "budget": budget, "short_schedule (%)": ref.iloc[0]["accuracy (%)"],
                                     "best other": best["method"],
                                     "difference (pt) [95% CI]": f"{best['vs short_schedule (pt)']} {best['95% interval']}",
@@ -170,21 +178,24 @@ NO_EQUAL_TIME = ("_No equal-time study yet: run `bash benchmarks/gpu_budget_stud
 
 
 def _found(item, link: bool) -> str:
-    """Return one verdict as text: "`method` on data at budget (diff pt, [lo, hi])", the data
-    name a reference link to its run files when `link`."""
-    method, name, budget, diff, interval = item
-    return f"`{method}` on {f'[{name}]' if link else name} at {budget} ({diff} pt, {interval})"
+    """Return one verdict as text: "`method` on data at budget (diff pt, [lo, hi])" (", r x its
+    time" added for one not at equal time), the data name a reference link to its run files when
+    `link`."""
+    method, name, budget, diff, interval, *over = item
+    time = f", {over[0]}x its time" if over else ""
+    return f"`{method}` on {f'[{name}]' if link else name} at {budget} ({diff} pt, {interval}{time})"
 
 
 def answer_markdown(results_dir: str | Path = "results", link_base: Path | None = None,
                     details: str = "results/README.md") -> str:
     """Return the README's answer in markdown: one paragraph naming each method that beats
     `short_schedule` at equal wall-clock (paired 95 % interval above 0) and in how many of the
-    (data, budget) cells, or that none does, with its sources; one table, per cell
-    `short_schedule`'s accuracy and the method closest to it or above it, plus a row for every
-    other method above it there (at most 110 characters wide for method names up to 18
-    characters); and the reference links ([data]: its run files, relative to `link_base`) that
-    make every data name in them a link. `details` links the full answer (relative to link_base)."""
+    (data, budget) cells, or that none does, with its sources, and the methods whose leads do
+    not count (not at equal time); one table, per cell `short_schedule`'s accuracy and the method
+    at equal time closest to it or above it, plus a row for every other method above it there
+    (at most 110 characters wide for method names up to 18 characters); and the reference links
+    ([data]: its run files, relative to `link_base`) that make every data name in them a link.
+    `details` links the full answer (relative to link_base)."""
     import pandas as pd
 
     found = equal_time_verdicts(results_dir)
@@ -207,13 +218,20 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
                    f"of {data} is a budgeted method's accuracy above `{mc.REFERENCE}`'s with a paired 95 % interval "
                    f"that excludes 0")
     devices = ", ".join(sorted({device for *_, device in studies}))
-    sources = (f"({devices}, up to {found['seeds']} seeds, test-split accuracy). Every verdict, the "
-               f"methods behind `{mc.REFERENCE}`, time to target and each study's tables: "
-               f"[{details}]({details}#{anchor(EQUAL_TIME_HEADING)}).")
+    sources = f"({devices}, up to {found['seeds']} seeds, test-split accuracy)."
+    if found["over"]:
+        where: dict[str, list[str]] = {}
+        for method, name, *_ in found["over"]:
+            where.setdefault(method, []).append(name)
+        sources += (f" Leads taken in over {1 + mc.EQUAL_TIME_SLACK:.2f}x `{mc.REFERENCE}`'s seconds do not "
+                    f"count: " + "; ".join(
+                        f"`{m}` in {len(names)} ({', '.join(f'[{n}]' for n in dict.fromkeys(names))})"
+                        for m, names in where.items()) + ".")
+    sources += f" Every verdict and study table: [{details}]({details}#{anchor(EQUAL_TIME_HEADING)})."
     rows = []
     for row in found["rows"]:
         rows.append(row)
-        for method, name, budget, diff, interval in found["wins"]:
+        for method, name, budget, diff, interval in found["wins"]:  # every other winner of the cell too
             if (name, budget) == (row["data"], row["budget"]) and method != row["best other"]:
                 rows.append({**row, "best other": method, "difference (pt) [95% CI]": f"{diff} {interval}",
                              "verdict": "better"})
@@ -256,11 +274,14 @@ def equal_time_markdown(results_dir: str | Path = "results", link_base: Path | N
                    f"accuracy is above `{mc.REFERENCE}`'s with a paired 95 % interval that excludes 0.")
     if losses:
         verdict += " Significantly behind it: " + "; ".join(_found(item, False) for item in losses) + "."
+    if found["over"]:
+        verdict += (f" Not at equal time (more than {1 + mc.EQUAL_TIME_SLACK:.2f}x `{mc.REFERENCE}`'s seconds), "
+                    "so not counted: " + "; ".join(_found(item, False) for item in found["over"]) + ".")
     links = [f"[`{study}`](#{anchor(study)}) ({device})" for study, _, device in found["studies"]]
     n = len(found["studies"])
     parts = [f"{verdict} From {n} stud{'y' if n == 1 else 'ies'} ({', '.join(links)}; up to {found['seeds']} seeds; "
              f"accuracy on the test split; every method's lr by one rule). The table: at each budget, "
-             f"`{mc.REFERENCE}` and the method closest to it or above it.\n",
+             f"`{mc.REFERENCE}` and the method at equal time closest to it or above it.\n",
              _table(pd.DataFrame(found["rows"])) + "\n"]
     folder = Path(results_dir) / "figures" / EQUAL_TIME_FIGURES
     if figures:
@@ -332,7 +353,8 @@ def results_readme(results_dir: str | Path = "results", path: Path | None = None
             "between `<!-- notes:... -->` markers,\nwhich regeneration keeps. Accuracy is mean ± std over seeds; "
             "train seconds are the median [min–max];\nspeed-ups count against the optimized baseline measured in "
             "the same study on the same device. The\nREADME's answer is the first section's short form.\n\n"
-            f"## {EQUAL_TIME_HEADING}\n\nDoes anything beat `{mc.REFERENCE}`, the optimized baseline cut to the budget?\n\n{notes_block(EQUAL_TIME_KEY, notes)}\n"
+            f"## {EQUAL_TIME_HEADING}\n\nDoes anything beat `{mc.REFERENCE}`, the optimized baseline cut to the "
+            f"budget?\n\n{notes_block(EQUAL_TIME_KEY, notes)}\n"
             f"{equal_time_markdown(results_dir, base, figures)}\n"
             f"## Studies\n\n{notes_block('studies', notes)}\n{study_sections(results_dir, base, notes)}\n"
             f"## Step benchmark\n\n{notes_block(BENCH_KEY, notes)}\n{bench_markdown(results_dir, base)}\n")

@@ -4574,6 +4574,10 @@ def comparison_table(records: Sequence[dict[str, Any]], tolerance_pt: float = 0.
 
 # --- equal time against the short schedule, and time to target (AlgoPerf style) ----------------------
 REFERENCE = "short_schedule"  # every budgeted method is compared with it; the full baseline is its budget 1
+# Equal time means equal seconds: a method whose median train seconds at a budget exceed the short
+# schedule's there by more than this share is not at equal time, and its lead does not count
+# ("over time"; InfoBatch on a one-epoch set prunes nothing and takes the full baseline's time).
+EQUAL_TIME_SLACK = 0.05
 
 
 def final_accuracy(record: dict[str, Any]) -> float:
@@ -4601,12 +4605,17 @@ def paired_difference(method: dict[int, float], reference: dict[int, float],
     return {"n": n, "mean": mean, "lo": mean - half, "hi": mean + half}
 
 
-def _verdict(diff: dict[str, float]) -> str:
+def _verdict(diff: dict[str, float], time_ratio: float = 1.0) -> str:
     """Return "better" / "worse" when the interval excludes 0 on that side, else "tie" ("—"
-    without an interval)."""
+    without an interval); "over time" in place of "better" or "tie" when the method took more than
+    1 + EQUAL_TIME_SLACK times the short schedule's seconds (`time_ratio`): it was not at equal
+    time. "worse" stays: behind with more time is still behind."""
     if not math.isfinite(diff["lo"]):
         return "—"
-    return "better" if diff["lo"] > 0 else "worse" if diff["hi"] < 0 else "tie"
+    verdict = "better" if diff["lo"] > 0 else "worse" if diff["hi"] < 0 else "tie"
+    if verdict != "worse" and time_ratio > 1 + EQUAL_TIME_SLACK:
+        return "over time"
+    return verdict
 
 
 def _by_budget(records: Sequence[dict[str, Any]]) -> dict[tuple[str, float], dict[int, dict[str, Any]]]:
@@ -4624,10 +4633,12 @@ def _by_budget(records: Sequence[dict[str, Any]]) -> dict[tuple[str, float], dic
 def equal_time_table(records: Sequence[dict[str, Any]]):
     """Return a DataFrame comparing every budgeted method with the short schedule at the same
     budget, one row per (budget, method): seeds, accuracy (%) mean ± std (final_accuracy: test
-    split when there is one), measured seconds over the full baseline's median, and the paired
-    difference against short_schedule's runs of the same seeds (points) with its 95 % t-interval
-    and verdict ("better"/"worse" only where the interval excludes 0). The short schedule's own
-    rows come first at each budget; budget 1 is the full baseline."""
+    split when there is one), measured seconds over the full baseline's median and over the short
+    schedule's at that budget (medians), and the paired difference against short_schedule's runs of
+    the same seeds (points) with its 95 % t-interval and verdict ("better"/"worse" only where the
+    interval excludes 0; "over time" where the method took more than 1 + EQUAL_TIME_SLACK times the
+    short schedule's seconds and was not behind). The short schedule's own rows come first at each
+    budget; budget 1 is the full baseline."""
     import pandas as pd
 
     groups = _by_budget(records)
@@ -4647,13 +4658,16 @@ def equal_time_table(records: Sequence[dict[str, Any]]):
         reference = groups.get((REFERENCE, budget))
         if method != REFERENCE and reference:
             diff = paired_difference(acc, {k: final_accuracy(r) * 100 for k, r in reference.items()})
-            row.update({"vs short_schedule (pt)": f"{diff['mean']:+.2f}" if diff["n"] else "—",
+            ref_seconds = [r["train_seconds"] for r in reference.values() if math.isfinite(r["train_seconds"])]
+            ratio = float(np.median(seconds) / np.median(ref_seconds)) if seconds and ref_seconds else float("nan")
+            row.update({"s / short": f"{ratio:.2f}" if math.isfinite(ratio) else "—",
+                        "vs short_schedule (pt)": f"{diff['mean']:+.2f}" if diff["n"] else "—",
                         "95% interval": f"[{diff['lo']:+.2f}, {diff['hi']:+.2f}]" if math.isfinite(diff["lo"]) else "—",
-                        "verdict": _verdict(diff)})
+                        "verdict": _verdict(diff, ratio if math.isfinite(ratio) else 1.0)})
         else:
-            row.update({"vs short_schedule (pt)": "", "95% interval": "", "verdict": ""})
+            row.update({"s / short": "", "vs short_schedule (pt)": "", "95% interval": "", "verdict": ""})
         out.append(row)
-    return pd.DataFrame(out, columns=["budget", "method", "seeds", "accuracy (%)", "s / full",
+    return pd.DataFrame(out, columns=["budget", "method", "seeds", "accuracy (%)", "s / full", "s / short",
                                       "vs short_schedule (pt)", "95% interval", "verdict"])
 
 

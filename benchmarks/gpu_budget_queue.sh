@@ -6,7 +6,8 @@
 # Usage: setsid nohup bash benchmarks/gpu_budget_queue.sh MODEL_DIR WORK_DIR DATASET... >LOG 2>&1 </dev/null &
 #   MODEL_DIR  the encoder folder (/tmp/all-mpnet-base-v2); WORK_DIR  where the copy runs (/tmp/work)
 #   DATASET    sst2 | sst2-noisy20 | clinc150 | banking77, run in the order given
-# Environment: as gpu_budget_study.sh (LRS, SEEDS; MCLEARN_COMMIT and MCLEARN_GIT_CLEAN name the commit).
+# Environment: as gpu_budget_study.sh (LRS, SEEDS; MCLEARN_COMMIT and MCLEARN_GIT_CLEAN name the commit);
+#   FRESH=0 resumes the studies from the run files the copy holds (a collected <DATASET>-partial.tgz unpacked).
 # Writes WORK_DIR/queue.log, WORK_DIR/done/<DATASET> (the study's exit status) as each study ends, and
 # WORK_DIR/done/ALL once the queue is through; executed notebooks go to WORK_DIR/nb/<DATASET>/.
 set -uo pipefail
@@ -22,7 +23,7 @@ log="$work/queue.log"
 for key in "$@"; do
   echo "$(date -u +%FT%TZ) start $key" >> "$log"
   start=$SECONDS
-  FRESH=1 bash "$work/benchmarks/gpu_budget_study.sh" "$key" "$model" "$work/nb/$key" >> "$log" 2>&1
+  FRESH=${FRESH:-1} bash "$work/benchmarks/gpu_budget_study.sh" "$key" "$model" "$work/nb/$key" >> "$log" 2>&1
   status=$?
   echo "$status" > "$work/done/$key"
   echo "$(date -u +%FT%TZ) end $key: exit $status after $((SECONDS - start)) s" >> "$log"

@@ -5,7 +5,7 @@ the first `score_layer` encoder blocks over the first `score_max_length` tokens,
 head). This measures, on the prepared data and model of a real config, in one process after the
 device warm-up: the product's eager refresh scoring (early_features + head, as MCLearn.refresh runs
 it), the same forward on one static pool-sized batch eagerly, and that batch as a CUDA-graph replay,
-with the seconds of its capture. It prints and writes a JSON object (results/bench/pool_scoring_graph-<gpu>.json
+with the seconds of its capture. It prints and writes a JSON object (results/pool_scoring/pool_scoring_graph-<gpu>.json
 on a GPU): per-refresh seconds of each, the saving per refresh, and `break_even_refreshes`: how many
 refreshes a run needs before one capture pays back (a run makes 5-15; see pool_scoring_table).
 
@@ -125,12 +125,12 @@ def main() -> None:
     parser.add_argument("--preset", default="auto")
     parser.add_argument("--param", nargs="*", default=[], help="config overrides KEY=VALUE")
     parser.add_argument("--refreshes", type=int, default=20)
-    parser.add_argument("--out", default=None, help="JSON path (default results/bench/pool_scoring_graph-<gpu>.json on CUDA)")
+    parser.add_argument("--out", default=None, help="JSON path (default results/pool_scoring/pool_scoring_graph-<gpu>.json on CUDA)")
     args = parser.parse_args()
     cfg = mc.make_config(args.preset, **mc.parse_overrides(args.param))
     result = measure(mc.prepare(cfg), args.refreshes)
     print(json.dumps(result, indent=1))
-    out = args.out or (f"results/bench/pool_scoring_graph-{result['device'].split()[-1].lower()}.json"
+    out = args.out or (f"results/pool_scoring/pool_scoring_graph-{result['device'].split()[-1].lower()}.json"
                        if result["graphed"] else None)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -39,3 +39,10 @@ run "tuning rule: every method keeps the baseline's lr" \
 run "test holdout: a plain random draw instead of a stratified one" \
   'held = _stratified_rows(train.labels, rows, np.random.default_rng(seed))' \
   'held = np.random.default_rng(seed).choice(len(train.texts), rows, replace=False)'
+run "equal time: a lead bought with more seconds counts" \
+  'if verdict != "worse" and time_ratio > 1 + EQUAL_TIME_SLACK:' 'if False:'
+run "equal time: seconds compared with the full baseline's, not the short schedule's" \
+  'ratio = float(np.median(seconds) / np.median(ref_seconds)) if seconds and ref_seconds else float("nan")' \
+  'ratio = float(np.median(seconds) / base_seconds) if seconds and ref_seconds else float("nan")'
+BREAK_FILE=make_readme.py run "equal time: the answer's table picks the best over time too" \
+  'timely = others[others["verdict"] != "over time"]' 'timely = others'

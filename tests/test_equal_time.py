@@ -223,12 +223,36 @@ def test_equal_time_table_pairs_each_method_with_the_short_schedule_at_its_budge
     # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.3027: half-width 4.3027 / sqrt(3) = 2.4841
     assert uniform["vs short_schedule (pt)"] == "+2.00" and uniform["95% interval"] == "[-0.48, +4.48]"
     assert uniform["verdict"] == "tie" and uniform["accuracy (%)"] == "94.00 ± 2.00"  # 92, 94, 96
-    assert table.loc[("1/2", "infobatch"), "verdict"] == "tie"
+    assert table.loc[("1/2", "infobatch"), "verdict"] == "over time"  # a tie in 1.2x short_schedule's seconds
+    assert table.loc[("1/2", "infobatch"), "s / short"] == "1.20" and table.loc[("1/2", "uniform"), "s / short"] == "1.00"
     assert table.loc[("1/2", "uniform"), "s / full"] == "0.50" and table.loc[("1/2", "infobatch"), "s / full"] == "0.60"
     assert table.loc[("1 (full)", "short_schedule"), "accuracy (%)"] == "95.00 ± 0.00"
     better = records[:6] + [_record("uniform", 0.5, s, 0.0, [(5, 0.9)], test=(a + d) / 100)
                             for s, a, d in zip((1, 2, 3), ref, (2.0, 2.1, 1.9))]
     assert mc.equal_time_table(better).set_index("method").loc["uniform", "verdict"] == "better"
+
+
+def test_a_lead_bought_with_more_time_is_not_at_equal_time():
+    """A method ahead of short_schedule on every seed but with median train seconds over
+    1 + EQUAL_TIME_SLACK (1.05) times short_schedule's at that budget is "over time", not "better"
+    (a one-epoch InfoBatch run prunes nothing and takes the full baseline's time); at 1.04x it is
+    "better"; a tie over time is "over time" too; behind with more time stays "worse". The
+    "s / short" column is the ratio of the medians."""
+    ref = [91.0, 92.0, 93.0]
+    base = [_record("baseline", 0.0, s, 0.95, [(10, 0.95)], test=0.95) for s in (1, 2, 3)]
+    short = [_record("short_schedule", 0.5, s, 0.0, [(t, 0.9)], test=a / 100) for s, a, t in zip((1, 2, 3), ref, (4, 5, 9))]
+
+    def verdict(seconds, lead):
+        runs = [_record("infobatch", 0.5, s, 0.0, [(t, 0.9)], test=(a + d) / 100)
+                for s, a, t, d in zip((1, 2, 3), ref, seconds, lead)]
+        row = mc.equal_time_table(base + short + runs).set_index("method").loc["infobatch"]
+        return row["verdict"], row["s / short"]
+
+    assert mc.EQUAL_TIME_SLACK == 0.05
+    assert verdict((5.3, 5.3, 5.3), (2.0, 2.1, 1.9)) == ("over time", "1.06")  # median 5.3 over median 5
+    assert verdict((1.0, 5.2, 30.0), (2.0, 2.1, 1.9)) == ("better", "1.04")
+    assert verdict((15, 15, 15), (-1.0, 0.0, 1.5)) == ("over time", "3.00")
+    assert verdict((15, 15, 15), (-2.0, -2.1, -1.9)) == ("worse", "3.00")
 
 
 def test_performance_profile_counts_studies_within_tau_of_the_fastest():

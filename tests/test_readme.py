@@ -17,10 +17,11 @@ RESULTS = mc.REPO_ROOT / "results"
 def _write_equal_time_studies(results):
     """Two equal-time studies, 3 seeds: on clinc150 `mclearn` is 1.9, 2.0 and 2.1 points above
     short_schedule at 1/2 (a win: 2.00 ± 4.3027 x 0.1 / sqrt 3), `uniform` -0.1, 0, +0.1 (a tie);
-    on banking77 both tie."""
-    def write(study, method, budget, seed, test, device="NVIDIA H200"):
+    on banking77 both tie, and `infobatch` is 1 point ahead in twice short_schedule's seconds (not
+    at equal time)."""
+    def write(study, method, budget, seed, test, device="NVIDIA H200", seconds=None):
         label = mc.run_label(method, budget)
-        record = {**_record(method, budget, seed, 0.9, [(5 * (budget or 1), test)], test=test), "study": study,
+        record = {**_record(method, budget, seed, 0.9, [(seconds or 5 * (budget or 1), test)], test=test), "study": study,
                   "device": device, "graphed": True, "examples_seen": 1, "examples_scored": 0, "run_label": label}
         mc.write_json_atomic(mc.run_path(results, study, label, seed), record)
 
@@ -31,6 +32,7 @@ def _write_equal_time_studies(results):
             write(study, "uniform", 0.5, seed, base - 0.02 + (0.001 * seed - 0.002))  # -0.1, 0, +0.1 pt: a tie
         write("clinc150-mpnet-h200-equal-time", "mclearn", 0.5, seed, base - 0.02 + 0.02 + 0.001 * (seed - 2))
         write("banking77-mpnet-h200-equal-time", "mclearn", 0.5, seed, base - 0.02)
+        write("banking77-mpnet-h200-equal-time", "infobatch", 0.5, seed, base - 0.01, seconds=5)  # ahead, twice the time
     mc.summarize(results, show=False)
 
 
@@ -43,14 +45,19 @@ def test_the_answer_names_a_method_only_where_its_interval_excludes_zero(tmp_pat
     full = mr.equal_time_markdown(tmp_path)
     assert "`mclearn` on clinc150 at 1/2 (+2.00 pt, [+1.75, +2.25])" in full  # 1.9, 2.0, 2.1: 4.3027 x 0.1 / sqrt 3
     assert "No method beats" not in full and "`uniform` on" not in full.split("Significantly")[0]
+    assert "`infobatch` on" not in full.split("Not at equal time")[0]
+    assert "`infobatch` on banking77 at 1/2 (+1.00 pt, [+1.00, +1.00], 2.00x its time)" in full
+    row = next(line for line in full.splitlines() if line.startswith("| banking77"))
+    assert "infobatch" not in row and "over time" not in row  # the table's best other is at equal time
     assert (tmp_path / "figures" / "equal-time" / "performance_profile.png").stat().st_size > 0
     assert (tmp_path / "figures" / "equal-time" / "time_to_target.csv").exists()
     short = mr.answer_markdown(tmp_path, tmp_path.parent)
     flat = " ".join(short.split())  # the prose is wrapped at 110 characters
     assert "`mclearn` beats `short_schedule` in 1 of the 2 (data, budget) cells, with a paired 95 % interval" in flat
     assert "`uniform`" not in short and "no other method does" in flat
+    assert "Leads taken in over 1.05x `short_schedule`'s seconds do not count: `infobatch` in 1 ([banking77])." in flat
     table = [line for line in short.splitlines() if line.startswith("|")]
-    assert len(table) == 4 and max(map(len, table)) <= 110
+    assert len(table) == 4 and max(map(len, table)) <= 110 and "infobatch" not in "".join(table)
     assert "| [clinc150]  | 1/2      | 89.00 ± 1.00         | mclearn  | +2.00 [+1.75, +2.25]" in short
     assert f"[clinc150]: {tmp_path.name}/runs/clinc150-mpnet-h200-equal-time/" in short.splitlines()
 
