@@ -18,8 +18,8 @@ run "interval: population sd (ddof 0)" \
   'half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diffs.std(ddof=1) / math.sqrt(n))' \
   'half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diffs.std() / math.sqrt(n))'
 run "verdict from the mean, not the interval" \
-  'return "better" if diff["lo"] > 0 else "worse" if diff["hi"] < 0 else "tie"' \
-  'return "better" if diff["mean"] > 0 else "worse" if diff["mean"] < 0 else "tie"'
+  'verdict = "better" if diff["lo"] > 0 else "worse" if diff["hi"] < 0 else "tie"' \
+  'verdict = "better" if diff["mean"] > 0 else "worse" if diff["mean"] < 0 else "tie"'
 run "time to target: mean over seeds instead of median" \
   'medians = {m: float(np.median(list(t.values()))) for m, t in per_seed.items()}' \
   'medians = {m: float(np.mean(list(t.values()))) for m, t in per_seed.items()}'
