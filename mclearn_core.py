@@ -8,7 +8,7 @@ Sections, in order:
   4. Update machinery (run       8. Runs (method registry, training loop, run record, sweeps,
      context, optimizer, graphed    budget studies, summary, command line)
      update, Method, baseline)   9. Diagnostics and tables
-  5. `mclearn` (pool stream,    10. The README writer (moving to a tool)
+  5. `mclearn` (pool stream,
      draw, weights, budget,
      policy learner, MCLearn)
 
@@ -5375,8 +5375,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="any Config field, e.g. --set epochs=2 budget_ratio=0.4 kappa_schedule=0.6,0.5,0.4")
     parser.add_argument("--wide", action="store_true",
                         help=f"print every column of the final table (default: what fits {CLI_WIDTH} columns)")
-    parser.add_argument("--update-readme", action="store_true",
-                        help="only regenerate README.md's tables from this repository's results/")
     parser.add_argument("--provenance", action="store_true",
                         help="only print MCLEARN_COMMIT=... lines for a copy of this checkout without .git")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -5413,17 +5411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command_line(args) -> None:
-    """Do what the parsed command line asks: print provenance, update the README, or run a sweep."""
+    """Do what the parsed command line asks: print provenance, or run a sweep."""
     if args.provenance:
         print(provenance_env())
-        return
-    if args.update_readme:
-        own = REPO_ROOT / "results"
-        if args.results_dir is not None and Path(args.results_dir).resolve() != own.resolve():
-            raise UsageError(f"--update-readme renders only this repository's results/ ({own}), so the README "
-                             f"links into the repository; drop --results-dir {args.results_dir}")
-        summarize(own, show=False)
-        update_readme(results_dir=own)
         return
     try:
         overrides = parse_overrides(args.set)
@@ -5957,6 +5947,13 @@ ABLATION_RULE = ("Rule (fixed before the runs): every MC-Learn variant, one seed
                  "simpler one (fewer of the parts free, once, anneal on), then to the earlier in MCLEARN_VARIANTS.")
 
 
+def _short_study(study: str) -> str:
+    """Return a study's name without its model, device and "-equal-time" parts ("clinc150")."""
+    import re
+
+    return re.sub(r"-(mpnet|minilm|tiny|distilbert)\b.*$", "", study.removesuffix("-equal-time")) or study
+
+
 def _ablation_dataset(study: str) -> str:
     """Return the dataset part of an ablation study's name ("sst2-noisy20" of "sst2-noisy20-mpnet-h200-ablation")."""
     return _short_study(study.removesuffix("-ablation"))
@@ -6147,199 +6144,6 @@ def plot_estimator_study(table, path_q: str | Path | None = None, path_clip: str
     cb.set(ylabel="bias", title=f"bias vs w_clip (q = {q_clip}, ±2 SE)")
     cv.set(ylabel="variance", title="variance vs w_clip")
     return _figure_out(fig_q, path_q), _figure_out(fig_c, path_clip)
-
-
-# =============================================================================
-# 10. The README writer (helper A moves it to a tool)
-# =============================================================================
-README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
-
-
-def _link(path: Path, base: Path | None) -> str:
-    """Return `path` as a link target relative to the folder `base` (as given when base is None)."""
-    return Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix() if base else Path(path).as_posix()
-
-
-def results_markdown(results_dir: str | Path = "results", link_base: Path | None = None) -> str:
-    """Return the README results section generated from <results>/summary.csv: per study, the
-    `report_table` (or, for a learning-rate sweep, a study whose name ends with "-lr", the
-    `lr_sweep_table` of its run files), each linking the run files it comes from (relative to
-    `link_base`, the README's folder, when given)."""
-    import pandas as pd
-
-    summary = Path(results_dir) / "summary.csv"
-    if not summary.exists():
-        return "_No results yet: run a sweep, then `python mclearn_core.py --update-readme`._"
-    rows = read_summary(summary)
-    parts = []
-    for study, group in rows.groupby("study", sort=False):
-        if str(study).endswith("-lr"):
-            table = lr_sweep_table(load_runs(results_dir, study))
-        else:
-            table = report_table(group).drop(columns=["study"])
-        runs, rows_file = _link(Path(results_dir, "runs", study), link_base) + "/", _link(summary, link_base)
-        parts.append(f"**{study}** (run files: [`{runs}`]({runs}), rows of [`{rows_file}`]({rows_file}))\n")
-        parts.append(table.to_markdown(index=False, disable_numparse=True) + "\n")
-    return "\n".join(parts)
-
-
-ANSWER_MARKERS = ("<!-- answer:start -->", "<!-- answer:end -->")
-
-
-EQUAL_TIME_FIGURES = "equal-time"  # results/figures/<this>/: the cross-study profile and time-to-target table
-
-
-def equal_time_studies(results_dir: str | Path = "results") -> list[str]:
-    """Return the studies of <results>/summary.csv that ran the short-schedule reference."""
-    import pandas as pd
-
-    summary = Path(results_dir) / "summary.csv"
-    if not summary.exists():
-        return []
-    rows = read_summary(summary)
-    return sorted(s for s in set(rows.loc[rows["method"] == REFERENCE, "study"]) if not str(s).endswith("-lr"))
-
-
-def _short_study(study: str) -> str:
-    """Return a study's name without its model, device and "-equal-time" parts ("clinc150")."""
-    import re
-
-    return re.sub(r"-(mpnet|minilm|tiny|distilbert)\b.*$", "", study.removesuffix("-equal-time")) or study
-
-
-def equal_time_answer(results_dir: str | Path = "results", link_base: Path | None = None,
-                      figures: bool = True) -> str:
-    """Return the study's answer in markdown, from the run files of every study with the short
-    schedule (equal_time_studies): one sentence per verdict (which method, if any, beats
-    `short-schedule` at equal time, where, and by how much with its paired 95 % t-interval), one
-    table (study, budget, short-schedule's accuracy, the best other method and its difference, at
-    most 110 characters wide), and the time-to-target table across studies with its performance
-    profile (written to <results>/figures/equal-time/ when `figures`). Every study links its
-    run files."""
-    import pandas as pd
-
-    studies = equal_time_studies(results_dir)
-    if not studies:
-        return ("_No equal-time study yet: run `bash benchmarks/gpu_budget_study.sh DATASET MODEL_DIR OUT_DIR` "
-                "(a GPU), or notebook 04 with `short-schedule` among its methods._")
-    wins, losses, over, rows, times, links, seeds = [], [], [], [], {}, [], set()
-    ttt_rows = []
-    for study in studies:
-        records = load_runs(results_dir, study)
-        name = _short_study(study)
-        seeds |= {r["seed"] for r in records}
-        runs = _link(Path(results_dir, "runs", study), link_base) + "/"
-        links.append(f"[`{study}`]({runs}) ({records[0].get('device', '?')})")
-        table = equal_time_table(records)
-        for budget, group in table.groupby("budget", sort=False):
-            if budget.startswith("1 ("):
-                continue
-            ref = group[group["method"] == REFERENCE]
-            others = group[group["method"] != REFERENCE]
-            for _, row in others.iterrows():
-                text = (f"`{row['method']}` on {name} at {budget} "
-                        f"({row['vs short-schedule (pt)']} pt, {row['95% interval']})")
-                if row["verdict"] == "over time":
-                    text = text[:-1] + f", {row['s / short']}x its time)"
-                {"better": wins, "worse": losses, "over time": over}.get(row["verdict"], []).append(text)
-            timely = others[others["verdict"] != "over time"]  # the best at equal time answers the question
-            if len(ref) and len(timely):
-                diffs = timely["vs short-schedule (pt)"].map(lambda v: float(v) if v not in ("", "—") else -math.inf)
-                best = timely.loc[diffs.idxmax()]
-                rows.append({"data": name, "budget": budget, "short-schedule (%)": ref.iloc[0]["accuracy (%)"],
-                             "best other": best["method"],
-                             "difference (pt) [95% CI]": f"{best['vs short-schedule (pt)']} {best['95% interval']}",
-                             "verdict": best["verdict"]})
-        ttt = time_to_target(records, 1.0)
-        times[name] = dict(zip(ttt["method"], ttt["median_seconds"]))
-        for _, row in ttt.iterrows():
-            ttt_rows.append({"data": name, "method": row["method"], "target (%)": f"{row['target (%)']:.2f}",
-                             "seconds to target": row["seconds"], "seeds reached": row["seeds reached"],
-                             "speed-up vs short-schedule": row["speed-up vs short-schedule"]})
-    n_seeds = len(seeds)
-    if wins:
-        verdict = "At equal wall-clock, these beat `short-schedule` (the interval excludes 0): " + "; ".join(wins) + "."
-    else:
-        verdict = ("**No method beats simply training for less time**: at equal wall-clock no budgeted method's "
-                   "accuracy is above `short-schedule`'s with a paired 95 % interval that excludes 0.")
-    if losses:
-        verdict += " Significantly behind it: " + "; ".join(losses) + "."
-    if over:
-        verdict += (f" Not at equal time (more than {1 + EQUAL_TIME_SLACK:.2f}x `short-schedule`'s seconds), "
-                    "so not counted: " + "; ".join(over) + ".")
-    parts = [f"{verdict} From {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} ({', '.join(links)}; "
-             f"up to {n_seeds} seeds; accuracy on the test split; every method's lr by one rule). The table: at each "
-             f"budget, `short-schedule` and the method at equal time closest to it or above it.\n",
-             pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"]
-    profile_note = ""
-    if figures:
-        folder = Path(results_dir) / "figures" / EQUAL_TIME_FIGURES
-        folder.mkdir(parents=True, exist_ok=True)
-        taus = [round(t, 2) for t in np.arange(1.0, 3.001, 0.01)]
-        profile = performance_profile(times, taus)
-        plot_performance_profile(profile, folder / "performance_profile.png")
-        pd.DataFrame(ttt_rows).to_csv(folder / "time_to_target.csv", index=False)
-        png = _link(folder / "performance_profile.png", link_base)
-        profile_note = f" Performance profile over the studies: [`{png}`]({png})."
-    parts.append("Time to target (the full baseline's median eval accuracy - 1 point; per seed the fastest run at "
-                 "any budget, median over seeds):" + profile_note + "\n")
-    parts.append(pd.DataFrame(ttt_rows).to_markdown(index=False, disable_numparse=True) + "\n")
-    return "\n".join(parts)
-
-
-BENCH_MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
-
-
-BENCH_COLUMNS = {"variant": "loop variant", "method": "method", "batch_size": "batch", "train_seconds": "train s",
-                 "tokens_per_s": "tokens/s", "mfu": "MFU", "overhead_fraction": "own overhead",
-                 "full_pass_replay_seconds": "its full passes alone (s)", "commit": "commit"}
-
-
-def bench_markdown(results_dir: str | Path = "results", link_base: Path | None = None) -> str:
-    """Return one table per results/bench/*.json file (written by benchmarks/bench_step.py), rows
-    in the file's order; MC-Learn rows add its own overhead: 1 - (seconds of plain updates on
-    exactly its full-pass batches) / (its seconds)."""
-    import pandas as pd
-
-    parts = []
-    for path in sorted(Path(results_dir, "bench").glob("*.json")):
-        if path.name.startswith("step-cost-"):  # step-cost curves: a plot, linked from the README
-            continue
-        rows = pd.DataFrame(json.loads(path.read_text()))
-        columns = [c for c in BENCH_COLUMNS if c in rows.columns]
-        table = rows[columns].rename(columns=BENCH_COLUMNS)
-        table["tokens/s"] = table["tokens/s"].map(lambda v: f"{v:,.0f}")
-        if "own overhead" in table:
-            table["own overhead"] = table["own overhead"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}")
-        table = table.astype(object).where(table.notna(), "").astype(str)
-        devices = ", ".join(sorted(set(rows["device"])))
-        link = _link(path, link_base)
-        parts.append(f"[`{link}`]({link}) ({devices}, {int(rows['n_sequences'].iloc[0]):,} "
-                     f"sequences per epoch)\n")
-        parts.append(table.to_markdown(index=False, disable_numparse=True) + "\n")
-    return "\n".join(parts) or "_No benchmark yet: run `python benchmarks/bench_step.py` on a GPU._"
-
-
-def _replace_between(text: str, markers: tuple[str, str], body: str, path: Path) -> str:
-    start, end = markers
-    if start not in text or end not in text:
-        raise ValueError(f"{path} lacks the markers {start} ... {end}")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    return f"{head}{start}\n{body}\n{end}{tail}"
-
-
-def update_readme(readme: str | Path = REPO_ROOT / "README.md", results_dir: str | Path = "results") -> None:
-    """Rewrite the README's generated sections: the results tables from <results>/summary.csv,
-    and, where the README has their markers, the equal-time answer (equal_time_answer) and the
-    benchmark tables from <results>/bench/*.json."""
-    path = Path(readme)
-    text = _replace_between(path.read_text(), README_MARKERS, results_markdown(results_dir, path.parent), path)
-    if ANSWER_MARKERS[0] in text:
-        text = _replace_between(text, ANSWER_MARKERS, equal_time_answer(results_dir, path.parent), path)
-    if BENCH_MARKERS[0] in text:
-        text = _replace_between(text, BENCH_MARKERS, bench_markdown(results_dir, path.parent), path)
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Break the equal-time machinery on purpose (issue 21): each run makes one one-line edit of
-# mclearn_core.py in a scratch copy and runs tests/test_equal_time.py there; every line of output
-# must say "failed". Writes nothing; `bash tests/break_equal_time.sh | tee results/equal_time_breakages/break_equal_time.log`
+# mclearn_core.py in a scratch copy and runs tests/test_equal_time.py and the answer's test of
+# tests/test_readme.py (make_readme.py reads its verdicts from mclearn_core) there; every line of
+# output must say "failed". Writes nothing; `bash tests/break_equal_time.sh | tee results/equal_time_breakages/break_equal_time.log`
 # keeps the log (about 1 minute; not part of test.sh).
 source "$(dirname "$0")/breakage_lib.sh"
-BREAK_TESTS=(tests/test_equal_time.py)
+BREAK_TESTS=(tests/test_equal_time.py tests/test_readme.py::test_the_answer_names_a_method_only_where_its_interval_excludes_zero)
 run "short schedule: price the prefix without its captures" \
   'prices.append(spent + captured * capture_seconds)' 'prices.append(spent)'
 run "short schedule: train the last steps of the plan, not the leading ones" \
@@ -17,8 +18,8 @@ run "interval: population sd (ddof 0)" \
   'half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diffs.std(ddof=1) / math.sqrt(n))' \
   'half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diffs.std() / math.sqrt(n))'
 run "verdict from the mean, not the interval" \
-  'return "better" if diff["lo"] > 0 else "worse" if diff["hi"] < 0 else "tie"' \
-  'return "better" if diff["mean"] > 0 else "worse" if diff["mean"] < 0 else "tie"'
+  'verdict = "better" if diff["lo"] > 0 else "worse" if diff["hi"] < 0 else "tie"' \
+  'verdict = "better" if diff["mean"] > 0 else "worse" if diff["mean"] < 0 else "tie"'
 run "time to target: mean over seeds instead of median" \
   'medians = {m: float(np.median(list(t.values()))) for m, t in per_seed.items()}' \
   'medians = {m: float(np.mean(list(t.values()))) for m, t in per_seed.items()}'
@@ -43,5 +44,5 @@ run "equal time: a lead bought with more seconds counts" \
 run "equal time: seconds compared with the full baseline's, not the short schedule's" \
   'ratio = float(np.median(seconds) / np.median(ref_seconds)) if seconds and ref_seconds else float("nan")' \
   'ratio = float(np.median(seconds) / base_seconds) if seconds and ref_seconds else float("nan")'
-run "equal time: the answer's table picks the best over time too" \
+BREAK_FILE=make_readme.py run "equal time: the answer's table picks the best over time too" \
   'timely = others[others["verdict"] != "over time"]' 'timely = others'

@@ -1,21 +1,23 @@
 # Sourced by tests/break_*.sh: break mclearn_core.py on purpose, one edit at a time, in a scratch copy of
 # the repository's code and tests, and print which tests then fail. A script sets BREAK_TESTS (the pytest
 # arguments each breakage runs unless it names its own) and calls `run NAME OLD NEW [PYTEST ARGS...]`:
-# OLD must occur exactly once in mclearn_core.py. Each output line is "NAME => the failed tests, the count".
+# OLD must occur exactly once in mclearn_core.py, or in BREAK_FILE where set (`BREAK_FILE=make_readme.py run ...`).
+# Each output line is "NAME => the failed tests, the count".
 set -u
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 run() {  # name, old, new[, pytest arguments: default BREAK_TESTS]
-  rm -rf "${work:?}"/* && cp -r "$src"/mclearn_core.py "$src"/tests "$src"/data "$src"/benchmarks "$work"/
-  if python3 - "$2" "$3" "$work" 2>/dev/null <<'PY'
+  rm -rf "${work:?}"/* && cp -r "$src"/mclearn_core.py "$src"/make_readme.py "$src"/tests "$src"/data "$src"/benchmarks "$work"/
+  local file=${BREAK_FILE:-mclearn_core.py}
+  if python3 - "$2" "$3" "$work/$file" 2>/dev/null <<'PY'
 import sys
 old, new = sys.argv[1], sys.argv[2]
-p = sys.argv[3] + "/mclearn_core.py"; s = open(p).read()
+p = sys.argv[3]; s = open(p).read()
 assert s.count(old) == 1, old
 open(p, "w").write(s.replace(old, new))
 PY
-  then :; else echo "$1 => EDIT NOT APPLIED: its old text must occur exactly once in mclearn_core.py"; return; fi
+  then :; else echo "$1 => EDIT NOT APPLIED: its old text must occur exactly once in $file"; return; fi
   local tests=("${@:4}")
   [ ${#tests[@]} -gt 0 ] || tests=("${BREAK_TESTS[@]}")
   out=$(cd "$work" && timeout 900 python3 -m pytest -q -p no:cacheprovider "${tests[@]}" 2>&1 |

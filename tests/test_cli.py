@@ -215,14 +215,6 @@ def test_ctrl_c_exits_130_keeps_finished_runs_and_resumes(capsys, tmp_path, monk
     assert (folder / "baseline-seed2.json").exists()
 
 
-def test_update_readme_refuses_another_results_dir(capsys, tmp_path):
-    before = (mc.REPO_ROOT / "README.md").read_text()
-    code, lines, _ = run_cli(capsys, "--update-readme", "--results-dir", str(tmp_path))
-    assert code == 2
-    assert_one_error(lines, "--update-readme renders only this repository's results/")
-    assert (mc.REPO_ROOT / "README.md").read_text() == before
-
-
 def test_quick_start_writes_to_an_ignored_folder():
     """README Quick start step 2 must not dirty the tracked results/: it writes to runs-local/."""
     readme = (mc.REPO_ROOT / "README.md").read_text()

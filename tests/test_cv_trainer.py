@@ -462,7 +462,7 @@ def test_mclearn_objective_and_gradient_are_unbiased(estimator_case):
     (C_r - truth), the width draw (B_r - C_r) and the draws inside a width (est_r - B_r); each has
     a mean within 3.29 standard errors of 0, and so has the total (est_r - truth). Resolution:
     the total's standard error is at most 0.5 % of mean|y_i| for every functional (0.25 % for the
-    loss), so a bias of 1 % lies 2 (4) standard errors out (README: how the estimator is
+    loss), so a bias of 1 % lies 2 (4) standard errors out (docs/testing.md: how the estimator is
     tested; tests/break_estimator.sh: breakages of 1-2 % that fail it)."""
     y = estimator_case["y"]
     out = run_pools(estimator_case, pools=1500, draws=4, seed=7)

@@ -1,5 +1,5 @@
 """Section 6, `mclearn-paper` (MCLearnPaper): each mechanism of the published algorithm on a tiny
-constructed case (README, "Deviations from the published MC-Learn", names these tests)."""
+constructed case (docs/deviations.md, "Deviations from the published MC-Learn", names these tests)."""
 import math
 
 import numpy as np

@@ -289,39 +289,6 @@ def test_study_name_keeps_devices_apart():
     assert mc.study_name("flagship", "auto") == f"flagship-{mc.detect_preset()}"
 
 
-def test_update_readme_rewrites_both_generated_sections(tmp_path):
-    """The README's results and benchmark tables come from summary.csv and results/bench/*.json;
-    text outside the markers is kept, and a README without the results markers is refused."""
-    import json
-
-    results = tmp_path / "results"
-    (results / "bench").mkdir(parents=True)
-    pd.DataFrame([{"study": "s", "method": m, "seed": seed, "device": "dev", "train_seconds": t,
-                   "accuracy": a, "examples_backward": 10, "examples_scored": 0} for m, t, a in [("baseline", 4.0, 0.9), ("mclearn", 2.0, 0.8)]
-                  for seed in (1, 2)]).to_csv(results / "summary.csv", index=False)
-    rows = [{"variant": "v1", "method": "baseline", "device": "GPU X", "batch_size": 64, "train_seconds": 12.5,
-             "tokens_per_s": 123456.7, "mfu": 0.12, "n_sequences": 1000},
-            {"variant": "v1", "method": "mclearn", "device": "GPU X", "batch_size": 64, "train_seconds": 20.0,
-             "tokens_per_s": 1000.0, "mfu": 0.01, "n_sequences": 1000, "overhead_fraction": 0.25,
-             "full_pass_replay_seconds": 15.0}]
-    (results / "bench" / "gpu-x.json").write_text(json.dumps(rows))
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nmiddle\n"
-                      "<!-- bench:start -->\nold\n<!-- bench:end -->\nend\n")
-    mc.update_readme(readme, results)
-    text = readme.read_text()
-    assert "old" not in text and text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
-    # a summary.csv written before time_budget, graphed and test_accuracy existed still renders
-    assert "2.00x" in text and "4.00 [4.00–4.00]" in text  # baseline 4 s vs mclearn 2 s
-    assert "123,457" in text and "25.0%" in text and "GPU X, 1,000 sequences" in text
-    # links are relative to the README's folder, never absolute paths of this machine
-    assert "[`results/runs/s/`](results/runs/s/)" in text and "(results/summary.csv)" in text
-    assert "[`results/bench/gpu-x.json`](results/bench/gpu-x.json)" in text and str(tmp_path) not in text
-    readme.write_text("no markers\n")
-    with pytest.raises(ValueError, match="results:start"):
-        mc.update_readme(readme, results)
-
-
 # ----------------------------------------------------------------------------- faults (issue 12)
 def test_a_corrupt_run_file_is_set_aside_and_redone(prepared, smoke_cfg, capsys):
     """A truncated run JSON is named in a warning, kept as <name>.corrupt and its run redone; a
@@ -561,22 +528,6 @@ def test_lr_sweep_table_marks_the_best_lr():
     assert "test accuracy (%)" not in no_test
     with pytest.raises(ValueError, match="lrs="):
         mc.best_lr([])
-
-
-def test_results_markdown_renders_an_lr_sweep_as_its_table(tmp_path):
-    for lr, acc in [(1e-5, 0.80), (3e-5, 0.86)]:
-        record = _budget_run("baseline", 1, 10.0, acc, lr=lr, study="b-lr")
-        mc.write_json_atomic(tmp_path / "runs" / "b-lr" / f"baseline-lr{lr}-seed1.json", record)
-    for record in _budget_study_records():
-        name = f"{record['run_label']}-seed{record['seed']}.json"
-        mc.write_json_atomic(tmp_path / "runs" / "b" / name, record)
-    mc.summarize(tmp_path, show=False)
-    text = mc.results_markdown(tmp_path)
-    study_part, lr_part = text.split("**b-lr**")  # summary.csv sorts by study
-    assert lr_part.startswith(" (run files: [`") and "/runs/b-lr/`]" in lr_part
-    assert "| chosen" in lr_part and "| 3e-05 | 1      | 86.00" in lr_part and "speed-up" not in lr_part
-    assert "/runs/b/`]" in study_part and "| reaches budget" in study_part and "| no (1.25)" in study_part
-    assert "| chosen" not in study_part
 
 
 def test_plot_pareto_points_budgets_and_old_records(tmp_path):
