@@ -2511,12 +2511,6 @@ class MCLearn(Method):
             self.ctx.scheduler.step()
         self.extra_lr_steps += max(behind, 0)
 
-    def widths_in_data(self) -> set[int]:
-        """Return the padded widths the training set's rows have (one graph shape each)."""
-        cfg, data = self.ctx.cfg, self.ctx.train
-        cap = data.input_ids.shape[1]
-        return {padded_length(int(n), cfg.pad_multiple, cap) for n in data.host_lengths.unique()}
-
     def ctx_step_costs(self) -> StepCosts:
         """Return the step-cost table this run is priced with: the one train_method took from
         the prepared data (measured once per process, untimed), or, when none was given, one

@@ -15,7 +15,6 @@ refreshes a run needs before one capture pays back (a run makes 5-15; see pool_s
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -29,14 +28,8 @@ import mclearn_core as mc  # noqa: E402
 
 
 def scoring_trainer(prepared: mc.Prepared, seed: int = 42) -> mc.MCLearn:
-    """Return an MCLearn trainer on a copy of the prepared model (its cheap head freshly drawn)."""
-    cfg = mc.config_for_method(prepared.cfg, "mclearn")
-    model = copy.deepcopy(prepared.base_model).to(prepared.device).train()
-    ctx = mc.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval,
-                        num_labels=len(prepared.label_names), device=prepared.device,
-                        generator=torch.Generator().manual_seed(seed),
-                        device_generator=torch.Generator(device=prepared.device).manual_seed(seed))
-    return mc.MCLearn(ctx)
+    """Return an MCLearn trainer as a run starts it (mc.start_run: a copy of the prepared model)."""
+    return mc.start_run("mclearn", mc.config_for_method(prepared.cfg, "mclearn"), prepared, seed)[1]
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
