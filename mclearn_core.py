@@ -143,14 +143,15 @@ class Config:
     full_prob: float = 0.5  # mclearn: share of a step's pool draws that get a full pass
     cost_ema: float = 0.9
     unfreeze_schedule: tuple[float, ...] = ()  # progress points at which frozen layers thaw
-    # --- MC-Learn variants (issue 24): each off in "mclearn", on in the METHOD_PRESETS of its variants ---
+    # --- MC-Learn variants (issue 24): on in the METHOD_PRESETS of the variants that name them; "mclearn" is
+    # "mclearn-once", the ablation's choice (results/ablation/ablation_table.md), so once_draws is on here ---
     free_scores: bool = False  # a row's difficulty is its last full-pass loss; the cheap head scores only the rest
     free_score_max_age: int = 0  # free_scores: refreshes after which a stored loss is stale (0 = never)
-    once_draws: bool = False  # a pool's full passes drawn systematically: no row twice before the others once
+    once_draws: bool = True  # a pool's full passes drawn systematically: no row twice before the others once
     once_floor: float = 0.1  # once_draws: each pool row's least chance of a full pass
     uniform_start: float = 0.0  # share of the run's steps drawn uniformly at the start (the scorer learns)
     uniform_end: float = 0.0  # share drawn uniformly at the end, without scoring (InfoBatch's anneal)
-    record_passes: bool = False  # the run file counts each training row's full passes (histogram, flipped rows)
+    record_passes: bool = True  # the run file counts each training row's full passes (histogram, flipped rows)
     # --- peers (section 7) ------------------------------------------------------------------------
     uniform_fraction: float | None = None  # data share of "uniform"; None: match uniform_match's time
     uniform_match: str = "mclearn"  # the method whose measured train time "uniform" matches
@@ -216,8 +217,9 @@ PAPER_GPU_PRESETS = ("a100", "h100")  # the device presets on which mclearn-pape
 
 
 # MC-Learn's variants (issue 24). `mclearn-v1` is `mclearn` as it was before them, written out here so
-# that a later change of the `mclearn` defaults (Config) shows as a difference between the two; every variant is
+# that a change of the `mclearn` defaults (Config) shows as a difference between the two; every variant is
 # `mclearn-v1` with some of the parts below on (its name lists them), and every one counts its full passes.
+# The ablation (ABLATION_RULE, results/ablation/) chose `mclearn-once`: the Config defaults, so `mclearn`, are it.
 MCLEARN_V1 = dict(budget_ratio=1 / 3, replay_share_bounds=(0.1, 0.5), class_weight_lr=0.5)
 
 
@@ -4487,6 +4489,56 @@ def stored_run_path(results_dir: str | Path, study: str, label: str, seed: int) 
     return path
 
 
+# Issue 24 changed what "mclearn" means: the ablation (results/ablation/) made `mclearn-once` the preset
+# and kept the one before as `mclearn-v1`. A run stored before as "mclearn" (once_draws off, or absent: written
+# before the variants) is a run of `mclearn-v1`; outside an ablation study a run of "mclearn-once" is one of
+# today's `mclearn` (the same config). rename_preset_runs gives their files those names, so that a study
+# resumes each under the method whose config made it (benchmarks/rename_preset_runs.py).
+ABLATION_SUFFIX = "-ablation"  # an ablation study's name (before its sweep's "-lr") ends so (gpu_ablation.sh)
+
+
+def preset_rename(record: dict[str, Any], study: str) -> str | None:
+    """Return the method id today's presets give a stored run of `study` whose id changed meaning with
+    issue 24 ("mclearn-v1" or "mclearn"), or None when its id still means its config."""
+    method, config = record.get("method"), record.get("config") or {}
+    if method == "mclearn" and not config.get("once_draws", False):
+        return "mclearn-v1"
+    if method == "mclearn-once" and not study.removesuffix("-lr").endswith(ABLATION_SUFFIX):
+        return "mclearn"
+    return None
+
+
+def rename_preset_runs(results_dir: str | Path, dry_run: bool = False) -> list[tuple[Path, Path]]:
+    """Rename the stored runs under <results>/runs/ that preset_rename names anew: each run file (with its
+    .jsonl log and -tb folder beside it) moves to its new method's name, and its record gets that
+    method id and run label and "renamed_from" (the id it was written under); nothing else in it changes.
+    Runs of the old "mclearn" move first, so a study's "mclearn-once" runs can take the freed name.
+    Return [(old path, new path)] of the run files (with dry_run: what would move, moving nothing).
+    Raise ValueError naming both files when the new name is taken."""
+    moves = []
+    for first in (True, False):  # mclearn -> mclearn-v1, then mclearn-once -> mclearn
+        for path in sorted(Path(results_dir, "runs").glob("*/*.json")):
+            record = json.loads(path.read_text())
+            new = preset_rename(record, path.parent.name) if isinstance(record, dict) else None
+            if new is None or (new == "mclearn-v1") != first:
+                continue
+            old, label = record["method"], str(record.get("run_label", record["method"]))
+            record.update(method=new, run_label=new + label[len(old):], renamed_from=old)
+            target = run_path(results_dir, path.parent.name, record["run_label"], int(record["seed"]))
+            if target.exists() and target not in {old_path for old_path, _ in moves}:  # dry_run: not moved
+                raise ValueError(f"{path} would be renamed to {target}, which exists: move one of them aside")
+            moves.append((path, target))
+            if dry_run:
+                continue
+            write_json_atomic(target, record)
+            path.unlink()
+            for suffix in (".jsonl", "-tb"):
+                beside = path.with_name(path.stem + suffix)
+                if beside.exists():
+                    beside.rename(target.with_name(target.stem + suffix))
+    return moves
+
+
 def read_run(path: str | Path) -> dict[str, Any]:
     """Return a run record read from its JSON file, in today's names (upgrade_record)."""
     record = json.loads(Path(path).read_text())
@@ -4565,7 +4617,9 @@ def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
 # keys the caller set (their values are compared) and the device setting ("auto" and "cuda" are one
 # GPU; the device a run used is in its record). log_every is compared: each log reads the loss back
 # from the device, which on a GPU is a sync the train seconds include.
-RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device")
+# record_passes is what a run file counts, not how the run trains (MCLearn.after_pool only adds to a
+# host array), so a stored run counted or not stands for the same training.
+RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device", "record_passes")
 
 
 # Every other Config key is compared (one added later too), except for methods that never read it:
@@ -4621,6 +4675,9 @@ def read_finished_run(path: Path, cfg: Config, method: str) -> dict[str, Any] | 
     record = read_run_or_set_aside(path) if path.exists() else None
     if record is not None:
         reason = stale_reason(record, cfg, method)
+        if reason and preset_rename(record, cfg.study) == "mclearn-v1":
+            raise ValueError(f"{path} is a run of the mclearn preset before issue 24, now mclearn-v1: rename such "
+                             f"runs with python benchmarks/rename_preset_runs.py {cfg.results_dir}")
         if reason:
             raise ValueError(f"{path} was trained with a different config ({reason}). Use another "
                              f"study= or results_dir=, or delete the file to retrain it.")

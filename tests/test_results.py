@@ -653,3 +653,59 @@ def test_the_pool_scoring_benchmark_runs_eagerly_on_cpu(prepared):
     out = pool_scoring_graph.measure(prepared, refreshes=2)
     assert out["graphed"] is False and "no CUDA" in out["note"]
     assert out["pool_rows"] > 0 and out["product_eager_seconds"] > 0 and out["static_eager_seconds"] > 0
+
+
+# ------------------------------------------------------------------ issue 24: "mclearn" changed meaning
+def _preset_run(results, study, method, seed, label, once=None):
+    config = {} if once is None else {"once_draws": once}
+    record = {"study": study, "method": method, "seed": seed, "run_label": label, "config": config,
+              "train_seconds": 1.0, "accuracy": 0.5}
+    path = mc.run_path(results, study, label, seed)
+    mc.write_json_atomic(path, record)
+    path.with_name(path.stem + ".jsonl").write_text(f'{{"step": {seed}}}\n')
+    return path
+
+
+def test_rename_preset_runs_names_each_stored_mclearn_run_by_its_config(tmp_path):
+    old = _preset_run(tmp_path, "eq", "mclearn", 1, "mclearn-b0.33", once=False)
+    older = _preset_run(tmp_path, "eq", "mclearn", 2, "mclearn-b0.33")  # before the variants: no once_draws
+    once = _preset_run(tmp_path, "eq", "mclearn-once", 1, "mclearn-once-b0.33", once=True)
+    swept = _preset_run(tmp_path, "eq-lr", "mclearn-once", 1, "mclearn-once-b0.50-lr1e-03", once=True)
+    kept = [_preset_run(tmp_path, "x-ablation", "mclearn-once", 1, "mclearn-once-b0.33", once=True),
+            _preset_run(tmp_path, "x-ablation-lr", "mclearn-once", 1, "mclearn-once-b0.50-lr1e-03", once=True),
+            _preset_run(tmp_path, "eq", "mclearn", 3, "mclearn-b0.33", once=True)]  # today's mclearn
+    before = {p: p.read_text() for p in kept}
+    planned = mc.rename_preset_runs(tmp_path, dry_run=True)
+    assert (tmp_path / "runs" / "eq" / "mclearn-b0.33-seed1.json").read_text() == old.read_text()  # dry: no move
+    assert mc.rename_preset_runs(tmp_path) == planned and len(planned) == 4
+    assert not older.exists() and not once.exists() and not swept.exists()  # old: taken by the once run
+    for seed, method, label in [(1, "mclearn", "mclearn-b0.33"), (2, "mclearn-v1", "mclearn-v1-b0.33")]:
+        record = json.loads(mc.run_path(tmp_path, "eq", label, seed).read_text())
+        assert (record["method"], record["run_label"]) == (method, label)
+        assert record["renamed_from"] == ("mclearn-once" if method == "mclearn" else "mclearn")
+    v1 = json.loads(mc.run_path(tmp_path, "eq", "mclearn-v1-b0.33", 1).read_text())
+    assert v1["config"] == {"once_draws": False} and v1["renamed_from"] == "mclearn"
+    assert mc.run_path(tmp_path, "eq", "mclearn-v1-b0.33", 1).with_suffix(".jsonl").read_text() == '{"step": 1}\n'
+    assert mc.run_path(tmp_path, "eq", "mclearn-b0.33", 1).with_suffix(".jsonl").read_text() == '{"step": 1}\n'
+    assert json.loads(mc.run_path(tmp_path, "eq-lr", "mclearn-b0.50-lr1e-03", 1).read_text())["method"] == "mclearn"
+    assert all(p.read_text() == text for p, text in before.items())  # ablations and today's runs stay
+    assert mc.rename_preset_runs(tmp_path) == []  # done once: nothing left to rename
+
+
+def test_rename_preset_runs_refuses_to_overwrite(tmp_path):
+    _preset_run(tmp_path, "eq", "mclearn", 1, "mclearn-b0.33", once=False)
+    _preset_run(tmp_path, "eq", "mclearn-v1", 1, "mclearn-v1-b0.33", once=False)
+    with pytest.raises(ValueError, match=r"mclearn-b0.33-seed1.json would be renamed to .*mclearn-v1-b0.33-seed1"):
+        mc.rename_preset_runs(tmp_path)
+
+
+def test_a_stored_run_of_the_previous_preset_names_the_rename_script(prepared, smoke_cfg):
+    [record] = mc.run_sweep(smoke_cfg, ["mclearn"], [1], prepared=prepared, progress=False)
+    path = mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "mclearn", 1)
+    stored = json.loads(path.read_text())
+    stored["config"]["once_draws"] = False  # as the preset before issue 24 wrote it
+    mc.write_json_atomic(path, stored)
+    with pytest.raises(ValueError, match=r"before issue 24, now mclearn-v1: .*benchmarks/rename_preset_runs.py"):
+        mc.run_sweep(smoke_cfg, ["mclearn"], [1], prepared=prepared, progress=False)
+    assert mc.rename_preset_runs(smoke_cfg.results_dir) == [(path, mc.run_path(smoke_cfg.results_dir, smoke_cfg.study,
+                                                                              "mclearn-v1", 1))]

@@ -15,7 +15,7 @@ from conftest import ROOT
 
 Z99 = 2.576  # two-sided 99% normal quantile
 VARIANT_KEYS = ("free_scores", "once_draws", "uniform_start", "uniform_end")
-VARIANTS = [v for v, parts in mc.MCLEARN_VARIANTS.items() if parts]  # mclearn-v1 is mclearn: test_cv_trainer.py
+VARIANTS = [v for v, parts in mc.MCLEARN_VARIANTS.items() if parts]  # mclearn-v1: test_cv_trainer.py's estimator case
 
 
 def variant_keys(variant: str) -> dict:
@@ -132,7 +132,7 @@ def test_once_draw_probs_cap_at_one_pass_and_floor_each_row():
 def test_once_draws_give_no_row_two_passes_in_a_pass_over_the_data(prepared):
     """Under once_draws the full passes of a whole pass over the training set (the pools cover it without
     replacement) are all distinct rows, every pool row's chance is at least the floor, and each step's
-    width holds its rows; mclearn's draws with replacement repeat rows."""
+    width holds its rows; mclearn-v1's draws with replacement repeat rows."""
     def full_rows_of_one_pass(trainer):
         trainer.policy.class_weights = np.full(4, 0.25)  # pools by class frequency: the classes' passes end together
         rows, pools = [], 0
@@ -149,7 +149,7 @@ def test_once_draws_give_no_row_two_passes_in_a_pass_over_the_data(prepared):
     assert pools >= 5 and len(np.unique(rows)) == len(rows) == pools * 4 * 8
     p = mc.once_draw_probs(mc.mix_replay(once.pool["candidate_prob"], once.pool["replay_share"]), 32, 0.2)
     assert (32 * p >= 0.2 - 1e-9).all() and (32 * p <= 1 + 1e-9).all()
-    plain, _ = full_rows_of_one_pass(trainer_for(prepared))
+    plain, _ = full_rows_of_one_pass(trainer_for(prepared, once_draws=False))  # mclearn-v1's draws
     assert len(np.unique(plain)) < 0.9 * len(plain)
 
 
@@ -261,7 +261,8 @@ def test_a_variant_run_records_its_full_passes_and_the_flipped_rows(prepared, sm
     assert 0 < passes["flipped"]["pass_share"] < 1
     variant = record["telemetry"]["variant"]
     assert variant["free_scores"] and variant["once_draws"] and variant["uniform_pools"] >= 1
-    assert "full_passes" not in mc.train_method("mclearn", smoke_cfg, prepared, 42, progress=False)["telemetry"]
+    uncounted = mc.with_explicit(smoke_cfg, record_passes=False)
+    assert "full_passes" not in mc.train_method("mclearn", uncounted, prepared, 42, progress=False)["telemetry"]
 
 
 def test_the_full_pass_count_includes_the_steps_of_the_pool_in_use(prepared, monkeypatch):
@@ -285,12 +286,13 @@ def test_the_full_pass_count_includes_the_steps_of_the_pool_in_use(prepared, mon
 
 
 # ------------------------------------------------------------------------------------------------ method presets
-def test_mclearn_is_unchanged_and_v1_keeps_it_under_its_own_name():
+def test_mclearn_is_the_ablations_choice_and_v1_keeps_the_previous_preset():
     cfg = mc.make_config("cpu-smoke")
     plain, v1 = mc.config_for_method(cfg, "mclearn"), mc.config_for_method(cfg, "mclearn-v1")
     assert all(getattr(mc.Config(), k) == v for k, v in mc.MCLEARN_V1.items())  # the defaults are mclearn
+    assert plain == mc.config_for_method(cfg, "mclearn-once")  # issue 24's ablation chose mclearn-once
     assert all(getattr(plain, k) == getattr(mc.Config(), k) for k in (*VARIANT_KEYS, "record_passes"))
-    assert dataclasses.replace(v1, record_passes=False) == plain  # v1 only counts its full passes
+    assert dataclasses.replace(v1, once_draws=True) == plain  # v1: the preset before, once_draws off
     assert mc.METHODS["mclearn-v1"] is mc.MCLearn
 
 
