@@ -8,13 +8,15 @@ Re-summarizes results/runs/ into results/summary.csv, then rewrites
   how much with its paired 95 % interval, and one table at most 110 characters wide), every number
   of it linked to the run files it comes from;
 - results/README.md: the full equal-time answer (`equal_time_markdown`: every verdict, each
-  study's equal-time table, time to target and its performance profile), one section per study
+  study's equal-time table, time to target and its performance profile), the MC-Learn ablation
+  (`ablation_markdown`: its rule, table, choice and a paragraph per dataset), one section per study
   (`study_sections`: its report table from summary.csv, or its learning-rate sweep) and the step
   benchmark tables (`bench_markdown`). Hand-written notes between `<!-- notes:KEY:start -->` and
   `<!-- notes:KEY:end -->` are kept across regenerations.
 
 Every link is relative to the file it is written into. The numbers come from mclearn_core's table
-functions (`report_table`, `lr_sweep_table`, `equal_time_table`, `time_to_target`); this file only
+functions (`report_table`, `lr_sweep_table`, `equal_time_table`, `time_to_target`, `ablation_table`,
+`ablation_paragraphs`); this file only
 lays them out.
 """
 from __future__ import annotations
@@ -35,6 +37,8 @@ NOTES = re.compile(r"<!-- notes:(?P<key>[^ ]+):start -->\n(?P<body>.*?)<!-- note
 EQUAL_TIME_FIGURES = "equal-time"  # results/figures/<this>/: the cross-study profile and time-to-target table
 EQUAL_TIME_KEY = "equal-time"  # the notes key of results/README.md's equal-time section
 EQUAL_TIME_HEADING = "Equal time"  # its heading, which the README's answer links
+ABLATION_KEY = "ablation"  # the notes key of results/README.md's ablation section
+ABLATION_HEADING = "Ablation"  # its heading, which the README's answer links
 BENCH_KEY = "step-benchmark"
 BENCH_COLUMNS = {"variant": "loop variant", "method": "method", "batch_size": "batch", "train_seconds": "train s",
                  "tokens_per_s": "tokens/s", "mfu": "MFU", "overhead_fraction": "own overhead",
@@ -65,13 +69,27 @@ def _summary(results_dir: str | Path):
     return mc.read_summary(path) if path.exists() else None
 
 
+def _equal_time_names(rows) -> set[str]:
+    """Return the equal-time studies among summary rows: those that ran the short-schedule
+    reference, except its learning-rate sweeps ("-lr") and the one-seed ablation studies (names
+    ending in mc.ABLATION_SUFFIX: they ran it as the ablation's control, on validation accuracy)."""
+    return {str(s) for s in set(rows.loc[rows["method"] == mc.REFERENCE, "study"])
+            if not str(s).endswith("-lr") and not str(s).endswith(mc.ABLATION_SUFFIX)}
+
+
+def _ablation_names(rows) -> list[str]:
+    """Return the ablation studies among summary rows (names ending in mc.ABLATION_SUFFIX), by name."""
+    return sorted(str(s) for s in set(rows["study"]) if str(s).endswith(mc.ABLATION_SUFFIX))
+
+
 def study_order(rows) -> list[str]:
     """Return the studies of summary rows that get a section of their own, in reading order:
-    the equal-time studies, then the other GPU studies, then the CPU ones, each by name. A
-    learning-rate sweep ("<study>-lr") is shown inside its study's section when that study exists."""
+    the equal-time studies, then the other GPU studies (the ablation studies among them), then the
+    CPU ones, each by name. A learning-rate sweep ("<study>-lr") is shown inside its study's section
+    when that study exists."""
     studies = set(rows["study"].astype(str))
     on_cpu = rows.groupby("study")["device"].agg(lambda d: all(str(v).startswith("cpu") for v in d))
-    equal_time = set(rows.loc[rows["method"] == mc.REFERENCE, "study"])
+    equal_time = _equal_time_names(rows)
     own = [s for s in studies if not (s.endswith("-lr") and s.removesuffix("-lr") in studies)]
     return sorted(own, key=lambda s: (s not in equal_time, bool(on_cpu[s]), s))
 
@@ -95,17 +113,18 @@ def study_sections(results_dir: str | Path = "results", link_base: Path | None =
     """Return one markdown section per study of <results>/summary.csv (`study_order`): its
     heading (the study's name), the run files it comes from, its table (`report_table`; for an
     equal-time study also its `equal_time_table`; a learning-rate sweep's `lr_sweep_table`, under
-    its study when it has one) and its notes block."""
+    its study when it has one) and its notes block. An ablation study (mc.ABLATION_SUFFIX) gets no
+    equal-time table: its one-seed runs are in the Ablation section (`ablation_markdown`)."""
     rows = _summary(results_dir)
     if rows is None:
         return "_No results yet: run a sweep, then `python make_readme.py`._"
     results_dir, notes = Path(results_dir), notes or {}
-    order = study_order(rows)
+    order, equal_time = study_order(rows), _equal_time_names(rows)
     parts = ["Contents: " + ", ".join(f"[{study}](#{anchor(study)})" for study in order) + ".\n"]
     for study in order:
         parts.append(f"### {study}\n\n{_sources(results_dir, study, link_base)}\n\n"
                      f"{_study_table(results_dir, rows, study)}\n")
-        if study in set(rows.loc[rows["method"] == mc.REFERENCE, "study"]):
+        if study in equal_time:
             table = mc.equal_time_table(mc.load_runs(results_dir, study))
             parts.append(f"Equal time against `{mc.REFERENCE}` (test split, paired over seeds):\n\n{_table(table)}\n")
         sweep = f"{study}-lr"
@@ -118,11 +137,10 @@ def study_sections(results_dir: str | Path = "results", link_base: Path | None =
 
 # ----------------------------------------------------------------------------- the equal-time answer
 def equal_time_studies(results_dir: str | Path = "results") -> list[str]:
-    """Return the studies of <results>/summary.csv that ran the short-schedule reference."""
+    """Return the equal-time studies of <results>/summary.csv, by name: those that ran the
+    short-schedule reference, except lr sweeps and ablation studies (`_equal_time_names`)."""
     rows = _summary(results_dir)
-    if rows is None:
-        return []
-    return sorted(s for s in set(rows.loc[rows["method"] == mc.REFERENCE, "study"]) if not str(s).endswith("-lr"))
+    return [] if rows is None else sorted(_equal_time_names(rows))
 
 
 def equal_time_verdicts(results_dir: str | Path = "results") -> dict:
@@ -193,7 +211,8 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
     at equal time closest to it or above it, plus a row for every other method above it there
     (at most 110 characters wide for method names up to 18 characters); and the reference links
     ([data]: its run files, relative to `link_base`) that make every data name in them a link.
-    `details` links the full answer (relative to link_base)."""
+    `details` links the full answer (relative to link_base). With ablation studies, the prose ends
+    with the variant the ablation chose, linking its section of `details`."""
     import pandas as pd
 
     found = equal_time_verdicts(results_dir)
@@ -226,6 +245,10 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
                         f"`{m}` in {len(names)} ({', '.join(f'[{n}]' for n in dict.fromkeys(names))})"
                         for m, names in where.items()) + ".")
     sources += f" Every verdict and study table: [{details}]({details}#{anchor(EQUAL_TIME_HEADING)})."
+    chosen = ablation_choice(results_dir)
+    if chosen:
+        sources += (f" The one-seed [ablation]({details}#{anchor(ABLATION_HEADING)}) chose `{chosen}` for the "
+                    f"`mclearn` preset.")
     rows = []
     for row in found["rows"]:
         rows.append(row)
@@ -296,6 +319,53 @@ def equal_time_markdown(results_dir: str | Path = "results", link_base: Path | N
     return "\n".join(parts)
 
 
+# ----------------------------------------------------------------------------- the ablation
+NO_ABLATION = ("_No ablation study yet: run `bash benchmarks/gpu_ablation.sh DATASET MODEL_DIR OUT_DIR` (a GPU), "
+               "then `python make_readme.py`._")
+
+
+def ablation_records(results_dir: str | Path = "results") -> tuple[list[str], list[dict]]:
+    """Return (the ablation studies of <results>/summary.csv, by name; their run records)."""
+    rows = _summary(results_dir)
+    studies = [] if rows is None else _ablation_names(rows)
+    return studies, [r for study in studies for r in mc.load_runs(results_dir, study)]
+
+
+def ablation_choice(results_dir: str | Path = "results") -> str | None:
+    """Return the variant mc.ablation_table's rule chooses over every ablation study, None without one."""
+    return mc.ablation_table(ablation_records(results_dir)[1]).attrs["chosen"]
+
+
+def ablation_markdown(results_dir: str | Path = "results", link_base: Path | None = None) -> str:
+    """Return the ablation in markdown, from the run files of every ablation study: mc.ABLATION_RULE,
+    mc.ablation_table (the short schedule's reference row last), the chosen variant, and per dataset
+    (linking its run files) mc.ablation_paragraphs' paragraph, which ends with the chosen preset's
+    5-seed result in the dataset's equal-time study (mc.equal_time_study_of), or that it is not yet
+    run. Links the diagnostics file of benchmarks/ablation.py when it exists."""
+    studies, records = ablation_records(results_dir)
+    table = mc.ablation_table(records)
+    if table.attrs["chosen"] is None:
+        return NO_ABLATION
+    rows = _summary(results_dir)
+    present = set(rows["study"].astype(str))
+    equal_time = {}
+    for study in studies:
+        other = mc.equal_time_study_of(study)
+        equal_time[mc._ablation_dataset(study)] = (other, mc.load_runs(results_dir, other) if other in present else [])
+    paragraphs = mc.ablation_paragraphs(records, equal_time)
+    parts = [mc.ABLATION_RULE + "\n", _table(table) + "\n", f"Chosen: `{table.attrs['chosen']}`.\n"]
+    every_run = Path(results_dir) / "ablation" / "ablation_table.md"
+    if every_run.exists():
+        link = _link(every_run, link_base)
+        parts.append(f"Every run's numbers (`python3 benchmarks/ablation.py`): [`{link}`]({link}).\n")
+    for study in studies:
+        dataset = mc._ablation_dataset(study)
+        if dataset in paragraphs:
+            runs = _link(Path(results_dir, "runs", study), link_base) + "/"
+            parts.append(f"**{dataset}** ([`{runs}`]({runs})): {paragraphs[dataset]}\n")
+    return "\n".join(parts)
+
+
 # ----------------------------------------------------------------------------- the step benchmark
 def bench_markdown(results_dir: str | Path = "results", link_base: Path | None = None) -> str:
     """Return one table per results/bench/*.json file (written by benchmarks/bench_step.py), rows
@@ -339,8 +409,8 @@ def notes_in(text: str) -> dict[str, str]:
 
 
 def results_readme(results_dir: str | Path = "results", path: Path | None = None, figures: bool = True) -> str:
-    """Return results/README.md: the equal-time answer in full, one section per study and the
-    step benchmark, with the notes blocks of the file at `path` (default <results>/README.md)
+    """Return results/README.md: the equal-time answer in full, the ablation (`ablation_markdown`),
+    one section per study and the step benchmark, with the notes blocks of the file at `path` (default <results>/README.md)
     kept. Raise ValueError naming the file and the keys when it holds notes that no section of
     the new text has (a study that left summary.csv), so that no hand-written text is lost."""
     results_dir = Path(results_dir)
@@ -354,6 +424,8 @@ def results_readme(results_dir: str | Path = "results", path: Path | None = None
             f"## {EQUAL_TIME_HEADING}\n\nDoes anything beat `{mc.REFERENCE}`, the optimized baseline cut to the "
             f"budget?\n\n{notes_block(EQUAL_TIME_KEY, notes)}\n"
             f"{equal_time_markdown(results_dir, base, figures)}\n"
+            f"## {ABLATION_HEADING}\n\nWhich MC-Learn variant the `mclearn` preset becomes (issue 24).\n\n"
+            f"{notes_block(ABLATION_KEY, notes)}\n{ablation_markdown(results_dir, base)}\n"
             f"## Studies\n\n{notes_block('studies', notes)}\n{study_sections(results_dir, base, notes)}\n"
             f"## Step benchmark\n\n{notes_block(BENCH_KEY, notes)}\n{bench_markdown(results_dir, base)}\n")
     lost = sorted(set(notes) - set(notes_in(body)))

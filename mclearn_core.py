@@ -5996,18 +5996,26 @@ ABLATION_RULE = ("Rule (fixed before the runs): every MC-Learn variant, one seed
                  "(1 = best; equal accuracies share their mean rank; a missing or diverged run ranks last); the "
                  "`mclearn` preset becomes the variant with the best mean rank over the cells, ties going to the "
                  "simpler one (fewer of the parts free, once, anneal on), then to the earlier in MCLEARN_VARIANTS.")
+EQUAL_TIME_SUFFIX = "-equal-time"  # the 5-seed test-split study of a dataset (gpu_budget_study.sh's default suffix)
+# An ablation study's name ends in ABLATION_SUFFIX (section 8); it is no equal-time study (one seed, validation).
 
 
 def _short_study(study: str) -> str:
     """Return a study's name without its model, device and "-equal-time" parts ("clinc150")."""
     import re
 
-    return re.sub(r"-(mpnet|minilm|tiny|distilbert)\b.*$", "", study.removesuffix("-equal-time")) or study
+    return re.sub(r"-(mpnet|minilm|tiny|distilbert)\b.*$", "", study.removesuffix(EQUAL_TIME_SUFFIX)) or study
 
 
 def _ablation_dataset(study: str) -> str:
     """Return the dataset part of an ablation study's name ("sst2-noisy20" of "sst2-noisy20-mpnet-h200-ablation")."""
-    return _short_study(study.removesuffix("-ablation"))
+    return _short_study(study.removesuffix(ABLATION_SUFFIX))
+
+
+def equal_time_study_of(ablation_study: str) -> str:
+    """Return the equal-time study of an ablation study's dataset, model and device: the same prefix
+    with EQUAL_TIME_SUFFIX ("sst2-mpnet-h200-equal-time" of "sst2-mpnet-h200-ablation")."""
+    return ablation_study.removesuffix(ABLATION_SUFFIX) + EQUAL_TIME_SUFFIX
 
 
 def _ablation_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -6022,20 +6030,24 @@ def ablation_table(records: Sequence[dict[str, Any]]):
     runs, its parts, per (dataset, budget) cell its validation accuracy (%, the mean over seeds
     when there are several) with its rank in that cell in parentheses, its mean rank over the
     cells, and "chosen" on the variant the rule picks. A cell is a study (one dataset) x a time
-    budget of the variants' budgeted runs (lr-tuning runs do not count). .attrs holds "rule",
-    "chosen" (the variant's name, None without runs) and "cells"."""
+    budget of the variants' budgeted runs (lr-tuning runs do not count). Last, when it has runs in
+    the cells, a reference row for REFERENCE (the control): its accuracy per cell, rank and mean
+    rank "—", never chosen (it is not ranked). .attrs holds "rule", "chosen" (the variant's name,
+    None without runs) and "cells"."""
     import pandas as pd
     from scipy.stats import rankdata
 
     runs = [r for r in _ablation_runs(records) if r["method"] in MCLEARN_VARIANTS]
     cells = sorted({(r["study"], float(r["time_budget"])) for r in runs})
     variants = [v for v in MCLEARN_VARIANTS if any(r["method"] == v for r in runs)]
-    accuracy = np.full((len(variants), len(cells)), np.nan)
-    for i, variant in enumerate(variants):
-        for j, cell in enumerate(cells):
-            values = [float(r["accuracy"]) * 100 for r in runs if r["method"] == variant
-                      and (r["study"], float(r["time_budget"])) == cell and math.isfinite(float(r["accuracy"]))]
-            accuracy[i, j] = np.mean(values) if values else np.nan
+
+    def cell_accuracy(method: str, cell: tuple[str, float], among: Sequence[dict[str, Any]]) -> float:
+        values = [float(r["accuracy"]) * 100 for r in among if r["method"] == method
+                  and (r["study"], float(r["time_budget"])) == cell and math.isfinite(float(r["accuracy"]))]
+        return float(np.mean(values)) if values else float("nan")
+
+    accuracy = np.array([[cell_accuracy(v, cell, runs) for cell in cells] for v in variants]).reshape(
+        len(variants), len(cells))
     # rank 1 = most accurate; NaN (missing or diverged) ranks last, equal values share their mean rank
     ranks = np.column_stack([rankdata(np.where(np.isfinite(col), -col, np.inf)) for col in accuracy.T]) \
         if cells else np.zeros((len(variants), 0))
@@ -6050,6 +6062,13 @@ def ablation_table(records: Sequence[dict[str, Any]]):
                 f"{accuracy[i, j]:.2f} ({ranks[i, j]:g})" if math.isfinite(accuracy[i, j]) else f"— ({ranks[i, j]:g})"
         row.update({"mean rank": round(float(mean_rank[i]), 3), "chosen": "chosen" if variant == chosen else ""})
         rows.append(row)
+    controls = [r for r in _ablation_runs(records) if r["method"] == REFERENCE]
+    if variants and any((r["study"], float(r["time_budget"])) in cells for r in controls):
+        reference = [cell_accuracy(REFERENCE, cell, controls) for cell in cells]
+        rows.append({"variant": REFERENCE, "parts": "(reference)",
+                     **{f"{_ablation_dataset(study)} {format_budget(budget)}": f"{acc:.2f} (—)" if math.isfinite(acc)
+                        else "— (—)" for (study, budget), acc in zip(cells, reference)},
+                     "mean rank": "—", "chosen": ""})
     table = pd.DataFrame(rows)
     table.attrs.update(rule=ABLATION_RULE, chosen=chosen, cells=cells)
     return table
@@ -6057,15 +6076,20 @@ def ablation_table(records: Sequence[dict[str, Any]]):
 
 def ablation_diagnostics(records: Sequence[dict[str, Any]]):
     """Return one row per budgeted run of a variant or the short schedule (one seed each in the
-    ablation): steps, train seconds, the distinct training rows it gave a full pass (the short
-    schedule: its examples, at most the training set, as it sees every row once before any
-    twice) and their share, and for MC-Learn its full passes, the median rank agreement of its
-    scorer (telemetry steps' rank_corr), its scoring and update seconds and, on noisy data, the
-    flipped rows' share of its full passes against their share of the data (full_passes)."""
+    ablation): its validation accuracy (%, the eval split) and its difference in points from the
+    short schedule's run of the same study, budget and seed (None without one), steps, train
+    seconds, the distinct training rows it gave a full pass (the short schedule: its examples, at
+    most the training set, as it sees every row once before any twice) and their share, and for
+    MC-Learn its full passes, the median rank agreement of its scorer (telemetry steps' rank_corr,
+    3 decimals), its scoring and update seconds and, on noisy data, the flipped rows' share of its
+    full passes against their share of the data (full_passes)."""
     import pandas as pd
 
+    runs = _ablation_runs(records)
+    control = {(r["study"], float(r["time_budget"]), r["seed"]): float(r["accuracy"]) * 100
+               for r in runs if r["method"] == REFERENCE}
     rows = []
-    for r in sorted(_ablation_runs(records), key=lambda r: (r["study"], r["time_budget"], r["method"], r["seed"])):
+    for r in sorted(runs, key=lambda r: (r["study"], r["time_budget"], r["method"], r["seed"])):
         telemetry = r.get("telemetry") or {}
         passes = telemetry.get("full_passes") or {}
         distinct = passes.get("distinct_rows")
@@ -6074,11 +6098,15 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]]):
         ranks = [s["rank_corr"] for s in telemetry.get("steps", []) if s.get("rank_corr") is not None]
         seconds = telemetry.get("measured_seconds") or {}
         flipped = passes.get("flipped") or {}
+        accuracy = float(r["accuracy"]) * 100
+        reference = control.get((r["study"], float(r["time_budget"]), r["seed"]))
+        versus = round(accuracy - reference, 2) if reference is not None and math.isfinite(accuracy - reference) else None
         rows.append({"study": _ablation_dataset(r["study"]), "budget": format_budget(r["time_budget"]), "method": r["method"],
-                     "seed": r["seed"], "steps": r.get("steps"), "train s": round(float(r["train_seconds"]), 2),
+                     "seed": r["seed"], "accuracy (%)": round(accuracy, 2), "vs short (pt)": versus,
+                     "steps": r.get("steps"), "train s": round(float(r["train_seconds"]), 2),
                      "distinct rows": distinct, "distinct share": round(distinct / r["train_examples"], 4)
                      if distinct is not None and r.get("train_examples") else None,
-                     "full passes": passes.get("passes"), "rank agreement": float(np.median(ranks)) if ranks else None,
+                     "full passes": passes.get("passes"), "rank agreement": round(float(np.median(ranks)), 3) if ranks else None,
                      "score s": seconds.get("score"), "update s": seconds.get("update"),
                      "flipped pass share": flipped.get("pass_share"), "flipped data share": flipped.get("data_share")})
     frame = pd.DataFrame(rows)
@@ -6086,6 +6114,160 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]]):
         if column in frame:
             frame[column] = frame[column].astype("Int64")
     return frame
+
+
+def variant_parts_on(config: dict[str, Any]) -> tuple[str, ...]:
+    """Return the parts of MCLEARN_VARIANT_PARTS (free, once, anneal) that a run's stored config has
+    on, in that order: a part is on when any of its keys differs from its off value (free_scores and
+    once_draws true, uniform_start or uniform_end above 0); a key the config lacks is off (a run
+    written before the variants is `mclearn-v1`'s)."""
+    return tuple(part for part, keys in MCLEARN_VARIANT_PARTS.items()
+                 if any(config.get(key, _VARIANT_KEYS_OFF[key]) != _VARIANT_KEYS_OFF[key] for key in keys))
+
+
+CONFIRMATION_SEEDS = 5  # the seeds an equal-time study needs of the chosen preset to confirm the one-seed ablation
+
+
+def _missing(value: Any) -> bool:
+    """Return True for None, NaN and pandas' NA (a missing diagnostics value)."""
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
+def _count(value: Any) -> str:
+    return "—" if _missing(value) else f"{value:,.0f}"
+
+
+def _fixed(value: Any, spec: str, unit: str = "") -> str:
+    return "—" if _missing(value) else f"{value:{spec}}{unit}"
+
+
+def _percent(share: Any) -> str:
+    return "—" if _missing(share) else f"{float(share) * 100:.2f} %"
+
+
+def _more(a: Any, b: Any, noun: str) -> str:
+    """Return "more NOUN than" / "fewer NOUN than" / "as many NOUN as" comparing a with b."""
+    if _missing(a) or _missing(b):
+        return f"{noun} against"
+    return f"more {noun} than" if a > b else f"fewer {noun} than" if a < b else f"as many {noun} as"
+
+
+def _cell_means(rows, method: str) -> dict[str, Any] | None:
+    """Return {diagnostics column: its mean over `method`'s rows (None where all are missing)}, or
+    None when `method` has no row among `rows` (one cell of ablation_diagnostics)."""
+    own = rows[rows["method"] == method]
+    if own.empty:
+        return None
+    return {c: (own[c].dropna().astype(float).mean() if own[c].notna().any() else None)
+            for c in own.columns if c not in ("study", "budget", "method", "seed")}
+
+
+def ablation_paragraphs(records: Sequence[dict[str, Any]],
+                        equal_time: dict[str, tuple[str, Sequence[dict[str, Any]]]] | None = None) -> dict[str, str]:
+    """Return {dataset: paragraph} for every ablation study among `records` (ablation_diagnostics'
+    datasets): where the chosen variant (ablation_table's) wins or loses against REFERENCE and
+    against `mclearn-v1` (the preset before) at each budget of that dataset, and why, in the
+    numbers of ablation_diagnostics (mean over seeds where a cell has several): validation accuracy
+    and its difference from the short schedule, train seconds, steps, distinct rows given a full
+    pass and their share of the training set, full passes, the scorer's median rank agreement,
+    scoring against update seconds and, on noisy data, the flipped rows' share of the full passes
+    against their share of the data. One seed is no verdict: the differences are one run's.
+    `equal_time` maps a dataset to (its equal-time study, that study's records): the paragraph then
+    ends with ablation_confirmation's sentence (the chosen preset's 5-seed result, or that it is
+    not yet run). Empty without a chosen variant."""
+    table = ablation_table(records)
+    chosen = table.attrs["chosen"]
+    if chosen is None:
+        return {}
+    frame = ablation_diagnostics(records)
+    previous = next(v for v, parts in MCLEARN_VARIANTS.items() if not parts)  # mclearn-v1, the preset before
+    out = {}
+    for dataset in dict.fromkeys(frame["study"]):
+        rows = frame[frame["study"] == dataset]
+        budgets = sorted({float(r["time_budget"]) for r in _ablation_runs(records)
+                          if _ablation_dataset(r["study"]) == dataset})
+        seeds = sorted(set(rows["seed"]))
+        text = [f"`{chosen}` against `{REFERENCE}` and `{previous}` on {dataset} "
+                f"({'seed ' + str(seeds[0]) if len(seeds) == 1 else f'mean of {len(seeds)} seeds'}, "
+                f"validation accuracy):"]
+        for value in budgets:
+            budget = format_budget(value)
+            at = rows[rows["budget"] == budget]
+            c, s, v = (_cell_means(at, chosen), _cell_means(at, REFERENCE),
+                       _cell_means(at, previous) if chosen != previous else None)
+            if c is None or s is None:
+                missing = " and ".join(f"`{m}`" for m, x in ((chosen, c), (REFERENCE, s)) if x is None)
+                text.append(f"At {budget} there is no run of {missing}.")
+                continue
+            diff = c["vs short (pt)"]
+            verdict = ("has no run of the same seed as" if _missing(diff) else "wins against" if diff > 0
+                       else "loses to" if diff < 0 else "ties with")
+            sentence = (f"At {budget} it {verdict} `{REFERENCE}` ({_fixed(diff, '+.2f', ' pt')}: "
+                        f"{_fixed(c['accuracy (%)'], '.2f', ' %')} against {_fixed(s['accuracy (%)'], '.2f', ' %')})")
+            if v is not None:
+                gap = c["accuracy (%)"] - v["accuracy (%)"]
+                versus = "wins against" if gap > 0 else "loses to" if gap < 0 else "ties with"
+                sentence += (f" and {versus} `{previous}` ({gap:+.2f} pt: {_fixed(v['accuracy (%)'], '.2f', ' %')}, "
+                             f"{_fixed(v['vs short (pt)'], '+.2f', ' pt')} against `{REFERENCE}`)")
+            text.append(sentence + ".")
+            why = (f"In {_fixed(c['train s'], '.2f', ' s')} (`{REFERENCE}` {_fixed(s['train s'], '.2f', ' s')}"
+                   + (f", `{previous}` {_fixed(v['train s'], '.2f', ' s')}" if v else "") + ") it took "
+                   f"{_more(c['steps'], s['steps'], 'steps')} `{REFERENCE}` ({_count(c['steps'])} against "
+                   f"{_count(s['steps'])}" + (f"; `{previous}` {_count(v['steps'])}" if v else "") + ") and gave "
+                   f"{_count(c['full passes'])} full passes to {_more(c['distinct rows'], s['distinct rows'], 'distinct rows')} "
+                   f"`{REFERENCE}`'s one pass each ({_count(c['distinct rows'])}, {_percent(c['distinct share'])} of the "
+                   f"training set, against {_count(s['distinct rows'])}, {_percent(s['distinct share'])})")
+            if v:
+                why += (f", {_more(c['distinct rows'], v['distinct rows'], 'distinct rows')} `{previous}`'s "
+                        f"{_count(v['full passes'])} full passes ({_count(v['distinct rows'])}, "
+                        f"{_percent(v['distinct share'])})")
+            text.append(why + ".")
+            scorer = (f"Its scorer's median rank agreement was {_fixed(c['rank agreement'], '.3f')}"
+                      + (f" (`{previous}` {_fixed(v['rank agreement'], '.3f')})" if v else "")
+                      + f"; scoring took {_fixed(c['score s'], '.3f', ' s')} against "
+                      f"{_fixed(c['update s'], '.3f', ' s')} of updates"
+                      + (f" (`{previous}` {_fixed(v['score s'], '.3f', ' s')} against "
+                         f"{_fixed(v['update s'], '.3f', ' s')})" if v else ""))
+            text.append(scorer + ".")
+            if not (_missing(c["flipped data share"]) or _missing(c["flipped pass share"])):
+                side = ("more than" if c["flipped pass share"] > c["flipped data share"] else "less than"
+                        if c["flipped pass share"] < c["flipped data share"] else "just")
+                text.append(f"The flipped rows, {_percent(c['flipped data share'])} of the data, took "
+                            f"{_percent(c['flipped pass share'])} of its full passes, {side} their share"
+                            + (f" (`{previous}`: {_percent(v['flipped pass share'])})" if v else "") + ".")
+        if equal_time and dataset in equal_time:
+            study, confirming = equal_time[dataset]
+            text.append(ablation_confirmation(confirming, chosen, dataset, study, budgets))
+        out[dataset] = " ".join(text)
+    return out
+
+
+def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, dataset: str, study: str,
+                          budgets: Sequence[float]) -> str:
+    """Return one sentence on the chosen variant's preset in an equal-time study (`records`, test
+    split): its runs are those of method `mclearn` whose stored config has exactly the chosen
+    variant's parts on (variant_parts_on), else those of the chosen variant's own id. With at least
+    CONFIRMATION_SEEDS seeds of them at every one of `budgets`, its difference from REFERENCE there
+    (equal_time_table: paired over seeds, 95 % interval, verdict); else that the 5 seeds are not
+    yet run on `dataset` (with how many there are, when some are)."""
+    parts = MCLEARN_VARIANTS[chosen]
+    runs = [r for r in records if r["method"] == "mclearn" and variant_parts_on(r.get("config") or {}) == parts]
+    name = "mclearn"
+    if not runs:
+        runs, name = [r for r in records if r["method"] == chosen], chosen
+    table = equal_time_table([r for r in records if r["method"] in (REFERENCE, "baseline")] + runs)
+    rows = {budget: table[(table["method"] == name) & (table["budget"] == format_budget(budget))] for budget in budgets}
+    seeds = {budget: int(row["seeds"].iloc[0]) if len(row) else 0 for budget, row in rows.items()}
+    if min(seeds.values(), default=0) < CONFIRMATION_SEEDS:
+        have = [f"{n} at {format_budget(b)}" for b, n in seeds.items() if n]
+        return (f"{CONFIRMATION_SEEDS} seeds of the chosen preset not yet run on {dataset}"
+                + (f" (`{name}` in `{study}` has {', '.join(have)})" if have else "") + ".")
+    found = [f"{row['vs short-schedule (pt)'].iloc[0]} pt {row['95% interval'].iloc[0]} at {format_budget(b)} "
+             f"({row['verdict'].iloc[0]})" for b, row in rows.items()]
+    return (f"In `{study}` ({min(seeds.values())} seeds, test split), the chosen preset (`{name}`) against "
+            f"`{REFERENCE}`: {' and '.join(found)}, paired 95 % intervals.")
 
 
 def pool_scoring_table(records: Sequence[dict[str, Any]]):

@@ -1,12 +1,13 @@
 """Write the MC-Learn ablation table (issue 24) from the run files of the ablation studies: the rule
 (mclearn_core.ABLATION_RULE) above the table (ablation_table: each variant's validation accuracy and
-rank per dataset and budget, its mean rank, the chosen one), then the diagnostics of every run
-(ablation_diagnostics: steps, distinct rows seen, full passes, rank agreement, scoring seconds, the
-flipped rows' share of the full passes). benchmarks/gpu_ablation.sh runs the studies.
+rank per dataset and budget, its mean rank, the chosen one, and the short schedule's reference row),
+then the diagnostics of every run (ablation_diagnostics: accuracy and its difference from the short
+schedule, steps, distinct rows seen, full passes, rank agreement, scoring seconds, the flipped rows'
+share of the full passes). benchmarks/gpu_ablation.sh runs the studies.
 
     python3 benchmarks/ablation.py [--results results] [--studies STUDY ...] [--out DIR]
 
-Studies: those named, else every study under <results>/runs whose name ends in "-ablation"
+Studies: those named, else every study under <results>/runs whose name ends in "-ablation" (mc.ABLATION_SUFFIX)
 (gpu_ablation.sh names them <DATASET>-<model>-<gpu>-ablation). Writes <out>/ablation_table.md and
 <out>/ablation_table.csv (default out: <results>/ablation) and prints the markdown.
 """
@@ -25,9 +26,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="folder for ablation_table.md/.csv (default: <results>/ablation)")
     args = parser.parse_args(argv)
     runs = Path(args.results) / "runs"
-    studies = args.studies or sorted(p.name for p in runs.glob("*-ablation") if p.is_dir())
+    studies = args.studies or sorted(p.name for p in runs.glob(f"*{mc.ABLATION_SUFFIX}") if p.is_dir())
     if not studies:
-        print(f"no ablation study under {runs} (names ending in -ablation): run benchmarks/gpu_ablation.sh, "
+        print(f"no ablation study under {runs} (names ending in {mc.ABLATION_SUFFIX}): run benchmarks/gpu_ablation.sh, "
               f"or name them with --studies", file=sys.stderr)
         return 1
     records = [r for study in studies for r in mc.load_runs(args.results, study)]

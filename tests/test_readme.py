@@ -9,6 +9,7 @@ import make_readme as mr
 import mclearn_core as mc
 from test_equal_time import _record
 from test_results import _budget_run, _budget_study_records
+from test_variants import _diagnosed_study, _equal_time_run
 
 README = mc.REPO_ROOT / "README.md"
 RESULTS = mc.REPO_ROOT / "results"
@@ -137,6 +138,82 @@ def test_update_readme_rewrites_the_answer_and_results_readme(tmp_path):
     assert (results / "README.md").read_text() == noted  # nothing written when the README is refused
 
 
+def _write_run(results, record):
+    """Write a synthetic run record as a study's run file, with the fields summary.csv and the
+    equal-time tables read (device, graphed, test accuracy, an eval curve) where it lacks them."""
+    record = {"device": "NVIDIA H200", "graphed": True, "examples_backward": 1, "examples_scored": 0,
+              "test_accuracy": record["accuracy"],
+              "eval_curve": [{"train_seconds": record["train_seconds"], "accuracy": record["accuracy"]}], **record}
+    mc.write_json_atomic(mc.run_path(results, record["study"], record["run_label"], record["seed"]), record)
+
+
+def _write_ablation_study(results, study="banking77-mpnet-h200-ablation"):
+    """An ablation study (one seed, test_variants._diagnosed_study: mclearn-once is chosen) with its baseline."""
+    records = _diagnosed_study(study)
+    records.append({**records[0], "method": "baseline", "time_budget": 0.0, "run_label": "baseline",
+                    "train_seconds": 6.0, "accuracy": 0.9})
+    for record in records:
+        _write_run(results, record)
+    return records
+
+
+def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_section(tmp_path):
+    """A one-seed ablation study ran short-schedule too, but it is no equal-time study: the answer's table
+    has banking77 once (its equal-time study's 1/2 cell, no "± 0.00" or "—" of one seed), its section has
+    no equal-time table; results/README.md gets the Ablation section before the studies (its notes
+    block, the rule, the table with the short-schedule row, the choice, the dataset's paragraph and the
+    5-seed sentence), and the README's answer names the chosen variant in one line linking it."""
+    _write_equal_time_studies(tmp_path)
+    records = _write_ablation_study(tmp_path)
+    mc.summarize(tmp_path, show=False)
+    assert mr.equal_time_studies(tmp_path) == ["banking77-mpnet-h200-equal-time", "clinc150-mpnet-h200-equal-time"]
+    short = mr.answer_markdown(tmp_path, tmp_path.parent, "results/README.md")
+    table = [line for line in short.splitlines() if line.startswith("| [")]
+    assert [line.split("|")[1].strip() for line in table] == ["[banking77]", "[clinc150]"]
+    assert "± 0.00" not in short and "ablation/" not in short.split("\n\n")[-1]
+    prose = " ".join(short.split("\n\n")[0].split())
+    assert prose.endswith(" The one-seed [ablation](results/README.md#ablation) chose `mclearn-once` for the "
+                          "`mclearn` preset.")
+    body = mr.results_readme(tmp_path, figures=False)
+    assert body.index("## Equal time") < body.index("## Ablation\n") < body.index("## Studies")
+    ablation = body.split("## Ablation\n")[1].split("## Studies")[0]
+    assert "<!-- notes:ablation:start -->" in ablation and mc.ABLATION_RULE in ablation
+    assert "Chosen: `mclearn-once`." in ablation and "| short-schedule | (reference)" in ablation
+    paragraph = mc.ablation_paragraphs(records, {"banking77": ("banking77-mpnet-h200-equal-time", [])})["banking77"]
+    assert ("**banking77** ([`runs/banking77-mpnet-h200-ablation/`](runs/banking77-mpnet-h200-ablation/)): "
+            + paragraph) in ablation
+    assert paragraph.endswith("5 seeds of the chosen preset not yet run on banking77.")  # its mclearn runs are v1's
+    own = body.split("### banking77-mpnet-h200-ablation\n")[1].split("<!-- notes:")[0]
+    assert "| mclearn-once" in own and "Equal time against" not in own
+    assert "Equal time against" in body.split("### banking77-mpnet-h200-equal-time\n")[1].split("<!-- notes:")[0]
+    assert "banking77-mpnet-h200-ablation" not in body.split("## Ablation\n")[0]  # not in the equal-time answer
+
+
+def test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_runs_exist(tmp_path):
+    """With 5 seeds of `mclearn` runs whose config is mclearn-once's in the dataset's equal-time study
+    (same prefix as the ablation study), the paragraph ends with their paired result against short-schedule;
+    with the previous preset's runs there instead, it says the 5 seeds are not yet run."""
+    _write_ablation_study(tmp_path, "sst2-mpnet-h200-ablation")
+    seeds, above = (1, 2, 3, 4, 5), (0.008, 0.010, 0.012, 0.010, 0.010)
+    runs = [_equal_time_run("baseline", 0.0, s, 0.95) for s in seeds]
+    runs += [_equal_time_run("short-schedule", b, s, 0.90) for b in (1 / 3, 0.5) for s in seeds]
+    runs += [_equal_time_run("mclearn", 1 / 3, s, 0.90 + d, once_draws=True) for s, d in zip(seeds, above)]
+    runs += [_equal_time_run("mclearn", 0.5, s, 0.89, once_draws=True) for s in seeds]
+    for record in runs:
+        _write_run(tmp_path, record)
+    mc.summarize(tmp_path, show=False)
+    sentence = ("In `sst2-mpnet-h200-equal-time` (5 seeds, test split), the chosen preset (`mclearn`) against "
+                "`short-schedule`: +1.00 pt [+0.82, +1.18] at 1/3 (better) and -1.00 pt [-1.00, -1.00] at 1/2 "
+                "(worse), paired 95 % intervals.")
+    assert sentence + "\n" in mr.ablation_markdown(tmp_path)
+    for record in runs:
+        if record["method"] == "mclearn":
+            _write_run(tmp_path, {**record, "config": {**record["config"], "once_draws": False}})
+    text = mr.ablation_markdown(tmp_path)
+    assert sentence not in text and "5 seeds of the chosen preset not yet run on sst2.\n" in text
+    assert mr.ablation_markdown(tmp_path / "empty") == mr.NO_ABLATION
+
+
 def test_study_sections_put_an_lr_sweep_under_its_study(tmp_path):
     """A "<study>-lr" sweep is rendered as its lr_sweep_table inside its study's section; the
     study's own table is its report table; every study has a heading of its name."""
@@ -171,14 +248,15 @@ def _answer_block(text):
 
 
 def test_readme_answers_on_its_first_screen():
-    """README.md: at most 300 lines; its first 40 hold the whole answer block, the command that
-    rewrites it and the study command that makes its run files, and its one table there is at most
-    110 characters wide; "Quick start" follows."""
+    """README.md: at most 300 lines; its first 40 hold the whole answer block (with its line on the
+    ablation's choice), the command that rewrites it and the study command that makes its run files,
+    and its one table there is at most 110 characters wide; "Quick start" follows."""
     lines = README.read_text().splitlines()
     assert len(lines) <= 300
     first = "\n".join(lines[:40])
     assert mr.ANSWER_MARKERS[0] in first and mr.ANSWER_MARKERS[1] in first
     assert "`python make_readme.py`" in first and "benchmarks/gpu_budget_study.sh" in first
+    assert "[ablation](results/README.md#ablation) chose `" in " ".join(first.split())  # the ablation's one line
     tables = [line for line in lines[:40] if line.startswith("|")]
     assert tables and max(map(len, tables)) <= 110
     assert next(i for i, line in enumerate(lines) if line.startswith("## ")) < 40

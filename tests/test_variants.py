@@ -329,8 +329,8 @@ def test_ablation_table_ranks_per_cell_and_ties_go_to_the_simpler():
     records += [_record("mclearn-once", cells[0][0], 0.5, 0.99, label="mclearn-once-b0.50-lr8e-05")]
     table = mc.ablation_table(records)
     assert table.attrs["chosen"] == "mclearn-free" and table.attrs["rule"] == mc.ABLATION_RULE
-    assert list(table["variant"]) == ["mclearn-v1", "mclearn-free", "mclearn-once"]
-    assert list(table["mean rank"]) == [2.0, 1.75, 2.25]
+    assert list(table["variant"]) == ["mclearn-v1", "mclearn-free", "mclearn-once", "short-schedule"]
+    assert list(table["mean rank"])[:3] == [2.0, 1.75, 2.25]
     assert table.loc[1, "sst2 1/3"] == "85.00 (2)" and table.loc[1, "chosen"] == "chosen"
     tie = records + [_record("mclearn-free-once", s, b, a) for (s, b), a in zip(cells, accuracies["mclearn-free"])]
     tied = mc.ablation_table(tie)
@@ -342,6 +342,23 @@ def test_ablation_table_ranks_per_cell_and_ties_go_to_the_simpler():
     ranks = mc.ablation_table(diverged).set_index("variant")["sst2 1/2"]
     assert ranks["mclearn-free"] == "— (3)" and ranks["mclearn-v1"] == "80.00 (2)"
     assert mc.ablation_table([]).attrs["chosen"] is None
+
+
+def test_the_short_schedule_is_a_reference_row_never_ranked_or_chosen():
+    """short-schedule, 99 % in every cell, would rank first if it were ranked: its row comes last with its
+    accuracy per cell, rank and mean rank "—" and no "chosen"; the variants' ranks are those without it
+    (v1 first at sst2 1/3). A cell it has no run in shows "— (—)"; without its runs there is no such row."""
+    cells = [("sst2-mpnet-h200-ablation", 1 / 3), ("sst2-mpnet-h200-ablation", 0.5)]
+    records = [_record("mclearn-v1", s, b, a) for (s, b), a in zip(cells, (0.90, 0.80))]
+    records += [_record("mclearn-once", s, b, a) for (s, b), a in zip(cells, (0.85, 0.85))]
+    table = mc.ablation_table(records + [_record("short-schedule", cells[0][0], 1 / 3, 0.99)])
+    reference = table.iloc[-1]
+    assert reference["variant"] == "short-schedule" and len(table) == 3
+    assert (reference["sst2 1/3"], reference["sst2 1/2"]) == ("99.00 (—)", "— (—)")
+    assert reference["mean rank"] == "—" and reference["chosen"] == ""
+    assert table.loc[0, "sst2 1/3"] == "90.00 (1)" and table.loc[1, "sst2 1/3"] == "85.00 (2)"
+    assert table.attrs["chosen"] == "mclearn-v1" and list(table["mean rank"])[:2] == [1.5, 1.5]  # a tie: the simpler
+    assert "short-schedule" not in set(mc.ablation_table(records)["variant"])
 
 
 def test_ablation_script_writes_the_table_from_a_cpu_budget_study(prepared, smoke_cfg):
@@ -358,3 +375,124 @@ def test_ablation_script_writes_the_table_from_a_cpu_budget_study(prepared, smok
     text = (mc.Path(cfg.results_dir) / "ablation" / "ablation_table.md").read_text()
     assert mc.ABLATION_RULE in text and "mclearn-free-once-anneal" in text and "smoke 1/2" in text
     assert "distinct rows" in text and "short-schedule" in text
+
+
+# ---------------------------------------------------------------------- the ablation's paragraphs (results/README.md)
+def _diagnosed(method, study, budget, accuracy, steps, seconds, backward, distinct=None, passes=None, ranks=(),
+               score=None, update=None, flipped=None, seed=42):
+    """A budgeted ablation run with the telemetry ablation_diagnostics reads (1,000 training rows)."""
+    record = _record(method, study, budget, accuracy, seed=seed)
+    telemetry = {"steps": [{"rank_corr": r} for r in ranks]}
+    if passes is not None:
+        telemetry["full_passes"] = {"passes": passes, "distinct_rows": distinct,
+                                    **({"flipped": flipped} if flipped else {})}
+        telemetry["measured_seconds"] = {"score": score, "update": update, "update_warmup": 0.5}
+    return {**record, "steps": steps, "train_seconds": seconds, "train_examples": 1000, "examples_backward": backward,
+            "telemetry": telemetry}
+
+
+def _diagnosed_study(study="sst2-mpnet-h200-ablation", flipped=False):
+    """One dataset at 1/3 and 1/2: mclearn-once beats mclearn-v1 in both cells (it is chosen); at 1/3 it is
+    0.77 pt behind short-schedule (81.23 % against 82.00 %), at 1/2 0.40 pt ahead (85.40 % against 85.00 %)."""
+    def flips(share):
+        return {"rows": 200, "data_share": 0.2, "passes": 1, "pass_share": share} if flipped else None
+
+    return [
+        _diagnosed("short-schedule", study, 1 / 3, 0.8200, 30, 2.0512, 1920),
+        _diagnosed("mclearn-once", study, 1 / 3, 0.8123, 27, 2.1049, 0, distinct=812, passes=864,
+                   ranks=(0.1, 0.49834999999999996, 0.9), score=0.04237, update=1.54311, flipped=flips(0.23116)),
+        _diagnosed("mclearn-v1", study, 1 / 3, 0.8010, 26, 2.0133, 0, distinct=655, passes=832,
+                   ranks=(0.3, 0.7), score=0.05111, update=1.44444, flipped=flips(0.21)),
+        _diagnosed("short-schedule", study, 0.5, 0.8500, 45, 3.1, 2880),
+        _diagnosed("mclearn-once", study, 0.5, 0.8540, 46, 3.2, 0, distinct=1000, passes=1472,
+                   ranks=(0.6,), score=0.05, update=2.5, flipped=flips(0.19)),
+        _diagnosed("mclearn-v1", study, 0.5, 0.8300, 44, 3.0, 0, distinct=900, passes=1408,
+                   ranks=(0.5,), score=0.06, update=2.4, flipped=flips(0.2)),
+    ]
+
+
+def test_ablation_diagnostics_give_accuracy_its_difference_and_a_rounded_rank_agreement():
+    """The diagnostics' accuracy is the validation accuracy in %, its difference is against the short
+    schedule's run of the same cell and seed, and the median rank agreement is rounded to 3 decimals."""
+    frame = mc.ablation_diagnostics(_diagnosed_study()).set_index(["budget", "method"])
+    once = frame.loc[("1/3", "mclearn-once")]
+    assert once["accuracy (%)"] == 81.23 and once["vs short (pt)"] == -0.77
+    assert once["rank agreement"] == 0.498 and frame.loc[("1/3", "mclearn-v1"), "rank agreement"] == 0.5
+    assert frame.loc[("1/2", "mclearn-once"), "vs short (pt)"] == 0.4
+    assert frame.loc[("1/3", "short-schedule"), "vs short (pt)"] == 0.0
+    assert once["distinct share"] == 0.812 and frame.loc[("1/3", "short-schedule"), "distinct rows"] == 1000
+
+
+def test_ablation_paragraphs_state_the_diagnostics_numbers():
+    """Each dataset's paragraph says where the chosen variant wins or loses against short-schedule and
+    mclearn-v1 at each budget, with the numbers of ablation_diagnostics (worked out by hand here too), and
+    on noisy data the flipped rows' share of its full passes against their share of the data."""
+    records = _diagnosed_study() + _diagnosed_study("sst2-noisy20-mpnet-h200-ablation", flipped=True)
+    paragraphs = mc.ablation_paragraphs(records)
+    assert set(paragraphs) == {"sst2", "sst2-noisy20"}
+    text = paragraphs["sst2"]
+    frame = mc.ablation_diagnostics(records)
+    row = frame[(frame["study"] == "sst2") & (frame["budget"] == "1/3")].set_index("method")
+    once, v1, short = row.loc["mclearn-once"], row.loc["mclearn-v1"], row.loc["short-schedule"]
+    assert (f"At 1/3 it loses to `short-schedule` ({once['vs short (pt)']:+.2f} pt: {once['accuracy (%)']:.2f} % "
+            f"against {short['accuracy (%)']:.2f} %) and wins against `mclearn-v1` (+1.13 pt: "
+            f"{v1['accuracy (%)']:.2f} %, {v1['vs short (pt)']:+.2f} pt against `short-schedule`).") in text
+    assert "At 1/3 it loses to `short-schedule` (-0.77 pt: 81.23 % against 82.00 %)" in text  # by hand
+    assert (f"In {once['train s']:.2f} s (`short-schedule` {short['train s']:.2f} s, `mclearn-v1` {v1['train s']:.2f} s)"
+            f" it took fewer steps than `short-schedule` ({once['steps']} against {short['steps']}; `mclearn-v1` "
+            f"{v1['steps']}) and gave {once['full passes']} full passes to fewer distinct rows than `short-schedule`'s "
+            f"one pass each ({once['distinct rows']}, {once['distinct share'] * 100:.2f} % of the training set, against "
+            f"{short['distinct rows']:,}, {short['distinct share'] * 100:.2f} %), more distinct rows than "
+            f"`mclearn-v1`'s {v1['full passes']} full passes ({v1['distinct rows']}, "
+            f"{v1['distinct share'] * 100:.2f} %).") in text
+    assert "In 2.10 s (`short-schedule` 2.05 s, `mclearn-v1` 2.01 s) it took fewer steps" in text  # by hand
+    assert (f"Its scorer's median rank agreement was {once['rank agreement']:.3f} (`mclearn-v1` "
+            f"{v1['rank agreement']:.3f}); scoring took {once['score s']:.3f} s against {once['update s']:.3f} s of "
+            f"updates (`mclearn-v1` {v1['score s']:.3f} s against {v1['update s']:.3f} s).") in text
+    assert "rank agreement was 0.498 (`mclearn-v1` 0.500); scoring took 0.042 s against 1.543 s" in text
+    assert "At 1/2 it wins against `short-schedule` (+0.40 pt: 85.40 % against 85.00 %) and wins against " \
+           "`mclearn-v1` (+2.40 pt" in text
+    assert "flipped" not in text
+    noisy = paragraphs["sst2-noisy20"]
+    assert "The flipped rows, 20.00 % of the data, took 23.12 % of its full passes, more than their share " \
+           "(`mclearn-v1`: 21.00 %)." in noisy
+    assert "took 19.00 % of its full passes, less than their share (`mclearn-v1`: 20.00 %)." in noisy
+    assert mc.ablation_paragraphs([]) == {}
+
+
+def _equal_time_run(method, budget, seed, test, **config):
+    """An equal-time study's run (test split) with the variant keys of its stored config."""
+    keys = {"free_scores": False, "once_draws": False, "uniform_start": 0.0, "uniform_end": 0.0, **config}
+    return {"method": method, "study": "sst2-mpnet-h200-equal-time", "time_budget": budget, "seed": seed,
+            "accuracy": test, "test_accuracy": test, "train_seconds": 10.0 * (budget or 1), "config": keys,
+            "run_label": mc.run_label(method, budget)}
+
+
+def test_the_five_seed_sentence_appears_only_where_the_chosen_presets_runs_exist():
+    """ablation_confirmation reads the chosen variant's preset in the equal-time study: the runs of method
+    `mclearn` whose config has exactly its parts on (here once), else the runs under its own id. mclearn is
+    0.8, 1.0, 1.2, 1.0, 1.0 points above short-schedule at 1/3 over seeds 1..5 (mean 1.00, sd 0.1414: 95 % half
+    width 2.7764 x 0.1414 / sqrt 5 = 0.176) and 1 point below at 1/2 (sd 0): the sentence states both.
+    Runs of `mclearn` with once off (the previous preset), or fewer than 5 seeds, are not the result."""
+    seeds, above = (1, 2, 3, 4, 5), (0.008, 0.010, 0.012, 0.010, 0.010)
+    base = [_equal_time_run("baseline", 0.0, s, 0.95) for s in seeds]
+    short = [_equal_time_run("short-schedule", b, s, 0.90) for b in (1 / 3, 0.5) for s in seeds]
+    ours = [_equal_time_run("mclearn", 1 / 3, s, 0.90 + d, once_draws=True) for s, d in zip(seeds, above)]
+    ours += [_equal_time_run("mclearn", 0.5, s, 0.89, once_draws=True) for s in seeds]
+    sentence = mc.ablation_confirmation(base + short + ours, "mclearn-once", "sst2", "sst2-mpnet-h200-equal-time",
+                                        [1 / 3, 0.5])
+    assert sentence == ("In `sst2-mpnet-h200-equal-time` (5 seeds, test split), the chosen preset (`mclearn`) against "
+                        "`short-schedule`: +1.00 pt [+0.82, +1.18] at 1/3 (better) and -1.00 pt [-1.00, -1.00] at 1/2 "
+                        "(worse), paired 95 % intervals.")
+    previous = [dict(r, config={**r["config"], "once_draws": False}) for r in ours]  # mclearn-v1's config
+    assert mc.ablation_confirmation(base + short + previous, "mclearn-once", "sst2", "x", [1 / 3, 0.5]) == \
+        "5 seeds of the chosen preset not yet run on sst2."
+    own_id = [dict(r, method="mclearn-once") for r in ours]  # the chosen variant's own id
+    assert "the chosen preset (`mclearn-once`) against `short-schedule`: +1.00 pt [+0.82, +1.18] at 1/3" in \
+        mc.ablation_confirmation(base + short + own_id, "mclearn-once", "sst2", "x", [1 / 3, 0.5])
+    assert mc.ablation_confirmation(base + short + ours[:3] + ours[5:], "mclearn-once", "sst2", "x", [1 / 3, 0.5]) == \
+        "5 seeds of the chosen preset not yet run on sst2 (`mclearn` in `x` has 3 at 1/3, 5 at 1/2)."
+    assert mc.ablation_confirmation([], "mclearn-once", "sst2", "x", [1 / 3]) == \
+        "5 seeds of the chosen preset not yet run on sst2."
+    paragraph = mc.ablation_paragraphs(_diagnosed_study(), {"sst2": ("sst2-mpnet-h200-equal-time", base + short + ours)})
+    assert paragraph["sst2"].endswith(sentence)
