@@ -564,7 +564,8 @@ preset = "auto"
 dataset = None
 model_name = None
 seeds = [42, 43, 44, 45, 46]
-methods = ["baseline", "short-schedule", "uniform", "selective-backprop", "rho-loss", "infobatch", "mclearn"]
+methods = ["baseline", "short-schedule", "uniform", "selective-backprop", "rho-loss", "infobatch", "mclearn",
+           "mclearn-v1"]  # mclearn-v1: the preset before issue 24's ablation, so that the change shows
 time_budgets = [1/3, 1/2, 2/3]
 method_budgets = {"selective-backprop": [0.5], "rho-loss": [0.5]}
 method_seeds = {"selective-backprop": 3, "rho-loss": 3}
