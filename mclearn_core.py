@@ -4515,27 +4515,28 @@ def rename_preset_runs(results_dir: str | Path, dry_run: bool = False) -> list[t
     Runs of the old "mclearn" move first, so a study's "mclearn-once" runs can take the freed name.
     Return [(old path, new path)] of the run files (with dry_run: what would move, moving nothing).
     Raise ValueError naming both files when the new name is taken."""
+    found = []  # (path, record, new id): every run file read once
+    for path in sorted(Path(results_dir, "runs").glob("*/*.json")):
+        record = json.loads(path.read_text())
+        new = preset_rename(record, path.parent.name) if isinstance(record, dict) else None
+        if new is not None:
+            found.append((path, record, new))
     moves = []
-    for first in (True, False):  # mclearn -> mclearn-v1, then mclearn-once -> mclearn
-        for path in sorted(Path(results_dir, "runs").glob("*/*.json")):
-            record = json.loads(path.read_text())
-            new = preset_rename(record, path.parent.name) if isinstance(record, dict) else None
-            if new is None or (new == "mclearn-v1") != first:
-                continue
-            old, label = record["method"], str(record.get("run_label", record["method"]))
-            record.update(method=new, run_label=new + label[len(old):], renamed_from=old)
-            target = run_path(results_dir, path.parent.name, record["run_label"], int(record["seed"]))
-            if target.exists() and target not in {old_path for old_path, _ in moves}:  # dry_run: not moved
-                raise ValueError(f"{path} would be renamed to {target}, which exists: move one of them aside")
-            moves.append((path, target))
-            if dry_run:
-                continue
-            write_json_atomic(target, record)
-            path.unlink()
-            for suffix in (".jsonl", "-tb"):
-                beside = path.with_name(path.stem + suffix)
-                if beside.exists():
-                    beside.rename(target.with_name(target.stem + suffix))
+    for path, record, new in sorted(found, key=lambda item: item[2] != "mclearn-v1"):  # mclearn -> mclearn-v1 first
+        old, label = record["method"], str(record.get("run_label", record["method"]))
+        record.update(method=new, run_label=new + label[len(old):], renamed_from=old)
+        target = run_path(results_dir, path.parent.name, record["run_label"], int(record["seed"]))
+        if target.exists() and target not in {old_path for old_path, _ in moves}:  # dry_run: not moved
+            raise ValueError(f"{path} would be renamed to {target}, which exists: move one of them aside")
+        moves.append((path, target))
+        if dry_run:
+            continue
+        write_json_atomic(target, record)
+        path.unlink()
+        for suffix in (".jsonl", "-tb"):
+            beside = path.with_name(path.stem + suffix)
+            if beside.exists():
+                beside.rename(target.with_name(target.stem + suffix))
     return moves
 
 
