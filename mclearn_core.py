@@ -6019,10 +6019,11 @@ def equal_time_study_of(ablation_study: str) -> str:
     return ablation_study.removesuffix(ABLATION_SUFFIX) + EQUAL_TIME_SUFFIX
 
 
-def _ablation_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Return the budgeted runs of MC-Learn variants (and the short schedule) among `records`, without
-    the lr-tuning runs (their run labels carry "-lr...")."""
-    return [r for r in records if (r["method"] in MCLEARN_VARIANTS or r["method"] == REFERENCE) and r.get("time_budget")
+def _ablation_runs(records: Sequence[dict[str, Any]], methods: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Return the budgeted runs of `methods` (None: the MC-Learn variants and the short schedule) among
+    `records`, without the lr-tuning runs (their run labels carry "-lr...")."""
+    methods = {*MCLEARN_VARIANTS, REFERENCE} if methods is None else set(methods)
+    return [r for r in records if r["method"] in methods and r.get("time_budget")
             and r.get("run_label", "") == run_label(r["method"], r["time_budget"])]
 
 
@@ -6075,9 +6076,9 @@ def ablation_table(records: Sequence[dict[str, Any]]):
     return table
 
 
-def ablation_diagnostics(records: Sequence[dict[str, Any]]):
+def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[str] | None = None):
     """Return one row per budgeted run of a variant or the short schedule (one seed each in the
-    ablation): its validation accuracy (%, the eval split) and its difference in points from the
+    ablation; `methods` names others, as `mclearn` in an equal-time study): its validation accuracy (%, the eval split) and its difference in points from the
     short schedule's run of the same study, budget and seed (None without one), steps, train
     seconds, the distinct training rows it gave a full pass (the short schedule: its examples, at
     most the training set, as it sees every row once before any twice) and their share, and for
@@ -6086,7 +6087,7 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]]):
     full passes against their share of the data (full_passes)."""
     import pandas as pd
 
-    runs = _ablation_runs(records)
+    runs = _ablation_runs(records, methods)
     control = {(r["study"], float(r["time_budget"]), r["seed"]): float(r["accuracy"]) * 100
                for r in runs if r["method"] == REFERENCE}
     rows = []
@@ -6251,8 +6252,12 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
     split): its runs are those of method `mclearn` whose stored config has exactly the chosen
     variant's parts on (variant_parts_on), else those of the chosen variant's own id. With at least
     CONFIRMATION_SEEDS seeds of them at every one of `budgets`, its difference from REFERENCE there
-    (equal_time_table: paired over seeds, 95 % interval, verdict); else that the 5 seeds are not
-    yet run on `dataset` (with how many there are, when some are)."""
+    (equal_time_table: paired over seeds, 95 % interval, verdict), then why, per budget, in the means
+    over those seeds of ablation_diagnostics' numbers against REFERENCE's: train seconds, steps,
+    distinct rows given a full pass and their share of the training set, the scorer's median rank
+    agreement, scoring against update seconds and, on noisy data, the flipped rows' share of the
+    full passes against their share of the data; else that the 5 seeds are not yet run on `dataset`
+    (with how many there are, when some are)."""
     parts = MCLEARN_VARIANTS[chosen]
     runs = [r for r in records if r["method"] == "mclearn" and variant_parts_on(r.get("config") or {}) == parts]
     name = "mclearn"
@@ -6267,8 +6272,26 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
                 + (f" (`{name}` in `{study}` has {', '.join(have)})" if have else "") + ".")
     found = [f"{row['vs short-schedule (pt)'].iloc[0]} pt {row['95% interval'].iloc[0]} at {format_budget(b)} "
              f"({row['verdict'].iloc[0]})" for b, row in rows.items()]
-    return (f"In `{study}` ({min(seeds.values())} seeds, test split), the chosen preset (`{name}`) against "
-            f"`{REFERENCE}`: {' and '.join(found)}, paired 95 % intervals.")
+    text = [f"In `{study}` ({min(seeds.values())} seeds, test split), the chosen preset (`{name}`) against "
+            f"`{REFERENCE}`: {' and '.join(found)}, paired 95 % intervals."]
+    frame = ablation_diagnostics([r for r in records if r["method"] == REFERENCE] + runs, {name, REFERENCE})
+    for budget in budgets:
+        at = frame[frame["budget"] == format_budget(budget)]
+        c, s = _cell_means(at, name), _cell_means(at, REFERENCE)
+        if c is None or s is None:
+            continue
+        why = (f"At {format_budget(budget)}, in the means over its seeds, it trained {_fixed(c['train s'], '.2f', ' s')} "
+               f"against `{REFERENCE}`'s {_fixed(s['train s'], '.2f', ' s')}, took {_fixed(c['steps'], '.1f')} steps "
+               f"against {_fixed(s['steps'], '.1f')}, and gave full passes to {_count(c['distinct rows'])} distinct rows "
+               f"({_percent(c['distinct share'])} of the training set) against {_count(s['distinct rows'])} "
+               f"({_percent(s['distinct share'])}); its scorer's median rank agreement was "
+               f"{_fixed(c['rank agreement'], '.3f')}, and scoring took {_fixed(c['score s'], '.3f', ' s')} against "
+               f"{_fixed(c['update s'], '.3f', ' s')} of updates")
+        if not (_missing(c["flipped data share"]) or _missing(c["flipped pass share"])):
+            why += (f"; the flipped rows, {_percent(c['flipped data share'])} of the data, took "
+                    f"{_percent(c['flipped pass share'])} of its full passes")
+        text.append(why + ".")
+    return " ".join(text)
 
 
 def pool_scoring_table(records: Sequence[dict[str, Any]]):
