@@ -5740,7 +5740,11 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     speed-up and accuracy change) and the mean ± std table they come from, all from
     <results>/summary.csv. `study=None` picks, among studies with both a baseline and `method` run,
     those that ran on a GPU if any, and of them the one with the most runs. In a budget study the
-    sentences compare the runs at `time_budget` (None: the method's smallest budget)."""
+    sentences compare the runs at `time_budget` (None: the method's smallest budget), on the test
+    split when every compared run has one (else the eval split), and the second sentence ends with
+    the strongest simple control: REFERENCE (the full fine-tune cut to the same time) where the
+    study has it at that budget, with the paired difference over seeds, its 95 % interval and
+    verdict (_verdict), else the uniform subset where the study has one."""
     import pandas as pd
 
     summary = Path(results_dir) / "summary.csv"
@@ -5764,7 +5768,10 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     group = _with_summary_defaults(group)
     budgets = group["time_budget"]
     budget = min(budgets[group["method"] == method]) if time_budget is None else time_budget
-    compared = group[((group["method"] == "baseline") & (budgets == 0)) | (budgets == budget)]
+    compared = group[((group["method"] == "baseline") & (budgets == 0)) | (budgets == budget)].copy()
+    tested = "test_accuracy" in compared and bool(compared["test_accuracy"].notna().all())
+    if tested:  # the split no choice was made on, as the equal-time tables report
+        compared["accuracy"] = compared["test_accuracy"]
     mean = compared.groupby("method")[["train_seconds", "accuracy"]].mean()
     seconds, base_seconds = mean.loc[method, "train_seconds"], mean.loc["baseline", "train_seconds"]
     accuracy, base_accuracy = mean.loc[method, "accuracy"] * 100, mean.loc["baseline", "accuracy"] * 100
@@ -5773,12 +5780,24 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     at = f" at {format_budget(budget)} of the baseline's time" if budget else ""
     first = (f"In study `{study}` ({device}, {group[group['method'] == method]['seed'].nunique()} seeds{at}), "
              f"`{method}` trained in {seconds:.1f} s against the optimized baseline's {base_seconds:.1f} s "
-             f"({base_seconds / seconds:.2f}x) and reached {accuracy:.2f} % accuracy against {base_accuracy:.2f} % "
+             f"({base_seconds / seconds:.2f}x) and reached {accuracy:.2f} % {'test ' if tested else ''}accuracy "
+             f"against {base_accuracy:.2f} % "
              f"({change:+.2f} points).")
     verdict = "keeps its accuracy (within 0.5 points)" if keeps else f"loses {-change:.2f} points of accuracy"
     second = (f"So here it is {'faster' if faster else 'slower'} than the full fine-tune "
               f"{'and' if faster == keeps else 'but'} {verdict}")
-    if "uniform" in mean.index:
+    if budget and REFERENCE in mean.index:
+        own, ref = (compared[compared["method"] == m].set_index("seed") for m in (method, REFERENCE))
+        diff = paired_difference((own["accuracy"] * 100).to_dict(), (ref["accuracy"] * 100).to_dict())
+        ratio = float(own["train_seconds"].median() / ref["train_seconds"].median())
+        found = (f"{diff['mean']:+.2f} points [{diff['lo']:+.2f}, {diff['hi']:+.2f}] paired over {diff['n']} seeds: "
+                 f"{_verdict(diff, ratio)}" if math.isfinite(diff["lo"]) else
+                 f"{diff['mean']:+.2f} points on one seed (too few for an interval)" if diff["n"] else
+                 "not comparable (no seed in common)")
+        second += (f"; against `{REFERENCE}`, the full fine-tune cut to the same time "
+                   f"({mean.loc[REFERENCE, 'accuracy'] * 100:.2f} % in {mean.loc[REFERENCE, 'train_seconds']:.1f} s), "
+                   f"it is {found}")
+    elif "uniform" in mean.index:
         second += (f"; the uniform-subset control reached {mean.loc['uniform', 'accuracy'] * 100:.2f} % in "
                    f"{mean.loc['uniform', 'train_seconds']:.1f} s")
     table = report_table(group).drop(columns=["study"]).to_markdown(index=False, disable_numparse=True)
