@@ -5331,6 +5331,10 @@ def _sample_std(values) -> float:
 
 
 def _mean_std(values) -> str:
+    """Return "mean ± sample std" of the values (2 decimals); one value alone, without a spread:
+    a single seed has none, and "± 0.00" would claim one."""
+    if len(values) < 2:
+        return f"{float(np.mean(values)):.2f}"
     return f"{values.mean():.2f} ± {_sample_std(values):.2f}"
 
 
@@ -6188,13 +6192,14 @@ def _cell_means(rows, method: str) -> dict[str, Any] | None:
 def ablation_paragraphs(records: Sequence[dict[str, Any]],
                         equal_time: dict[str, tuple[str, Sequence[dict[str, Any]]]] | None = None) -> dict[str, str]:
     """Return {dataset: paragraph} for every ablation study among `records` (ablation_diagnostics'
-    datasets): where the chosen variant (ablation_table's) wins or loses against REFERENCE and
+    datasets): where the chosen variant (ablation_table's) is ahead of or behind REFERENCE and
     against `mclearn-v1` (the preset before) at each budget of that dataset, and why, in the
     numbers of ablation_diagnostics (mean over seeds where a cell has several): validation accuracy
     and its difference from the short schedule, train seconds, steps, distinct rows given a full
     pass and their share of the training set, full passes, the scorer's median rank agreement,
     scoring against update seconds and, on noisy data, the flipped rows' share of the full passes
-    against their share of the data. One seed is no verdict: the differences are one run's.
+    against their share of the data. One seed is no verdict: the differences are one run's, and
+    the words say only ahead, behind or equal.
     `equal_time` maps a dataset to (its equal-time study, that study's records): the paragraph then
     ends with ablation_confirmation's sentence (the chosen preset's 5-seed result, or that it is
     not yet run). Empty without a chosen variant."""
@@ -6211,7 +6216,7 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
                           if _ablation_dataset(r["study"]) == dataset})
         seeds = sorted(set(rows["seed"]))
         text = [f"`{chosen}` against `{REFERENCE}` and `{previous}` on {dataset} "
-                f"({'seed ' + str(seeds[0]) if len(seeds) == 1 else f'mean of {len(seeds)} seeds'}, "
+                f"({'seed ' + str(seeds[0]) + ', one run each, so no verdict' if len(seeds) == 1 else f'mean of {len(seeds)} seeds'}; "
                 f"validation accuracy):"]
         for value in budgets:
             budget = format_budget(value)
@@ -6223,13 +6228,13 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
                 text.append(f"At {budget} there is no run of {missing}.")
                 continue
             diff = c["vs short (pt)"]
-            verdict = ("has no run of the same seed as" if _missing(diff) else "wins against" if diff > 0
-                       else "loses to" if diff < 0 else "ties with")
+            verdict = ("has no run of the same seed as" if _missing(diff) else "is ahead of" if diff > 0
+                       else "is behind" if diff < 0 else "equals")
             sentence = (f"At {budget} it {verdict} `{REFERENCE}` ({_fixed(diff, '+.2f', ' pt')}: "
                         f"{_fixed(c['accuracy (%)'], '.2f', ' %')} against {_fixed(s['accuracy (%)'], '.2f', ' %')})")
             if v is not None:
                 gap = c["accuracy (%)"] - v["accuracy (%)"]
-                versus = "wins against" if gap > 0 else "loses to" if gap < 0 else "ties with"
+                versus = "ahead of" if gap > 0 else "behind" if gap < 0 else "equal to"
                 sentence += (f" and {versus} `{previous}` ({gap:+.2f} pt: {_fixed(v['accuracy (%)'], '.2f', ' %')}, "
                              f"{_fixed(v['vs short (pt)'], '+.2f', ' pt')} against `{REFERENCE}`)")
             text.append(sentence + ".")
@@ -6275,7 +6280,8 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
     over those seeds of ablation_diagnostics' numbers against REFERENCE's: train seconds, steps,
     distinct rows given a full pass and their share of the training set, the scorer's median rank
     agreement, scoring against update seconds and, on noisy data, the flipped rows' share of the
-    full passes against their share of the data; else that the 5 seeds are not yet run on `dataset`
+    full passes against their share of the data (only where its runs recorded their full passes);
+    else that the 5 seeds are not yet run on `dataset`
     (with how many there are, when some are)."""
     parts = MCLEARN_VARIANTS[chosen]
     runs = [r for r in records if r["method"] == "mclearn" and variant_parts_on(r.get("config") or {}) == parts]
@@ -6297,8 +6303,8 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
     for budget in budgets:
         at = frame[frame["budget"] == format_budget(budget)]
         c, s = _cell_means(at, name), _cell_means(at, REFERENCE)
-        if c is None or s is None:
-            continue
+        if c is None or s is None or _missing(c["distinct rows"]):
+            continue  # runs without the full-pass telemetry (record_passes) have no why to give
         why = (f"At {format_budget(budget)}, in the means over its seeds, it trained {_fixed(c['train s'], '.2f', ' s')} "
                f"against `{REFERENCE}`'s {_fixed(s['train s'], '.2f', ' s')}, took {_fixed(c['steps'], '.1f')} steps "
                f"against {_fixed(s['steps'], '.1f')}, and gave full passes to {_count(c['distinct rows'])} distinct rows "

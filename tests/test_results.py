@@ -90,6 +90,7 @@ def test_summarize_writes_exact_columns_and_report(tmp_path):
     assert row["accuracy change (pt)"] == "-1.50"  # 89.5 - 91.0
     assert row["accuracy (%)"] == "89.50 ± 0.71"
     assert table[table["study"] == "s2"].iloc[0]["speed-up vs baseline"] == "n/a"
+    assert table[table["study"] == "s2"].iloc[0]["accuracy (%)"] == "50.00"  # one seed: no "± 0.00" spread
     only_s2 = mc.summarize(tmp_path, study="s2", show=False)
     assert only_s2["study"].tolist() == ["s2"]
 
