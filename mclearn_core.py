@@ -1290,6 +1290,7 @@ class RunContext:
     graphs: bool = False  # the update runs through GraphedUpdate (set by build_optimization)
     step_costs: Any = None  # StepCosts of the baseline's update on this device (budget solver)
     flipped_rows: np.ndarray | None = None  # training rows whose label label_noise flipped (record_passes)
+    pending_backwards: int = 0  # backward passes whose gradients await an optimizer step (grad_accum_steps)
 
     def autocast(self):
         return autocast_context(self.cfg, self.device, cache_enabled=not self.graphs)
@@ -1307,18 +1308,39 @@ class RunContext:
             return model(**model_inputs(self.model, batch)).logits
 
     def optimizer_step(self, loss: torch.Tensor, step: int) -> None:
-        """Backward `loss`, clip, step optimizer and schedule (accumulating per grad_accum_steps)."""
+        """Backward `loss`, clip, step optimizer and schedule (accumulating per grad_accum_steps; a
+        last partial group steps in flush_gradients, which train_loop calls after the last step)."""
         accum = max(self.cfg.grad_accum_steps, 1)
         scaled = loss / accum
         if self.scaler is not None:
             self.scaler.scale(scaled).backward()
         else:
             scaled.backward()
+        self.pending_backwards += 1
         if (step + 1) % accum:
             return
+        self._apply_gradients()
+
+    def flush_gradients(self) -> None:
+        """Step on the gradients of a last, partial accumulation group (a run whose steps are not a
+        multiple of grad_accum_steps), so no backward pass is lost: each of its k losses was divided
+        by grad_accum_steps, so the sum is rescaled by grad_accum_steps / k to their mean, as a
+        full group's. Nothing to do with no pending backward (always so at grad_accum_steps 1)."""
+        if not self.pending_backwards:
+            return
+        scale = max(self.cfg.grad_accum_steps, 1) / self.pending_backwards
+        if scale != 1.0:
+            for group in self.optimizer.param_groups:
+                for param in group["params"]:
+                    if param.grad is not None:
+                        param.grad.mul_(scale)
+        self._apply_gradients()
+
+    def _apply_gradients(self) -> None:
         clip_and_step(self)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.pending_backwards = 0
 
 
 def draw_seed(ctx: RunContext) -> int:
@@ -4254,6 +4276,8 @@ def train_loop(ctx: RunContext, method: Method, method_name: str, total_steps: i
         running_steps += 1
         bar.update(1)
         done = step + 1
+        if done == total_steps:
+            ctx.flush_gradients()  # a last partial accumulation group steps too, before the final evaluation
         if done % cfg.log_every == 0 or done in eval_at:
             logged = {k: float(v) / running_steps for k, v in running.items()}  # per-step means
             running, running_steps = {}, 0

@@ -37,6 +37,45 @@ def test_same_seed_is_deterministic_on_cpu(prepared, smoke_cfg):
     assert a["eval_true_prob"] != c["eval_true_prob"]
 
 
+def test_a_last_partial_accumulation_group_still_steps(prepared, smoke_cfg, monkeypatch):
+    """30 steps at grad_accum_steps=4 are 7 full groups and a last group of 2: the optimizer steps
+    ceil(30 / 4) = 8 times (it stepped 7 and dropped the last two backward passes before), and the lr
+    schedule, sized for 8, ends at 0."""
+    steps = []
+    clip_and_step = mc.clip_and_step
+    monkeypatch.setattr(mc, "clip_and_step", lambda ctx: (steps.append(1), clip_and_step(ctx)))
+    cfg = mc.replace_config(smoke_cfg, grad_accum_steps=4)
+    lrs = []
+    scheduler_step = torch.optim.lr_scheduler.LRScheduler.step
+    monkeypatch.setattr(torch.optim.lr_scheduler.LRScheduler, "step",
+                        lambda self, *a: (scheduler_step(self, *a), lrs.append(self.get_last_lr()[0]))[0])
+    record = mc.train_method("baseline", cfg, prepared, seed=3, progress=False)
+    assert record["steps"] == 30 and len(steps) == 8
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and min(lrs[:-1]) > 0
+
+
+def test_flushed_gradients_are_the_mean_over_the_partial_group(smoke_cfg):
+    """Two backward passes at grad_accum_steps=4 (each loss divided by 4), then the flush: the
+    SGD step (lr 1) moves the weight by the mean of the two losses' gradients, as a full group's
+    step is the mean of its four, not by half of it."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1, bias=False)
+    w0 = model.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    ctx = mc.RunContext(mc.replace_config(smoke_cfg, grad_accum_steps=4, grad_clip=1e9), model, None, None, 2,
+                        torch.device("cpu"), torch.Generator(), torch.Generator(), optimizer=optimizer,
+                        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
+    xa, xb = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[-1.0, 0.5, 2.0]])
+    ctx.optimizer_step(model(xa).sum(), 0)
+    ctx.optimizer_step(model(xb).sum(), 1)
+    assert torch.equal(model.weight.detach(), w0) and ctx.pending_backwards == 2  # still accumulating
+    ctx.flush_gradients()
+    torch.testing.assert_close(model.weight.detach(), w0 - (xa + xb) / 2)
+    assert ctx.pending_backwards == 0
+    ctx.flush_gradients()  # nothing pending: no step
+    torch.testing.assert_close(model.weight.detach(), w0 - (xa + xb) / 2)
+
+
 def test_nan_loss_raises_trainingerror_naming_lr(prepared, smoke_cfg, monkeypatch):
     """Poison the per-example loss with NaN (a real diverged run does the same to the loss):
     the loop must stop with a TrainingError that tells the user to lower lr=."""
