@@ -6130,8 +6130,10 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[st
     seconds, the distinct training rows it gave a full pass (the short schedule: its examples, at
     most the training set, as it sees every row once before any twice) and their share, and for
     MC-Learn its full passes, the median rank agreement of its scorer (telemetry steps' rank_corr,
-    3 decimals), its scoring and update seconds and, on noisy data, the flipped rows' share of its
-    full passes against their share of the data (full_passes)."""
+    3 decimals), its scoring and update seconds (updates replayed through CUDA graphs) and warm-up
+    seconds (the eager steps and captures of each new update shape: measured_seconds.update_warmup),
+    for every method the seconds its graph captures took (graph_capture_seconds) and, on noisy data,
+    the flipped rows' share of its full passes against their share of the data (full_passes)."""
     import pandas as pd
 
     runs = _ablation_runs(records, methods)
@@ -6157,6 +6159,7 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[st
                      if distinct is not None and r.get("train_examples") else None,
                      "full passes": passes.get("passes"), "rank agreement": round(float(np.median(ranks)), 3) if ranks else None,
                      "score s": seconds.get("score"), "update s": seconds.get("update"),
+                     "warm-up s": seconds.get("update_warmup"), "capture s": telemetry.get("graph_capture_seconds"),
                      "flipped pass share": flipped.get("pass_share"), "flipped data share": flipped.get("data_share")})
     frame = pd.DataFrame(rows)
     for column in ("steps", "distinct rows", "full passes"):  # counts stay integers where a run has none
@@ -6303,7 +6306,8 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
     (equal_time_table: paired over seeds, 95 % interval, verdict), then why, per budget, in the means
     over those seeds of ablation_diagnostics' numbers against REFERENCE's: train seconds, steps,
     distinct rows given a full pass and their share of the training set, the scorer's median rank
-    agreement, scoring against update seconds and, on noisy data, the flipped rows' share of the
+    agreement, the time breakdown (scoring, graph-replayed updates, warm-up steps and captures, the
+    captures alone against REFERENCE's) and, on noisy data, the flipped rows' share of the
     full passes against their share of the data (only where its runs recorded their full passes);
     else that the 5 seeds are not yet run on `dataset`
     (with how many there are, when some are)."""
@@ -6334,8 +6338,10 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
                f"against {_fixed(s['steps'], '.1f')}, and gave full passes to {_count(c['distinct rows'])} distinct rows "
                f"({_percent(c['distinct share'])} of the training set) against {_count(s['distinct rows'])} "
                f"({_percent(s['distinct share'])}); its scorer's median rank agreement was "
-               f"{_fixed(c['rank agreement'], '.3f')}, and scoring took {_fixed(c['score s'], '.3f', ' s')} against "
-               f"{_fixed(c['update s'], '.3f', ' s')} of updates")
+               f"{_fixed(c['rank agreement'], '.3f')}; of its seconds, scoring took {_fixed(c['score s'], '.3f', ' s')}, "
+               f"updates replayed through graphs {_fixed(c['update s'], '.3f', ' s')} and the eager warm-up steps and "
+               f"captures of new update shapes {_fixed(c['warm-up s'], '.3f', ' s')} (the captures alone "
+               f"{_fixed(c['capture s'], '.3f', ' s')}, `{REFERENCE}`'s {_fixed(s['capture s'], '.3f', ' s')})")
         if not (_missing(c["flipped data share"]) or _missing(c["flipped pass share"])):
             why += (f"; the flipped rows, {_percent(c['flipped data share'])} of the data, took "
                     f"{_percent(c['flipped pass share'])} of its full passes")
