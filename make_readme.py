@@ -74,12 +74,12 @@ def _equal_time_names(rows) -> set[str]:
     reference, except its learning-rate sweeps ("-lr") and the one-seed ablation studies (names
     ending in mc.ABLATION_SUFFIX: they ran it as the ablation's control, on validation accuracy)."""
     return {str(s) for s in set(rows.loc[rows["method"] == mc.REFERENCE, "study"])
-            if not str(s).endswith("-lr") and not str(s).endswith(mc.ABLATION_SUFFIX)}
+            if not str(s).endswith("-lr") and not mc.is_ablation_study(s)}
 
 
 def _ablation_names(rows) -> list[str]:
     """Return the ablation studies among summary rows (names ending in mc.ABLATION_SUFFIX), by name."""
-    return sorted(str(s) for s in set(rows["study"]) if str(s).endswith(mc.ABLATION_SUFFIX))
+    return sorted(str(s) for s in set(rows["study"]) if mc.is_ablation_study(s))
 
 
 def study_order(rows) -> list[str]:

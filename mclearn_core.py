@@ -4521,13 +4521,20 @@ def stored_run_path(results_dir: str | Path, study: str, label: str, seed: int) 
 ABLATION_SUFFIX = "-ablation"  # an ablation study's name (before its sweep's "-lr") ends so (gpu_ablation.sh)
 
 
+def is_ablation_study(study: str, include_sweeps: bool = False) -> bool:
+    """Return True for an ablation study's name (ending in ABLATION_SUFFIX) and, with include_sweeps,
+    for its learning-rate sweep's too (the same name and "-lr")."""
+    study = str(study)
+    return (study.removesuffix("-lr") if include_sweeps else study).endswith(ABLATION_SUFFIX)
+
+
 def preset_rename(record: dict[str, Any], study: str) -> str | None:
     """Return the method id today's presets give a stored run of `study` whose id changed meaning with
     issue 24 ("mclearn-v1" or "mclearn"), or None when its id still means its config."""
     method, config = record.get("method"), record.get("config") or {}
     if method == "mclearn" and not config.get("once_draws", False):
         return "mclearn-v1"
-    if method == "mclearn-once" and not study.removesuffix("-lr").endswith(ABLATION_SUFFIX):
+    if method == "mclearn-once" and not is_ablation_study(study, include_sweeps=True):
         return "mclearn"
     return None
 

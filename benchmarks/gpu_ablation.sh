@@ -18,11 +18,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 methods=$(cd "$root" && python3 -c 'import json, mclearn_core as mc
 print(json.dumps(["baseline", "short-schedule", *mc.MCLEARN_VARIANTS], separators=(",", ":")))')
+suffix=$(cd "$root" && python3 -c 'import mclearn_core as mc; print(mc.ABLATION_SUFFIX)')  # -ablation
 params="methods=$methods time_budgets=[0.3333333333333333,0.5] method_budgets={} method_seeds={} lr_factors=${LR_FACTORS:-[0.5,1,2]}"
 case "${1:-}" in
   --params) echo "$params"; exit 0 ;;
-  --env) echo "export STUDY_SUFFIX=-ablation SEEDS=${SEEDS:-42} EXTRA_PARAMS='$params'"; exit 0 ;;
+  --env) echo "export STUDY_SUFFIX=$suffix SEEDS=${SEEDS:-42} EXTRA_PARAMS='$params'"; exit 0 ;;
 esac
 if [ $# -lt 3 ]; then sed -n 2,16p "$0"; exit 2; fi
-STUDY_SUFFIX=-ablation SEEDS=${SEEDS:-42} EXTRA_PARAMS=$params bash "$root/benchmarks/gpu_budget_study.sh" "$@"
+STUDY_SUFFIX=$suffix SEEDS=${SEEDS:-42} EXTRA_PARAMS=$params bash "$root/benchmarks/gpu_budget_study.sh" "$@"
 python3 "$root/benchmarks/ablation.py" --results "$root/results"

@@ -723,6 +723,13 @@ def test_rename_preset_runs_names_each_stored_mclearn_run_by_its_config(tmp_path
     assert mc.rename_preset_runs(tmp_path) == []  # done once: nothing left to rename
 
 
+def test_an_ablation_study_is_named_by_its_suffix_and_its_sweep_only_on_request():
+    assert mc.is_ablation_study("sst2-mpnet-h200-ablation") and not mc.is_ablation_study("sst2-mpnet-h200-equal-time")
+    assert not mc.is_ablation_study("sst2-mpnet-h200-ablation-lr")  # the sweep is a study of its own
+    assert mc.is_ablation_study("sst2-mpnet-h200-ablation-lr", include_sweeps=True)
+    assert not mc.is_ablation_study("sst2-mpnet-h200-equal-time-lr", include_sweeps=True)
+
+
 def test_rename_preset_runs_refuses_to_overwrite(tmp_path):
     _preset_run(tmp_path, "eq", "mclearn", 1, "mclearn-b0.33", once=False)
     _preset_run(tmp_path, "eq", "mclearn-v1", 1, "mclearn-v1-b0.33", once=False)
