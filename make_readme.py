@@ -202,6 +202,21 @@ def _found(item, link: bool) -> str:
     return f"`{method}` on {f'[{name}]' if link else name} at {budget} ({diff} pt, {interval}{time})"
 
 
+def _preset_tally(own: list[tuple[str, str, str]]) -> str:
+    """Return ": better in a, tied in b, worse in c (naming them) of its n cells" from the chosen
+    preset's [(dataset, budget, verdict)] against short-schedule (mc.chosen_preset_verdicts per
+    equal-time study), "over time" counted apart where it has any; "" without a cell."""
+    if not own:
+        return ""
+    counts = {v: sum(verdict == v for *_, verdict in own) for v in ("better", "tie", "worse", "over time")}
+    worse = ", ".join(f"{name} {budget}" for name, budget, verdict in own if verdict == "worse")
+    parts = [f"better in {counts['better']}", f"tied in {counts['tie']}",
+             f"worse in {counts['worse']}" + (f" ({worse})" if worse else "")]
+    if counts["over time"]:
+        parts.append(f"over time in {counts['over time']}")
+    return f": {', '.join(parts)} of its {len(own)} cells"
+
+
 def answer_markdown(results_dir: str | Path = "results", link_base: Path | None = None,
                     details: str = "results/README.md") -> str:
     """Return the README's answer in markdown: one paragraph naming each method that beats
@@ -353,7 +368,11 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
         other = mc.equal_time_study_of(study)
         equal_time[mc._ablation_dataset(study)] = (other, mc.load_runs(results_dir, other) if other in present else [])
     paragraphs = mc.ablation_paragraphs(records, equal_time)
-    parts = [mc.ABLATION_RULE + "\n", _table(table) + "\n", f"Chosen: `{table.attrs['chosen']}`.\n"]
+    tally = _preset_tally([(dataset, budget, verdict) for dataset, (_, runs) in equal_time.items()
+                           for budget, verdict in mc.chosen_preset_verdicts(runs, table.attrs["chosen"])])
+    parts = [mc.ABLATION_RULE + "\n", _table(table) + "\n",
+             f"Chosen: `{table.attrs['chosen']}`" + (f"; as the `mclearn` preset, over its seeds in the equal-time "
+                                                     f"studies against `{mc.REFERENCE}`{tally}" if tally else "") + ".\n"]
     every_run = Path(results_dir) / "ablation" / "ablation_table.md"
     if every_run.exists():
         link = _link(every_run, link_base)

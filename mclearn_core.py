@@ -6304,6 +6304,28 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
     return out
 
 
+def chosen_preset_runs(records: Sequence[dict[str, Any]], chosen: str) -> tuple[list[dict[str, Any]], str]:
+    """Return (runs, method id) of the chosen variant's preset among an equal-time study's `records`:
+    the runs of method `mclearn` whose stored config has exactly the chosen variant's parts on
+    (variant_parts_on), else those of the chosen variant's own id."""
+    parts = MCLEARN_VARIANTS[chosen]
+    runs = [r for r in records if r["method"] == "mclearn" and variant_parts_on(r.get("config") or {}) == parts]
+    if runs:
+        return runs, "mclearn"
+    return [r for r in records if r["method"] == chosen], chosen
+
+
+def chosen_preset_verdicts(records: Sequence[dict[str, Any]], chosen: str) -> list[tuple[str, str]]:
+    """Return [(budget, verdict)] of the chosen variant's preset (chosen_preset_runs) against REFERENCE
+    at every budget where it ran in an equal-time study's `records` (equal_time_table's verdicts)."""
+    runs, name = chosen_preset_runs(records, chosen)
+    if not runs:
+        return []
+    table = equal_time_table([r for r in records if r["method"] in (REFERENCE, "baseline")] + runs)
+    own = table[table["method"] == name]
+    return list(zip(own["budget"], own["verdict"]))
+
+
 def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, dataset: str, study: str,
                           budgets: Sequence[float]) -> str:
     """Return one sentence on the chosen variant's preset in an equal-time study (`records`, test
@@ -6318,11 +6340,7 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
     full passes against their share of the data (only where its runs recorded their full passes);
     else that the 5 seeds are not yet run on `dataset`
     (with how many there are, when some are)."""
-    parts = MCLEARN_VARIANTS[chosen]
-    runs = [r for r in records if r["method"] == "mclearn" and variant_parts_on(r.get("config") or {}) == parts]
-    name = "mclearn"
-    if not runs:
-        runs, name = [r for r in records if r["method"] == chosen], chosen
+    runs, name = chosen_preset_runs(records, chosen)
     table = equal_time_table([r for r in records if r["method"] in (REFERENCE, "baseline")] + runs)
     rows = {budget: table[(table["method"] == name) & (table["budget"] == format_budget(budget))] for budget in budgets}
     seeds = {budget: int(row["seeds"].iloc[0]) if len(row) else 0 for budget, row in rows.items()}

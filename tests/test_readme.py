@@ -206,6 +206,8 @@ def test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_r
                 "`short-schedule`: +1.00 pt [+0.82, +1.18] at 1/3 (better) and -1.00 pt [-1.00, -1.00] at 1/2 "
                 "(worse), paired 95 % intervals.")
     assert sentence + "\n" in mr.ablation_markdown(tmp_path)
+    assert ("Chosen: `mclearn-once`; as the `mclearn` preset, over its seeds in the equal-time studies against "
+            "`short-schedule`: better in 1, tied in 0, worse in 1 (sst2 1/2) of its 2 cells.\n") in mr.ablation_markdown(tmp_path)
     for record in runs:
         if record["method"] == "mclearn":
             _write_run(tmp_path, {**record, "config": {**record["config"], "once_draws": False}})
