@@ -6132,7 +6132,8 @@ def ablation_table(records: Sequence[dict[str, Any]]):
 
 def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[str] | None = None):
     """Return one row per budgeted run of a variant or the short schedule (one seed each in the
-    ablation; `methods` names others, as `mclearn` in an equal-time study): its validation accuracy (%, the eval split) and its difference in points from the
+    ablation; `methods` names others, as `mclearn` in an equal-time study): its validation accuracy
+    (%, the eval split) and its difference in points from the
     short schedule's run of the same study, budget and seed (None without one), steps, train
     seconds, the distinct training rows it gave a full pass (the short schedule: its examples, at
     most the training set, as it sees every row once before any twice) and their share, and for
@@ -6338,8 +6339,7 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
     agreement, the time breakdown (scoring, graph-replayed updates, warm-up steps and captures, the
     captures alone against REFERENCE's) and, on noisy data, the flipped rows' share of the
     full passes against their share of the data (only where its runs recorded their full passes);
-    else that the 5 seeds are not yet run on `dataset`
-    (with how many there are, when some are)."""
+    else that the 5 seeds are not yet run on `dataset` (with how many there are, when some are)."""
     runs, name = chosen_preset_runs(records, chosen)
     table = equal_time_table([r for r in records if r["method"] in (REFERENCE, "baseline")] + runs)
     rows = {budget: table[(table["method"] == name) & (table["budget"] == format_budget(budget))] for budget in budgets}
