@@ -18,6 +18,7 @@ logic lives in notebook cells.
 """
 from __future__ import annotations
 
+import argparse
 import collections
 import contextlib
 import copy
@@ -31,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -365,13 +367,19 @@ def parse_config_value(key: str, text: str) -> Any:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """Return the Config changes of command-line KEY=VALUE items, each value of its field's type."""
+    """Return the Config changes of command-line KEY=VALUE items, each value of its field's type.
+    A key given twice with two values raises ValueError (one of them would be dropped)."""
     overrides = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set takes KEY=VALUE items, got {item!r} (e.g. --set epochs=2)")
-        overrides[key.strip()] = parse_config_value(key.strip(), text.strip())
+        key = key.strip()
+        value = parse_config_value(key, text.strip())
+        if key in overrides and overrides[key] != value:
+            raise ValueError(f"--set gives {key} twice ({key}={_config_text(overrides[key])} and {key}={text.strip()}): "
+                             f"keep one")
+        overrides[key] = value
     return overrides
 
 
@@ -383,6 +391,10 @@ def study_name(base: str, preset: str) -> str:
 
 class ConfigError(ValueError):
     """A config value that cannot run; the message names the key and a value that can."""
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback: a notebook cell's output is the one line."""
+        return [f"error: {self}"]
 
 
 @dataclass(frozen=True)
@@ -480,6 +492,48 @@ def _config_text(value: Any) -> str:
     return ",".join(map(text, value)) if isinstance(value, tuple) else text(value)
 
 
+def _of_kind(value: Any, kind: str) -> bool:
+    """Return whether one value is of the scalar Config type `kind` (int, float, bool or str);
+    a bool is no number, an int is a float."""
+    if kind == "bool":
+        return isinstance(value, (bool, np.bool_))
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if kind == "int":
+        return isinstance(value, (int, np.integer))
+    if kind == "float":
+        return isinstance(value, (int, float, np.integer, np.floating))
+    return isinstance(value, str)
+
+
+def check_type(key: str, value: Any) -> None:
+    """Raise ConfigError naming `key`, the type it expects and an example when `value` is not of
+    Config field `key`'s type (a tuple field takes a list or tuple of its items' type; "| None"
+    fields also take None)."""
+    kind = str(Config.__dataclass_fields__[key].type)
+    optional, kind = kind.endswith(" | None"), kind.removesuffix(" | None")
+    if value is None and optional:
+        return
+    default = getattr(Config(), key)
+    if kind.startswith("tuple["):
+        inner = [t.strip() for t in kind[len("tuple["):-1].split(",")]
+        fits = isinstance(value, (list, tuple)) and all(_of_kind(v, inner[0]) for v in value) and \
+            (inner[-1] == "..." or len(value) == len(inner))
+        words = f"a list of {len(inner)} {inner[0]}s" if inner[-1] != "..." else f"a list of {inner[0]}s"
+        example = list(default) or ["..."]
+    else:
+        fits, words, example = _of_kind(value, kind), kind, default
+    if not fits:
+        raise ConfigError(f"{key}={value!r} is {_kind_of(value)}: {key} expects {words}{' or None' if optional else ''}, "
+                          f"e.g. {key}={example!r}")
+
+
+def _kind_of(value: Any) -> str:
+    """Return the type of `value` in words: "None", "an int", "a str", ..."""
+    name = type(value).__name__
+    return "None" if value is None else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def check_range(key: str, value: Any) -> None:
     """Raise ConfigError naming `key`, its range and a valid example when `value` is outside
     CONFIG_RANGES[key] (for a tuple: empty where it may not be, a value outside, or a (lo, hi)
@@ -521,14 +575,23 @@ def _names_a_local_path(name: str) -> bool:
         (path.parent != Path(".") and path.parent.is_dir())
 
 
+# A model folder holds at least one of these: the vocabulary its tokenizer is built from.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def check_study_name(study: str) -> None:
+    """Raise ConfigError unless `study` is one folder name (not empty, no '/', '\\' or '..')."""
+    if not study or study in (".", "..") or any(c in study for c in "/\\\0") or study != study.strip():
+        raise ConfigError(f"study={study!r} must be one folder name inside results_dir/runs (no '/', '\\' or "
+                          f"'..'), e.g. study=my-study")
+
+
 def check_paths(cfg: Config) -> None:
     """Raise ConfigError when a path in `cfg` is not what it must be: study one folder name inside
     results_dir/runs, results_dir a folder (or not yet there), dataset a folder of split files or
     a hub name, model_name a model folder (with config.json), a hub name or "tiny"."""
-    study = cfg.study
-    if not study or study in (".", "..") or any(c in study for c in "/\\\0") or study != study.strip():
-        raise ConfigError(f"study={study!r} must be one folder name inside results_dir/runs (no '/', '\\' or "
-                          f"'..'), e.g. study=my-study")
+    check_study_name(cfg.study)
     results = Path(cfg.results_dir).expanduser()
     if results.exists() and not results.is_dir():
         raise ConfigError(f"results_dir={cfg.results_dir!r} is a file: set results_dir= (--results-dir) to a folder")
@@ -550,22 +613,68 @@ def check_paths(cfg: Config) -> None:
             raise ConfigError(f"Model folder {cfg.model_name!r} has no config.json: {fix}")
         if not model.is_dir() and _names_a_local_path(cfg.model_name):
             raise ConfigError(f"Model folder {cfg.model_name!r} does not exist: {fix}")
+        if model.is_dir() and not any((model / name).is_file() for name in TOKENIZER_FILES):
+            raise ConfigError(f"Model folder {cfg.model_name!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): "
+                              f"without them every word would read as one unknown token; {fix}")
+
+
+NAMED_KEYS = ("dataset", "model_name", "results_dir", "train_split", "eval_split", "text_column", "label_column",
+              "schedule")  # a name or path each: an empty one would mean something else without a word
+
+
+def check_settings(cfg: Config, seeds: Sequence[int] | None = None) -> None:
+    """Raise ConfigError (one line naming the key and the fix) for settings that could not take
+    effect as given: an empty name (NAMED_KEYS), a seed listed twice, a train split that is also
+    the eval or test split, tiny_* keys set for a model that is not 'tiny', a cheap scorer that
+    runs every layer of the tiny model (score_layer >= tiny_layers), and a score_max_length set
+    above max_length (texts are cut at max_length tokens)."""
+    for key in NAMED_KEYS:
+        if not str(getattr(cfg, key)).strip():
+            raise ConfigError(f"{key}={getattr(cfg, key)!r} is empty: give a name, e.g. {key}={getattr(Config(), key)}")
+    for values in (cfg.seeds, seeds or ()):
+        twice = sorted({s for s in values if list(values).count(s) > 1})
+        if twice:
+            raise ConfigError(f"seeds lists {', '.join(map(str, twice))} more than once: each seed is one run, "
+                              f"list it once")
+    if cfg.train_split == cfg.eval_split:
+        raise ConfigError(f"train_split and eval_split are both {cfg.train_split!r}: a run would be scored on the "
+                          f"rows it trains on; set eval_split= to another split, e.g. eval_split=validation")
+    for other in ("train_split", "eval_split"):
+        if cfg.test_split and cfg.test_split == getattr(cfg, other):
+            raise ConfigError(f"test_split={cfg.test_split!r} is also the {other.removesuffix('_split')} split: "
+                              f"test rows must be rows a run neither trains nor is chosen on; set test_split= to "
+                              f"another split, or '' for none")
+    tiny_keys = sorted(k for k in cfg.explicit if k.startswith("tiny_"))
+    if tiny_keys and cfg.model_name != TINY_MODEL:
+        raise ConfigError(f"{', '.join(tiny_keys)} set for model_name={cfg.model_name!r}: the tiny_* keys shape only "
+                          f"model_name=tiny; drop them or set model_name=tiny")
+    if cfg.model_name == TINY_MODEL and cfg.score_layer >= cfg.tiny_layers:
+        raise ConfigError(f"score_layer={cfg.score_layer} runs all {cfg.tiny_layers} layers of the tiny model: the "
+                          f"cheap scorer must run fewer; set score_layer= to 0..{cfg.tiny_layers - 1}")
+    if "score_max_length" in cfg.explicit and cfg.score_max_length > cfg.max_length:
+        raise ConfigError(f"score_max_length={cfg.score_max_length} is above max_length={cfg.max_length}: texts are "
+                          f"cut at max_length tokens; set score_max_length= to at most {cfg.max_length}")
 
 
 def validate_config(cfg: Config, seeds: Sequence[int] | None = None) -> Config:
-    """Return `cfg` after checking it can run, before anything loads or trains: every numeric key
-    in its CONFIG_RANGES, a non-empty seed list (cfg.seeds, and `seeds` when given), precision, the
-    tiny model's width against its heads, and its paths (check_paths). Raises ConfigError, one line
+    """Return `cfg` after checking it can run, before anything loads or trains: every key's type
+    (check_type), every numeric key in its CONFIG_RANGES, a non-empty seed list (cfg.seeds, and
+    `seeds` when given), precision, the tiny model's width against its heads, settings that could
+    not take effect (check_settings) and its paths (check_paths). Raises ConfigError, one line
     naming the key and a valid value."""
+    for field in dataclasses.fields(Config):
+        check_type(field.name, getattr(cfg, field.name))
     for key in numeric_fields():
         check_range(key, getattr(cfg, key))
     if seeds is not None:
+        check_type("seeds", seeds)
         check_range("seeds", tuple(seeds))
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}: e.g. precision=fp32")
     if cfg.model_name == TINY_MODEL and cfg.tiny_dim % cfg.tiny_heads:
         raise ConfigError(f"tiny_dim={cfg.tiny_dim} is not a multiple of tiny_heads={cfg.tiny_heads}: set "
                           f"tiny_heads= to a divisor of it, e.g. tiny_heads=2")
+    check_settings(cfg, seeds)
     check_paths(cfg)
     return cfg
 
@@ -629,6 +738,8 @@ class DataBundle:
     source: str
     test: TextSplit | None = None  # cfg.test_split, when set
     flipped_rows: np.ndarray | None = None  # training rows whose label flip_labels changed (label_noise)
+    splits: dict[str, str | None] = dataclasses.field(default_factory=dict)  # split read as train/eval/test
+    sha256: str = ""  # what the run read (data_sha256): its files' bytes, or its rows (rows_sha256)
 
 
 def _split_files(folder: Path, split: str) -> list[Path]:
@@ -641,6 +752,12 @@ def _split_files(folder: Path, split: str) -> list[Path]:
     return []
 
 
+def _split_names(folder: Path) -> list[str]:
+    """Return the split names of a local data folder's parquet and CSV files (shards as one)."""
+    stems = [p.stem for p in [*folder.glob("*.parquet"), *folder.glob("*.csv"), *folder.glob("*/*.parquet")]]
+    return sorted({re.sub(r"-\d+-of-\d+$", "", stem) for stem in stems})
+
+
 def _read_frames(files: list[Path]):
     import pandas as pd
 
@@ -648,31 +765,49 @@ def _read_frames(files: list[Path]):
     return pd.concat(frames, ignore_index=True)
 
 
-def _choose_eval_split(cfg: Config, frames: Callable[[str], Any]) -> tuple[str, Any] | None:
-    """Return (name, frame) of the evaluation split: cfg.eval_split, else validation, else test, from
-    `frames(name)` (None where a split is absent). Unless eval_split was set explicitly, a split whose
-    labels are all negative (GLUE test splits: label -1 throughout) is passed over."""
-    for name in dict.fromkeys((cfg.eval_split, "validation", "test")):
+def eval_split_candidates(cfg: Config) -> tuple[str, ...]:
+    """Return the splits the evaluation split is chosen from, in order: eval_split alone when it
+    was set (cfg.explicit), else eval_split, then validation, then test."""
+    if "eval_split" in cfg.explicit:
+        return (cfg.eval_split,)
+    return tuple(dict.fromkeys((cfg.eval_split, "validation", "test")))
+
+
+def _choose_eval_split(cfg: Config, frames: Callable[[str], Any], source: str,
+                       present: Sequence[str]) -> tuple[str, Any]:
+    """Return (name, frame) of the evaluation split from `frames(name)` (None where a split is
+    absent): cfg.eval_split; when it was not set (cfg.explicit), the first of eval_split, validation
+    and test that is there and labeled (GLUE test splits, label -1 throughout, are passed over),
+    said in a note when it is not eval_split. Raises DataError naming the `present` splits when there
+    is none, and when the split chosen is the train split."""
+    for name in eval_split_candidates(cfg):
         frame = frames(name)
         if frame is None:
             continue
         labels = frame[cfg.label_column] if cfg.label_column in frame.columns else None
         unlabeled = labels is not None and len(labels) > 0 and bool((labels < 0).all())
-        if not unlabeled or (name == cfg.eval_split and "eval_split" in cfg.explicit):
+        if not unlabeled or "eval_split" in cfg.explicit:
+            if name == cfg.train_split:
+                raise DataError(f"The evaluation split of {source} would be {name!r}, the train split: a run "
+                                f"would be scored on the rows it trains on. Set eval_split= to another split "
+                                f"(splits there: {', '.join(present)}).")
+            if name != cfg.eval_split:
+                print(f"note: {source} has no labeled split {cfg.eval_split!r}: evaluating on {name!r} "
+                      f"(set eval_split= to choose)", flush=True)
             return name, frame
-    return None
+    asked = f"split {cfg.eval_split!r}" if "eval_split" in cfg.explicit else \
+        f"evaluation split ({cfg.eval_split!r}, nor validation or test)"
+    raise DataError(f"No labeled {asked} in {source} (splits there: {', '.join(present) or 'none'}). Set "
+                    f"eval_split= to one of them.")
 
 
-def _load_local(folder: Path, cfg: Config) -> tuple[Any, Any, Any, list[str] | None, str]:
+def _load_local(folder: Path, cfg: Config) -> tuple[Any, tuple[str, Any], Any, list[str] | None, str]:
     train_files = _split_files(folder, cfg.train_split)
     if not train_files:
         raise DataError(f"No '{cfg.train_split}' split in {folder}: expected {cfg.train_split}.parquet "
                         f"or {cfg.train_split}.csv. Set train_split= to the file's name.")
     chosen = _choose_eval_split(cfg, lambda s: _read_frames(_split_files(folder, s)) if _split_files(folder, s)
-                                else None)
-    if chosen is None:
-        raise DataError(f"No labeled evaluation split '{cfg.eval_split}' (nor validation/test) in {folder}. "
-                        f"Set eval_split= to the file's name.")
+                                else None, f"local:{folder}", _split_names(folder))
     test_frame = None
     if cfg.test_split:
         test_files = _split_files(folder, cfg.test_split)
@@ -686,7 +821,7 @@ def _load_local(folder: Path, cfg: Config) -> tuple[Any, Any, Any, list[str] | N
         names = read_label_names(labels_file)
     else:
         names = KNOWN_LABEL_NAMES.get(folder.name)
-    return _read_frames(train_files), chosen[1], test_frame, names, f"local:{folder}"
+    return _read_frames(train_files), chosen, test_frame, names, f"local:{folder}"
 
 
 def read_label_names(path: Path) -> list[str]:
@@ -752,7 +887,7 @@ def hub_offline() -> bool:
     return True
 
 
-def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, Any, list[str] | None, str]:
+def _load_hub(name: str, cfg: Config) -> tuple[Any, tuple[str, Any], Any, list[str] | None, str]:
     try:
         import datasets
     except ImportError as err:
@@ -776,10 +911,7 @@ def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, Any, list[str] | None, 
     if cfg.train_split not in ds:
         raise DataError(f"Dataset {name!r} has no split {cfg.train_split!r} (has {list(ds)}). "
                         f"Set train_split=.")
-    chosen = _choose_eval_split(cfg, lambda s: ds[s].to_pandas() if s in ds else None)
-    if chosen is None:
-        raise DataError(f"Dataset {name!r} has no labeled split {cfg.eval_split!r} (has {list(ds)}). "
-                        f"Set eval_split=.")
+    chosen = _choose_eval_split(cfg, lambda s: ds[s].to_pandas() if s in ds else None, f"hub:{name}", list(ds))
     if cfg.test_split and cfg.test_split not in ds:
         raise DataError(f"Dataset {name!r} has no split {cfg.test_split!r} for test_split= (has {list(ds)}). "
                         f"Set test_split= to one of them, or to '' for none.")
@@ -789,7 +921,7 @@ def _load_hub(name: str, cfg: Config) -> tuple[Any, Any, Any, list[str] | None, 
     hub_column = HUB_TEXT_COLUMNS.get(name)
     if hub_column and "text_column" not in cfg.explicit and cfg.text_column not in frames[0].columns:
         frames = [f if f is None else f.rename(columns={hub_column: cfg.text_column}) for f in frames]
-    return frames[0], frames[1], frames[2], names, f"hub:{name}"
+    return frames[0], (chosen[0], frames[1]), frames[2], names, f"hub:{name}"
 
 
 def _rows_text(rows: np.ndarray) -> str:
@@ -797,7 +929,7 @@ def _rows_text(rows: np.ndarray) -> str:
     return "rows " + ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
 
 
-def _frame_to_split(frame, cfg: Config, which: str, limit: int | None) -> TextSplit:
+def _frame_to_split(frame, cfg: Config, which: str, limit: int | None, limit_key: str = "") -> TextSplit:
     for column, knob in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
         if column not in frame.columns:
             raise DataError(f"The {which} split has no column {column!r} (columns: "
@@ -825,14 +957,22 @@ def _frame_to_split(frame, cfg: Config, which: str, limit: int | None) -> TextSp
                         f"Use a labeled split (eval_split='validation').")
     texts = frame[cfg.text_column].astype(str).tolist()
     split = TextSplit(texts=texts, labels=labels.astype(np.int64))
+    classes = len(np.unique(split.labels))
+    if limit and limit < min(classes, len(texts)):
+        raise DataError(f"{limit_key}={limit} is below the {classes} classes of the {which} split: its stratified "
+                        f"subset keeps a row of each class, so it would hold {classes} rows. Set {limit_key}= to at "
+                        f"least {classes}, or to 0 for every row.")
     return stratified_subset(split, limit) if limit else split
 
 
 def _stratified_rows(labels: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
-    """Return about `limit` row indices drawn class by class in proportion to the class counts
-    (at least one row per class), in random order."""
+    """Return at most `limit` row indices (at least one row per class, so never fewer than the
+    classes) drawn class by class in proportion to the class counts, in random order. Where the
+    one-row floor of rare classes would exceed `limit`, the largest classes give up a row each."""
     classes, counts = np.unique(labels, return_counts=True)
     quota = np.maximum(1, np.floor(counts / counts.sum() * limit)).astype(int)
+    for _ in range(int(quota.sum()) - max(limit, len(classes))):
+        quota[np.argmax(quota)] -= 1
     keep = []
     for cls, n in zip(classes, quota):
         rows = np.flatnonzero(labels == cls)
@@ -862,6 +1002,10 @@ def carve_test_split(train: TextSplit, rows: int, seed: int = TEST_HOLDOUT_SEED)
     if not 0 < rows < len(train.texts):
         raise DataError(f"test_holdout={rows} must be between 1 and the train split's {len(train.texts) - 1} rows "
                         f"(e.g. test_holdout=2000), or 0 for none.")
+    classes = len(np.unique(train.labels))
+    if rows < classes:
+        raise DataError(f"test_holdout={rows} is below the {classes} classes of the train split: the carve keeps a "
+                        f"row of each class, so it would hold {classes} rows. Set test_holdout= to at least {classes}.")
     held = _stratified_rows(train.labels, rows, np.random.default_rng(seed))
     rest = np.setdiff1d(np.arange(len(train.texts)), held)
     if len(np.unique(train.labels[rest])) < len(np.unique(train.labels)):
@@ -878,15 +1022,19 @@ def load_text_dataset(cfg: Config) -> DataBundle:
     """
     folder = Path(local_copy(cfg.dataset)).expanduser()
     if folder.is_dir():
-        train_frame, eval_frame, test_frame, names, source = _load_local(folder, cfg)
+        train_frame, (eval_name, eval_frame), test_frame, names, source = _load_local(folder, cfg)
     elif _names_a_local_path(cfg.dataset):
         raise DataError(f"Dataset folder {cfg.dataset!r} does not exist. Set dataset= to an "
                         f"existing folder or a hub name such as 'ag_news'.")
     else:
-        train_frame, eval_frame, test_frame, names, source = _load_hub(cfg.dataset, cfg)
-    train = _frame_to_split(train_frame, cfg, "train", cfg.max_train_examples)
-    evaluation = _frame_to_split(eval_frame, cfg, "eval", cfg.max_eval_examples)
-    test = None if test_frame is None else _frame_to_split(test_frame, cfg, "test", cfg.max_eval_examples)
+        train_frame, (eval_name, eval_frame), test_frame, names, source = _load_hub(cfg.dataset, cfg)
+    if cfg.test_split and cfg.test_split == eval_name:
+        raise DataError(f"test_split={cfg.test_split!r} is also the evaluation split of {source}: set test_split= "
+                        f"to another split, or to '' for none.")
+    train = _frame_to_split(train_frame, cfg, "train", cfg.max_train_examples, "max_train_examples")
+    evaluation = _frame_to_split(eval_frame, cfg, "eval", cfg.max_eval_examples, "max_eval_examples")
+    test = None if test_frame is None else _frame_to_split(test_frame, cfg, "test", cfg.max_eval_examples,
+                                                           "max_eval_examples")
     if cfg.test_holdout:
         if test is not None:
             raise DataError(f"test_split={cfg.test_split!r} and test_holdout={cfg.test_holdout} are both set: "
@@ -897,8 +1045,82 @@ def load_text_dataset(cfg: Config) -> DataBundle:
     if cfg.label_noise:
         labels, flipped = flip_labels(train.labels, cfg.label_noise, len(names), cfg.label_noise_seed)
         train = TextSplit(train.texts, labels)
+    splits = {"train": cfg.train_split, "eval": eval_name,
+              "test": cfg.test_split or (f"{cfg.test_holdout} rows of {cfg.train_split}" if cfg.test_holdout else None)}
+    digest = files_sha256(local_data_files(folder, cfg), folder) if folder.is_dir() else \
+        rows_sha256({"train": train, "eval": evaluation, "test": test})
     return validate_data(DataBundle(train=train, eval=evaluation, label_names=names, source=source, test=test,
-                                    flipped_rows=flipped))
+                                    flipped_rows=flipped, splits=splits, sha256=digest))
+
+
+def local_data_files(folder: Path, cfg: Config) -> list[Path]:
+    """Return the files of a local data folder that loading `cfg` can read: its train and test
+    splits' files, those of every candidate evaluation split (eval_split_candidates) and
+    labels.json."""
+    names = dict.fromkeys((cfg.train_split, *eval_split_candidates(cfg), *([cfg.test_split] if cfg.test_split else [])))
+    files = [f for name in names for f in _split_files(folder, name)]
+    return sorted(dict.fromkeys(files + [p for p in [folder / "labels.json"] if p.is_file()]))
+
+
+def files_sha256(files: Sequence[Path], root: Path) -> str:
+    """Return the SHA-256 of `files` (each one's path relative to `root`, size and bytes, in the
+    given order), read once per process for a file of the same size, inode and times."""
+    stats = []
+    for path in files:
+        st = path.stat()
+        stats.append((str(path), path.relative_to(root).as_posix(), st.st_size, st.st_ino, st.st_mtime_ns,
+                      st.st_ctime_ns))
+    return _stats_sha256(tuple(stats))
+
+
+@functools.lru_cache(maxsize=64)
+def _stats_sha256(stats: tuple[tuple[str, str, int, int, int, int], ...]) -> str:
+    """Return the SHA-256 of the files listed by files_sha256 (path, name, size, inode, times)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path, name, size, *_ in stats:
+        digest.update(f"{name}\0{size}\0".encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def rows_sha256(splits: dict[str, TextSplit | None]) -> str:
+    """Return the SHA-256 of the rows of each split (its name, then every text and label)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, split in splits.items():
+        if split is None:
+            continue
+        digest.update(f"{name}\0{len(split.texts)}\0".encode())
+        for text, label in zip(split.texts, split.labels.tolist()):
+            digest.update(f"{text}\x1f{label}\x1e".encode())
+    return digest.hexdigest()
+
+
+# The Config keys that decide which rows a dataset gives (data_sha256 of a hub dataset reloads with them).
+DATA_KEYS = ("dataset", "train_split", "eval_split", "test_split", "test_holdout", "text_column", "label_column",
+             "max_train_examples", "max_eval_examples", "label_noise", "label_noise_seed")
+
+
+def data_sha256(cfg: Config) -> str:
+    """Return the SHA-256 of the data `cfg` reads, as load_text_dataset computes it: a local
+    folder's files (local_data_files, read once per process while they do not change), or a hub
+    dataset's rows (loaded once per process for the same DATA_KEYS)."""
+    folder = Path(local_copy(cfg.dataset)).expanduser()
+    if folder.is_dir():
+        return files_sha256(local_data_files(folder, cfg), folder)
+    return _hub_rows_sha256(tuple((k, getattr(cfg, k)) for k in DATA_KEYS), "eval_split" in cfg.explicit)
+
+
+@functools.lru_cache(maxsize=8)
+def _hub_rows_sha256(keys: tuple[tuple[str, Any], ...], eval_split_set: bool) -> str:
+    """Return load_text_dataset's sha256 of the hub dataset that the DATA_KEYS values `keys` read."""
+    cfg = replace_config(Config(), explicit=("eval_split",) if eval_split_set else (), **dict(keys))
+    return load_text_dataset(cfg).sha256
 
 
 def validate_data(bundle: DataBundle) -> DataBundle:
@@ -931,8 +1153,8 @@ def check_labels(train: TextSplit, evaluation: TextSplit, names: Sequence[str] |
     """Return the class names (given, or "0".."C-1") after checking every split's labels against them.
 
     Raises DataError naming the split and its offending values when the train split has fewer than
-    two classes, a label has no name (labels.json or the hub's names) or, without names, when the
-    eval (or test) split has classes the train split lacks.
+    two classes, a label has no name (labels.json or the hub's names) or the eval (or test) split
+    has classes the train split lacks (a model cannot learn a class it never trains on).
     """
     classes, counts = np.unique(train.labels, return_counts=True)
     if len(classes) < 2:
@@ -951,13 +1173,14 @@ def check_labels(train: TextSplit, evaluation: TextSplit, names: Sequence[str] |
                 raise DataError(f"The {which} split of {source} has labels {offending(bad)}, but its class "
                                 f"names (labels.json, or the hub's) list {len(names)} classes, ids "
                                 f"0..{len(names) - 1}. Fix the labels or the names list.")
-        return list(names)
     for which, split in held_out:
         unseen = np.setdiff1d(np.unique(split.labels), np.unique(train.labels))
         if len(unseen):
             raise DataError(f"The {which} split of {source} has labels {offending(unseen)} that the train split "
                             f"never has (train has {offending(np.unique(train.labels))}). Use splits with "
                             f"the same classes ({which}_split=, train_split=).")
+    if names:
+        return list(names)
     return [str(i) for i in range(int(max(train.labels.max(), evaluation.labels.max())) + 1)]
 
 
@@ -1145,6 +1368,80 @@ def load_model_and_tokenizer(cfg: Config, num_labels: int, train_texts: Sequence
             f"weights and tokenizer files, or 'tiny' for an offline model built from scratch."
         ) from err
     return cache_position_buckets(model), tokenizer
+
+
+def check_model_fits(cfg: Config, model: nn.Module, tokenizer, train: "EncodedSplit") -> None:
+    """Raise ModelLoadError (ConfigError for score_layer) naming the fix when the model and its
+    tokenizer cannot run `cfg` as set: a tokenizer with more tokens than the model's embedding has
+    rows, one that reads most of the train split (`train`, encoded) as its unknown token (a folder
+    whose tokenizer does not belong to its weights), or a cheap scorer that would run every layer
+    (score_layer >= the encoder's layers)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelLoadError(f"The tokenizer of {cfg.model_name!r} has {len(tokenizer)} tokens, but the model's "
+                             f"embedding has {rows} rows: they are not one model's. Set model_name= to a folder whose "
+                             f"tokenizer files belong to its weights.")
+    if tokenizer.unk_token_id is not None and len(train):
+        ids = train.input_ids.cpu()
+        real = torch.arange(ids.shape[1])[None, :] < train.lengths.cpu()[:, None]
+        real &= ~torch.isin(ids, torch.tensor(sorted(set(tokenizer.all_special_ids) - {tokenizer.unk_token_id})))
+        unknown = float((ids[real] == tokenizer.unk_token_id).float().mean()) if real.any() else 0.0
+        if unknown > UNKNOWN_TOKEN_SHARE:
+            fix = "raise tiny_vocab_size=" if cfg.model_name == TINY_MODEL else \
+                "set model_name= to a folder whose tokenizer files belong to its weights"
+            raise ModelLoadError(f"The tokenizer of {cfg.model_name!r} reads {unknown:.0%} of the train split's tokens "
+                                 f"as its unknown token {tokenizer.unk_token!r}: the model would see almost no words. "
+                                 f"{fix[0].upper() + fix[1:]}.")
+    layers = len(encoder_parts(model).layers)
+    if cfg.score_layer >= layers:
+        raise ConfigError(f"score_layer={cfg.score_layer} runs all {layers} encoder layers of {cfg.model_name!r}: the "
+                          f"cheap scorer must run fewer; set score_layer= to 0..{layers - 1}")
+
+
+UNKNOWN_TOKEN_SHARE = 0.5  # a tokenizer reading more of the train tokens than this as unknown does not fit
+
+
+# The files of a model folder that decide its weights and tokenizer (model_sha256); README and
+# other files are not read.
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
+
+
+TINY_KEYS = ("tiny_vocab_size", "tiny_dim", "tiny_layers", "tiny_heads", "tiny_hidden_dim", "max_length")
+
+
+def model_folder(cfg: Config) -> Path:
+    """Return the folder the model of `cfg` loads from: its local folder (local_copy), or its hub
+    snapshot in the local hub cache, fetched first (load_model_and_tokenizer) when it is not there.
+    Raises ModelLoadError when it cannot be had."""
+    folder = Path(local_copy(cfg.model_name)).expanduser()
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(cfg.model_name, "config.json")
+    if not isinstance(found, str):
+        load_model_and_tokenizer(cfg, 2)
+        found = try_to_load_from_cache(cfg.model_name, "config.json")
+    if not isinstance(found, str):
+        raise ModelLoadError(f"Model {cfg.model_name!r} loaded, but its files are not in the local hub cache, so "
+                             f"its weights cannot be hashed: set model_name= to a local folder.")
+    return Path(found).parent
+
+
+def model_sha256(cfg: Config) -> str:
+    """Return the SHA-256 of the model `cfg` trains: the weight, config and tokenizer files
+    (MODEL_FILE_SUFFIXES) of its folder (model_folder: a local folder or the hub snapshot), read once
+    per process while they do not change; for "tiny", of its TINY_KEYS (its tokenizer is built from
+    the train split, which data_sha256 covers)."""
+    import hashlib
+
+    if cfg.model_name == TINY_MODEL:
+        spec = json.dumps({"tiny": {key: getattr(cfg, key) for key in TINY_KEYS}}, sort_keys=True)
+        return hashlib.sha256(spec.encode()).hexdigest()
+    folder = model_folder(cfg)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES
+                   and not p.name.startswith((".", "README")))
+    return files_sha256(files, folder)
 
 
 @dataclass
@@ -3929,22 +4226,30 @@ class Prepared:
     flipped_rows: np.ndarray | None = None  # training rows with a flipped label (cfg.label_noise)
     warmup_seconds: float = 0.0  # untimed device warm-up done by prepare (CUDA only)
     step_costs: Any = None  # StepCosts of the baseline's update (measured once, see prepared_step_costs)
+    splits: dict[str, str | None] = dataclasses.field(default_factory=dict)  # the splits read (DataBundle.splits)
+    identity: dict[str, str] = dataclasses.field(default_factory=dict)  # data_sha256, model_sha256 (prepare)
 
 
 def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
     """Check the config (validate_config) and the data (validate_data), load data and model once,
-    tokenize, move the tensors to the device and, on CUDA, warm the device up (see warm_up_device);
-    return Prepared."""
+    check that they fit (check_model_fits), tokenize, move the tensors to the device and, on CUDA,
+    warm the device up (see warm_up_device); return Prepared, with the identity of its data (the
+    bundle's sha256, or its rows' when it has none) and model (model_sha256)."""
     validate_config(cfg)
     bundle = validate_data(bundle) if bundle else load_text_dataset(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg, len(bundle.label_names), bundle.train.texts)
     device = resolve_device(cfg)
-    train = encode_split(bundle.train, tokenizer, cfg.max_length).to(device)
+    encoded_train = encode_split(bundle.train, tokenizer, cfg.max_length)
+    check_model_fits(cfg, model, tokenizer, encoded_train)
+    identity = {"data_sha256": bundle.sha256 or rows_sha256({"train": bundle.train, "eval": bundle.eval,
+                                                               "test": bundle.test}),
+                "model_sha256": model_sha256(cfg)}
+    train = encoded_train.to(device)
     evaluation = encode_split(bundle.eval, tokenizer, cfg.max_length).to(device)
     test = None if bundle.test is None else encode_split(bundle.test, tokenizer, cfg.max_length).to(device)
     prepared = Prepared(cfg=cfg, base_model=model.cpu(), tokenizer=tokenizer, train=train, eval=evaluation,
                         label_names=bundle.label_names, source=bundle.source, device=device, test=test,
-                        flipped_rows=bundle.flipped_rows)
+                        flipped_rows=bundle.flipped_rows, splits=bundle.splits, identity=identity)
     if device.type == "cuda":
         prepared.warmup_seconds = warm_up_device(prepared)
         prepared_step_costs(prepared)  # graphed throwaway updates at every width: part of the warm-up
@@ -4464,12 +4769,15 @@ def run_identity(method: str, cfg: Config, prepared: "Prepared", seed: int,
                  budget: "BudgetPlan | None" = None) -> dict[str, Any]:
     """Return the fields that say which run a record is, whether it trained or diverged: study,
     method, seed, preset, run label and time budget with its plan's knobs and note, device, data
-    (with its label noise), model, config (`cfg`, the method's own) and versions."""
+    (with the splits read and its label noise), model, the identity of data and model (their
+    SHA-256, see prepare; a sweep reads a stored run back only where they and the device are
+    today's: identity_reason), config (`cfg`, the method's own) and versions."""
     return {
         "study": cfg.study, "method": method, "seed": seed, "preset": cfg.preset,
         "run_label": run_label(method, cfg.time_budget), "time_budget": cfg.time_budget,
         "knobs": budget.knobs if budget else {}, "budget_note": budget.note if budget else None,
         "device": device_name(prepared.device), "dataset": portable_path(prepared.source),
+        "splits": prepared.splits, "identity": dict(prepared.identity),
         "model": portable_path(cfg.model_name), "label_names": prepared.label_names,
         "train_examples": len(prepared.train), "eval_examples": len(prepared.eval),
         "label_noise": cfg.label_noise, "flipped_rows": 0 if prepared.flipped_rows is None else len(prepared.flipped_rows),
@@ -4491,13 +4799,17 @@ def renamed_method(name: str) -> str | None:
 
 def check_methods(methods: Iterable[str]) -> None:
     """Raise ValueError (one line) for a method id that is not in METHODS, naming the new id of a
-    renamed one (RENAMED) or else the valid ids."""
+    renamed one (RENAMED) or else the valid ids, and for one listed twice."""
     for method in methods:
         if renamed_method(method):
             raise ValueError(f"Method {method!r} is now {renamed_method(method)!r} (issue 25): use the new id.")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
+    twice = sorted({m for m in methods if list(methods).count(m) > 1})
+    if twice:
+        raise ValueError(f"Method(s) {', '.join(twice)} listed more than once: each method trains once per seed, "
+                         f"list it once.")
 
 
 def stored_run_path(results_dir: str | Path, study: str, label: str, seed: int) -> Path:
@@ -4587,6 +4899,15 @@ def _renamed(names: dict[str, Any], method: str | None) -> dict[str, Any]:
     return out
 
 
+def today_label(label: str) -> str:
+    """Return a run label in today's method ids: one that starts with a RENAMED method id (a run
+    label is the method id, then -b<budget> and -lr<lr>) gets the new id."""
+    for old, new in RENAMED.items():
+        if renamed_method(old) and (label == old or label.startswith(old + "-")):
+            return new + label[len(old):]
+    return label
+
+
 def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
     """Return a run record written with old names (RENAMED) in today's: its method id and run
     label, its config's keys and `explicit`, its budget knobs and its logged steps' keys; and
@@ -4597,10 +4918,8 @@ def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
     method = record.get("method")
     if renamed_method(method):
         method = record["method"] = renamed_method(method)
-    label = record.get("run_label")
-    for old, new in RENAMED.items():  # a run label is the method id, then -b<budget> and -lr<lr>
-        if renamed_method(old) and isinstance(label, str) and (label == old or label.startswith(old + "-")):
-            record["run_label"] = new + label[len(old):]
+    if isinstance(record.get("run_label"), str):
+        record["run_label"] = today_label(record["run_label"])
     if isinstance(record.get("config"), dict):
         config = record["config"] = _renamed(record["config"], method)
         if renamed_method(config.get("uniform_match")):
@@ -4620,6 +4939,40 @@ def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
         elif "examples_scored" not in record:
             record["examples_scored"] = seen - record["examples_backward"]
     return record
+
+
+class RunFileError(ValueError):
+    """A file under <results>/runs that cannot be read as the run its path names; the message names
+    the file and what to do."""
+
+
+RUN_FILE_NAME = re.compile(r"(?P<label>.+)-seed(?P<seed>\d+)\.json")  # <run label>-seed<k>.json (run_path)
+
+
+RUN_FIELDS = ("study", "method", "seed", "accuracy", "train_seconds")  # every run record has them (tables read them)
+
+
+def check_run_file(path: Path, record: Any) -> None:
+    """Raise RunFileError (one line naming `path` and the fix) unless `record`, read from `path`, is
+    a run record (a JSON object with RUN_FIELDS) and the run its path names: its
+    study is the folder, its run label (where an old file has none: its method and budget) and seed are the
+    file's name (RUN_FILE_NAME, old method ids read as today's), and that label is its method's
+    (the method id, then -b<budget> and/or -lr<lr>)."""
+    name = RUN_FILE_NAME.fullmatch(path.name)
+    missing = [] if not isinstance(record, dict) else [k for k in RUN_FIELDS if k not in record]
+    if name is None or not isinstance(record, dict) or missing:
+        why = ("its name is not <run label>-seed<k>.json" if name is None else
+               "it holds no JSON object" if not isinstance(record, dict) else f"it has no {', '.join(missing)}")
+        raise RunFileError(f"{path} is not a run file ({why}): results/runs/<study>/ holds only the run files sweeps "
+                           f"write; move it out of {path.parent}, or delete it (a sweep then trains its run again)")
+    method = str(record["method"])
+    label = str(record.get("run_label") or run_label(method, float(record.get("time_budget") or 0.0)))
+    if record["study"] != path.parent.name or str(record["seed"]) != name["seed"] or \
+            label != today_label(name["label"]) or not re.fullmatch(rf"{re.escape(method)}(-b[\d.]+)?(-lr[\d.e+-]+)?", label):
+        right = run_path(path.parent.parent.parent, str(record["study"]), label, record["seed"])
+        raise RunFileError(f"{path} holds the run of {method} (run label {label}) seed {record['seed']} in study "
+                           f"{record['study']}, by its record: a run is read only under its own name; move it back to "
+                           f"{right} or delete it")
 
 
 def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
@@ -4700,33 +5053,77 @@ def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None
     return f"{', '.join(diff)} differ: {values}{' ...' if len(diff) > 3 else ''}"
 
 
-def read_finished_run(path: Path, cfg: Config, method: str) -> dict[str, Any] | None:
+IDENTITY_KEYS = ("data_sha256", "model_sha256")  # a run record's "identity": what decided its numbers, with "device"
+
+
+def identity_reason(record: dict[str, Any], cfg: Config, prepared: "Prepared | None" = None) -> str | None:
+    """Return how the stored run `record` is not the run `cfg` would train here, or None: the
+    device that timed it (its "device") is not this one, or the data (data_sha256) or model
+    (model_sha256) it trained on hash differently now; `prepared` gives today's values where the
+    sweep has them. Cheapest first: a hash is computed only when the checks before it hold."""
+    stored = record["identity"]
+    device = device_name(prepared.device if prepared else resolve_device(cfg))
+    if record.get("device") != device:
+        return f"was timed on {record.get('device')}, not on this machine's {device}: its seconds are not this device's"
+    today = prepared.identity if prepared and prepared.identity else {}
+    for key, what, name in (("data_sha256", "data", cfg.dataset), ("model_sha256", "model", cfg.model_name)):
+        now = today.get(key) or (data_sha256(cfg) if key == "data_sha256" else model_sha256(cfg))
+        if stored[key] != now:
+            return (f"was trained on other {what}: {portable_path(name)!r} hashes to {now[:12]} now, {stored[key][:12]} "
+                    f"when it ran (its files changed since)")
+    return None
+
+
+def read_finished_run(path: Path, cfg: Config, method: str, prepared: "Prepared | None" = None) -> dict[str, Any] | None:
     """Return the run record at `path` when a finished run is there (None when there is none, or
-    the file was unreadable and set aside); raise ValueError naming the fix when it was trained
-    with other key settings than `cfg` would use."""
+    the file was unreadable and set aside), after checking that it is the run its path names
+    (check_run_file) and the run `cfg` would train here: raise ValueError naming the fix when it
+    has no config, is of the previous protocol (no identity: written before runs recorded their data and model
+    hashes), was trained with other key settings (stale_reason), or on another device, data or
+    model (identity_reason; `prepared` gives today's where the caller has it)."""
     record = read_run_or_set_aside(path) if path.exists() else None
-    if record is not None:
-        reason = stale_reason(record, cfg, method)
-        if reason and preset_rename(record, cfg.study) == "mclearn-v1":
-            raise ValueError(f"{path} is a run of the mclearn preset before issue 24, now mclearn-v1: rename such "
-                             f"runs with python benchmarks/rename_preset_runs.py {cfg.results_dir}")
-        if reason:
-            raise ValueError(f"{path} was trained with a different config ({reason}). Use another "
-                             f"study= or results_dir=, or delete the file to retrain it.")
+    if record is None:
+        return None
+    check_run_file(path, record)
+    if not isinstance(record.get("config"), dict):
+        raise RunFileError(f"{path} has no config (the settings it trained with), so it cannot be checked against "
+                           f"today's: delete it to retrain its run, or use another study=")
+    reason = stale_reason(record, cfg, method)
+    if reason and preset_rename(record, cfg.study) == "mclearn-v1":
+        raise ValueError(f"{path} is a run of the mclearn preset before issue 24, now mclearn-v1: rename such "
+                         f"runs with python benchmarks/rename_preset_runs.py {cfg.results_dir}")
+    identity = record.get("identity")
+    if not isinstance(identity, dict):
+        raise RunFileError(f"{path.parent} holds runs of the previous protocol ({path.name} has no identity: it was "
+                           f"written before runs recorded the hashes of their data and model), which a sweep never "
+                           f"reuses: choose another study= (--study), or delete them")
+    lacking = [k for k in IDENTITY_KEYS if not isinstance(identity.get(k), str)] + \
+        ([] if isinstance(record.get("device"), str) else ["device"])
+    if lacking:
+        raise RunFileError(f"{path} records no {', '.join(lacking)}, so it cannot be checked against today's data, "
+                           f"model and device: delete it to retrain its run, or use another study=")
+    if reason:
+        raise ValueError(f"{path} was trained with a different config ({reason}). Use another "
+                         f"study= or results_dir=, or delete the file to retrain it.")
+    reason = identity_reason(record, cfg, prepared)
+    if reason:
+        raise RunFileError(f"{path} {reason}. Use another study= or results_dir=, or delete the file to retrain it.")
     return record
 
 
-def matched_fraction(cfg: Config, seed: int) -> float:
+def matched_fraction(cfg: Config, seed: int, prepared: "Prepared | None" = None) -> float:
     """Return the data share that gives `uniform` the train time of cfg.uniform_match: that run's
-    train seconds over the baseline's, same study and seed (training time is linear in examples)."""
+    train seconds over the baseline's, same study and seed (training time is linear in examples),
+    each run read as a sweep reads it back (read_finished_run: today's config, data, model, device)."""
     times = {}
     for method in ("baseline", cfg.uniform_match):
-        path = run_path(cfg.results_dir, cfg.study, method, seed)
-        if not path.exists():
+        path = stored_run_path(cfg.results_dir, cfg.study, method, seed)
+        record = read_finished_run(path, cfg, method, prepared)
+        if record is None:
             raise ValueError(f"uniform matches the measured time of {cfg.uniform_match!r}, but {path} does "
                              f"not exist: include 'baseline' and {cfg.uniform_match!r} in methods=, or set "
                              f"uniform_fraction= to a fixed share.")
-        times[method] = read_run(path)["train_seconds"]
+        times[method] = record["train_seconds"]
     return float(np.clip(times[cfg.uniform_match] / times["baseline"], 0.01, 1.0))
 
 
@@ -4837,7 +5234,7 @@ def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str
     and written atomically. With `keep_diverged`, a run whose loss became NaN is a result, not a
     stop: its record (diverged_record) is written and returned, and the study goes on."""
     path = run_path(cfg.results_dir, cfg.study, label, seed)
-    record = read_finished_run(stored_run_path(cfg.results_dir, cfg.study, label, seed), cfg, method)
+    record = read_finished_run(stored_run_path(cfg.results_dir, cfg.study, label, seed), cfg, method, prepared)
     if record is not None:
         return record
     log_path = path.with_suffix(".jsonl")
@@ -4889,8 +5286,9 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
             path = run_path(cfg.results_dir, cfg.study, method, seed)
             run_cfg = cfg  # uniform's share, when matched, is read from this sweep's finished runs
             if method == "uniform" and cfg.uniform_fraction is None:
-                run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed))
-            record = read_finished_run(stored_run_path(cfg.results_dir, cfg.study, method, seed), run_cfg, method)
+                run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed, prepared))
+            record = read_finished_run(stored_run_path(cfg.results_dir, cfg.study, method, seed), run_cfg, method,
+                                       prepared)
             if record is not None:
                 records.append(record)
                 continue
@@ -5106,7 +5504,13 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     budget (without: the baseline's lr); (5) per seed, the tuned baseline, then each method at each
     of its budgets through its own knob (plan_time_budget), or once at its defaults when it has no
     wall-clock knob (budget_study_runs: `method_budgets`, `method_seeds`)."""
-    check_methods([*methods, *(method_budgets or {}), *(method_seeds or {})])
+    check_methods(methods)
+    for name, named in (("method_budgets", method_budgets or {}), ("method_seeds", method_seeds or {})):
+        check_methods(list(named))
+        unlisted = [m for m in named if m not in methods]
+        if unlisted:
+            raise ValueError(f"{name} names {', '.join(unlisted)}, which methods= does not list: add them to methods= "
+                             f"or drop them from {name}.")
     every_budget = [*time_budgets, *(b for bs in (method_budgets or {}).values() for b in bs), tune_budget]
     bad = [b for b in every_budget if not 0 < b <= 1]
     if bad:
@@ -5172,11 +5576,28 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
 
 
 # --- the summary: summary.csv and the report table ------------------------------------------------
-def load_runs(results_dir: str | Path, study: str | None = None) -> list[dict[str, Any]]:
-    """Return every run record under <results>/runs (one study, or all)."""
+def load_runs(results_dir: str | Path, study: str | None = None, unreadable: str = "refuse") -> list[dict[str, Any]]:
+    """Return every run record under <results>/runs (one study, or all), each checked to be the run
+    its path names (check_run_file: RunFileError otherwise). A file that does not read as JSON
+    (truncated, say) raises RunFileError naming it; with unreadable="skip" it is left where it is,
+    named in a warning and not returned (a sweep of its study sets it aside and redoes its run).
+    Records of the previous protocol (no identity) are returned as they are: tables read them."""
     root = Path(results_dir) / "runs"
-    pattern = f"{study}/*.json" if study else "*/*.json"
-    return [r for r in map(read_run_or_set_aside, sorted(root.glob(pattern))) if r is not None]
+    records = []
+    for path in sorted(root.glob(f"{study}/*.json" if study else "*/*.json")):
+        try:
+            record = read_run(path)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            problem = f"{type(err).__name__}: {err}"
+            if unreadable != "skip":
+                raise RunFileError(f"{path} is not a readable run file ({problem}): restore it (git checkout -- "
+                                   f"{path}), or delete it and run its study's sweep again, which retrains it") from None
+            print(f"warning: {path} is not a readable run file ({problem}): left out of the summary; a sweep of its "
+                  f"study sets it aside and retrains its run", file=sys.stderr, flush=True)
+            continue
+        check_run_file(path, record)
+        records.append(record)
+    return records
 
 
 SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accuracy", "examples_backward",
@@ -5203,17 +5624,30 @@ def _telemetry_graphed(record: dict[str, Any]) -> bool:
     return bool(telemetry.get("graphed") or telemetry.get("cuda_graphs"))
 
 
-def summarize(results_dir: str | Path = "results", study: str | None = None, show: bool = True):
-    """Write <results>/summary.csv (one row per run, columns SUMMARY_COLUMNS) and return the
-    report table (a DataFrame, see `report_table`) of `study` (or every study)."""
+def summary_rows(results_dir: str | Path = "results", unreadable: str = "skip"):
+    """Return one row per run under <results>/runs (a DataFrame, columns SUMMARY_COLUMNS, sorted by
+    study, method, budget and seed); `unreadable` as load_runs takes it."""
     import pandas as pd
 
-    runs = load_runs(results_dir)
-    rows = pd.DataFrame([summary_row(r) for r in runs], columns=SUMMARY_COLUMNS)
+    rows = pd.DataFrame([summary_row(r) for r in load_runs(results_dir, unreadable=unreadable)], columns=SUMMARY_COLUMNS)
+    return rows.sort_values(["study", "method", "time_budget", "seed"])
+
+
+def write_summary(results_dir: str | Path, rows) -> Path:
+    """Write summary rows (summary_rows) to <results>/summary.csv atomically; return its path."""
     out = Path(results_dir) / "summary.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(out) as tmp:
-        rows.sort_values(["study", "method", "time_budget", "seed"]).to_csv(tmp, index=False)
+        rows.to_csv(tmp, index=False)
+    return out
+
+
+def summarize(results_dir: str | Path = "results", study: str | None = None, show: bool = True):
+    """Write <results>/summary.csv (one row per run, columns SUMMARY_COLUMNS; an unreadable run file
+    is left out with a warning, see load_runs) and return the report table (a DataFrame, see
+    `report_table`) of `study` (or every study)."""
+    rows = summary_rows(results_dir)
+    write_summary(results_dir, rows)
     table = report_table(rows if study is None else rows[rows["study"] == study])
     if show:
         print(table.to_string(index=False))
@@ -5369,6 +5803,114 @@ def _mean_std(values) -> str:
     return f"{values.mean():.2f} ± {_sample_std(values):.2f}"
 
 
+# --- notebook parameters --------------------------------------------------------------------------
+# What each notebook parameter that is not a Config key may hold: (kind, range of its numbers, example).
+# Kinds: int, float, bool, floats (a non-empty list), floats or None (items None or in the range),
+# method (a METHODS id), methods (a non-empty list of them), method floats / method int (a dict from
+# method ids to a list of numbers / to one int). Config keys among the parameters are checked as
+# the command line checks them (check_type, check_range).
+NOTEBOOK_RULES: dict[str, tuple[str, Range | None, str]] = {
+    "methods": ("methods", None, '["baseline", "mclearn"]'), "method": ("method", None, '"mclearn"'),
+    "seed": ("int", SEED_RANGE, "42"), "time_budgets": ("floats", Range(0, 1, lo_open=True), "[1/3, 1/2]"),
+    "method_budgets": ("method floats", Range(0, 1, lo_open=True), '{"rho-loss": [0.5]}'),
+    "method_seeds": ("method int", AT_LEAST_ONE, '{"rho-loss": 3}'),
+    "lrs": ("floats", Range(0, lo_open=True, empty_ok=True), "[2e-5, 4e-5]"),
+    "lr_factors": ("floats", Range(0, lo_open=True, empty_ok=True), "[0.5, 1, 2]"),
+    "tune_budget": ("float", Range(0, 1, lo_open=True), "0.5"), "progress": ("bool", None, "True"),
+    "run_if_missing": ("bool", None, "True"), "draws": ("int", Range(2), "5000"),
+    "full_probs": ("floats", Range(0, 1, lo_open=True), "[0.1, 0.5, 1.0]"),
+    "w_clip_values": ("floats or None", Range(0, lo_open=True), "[None, 2, 5, 10]"),
+    "clip_sweep_full_prob": ("float", Range(0, 1, lo_open=True), "0.25"),
+}
+
+
+def _check_rule(name: str, value: Any) -> None:
+    """Raise ConfigError (one line) unless `value` is what NOTEBOOK_RULES[name] allows."""
+    kind, rule, example = NOTEBOOK_RULES[name]
+    fix = f"e.g. {name}={example}"
+
+    def numbers(values: Any, of: str, nones: bool = False) -> None:
+        items = values if isinstance(values, (list, tuple)) else None
+        if items is None or not all(_of_kind(v, of) or (nones and v is None) for v in items):
+            raise ConfigError(f"{name}={value!r} is {_kind_of(value)}: {name} expects a list of {of}s"
+                              f"{' or None' if nones else ''}, {fix}")
+        if not items and not rule.empty_ok:
+            raise ConfigError(f"{name} is empty: give at least one value, {fix}")
+        bad = [v for v in items if v is not None and not rule.holds(v)]
+        if bad:
+            raise ConfigError(f"{name}={value!r} has {', '.join(map(str, bad))} out of range: each value must be "
+                              f"{rule.text()}, {fix}")
+
+    def methods(ids: Any) -> None:
+        try:
+            check_methods(ids)
+        except ValueError as err:
+            raise ConfigError(f"{name}={value!r}: {err}") from None
+
+    if kind in ("int", "float", "bool"):
+        if not _of_kind(value, kind):
+            raise ConfigError(f"{name}={value!r} is {_kind_of(value)}: {name} expects {'an' if kind == 'int' else 'a'} "
+                              f"{kind}, {fix}")
+        if rule is not None and not rule.holds(value):
+            raise ConfigError(f"{name}={value!r} is out of range: {name} must be {rule.text()}, {fix}")
+    elif kind in ("floats", "floats or None"):
+        numbers(value, "float", nones=kind == "floats or None")
+    elif kind in ("method", "methods"):
+        ids = [value] if kind == "method" else value
+        if not isinstance(ids, (list, tuple)) or not ids or not all(isinstance(m, str) for m in ids):
+            raise ConfigError(f"{name}={value!r} is {_kind_of(value)}: {name} expects "
+                              f"{'a method id' if kind == 'method' else 'a non-empty list of method ids'}, {fix}")
+        methods(ids)
+    else:  # method floats, method int: a dict from method ids
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}={value!r} is {_kind_of(value)}: {name} expects a dict from method ids, {fix}")
+        methods(list(value))
+        for item in value.values():
+            if kind == "method int" and not (_of_kind(item, "int") and rule.holds(item)):
+                raise ConfigError(f"{name}={value!r} has {item!r}: each value must be an int {rule.text()}, {fix}")
+            if kind == "method floats":
+                numbers(item, "float")
+
+
+def check_notebook_parameters(namespace: dict[str, Any], before: Iterable[str], declared: Sequence[str]) -> None:
+    """Raise ConfigError for a notebook's parameters (the `declared` names in `namespace`, a
+    kernel's globals) that could not run as given; a notebook cell shows it as one line
+    (ConfigError._render_traceback_). Refused: a new name (not in `before`, the names defined
+    before the parameters cell; not a module, class or function) that the notebook does not
+    declare (a misspelt parameter would leave its default in place), a Config key's value of
+    another type or out of its range (check_type, check_range, as the command line checks them;
+    None keeps the preset's value), a study that is not one folder name, an empty name, and every
+    other parameter by NOTEBOOK_RULES."""
+    before = set(before)
+    new = [name for name, value in namespace.items() if name not in before and name not in declared
+           and not name.startswith("_") and not isinstance(value, (types.ModuleType, type)) and not callable(value)]
+    if new:
+        close = difflib.get_close_matches(new[0], declared, n=1)
+        hint = f": did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"{new[0]} is no parameter of this notebook{hint} (its parameters: {', '.join(declared)}); "
+                          f"as it is, it would change nothing")
+    fields = {f.name for f in dataclasses.fields(Config)}
+    for name in declared:
+        value = namespace[name]
+        if name == "preset":
+            if value != "auto" and value not in PRESETS:
+                raise ConfigError(f"preset={value!r} is not a preset: choose one of auto, {', '.join(PRESETS)}")
+        elif name in fields:
+            if value is None and name != "results_dir":
+                continue
+            check_type(name, value)
+            if name in CONFIG_RANGES:
+                check_range(name, tuple(value) if isinstance(value, list) else value)
+            if name == "study":
+                check_study_name(value)
+            if name in NAMED_KEYS and not value.strip():
+                raise ConfigError(f"{name}={value!r} is empty: give a name, or None for the preset's")
+            if name == "seeds" and len(set(value)) < len(value):
+                raise ConfigError(f"seeds={value!r} lists a seed more than once: each seed is one run, list it once")
+        else:
+            _check_rule(name, value)
+
+
 # --- the command line -----------------------------------------------------------------------------
 class UsageError(ValueError):
     """A command line that cannot run as given (exit code 2)."""
@@ -5430,10 +5972,19 @@ def cli_table(table, width: int | None = CLI_WIDTH) -> str:
     return "\n".join([textwrap.fill(heading, width), text(shown), *([textwrap.fill(note, width)] if note else [])])
 
 
+class _GivenOnce(argparse.Action):
+    """An option that takes one value: given again with another value, it is refused (argparse would
+    keep the last without a word)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.dest in getattr(namespace, "_given", set()) and getattr(namespace, self.dest) != values:
+            parser.error(f"{option_string} is given twice ({getattr(namespace, self.dest)!r} and {values!r}): keep one")
+        namespace._given = getattr(namespace, "_given", set()) | {self.dest}
+        setattr(namespace, self.dest, values)
+
+
 def _method_arg(name: str) -> str:
     """Return a --methods value as given; an old (renamed) id is refused naming its new one."""
-    import argparse
-
     if renamed_method(name):
         raise argparse.ArgumentTypeError(f"method {name!r} is now {renamed_method(name)!r}: pass --methods "
                                          f"{renamed_method(name)}")
@@ -5448,18 +5999,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for a bad command line, 1 for a failed run; Ctrl-C returns 130 and SIGTERM 143, keeping the
     finished runs.
     """
-    import argparse
-
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="auto", help=f"auto or one of {', '.join(PRESETS)}")
-    parser.add_argument("--methods", nargs="+", default=["baseline", "mclearn"], choices=sorted(METHODS), type=_method_arg)
-    parser.add_argument("--seeds", nargs="+", type=int, default=None)
-    parser.add_argument("--dataset", default=None, help="hub name or local folder (default: preset's)")
-    parser.add_argument("--model", dest="model_name", default=None, help="hub name, local folder or 'tiny'")
-    parser.add_argument("--study", default=None, help='default: "sweep-<preset>"')
-    parser.add_argument("--results-dir", default=None, help="where runs and summary.csv go (default: results)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="any Config field, e.g. --set epochs=2 budget_ratio=0.4 kappa_schedule=0.6,0.5,0.4")
+    parser.add_argument("--preset", default="auto", action=_GivenOnce, help=f"auto or one of {', '.join(PRESETS)}")
+    parser.add_argument("--methods", nargs="+", action="extend", default=None, choices=sorted(METHODS),
+                        type=_method_arg, help="default: baseline mclearn (repeated: the lists are joined)")
+    parser.add_argument("--seeds", nargs="+", type=int, action="extend", default=None)
+    parser.add_argument("--dataset", default=None, action=_GivenOnce, help="hub name or local folder (default: preset's)")
+    parser.add_argument("--model", dest="model_name", default=None, action=_GivenOnce,
+                        help="hub name, local folder or 'tiny'")
+    parser.add_argument("--study", default=None, action=_GivenOnce, help='default: "sweep-<preset>"')
+    parser.add_argument("--results-dir", default=None, action=_GivenOnce,
+                        help="where runs and summary.csv go (default: results)")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        help="any Config field, e.g. --set epochs=2 budget_ratio=0.4 kappa_schedule=0.6,0.5,0.4 "
+                             "(repeated: the items are joined; a key given twice with two values is refused)")
     parser.add_argument("--wide", action="store_true",
                         help=f"print every column of the final table (default: what fits {CLI_WIDTH} columns)")
     parser.add_argument("--provenance", action="store_true",
@@ -5504,16 +6057,26 @@ def _run_command_line(args) -> None:
         return
     try:
         overrides = parse_overrides(args.set)
-        study = args.study or study_name("sweep", args.preset)
-        cfg = make_config(args.preset, dataset=args.dataset, model_name=args.model_name, study=study,
-                          results_dir=args.results_dir or "results", **overrides)
+        flags = {"dataset": args.dataset, "model_name": args.model_name, "study": args.study,
+                 "results_dir": args.results_dir}
+        for key, value in flags.items():
+            if value is not None and key in overrides and overrides[key] != value:
+                raise ValueError(f"{key} is given twice (--{key.replace('_name', '').replace('_', '-')} {value} and "
+                                 f"--set {key}={overrides[key]}): keep one")
+            if value is not None:
+                overrides[key] = value
+        overrides.setdefault("study", study_name("sweep", args.preset))
+        overrides.setdefault("results_dir", "results")
+        cfg = make_config(args.preset, **overrides)
         # make_config reads None as "the preset's value"; on the command line "none" means None
         nones = sorted(k for k, v in overrides.items() if v is None)
         cfg = replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *nones})), **dict.fromkeys(nones))
+        methods = args.methods or ["baseline", "mclearn"]
+        check_methods(methods)
         validate_config(cfg, args.seeds)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    records = run_sweep(cfg, args.methods, args.seeds)
+    records = run_sweep(cfg, methods, args.seeds)
     print(cli_table(summarize(cfg.results_dir, study=cfg.study, show=False), None if args.wide else CLI_WIDTH))
     for record in records:  # said once as each run ended; repeated where the table is read
         for warning in record.get("warnings") or []:

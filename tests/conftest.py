@@ -49,3 +49,18 @@ def smoke_cfg(prepared, tmp_path):
 
 def read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def stored_run(cfg, method, seed, config=None, **fields):
+    """Write the run file a sweep of `cfg` on this machine would have stored for (method, seed),
+    without training: identity (device, data and model hashes), study, label, `config` (default:
+    the method's own config of `cfg`, portable) and `fields` on top; return its path."""
+    label = fields.get("run_label", method)
+    record = {"study": cfg.study, "method": method, "seed": seed, "run_label": label, "accuracy": 0.5,
+              "train_seconds": 1.0, "device": mc.device_name(mc.resolve_device(cfg)),
+              "identity": {"data_sha256": mc.data_sha256(cfg), "model_sha256": mc.model_sha256(cfg)},
+              "config": mc.portable_config(mc.config_for_method(cfg, method)) if config is None else config,
+              **fields}
+    path = mc.run_path(cfg.results_dir, cfg.study, label, seed)
+    mc.write_json_atomic(path, record)
+    return path

@@ -351,6 +351,7 @@ def test_a_model_that_cannot_load_is_quoted_in_whole_words(capsys, tmp_path, mon
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
+    (folder / "vocab.txt").write_text("[PAD]\n")
     long = "Unrecognized model in " + str(folder) + ". Should have a `model_type` key in its config.json, " * 5
 
     def broken(*args, **kwargs):
@@ -399,9 +400,10 @@ def test_the_final_table_fits_100_columns_and_wide_shows_every_column(capsys, tm
 def _fake_training(monkeypatch):
     """Make the CLI's sweep write complete run records without loading data or training."""
     def train(method, cfg, prepared, seed, **kwargs):
-        return {"study": cfg.study, "method": method, "seed": seed, "device": "cpu (test)", "train_seconds": 1.0,
-                "accuracy": 0.5, "examples_backward": 64, "examples_scored": 0, "graphed": False, "warnings": [],
-                "config": mc.portable_config(mc.config_for_method(cfg, method))}
+        return {"study": cfg.study, "method": method, "seed": seed, "device": mc.device_name(mc.resolve_device(cfg)),
+                "identity": {"data_sha256": mc.data_sha256(cfg), "model_sha256": mc.model_sha256(cfg)},
+                "train_seconds": 1.0, "accuracy": 0.5, "examples_backward": 64, "examples_scored": 0, "graphed": False,
+                "warnings": [], "config": mc.portable_config(mc.config_for_method(cfg, method))}
 
     monkeypatch.setattr(mc, "prepare", lambda cfg: None)
     monkeypatch.setattr(mc, "train_method", train)
@@ -444,9 +446,225 @@ def test_the_lock_of_a_killed_sweep_is_taken_over_with_a_note(capsys, tmp_path, 
 
 def test_a_run_at_chance_on_an_eval_set_that_can_tell_warns_and_exits_0(capsys, tmp_path):
     """320 eval rows of 4 classes: 2 standard errors of chance are 4.8 points, small enough to tell."""
-    code, lines, out = run_cli(capsys, *TINY, "lr=10", "max_eval_examples=320", "--methods", "baseline",
-                               "--results-dir", str(tmp_path))
+    code, lines, out = run_cli(capsys, "--preset", "cpu-smoke", "--set", "max_train_examples=64", "lr=10",
+                               "max_eval_examples=320", "--methods", "baseline", "--results-dir", str(tmp_path))
     assert code == 0
     assert len(lines) == 1 and lines[0].startswith("warning: baseline seed 42: accuracy 0.2500 is at chance (majority "
                                                    "class 0.2500 + 2 standard errors = 0.2984 on 320 eval examples")
     assert out.splitlines()[-1] == lines[0]  # repeated under the table
+
+
+# ----------------------------------------------------------------------------- a run is what it says (issue 32)
+def _two_class_data(folder, classes=2, rows=40):
+    """A local data folder: `rows` train and 8 test rows over `classes` classes."""
+    _write_split(folder, "train", [f"word{i % 7} text {i}" for i in range(rows)], [i % classes for i in range(rows)])
+    _write_split(folder, "test", [f"word{i % 7} eval {i}" for i in range(8)], [i % 2 for i in range(8)])
+    return folder
+
+
+def _tiny_model_folder(folder, data, seed=0):
+    """Save a tiny DistilBERT with its tokenizer (built from `data`'s train texts) to `folder`."""
+    cfg = mc.make_config("cpu-smoke")
+    tokenizer = mc.build_tiny_tokenizer(pd.read_csv(data / "train.csv")["text"].tolist(), cfg.tiny_vocab_size)
+    mc.build_tiny_model(tokenizer, 2, cfg, seed=seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stored_study(tmp_path_factory):
+    """A baseline run (seed 1, study s) trained from a local data folder and a local model folder;
+    return (its results folder, the command line that trained it, less --results-dir)."""
+    root = tmp_path_factory.mktemp("stored-study")
+    data = _two_class_data(root / "data")
+    model = _tiny_model_folder(root / "model", data)
+    argv = [*TINY, "--dataset", str(data), "--model", str(model), "--methods", "baseline", "--seeds", "1",
+            "--study", "s"]
+    assert mc.main([*argv, "--results-dir", str(root / "r")]) == 0
+    return root / "r", argv
+
+
+def _edit(path, **changes):
+    """Rewrite the run file at `path` with `changes` (a value None deletes the key)."""
+    record = json.loads(path.read_text())
+    record.update(changes)
+    mc.write_json_atomic(path, {k: v for k, v in record.items() if v is not None})
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("seed", "runs/s/baseline-seed2.json holds the run of baseline (run label baseline) seed 1 in study s, by its "
+             "record: a run is read only under its own name; move it back to"),
+    ("method", "runs/s/uniform-seed1.json holds the run of baseline (run label baseline) seed 1 in study s"),
+    ("study", "runs/t/baseline-seed1.json holds the run of baseline (run label baseline) seed 1 in study s"),
+    ("missing config", "runs/s/baseline-seed1.json has no config (the settings it trained with), so it cannot be "
+                       "checked against today's: delete it to retrain its run, or use another study="),
+    ("non-run JSON", "runs/s/notes.json is not a run file (its name is not <run label>-seed<k>.json): "
+                     "results/runs/<study>/ holds only the run files sweeps write; move it out of"),
+    ("not a run", "runs/s/baseline-seed1.json is not a run file (it has no accuracy, train_seconds)"),
+    ("previous protocol", "runs/s holds runs of the previous protocol (baseline-seed1.json has no identity: it was "
+                          "written before runs recorded the hashes of their data and model), which a sweep never "
+                          "reuses: choose another study= (--study), or delete them"),
+    ("a hash missing", "runs/s/baseline-seed1.json records no model_sha256, so it cannot be checked"),
+    ("device", "runs/s/baseline-seed1.json was timed on NVIDIA H200, not on this machine's cpu"),
+])
+def test_a_stored_run_is_read_back_only_as_the_run_it_is(capsys, tmp_path, stored_study, fault, message):
+    """A stored run is reused only where its record is the run its path names (method, seed, study)
+    and the run this command would train here (config, device, data, model): a copy under another
+    name, a record without its config or identity, a file that is no run, or a run timed on another
+    device stops the sweep with one line naming the file (exit 1); nothing is trained or rewritten."""
+    import shutil
+
+    results = tmp_path / "r"
+    shutil.copytree(stored_study[0], results)
+    argv = [*stored_study[1], "--results-dir", str(results)]
+    stored = results / "runs" / "s" / "baseline-seed1.json"
+    if fault == "seed":
+        shutil.copy(stored, stored.with_name("baseline-seed2.json"))
+        argv += ["--seeds", "2"]
+    if fault == "method":
+        shutil.copy(stored, stored.with_name("uniform-seed1.json"))
+        argv += ["--methods", "uniform", "--set", "uniform_fraction=0.5"]
+    if fault == "study":
+        shutil.copytree(stored.parent, results / "runs" / "t")
+        argv += ["--study", "t"]
+    if fault in ("missing config", "previous protocol", "not a run"):
+        _edit(stored, **{{"missing config": "config", "previous protocol": "identity"}.get(fault, "accuracy"): None})
+        if fault == "not a run":
+            _edit(stored, train_seconds=None)
+    if fault == "non-run JSON":
+        (stored.parent / "notes.json").write_text('{"note": "to self"}')
+    if fault == "a hash missing":
+        _edit(stored, identity={"data_sha256": json.loads(stored.read_text())["identity"]["data_sha256"]})
+    if fault == "device":
+        _edit(stored, device="NVIDIA H200")
+    files = {p: p.read_text() for p in results.rglob("*.json")}
+    code, lines, out = run_cli(capsys, *_last_wins(argv))
+    assert code == 1
+    assert_one_error(lines, message)
+    assert {p: p.read_text() for p in results.rglob("*.json")} == files and out == ""
+
+
+def _last_wins(argv):
+    """Return argv with the one-value flags given twice (--seeds, --methods, --study) kept at their last
+    value only, as a user would retype the command line."""
+    out, i = [], 0
+    flags = {"--seeds", "--methods", "--study"}
+    last = {a: k for k, a in enumerate(argv) if a in flags}
+    while i < len(argv):
+        if argv[i] in flags and last[argv[i]] != i:
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                i += 1
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+@pytest.mark.parametrize("changed", ["data", "model"])
+def test_changed_data_or_model_under_the_same_name_is_not_read_back(capsys, tmp_path, changed):
+    """The labels of the --dataset folder rewritten in place, or other weights saved into the same
+    --model folder: the stored run was trained on other data or from another model, and the sweep
+    stops naming it (exit 1) instead of returning it as this data's or model's."""
+    data = _two_class_data(tmp_path / "data")
+    model = _tiny_model_folder(tmp_path / "model", data)
+    argv = [*TINY, "--dataset", str(data), "--model", str(model), "--methods", "baseline", "--seeds", "1",
+            "--results-dir", str(tmp_path / "r"), "--study", "s"]
+    assert run_cli(capsys, *argv)[0] == 0
+    assert run_cli(capsys, *argv)[0] == 0  # the same data and model: read back
+    if changed == "data":
+        train = pd.read_csv(data / "train.csv")
+        train.assign(label=1 - train["label"]).to_csv(data / "train.csv", index=False)
+    else:
+        _tiny_model_folder(model, data, seed=1)
+    code, lines, _ = run_cli(capsys, *argv)
+    assert code == 1
+    where = data if changed == "data" else model
+    assert_one_error(lines, f"runs/s/baseline-seed1.json was trained on other {changed}: '{where}' hashes to ")
+    assert "(its files changed since). Use another study= or results_dir=, or delete the file to retrain it." in lines[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "epochs=2", "--set", "epochs=3"], "error: --set gives epochs twice (epochs=2 and epochs=3): keep one"),
+    (["--set", "epochs=2", "--set", "lr=0.01", "--methods", "mclearn"], None),  # two --set flags are joined
+    (["--study", ""], "error: study='' must be one folder name inside results_dir/runs"),
+    (["--study", "a", "--study", "b"], "error: --study is given twice ('a' and 'b'): keep one"),
+    (["--results-dir", ""], "error: results_dir='' is empty: give a name, e.g. results_dir=results"),
+    (["--dataset", "data/ag_news_sample", "--set", "dataset=elsewhere"],
+     "error: dataset is given twice (--dataset data/ag_news_sample and --set dataset=elsewhere): keep one"),
+    (["--seeds", "1", "1"], "error: seeds lists 1 more than once: each seed is one run, list it once"),
+    (["--methods", "baseline", "--methods", "baseline"],
+     "error: Method(s) baseline listed more than once: each method trains once per seed, list it once."),
+    (["--set", "train_split=test", "eval_split=test"], "error: train_split and eval_split are both 'test': a run "
+                                                      "would be scored on the rows it trains on; set eval_split="),
+    (["--set", "test_split=train"], "error: test_split='train' is also the train split: test rows must be rows a run "
+                                    "neither trains nor is chosen on"),
+    (["--set", "score_layer=99"], "error: score_layer=99 runs all 2 layers of the tiny model: the cheap scorer must "
+                                  "run fewer; set score_layer= to 0..1"),
+    (["--set", "score_max_length=64"], "error: score_max_length=64 is above max_length=48: texts are cut at "
+                                       "max_length tokens; set score_max_length= to at most 48"),
+    (["--model", "org/some-model", "--set", "tiny_dim=32"], "error: tiny_dim set for model_name='org/some-model': "
+                                                             "the tiny_* keys shape only model_name=tiny"),
+])
+def test_every_setting_takes_effect_or_exits_2(capsys, tmp_path, monkeypatch, argv, message):
+    """A setting that would be dropped or changed without a word (the first of two --set flags, an
+    empty study, a key given twice, a train split scored on, a scorer running every layer, ...) is
+    refused before anything loads (exit 2); two --set flags with different keys both take effect."""
+    _fake_training(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # where results/ would go without --results-dir
+    code, lines, _ = run_cli(capsys, *TINY, *argv, *([] if "--results-dir" in argv else ["--results-dir", str(tmp_path)]))
+    if message is None:
+        assert code == 0
+        config = mc.read_run(mc.run_path(tmp_path, "sweep-cpu-smoke", "mclearn", 42))["config"]
+        assert (config["epochs"], config["lr"], config["max_train_examples"]) == (2, 0.01, 64)
+        return
+    assert code == 2
+    assert_one_error(lines, message)
+    assert not list(tmp_path.glob("**/runs/*/*.json"))
+
+
+def test_settings_the_data_or_model_cannot_honour_exit_1(capsys, tmp_path):
+    """Settings that only the data or the model can refuse: an eval split that is not there (it
+    evaluated on another), a train split that the eval split falls back to, an example limit below
+    the classes (it trained on one row per class, more than asked), eval classes that labels.json
+    names but the train split lacks, a model folder without tokenizer files (every word [UNK]) and
+    a tokenizer that reads the train split as unknown tokens. One line each, nothing written."""
+    data = _two_class_data(tmp_path / "data")
+    model = _tiny_model_folder(tmp_path / "model", data)
+    many = _two_class_data(tmp_path / "many", classes=20)
+    no_test = _two_class_data(tmp_path / "no-test")
+    (no_test / "test.csv").rename(no_test / "validation.csv")
+    unseen = _two_class_data(tmp_path / "unseen")
+    _write_split(unseen, "test", [f"eval {i}" for i in range(9)], [i % 3 for i in range(9)])
+    (unseen / "labels.json").write_text('["a", "b", "c"]')
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((model / name).read_bytes())
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    for name in model.iterdir():
+        (foreign / name.name).write_bytes(name.read_bytes())
+    (foreign / "tokenizer.json").unlink()
+    (foreign / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nzebra\n")
+    for argv, code, message in [
+        (["--dataset", str(data), "--set", "eval_split=tset"], 1,
+         f"error: No labeled split 'tset' in local:{data} (splits there: test, train). Set eval_split= to one of them."),
+        (["--dataset", str(no_test), "--set", "train_split=validation"], 1,
+         f"error: The evaluation split of local:{no_test} would be 'validation', the train split: a run would be scored "
+         f"on the rows it trains on. Set eval_split= to another split (splits there: train, validation)."),
+        (["--dataset", str(many), "--set", "max_train_examples=16"], 1,
+         "error: max_train_examples=16 is below the 20 classes of the train split: its stratified subset keeps a row "
+         "of each class, so it would hold 20 rows. Set max_train_examples= to at least 20, or to 0 for every row."),
+        (["--dataset", str(unseen)], 1, f"error: The eval split of local:{unseen} has labels 2 that the train split "
+                                        f"never has (train has 0, 1)."),
+        (["--dataset", str(data), "--model", str(bare)], 2,
+         f"error: Model folder '{bare}' has no tokenizer files (tokenizer.json, vocab.txt"),
+        (["--dataset", str(data), "--model", str(foreign)], 1,
+         f"error: The tokenizer of '{foreign}' reads 100% of the train split's tokens as its unknown token '[UNK]'"),
+    ]:
+        got, lines, _ = run_cli(capsys, "--preset", "cpu-smoke", "--methods", "baseline", "--results-dir",
+                                str(tmp_path / "r"), *argv)
+        assert got == code, (argv, lines)
+        assert_one_error(lines, message)
+    assert not list(tmp_path.glob("r/runs/*/*.json"))

@@ -220,10 +220,10 @@ def test_study_sections_put_an_lr_sweep_under_its_study(tmp_path):
     """A "<study>-lr" sweep is rendered as its lr_sweep_table inside its study's section; the
     study's own table is its report table; every study has a heading of its name."""
     for lr, acc in [(1e-5, 0.80), (3e-5, 0.86)]:
-        record = _budget_run("baseline", 1, 10.0, acc, lr=lr, study="b-lr")
-        mc.write_json_atomic(tmp_path / "runs" / "b-lr" / f"baseline-lr{lr}-seed1.json", record)
-    mc.write_json_atomic(tmp_path / "runs" / "c-lr" / "baseline-lr1e-05-seed1.json",
-                         _budget_run("baseline", 1, 10.0, 0.8, lr=1e-5, study="c-lr"))  # no study c: its own section
+        record = {**_budget_run("baseline", 1, 10.0, acc, lr=lr, study="b-lr"), "run_label": mc.lr_run_label(lr)}
+        mc.write_json_atomic(mc.run_path(tmp_path, "b-lr", mc.lr_run_label(lr), 1), record)
+    mc.write_json_atomic(mc.run_path(tmp_path, "c-lr", mc.lr_run_label(1e-5), 1),  # no study c: its own section
+                         {**_budget_run("baseline", 1, 10.0, 0.8, lr=1e-5, study="c-lr"), "run_label": mc.lr_run_label(1e-5)})
     for record in _budget_study_records():
         name = f"{record['run_label']}-seed{record['seed']}.json"
         mc.write_json_atomic(tmp_path / "runs" / "b" / name, record)

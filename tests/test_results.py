@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mclearn_core as mc
+from conftest import stored_run
 
 
 def test_run_path():
@@ -136,32 +137,29 @@ def test_a_changed_training_key_never_returns_the_stored_run(tmp_path, key):
     only other methods read keeps the stored baseline."""
     cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
     method = _owner(key)
-    path = mc.run_path(tmp_path, cfg.study, method, 1)
-    mc.write_json_atomic(path, {"config": mc.portable_config(mc.config_for_method(cfg, method))})
+    path = stored_run(cfg, method, 1)
     assert mc.read_finished_run(path, cfg, method) is not None  # the same settings: reused
     changed = mc.with_explicit(cfg, **{key: _other_value(getattr(mc.config_for_method(cfg, method), key))})
     with pytest.raises(ValueError, match=rf"{path} was trained with a different config \({key} differ: {key} .* "
                                          rf"stored, .* now\)\. Use another study="):
         mc.read_finished_run(path, changed, method)
     if method != "baseline":
-        base = mc.run_path(tmp_path, cfg.study, "baseline", 1)
-        mc.write_json_atomic(base, {"config": mc.portable_config(cfg)})
+        base = stored_run(cfg, "baseline", 1, config=mc.portable_config(cfg))
         assert mc.read_finished_run(base, changed, "baseline") is not None
 
 
 def test_bookkeeping_keys_and_keys_an_old_file_lacks_are_no_difference(tmp_path):
     cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
     assert set(mc.RUN_KEY_FIELDS) | set(mc.RUN_BOOKKEEPING_FIELDS) == {f.name for f in mc.dataclasses.fields(mc.Config)}
-    path = mc.run_path(tmp_path, cfg.study, "baseline", 1)
     old = mc.portable_config(cfg)
     del old["candidate_share"], old["epochs"]  # written before these keys existed
-    mc.write_json_atomic(path, {"config": old})
+    path = stored_run(cfg, "baseline", 1, config=old)
     moved = mc.replace_config(cfg, results_dir=str(tmp_path / "elsewhere"), study="other", seeds=(1, 2),
                               device="cpu", explicit=("lr",), epochs=5)
     assert mc.read_finished_run(path, moved, "baseline") is not None
     # a budget plan's knobs are planned from measured costs: compared through the run's time_budget
-    mc.write_json_atomic(path, {"config": mc.portable_config(mc.replace_config(cfg, sb_beta=2.5)),
-                                "knobs": {"sb_beta": 2.5}})
+    path = stored_run(cfg, "selective-backprop", 1, config=mc.portable_config(mc.replace_config(cfg, sb_beta=2.5)),
+                      knobs={"sb_beta": 2.5})
     assert mc.read_finished_run(path, mc.replace_config(cfg, sb_beta=2.4), "selective-backprop") is not None
 
 
@@ -180,12 +178,11 @@ def test_a_run_file_with_old_key_names_resumes_as_finished_and_its_values_are_co
     budget_ratio; examples_seen; mclearn-paper's logged "rho" and "q") is read in today's names: the same
     settings resume as finished, a changed one is stale and named by its new key."""
     cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
-    path = mc.run_path(tmp_path, cfg.study, method, 1)
     config = _old_names(mc.portable_config(mc.config_for_method(cfg, method)), method)
     assert {"rho_init", "rho_bounds", "q_bounds"} <= set(config) and "replay_share_init" not in config
     assert config["budget_ratio"] == (0.55 if method == "mclearn-paper" else 1 / 3) and "step_budget_ratio" not in config
-    mc.write_json_atomic(path, {"method": method, "config": config, "examples_seen": 7,
-                                "telemetry": {"steps": [{"step": 1, "rho": 0.1, "q": [0.2, 0.3]}]}})
+    path = stored_run(cfg, method, 1, config=config, examples_seen=7,
+                      telemetry={"steps": [{"step": 1, "rho": 0.1, "q": [0.2, 0.3]}]})
     record = mc.read_finished_run(path, cfg, method)
     assert record is not None and record["examples_backward"] == 7 and "examples_seen" not in record
     assert record["config"]["replay_share_bounds"] == list(mc.config_for_method(cfg, method).replay_share_bounds)
@@ -237,17 +234,12 @@ def test_uniform_with_a_matched_share_resumes_and_its_share_is_compared(tmp_path
     share the sweep's finished runs give now, so it is read back, not refused as changed."""
     cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
     for method, seconds in (("baseline", 4.0), ("mclearn", 1.0)):
-        mc.write_json_atomic(mc.run_path(tmp_path, cfg.study, method, 1),
-                             {"method": method, "train_seconds": seconds,
-                              "config": mc.portable_config(mc.config_for_method(cfg, method))})
-    uniform = mc.run_path(tmp_path, cfg.study, "uniform", 1)
-    mc.write_json_atomic(uniform, {"method": "uniform", "config": mc.portable_config(
-        mc.replace_config(cfg, uniform_fraction=0.25))})
+        stored_run(cfg, method, 1, train_seconds=seconds)
+    stored_run(cfg, "uniform", 1, config=mc.portable_config(mc.replace_config(cfg, uniform_fraction=0.25)))
     monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
     records = mc.run_sweep(cfg, ["baseline", "mclearn", "uniform"], [1], progress=False)
     assert [r["method"] for r in records] == ["baseline", "mclearn", "uniform"]
-    mc.write_json_atomic(mc.run_path(tmp_path, cfg.study, "mclearn", 1), {
-        "method": "mclearn", "train_seconds": 2.0, "config": mc.portable_config(mc.config_for_method(cfg, "mclearn"))})
+    stored_run(cfg, "mclearn", 1, train_seconds=2.0)
     with pytest.raises(ValueError, match="uniform_fraction differ: uniform_fraction 0.25 stored, 0.5 now"):
         mc.run_sweep(cfg, ["baseline", "mclearn", "uniform"], [1], progress=False)
 
@@ -293,7 +285,8 @@ def test_study_name_keeps_devices_apart():
 # ----------------------------------------------------------------------------- faults (issue 12)
 def test_a_corrupt_run_file_is_set_aside_and_redone(prepared, smoke_cfg, capsys):
     """A truncated run JSON is named in a warning, kept as <name>.corrupt and its run redone; a
-    corrupt file of another study stops neither this sweep nor the summary."""
+    corrupt file of another study stops neither this sweep nor the summary (left out of it, named,
+    not moved), and a table read of it (load_runs, as make_readme.py reads) refuses it."""
     path = mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "baseline", 1)
     other = mc.run_path(smoke_cfg.results_dir, "another-study", "baseline", 1)
     for p in (path, other):
@@ -305,9 +298,12 @@ def test_a_corrupt_run_file_is_set_aside_and_redone(prepared, smoke_cfg, capsys)
     err = capsys.readouterr().err
     assert f"warning: {path} is not a readable run file (JSONDecodeError" in err
     assert "moved it to baseline-seed1.json.corrupt and its run will be redone" in err
-    table = mc.summarize(smoke_cfg.results_dir, show=False)  # the other study's file is set aside too
+    table = mc.summarize(smoke_cfg.results_dir, show=False)  # the other study's file is left out, named
     assert table["study"].tolist() == [smoke_cfg.study]
-    assert other.with_name(other.name + ".corrupt").exists() and not other.exists()
+    assert other.exists() and not other.with_name(other.name + ".corrupt").exists()  # its own sweep redoes it
+    assert f"warning: {other} is not a readable run file (JSONDecodeError" in capsys.readouterr().err
+    with pytest.raises(mc.RunFileError, match=f"{other} is not a readable run file .*: restore it"):
+        mc.load_runs(smoke_cfg.results_dir)  # as make_readme.py reads: refused, not left out
 
 
 def test_interrupted_run_leaves_no_partial_log(prepared, smoke_cfg, monkeypatch):
