@@ -1,4 +1,6 @@
 """Generate the MC-Learn notebooks (nbformat v4, kernel python3, no outputs)."""
+import ast
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -18,8 +20,24 @@ def code(text, tags=()):
     return cell
 
 
+def with_parameter_check(cells):
+    """Return `cells` with the parameters cell between two cells: before it, one that notes the names
+    defined so far; after it (and after papermill's injected cell), mc.check_notebook_parameters
+    over the names it assigns, so a misspelt name, a wrong type or a value out of range stops Run
+    All with one line before anything loads or trains."""
+    at = next(i for i, cell in enumerate(cells) if "parameters" in cell.metadata.get("tags", []))
+    names = [t.id for node in ast.parse(cells[at].source).body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name)]
+    before = code('names_before_parameters = {*globals(), "names_before_parameters"}  # for the check after them')
+    listed = textwrap.fill(", ".join(f'"{name}"' for name in names), 96, initial_indent="    ",
+                           subsequent_indent="    ")
+    check = code("import mclearn_core as mc\n\n# the same checks as the command line's: names, types, ranges\n"
+                 f"mc.check_notebook_parameters(globals(), names_before_parameters, [\n{listed}])")
+    return [*cells[:at], before, cells[at], check, *cells[at + 1:]]
+
+
 def write(cells, path):
-    nb = new_notebook(cells=cells)
+    nb = new_notebook(cells=with_parameter_check(cells))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     for i, cell in enumerate(nb.cells):  # stable ids keep diffs small
