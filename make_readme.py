@@ -478,14 +478,64 @@ def update_readme(readme: str | Path = REPO / "README.md", results_dir: str | Pa
     readme.write_text(text)
 
 
+def fewer_runs(summary, rows) -> list[str]:
+    """Return "study/label-seed<k>" of each run that the published summary.csv at `summary` lists and
+    the summary rows `rows` (mc.summary_rows) lack; none when there is no published file."""
+    if not Path(summary).exists():
+        return []
+
+    def keys(frame) -> set[tuple[str, str, float, str]]:
+        frame = mc._with_summary_defaults(frame)
+        return {(str(s), str(m), round(float(b), 6), str(int(k))) for s, m, b, k in
+                zip(frame["study"], frame["method"], frame["time_budget"], frame["seed"])}
+
+    return [f"{s}/{mc.run_label(m, b)}-seed{k}" for s, m, b, k in sorted(keys(mc.read_summary(summary)) - keys(rows))]
+
+
+def publish(readme: Path, results_dir: Path, allow_fewer: bool = False) -> None:
+    """Re-summarize <results_dir>/runs into summary.csv and rewrite results/README.md and the answer
+    of `readme`, after checking what they are written from: raise ValueError (one line naming what
+    is missing and the fix) when the run folder is missing or holds no run file, when a run file
+    is unreadable or not the run its name says (mc.load_runs), when `readme` lacks its answer
+    markers, and when runs that the published summary.csv lists are gone (`allow_fewer`: published
+    without them, named in a note). Nothing is written before every check holds."""
+    runs = results_dir / "runs"
+    if not runs.is_dir() or not any(runs.glob("*/*.json")):
+        raise ValueError(f"{runs} holds no run files, and make_readme.py writes every table from them: restore "
+                         f"them (git checkout -- {runs}) or run a sweep first")
+    rows = mc.summary_rows(results_dir, unreadable="refuse")
+    gone = fewer_runs(results_dir / "summary.csv", rows)
+    if gone and not allow_fewer:
+        raise ValueError(f"{len(gone)} run(s) that {results_dir / 'summary.csv'} publishes are gone from {runs} "
+                         f"({', '.join(gone[:3])}{' ...' if len(gone) > 3 else ''}): restore them (git checkout -- "
+                         f"{runs}), or pass --allow-fewer to publish without them")
+    if gone:
+        print(f"note: publishing without {len(gone)} run(s) that summary.csv listed: {', '.join(gone[:10])}"
+              f"{' ...' if len(gone) > 10 else ''}")
+    replace_between(readme.read_text(), ANSWER_MARKERS, "", readme)  # its markers, before anything is written
+    mc.write_summary(results_dir, rows)
+    update_readme(readme, results_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Re-summarize this repository's results/ and rewrite README.md's answer and results/README.md."""
+    """Re-summarize this repository's results/ and rewrite README.md's answer and results/README.md.
+    An error is one line "error: ..." on stderr naming what is missing and the fix (exit 1)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.parse_args(argv)
-    mc.summarize(REPO / "results", show=False)
-    update_readme()
+    parser.add_argument("--results", default=str(REPO / "results"), help="the results folder (default: results/)")
+    parser.add_argument("--readme", default=str(REPO / "README.md"), help="the README whose answer block is rewritten")
+    parser.add_argument("--allow-fewer", action="store_true",
+                        help="publish although runs that summary.csv lists are gone (a note names them)")
+    args = parser.parse_args(argv)
+    try:
+        publish(Path(args.readme), Path(args.results), args.allow_fewer)
+    except (ValueError, OSError) as err:
+        message = " ".join(str(err).split())
+        if isinstance(err, OSError) and err.filename:
+            message = f"{err.strerror or err}: {err.filename}"
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -76,13 +76,17 @@ def ensure_kernel() -> None:
         subprocess.run([sys.executable, "-m", "ipykernel", "install", "--user", "--name", "python3"], check=True)
 
 
+class UsageError(ValueError):
+    """A command line that cannot run as given: main prints it as one line "error: ..." (exit 2)."""
+
+
 def parse_params(pairs: list[str]) -> dict:
     """Return {name: value} from NAME=VALUE strings (a Python literal where one parses, else the string)."""
     params = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise SystemExit(f"--param expects NAME=VALUE, got {pair!r}")
+            raise UsageError(f"--param expects NAME=VALUE, got {pair!r}")
         try:
             params[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -278,6 +282,10 @@ def expected_files(params: dict, figures: list[str], trains: bool, results: Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the notebooks (or clean executed ones) as the command line asks; return the exit code: 0
+    when every notebook ran and wrote its files, 1 when one did not, 2 for a command line that
+    cannot run as given (--only matching no notebook, --clean of a file that is not a notebook, a
+    --param that no notebook run declares or that is not NAME=VALUE), said in one line "error: ..."."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="auto", help="preset passed to every notebook (CI: cpu-smoke)")
     parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "mclearn-notebooks"),
@@ -300,14 +308,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executed-in", default=str(REPO),
                         help="with --clean: the repository folder the notebooks were executed in")
     args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
+
+def selected(only: list[str] | None) -> list[tuple]:
+    """Return the NOTEBOOKS rows whose file name contains one of `only` (all when None); raise
+    UsageError naming the notebooks when none does (a run of nothing would report success)."""
+    rows = [row for row in NOTEBOOKS if not only or any(key in row[0] for key in only)]
+    if not rows:
+        raise UsageError(f"--only {' '.join(only)} matches no notebook: give part of one of their names "
+                         f"({', '.join(Path(name).name for name, *_ in NOTEBOOKS)})")
+    return rows
+
+
+def check_params(params: dict, notebooks: list[tuple]) -> None:
+    """Raise UsageError naming a --param that none of `notebooks` declares (each notebook is passed
+    only its own parameters, so it would change nothing)."""
+    import nbformat
+
+    declared = {name for path, *_ in notebooks for name in declared_parameters(nbformat.read(REPO / path, as_version=4))}
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], declared, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"--param {unknown[0]}: no notebook run here declares it{hint}; their parameters: "
+                         f"{', '.join(sorted(declared))}")
+
+
+def clean(paths: list[str], executed_in: str) -> int:
+    """Clean executed notebooks in place (clean_notebook) and name what would still not Run All
+    elsewhere; raise UsageError for a path that is not a notebook file."""
+    import nbformat
+
+    for path in paths:
+        if not Path(path).is_file():
+            raise UsageError(f"--clean {path}: no such file; give executed notebooks (.ipynb)")
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception as err:  # nbformat raises JSON, validation and schema errors alike
+            raise UsageError(f"--clean {path}: not a notebook ({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+        nbformat.write(clean_notebook(nb, executed_in), path)
+        print("cleaned", path, "".join(f"\n  - {p}" for p in portability_problems(nbformat.read(path, as_version=4))))
+    return 0
+
+
+def run(args) -> int:
+    """Do what the parsed command line asks (see main); return the exit code."""
     import nbformat
 
     if args.clean:
-        for path in args.clean:
-            nbformat.write(clean_notebook(nbformat.read(path, as_version=4), args.executed_in), path)
-            print("cleaned", path, "".join(f"\n  - {p}" for p in portability_problems(nbformat.read(path, as_version=4))))
-        return 0
+        return clean(args.clean, args.executed_in)
+    notebooks = selected(args.only)
+    extra = parse_params(args.param)
+    check_params(extra, notebooks)
 
     sys.path.insert(0, str(REPO))
     import mclearn_core as mc
@@ -320,9 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = mc.detect_preset() if args.preset == "auto" else args.preset
     started = time.time()
     report, failed, all_runs = [], False, []
-    for name, cwd, figures, trains in NOTEBOOKS:
-        if args.only and not any(key in name for key in args.only):
-            continue
+    for name, cwd, figures, trains in notebooks:
         source = REPO / name
         declared = declared_parameters(nbformat.read(source, as_version=4))
         passed = {"preset": args.preset, "results_dir": str(results)}
@@ -337,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             passed["progress"] = False
         if "seeds" in declared and args.seeds:
             passed["seeds"] = list(args.seeds)
-        passed.update(parse_params(args.param))
+        passed.update(extra)
         passed = {k: portable_value(v) for k, v in passed.items() if k in declared}
         target = out / Path(name).name
         print(f"--> {name} {passed}", flush=True)
