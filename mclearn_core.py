@@ -377,8 +377,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key = key.strip()
         value = parse_config_value(key, text.strip())
         if key in overrides and overrides[key] != value:
-            raise ValueError(f"--set gives {key} twice ({key}={_config_text(overrides[key])} and {key}={text.strip()}): "
-                             f"keep one")
+            raise ValueError(f"--set gives {key} twice ({key}={_config_text(overrides[key])} and "
+                             f"{key}={text.strip()}): keep one")
         overrides[key] = value
     return overrides
 
@@ -524,8 +524,8 @@ def check_type(key: str, value: Any) -> None:
     else:
         fits, words, example = _of_kind(value, kind), kind, default
     if not fits:
-        raise ConfigError(f"{key}={value!r} is {_kind_of(value)}: {key} expects {words}{' or None' if optional else ''}, "
-                          f"e.g. {key}={example!r}")
+        raise ConfigError(f"{key}={value!r} is {_kind_of(value)}: {key} expects {words}"
+                          f"{' or None' if optional else ''}, e.g. {key}={example!r}")
 
 
 def _kind_of(value: Any) -> str:
@@ -624,10 +624,10 @@ NAMED_KEYS = ("dataset", "model_name", "results_dir", "train_split", "eval_split
 
 def check_settings(cfg: Config, seeds: Sequence[int] | None = None) -> None:
     """Raise ConfigError (one line naming the key and the fix) for settings that could not take
-    effect as given: an empty name (NAMED_KEYS), a seed listed twice, a train split that is also
-    the eval or test split, tiny_* keys set for a model that is not 'tiny', a cheap scorer that
-    runs every layer of the tiny model (score_layer >= tiny_layers), and a score_max_length set
-    above max_length (texts are cut at max_length tokens)."""
+    effect as given: an empty name (NAMED_KEYS), a seed listed twice, one column as text and label,
+    a train split that is also the eval or test split, tiny_* keys set for a model that is not
+    'tiny', a cheap scorer that runs every layer of the tiny model (score_layer >= tiny_layers),
+    and a score_max_length set above max_length (texts are cut at max_length tokens)."""
     for key in NAMED_KEYS:
         if not str(getattr(cfg, key)).strip():
             raise ConfigError(f"{key}={getattr(cfg, key)!r} is empty: give a name, e.g. {key}={getattr(Config(), key)}")
@@ -636,6 +636,9 @@ def check_settings(cfg: Config, seeds: Sequence[int] | None = None) -> None:
         if twice:
             raise ConfigError(f"seeds lists {', '.join(map(str, twice))} more than once: each seed is one run, "
                               f"list it once")
+    if cfg.text_column == cfg.label_column:
+        raise ConfigError(f"text_column and label_column are both {cfg.text_column!r}: a run would read its labels as "
+                          f"its texts; set text_column= to the column that holds the text")
     if cfg.train_split == cfg.eval_split:
         raise ConfigError(f"train_split and eval_split are both {cfg.train_split!r}: a run would be scored on the "
                           f"rows it trains on; set eval_split= to another split, e.g. eval_split=validation")
@@ -4967,8 +4970,9 @@ def check_run_file(path: Path, record: Any) -> None:
                            f"write; move it out of {path.parent}, or delete it (a sweep then trains its run again)")
     method = str(record["method"])
     label = str(record.get("run_label") or run_label(method, float(record.get("time_budget") or 0.0)))
+    own_label = re.fullmatch(rf"{re.escape(method)}(-b[\d.]+)?(-lr[\d.e+-]+)?", label)
     if record["study"] != path.parent.name or str(record["seed"]) != name["seed"] or \
-            label != today_label(name["label"]) or not re.fullmatch(rf"{re.escape(method)}(-b[\d.]+)?(-lr[\d.e+-]+)?", label):
+            label != today_label(name["label"]) or not own_label:
         right = run_path(path.parent.parent.parent, str(record["study"]), label, record["seed"])
         raise RunFileError(f"{path} holds the run of {method} (run label {label}) seed {record['seed']} in study "
                            f"{record['study']}, by its record: a run is read only under its own name; move it back to "
@@ -5038,6 +5042,16 @@ def run_key_fields(method: str) -> tuple[str, ...]:
     return tuple(key for key in RUN_KEY_FIELDS if key not in others)
 
 
+def check_keys_read(cfg: Config, methods: Sequence[str]) -> None:
+    """Raise ValueError (one line) for a key the caller set (cfg.explicit) that only methods outside
+    `methods` read (METHOD_OWN_FIELDS): set for this sweep, it would change nothing."""
+    for key in cfg.explicit:
+        if key in RUN_KEY_FIELDS and all(key not in run_key_fields(m) for m in methods):
+            readers = [m for group, keys in METHOD_OWN_FIELDS.items() if key in keys for m in group]
+            raise ValueError(f"{key} is set, but only {', '.join(dict.fromkeys(readers))} read it and methods= lists "
+                             f"none of them: add one of them to methods=, or drop {key}=")
+
+
 def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None:
     """Return which settings of a stored run differ from what `cfg` would train (with their stored
     and wanted values), or None. Compared: run_key_fields(method). A key absent from an old file's
@@ -5069,12 +5083,13 @@ def identity_reason(record: dict[str, Any], cfg: Config, prepared: "Prepared | N
     for key, what, name in (("data_sha256", "data", cfg.dataset), ("model_sha256", "model", cfg.model_name)):
         now = today.get(key) or (data_sha256(cfg) if key == "data_sha256" else model_sha256(cfg))
         if stored[key] != now:
-            return (f"was trained on other {what}: {portable_path(name)!r} hashes to {now[:12]} now, {stored[key][:12]} "
-                    f"when it ran (its files changed since)")
+            return (f"was trained on other {what}: {portable_path(name)!r} hashes to {now[:12]} now, "
+                    f"{stored[key][:12]} when it ran (its files changed since)")
     return None
 
 
-def read_finished_run(path: Path, cfg: Config, method: str, prepared: "Prepared | None" = None) -> dict[str, Any] | None:
+def read_finished_run(path: Path, cfg: Config, method: str,
+                      prepared: "Prepared | None" = None) -> dict[str, Any] | None:
     """Return the run record at `path` when a finished run is there (None when there is none, or
     the file was unreadable and set aside), after checking that it is the run its path names
     (check_run_file) and the run `cfg` would train here: raise ValueError naming the fix when it
@@ -5275,9 +5290,10 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
 
     Each run is written atomically as soon as it ends, so an interrupted sweep resumes where it
     stopped and loses no finished run. The config is validated and the study locked first
-    (guarded_sweep).
+    (guarded_sweep); a key set that no method of the sweep reads is refused (check_keys_read).
     """
     check_methods(methods)
+    check_keys_read(cfg, methods)
     seeds = list(seeds if seeds is not None else cfg.seeds)
     methods = sorted(methods, key=lambda m: m == "uniform")  # uniform may match the others' times
     records = []
@@ -5590,8 +5606,9 @@ def load_runs(results_dir: str | Path, study: str | None = None, unreadable: str
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             problem = f"{type(err).__name__}: {err}"
             if unreadable != "skip":
-                raise RunFileError(f"{path} is not a readable run file ({problem}): restore it (git checkout -- "
-                                   f"{path}), or delete it and run its study's sweep again, which retrains it") from None
+                raise RunFileError(f"{path} is not a readable run file ({problem}): restore it (git checkout "
+                                   f"-- {path}), or delete it and run its study's sweep again, which retrains it"
+                                   ) from None
             print(f"warning: {path} is not a readable run file ({problem}): left out of the summary; a sweep of its "
                   f"study sets it aside and retrains its run", file=sys.stderr, flush=True)
             continue
@@ -5629,7 +5646,8 @@ def summary_rows(results_dir: str | Path = "results", unreadable: str = "skip"):
     study, method, budget and seed); `unreadable` as load_runs takes it."""
     import pandas as pd
 
-    rows = pd.DataFrame([summary_row(r) for r in load_runs(results_dir, unreadable=unreadable)], columns=SUMMARY_COLUMNS)
+    runs = load_runs(results_dir, unreadable=unreadable)
+    rows = pd.DataFrame([summary_row(r) for r in runs], columns=SUMMARY_COLUMNS)
     return rows.sort_values(["study", "method", "time_budget", "seed"])
 
 
@@ -6004,7 +6022,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", action="extend", default=None, choices=sorted(METHODS),
                         type=_method_arg, help="default: baseline mclearn (repeated: the lists are joined)")
     parser.add_argument("--seeds", nargs="+", type=int, action="extend", default=None)
-    parser.add_argument("--dataset", default=None, action=_GivenOnce, help="hub name or local folder (default: preset's)")
+    parser.add_argument("--dataset", default=None, action=_GivenOnce,
+                        help="hub name or local folder (default: preset's)")
     parser.add_argument("--model", dest="model_name", default=None, action=_GivenOnce,
                         help="hub name, local folder or 'tiny'")
     parser.add_argument("--study", default=None, action=_GivenOnce, help='default: "sweep-<preset>"')
@@ -6073,6 +6092,7 @@ def _run_command_line(args) -> None:
         cfg = replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *nones})), **dict.fromkeys(nones))
         methods = args.methods or ["baseline", "mclearn"]
         check_methods(methods)
+        check_keys_read(cfg, methods)
         validate_config(cfg, args.seeds)
     except ValueError as err:
         raise UsageError(str(err)) from err

@@ -330,7 +330,8 @@ def check_params(params: dict, notebooks: list[tuple]) -> None:
     only its own parameters, so it would change nothing)."""
     import nbformat
 
-    declared = {name for path, *_ in notebooks for name in declared_parameters(nbformat.read(REPO / path, as_version=4))}
+    declared = {name for path, *_ in notebooks
+                for name in declared_parameters(nbformat.read(REPO / path, as_version=4))}
     unknown = sorted(set(params) - declared)
     if unknown:
         import difflib
@@ -352,7 +353,8 @@ def clean(paths: list[str], executed_in: str) -> int:
         try:
             nb = nbformat.read(path, as_version=4)
         except Exception as err:  # nbformat raises JSON, validation and schema errors alike
-            raise UsageError(f"--clean {path}: not a notebook ({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+            why = " ".join(str(err).split())[:200]
+            raise UsageError(f"--clean {path}: not a notebook ({type(err).__name__}: {why})")
         nbformat.write(clean_notebook(nb, executed_in), path)
         print("cleaned", path, "".join(f"\n  - {p}" for p in portability_problems(nbformat.read(path, as_version=4))))
     return 0

@@ -581,7 +581,8 @@ def test_changed_data_or_model_under_the_same_name_is_not_read_back(capsys, tmp_
     assert code == 1
     where = data if changed == "data" else model
     assert_one_error(lines, f"runs/s/baseline-seed1.json was trained on other {changed}: '{where}' hashes to ")
-    assert "(its files changed since). Use another study= or results_dir=, or delete the file to retrain it." in lines[0]
+    assert "(its files changed since). Use another study= or results_dir=, or delete the file to retrain it." \
+        in lines[0]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -605,6 +606,10 @@ def test_changed_data_or_model_under_the_same_name_is_not_read_back(capsys, tmp_
                                        "max_length tokens; set score_max_length= to at most 48"),
     (["--model", "org/some-model", "--set", "tiny_dim=32"], "error: tiny_dim set for model_name='org/some-model': "
                                                              "the tiny_* keys shape only model_name=tiny"),
+    (["--methods", "baseline", "--set", "uniform_fraction=0.5"], "error: uniform_fraction is set, but only uniform "
+                                                                 "read it and methods= lists none of them"),
+    (["--set", "text_column=label"], "error: text_column and label_column are both 'label': a run would read its "
+                                     "labels as its texts"),
 ])
 def test_every_setting_takes_effect_or_exits_2(capsys, tmp_path, monkeypatch, argv, message):
     """A setting that would be dropped or changed without a word (the first of two --set flags, an
@@ -612,7 +617,8 @@ def test_every_setting_takes_effect_or_exits_2(capsys, tmp_path, monkeypatch, ar
     refused before anything loads (exit 2); two --set flags with different keys both take effect."""
     _fake_training(monkeypatch)
     monkeypatch.chdir(tmp_path)  # where results/ would go without --results-dir
-    code, lines, _ = run_cli(capsys, *TINY, *argv, *([] if "--results-dir" in argv else ["--results-dir", str(tmp_path)]))
+    where = [] if "--results-dir" in argv else ["--results-dir", str(tmp_path)]
+    code, lines, _ = run_cli(capsys, *TINY, *argv, *where)
     if message is None:
         assert code == 0
         config = mc.read_run(mc.run_path(tmp_path, "sweep-cpu-smoke", "mclearn", 42))["config"]
@@ -649,10 +655,11 @@ def test_settings_the_data_or_model_cannot_honour_exit_1(capsys, tmp_path):
     (foreign / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nzebra\n")
     for argv, code, message in [
         (["--dataset", str(data), "--set", "eval_split=tset"], 1,
-         f"error: No labeled split 'tset' in local:{data} (splits there: test, train). Set eval_split= to one of them."),
+         f"error: No labeled split 'tset' in local:{data} (splits there: test, train). Set eval_split= to one of "
+         f"them."),
         (["--dataset", str(no_test), "--set", "train_split=validation"], 1,
-         f"error: The evaluation split of local:{no_test} would be 'validation', the train split: a run would be scored "
-         f"on the rows it trains on. Set eval_split= to another split (splits there: train, validation)."),
+         f"error: The evaluation split of local:{no_test} would be 'validation', the train split: a run would be "
+         f"scored on the rows it trains on. Set eval_split= to another split (splits there: train, validation)."),
         (["--dataset", str(many), "--set", "max_train_examples=16"], 1,
          "error: max_train_examples=16 is below the 20 classes of the train split: its stratified subset keeps a row "
          "of each class, so it would hold 20 rows. Set max_train_examples= to at least 20, or to 0 for every row."),

@@ -222,8 +222,8 @@ def test_study_sections_put_an_lr_sweep_under_its_study(tmp_path):
     for lr, acc in [(1e-5, 0.80), (3e-5, 0.86)]:
         record = {**_budget_run("baseline", 1, 10.0, acc, lr=lr, study="b-lr"), "run_label": mc.lr_run_label(lr)}
         mc.write_json_atomic(mc.run_path(tmp_path, "b-lr", mc.lr_run_label(lr), 1), record)
-    mc.write_json_atomic(mc.run_path(tmp_path, "c-lr", mc.lr_run_label(1e-5), 1),  # no study c: its own section
-                         {**_budget_run("baseline", 1, 10.0, 0.8, lr=1e-5, study="c-lr"), "run_label": mc.lr_run_label(1e-5)})
+    lone = {**_budget_run("baseline", 1, 10.0, 0.8, lr=1e-5, study="c-lr"), "run_label": mc.lr_run_label(1e-5)}
+    mc.write_json_atomic(mc.run_path(tmp_path, "c-lr", mc.lr_run_label(1e-5), 1), lone)  # no study c: its own section
     for record in _budget_study_records():
         name = f"{record['run_label']}-seed{record['seed']}.json"
         mc.write_json_atomic(tmp_path / "runs" / "b" / name, record)

@@ -8,6 +8,7 @@ import torch
 
 import mclearn_core as mc
 from conftest import stored_run
+from test_cv_trainer import fake_clock, flat_step_costs
 
 
 def test_run_path():
@@ -146,6 +147,57 @@ def test_a_changed_training_key_never_returns_the_stored_run(tmp_path, key):
     if method != "baseline":
         base = stored_run(cfg, "baseline", 1, config=mc.portable_config(cfg))
         assert mc.read_finished_run(base, changed, "baseline") is not None
+
+
+# Another value of each key the stale guard never compares (RUN_BOOKKEEPING_FIELDS); any other key
+# walked as if it were one gets _other_value's.
+BOOKKEEPING_OTHER = {"results_dir": "elsewhere", "study": "another-study", "seeds": (1, 2, 3),
+                     "explicit": ("lr", "epochs"), "device": "cpu", "record_passes": False}
+
+
+def _what_a_run_trains_and_scores(cfg, method, monkeypatch):
+    """Return what a run of `method` (seed 1) under `cfg` trained on and how it was scored: the data
+    it read, its steps and backward passes, its eval predictions, probabilities and loss, its eval
+    curve, on a fake clock and a flat step-cost table (MC-Learn plans from measured seconds)."""
+    prepared = mc.prepare(cfg)
+    prepared = mc.dataclasses.replace(prepared, step_costs=flat_step_costs(cfg, 1 / 64))
+    with monkeypatch.context() as patch:
+        fake_clock(patch, row_seconds=2.5e-4, update_seconds=1 / 64)
+        record = mc.train_method(method, cfg, prepared, seed=1, progress=False)
+    kept = ("train_examples", "eval_examples", "label_names", "flipped_rows", "steps", "examples_backward",
+            "examples_scored", "accuracy", "eval_loss", "eval_predictions", "eval_true_prob", "test_accuracy")
+    return {"identity": prepared.identity, "curve": [point["accuracy"] for point in record["eval_curve"]],
+            **{key: record[key] for key in kept}}
+
+
+@pytest.fixture(scope="module")
+def walked_runs():
+    """What a run of baseline and of mclearn trains on and scores under the walk's config (filled once)."""
+    return {}
+
+
+@pytest.mark.parametrize("key", [f.name for f in mc.dataclasses.fields(mc.Config)])
+def test_every_config_key_that_changes_a_run_is_compared_by_the_stale_guard(tmp_path, monkeypatch, walked_runs, key):
+    """Walk every Config field: one the stale guard compares refuses a stored run trained with another
+    value (for a method that reads it); one it treats as bookkeeping (RUN_BOOKKEEPING_FIELDS) must
+    change nothing a run trains on or is scored on: with another value, a baseline and an mclearn run
+    read the same data and give the same steps, predictions, probabilities, loss and eval curve. A key
+    that changes the data a run sees, moved among the bookkeeping keys by mistake, fails here."""
+    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path), max_train_examples=64, max_eval_examples=32)
+    if key in mc.RUN_KEY_FIELDS:
+        method = _owner(key)
+        record = {"config": mc.portable_config(mc.config_for_method(cfg, method))}
+        changed = mc.with_explicit(cfg, **{key: _other_value(getattr(mc.config_for_method(cfg, method), key))})
+        assert (mc.stale_reason(record, changed, method) or "").startswith(f"{key} differ"), key
+        return
+    value = BOOKKEEPING_OTHER[key] if key in BOOKKEEPING_OTHER else _other_value(getattr(cfg, key))
+    changed = mc.replace_config(cfg, **{key: value})
+    for method in ("baseline", "mclearn"):
+        if method not in walked_runs:
+            walked_runs[method] = _what_a_run_trains_and_scores(cfg, method, monkeypatch)
+        assert _what_a_run_trains_and_scores(changed, method, monkeypatch) == walked_runs[method], \
+            f"{key}={value!r} changes what a {method} run trains on or how it is scored, but the stale guard " \
+            f"treats it as bookkeeping (RUN_BOOKKEEPING_FIELDS)"
 
 
 def test_bookkeeping_keys_and_keys_an_old_file_lacks_are_no_difference(tmp_path):

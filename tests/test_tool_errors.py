@@ -78,8 +78,9 @@ def test_make_readme_refuses_to_publish_from_a_missing_or_partial_results_folder
     line = one_error(capsys)
     assert message in line, line
     if fault == "fewer runs":
-        assert f"{results / 'summary.csv'} publishes are gone from {results / 'runs'} (clinc150-mpnet-h200-equal-time/" \
-               f"mclearn-b0.50-seed2): restore them (git checkout -- {results / 'runs'}), or pass --allow-fewer" in line
+        assert f"{results / 'summary.csv'} publishes are gone from {results / 'runs'} (clinc150-mpnet-h200-equal-" \
+               f"time/mclearn-b0.50-seed2): restore them (git checkout -- {results / 'runs'}), or pass " \
+               f"--allow-fewer" in line
     assert _files(readme.parent) == before  # nothing moved, rewritten or written
 
 
