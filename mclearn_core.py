@@ -1373,6 +1373,9 @@ def load_model_and_tokenizer(cfg: Config, num_labels: int, train_texts: Sequence
     return cache_position_buckets(model), tokenizer
 
 
+UNKNOWN_TOKEN_SHARE = 0.5  # a tokenizer reading more of the train tokens than this as unknown does not fit
+
+
 def check_model_fits(cfg: Config, model: nn.Module, tokenizer, train: "EncodedSplit") -> None:
     """Raise ModelLoadError (ConfigError for score_layer) naming the fix when the model and its
     tokenizer cannot run `cfg` as set: a tokenizer with more tokens than the model's embedding has
@@ -1399,9 +1402,6 @@ def check_model_fits(cfg: Config, model: nn.Module, tokenizer, train: "EncodedSp
     if cfg.score_layer >= layers:
         raise ConfigError(f"score_layer={cfg.score_layer} runs all {layers} encoder layers of {cfg.model_name!r}: the "
                           f"cheap scorer must run fewer; set score_layer= to 0..{layers - 1}")
-
-
-UNKNOWN_TOKEN_SHARE = 0.5  # a tokenizer reading more of the train tokens than this as unknown does not fit
 
 
 # The files of a model folder that decide its weights and tokenizer (model_sha256); README and

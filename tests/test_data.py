@@ -442,3 +442,41 @@ def test_an_invalid_labels_json_names_the_file(tmp_path):
     labels.write_text('{"0": "a"}')
     with pytest.raises(mc.DataError, match="holds dict .* not a list of class names"):
         mc.load_text_dataset(_cfg(tmp_path))
+
+
+def test_data_sha256_is_what_the_run_read(tmp_path, monkeypatch):
+    """A local folder: the bytes of the split files it reads and labels.json (a label rewritten in
+    place changes it; a split it never reads does not), the same hash load_text_dataset records. A hub
+    dataset: its rows (faked DatasetDict), reloaded with the same keys when asked again, so a row
+    changed under the same name changes it."""
+    import datasets
+
+    _frame(30).to_parquet(tmp_path / "train.parquet")
+    _frame(9, seed=1).to_parquet(tmp_path / "test.parquet")
+    cfg = _cfg(tmp_path, eval_split="test")
+    first = mc.data_sha256(cfg)
+    assert mc.load_text_dataset(cfg).sha256 == first and mc.load_text_dataset(cfg).splits == \
+        {"train": "train", "eval": "test", "test": None}
+    _frame(5, seed=2).to_parquet(tmp_path / "unused.parquet")
+    assert mc.data_sha256(cfg) == first
+    relabelled = _frame(30)
+    relabelled.loc[3, "label"] = 2 - relabelled.loc[3, "label"]
+    relabelled.to_parquet(tmp_path / "train.parquet")
+    second = mc.data_sha256(cfg)
+    assert second != first
+    (tmp_path / "labels.json").write_text('["a", "b", "c"]')
+    assert mc.data_sha256(cfg) not in (first, second)
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("int64")})
+    frame = _frame(10, num_classes=2)
+    rows = {"frame": frame}
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict({
+        "train": datasets.Dataset.from_pandas(rows["frame"], features=features),
+        "validation": datasets.Dataset.from_pandas(frame.head(4), features=features)}))
+    hub = _cfg("some_set")
+    mc._hub_rows_sha256.cache_clear()
+    before = mc.data_sha256(hub)
+    bundle = mc.load_text_dataset(hub)
+    assert before == bundle.sha256 == mc.rows_sha256({"train": bundle.train, "eval": bundle.eval, "test": None})
+    rows["frame"] = frame.assign(label=1 - frame["label"])
+    mc._hub_rows_sha256.cache_clear()  # as a new process reads it
+    assert mc.data_sha256(hub) != before

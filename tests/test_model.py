@@ -250,3 +250,37 @@ def test_cached_position_buckets_give_the_same_logits_and_follow_a_copy(tiny_mpn
         same = model(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(same, expected[0])
     assert not torch.allclose(changed, expected[0])
+
+
+def test_model_sha256_hashes_the_weight_config_and_tokenizer_files_of_the_folder_it_loads(tmp_path, monkeypatch):
+    """A local folder: its weight, config and tokenizer files (not a README); a hub name: the files of
+    its snapshot in the local hub cache (faked here); 'tiny': its keys. Another weight file, another
+    snapshot or another tiny width hash differently; a README edit does not."""
+    import huggingface_hub
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name, text in [("config.json", "{}"), ("model.safetensors", "w1"), ("vocab.txt", "[UNK]"), ("README.md", "a")]:
+        (folder / name).write_text(text)
+    cfg = mc.make_config("cpu-smoke", model_name=str(folder))
+    first = mc.model_sha256(cfg)
+    (folder / "README.md").write_text("b")
+    assert mc.model_sha256(cfg) == first
+    (folder / "model.safetensors").write_text("w2")
+    assert mc.model_sha256(cfg) != first
+    (folder / "vocab.txt").write_text("[UNK]\nword")
+    second = mc.model_sha256(cfg)
+    assert len({first, second, mc.model_sha256(mc.replace_config(cfg, model_name=str(folder / "..")))}) == 3
+    cache = tmp_path / "hub"  # the hub cache's layout: models--org--name/{refs/main, snapshots/<commit>/...}
+    snapshot = cache / "models--org--name" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (cache / "models--org--name" / "refs").mkdir()
+    (cache / "models--org--name" / "refs" / "main").write_text("abc123")
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        (snapshot / name).write_bytes((folder / name).read_bytes())
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    hub = mc.make_config("cpu-smoke", model_name="org/name")
+    assert mc.model_folder(hub) == snapshot and mc.model_sha256(hub) == second  # the same files
+    tiny = mc.make_config("cpu-smoke")
+    assert mc.model_sha256(tiny) == mc.model_sha256(mc.make_config("cpu-smoke"))
+    assert mc.model_sha256(tiny) != mc.model_sha256(mc.replace_config(tiny, tiny_dim=64))
