@@ -31,6 +31,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +53,17 @@ from torch import nn
 # 1. Config and presets
 # =============================================================================
 REPO_ROOT = Path(__file__).resolve().parent
+
+
+CLI_WIDTH = 100  # every line the module prints fits this many columns (say; the final table unless --wide)
+
+
+def say(text: str, file=None) -> None:
+    """Print `text` to `file` (stdout when None) and flush, each of its lines wrapped at CLI_WIDTH columns
+    with continuation lines indented two spaces; a word longer than a line (a path) is kept whole."""
+    lines = [textwrap.fill(line, CLI_WIDTH, subsequent_indent="  ", break_long_words=False,
+                           break_on_hyphens=False) for line in text.splitlines()]
+    print("\n".join(lines), file=file or sys.stdout, flush=True)
 
 
 EMBEDDED_DATA = REPO_ROOT / "data" / "ag_news_sample"
@@ -1500,8 +1512,8 @@ class GraphedUpdate:
                 self._capture(key, inputs)
             except RuntimeError as err:  # e.g. an op that reads the host: train on, without graphs
                 self.capture_error = f"{type(err).__name__}: {str(err)[:300]}"
-                print(f"warning: CUDA graph capture failed, this run continues eagerly (slower): "
-                      f"{self.capture_error}", flush=True)
+                say(f"warning: CUDA graph capture failed, this run continues eagerly (slower): "
+                    f"{self.capture_error}")
                 self.capture = False
                 torch.cuda.synchronize(self.ctx.device)
                 return self.step(key, inputs)
@@ -2439,7 +2451,7 @@ class MCLearn(Method):
         self.budget = solve(expected)
         for message in self.budget["warnings"]:
             if message not in costs.warnings:  # those were printed when the costs were measured
-                print(f"warning (mclearn budget): {message}", flush=True)
+                say(f"warning (mclearn budget): {message}")
         self.budget["measured_refresh_seconds"] = round(refresh_seconds, 4)  # the first pool's
         self.budget["step_costs"] = costs.record()
         self.setup_charge = spent
@@ -2516,9 +2528,9 @@ class MCLearn(Method):
         if total == self.total_steps:
             return
         if total < self.loop_steps and not any(r["steps"] < self.loop_steps for r in self.replans):
-            print(f"warning (mclearn budget): at step {i} the run had cost {charged:.3f} s of its "
-                  f"{self.budget['budget_seconds']:.3f} s budget: re-planned to {total} steps of the "
-                  f"{self.loop_steps} planned (telemetry: budget.replans)", flush=True)
+            say(f"warning (mclearn budget): at step {i} the run had cost {charged:.3f} s of its "
+                f"{self.budget['budget_seconds']:.3f} s budget: re-planned to {total} steps of the "
+                f"{self.loop_steps} planned (telemetry: budget.replans)")
         self.replans.append({"step": i, "steps": total, "charged_seconds": round(charged, 4),
                              "capture_reserve_seconds": round(reserve, 4),
                              "update_cost_ratio": round(ratio, 4)})
@@ -3931,14 +3943,29 @@ class Prepared:
     step_costs: Any = None  # StepCosts of the baseline's update (measured once, see prepared_step_costs)
 
 
+def preparing_line(cfg: Config, device: torch.device, bundle: DataBundle | None = None) -> str:
+    """Return the line prepare prints before it loads anything: which data and model it loads, onto
+    which device, and what it does before the first run's progress bar."""
+    data = f"dataset {bundle.source}" if bundle else f"dataset {portable_path(cfg.dataset)}"
+    if cfg.model_name == TINY_MODEL:
+        model = (f"the tiny model ({cfg.tiny_layers} layers, width {cfg.tiny_dim}, built from scratch with a "
+                 f"tokenizer trained on the data)")
+    else:
+        local = Path(local_copy(cfg.model_name)).expanduser().is_dir()
+        model = f"model {portable_path(cfg.model_name)}{'' if local else ' (from the hub, or its cache)'}"
+    after = "tokenizing and warming the GPU up" if device.type == "cuda" else "tokenizing"
+    return f"preparing: loading {data} and {model} onto {device}, then {after}; the runs follow"
+
+
 def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
     """Check the config (validate_config) and the data (validate_data), load data and model once,
     tokenize, move the tensors to the device and, on CUDA, warm the device up (see warm_up_device);
     return Prepared."""
     validate_config(cfg)
+    device = resolve_device(cfg)
+    say(preparing_line(cfg, device, bundle))
     bundle = validate_data(bundle) if bundle else load_text_dataset(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg, len(bundle.label_names), bundle.train.texts)
-    device = resolve_device(cfg)
     train = encode_split(bundle.train, tokenizer, cfg.max_length).to(device)
     evaluation = encode_split(bundle.eval, tokenizer, cfg.max_length).to(device)
     test = None if bundle.test is None else encode_split(bundle.test, tokenizer, cfg.max_length).to(device)
@@ -3962,7 +3989,7 @@ def prepared_step_costs(prepared: Prepared) -> "StepCosts":
         prepared.step_costs = measure_step_costs(cfg, prepared.base_model, prepared.train, prepared.device,
                                                  rows=calibration_rows(cfg, cfg.full_rows or None))
         for message in prepared.step_costs.warnings:
-            print(f"warning (step costs): {message}", flush=True)
+            say(f"warning (step costs): {message}")
     return prepared.step_costs
 
 
@@ -4170,8 +4197,6 @@ def run_logs(log_path: Path | None):
     except BaseException:
         if writer:
             writer.close()
-            import shutil
-
             shutil.rmtree(writer.log_dir, ignore_errors=True)
         raise
     if writer:
@@ -4221,7 +4246,7 @@ def _warn(warnings: list[str], warning: str | None, method_name: str, seed: int)
     """Keep a run's warning for its record and say it on stderr as it happens (nothing for None)."""
     if warning:
         warnings.append(warning)
-        print(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr, flush=True)
+        say(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr)
 
 
 def checked_step(method: Method, step: int, method_name: str, model: nn.Module,
@@ -4639,8 +4664,8 @@ def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
         n += 1
         aside = path.with_name(f"{path.name}.corrupt{n}")
     os.replace(path, aside)
-    print(f"warning: {path} is not a readable run file ({problem}); moved it to {aside.name} "
-          f"and its run will be redone", file=sys.stderr)
+    say(f"warning: {path} is not a readable run file ({problem}); moved it to {aside.name} "
+        f"and its run will be redone", file=sys.stderr)
     return None
 
 
@@ -4751,8 +4776,8 @@ def study_lock(results_dir: str | Path, study: str):
     try:
         import fcntl
     except ImportError:  # Windows
-        print(f"warning: no file locks here: a second sweep on study {study!r} would not be stopped",
-              file=sys.stderr, flush=True)
+        say(f"warning: no file locks here: a second sweep on study {study!r} would not be stopped",
+            file=sys.stderr)
         yield None
         return
     while True:
@@ -4768,8 +4793,8 @@ def study_lock(results_dir: str | Path, study: str):
                                  f"slow each other's timings") from None
         except OSError as err:  # a file system without locks
             handle.close()
-            print(f"warning: cannot lock {path} ({err}): a second sweep on study {study!r} would not be stopped",
-                  file=sys.stderr, flush=True)
+            say(f"warning: cannot lock {path} ({err}): a second sweep on study {study!r} would not be stopped",
+                file=sys.stderr)
             handle = None
             break
         try:  # the holder may have removed the file between our open and flock: lock the file that is there
@@ -4784,8 +4809,8 @@ def study_lock(results_dir: str | Path, study: str):
     handle.seek(0)
     previous = handle.read().strip()
     if previous:
-        print(f"note: took over the lock of {folder} from a sweep that is no longer running ({previous})",
-              file=sys.stderr, flush=True)
+        say(f"note: took over the lock of {folder} from a sweep that is no longer running ({previous})",
+            file=sys.stderr)
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -4847,15 +4872,15 @@ def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str
     except DivergedError as err:
         if not keep_diverged:
             raise
-        print(f"warning: {label} seed {seed} diverged, recorded as such: {err}", file=sys.stderr, flush=True)
+        say(f"warning: {label} seed {seed} diverged, recorded as such: {err}", file=sys.stderr)
         record = diverged_record(method, cfg, prepared, seed, str(err), budget)
     record.update(run_label=label, **(extra or {}))
     if budget is not None:
         record["predicted_share"] = budget.predicted_share
     write_json_atomic(path, record)
     if progress:
-        print(f"{label:>26} seed {seed}: accuracy {record['accuracy']:.4f}, train {record['train_seconds']:.2f}s"
-              f"{'' if record['graphed'] else ' (eager)'} -> {path}", flush=True)
+        say(f"{label:>26} seed {seed}: accuracy {record['accuracy']:.4f}, train {record['train_seconds']:.2f}s"
+            f"{'' if record['graphed'] else ' (eager)'} -> {path}")
     return record
 
 
@@ -4901,8 +4926,8 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
             write_json_atomic(path, record)
             records.append(record)
             if progress:
-                print(f"{method:>18} seed {seed}: accuracy {record['accuracy']:.4f}, "
-                      f"train {record['train_seconds']:.1f}s -> {path}")
+                say(f"{method:>18} seed {seed}: accuracy {record['accuracy']:.4f}, "
+                    f"train {record['train_seconds']:.1f}s -> {path}")
     return records
 
 
@@ -5130,7 +5155,7 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     lr = best_lr(lr_records) if lr_records else cfg.lr
     tuned = with_explicit(cfg, lr=lr)
     if progress and lr_records:
-        print(f"learning rate: {lr:g} (best of {', '.join(f'{float(x):g}' for x in lrs)})", flush=True)
+        say(f"learning rate: {lr:g} (best of {', '.join(f'{float(x):g}' for x in lrs)})")
     # -- phase 3: the costs the peers' knobs are planned with ---------------------------------------------
     planned = [m for m in methods if m != "baseline" and m not in NO_WALL_CLOCK_KNOB]
     costs = measure_relative_costs(prepared) if planned else None
@@ -5152,7 +5177,7 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
         method_lrs[method] = best_lr(runs)
         if progress:
             tried = ", ".join(f"{_record_lr(r):g}" for r in runs)
-            print(f"{method}: lr {method_lrs[method]:g} (best at {format_budget(tune_budget)} of {tried})", flush=True)
+            say(f"{method}: lr {method_lrs[method]:g} (best at {format_budget(tune_budget)} of {tried})")
     # -- phase 5: the runs ----------------------------------------------------------------------------------
     records = []
     for method, budget, seed in budget_study_runs(methods, time_budgets, seeds, method_budgets, method_seeds):
@@ -5165,8 +5190,8 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
                                 progress, extra={"relative_costs": costs}, keep_diverged=True))
     wall = time.perf_counter() - started
     trained = sum(r["train_seconds"] for r in [*lr_records, *tune_records, *records] if math.isfinite(r["train_seconds"]))
-    print(f"study wall-clock {wall:.0f} s for {trained:.0f} s of training ({wall / max(trained, 1e-9):.2f}x; runs "
-          f"read back from earlier count as training, not as wall-clock)", flush=True)  # also without progress bars
+    say(f"study wall-clock {wall:.0f} s for {trained:.0f} s of training ({wall / max(trained, 1e-9):.2f}x; runs "
+        f"read back from earlier count as training, not as wall-clock)")  # also without progress bars
     return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs,
                        method_lrs=method_lrs, tune_records=tune_records, wall_seconds=wall, train_seconds=trained)
 
@@ -5392,9 +5417,6 @@ def provenance_env() -> str:
     return "\n".join(lines)
 
 
-CLI_WIDTH = 100  # the CLI's final table fits this many columns unless --wide
-
-
 # The report table's columns the CLI shows, with shorter headers, and the order in which they give
 # way when the table is wider than CLI_WIDTH: the last listed goes first.
 CLI_COLUMNS = {"method": "method", "budget": "budget", "seeds": "seeds", "accuracy (%)": "accuracy (%)",
@@ -5430,6 +5452,19 @@ def cli_table(table, width: int | None = CLI_WIDTH) -> str:
     return "\n".join([textwrap.fill(heading, width), text(shown), *([textwrap.fill(note, width)] if note else [])])
 
 
+def table_notes(cfg: Config) -> str:
+    """Return the lines printed under the CLI's final table: how its cells summarize the seeds and,
+    for the tiny model (model_name="tiny"), that the table checks the wiring and answers nothing."""
+    notes = ("accuracy (%): mean ± std over seeds; train s: median [min–max] over seeds; speed-up: the "
+             "baseline's median train seconds over the method's")
+    if cfg.model_name == TINY_MODEL:
+        notes += (f"\nA wiring check, not the answer: a {cfg.tiny_layers}-layer model of width {cfg.tiny_dim} "
+                  f"trained from scratch on a small sample shows that every method trains, is timed and writes "
+                  f"its run file; its accuracies and speed-ups say nothing about fine-tuning a pretrained "
+                  f"transformer on a GPU (README: the answer, and how to reproduce it on a GPU).")
+    return notes
+
+
 def _method_arg(name: str) -> str:
     """Return a --methods value as given; an old (renamed) id is refused naming its new one."""
     import argparse
@@ -5450,9 +5485,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import argparse
 
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    class HelpFormatter(argparse.HelpFormatter):
+        """argparse's help within CLI_WIDTH columns (or the terminal's, if narrower), names unbroken."""
+
+        def __init__(self, prog: str):
+            super().__init__(prog, width=min(CLI_WIDTH, shutil.get_terminal_size().columns))
+
+        def _split_lines(self, text: str, width: int) -> list[str]:
+            return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--preset", default="auto", help=f"auto or one of {', '.join(PRESETS)}")
-    parser.add_argument("--methods", nargs="+", default=["baseline", "mclearn"], choices=sorted(METHODS), type=_method_arg)
+    parser.add_argument("--methods", nargs="+", default=["baseline", "mclearn"], choices=sorted(METHODS), type=_method_arg,
+                        metavar="METHOD", help=f"default: baseline mclearn; any of {', '.join(sorted(METHODS))}")
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--dataset", default=None, help="hub name or local folder (default: preset's)")
     parser.add_argument("--model", dest="model_name", default=None, help="hub name, local folder or 'tiny'")
@@ -5477,8 +5522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _run_command_line(parser.parse_args(argv))
     except KeyboardInterrupt as err:
         stopped = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
-        print(f"{stopped}: finished runs are kept and the unfinished run left no file; run the same "
-              f"command again to resume", file=sys.stderr)
+        say(f"{stopped}: finished runs are kept and the unfinished run left no file; run the same "
+            f"command again to resume", file=sys.stderr)
         return 143 if isinstance(err, Terminated) else 130
     except Exception as err:
         if "--debug" in argv:
@@ -5515,9 +5560,10 @@ def _run_command_line(args) -> None:
         raise UsageError(str(err)) from err
     records = run_sweep(cfg, args.methods, args.seeds)
     print(cli_table(summarize(cfg.results_dir, study=cfg.study, show=False), None if args.wide else CLI_WIDTH))
+    say(table_notes(cfg))
     for record in records:  # said once as each run ended; repeated where the table is read
         for warning in record.get("warnings") or []:
-            print(f"warning: {record.get('run_label') or record['method']} seed {record['seed']}: {warning}")
+            say(f"warning: {record.get('run_label') or record['method']} seed {record['seed']}: {warning}")
 
 
 # =============================================================================

@@ -14,11 +14,23 @@ import mclearn_core as mc
 TINY = ["--preset", "cpu-smoke", "--set", "max_train_examples=64", "max_eval_examples=32"]
 
 
+def logical_lines(text):
+    """Return the lines of printed text with mc.say's continuation lines (indented two spaces) joined
+    to the line they continue."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("  ") and lines:
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    return lines
+
+
 def run_cli(capsys, *argv):
-    """Return (exit code, stderr lines without progress bars, stdout) of mc.main(argv)."""
+    """Return (exit code, stderr lines without progress bars, each one logical line, stdout) of mc.main(argv)."""
     code = mc.main(list(argv))
     out = capsys.readouterr()
-    lines = [line for line in out.err.splitlines() if line.strip() and "it/s]" not in line and "|" not in line]
+    lines = [line for line in logical_lines(out.err) if line.strip() and "it/s]" not in line and "|" not in line]
     return code, lines, out.out
 
 
@@ -275,8 +287,53 @@ def test_a_busy_host_is_repeated_under_the_final_table(capsys, tmp_path, monkeyp
     warning = mc.host_load_warning(busy)
     assert lines[0] == f"warning: baseline seed 42: {warning}"  # as the run started
     table, _, below = out.partition("baseline ")
-    assert f"warning: baseline seed 42: {warning}" in below.splitlines()  # and under the table
+    assert f"warning: baseline seed 42: {warning}" in logical_lines(below)  # and under the table
     assert mc.read_run(mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42))["warnings"][0] == warning
+
+
+def test_every_line_the_command_prints_fits_100_columns(capsys, tmp_path, monkeypatch):
+    """--help listed the methods on 508-column lines, the busy-host warning ran to 398 columns and
+    mclearn's re-plan warning past 100: help, warnings, run lines, table and notes all fit 100 columns
+    (paths kept whole: the results folder here is short)."""
+    monkeypatch.setenv("COLUMNS", "300")  # a wide terminal: argparse would fill it
+    with pytest.raises(SystemExit):
+        mc.main(["--help"])
+    help_lines = capsys.readouterr().out.splitlines()
+    assert any("selective-backprop" in line for line in help_lines)
+    busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "other_cores": 1.9,
+            "busy_processes": [{"pid": 4242, "cores": 1.0, "command": "/usr/bin/python3 " + "train.py --x " * 5}]}
+    monkeypatch.setattr(mc, "host_load", lambda *a, **k: busy)
+    charged = mc.MCLearn.charged_seconds
+    monkeypatch.setattr(mc.MCLearn, "charged_seconds",  # over budget at the first refresh: a re-plan
+                        lambda self: max(charged(self), 0.9 * self.budget["budget_seconds"]))
+    monkeypatch.chdir(tmp_path)
+    code = mc.main(["--preset", "cpu-smoke", "--methods", "baseline", "mclearn", "--set", "budget_ratio=0.9",
+                    "--results-dir", "r"])
+    out = capsys.readouterr()
+    assert code == 0
+    printed = [part for line in (out.out + out.err).splitlines() for part in line.split("\r")
+               if "it/s" not in part and "s/it" not in part]  # progress bars redraw their own line
+    assert "warning (mclearn budget)" in "\n".join(printed) and "host was busy" in "\n".join(printed)
+    assert any(line.startswith("A wiring check, not the answer") for line in printed)
+    too_wide = [line for line in help_lines + printed if len(line) > 100]
+    assert too_wide == []
+
+
+def test_a_line_says_what_is_loading_before_anything_loads(capsys, tmp_path, monkeypatch):
+    """The CPU quick start printed nothing while it built the model, before the first progress bar."""
+    printed_before = []
+    real = mc.load_text_dataset
+
+    def load(cfg):
+        printed_before.append(capsys.readouterr().out)
+        return real(cfg)
+
+    monkeypatch.setattr(mc, "load_text_dataset", load)
+    code, _, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
+    assert code == 0
+    assert logical_lines(printed_before[0]) == [
+        "preparing: loading dataset data/ag_news_sample and the tiny model (2 layers, width 32, built from scratch "
+        "with a tokenizer trained on the data) onto cpu, then tokenizing; the runs follow"]
 
 
 def test_a_second_sweep_on_the_same_study_exits_1_naming_the_holder(capsys, tmp_path):
@@ -323,7 +380,7 @@ def test_sigterm_exits_143_like_ctrl_c_keeping_finished_runs(tmp_path):
     finally:
         child.kill()
     assert child.returncode == 143
-    assert err.splitlines()[-1] == ("terminated (SIGTERM): finished runs are kept and the unfinished run left no "
+    assert logical_lines(err)[-1] == ("terminated (SIGTERM): finished runs are kept and the unfinished run left no "
                                     "file; run the same command again to resume")
     assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]  # no .tmp, no .lock
 
@@ -384,14 +441,17 @@ def test_the_final_table_fits_100_columns_and_wide_shows_every_column(capsys, tm
     assert code == 0
     lines = out.splitlines()
     assert max(map(len, lines)) <= 100, max(lines, key=len)
+    notes = mc.table_notes(mc.make_config("cpu-smoke")).splitlines()
+    assert logical_lines("\n".join(lines[2 + 8 + 2:])) == notes  # under the table: the spread's label, tiny's caveat
+    lines = lines[:2 + 8 + 2]
     assert lines[0] == "study sweep-cpu-smoke on cpu (x86_64, 2 threads)"
     assert lines[1].split() == ["method", "budget", "seeds", "accuracy", "(%)", "train", "s", "speed-up", "acc",
                                 "change", "(pt)"]
-    assert len(lines) == 2 + 8 + 2 and " ".join(lines[-2:]).startswith(
+    assert " ".join(lines[-2:]).startswith(
         "left out to fit 100 columns (--wide shows them): test acc (%), reaches budget, s / baseline, graphed, "
         "backward, scored (fwd)")
     code, _, wide = run_cli(capsys, "--preset", "cpu-smoke", "--results-dir", str(tmp_path), "--wide")
-    assert code == 0 and len(wide.splitlines()) == 1 + 8
+    assert code == 0 and len(wide[:wide.index("accuracy (%): mean ±")].splitlines()) == 1 + 8
     header = wide.splitlines()[0]
     assert max(map(len, wide.splitlines())) > 200 and "examples scored (forward only)" in header and "study" in header
 
@@ -449,4 +509,4 @@ def test_a_run_at_chance_on_an_eval_set_that_can_tell_warns_and_exits_0(capsys, 
     assert code == 0
     assert len(lines) == 1 and lines[0].startswith("warning: baseline seed 42: accuracy 0.2500 is at chance (majority "
                                                    "class 0.2500 + 2 standard errors = 0.2984 on 320 eval examples")
-    assert out.splitlines()[-1] == lines[0]  # repeated under the table
+    assert logical_lines(out)[-1] == lines[0]  # repeated under the table

@@ -302,7 +302,7 @@ def test_a_corrupt_run_file_is_set_aside_and_redone(prepared, smoke_cfg, capsys)
     records = mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
     assert records[0]["seed"] == 1 and mc.read_run(path)["seed"] == 1  # redone
     assert path.with_name(path.name + ".corrupt").read_text() == '{"study": "s", "accur'  # kept
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # as one line: mc.say wraps at 100 columns
     assert f"warning: {path} is not a readable run file (JSONDecodeError" in err
     assert "moved it to baseline-seed1.json.corrupt and its run will be redone" in err
     table = mc.summarize(smoke_cfg.results_dir, show=False)  # the other study's file is set aside too
@@ -643,7 +643,7 @@ def test_the_lock_of_a_dead_sweep_is_taken_over_and_removed_at_the_end(tmp_path,
     mc.run_sweep(cfg, ["baseline"], [1], progress=False)
     assert seen[0].startswith(f"pid {mc.os.getpid()} on ")
     assert ("note: took over the lock of " + str(lock.parent) + " from a sweep that is no longer running "
-            "(pid 999999 on this-host since yesterday)") in capsys.readouterr().err
+            "(pid 999999 on this-host since yesterday)") in " ".join(capsys.readouterr().err.split())
     assert not lock.exists()
     with pytest.raises(mc.ConfigError):  # an error inside the sweep lets the lock go too
         mc.run_sweep(mc.replace_config(cfg, epochs=0), ["baseline"], [1], progress=False)
