@@ -31,6 +31,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -4151,11 +4152,15 @@ def _progress(total: int, desc: str, enabled: bool):
     return _tqdm_class()(total=total, desc=desc, disable=not enabled, leave=False, mininterval=1.0)
 
 
+TEMP_FILE = re.compile(r"\.(.+)\.(\d+)\.tmp")  # atomic_target's temp file: .<name>.<pid>.tmp beside <name>
+
+
 @contextlib.contextmanager
 def atomic_target(path: Path):
-    """Yield a temp path beside `path`; on success it replaces `path` (one rename), on any error
-    it is removed, so readers see the old file or the new one, never a part. An OSError without a
-    path (a full disk) is raised again naming `path`."""
+    """Yield a temp path beside `path` (TEMP_FILE); on success it replaces `path` (one rename), on any
+    error it is removed, so readers see the old file or the new one, never a part. An OSError without
+    a path (a full disk) is raised again naming `path`. A process killed outright (SIGKILL) leaves its
+    temp file: the next sweep of the study removes it (remove_leftover_temps)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
@@ -4815,11 +4820,24 @@ def study_lock(results_dir: str | Path, study: str):
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     handle.flush()
+    remove_leftover_temps(folder)
     try:
         yield path
     finally:
         path.unlink(missing_ok=True)
         handle.close()
+
+
+def remove_leftover_temps(folder: Path) -> list[Path]:
+    """Remove the temp files (TEMP_FILE) in a study folder whose lock this process holds, and return
+    them: no other sweep writes there, so each is what a killed sweep left (SIGKILL, a lost machine)."""
+    leftovers = sorted(p for p in folder.iterdir() if TEMP_FILE.fullmatch(p.name) and p.is_file())
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    if leftovers:
+        say(f"note: removed {len(leftovers)} temp file(s) that a killed sweep left in {folder}: "
+            f"{', '.join(p.name for p in leftovers)}", file=sys.stderr)
+    return leftovers
 
 
 def guarded_sweep(*study_suffixes: str):

@@ -352,27 +352,39 @@ def test_a_second_sweep_on_the_same_study_exits_1_naming_the_holder(capsys, tmp_
                             f"wait until it ends, or set study= (--study) to another name")
 
 
-def test_sigterm_exits_143_like_ctrl_c_keeping_finished_runs(tmp_path):
-    """SIGTERM (a job scheduler's stop) left a hidden .tmp log and no message (exit 143); it now
-    cleans up as Ctrl-C does. The child trains seed 1, then waits inside seed 2's run to be stopped."""
-    import os
-    import signal
-
+def _sweep_waiting_in_its_last_seed(results, seeds):
+    """Start a CLI sweep of the baseline over `seeds` in a child process; return it once it waits (for
+    a minute) inside the last seed's run, its log being written, the earlier seeds done."""
     script = (
         "import sys, time\n"
         f"sys.path.insert(0, {str(mc.REPO_ROOT)!r})\n"
         "import mclearn_core as mc\n"
         "real = mc.Baseline.step\n"
         "def step(self, i):\n"
-        "    if self.ctx.generator.initial_seed() == 2 and i == 1:\n"
+        f"    if self.ctx.generator.initial_seed() == {seeds[-1]} and i == 1:\n"
         "        print('waiting', flush=True)\n"
         "        time.sleep(60)\n"
         "    return real(self, i)\n"
         "mc.Baseline.step = step\n"
-        f"sys.exit(mc.main({[*TINY, '--methods', 'baseline', '--seeds', '1', '2', '--results-dir', str(tmp_path)]!r}))\n")
+        f"sys.exit(mc.main({[*TINY, '--methods', 'baseline', '--seeds', *map(str, seeds), '--results-dir', str(results)]!r}))\n")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "waiting" in (line.strip() for line in child.stdout)  # read up to it (seed 1's line comes first)
+        assert "waiting" in (line.strip() for line in child.stdout)  # read up to it (earlier seeds' lines first)
+    except BaseException:
+        child.kill()
+        child.communicate()
+        raise
+    return child
+
+
+def test_sigterm_exits_143_like_ctrl_c_keeping_finished_runs(tmp_path):
+    """SIGTERM (a job scheduler's stop) left a hidden .tmp log and no message (exit 143); it now
+    cleans up as Ctrl-C does. The child trains seed 1, then waits inside seed 2's run to be stopped."""
+    import os
+    import signal
+
+    child = _sweep_waiting_in_its_last_seed(tmp_path, [1, 2])
+    try:
         folder = tmp_path / "runs" / "sweep-cpu-smoke"
         assert any(p.name.endswith(".tmp") for p in folder.iterdir())  # seed 2's log, being written
         os.kill(child.pid, signal.SIGTERM)
@@ -383,6 +395,41 @@ def test_sigterm_exits_143_like_ctrl_c_keeping_finished_runs(tmp_path):
     assert logical_lines(err)[-1] == ("terminated (SIGTERM): finished runs are kept and the unfinished run left no "
                                     "file; run the same command again to resume")
     assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]  # no .tmp, no .lock
+
+
+def test_a_killed_sweeps_temp_file_is_removed_by_the_next_sweep(capsys, tmp_path):
+    """A sweep killed outright (SIGKILL, a GPU machine taken back) cannot clean up: it left a 0-byte
+    .<name>.<pid>.tmp log, later committed. The next sweep of the study, holding its lock, removes it."""
+    import os
+    import signal
+
+    child = _sweep_waiting_in_its_last_seed(tmp_path, [1])
+    try:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        child.kill()
+        child.communicate()
+    folder = tmp_path / "runs" / "sweep-cpu-smoke"
+    left = [p.name for p in folder.iterdir() if mc.TEMP_FILE.fullmatch(p.name)]
+    assert left == [f".baseline-seed1.jsonl.{child.pid}.tmp"]  # the killed run's log
+    code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--seeds", "1", "--results-dir", str(tmp_path))
+    assert code == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]
+    assert f"note: removed 1 temp file(s) that a killed sweep left in {folder}: {left[0]}" in lines
+
+
+def test_no_tracked_file_is_a_temp_file():
+    """A killed sweep's 0-byte .jsonl.<pid>.tmp was committed with its study's run files."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=mc.REPO_ROOT, capture_output=True, text=True)
+    if tracked.returncode:
+        pytest.skip("not a git checkout")
+    names = [path for path in tracked.stdout.split("\0") if path]
+    assert len(names) > 100
+    assert [path for path in names if mc.TEMP_FILE.fullmatch(path.rsplit("/", 1)[-1])] == []
+    ignored = subprocess.run(["git", "check-ignore", "-q", "results/runs/x/.baseline-seed42.jsonl.123.tmp"],
+                             cwd=mc.REPO_ROOT)
+    assert ignored.returncode == 0  # `git add results/` leaves one out
 
 
 def test_a_full_disk_names_the_file_it_could_not_write(capsys, tmp_path, monkeypatch):
