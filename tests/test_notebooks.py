@@ -77,9 +77,10 @@ def test_portable_value_relative_inside_the_repository_only(tmp_path):
     assert rn.portable_value(7) == 7
 
 
-def test_execute_notebook_writes_a_clean_copy(tmp_path):
+def test_execute_notebook_writes_a_clean_copy(tmp_path, capfd):
     """A real kernel run: the parameters land in the parameters cell and the repository path in the
-    output is written relative."""
+    output is written relative; the kernel runs over IPC, so it does not warn of TCP without encryption
+    (a line per notebook in every run of run_notebooks.py)."""
     source = tmp_path / "in.ipynb"
     nbformat.write(new_notebook(cells=[
         new_code_cell('results_dir = "nowhere"\nn = 1', metadata={"tags": ["parameters"]}),
@@ -91,6 +92,7 @@ def test_execute_notebook_writes_a_clean_copy(tmp_path):
     assert nb.cells[0].source == 'results_dir = "results"\nn = 21'
     assert nb.cells[1].outputs[0].text == "results 42\n"
     assert rn.portability_problems(nb) == [] and not rn.shows_widget_warning(nb)
+    assert "Kernel is running over TCP" not in capfd.readouterr().err
 
 
 def test_smoke_parameters_are_declared_by_their_notebooks():
