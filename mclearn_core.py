@@ -5833,11 +5833,25 @@ def lr_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
     return pd.DataFrame(out, columns=columns)
 
 
+def study_data(results_dir: str | Path, study: str) -> tuple[str, float] | None:
+    """Return (dataset, label_noise) that a study's runs trained on, from the config of its first
+    readable run file (the dataset as a hub name or a path relative to the repository, portable_path),
+    or None when the study has no readable run file under <results>/runs."""
+    for path in sorted((Path(results_dir) / "runs" / study).glob("*.json")):
+        try:
+            config = read_run(path).get("config") or {}
+        except (OSError, ValueError):
+            continue
+        return portable_path(str(config.get("dataset"))), float(config.get("label_noise") or 0.0)
+    return None
+
+
 def headline(results_dir: str | Path = "results", study: str | None = None, method: str = "mclearn",
-             time_budget: float | None = None) -> str:
+             time_budget: float | None = None, dataset: str | None = None, label_noise: float = 0.0) -> str:
     """Return markdown: a study's answer in two sentences (`method` against the optimized baseline:
     speed-up and accuracy change) and the mean ± std table they come from, all from
-    <results>/summary.csv. `study=None` picks, among studies with both a baseline and `method` run,
+    <results>/summary.csv. `study=None` picks, among studies with both a baseline and `method` run
+    (and, with `dataset`, whose runs trained that dataset with `label_noise`: study_data),
     those that ran on a GPU if any, and of them the one with the most runs. In a budget study the
     sentences compare the runs at `time_budget` (None: the method's smallest budget), on the test
     split when every compared run has one (else the eval split), and the second sentence ends with
@@ -5852,9 +5866,15 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     rows = read_summary(summary)
     if study is None:
         has_both = rows.groupby("study")["method"].agg(lambda names: {"baseline", method} <= set(names))
-        candidates = rows[rows["study"].isin(has_both[has_both].index)]
+        chosen = list(has_both[has_both].index)
+        if dataset is not None:
+            trained = (portable_path(str(dataset)), float(label_noise or 0.0))
+            chosen = [name for name in chosen if study_data(results_dir, name) == trained]
+        candidates = rows[rows["study"].isin(chosen)]
         if candidates.empty:
-            return f"_No study in `{portable_path(str(summary))}` has both baseline and {method} runs yet._"
+            on = f" on `{portable_path(str(dataset))}`" + (f" with label_noise={label_noise:g}" if label_noise else "") \
+                if dataset is not None else ""
+            return f"_No study in `{portable_path(str(summary))}` has both baseline and {method} runs{on} yet._"
         on_gpu = candidates[~candidates["device"].str.startswith("cpu")]
         counts = (on_gpu if len(on_gpu) else candidates).groupby("study").size()
         study = counts[counts == counts.max()].index.sort_values()[0]

@@ -424,6 +424,34 @@ def test_headline_states_the_answer_with_its_table(tmp_path):
         mc.headline(tmp_path, study="bigger-cpu-only")
 
 
+def test_headline_answers_for_the_dataset_it_is_given(tmp_path):
+    """The flagship trained SST-2 and opened with the Banking77 answer (the largest study): given the
+    dataset it trains, the headline takes the largest study of that dataset (without label noise
+    unless asked), or says that none has trained it yet."""
+    def run(study, method, seed, dataset, noise=0.0):
+        mc.write_json_atomic(mc.run_path(tmp_path, study, method, seed), {
+            "study": study, "method": method, "seed": seed, "device": "NVIDIA H200", "train_seconds": 1.0,
+            "accuracy": 0.9, "examples_backward": 10, "examples_scored": 0,
+            "config": {"dataset": dataset, "label_noise": noise}})
+
+    for seed in (1, 2, 3):
+        for method in ("baseline", "mclearn"):
+            run("banking77-big", method, seed, "data/banking77")
+            run("sst2-noisy", method, seed, "glue/sst2", 0.2)
+    for method in ("baseline", "mclearn"):
+        run("sst2-small", method, 1, "glue/sst2")
+        run("sst2-old", method, 1, "glue/sst2", None)  # written before label_noise existed: none
+    run("sst2-old", "mclearn", 2, "glue/sst2", None)
+    mc.summarize(tmp_path, show=False)
+    assert mc.headline(tmp_path).startswith("In study `banking77-big`")
+    assert mc.headline(tmp_path, dataset="glue/sst2").startswith("In study `sst2-old`")
+    assert mc.headline(tmp_path, dataset="glue/sst2", label_noise=0.2).startswith("In study `sst2-noisy`")
+    assert mc.headline(tmp_path, dataset=str(mc.REPO_ROOT / "data" / "banking77")).startswith(
+        "In study `banking77-big`")  # a local folder, as the notebook resolves it
+    assert mc.headline(tmp_path, dataset="ag_news") == (
+        f"_No study in `{tmp_path / 'summary.csv'}` has both baseline and mclearn runs on `ag_news` yet._")
+
+
 def test_headline_of_an_equal_time_study_names_the_short_schedule_on_the_test_split(tmp_path):
     """With short-schedule at the budget, the headline compares with it (not with the uniform subset),
     paired over seeds on the test split: mclearn 85, 86, 87 % against 86 % each (differences -1, 0, +1:
