@@ -227,3 +227,19 @@ def test_mclearn_tells_the_clock_what_its_refresh_steps_add(prepared, smoke_cfg,
         asked.append(extra), should_stop(self, elapsed, extra))[1])
     mc.train_method("mclearn", cfg, _priced(prepared), seed=1, progress=False)
     assert all(extra > 0 for extra in asked[every::every]) and not any(asked[1:every])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
+@pytest.mark.parametrize("method", ["short-schedule", "infobatch", "mclearn"])
+def test_cuda_clock_driven_graphed_runs_spend_their_budget_and_book_their_start_up(prepared, smoke_cfg, method):
+    """On CUDA with graphs: a clock-driven run of 1 s lands within 3 % of it, replays captured graphs,
+    ends its lr at its last update, and books its eager warm-up steps and captures (read from CUDA
+    events) as a share of its train seconds."""
+    cfg = mc.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=1.0, cuda_graphs=True, pad_multiple=16,
+                            eval_points=2, epochs=3)
+    record = mc.train_method(method, cfg, prepared, seed=1, progress=False)
+    startup = record["startup_seconds"]
+    print(method, record["train_seconds"], record["updates"], startup, record["lr_schedule"])
+    assert record["graphed"] and startup["graphs"] >= 1 and startup["warmup"] > 0 and startup["capture"] > 0
+    assert 0 < startup["share"] < 1 and abs(record["time_target"]["ratio"] - 1) <= 0.03
+    assert record["lr_schedule"]["last_share"] <= 0.01
