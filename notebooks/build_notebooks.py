@@ -143,11 +143,12 @@ def unmet(requirement):
     not satisfy the requirement."""
     try:
         importlib.import_module(IMPORTED[name_of(requirement)])
-        installed = importlib.metadata.version(name_of(requirement))
-        from packaging.requirements import Requirement
     except ImportError:
         return True
-    except importlib.metadata.PackageNotFoundError:  # it imports, from a folder without package metadata
+    try:
+        installed = importlib.metadata.version(name_of(requirement))
+        from packaging.requirements import Requirement
+    except (importlib.metadata.PackageNotFoundError, ImportError):  # it imports: no version to compare
         return False
     return not Requirement(requirement).specifier.contains(installed, prereleases=True)
 
