@@ -109,9 +109,9 @@ FLAGSHIP = ROOT / "Monte_Carlo_Learn.ipynb"
 
 
 def _flagship_cell(nb, marker: str) -> str:
-    """Return the source of the flagship's one code cell holding `marker` (a tag, or a piece of code)."""
-    found = [c.source for c in nb.cells if c.cell_type == "code"
-             and (marker in c.get("metadata", {}).get("tags", []) or marker in c.source)]
+    """Return the source of the flagship's one code cell holding `marker` (a tag, or else a piece of code)."""
+    found = [c.source for c in nb.cells if marker in c.get("metadata", {}).get("tags", [])] or \
+        [c.source for c in nb.cells if c.cell_type == "code" and marker in c.source]
     assert len(found) == 1, (marker, len(found))
     return found[0]
 
