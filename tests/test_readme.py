@@ -103,16 +103,25 @@ def test_the_short_answer_adds_every_other_winner_of_a_cell(tmp_path):
 
 def test_no_winner_says_so_and_names_the_closest(tmp_path):
     """Without `mclearn`'s win the answer says no method beats short-schedule and names the lead at
-    equal time with the least Holm-adjusted p (`uniform` on clinc150, m = 5: about 0 x 5, then its 0.04941
-    and `selective-backprop`'s equal p, 0.04941 x 4 = 0.198 and x 3 raised to that)."""
+    equal time with the least Holm-adjusted p, not the largest lead: `rho-loss` on banking77 is 3, 0, 6
+    points ahead (mean 3, t = 3 / (3 / sqrt 3) = 1.732, p = 1 - 1.732 / sqrt 5 = 0.2254); m = 6: about
+    0 x 6, then `uniform` on clinc150 and `selective-backprop` (equal p 0.04941) x 5 = 0.247 and x 4
+    raised to it, 0.2254 x 3 = 0.676, then 1."""
     _write_equal_time_studies(tmp_path)
     for path in (tmp_path / "runs" / "clinc150-mpnet-h200-equal-time").glob("mclearn-*"):
         path.unlink()
+    study = "banking77-mpnet-h200-equal-time"
+    for seed, base, lead in zip((1, 2, 3), (0.90, 0.91, 0.92), (0.03, 0.0, 0.06)):
+        label = mc.run_label("rho-loss", 0.5)
+        record = {**_record("rho-loss", 0.5, seed, 0.9, [(2.5, base - 0.02 + lead)], test=base - 0.02 + lead),
+                  "study": study, "device": "NVIDIA H200", "graphed": True, "examples_backward": 1,
+                  "examples_scored": 0, "run_label": label}
+        mc.write_json_atomic(mc.run_path(tmp_path, study, label, seed), record)
     mc.summarize(tmp_path, show=False)
     flat = " ".join(mr.answer_markdown(tmp_path).split())
     assert flat.startswith("**No method beats simply training for less time**: in none of the 2 cells of [banking77] "
                            "and [clinc150] is a method better than `short-schedule` on paired t-tests Holm-corrected "
-                           "over all 5; the closest: `uniform` on [clinc150] at 1/2 (+1.00 pt, Holm p 0.198).")
+                           "over all 6; the closest: `uniform` on [clinc150] at 1/2 (+1.00 pt, Holm p 0.247).")
     assert "No equal-time study yet" in mr.answer_markdown(tmp_path / "empty")
 
 
