@@ -4,19 +4,21 @@
 
 Re-summarizes results/runs/ into results/summary.csv, then rewrites
 - README.md between `<!-- answer:start -->` and `<!-- answer:end -->`: the equal-time answer
-  (`answer_markdown`: which method, if any, beats `short-schedule` at equal wall-clock, where, by
-  how much with its paired 95 % interval, and one table at most 110 characters wide), every number
-  of it linked to the run files it comes from;
+  (`answer_markdown`: which method, if any, beats `short-schedule` at equal wall-clock on a verdict
+  Holm-corrected over all the answer's comparisons, where, by how much, the sentence on `mclearn`,
+  and one table at most 110 characters wide), every number of it linked to the run files it comes
+  from; the answer reads the fair-protocol studies (`answer_studies`) once there are any;
 - results/README.md: the full equal-time answer (`equal_time_markdown`: every verdict, each
-  study's equal-time table, time to target and its performance profile), the MC-Learn ablation
+  study's equal-time table, time to target with its bootstrap intervals and its performance
+  profile), the previous protocol's studies (`previous_markdown`), the MC-Learn ablation
   (`ablation_markdown`: its rule, table, choice and a paragraph per dataset), one section per study
   (`study_sections`: its report table from summary.csv, or its learning-rate sweep) and the step
   benchmark tables (`bench_markdown`). Hand-written notes between `<!-- notes:KEY:start -->` and
   `<!-- notes:KEY:end -->` are kept across regenerations.
 
 Every link is relative to the file it is written into. The numbers come from mclearn_core's table
-functions (`report_table`, `lr_sweep_table`, `equal_time_table`, `time_to_target`, `ablation_table`,
-`ablation_paragraphs`); this file only
+functions (`report_table`, `lr_sweep_table`, `equal_time_tables`, `time_to_target`, `ablation_table`,
+`ablation_paragraphs`, `budget_study_lr_table`); this file only
 lays them out.
 """
 from __future__ import annotations
@@ -114,8 +116,9 @@ def study_sections(results_dir: str | Path = "results", link_base: Path | None =
     heading (the study's name), the run files it comes from, its table (`report_table`; for an
     equal-time study also its equal-time table in its protocol's Holm family, `equal_time_families`;
     a learning-rate sweep's `lr_sweep_table`, under its study when it has one, and for a
-    fair-protocol study each method's lr at each budget, `lr_table_markdown`) and its notes block. An ablation study (mc.ABLATION_SUFFIX) gets no
-    equal-time table: its one-seed runs are in the Ablation section (`ablation_markdown`)."""
+    fair-protocol study each method's lr at each budget, `lr_table_markdown`) and its notes block.
+    An ablation study (mc.ABLATION_SUFFIX) gets no equal-time table: its one-seed runs are in the
+    Ablation section (`ablation_markdown`)."""
     rows = _summary(results_dir)
     if rows is None:
         return "_No results yet: run a sweep, then `python make_readme.py`._"
@@ -334,12 +337,12 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
     how the verdicts are corrected; one sentence on `mclearn` against `short-schedule` (its
     verdicts over its cells); the leads that do not count (not at equal time), with its sources;
     one table, per cell `short-schedule`'s accuracy and the method at equal time with the largest
-    mean difference from it, plus a row for every other method better there (at most 110
-    characters wide for method names up to 18 characters); and the reference links ([data]: its
-    run files, relative to `link_base`) that make every data name in them a link. `details` links
-    the full answer (relative to link_base); with a previous protocol's studies, a line links its
-    section there. With ablation studies, the `mclearn` sentence names the variant the ablation
-    chose, linking its section of `details`."""
+    mean difference from it, plus a row for every other method better there (110 characters wide
+    with method names up to 10 characters, each more widening it by one); and the reference links
+    ([data]: its run files, relative to `link_base`) that make every data name in them a link.
+    `details` links the full answer (relative to link_base); with a previous protocol's studies, a
+    link to its section there. With ablation studies, the `mclearn` sentence names the variant the
+    ablation chose, linking its section of `details`."""
     import pandas as pd
 
     found = equal_time_verdicts(results_dir)
@@ -601,8 +604,8 @@ def notes_in(text: str) -> dict[str, str]:
 def results_readme(results_dir: str | Path = "results", path: Path | None = None, figures: bool = True) -> str:
     """Return results/README.md: the equal-time answer in full, the previous protocol's studies
     (`previous_markdown`, a section only when there are fair-protocol studies), the ablation
-    (`ablation_markdown`), one section per study and the step benchmark, with the notes blocks of the file at `path` (default <results>/README.md)
-    kept. Raise ValueError naming the file and the keys when it holds notes that no section of
+    (`ablation_markdown`), one section per study and the step benchmark, with the notes blocks of
+    the file at `path` (default <results>/README.md) kept. Raise ValueError naming the file and the keys when it holds notes that no section of
     the new text has (a study that left summary.csv), so that no hand-written text is lost."""
     results_dir = Path(results_dir)
     path = path or results_dir / "README.md"

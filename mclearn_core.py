@@ -6351,10 +6351,11 @@ def ablation_table(records: Sequence[dict[str, Any]]):
 def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[str] | None = None):
     """Return one row per budgeted run of a variant or the short schedule (one seed each in the
     ablation; `methods` names others, as `mclearn` in an equal-time study): its validation accuracy
-    (%, the eval split) and its difference in points from the
-    short schedule's run of the same study, budget and seed (None without one), the optimizer
-    updates that ran (updates_run: not the steps a plan scheduled), train seconds, the distinct training rows it gave a full pass (the short schedule: its examples, at
-    most the training set, as it sees every row once before any twice) and their share, and for
+    (%, the eval split) and its difference in points from the short schedule's run of the same
+    study, budget and seed (None without one), the optimizer updates that ran (updates_run: not
+    the steps a plan scheduled), train seconds, the distinct training rows it gave a full pass (the
+    short schedule: its examples, at most the training set, as it sees every row once before any
+    twice) and their share, and for
     MC-Learn its full passes, the median rank agreement of its scorer (telemetry steps' rank_corr,
     3 decimals), its scoring and update seconds (updates replayed through CUDA graphs) and warm-up
     seconds (the eager steps and captures of each new update shape: measured_seconds.update_warmup),
@@ -6454,8 +6455,8 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
     against their share of the data. One seed is no verdict: the differences are one run's, and
     the words say only ahead, behind or equal.
     `equal_time` maps a dataset to (its equal-time study, that study's records[, its equal-time table
-    in the answer's Holm family]): the paragraph then ends with ablation_confirmation's sentence (the chosen preset's 5-seed result, or that it is
-    not yet run). Empty without a chosen variant."""
+    in the answer's Holm family]): the paragraph then ends with ablation_confirmation's sentence
+    (the chosen preset's 5-seed result, or that it is not yet run). Empty without a chosen variant."""
     table = ablation_table(records)
     chosen = table.attrs["chosen"]
     if chosen is None:
