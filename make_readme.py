@@ -382,7 +382,7 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
         sources += (f"Leads in {_time_rule(found)} do not count: " + "; ".join(
                     f"`{m}` in {len(names)} ({', '.join(f'[{n}]' for n in dict.fromkeys(names))})"
                     for m, names in where.items()) + ". ")
-    sources += f"{devices}, {found['seeds']} seeds, test split: [all verdicts]({details}#{anchor(EQUAL_TIME_HEADING)})"
+    sources += f"{devices}, up to {found['seeds']} seeds: [all verdicts]({details}#{anchor(EQUAL_TIME_HEADING)})"
     if answer_studies(results_dir)[1]:
         sources += f", [the previous protocol]({details}#{anchor(PREVIOUS_HEADING)})"
     sources += "."
