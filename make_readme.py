@@ -527,8 +527,9 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
     """Return the ablation in markdown, from the run files of every ablation study: mc.ABLATION_RULE,
     mc.ablation_table (the short schedule's reference row last), the chosen variant, and per dataset
     (linking its run files) mc.ablation_paragraphs' paragraph, which ends with the chosen preset's
-    5-seed result in the dataset's equal-time study (mc.equal_time_study_of; verdicts from its
-    protocol's Holm family, `equal_time_families`), or that it is not yet run. Links the
+    5-seed result in the dataset's fair-protocol study (the ablation study's prefix and
+    mc.FAIR_SUFFIX) where there is one, else in its equal-time study (mc.equal_time_study_of), with
+    the verdicts of its protocol's Holm family (`equal_time_families`), or that it is not yet run. Links the
     diagnostics file of benchmarks/ablation.py when it exists."""
     studies, records = ablation_records(results_dir)
     table = mc.ablation_table(records)
@@ -538,7 +539,8 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
     present = set(rows["study"].astype(str))
     equal_time, families = {}, equal_time_families(results_dir)
     for study in studies:
-        other = mc.equal_time_study_of(study)
+        fair = study.removesuffix(mc.ABLATION_SUFFIX) + mc.FAIR_SUFFIX  # the answer's study of the dataset, if any
+        other = fair if fair in present else mc.equal_time_study_of(study)
         equal_time[mc._ablation_dataset(study)] = (other, mc.load_runs(results_dir, other) if other in present else [],
                                                    families.get(other))
     paragraphs = mc.ablation_paragraphs(records, equal_time)

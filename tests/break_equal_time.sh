@@ -108,3 +108,6 @@ BREAK_FILE=make_readme.py run "lr table: an unresolved edge is not named" \
   'bounded, open_edge = status.str.startswith("edge:"), status == "unresolved"' "${README_TESTS[@]}"
 BREAK_FILE=make_readme.py run "ablation: the 5-seed verdicts in the preset's own family, not the answer's" \
   'families.get(other))' 'None)' "${README_TESTS[@]}"
+BREAK_FILE=make_readme.py run "ablation: the 5-seed result read from the previous protocol's study beside a fair one" \
+  'other = fair if fair in present else mc.equal_time_study_of(study)' 'other = mc.equal_time_study_of(study)' \
+  "${README_TESTS[@]}"

@@ -377,7 +377,7 @@ def _write_fair_study(results, study="clinc150-mpnet-h200-fair"):
     records += [_fair("infobatch", 0.5, s, a + d, ratio=1.1, study=study)
                 for s, a, d in zip((1, 2, 3), ref, (0.019, 0.020, 0.021))]
     for record in records:
-        _write_run(results, {**record, "accuracy": record["test_accuracy"], "config": {"lr": 1e-4}})
+        _write_run(results, {**record, "accuracy": record["test_accuracy"], "config": {"lr": 1e-4, "once_draws": True}})
     for method in ("short-schedule", "infobatch", "mclearn"):
         for lr, accuracy in ((1e-4, 0.90), (2e-4, 0.91)):
             _write_run(results, {**_budget_run(method, 1, 1.0, accuracy, budget=0.5, lr=lr, study=f"{study}-lr"),
@@ -389,9 +389,11 @@ def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_prev
     the fair time rule: a lead over 3 % above its target does not count) and links the previous
     protocol's section; results/README.md gets that section, with the line on what changed and the
     older studies' verdicts in their own family (m = 6); the fair study's section shows its equal-time
-    table with what the runs did and its lr table with the edges named."""
+    table with what the runs did and its lr table with the edges named; the ablation's paragraph on
+    clinc150 reads the chosen preset's seeds from the fair study (3 of the 5 it needs)."""
     _write_equal_time_studies(tmp_path)
     _write_fair_study(tmp_path)
+    _write_ablation_study(tmp_path, "clinc150-mpnet-h200-ablation")
     mc.summarize(tmp_path, show=False)
     monkeypatch.setattr(mc, "budget_study_lr_table", _lr_table_stub, raising=False)
     assert mr.answer_studies(tmp_path) == (["clinc150-mpnet-h200-fair"], ["banking77-mpnet-h200-equal-time",
@@ -418,6 +420,8 @@ def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_prev
     assert "| grid (lr: validation %)" in fair and "| edge: next diverged |" in fair
     assert ("At a grid edge bounded by a diverged next lr: `infobatch` at 1/2. **At a grid edge, unresolved**: "
             "`mclearn` at 1/2.") in fair
+    assert ("5 seeds of the chosen preset not yet run on clinc150 (`mclearn` in `clinc150-mpnet-h200-fair` has 3 "
+            "at 1/2).") in body.split("## Ablation\n")[1]
     older = body.split("### clinc150-mpnet-h200-equal-time\n")[1].split("<!-- notes:")[0]
     assert "over the 6 comparisons of its protocol's studies" in older and "s / target" not in older
 
