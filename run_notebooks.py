@@ -46,9 +46,9 @@ NOTEBOOKS = [
 
 # Parameters of a cpu-smoke run (--preset cpu-smoke), applied before --seeds and --param: the
 # smallest run of each notebook that still takes every code path. Notebook 01: two seeds (a mean ±
-# std over seeds) instead of three. Notebook 04, the budget study (39 runs at its defaults): one seed,
-# one budget (every method's plan and the no-knob methods), and a two-lr sweep, which its defaults
-# (lrs=[]) skip, so that 10 runs also take the sweep and its table.
+# std over seeds) instead of three. Notebook 04, the budget study: one seed, one budget (every
+# method's clock and plan), and a two-lr sweep, which its defaults (lrs=[]) skip, so that the smoke
+# run also takes the sweep, the growing tuning grids and their table.
 SMOKE_PARAMETERS = {
     "notebooks/01_three_seeds.ipynb": {"seeds": [42, 43]},
     "notebooks/03_estimator_checks.ipynb": {"draws": 300},
