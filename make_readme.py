@@ -157,23 +157,22 @@ def equal_time_families(results_dir: str | Path = "results") -> dict:
 
 def lr_table_markdown(tune_records: list[dict]) -> str:
     """Return a fair-protocol study's lr table in markdown: mc.budget_study_lr_table of its tuning
-    runs (per method and budget the lrs tried with their validation accuracy, the choice and its
-    edge status) as it comes, then one line naming the choices at a grid edge: those bounded by a
-    diverged next lr ("edge: next diverged") and those unresolved ("edge"), or that every choice
-    is interior."""
+    runs (per method and budget the lrs tried with their accuracy, the choice and where it sits in
+    the grid, mc.lr_grid_status) as it comes, then one line naming the choices at a grid edge:
+    those bounded by a diverged next lr ("edge: next diverged") and those unresolved (any other
+    edge: the best lr may lie outside what was tried), or that every choice is interior."""
     table = mc.budget_study_lr_table(tune_records)
-    status = table["edge"].astype(str) if "edge" in table else None
-    if status is None:
-        line = "_The lr table has no edge column: the edge status of its choices is not shown._"
-    else:
-        def named(which):
-            return "; ".join(f"`{row['method']}` at {row['budget']}" for _, row in table[which].iterrows())
 
-        bounded, open_edge = status.str.startswith("edge:"), status == "edge"
-        line = "Every choice is interior to its grid." if not (bounded.any() or open_edge.any()) else " ".join(
-            part for part in (f"At a grid edge bounded by a diverged next lr: {named(bounded)}." if bounded.any() else "",
-                              f"**At a grid edge, unresolved**: {named(open_edge)}." if open_edge.any() else "") if part)
-    return f"Each method's own lr at each budget (tuned on the first seed, validation split):\n\n{_table(table)}\n\n{line}\n"
+    def named(which) -> str:
+        return "; ".join(f"`{row['method']}` at {row['budget']} ({row['where']})" for _, row in table[which].iterrows())
+
+    where = table["where"].astype(str)
+    bounded = where == "edge: next diverged"
+    unresolved = where.str.startswith("edge") & ~bounded
+    parts = ([f"At a grid edge bounded by a diverged next lr: {named(bounded)}."] if bounded.any() else []) + \
+        ([f"**At a grid edge, unresolved**: {named(unresolved)}."] if unresolved.any() else [])
+    line = " ".join(parts) or "Every choice is interior to its grid."
+    return f"Each method's own lr at each budget (tuned on the first seed, eval split):\n\n{_table(table)}\n\n{line}\n"
 
 
 # ----------------------------------------------------------------------------- the equal-time answer

@@ -6189,7 +6189,6 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
 
 # --- equal time against the short schedule, and time to target (AlgoPerf style) -------------------
 REFERENCE = "short-schedule"  # every budgeted method is compared with it; the full baseline is its budget 1
-FAIR_PROTOCOL = "fair"  # record["protocol"] of a run made under the fair protocol (own lr per budget, the clock)
 FAIR_SUFFIX = "-fair"  # a fair-protocol study's name ends so ("banking77-mpnet-h200-fair"; its sweep "-fair-lr")
 # Fair protocol: every budgeted run trains until its own clock reaches its target seconds (time_budget
 # x the reference seconds); it is on target when its train seconds over that target
@@ -6218,9 +6217,9 @@ def final_accuracy(record: dict[str, Any]) -> float:
 
 
 def is_fair(record: dict[str, Any]) -> bool:
-    """Return True for a run made under the fair protocol (record["protocol"] == FAIR_PROTOCOL);
-    a run without the field is of the previous protocol."""
-    return record.get("protocol") == FAIR_PROTOCOL
+    """Return True for a run made under the fair protocol (record["protocol"] == PROTOCOL); a run
+    without the field is of the previous protocol."""
+    return record.get("protocol") == PROTOCOL
 
 
 def paired_difference(method: dict[int, float], reference: dict[int, float],
@@ -6307,7 +6306,7 @@ def _cell_is_fair(runs: dict[int, dict[str, Any]], where: str) -> bool:
     (`where`) when it mixes fair and previous-protocol runs."""
     fair = {is_fair(r) for r in runs.values()}
     if len(fair) > 1:
-        raise ValueError(f"{where} mixes fair-protocol runs (record['protocol'] == {FAIR_PROTOCOL!r}) with runs "
+        raise ValueError(f"{where} mixes fair-protocol runs (record['protocol'] == {PROTOCOL!r}) with runs "
                          f"of the previous protocol: keep each protocol's runs in a study of its own")
     return fair == {True}
 
@@ -6319,7 +6318,7 @@ def _field(record: dict[str, Any], *keys: str) -> Any:
     for depth, key in enumerate(keys):
         if not isinstance(value, dict) or key not in value:
             raise ValueError(f"run {record.get('study')}/{record.get('run_label')} seed {record.get('seed')} is "
-                             f"marked protocol {FAIR_PROTOCOL!r} but lacks {'.'.join(keys[:depth + 1])}: "
+                             f"marked protocol {PROTOCOL!r} but lacks {'.'.join(keys[:depth + 1])}: "
                              f"re-run it with the code that writes the fair protocol's fields")
         value = value[key]
     return value
@@ -6355,12 +6354,17 @@ def fair_cell_columns(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
     lr, %), "Σ lr / peak" (mean over runs of the sum over updates of lr / peak), "warm-up+capture"
     (mean share of train seconds that eager warm-up steps and graph captures took,
     startup_seconds.share, %) and "scoring" (mean share of train seconds MC-Learn's scoring took, %;
-    "—" for a method without scoring)."""
+    "—" for a method without scoring); a value a run recorded as None (no update, no seconds) is
+    left out, "—" where none has one."""
+    def known(*keys: str) -> list[float]:  # a run without updates has no last lr, one without seconds no share
+        return [float(v) for v in (_field(r, *keys) for r in runs) if v is not None]
+
+    last, startup = known("lr_schedule", "last_share"), known("startup_seconds", "share")
     scoring = [s for s in (scoring_share(r) for r in runs) if s is not None]
-    return {"updates": f"{np.mean([float(_field(r, 'updates')) for r in runs]):.1f}",
-            "lr last / peak": f"{100 * max(float(_field(r, 'lr_schedule', 'last_share')) for r in runs):.2f} %",
-            "Σ lr / peak": f"{np.mean([float(_field(r, 'lr_schedule', 'sum_share')) for r in runs]):.1f}",
-            "warm-up+capture": f"{100 * np.mean([float(_field(r, 'startup_seconds', 'share')) for r in runs]):.1f} %",
+    return {"updates": f"{np.mean(known('updates')):.1f}",
+            "lr last / peak": f"{100 * max(last):.2f} %" if last else "—",
+            "Σ lr / peak": f"{np.mean(known('lr_schedule', 'sum_share')):.1f}",
+            "warm-up+capture": f"{100 * np.mean(startup):.1f} %" if startup else "—",
             "scoring": f"{100 * np.mean(scoring):.1f} %" if scoring else "—"}
 
 
@@ -6616,7 +6620,7 @@ ABLATION_RULE = ("Rule (fixed before the runs): every MC-Learn variant, one seed
                  "(1 = best; equal accuracies share their mean rank; a missing or diverged run ranks last); the "
                  "`mclearn` preset becomes the variant with the best mean rank over the cells, ties going to the "
                  "simpler one (fewer of the parts free, once, anneal on), then to the earlier in MCLEARN_VARIANTS.")
-EQUAL_TIME_SUFFIX = "-equal-time"  # the 5-seed test-split study of a dataset (gpu_budget_study.sh's default suffix)
+EQUAL_TIME_SUFFIX = "-equal-time"  # the previous protocol's 5-seed test-split study of a dataset
 # An ablation study's name ends in ABLATION_SUFFIX (section 8); it is no equal-time study (one seed, validation).
 
 

@@ -50,8 +50,7 @@ run "fair: on target counts runs under their target by any amount" \
   'on_target = sum(abs(x - 1) <= EQUAL_TIME_TOLERANCE for x in ratios)' \
   'on_target = sum(x <= 1 + EQUAL_TIME_TOLERANCE for x in ratios)'
 run "fair: lr at the last update, the least over runs instead of the largest" \
-  '{100 * max(float(_field(r, '"'lr_schedule'"', '"'last_share'"')) for r in runs):.2f}' \
-  '{100 * min(float(_field(r, '"'lr_schedule'"', '"'last_share'"')) for r in runs):.2f}'
+  '"lr last / peak": f"{100 * max(last):.2f} %"' '"lr last / peak": f"{100 * min(last):.2f} %"'
 run "fair: a run without its fields passes silently" \
   'if not isinstance(value, dict) or key not in value:' 'if False:'
 run "updates: the steps planned, not the updates that ran" \
@@ -104,8 +103,7 @@ BREAK_FILE=make_readme.py run "answer: the sentence on mclearn counts another me
   'return [(c["name"], c["budget"], c["verdict"]) for c in found["cells"] if c["method"] == method]' \
   'return [(c["name"], c["budget"], c["verdict"]) for c in found["cells"]]' "${README_TESTS[@]}"
 BREAK_FILE=make_readme.py run "lr table: an unresolved edge is not named" \
-  'bounded, open_edge = status.str.startswith("edge:"), status == "edge"' \
-  'bounded, open_edge = status.str.startswith("edge:"), status == "unresolved"' "${README_TESTS[@]}"
+  'unresolved = where.str.startswith("edge") & ~bounded' 'unresolved = where == "edge"' "${README_TESTS[@]}"
 BREAK_FILE=make_readme.py run "ablation: the 5-seed verdicts in the preset's own family, not the answer's" \
   'families.get(other))' 'None)' "${README_TESTS[@]}"
 BREAK_FILE=make_readme.py run "ablation: the 5-seed result read from the previous protocol's study beside a fair one" \

@@ -363,7 +363,8 @@ def test_the_holm_family_spans_every_study_given_and_the_verdict_reads_the_adjus
 # --- the fair protocol: each run against its own target seconds -------------------------------------
 def _fair(method, budget, seed, test, ratio=1.0, updates=50, last=0.0, total=25.0, startup=0.1, score=None,
           study="s-fair"):
-    """A fair-protocol run (FAIR_PROTOCOL.md's fields): a budgeted run trained for `ratio` times its
+    """A fair-protocol run (the fields run_record writes: protocol, updates, lr_schedule,
+    startup_seconds, time_target): a budgeted run trained for `ratio` times its
     target seconds (10 x budget); the full baseline (budget 0) is step-driven and has no target."""
     seconds = 10.0 * (budget or 1) * ratio
     record = dict(_record(method, budget, seed, 0.0, [(seconds, 0.9)], test=test), study=study,
@@ -425,6 +426,8 @@ def test_a_fair_cell_shows_what_its_runs_did():
     assert (own["updates"], own["lr last / peak"], own["Σ lr / peak"], own["warm-up+capture"], own["scoring"]) == \
         ("50.0", "0.40 %", "25.0", "20.0 %", "4.0 %")
     assert table.loc[("1/2", "short-schedule"), "scoring"] == "—"
+    idle = mc.fair_cell_columns([_fair("uniform", 0.5, 1, 0.9, updates=0, last=None, startup=None)])
+    assert (idle["updates"], idle["lr last / peak"], idle["warm-up+capture"]) == ("0.0", "—", "—")  # recorded None
     assert "s / target" not in mc.equal_time_table(_study("p", {"uniform": (1, 2, 3)}))  # previous protocol
 
 

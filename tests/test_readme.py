@@ -354,18 +354,10 @@ def test_the_generated_files_are_up_to_date():
 
 
 # ----------------------------------------------------------------------------- the fair protocol's studies
-def _lr_table_stub(tune_records):
-    """budget_study_lr_table's documented shape (FAIR_PROTOCOL.md): per (method, budget) the lrs tried
-    with their validation accuracy, the choice and its edge status; its rows name the methods tuned."""
-    rows = [("short-schedule", "interior"), ("infobatch", "edge: next diverged"), ("mclearn", "edge")]
-    assert {r["method"] for r in tune_records} >= {m for m, _ in rows}
-    return pd.DataFrame([{"method": m, "budget": "1/2", "grid (lr: validation %)": "1e-04: 90.0, 2e-04: 91.0",
-                          "chosen lr": "2e-04", "edge": edge} for m, edge in rows])
-
-
 def _write_fair_study(results, study="clinc150-mpnet-h200-fair"):
-    """A fair-protocol study (test_equal_time._fair's runs, 3 seeds) with its tuning runs in "-lr":
-    short-schedule on target; `mclearn` 1, 2, 3 points above it on target (p 0.0742, a tie); `infobatch`
+    """A fair-protocol study (test_equal_time._fair's runs, 3 seeds) with its tuning runs in "-lr"
+    (short-schedule's choice interior, infobatch's at an edge whose next lr diverged, mclearn's at
+    the top of its grid, unresolved): short-schedule on target; `mclearn` 1, 2, 3 points above it on target (p 0.0742, a tie); `infobatch`
     1.9, 2.0, 2.1 above in 1.1 times its target seconds (over time)."""
     from test_equal_time import _fair
 
@@ -378,13 +370,14 @@ def _write_fair_study(results, study="clinc150-mpnet-h200-fair"):
                 for s, a, d in zip((1, 2, 3), ref, (0.019, 0.020, 0.021))]
     for record in records:
         _write_run(results, {**record, "accuracy": record["test_accuracy"], "config": {"lr": 1e-4, "once_draws": True}})
-    for method in ("short-schedule", "infobatch", "mclearn"):
-        for lr, accuracy in ((1e-4, 0.90), (2e-4, 0.91)):
+    grids = {"short-schedule": (0.90, 0.91, 0.89), "infobatch": (0.90, 0.91, float("nan")), "mclearn": (0.90, 0.91)}
+    for method, accuracies in grids.items():
+        for lr, accuracy in zip((1e-4, 2e-4, 4e-4), accuracies):
             _write_run(results, {**_budget_run(method, 1, 1.0, accuracy, budget=0.5, lr=lr, study=f"{study}-lr"),
                                  "run_label": mc.lr_run_label(lr, mc.run_label(method, 0.5)), "protocol": "fair"})
 
 
-def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_previous_protocol(tmp_path, monkeypatch):
+def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_previous_protocol(tmp_path):
     """With a study named <...>-fair, the answer reads the fair studies alone (their own Holm family,
     the fair time rule: a lead over 3 % above its target does not count) and links the previous
     protocol's section; results/README.md gets that section, with the line on what changed and the
@@ -395,7 +388,6 @@ def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_prev
     _write_fair_study(tmp_path)
     _write_ablation_study(tmp_path, "clinc150-mpnet-h200-ablation")
     mc.summarize(tmp_path, show=False)
-    monkeypatch.setattr(mc, "budget_study_lr_table", _lr_table_stub, raising=False)
     assert mr.answer_studies(tmp_path) == (["clinc150-mpnet-h200-fair"], ["banking77-mpnet-h200-equal-time",
                                                                            "clinc150-mpnet-h200-equal-time"])
     short = mr.answer_markdown(tmp_path, tmp_path.parent, "results/README.md")
@@ -417,16 +409,17 @@ def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_prev
     assert "over the 2 comparisons of its protocol's studies" in fair
     assert "| s / target   | on target   | updates   | lr last / peak   |" in fair
     assert "| 1/2      | infobatch " in fair and "| over time " in fair
-    assert "| grid (lr: validation %)" in fair and "| edge: next diverged |" in fair
-    assert ("At a grid edge bounded by a diverged next lr: `infobatch` at 1/2. **At a grid edge, unresolved**: "
-            "`mclearn` at 1/2.") in fair
+    assert "| lr (eval accuracy %)" in fair and "| 0.0001: 90.00, 0.0002: 91.00, 0.0004: diverged " in fair
+    assert ("At a grid edge bounded by a diverged next lr: `infobatch` at 1/2 (edge: next diverged). **At a grid "
+            "edge, unresolved**: `mclearn` at 1/2 (edge: highest).") in fair
     assert ("5 seeds of the chosen preset not yet run on clinc150 (`mclearn` in `clinc150-mpnet-h200-fair` has 3 "
             "at 1/2).") in body.split("## Ablation\n")[1]
     older = body.split("### clinc150-mpnet-h200-equal-time\n")[1].split("<!-- notes:")[0]
     assert "over the 6 comparisons of its protocol's studies" in older and "s / target" not in older
 
 
-def test_an_lr_table_with_every_choice_interior_says_so(monkeypatch):
-    table = pd.DataFrame([{"method": "uniform", "budget": "1/3", "edge": "interior"}])
-    monkeypatch.setattr(mc, "budget_study_lr_table", lambda records: table, raising=False)
-    assert mr.lr_table_markdown([]).endswith("Every choice is interior to its grid.\n")
+def test_an_lr_table_with_every_choice_interior_says_so():
+    runs = [{**_budget_run("uniform", 1, 1.0, accuracy, budget=1 / 3, lr=lr), "time_budget": 1 / 3}
+            for lr, accuracy in ((1e-4, 0.90), (2e-4, 0.91), (4e-4, 0.89))]
+    text = mr.lr_table_markdown(runs)
+    assert "| uniform  | 1/3      |" in text and text.endswith("\n\nEvery choice is interior to its grid.\n")
