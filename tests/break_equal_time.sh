@@ -80,7 +80,7 @@ run "performance profile: strictly within tau" \
   'hits += bool(math.isfinite(best) and per.get(method, math.inf) <= tau * best)' \
   'hits += bool(math.isfinite(best) and per.get(method, math.inf) < tau * best)'
 run "tuning rule: every method keeps the baseline's lr" \
-  'method_lrs[method] = best_lr(runs)' 'method_lrs[method] = lr'
+  'method_lrs[method, budget] = best_lr(grid)' 'method_lrs[method, budget] = lr'
 run "test holdout: a plain random draw instead of a stratified one" \
   'held = _stratified_rows(train.labels, rows, np.random.default_rng(seed))' \
   'held = np.random.default_rng(seed).choice(len(train.texts), rows, replace=False)'
