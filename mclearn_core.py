@@ -1559,7 +1559,7 @@ class GraphedUpdate:
         self.capture = ctx.device.type == "cuda" and ctx.graphs  # else: the same code, eagerly
         self.graphs: dict[tuple, tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
         self.eager_steps: dict[tuple, int] = {}
-        self.eager_events: list[tuple[tuple, Any, Any]] = []  # (key, start, end) CUDA events of each eager step
+        self.eager_times: list[tuple[tuple, float]] = []  # (key, seconds) of each eager step (device synchronized)
         self.capture_seconds = 0.0
         self.capture_error: str | None = None  # set when a capture failed and the run went eager
         self.side_stream = torch.cuda.Stream(ctx.device) if self.capture else None
@@ -1580,15 +1580,15 @@ class GraphedUpdate:
             if self.eager_steps.get(key, 0) < self.ctx.cfg.graph_warmup_steps or not self.worth_capturing(key):
                 self.eager_steps[key] = self.eager_steps.get(key, 0) + 1
                 main = torch.cuda.current_stream(self.ctx.device)
+                _sync(self.ctx.device)  # an eager step is timed on its own (few: warm-ups and rare shapes)
+                start = time.perf_counter()
                 self.side_stream.wait_stream(main)
                 self._zero_grad()
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 with torch.cuda.stream(self.side_stream):
-                    start.record()
                     out = self.update_fn(inputs, key)
-                    end.record()
-                self.eager_events.append((key, start, end))
                 main.wait_stream(self.side_stream)
+                _sync(self.ctx.device)
+                self.eager_times.append((key, time.perf_counter() - start))
                 for value in out.values():
                     value.record_stream(main)
                 return out
@@ -1628,15 +1628,11 @@ class GraphedUpdate:
         self.graphs[key] = (graph, static_in, static_out)
 
     def eager_seconds(self) -> tuple[float, float]:
-        """Return the device seconds of the eager steps: (warm-up steps of the shapes later
-        captured, every other eager step: rare shapes and shapes that never reached a capture), read
-        from their CUDA events (one device sync); (0, 0) when nothing captures (off CUDA, graphs off)."""
-        if not self.eager_events:
-            return 0.0, 0.0
-        torch.cuda.synchronize(self.ctx.device)
+        """Return the seconds of the eager steps: (warm-up steps of the shapes later captured, every
+        other eager step: rare shapes and shapes that never reached a capture), each timed between
+        two device synchronizations; (0, 0) when nothing captures (off CUDA, graphs off)."""
         warmup = rest = 0.0
-        for key, start, end in self.eager_events:
-            seconds = start.elapsed_time(end) / 1000.0
+        for key, seconds in self.eager_times:
             if key in self.graphs:
                 warmup += seconds
             else:
@@ -1651,7 +1647,7 @@ class GraphedUpdate:
         warmup, other = self.eager_seconds()
         return {"cuda_graphs": len(self.graphs), "graph_capture_seconds": round(self.capture_seconds, 4),
                 **({"graph_warmup_seconds": round(warmup, 4), "eager_seconds": round(other, 4)}
-                   if self.eager_events else {}),
+                   if self.eager_times else {}),
                 **({"rare_shapes_eager": len(rare), "rare_shape_steps": sum(self.eager_steps[k] for k in rare)}
                    if rare and self.capture else {}),
                 **({"graph_capture_error": self.capture_error} if self.capture_error else {})}
