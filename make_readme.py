@@ -269,6 +269,18 @@ def _ahead(cell: dict) -> bool:
     return cell["diff"] not in ("", "—") and float(cell["diff"]) > 0
 
 
+def _previous_leader(found: dict) -> tuple[str, int] | None:
+    """Return (the method, its count) ahead of short-schedule in the most cells of `found` at equal
+    time on its uncorrected 95 % interval (lower bound above 0), ties to the first by name; None
+    when no method is."""
+    leads: dict[str, int] = {}
+    for cell in found["cells"]:
+        if cell["verdict"] not in NO_VERDICT and cell["interval"] not in ("", "—") \
+                and float(cell["interval"][1:].split(",")[0]) > 0:
+            leads[cell["method"]] = leads.get(cell["method"], 0) + 1
+    return min(leads.items(), key=lambda kv: (-kv[1], kv[0]), default=None)
+
+
 def _p_value(text: str) -> float:
     """Return a table's p-value string as a number ("<0.001" as 0.001)."""
     return 0.001 if text == "<0.001" else float(text)
@@ -340,7 +352,9 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
     with method names up to 10 characters, each more widening it by one); and the reference links
     ([data]: its run files, relative to `link_base`) that make every data name in them a link.
     `details` links the full answer (relative to link_base); with a previous protocol's studies, a
-    link to its section there. With ablation studies, the `mclearn` sentence names the variant the
+    link to its section there and a sentence on the method ahead in most of its cells on
+    uncorrected intervals (`_previous_leader`): its verdicts in the answer's cells. With ablation
+    studies, the `mclearn` sentence names the variant the
     ablation chose, linking its section of `details`."""
     import pandas as pd
 
@@ -382,8 +396,16 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
                     f"`{m}` in {len(names)} ({', '.join(f'[{n}]' for n in dict.fromkeys(names))})"
                     for m, names in where.items()) + ". ")
     sources += f"{devices}, up to {found['seeds']} seeds: [all verdicts]({details}#{anchor(EQUAL_TIME_HEADING)})"
-    if answer_studies(results_dir)[1]:
-        sources += f", [the previous protocol]({details}#{anchor(PREVIOUS_HEADING)})"
+    previous = answer_studies(results_dir)[1]
+    if previous:
+        link = f"[previous protocol]({details}#{anchor(PREVIOUS_HEADING)})"
+        leader = _previous_leader(equal_time_verdicts(results_dir, previous))
+        now = _cell_verdicts(found, leader[0]) if leader else []
+        if now:
+            verdict += (f" `{leader[0]}`, ahead in {leader[1]} cell{'' if leader[1] == 1 else 's'} of the {link} "
+                        f"on uncorrected 95 % intervals{_preset_tally(now, True)} here.")
+        else:
+            sources += f", the {link}"
     sources += "."
     rows = []
     for row in found["rows"]:
@@ -546,8 +568,9 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
     tally = _preset_tally([(dataset, budget, verdict) for dataset, (_, runs, family) in equal_time.items()
                            for budget, verdict in mc.chosen_preset_verdicts(runs, table.attrs["chosen"], family)])
     parts = [mc.ABLATION_RULE + "\n", _table(table) + "\n",
-             f"Chosen: `{table.attrs['chosen']}`" + (f"; as the `mclearn` preset, over its seeds in the equal-time "
-                                                     f"studies against `{mc.REFERENCE}`{tally}" if tally else "") + ".\n"]
+             f"Chosen: `{table.attrs['chosen']}`" + (f"; as the `mclearn` preset, over its seeds in the studies the "
+                                                     f"paragraphs below end with, against `{mc.REFERENCE}`{tally}"
+                                                     if tally else "") + ".\n"]
     every_run = Path(results_dir) / "ablation" / "ablation_table.md"
     if every_run.exists():
         link = _link(every_run, link_base)

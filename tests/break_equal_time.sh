@@ -109,3 +109,6 @@ BREAK_FILE=make_readme.py run "ablation: the 5-seed verdicts in the preset's own
 BREAK_FILE=make_readme.py run "ablation: the 5-seed result read from the previous protocol's study beside a fair one" \
   'other = fair if fair in present else mc.equal_time_study_of(study)' 'other = mc.equal_time_study_of(study)' \
   "${README_TESTS[@]}"
+BREAK_FILE=make_readme.py run "answer: the previous protocol's leader counts leads bought with more time" \
+  'if cell["verdict"] not in NO_VERDICT and cell["interval"] not in ("", "—")' \
+  'if cell["interval"] not in ("", "—")' "${README_TESTS[@]}"

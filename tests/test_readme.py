@@ -241,8 +241,9 @@ def test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_r
                 "`short-schedule`: +1.00 pt [+0.82, +1.18] at 1/3 (better) and -1.00 pt [-1.00, -1.00] at 1/2 "
                 "(worse), paired 95 % intervals, verdicts on the Holm-adjusted p over 4 comparisons.")
     assert sentence + "\n" in mr.ablation_markdown(tmp_path)
-    assert ("Chosen: `mclearn-once`; as the `mclearn` preset, over its seeds in the equal-time studies against "
-            "`short-schedule`: better in 1, tied in 0, worse in 1 (sst2 1/2) of its 2 cells.\n") in mr.ablation_markdown(tmp_path)
+    assert ("Chosen: `mclearn-once`; as the `mclearn` preset, over its seeds in the studies the paragraphs below end "
+            "with, against `short-schedule`: better in 1, tied in 0, worse in 1 (sst2 1/2) of its 2 cells.\n") \
+        in mr.ablation_markdown(tmp_path)
     for record in runs:
         if record["method"] == "mclearn":
             _write_run(tmp_path, {**record, "config": {**record["config"], "once_draws": False}})
@@ -379,7 +380,8 @@ def _write_fair_study(results, study="clinc150-mpnet-h200-fair"):
 
 def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_previous_protocol(tmp_path):
     """With a study named <...>-fair, the answer reads the fair studies alone (their own Holm family,
-    the fair time rule: a lead over 3 % above its target does not count) and links the previous
+    the fair time rule: a lead over 3 % above its target does not count) and says where the method
+    ahead in most cells of the previous protocol (before its correction) stands now, linking that
     protocol's section; results/README.md gets that section, with the line on what changed and the
     older studies' verdicts in their own family (m = 6); the fair study's section shows its equal-time
     table with what the runs did and its lr table with the edges named; the ablation's paragraph on
@@ -394,7 +396,10 @@ def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_prev
     flat = " ".join(short.split("\n\n")[0].split())
     assert "of [clinc150] is a method better" in flat and "Holm-corrected over all 2; the closest: `mclearn`" in flat
     assert "Leads in over 3% above their target seconds do not count: `infobatch` in 1 ([clinc150])." in flat
-    assert "[the previous protocol](results/README.md#previous-protocol)" in flat
+    # the previous protocol's leader on uncorrected intervals at equal time: mclearn and uniform on clinc150, one
+    # cell each (the first by name), not infobatch (its lead was over time); its verdict under the fair protocol
+    assert ("`mclearn`, ahead in 1 cell of the [previous protocol](results/README.md#previous-protocol) on "
+            "uncorrected 95 % intervals: better in 0, tied in 1, worse in 0 of its 1 cell here.") in flat
     assert f"[clinc150]: {tmp_path.name}/runs/clinc150-mpnet-h200-fair/" in short.splitlines()
     assert "[banking77]" not in short
     body = mr.results_readme(tmp_path, figures=False)
