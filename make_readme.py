@@ -4,19 +4,21 @@
 
 Re-summarizes results/runs/ into results/summary.csv, then rewrites
 - README.md between `<!-- answer:start -->` and `<!-- answer:end -->`: the equal-time answer
-  (`answer_markdown`: which method, if any, beats `short-schedule` at equal wall-clock, where, by
-  how much with its paired 95 % interval, and one table at most 110 characters wide), every number
-  of it linked to the run files it comes from;
+  (`answer_markdown`: which method, if any, beats `short-schedule` at equal wall-clock on a verdict
+  Holm-corrected over all the answer's comparisons, where, by how much, the sentence on `mclearn`,
+  and one table at most 110 characters wide), every number of it linked to the run files it comes
+  from; the answer reads the fair-protocol studies (`answer_studies`) once there are any;
 - results/README.md: the full equal-time answer (`equal_time_markdown`: every verdict, each
-  study's equal-time table, time to target and its performance profile), the MC-Learn ablation
+  study's equal-time table, time to target with its bootstrap intervals and its performance
+  profile), the previous protocol's studies (`previous_markdown`), the MC-Learn ablation
   (`ablation_markdown`: its rule, table, choice and a paragraph per dataset), one section per study
   (`study_sections`: its report table from summary.csv, or its learning-rate sweep) and the step
   benchmark tables (`bench_markdown`). Hand-written notes between `<!-- notes:KEY:start -->` and
   `<!-- notes:KEY:end -->` are kept across regenerations.
 
 Every link is relative to the file it is written into. The numbers come from mclearn_core's table
-functions (`report_table`, `lr_sweep_table`, `equal_time_table`, `time_to_target`, `ablation_table`,
-`ablation_paragraphs`); this file only
+functions (`report_table`, `lr_sweep_table`, `equal_time_tables`, `time_to_target`, `ablation_table`,
+`ablation_paragraphs`, `budget_study_lr_table`); this file only
 lays them out.
 """
 from __future__ import annotations
@@ -112,27 +114,65 @@ def study_sections(results_dir: str | Path = "results", link_base: Path | None =
                    notes: dict[str, str] | None = None) -> str:
     """Return one markdown section per study of <results>/summary.csv (`study_order`): its
     heading (the study's name), the run files it comes from, its table (`report_table`; for an
-    equal-time study also its `equal_time_table`; a learning-rate sweep's `lr_sweep_table`, under
-    its study when it has one) and its notes block. An ablation study (mc.ABLATION_SUFFIX) gets no
-    equal-time table: its one-seed runs are in the Ablation section (`ablation_markdown`)."""
+    equal-time study also its equal-time table in its protocol's Holm family, `equal_time_families`;
+    a learning-rate sweep's `lr_sweep_table`, under its study when it has one, and for a
+    fair-protocol study each method's lr at each budget, `lr_table_markdown`) and its notes block.
+    An ablation study (mc.ABLATION_SUFFIX) gets no equal-time table: its one-seed runs are in the
+    Ablation section (`ablation_markdown`)."""
     rows = _summary(results_dir)
     if rows is None:
         return "_No results yet: run a sweep, then `python make_readme.py`._"
     results_dir, notes = Path(results_dir), notes or {}
     order, equal_time = study_order(rows), _equal_time_names(rows)
+    families = equal_time_families(results_dir)
     parts = ["Contents: " + ", ".join(f"[{study}](#{anchor(study)})" for study in order) + ".\n"]
     for study in order:
         parts.append(f"### {study}\n\n{_sources(results_dir, study, link_base)}\n\n"
                      f"{_study_table(results_dir, rows, study)}\n")
         if study in equal_time:
-            table = mc.equal_time_table(mc.load_runs(results_dir, study))
-            parts.append(f"Equal time against `{mc.REFERENCE}` (test split, paired over seeds):\n\n{_table(table)}\n")
+            table = families[study]
+            parts.append(f"Equal time against `{mc.REFERENCE}` (test split, paired over seeds; verdicts on the "
+                         f"Holm-adjusted p over the {table.attrs['family']} comparisons of its protocol's studies, "
+                         f"simultaneous intervals at 1 - {mc.VERDICT_ALPHA}/{table.attrs['family']}):\n\n"
+                         f"{_table(table)}\n")
         sweep = f"{study}-lr"
         if not study.endswith("-lr") and sweep in set(rows["study"]):
             parts.append(f"Its learning-rate sweep, **{sweep}** ({_sources(results_dir, sweep, link_base)}):\n\n"
                          f"{_study_table(results_dir, rows, sweep)}\n")
+            if study.endswith(mc.FAIR_SUFFIX):
+                parts.append(lr_table_markdown(mc.load_runs(results_dir, sweep)))
         parts.append(notes_block(study, notes))
     return "\n".join(parts)
+
+
+def equal_time_families(results_dir: str | Path = "results") -> dict:
+    """Return {study: its equal-time table} of every equal-time study, each protocol's studies one
+    Holm family (mc.equal_time_tables over `answer_studies`' two groups)."""
+    out = {}
+    for group in answer_studies(results_dir):
+        if group:
+            out.update(mc.equal_time_tables({study: mc.load_runs(results_dir, study) for study in group}))
+    return out
+
+
+def lr_table_markdown(tune_records: list[dict]) -> str:
+    """Return a fair-protocol study's lr table in markdown: mc.budget_study_lr_table of its tuning
+    runs (per method and budget the lrs tried with their accuracy, the choice and where it sits in
+    the grid, mc.lr_grid_status) as it comes, then one line naming the choices at a grid edge:
+    those bounded by a diverged next lr ("edge: next diverged") and those unresolved (any other
+    edge: the best lr may lie outside what was tried), or that every choice is interior."""
+    table = mc.budget_study_lr_table(tune_records)
+
+    def named(which) -> str:
+        return "; ".join(f"`{row['method']}` at {row['budget']} ({row['where']})" for _, row in table[which].iterrows())
+
+    where = table["where"].astype(str)
+    bounded = where == "edge: next diverged"
+    unresolved = where.str.startswith("edge") & ~bounded
+    parts = ([f"At a grid edge bounded by a diverged next lr: {named(bounded)}."] if bounded.any() else []) + \
+        ([f"**At a grid edge, unresolved**: {named(unresolved)}."] if unresolved.any() else [])
+    line = " ".join(parts) or "Every choice is interior to its grid."
+    return f"Each method's own lr at each budget (tuned on the first seed, eval split):\n\n{_table(table)}\n\n{line}\n"
 
 
 # ----------------------------------------------------------------------------- the equal-time answer
@@ -143,91 +183,179 @@ def equal_time_studies(results_dir: str | Path = "results") -> list[str]:
     return [] if rows is None else sorted(_equal_time_names(rows))
 
 
-def equal_time_verdicts(results_dir: str | Path = "results") -> dict:
-    """Return what the equal-time answer says, from the run files of every equal-time study:
-    "studies" [(study, short name, device)], "seeds" (the most seeds of any run set), "wins" and
-    "losses" [(method, short name, budget, difference, interval)] where a method's paired 95 %
-    interval against `short-schedule` lies above (below) 0, "over" the same with its seconds over
-    short-schedule's last, where it took more than 1 + EQUAL_TIME_SLACK times as long and was not
-    behind (not at equal time: its lead does not count), "rows" (per study and budget,
+def answer_studies(results_dir: str | Path = "results") -> tuple[list[str], list[str]]:
+    """Return (the studies the answer reads, the previous protocol's): the fair-protocol studies
+    (names ending in mc.FAIR_SUFFIX) and the others when there are fair ones, else every equal-time
+    study and none."""
+    studies = equal_time_studies(results_dir)
+    fair = [s for s in studies if s.endswith(mc.FAIR_SUFFIX)]
+    return (fair, [s for s in studies if s not in fair]) if fair else (studies, [])
+
+
+def _cell_verdicts(found: dict, method: str) -> list[tuple[str, str, str]]:
+    """Return [(data, budget, verdict)] of `method` against short-schedule in every cell of `found`."""
+    return [(c["name"], c["budget"], c["verdict"]) for c in found["cells"] if c["method"] == method]
+
+
+def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] | None = None) -> dict:
+    """Return what an equal-time answer says, from the run files of `studies` (None: the answer's,
+    `answer_studies`), one Holm family over all their comparisons (mc.equal_time_tables):
+    "studies" [(study, short name, device)], "seeds" (the most seeds of any run set), "family" (the
+    comparisons in the family), "fair" (whether the tables are the fair protocol's), "tables"
+    {study: its table}, "cells" (every comparison: method, name, budget, diff, interval, holm,
+    ratio, verdict), "wins" and "losses" (those with the verdict "better" / "worse"), "over" (no
+    verdict: over time, or short-schedule off target), "leads_over" (of those, the ones ahead of
+    short-schedule), "closest" (where nothing wins: the comparison ahead of short-schedule at equal
+    time with the least Holm-adjusted p, None without one), "rows" (per study and budget,
     short-schedule's accuracy and the method at equal time with the largest difference),
     "ttt_rows" and "times" (time to target per study and method)."""
-    out = {"studies": [], "seeds": set(), "wins": [], "losses": [], "over": [], "rows": [], "ttt_rows": [],
-           "times": {}}
-    for study in equal_time_studies(results_dir):
-        records = mc.load_runs(results_dir, study)
-        name = mc._short_study(study)
-        out["seeds"] |= {r["seed"] for r in records}
-        out["studies"].append((study, name, records[0].get("device", "?")))
-        table = mc.equal_time_table(records)
+    out = {"studies": [], "seeds": set(), "cells": [], "rows": [], "ttt_rows": [], "times": {}, "tables": {}}
+    names = answer_studies(results_dir)[0] if studies is None else studies
+    records = {study: mc.load_runs(results_dir, study) for study in names}
+    tables = mc.equal_time_tables(records) if records else {}
+    for study in names:
+        name, table = mc._short_study(study), tables[study]
+        out["seeds"] |= {r["seed"] for r in records[study]}
+        out["studies"].append((study, name, records[study][0].get("device", "?")))
+        out["tables"][study] = table
         for budget, group in table.groupby("budget", sort=False):
             if budget.startswith("1 ("):
                 continue
             ref = group[group["method"] == mc.REFERENCE]
-            others = group[group["method"] != mc.REFERENCE]
+            others = group[(group["method"] != mc.REFERENCE) & (group["verdict"] != "")]
+            fair = "s / target" in group
             for _, row in others.iterrows():
-                found = (row["method"], name, budget, row["vs short-schedule (pt)"], row["95% interval"])
-                if row["verdict"] == "over time":
-                    found += (row["s / short"],)
-                {"better": out["wins"], "worse": out["losses"], "over time": out["over"]}.get(
-                    row["verdict"], []).append(found)
-            timely = others[others["verdict"] != "over time"]  # the best at equal time answers the question
+                out["cells"].append({"method": row["method"], "name": name, "budget": budget,
+                                     "diff": row["vs short-schedule (pt)"], "interval": row["95% interval"],
+                                     "holm": row["Holm p"], "ratio": row["s / target" if fair else "s / short"],
+                                     "fair": fair, "verdict": row["verdict"]})
+            timely = others[~others["verdict"].isin(NO_VERDICT)]  # the best at equal time answers the question
             if len(ref) and len(timely):
                 diffs = timely["vs short-schedule (pt)"].map(lambda v: float(v) if v not in ("", "—") else -math.inf)
                 best = timely.loc[diffs.idxmax()]
                 out["rows"].append({"data": name, "budget": budget, "short-schedule (%)": ref.iloc[0]["accuracy (%)"],
                                     "best other": best["method"],
-                                    "difference (pt) [95% CI]": f"{best['vs short-schedule (pt)']} {best['95% interval']}",
-                                    "verdict": best["verdict"]})
-        ttt = mc.time_to_target(records, 1.0)
+                                    "difference (pt)": best["vs short-schedule (pt)"],
+                                    "95% interval": best["95% interval"],
+                                    "Holm p": best["Holm p"], "verdict": best["verdict"]})
+        ttt = mc.time_to_target(records[study], 1.0)
         out["times"][name] = dict(zip(ttt["method"], ttt["median_seconds"]))
         for _, row in ttt.iterrows():
             out["ttt_rows"].append({"data": name, "method": row["method"], "target (%)": f"{row['target (%)']:.2f}",
-                                    "seconds to target": row["seconds"], "seeds reached": row["seeds reached"],
-                                    "speed-up vs short-schedule": row["speed-up vs short-schedule"]})
+                                    "seconds to target": row["seconds"], "95% bootstrap (s)": row["95% bootstrap (s)"],
+                                    "seeds reached": row["seeds reached"],
+                                    "speed-up vs short-schedule": row["speed-up vs short-schedule"],
+                                    "speed-up 95% bootstrap": row["speed-up 95% bootstrap"],
+                                    "seeds faster": row["seeds faster"]})
+    cells = out["cells"]
+    out.update(wins=[c for c in cells if c["verdict"] == "better"], losses=[c for c in cells if c["verdict"] == "worse"],
+               over=[c for c in cells if c["verdict"] in NO_VERDICT])
+    out["leads_over"] = [c for c in out["over"] if _ahead(c)]
+    ahead = [c for c in cells if _ahead(c) and c["verdict"] not in NO_VERDICT and c["holm"] not in ("", "—")]
+    out["closest"] = min(ahead, key=lambda c: _p_value(c["holm"]), default=None) if not out["wins"] else None
+    out["family"] = next(iter(tables.values())).attrs["family"] if tables else 0
+    out["fair"] = any("s / target" in t for t in tables.values())
     out["seeds"] = len(out["seeds"])
     return out
 
 
+NO_VERDICT = ("over time", f"{mc.REFERENCE} off target")  # the time rule's verdicts: no verdict on accuracy
 NO_EQUAL_TIME = ("_No equal-time study yet: run `bash benchmarks/gpu_budget_study.sh DATASET MODEL_DIR OUT_DIR` "
                  "(a GPU), or notebook 04 with `short-schedule` among its methods._")
 
 
-def _found(item, link: bool) -> str:
-    """Return one verdict as text: "`method` on data at budget (diff pt, [lo, hi])" (", r x its
-    time" added for one not at equal time), the data name a reference link to its run files when
-    `link`."""
-    method, name, budget, diff, interval, *over = item
-    time = f", {over[0]}x its time" if over else ""
-    return f"`{method}` on {f'[{name}]' if link else name} at {budget} ({diff} pt, {interval}{time})"
+def _ahead(cell: dict) -> bool:
+    """Return whether a comparison's mean difference from short-schedule is above 0."""
+    return cell["diff"] not in ("", "—") and float(cell["diff"]) > 0
 
 
-def _preset_tally(own: list[tuple[str, str, str]]) -> str:
-    """Return ": better in a, tied in b, worse in c (naming them) of its n cells" from the chosen
-    preset's [(dataset, budget, verdict)] against short-schedule (mc.chosen_preset_verdicts per
-    equal-time study), "over time" counted apart where it has any; "" without a cell."""
+def _previous_leader(found: dict) -> tuple[str, int] | None:
+    """Return (the method, its count) ahead of short-schedule in the most cells of `found` at equal
+    time on its uncorrected 95 % interval (lower bound above 0), ties to the first by name; None
+    when no method is."""
+    leads: dict[str, int] = {}
+    for cell in found["cells"]:
+        if cell["verdict"] not in NO_VERDICT and cell["interval"] not in ("", "—") \
+                and float(cell["interval"][1:].split(",")[0]) > 0:
+            leads[cell["method"]] = leads.get(cell["method"], 0) + 1
+    return min(leads.items(), key=lambda kv: (-kv[1], kv[0]), default=None)
+
+
+def _p_value(text: str) -> float:
+    """Return a table's p-value string as a number ("<0.001" as 0.001)."""
+    return 0.001 if text == "<0.001" else float(text)
+
+
+def _holm(text: str) -> str:
+    """Return "Holm p 0.078" ("Holm p < 0.001") of a table's Holm-adjusted p-value string."""
+    return f"Holm p {text}" if not text.startswith("<") else f"Holm p < {text[1:]}"
+
+
+def _time_rule(found: dict) -> str:
+    """Return the time rule of `found`'s protocol in words."""
+    if found["fair"]:
+        return f"over {mc.EQUAL_TIME_TOLERANCE:.0%} above their target seconds"
+    return f"over {1 + mc.EQUAL_TIME_SLACK:.2f}x `{mc.REFERENCE}`'s seconds"
+
+
+def _short_correction(found: dict) -> str:
+    """Return how the verdicts are made, in a few words, with the family's size."""
+    return f"paired t-tests Holm-corrected over all {found['family']}"
+
+
+def _correction(found: dict) -> str:
+    """Return how the verdicts are made, in words, with the family's size."""
+    return (f"paired t-tests over seeds, Holm-corrected over all {found['family']} comparisons: \"better\" or "
+            f"\"worse\" only where the adjusted p < {mc.VERDICT_ALPHA}")
+
+
+def _found(cell: dict, link: bool) -> str:
+    """Return one verdict as text: "`method` on data at budget (diff pt, [lo, hi], Holm p)", for one
+    not at equal time with ", r x its time" (previous protocol: over short-schedule's seconds), ", r
+    of its target seconds" (fair protocol) or ", `short-schedule` off target" added; the data name
+    a reference link to its run files when `link`."""
+    name = f"[{cell['name']}]" if link else cell["name"]
+    time = ""
+    if cell["verdict"] == "over time":
+        time = f", {cell['ratio']} of its target seconds" if cell["fair"] else f", {cell['ratio']}x its time"
+    elif cell["verdict"] in NO_VERDICT:
+        time = f", `{mc.REFERENCE}` off target"
+    return f"`{cell['method']}` on {name} at {cell['budget']} ({cell['diff']} pt, {cell['interval']}, " \
+           f"{_holm(cell['holm'])}{time})"
+
+
+def _preset_tally(own: list[tuple[str, str, str]], link: bool = False) -> str:
+    """Return ": better in a, tied in b, worse in c (naming them) of its n cells" from a method's
+    [(dataset, budget, verdict)] against short-schedule, the time rule's "over time" counted apart
+    where it has any; "" without a cell. `link` writes each named dataset as a [reference]."""
     if not own:
         return ""
-    counts = {v: sum(verdict == v for *_, verdict in own) for v in ("better", "tie", "worse", "over time")}
-    worse = ", ".join(f"{name} {budget}" for name, budget, verdict in own if verdict == "worse")
+    counts = {v: sum(verdict == v for *_, verdict in own) for v in ("better", "tie", "worse")}
+    untimed = sum(verdict in NO_VERDICT for *_, verdict in own)
+    worse = ", ".join(f"{f'[{name}]' if link else name} {budget}" for name, budget, verdict in own if verdict == "worse")
     parts = [f"better in {counts['better']}", f"tied in {counts['tie']}",
              f"worse in {counts['worse']}" + (f" ({worse})" if worse else "")]
-    if counts["over time"]:
-        parts.append(f"over time in {counts['over time']}")
-    return f": {', '.join(parts)} of its {len(own)} cells"
+    if untimed:
+        parts.append(f"over time in {untimed}")
+    return f": {', '.join(parts)} of its {len(own)} cell{'' if len(own) == 1 else 's'}"
 
 
 def answer_markdown(results_dir: str | Path = "results", link_base: Path | None = None,
                     details: str = "results/README.md") -> str:
     """Return the README's answer in markdown: one paragraph naming each method that beats
-    `short-schedule` at equal wall-clock (paired 95 % interval above 0) and in how many of the
-    (data, budget) cells, or that none does, with its sources, and the methods whose leads do
-    not count (not at equal time); one table, per cell `short-schedule`'s accuracy and the method
-    at equal time closest to it or above it, plus a row for every other method above it there
-    (at most 110 characters wide for method names up to 18 characters); and the reference links
+    `short-schedule` at equal wall-clock on a Holm-corrected verdict and in how many of the (data,
+    budget) cells, or that none does and the closest (the lead with the least adjusted p), saying
+    how the verdicts are corrected; one sentence on `mclearn` against `short-schedule` (its
+    verdicts over its cells); the leads that do not count (not at equal time), with its sources;
+    one table, per cell `short-schedule`'s accuracy and the method at equal time with the largest
+    mean difference from it, plus a row for every other method better there (110 characters wide
+    with method names up to 10 characters, each more widening it by one); and the reference links
     ([data]: its run files, relative to `link_base`) that make every data name in them a link.
-    `details` links the full answer (relative to link_base). With ablation studies, the prose ends
-    with the variant the ablation chose, linking its section of `details`."""
+    `details` links the full answer (relative to link_base); with a previous protocol's studies, a
+    link to its section there and a sentence on the method ahead in most of its cells on
+    uncorrected intervals (`_previous_leader`): its verdicts in the answer's cells. With ablation
+    studies, the `mclearn` sentence names the variant the
+    ablation chose, linking its section of `details`."""
     import pandas as pd
 
     found = equal_time_verdicts(results_dir)
@@ -238,40 +366,56 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
     data = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
     if wins:
         counts: dict[str, int] = {}
-        for method, *_ in wins:
-            counts[method] = counts.get(method, 0) + 1
+        for cell in wins:
+            counts[cell["method"]] = counts.get(cell["method"], 0) + 1
         (first, n_first), *rest = counts.items()
         named = "".join(f" and `{m}` in {n}" for m, n in rest)
         verdict = (f"**At equal wall-clock on {data}, `{first}` beats `{mc.REFERENCE}` in {n_first} of the {cells} "
-                   f"(data, budget) cells{named}, with a paired 95 % interval above 0 (\"better\" below); no other "
-                   f"method does**")
+                   f"cells{named}; no other method does**, on {_short_correction(found)}.")
     else:
-        verdict = (f"**No method beats simply training for less time**: in none of the {cells} (data, budget) cells "
-                   f"of {data} is a budgeted method's accuracy above `{mc.REFERENCE}`'s with a paired 95 % interval "
-                   f"that excludes 0")
-    devices = ", ".join(sorted({device for *_, device in studies}))
-    sources = f"({devices}, up to {found['seeds']} seeds, test-split accuracy)."
-    if found["over"]:
-        where: dict[str, list[str]] = {}
-        for method, name, *_ in found["over"]:
-            where.setdefault(method, []).append(name)
-        sources += (f" Leads taken in over {1 + mc.EQUAL_TIME_SLACK:.2f}x `{mc.REFERENCE}`'s seconds do not "
-                    f"count: " + "; ".join(
-                        f"`{m}` in {len(names)} ({', '.join(f'[{n}]' for n in dict.fromkeys(names))})"
-                        for m, names in where.items()) + ".")
-    sources += f" Every verdict and study table: [{details}]({details}#{anchor(EQUAL_TIME_HEADING)})."
+        verdict = (f"**No method beats simply training for less time**: in none of the {cells} "
+                   f"cell{'' if cells == 1 else 's'} of {data} is a "
+                   f"method better than `{mc.REFERENCE}` on {_short_correction(found)}")
+        closest = found["closest"]
+        verdict += (f"; the closest: `{closest['method']}` on [{closest['name']}] at {closest['budget']} "
+                    f"({closest['diff']} pt, {_holm(closest['holm'])})." if closest else ".")
+    own = _cell_verdicts(found, "mclearn")
     chosen = ablation_choice(results_dir)
-    if chosen:
-        sources += (f" The one-seed [ablation]({details}#{anchor(ABLATION_HEADING)}) chose `{chosen}` for the "
-                    f"`mclearn` preset.")
+    ablation = f"[ablation]({details}#{anchor(ABLATION_HEADING)})"
+    if own:
+        verdict += f" `mclearn`" + (f" (`{chosen}` since the {ablation})" if chosen else "") + f"{_preset_tally(own, True)}."
+    elif chosen:
+        verdict += f" The one-seed {ablation} chose `{chosen}` for the `mclearn` preset."
+    devices = ", ".join(sorted({device for *_, device in studies}))
+    sources = ""
+    if found["leads_over"]:
+        where: dict[str, list[str]] = {}
+        for cell in found["leads_over"]:
+            where.setdefault(cell["method"], []).append(cell["name"])
+        sources += (f"Leads in {_time_rule(found)} do not count: " + "; ".join(
+                    f"`{m}` in {len(names)} ({', '.join(f'[{n}]' for n in dict.fromkeys(names))})"
+                    for m, names in where.items()) + ". ")
+    sources += f"{devices}, up to {found['seeds']} seeds: [all verdicts]({details}#{anchor(EQUAL_TIME_HEADING)})"
+    previous = answer_studies(results_dir)[1]
+    if previous:
+        link = f"[previous protocol]({details}#{anchor(PREVIOUS_HEADING)})"
+        leader = _previous_leader(equal_time_verdicts(results_dir, previous))
+        now = _cell_verdicts(found, leader[0]) if leader else []
+        if now:
+            verdict += (f" `{leader[0]}`, ahead in {leader[1]} cell{'' if leader[1] == 1 else 's'} of the {link} "
+                        f"on uncorrected 95 % intervals{_preset_tally(now, True)} here.")
+        else:
+            sources += f", the {link}"
+    sources += "."
     rows = []
     for row in found["rows"]:
         rows.append(row)
-        for method, name, budget, diff, interval in found["wins"]:  # every other winner of the cell too
-            if (name, budget) == (row["data"], row["budget"]) and method != row["best other"]:
-                rows.append({**row, "best other": method, "difference (pt) [95% CI]": f"{diff} {interval}",
-                             "verdict": "better"})
-    table = pd.DataFrame(rows).rename(columns={"best other": "method"})
+        for cell in wins:  # every other winner of the cell too
+            if (cell["name"], cell["budget"]) == (row["data"], row["budget"]) and cell["method"] != row["best other"]:
+                rows.append({**row, "best other": cell["method"], "difference (pt)": cell["diff"],
+                             "Holm p": cell["holm"], "verdict": "better"})
+    columns = ["data", "budget", "short-schedule (%)", "best other", "difference (pt)", "Holm p", "verdict"]
+    table = pd.DataFrame(rows, columns=columns).rename(columns={"best other": "method"})
     table["data"] = table["data"].map(lambda name: f"[{name}]")
     references = "\n".join(f"[{name}]: {_link(Path(results_dir, 'runs', study), link_base)}/"
                            for study, name, _ in studies)
@@ -289,37 +433,62 @@ def _wrap(text: str, width: int = 110) -> list[str]:
                                                                break_on_hyphens=False)]
 
 
+def _fastest(found: dict) -> str:
+    """Return one sentence per study on time to target: the methods faster than short-schedule
+    there (speed-up above 1x), each with its bootstrap interval and the seeds on which it was
+    faster, or that none was."""
+    faster: dict[str, list[str]] = {}
+    for row in found["ttt_rows"]:
+        speed = row["speed-up vs short-schedule"]
+        if row["method"] != mc.REFERENCE and speed != "—" and float(speed.rstrip("x")) > 1:
+            faster.setdefault(row["data"], []).append(
+                f"`{row['method']}` {speed} {row['speed-up 95% bootstrap']}, faster on {row['seeds faster']} seeds")
+    return " ".join(f"On {name}: {'; '.join(faster[name])}." if name in faster else
+                    f"On {name} no method reached it sooner than `{mc.REFERENCE}`."
+                    for name in dict.fromkeys(row["data"] for row in found["ttt_rows"]))
+
+
 def equal_time_markdown(results_dir: str | Path = "results", link_base: Path | None = None,
-                        figures: bool = True) -> str:
-    """Return the full equal-time answer in markdown: one sentence per verdict (every method
-    above and every method below `short-schedule` at equal time, with its paired 95 %
-    t-interval), the table of `equal_time_verdicts`' rows, and the time-to-target table across
-    studies with its performance profile (written to <results>/figures/equal-time/ when
-    `figures`, linked when it exists). Every study links its section (`study_sections`)."""
+                        figures: bool = True, studies: list[str] | None = None,
+                        folder_name: str = EQUAL_TIME_FIGURES) -> str:
+    """Return the full equal-time answer of `studies` (None: the answer's) in markdown: how the
+    verdicts are made (Holm over the family), one sentence per verdict (every method better and
+    every method worse than `short-schedule`, with its paired 95 % t-interval and Holm-adjusted p;
+    those not at equal time apart), the sentence on `mclearn`, the table of
+    `equal_time_verdicts`' rows, and time to target across studies: which methods reached it
+    sooner than `short-schedule` (bootstrap intervals over seeds), its table and its performance
+    profile (written to <results>/figures/<folder_name>/ when `figures`, linked when it exists).
+    Every study links its section (`study_sections`)."""
     import pandas as pd
 
-    found = equal_time_verdicts(results_dir)
+    found = equal_time_verdicts(results_dir, studies)
     if not found["studies"]:
         return NO_EQUAL_TIME
     wins, losses = found["wins"], found["losses"]
     if wins:
-        verdict = (f"At equal wall-clock, these beat `{mc.REFERENCE}` (the interval excludes 0): "
-                   + "; ".join(_found(w, False) for w in wins) + ".")
+        verdict = f"At equal wall-clock, these beat `{mc.REFERENCE}`: " + "; ".join(_found(w, False) for w in wins) + "."
     else:
-        verdict = (f"**No method beats simply training for less time**: at equal wall-clock no budgeted method's "
-                   f"accuracy is above `{mc.REFERENCE}`'s with a paired 95 % interval that excludes 0.")
+        verdict = (f"**No method beats simply training for less time**: at equal wall-clock no budgeted method is "
+                   f"better than `{mc.REFERENCE}`.")
+        if found["closest"]:
+            verdict += f" The closest: {_found(found['closest'], False)}."
     if losses:
-        verdict += " Significantly behind it: " + "; ".join(_found(item, False) for item in losses) + "."
+        verdict += f" Behind `{mc.REFERENCE}`: " + "; ".join(_found(cell, False) for cell in losses) + "."
     if found["over"]:
-        verdict += (f" Not at equal time (more than {1 + mc.EQUAL_TIME_SLACK:.2f}x `{mc.REFERENCE}`'s seconds), "
-                    "so not counted: " + "; ".join(_found(item, False) for item in found["over"]) + ".")
+        verdict += (f" Not at equal time ({_time_rule(found)}), so no verdict: "
+                    + "; ".join(_found(cell, False) for cell in found["over"]) + ".")
+    own = _cell_verdicts(found, "mclearn")
+    if own:
+        verdict += f" `mclearn` against `{mc.REFERENCE}`{_preset_tally(own)}."
     links = [f"[`{study}`](#{anchor(study)}) ({device})" for study, _, device in found["studies"]]
     n = len(found["studies"])
-    parts = [f"{verdict} From {n} stud{'y' if n == 1 else 'ies'} ({', '.join(links)}; up to {found['seeds']} seeds; "
+    parts = [f"Verdicts: {_correction(found)}; the simultaneous intervals in the study tables are Bonferroni's "
+             f"at 1 - {mc.VERDICT_ALPHA}/{found['family']}.\n",
+             f"{verdict} From {n} stud{'y' if n == 1 else 'ies'} ({', '.join(links)}; up to {found['seeds']} seeds; "
              f"accuracy on the test split; every method's lr by one rule). The table: at each budget, "
-             f"`{mc.REFERENCE}` and the method at equal time closest to it or above it.\n",
+             f"`{mc.REFERENCE}` and the method at equal time with the largest mean difference from it.\n",
              _table(pd.DataFrame(found["rows"])) + "\n"]
-    folder = Path(results_dir) / "figures" / EQUAL_TIME_FIGURES
+    folder = Path(results_dir) / "figures" / folder_name
     if figures:
         folder.mkdir(parents=True, exist_ok=True)
         taus = [round(t, 2) for t in np.arange(1.0, 3.001, 0.01)]
@@ -328,10 +497,34 @@ def equal_time_markdown(results_dir: str | Path = "results", link_base: Path | N
     png = _link(folder / "performance_profile.png", link_base)
     profile_note = (f" Performance profile over the studies: [`{png}`]({png})."
                     if (folder / "performance_profile.png").exists() else "")
-    parts.append("Time to target (the full baseline's median eval accuracy - 1 point; per seed the fastest run at "
-                 "any budget, median over seeds):" + profile_note + "\n")
+    parts.append(f"Time to target (the full baseline's median eval accuracy - 1 point; per seed the fastest run at "
+                 f"any budget, median over seeds; intervals: {mc.BOOTSTRAP_RESAMPLES:,} bootstrap resamples of the "
+                 f"seeds, generator seed {mc.BOOTSTRAP_SEED}). {_fastest(found)}" + profile_note + "\n")
     parts.append(_table(pd.DataFrame(found["ttt_rows"])) + "\n")
     return "\n".join(parts)
+
+
+PREVIOUS_HEADING = "Previous protocol"  # results/README.md's section of the studies the fair protocol replaces
+PREVIOUS_KEY = "previous-protocol"  # its notes key
+PREVIOUS_FIGURES = "equal-time-previous"  # its figures folder under results/figures/
+PREVIOUS_CHANGES = ("What changed since (the fair protocol): every budgeted method, `short-schedule` included, tunes "
+                    "its own lr at every budget it reports; equal time is kept by the clock (each run trains until "
+                    "its train seconds reach its share of the reference seconds, within "
+                    f"{mc.EQUAL_TIME_TOLERANCE:.0%}); every schedule ends at the run's last update; one graph-capture "
+                    "policy for every method; and the verdicts are Holm-corrected. These studies kept each method's lr "
+                    "from 1/2, budgets priced from measured step costs and judged at "
+                    f"{1 + mc.EQUAL_TIME_SLACK:.2f}x `{mc.REFERENCE}`'s seconds.")
+
+
+def previous_markdown(results_dir: str | Path = "results", link_base: Path | None = None,
+                      figures: bool = True) -> str:
+    """Return the previous protocol's section body: PREVIOUS_CHANGES and its studies' full
+    equal-time answer (equal_time_markdown, their own Holm family); "" when the answer has no
+    previous protocol (no fair-protocol study yet)."""
+    previous = answer_studies(results_dir)[1]
+    if not previous:
+        return ""
+    return f"{PREVIOUS_CHANGES}\n\n" + equal_time_markdown(results_dir, link_base, figures, previous, PREVIOUS_FIGURES)
 
 
 # ----------------------------------------------------------------------------- the ablation
@@ -355,24 +548,29 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
     """Return the ablation in markdown, from the run files of every ablation study: mc.ABLATION_RULE,
     mc.ablation_table (the short schedule's reference row last), the chosen variant, and per dataset
     (linking its run files) mc.ablation_paragraphs' paragraph, which ends with the chosen preset's
-    5-seed result in the dataset's equal-time study (mc.equal_time_study_of), or that it is not yet
-    run. Links the diagnostics file of benchmarks/ablation.py when it exists."""
+    5-seed result in the dataset's fair-protocol study (the ablation study's prefix and
+    mc.FAIR_SUFFIX) where there is one, else in its equal-time study (mc.equal_time_study_of), with
+    the verdicts of its protocol's Holm family (`equal_time_families`), or that it is not yet run. Links the
+    diagnostics file of benchmarks/ablation.py when it exists."""
     studies, records = ablation_records(results_dir)
     table = mc.ablation_table(records)
     if table.attrs["chosen"] is None:
         return NO_ABLATION
     rows = _summary(results_dir)
     present = set(rows["study"].astype(str))
-    equal_time = {}
+    equal_time, families = {}, equal_time_families(results_dir)
     for study in studies:
-        other = mc.equal_time_study_of(study)
-        equal_time[mc._ablation_dataset(study)] = (other, mc.load_runs(results_dir, other) if other in present else [])
+        fair = study.removesuffix(mc.ABLATION_SUFFIX) + mc.FAIR_SUFFIX  # the answer's study of the dataset, if any
+        other = fair if fair in present else mc.equal_time_study_of(study)
+        equal_time[mc._ablation_dataset(study)] = (other, mc.load_runs(results_dir, other) if other in present else [],
+                                                   families.get(other))
     paragraphs = mc.ablation_paragraphs(records, equal_time)
-    tally = _preset_tally([(dataset, budget, verdict) for dataset, (_, runs) in equal_time.items()
-                           for budget, verdict in mc.chosen_preset_verdicts(runs, table.attrs["chosen"])])
+    tally = _preset_tally([(dataset, budget, verdict) for dataset, (_, runs, family) in equal_time.items()
+                           for budget, verdict in mc.chosen_preset_verdicts(runs, table.attrs["chosen"], family)])
     parts = [mc.ABLATION_RULE + "\n", _table(table) + "\n",
-             f"Chosen: `{table.attrs['chosen']}`" + (f"; as the `mclearn` preset, over its seeds in the equal-time "
-                                                     f"studies against `{mc.REFERENCE}`{tally}" if tally else "") + ".\n"]
+             f"Chosen: `{table.attrs['chosen']}`" + (f"; as the `mclearn` preset, over its seeds in the studies the "
+                                                     f"paragraphs below end with, against `{mc.REFERENCE}`{tally}"
+                                                     if tally else "") + ".\n"]
     every_run = Path(results_dir) / "ablation" / "ablation_table.md"
     if every_run.exists():
         link = _link(every_run, link_base)
@@ -428,9 +626,10 @@ def notes_in(text: str) -> dict[str, str]:
 
 
 def results_readme(results_dir: str | Path = "results", path: Path | None = None, figures: bool = True) -> str:
-    """Return results/README.md: the equal-time answer in full, the ablation (`ablation_markdown`),
-    one section per study and the step benchmark, with the notes blocks of the file at `path` (default <results>/README.md)
-    kept. Raise ValueError naming the file and the keys when it holds notes that no section of
+    """Return results/README.md: the equal-time answer in full, the previous protocol's studies
+    (`previous_markdown`, a section only when there are fair-protocol studies), the ablation
+    (`ablation_markdown`), one section per study and the step benchmark, with the notes blocks of
+    the file at `path` (default <results>/README.md) kept. Raise ValueError naming the file and the keys when it holds notes that no section of
     the new text has (a study that left summary.csv), so that no hand-written text is lost."""
     results_dir = Path(results_dir)
     path = path or results_dir / "README.md"
@@ -442,8 +641,12 @@ def results_readme(results_dir: str | Path = "results", path: Path | None = None
             "the same study on the same device. The\nREADME's answer is the first section's short form.\n\n"
             f"## {EQUAL_TIME_HEADING}\n\nDoes anything beat `{mc.REFERENCE}`, the optimized baseline cut to the "
             f"budget?\n\n{notes_block(EQUAL_TIME_KEY, notes)}\n"
-            f"{equal_time_markdown(results_dir, base, figures)}\n"
-            f"## {ABLATION_HEADING}\n\nWhich MC-Learn variant the `mclearn` preset becomes (issue 24).\n\n"
+            f"{equal_time_markdown(results_dir, base, figures)}\n")
+    previous = previous_markdown(results_dir, base, figures)
+    if previous:
+        body += (f"## {PREVIOUS_HEADING}\n\nThe equal-time studies made before the fair protocol.\n\n"
+                 f"{notes_block(PREVIOUS_KEY, notes)}\n{previous}\n")
+    body += (f"## {ABLATION_HEADING}\n\nWhich MC-Learn variant the `mclearn` preset becomes (issue 24).\n\n"
             f"{notes_block(ABLATION_KEY, notes)}\n{ablation_markdown(results_dir, base)}\n"
             f"## Studies\n\n{notes_block('studies', notes)}\n{study_sections(results_dir, base, notes)}\n"
             f"## Step benchmark\n\n{notes_block(BENCH_KEY, notes)}\n{bench_markdown(results_dir, base)}\n")

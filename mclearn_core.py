@@ -6852,10 +6852,24 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
 
 # --- equal time against the short schedule, and time to target (AlgoPerf style) -------------------
 REFERENCE = "short-schedule"  # every budgeted method is compared with it; the full baseline is its budget 1
-# Equal time means equal seconds: a method whose median train seconds at a budget exceed the short
-# schedule's there by more than this share is not at equal time, and its lead does not count
-# ("over time"; InfoBatch on a one-epoch set prunes nothing and takes the full baseline's time).
+FAIR_SUFFIX = "-fair"  # a fair-protocol study's name ends so ("banking77-mpnet-h200-fair"; its sweep "-fair-lr")
+# Fair protocol: every budgeted run trains until its own clock reaches its target seconds (time_budget
+# x the reference seconds); it is on target when its train seconds over that target
+# (record["time_target"]["ratio"]) lie within 1 +- this share. A cell whose median ratio is above
+# 1 + EQUAL_TIME_TOLERANCE gets no verdict ("over time"), nor does a comparison whose short-schedule
+# cell lies outside 1 +- EQUAL_TIME_TOLERANCE ("short-schedule off target").
+EQUAL_TIME_TOLERANCE = 0.03
+# Previous protocol (runs without record["protocol"]): equal time means equal seconds: a method whose
+# median train seconds at a budget exceed the short schedule's there by more than this share is not at
+# equal time, and its lead does not count ("over time"; InfoBatch on a one-epoch set prunes nothing
+# and takes the full baseline's time).
 EQUAL_TIME_SLACK = 0.05
+# The verdicts' family-wise error rate: a comparison is "better" or "worse" only where its Holm-adjusted
+# p-value (Holm 1979, over every comparison of the family) is below it; the simultaneous intervals are
+# Bonferroni's at 1 - VERDICT_ALPHA / m for a family of m comparisons.
+VERDICT_ALPHA = 0.05
+BOOTSTRAP_RESAMPLES = 10_000  # resamples of the seeds for time to target's intervals
+BOOTSTRAP_SEED = 0  # the bootstrap's generator seed: the same runs give the same intervals
 
 
 def final_accuracy(record: dict[str, Any]) -> float:
@@ -6865,11 +6879,19 @@ def final_accuracy(record: dict[str, Any]) -> float:
     return float(test) if test is not None else float(record["accuracy"])
 
 
+def is_fair(record: dict[str, Any]) -> bool:
+    """Return True for a run made under the fair protocol (record["protocol"] == PROTOCOL); a run
+    without the field is of the previous protocol."""
+    return record.get("protocol") == PROTOCOL
+
+
 def paired_difference(method: dict[int, float], reference: dict[int, float],
                       confidence: float = 0.95) -> dict[str, float]:
     """Return the paired difference method - reference over the seeds both have (finite values):
-    n, mean, and the two-sided `confidence` Student-t interval [lo, hi] of its mean,
-    mean +- t(n-1) sd / sqrt(n) (NaN bounds for fewer than two pairs)."""
+    n, mean, the two-sided `confidence` Student-t interval [lo, hi] of its mean,
+    mean +- t(n-1) sd / sqrt(n), and p, the two-sided p-value of the paired t-test of mean 0,
+    2 P(T(n-1) > |mean| / (sd / sqrt(n))) (0 when sd is 0 and the mean is not, 1 when both are);
+    NaN bounds and p for fewer than two pairs."""
     from scipy import stats
 
     seeds = sorted(k for k in set(method) & set(reference)
@@ -6878,21 +6900,55 @@ def paired_difference(method: dict[int, float], reference: dict[int, float],
     n = len(diffs)
     mean = float(diffs.mean()) if n else float("nan")
     if n < 2:
-        return {"n": n, "mean": mean, "lo": float("nan"), "hi": float("nan")}
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diffs.std(ddof=1) / math.sqrt(n))
-    return {"n": n, "mean": mean, "lo": mean - half, "hi": mean + half}
+        return {"n": n, "mean": mean, "lo": float("nan"), "hi": float("nan"), "p": float("nan")}
+    se = float(diffs.std(ddof=1) / math.sqrt(n))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * se)
+    p = float(2 * stats.t.sf(abs(mean) / se, n - 1)) if se > 0 else float(mean == 0)
+    return {"n": n, "mean": mean, "lo": mean - half, "hi": mean + half, "p": p}
 
 
-def _verdict(diff: dict[str, float], time_ratio: float = 1.0) -> str:
-    """Return "better" / "worse" when the interval excludes 0 on that side, else "tie" ("—"
-    without an interval); "over time" in place of "better" or "tie" when the method took more than
-    1 + EQUAL_TIME_SLACK times the short schedule's seconds (`time_ratio`): it was not at equal
-    time. "worse" stays: behind with more time is still behind."""
-    if not math.isfinite(diff["lo"]):
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Return Holm's step-down adjusted p-values, in the order given: with the m finite p-values
+    sorted p(1) <= ... <= p(m), p(i) becomes max over j <= i of min(1, (m - j + 1) p(j)); a NaN
+    (no test) stays NaN and does not count in m."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    m, out, running = len(order), [float("nan")] * len(p_values), 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def holm_verdict(diff: dict[str, float], adjusted_p: float) -> str:
+    """Return "better" / "worse" (the sign of the mean difference) where the Holm-adjusted p-value
+    is below VERDICT_ALPHA, else "tie"; "—" without a test (fewer than two pairs)."""
+    if not math.isfinite(adjusted_p):
         return "—"
-    verdict = "better" if diff["lo"] > 0 else "worse" if diff["hi"] < 0 else "tie"
-    if verdict != "worse" and time_ratio > 1 + EQUAL_TIME_SLACK:
+    if adjusted_p >= VERDICT_ALPHA:
+        return "tie"
+    return "better" if diff["mean"] > 0 else "worse"
+
+
+def _verdict(diff: dict[str, float], time_ratio: float = 1.0, adjusted_p: float | None = None) -> str:
+    """Return the verdict of a comparison under the previous protocol's time rule: holm_verdict
+    (with `adjusted_p`; None: the comparison's own p, a family of one), then "over time" in place of
+    "better" or "tie" when the method took more than 1 + EQUAL_TIME_SLACK times the short
+    schedule's seconds (`time_ratio`): it was not at equal time. "worse" stays: behind with more
+    time is still behind."""
+    verdict = holm_verdict(diff, diff["p"] if adjusted_p is None else adjusted_p)
+    if verdict in ("better", "tie") and time_ratio > 1 + EQUAL_TIME_SLACK:
         return "over time"
+    return verdict
+
+
+def _fair_verdict(verdict: str, own_ratio: float, reference_ratio: float) -> str:
+    """Return `verdict` under the fair protocol's time rule: "over time" when the method's median
+    train seconds over its target exceed 1 + EQUAL_TIME_TOLERANCE, "short-schedule off target"
+    when the short schedule's lie outside 1 +- EQUAL_TIME_TOLERANCE (no verdict either way)."""
+    if own_ratio > 1 + EQUAL_TIME_TOLERANCE:
+        return "over time"
+    if abs(reference_ratio - 1) > EQUAL_TIME_TOLERANCE:
+        return f"{REFERENCE} off target"
     return verdict
 
 
@@ -6908,45 +6964,190 @@ def _by_budget(records: Sequence[dict[str, Any]]) -> dict[tuple[str, float], dic
     return out
 
 
-def equal_time_table(records: Sequence[dict[str, Any]]):
-    """Return a DataFrame comparing every budgeted method with the short schedule at the same
-    budget, one row per (budget, method): seeds, accuracy (%) mean ± std (final_accuracy: test
-    split when there is one), measured seconds over the full baseline's median and over the short
-    schedule's at that budget (medians), and the paired difference against short-schedule's runs of
-    the same seeds (points) with its 95 % t-interval and verdict ("better"/"worse" only where the
-    interval excludes 0; "over time" where the method took more than 1 + EQUAL_TIME_SLACK times the
-    short schedule's seconds and was not behind). The short schedule's own rows come first at each
-    budget; budget 1 is the full baseline."""
+def _cell_is_fair(runs: dict[int, dict[str, Any]], where: str) -> bool:
+    """Return whether a cell's runs are of the fair protocol; raise ValueError naming the cell
+    (`where`) when it mixes fair and previous-protocol runs."""
+    fair = {is_fair(r) for r in runs.values()}
+    if len(fair) > 1:
+        raise ValueError(f"{where} mixes fair-protocol runs (record['protocol'] == {PROTOCOL!r}) with runs "
+                         f"of the previous protocol: keep each protocol's runs in a study of its own")
+    return fair == {True}
+
+
+def _field(record: dict[str, Any], *keys: str) -> Any:
+    """Return record[keys[0]][keys[1]]...; raise ValueError naming the run and the key where a
+    fair-protocol run lacks it."""
+    value: Any = record
+    for depth, key in enumerate(keys):
+        if not isinstance(value, dict) or key not in value:
+            raise ValueError(f"run {record.get('study')}/{record.get('run_label')} seed {record.get('seed')} is "
+                             f"marked protocol {PROTOCOL!r} but lacks {'.'.join(keys[:depth + 1])}: "
+                             f"re-run it with the code that writes the fair protocol's fields")
+        value = value[key]
+    return value
+
+
+def updates_run(record: dict[str, Any]) -> int | None:
+    """Return the optimizer updates a run made: record["updates"] (fair protocol), else the steps
+    MC-Learn's budget let run (telemetry.budget.steps_run: a re-plan may end it before its planned
+    `steps`), else its steps; None for a record with none of them."""
+    ran = record.get("updates")
+    if ran is None:
+        ran = ((record.get("telemetry") or {}).get("budget") or {}).get("steps_run")
+    if ran is None:
+        ran = record.get("steps")
+    return None if ran is None else int(ran)
+
+
+def time_ratio(record: dict[str, Any]) -> float:
+    """Return a clock-driven run's train seconds over its target (record["time_target"]["ratio"])."""
+    return float(_field(record, "time_target", "ratio"))
+
+
+def scoring_share(record: dict[str, Any]) -> float | None:
+    """Return the share of a run's train seconds its scoring took (MC-Learn's
+    telemetry.measured_seconds.score), None for a run that records none."""
+    score = ((record.get("telemetry") or {}).get("measured_seconds") or {}).get("score")
+    return None if score is None or not record.get("train_seconds") else float(score) / float(record["train_seconds"])
+
+
+def fair_cell_columns(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Return what a cell of fair-protocol runs did, as strings: "updates" (mean of the updates that
+    ran), "lr last / peak" (the largest over its runs of the lr at the last update over the peak
+    lr, %), "Σ lr / peak" (mean over runs of the sum over updates of lr / peak), "warm-up+capture"
+    (mean share of train seconds that eager warm-up steps and graph captures took,
+    startup_seconds.share, %) and "scoring" (mean share of train seconds MC-Learn's scoring took, %;
+    "—" for a method without scoring); a value a run recorded as None (no update, no seconds) is
+    left out, "—" where none has one."""
+    def known(*keys: str) -> list[float]:  # a run without updates has no last lr, one without seconds no share
+        return [float(v) for v in (_field(r, *keys) for r in runs) if v is not None]
+
+    last, startup = known("lr_schedule", "last_share"), known("startup_seconds", "share")
+    scoring = [s for s in (scoring_share(r) for r in runs) if s is not None]
+    return {"updates": f"{np.mean(known('updates')):.1f}",
+            "lr last / peak": f"{100 * max(last):.2f} %" if last else "—",
+            "Σ lr / peak": f"{np.mean(known('lr_schedule', 'sum_share')):.1f}",
+            "warm-up+capture": f"{100 * np.mean(startup):.1f} %" if startup else "—",
+            "scoring": f"{100 * np.mean(scoring):.1f} %" if scoring else "—"}
+
+
+def _p(value: float) -> str:
+    """Return a p-value as the tables write it: "<0.001", three decimals, or "—" (no test)."""
+    return "—" if not math.isfinite(value) else "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _interval(diff: dict[str, float]) -> str:
+    return f"[{diff['lo']:+.2f}, {diff['hi']:+.2f}]" if math.isfinite(diff["lo"]) else "—"
+
+
+EQUAL_TIME_COLUMNS = ["budget", "method", "seeds", "accuracy (%)", "s / full", "s / short", "vs short-schedule (pt)",
+                      "95% interval", "simultaneous interval", "p", "Holm p", "verdict"]
+FAIR_COLUMNS = ["s / target", "on target", "updates", "lr last / peak", "Σ lr / peak", "warm-up+capture", "scoring"]
+
+
+def equal_time_tables(studies: dict[str, Sequence[dict[str, Any]]]):
+    """Return {study: its equal-time table}, one DataFrame per study comparing every budgeted method
+    with the short schedule at the same budget, one row per (budget, method): seeds, accuracy (%)
+    mean ± std (final_accuracy: test split when there is one), measured seconds over the full
+    baseline's median and over the short schedule's at that budget (medians), and the paired
+    difference against short-schedule's runs of the same seeds (points) with its 95 % t-interval,
+    its Bonferroni-simultaneous interval (1 - VERDICT_ALPHA / m), its p-value, Holm-adjusted p and
+    verdict. The family is every comparison with a test in all the studies given (m of them), so
+    that the verdicts hold together at VERDICT_ALPHA: "better"/"worse" only where the Holm-adjusted
+    p is below it (holm_verdict), then the protocol's time rule: for fair-protocol cells (is_fair)
+    _fair_verdict, with the FAIR_COLUMNS "s / target" (median train seconds over the runs'
+    targets), "on target" (runs within 1 +- EQUAL_TIME_TOLERANCE) and fair_cell_columns; else
+    _verdict's "over time" (over 1 + EQUAL_TIME_SLACK times the short schedule's seconds, not
+    behind). The short schedule's own rows come first at each budget; budget 1 is the full
+    baseline. .attrs: "family" (m) and "alpha"."""
     import pandas as pd
 
-    groups = _by_budget(records)
-    base = groups.get((REFERENCE, 1.0), {})
-    base_seconds = float(np.median([r["train_seconds"] for r in base.values()])) if base else float("nan")
-    out = []
-    for (method, budget), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0] != REFERENCE, kv[0][0])):
-        if not budget:
-            continue  # no wall-clock knob (VCAS, mclearn-paper): no budget to compare at
-        acc = {k: final_accuracy(r) * 100 for k, r in runs.items()}
-        finite = [v for v in acc.values() if math.isfinite(v)]
-        seconds = [r["train_seconds"] for r in runs.values() if math.isfinite(r["train_seconds"])]
-        row = {"budget": "1 (full)" if budget == 1.0 and method == REFERENCE else format_budget(budget),
-               "method": method, "seeds": len(runs),
-               "accuracy (%)": _mean_std(pd.Series(finite)) if finite else "diverged",
-               "s / full": f"{np.median(seconds) / base_seconds:.2f}" if seconds and base else "—"}
-        reference = groups.get((REFERENCE, budget))
-        if method != REFERENCE and reference:
-            diff = paired_difference(acc, {k: final_accuracy(r) * 100 for k, r in reference.items()})
-            ref_seconds = [r["train_seconds"] for r in reference.values() if math.isfinite(r["train_seconds"])]
-            ratio = float(np.median(seconds) / np.median(ref_seconds)) if seconds and ref_seconds else float("nan")
-            row.update({"s / short": f"{ratio:.2f}" if math.isfinite(ratio) else "—",
-                        "vs short-schedule (pt)": f"{diff['mean']:+.2f}" if diff["n"] else "—",
-                        "95% interval": f"[{diff['lo']:+.2f}, {diff['hi']:+.2f}]" if math.isfinite(diff["lo"]) else "—",
-                        "verdict": _verdict(diff, ratio if math.isfinite(ratio) else 1.0)})
-        else:
-            row.update({"s / short": "", "vs short-schedule (pt)": "", "95% interval": "", "verdict": ""})
-        out.append(row)
-    return pd.DataFrame(out, columns=["budget", "method", "seeds", "accuracy (%)", "s / full", "s / short",
-                                      "vs short-schedule (pt)", "95% interval", "verdict"])
+    tables: dict[str, tuple[list[dict[str, Any]], bool]] = {}
+    tests: list[dict[str, Any]] = []
+    for study, records in studies.items():
+        groups, name = _by_budget(records), study or "the study"
+        base = groups.get((REFERENCE, 1.0), {})
+        base_seconds = float(np.median([r["train_seconds"] for r in base.values()])) if base else float("nan")
+        rows, fair_study = [], False
+        for (method, budget), runs in sorted(groups.items(),
+                                             key=lambda kv: (kv[0][1], kv[0][0] != REFERENCE, kv[0][0])):
+            if not budget:
+                continue  # no wall-clock knob (VCAS, mclearn-paper): no budget to compare at
+            fair = _cell_is_fair(runs, f"{name}: {method} at {format_budget(budget)}")
+            fair_study |= fair
+            acc = {k: final_accuracy(r) * 100 for k, r in runs.items()}
+            finite = [v for v in acc.values() if math.isfinite(v)]
+            seconds = [r["train_seconds"] for r in runs.values() if math.isfinite(r["train_seconds"])]
+            full = method == REFERENCE and budget == 1.0
+            row = {"budget": "1 (full)" if full else format_budget(budget), "method": method, "seeds": len(runs),
+                   "accuracy (%)": _mean_std(pd.Series(finite)) if finite else "diverged",
+                   "s / full": f"{np.median(seconds) / base_seconds:.2f}" if seconds and base else "—",
+                   **{column: "" for column in EQUAL_TIME_COLUMNS[5:] + FAIR_COLUMNS}}
+            own_ratio = float("nan")
+            if fair:
+                row.update(fair_cell_columns(list(runs.values())))
+                if not full:
+                    ratios = [time_ratio(r) for r in runs.values()]
+                    own_ratio = float(np.median(ratios))
+                    on_target = sum(abs(x - 1) <= EQUAL_TIME_TOLERANCE for x in ratios)
+                    row.update({"s / target": f"{own_ratio:.3f}", "on target": f"{on_target}/{len(ratios)}"})
+            reference = groups.get((REFERENCE, budget))
+            if method != REFERENCE and reference:
+                if _cell_is_fair(reference, f"{name}: {REFERENCE} at {format_budget(budget)}") != fair:
+                    raise ValueError(f"{name}: {method} at {format_budget(budget)} and {REFERENCE} there are of "
+                                     f"different protocols: compare the runs of one protocol")
+                ref_acc = {k: final_accuracy(r) * 100 for k, r in reference.items()}
+                diff = paired_difference(acc, ref_acc)
+                ref_seconds = [r["train_seconds"] for r in reference.values() if math.isfinite(r["train_seconds"])]
+                ratio = float(np.median(seconds) / np.median(ref_seconds)) if seconds and ref_seconds else float("nan")
+                row.update({"s / short": f"{ratio:.2f}" if math.isfinite(ratio) else "—",
+                            "vs short-schedule (pt)": f"{diff['mean']:+.2f}" if diff["n"] else "—",
+                            "95% interval": _interval(diff)})
+                tests.append({"row": row, "acc": acc, "ref_acc": ref_acc, "diff": diff, "fair": fair,
+                              "ratio": ratio if math.isfinite(ratio) else 1.0, "own_ratio": own_ratio,
+                              "ref_ratio": float(np.median([time_ratio(r) for r in reference.values()]))
+                              if fair else float("nan")})
+            rows.append(row)
+        tables[study] = (rows, fair_study)
+    adjusted = holm_adjust([t["diff"]["p"] for t in tests])
+    m = sum(math.isfinite(p) for p in adjusted)
+    for test, p in zip(tests, adjusted):
+        diff = test["diff"]
+        verdict = (_fair_verdict(holm_verdict(diff, p), test["own_ratio"], test["ref_ratio"]) if test["fair"]
+                   else _verdict(diff, test["ratio"], p))
+        wide = paired_difference(test["acc"], test["ref_acc"], 1 - VERDICT_ALPHA / m) if m else diff
+        test["row"].update({"simultaneous interval": _interval(wide), "p": _p(diff["p"]), "Holm p": _p(p),
+                            "verdict": verdict})
+    out = {}
+    for study, (rows, fair_study) in tables.items():
+        columns = EQUAL_TIME_COLUMNS + (FAIR_COLUMNS if fair_study else [])
+        table = pd.DataFrame([{c: row[c] for c in columns} for row in rows], columns=columns)
+        table.attrs.update(family=m, alpha=VERDICT_ALPHA)
+        out[study] = table
+    return out
+
+
+def equal_time_table(records: Sequence[dict[str, Any]]):
+    """Return one study's equal-time table (equal_time_tables of `records` alone: its comparisons
+    are the Holm family)."""
+    return equal_time_tables({"": records})[""]
+
+
+def _bootstrap_medians(times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Return BOOTSTRAP_RESAMPLES medians of `times` resampled with replacement (inf: never)."""
+    picks = rng.integers(0, len(times), size=(BOOTSTRAP_RESAMPLES, len(times)))
+    return np.median(times[picks], axis=1)
+
+
+def _quantiles(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Return the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of `values` as order
+    statistics (no interpolation, so an interval may end at inf)."""
+    lo, hi = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
+def _seconds_or_never(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "never"
 
 
 def time_to_target(records: Sequence[dict[str, Any]], drop_pt: float = 1.0):
@@ -6956,7 +7157,13 @@ def time_to_target(records: Sequence[dict[str, Any]], drop_pt: float = 1.0):
     the least over that method's runs at every budget (the short schedule's include the full
     baseline, its budget 1); the method's is the median over seeds, a seed that never reached it
     counting as never (inf). Columns: method, target (%), seconds ("never" when the median is
-    never), seeds reached ("k/n"), speed-up vs short-schedule (its seconds over the method's)."""
+    never), "95% bootstrap (s)" (the percentile interval of the median over BOOTSTRAP_RESAMPLES
+    resamples of the method's seeds with replacement, generator seed BOOTSTRAP_SEED), seeds reached
+    ("k/n"), speed-up vs short-schedule (its seconds over the method's), "speed-up 95% bootstrap"
+    (the same resamples of the seeds both have, paired: short-schedule's median over the method's,
+    0 where the method's is never, inf where only short-schedule's is; "—" for a method that never
+    reached it on those seeds), "seeds faster" (of the seeds both have, those where the method reached the target
+    sooner than short-schedule; "—" on its own row) and median_seconds (a float)."""
     import pandas as pd
 
     groups = _by_budget(records)
@@ -6972,14 +7179,29 @@ def time_to_target(records: Sequence[dict[str, Any]], drop_pt: float = 1.0):
             per_seed[method][seed] = min(best, math.inf if reached is None else reached)
     medians = {m: float(np.median(list(t.values()))) for m, t in per_seed.items()}
     ref = medians.get(REFERENCE, math.nan)
+    ref_times = per_seed.get(REFERENCE, {})
     out = []
     for method in sorted(medians, key=lambda m: (m != REFERENCE, m)):
         times, median = per_seed[method], medians[method]
+        lo, hi = _quantiles(_bootstrap_medians(np.array(list(times.values())), np.random.default_rng(BOOTSTRAP_SEED)))
+        paired = sorted(set(times) & set(ref_times))
+        speed = "—"
+        if paired and any(math.isfinite(times[s]) for s in paired):
+            own = _bootstrap_medians(np.array([times[s] for s in paired]), np.random.default_rng(BOOTSTRAP_SEED))
+            theirs = _bootstrap_medians(np.array([ref_times[s] for s in paired]), np.random.default_rng(BOOTSTRAP_SEED))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios = np.where(np.isinf(own), 0.0, theirs / own)
+            s_lo, s_hi = _quantiles(ratios)
+            speed = f"[{s_lo:.2f}x, {s_hi:.2f}x]" if math.isfinite(s_hi) else f"[{s_lo:.2f}x, inf]"
         out.append({"method": method, "target (%)": round(target * 100, 2),
-                    "seconds": f"{median:.2f}" if math.isfinite(median) else "never",
+                    "seconds": _seconds_or_never(median),
+                    "95% bootstrap (s)": f"[{_seconds_or_never(lo)}, {_seconds_or_never(hi)}]",
                     "seeds reached": f"{sum(math.isfinite(t) for t in times.values())}/{len(times)}",
                     "speed-up vs short-schedule": (f"{ref / median:.2f}x" if math.isfinite(median) and math.isfinite(ref)
                                                    else "—"),
+                    "speed-up 95% bootstrap": speed,
+                    "seeds faster": f"{sum(times[s] < ref_times[s] for s in paired)}/{len(paired)}"
+                    if paired and method != REFERENCE else "—",
                     "median_seconds": median})
     return pd.DataFrame(out)
 
@@ -7061,7 +7283,7 @@ ABLATION_RULE = ("Rule (fixed before the runs): every MC-Learn variant, one seed
                  "(1 = best; equal accuracies share their mean rank; a missing or diverged run ranks last); the "
                  "`mclearn` preset becomes the variant with the best mean rank over the cells, ties going to the "
                  "simpler one (fewer of the parts free, once, anneal on), then to the earlier in MCLEARN_VARIANTS.")
-EQUAL_TIME_SUFFIX = "-equal-time"  # the 5-seed test-split study of a dataset (gpu_budget_study.sh's default suffix)
+EQUAL_TIME_SUFFIX = "-equal-time"  # the previous protocol's 5-seed test-split study of a dataset
 # An ablation study's name ends in ABLATION_SUFFIX (section 8); it is no equal-time study (one seed, validation).
 
 
@@ -7143,10 +7365,11 @@ def ablation_table(records: Sequence[dict[str, Any]]):
 def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[str] | None = None):
     """Return one row per budgeted run of a variant or the short schedule (one seed each in the
     ablation; `methods` names others, as `mclearn` in an equal-time study): its validation accuracy
-    (%, the eval split) and its difference in points from the
-    short schedule's run of the same study, budget and seed (None without one), steps, train
-    seconds, the distinct training rows it gave a full pass (the short schedule: its examples, at
-    most the training set, as it sees every row once before any twice) and their share, and for
+    (%, the eval split) and its difference in points from the short schedule's run of the same
+    study, budget and seed (None without one), the optimizer updates that ran (updates_run: not
+    the steps a plan scheduled), train seconds, the distinct training rows it gave a full pass (the
+    short schedule: its examples, at most the training set, as it sees every row once before any
+    twice) and their share, and for
     MC-Learn its full passes, the median rank agreement of its scorer (telemetry steps' rank_corr,
     3 decimals), its scoring and update seconds (updates replayed through CUDA graphs) and warm-up
     seconds (the eager steps and captures of each new update shape: measured_seconds.update_warmup),
@@ -7172,7 +7395,7 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[st
         versus = round(accuracy - reference, 2) if reference is not None and math.isfinite(accuracy - reference) else None
         rows.append({"study": _ablation_dataset(r["study"]), "budget": format_budget(r["time_budget"]), "method": r["method"],
                      "seed": r["seed"], "accuracy (%)": round(accuracy, 2), "vs short (pt)": versus,
-                     "steps": r.get("steps"), "train s": round(float(r["train_seconds"]), 2),
+                     "updates": updates_run(r), "train s": round(float(r["train_seconds"]), 2),
                      "distinct rows": distinct, "distinct share": round(distinct / r["train_examples"], 4)
                      if distinct is not None and r.get("train_examples") else None,
                      "full passes": passes.get("passes"), "rank agreement": round(float(np.median(ranks)), 3) if ranks else None,
@@ -7180,7 +7403,7 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[st
                      "warm-up s": seconds.get("update_warmup"), "capture s": telemetry.get("graph_capture_seconds"),
                      "flipped pass share": flipped.get("pass_share"), "flipped data share": flipped.get("data_share")})
     frame = pd.DataFrame(rows)
-    for column in ("steps", "distinct rows", "full passes"):  # counts stay integers where a run has none
+    for column in ("updates", "distinct rows", "full passes"):  # counts stay integers where a run has none
         if column in frame:
             frame[column] = frame[column].astype("Int64")
     return frame
@@ -7235,19 +7458,19 @@ def _cell_means(rows, method: str) -> dict[str, Any] | None:
 
 
 def ablation_paragraphs(records: Sequence[dict[str, Any]],
-                        equal_time: dict[str, tuple[str, Sequence[dict[str, Any]]]] | None = None) -> dict[str, str]:
+                        equal_time: dict[str, tuple] | None = None) -> dict[str, str]:
     """Return {dataset: paragraph} for every ablation study among `records` (ablation_diagnostics'
     datasets): where the chosen variant (ablation_table's) is ahead of or behind REFERENCE and
     against `mclearn-v1` (the preset before) at each budget of that dataset, and why, in the
     numbers of ablation_diagnostics (mean over seeds where a cell has several): validation accuracy
-    and its difference from the short schedule, train seconds, steps, distinct rows given a full
+    and its difference from the short schedule, train seconds, updates that ran, distinct rows given a full
     pass and their share of the training set, full passes, the scorer's median rank agreement,
     scoring against update seconds and, on noisy data, the flipped rows' share of the full passes
     against their share of the data. One seed is no verdict: the differences are one run's, and
     the words say only ahead, behind or equal.
-    `equal_time` maps a dataset to (its equal-time study, that study's records): the paragraph then
-    ends with ablation_confirmation's sentence (the chosen preset's 5-seed result, or that it is
-    not yet run). Empty without a chosen variant."""
+    `equal_time` maps a dataset to (its equal-time study, that study's records[, its equal-time table
+    in the answer's Holm family]): the paragraph then ends with ablation_confirmation's sentence
+    (the chosen preset's 5-seed result, or that it is not yet run). Empty without a chosen variant."""
     table = ablation_table(records)
     chosen = table.attrs["chosen"]
     if chosen is None:
@@ -7284,9 +7507,9 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
                              f"{_fixed(v['vs short (pt)'], '+.2f', ' pt')} against `{REFERENCE}`)")
             text.append(sentence + ".")
             why = (f"In {_fixed(c['train s'], '.2f', ' s')} (`{REFERENCE}` {_fixed(s['train s'], '.2f', ' s')}"
-                   + (f", `{previous}` {_fixed(v['train s'], '.2f', ' s')}" if v else "") + ") it took "
-                   f"{_more(c['steps'], s['steps'], 'steps')} `{REFERENCE}` ({_count(c['steps'])} against "
-                   f"{_count(s['steps'])}" + (f"; `{previous}` {_count(v['steps'])}" if v else "") + ") and gave "
+                   + (f", `{previous}` {_fixed(v['train s'], '.2f', ' s')}" if v else "") + ") it ran "
+                   f"{_more(c['updates'], s['updates'], 'updates')} `{REFERENCE}` ({_count(c['updates'])} against "
+                   f"{_count(s['updates'])}" + (f"; `{previous}` {_count(v['updates'])}" if v else "") + ") and gave "
                    f"{_count(c['full passes'])} full passes to {_more(c['distinct rows'], s['distinct rows'], 'distinct rows')} "
                    f"`{REFERENCE}`'s one pass each ({_count(c['distinct rows'])}, {_percent(c['distinct share'])} of the "
                    f"training set, against {_count(s['distinct rows'])}, {_percent(s['distinct share'])})")
@@ -7309,8 +7532,8 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
                             f"{_percent(c['flipped pass share'])} of its full passes, {side} their share"
                             + (f" (`{previous}`: {_percent(v['flipped pass share'])})" if v else "") + ".")
         if equal_time and dataset in equal_time:
-            study, confirming = equal_time[dataset]
-            text.append(ablation_confirmation(confirming, chosen, dataset, study, budgets))
+            study, confirming, *table = equal_time[dataset]
+            text.append(ablation_confirmation(confirming, chosen, dataset, study, budgets, *table))
         out[dataset] = " ".join(text)
     return out
 
@@ -7326,32 +7549,47 @@ def chosen_preset_runs(records: Sequence[dict[str, Any]], chosen: str) -> tuple[
     return [r for r in records if r["method"] == chosen], chosen
 
 
-def chosen_preset_verdicts(records: Sequence[dict[str, Any]], chosen: str) -> list[tuple[str, str]]:
+def _preset_table(records: Sequence[dict[str, Any]], runs: list[dict[str, Any]], name: str, table):
+    """Return the equal-time table whose rows of `name` give the chosen preset's verdicts: `table`
+    (a wider Holm family's, as the README's answer's) when given, else equal_time_table of the
+    short schedule's, the baseline's and the preset's `runs` alone. Raise ValueError when `table` is
+    given but `records` hold runs of `name` that are not the preset's (the table's row mixes them)."""
+    if table is None:
+        return equal_time_table([r for r in records if r["method"] in (REFERENCE, "baseline")] + runs)
+    if len(runs) != sum(r["method"] == name for r in records):
+        raise ValueError(f"the equal-time table given counts runs of `{name}` whose config is not the chosen "
+                         f"preset's: pass table=None, or keep those runs in a study of their own")
+    return table
+
+
+def chosen_preset_verdicts(records: Sequence[dict[str, Any]], chosen: str, table=None) -> list[tuple[str, str]]:
     """Return [(budget, verdict)] of the chosen variant's preset (chosen_preset_runs) against REFERENCE
-    at every budget where it ran in an equal-time study's `records` (equal_time_table's verdicts)."""
+    at every budget where it ran in an equal-time study's `records` (the verdicts of _preset_table:
+    `table`, the study's table in a wider Holm family, or the preset's own comparisons)."""
     runs, name = chosen_preset_runs(records, chosen)
     if not runs:
         return []
-    table = equal_time_table([r for r in records if r["method"] in (REFERENCE, "baseline")] + runs)
+    table = _preset_table(records, runs, name, table)
     own = table[table["method"] == name]
     return list(zip(own["budget"], own["verdict"]))
 
 
 def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, dataset: str, study: str,
-                          budgets: Sequence[float]) -> str:
+                          budgets: Sequence[float], table=None) -> str:
     """Return one sentence on the chosen variant's preset in an equal-time study (`records`, test
     split): its runs are those of method `mclearn` whose stored config has exactly the chosen
     variant's parts on (variant_parts_on), else those of the chosen variant's own id. With at least
     CONFIRMATION_SEEDS seeds of them at every one of `budgets`, its difference from REFERENCE there
-    (equal_time_table: paired over seeds, 95 % interval, verdict), then why, per budget, in the means
-    over those seeds of ablation_diagnostics' numbers against REFERENCE's: train seconds, steps,
+    (paired over seeds, 95 % interval, verdict on the Holm-adjusted p of _preset_table's family:
+    `table`'s, or the preset's own comparisons), then why, per budget, in the means
+    over those seeds of ablation_diagnostics' numbers against REFERENCE's: train seconds, updates that ran,
     distinct rows given a full pass and their share of the training set, the scorer's median rank
     agreement, the time breakdown (scoring, graph-replayed updates, warm-up steps and captures, the
     captures alone against REFERENCE's) and, on noisy data, the flipped rows' share of the
     full passes against their share of the data (only where its runs recorded their full passes);
     else that the 5 seeds are not yet run on `dataset` (with how many there are, when some are)."""
     runs, name = chosen_preset_runs(records, chosen)
-    table = equal_time_table([r for r in records if r["method"] in (REFERENCE, "baseline")] + runs)
+    table = _preset_table(records, runs, name, table)
     rows = {budget: table[(table["method"] == name) & (table["budget"] == format_budget(budget))] for budget in budgets}
     seeds = {budget: int(row["seeds"].iloc[0]) if len(row) else 0 for budget, row in rows.items()}
     if min(seeds.values(), default=0) < CONFIRMATION_SEEDS:
@@ -7361,7 +7599,8 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
     found = [f"{row['vs short-schedule (pt)'].iloc[0]} pt {row['95% interval'].iloc[0]} at {format_budget(b)} "
              f"({row['verdict'].iloc[0]})" for b, row in rows.items()]
     text = [f"In `{study}` ({min(seeds.values())} seeds, test split), the chosen preset (`{name}`) against "
-            f"`{REFERENCE}`: {' and '.join(found)}, paired 95 % intervals."]
+            f"`{REFERENCE}`: {' and '.join(found)}, paired 95 % intervals, verdicts on the Holm-adjusted p over "
+            f"{table.attrs['family']} comparison{'' if table.attrs['family'] == 1 else 's'}."]
     frame = ablation_diagnostics([r for r in records if r["method"] == REFERENCE] + runs, {name, REFERENCE})
     for budget in budgets:
         at = frame[frame["budget"] == format_budget(budget)]
@@ -7369,8 +7608,8 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
         if c is None or s is None or _missing(c["distinct rows"]):
             continue  # runs without the full-pass telemetry (record_passes) have no why to give
         why = (f"At {format_budget(budget)}, in the means over its seeds, it trained {_fixed(c['train s'], '.2f', ' s')} "
-               f"against `{REFERENCE}`'s {_fixed(s['train s'], '.2f', ' s')}, took {_fixed(c['steps'], '.1f')} steps "
-               f"against {_fixed(s['steps'], '.1f')}, and gave full passes to {_count(c['distinct rows'])} distinct rows "
+               f"against `{REFERENCE}`'s {_fixed(s['train s'], '.2f', ' s')}, ran {_fixed(c['updates'], '.1f')} updates "
+               f"against {_fixed(s['updates'], '.1f')}, and gave full passes to {_count(c['distinct rows'])} distinct rows "
                f"({_percent(c['distinct share'])} of the training set) against {_count(s['distinct rows'])} "
                f"({_percent(s['distinct share'])}); its scorer's median rank agreement was "
                f"{_fixed(c['rank agreement'], '.3f')}; of its seconds, scoring took {_fixed(c['score s'], '.3f', ' s')}, "

@@ -669,8 +669,10 @@ print(f"reference: {result.reference_seconds:.2f} s of training (the full baseli
 
 One row per budget and method: accuracy (test split when there is one) as mean ± std over seeds,
 measured seconds over the full baseline's, and the paired difference against `short-schedule` at
-the same budget over the same seeds, with its 95 % t-interval. "better" or "worse" only where the
-interval excludes 0; otherwise "tie".
+the same budget over the same seeds, with its 95 % t-interval, its p-value and the p-value adjusted
+by Holm's method over every comparison of the table (with its simultaneous interval). "better" or
+"worse" only where the adjusted p is below 0.05; otherwise "tie". A run of the fair protocol is at
+equal time within 3 % of its own target seconds: a cell over it gets no verdict ("over time").
 '''),
     code('''
 display(mc.equal_time_table(records))
@@ -681,8 +683,9 @@ mc.plot_equal_time(records, figures / "equal_time.png");
 
 AlgoPerf style: the target is the full baseline's median final eval accuracy minus 1 point (and
 minus 0.5); a method's time is, per seed, the least train seconds at which any of its runs first
-evaluated at or above it, then the median over seeds ("never" when most seeds never did). Speed-up
-is `short-schedule`'s time over the method's.
+evaluated at or above it, then the median over seeds ("never" when most seeds never did), with a
+bootstrap interval over the seeds. Speed-up is `short-schedule`'s time over the method's, with its
+interval from the same resamples of the seeds, and the seeds on which the method was faster.
 '''),
     code('''
 for drop in (1.0, 0.5):

@@ -1,6 +1,9 @@
-"""The short-schedule reference and the equal-time statistics (issue 21): short-schedule's plan, the
-test split carved from train, one tuning rule for every method, paired t-intervals, time to target
-and the performance profile. Each arithmetic test compares with numbers worked out by hand here."""
+"""The short-schedule reference and the equal-time statistics (issues 21 and 33): short-schedule's plan,
+the test split carved from train, one tuning rule for every method, paired t-intervals and p-values,
+Holm's correction over a family of comparisons and the simultaneous intervals, the two protocols'
+time rules (the previous one against short-schedule's seconds, the fair one against each run's own
+target), what a fair cell's runs did, time to target with its bootstrap intervals and the performance
+profile. Each arithmetic test compares with numbers worked out by hand here."""
 import math
 
 import numpy as np
@@ -298,6 +301,181 @@ def test_a_lead_bought_with_more_time_is_not_at_equal_time():
     assert verdict((1.0, 5.2, 30.0), (2.0, 2.1, 1.9)) == ("better", "1.04")
     assert verdict((15, 15, 15), (-1.0, 0.0, 1.5)) == ("over time", "3.00")
     assert verdict((15, 15, 15), (-2.0, -2.1, -1.9)) == ("worse", "3.00")
+
+
+# --- p-values, Holm's correction, simultaneous intervals ---------------------------------------------------
+def test_paired_difference_gives_the_two_sided_p_value_of_the_paired_t_test():
+    """Differences 1, 2, 3: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.4641 on 2 degrees of freedom, whose
+    two-sided tail is 1 - t / sqrt(t^2 + 2) = 1 - 3.4641 / 3.7417 = 0.07418. With no spread the test
+    is decided by the mean alone: p 0 when it is not 0, 1 when it is."""
+    diff = mc.paired_difference({1: 11.0, 2: 12.0, 3: 13.0}, {1: 10.0, 2: 10.0, 3: 10.0})
+    assert diff["p"] == pytest.approx(0.07418, abs=1e-5)
+    assert mc.paired_difference({1: 2.0, 2: 3.0}, {1: 1.0, 2: 2.0})["p"] == 0.0
+    assert mc.paired_difference({1: 2.0, 2: 3.0}, {1: 2.0, 2: 3.0})["p"] == 1.0
+    assert math.isnan(mc.paired_difference({1: 2.0}, {1: 1.0})["p"])
+
+
+def test_holm_adjusts_step_down_keeps_the_order_and_skips_missing_tests():
+    """p = 0.01, 0.04, 0.03, none, 0.005 (m = 4 tests): sorted 0.005 x 4 = 0.02, 0.01 x 3 = 0.03,
+    0.03 x 2 = 0.06, 0.04 x 1 = 0.04 raised to the running maximum 0.06; capped at 1."""
+    adjusted = mc.holm_adjust([0.01, 0.04, 0.03, float("nan"), 0.005])
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and adjusted[4] == pytest.approx(0.02)
+    assert math.isnan(adjusted[3])
+    assert mc.holm_adjust([0.6, 0.7]) == [1.0, 1.0]
+
+
+def _study(study, diffs_by_method, seeds=(1, 2, 3), budget=0.5, reference=(90.0, 91.0, 92.0)):
+    """One study's runs: the full baseline, short-schedule at `budget` with `reference` test accuracies
+    (%) and each method that many points above it, seed by seed."""
+    records = [dict(_record("baseline", 0.0, s, 0.95, [(10, 0.95)], test=0.95), study=study) for s in seeds]
+    records += [dict(_record("short-schedule", budget, s, 0.0, [(5, 0.9)], test=a / 100), study=study)
+                for s, a in zip(seeds, reference)]
+    for method, diffs in diffs_by_method.items():
+        records += [dict(_record(method, budget, s, 0.0, [(5, 0.9)], test=(a + d) / 100), study=study)
+                    for s, a, d in zip(seeds, reference, diffs)]
+    return records
+
+
+def test_the_holm_family_spans_every_study_given_and_the_verdict_reads_the_adjusted_p():
+    """Study a: uniform 0.6, 1.0, 1.4 points above short-schedule: t = 1 / (0.4 / sqrt 3) = 4.3301,
+    p = 1 - 4.3301 / sqrt(20.75) = 0.04941, and its 95 % interval 1 +- 4.3027 x 0.23094 = [+0.01, +1.99]
+    excludes 0: alone (a family of one) it is "better". Study b: infobatch 1.9, 2.0, 2.1 above
+    (t = 34.641, p = 1 - 34.641 / sqrt(1202) = 0.000832) and uniform -0.1, 0, +0.1 (p 1). Together
+    (m = 3): 0.000832 x 3 = 0.0025 (better), 0.04941 x 2 = 0.0988 (a tie, though its own interval
+    excludes 0), 1. The simultaneous interval is the t-interval at 1 - 0.05 / 3: two-sided quantile
+    0.99167 of t(2) = 0.98333 sqrt 2 / sqrt(1 - 0.98333^2) = 7.6489, half-width 7.6489 x 0.23094 = 1.766."""
+    a = _study("a", {"uniform": (0.6, 1.0, 1.4)})
+    b = _study("b", {"infobatch": (1.9, 2.0, 2.1), "uniform": (-0.1, 0.0, 0.1)})
+    alone = mc.equal_time_table(a).set_index("method").loc["uniform"]
+    assert alone["verdict"] == "better" and alone["p"] == "0.049" and alone["Holm p"] == "0.049"
+    tables = mc.equal_time_tables({"a": a, "b": b})
+    assert tables["a"].attrs["family"] == tables["b"].attrs["family"] == 3
+    row = tables["a"].set_index("method").loc["uniform"]
+    assert row["95% interval"] == "[+0.01, +1.99]" and row["Holm p"] == "0.099" and row["verdict"] == "tie"
+    assert row["simultaneous interval"] == "[-0.77, +2.77]"
+    other = tables["b"].set_index("method")
+    assert other.loc["infobatch", "Holm p"] == "0.002" and other.loc["infobatch", "verdict"] == "better"
+    assert other.loc["uniform", "Holm p"] == "1.000" and other.loc["uniform", "verdict"] == "tie"
+    behind = mc.equal_time_table(_study("c", {"uniform": (-1.9, -2.0, -2.1)})).set_index("method")
+    assert behind.loc["uniform", "verdict"] == "worse"  # the direction is the mean's
+
+
+# --- the fair protocol: each run against its own target seconds -------------------------------------
+def _fair(method, budget, seed, test, ratio=1.0, updates=50, last=0.0, total=25.0, startup=0.1, score=None,
+          study="s-fair"):
+    """A fair-protocol run (the fields run_record writes: protocol, updates, lr_schedule,
+    startup_seconds, time_target): a budgeted run trained for `ratio` times its
+    target seconds (10 x budget); the full baseline (budget 0) is step-driven and has no target."""
+    seconds = 10.0 * (budget or 1) * ratio
+    record = dict(_record(method, budget, seed, 0.0, [(seconds, 0.9)], test=test), study=study,
+                  run_label=mc.run_label(method, budget), protocol="fair", updates=updates,
+                  lr_schedule={"peak_lr": 1e-4, "driven_by": "clock" if budget else "steps", "updates": updates,
+                               "last_share": last, "sum_share": total},
+                  startup_seconds={"warmup": 0.0, "capture": 0.0, "rare_eager": 0.0, "graphs": 0, "share": startup})
+    if budget:
+        record["time_target"] = {"seconds": 10.0 * budget, "reference_seconds": 10.0, "share": budget, "ratio": ratio}
+    if score is not None:
+        record["telemetry"] = {"measured_seconds": {"score": score}}
+    return record
+
+
+def _fair_study(ratios, lead=(2.0, 2.1, 1.9), reference_ratios=(1.0, 1.0, 1.0)):
+    ref = (91.0, 92.0, 93.0)
+    records = [_fair("baseline", 0.0, s, 0.95) for s in (1, 2, 3)]
+    records += [_fair("short-schedule", 0.5, s, a / 100, ratio=r) for s, a, r in zip((1, 2, 3), ref, reference_ratios)]
+    records += [_fair("infobatch", 0.5, s, (a + d) / 100, ratio=r) for s, a, d, r in zip((1, 2, 3), ref, lead, ratios)]
+    return records
+
+
+def test_a_fair_run_is_at_equal_time_within_three_percent_of_its_own_target():
+    """Fair protocol: infobatch 2 points ahead on every seed. Its cell's median train seconds over
+    target: 1.031 (> 1 + EQUAL_TIME_TOLERANCE) is "over time"; 1.029 is "better" though one run took
+    1.5x; behind and over time is no verdict either ("over time", unlike the previous protocol);
+    ratios 1.0, 1.0, 1.2 have median 1.0 (on target). "on target" counts the runs within 3 % either way
+    (0.95 is not). A short-schedule cell off its target (0.96) leaves no verdict at that budget."""
+    def row(ratios, **kw):
+        return mc.equal_time_table(_fair_study(ratios, **kw)).set_index("method").loc["infobatch"]
+
+    assert mc.EQUAL_TIME_TOLERANCE == 0.03
+    over = row((1.0, 1.031, 1.031))
+    assert (over["verdict"], over["s / target"], over["on target"]) == ("over time", "1.031", "1/3")
+    held = row((1.029, 1.029, 1.5))
+    assert (held["verdict"], held["s / target"], held["on target"]) == ("better", "1.029", "2/3")
+    assert row((1.1, 1.1, 1.1), lead=(-2.0, -2.1, -1.9))["verdict"] == "over time"
+    assert row((1.0, 1.0, 1.2))["verdict"] == "better"
+    assert row((0.95, 1.0, 1.0))["on target"] == "2/3"
+    assert row((1.0, 1.0, 1.0), reference_ratios=(0.96, 0.96, 0.96))["verdict"] == "short-schedule off target"
+    short = mc.equal_time_table(_fair_study((1.0, 1.0, 1.0))).set_index(["budget", "method"])
+    assert short.loc[("1/2", "short-schedule"), "s / target"] == "1.000"
+    assert short.loc[("1 (full)", "short-schedule"), "s / target"] == ""  # the reference: no target
+
+
+def test_a_fair_cell_shows_what_its_runs_did():
+    """Updates 40, 50, 60 (mean 50.0); lr at the last update 0, 0.4 and 0.2 % of peak (the largest:
+    0.40 %); sum of lr / peak 24, 25, 26 (25.0); warm-up + capture 10, 20, 30 % of train seconds
+    (20.0 %); MC-Learn's scoring 0.1, 0.2, 0.3 s of 5 s (2, 4, 6 %: 4.0 %), "—" for a method without."""
+    ref = (91.0, 92.0, 93.0)
+    records = [_fair("baseline", 0.0, s, 0.95) for s in (1, 2, 3)]
+    records += [_fair("short-schedule", 0.5, s, a / 100) for s, a in zip((1, 2, 3), ref)]
+    records += [_fair("mclearn", 0.5, s, a / 100, updates=u, last=l, total=t, startup=w, score=c)
+                for s, a, u, l, t, w, c in zip((1, 2, 3), ref, (40, 50, 60), (0.0, 0.004, 0.002), (24.0, 25.0, 26.0),
+                                               (0.1, 0.2, 0.3), (0.1, 0.2, 0.3))]
+    table = mc.equal_time_table(records).set_index(["budget", "method"])
+    assert list(table.columns[-7:]) == mc.FAIR_COLUMNS
+    own = table.loc[("1/2", "mclearn")]
+    assert (own["updates"], own["lr last / peak"], own["Σ lr / peak"], own["warm-up+capture"], own["scoring"]) == \
+        ("50.0", "0.40 %", "25.0", "20.0 %", "4.0 %")
+    assert table.loc[("1/2", "short-schedule"), "scoring"] == "—"
+    idle = mc.fair_cell_columns([_fair("uniform", 0.5, 1, 0.9, updates=0, last=None, startup=None)])
+    assert (idle["updates"], idle["lr last / peak"], idle["warm-up+capture"]) == ("0.0", "—", "—")  # recorded None
+    assert "s / target" not in mc.equal_time_table(_study("p", {"uniform": (1, 2, 3)}))  # previous protocol
+
+
+def test_fair_runs_without_their_fields_or_mixed_with_previous_runs_are_refused():
+    records = _fair_study((1.0, 1.0, 1.0))
+    del records[-1]["time_target"]
+    with pytest.raises(ValueError, match=r"s-fair/infobatch-b0.50 seed 3 .* lacks time_target"):
+        mc.equal_time_table(records)
+    mixed = _fair_study((1.0, 1.0, 1.0))
+    del mixed[-1]["protocol"]
+    with pytest.raises(ValueError, match="infobatch at 1/2 mixes fair-protocol runs"):
+        mc.equal_time_table(mixed)
+    previous = [r for r in _fair_study((1.0, 1.0, 1.0)) if r["method"] != "infobatch"]
+    previous += [{k: v for k, v in r.items() if k != "protocol"} for r in _fair_study((1.0, 1.0, 1.0))
+                 if r["method"] == "infobatch"]
+    with pytest.raises(ValueError, match="different protocols"):
+        mc.equal_time_table(previous)
+
+
+def test_updates_run_are_the_updates_a_run_made_not_the_steps_it_planned():
+    assert mc.updates_run({"updates": 43, "steps": 53}) == 43
+    assert mc.updates_run({"steps": 53, "telemetry": {"budget": {"steps": 53, "steps_run": 41}}}) == 41
+    assert mc.updates_run({"steps": 59, "telemetry": {}}) == 59
+    assert mc.updates_run({}) is None
+
+
+# --- time to target's bootstrap intervals ------------------------------------------------------------------
+def test_time_to_target_gives_bootstrap_intervals_over_the_seeds():
+    """Target 94 % (baseline 95 %). Seconds to it, seeds 1 and 2: short-schedule 2 and 4, uniform 1 and 3,
+    infobatch 2 and 5, rho-loss 1 and never. A resample of two seeds has median (1,1) -> 1, (1,3) -> 2 or
+    (3,3) -> 3 with chances 1/4, 1/2, 1/4: uniform's 95 % interval [1.00, 3.00]. Its speed-up resamples the
+    same seeds for both: 2/1, 3/2 or 4/3, so [1.33x, 2.00x] (unpaired it would reach 4/1 and 2/3); it was
+    faster on 2 of 2 seeds, infobatch on 0 of 2 (a tie at seed 1 is not faster). rho-loss: median never,
+    interval [1.00, never], speed-up 2/1 or 0 (never): [0.00x, 2.00x]. A fixed generator: the same table twice."""
+    records = [_record("baseline", 0.0, s, 0.95, [(10, 0.95)]) for s in (1, 2)]
+    for method, times in {"short-schedule": (2, 4), "uniform": (1, 3), "infobatch": (2, 5), "rho-loss": (1, None)}.items():
+        records += [_record(method, 0.5, s, 0.95, [(t, 0.95)] if t else [(9, 0.5)]) for s, t in zip((1, 2), times)]
+    table = mc.time_to_target(records)
+    assert table.equals(mc.time_to_target(records))
+    rows = table.set_index("method")
+    assert rows.loc["uniform", "seconds"] == "2.00" and rows.loc["uniform", "95% bootstrap (s)"] == "[1.00, 3.00]"
+    assert rows.loc["uniform", "speed-up vs short-schedule"] == "1.50x"
+    assert rows.loc["uniform", "speed-up 95% bootstrap"] == "[1.33x, 2.00x]"
+    assert rows.loc["uniform", "seeds faster"] == "2/2" and rows.loc["infobatch", "seeds faster"] == "0/2"
+    assert rows.loc["short-schedule", "seeds faster"] == "—"
+    assert rows.loc["rho-loss", "seconds"] == "never" and rows.loc["rho-loss", "95% bootstrap (s)"] == "[1.00, never]"
+    assert rows.loc["rho-loss", "speed-up 95% bootstrap"] == "[0.00x, 2.00x]"
+    assert mc.BOOTSTRAP_RESAMPLES == 10_000 and mc.BOOTSTRAP_SEED == 0
 
 
 def test_performance_profile_counts_studies_within_tau_of_the_fastest():

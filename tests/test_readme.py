@@ -16,50 +16,69 @@ RESULTS = mc.REPO_ROOT / "results"
 
 
 def _write_equal_time_studies(results):
-    """Two equal-time studies, 3 seeds: on clinc150 `mclearn` is 1.9, 2.0 and 2.1 points above
-    short-schedule at 1/2 (a win: 2.00 ± 4.3027 x 0.1 / sqrt 3), `uniform` -0.1, 0, +0.1 (a tie);
-    on banking77 both tie, and `infobatch` is 1 point ahead in twice short-schedule's seconds (not
-    at equal time)."""
+    """Two equal-time studies, 3 seeds, short-schedule at 1/2 on each: on clinc150 `mclearn` is 1.9, 2.0
+    and 2.1 points above it (t = 34.641 on 2 degrees of freedom, p = 1 - t / sqrt(t^2 + 2) = 0.000832),
+    `uniform` 0.6, 1.0, 1.4 above (t = 4.3301, p = 0.04941: its own 95 % interval [+0.01, +1.99] excludes
+    0) and `selective-backprop` 0.6, 1.0, 1.4 below in twice the seconds; on banking77 `uniform` is -0.1,
+    0, +0.1 and `mclearn` 0 (p 1 each) and `infobatch` 1 point ahead on every seed (p about 0) in twice
+    short-schedule's seconds. One Holm family of m = 6: about 0 x 6, 0.000832 x 5 = 0.004 (`mclearn`
+    better), 0.04941 x 4 = 0.198 for both 0.049 (`uniform` a tie), then 1. `infobatch`'s lead and
+    `selective-backprop`'s deficit are over time (2.00x short-schedule's seconds): no verdict."""
     def write(study, method, budget, seed, test, device="NVIDIA H200", seconds=None):
         label = mc.run_label(method, budget)
         record = {**_record(method, budget, seed, 0.9, [(seconds or 5 * (budget or 1), test)], test=test), "study": study,
                   "device": device, "graphed": True, "examples_backward": 1, "examples_scored": 0, "run_label": label}
         mc.write_json_atomic(mc.run_path(results, study, label, seed), record)
 
-    for seed, base in zip((1, 2, 3), (0.90, 0.91, 0.92)):
-        for study in ("clinc150-mpnet-h200-equal-time", "banking77-mpnet-h200-equal-time"):
+    clinc, banking = "clinc150-mpnet-h200-equal-time", "banking77-mpnet-h200-equal-time"
+    for seed, base, spread in zip((1, 2, 3), (0.90, 0.91, 0.92), (-1, 0, 1)):
+        short = base - 0.02
+        for study in (clinc, banking):
             write(study, "baseline", 0.0, seed, base)
-            write(study, "short-schedule", 0.5, seed, base - 0.02)
-            write(study, "uniform", 0.5, seed, base - 0.02 + (0.001 * seed - 0.002))  # -0.1, 0, +0.1 pt: a tie
-        write("clinc150-mpnet-h200-equal-time", "mclearn", 0.5, seed, base - 0.02 + 0.02 + 0.001 * (seed - 2))
-        write("banking77-mpnet-h200-equal-time", "mclearn", 0.5, seed, base - 0.02)
-        write("banking77-mpnet-h200-equal-time", "infobatch", 0.5, seed, base - 0.01, seconds=5)  # ahead, twice the time
+            write(study, "short-schedule", 0.5, seed, short)
+        write(clinc, "mclearn", 0.5, seed, short + 0.02 + 0.001 * spread)
+        write(clinc, "uniform", 0.5, seed, short + 0.01 + 0.004 * spread)
+        write(clinc, "selective-backprop", 0.5, seed, short - 0.01 - 0.004 * spread, seconds=5)
+        write(banking, "uniform", 0.5, seed, short + 0.001 * spread)
+        write(banking, "mclearn", 0.5, seed, short)
+        write(banking, "infobatch", 0.5, seed, base - 0.01, seconds=5)  # ahead, twice the time
     mc.summarize(results, show=False)
 
 
-def test_the_answer_names_a_method_only_where_its_interval_excludes_zero(tmp_path):
+def test_the_answer_names_a_method_only_on_a_holm_corrected_verdict(tmp_path):
     """The full answer (equal_time_markdown) and the README's short one (answer_markdown) read the
-    run files: a method 2 points above short-schedule on every seed is named as beating it, with
-    its difference and interval; a tie is not; the README's table fits 110 characters and links
-    each data set's run files; the time-to-target table and the profile figure are written."""
+    run files, one Holm family over both studies: `mclearn`, 2 points above short-schedule on every
+    seed, is named as beating it, with its difference, interval and Holm-adjusted p; `uniform` on
+    clinc150, whose own interval excludes 0 but whose adjusted p is 0.198, is not (the answer says
+    the correction); the README's short answer has one sentence on `mclearn`; its line on leads that
+    do not count names `infobatch` (ahead in twice the seconds) and not `selective-backprop`
+    (behind in twice the seconds, which the full answer lists as not at equal time); the README's
+    table fits 110 characters, gives the Holm p and links each data set's run files; the
+    time-to-target table and the profile figure are written."""
     _write_equal_time_studies(tmp_path)
     full = mr.equal_time_markdown(tmp_path)
-    assert "`mclearn` on clinc150 at 1/2 (+2.00 pt, [+1.75, +2.25])" in full  # 1.9, 2.0, 2.1: 4.3027 x 0.1 / sqrt 3
-    assert "No method beats" not in full and "`uniform` on" not in full.split("Significantly")[0]
-    assert "`infobatch` on" not in full.split("Not at equal time")[0]
-    assert "`infobatch` on banking77 at 1/2 (+1.00 pt, [+1.00, +1.00], 2.00x its time)" in full
+    assert "Holm-corrected over all 6 comparisons" in full
+    assert "`mclearn` on clinc150 at 1/2 (+2.00 pt, [+1.75, +2.25], Holm p 0.004)" in full
+    beat = full.split("beat `short-schedule`: ")[1].split(".")[0]
+    assert "`uniform`" not in beat and "`infobatch`" not in beat
+    over = full.split("so no verdict: ")[1].split(". ")[0]
+    assert "`infobatch` on banking77 at 1/2 (+1.00 pt, [+1.00, +1.00], Holm p < 0.001, 2.00x its time)" in over
+    assert "`selective-backprop` on clinc150 at 1/2 (-1.00 pt, [-1.99, -0.01], Holm p 0.198, 2.00x its time)" in over
+    assert "`mclearn` against `short-schedule`: better in 1, tied in 1, worse in 0 of its 2 cells." in full
     row = next(line for line in full.splitlines() if line.startswith("| banking77"))
     assert "infobatch" not in row and "over time" not in row  # the table's best other is at equal time
     assert (tmp_path / "figures" / "equal-time" / "performance_profile.png").stat().st_size > 0
     assert (tmp_path / "figures" / "equal-time" / "time_to_target.csv").exists()
     short = mr.answer_markdown(tmp_path, tmp_path.parent)
-    flat = " ".join(short.split())  # the prose is wrapped at 110 characters
-    assert "`mclearn` beats `short-schedule` in 1 of the 2 (data, budget) cells, with a paired 95 % interval" in flat
-    assert "`uniform`" not in short and "no other method does" in flat
-    assert "Leads taken in over 1.05x `short-schedule`'s seconds do not count: `infobatch` in 1 ([banking77])." in flat
+    flat = " ".join(short.split("\n\n")[0].split())  # the prose is wrapped at 110 characters
+    assert flat.startswith("**At equal wall-clock on [banking77] and [clinc150], `mclearn` beats `short-schedule` "
+                           "in 1 of the 2 cells; no other method does**, on paired t-tests Holm-corrected over all 6.")
+    assert "`uniform`" not in flat and "`mclearn`: better in 1, tied in 1, worse in 0 of its 2 cells." in flat
+    assert "Leads in over 1.05x `short-schedule`'s seconds do not count: `infobatch` in 1 ([banking77])." in flat
+    assert "selective-backprop" not in flat
     table = [line for line in short.splitlines() if line.startswith("|")]
     assert len(table) == 4 and max(map(len, table)) <= 110 and "infobatch" not in "".join(table)
-    assert "| [clinc150]  | 1/2      | 89.00 ± 1.00         | mclearn  | +2.00 [+1.75, +2.25]" in short
+    assert "| [clinc150]  | 1/2      | 89.00 ± 1.00         | mclearn  | +2.00             | 0.004    | better" in short
     assert f"[clinc150]: {tmp_path.name}/runs/clinc150-mpnet-h200-equal-time/" in short.splitlines()
 
 
@@ -79,16 +98,30 @@ def test_the_short_answer_adds_every_other_winner_of_a_cell(tmp_path):
     rows = [line for line in short.splitlines() if line.startswith("| [clinc150]")]
     assert [row.split("|")[4].strip() for row in rows] == ["mclearn", "infobatch"]
     flat = " ".join(short.split())
-    assert "`infobatch` beats `short-schedule` in 1 of the 2 (data, budget) cells and `mclearn` in 1," in flat
+    assert "`infobatch` beats `short-schedule` in 1 of the 2 cells and `mclearn` in 1;" in flat
 
 
-def test_no_winner_says_so(tmp_path):
+def test_no_winner_says_so_and_names_the_closest(tmp_path):
+    """Without `mclearn`'s win the answer says no method beats short-schedule and names the lead at
+    equal time with the least Holm-adjusted p, not the largest lead: `rho-loss` on banking77 is 3, 0, 6
+    points ahead (mean 3, t = 3 / (3 / sqrt 3) = 1.732, p = 1 - 1.732 / sqrt 5 = 0.2254); m = 6: about
+    0 x 6, then `uniform` on clinc150 and `selective-backprop` (equal p 0.04941) x 5 = 0.247 and x 4
+    raised to it, 0.2254 x 3 = 0.676, then 1."""
     _write_equal_time_studies(tmp_path)
     for path in (tmp_path / "runs" / "clinc150-mpnet-h200-equal-time").glob("mclearn-*"):
         path.unlink()
+    study = "banking77-mpnet-h200-equal-time"
+    for seed, base, lead in zip((1, 2, 3), (0.90, 0.91, 0.92), (0.03, 0.0, 0.06)):
+        label = mc.run_label("rho-loss", 0.5)
+        record = {**_record("rho-loss", 0.5, seed, 0.9, [(2.5, base - 0.02 + lead)], test=base - 0.02 + lead),
+                  "study": study, "device": "NVIDIA H200", "graphed": True, "examples_backward": 1,
+                  "examples_scored": 0, "run_label": label}
+        mc.write_json_atomic(mc.run_path(tmp_path, study, label, seed), record)
     mc.summarize(tmp_path, show=False)
     flat = " ".join(mr.answer_markdown(tmp_path).split())
-    assert flat.startswith("**No method beats simply training for less time**: in none of the 2 (data, budget) cells")
+    assert flat.startswith("**No method beats simply training for less time**: in none of the 2 cells of [banking77] "
+                           "and [clinc150] is a method better than `short-schedule` on paired t-tests Holm-corrected "
+                           "over all 6; the closest: `uniform` on [clinc150] at 1/2 (+1.00 pt, Holm p 0.247).")
     assert "No equal-time study yet" in mr.answer_markdown(tmp_path / "empty")
 
 
@@ -162,7 +195,7 @@ def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_sectio
     has banking77 once (its equal-time study's 1/2 cell, no "± 0.00" or "—" of one seed), its section has
     no equal-time table; results/README.md gets the Ablation section before the studies (its notes
     block, the rule, the table with the short-schedule row, the choice, the dataset's paragraph and the
-    5-seed sentence), and the README's answer names the chosen variant in one line linking it."""
+    5-seed sentence), and the README's sentence on `mclearn` names the chosen variant, linking it."""
     _write_equal_time_studies(tmp_path)
     records = _write_ablation_study(tmp_path)
     mc.summarize(tmp_path, show=False)
@@ -172,8 +205,8 @@ def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_sectio
     assert [line.split("|")[1].strip() for line in table] == ["[banking77]", "[clinc150]"]
     assert "± 0.00" not in short and "ablation/" not in short.split("\n\n")[-1]
     prose = " ".join(short.split("\n\n")[0].split())
-    assert prose.endswith(" The one-seed [ablation](results/README.md#ablation) chose `mclearn-once` for the "
-                          "`mclearn` preset.")
+    assert (" `mclearn` (`mclearn-once` since the [ablation](results/README.md#ablation)): better in 1, tied in 1, "
+            "worse in 0 of its 2 cells.") in prose
     body = mr.results_readme(tmp_path, figures=False)
     assert body.index("## Equal time") < body.index("## Ablation\n") < body.index("## Studies")
     ablation = body.split("## Ablation\n")[1].split("## Studies")[0]
@@ -191,23 +224,26 @@ def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_sectio
 
 def test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_runs_exist(tmp_path):
     """With 5 seeds of `mclearn` runs whose config is mclearn-once's in the dataset's equal-time study
-    (same prefix as the ablation study), the paragraph ends with their paired result against short-schedule;
-    with the previous preset's runs there instead, it says the 5 seeds are not yet run."""
+    (same prefix as the ablation study), the paragraph ends with their paired result against short-schedule,
+    its verdicts Holm-adjusted over the answer's family (the study's 4 comparisons, `uniform`'s included,
+    not the preset's 2); with the previous preset's runs there instead, it says the 5 seeds are not yet run."""
     _write_ablation_study(tmp_path, "sst2-mpnet-h200-ablation")
     seeds, above = (1, 2, 3, 4, 5), (0.008, 0.010, 0.012, 0.010, 0.010)
     runs = [_equal_time_run("baseline", 0.0, s, 0.95) for s in seeds]
     runs += [_equal_time_run("short-schedule", b, s, 0.90) for b in (1 / 3, 0.5) for s in seeds]
     runs += [_equal_time_run("mclearn", 1 / 3, s, 0.90 + d, once_draws=True) for s, d in zip(seeds, above)]
     runs += [_equal_time_run("mclearn", 0.5, s, 0.89, once_draws=True) for s in seeds]
+    runs += [_equal_time_run("uniform", b, s, 0.90) for b in (1 / 3, 0.5) for s in seeds]
     for record in runs:
         _write_run(tmp_path, record)
     mc.summarize(tmp_path, show=False)
     sentence = ("In `sst2-mpnet-h200-equal-time` (5 seeds, test split), the chosen preset (`mclearn`) against "
                 "`short-schedule`: +1.00 pt [+0.82, +1.18] at 1/3 (better) and -1.00 pt [-1.00, -1.00] at 1/2 "
-                "(worse), paired 95 % intervals.")
+                "(worse), paired 95 % intervals, verdicts on the Holm-adjusted p over 4 comparisons.")
     assert sentence + "\n" in mr.ablation_markdown(tmp_path)
-    assert ("Chosen: `mclearn-once`; as the `mclearn` preset, over its seeds in the equal-time studies against "
-            "`short-schedule`: better in 1, tied in 0, worse in 1 (sst2 1/2) of its 2 cells.\n") in mr.ablation_markdown(tmp_path)
+    assert ("Chosen: `mclearn-once`; as the `mclearn` preset, over its seeds in the studies the paragraphs below end "
+            "with, against `short-schedule`: better in 1, tied in 0, worse in 1 (sst2 1/2) of its 2 cells.\n") \
+        in mr.ablation_markdown(tmp_path)
     for record in runs:
         if record["method"] == "mclearn":
             _write_run(tmp_path, {**record, "config": {**record["config"], "once_draws": False}})
@@ -250,15 +286,28 @@ def _answer_block(text):
 
 
 def test_readme_answers_on_its_first_screen():
-    """README.md: at most 300 lines; its first 40 hold the whole answer block (with its line on the
-    ablation's choice), the command that rewrites it and the study command that makes its run files,
-    and its one table there is at most 110 characters wide; "Quick start" follows."""
+    """README.md: at most 300 lines; its first 40 hold the whole answer block (its verdicts Holm-corrected
+    and saying so, its sentence on `mclearn` naming the ablation's choice), the command that rewrites it
+    and the study command that makes its run files, with a link to where the model comes from, how the
+    table's method is chosen and a link to the glossary; its one table there is at most 110 characters
+    wide; "Quick start" follows. The glossary defines every method the answer block names, and says
+    where to get the model."""
     lines = README.read_text().splitlines()
     assert len(lines) <= 300
     first = "\n".join(lines[:40])
     assert mr.ANSWER_MARKERS[0] in first and mr.ANSWER_MARKERS[1] in first
     assert "`python make_readme.py`" in first and "benchmarks/gpu_budget_study.sh" in first
-    assert "[ablation](results/README.md#ablation) chose `" in " ".join(first.split())  # the ablation's one line
+    flat = " ".join(first.split())
+    assert "Holm-corrected over all" in flat and "the table's method the one at equal time with the largest" in flat
+    assert re.search(r" `mclearn` \(`mclearn-\w+` since the \[ablation\]\(results/README.md#ablation\)\): better in \d+, "
+                     r"tied in \d+, worse in \d+", flat)
+    assert "[glossary](docs/glossary.md)" in flat and "[MODEL_DIR](docs/glossary.md#the-model)" in flat
+    glossary = (mc.REPO_ROOT / "docs" / "glossary.md").read_text()
+    assert "\n## The model\n" in glossary and "sentence-transformers/all-mpnet-base-v2" in glossary
+    named = set(re.findall(r"`([a-z0-9-]+)`", _answer_block(README.read_text())))
+    assert named & set(mc.METHODS)
+    for method in named & set(mc.METHODS):
+        assert f"`{method}`" in glossary.split("## The model")[0], method
     tables = [line for line in lines[:40] if line.startswith("|")]
     assert tables and max(map(len, tables)) <= 110
     assert next(i for i, line in enumerate(lines) if line.startswith("## ")) < 40
@@ -303,3 +352,79 @@ def test_the_generated_files_are_up_to_date():
     for study in studies:
         parent = study.removesuffix("-lr")
         assert study in headings or (study.endswith("-lr") and parent in headings and f"**{study}**" in text), study
+
+
+# ----------------------------------------------------------------------------- the fair protocol's studies
+def _write_fair_study(results, study="clinc150-mpnet-h200-fair"):
+    """A fair-protocol study (test_equal_time._fair's runs, 3 seeds) with its tuning runs in "-lr"
+    (short-schedule's choice interior, infobatch's at an edge whose next lr diverged, mclearn's at
+    the top of its grid, unresolved): short-schedule on target; `mclearn` 1, 2, 3 points above it on target (p 0.0742, a tie); `infobatch`
+    1.9, 2.0, 2.1 above in 1.1 times its target seconds (over time)."""
+    from test_equal_time import _fair
+
+    ref = (0.88, 0.89, 0.90)
+    records = [_fair("baseline", 0.0, s, 0.95, study=study) for s in (1, 2, 3)]
+    records += [_fair("short-schedule", 0.5, s, a, study=study) for s, a in zip((1, 2, 3), ref)]
+    records += [_fair("mclearn", 0.5, s, a + d, study=study, score=0.1)
+                for s, a, d in zip((1, 2, 3), ref, (0.01, 0.02, 0.03))]
+    records += [_fair("infobatch", 0.5, s, a + d, ratio=1.1, study=study)
+                for s, a, d in zip((1, 2, 3), ref, (0.019, 0.020, 0.021))]
+    for record in records:
+        _write_run(results, {**record, "accuracy": record["test_accuracy"], "config": {"lr": 1e-4, "once_draws": True}})
+    grids = {"short-schedule": (0.90, 0.91, 0.89), "infobatch": (0.90, 0.91, float("nan")), "mclearn": (0.90, 0.91)}
+    for method, accuracies in grids.items():
+        for lr, accuracy in zip((1e-4, 2e-4, 4e-4), accuracies):
+            _write_run(results, {**_budget_run(method, 1, 1.0, accuracy, budget=0.5, lr=lr, study=f"{study}-lr"),
+                                 "run_label": mc.lr_run_label(lr, mc.run_label(method, 0.5)), "protocol": "fair"})
+
+
+def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_previous_protocol(tmp_path):
+    """With a study named <...>-fair, the answer reads the fair studies alone (their own Holm family,
+    the fair time rule: a lead over 3 % above its target does not count) and says where the method
+    ahead in most cells of the previous protocol (before its correction) stands now, linking that
+    protocol's section; results/README.md gets that section, with the line on what changed and the
+    older studies' verdicts in their own family (m = 6); the fair study's section shows its equal-time
+    table with what the runs did and its lr table with the edges named; the ablation's paragraph on
+    clinc150 reads the chosen preset's seeds from the fair study (3 of the 5 it needs)."""
+    _write_equal_time_studies(tmp_path)
+    _write_fair_study(tmp_path)
+    _write_ablation_study(tmp_path, "clinc150-mpnet-h200-ablation")
+    mc.summarize(tmp_path, show=False)
+    assert mr.answer_studies(tmp_path) == (["clinc150-mpnet-h200-fair"], ["banking77-mpnet-h200-equal-time",
+                                                                           "clinc150-mpnet-h200-equal-time"])
+    short = mr.answer_markdown(tmp_path, tmp_path.parent, "results/README.md")
+    flat = " ".join(short.split("\n\n")[0].split())
+    assert "of [clinc150] is a method better" in flat and "Holm-corrected over all 2; the closest: `mclearn`" in flat
+    assert "Leads in over 3% above their target seconds do not count: `infobatch` in 1 ([clinc150])." in flat
+    # the previous protocol's leader on uncorrected intervals at equal time: mclearn and uniform on clinc150, one
+    # cell each (the first by name), not infobatch (its lead was over time); its verdict under the fair protocol
+    assert ("`mclearn`, ahead in 1 cell of the [previous protocol](results/README.md#previous-protocol) on "
+            "uncorrected 95 % intervals: better in 0, tied in 1, worse in 0 of its 1 cell here.") in flat
+    assert f"[clinc150]: {tmp_path.name}/runs/clinc150-mpnet-h200-fair/" in short.splitlines()
+    assert "[banking77]" not in short
+    body = mr.results_readme(tmp_path, figures=False)
+    assert body.index("## Equal time") < body.index("## Previous protocol\n") < body.index("## Studies")
+    answer = body.split("## Equal time\n")[1].split("## Previous protocol\n")[0]
+    previous = body.split("## Previous protocol\n")[1].split("## Studies")[0]
+    assert "Holm-corrected over all 2 comparisons" in answer and "-equal-time`" not in answer
+    assert mr.PREVIOUS_CHANGES in previous and "<!-- notes:previous-protocol:start -->" in previous
+    assert "Holm-corrected over all 6 comparisons" in previous
+    assert "`mclearn` on clinc150 at 1/2 (+2.00 pt, [+1.75, +2.25], Holm p 0.004)" in previous
+    fair = body.split("### clinc150-mpnet-h200-fair\n")[1].split("<!-- notes:")[0]
+    assert "over the 2 comparisons of its protocol's studies" in fair
+    assert "| s / target   | on target   | updates   | lr last / peak   |" in fair
+    assert "| 1/2      | infobatch " in fair and "| over time " in fair
+    assert "| lr (eval accuracy %)" in fair and "| 0.0001: 90.00, 0.0002: 91.00, 0.0004: diverged " in fair
+    assert ("At a grid edge bounded by a diverged next lr: `infobatch` at 1/2 (edge: next diverged). **At a grid "
+            "edge, unresolved**: `mclearn` at 1/2 (edge: highest).") in fair
+    assert ("5 seeds of the chosen preset not yet run on clinc150 (`mclearn` in `clinc150-mpnet-h200-fair` has 3 "
+            "at 1/2).") in body.split("## Ablation\n")[1]
+    older = body.split("### clinc150-mpnet-h200-equal-time\n")[1].split("<!-- notes:")[0]
+    assert "over the 6 comparisons of its protocol's studies" in older and "s / target" not in older
+
+
+def test_an_lr_table_with_every_choice_interior_says_so():
+    runs = [{**_budget_run("uniform", 1, 1.0, accuracy, budget=1 / 3, lr=lr), "time_budget": 1 / 3}
+            for lr, accuracy in ((1e-4, 0.90), (2e-4, 0.91), (4e-4, 0.89))]
+    text = mr.lr_table_markdown(runs)
+    assert "| uniform  | 1/3      |" in text and text.endswith("\n\nEvery choice is interior to its grid.\n")

@@ -379,11 +379,13 @@ def test_ablation_script_writes_the_table_from_a_cpu_budget_study(prepared, smok
 
 # ---------------------------------------------------------------------- the ablation's paragraphs (results/README.md)
 def _diagnosed(method, study, budget, accuracy, steps, seconds, backward, distinct=None, passes=None, ranks=(),
-               score=None, update=None, flipped=None, seed=42, capture=None):
-    """A budgeted ablation run with the telemetry ablation_diagnostics reads (1,000 training rows)."""
+               score=None, update=None, flipped=None, seed=42, capture=None, ran=None):
+    """A budgeted ablation run with the telemetry ablation_diagnostics reads (1,000 training rows);
+    `ran`: the steps MC-Learn's budget let run of the `steps` it planned (telemetry.budget.steps_run)."""
     record = _record(method, study, budget, accuracy, seed=seed)
     telemetry = {"steps": [{"rank_corr": r} for r in ranks],
-                 **({"graph_capture_seconds": capture} if capture is not None else {})}
+                 **({"graph_capture_seconds": capture} if capture is not None else {}),
+                 **({"budget": {"steps": steps, "steps_run": ran}} if ran is not None else {})}
     if passes is not None:
         telemetry["full_passes"] = {"passes": passes, "distinct_rows": distinct,
                                     **({"flipped": flipped} if flipped else {})}
@@ -400,8 +402,9 @@ def _diagnosed_study(study="sst2-mpnet-h200-ablation", flipped=False):
 
     return [
         _diagnosed("short-schedule", study, 1 / 3, 0.8200, 30, 2.0512, 1920),
-        _diagnosed("mclearn-once", study, 1 / 3, 0.8123, 27, 2.1049, 0, distinct=812, passes=864,
-                   ranks=(0.1, 0.49834999999999996, 0.9), score=0.04237, update=1.54311, flipped=flips(0.23116)),
+        _diagnosed("mclearn-once", study, 1 / 3, 0.8123, 31, 2.1049, 0, distinct=812, passes=864,
+                   ranks=(0.1, 0.49834999999999996, 0.9), score=0.04237, update=1.54311, flipped=flips(0.23116),
+                   ran=27),
         _diagnosed("mclearn-v1", study, 1 / 3, 0.8010, 26, 2.0133, 0, distinct=655, passes=832,
                    ranks=(0.3, 0.7), score=0.05111, update=1.44444, flipped=flips(0.21)),
         _diagnosed("short-schedule", study, 0.5, 0.8500, 45, 3.1, 2880),
@@ -442,13 +445,15 @@ def test_ablation_paragraphs_state_the_diagnostics_numbers():
     assert text.startswith("`mclearn-once` against `short-schedule` and `mclearn-v1` on sst2 (seed 42, one run each, "
                            "so no verdict; validation accuracy):")
     assert (f"In {once['train s']:.2f} s (`short-schedule` {short['train s']:.2f} s, `mclearn-v1` {v1['train s']:.2f} s)"
-            f" it took fewer steps than `short-schedule` ({once['steps']} against {short['steps']}; `mclearn-v1` "
-            f"{v1['steps']}) and gave {once['full passes']} full passes to fewer distinct rows than `short-schedule`'s "
+            f" it ran fewer updates than `short-schedule` ({once['updates']} against {short['updates']}; `mclearn-v1` "
+            f"{v1['updates']}) and gave {once['full passes']} full passes to fewer distinct rows than `short-schedule`'s "
             f"one pass each ({once['distinct rows']}, {once['distinct share'] * 100:.2f} % of the training set, against "
             f"{short['distinct rows']:,}, {short['distinct share'] * 100:.2f} %), more distinct rows than "
             f"`mclearn-v1`'s {v1['full passes']} full passes ({v1['distinct rows']}, "
             f"{v1['distinct share'] * 100:.2f} %).") in text
-    assert "In 2.10 s (`short-schedule` 2.05 s, `mclearn-v1` 2.01 s) it took fewer steps" in text  # by hand
+    # by hand: the updates that ran (27 of its 31 planned steps), not the steps planned
+    assert "In 2.10 s (`short-schedule` 2.05 s, `mclearn-v1` 2.01 s) it ran fewer updates than `short-schedule` " \
+           "(27 against 30; `mclearn-v1` 26)" in text
     assert (f"Its scorer's median rank agreement was {once['rank agreement']:.3f} (`mclearn-v1` "
             f"{v1['rank agreement']:.3f}); scoring took {once['score s']:.3f} s against {once['update s']:.3f} s of "
             f"updates (`mclearn-v1` {v1['score s']:.3f} s against {v1['update s']:.3f} s).") in text
@@ -486,7 +491,8 @@ def test_the_five_seed_sentence_appears_only_where_the_chosen_presets_runs_exist
                                         [1 / 3, 0.5])
     assert sentence == ("In `sst2-mpnet-h200-equal-time` (5 seeds, test split), the chosen preset (`mclearn`) against "
                         "`short-schedule`: +1.00 pt [+0.82, +1.18] at 1/3 (better) and -1.00 pt [-1.00, -1.00] at 1/2 "
-                        "(worse), paired 95 % intervals.")  # runs without full-pass telemetry: no why sentence
+                        "(worse), paired 95 % intervals, verdicts on the Holm-adjusted p over 2 comparisons.")
+    # runs without full-pass telemetry: no why sentence
     previous = [dict(r, config={**r["config"], "once_draws": False}) for r in ours]  # mclearn-v1's config
     assert mc.ablation_confirmation(base + short + previous, "mclearn-once", "sst2", "x", [1 / 3, 0.5]) == \
         "5 seeds of the chosen preset not yet run on sst2."
@@ -503,8 +509,8 @@ def test_the_five_seed_sentence_appears_only_where_the_chosen_presets_runs_exist
 
 def test_the_five_seed_sentence_says_why_in_the_means_over_the_seeds():
     """After the verdict, ablation_confirmation gives the 5 seeds' means of the diagnostics against the short
-    schedule's, worked out by hand: mclearn trains 1.6, 1.7, 1.8, 1.7, 1.7 s (mean 1.70) in 50..58 steps
-    (mean 54.0), reaches 700..780 distinct rows of 1,000 (mean 740, 74.00 %), its per-run median rank agreement
+    schedule's, worked out by hand: mclearn trains 1.6, 1.7, 1.8, 1.7, 1.7 s (mean 1.70) and runs 48..56
+    updates (mean 52.0) of the 50..58 steps it planned (the sentence gives the updates that ran), reaches 700..780 distinct rows of 1,000 (mean 740, 74.00 %), its per-run median rank agreement
     is 0.51..0.55 (mean 0.530), scoring 0.03, 0.04, 0.05, 0.04, 0.04 s (0.040), 0.8 s of replayed updates,
     0.5 s of warm-up with 0.2 s of captures (short-schedule's captures 0.07..0.11 s: 0.090), and the
     flipped rows (20 % of the data) take 21..25 % of its passes (23.00 %); short-schedule trains 1.71..1.75 s
@@ -514,6 +520,7 @@ def test_the_five_seed_sentence_says_why_in_the_means_over_the_seeds():
     short = [dict(_diagnosed("short-schedule", study, 1 / 3, 0.90, 60, 1.70 + 0.01 * k, 1920, seed=k,
                              capture=0.06 + 0.01 * k), test_accuracy=0.90) for k in seeds]
     ours = [dict(_diagnosed("mclearn", study, 1 / 3, 0.89, 48 + 2 * k, seconds, 0, distinct=680 + 20 * k, passes=900,
+                            ran=46 + 2 * k,
                             ranks=(0.1 * k, 0.5 + 0.01 * k, 0.9), score=score, update=0.8,
                             flipped={"rows": 200, "data_share": 0.2, "passes": 1, "pass_share": 0.2 + 0.01 * k}, seed=k,
                             capture=0.2),
@@ -521,8 +528,9 @@ def test_the_five_seed_sentence_says_why_in_the_means_over_the_seeds():
             for k, seconds, score in zip(seeds, (1.6, 1.7, 1.8, 1.7, 1.7), (0.03, 0.04, 0.05, 0.04, 0.04))]
     sentence = mc.ablation_confirmation(base + short + ours, "mclearn-once", "sst2-noisy20", study, [1 / 3])
     assert sentence == (f"In `{study}` (5 seeds, test split), the chosen preset (`mclearn`) against `short-schedule`: "
-                        "-1.00 pt [-1.00, -1.00] at 1/3 (worse), paired 95 % intervals. At 1/3, in the means over its "
-                        "seeds, it trained 1.70 s against `short-schedule`'s 1.73 s, took 54.0 steps against 60.0, and "
+                        "-1.00 pt [-1.00, -1.00] at 1/3 (worse), paired 95 % intervals, verdicts on the Holm-adjusted p "
+                        "over 1 comparison. At 1/3, in the means over its "
+                        "seeds, it trained 1.70 s against `short-schedule`'s 1.73 s, ran 52.0 updates against 60.0, and "
                         "gave full passes to 740 distinct rows (74.00 % of the training set) against 1,000 (100.00 %); "
                         "its scorer's median rank agreement was 0.530; of its seconds, scoring took 0.040 s, updates "
                         "replayed through graphs 0.800 s and the eager warm-up steps and captures of new update shapes "
