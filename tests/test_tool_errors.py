@@ -86,11 +86,12 @@ def test_make_readme_refuses_to_publish_from_a_missing_or_partial_results_folder
 
 def test_make_readme_publishes_fewer_runs_only_when_told_and_says_so(capsys, published):
     results, readme, argv = published
+    published_rows = len(pd.read_csv(results / "summary.csv"))
     (results / "runs" / "clinc150-mpnet-h200-equal-time" / "mclearn-b0.50-seed2.json").unlink()
     assert mr.main([*argv, "--allow-fewer"]) == 0
     assert capsys.readouterr().out == ("note: publishing without 1 run(s) that summary.csv listed: "
                                        "clinc150-mpnet-h200-equal-time/mclearn-b0.50-seed2\n")
-    assert len(pd.read_csv(results / "summary.csv")) == 3 * 4 + 3 * 5 - 1
+    assert len(pd.read_csv(results / "summary.csv")) == published_rows - 1
     assert mr.main(argv) == 0  # published: the next run compares with what it now lists
 
 
