@@ -3648,12 +3648,21 @@ def irreducible_losses(ctx: RunContext, holdout: torch.Tensor, epochs: int) -> t
     return il_ctx.per_example_loss(logits, ctx.train.labels.to(ctx.device))
 
 
+def infobatch_anneal_start(epochs: int, anneal: float) -> int:
+    """Return the first epoch (counted from 0) that InfoBatch trains on all data: the reference's
+    rule (Qin et al. 2024, its code's sampler) prunes in epoch t (counted from 1) only while
+    t <= (1 - anneal) x epochs, so the last ceil(anneal x epochs) epochs use all data. The product
+    is rounded to 9 decimals first, so that 10 x (1 - 0.9) counts as the 1 it stands for."""
+    return math.floor(round(epochs * (1 - anneal), 9))
+
+
 class InfoBatch(ScoredBatches):
     """InfoBatch (Qin et al. 2024): each epoch, prune a random infobatch_prune share of the
     examples whose last loss is below the mean and scale up the kept ones' losses by
-    1 / (1 - prune) so the expected gradient is unchanged; the last infobatch_anneal share of
-    epochs uses all data. Unseen examples have no score and are never pruned, so a one-epoch
-    run prunes nothing; `telemetry()` reports the pruned counts."""
+    1 / (1 - prune) so the expected gradient is unchanged; the epochs from infobatch_anneal_start
+    on (the last infobatch_anneal share, rounded up to whole epochs) use all data. Unseen examples
+    have no score and are never pruned, so a one-epoch run prunes nothing; `telemetry()` reports
+    the pruned counts."""
 
     name = "infobatch"
 
@@ -3697,7 +3706,7 @@ class InfoBatch(ScoredBatches):
             self._skip_pruned_steps()
         self.epoch += 1
         cfg = self.ctx.cfg
-        anneal = self.epoch >= cfg.epochs * (1 - cfg.infobatch_anneal)
+        anneal = self.epoch >= infobatch_anneal_start(cfg.epochs, cfg.infobatch_anneal)
         weights = self.prune_weights(self.scores.cpu().numpy(), anneal)
         keep = np.flatnonzero(weights > 0)
         self.pruned.append(int(len(weights) - len(keep)))
@@ -5023,7 +5032,7 @@ def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[s
     if method == "infobatch":
         epochs = cfg.epochs
         for own_epochs in range(epochs, 0, -1):
-            annealed = own_epochs - math.ceil(own_epochs * (1 - cfg.infobatch_anneal))
+            annealed = own_epochs - infobatch_anneal_start(own_epochs, cfg.infobatch_anneal)
             pruned = max(0, own_epochs - 1 - annealed)
             full = own_epochs - pruned
             needed = (full + pruned - r * epochs) / (pruned * INFOBATCH_LOW_SHARE) if pruned else 0.0

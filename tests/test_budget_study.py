@@ -38,7 +38,7 @@ def test_infobatch_plan_fits_the_budget_with_the_most_epochs():
         assert plan.note is None and plan.predicted_share <= budget + 1e-9
         assert 0 <= plan.knobs["infobatch_prune"] <= mc.MAX_PRUNE
         more = plan.knobs["epochs"] + 1  # one epoch more would not fit, even at the largest prune ratio
-        annealed = more - int(np.ceil(more * (1 - cfg.infobatch_anneal)))
+        annealed = more - mc.infobatch_anneal_start(more, cfg.infobatch_anneal)
         pruned = more - 1 - annealed
         assert (more - pruned + pruned * (1 - mc.MAX_PRUNE * mc.INFOBATCH_LOW_SHARE)) / 5 > budget
     one_epoch = mc.plan_time_budget("infobatch", 0.5, mc.make_config("cpu-smoke", epochs=1), {})
