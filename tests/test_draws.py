@@ -68,7 +68,7 @@ def test_systematic_points_fall_on_the_rows_in_random_order():
     """40 rows of expected count 1/2 (20 points): no row gets two, and the rows are laid out in a random
     order, so every pair of rows is drawn together equally often, (n - 2) / (n - 1) / 4 = 0.2436. In
     index order each pair of neighbours would hold one point (together 0) and rows two apart would
-    go together half the time. 4,000 draws; the mean over the 39 (38) pairs within 0.02 (sd < 0.004)."""
+    go together half the time. 4,000 draws; the mean over the 39 (38) pairs within 0.02 (sd 0.001)."""
     rng = np.random.default_rng(0)
     counts = np.array([mc.systematic_counts(np.full(40, 0.5), rng) for _ in range(4000)])
     assert counts.max() == 1 and (counts.sum(1) == 20).all()
