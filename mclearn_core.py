@@ -171,6 +171,7 @@ class Config:
     vcas_min_ratio: float = 0.05
     # --- budget studies (section 8) ---------------------------------------------------------------
     time_budget: float = 0.0  # share of the tuned baseline's train seconds a method targets (0 = none)
+    budget_seconds: float = 0.0  # train seconds of a clock-driven run (RunClock; 0 = its planned steps)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -457,7 +458,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "rho_candidate_mult": AT_LEAST_ONE, "rho_select_fraction": Range(0, 1, lo_open=True), "rho_il_epochs": AT_LEAST_ONE,
     "infobatch_prune": Range(0, 1, hi_open=True), "infobatch_anneal": SHARE, "vcas_tau_act": NON_NEGATIVE,
     "vcas_tau_weight": NON_NEGATIVE, "vcas_every": AT_LEAST_ONE, "vcas_repeats": AT_LEAST_ONE,
-    "vcas_min_ratio": Range(0, 1, lo_open=True), "time_budget": SHARE,
+    "vcas_min_ratio": Range(0, 1, lo_open=True), "time_budget": SHARE, "budget_seconds": NON_NEGATIVE,
 }
 
 
@@ -1268,6 +1269,50 @@ def graphs_enabled(cfg: Config) -> bool:
     return cfg.cuda_graphs and cfg.precision != "fp16" and cfg.grad_accum_steps == 1
 
 
+# A clock-driven run estimates its next step's seconds as the median of this many last steps (a graph
+# capture or an eager warm-up step among them does not move the estimate).
+CLOCK_WINDOW = 8
+
+
+@dataclass
+class RunClock:
+    """Equal time by the clock (No Train No Gain's budgeted runs): a run trains until its train
+    seconds (setup and steps, evaluation excluded) reach `seconds`, and its lr follows the elapsed
+    share of them, so the schedule decays to its end at the last update whatever a step costs.
+
+    Before each step the training loop reads the seconds elapsed so far (the device synchronized
+    after the step before) and asks should_stop: a step is taken while it is expected to end
+    nearer the budget than not taking it (elapsed + est / 2 < seconds, est the median of the last
+    CLOCK_WINDOW steps' seconds plus the seconds the method expects the step to add: MC-Learn's
+    pool refresh, Method.extra_step_seconds), so the run's seconds land within half a step of the
+    budget. The step's lr is the schedule's at next_progress, the elapsed share at its expected
+    end; methods read the same share (`progress`) for their own phases (MC-Learn's kappa,
+    InfoBatch's anneal)."""
+
+    seconds: float
+    recent: list[float] = dataclasses.field(default_factory=list)  # the last steps' measured seconds
+    progress: float = 0.0  # the elapsed share at the expected end of the current step
+
+    def step_estimate(self) -> float:
+        """Return the expected seconds of the next step (0 before the first)."""
+        return float(np.median(self.recent)) if self.recent else 0.0
+
+    def should_stop(self, elapsed: float, extra: float = 0.0) -> bool:
+        """Return True when the next step (its estimate plus `extra` seconds) would end farther past
+        the budget than stopping now leaves before it (never before the first step)."""
+        return bool(self.recent) and elapsed + (self.step_estimate() + extra) / 2 >= self.seconds
+
+    def next_progress(self, elapsed: float, extra: float = 0.0) -> float:
+        """Return (and keep as `progress`) the elapsed share of the budget at the next step's expected
+        end (its estimate plus `extra` seconds)."""
+        self.progress = min(1.0, (elapsed + self.step_estimate() + extra) / self.seconds)
+        return self.progress
+
+    def observe(self, seconds: float) -> None:
+        """Book a step's measured seconds."""
+        self.recent = [*self.recent[1 - CLOCK_WINDOW:], seconds]
+
+
 @dataclass
 class RunContext:
     """What every method's step needs: model, data, optimizer and the precision machinery."""
@@ -1291,6 +1336,7 @@ class RunContext:
     step_costs: Any = None  # StepCosts of the baseline's update on this device (budget solver)
     flipped_rows: np.ndarray | None = None  # training rows whose label label_noise flipped (record_passes)
     pending_backwards: int = 0  # backward passes whose gradients await an optimizer step (grad_accum_steps)
+    clock: RunClock | None = None  # a clock-driven run's time budget (cfg.budget_seconds); None: its planned steps
 
     def autocast(self):
         return autocast_context(self.cfg, self.device, cache_enabled=not self.graphs)
@@ -1409,33 +1455,78 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: 
                          num_training_steps=max(total_steps, 1))
 
 
-class TensorLRSchedule:
-    """The same transformers schedule, precomputed as a device table [steps + 1, groups].
+def schedule_multiplier(cfg: Config, total_steps: int) -> Callable[[float], float]:
+    """Return f(k): the lr multiplier of the transformers schedule cfg.schedule (warmup share
+    cfg.warmup_ratio) over `total_steps` steps at step k, for any real k in [0, total_steps]: at
+    whole k it is the schedule's own lr_lambda (LambdaLR), between them the same formula."""
+    import warnings
 
-    Each param group's lr becomes a 0-d view of one device vector; `step()` copies the next row
-    into it (one kernel, no host sync), so a CUDA graph of the optimizer step reads the current lr.
-    """
+    from transformers import get_scheduler
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int):
-        import warnings
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)  # the lambda is the same for any optimizer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lam = get_scheduler(cfg.schedule, probe, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                            num_training_steps=max(total_steps, 1)).lr_lambdas[0]
+    return lambda k: float(lam(k))
 
-        schedule = build_scheduler(optimizer, cfg, total_steps)
-        rows = []
-        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
-            warnings.simplefilter("ignore")
-            for _ in range(total_steps + 1):
-                rows.append([group["lr"] for group in optimizer.param_groups])
-                schedule.step()
-        device = optimizer.param_groups[0]["params"][0].device
-        self.table = torch.tensor(rows, dtype=torch.float32, device=device)
-        self.current = self.table[0].clone()
-        for g, group in enumerate(optimizer.param_groups):
-            group["lr"] = self.current[g]
-        self.last_step = 0
+
+class LRSchedule:
+    """The lr of every param group: its peak lr (build_optimizer's) times the schedule's multiplier
+    f (schedule_multiplier over `total_steps` optimizer updates). Two ways to move it:
+
+    - step(): an optimizer update was made; count it and, unless progress drives the schedule,
+      move to the next step's multiplier, f(updates made) (the transformers schedule, step for step);
+    - drive(progress): set the multiplier of the next update from the run's progress p in [0, 1]
+      (elapsed share of a time budget, of epochs, or of a re-planned run): f(p total_steps), so the
+      schedule ends when the progress does, however many updates that takes.
+
+    On CUDA graphs (`on_device`) each group's lr is a 0-d view of one device vector, written by one
+    kernel per move (no host sync), so a captured optimizer step reads the current lr. Every update
+    is booked: record() gives the updates made, the multiplier at the last one (the lr at the last
+    update as a share of peak) and their sum (the sum of lr / peak over the updates)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int, on_device: bool = False):
+        self.groups, self.total = optimizer.param_groups, max(int(total_steps), 1)
+        self.f = schedule_multiplier(cfg, self.total)
+        self.peaks = [float(group["lr"]) for group in self.groups]
+        self.on_device = on_device
+        if on_device:
+            device = self.groups[0]["params"][0].device
+            self.peak_vector = torch.tensor(self.peaks, dtype=torch.float32, device=device)
+            self.current = self.peak_vector.clone()
+            for g, group in enumerate(self.groups):
+                group["lr"] = self.current[g]
+        self.driven = False
+        self.updates, self.last_share, self.sum_share = 0, None, 0.0
+        self._set(self.f(0))
+
+    def _set(self, multiplier: float) -> None:
+        self.multiplier = multiplier
+        if self.on_device:
+            torch.mul(self.peak_vector, multiplier, out=self.current)
+        else:
+            for group, peak in zip(self.groups, self.peaks):
+                group["lr"] = peak * multiplier
 
     def step(self) -> None:
-        self.last_step = min(self.last_step + 1, self.table.shape[0] - 1)
-        self.current.copy_(self.table[self.last_step])
+        """Book an optimizer update made at the current lr; then, unless driven, set the next step's."""
+        self.updates += 1
+        self.last_share, self.sum_share = self.multiplier, self.sum_share + self.multiplier
+        if not self.driven:
+            self._set(self.f(min(self.updates, self.total)))
+
+    def drive(self, progress: float) -> None:
+        """Set the lr of the next update from the run's progress (clipped to [0, 1]): f(p total_steps)."""
+        self.driven = True
+        self._set(self.f(min(max(float(progress), 0.0), 1.0) * self.total))
+
+    def record(self) -> dict[str, Any]:
+        """Return the run file's lr_schedule: updates made, the lr at the last one and the sum of lr
+        over them, as shares of the peak, and whether progress drove the schedule."""
+        return {"updates": self.updates, "driven": self.driven,
+                "last_share": None if self.last_share is None else round(self.last_share, 6),
+                "sum_share": round(self.sum_share, 4)}
 
 
 # A batch shape that a run's plan uses fewer times than this runs eagerly instead of being captured:
@@ -1468,6 +1559,7 @@ class GraphedUpdate:
         self.capture = ctx.device.type == "cuda" and ctx.graphs  # else: the same code, eagerly
         self.graphs: dict[tuple, tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
         self.eager_steps: dict[tuple, int] = {}
+        self.eager_times: list[tuple[tuple, float]] = []  # (key, seconds) of each eager step (device synchronized)
         self.capture_seconds = 0.0
         self.capture_error: str | None = None  # set when a capture failed and the run went eager
         self.side_stream = torch.cuda.Stream(ctx.device) if self.capture else None
@@ -1488,11 +1580,15 @@ class GraphedUpdate:
             if self.eager_steps.get(key, 0) < self.ctx.cfg.graph_warmup_steps or not self.worth_capturing(key):
                 self.eager_steps[key] = self.eager_steps.get(key, 0) + 1
                 main = torch.cuda.current_stream(self.ctx.device)
+                _sync(self.ctx.device)  # an eager step is timed on its own (few: warm-ups and rare shapes)
+                start = time.perf_counter()
                 self.side_stream.wait_stream(main)
                 self._zero_grad()
                 with torch.cuda.stream(self.side_stream):
                     out = self.update_fn(inputs, key)
                 main.wait_stream(self.side_stream)
+                _sync(self.ctx.device)
+                self.eager_times.append((key, time.perf_counter() - start))
                 for value in out.values():
                     value.record_stream(main)
                 return out
@@ -1531,11 +1627,27 @@ class GraphedUpdate:
         self.capture_seconds += time.perf_counter() - start
         self.graphs[key] = (graph, static_in, static_out)
 
+    def eager_seconds(self) -> tuple[float, float]:
+        """Return the seconds of the eager steps: (warm-up steps of the shapes later captured, every
+        other eager step: rare shapes and shapes that never reached a capture), each timed between
+        two device synchronizations; (0, 0) when nothing captures (off CUDA, graphs off)."""
+        warmup = rest = 0.0
+        for key, seconds in self.eager_times:
+            if key in self.graphs:
+                warmup += seconds
+            else:
+                rest += seconds
+        return warmup, rest
+
     def telemetry(self) -> dict[str, Any]:
-        """Return how many graphs were captured, their capture seconds, how many shapes (and their
-        steps) ran eagerly for being rare in the plan, and any capture error."""
+        """Return how many graphs were captured, their capture seconds, the seconds of the eager
+        warm-up steps before them and of the other eager steps, how many shapes (and their steps)
+        ran eagerly for being rare in the plan, and any capture error."""
         rare = [key for key in self.eager_steps if key not in self.graphs and not self.worth_capturing(key)]
+        warmup, other = self.eager_seconds()
         return {"cuda_graphs": len(self.graphs), "graph_capture_seconds": round(self.capture_seconds, 4),
+                **({"graph_warmup_seconds": round(warmup, 4), "eager_seconds": round(other, 4)}
+                   if self.eager_times else {}),
                 **({"rare_shapes_eager": len(rare), "rare_shape_steps": sum(self.eager_steps[k] for k in rare)}
                    if rare and self.capture else {}),
                 **({"graph_capture_error": self.capture_error} if self.capture_error else {})}
@@ -1636,6 +1748,17 @@ class Method:
         """Optimizer updates the schedule spans (defaults to one per step)."""
         return self.num_steps()
 
+    def extra_step_seconds(self, i: int) -> float:
+        """Return the seconds step `i` is expected to take beyond a usual step (a clock-driven run
+        weighs them before taking it): 0 unless the method says otherwise."""
+        return 0.0
+
+    def schedule_progress(self) -> float | None:
+        """Return the progress in [0, 1] that the lr of the next update follows when the method's
+        schedule follows its own progress (InfoBatch's epochs, MC-Learn's re-planned steps); None:
+        one schedule step per optimizer update. A clock-driven run follows its clock instead."""
+        return None
+
     def step(self, i: int) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -1689,13 +1812,13 @@ class Method:
 
 def build_optimization(ctx: RunContext, method: Method, extra_steps: int = 0) -> None:
     """Set ctx.optimizer and ctx.scheduler for `method` (its optimizer steps plus `extra_steps`):
-    the capturable fused AdamW with a TensorLRSchedule when the method replays CUDA graphs
-    (ctx.graphs), else AdamW with the transformers schedule."""
+    the capturable fused AdamW with its lr on the device when the method replays CUDA graphs
+    (ctx.graphs), else AdamW; the lr follows LRSchedule over the method's optimizer updates."""
     cfg = ctx.cfg
     ctx.graphs = method.graphable and graphs_enabled(cfg)
     ctx.optimizer = build_optimizer(ctx.model, cfg, ctx.device, method.extra_param_groups(), capturable=ctx.graphs)
     total = math.ceil(method.optimizer_steps() / max(cfg.grad_accum_steps, 1)) + extra_steps
-    ctx.scheduler = (TensorLRSchedule if ctx.graphs else build_scheduler)(ctx.optimizer, cfg, total)
+    ctx.scheduler = LRSchedule(ctx.optimizer, cfg, total, on_device=ctx.graphs)
 
 
 class FullPass(Method):
@@ -1721,9 +1844,12 @@ class FullPass(Method):
         return dict(collections.Counter(self.update_shape(len(rows), width, False) for rows, width in self.plan))
 
     def step(self, i: int) -> dict[str, Any]:
-        if not self.device_rows:  # the whole plan's row indices go to the device in one copy
-            sizes = [len(rows) for rows, _ in self.plan]
-            self.device_rows = list(to_device(torch.cat([rows for rows, _ in self.plan]), self.ctx.device).split(sizes))
+        if i >= len(self.plan):  # a clock-driven run outlasts its plan: one more epoch
+            self.plan.extend(plan_epoch(self.data, self.ctx.cfg, self.ctx.generator))
+        if len(self.device_rows) <= i:  # the plan's row indices (the rest of it) go to the device in one copy
+            rest = self.plan[len(self.device_rows):]
+            self.device_rows += to_device(torch.cat([rows for rows, _ in rest]), self.ctx.device).split(
+                [len(rows) for rows, _ in rest])
         loss, _ = self.update(self.data, self.device_rows[i], i, self.plan[i][1])
         return {"loss": loss}
 
@@ -2376,8 +2502,8 @@ class MCLearn(Method):
         self.loop_refresh_seconds = self.loop_refresh_size = 0.0  # the refreshes after setup: seconds, pool_size
         self.setup_refresh_per_member = 0.0  # measured seconds per pool member of the refresh setup priced
         self.update_prices: dict[int, float] = {}  # priced seconds of an update per width
+        self.planned_uses: dict[tuple, int] = {}  # planned steps per update shape (setup: capture policy)
         self.position, self.stride = 0.0, 1.0  # training progress in steps of the first plan (lr schedule, kappa)
-        self.extra_lr_steps = 0  # schedule steps taken to keep the lr with the progress after a re-plan
         self.replans: list[dict[str, Any]] = []
         self.steps_run = 0
         self.graphed: GraphedUpdate | None = None
@@ -2431,11 +2557,14 @@ class MCLearn(Method):
         # The capture reserve: the captures a run of that many steps is expected to make at the first
         # pool's width mix (expected_captures), not one per width in the data (a Banking77 run reserved
         # four and made one or two). Solved once with every width of the mix, then with the captures
-        # expected over the steps that allows (a little conservative: it is the larger step count's).
+        # expected over the steps that allows (a little conservative: it is the larger step count's),
+        # of the widths the run plans to use at least GRAPH_MIN_USES times (the others run eagerly,
+        # the capture policy of every method: GraphedUpdate.worth_capturing).
         expected = 0.0
         if self.will_capture():
             upper = solve(float(np.count_nonzero(self.plan.bucket_prob)))["steps"]
-            expected = expected_captures(self.plan.bucket_prob, upper, cfg.graph_warmup_steps)
+            frequent = self.plan.bucket_prob * upper >= GRAPH_MIN_USES
+            expected = expected_captures(np.where(frequent, self.plan.bucket_prob, 0.0), upper, cfg.graph_warmup_steps)
         self.budget = solve(expected)
         for message in self.budget["warnings"]:
             if message not in costs.warnings:  # those were printed when the costs were measured
@@ -2444,6 +2573,8 @@ class MCLearn(Method):
         self.budget["step_costs"] = costs.record()
         self.setup_charge = spent
         self.loop_steps = self.total_steps = self.budget["steps"]
+        self.planned_uses = {(self.full_rows, int(w)): int(round(p * self.loop_steps))
+                             for w, p in zip(self.plan.bucket_widths, self.plan.bucket_prob)}
 
     def timed_refresh(self, progress: float) -> float:
         """Refresh (self.refresh) between two device syncs; return its seconds."""
@@ -2479,15 +2610,16 @@ class MCLearn(Method):
 
     def captures_expected(self, steps: float) -> float:
         """Return the graph captures expected in the next `steps` steps at the current pool's width
-        mix: the widths not captured yet, each with the eager uses it has had (expected_captures);
-        0 when the update does not capture."""
+        mix: the widths not captured yet that the run plans to use at least GRAPH_MIN_USES times,
+        each with the eager uses it has had (expected_captures); 0 when the update does not capture."""
         plan, graphed = self.plan, self.graphed
         if not self.will_capture():
             return 0.0
         keys = [(self.full_rows, int(w)) for w in plan.bucket_widths]
         done = graphed.graphs if graphed is not None else {}
         used = graphed.eager_steps if graphed is not None else {}
-        prob = [p if key not in done else 0.0 for key, p in zip(keys, plan.bucket_prob)]
+        prob = [p if key not in done and self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0
+                for key, p in zip(keys, plan.bucket_prob)]
         return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])
 
     def replan(self, i: int, progress: float) -> None:
@@ -2506,9 +2638,7 @@ class MCLearn(Method):
         measured = self.costs.seconds.get("update", 0.0)
         ratio = measured / self.priced_update_seconds if self.priced_update_seconds > 0 else 1.0
         step_seconds = ratio * float(np.dot([self.update_price(int(w)) for w in plan.bucket_widths], plan.bucket_prob))
-        per_member = self.loop_refresh_seconds / self.loop_refresh_size if self.loop_refresh_size else \
-            self.setup_refresh_per_member
-        refresh_seconds = per_member * self.mean_pool_size(progress)
+        refresh_seconds = self.refresh_seconds_per_member() * self.mean_pool_size(progress)
         most = int(self.loop_steps - self.position + 1e-9)
         reserve = self.captures_expected(most) * self.ctx.step_costs.capture_seconds  # captures still to come
         total = i + steps_within(self.budget["budget_seconds"] - charged - reserve, step_seconds, refresh_seconds,
@@ -2525,15 +2655,25 @@ class MCLearn(Method):
         self.total_steps = total
         self.stride = (self.loop_steps - self.position) / (total - i) if total > i else 1.0
 
-    def advance_schedule(self, i: int) -> None:
-        """After step `i`: move the training progress on by `stride` steps of the first plan and
-        step the lr schedule as far (extra steps after a re-plan shortened the run)."""
-        self.position += self.stride
+    def schedule_progress(self) -> float:
+        """Return the progress the next update's lr follows: the optimizer updates that the training
+        progress `position` (steps of the first plan, moved on `stride` per step after a re-plan)
+        has made, over the updates the schedule spans, so the schedule ends with the run's last
+        update even when a re-plan shortened it."""
         accum = max(self.ctx.cfg.grad_accum_steps, 1)
-        behind = int(self.position / accum + 1e-9) - (i + 1) // accum - self.extra_lr_steps
-        for _ in range(max(behind, 0)):
-            self.ctx.scheduler.step()
-        self.extra_lr_steps += max(behind, 0)
+        return int(self.position / accum + 1e-9) / math.ceil(self.loop_steps / accum)
+
+    def planned_update_shapes(self) -> dict[tuple, int]:
+        """Return the uses of each (full_rows, width) update the run plans: its planned steps at the
+        first pool's width mix (set by setup)."""
+        return self.planned_uses
+
+    def refresh_seconds_per_member(self) -> float:
+        """Return the measured seconds of a pool refresh per pool member: of the refreshes since setup,
+        before the first of them setup's."""
+        if self.loop_refresh_size:
+            return self.loop_refresh_seconds / self.loop_refresh_size
+        return self.setup_refresh_per_member
 
     def ctx_step_costs(self) -> StepCosts:
         """Return the step-cost table this run is priced with: the one train_method took from
@@ -2678,15 +2818,26 @@ class MCLearn(Method):
         """Return True when step `i` starts with a pool refresh (the steps' one host read)."""
         return i - self.plan_start >= self.ctx.cfg.refresh_every
 
+    def extra_step_seconds(self, i: int) -> float:
+        """Return the expected seconds of the pool refresh step `i` starts with, if it does (RunClock
+        weighs them: a refresh costs several steps' seconds): the measured seconds per pool member
+        times the pool size at the run's progress."""
+        if not self.refresh_due(i):
+            return 0.0
+        clock = self.ctx.clock
+        progress = clock.progress if clock else self.position / self.loop_steps
+        return self.refresh_seconds_per_member() * self.pool_size(self.policy.kappa(progress))
+
     def step(self, i: int) -> dict[str, Any]:
         ctx = self.ctx
-        if self.budget and i >= self.total_steps:  # a re-plan ended the run sooner: the loop's last steps do nothing
+        clock = ctx.clock  # clock-driven: steps until the clock stops the run, phases by its elapsed share
+        if self.budget and clock is None and i >= self.total_steps:  # a re-plan ended the run sooner
             return {}
-        progress = self.position / self.loop_steps
+        progress = clock.progress if clock is not None else self.position / self.loop_steps
         if self.refresh_due(i):
             self._update_policy()
             self.plan_start = i
-            if self.budget:
+            if self.budget and clock is None:
                 self.replan(i, progress)
                 if i >= self.total_steps:
                     return {}
@@ -2697,7 +2848,7 @@ class MCLearn(Method):
         width = self.plan.widths[j]
         accumulate = ctx.cfg.grad_accum_steps > 1
         if self.graphed is None and not accumulate:
-            self.graphed = GraphedUpdate(ctx, self._update)
+            self.graphed = GraphedUpdate(ctx, self._update, self.planned_update_shapes() if self.budget else None)
         # a shape's eager warm-up steps and capture are timed apart: they say nothing of a replay's cost
         warm = accumulate or not self.graphed.capture or (self.full_rows, width) in self.graphed.graphs
         with self.costs.timed("update" if warm else "update_warmup", self.full_rows):
@@ -2707,7 +2858,7 @@ class MCLearn(Method):
             ctx.scheduler.step()
         if self.budget and warm:
             self.priced_update_seconds += self.update_price(width)
-        self.advance_schedule(i)
+        self.position += self.stride
         self.steps_run += 1
         self.step_stats.append(out.pop("stats"))
         ctx.examples_forward += self.full_rows
@@ -3440,10 +3591,13 @@ class ShortSchedule(FullPass):
     buckets, epoch after epoch, so no example repeats before every one has been seen) whose priced
     seconds fit cfg.time_budget of the whole plan's (short_schedule_length, from the measured step
     costs the budget solver uses); its warmup and cosine schedule span the shortened run, so its lr
-    decays to zero inside the budget. time_budget 0 (or 1) is the full baseline."""
+    decays to zero inside the budget. Clock-driven (cfg.budget_seconds), it runs the same plan
+    until the clock stops it, with the lr following the clock, and the priced prefix is the steps it
+    plans for. time_budget 0 (or 1) is the full baseline."""
 
     name = "short-schedule"
     priced = True  # train_method hands it the measured step costs
+    planned_steps: int | None = None  # clock-driven: the priced prefix's steps (the plan itself stays whole)
 
     def setup(self) -> None:
         cfg, costs = self.ctx.cfg, self.ctx.step_costs
@@ -3455,9 +3609,19 @@ class ShortSchedule(FullPass):
         shapes = [self.update_shape(len(rows), width, False) for rows, width in self.plan]
         capture = costs.capture_seconds if costs.graphed and graphs_enabled(cfg) else 0.0
         n, prices = short_schedule_length(seconds, shapes, cfg.time_budget, capture)
-        self.plan = self.plan[:n]
+        if self.ctx.clock is None:
+            self.plan = self.plan[:n]
+        else:  # the clock ends the run; the priced prefix is the steps it plans (capture policy, bar)
+            self.planned_steps = n
         self.schedule.update(steps=n, epochs_covered=round(n / max(prices["full_steps"], 1) * cfg.epochs, 4),
                              **prices)
+
+    def num_steps(self) -> int:
+        return self.planned_steps or len(self.plan)
+
+    def planned_update_shapes(self) -> dict[tuple, int]:
+        return dict(collections.Counter(self.update_shape(len(rows), width, False)
+                                        for rows, width in self.plan[:self.num_steps()]))
 
     def telemetry(self) -> dict[str, Any]:
         return {"short_schedule": self.schedule, **self.graph_telemetry()}
@@ -3544,12 +3708,16 @@ class SelectiveBackprop(ScoredBatches):
         super().__init__(ctx)
         self.plan = []
         for _ in range(ctx.cfg.epochs):
-            epoch = plan_epoch(ctx.train, ctx.cfg, ctx.generator)
-            self.plan.extend(epoch[:max(1, math.ceil(len(epoch) * ctx.cfg.candidate_share))])
+            self.extend_plan()
         self.history = np.empty(0)
         self.pending: list[torch.Tensor] = []
         self.updates = 0
         self.rng = host_rng(ctx)
+
+    def extend_plan(self) -> None:
+        """Add an epoch's candidate batches (its leading candidate_share) to the plan."""
+        epoch = plan_epoch(self.ctx.train, self.ctx.cfg, self.ctx.generator)
+        self.plan.extend(epoch[:max(1, math.ceil(len(epoch) * self.ctx.cfg.candidate_share))])
 
     def num_steps(self) -> int:
         return len(self.plan)
@@ -3569,6 +3737,8 @@ class SelectiveBackprop(ScoredBatches):
         return self.rng.random(len(losses)) < percentile ** cfg.sb_beta
 
     def step(self, i: int) -> dict[str, Any]:
+        if i >= len(self.plan):  # a clock-driven run outlasts its plan
+            self.extend_plan()
         idx, _ = self.plan[i]
         losses = self.score(self.ctx.train, idx).float().cpu().numpy()  # selection needs the host
         self.pending.append(idx[torch.as_tensor(self.select(losses))])
@@ -3677,10 +3847,25 @@ class InfoBatch(ScoredBatches):
         self.steps_per_epoch = len(plan_epoch(ctx.train, ctx.cfg, torch.Generator().manual_seed(0)))
 
     def num_steps(self) -> int:
-        # An upper bound: pruned epochs end early and the remaining steps do nothing. The lr
-        # schedule follows epochs (each pruned epoch skips its pruned steps' share of it), so
-        # it ends with the last epoch.
+        # An upper bound: pruned epochs end early and the remaining steps do nothing.
         return self.steps_per_epoch * self.ctx.cfg.epochs
+
+    def planned_update_shapes(self) -> dict[tuple, int]:
+        """Return the update shapes of its epochs as planned on all the data (a pruned epoch runs
+        fewer of the same batches; the partial batches pruning leaves are rare and run eagerly)."""
+        epoch = plan_epoch(self.ctx.train, self.ctx.cfg, torch.Generator().manual_seed(0))
+        return {shape: uses * self.ctx.cfg.epochs for shape, uses in collections.Counter(
+            self.update_shape(len(rows), width, True) for rows, width in epoch).items()}
+
+    def schedule_progress(self) -> float:
+        """Return the share of its epochs done when the next step starts, each epoch's share of the
+        warmup and cosine schedule compressed into the steps that epoch runs (InfoBatch's reference
+        code builds its schedule per epoch from the pruned epoch's length), so the lr reaches the
+        schedule's end at the last update of the last epoch."""
+        epochs = self.ctx.cfg.epochs
+        if self.epoch < 0:
+            return 0.0
+        return min(1.0, (self.epoch + self.cursor / max(len(self.plan), 1)) / epochs)
 
     def prune_weights(self, scores: np.ndarray, anneal: bool) -> np.ndarray:
         """Return per-example loss weights for an epoch: 0 = pruned, 1/(1-p) = kept low-loss, 1 = rest."""
@@ -3694,20 +3879,19 @@ class InfoBatch(ScoredBatches):
         weights[prune] = 0.0
         return weights
 
-    def _skip_pruned_steps(self) -> None:
-        """Step the lr schedule over the steps the epoch just ended pruned away, so the schedule
-        follows epochs and ends with the last one."""
-        for _ in range(self.steps_per_epoch - len(self.plan)):
-            self.ctx.scheduler.step()
-        self.plan = []
+    def annealing(self) -> bool:
+        """Return True when the epoch starting now uses all the data: an epoch from
+        infobatch_anneal_start on, or, in a clock-driven run (its epochs are open-ended), one that
+        starts in the last infobatch_anneal share of the budget's seconds."""
+        cfg, clock = self.ctx.cfg, self.ctx.clock
+        if clock is not None:
+            return clock.progress >= 1 - cfg.infobatch_anneal
+        return self.epoch >= infobatch_anneal_start(cfg.epochs, cfg.infobatch_anneal)
 
     def _new_epoch(self) -> None:
-        if self.epoch >= 0:
-            self._skip_pruned_steps()
         self.epoch += 1
         cfg = self.ctx.cfg
-        anneal = self.epoch >= infobatch_anneal_start(cfg.epochs, cfg.infobatch_anneal)
-        weights = self.prune_weights(self.scores.cpu().numpy(), anneal)
+        weights = self.prune_weights(self.scores.cpu().numpy(), self.annealing())
         keep = np.flatnonzero(weights > 0)
         self.pruned.append(int(len(weights) - len(keep)))
         sub = subset_split(self.ctx.train, keep)
@@ -3722,9 +3906,7 @@ class InfoBatch(ScoredBatches):
 
     def step(self, i: int) -> dict[str, Any]:
         if self.epoch < 0 or self.cursor >= len(self.plan):
-            if self.epoch + 1 >= self.ctx.cfg.epochs:  # all epochs done: pruning ended them early
-                if self.plan:
-                    self._skip_pruned_steps()
+            if self.ctx.clock is None and self.epoch + 1 >= self.ctx.cfg.epochs:  # all epochs done: pruning ended them early
                 return {}
             self._new_epoch()
         idx, width, weights = self.plan[self.cursor]
@@ -4213,6 +4395,7 @@ def start_run(method_name: str, cfg: Config, prepared: "Prepared", seed: int) ->
                      generator=torch.Generator().manual_seed(seed),
                      device_generator=torch.Generator(device=device).manual_seed(seed))
     ctx.flipped_rows = prepared.flipped_rows
+    ctx.clock = RunClock(cfg.budget_seconds) if cfg.budget_seconds > 0 else None
     if cfg.precision == "fp16" and device.type == "cuda":
         ctx.scaler = torch.amp.GradScaler("cuda")
     method = METHODS[method_name](ctx)
@@ -4265,49 +4448,90 @@ def write_step_log(logs: tuple, done: int, lr: float, logged: dict[str, float], 
 
 
 def train_loop(ctx: RunContext, method: Method, method_name: str, total_steps: int, eval_data: EncodedSplit,
-               logs: tuple, bar, train_seconds: float) -> tuple[list[dict[str, Any]], float, float]:
-    """Run the method's `total_steps` steps; return its eval curve, train seconds (`train_seconds`,
-    the setup's, plus the steps'; the clock runs between evaluations and stops after a device
-    synchronize, so no step needs a host sync to be timed) and eval seconds. Logs every log_every
-    steps and at each evaluation (eval_steps), checking the logged loss is finite."""
-    cfg, device = ctx.cfg, ctx.device
-    eval_at = eval_steps(total_steps, cfg.eval_points)
+               logs: tuple, bar, train_seconds: float) -> tuple[list[dict[str, Any]], float, float, int]:
+    """Run the method's steps; return its eval curve, train seconds (`train_seconds`, the setup's,
+    plus the steps'; the clock runs between evaluations and stops after a device synchronize) and
+    eval seconds. A step-driven run takes `total_steps` steps and evaluates after the eval_steps;
+    a clock-driven one (ctx.clock) takes steps until its clock says stop, synchronizing after each
+    to read the time, with its lr driven by the clock (RunClock) and evaluations at even shares of
+    its budget. The last evaluation follows the last step (after a last partial accumulation group
+    stepped), and the steps taken come last. Logs every log_every steps and at each evaluation,
+    checking the logged loss is finite."""
+    cfg, device, clock = ctx.cfg, ctx.device, ctx.clock
+    eval_at = set(eval_steps(total_steps, cfg.eval_points)[:-1]) if clock is None else set()
+    eval_times = [clock.seconds * k / cfg.eval_points for k in range(1, cfg.eval_points)] if clock else []
     curve, eval_seconds = [], 0.0
     running: dict[str, torch.Tensor] = {}
-    running_steps = 0
+    running_steps, step = 0, 0
+
+    def log(done: int, info: dict[str, Any]) -> None:
+        nonlocal running, running_steps
+        logged = {k: float(v) / running_steps for k, v in running.items()}  # per-step means
+        running, running_steps = {}, 0
+        if "loss" in logged:
+            _check_finite(logged["loss"], done, method_name)
+        write_step_log(logs, done, float(ctx.optimizer.param_groups[-1]["lr"]), logged, info)
+
+    def evaluation(done: int) -> None:
+        nonlocal eval_seconds
+        te = time.perf_counter()
+        result = evaluate(method.eval_model(), eval_data, cfg, device)
+        eval_seconds += time.perf_counter() - te
+        curve.append({"step": done, "train_seconds": train_seconds, "examples_backward": ctx.examples_backward,
+                      "accuracy": result["accuracy"], "eval_loss": result["loss"]})
+        bar.set_postfix(acc=f"{result['accuracy']:.3f}")
+        if logs[1]:
+            logs[1].add_scalar("eval/accuracy", result["accuracy"], step)
+            logs[1].add_scalar("eval/loss", result["loss"], step)
+
+    info: dict[str, Any] = {}
     _sync(device)
     t0 = time.perf_counter()
-    for step in range(total_steps):
+    while True:
+        if clock is not None:
+            elapsed, extra = train_seconds + time.perf_counter() - t0, method.extra_step_seconds(step)
+            if clock.should_stop(elapsed, extra):
+                break
+            ctx.scheduler.drive(clock.next_progress(elapsed, extra))
+            started = time.perf_counter()
+        elif step >= total_steps:
+            break
+        else:
+            progress = method.schedule_progress()
+            if progress is not None:
+                ctx.scheduler.drive(progress)
         info = checked_step(method, step, method_name, ctx.model, running.get("loss"))
+        if clock is not None:
+            if not info:  # the method has nothing left to train: no step for the clock to wait on
+                print(f"warning: {method_name}: it ended at step {step} before its clock "
+                      f"({train_seconds + time.perf_counter() - t0:.2f} of {clock.seconds:.2f} s)", flush=True)
+                break
+            _sync(device)
+            clock.observe(time.perf_counter() - started)
         for key, value in info.items():
             if isinstance(value, torch.Tensor):
                 running[key] = running.get(key, 0.0) + value.detach().float()
         running_steps += 1
+        step += 1
         bar.update(1)
-        done = step + 1
-        if done == total_steps:
-            ctx.flush_gradients()  # a last partial accumulation group steps too, before the final evaluation
-        if done % cfg.log_every == 0 or done in eval_at:
-            logged = {k: float(v) / running_steps for k, v in running.items()}  # per-step means
-            running, running_steps = {}, 0
-            if "loss" in logged:
-                _check_finite(logged["loss"], done, method_name)
-            write_step_log(logs, done, float(ctx.optimizer.param_groups[-1]["lr"]), logged, info)
-        if done in eval_at:
+        due = step in eval_at or bool(eval_times and train_seconds + time.perf_counter() - t0 >= eval_times[0])
+        if step % cfg.log_every == 0 or due:
+            log(step, info)
+        if due:
             _sync(device)
             train_seconds += time.perf_counter() - t0
-            te = time.perf_counter()
-            result = evaluate(method.eval_model(), eval_data, cfg, device)
-            eval_seconds += time.perf_counter() - te
-            curve.append({"step": done, "train_seconds": train_seconds, "examples_backward": ctx.examples_backward,
-                          "accuracy": result["accuracy"], "eval_loss": result["loss"]})
-            bar.set_postfix(acc=f"{result['accuracy']:.3f}")
-            if logs[1]:
-                logs[1].add_scalar("eval/accuracy", result["accuracy"], done)
-                logs[1].add_scalar("eval/loss", result["loss"], done)
+            while eval_times and train_seconds >= eval_times[0]:
+                eval_times.pop(0)
+            evaluation(step)
             _sync(device)
             t0 = time.perf_counter()
-    return curve, train_seconds, eval_seconds
+    ctx.flush_gradients()  # a last partial accumulation group steps too, before the final evaluation
+    _sync(device)
+    train_seconds += time.perf_counter() - t0
+    if running_steps:
+        log(step, info)
+    evaluation(step)
+    return curve, train_seconds, eval_seconds, step
 
 
 def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
@@ -4315,8 +4539,10 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
                  budget: "BudgetPlan | None" = None) -> dict[str, Any]:
     """Train one method for one seed on prepared data; return the run record (not yet written).
 
-    Train time counts the method's setup and steps and excludes evaluation (train_loop). `budget`
-    (a budget study's plan for this method, its knobs already in `cfg`) is stored in the record.
+    Train time counts the method's setup and steps and excludes evaluation (train_loop); with
+    cfg.budget_seconds the run is clock-driven (RunClock: it trains until its train seconds reach
+    them), else it takes its planned steps. `budget` (a budget study's plan for this method, its
+    knobs already in `cfg`) is stored in the record.
     """
     cfg = config_for_method(cfg, method_name)
     ctx, method = start_run(method_name, cfg, prepared, seed)
@@ -4332,13 +4558,13 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     setup_seconds = time.perf_counter() - t_setup  # counted as training time
     host = {"load_avg_start": _load_average(), "load_at_start": load, "cpu_start": time.process_time()}
     with run_logs(log_path) as logs, _progress(total_steps, f"{method_name} seed {seed}", progress) as bar:
-        curve, train_seconds, eval_seconds = train_loop(ctx, method, method_name, total_steps, prepared.eval,
-                                                        logs, bar, setup_seconds)
+        curve, train_seconds, eval_seconds, steps = train_loop(ctx, method, method_name, total_steps, prepared.eval,
+                                                               logs, bar, setup_seconds)
     final = evaluate(method.eval_model(), prepared.eval, cfg, device)
     test = None if prepared.test is None else evaluate(method.eval_model(), prepared.test, cfg, device)
     _warn(warnings, chance_warning(final["accuracy"], final["labels"], len(prepared.label_names)), method_name, seed)
     record = run_record(method_name, cfg, prepared, seed, budget, ctx, method, warnings, host,
-                        steps=total_steps, train_seconds=train_seconds, eval_seconds=eval_seconds, curve=curve,
+                        steps=steps, train_seconds=train_seconds, eval_seconds=eval_seconds, curve=curve,
                         final=final, test=test)
     del method, ctx
     release_device_memory(device)  # this run's CUDA graphs and their memory pool, before the next run
@@ -4441,12 +4667,18 @@ def run_record(method_name: str, cfg: Config, prepared: "Prepared", seed: int, b
     capture_error = telemetry.get("graph_capture_error")
     if capture_error:
         warnings.append(f"the update was not graphed (capture failed): {capture_error}")
+    schedule = ctx.scheduler.record()
     return {
         **run_identity(method_name, cfg, prepared, seed, budget),
+        "protocol": PROTOCOL,
         # graphed: the update was replayed as CUDA graphs (a failed capture runs eagerly, see warnings)
         "graphed": bool(ctx.graphs and not capture_error), "graph_capture_error": capture_error,
-        "steps": steps,
+        "steps": steps, "updates": schedule["updates"],
         "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+        "time_target": time_target(cfg, train_seconds),
+        "lr_schedule": {"peak_lr": cfg.lr, "driven_by": ("clock" if ctx.clock else "progress") if schedule.pop("driven")
+                        else "steps", **schedule},
+        "startup_seconds": startup_seconds(method, train_seconds),
         "device_warmup_seconds": prepared.warmup_seconds,  # untimed, once per prepare (CUDA)
         "accuracy": final["accuracy"], "eval_loss": final["loss"],
         "test_accuracy": None if test is None else test["accuracy"],
@@ -4467,6 +4699,38 @@ def run_record(method_name: str, cfg: Config, prepared: "Prepared", seed: int, b
         "eval_difficulty": None if difficulty is None else np.round(difficulty, 5).tolist(),
         "telemetry": telemetry,
     }
+
+
+# The protocol a run file was made under: "fair" (the fair protocol: clock-driven equal time, each
+# method's own lr at each budget, lr schedules that end at the last update, one capture policy, the
+# record's lr_schedule, updates, time_target and startup_seconds). A file without it is of the
+# previous protocol.
+PROTOCOL = "fair"
+
+
+def time_target(cfg: Config, train_seconds: float) -> dict[str, Any] | None:
+    """Return a clock-driven run's time target: its seconds (cfg.budget_seconds), the reference's
+    seconds they are the time_budget share of, the share, and the train seconds over the target
+    (ratio); None for a run driven by its planned steps."""
+    if not cfg.budget_seconds > 0:
+        return None
+    return {"seconds": round(cfg.budget_seconds, 4),
+            "reference_seconds": round(cfg.budget_seconds / cfg.time_budget, 4) if cfg.time_budget else None,
+            "share": cfg.time_budget, "ratio": round(train_seconds / cfg.budget_seconds, 4)}
+
+
+def startup_seconds(method: Method, train_seconds: float) -> dict[str, Any]:
+    """Return the start-up costs of a run's CUDA graphs (its update's and its scoring forward's):
+    the eager warm-up steps of the shapes it captured, the captures, the eager steps of rare
+    shapes, the graphs captured, and the share of train seconds warm-up and captures took; all 0
+    where nothing is captured (off CUDA, graphs off)."""
+    graphs = [g for g in (method.graphed, getattr(method, "scorer", None)) if g is not None]
+    eager = [g.eager_seconds() for g in graphs]
+    warmup, rare = sum(w for w, _ in eager), sum(r for _, r in eager)
+    capture = sum(g.capture_seconds for g in graphs)
+    return {"warmup": round(warmup, 4), "capture": round(capture, 4), "rare_eager": round(rare, 4),
+            "graphs": sum(len(g.graphs) for g in graphs),
+            "share": round((warmup + capture) / train_seconds, 4) if train_seconds > 0 else None}
 
 
 def run_identity(method: str, cfg: Config, prepared: "Prepared", seed: int,
@@ -4873,7 +5137,7 @@ def diverged_record(method: str, cfg: Config, prepared: Prepared, seed: int, mes
     """Return the run record of a run whose training loss became NaN: `diverged` holds the message
     (which step), accuracy and train seconds are NaN (no result to compare), the rest as train_method's."""
     return {
-        **run_identity(method, config_for_method(cfg, method), prepared, seed, budget),
+        **run_identity(method, config_for_method(cfg, method), prepared, seed, budget), "protocol": PROTOCOL,
         "diverged": message, "graphed": False, "graph_capture_error": None,
         "train_seconds": float("nan"), "accuracy": float("nan"), "test_accuracy": None,
         "examples_backward": 0, "examples_scored": 0, "eval_curve": [], "warnings": [message],
@@ -4961,12 +5225,6 @@ NO_WALL_CLOCK_KNOB = {
 MIN_SELECTION_RATE = 0.1  # Selective Backprop and RHO-LOSS never keep fewer candidates than this
 
 
-MAX_PRUNE = 0.9  # InfoBatch's largest prune ratio
-
-
-INFOBATCH_LOW_SHARE = 0.5  # assumed share of examples below the mean loss (InfoBatch prunes among them)
-
-
 def measure_relative_costs(prepared: "Prepared") -> dict[str, Any]:
     """Return the costs a budget study plans the peers' knobs with, relative to one baseline
     update (graphed where the baseline is) of a full batch at the training set's median batch
@@ -4996,9 +5254,8 @@ def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[s
       (RHO-LOSS's fixed part: its irreducible-loss model, holdout x il_epochs / epochs, and one
       scoring pass of the training set, forward_share / epochs). s is solved at d = 1; below
       MIN_SELECTION_RATE, s stays there and d is solved instead (the note says so).
-    - InfoBatch: cost = (full epochs + pruned epochs x (1 - prune x INFOBATCH_LOW_SHARE)) / epochs;
-      its first epoch and its annealing epochs are full. The most epochs whose prune ratio fits
-      under MAX_PRUNE win.
+    - InfoBatch: no knob: its epochs run on until the run's clock (cfg.budget_seconds) ends them,
+      at its own prune ratio, its anneal starting at the clock's share (InfoBatch.annealing).
     Methods in NO_WALL_CLOCK_KNOB get no knobs and their note."""
     r = float(time_budget)
     if method in NO_WALL_CLOCK_KNOB:
@@ -5029,20 +5286,8 @@ def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[s
         predicted = fixed + offered * share * (f + rate)
         knobs = {"sb_beta": 1 / rate - 1} if method == "selective-backprop" else {"rho_select_fraction": rate}
         return BudgetPlan(method, r, {**knobs, "candidate_share": min(share, 1.0)}, predicted, note)
-    if method == "infobatch":
-        epochs = cfg.epochs
-        for own_epochs in range(epochs, 0, -1):
-            annealed = own_epochs - infobatch_anneal_start(own_epochs, cfg.infobatch_anneal)
-            pruned = max(0, own_epochs - 1 - annealed)
-            full = own_epochs - pruned
-            needed = (full + pruned - r * epochs) / (pruned * INFOBATCH_LOW_SHARE) if pruned else 0.0
-            prune = float(np.clip(needed, 0.0, MAX_PRUNE))
-            predicted = (full + pruned * (1 - prune * INFOBATCH_LOW_SHARE)) / epochs
-            if predicted <= r + 1e-9:
-                return BudgetPlan(method, r, {"infobatch_prune": prune, "epochs": own_epochs}, predicted)
-        return BudgetPlan(method, r, {"infobatch_prune": cfg.infobatch_prune, "epochs": 1}, 1 / epochs,
-                          f"cannot reach {r:.2f}: InfoBatch prunes from its second epoch on, and one epoch "
-                          f"takes {1 / epochs:.2f} of the baseline")
+    if method == "infobatch":  # the clock ends its open-ended epochs; its prune ratio and anneal stay its own
+        return BudgetPlan(method, r, {}, r)
     raise ValueError(f"No time-budget knob for method {method!r}: budget studies plan "
                      f"uniform, mclearn, selective-backprop, rho-loss, infobatch ({', '.join(NO_WALL_CLOCK_KNOB)} run at defaults).")
 
@@ -5055,16 +5300,18 @@ def with_explicit(cfg: Config, **changes: Any) -> Config:
 @dataclass
 class BudgetStudy:
     """A budget study's runs: the baseline's learning-rate sweep and its lr, each method's own lr
-    runs and lr, and the tuned baseline's and every (method, budget, seed) run."""
+    runs and lr at each budget, the reference seconds, and the tuned baseline's and every
+    (method, budget, seed) run."""
 
     lr_records: list[dict[str, Any]]
     lr: float
     records: list[dict[str, Any]]
     relative_costs: dict[str, Any] | None = None
-    method_lrs: dict[str, float] = dataclasses.field(default_factory=dict)  # the lr each method trained with
+    method_lrs: dict[tuple[str, float], float] = dataclasses.field(default_factory=dict)  # (method, budget) -> its lr
     tune_records: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the methods' own lr runs
     wall_seconds: float = 0.0  # the study's wall-clock in this process (prepare included)
     train_seconds: float = 0.0  # the sum of its runs' train seconds
+    reference_seconds: float = float("nan")  # the full baseline's seconds the time budgets are shares of
 
 
 def lr_run_label(lr: float, base: str = "baseline") -> str:
@@ -5098,29 +5345,111 @@ def best_lr(records: Sequence[dict[str, Any]]) -> float:
     return min(lr for lr, accuracy in mean_accuracy.items() if accuracy >= best - 1e-12)
 
 
+# A tuning grid starts at the baseline's tuned lr times these and grows by factors of 2 past whichever
+# edge holds the best lr, until the best is interior, the next lr up diverged, or it holds LR_GRID_MOST lrs.
+LR_GRID_FACTORS = (0.5, 1.0, 2.0)
+LR_GRID_MOST = 7
+
+
+def next_grid_lr(records: Sequence[dict[str, Any]]) -> float | None:
+    """Return the lr a growing tuning grid tries next, or None when its choice is settled: twice the
+    largest lr tried when the best (best_lr) is the largest and ran (an lr above it that diverged
+    settles it), half the smallest when the best is the smallest; None when the best is interior,
+    or the grid holds LR_GRID_MOST lrs (the edge then stays unresolved: lr_grid_status)."""
+    tried = sorted({_record_lr(r) for r in records})
+    best = best_lr(records)
+    if len(tried) >= LR_GRID_MOST:
+        return None
+    if best == tried[-1]:
+        return float(f"{2 * best:.6g}")
+    if best == tried[0]:
+        return float(f"{best / 2:.6g}")
+    return None
+
+
+def lr_grid_status(records: Sequence[dict[str, Any]]) -> str:
+    """Return where a tuning grid's choice sits: "interior" (a finite run on each side of it), "edge:
+    next diverged" (the largest lr that ran, the next one up diverged), or "edge: highest" / "edge:
+    lowest" (no lr beyond it tried: the choice may lie outside the grid)."""
+    tried = sorted({_record_lr(r) for r in records})
+    best = best_lr(records)
+    finite = sorted({_record_lr(r) for r in records if math.isfinite(r["accuracy"])})
+    if best == tried[0]:
+        return "edge: lowest"
+    if best == tried[-1]:
+        return "edge: highest"
+    if best == finite[-1]:
+        return "edge: next diverged"
+    return "interior"
+
+
+def tune_lr(run_at: Callable[[float], dict[str, Any]], lrs: Sequence[float]) -> list[dict[str, Any]]:
+    """Return the runs of a growing tuning grid: `run_at(lr)` (a run record) at each of `lrs`, then at
+    next_grid_lr of the runs so far until it says the choice is settled."""
+    records = [run_at(float(lr)) for lr in lrs]
+    while (lr := next_grid_lr(records)) is not None:
+        records.append(run_at(lr))
+    return records
+
+
+def budget_study_lr_table(records: Sequence[dict[str, Any]]):
+    """Return a DataFrame of a budget study's lr choices, one row per (method, budget) of its tuning
+    runs (its -lr study; the baseline's sweep is budget 1): the grid tried with each lr's accuracy on
+    the eval split ("diverged" for a run that did), the lr chosen (best_lr) and where it sits in the
+    grid (lr_grid_status: an edge means the best lr may lie outside what was tried)."""
+    import pandas as pd
+
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for record in records:
+        budget = float(record.get("time_budget") or 0.0) or 1.0
+        groups.setdefault((record["method"], budget), []).append(record)
+    rows = []
+    for (method, budget), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        grid = ", ".join(f"{_record_lr(r):g}: " + (f"{r['accuracy'] * 100:.2f}" if math.isfinite(r["accuracy"])
+                                                   else "diverged") for r in sorted(runs, key=_record_lr))
+        rows.append({"method": method, "budget": "1 (full)" if budget == 1.0 else format_budget(budget),
+                     "lr (eval accuracy %)": grid,
+                     "chosen lr": f"{best_lr(runs):g}", "where": lr_grid_status(runs)})
+    return pd.DataFrame(rows, columns=["method", "budget", "lr (eval accuracy %)", "chosen lr", "where"])
+
+
+def reference_seconds(records: Sequence[dict[str, Any]]) -> float:
+    """Return the seconds a study's time budgets are shares of: the median train seconds of the full
+    baseline's runs that finished (its lr sweep: the same plan at every lr). Raise ValueError when
+    none did."""
+    seconds = [r["train_seconds"] for r in records if math.isfinite(r["accuracy"]) and math.isfinite(r["train_seconds"])]
+    if not seconds:
+        raise ValueError("No finished run of the full baseline to take the reference seconds from: every run of its "
+                         "lr sweep diverged; sweep lower lrs.")
+    return float(np.median(seconds))
+
+
 @guarded_sweep("", "-lr")
 def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence[float] = (1 / 3, 1 / 2),
                      lrs: Sequence[float] = (), seeds: Sequence[int] | None = None, prepared: Prepared | None = None,
-                     progress: bool = True, lr_factors: Sequence[float] = (), tune_budget: float = 0.5,
+                     progress: bool = True, lr_factors: Sequence[float] = LR_GRID_FACTORS,
                      method_budgets: dict[str, Sequence[float]] | None = None,
                      method_seeds: dict[str, int] | None = None) -> BudgetStudy:
     """Run a budget study in one process and return its BudgetStudy; finished runs are read back.
 
-    Phases: (1) prepare the data and model once (flipped rows written with the study); (2) a
-    learning-rate sweep of the baseline over `lrs` with the first seed (study "<study>-lr"),
-    whose most accurate lr (on the eval split) the baseline then trains with (none given: cfg.lr);
-    (3) the costs the peers' knobs are planned with (measure_relative_costs); (4) one tuning rule
-    for every budgeted method: with `lr_factors`, each runs at `tune_budget` with the first seed at
-    every lr = baseline lr x factor (also in "<study>-lr") and keeps its most accurate one at every
-    budget (without: the baseline's lr); (5) per seed, the tuned baseline, then each method at each
-    of its budgets through its own knob (plan_time_budget), or once at its defaults when it has no
-    wall-clock knob (budget_study_runs: `method_budgets`, `method_seeds`)."""
+    Phases: (1) prepare the data and model once (flipped rows written with the study); (2) the
+    full baseline's learning-rate sweep over `lrs` with the first seed (study "<study>-lr"), grown
+    by factors of 2 past an edge (tune_lr), whose most accurate lr (on the eval split) the baseline
+    trains with (no `lrs`: cfg.lr, and the first seed's baseline run instead of the sweep); the
+    median train seconds of those runs are the reference every time budget is a share of
+    (reference_seconds); (3) the costs the peers' knobs are planned with (measure_relative_costs);
+    (4) one tuning rule for every budgeted method, short-schedule included: at every budget it runs
+    at, with the first seed, a grid of the baseline's lr x `lr_factors` grown by tune_lr (also in
+    "<study>-lr"), keeping the most accurate (no `lr_factors`: the baseline's lr); (5) per seed, the
+    tuned baseline, then each method at each of its budgets: its own knob (plan_time_budget) and a
+    clock of budget x the reference seconds (cfg.budget_seconds: it trains until they are spent,
+    its lr following their elapsed share), or once at its defaults when it has no wall-clock knob
+    (budget_study_runs: `method_budgets`, `method_seeds`)."""
     check_methods([*methods, *(method_budgets or {}), *(method_seeds or {})])
-    every_budget = [*time_budgets, *(b for bs in (method_budgets or {}).values() for b in bs), tune_budget]
+    every_budget = [*time_budgets, *(b for bs in (method_budgets or {}).values() for b in bs)]
     bad = [b for b in every_budget if not 0 < b <= 1]
     if bad:
-        raise ValueError(f"time_budgets, method_budgets and tune_budget must be shares in (0, 1] of the baseline's "
-                         f"time, got {bad}.")
+        raise ValueError(f"time_budgets and method_budgets must be shares in (0, 1] of the baseline's time, got {bad}.")
     bad = [f for f in lr_factors if not f > 0]
     if bad:
         raise ValueError(f"lr_factors multiply the baseline's tuned lr and must be > 0, got {bad}.")
@@ -5131,53 +5460,68 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     # -- phase 1: data and model, once -------------------------------------------------------------
     prepared = prepared or prepare(cfg)
     save_flipped_rows(cfg, prepared)
-    # -- phase 2: the baseline's learning rate ---------------------------------------------------------
+    # -- phase 2: the baseline's learning rate, and the reference seconds ------------------------------
     sweep_cfg = replace_config(cfg, study=f"{cfg.study}-lr")
     save_flipped_rows(sweep_cfg, prepared)
-    lr_records = [run_once(with_explicit(sweep_cfg, lr=float(lr)), "baseline", seeds[0], prepared,
-                           lr_run_label(lr), progress=progress) for lr in lrs]
+    lr_records = tune_lr(lambda lr: run_once(with_explicit(sweep_cfg, lr=lr), "baseline", seeds[0], prepared,
+                                             lr_run_label(lr), progress=progress, keep_diverged=True), lrs) if lrs else []
     lr = best_lr(lr_records) if lr_records else cfg.lr
     tuned = with_explicit(cfg, lr=lr)
     if progress and lr_records:
-        print(f"learning rate: {lr:g} (best of {', '.join(f'{float(x):g}' for x in lrs)})", flush=True)
-    # -- phase 3: the costs the peers' knobs are planned with ---------------------------------------------
+        print(f"learning rate: {lr:g} (best of {', '.join(f'{_record_lr(r):g}' for r in lr_records)}; "
+              f"{lr_grid_status(lr_records)})", flush=True)
     planned = [m for m in methods if m != "baseline" and m not in NO_WALL_CLOCK_KNOB]
+    reference = lr_records or ([run_once(tuned, "baseline", seeds[0], prepared, "baseline", progress=progress)]
+                               if planned else [])
+    full_seconds = reference_seconds(reference) if planned else float("nan")
+    # -- phase 3: the costs the peers' knobs are planned with ---------------------------------------------
     costs = measure_relative_costs(prepared) if planned else None
 
-    def plan(method: str, budget: float) -> BudgetPlan:
-        return plan_time_budget(method, budget, tuned, costs or {})
+    def run_config(base: Config, method: str, budget: float, method_lr: float) -> tuple[Config, BudgetPlan]:
+        plan = plan_time_budget(method, budget, tuned, costs or {})
+        return with_explicit(base, lr=method_lr, time_budget=plan.time_budget,
+                             budget_seconds=round(plan.time_budget * full_seconds, 6), **plan.knobs), plan
 
-    # -- phase 4: one tuning rule: each budgeted method's own lr, at tune_budget, first seed ----------------
-    method_lrs: dict[str, float] = {m: lr for m in methods}
+    def run_budgeted(base: Config, method: str, budget: float, method_lr: float, seed: int, label: str) -> dict:
+        run_cfg, plan = run_config(base, method, budget, method_lr)
+        return run_once(run_cfg, method, seed, prepared, label, plan, progress,
+                        extra={"relative_costs": costs}, keep_diverged=True)
+
+    # -- phase 4: one tuning rule: each budgeted method's own lr at each of its budgets, first seed -----------
+    runs = budget_study_runs(methods, time_budgets, seeds, method_budgets, method_seeds)
+    cells = sorted({(m, b) for m, b, _ in runs if m in planned}, key=lambda mb: (planned.index(mb[0]), mb[1]))
+    method_lrs: dict[tuple[str, float], float] = {}
     tune_records: list[dict[str, Any]] = []
-    for method in planned if lr_factors else []:
-        runs, tune_plan = [], plan(method, tune_budget)
-        for factor in lr_factors:
-            method_lr = float(f"{lr * factor:.6g}")
-            run_cfg = with_explicit(sweep_cfg, lr=method_lr, time_budget=tune_budget, **tune_plan.knobs)
-            runs.append(run_once(run_cfg, method, seeds[0], prepared, lr_run_label(method_lr, run_label(method, tune_budget)),
-                                 tune_plan, progress, extra={"relative_costs": costs}, keep_diverged=True))
-        tune_records += runs
-        method_lrs[method] = best_lr(runs)
+    for method, budget in cells:
+        if not lr_factors:
+            method_lrs[method, budget] = lr
+            continue
+        grid = tune_lr(lambda x: run_budgeted(sweep_cfg, method, budget, x, seeds[0],
+                                              lr_run_label(x, run_label(method, budget))),
+                       [float(f"{lr * f:.6g}") for f in lr_factors])
+        tune_records += grid
+        method_lrs[method, budget] = best_lr(grid)
         if progress:
-            tried = ", ".join(f"{_record_lr(r):g}" for r in runs)
-            print(f"{method}: lr {method_lrs[method]:g} (best at {format_budget(tune_budget)} of {tried})", flush=True)
+            print(f"{method} at {format_budget(budget)}: lr {method_lrs[method, budget]:g} (of "
+                  f"{', '.join(f'{_record_lr(r):g}' for r in grid)}; {lr_grid_status(grid)})", flush=True)
     # -- phase 5: the runs ----------------------------------------------------------------------------------
     records = []
-    for method, budget, seed in budget_study_runs(methods, time_budgets, seeds, method_budgets, method_seeds):
+    for method, budget, seed in runs:
         if method == "baseline":
             records.append(run_once(tuned, "baseline", seed, prepared, "baseline", progress=progress))
             continue
-        budget_plan = plan(method, budget)
-        run_cfg = with_explicit(tuned, lr=method_lrs[method], time_budget=budget_plan.time_budget, **budget_plan.knobs)
-        records.append(run_once(run_cfg, method, seed, prepared, run_label(method, budget_plan.time_budget), budget_plan,
-                                progress, extra={"relative_costs": costs}, keep_diverged=True))
+        if method in NO_WALL_CLOCK_KNOB:
+            records.append(run_once(tuned, method, seed, prepared, method, plan_time_budget(method, 0.0, tuned, {}),
+                                    progress, keep_diverged=True))
+            continue
+        records.append(run_budgeted(tuned, method, budget, method_lrs[method, budget], seed, run_label(method, budget)))
     wall = time.perf_counter() - started
     trained = sum(r["train_seconds"] for r in [*lr_records, *tune_records, *records] if math.isfinite(r["train_seconds"]))
     print(f"study wall-clock {wall:.0f} s for {trained:.0f} s of training ({wall / max(trained, 1e-9):.2f}x; runs "
           f"read back from earlier count as training, not as wall-clock)", flush=True)  # also without progress bars
-    return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs,
-                       method_lrs=method_lrs, tune_records=tune_records, wall_seconds=wall, train_seconds=trained)
+    return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs, method_lrs=method_lrs,
+                       tune_records=tune_records, wall_seconds=wall, train_seconds=trained,
+                       reference_seconds=full_seconds)
 
 
 # --- the summary: summary.csv and the report table ------------------------------------------------

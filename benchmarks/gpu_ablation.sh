@@ -2,8 +2,9 @@
 # The MC-Learn ablation of issue 24 on the GPU machine, one dataset per call: notebook 04 (through
 # gpu_budget_study.sh) runs the baseline (its lr sweep), the short schedule and every variant of
 # mclearn_core.MCLEARN_VARIANTS (mclearn-v1, the previous mclearn, and each combination of free, once,
-# anneal) at budgets 1/3 and 1/2, one seed, each variant at its own lr (lr_factors at 1/2, as every
-# budgeted method), in the study <DATASET>-<model>-<gpu>-ablation; then benchmarks/ablation.py writes
+# anneal) at budgets 1/3 and 1/2, one seed, each variant at its own lr at each budget (lr_factors, grown
+# past its edges, as every budgeted method), in the study <DATASET>-<model>-<gpu>-ablation; then
+# benchmarks/ablation.py writes
 # the ablation table (the rule above it) over every *-ablation study in results/ to results/ablation/.
 # Usage: bash benchmarks/gpu_ablation.sh DATASET MODEL_DIR OUT_DIR     (arguments as gpu_budget_study.sh's)
 #        bash benchmarks/gpu_ablation.sh --env   prints the environment it sets, to export before a detached

@@ -4,7 +4,7 @@
 # figures and executed notebook) into OUT_DIR/<DATASET>.tgz (<DATASET>-failed.tgz when it failed; <DATASET>-partial.tgz with the
 # finished runs of the one still running), beside the queue's log.
 # Usage: bash benchmarks/gpu_budget_collect.sh WORK_DIR OUT_DIR [WAIT_S]   (WAIT_S default 0)
-# Environment: STUDY_SUFFIX as given to the queue (default -equal-time).
+# Environment: STUDY_SUFFIX as given to the queue (default -fair).
 # Unpack here with: tar xzf <DATASET>.tgz   (from the repository root: results/... and nb/<DATASET>/...)
 set -uo pipefail
 shopt -s nullglob  # no study ended yet: nothing to pack (not a study named "*")
@@ -23,9 +23,9 @@ for marker in "$work"/done/* ${running:+"$work/running/$running"}; do
   if [ "$key" = "$running" ]; then name=$key-partial
   elif [ "$(cat "$marker")" != 0 ]; then name=$key-failed && echo "$key: the study failed (see queue.log)"; fi
   # the study and its -lr sweep: the folders named <DATASET>-<model>-<gpu><STUDY_SUFFIX>[-lr] that the queue
-  # wrote (STUDY_SUFFIX as the queue had it: -equal-time by default, -ablation for gpu_ablation.sh --env)
+  # wrote (STUDY_SUFFIX as the queue had it: -fair by default, -ablation for gpu_ablation.sh --env)
   studies=$(cd "$work/results/runs" && find . -maxdepth 1 -type d -newer "$work/started" -name "$key-*" -printf '%f\n' |
-            grep -E "^$key-[a-z0-9]+-[a-z0-9]+${STUDY_SUFFIX--equal-time}(-lr)?$")
+            grep -E "^$key-[a-z0-9]+-[a-z0-9]+${STUDY_SUFFIX--fair}(-lr)?$")
   paths=(); [ -d "$work/nb/$key" ] && paths+=("nb/$key")
   for s in $studies; do paths+=("results/runs/$s"); [ -d "$work/results/figures/$s" ] && paths+=("results/figures/$s"); done
   [ ${#paths[@]} -gt 0 ] || { echo "$key: nothing written yet"; continue; }

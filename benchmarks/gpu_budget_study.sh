@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Run one dataset's budget study on the GPU machine by executing notebooks/04_compare_methods.ipynb
-# (run_notebooks.py: parameters written into its parameters cell, a clean executed copy): the baseline's
-# learning-rate sweep, every method's own lr at 1/2, the tuned baseline, and every method at the notebook's
-# budgets (1/3, 1/2, 2/3; short-schedule the reference), its seeds (42-46), in one process. Finished runs are read back, so a second call resumes an interrupted study.
+# (run_notebooks.py: parameters written into its parameters cell, a clean executed copy) under the fair
+# protocol: the baseline's learning-rate sweep (grown past its edges; its median seconds are the reference),
+# every budgeted method's own lr at each budget (a grid grown past its edges), the tuned baseline, and every
+# method of the notebook's defaults (short-schedule, uniform, infobatch, mclearn) at its budgets (1/3, 1/2),
+# each on a clock of budget x the reference seconds, its seeds (42-46), in one process. Finished runs are read
+# back, so a second call resumes an interrupted study.
 # Usage: bash benchmarks/gpu_budget_study.sh DATASET MODEL_DIR OUT_DIR
-#   DATASET    sst2 | sst2-noisy20 | clinc150 | banking77
+#   DATASET    sst2 | sst2-noisy20 | clinc150 | banking77 | sst2-long (SST-2 at batch 64 for 3 epochs)
 #   MODEL_DIR  a sentence-transformers encoder folder named as on the hub (/tmp/all-mpnet-base-v2)
 #   OUT_DIR    folder for the executed notebook (results/notebooks/<gpu>/<DATASET>/ once committed)
 # Environment: SST2_DIR (default .gpu/data/sst2: train/validation parquet of GLUE SST-2, given to the notebook
 #   as the hub name glue/sst2 through MCLEARN_LOCAL_COPIES so the committed copy runs on Colab), LRS (default
 #   [4e-5,8e-5,1.6e-4,3.2e-4], Banking77 [8e-5,...,1.28e-3]), SEEDS (default the notebook's 42-46), STUDY_SUFFIX (default
-#   -equal-time), FRESH=1
+#   -fair; the previous protocol's studies are -equal-time), FRESH=1
 #   (remove the study's earlier run files and figures first, so all of it comes from this process), EXTRA_PARAMS
 #   (more NAME=VALUE notebook parameters, Python literals without spaces, after the script's own: gpu_ablation.sh).
 #   CLINC150 and Banking77 are in data/.
 # Needs nbclient/nbformat/ipykernel (wheels in .whl: bash benchmarks/notebook_wheels.sh, carry .whl).
 # Writes results/runs/<study>[-lr]/, results/figures/<study>/, results/summary.csv and OUT_DIR/04_compare_methods.ipynb,
-# where <study> is <DATASET>-<model short name>-<gpu short name><STUDY_SUFFIX>, e.g. clinc150-mpnet-h200-equal-time.
+# where <study> is <DATASET>-<model short name>-<gpu short name><STUDY_SUFFIX>, e.g. clinc150-mpnet-h200-fair.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 if [ $# -lt 3 ]; then sed -n 2,19p "$0"; exit 2; fi
@@ -37,15 +40,16 @@ lrs=${LRS:-[4e-5,8e-5,1.6e-4,3.2e-4]}
 case "$key" in
   sst2) params=(dataset=glue/sst2 epochs=1 eval_split=validation test_holdout=2000) ;;
   sst2-noisy20) params=(dataset=glue/sst2 epochs=1 eval_split=validation test_holdout=2000 label_noise=0.2) ;;
+  # minute-long runs: the published notebook's batch, 3 epochs (the full baseline trains for over 30 s on an H200)
+  sst2-long) params=(dataset=glue/sst2 epochs=3 batch_size=64 eval_split=validation test_holdout=2000) ;;
   clinc150) params=(dataset=data/clinc150 epochs=5 eval_split=validation test_split=test) ;;
   banking77) params=(dataset=data/banking77 epochs=5 eval_split=validation test_split=test)
              lrs=${LRS:-[8e-5,1.6e-4,3.2e-4,6.4e-4,1.28e-3]} ;;
-  *) echo "unknown DATASET $key: sst2, sst2-noisy20, clinc150 or banking77" >&2; exit 2 ;;
+  *) echo "unknown DATASET $key: sst2, sst2-noisy20, clinc150, banking77 or sst2-long" >&2; exit 2 ;;
 esac
-# The equal-time studies (short-schedule, 5 seeds, every method's own lr, 20 evaluations a run: the
-# notebook's defaults) are named <DATASET>-<model>-<gpu>-equal-time; STUDY_SUFFIX= (empty) names them as
-# the earlier budget studies.
-study=$key-$short-$gpu${STUDY_SUFFIX--equal-time}
+# The fair-protocol studies (short-schedule, 5 seeds, every method's own lr at each budget, 20 evaluations a
+# run: the notebook's defaults) are named <DATASET>-<model>-<gpu>-fair.
+study=$key-$short-$gpu${STUDY_SUFFIX--fair}
 if [ "${FRESH:-0}" = 1 ]; then
   echo "FRESH=1: removing earlier runs of $study and $study-lr"
   rm -rf "$root/results/runs/$study" "$root/results/runs/$study-lr" "$root/results/figures/$study"

@@ -535,26 +535,30 @@ compare = [
 # 04 · MC-Learn against other data-selection methods: budget studies
 
 Does anything beat simply training for less time? The reference is `short-schedule`: the optimized
-baseline on all the data for a share of its steps, its warmup and cosine schedule ending inside the
-budget (what a practitioner does with less time; the full baseline is its budget 1). Against it, at
-the same wall-clock budgets (shares of the tuned baseline's train seconds): a uniform fixed-subset
-control, Selective Backprop, RHO-LOSS, InfoBatch and MC-Learn (VCAS and the published MC-Learn have
-no wall-clock knob and run once at their defaults when listed), on the same data, model and device.
+baseline on all the data for a share of its time, its warmup and cosine schedule ending with it
+(what a practitioner does with less time; the full baseline is its budget 1). Against it, at the
+same wall-clock budgets (shares of the tuned baseline's train seconds): a uniform fixed-subset
+control, InfoBatch and MC-Learn by default (Selective Backprop and RHO-LOSS when listed; VCAS and the
+published MC-Learn have no wall-clock knob and run once at their defaults when listed), on the same
+data, model and device.
 
-One tuning rule for every method: the baseline's lr from a sweep (`lrs`, one seed), then every
-budgeted method's own lr from the baseline's times `lr_factors`, at budget `tune_budget` (one
-seed, on the eval split), used at every budget. Final numbers are on the test split when there is
-one (no choice was made on it); time to target is read off the eval split. Finished runs are read
-back; only missing ones train.
+The fair protocol: every budgeted run gets the same seconds, budget x the full baseline's (its lr
+sweep's median), and trains until its clock has spent them, its lr following the elapsed share so
+that the schedule ends at its last update (No Train No Gain's budgeted runs). One tuning rule for
+every method: the baseline's lr from a sweep (`lrs`, one seed), then every budgeted method's own lr
+at every budget (one seed, on the eval split) from the baseline's times `lr_factors`, a grid grown
+by factors of 2 past whichever edge holds the best. Final numbers are on the test split when there
+is one (no choice was made on it); time to target is read off the eval split. Finished runs are
+read back; only missing ones train.
 '''),
     code(FIND_REPO),
     md(TRAINING_PARAMETERS + '''
 `time_budgets`: the shares of the tuned baseline's train seconds the methods target;
 `method_budgets` / `method_seeds`: other budgets, or fewer seeds (the first ones), for the methods
 they name (Selective Backprop and RHO-LOSS starve below 1/2); `lrs`: the baseline's learning-rate
-sweep (empty: no sweep, the preset's lr); `lr_factors`: each method's own lr grid, as multiples of
-the baseline's tuned lr (empty: every method uses the baseline's); `tune_budget`: the budget that
-grid is run at; `epochs`, `eval_points` (evaluations per run: time to target is read off them),
+sweep (empty: no sweep, the preset's lr); `lr_factors`: the first grid of each method's own lr at each
+budget, as multiples of the baseline's tuned lr, grown past its edges (empty: every method uses the
+baseline's); `epochs`, `eval_points` (evaluations per run: time to target is read off them),
 `eval_split`, `test_split` (a held-out split, reported as test accuracy), `test_holdout` (rows carved
 out of train as the test split, for data without one) and `label_noise` (training-label noise):
 `None` = the config's default.
@@ -564,14 +568,12 @@ preset = "auto"
 dataset = None
 model_name = None
 seeds = [42, 43, 44, 45, 46]
-methods = ["baseline", "short-schedule", "uniform", "selective-backprop", "rho-loss", "infobatch", "mclearn",
-           "mclearn-v1"]  # mclearn-v1: the preset before issue 24's ablation, so that the change shows
-time_budgets = [1/3, 1/2, 2/3]
-method_budgets = {"selective-backprop": [0.5], "rho-loss": [0.5]}
-method_seeds = {"selective-backprop": 3, "rho-loss": 3}
+methods = ["baseline", "short-schedule", "uniform", "infobatch", "mclearn"]
+time_budgets = [1/3, 1/2]
+method_budgets = {}  # e.g. {"selective-backprop": [0.5], "rho-loss": [0.5]}: they starve below 1/2
+method_seeds = {}
 lrs = []  # empty: no sweep, the preset's lr
-lr_factors = [0.5, 1, 2, 4]  # the first equal-time studies ran [0.5, 1, 2]: every method chose 2, the edge
-tune_budget = 0.5
+lr_factors = [0.5, 1, 2]  # grown by factors of 2 past whichever edge holds the best
 epochs = None
 eval_points = 20
 eval_split = None
@@ -589,20 +591,21 @@ extra = {k: v for k, v in dict(epochs=epochs, eval_points=eval_points, eval_spli
 cfg = mc.with_explicit(cfg, **extra)
 print(f"epochs {cfg.epochs}, {cfg.eval_points} evaluations a run, eval split {cfg.eval_split!r}, time budgets "
       f"{', '.join(mc.format_budget(b) for b in time_budgets) or 'none'}, lr sweep {lrs or 'none'}, "
-      f"each method's lr: x{lr_factors or 'none'} at {mc.format_budget(tune_budget)}")
+      f"each method's lr at each budget: x{lr_factors or 'none'}, grown past its edges")
 '''),
     md('''
 ## Runs
 
-Each method reaches a budget through its own knob: `short-schedule` through its step count (planned
-from the measured step costs); `uniform` through its data share; MC-Learn through its budget ratio;
-Selective Backprop and RHO-LOSS through their selection rate, and a shorter candidate stream when the
-rate alone cannot reach it; InfoBatch through its prune ratio and its epochs. Whether a run did
-reach its budget is the "reaches budget" column of the tables below.
+Every budgeted run trains until its clock has spent budget x the full baseline's seconds (its run
+file's `time_target`); its own knob shapes what it does with them: `short-schedule` runs the
+baseline's plan; `uniform` a data share equal to the budget; MC-Learn plans its steps with its
+budget solver; InfoBatch prunes epoch after epoch at its own ratio, its anneal in the last share of
+the seconds; Selective Backprop and RHO-LOSS select at the rate their plan gives. Whether a run did
+spend its budget is the "reaches budget" column of the tables below.
 '''),
     code('''
 result = mc.run_budget_study(cfg, methods, time_budgets, lrs, progress=progress, lr_factors=lr_factors,
-                             tune_budget=tune_budget, method_budgets=method_budgets, method_seeds=method_seeds)
+                             method_budgets=method_budgets, method_seeds=method_seeds)
 records = result.records
 mc.summarize(results_dir, study, show=False);
 '''),
@@ -610,15 +613,15 @@ mc.summarize(results_dir, study, show=False);
 ## Learning rates
 
 The baseline at each lr of `lrs` (study `<study>-lr`, one seed): the most accurate (ties: the
-smaller lr) is the baseline's. Then each budgeted method at `tune_budget` at that lr times each of
-`lr_factors`; each keeps its most accurate.
+smaller lr) is the baseline's. Then each budgeted method at each budget at that lr times each of
+`lr_factors`, the grid grown by factors of 2 past whichever edge holds the best until the best is
+interior or the next lr up diverged; each keeps its most accurate. "where" says where the choice sits
+in its grid: at an edge, a better lr may lie outside it.
 '''),
     code('''
-if result.lr_records:
-    display(mc.lr_sweep_table(result.lr_records))
-if result.tune_records:
-    display(mc.lr_sweep_table(result.tune_records))
-print("lr per method:", {m: f"{lr:g}" for m, lr in result.method_lrs.items()})
+if result.lr_records or result.tune_records:
+    display(mc.budget_study_lr_table([*result.lr_records, *result.tune_records]))
+print(f"reference: {result.reference_seconds:.2f} s of training (the full baseline's), lr {result.lr:g}")
 '''),
     md('''
 ## Equal time: every method against the short schedule

@@ -70,5 +70,5 @@ run "InfoBatch: anneal share read as the pruning share" \
 run "InfoBatch: anneal boundary in raw floats" \
   'return math.floor(round(epochs * (1 - anneal), 9))' 'return math.floor(epochs * (1 - anneal))'
 run "InfoBatch: an epoch counted from 1 against the anneal start" \
-  'anneal = self.epoch >= infobatch_anneal_start(cfg.epochs, cfg.infobatch_anneal)' \
-  'anneal = self.epoch + 1 >= infobatch_anneal_start(cfg.epochs, cfg.infobatch_anneal)'
+  'return self.epoch >= infobatch_anneal_start(cfg.epochs, cfg.infobatch_anneal)' \
+  'return self.epoch + 1 >= infobatch_anneal_start(cfg.epochs, cfg.infobatch_anneal)'

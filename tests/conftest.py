@@ -49,3 +49,60 @@ def smoke_cfg(prepared, tmp_path):
 
 def read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class CostClock:
+    """A fake time.perf_counter: time moves only by a cost model, `token_seconds` for each row x
+    token of every batch the model is given for an update (mc.make_batch with gradients on), a
+    third of that for a forward without gradients (scoring, evaluation) and a twentieth for
+    MC-Learn's cheap scorer (its early_features: the embeddings, at score_layer 0), so a run's
+    seconds count the work it did and are the same on any host, busy or not. `now` is the time;
+    `advance` moves it by hand."""
+
+    def __init__(self, token_seconds: float):
+        self.now, self.token_seconds = 1000.0, token_seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def cost_clock(monkeypatch):
+    """Return a function that installs a CostClock (its argument: seconds per row x token) as the
+    clock of mclearn_core's timings for the rest of the test, and returns it."""
+    def install(token_seconds: float = 1e-4) -> CostClock:
+        clock = CostClock(token_seconds)
+        make_batch = mc.make_batch
+
+        def timed_batch(data, idx, width):
+            share = 1.0 if torch.is_grad_enabled() else clock.scorer_share if clock.scoring else 1 / 3
+            clock.advance(len(idx) * width * clock.token_seconds * share)
+            return make_batch(data, idx, width)
+
+        def early_features(self, data, rows):
+            clock.scoring = True
+            try:
+                return features(self, data, rows)
+            finally:
+                clock.scoring = False
+
+        features = mc.MCLearn.early_features
+        clock.scoring, clock.scorer_share = False, 1 / 20
+        monkeypatch.setattr(mc, "make_batch", timed_batch)
+        monkeypatch.setattr(mc.MCLearn, "early_features", early_features)
+        monkeypatch.setattr(mc.time, "perf_counter", clock)
+        return clock
+
+    return install
+
+
+def fixed_step_costs(cfg, token_seconds: float) -> "mc.StepCosts":
+    """A step-cost table of the CostClock's model: an update of r rows at width w costs r w
+    token_seconds, at every row count a run prices and every padded width."""
+    widths = sorted({mc.padded_length(w, cfg.pad_multiple, cfg.max_length) for w in range(1, cfg.max_length + 1)})
+    rows = mc.calibration_rows(cfg, cfg.full_rows or None)
+    return mc.StepCosts(seconds={(r, w): r * w * token_seconds for r in rows for w in widths}, graphed=False,
+                        capture_seconds=0.0, measure_seconds=0.0, warnings=[])

@@ -31,24 +31,12 @@ def test_scoring_peers_are_planned_to_the_budget(forward_share, budget):
         assert (plan.note is None) == (knobs["candidate_share"] == 1.0)
 
 
-def test_infobatch_plan_fits_the_budget_with_the_most_epochs():
-    cfg = mc.make_config("cpu-smoke", epochs=5)
-    for budget in (1 / 3, 1 / 2):
-        plan = mc.plan_time_budget("infobatch", budget, cfg, {})
-        assert plan.note is None and plan.predicted_share <= budget + 1e-9
-        assert 0 <= plan.knobs["infobatch_prune"] <= mc.MAX_PRUNE
-        more = plan.knobs["epochs"] + 1  # one epoch more would not fit, even at the largest prune ratio
-        annealed = more - mc.infobatch_anneal_start(more, cfg.infobatch_anneal)
-        pruned = more - 1 - annealed
-        assert (more - pruned + pruned * (1 - mc.MAX_PRUNE * mc.INFOBATCH_LOW_SHARE)) / 5 > budget
-    one_epoch = mc.plan_time_budget("infobatch", 0.5, mc.make_config("cpu-smoke", epochs=1), {})
-    assert one_epoch.note and "cannot reach" in one_epoch.note  # it prunes from its second epoch on
-
-
 def test_plain_knobs_and_methods_without_a_wall_clock_knob():
     cfg = mc.make_config("cpu-smoke")
     assert mc.plan_time_budget("uniform", 0.5, cfg, {}).knobs == {"uniform_fraction": 0.5}
     assert mc.plan_time_budget("mclearn", 1 / 3, cfg, {}).knobs == {"budget_ratio": 1 / 3}
+    # InfoBatch: no knob, the clock ends its open-ended epochs at its own prune ratio
+    assert mc.plan_time_budget("infobatch", 1 / 3, cfg, {}).knobs == {}
     for method in mc.NO_WALL_CLOCK_KNOB:
         plan = mc.plan_time_budget(method, 0.5, cfg, {})
         assert plan.knobs == {} and plan.time_budget == 0.0 and "no wall-clock knob" in plan.note
@@ -72,22 +60,29 @@ def test_best_lr_takes_the_most_accurate_and_the_smaller_on_ties():
         mc.best_lr([])
 
 
-def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, monkeypatch):
+def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, monkeypatch, cost_clock):
+    """A budget study on noisy labels, timed by the cost model: the baseline's sweep (grown past its
+    edge), every method at the tuned lr (no lr_factors) on its clock of budget x the sweep's median
+    seconds, the flipped rows saved with the study and its sweep; run again, it reads every run back."""
+    cost_clock(1e-4)
     cfg = mc.replace_config(smoke_cfg, study="budget-smoke", epochs=2, label_noise=0.25)
     noisy = mc.prepare(cfg)
     methods = ["baseline", "uniform", "infobatch", "vcas"]
     result = mc.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42],
-                                 prepared=noisy, progress=False)
-    assert [r["config"]["lr"] for r in result.lr_records] == [1e-3, 3e-3]
-    assert result.lr == mc.best_lr(result.lr_records)
+                                 prepared=noisy, progress=False, lr_factors=())
+    assert [r["config"]["lr"] for r in result.lr_records][:2] == [1e-3, 3e-3]
+    assert result.lr == mc.best_lr(result.lr_records) and mc.lr_grid_status(result.lr_records) != "edge: highest"
+    assert result.reference_seconds == mc.reference_seconds(result.lr_records)
     labels = sorted(r["run_label"] for r in result.records)
     assert labels == ["baseline", "infobatch-b0.33", "infobatch-b0.50", "uniform-b0.33", "uniform-b0.50", "vcas"]
     for record in result.records:
         assert record["config"]["lr"] == result.lr  # every method trains with the tuned lr
         assert record["flipped_rows"] == round(0.25 * len(noisy.train)) and record["label_noise"] == 0.25
+        if record["method"] in ("uniform", "infobatch"):
+            assert record["config"]["budget_seconds"] == pytest.approx(record["time_budget"] * result.reference_seconds)
+            assert abs(record["time_target"]["ratio"] - 1) <= 0.03
         if record["method"] == "uniform":
             assert record["knobs"] == {"uniform_fraction": record["time_budget"]}
-            assert record["examples_backward"] == 2 * round(record["time_budget"] * len(noisy.train))
         if record["method"] == "vcas":
             assert record["time_budget"] == 0.0 and "no wall-clock knob" in record["budget_note"]
     runs = mc.Path(cfg.results_dir) / "runs"
@@ -98,7 +93,7 @@ def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, m
     # An interrupted study resumes: every run is read back, none retrained.
     monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
     again = mc.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42], prepared=noisy,
-                                progress=False)
+                                progress=False, lr_factors=())
     assert len(again.records) == len(result.records)
 
 

@@ -117,37 +117,82 @@ def test_test_holdout_carves_a_stratified_disjoint_test_split(tmp_path):
 
 
 # --- one tuning rule ---------------------------------------------------------------------------------------
-def test_every_budgeted_method_picks_its_own_lr_by_one_rule(smoke_cfg, prepared, monkeypatch):
-    """lr_factors: each budgeted method runs at tune_budget on the first seed at the baseline's lr
-    times each factor and trains every budget with its most accurate lr; the baseline keeps the
-    sweep's. Training is replaced by a record whose accuracy peaks at a method-specific lr."""
-    best = {"baseline": 2e-3, "short-schedule": 4e-3, "uniform": 1e-3, "mclearn": 2e-3}
+def test_every_budgeted_method_picks_its_own_lr_at_each_budget_by_one_rule(smoke_cfg, prepared, monkeypatch):
+    """Each budgeted method (short-schedule included) tunes at every budget it runs, on the first
+    seed, on a grid of the baseline's lr x (0.5, 1, 2) that grows by factors of 2 past the edge
+    holding the best until the best is interior or the next lr up diverged, and trains that budget
+    with its most accurate lr; the baseline keeps its sweep's (grown the same way). Every budgeted
+    run gets a clock of budget x the median seconds of the baseline's sweep. Training is replaced
+    by a record whose accuracy peaks at a (method, budget)-specific lr and that diverges at and
+    above a method's limit."""
+    best = {("baseline", 0.0): 2e-3, ("short-schedule", 1 / 3): 8e-3, ("short-schedule", 0.5): 4e-3,
+            ("uniform", 1 / 3): 5e-4, ("uniform", 0.5): 1e-3, ("mclearn", 1 / 3): 6.4e-2, ("mclearn", 0.5): 2e-3}
+    diverges = {"mclearn": 8e-3}
+    seconds = iter([3.0, 3.4, 2.8] + [1.0] * 200)  # the baseline's sweep first: median 3.0
     calls = []
 
     def fake_train(method, cfg, prepared, seed, log_path=None, progress=True, budget=None):
-        calls.append((method, cfg.lr, cfg.time_budget, seed, cfg.study))
-        accuracy = 0.9 - abs(math.log2(cfg.lr / best[method])) / 10
+        calls.append((method, cfg.lr, cfg.time_budget, seed, cfg.study, cfg.budget_seconds))
+        if cfg.lr >= diverges.get(method, math.inf):
+            raise mc.DivergedError(f"{method}: the training loss became nan at step 3.")
+        accuracy = 0.9 - abs(math.log2(cfg.lr / best[method, round(cfg.time_budget, 6)])) / 10
         return {**mc.run_identity(method, mc.config_for_method(cfg, method), prepared, seed, budget),
-                "graphed": False, "train_seconds": 1.0, "accuracy": accuracy, "test_accuracy": None,
+                "graphed": False, "train_seconds": next(seconds), "accuracy": accuracy, "test_accuracy": None,
                 "eval_curve": [], "examples_backward": 0, "examples_scored": 0}
 
+    best = {(m, round(b, 6)): lr for (m, b), lr in best.items()}
     monkeypatch.setattr(mc, "train_method", fake_train)
     monkeypatch.setattr(mc, "measure_relative_costs", lambda prepared: {"forward_share": 0.3})
     cfg = mc.replace_config(smoke_cfg, study="tune")
     result = mc.run_budget_study(cfg, ["baseline", "short-schedule", "uniform", "mclearn"], (1 / 3, 1 / 2),
                                  lrs=(1e-3, 2e-3, 4e-3), seeds=[42, 43], prepared=prepared, progress=False,
-                                 lr_factors=(0.5, 1, 2), tune_budget=0.5, method_seeds={"mclearn": 1})
-    assert result.lr == 2e-3 and result.method_lrs == best
-    tuning = [c for c in calls if c[4] == "tune-lr" and c[0] != "baseline"]
-    assert sorted((m, lr) for m, lr, *_ in tuning) == sorted((m, f * 2e-3) for m in ("mclearn", "short-schedule", "uniform")
-                                                             for f in (0.5, 1, 2))
-    assert all(budget == 0.5 and seed == 42 for _, _, budget, seed, _ in tuning)
+                                 lr_factors=(0.5, 1, 2), method_seeds={"mclearn": 1})
+    assert result.lr == 2e-3 and result.reference_seconds == 3.0
+    chosen = {("short-schedule", 1 / 3): 8e-3, ("short-schedule", 0.5): 4e-3, ("uniform", 1 / 3): 5e-4,
+              ("uniform", 0.5): 1e-3, ("mclearn", 1 / 3): 4e-3, ("mclearn", 0.5): 2e-3}
+    assert result.method_lrs == chosen
+    grids = {}
+    for method, lr, budget, seed, study, _ in calls:
+        if study == "tune-lr" and method != "baseline":
+            assert seed == 42
+            grids.setdefault((method, budget), []).append(lr)
+    assert grids == {("short-schedule", 1 / 3): [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2],
+                     ("short-schedule", 0.5): [1e-3, 2e-3, 4e-3, 8e-3],
+                     ("uniform", 1 / 3): [1e-3, 2e-3, 4e-3, 5e-4, 2.5e-4], ("uniform", 0.5): [1e-3, 2e-3, 4e-3, 5e-4],
+                     ("mclearn", 1 / 3): [1e-3, 2e-3, 4e-3, 8e-3], ("mclearn", 0.5): [1e-3, 2e-3, 4e-3]}
     for record in result.records:
-        assert record["config"]["lr"] == best[record["method"]]
+        budget = record["time_budget"]
+        assert record["config"]["lr"] == (chosen[record["method"], budget] if budget else 2e-3)
+        assert record["config"]["budget_seconds"] == pytest.approx(budget * 3.0)
     labels = sorted((r["run_label"], r["seed"]) for r in result.records)
     assert ("mclearn-b0.33", 42) in labels and ("mclearn-b0.33", 43) not in labels  # method_seeds
     assert len(result.records) == 2 * (1 + 2 + 2) + 2
-    assert {r["run_label"] for r in result.tune_records} >= {"uniform-b0.50-lr1e-03", "short-schedule-b0.50-lr4e-03"}
+    table = mc.budget_study_lr_table([*result.lr_records, *result.tune_records]).set_index(["method", "budget"])
+    assert table.loc[("baseline", "1 (full)"), "where"] == "interior"
+    assert table.loc[("mclearn", "1/3"), "where"] == "edge: next diverged"
+    assert table.loc[("mclearn", "1/3"), "lr (eval accuracy %)"].endswith("0.008: diverged")
+    assert table.loc[("short-schedule", "1/3"), "chosen lr"] == "0.008"
+    assert set(table["where"]) == {"interior", "edge: next diverged"}
+
+
+def test_a_tuning_grid_grows_past_its_edges_and_stops_at_its_size():
+    """next_grid_lr doubles past a best at the top, halves past a best at the bottom, stops when the
+    best is interior or the lr above it diverged, and at LR_GRID_MOST lrs (lr_grid_status: an
+    unresolved edge)."""
+    def runs(accuracy_by_lr):
+        return [{"config": {"lr": lr}, "accuracy": acc} for lr, acc in accuracy_by_lr.items()]
+
+    assert mc.next_grid_lr(runs({1: 0.5, 2: 0.6, 4: 0.7})) == 8
+    assert mc.next_grid_lr(runs({1: 0.7, 2: 0.6, 4: 0.5})) == 0.5
+    assert mc.next_grid_lr(runs({1: 0.5, 2: 0.7, 4: 0.6})) is None
+    assert mc.next_grid_lr(runs({1: 0.5, 2: 0.7, 4: math.nan})) is None
+    assert mc.lr_grid_status(runs({1: 0.5, 2: 0.7, 4: math.nan})) == "edge: next diverged"
+    assert mc.lr_grid_status(runs({1: 0.5, 2: 0.6, 4: 0.7})) == "edge: highest"
+    assert mc.lr_grid_status(runs({1: 0.7, 2: 0.6})) == "edge: lowest"
+    assert mc.lr_grid_status(runs({1: 0.5, 2: 0.7, 4: 0.6})) == "interior"
+    full = runs({2 ** k: 0.1 * k for k in range(mc.LR_GRID_MOST)})
+    assert mc.next_grid_lr(full) is None and mc.lr_grid_status(full) == "edge: highest"
+    assert mc.next_grid_lr(full[:-1]) == 2 ** (mc.LR_GRID_MOST - 1)
 
 
 def test_budget_study_runs_take_each_methods_budgets_and_seeds():
