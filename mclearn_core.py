@@ -4130,12 +4130,21 @@ def irreducible_losses(ctx: RunContext, holdout: torch.Tensor, epochs: int) -> t
     return il_ctx.per_example_loss(logits, ctx.train.labels.to(ctx.device))
 
 
+def infobatch_anneal_start(epochs: int, anneal: float) -> int:
+    """Return the first epoch (counted from 0) that InfoBatch trains on all data: the reference's
+    rule (Qin et al. 2024, its code's sampler) prunes in epoch t (counted from 1) only while
+    t <= (1 - anneal) x epochs, so the last ceil(anneal x epochs) epochs use all data. The product
+    is rounded to 9 decimals first, so that 10 x (1 - 0.9) counts as the 1 it stands for."""
+    return math.floor(round(epochs * (1 - anneal), 9))
+
+
 class InfoBatch(ScoredBatches):
     """InfoBatch (Qin et al. 2024): each epoch, prune a random infobatch_prune share of the
     examples whose last loss is below the mean and scale up the kept ones' losses by
-    1 / (1 - prune) so the expected gradient is unchanged; the last infobatch_anneal share of
-    epochs uses all data. Unseen examples have no score and are never pruned, so a one-epoch
-    run prunes nothing; `telemetry()` reports the pruned counts."""
+    1 / (1 - prune) so the expected gradient is unchanged; the epochs from infobatch_anneal_start
+    on (the last infobatch_anneal share, rounded up to whole epochs) use all data. Unseen examples
+    have no score and are never pruned, so a one-epoch run prunes nothing; `telemetry()` reports
+    the pruned counts."""
 
     name = "infobatch"
 
@@ -4183,12 +4192,13 @@ class InfoBatch(ScoredBatches):
         return weights
 
     def annealing(self) -> bool:
-        """Return True when the epoch starting now uses all the data: the last infobatch_anneal share
-        of the epochs, or of the budget's seconds in a clock-driven run (its epochs are open-ended)."""
+        """Return True when the epoch starting now uses all the data: an epoch from
+        infobatch_anneal_start on, or, in a clock-driven run (its epochs are open-ended), one that
+        starts in the last infobatch_anneal share of the budget's seconds."""
         cfg, clock = self.ctx.cfg, self.ctx.clock
         if clock is not None:
             return clock.progress >= 1 - cfg.infobatch_anneal
-        return self.epoch >= cfg.epochs * (1 - cfg.infobatch_anneal)
+        return self.epoch >= infobatch_anneal_start(cfg.epochs, cfg.infobatch_anneal)
 
     def _new_epoch(self) -> None:
         self.epoch += 1

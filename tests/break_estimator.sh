@@ -34,9 +34,9 @@ run "replay share fed the rank instead of the ESS fraction" \
 run "refresh before the policy update" \
   '            self._update_policy()
             self.plan_start = i
-            if self.budget:' \
+            if self.budget and clock is None:' \
   '            self.plan_start = i
-            if self.budget:'
+            if self.budget and clock is None:'
 # --- what MC-Learn passes its budget solver, the re-plan and the schedule (issue 22)
 run "the caller scales budget_ratio by 1.2" \
   'self.plan.bucket_widths.tolist(), cfg.budget_ratio, cfg.refresh_every,' \
@@ -50,10 +50,13 @@ run "refreshes priced at the first pool's size (bug 3 back)" \
 run "no re-plan at refreshes" 'self.replan(i, progress)' 'None'
 run "steps left priced at the baseline's update (no measured ratio)" \
   'ratio = measured / self.priced_update_seconds if self.priced_update_seconds > 0 else 1.0' 'ratio = 1.0'
-run "lr schedule not moved along after a re-plan" 'for _ in range(max(behind, 0)):' 'for _ in range(0):'
-run "steps after the re-planned end still train" 'if self.budget and i >= self.total_steps:' 'if False:'
+run "lr schedule not moved along after a re-plan" \
+  'return int(self.position / accum + 1e-9) / math.ceil(self.loop_steps / accum)' \
+  'return int(self.steps_run / accum + 1e-9) / math.ceil(self.loop_steps / accum)'
+run "steps after the re-planned end still train" 'if self.budget and clock is None and i >= self.total_steps:' 'if False:'
 run "lr schedule at its end from the first step (nothing learns)" \
-  'behind = int(self.position / accum + 1e-9)' 'behind = int(self.loop_steps / accum + 1e-9)'
+  'return int(self.position / accum + 1e-9) / math.ceil(self.loop_steps / accum)' \
+  'return int(self.loop_steps / accum + 1e-9) / math.ceil(self.loop_steps / accum)'
 run "evaluation scrambles the predictions" \
   'logits[idx.to(device)] = out.float()' 'logits[idx.to(device)] = out.float()[torch.randperm(len(idx))]'
 # --- the bugs of issue 22 back
@@ -70,7 +73,8 @@ run "setup reserves one capture per width again" 'self.budget = solve(expected)'
 run "re-plans hold back no captures" \
   'reserve = self.captures_expected(most) * self.ctx.step_costs.capture_seconds' 'reserve = 0.0'
 run "captured widths still reserved" \
-  'prob = [p if key not in done else 0.0 for key, p in zip(keys, plan.bucket_prob)]' 'prob = list(plan.bucket_prob)'
+  'prob = [p if key not in done and self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0' \
+  'prob = [p if self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0'
 run "warm-up uses forgotten" \
   'return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])' \
   'return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps)'

@@ -90,6 +90,68 @@ def test_infobatch_prunes_nothing_without_scores_or_in_anneal(prepared):
     assert np.all(method.prune_weights(np.arange(50.0), anneal=True) == 1.0)
 
 
+# InfoBatch's rules, as its reference defines them (Qin et al. 2024, and the sampler of its public code):
+# the rows whose last loss is below the mean are the well-learned ones; each is pruned with probability r
+# and the kept ones are scaled by 1 / (1 - r); the last share of the epochs trains on all data.
+INFOBATCH_SEEN = np.array([0.25, 0.25, 0.25, 0.75, 1.0, 3.5])  # sum 6, mean 1.0 exactly; median 0.5
+
+
+@pytest.mark.parametrize("prune", [0.3, 0.7])
+def test_infobatch_prunes_below_the_mean_of_the_seen_rows_and_scales_the_kept_ones(prepared, prune):
+    """500 tiles of 6 seen rows (mean 1.0; the 0.75 row lies below it but above the median, 0.5, and
+    above the mean over all 8 rows counting the 2 unseen ones as 0, 0.75) and 2 unseen rows (NaN):
+    the 0.25 and 0.75 rows (2,000) are pruned with probability r (binomial sd at most 0.011;
+    tolerance 0.045, 4 sd) and kept at weight 1 / (1 - r) exactly; the row at the mean, the row above
+    it and the unseen ones always keep weight 1. r is not 1/2, so 1 / r and 1 / (1 - r) differ."""
+    method = mc.InfoBatch(_ctx(prepared, mc.replace_config(prepared.cfg, infobatch_prune=prune)))
+    scores = np.tile(np.r_[INFOBATCH_SEEN, np.nan, np.nan], 500)
+    low = np.isin(scores, (0.25, 0.75))
+    weights = method.prune_weights(scores, anneal=False)
+    assert np.all(weights[~low] == 1.0)  # at or above the mean, or unseen
+    assert set(np.unique(weights[low])) == {0.0, 1.0 / (1.0 - prune)}
+    assert (weights[low] == 0).mean() == pytest.approx(prune, abs=0.045)
+    assert (weights[scores == 0.75] == 0).mean() == pytest.approx(prune, abs=0.09)  # 500 rows: 4 sd
+    # E[weight] = 1 on every low row: over 200 epochs' draws the mean weight of the low rows is 1 within
+    # 4 standard errors (sd of a weight sqrt(r / (1 - r)), 400,000 draws)
+    means = [method.prune_weights(scores, anneal=False)[low].mean() for _ in range(200)]
+    assert np.mean(means) == pytest.approx(1.0, abs=4 * math.sqrt(prune / (1 - prune) / (200 * low.sum())))
+
+
+@pytest.mark.parametrize("epochs, anneal, start", [
+    (8, 0.125, 7),  # 7 = 0.875 x 8: epochs 1-7 (counted from 1) may prune, the 8th uses all data
+    (3, 0.125, 2),  # 2.625: epochs 1 and 2 may prune; the 0.375 epoch of anneal rounds up to the third
+    (2, 0.125, 1),  # 1.75: only the first epoch (no scores yet: it prunes nothing) before the anneal
+    (1, 0.125, 0),  # 0.875: a one-epoch run is all anneal
+    (10, 0.25, 7),  # 7.5: the last 3 epochs (2.5 rounded up)
+    (10, 0.9, 1),  # 10 x (1 - 0.9) is 0.9999999999999998 in floats: still one pruning epoch
+    (10, 0.7, 3),  # 3.0000000000000004 in floats: 3
+    (200, 0.125, 175),  # the reference's CIFAR-100 setting: 175 of 200 epochs prune
+    (5, 0.0, 5),  # no anneal: every epoch may prune
+    (4, 1.0, 0),  # all anneal
+])
+def test_infobatch_anneal_starts_where_the_reference_stops_pruning(epochs, anneal, start):
+    """The first epoch on all data (counted from 0), worked out by hand: the reference prunes in epoch t
+    (counted from 1) only while t <= (1 - anneal) x epochs."""
+    assert mc.infobatch_anneal_start(epochs, anneal) == start
+
+
+def test_infobatch_prunes_in_its_epochs_before_the_anneal_and_in_none_after(prepared, smoke_cfg):
+    """Four epochs at anneal 0.125 (4 x 0.875 = 3.5: anneal start 3): epoch 0 (counted from 0) has no
+    scores, epochs 1 and 2 prune, epoch 3 uses all data; at anneal 0.3 (2.8: start 2) only epoch 1
+    prunes. Neither product is whole, so rounding the anneal's share of epochs down shows."""
+    for anneal, pruning in ((0.125, (1, 2)), (0.3, (1,))):
+        cfg = mc.replace_config(smoke_cfg, epochs=4, infobatch_anneal=anneal, infobatch_prune=0.5)
+        ctx = _ctx(prepared, cfg, seed=4)
+        method = mc.InfoBatch(ctx)
+        mc.build_optimization(ctx, method)
+        method._new_epoch()  # epoch 0: no row has a score yet
+        method.scores[:] = torch.rand(len(prepared.train), generator=torch.Generator().manual_seed(4))
+        for _ in range(3):  # the epochs' plans (no training: every row keeps its score)
+            method._new_epoch()
+        assert [epoch for epoch, count in enumerate(method.pruned) if count > 0] == list(pruning)
+        assert len(method.pruned) == 4 and len(method.plan) == method.steps_per_epoch  # the last: all data
+
+
 def test_importance_keep_gives_unbiased_sums():
     # Sum of x_i * keep_i / p_i is unbiased for sum x_i; 20,000 draws, 99% CI.
     gen = torch.Generator().manual_seed(3)
@@ -155,14 +217,15 @@ def test_peer_runs_end_to_end(prepared, smoke_cfg, method):
 
 
 def test_infobatch_prunes_after_the_first_epoch_and_stops_after_its_epochs(prepared, smoke_cfg):
-    # Two epochs, anneal only in the last 12.5% of epochs (none here): epoch 2 drops about
-    # prune x (share below the mean) of the data; the run must not refill those steps.
-    cfg = mc.replace_config(smoke_cfg, epochs=2)
+    # Three epochs at anneal 0.125 (anneal start 2): epoch 2 (counted from 1) drops about
+    # prune x (share below the mean) of the data, epoch 3 uses all of it; the run must not refill
+    # the pruned steps.
+    cfg = mc.replace_config(smoke_cfg, epochs=3)
     record = mc.train_method("infobatch", cfg, prepared, seed=7, progress=False)
     pruned = record["telemetry"]["pruned_per_epoch"]
     n = len(prepared.train)
-    assert pruned[0] == 0 and 0.1 * n < pruned[1] < 0.5 * n
-    assert record["examples_backward"] == 2 * n - pruned[1]
+    assert pruned[0] == 0 and 0.1 * n < pruned[1] < 0.5 * n and pruned[2] == 0
+    assert record["examples_backward"] == 3 * n - pruned[1]
 
 
 def test_infobatch_schedule_ends_with_its_last_epoch(prepared, smoke_cfg):
