@@ -48,14 +48,15 @@ NOTEBOOKS = [
 # smallest run of each notebook that still takes every code path. Notebook 01: two seeds (a mean ±
 # std over seeds) instead of three. Notebook 04, the budget study: one seed, one budget (every
 # method's clock and plan), and a two-lr sweep, which its defaults (lrs=[]) skip, so that the smoke
-# run also takes the sweep, the growing tuning grids and their table.
+# run also takes the sweep (grown past its edge) and the lr table; no per-method grids (lr_factors
+# []: each grows to three lrs or more, four times over; tests/test_equal_time.py covers them).
 SMOKE_PARAMETERS = {
     "notebooks/01_three_seeds.ipynb": {"seeds": [42, 43]},
     "notebooks/03_estimator_checks.ipynb": {"draws": 300},
-    # every code path of a budget study: the baseline's sweep, each method's own lr (two factors), the
-    # short schedule and every method at one budget, a test split carved from train
+    # the code paths of a budget study: the baseline's sweep, the short schedule and every method at one
+    # budget on its clock, a test split carved from train
     "notebooks/04_compare_methods.ipynb": {"seeds": [42], "time_budgets": [1 / 2], "lrs": [1e-3, 3e-3],
-                                           "lr_factors": [1, 2], "eval_points": 4, "test_holdout": 60},
+                                           "lr_factors": [], "eval_points": 4, "test_holdout": 60},
 }
 
 # The study a notebook writes to when its `study` parameter is None (see mclearn_core.study_name).

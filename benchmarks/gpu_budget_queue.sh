@@ -5,7 +5,7 @@
 # later calls collect what has finished with gpu_budget_collect.sh.
 # Usage: setsid nohup bash benchmarks/gpu_budget_queue.sh MODEL_DIR WORK_DIR DATASET... >LOG 2>&1 </dev/null &
 #   MODEL_DIR  the encoder folder (/tmp/all-mpnet-base-v2); WORK_DIR  where the copy runs (/tmp/work)
-#   DATASET    sst2 | sst2-noisy20 | clinc150 | banking77, run in the order given
+#   DATASET    sst2 | sst2-noisy20 | clinc150 | banking77 | sst2-long, run in the order given
 # Environment: as gpu_budget_study.sh (LRS, SEEDS; MCLEARN_COMMIT and MCLEARN_GIT_CLEAN name the commit);
 #   FRESH=0 resumes the studies from the run files the copy holds (a collected <DATASET>-partial.tgz unpacked).
 # Writes WORK_DIR/queue.log, WORK_DIR/done/<DATASET> (the study's exit status) as each study ends, and
