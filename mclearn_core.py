@@ -5071,6 +5071,7 @@ def stored_run_path(results_dir: str | Path, study: str, label: str, seed: int) 
 # today's `mclearn` (the same config). rename_preset_runs gives their files those names, so that a study
 # resumes each under the method whose config made it (benchmarks/rename_preset_runs.py).
 ABLATION_SUFFIX = "-ablation"  # an ablation study's name (before its sweep's "-lr") ends so (gpu_ablation.sh)
+FAIR_ABLATION_SUFFIX = "-fair" + ABLATION_SUFFIX  # the switch's ablation, under the fair protocol (issue 34)
 
 
 def is_ablation_study(study: str, include_sweeps: bool = False) -> bool:
@@ -6682,7 +6683,8 @@ ABLATION_RULE = ("Rule (fixed before the runs): every MC-Learn variant, one seed
                  "(a cell), on validation accuracy (the eval split). In each cell the variants are ranked by accuracy "
                  "(1 = best; equal accuracies share their mean rank; a missing or diverged run ranks last); the "
                  "`mclearn` preset becomes the variant with the best mean rank over the cells, ties going to the "
-                 "simpler one (fewer of the parts free, once, anneal on), then to the earlier in MCLEARN_VARIANTS.")
+                 "simpler one (fewer of the parts free, once, anneal, switch on), then to the earlier in "
+                 "MCLEARN_VARIANTS.")
 EQUAL_TIME_SUFFIX = "-equal-time"  # the 5-seed test-split study of a dataset (gpu_budget_study.sh's default suffix)
 # An ablation study's name ends in ABLATION_SUFFIX (section 8); it is no equal-time study (one seed, validation).
 
@@ -6701,8 +6703,35 @@ def _ablation_dataset(study: str) -> str:
 
 def equal_time_study_of(ablation_study: str) -> str:
     """Return the equal-time study of an ablation study's dataset, model and device: the same prefix
-    with EQUAL_TIME_SUFFIX ("sst2-mpnet-h200-equal-time" of "sst2-mpnet-h200-ablation")."""
+    with EQUAL_TIME_SUFFIX ("sst2-mpnet-h200-equal-time" of "sst2-mpnet-h200-ablation"); of a fair-
+    protocol ablation, its fair study ("sst2-mpnet-h200-fair" of "sst2-mpnet-h200-fair-ablation")."""
+    if ablation_study.endswith(FAIR_ABLATION_SUFFIX):
+        return ablation_study.removesuffix(ABLATION_SUFFIX)
     return ablation_study.removesuffix(ABLATION_SUFFIX) + EQUAL_TIME_SUFFIX
+
+
+def latest_ablation(studies: Iterable[str]) -> list[str]:
+    """Return the studies of the latest ablation among ablation `studies`, by name: the fair
+    protocol's (names ending in FAIR_ABLATION_SUFFIX, the switch's ablation) where there are any,
+    else the others (issue 24's, under the previous protocol). One rule ranks one ablation's cells:
+    two ablations' columns of a dataset would collide, and neither's variants ran in the other's."""
+    studies = sorted(set(studies))
+    fair = [s for s in studies if s.endswith(FAIR_ABLATION_SUFFIX)]
+    return fair or studies
+
+
+def ablation_folder(studies: Iterable[str]) -> str:
+    """Return the folder under the results folder that holds an ablation's tables
+    (benchmarks/ablation.py): "ablation/fair" for the fair protocol's studies, else "ablation"."""
+    return "ablation/fair" if any(str(s).endswith(FAIR_ABLATION_SUFFIX) for s in studies) else "ablation"
+
+
+def preset_before(records: Sequence[dict[str, Any]]) -> str:
+    """Return the preset an ablation's choice is compared with, besides REFERENCE: for the switch's
+    ablation (studies ending in FAIR_ABLATION_SUFFIX) the `mclearn` preset it starts from
+    (SWITCH_ABLATION's first), else `mclearn-v1`, the preset before issue 24's ablation."""
+    fair = any(str(r.get("study", "")).endswith(FAIR_ABLATION_SUFFIX) for r in _ablation_runs(records))
+    return SWITCH_ABLATION[0] if fair else next(v for v, parts in MCLEARN_VARIANTS.items() if not parts)
 
 
 def _ablation_runs(records: Sequence[dict[str, Any]], methods: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -6800,12 +6829,27 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[st
                      "full passes": passes.get("passes"), "rank agreement": round(float(np.median(ranks)), 3) if ranks else None,
                      "score s": seconds.get("score"), "update s": seconds.get("update"),
                      "warm-up s": seconds.get("update_warmup"), "capture s": telemetry.get("graph_capture_seconds"),
-                     "flipped pass share": flipped.get("pass_share"), "flipped data share": flipped.get("data_share")})
+                     "flipped pass share": flipped.get("pass_share"), "flipped data share": flipped.get("data_share"),
+                     **selection_diagnostics(telemetry)})
     frame = pd.DataFrame(rows)
     for column in ("steps", "distinct rows", "full passes"):  # counts stay integers where a run has none
         if column in frame:
             frame[column] = frame[column].astype("Int64")
     return frame
+
+
+def selection_diagnostics(telemetry: dict[str, Any]) -> dict[str, Any]:
+    """Return a run's selection numbers (MCLearn.selection_telemetry; None where a run has none):
+    "selected share", the share of its steps drawn from selected pools; "tau switch", the median of
+    the switch's estimates over its pools (achieved or promised; select_switch only); and the
+    variance check's at the end on one pool ("check rows"): "tau est", estimated from the losses,
+    and "tau measured", on the last layer's gradients."""
+    selection = telemetry.get("selection") or {}
+    check = selection.get("variance_check") or {}
+    estimates = [d["tau"] for d in selection.get("decisions", []) if d["source"] != "waiting" and d["tau"] is not None]
+    return {"selected share": selection.get("selected_share"),
+            "tau switch": round(float(np.median(estimates)), 4) if estimates else None,
+            "check rows": check.get("rows"), "tau est": check.get("loss"), "tau measured": check.get("measured")}
 
 
 def variant_parts_on(config: dict[str, Any]) -> tuple[str, ...]:
@@ -6860,12 +6904,14 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
                         equal_time: dict[str, tuple[str, Sequence[dict[str, Any]]]] | None = None) -> dict[str, str]:
     """Return {dataset: paragraph} for every ablation study among `records` (ablation_diagnostics'
     datasets): where the chosen variant (ablation_table's) is ahead of or behind REFERENCE and
-    against `mclearn-v1` (the preset before) at each budget of that dataset, and why, in the
+    against the preset before it (preset_before: `mclearn-v1` for issue 24's ablation, the
+    `mclearn` preset for the switch's) at each budget of that dataset, and why, in the
     numbers of ablation_diagnostics (mean over seeds where a cell has several): validation accuracy
     and its difference from the short schedule, train seconds, steps, distinct rows given a full
     pass and their share of the training set, full passes, the scorer's median rank agreement,
     scoring against update seconds and, on noisy data, the flipped rows' share of the full passes
-    against their share of the data. One seed is no verdict: the differences are one run's, and
+    against their share of the data, and what selection did (selection_sentences). One seed is no
+    verdict: the differences are one run's, and
     the words say only ahead, behind or equal.
     `equal_time` maps a dataset to (its equal-time study, that study's records): the paragraph then
     ends with ablation_confirmation's sentence (the chosen preset's 5-seed result, or that it is
@@ -6875,14 +6921,15 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
     if chosen is None:
         return {}
     frame = ablation_diagnostics(records)
-    previous = next(v for v, parts in MCLEARN_VARIANTS.items() if not parts)  # mclearn-v1, the preset before
+    previous = preset_before(records)
     out = {}
     for dataset in dict.fromkeys(frame["study"]):
         rows = frame[frame["study"] == dataset]
         budgets = sorted({float(r["time_budget"]) for r in _ablation_runs(records)
                           if _ablation_dataset(r["study"]) == dataset})
         seeds = sorted(set(rows["seed"]))
-        text = [f"`{chosen}` against `{REFERENCE}` and `{previous}` on {dataset} "
+        versus = f"`{REFERENCE}`" + (f" and `{previous}`" if previous != chosen else "")
+        text = [f"`{chosen}` against {versus} on {dataset} "
                 f"({'seed ' + str(seeds[0]) + ', one run each, so no verdict' if len(seeds) == 1 else f'mean of {len(seeds)} seeds'}; "
                 f"validation accuracy):"]
         for value in budgets:
@@ -6924,6 +6971,7 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
                       + (f" (`{previous}` {_fixed(v['score s'], '.3f', ' s')} against "
                          f"{_fixed(v['update s'], '.3f', ' s')})" if v else ""))
             text.append(scorer + ".")
+            text += selection_sentences(at, chosen)
             if not (_missing(c["flipped data share"]) or _missing(c["flipped pass share"])):
                 side = ("more than" if c["flipped pass share"] > c["flipped data share"] else "less than"
                         if c["flipped pass share"] < c["flipped data share"] else "just")
@@ -6934,6 +6982,34 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
             study, confirming = equal_time[dataset]
             text.append(ablation_confirmation(confirming, chosen, dataset, study, budgets))
         out[dataset] = " ".join(text)
+    return out
+
+
+def selection_sentences(rows, chosen: str) -> list[str]:
+    """Return what selection did in one cell of ablation_diagnostics (`rows`), from the run files'
+    selection records (selection_diagnostics, means over seeds): for the `chosen` variant, the share
+    of its steps drawn from selected pools, then selection's variance reduction against uniform
+    draws measured at the end of its run on one pool (the last layer's gradients) and estimated on
+    the same pool from the losses, and with the switch the median of its own estimates over its
+    pools; for each other variant with the switch on, its share and its two numbers. Nothing for a
+    run without the records."""
+    out = []
+    for method in [chosen, *(v for v in MCLEARN_VARIANTS if "switch" in MCLEARN_VARIANTS[v] and v != chosen)]:
+        m = _cell_means(rows, method)
+        if m is None or _missing(m["selected share"]):
+            continue
+        switch = "" if _missing(m["tau switch"]) else \
+            f"; the switch's median estimate over its pools {m['tau switch']:.3f}"
+        if method == chosen:
+            out.append(f"It drew {_percent(m['selected share'])} of its steps from selected pools; at the end of the "
+                       f"run, on one pool of {_count(m['check rows'])} rows, selection's variance reduction against "
+                       f"uniform draws was {_fixed(m['tau measured'], '.3f')} measured on the last layer's gradients "
+                       f"and {_fixed(m['tau est'], '.3f')} estimated from the losses{switch} (above 1: selection "
+                       f"reduces the variance).")
+        else:
+            out.append(f"`{method}` drew {_percent(m['selected share'])} of its steps from selected pools (variance "
+                       f"reduction at its end {_fixed(m['tau measured'], '.3f')} measured, "
+                       f"{_fixed(m['tau est'], '.3f')} estimated{switch}).")
     return out
 
 

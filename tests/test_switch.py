@@ -288,3 +288,62 @@ def test_the_variance_check_measures_the_draw_of_a_selected_pool_once(prepared, 
     assert check["loss"] == pytest.approx(round(mc.variance_reduction((1 - np.exp(-grads["loss"])) ** 2,
                                                                       sample * len(rows) * draw, sample), 4), abs=1e-4)
 
+
+
+# --- the ablation's report of the switch (item 4) -----------------------------------------------------
+def test_a_fair_ablation_reads_its_fair_study_and_is_the_latest():
+    """The switch's ablation (studies ending in -fair-ablation) confirms in the dataset's fair study and
+    replaces issue 24's in the report (one rule ranks one ablation's cells); its tables go to
+    results/ablation/fair; its choice is compared with the `mclearn` preset it starts from."""
+    assert mc.equal_time_study_of("sst2-mpnet-h200-fair-ablation") == "sst2-mpnet-h200-fair"
+    assert mc.equal_time_study_of("sst2-mpnet-h200-ablation") == "sst2-mpnet-h200-equal-time"
+    assert mc._ablation_dataset("sst2-noisy20-mpnet-h200-fair-ablation") == "sst2-noisy20"
+    old, new = ["a-mpnet-h200-ablation", "b-mpnet-h200-ablation"], ["b-mpnet-h200-fair-ablation"]
+    assert mc.latest_ablation(old + new) == new and mc.latest_ablation(old) == old
+    assert mc.ablation_folder(new) == "ablation/fair" and mc.ablation_folder(old) == "ablation"
+    assert mc.preset_before([_run("mclearn-once", "b-mpnet-h200-fair-ablation", 0.8)]) == "mclearn-once" \
+        == mc.SWITCH_ABLATION[0] == next(v for v in mc.MCLEARN_VARIANTS if mc.config_for_method(
+            mc.make_config("cpu-smoke"), v) == mc.config_for_method(mc.make_config("cpu-smoke"), "mclearn"))
+    assert mc.preset_before([_run("mclearn-once", "b-mpnet-h200-ablation", 0.8)]) == "mclearn-v1"
+
+
+def _run(method, study, accuracy, selection=None, budget=1 / 3):
+    """A one-seed budgeted ablation run (1,000 training rows) with its selection record."""
+    telemetry = {"steps": [], **({"selection": selection} if selection else {})}
+    return {"method": method, "study": study, "time_budget": budget, "accuracy": accuracy, "seed": 42,
+            "run_label": mc.run_label(method, budget), "train_seconds": 2.0, "train_examples": 1000,
+            "examples_backward": 640, "steps": 10, "telemetry": telemetry}
+
+
+def _selection(share, decisions, measured, estimated, rows=1000):
+    return {"selected_share": share, "decisions": [{"source": s, "tau": t} for s, t in decisions],
+            "variance_check": {"rows": rows, "measured": measured, "loss": estimated}}
+
+
+def test_the_ablation_paragraph_says_what_selection_did():
+    """Per cell, the chosen variant's share of steps from selected pools, its variance reduction at the
+    end measured and estimated on one pool, and the switch's median estimate over its pools (achieved
+    and promised ones, not the waiting ones: 0.9, 1.3, 1.1 -> 1.1); each other switch variant in a
+    clause; the diagnostics carry the same numbers. Runs without the records give no such sentence."""
+    study = "sst2-mpnet-h200-fair-ablation"
+    switch = _selection(0.625, [("achieved", 0.9), ("waiting", 1.0), ("promised", 1.3), ("achieved", 1.1)], 0.95, 0.9)
+    records = [_run("short-schedule", study, 0.80), _run("mclearn-once", study, 0.78, _selection(1.0, [], 0.7, 0.75)),
+               _run("mclearn-once-switch", study, 0.81, switch)]
+    frame = mc.ablation_diagnostics(records).set_index("method")
+    assert frame.loc["mclearn-once-switch", "selected share"] == 0.625
+    assert frame.loc["mclearn-once-switch", "tau switch"] == 1.1 and frame.loc["mclearn-once", "tau measured"] == 0.7
+    assert mc._missing(frame.loc["short-schedule", "selected share"])
+    text = mc.ablation_paragraphs(records)["sst2"]
+    assert text.startswith("`mclearn-once-switch` against `short-schedule` and `mclearn-once` on sst2")
+    assert ("It drew 62.50 % of its steps from selected pools; at the end of the run, on one pool of 1,000 rows, "
+            "selection's variance reduction against uniform draws was 0.950 measured on the last layer's gradients "
+            "and 0.900 estimated from the losses; the switch's median estimate over its pools 1.100 (above 1: "
+            "selection reduces the variance).") in text
+    records[2]["accuracy"] = 0.70  # the switch loses: mclearn-once is chosen, the switch gets its clause
+    text = mc.ablation_paragraphs(records)["sst2"]
+    assert text.startswith("`mclearn-once` against `short-schedule` on sst2")
+    assert "It drew 100.00 % of its steps from selected pools" in text and "0.700 measured" in text
+    assert ("`mclearn-once-switch` drew 62.50 % of its steps from selected pools (variance reduction at its end "
+            "0.950 measured, 0.900 estimated; the switch's median estimate over its pools 1.100).") in text
+    bare = [dict(r, telemetry={"steps": []}) for r in records]
+    assert "selected pools" not in mc.ablation_paragraphs(bare)["sst2"]
