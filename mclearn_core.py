@@ -31,6 +31,8 @@ import json
 import math
 import os
 import platform
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +54,17 @@ from torch import nn
 # 1. Config and presets
 # =============================================================================
 REPO_ROOT = Path(__file__).resolve().parent
+
+
+CLI_WIDTH = 100  # every line the module prints fits this many columns (say; the final table unless --wide)
+
+
+def say(text: str, file=None) -> None:
+    """Print `text` to `file` (stdout when None) and flush, each of its lines wrapped at CLI_WIDTH columns
+    with continuation lines indented two spaces; a word longer than a line (a path) is kept whole."""
+    lines = [textwrap.fill(line, CLI_WIDTH, subsequent_indent="  ", break_long_words=False,
+                           break_on_hyphens=False) for line in text.splitlines()]
+    print("\n".join(lines), file=file or sys.stdout, flush=True)
 
 
 EMBEDDED_DATA = REPO_ROOT / "data" / "ag_news_sample"
@@ -1604,8 +1617,8 @@ class GraphedUpdate:
                 self._capture(key, inputs)
             except RuntimeError as err:  # e.g. an op that reads the host: train on, without graphs
                 self.capture_error = f"{type(err).__name__}: {str(err)[:300]}"
-                print(f"warning: CUDA graph capture failed, this run continues eagerly (slower): "
-                      f"{self.capture_error}", flush=True)
+                say(f"warning: CUDA graph capture failed, this run continues eagerly (slower): "
+                    f"{self.capture_error}")
                 self.capture = False
                 torch.cuda.synchronize(self.ctx.device)
                 return self.step(key, inputs)
@@ -2723,7 +2736,7 @@ class MCLearn(Method):
         self.budget = solve(expected)
         for message in self.budget["warnings"]:
             if message not in costs.warnings:  # those were printed when the costs were measured
-                print(f"warning (mclearn budget): {message}", flush=True)
+                say(f"warning (mclearn budget): {message}")
         self.budget["measured_refresh_seconds"] = round(refresh_seconds, 4)  # the first pool's
         self.budget["step_costs"] = costs.record()
         self.setup_charge = spent
@@ -2801,9 +2814,9 @@ class MCLearn(Method):
         if total == self.total_steps:
             return
         if total < self.loop_steps and not any(r["steps"] < self.loop_steps for r in self.replans):
-            print(f"warning (mclearn budget): at step {i} the run had cost {charged:.3f} s of its "
-                  f"{self.budget['budget_seconds']:.3f} s budget: re-planned to {total} steps of the "
-                  f"{self.loop_steps} planned (telemetry: budget.replans)", flush=True)
+            say(f"warning (mclearn budget): at step {i} the run had cost {charged:.3f} s of its "
+                f"{self.budget['budget_seconds']:.3f} s budget: re-planned to {total} steps of the "
+                f"{self.loop_steps} planned (telemetry: budget.replans)")
         self.replans.append({"step": i, "steps": total, "charged_seconds": round(charged, 4),
                              "capture_reserve_seconds": round(reserve, 4),
                              "update_cost_ratio": round(ratio, 4)})
@@ -4401,14 +4414,29 @@ class Prepared:
     step_costs: Any = None  # StepCosts of the baseline's update (measured once, see prepared_step_costs)
 
 
+def preparing_line(cfg: Config, device: torch.device, bundle: DataBundle | None = None) -> str:
+    """Return the line prepare prints before it loads anything: which data and model it loads, onto
+    which device, and what it does before the first run's progress bar."""
+    data = f"dataset {bundle.source}" if bundle else f"dataset {portable_path(cfg.dataset)}"
+    if cfg.model_name == TINY_MODEL:
+        model = (f"the tiny model ({cfg.tiny_layers} layers, width {cfg.tiny_dim}, built from scratch with a "
+                 f"tokenizer trained on the data)")
+    else:
+        local = Path(local_copy(cfg.model_name)).expanduser().is_dir()
+        model = f"model {portable_path(cfg.model_name)}{'' if local else ' (from the hub, or its cache)'}"
+    after = "tokenizing and warming the GPU up" if device.type == "cuda" else "tokenizing"
+    return f"preparing: loading {data} and {model} onto {device}, then {after}; the runs follow"
+
+
 def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
     """Check the config (validate_config) and the data (validate_data), load data and model once,
     tokenize, move the tensors to the device and, on CUDA, warm the device up (see warm_up_device);
     return Prepared."""
     validate_config(cfg)
+    device = resolve_device(cfg)
+    say(preparing_line(cfg, device, bundle))
     bundle = validate_data(bundle) if bundle else load_text_dataset(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg, len(bundle.label_names), bundle.train.texts)
-    device = resolve_device(cfg)
     train = encode_split(bundle.train, tokenizer, cfg.max_length).to(device)
     evaluation = encode_split(bundle.eval, tokenizer, cfg.max_length).to(device)
     test = None if bundle.test is None else encode_split(bundle.test, tokenizer, cfg.max_length).to(device)
@@ -4432,7 +4460,7 @@ def prepared_step_costs(prepared: Prepared) -> "StepCosts":
         prepared.step_costs = measure_step_costs(cfg, prepared.base_model, prepared.train, prepared.device,
                                                  rows=calibration_rows(cfg, cfg.full_rows or None))
         for message in prepared.step_costs.warnings:
-            print(f"warning (step costs): {message}", flush=True)
+            say(f"warning (step costs): {message}")
     return prepared.step_costs
 
 
@@ -4594,11 +4622,15 @@ def _progress(total: int, desc: str, enabled: bool):
     return _tqdm_class()(total=total, desc=desc, disable=not enabled, leave=False, mininterval=1.0)
 
 
+TEMP_FILE = re.compile(r"\.(.+)\.(\d+)\.tmp")  # atomic_target's temp file: .<name>.<pid>.tmp beside <name>
+
+
 @contextlib.contextmanager
 def atomic_target(path: Path):
-    """Yield a temp path beside `path`; on success it replaces `path` (one rename), on any error
-    it is removed, so readers see the old file or the new one, never a part. An OSError without a
-    path (a full disk) is raised again naming `path`."""
+    """Yield a temp path beside `path` (TEMP_FILE); on success it replaces `path` (one rename), on any
+    error it is removed, so readers see the old file or the new one, never a part. An OSError without
+    a path (a full disk) is raised again naming `path`. A process killed outright (SIGKILL) leaves its
+    temp file: the next sweep of the study removes it (remove_leftover_temps)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
@@ -4640,8 +4672,6 @@ def run_logs(log_path: Path | None):
     except BaseException:
         if writer:
             writer.close()
-            import shutil
-
             shutil.rmtree(writer.log_dir, ignore_errors=True)
         raise
     if writer:
@@ -4692,7 +4722,7 @@ def _warn(warnings: list[str], warning: str | None, method_name: str, seed: int)
     """Keep a run's warning for its record and say it on stderr as it happens (nothing for None)."""
     if warning:
         warnings.append(warning)
-        print(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr, flush=True)
+        say(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr)
 
 
 def checked_step(method: Method, step: int, method_name: str, model: nn.Module,
@@ -4782,8 +4812,8 @@ def train_loop(ctx: RunContext, method: Method, method_name: str, total_steps: i
         info = checked_step(method, step, method_name, ctx.model, running.get("loss"))
         if clock is not None:
             if not info:  # the method has nothing left to train: no step for the clock to wait on
-                print(f"warning: {method_name}: it ended at step {step} before its clock "
-                      f"({train_seconds + time.perf_counter() - t0:.2f} of {clock.seconds:.2f} s)", flush=True)
+                say(f"warning: {method_name}: it ended at step {step} before its clock "
+                    f"({train_seconds + time.perf_counter() - t0:.2f} of {clock.seconds:.2f} s)")
                 break
             _sync(device)
             clock.observe(time.perf_counter() - started)
@@ -5192,8 +5222,8 @@ def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
         n += 1
         aside = path.with_name(f"{path.name}.corrupt{n}")
     os.replace(path, aside)
-    print(f"warning: {path} is not a readable run file ({problem}); moved it to {aside.name} "
-          f"and its run will be redone", file=sys.stderr)
+    say(f"warning: {path} is not a readable run file ({problem}); moved it to {aside.name} "
+        f"and its run will be redone", file=sys.stderr)
     return None
 
 
@@ -5304,8 +5334,8 @@ def study_lock(results_dir: str | Path, study: str):
     try:
         import fcntl
     except ImportError:  # Windows
-        print(f"warning: no file locks here: a second sweep on study {study!r} would not be stopped",
-              file=sys.stderr, flush=True)
+        say(f"warning: no file locks here: a second sweep on study {study!r} would not be stopped",
+            file=sys.stderr)
         yield None
         return
     while True:
@@ -5321,8 +5351,8 @@ def study_lock(results_dir: str | Path, study: str):
                                  f"slow each other's timings") from None
         except OSError as err:  # a file system without locks
             handle.close()
-            print(f"warning: cannot lock {path} ({err}): a second sweep on study {study!r} would not be stopped",
-                  file=sys.stderr, flush=True)
+            say(f"warning: cannot lock {path} ({err}): a second sweep on study {study!r} would not be stopped",
+                file=sys.stderr)
             handle = None
             break
         try:  # the holder may have removed the file between our open and flock: lock the file that is there
@@ -5337,17 +5367,30 @@ def study_lock(results_dir: str | Path, study: str):
     handle.seek(0)
     previous = handle.read().strip()
     if previous:
-        print(f"note: took over the lock of {folder} from a sweep that is no longer running ({previous})",
-              file=sys.stderr, flush=True)
+        say(f"note: took over the lock of {folder} from a sweep that is no longer running ({previous})",
+            file=sys.stderr)
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     handle.flush()
+    remove_leftover_temps(folder)
     try:
         yield path
     finally:
         path.unlink(missing_ok=True)
         handle.close()
+
+
+def remove_leftover_temps(folder: Path) -> list[Path]:
+    """Remove the temp files (TEMP_FILE) in a study folder whose lock this process holds, and return
+    them: no other sweep writes there, so each is what a killed sweep left (SIGKILL, a lost machine)."""
+    leftovers = sorted(p for p in folder.iterdir() if TEMP_FILE.fullmatch(p.name) and p.is_file())
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    if leftovers:
+        say(f"note: removed {len(leftovers)} temp file(s) that a killed sweep left in {folder}: "
+            f"{', '.join(p.name for p in leftovers)}", file=sys.stderr)
+    return leftovers
 
 
 def guarded_sweep(*study_suffixes: str):
@@ -5400,15 +5443,15 @@ def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str
     except DivergedError as err:
         if not keep_diverged:
             raise
-        print(f"warning: {label} seed {seed} diverged, recorded as such: {err}", file=sys.stderr, flush=True)
+        say(f"warning: {label} seed {seed} diverged, recorded as such: {err}", file=sys.stderr)
         record = diverged_record(method, cfg, prepared, seed, str(err), budget)
     record.update(run_label=label, **(extra or {}))
     if budget is not None:
         record["predicted_share"] = budget.predicted_share
     write_json_atomic(path, record)
     if progress:
-        print(f"{label:>26} seed {seed}: accuracy {record['accuracy']:.4f}, train {record['train_seconds']:.2f}s"
-              f"{'' if record['graphed'] else ' (eager)'} -> {path}", flush=True)
+        say(f"{label:>26} seed {seed}: accuracy {record['accuracy']:.4f}, train {record['train_seconds']:.2f}s"
+            f"{'' if record['graphed'] else ' (eager)'} -> {path}")
     return record
 
 
@@ -5454,8 +5497,8 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
             write_json_atomic(path, record)
             records.append(record)
             if progress:
-                print(f"{method:>18} seed {seed}: accuracy {record['accuracy']:.4f}, "
-                      f"train {record['train_seconds']:.1f}s -> {path}")
+                say(f"{method:>18} seed {seed}: accuracy {record['accuracy']:.4f}, "
+                    f"train {record['train_seconds']:.1f}s -> {path}")
     return records
 
 
@@ -5748,8 +5791,8 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     lr = best_lr(lr_records) if lr_records else cfg.lr
     tuned = with_explicit(cfg, lr=lr)
     if progress and lr_records:
-        print(f"learning rate: {lr:g} (best of {', '.join(f'{_record_lr(r):g}' for r in lr_records)}; "
-              f"{lr_grid_status(lr_records)})", flush=True)
+        say(f"learning rate: {lr:g} (best of {', '.join(f'{_record_lr(r):g}' for r in lr_records)}; "
+            f"{lr_grid_status(lr_records)})")
     planned = [m for m in methods if m != "baseline" and m not in NO_WALL_CLOCK_KNOB]
     reference = lr_records or ([run_once(tuned, "baseline", seeds[0], prepared, "baseline", progress=progress)]
                                if planned else [])
@@ -5782,8 +5825,8 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
         tune_records += grid
         method_lrs[method, budget] = best_lr(grid)
         if progress:
-            print(f"{method} at {format_budget(budget)}: lr {method_lrs[method, budget]:g} (of "
-                  f"{', '.join(f'{_record_lr(r):g}' for r in grid)}; {lr_grid_status(grid)})", flush=True)
+            say(f"{method} at {format_budget(budget)}: lr {method_lrs[method, budget]:g} (of "
+                f"{', '.join(f'{_record_lr(r):g}' for r in grid)}; {lr_grid_status(grid)})")
     # -- phase 5: the runs ----------------------------------------------------------------------------------
     records = []
     for method, budget, seed in runs:
@@ -5797,8 +5840,8 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
         records.append(run_budgeted(tuned, method, budget, method_lrs[method, budget], seed, run_label(method, budget)))
     wall = time.perf_counter() - started
     trained = sum(r["train_seconds"] for r in [*lr_records, *tune_records, *records] if math.isfinite(r["train_seconds"]))
-    print(f"study wall-clock {wall:.0f} s for {trained:.0f} s of training ({wall / max(trained, 1e-9):.2f}x; runs "
-          f"read back from earlier count as training, not as wall-clock)", flush=True)  # also without progress bars
+    say(f"study wall-clock {wall:.0f} s for {trained:.0f} s of training ({wall / max(trained, 1e-9):.2f}x; runs "
+        f"read back from earlier count as training, not as wall-clock)")  # also without progress bars
     return BudgetStudy(lr_records=lr_records, lr=lr, records=records, relative_costs=costs, method_lrs=method_lrs,
                        tune_records=tune_records, wall_seconds=wall, train_seconds=trained,
                        reference_seconds=full_seconds)
@@ -6025,9 +6068,6 @@ def provenance_env() -> str:
     return "\n".join(lines)
 
 
-CLI_WIDTH = 100  # the CLI's final table fits this many columns unless --wide
-
-
 # The report table's columns the CLI shows, with shorter headers, and the order in which they give
 # way when the table is wider than CLI_WIDTH: the last listed goes first.
 CLI_COLUMNS = {"method": "method", "budget": "budget", "seeds": "seeds", "accuracy (%)": "accuracy (%)",
@@ -6063,6 +6103,19 @@ def cli_table(table, width: int | None = CLI_WIDTH) -> str:
     return "\n".join([textwrap.fill(heading, width), text(shown), *([textwrap.fill(note, width)] if note else [])])
 
 
+def table_notes(cfg: Config) -> str:
+    """Return the lines printed under the CLI's final table: how its cells summarize the seeds and,
+    for the tiny model (model_name="tiny"), that the table checks the wiring and answers nothing."""
+    notes = ("accuracy (%): mean ± std over seeds; train s: median [min–max] over seeds; speed-up: the "
+             "baseline's median train seconds over the method's")
+    if cfg.model_name == TINY_MODEL:
+        notes += (f"\nA wiring check, not the answer: a {cfg.tiny_layers}-layer model of width {cfg.tiny_dim} "
+                  f"trained from scratch on a small sample shows that every method trains, is timed and writes "
+                  f"its run file; its accuracies and speed-ups say nothing about fine-tuning a pretrained "
+                  f"transformer on a GPU (README: the answer, and how to reproduce it on a GPU).")
+    return notes
+
+
 def _method_arg(name: str) -> str:
     """Return a --methods value as given; an old (renamed) id is refused naming its new one."""
     import argparse
@@ -6083,9 +6136,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import argparse
 
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    class HelpFormatter(argparse.HelpFormatter):
+        """argparse's help within CLI_WIDTH columns (or the terminal's, if narrower), names unbroken."""
+
+        def __init__(self, prog: str):
+            super().__init__(prog, width=min(CLI_WIDTH, shutil.get_terminal_size().columns))
+
+        def _split_lines(self, text: str, width: int) -> list[str]:
+            return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--preset", default="auto", help=f"auto or one of {', '.join(PRESETS)}")
-    parser.add_argument("--methods", nargs="+", default=["baseline", "mclearn"], choices=sorted(METHODS), type=_method_arg)
+    parser.add_argument("--methods", nargs="+", default=["baseline", "mclearn"], choices=sorted(METHODS), type=_method_arg,
+                        metavar="METHOD", help=f"default: baseline mclearn; any of {', '.join(sorted(METHODS))}")
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--dataset", default=None, help="hub name or local folder (default: preset's)")
     parser.add_argument("--model", dest="model_name", default=None, help="hub name, local folder or 'tiny'")
@@ -6110,8 +6173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _run_command_line(parser.parse_args(argv))
     except KeyboardInterrupt as err:
         stopped = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
-        print(f"{stopped}: finished runs are kept and the unfinished run left no file; run the same "
-              f"command again to resume", file=sys.stderr)
+        say(f"{stopped}: finished runs are kept and the unfinished run left no file; run the same "
+            f"command again to resume", file=sys.stderr)
         return 143 if isinstance(err, Terminated) else 130
     except Exception as err:
         if "--debug" in argv:
@@ -6148,9 +6211,10 @@ def _run_command_line(args) -> None:
         raise UsageError(str(err)) from err
     records = run_sweep(cfg, args.methods, args.seeds)
     print(cli_table(summarize(cfg.results_dir, study=cfg.study, show=False), None if args.wide else CLI_WIDTH))
+    say(table_notes(cfg))
     for record in records:  # said once as each run ended; repeated where the table is read
         for warning in record.get("warnings") or []:
-            print(f"warning: {record.get('run_label') or record['method']} seed {record['seed']}: {warning}")
+            say(f"warning: {record.get('run_label') or record['method']} seed {record['seed']}: {warning}")
 
 
 # =============================================================================
@@ -6402,11 +6466,25 @@ def lr_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
     return pd.DataFrame(out, columns=columns)
 
 
+def study_data(results_dir: str | Path, study: str) -> tuple[str, float] | None:
+    """Return (dataset, label_noise) that a study's runs trained on, from the config of its first
+    readable run file (the dataset as a hub name or a path relative to the repository, portable_path),
+    or None when the study has no readable run file under <results>/runs."""
+    for path in sorted((Path(results_dir) / "runs" / study).glob("*.json")):
+        try:
+            config = read_run(path).get("config") or {}
+        except (OSError, ValueError):
+            continue
+        return portable_path(str(config.get("dataset"))), float(config.get("label_noise") or 0.0)
+    return None
+
+
 def headline(results_dir: str | Path = "results", study: str | None = None, method: str = "mclearn",
-             time_budget: float | None = None) -> str:
+             time_budget: float | None = None, dataset: str | None = None, label_noise: float = 0.0) -> str:
     """Return markdown: a study's answer in two sentences (`method` against the optimized baseline:
     speed-up and accuracy change) and the mean ± std table they come from, all from
-    <results>/summary.csv. `study=None` picks, among studies with both a baseline and `method` run,
+    <results>/summary.csv. `study=None` picks, among studies with both a baseline and `method` run
+    (and, with `dataset`, whose runs trained that dataset with `label_noise`: study_data),
     those that ran on a GPU if any, and of them the one with the most runs. In a budget study the
     sentences compare the runs at `time_budget` (None: the method's smallest budget), on the test
     split when every compared run has one (else the eval split), and the second sentence ends with
@@ -6421,9 +6499,15 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     rows = read_summary(summary)
     if study is None:
         has_both = rows.groupby("study")["method"].agg(lambda names: {"baseline", method} <= set(names))
-        candidates = rows[rows["study"].isin(has_both[has_both].index)]
+        chosen = list(has_both[has_both].index)
+        if dataset is not None:
+            trained = (portable_path(str(dataset)), float(label_noise or 0.0))
+            chosen = [name for name in chosen if study_data(results_dir, name) == trained]
+        candidates = rows[rows["study"].isin(chosen)]
         if candidates.empty:
-            return f"_No study in `{portable_path(str(summary))}` has both baseline and {method} runs yet._"
+            on = f" on `{portable_path(str(dataset))}`" + (f" with label_noise={label_noise:g}" if label_noise else "") \
+                if dataset is not None else ""
+            return f"_No study in `{portable_path(str(summary))}` has both baseline and {method} runs{on} yet._"
         on_gpu = candidates[~candidates["device"].str.startswith("cpu")]
         counts = (on_gpu if len(on_gpu) else candidates).groupby("study").size()
         study = counts[counts == counts.max()].index.sort_values()[0]

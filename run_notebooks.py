@@ -228,6 +228,17 @@ def portable_value(value, root: Path = REPO):
     return value
 
 
+def kernel_config(folder: str):
+    """Return the traitlets config of the kernels run here: on POSIX their sockets are files in
+    `folder` (IPC transport), so the kernel does not listen on TCP ports and says nothing of TCP
+    without encryption; Windows has no IPC transport and keeps the default (TCP on localhost)."""
+    from traitlets.config import Config
+
+    if os.name == "nt":
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(Path(folder) / "kernel")}})
+
+
 def execute_notebook(source: Path, target: Path, params: dict, cwd: Path, timeout: int | None) -> str | None:
     """Execute `source` with `params` written into its parameters cell (kernel cwd `cwd`), write the
     cleaned copy to `target` (also when a cell fails) and return the error, or None."""
@@ -240,7 +251,9 @@ def execute_notebook(source: Path, target: Path, params: dict, cwd: Path, timeou
     cell.source = apply_parameters(cell.source, params)
     error = None
     try:
-        NotebookClient(nb, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(cwd)}}).execute()
+        with tempfile.TemporaryDirectory(prefix="mclearn-kernel-") as sockets:
+            NotebookClient(nb, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(cwd)}},
+                           config=kernel_config(sockets)).execute()
     except CellExecutionError as err:
         error = f"{err.ename}: {err.evalue}"
     except Exception as err:  # kernel died, timeout, missing kernelspec...

@@ -78,42 +78,43 @@ flagship = [
 [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/mclearn-study/mc-learn/blob/main/Monte_Carlo_Learn.ipynb)
 
 MC-Learn fine-tunes a transformer classifier while running the full forward and backward pass on only
-part of each step's data:
+part of the data:
 
-1. **Cheap scorer.** A small head on early-layer features (the first `score_layer` encoder blocks)
-   scores a pool of candidate examples by difficulty, 1 − p(true class).
+1. **Cheap scorer.** A small head on early-layer features (the first `score_layer` encoder blocks; 0: the
+   embeddings) scores a pool of candidate examples by difficulty, 1 − p(true class).
 2. **Sampler with known probabilities.** A soft top-k inside each class plus a uniform replay share
-   picks the kept set; every example's inclusion probability is known.
-3. **Control-variate loss.** A Bernoulli(q) subset of the kept set goes through the full model. The loss
-   combines the cheap loss on every kept example with the full-minus-cheap gap on the subset, weighted
-   by Horvitz–Thompson weights 1 / (N π) clipped at `w_clip` times the uniform weight.
-4. **Policy learner and budget solver.** Class weights, the soft top-k temperature and the replay share
-   adapt during training; a budget solver picks q and the kept size from measured costs so that a step
-   costs at most `step_budget_ratio` of a baseline step (`mclearn-paper`, as published; `mclearn` plans
-   its whole run to `budget_ratio` of the baseline's time instead).
+   draws the pool members each step trains on; every draw's probability is known.
+3. **Weighted full-pass loss.** `mclearn` trains on the full-pass term Σ_S w_j l_full(x_j): the drawn
+   members' full-model losses, weighted by their draw probabilities (Hansen–Hurwitz weights, clipped at
+   `w_clip` times the uniform weight), an unbiased estimate of the training set's mean loss and the only
+   term with a gradient into the model; the cheap head learns from its own loss and from the full pass
+   (distillation). The control-variate estimate (the cheap loss on every kept member plus the
+   full-minus-cheap gap on the full-pass subset) is only logged. `mclearn-paper`, the method as
+   published, minimises that control-variate objective instead.
+4. **Budget.** `mclearn` plans its whole run to `budget_ratio` of the optimized baseline's measured time
+   (steps priced from measured costs, re-planned at each pool refresh); `mclearn-paper` holds each step to
+   `step_budget_ratio` of a baseline step, as published.
 
-`mclearn-paper` is the method as published; `mclearn` is the corrected form (README, "Deviations from
-the published MC-Learn"). Every step of the study lives in `mclearn_core.py`; the cells below only call it
-and show the results.
+What `mclearn` changes from the published method, and why: `docs/deviations.md`. Every step lives in
+`mclearn_core.py`; the cells below only call it.
 
-Outputs below are from the run recorded in `results/` (run files under `results/runs/flagship/`, one row
-per run in `results/summary.csv`); see the report table's device column for the hardware.
-
-**The committed copy at the repository root was executed on an H100** with the values its `parameters`
-cell shows: SST-2 (`glue/sst2`) and `sentence-transformers/all-MiniLM-L6-v2`, the study `sst2-minilm-h100`
-(whose runs it reads back). On Colab, Run All loads the same ids from the hub and trains them on your GPU;
-set `dataset`, `model_name` and `study` to `None` for the study's default, AG News with
-`distilbert-base-uncased`.
+**Run All trains on your device.** The Configuration cell prints what this copy trains: methods, data,
+model, preset and device, study and folder. By default the runs go to the study `flagship-<preset>`
+(`flagship-t4`, `flagship-h100`, `flagship-cpu`, ...) in `runs-local/`, a git-ignored folder that holds
+no committed run, so nothing trained on another machine is read back as yours; the committed studies
+under `results/` are read only for "the answer so far". The outputs saved in this copy come from the
+device and folder its Configuration cell prints.
 '''),
     md('''
 ## Setup
 
-Installs what `requirements.txt` lists and is missing, keeping the installed torch (Colab's is built for
-its GPU): nothing when all are present, so it also runs offline. On Colab, outside a checkout, it clones
-the repository first and works inside it.
+Checks that the packages the cells below import are there, and installs from `requirements.txt` only
+what is missing, keeping the installed torch (Colab's is built for its GPU): when all are there it says
+so in one line and needs no network. On Colab, outside a checkout, it clones the repository first and
+works inside it.
 '''),
     code('''
-import importlib.metadata, importlib.util, os, pathlib, re, subprocess, sys, tempfile
+import importlib, importlib.metadata, importlib.util, os, pathlib, re, subprocess, sys, tempfile
 
 REPO_URL = "https://github.com/mclearn-study/mc-learn"  # the same owner/repo as the Colab badge above
 if not pathlib.Path("mclearn_core.py").exists() and importlib.util.find_spec("google.colab") is not None:
@@ -125,55 +126,59 @@ if not pathlib.Path("mclearn_core.py").exists() and importlib.util.find_spec("go
 if not pathlib.Path("requirements.txt").exists():
     raise FileNotFoundError("requirements.txt is not here: start the notebook in the repository root.")
 
+# requirement -> the module the cells below import (the rest of requirements.txt runs tests and batch
+# jobs); the OPTIONAL ones only where the note says.
+IMPORTED = {"torch": "torch", "transformers": "transformers", "tokenizers": "tokenizers", "scikit-learn": "sklearn",
+            "pandas": "pandas", "pyarrow": "pyarrow", "matplotlib": "matplotlib", "seaborn": "seaborn",
+            "tqdm": "tqdm", "tabulate": "tabulate", "datasets": "datasets", "ipywidgets": "ipywidgets"}
+OPTIONAL = {"datasets": "only a dataset from the hub needs it", "ipywidgets": "the progress bars are plain text"}
+
 
 def name_of(requirement):
     return re.split(r"[<>=!~;\\[ ]", requirement)[0].lower()
 
 
 def unmet(requirement):
-    """True when the requirement's package is missing or its installed version does not satisfy it."""
+    """True when the requirement's module does not import, or its installed version is known and does
+    not satisfy the requirement."""
     try:
-        installed = importlib.metadata.version(name_of(requirement))
-    except importlib.metadata.PackageNotFoundError:
+        importlib.import_module(IMPORTED[name_of(requirement)])
+    except ImportError:
         return True
     try:
+        installed = importlib.metadata.version(name_of(requirement))
         from packaging.requirements import Requirement
-    except ImportError:  # no way to compare versions here: being installed is enough
+    except (importlib.metadata.PackageNotFoundError, ImportError):  # it imports: no version to compare
         return False
     return not Requirement(requirement).specifier.contains(installed, prereleases=True)
 
 
 have_torch = importlib.util.find_spec("torch") is not None
+offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")  # a machine without network
 lines = [line.split("#")[0].strip() for line in pathlib.Path("requirements.txt").read_text().splitlines()]
-missing = [r for r in lines if r and not (have_torch and name_of(r) == "torch") and unmet(r)]
-if missing:
-    command = [sys.executable, "-m", "pip", "install", "-q", *missing]
+missing = [r for r in lines if r and name_of(r) in IMPORTED and not (have_torch and name_of(r) == "torch")
+           and unmet(r)]
+install = [r for r in missing if not (offline and name_of(r) in OPTIONAL)]
+absent = "".join(f"; {name_of(r)} is not ({OPTIONAL[name_of(r)]})" for r in missing if r not in install)
+if install:
+    command = [sys.executable, "-m", "pip", "install", "-q", *install]
     if have_torch:  # pinned as a constraint, so no requirement can replace the installed torch
         pin = pathlib.Path(tempfile.mkdtemp()) / "keep-torch.txt"
         pin.write_text(f"torch=={importlib.metadata.version('torch')}\\n")
         command += ["-c", str(pin)]
-    print("installing from requirements.txt:", " ".join(missing))
+    print("installing from requirements.txt:", " ".join(install))
     result = subprocess.run(command + ["--retries", "1", "--timeout", "15"], capture_output=True, text=True)
     if result.returncode:  # e.g. no network: say so in one line, not pip's retry log
         last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
-        print("pip could not install", missing, "- the cells below that need them will fail:", last)
+        needed = [name_of(r) for r in install if name_of(r) not in OPTIONAL]
+        print(f"pip could not install {' '.join(install)} ({last}): " + (
+              f"the cells below fail without {', '.join(needed)}" if needed else
+              "; ".join(f"{name_of(r)}: {OPTIONAL[name_of(r)]}" for r in install)))
 else:
-    print("requirements.txt is satisfied; torch", importlib.metadata.version("torch"), "kept")
+    print(f"already installed: every package the cells below import (torch {importlib.metadata.version('torch')} "
+          f"kept){absent}")
 '''),
     code(FIND_REPO),
-    md('''
-## The answer so far
-
-Generated from `results/summary.csv` by `mc.headline`: the study (by default the largest one run on a GPU)
-and MC-Learn against the optimized baseline in two sentences, then the table they come from. Re-running
-this notebook adds its own study to that file.
-'''),
-    code('''
-from IPython.display import Markdown
-import mclearn_core as mc
-
-Markdown(mc.headline(mc.REPO_ROOT / "results"))
-'''),
     md('''
 ## Parameters
 
@@ -189,8 +194,9 @@ Markdown(mc.headline(mc.REPO_ROOT / "results"))
 - `progress`: progress bars while training (`False` keeps saved outputs short).
 - `study`, `results_dir`: where run files, `summary.csv` and figures go (`results_dir` relative to the
   repository root). `study = None` names it after the notebook and the preset (`flagship-t4`,
-  `flagship-cpu`, ...). Runs already in the study are reused; a stored run trained with other key
-  settings (model, data, batch, ...) stops the notebook with a message instead of being mixed in.
+  `flagship-cpu`, ...); `runs-local` is git-ignored and holds only the runs made in this checkout. Runs
+  already in the study are reused; a stored run trained with other key settings (model, data, batch,
+  ...) stops the notebook with a message instead of being mixed in.
 '''),
     code('''
 preset = "auto"
@@ -200,26 +206,43 @@ seeds = None
 methods = ["baseline", "mclearn"]
 budget_ratio = None
 study = None  # None: "flagship-<preset>"
-results_dir = "results"
+results_dir = "runs-local"  # git-ignored: only the runs made in this checkout
 progress = True
 ''', tags=["parameters"]),
     md('''
 ## Configuration
 
-The base config of the runs; each method's preset is applied on top of it when that method trains.
-The effective `budget_ratio` of each MC-Learn method is printed (`mclearn` and its variants: 1/3 of the
-baseline's time unless you pass one); `mclearn-paper` prints its per-step `step_budget_ratio` (0.55, or
-0.70 on A100-class GPUs).
+What this notebook trains, on which device and where its runs go, then the base config of the runs;
+each method's preset is applied on top of it when that method trains. The effective `budget_ratio` of
+each MC-Learn method is printed (`mclearn` and its variants: 1/3 of the baseline's time unless you pass
+one); `mclearn-paper` prints its per-step `step_budget_ratio` (0.55, or 0.70 on A100-class GPUs).
 '''),
     code('STUDY_BASE = "flagship"\n' + RESOLVE + '''
 cfg = mc.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir,
                      budget_ratio=budget_ratio, **({"seeds": tuple(seeds)} if seeds else {}))
+print(f"trains {', '.join(methods)} on {mc.portable_path(cfg.dataset)} with {mc.portable_path(cfg.model_name)}, "
+      f"seeds {', '.join(map(str, cfg.seeds))}")
+print(f"preset {cfg.preset} on {mc.device_name(mc.resolve_device(cfg))}")
+print(f"study {cfg.study}: runs in {mc.portable_path(results_dir)}/runs/{cfg.study}/, figures in "
+      f"{mc.portable_path(str(figures))}/\\n")
 pprint.pprint(dataclasses.asdict(cfg), width=110, compact=True, sort_dicts=False)
-print(f"\\npreset {cfg.preset} on {mc.resolve_device(cfg)}; results -> {results_dir}; figures -> {figures}")
 print("effective budget_ratio:", {m: mc.config_for_method(cfg, m).budget_ratio for m in methods
                                   if m.startswith("mclearn") and m != "mclearn-paper"})
 if "mclearn-paper" in methods:
     print("mclearn-paper step_budget_ratio:", mc.config_for_method(cfg, "mclearn-paper").step_budget_ratio)
+'''),
+    md('''
+## The answer so far
+
+The committed studies' answer for the data this notebook trains, from `results/summary.csv` (the
+committed runs, not this notebook's folder) by `mc.headline`: the largest study (on a GPU if any) that
+trained this dataset with both the baseline and `mclearn`, in two sentences, then the table they come
+from. Your own runs follow.
+'''),
+    code('''
+from IPython.display import Markdown
+
+Markdown(mc.headline(mc.REPO_ROOT / "results", dataset=cfg.dataset, label_noise=cfg.label_noise))
 '''),
     md('''
 ## Data
@@ -236,7 +259,7 @@ print(f"{prepared.source}: {len(prepared.train)} train / {len(prepared.eval)} ev
 ## Baseline and MC-Learn
 
 The baseline is the optimized full fine-tune (length-bucketed batches, every example once per epoch).
-Runs whose result file already exists are read back, not retrained.
+Runs whose result file already exists in this study are read back, not retrained.
 '''),
     code('''
 records = mc.run_sweep(cfg, methods, prepared=prepared, progress=progress)

@@ -14,11 +14,23 @@ import mclearn_core as mc
 TINY = ["--preset", "cpu-smoke", "--set", "max_train_examples=64", "max_eval_examples=32"]
 
 
+def logical_lines(text):
+    """Return the lines of printed text with mc.say's continuation lines (indented two spaces) joined
+    to the line they continue."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("  ") and lines:
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    return lines
+
+
 def run_cli(capsys, *argv):
-    """Return (exit code, stderr lines without progress bars, stdout) of mc.main(argv)."""
+    """Return (exit code, stderr lines without progress bars, each one logical line, stdout) of mc.main(argv)."""
     code = mc.main(list(argv))
     out = capsys.readouterr()
-    lines = [line for line in out.err.splitlines() if line.strip() and "it/s]" not in line and "|" not in line]
+    lines = [line for line in logical_lines(out.err) if line.strip() and "it/s]" not in line and "|" not in line]
     return code, lines, out.out
 
 
@@ -275,8 +287,53 @@ def test_a_busy_host_is_repeated_under_the_final_table(capsys, tmp_path, monkeyp
     warning = mc.host_load_warning(busy)
     assert lines[0] == f"warning: baseline seed 42: {warning}"  # as the run started
     table, _, below = out.partition("baseline ")
-    assert f"warning: baseline seed 42: {warning}" in below.splitlines()  # and under the table
+    assert f"warning: baseline seed 42: {warning}" in logical_lines(below)  # and under the table
     assert mc.read_run(mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42))["warnings"][0] == warning
+
+
+def test_every_line_the_command_prints_fits_100_columns(capsys, tmp_path, monkeypatch):
+    """--help listed the methods on 508-column lines, the busy-host warning ran to 398 columns and
+    mclearn's re-plan warning past 100: help, warnings, run lines, table and notes all fit 100 columns
+    (paths kept whole: the results folder here is short)."""
+    monkeypatch.setenv("COLUMNS", "300")  # a wide terminal: argparse would fill it
+    with pytest.raises(SystemExit):
+        mc.main(["--help"])
+    help_lines = capsys.readouterr().out.splitlines()
+    assert any("selective-backprop" in line for line in help_lines)
+    busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "other_cores": 1.9,
+            "busy_processes": [{"pid": 4242, "cores": 1.0, "command": "/usr/bin/python3 " + "train.py --x " * 5}]}
+    monkeypatch.setattr(mc, "host_load", lambda *a, **k: busy)
+    charged = mc.MCLearn.charged_seconds
+    monkeypatch.setattr(mc.MCLearn, "charged_seconds",  # over budget at the first refresh: a re-plan
+                        lambda self: max(charged(self), 0.9 * self.budget["budget_seconds"]))
+    monkeypatch.chdir(tmp_path)
+    code = mc.main(["--preset", "cpu-smoke", "--methods", "baseline", "mclearn", "--set", "budget_ratio=0.9",
+                    "--results-dir", "r"])
+    out = capsys.readouterr()
+    assert code == 0
+    printed = [part for line in (out.out + out.err).splitlines() for part in line.split("\r")
+               if "it/s" not in part and "s/it" not in part]  # progress bars redraw their own line
+    assert "warning (mclearn budget)" in "\n".join(printed) and "host was busy" in "\n".join(printed)
+    assert any(line.startswith("A wiring check, not the answer") for line in printed)
+    too_wide = [line for line in help_lines + printed if len(line) > 100]
+    assert too_wide == []
+
+
+def test_a_line_says_what_is_loading_before_anything_loads(capsys, tmp_path, monkeypatch):
+    """The CPU quick start printed nothing while it built the model, before the first progress bar."""
+    printed_before = []
+    real = mc.load_text_dataset
+
+    def load(cfg):
+        printed_before.append(capsys.readouterr().out)
+        return real(cfg)
+
+    monkeypatch.setattr(mc, "load_text_dataset", load)
+    code, _, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
+    assert code == 0
+    assert logical_lines(printed_before[0]) == [
+        "preparing: loading dataset data/ag_news_sample and the tiny model (2 layers, width 32, built from scratch "
+        "with a tokenizer trained on the data) onto cpu, then tokenizing; the runs follow"]
 
 
 def test_a_second_sweep_on_the_same_study_exits_1_naming_the_holder(capsys, tmp_path):
@@ -295,27 +352,39 @@ def test_a_second_sweep_on_the_same_study_exits_1_naming_the_holder(capsys, tmp_
                             f"wait until it ends, or set study= (--study) to another name")
 
 
-def test_sigterm_exits_143_like_ctrl_c_keeping_finished_runs(tmp_path):
-    """SIGTERM (a job scheduler's stop) left a hidden .tmp log and no message (exit 143); it now
-    cleans up as Ctrl-C does. The child trains seed 1, then waits inside seed 2's run to be stopped."""
-    import os
-    import signal
-
+def _sweep_waiting_in_its_last_seed(results, seeds):
+    """Start a CLI sweep of the baseline over `seeds` in a child process; return it once it waits (for
+    a minute) inside the last seed's run, its log being written, the earlier seeds done."""
     script = (
         "import sys, time\n"
         f"sys.path.insert(0, {str(mc.REPO_ROOT)!r})\n"
         "import mclearn_core as mc\n"
         "real = mc.Baseline.step\n"
         "def step(self, i):\n"
-        "    if self.ctx.generator.initial_seed() == 2 and i == 1:\n"
+        f"    if self.ctx.generator.initial_seed() == {seeds[-1]} and i == 1:\n"
         "        print('waiting', flush=True)\n"
         "        time.sleep(60)\n"
         "    return real(self, i)\n"
         "mc.Baseline.step = step\n"
-        f"sys.exit(mc.main({[*TINY, '--methods', 'baseline', '--seeds', '1', '2', '--results-dir', str(tmp_path)]!r}))\n")
+        f"sys.exit(mc.main({[*TINY, '--methods', 'baseline', '--seeds', *map(str, seeds), '--results-dir', str(results)]!r}))\n")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "waiting" in (line.strip() for line in child.stdout)  # read up to it (seed 1's line comes first)
+        assert "waiting" in (line.strip() for line in child.stdout)  # read up to it (earlier seeds' lines first)
+    except BaseException:
+        child.kill()
+        child.communicate()
+        raise
+    return child
+
+
+def test_sigterm_exits_143_like_ctrl_c_keeping_finished_runs(tmp_path):
+    """SIGTERM (a job scheduler's stop) left a hidden .tmp log and no message (exit 143); it now
+    cleans up as Ctrl-C does. The child trains seed 1, then waits inside seed 2's run to be stopped."""
+    import os
+    import signal
+
+    child = _sweep_waiting_in_its_last_seed(tmp_path, [1, 2])
+    try:
         folder = tmp_path / "runs" / "sweep-cpu-smoke"
         assert any(p.name.endswith(".tmp") for p in folder.iterdir())  # seed 2's log, being written
         os.kill(child.pid, signal.SIGTERM)
@@ -323,9 +392,44 @@ def test_sigterm_exits_143_like_ctrl_c_keeping_finished_runs(tmp_path):
     finally:
         child.kill()
     assert child.returncode == 143
-    assert err.splitlines()[-1] == ("terminated (SIGTERM): finished runs are kept and the unfinished run left no "
+    assert logical_lines(err)[-1] == ("terminated (SIGTERM): finished runs are kept and the unfinished run left no "
                                     "file; run the same command again to resume")
     assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]  # no .tmp, no .lock
+
+
+def test_a_killed_sweeps_temp_file_is_removed_by_the_next_sweep(capsys, tmp_path):
+    """A sweep killed outright (SIGKILL, a GPU machine taken back) cannot clean up: it left a 0-byte
+    .<name>.<pid>.tmp log, later committed. The next sweep of the study, holding its lock, removes it."""
+    import os
+    import signal
+
+    child = _sweep_waiting_in_its_last_seed(tmp_path, [1])
+    try:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        child.kill()
+        child.communicate()
+    folder = tmp_path / "runs" / "sweep-cpu-smoke"
+    left = [p.name for p in folder.iterdir() if mc.TEMP_FILE.fullmatch(p.name)]
+    assert left == [f".baseline-seed1.jsonl.{child.pid}.tmp"]  # the killed run's log
+    code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--seeds", "1", "--results-dir", str(tmp_path))
+    assert code == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]
+    assert f"note: removed 1 temp file(s) that a killed sweep left in {folder}: {left[0]}" in lines
+
+
+def test_no_tracked_file_is_a_temp_file():
+    """A killed sweep's 0-byte .jsonl.<pid>.tmp was committed with its study's run files."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=mc.REPO_ROOT, capture_output=True, text=True)
+    if tracked.returncode:
+        pytest.skip("not a git checkout")
+    names = [path for path in tracked.stdout.split("\0") if path]
+    assert len(names) > 100
+    assert [path for path in names if mc.TEMP_FILE.fullmatch(path.rsplit("/", 1)[-1])] == []
+    ignored = subprocess.run(["git", "check-ignore", "-q", "results/runs/x/.baseline-seed42.jsonl.123.tmp"],
+                             cwd=mc.REPO_ROOT)
+    assert ignored.returncode == 0  # `git add results/` leaves one out
 
 
 def test_a_full_disk_names_the_file_it_could_not_write(capsys, tmp_path, monkeypatch):
@@ -384,14 +488,17 @@ def test_the_final_table_fits_100_columns_and_wide_shows_every_column(capsys, tm
     assert code == 0
     lines = out.splitlines()
     assert max(map(len, lines)) <= 100, max(lines, key=len)
+    notes = mc.table_notes(mc.make_config("cpu-smoke")).splitlines()
+    assert logical_lines("\n".join(lines[2 + 8 + 2:])) == notes  # under the table: the spread's label, tiny's caveat
+    lines = lines[:2 + 8 + 2]
     assert lines[0] == "study sweep-cpu-smoke on cpu (x86_64, 2 threads)"
     assert lines[1].split() == ["method", "budget", "seeds", "accuracy", "(%)", "train", "s", "speed-up", "acc",
                                 "change", "(pt)"]
-    assert len(lines) == 2 + 8 + 2 and " ".join(lines[-2:]).startswith(
+    assert " ".join(lines[-2:]).startswith(
         "left out to fit 100 columns (--wide shows them): test acc (%), reaches budget, s / baseline, graphed, "
         "backward, scored (fwd)")
     code, _, wide = run_cli(capsys, "--preset", "cpu-smoke", "--results-dir", str(tmp_path), "--wide")
-    assert code == 0 and len(wide.splitlines()) == 1 + 8
+    assert code == 0 and len(wide[:wide.index("accuracy (%): mean ±")].splitlines()) == 1 + 8
     header = wide.splitlines()[0]
     assert max(map(len, wide.splitlines())) > 200 and "examples scored (forward only)" in header and "study" in header
 
@@ -449,4 +556,4 @@ def test_a_run_at_chance_on_an_eval_set_that_can_tell_warns_and_exits_0(capsys, 
     assert code == 0
     assert len(lines) == 1 and lines[0].startswith("warning: baseline seed 42: accuracy 0.2500 is at chance (majority "
                                                    "class 0.2500 + 2 standard errors = 0.2984 on 320 eval examples")
-    assert out.splitlines()[-1] == lines[0]  # repeated under the table
+    assert logical_lines(out)[-1] == lines[0]  # repeated under the table

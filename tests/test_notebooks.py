@@ -77,9 +77,10 @@ def test_portable_value_relative_inside_the_repository_only(tmp_path):
     assert rn.portable_value(7) == 7
 
 
-def test_execute_notebook_writes_a_clean_copy(tmp_path):
+def test_execute_notebook_writes_a_clean_copy(tmp_path, capfd):
     """A real kernel run: the parameters land in the parameters cell and the repository path in the
-    output is written relative."""
+    output is written relative; the kernel runs over IPC, so it does not warn of TCP without encryption
+    (a line per notebook in every run of run_notebooks.py)."""
     source = tmp_path / "in.ipynb"
     nbformat.write(new_notebook(cells=[
         new_code_cell('results_dir = "nowhere"\nn = 1', metadata={"tags": ["parameters"]}),
@@ -91,6 +92,7 @@ def test_execute_notebook_writes_a_clean_copy(tmp_path):
     assert nb.cells[0].source == 'results_dir = "results"\nn = 21'
     assert nb.cells[1].outputs[0].text == "results 42\n"
     assert rn.portability_problems(nb) == [] and not rn.shows_widget_warning(nb)
+    assert "Kernel is running over TCP" not in capfd.readouterr().err
 
 
 def test_smoke_parameters_are_declared_by_their_notebooks():
@@ -100,3 +102,157 @@ def test_smoke_parameters_are_declared_by_their_notebooks():
         declared = rn.declared_parameters(nbformat.read(ROOT / name, as_version=4))
         assert set(params) <= set(declared), (name, sorted(set(params) - set(declared)))
     assert set(rn.SMOKE_PARAMETERS) <= {name for name, *_ in rn.NOTEBOOKS}
+
+
+# ----------------------------------------------------------------------------- the flagship
+FLAGSHIP = ROOT / "Monte_Carlo_Learn.ipynb"
+
+
+def _flagship_cell(nb, marker: str) -> str:
+    """Return the source of the flagship's one code cell holding `marker` (a tag, or a piece of code)."""
+    found = [c.source for c in nb.cells if c.cell_type == "code"
+             and (marker in c.get("metadata", {}).get("tags", []) or marker in c.source)]
+    assert len(found) == 1, (marker, len(found))
+    return found[0]
+
+
+def _committed_flagship_studies(root):
+    """Copy the committed run files of every study a flagship wrote (its name holds "flagship") and
+    summary.csv into root/results, as a checkout has them; return the files copied."""
+    import shutil
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "results/summary.csv", "results/runs"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    copied = [p for p in listed if p == "results/summary.csv" or "flagship" in p.split("/")[2]]
+    for path in copied:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, root / path)
+    return copied
+
+
+def test_the_flagship_trains_fresh_into_its_own_study_on_any_device(tmp_path, monkeypatch, capsys):
+    """Run All of the committed flagship on a T4 stopped on the H200's stored runs (another config), on
+    an A100 on their preset, and on an H100 read them back as the user's own. Its committed defaults,
+    run here as each device's preset (MCLEARN_PRESET; a tiny model on a few rows, on the CPU), train
+    every run fresh into a study named for the device, in a folder that holds no committed run, and
+    read no committed run file (the copies of the committed flagship studies sit where a checkout has
+    them)."""
+    import subprocess
+
+    import mclearn_core as mc
+
+    nb = nbformat.read(FLAGSHIP, as_version=4)
+    declared = rn.declared_parameters(nb)
+    for tracked_or_not in (["git", "ls-files", "--", declared["results_dir"]],
+                           ["git", "check-ignore", "--no-index", "-q", f"{declared['results_dir']}/runs/x/a.json"]):
+        done = subprocess.run(tracked_or_not, cwd=ROOT, capture_output=True, text=True)
+        if tracked_or_not[1] == "ls-files":
+            assert done.stdout == "", f"the flagship's results_dir {declared['results_dir']!r} holds committed files"
+        else:
+            assert done.returncode == 0, f"the flagship's results_dir {declared['results_dir']!r} is not git-ignored"
+    committed = [tmp_path / p for p in _committed_flagship_studies(tmp_path)]
+    assert any("flagship" in p.parent.name for p in committed)
+    monkeypatch.setattr(mc, "REPO_ROOT", tmp_path)
+    read, trained = [], []
+    real_read, real_train = mc.read_run, mc.train_method
+    monkeypatch.setattr(mc, "read_run", lambda path: read.append(Path(path)) or real_read(path))
+    monkeypatch.setattr(mc, "train_method", lambda method, *a, **k: trained.append(method) or real_train(method, *a, **k))
+    tiny = {**mc.PRESETS["cpu-smoke"], "max_train_examples": 64, "max_eval_examples": 32, "eval_points": 1}
+    cells = [_flagship_cell(nb, m) for m in ('STUDY_BASE = "flagship"', "mc.prepare(cfg)", "mc.run_sweep(")]
+    for device in ("t4", "a100", "h100", "cpu"):
+        monkeypatch.setenv(mc.PRESET_ENV, device)
+        monkeypatch.setitem(mc.PRESETS, device, {**mc.PRESETS[device], **tiny})
+        params = {**declared, "dataset": None, "model_name": None, "progress": False}  # the preset's tiny model
+        namespace = {"pathlib": __import__("pathlib"), "__name__": "flagship"}
+        exec(rn.apply_parameters(_flagship_cell(nb, "parameters"), params), namespace)
+        trained.clear()
+        for source in cells:
+            exec(source, namespace)
+        cfg, records = namespace["cfg"], namespace["records"]
+        assert cfg.preset == device and cfg.study == f"flagship-{device}"
+        assert len(records) == len(trained) == len(declared["methods"]) * len(cfg.seeds) > 0  # all trained here
+        assert all(p.exists() for r in records for p in [mc.run_path(cfg.results_dir, cfg.study, r["method"], r["seed"])])
+        assert [p for p in read if tmp_path / "results" in p.parents] == []
+        printed = capsys.readouterr().out.splitlines()
+        assert printed[:3] == [
+            f"trains {', '.join(declared['methods'])} on {mc.portable_path(cfg.dataset)} with tiny, seeds 42",
+            f"preset {device} on {mc.device_name(mc.resolve_device(cfg))}",
+            f"study flagship-{device}: runs in {declared['results_dir']}/runs/flagship-{device}/, "
+            f"figures in {declared['results_dir']}/figures/flagship-{device}/"]
+
+
+def test_the_flagship_answers_for_the_data_it_trains(monkeypatch):
+    """The committed flagship trained SST-2 and showed the Banking77 headline (the largest study): its
+    answer cell, after the configuration, names a committed study of the dataset it trains."""
+    import mclearn_core as mc
+
+    source = _flagship_cell(nbformat.read(FLAGSHIP, as_version=4), "mc.headline(")
+    shown = []
+    namespace = {"mc": mc, "cfg": mc.make_config("h100", dataset="glue/sst2")}
+    monkeypatch.setitem(__import__("sys").modules, "IPython.display", type("display", (), {"Markdown": shown.append}))
+    exec(source, namespace)
+    study = shown[0].split("`")[1]
+    assert shown[0].startswith("In study `") and mc.study_data(ROOT / "results", study) == ("glue/sst2", 0.0), study
+
+
+def test_the_flagship_says_what_it_trains_and_that_its_packages_are_there(monkeypatch, capsys):
+    """The committed flagship's setup cell showed a pip failure for packages the run did not need, and
+    its intro described the control-variate objective, which `mclearn` only logs. With every package
+    there, the setup cell prints one line; the intro names the objective `mclearn` trains."""
+    nb = nbformat.read(FLAGSHIP, as_version=4)
+    monkeypatch.chdir(ROOT)
+    exec(_flagship_cell(nb, "requirements.txt"), {"__name__": "setup"})
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1 and printed[0].startswith("already installed: every package the cells below import")
+    intro = nb.cells[0].source
+    assert "`mclearn` trains on the full-pass term" in intro and "control-variate estimate" in intro
+    assert "is only logged" in intro and "minimises that control-variate objective" in intro
+    assert not any(word in cell.source for cell in nb.cells if cell.cell_type == "markdown"
+                   for word in ("executed on an H100", "executed on an H200", "results/runs/flagship/"))
+
+
+def _carry_uncommitted_changes(clone):
+    """Bring the checkout's uncommitted changes (tracked files, and untracked ones git does not ignore)
+    into `clone`, a clone of its HEAD, so the clone holds what a commit of the checkout would."""
+    import shutil
+    import subprocess
+
+    diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=ROOT, capture_output=True, check=True).stdout
+    if diff:
+        subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=clone, input=diff, check=True)
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.split("\0")
+    for path in filter(None, untracked):
+        (clone / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / path, clone / path)
+    if diff or any(untracked):  # committed there, so the clone's own status is clean before the smoke lines
+        subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
+        subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-q",
+                        "-m", "uncommitted changes of the checkout"], cwd=clone, check=True)
+
+
+def test_the_readme_smoke_lines_run_offline_from_a_clean_clone(tmp_path):
+    """The README's smoke line failed offline (the committed flagship names the hub's SST-2) and left
+    out.ipynb in the checkout. Its notebook smoke lines, run as written by bash in a clean clone with
+    the hub off, pass and write nothing into the checkout (Python's ignored __pycache__ aside)."""
+    import os
+    import re
+    import subprocess
+
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    smoke = [block for block in blocks if "papermill Monte_Carlo_Learn.ipynb" in block]
+    assert len(smoke) == 1 and "run_notebooks.py --preset cpu-smoke" in smoke[0]
+    clone, temp = tmp_path / "clone", tmp_path / "temp"
+    temp.mkdir()
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    _carry_uncommitted_changes(clone)
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", smoke[0]], cwd=clone, capture_output=True, text=True,
+                          env={**os.environ, **offline, "TMPDIR": str(temp)}, timeout=1200)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "all notebooks ran and wrote their files" in done.stdout
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=clone,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line for line in status if "__pycache__/" not in line] == []
+    assert any(temp.rglob("flagship.ipynb")) and any(temp.rglob("summary.csv"))

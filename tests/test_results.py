@@ -302,7 +302,7 @@ def test_a_corrupt_run_file_is_set_aside_and_redone(prepared, smoke_cfg, capsys)
     records = mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
     assert records[0]["seed"] == 1 and mc.read_run(path)["seed"] == 1  # redone
     assert path.with_name(path.name + ".corrupt").read_text() == '{"study": "s", "accur'  # kept
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # as one line: mc.say wraps at 100 columns
     assert f"warning: {path} is not a readable run file (JSONDecodeError" in err
     assert "moved it to baseline-seed1.json.corrupt and its run will be redone" in err
     table = mc.summarize(smoke_cfg.results_dir, show=False)  # the other study's file is set aside too
@@ -422,6 +422,34 @@ def test_headline_states_the_answer_with_its_table(tmp_path):
                         "So here it is faster than the full fine-tune but loses 1.50 points of accuracy.")
     with pytest.raises(ValueError, match="study="):
         mc.headline(tmp_path, study="bigger-cpu-only")
+
+
+def test_headline_answers_for_the_dataset_it_is_given(tmp_path):
+    """The flagship trained SST-2 and opened with the Banking77 answer (the largest study): given the
+    dataset it trains, the headline takes the largest study of that dataset (without label noise
+    unless asked), or says that none has trained it yet."""
+    def run(study, method, seed, dataset, noise=0.0):
+        mc.write_json_atomic(mc.run_path(tmp_path, study, method, seed), {
+            "study": study, "method": method, "seed": seed, "device": "NVIDIA H200", "train_seconds": 1.0,
+            "accuracy": 0.9, "examples_backward": 10, "examples_scored": 0,
+            "config": {"dataset": dataset, "label_noise": noise}})
+
+    for seed in (1, 2, 3):
+        for method in ("baseline", "mclearn"):
+            run("banking77-big", method, seed, "data/banking77")
+            run("sst2-noisy", method, seed, "glue/sst2", 0.2)
+    for method in ("baseline", "mclearn"):
+        run("sst2-small", method, 1, "glue/sst2")
+        run("sst2-old", method, 1, "glue/sst2", None)  # written before label_noise existed: none
+    run("sst2-old", "mclearn", 2, "glue/sst2", None)
+    mc.summarize(tmp_path, show=False)
+    assert mc.headline(tmp_path).startswith("In study `banking77-big`")
+    assert mc.headline(tmp_path, dataset="glue/sst2").startswith("In study `sst2-old`")
+    assert mc.headline(tmp_path, dataset="glue/sst2", label_noise=0.2).startswith("In study `sst2-noisy`")
+    assert mc.headline(tmp_path, dataset=str(mc.REPO_ROOT / "data" / "banking77")).startswith(
+        "In study `banking77-big`")  # a local folder, as the notebook resolves it
+    assert mc.headline(tmp_path, dataset="ag_news") == (
+        f"_No study in `{tmp_path / 'summary.csv'}` has both baseline and mclearn runs on `ag_news` yet._")
 
 
 def test_headline_of_an_equal_time_study_names_the_short_schedule_on_the_test_split(tmp_path):
@@ -643,7 +671,7 @@ def test_the_lock_of_a_dead_sweep_is_taken_over_and_removed_at_the_end(tmp_path,
     mc.run_sweep(cfg, ["baseline"], [1], progress=False)
     assert seen[0].startswith(f"pid {mc.os.getpid()} on ")
     assert ("note: took over the lock of " + str(lock.parent) + " from a sweep that is no longer running "
-            "(pid 999999 on this-host since yesterday)") in capsys.readouterr().err
+            "(pid 999999 on this-host since yesterday)") in " ".join(capsys.readouterr().err.split())
     assert not lock.exists()
     with pytest.raises(mc.ConfigError):  # an error inside the sweep lets the lock go too
         mc.run_sweep(mc.replace_config(cfg, epochs=0), ["baseline"], [1], progress=False)

@@ -489,7 +489,7 @@ def test_a_run_at_chance_warns_and_stores_the_warning(prepared, smoke_cfg, capsy
     assert "warning" not in capsys.readouterr().err
     record = mc.train_method("baseline", mc.replace_config(good, lr=10.0), big_eval, seed=42, progress=False)
     assert len(record["warnings"]) == 1 and "is at chance (majority class 0.2500" in record["warnings"][0]
-    assert f"warning: baseline seed 42: {record['warnings'][0]}" in capsys.readouterr().err
+    assert f"warning: baseline seed 42: {record['warnings'][0]}" in " ".join(capsys.readouterr().err.split())
 
 
 def test_progress_bar_without_ipywidgets_is_plain_text_and_silent(monkeypatch, recwarn):
@@ -573,4 +573,4 @@ def test_a_run_on_a_busy_host_warns_and_stores_the_warning(prepared, smoke_cfg, 
     warning = mc.host_load_warning(busy)
     assert record["warnings"][0] == warning and record["host"]["load_at_start"] == busy
     assert "pid 77 used 1 cores (python3 mclearn_core.py --preset cpu)" in warning
-    assert f"warning: baseline seed 3: {warning}" in capsys.readouterr().err
+    assert f"warning: baseline seed 3: {warning}" in " ".join(capsys.readouterr().err.split())  # unwrapped
