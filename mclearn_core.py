@@ -3324,7 +3324,7 @@ class MCLearn(Method):
         try:
             grads = last_layer_gradients(ctx.model, ctx.train, rows, cfg, ctx.device, 1.0 / (len(rows) * sample))
         except TrainingError as err:
-            print(f"warning (mclearn): no variance check at the end of the run: {err}", flush=True)
+            say(f"warning (mclearn): no variance check at the end of the run: {err}")
             self.measured_variance = {"error": str(err)}
             return self.measured_variance
         second, proxy = grads["second_moment"], 1.0 - np.exp(-grads["loss"])

@@ -296,6 +296,19 @@ def test_the_variance_check_measures_the_draw_of_a_selected_pool_once(prepared, 
 
 
 
+
+def test_a_variance_check_that_cannot_read_the_last_layer_says_so(prepared, cost_clock, capsys):
+    """A model whose config counts more labels than any linear layer gives: no last layer to measure
+    at; the run file gets the error instead of numbers, and it is printed in one line."""
+    cost_clock(TOKEN_SECONDS)
+    trainer = switch_trainer(prepared)
+    trainer.ctx.model.config.num_labels = 5
+    check = trainer.variance_check()
+    assert set(check) == {"error"} and "no linear layer with 5 outputs" in check["error"]
+    out = capsys.readouterr().out
+    assert out.startswith("warning (mclearn): no variance check at the end of the run:")
+    assert all(len(line) <= mc.CLI_WIDTH for line in out.splitlines())
+
 # --- the ablation's report of the switch (item 4) -----------------------------------------------------
 def test_a_fair_ablation_reads_its_fair_study_and_is_the_latest():
     """The switch's ablation (studies ending in -fair-ablation) confirms in the dataset's fair study and
