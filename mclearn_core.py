@@ -1787,6 +1787,10 @@ class Method:
         """Return method-specific records to keep in the run result."""
         return {}
 
+    def finish(self) -> None:
+        """Work done once the run has trained and been evaluated, outside its timed region, before its
+        record is written (MC-Learn's variance check); nothing unless the method says otherwise."""
+
     def train_on(self, data: EncodedSplit, idx: torch.Tensor, step: int, weights: torch.Tensor | None = None,
                  width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward and update on rows `idx` of `data` (padded to `width`, or to their
@@ -3284,17 +3288,21 @@ class MCLearn(Method):
         selected pool (not a uniform one), their share; with select_switch every decision with its
         estimate (SelectSwitch: refresh, step, the kind of the pool before, the estimate's source,
         tau, cost, the kind chosen, and with free_scores the stored share); and variance_check's
-        measurement at the end."""
+        measurement at the end (finish; None before it)."""
         out: dict[str, Any] = {"select_switch": self.switch is not None, "steps": self.steps_run,
                                "selected_steps": self.selected_steps,
                                "selected_share": round(self.selected_steps / self.steps_run, 4) if self.steps_run else None}
         if self.switch is not None:
             out["decisions"] = self.switch.decisions
-        return {**out, "variance_check": self.variance_check()}
+        return {**out, "variance_check": self.measured_variance}
+
+    def finish(self) -> None:
+        """Measure selection's variance reduction once the run is over (variance_check)."""
+        self.variance_check()
 
     def variance_check(self) -> dict[str, Any]:
-        """Return selection's variance reduction measured once, at the end of the run (telemetry is
-        read after training, untimed), against uniform draws on the same pool: a pool drawn and
+        """Return selection's variance reduction measured once, at the end of the run (finish: after
+        training and evaluation, untimed), against uniform draws on the same pool: a pool drawn and
         scored as a selected pool would be then (the policy's class weights, temperature and replay
         share, the last kappa; the head's difficulties, and stored losses with free_scores), the
         probability p of each of its refresh_every x full_rows full-pass draws (full_pass_draw_probs)
@@ -4872,6 +4880,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     final = evaluate(method.eval_model(), prepared.eval, cfg, device)
     test = None if prepared.test is None else evaluate(method.eval_model(), prepared.test, cfg, device)
     _warn(warnings, chance_warning(final["accuracy"], final["labels"], len(prepared.label_names)), method_name, seed)
+    method.finish()  # untimed: the run's seconds and evaluations are in
     record = run_record(method_name, cfg, prepared, seed, budget, ctx, method, warnings, host,
                         steps=steps, train_seconds=train_seconds, eval_seconds=eval_seconds, curve=curve,
                         final=final, test=test)
