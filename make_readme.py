@@ -533,9 +533,10 @@ NO_ABLATION = ("_No ablation study yet: run `bash benchmarks/gpu_ablation.sh DAT
 
 
 def ablation_records(results_dir: str | Path = "results") -> tuple[list[str], list[dict]]:
-    """Return (the ablation studies of <results>/summary.csv, by name; their run records)."""
+    """Return (the studies of the latest ablation of <results>/summary.csv (mc.latest_ablation: the
+    switch's under the fair protocol once it has run, else issue 24's), by name; their run records)."""
     rows = _summary(results_dir)
-    studies = [] if rows is None else _ablation_names(rows)
+    studies = [] if rows is None else mc.latest_ablation(_ablation_names(rows))
     return studies, [r for study in studies for r in mc.load_runs(results_dir, study)]
 
 
@@ -571,7 +572,7 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
              f"Chosen: `{table.attrs['chosen']}`" + (f"; as the `mclearn` preset, over its seeds in the studies the "
                                                      f"paragraphs below end with, against `{mc.REFERENCE}`{tally}"
                                                      if tally else "") + ".\n"]
-    every_run = Path(results_dir) / "ablation" / "ablation_table.md"
+    every_run = Path(results_dir) / mc.ablation_folder(studies) / "ablation_table.md"
     if every_run.exists():
         link = _link(every_run, link_base)
         parts.append(f"Every run's numbers (`python3 benchmarks/ablation.py`): [`{link}`]({link}).\n")

@@ -166,6 +166,8 @@ class Config:
     uniform_start: float = 0.0  # share of the run's steps drawn uniformly at the start (the scorer learns)
     uniform_end: float = 0.0  # share drawn uniformly at the end, without scoring (InfoBatch's anneal)
     record_passes: bool = True  # the run file counts each training row's full passes (histogram, flipped rows)
+    select_switch: bool = False  # each pool selects only where its estimated variance reduction pays for the
+    # scoring (select_pays), else is drawn uniformly with no scoring (MCLearn.judge_pool, SelectSwitch)
     # --- peers (section 7) ------------------------------------------------------------------------
     uniform_fraction: float | None = None  # data share of "uniform"; None: match uniform_match's time
     uniform_match: str = "mclearn"  # the method whose measured train time "uniform" matches
@@ -242,16 +244,22 @@ MCLEARN_VARIANT_PARTS: dict[str, dict[str, Any]] = {
     "free": dict(free_scores=True),  # scores for free: the full passes' own losses
     "once": dict(once_draws=True),  # every row once before any twice
     "anneal": dict(uniform_start=0.25, uniform_end=0.125),  # uniform draws first and last, selection between
+    "switch": dict(select_switch=True),  # select only where the variance reduction pays for the scoring
 }
 
 
 MCLEARN_VARIANTS: dict[str, tuple[str, ...]] = {  # method name -> the parts it turns on
     "-".join(("mclearn",) + parts) if parts else "mclearn-v1": parts
     for parts in [(), ("free",), ("once",), ("anneal",), ("free", "once"), ("free", "anneal"), ("once", "anneal"),
-                  ("free", "once", "anneal")]}
+                  ("free", "once", "anneal"), ("once", "switch"), ("free", "once", "switch")]}
 
 
-_VARIANT_KEYS_OFF = dict(free_scores=False, once_draws=False, uniform_start=0.0, uniform_end=0.0)
+# The switch's ablation (issue 34): the `mclearn` preset (mclearn-once), its scores for free, each with the
+# switch on; gpu_ablation.sh runs them under the fair protocol (studies ending in FAIR_ABLATION_SUFFIX).
+SWITCH_ABLATION = ("mclearn-once", "mclearn-free-once", "mclearn-once-switch", "mclearn-free-once-switch")
+
+
+_VARIANT_KEYS_OFF = dict(free_scores=False, once_draws=False, uniform_start=0.0, uniform_end=0.0, select_switch=False)
 METHOD_PRESETS.update({name: {**MCLEARN_V1, **_VARIANT_KEYS_OFF, "record_passes": True,
                               **{k: v for part in parts for k, v in MCLEARN_VARIANT_PARTS[part].items()}}
                        for name, parts in MCLEARN_VARIANTS.items()})
@@ -2078,6 +2086,10 @@ class Method:
         """Return method-specific records to keep in the run result."""
         return {}
 
+    def finish(self) -> None:
+        """Work done once the run has trained and been evaluated, outside its timed region, before its
+        record is written (MC-Learn's variance check); nothing unless the method says otherwise."""
+
     def train_on(self, data: EncodedSplit, idx: torch.Tensor, step: int, weights: torch.Tensor | None = None,
                  width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward and update on rows `idx` of `data` (padded to `width`, or to their
@@ -2334,12 +2346,22 @@ def once_draw_probs(draw_prob: np.ndarray, draws: int, floor: float) -> np.ndarr
     return probs / probs.sum()
 
 
+def full_pass_draw_probs(candidate_prob: np.ndarray, replay_share: float, draws: int,
+                         once_floor: float | None) -> np.ndarray:
+    """Return the probability p_i (sum 1 over the pool) that one full-pass draw picks pool member i:
+    mix_replay of the candidate path and the replay share, then, with `once_floor` (once_draws),
+    once_draw_probs for `draws` full passes."""
+    draw_prob = mix_replay(candidate_prob, replay_share)
+    return draw_prob if once_floor is None else once_draw_probs(draw_prob, draws, once_floor)
+
+
 # --- the fixed-size draw and its weights (static shapes: CUDA graphs) -----------------------------
 @dataclass
 class StepPlan:
     """The draws of the steps one pool serves: kept positions [steps, kept] in the pool (drawn
     with replacement), of which the first `full` of each step get a full pass; the weight of
-    each draw in the cheap and in the full term; the token width of each step's full pass."""
+    each draw in the cheap and in the full term; the token width of each step's full pass; the
+    probability p_i that a draw picks each pool member."""
 
     kept_pos: np.ndarray  # [steps, kept] pool positions
     kept_weight: np.ndarray  # [steps, kept] weights of the cheap terms
@@ -2347,6 +2369,7 @@ class StepPlan:
     widths: list[int]
     bucket_widths: np.ndarray  # the pool's padded widths, and the chance P_b that a step has each
     bucket_prob: np.ndarray
+    draw_prob: np.ndarray  # [pool] p_i (sum 1): the draws' probabilities, which the weights divide by
 
 
 def draw_weights(draw_prob: np.ndarray, pool_prob: np.ndarray, population: int, draws: int) -> np.ndarray:
@@ -2404,9 +2427,7 @@ def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: n
     weights are capped at w_clip times a uniform draw's weight (1 / draws): capping trades a
     small bias for variance. With `once_floor` (once_draws), p is once_draw_probs' and the full
     passes are drawn by once_positions instead: the same weights, unbiased over the pool's steps."""
-    draw_prob = mix_replay(candidate_prob, replay_share)
-    if once_floor is not None:
-        draw_prob = once_draw_probs(draw_prob, steps * full, once_floor)
+    draw_prob = full_pass_draw_probs(candidate_prob, replay_share, steps * full, once_floor)
     member_width = np.minimum(cap, np.ceil(np.maximum(lengths, 1) / pad_multiple).astype(int) * pad_multiple)
     bucket_widths = np.unique(member_width)
     bucket_prob = np.array([draw_prob[member_width == w].sum() for w in bucket_widths])
@@ -2425,7 +2446,7 @@ def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: n
         kept_weight, full_weight = np.minimum(kept_weight, w_clip / kept), np.minimum(full_weight, w_clip / full)
     widths = [int(bucket_widths[b]) for b in step_bucket]
     return StepPlan(kept_pos=positions, kept_weight=kept_weight, full_weight=full_weight, widths=widths,
-                    bucket_widths=bucket_widths, bucket_prob=bucket_prob / bucket_prob.sum())
+                    bucket_widths=bucket_widths, bucket_prob=bucket_prob / bucket_prob.sum(), draw_prob=draw_prob)
 
 
 # --- step costs and the budget solver -------------------------------------------------------------
@@ -2766,6 +2787,143 @@ def variance_optimal_shares(scaled_rms: np.ndarray, shares: np.ndarray) -> np.nd
     return target / target.sum() if target.sum() > 0 else shares
 
 
+# --- the switch: select only where selection pays for its scoring ----------------------------------
+def variance_reduction(second_moment: np.ndarray, draw_share: np.ndarray, sample_share: np.ndarray,
+                       mean_square: float = 0.0) -> float:
+    """Return tau = V_uniform / V_draw: how many times smaller the variance of one draw's
+    Hansen-Hurwitz estimate of the training set's mean gradient is under the draw's probabilities
+    than under a uniform draw (so a step of such draws is worth about tau uniform steps), estimated
+    from a sample of rows k: `second_moment` m_k = |g_k|^2 (or a proxy's square), `draw_share`
+    Q_k = N P_k (P_k the chance that one draw picks row k, N the training rows: 1 for a uniform
+    draw), and `sample_share` a_k, the chance that row k is in the sample over that of a uniform
+    sample of its size (a pool: N pi_k / |pool|; the draws themselves: Q_k). Per draw,
+        V_uniform = (1/N) sum_i m_i - |mu|^2,      V_draw = (1/N) sum_i m_i / Q_i - |mu|^2,
+    whose sums the sample gives by Horvitz-Thompson: mean_k m_k / a_k and mean_k m_k / (a_k Q_k).
+    `mean_square` is |mu|^2, the squared mean gradient; where it is unknown it is 0, as in
+    Katharopoulos and Fleuret (ICML 2018, "Not All Samples Are Created Equal"), and tau is the
+    ratio of the second moments: for a pool drawn with P proportional to scores s (m = s^2) their
+    1 / (1 - |g - u|^2 / |g|^2), g = s / sum s, u uniform. NaN when a variance is not positive
+    (all m zero: no signal)."""
+    m, q, a = (np.asarray(x, dtype=np.float64) for x in (second_moment, draw_share, sample_share))
+    uniform = float(np.mean(m / a)) - mean_square
+    drawn = float(np.mean(m / (a * q))) - mean_square
+    return uniform / drawn if uniform > 0 and drawn > 0 else float("nan")
+
+
+def select_pays(tau: float, cost: float) -> bool:
+    """Return True when drawing a pool by its scores pays for scoring it: tau >= 1 + cost, tau the
+    draw's variance reduction (variance_reduction), cost the seconds of the pool's scoring over the
+    seconds of the updates it serves. Where the gradient's variance limits progress, an update whose
+    estimate has tau times less variance is worth tau uniform updates (a batch tau times larger).
+    The k steps of a pool cost k u seconds drawn uniformly, k u + S selected (S its scoring):
+    selection makes k tau uniform updates' progress in k u + S seconds against k in k u, more per
+    second exactly when tau >= 1 + S / (k u). Katharopoulos and Fleuret's threshold (ICML 2018:
+    tau_th = (B + 3b) / 3b, a presampled batch of B rows scored by forward passes for b rows
+    trained, a backward costing two forwards) is this rule with cost = B t_forward / 3 b t_forward;
+    here the cost is measured. A NaN tau (no signal) never pays."""
+    return bool(tau >= 1.0 + cost)
+
+
+# After a selected pool that did not pay, the switch draws SWITCH_BACKOFF ** failures uniform pools (2, 4,
+# 8, ... after 1, 2, 3 failures in a row) before the losses' promise may make it select again: a scorer whose
+# draws do not pay costs its scoring and a worse pool at each try, so tries grow rarer while they fail.
+SWITCH_BACKOFF = 2
+
+
+@dataclass
+class SelectSwitch:
+    """The choice between MC-Learn's two kinds of pool (select_switch): "select" (scored, drawn by
+    its scores) and "uniform" (stratified by class frequency, drawn uniformly, scored by nothing: it
+    trains as the short schedule does). At each refresh, decide() sets the kind of the next pool from
+    an estimate made on the full passes the last pool served (MCLearn.judge_pool):
+      - after a selected pool, tau is the variance reduction its draws achieved, judged by their own
+        losses: select again when it paid (select_pays), else draw uniformly and wait
+        SWITCH_BACKOFF ** failures uniform pools before selection may be tried again;
+      - after a uniform pool, tau is the reduction a draw by scores equal to those losses would
+        promise: select when it pays and no wait is left, else stay uniform.
+    The decisions, with their estimates, are kept for the run file."""
+
+    mode: str = "select"  # the kind of the next pool
+    failures: int = 0  # selected pools in a row that did not pay
+    wait: int = 0  # uniform pools still to draw before selection may be tried again
+    decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def decide(self, selected: bool, tau: float, cost: float, **record: Any) -> str:
+        """Return (and keep as `mode`) the kind of the next pool after a pool that was `selected`
+        (or not) whose steps gave the estimate `tau` against the scoring `cost`; book the decision
+        with `record`'s fields."""
+        pays = select_pays(tau, cost)
+        if selected:
+            self.failures = 0 if pays else self.failures + 1
+            self.wait = 0 if pays else SWITCH_BACKOFF ** self.failures - 1
+            self.mode, source = ("select" if pays else "uniform"), "achieved"
+        elif self.wait > 0:
+            self.wait -= 1
+            self.mode, source = "uniform", "waiting"
+        else:
+            self.mode, source = ("select" if pays else "uniform"), "promised"
+        self.decisions.append({**record, "after": "select" if selected else "uniform", "source": source,
+                               "tau": round(tau, 4) if math.isfinite(tau) else None, "cost": round(cost, 4),
+                               "mode": self.mode})
+        return self.mode
+
+
+def last_linear(model: nn.Module, num_labels: int) -> tuple[str, nn.Linear]:
+    """Return (name, module) of the model's last nn.Linear with num_labels outputs: the layer whose
+    output is the logits (DistilBERT's and BERT's classifier, MPNet's classifier.out_proj)."""
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == num_labels]
+    if not found:
+        raise TrainingError(f"{type(model).__name__} has no linear layer with {num_labels} outputs to measure "
+                            f"gradients at: use a sequence classifier whose last layer gives the logits")
+    return found[-1]
+
+
+@torch.no_grad()
+def last_layer_gradients(model: nn.Module, data: EncodedSplit, rows: np.ndarray, cfg: Config, device: torch.device,
+                         mean_weights: np.ndarray) -> dict[str, Any]:
+    """Return, for each of `rows`, the squared norm of the gradient of its loss (cross-entropy with
+    the run's label smoothing) with respect to the last layer's weight and bias (last_linear):
+    with h its input and dz = softmax(z) - target the loss's gradient at the logits z = W h + b,
+    dL/dW = dz h^T and dL/db = dz, so |g|^2 = |dz|^2 (|h|^2 + 1). Also the rows' losses and the
+    squared norm of sum_k mean_weights_k g_k (a Horvitz-Thompson mean gradient). The model runs in
+    eval mode (no dropout), without autograd: the layer's input and output are read by a forward
+    hook, and its output must be the logits."""
+    name, layer = last_linear(model, model.config.num_labels)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hook = layer.register_forward_hook(lambda module, inputs, output: seen.append((inputs[0], output)))
+    was_training = model.training
+    model.eval()
+    smoothing, classes = cfg.label_smoothing, model.config.num_labels
+    weights = torch.as_tensor(np.asarray(mean_weights, dtype=np.float32), device=device)
+    mean_w = torch.zeros(classes, layer.in_features, device=device)
+    mean_b = torch.zeros(classes, device=device)
+    sq, losses = [], []
+    try:
+        start = 0
+        for idx in torch.as_tensor(rows).split(cfg.eval_batch_size):
+            batch = make_batch(data, idx, batch_width(data, idx, cfg.pad_multiple))
+            with autocast_context(cfg, device):
+                logits = model(**model_inputs(model, batch)).logits.float()
+            h, out = seen.pop()
+            if h.dim() != 2 or not torch.allclose(out.float(), logits, atol=1e-4, rtol=1e-3):
+                raise TrainingError(f"the output of {name} is not the model's logits: no last-layer gradient to measure")
+            h = h.float()
+            target = F.one_hot(batch["labels"], classes).float() * (1.0 - smoothing) + smoothing / classes
+            dz = torch.softmax(logits, -1) - target
+            sq.append((dz ** 2).sum(1) * ((h ** 2).sum(1) + (1.0 if layer.bias is not None else 0.0)))
+            losses.append(F.cross_entropy(logits, batch["labels"], reduction="none", label_smoothing=smoothing))
+            w = weights[start:start + len(idx), None]
+            mean_w += (dz * w).T @ h
+            mean_b += (dz * w).sum(0)
+            start += len(idx)
+    finally:
+        hook.remove()
+        model.train(was_training)
+    mean_square = float((mean_w ** 2).sum() + ((mean_b ** 2).sum() if layer.bias is not None else 0.0))
+    return {"layer": name, "second_moment": torch.cat(sq).cpu().numpy().astype(np.float64),
+            "loss": torch.cat(losses).cpu().numpy().astype(np.float64), "mean_square": mean_square}
+
+
 # --- the trainer ----------------------------------------------------------------------------------
 class MCLearn(Method):
     """MC-Learn (corrected, preset "mclearn"): a cheap head on early-layer features scores a pool;
@@ -2818,6 +2976,7 @@ class MCLearn(Method):
         self.position, self.stride = 0.0, 1.0  # training progress in steps of the first plan (lr schedule, kappa)
         self.replans: list[dict[str, Any]] = []
         self.steps_run = 0
+        self.selected_steps = 0  # steps drawn from a selected pool (not a uniform one)
         self.graphed: GraphedUpdate | None = None
         self.step_stats: list[torch.Tensor] = []  # per step [3, full]: cheap loss, full loss, weight on S
         self.records: list[dict[str, Any]] = []
@@ -3172,6 +3331,7 @@ class MCLearn(Method):
             self.priced_update_seconds += self.update_price(width)
         self.position += self.stride
         self.steps_run += 1
+        self.selected_steps += not self.pool.get("uniform", False)
         self.step_stats.append(out.pop("stats"))
         ctx.examples_forward += self.full_rows
         ctx.examples_backward += self.full_rows
@@ -3225,6 +3385,7 @@ class MCLearn(Method):
         return {"steps": self.records, "refreshes": self.refreshes, "budget": budget,
                 "full_rows": self.full_rows, "kept_rows": self.kept_rows, "scoring_graphed": False,
                 "measured_seconds": self._measured_seconds(), **self.variant_telemetry(),
+                "selection": self.selection_telemetry(),
                 **(self.graphed.telemetry() if self.graphed is not None else {})}
 
     def _measured_seconds(self) -> dict[str, float]:
@@ -3245,14 +3406,16 @@ class MCLearn(Method):
         """Check the variant keys and set up their state (all None or off for "mclearn")."""
         cfg, n = self.ctx.cfg, len(self.ctx.train)
         check_variant_keys(cfg)
-        self.variant_refresh = cfg.free_scores or cfg.uniform_start > 0 or cfg.uniform_end > 0
+        self.variant_refresh = cfg.free_scores or cfg.uniform_start > 0 or cfg.uniform_end > 0 or cfg.select_switch
+        self.switch = SelectSwitch() if cfg.select_switch else None
         self.score_table = np.full(n, np.nan) if cfg.free_scores else None  # each row's last full-pass loss
         self.score_refresh = np.zeros(n, dtype=np.int64) if cfg.free_scores else None  # the refresh that stored it
         # Pool positions the cheap head scored (its features are in pool_feats), where some are not.
-        masked = cfg.free_scores or cfg.uniform_end > 0
+        masked = cfg.free_scores or cfg.uniform_end > 0 or cfg.select_switch
         self.pool_has_feats = torch.ones(largest_pool, device=self.ctx.device) if masked else None
         self.pass_counts = np.zeros(n, dtype=np.int64) if cfg.record_passes else None
         self.variant_counts: collections.Counter = collections.Counter()
+        self.measured_variance: dict[str, Any] | None = None  # variance_check's, once
 
     def uniform_phase(self, progress: float) -> bool:
         """Return True when a pool refreshed at `progress` is drawn uniformly: in the first
@@ -3261,24 +3424,26 @@ class MCLearn(Method):
         return progress < cfg.uniform_start or progress >= 1.0 - cfg.uniform_end
 
     def refresh_variant(self, progress: float) -> None:
-        """refresh() with free_scores or a uniform phase on. A pool of a uniform phase is stratified
-        by class frequency alone, holds the full passes of its steps (kappa 1) and is drawn
-        uniformly; it is scored at the start (the head learns) and not at the end. Any other pool
-        is drawn as refresh draws it, from the difficulties of variant_scores."""
+        """refresh() with free_scores, a uniform phase or the switch on. A uniform pool (of a uniform
+        phase, or one the switch chose) is stratified by class frequency alone, holds the full
+        passes of its steps (kappa 1) and is drawn uniformly; it is scored at the start (the head
+        learns), not at the end nor where the switch chose it. Any other pool is drawn as refresh
+        draws it, from the difficulties of variant_scores."""
         cfg = self.ctx.cfg
-        uniform = self.uniform_phase(progress)
+        switched = self.switch is not None and self.switch.mode == "uniform" and not self.uniform_phase(progress)
+        uniform = self.uniform_phase(progress) or switched
         kappa = 1.0 if uniform else self.policy.kappa(progress)
         class_weights = np.full(self.num_classes, 1.0 / self.num_classes) if uniform else self.policy.class_weights
         rows, pool_prob = self.stream.next_pool(self.pool_size(kappa), class_weights)
         ending = cfg.uniform_end > 0 and progress >= 1.0 - cfg.uniform_end
-        difficulty, scored = self.variant_scores(rows, score=not ending)
+        difficulty, scored = self.variant_scores(rows, score=not (ending or switched))
         labels_host = self.labels_host[rows]
         candidate = np.full(len(rows), 1.0 / len(rows)) if uniform else \
             candidate_draw_probs(difficulty, labels_host, kappa, self.policy.tau)
         shares = np.bincount(labels_host, weights=mix_replay(candidate, self.policy.replay_share), minlength=self.num_classes)
         self.pool = {"rows": rows, "pool_prob": pool_prob, "labels_host": labels_host, "candidate_prob": candidate,
                      "replay_share": self.policy.replay_share, "difficulty": difficulty, "class_share": shares,
-                     "scored": scored, "uniform": uniform}
+                     "scored": scored, "uniform": uniform, "select_kappa": self.policy.kappa(progress)}
         self.variant_counts["uniform_pools"] += int(uniform)
         self.draw()
         self.refreshes += 1
@@ -3291,12 +3456,10 @@ class MCLearn(Method):
         and the head scores only the rest, on the same scale: 1 - exp(-its loss) (1 - p(true
         class) without label smoothing). Without, the head scores every row as refresh does
         (1 - p(true class)). With `score` False (the uniform end) the head scores nothing (NaN)."""
-        cfg, ctx = self.ctx.cfg, self.ctx
+        ctx = self.ctx
         difficulty = np.full(len(rows), np.nan)
-        stored = np.zeros(len(rows), dtype=bool)
-        if cfg.free_scores:
-            fresh = (cfg.free_score_max_age == 0) | (self.refreshes - self.score_refresh[rows] <= cfg.free_score_max_age)
-            stored = np.isfinite(self.score_table[rows]) & fresh
+        stored = self.stored_rows(rows)
+        if stored.any():
             difficulty[stored] = 1.0 - np.exp(-self.score_table[rows[stored]])
         scored = ~stored & score
         self.pool_labels[: len(rows)].fill_(-100)
@@ -3304,12 +3467,7 @@ class MCLearn(Method):
             self.pool_has_feats[: len(rows)].zero_()
         if scored.any():
             with self.costs.timed("score", int(scored.sum())):
-                feats = self.early_features(ctx.train, rows[scored])
-                labels = ctx.train.labels[to_device(rows[scored], ctx.device)]
-                with torch.no_grad():
-                    logits = self.cheap_head(feats).float()
-                    head = 1.0 - torch.exp(-ctx.per_example_loss(logits, labels)) if cfg.free_scores else \
-                        1.0 - torch.softmax(logits, -1).gather(1, labels[:, None]).squeeze(1)
+                feats, labels, head = self.head_difficulty(rows[scored])
                 positions = to_device(np.flatnonzero(scored), ctx.device)
                 self.pool_feats[positions] = feats
                 self.pool_labels[positions] = labels
@@ -3323,19 +3481,89 @@ class MCLearn(Method):
         self.variant_counts["stored_score_rows"] += int(stored.sum())
         return difficulty, scored
 
+    def stored_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Return which of `rows` have a stored full-pass loss to be scored by (free_scores: one at
+        most free_score_max_age refreshes old, 0 = any age); none without free_scores."""
+        cfg = self.ctx.cfg
+        if not cfg.free_scores:
+            return np.zeros(len(rows), dtype=bool)
+        fresh = (cfg.free_score_max_age == 0) | (self.refreshes - self.score_refresh[rows] <= cfg.free_score_max_age)
+        return np.isfinite(self.score_table[rows]) & fresh
+
+    @torch.no_grad()
+    def head_difficulty(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (features, labels, difficulty) of training `rows` by the cheap head, on the device:
+        1 - exp(-its loss) with free_scores (the stored losses' scale), else 1 - p(true class)."""
+        ctx = self.ctx
+        feats = self.early_features(ctx.train, rows)
+        labels = ctx.train.labels[to_device(rows, ctx.device)]
+        logits = self.cheap_head(feats).float()
+        difficulty = 1.0 - torch.exp(-ctx.per_example_loss(logits, labels)) if ctx.cfg.free_scores else \
+            1.0 - torch.softmax(logits, -1).gather(1, labels[:, None]).squeeze(1)
+        return feats, labels, difficulty
+
     def after_pool(self, stats: np.ndarray) -> None:
         """Book the steps the last pool served (stats [steps, 3, full], read by _update_policy):
         with record_passes, each full pass in pass_counts; with free_scores, each row's full-pass
-        loss in the score table, stamped with this refresh (a row drawn twice keeps one loss).
-        Plain `mclearn` books nothing."""
-        if self.pass_counts is None and self.score_table is None:
-            return
-        rows = self.pool["rows"][self.plan.kept_pos[: len(stats), : self.full_rows]].ravel()
-        if self.pass_counts is not None:
-            np.add.at(self.pass_counts, rows, 1)
-        if self.score_table is not None:
-            self.score_table[rows] = stats[:, 1].ravel()
-            self.score_refresh[rows] = self.refreshes
+        loss in the score table, stamped with this refresh (a row drawn twice keeps one loss); with
+        select_switch, the kind of the next pool (judge_pool). Plain `mclearn` books nothing."""
+        if self.pass_counts is not None or self.score_table is not None:
+            rows = self.pool["rows"][self.plan.kept_pos[: len(stats), : self.full_rows]].ravel()
+            if self.pass_counts is not None:
+                np.add.at(self.pass_counts, rows, 1)
+            if self.score_table is not None:
+                self.score_table[rows] = stats[:, 1].ravel()
+                self.score_refresh[rows] = self.refreshes
+        if self.switch is not None:
+            self.judge_pool(stats)
+
+    def judge_pool(self, stats: np.ndarray) -> str:
+        """Return the kind of the next pool ("select" or "uniform", SelectSwitch.decide) from the
+        full passes the last pool served (stats [steps, 3, full]): each pass's loss l gives its row
+        the score s = 1 - exp(-l), the true class's missing probability without label smoothing,
+        within a factor sqrt(2) of the norm of the loss's gradient at the logits that Katharopoulos
+        and Fleuret bound the gradient norm by. After a selected pool, tau is what its draws
+        achieved: variance_reduction of s^2 over the passes, each drawn with Q = N pi p (pi its
+        pool-membership probability, p its draw probability: the plan's own). After a uniform
+        pool, tau is what a selected pool would promise if its scores were those: the pool's rows
+        that had a pass, with their last loss, as a pool (a uniform sample, a = 1) drawn by the
+        selected pool's rule (candidate_draw_probs at the policy's kappa and temperature,
+        full_pass_draw_probs at its replay share for kappa x its rows' passes). The cost is
+        selection_cost's. Both estimates read only what the steps computed anyway."""
+        pool, plan, cfg = self.pool, self.plan, self.ctx.cfg
+        positions = plan.kept_pos[: len(stats), : self.full_rows].ravel()
+        scores = 1.0 - np.exp(-stats[:, 1].ravel())
+        selected = not pool.get("uniform", False)
+        kappa = pool["select_kappa"]
+        if selected:
+            share = len(self.ctx.train) * pool["pool_prob"][positions] * plan.draw_prob[positions]
+            tau = variance_reduction(scores ** 2, share, share)
+        else:
+            last = {int(p): k for k, p in enumerate(positions)}  # a row passed twice keeps its last loss
+            members, at = np.fromiter(last, dtype=np.int64), np.fromiter(last.values(), dtype=np.int64)
+            candidate = candidate_draw_probs(scores[at], pool["labels_host"][members], kappa, self.policy.tau)
+            draw = full_pass_draw_probs(candidate, self.policy.replay_share, max(1, round(kappa * len(members))),
+                                        cfg.once_floor if cfg.once_draws else None)
+            tau = variance_reduction(scores[at] ** 2, len(members) * draw, np.ones(len(members)))
+        cost, stored = self.selection_cost(kappa)
+        return self.switch.decide(selected, tau, cost, refresh=self.refreshes, step=self.steps_run,
+                                  stored_share=None if stored is None else round(stored, 4))
+
+    def selection_cost(self, kappa: float) -> tuple[float, float | None]:
+        """Return (cost, stored share) of a selected pool at `kappa`: its scoring's expected seconds
+        over those of the updates it serves, cost = (seconds per row scored) x (its rows, less the
+        share scored from stored losses) / ((seconds per full-pass row of an update) x full_rows x
+        refresh_every), from the CostMeter's measured EMAs (an update's eager warm-up before one
+        replayed; the scorer's are from the last pool it scored, setup's first at least); and the
+        stored share: with free_scores the training rows with a stored loss (stored_rows), the
+        signal left for free (on a one-epoch run, the rows passed so far), else None."""
+        cfg, ema = self.ctx.cfg, self.costs.flush()
+        stored = float(self.stored_rows(np.arange(len(self.ctx.train))).mean()) if cfg.free_scores else None
+        update = ema.get("update", ema.get("update_warmup"))
+        if update is None or "score" not in ema:
+            raise TrainingError("mclearn: the switch has no measured update or scoring seconds to weigh")
+        scoring = ema["score"] * self.pool_size(kappa) * (1.0 - (stored or 0.0))
+        return scoring / (update * self.full_rows * cfg.refresh_every), stored
 
     def variant_telemetry(self) -> dict[str, Any]:
         """Return the variants' run-file records, none for "mclearn": the variant keys with the
@@ -3343,7 +3571,8 @@ class MCLearn(Method):
         record_passes, "full_passes" (pass_count_summary, the last pool's steps included)."""
         cfg, out = self.ctx.cfg, {}
         if self.variant_refresh or cfg.once_draws:
-            keys = ("free_scores", "free_score_max_age", "once_draws", "once_floor", "uniform_start", "uniform_end")
+            keys = ("free_scores", "free_score_max_age", "once_draws", "once_floor", "uniform_start", "uniform_end",
+                    "select_switch")
             out["variant"] = {**{k: getattr(cfg, k) for k in keys}, **self.variant_counts}
         if self.pass_counts is not None:
             counts = self.pass_counts.copy()
@@ -3351,6 +3580,74 @@ class MCLearn(Method):
                 np.add.at(counts, self.pool["rows"][self.plan.kept_pos[: len(self.step_stats), : self.full_rows]], 1)
             out["full_passes"] = pass_count_summary(counts, self.ctx.flipped_rows)
         return out
+
+
+    def selection_telemetry(self) -> dict[str, Any]:
+        """Return the run file's record of its selection: the steps run and those drawn from a
+        selected pool (not a uniform one), their share; with select_switch every decision with its
+        estimate (SelectSwitch: refresh, step, the kind of the pool before, the estimate's source,
+        tau, cost, the kind chosen, and with free_scores the stored share); and variance_check's
+        measurement at the end (finish; None before it)."""
+        out: dict[str, Any] = {"select_switch": self.switch is not None, "steps": self.steps_run,
+                               "selected_steps": self.selected_steps,
+                               "selected_share": round(self.selected_steps / self.steps_run, 4) if self.steps_run else None}
+        if self.switch is not None:
+            out["decisions"] = self.switch.decisions
+        return {**out, "variance_check": self.measured_variance}
+
+    def finish(self) -> None:
+        """Measure selection's variance reduction once the run is over (variance_check)."""
+        self.variance_check()
+
+    def variance_check(self) -> dict[str, Any]:
+        """Return selection's variance reduction measured once, at the end of the run (finish: after
+        training and evaluation, untimed), against uniform draws on the same pool: a pool drawn and
+        scored as a selected pool would be then (the policy's class weights, temperature and replay
+        share, the last kappa; the head's difficulties, and stored losses with free_scores), the
+        probability p of each of its refresh_every x full_rows full-pass draws (full_pass_draw_probs)
+        and each row's gradient at the last layer (last_layer_gradients: the full model, eval mode).
+        "measured" is variance_reduction of those gradients, their squared mean included;
+        "gradient_bound" the same without it, as the estimates are; "loss" with the scores
+        1 - exp(-loss) of the same rows (judge_pool's proxy); "scores" with the pool's own
+        difficulties (what a draw by them expects of itself). Where the model has no last layer to
+        read, the error is printed and recorded instead."""
+        if self.measured_variance is not None:
+            return self.measured_variance
+        cfg, ctx = self.ctx.cfg, self.ctx
+        start = time.perf_counter()
+        kappa = self.policy.kappa(1.0)
+        rows, pool_prob = self.stream.next_pool(self.pool_size(kappa), self.policy.class_weights)
+        stored = self.stored_rows(rows)
+        difficulty = np.full(len(rows), np.nan)
+        if stored.any():
+            difficulty[stored] = 1.0 - np.exp(-self.score_table[rows[stored]])
+        if (~stored).any():
+            difficulty[~stored] = self.head_difficulty(rows[~stored])[2].cpu().numpy()
+        candidate = candidate_draw_probs(difficulty, self.labels_host[rows], kappa, self.policy.tau)
+        draw = full_pass_draw_probs(candidate, self.policy.replay_share, cfg.refresh_every * self.full_rows,
+                                    cfg.once_floor if cfg.once_draws else None)
+        sample = len(ctx.train) * pool_prob / len(rows)  # a_k: the pool is a sample of the training set
+        share = sample * len(rows) * draw  # Q_k = N pi_k p_k
+        try:
+            grads = last_layer_gradients(ctx.model, ctx.train, rows, cfg, ctx.device, 1.0 / (len(rows) * sample))
+        except TrainingError as err:
+            say(f"warning (mclearn): no variance check at the end of the run: {err}")
+            self.measured_variance = {"error": str(err)}
+            return self.measured_variance
+        second, proxy = grads["second_moment"], 1.0 - np.exp(-grads["loss"])
+        agreement = spearman(difficulty, second)
+
+        def tau(m: np.ndarray, mean_square: float = 0.0) -> float | None:
+            value = variance_reduction(m, share, sample, mean_square)
+            return round(value, 4) if math.isfinite(value) else None
+
+        self.measured_variance = {
+            "rows": len(rows), "kappa": kappa, "layer": grads["layer"],
+            "measured": tau(second, grads["mean_square"]), "gradient_bound": tau(second),
+            "loss": tau(proxy ** 2), "scores": tau(difficulty ** 2),
+            "scores_rank_agreement": None if math.isnan(agreement) else round(agreement, 4),
+            "seconds": round(time.perf_counter() - start, 4)}
+        return self.measured_variance
 
 
 def check_variant_keys(cfg: Config) -> None:
@@ -4900,6 +5197,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     final = evaluate(method.eval_model(), prepared.eval, cfg, device)
     test = None if prepared.test is None else evaluate(method.eval_model(), prepared.test, cfg, device)
     _warn(warnings, chance_warning(final["accuracy"], final["labels"], len(prepared.label_names)), method_name, seed)
+    method.finish()  # untimed: the run's seconds and evaluations are in
     record = run_record(method_name, cfg, prepared, seed, budget, ctx, method, warnings, host,
                         steps=steps, train_seconds=train_seconds, eval_seconds=eval_seconds, curve=curve,
                         final=final, test=test)
@@ -5136,6 +5434,7 @@ def stored_run_path(results_dir: str | Path, study: str, label: str, seed: int) 
 # today's `mclearn` (the same config). rename_preset_runs gives their files those names, so that a study
 # resumes each under the method whose config made it (benchmarks/rename_preset_runs.py).
 ABLATION_SUFFIX = "-ablation"  # an ablation study's name (before its sweep's "-lr") ends so (gpu_ablation.sh)
+FAIR_ABLATION_SUFFIX = "-fair" + ABLATION_SUFFIX  # the switch's ablation, under the fair protocol (issue 34)
 
 
 def is_ablation_study(study: str, include_sweeps: bool = False) -> bool:
@@ -5323,7 +5622,7 @@ METHOD_OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
         "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "full_prob_bounds",
         "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple"),
     ("mclearn", *MCLEARN_VARIANTS): ("budget_ratio", "free_scores", "free_score_max_age", "once_draws", "once_floor",
-                                     "uniform_start", "uniform_end", "record_passes"),
+                                     "uniform_start", "uniform_end", "record_passes", "select_switch"),
     ("mclearn-paper",): ("step_budget_ratio",),
     ("uniform",): ("uniform_fraction", "uniform_match"),
     ("selective-backprop", "rho-loss"): ("candidate_share",),
@@ -7292,7 +7591,8 @@ ABLATION_RULE = ("Rule (fixed before the runs): every MC-Learn variant, one seed
                  "(a cell), on validation accuracy (the eval split). In each cell the variants are ranked by accuracy "
                  "(1 = best; equal accuracies share their mean rank; a missing or diverged run ranks last); the "
                  "`mclearn` preset becomes the variant with the best mean rank over the cells, ties going to the "
-                 "simpler one (fewer of the parts free, once, anneal on), then to the earlier in MCLEARN_VARIANTS.")
+                 "simpler one (fewer of the parts free, once, anneal, switch on), then to the earlier in "
+                 "MCLEARN_VARIANTS.")
 EQUAL_TIME_SUFFIX = "-equal-time"  # the previous protocol's 5-seed test-split study of a dataset
 # An ablation study's name ends in ABLATION_SUFFIX (section 8); it is no equal-time study (one seed, validation).
 
@@ -7311,8 +7611,35 @@ def _ablation_dataset(study: str) -> str:
 
 def equal_time_study_of(ablation_study: str) -> str:
     """Return the equal-time study of an ablation study's dataset, model and device: the same prefix
-    with EQUAL_TIME_SUFFIX ("sst2-mpnet-h200-equal-time" of "sst2-mpnet-h200-ablation")."""
+    with EQUAL_TIME_SUFFIX ("sst2-mpnet-h200-equal-time" of "sst2-mpnet-h200-ablation"); of a fair-
+    protocol ablation, its fair study ("sst2-mpnet-h200-fair" of "sst2-mpnet-h200-fair-ablation")."""
+    if ablation_study.endswith(FAIR_ABLATION_SUFFIX):
+        return ablation_study.removesuffix(ABLATION_SUFFIX)
     return ablation_study.removesuffix(ABLATION_SUFFIX) + EQUAL_TIME_SUFFIX
+
+
+def latest_ablation(studies: Iterable[str]) -> list[str]:
+    """Return the studies of the latest ablation among ablation `studies`, by name: the fair
+    protocol's (names ending in FAIR_ABLATION_SUFFIX, the switch's ablation) where there are any,
+    else the others (issue 24's, under the previous protocol). One rule ranks one ablation's cells:
+    two ablations' columns of a dataset would collide, and neither's variants ran in the other's."""
+    studies = sorted(set(studies))
+    fair = [s for s in studies if s.endswith(FAIR_ABLATION_SUFFIX)]
+    return fair or studies
+
+
+def ablation_folder(studies: Iterable[str]) -> str:
+    """Return the folder under the results folder that holds an ablation's tables
+    (benchmarks/ablation.py): "ablation/fair" for the fair protocol's studies, else "ablation"."""
+    return "ablation/fair" if any(str(s).endswith(FAIR_ABLATION_SUFFIX) for s in studies) else "ablation"
+
+
+def preset_before(records: Sequence[dict[str, Any]]) -> str:
+    """Return the preset an ablation's choice is compared with, besides REFERENCE: for the switch's
+    ablation (studies ending in FAIR_ABLATION_SUFFIX) the `mclearn` preset it starts from
+    (SWITCH_ABLATION's first), else `mclearn-v1`, the preset before issue 24's ablation."""
+    fair = any(str(r.get("study", "")).endswith(FAIR_ABLATION_SUFFIX) for r in _ablation_runs(records))
+    return SWITCH_ABLATION[0] if fair else next(v for v, parts in MCLEARN_VARIANTS.items() if not parts)
 
 
 def _ablation_runs(records: Sequence[dict[str, Any]], methods: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -7411,12 +7738,27 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[st
                      "full passes": passes.get("passes"), "rank agreement": round(float(np.median(ranks)), 3) if ranks else None,
                      "score s": seconds.get("score"), "update s": seconds.get("update"),
                      "warm-up s": seconds.get("update_warmup"), "capture s": telemetry.get("graph_capture_seconds"),
-                     "flipped pass share": flipped.get("pass_share"), "flipped data share": flipped.get("data_share")})
+                     "flipped pass share": flipped.get("pass_share"), "flipped data share": flipped.get("data_share"),
+                     **selection_diagnostics(telemetry)})
     frame = pd.DataFrame(rows)
     for column in ("updates", "distinct rows", "full passes"):  # counts stay integers where a run has none
         if column in frame:
             frame[column] = frame[column].astype("Int64")
     return frame
+
+
+def selection_diagnostics(telemetry: dict[str, Any]) -> dict[str, Any]:
+    """Return a run's selection numbers (MCLearn.selection_telemetry; None where a run has none):
+    "selected share", the share of its steps drawn from selected pools; "tau switch", the median of
+    the switch's estimates over its pools (achieved or promised; select_switch only); and the
+    variance check's at the end on one pool ("check rows"): "tau est", estimated from the losses,
+    and "tau measured", on the last layer's gradients."""
+    selection = telemetry.get("selection") or {}
+    check = selection.get("variance_check") or {}
+    estimates = [d["tau"] for d in selection.get("decisions", []) if d["source"] != "waiting" and d["tau"] is not None]
+    return {"selected share": selection.get("selected_share"),
+            "tau switch": round(float(np.median(estimates)), 4) if estimates else None,
+            "check rows": check.get("rows"), "tau est": check.get("loss"), "tau measured": check.get("measured")}
 
 
 def variant_parts_on(config: dict[str, Any]) -> tuple[str, ...]:
@@ -7471,12 +7813,14 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
                         equal_time: dict[str, tuple] | None = None) -> dict[str, str]:
     """Return {dataset: paragraph} for every ablation study among `records` (ablation_diagnostics'
     datasets): where the chosen variant (ablation_table's) is ahead of or behind REFERENCE and
-    against `mclearn-v1` (the preset before) at each budget of that dataset, and why, in the
+    against the preset before it (preset_before: `mclearn-v1` for issue 24's ablation, the
+    `mclearn` preset for the switch's) at each budget of that dataset, and why, in the
     numbers of ablation_diagnostics (mean over seeds where a cell has several): validation accuracy
     and its difference from the short schedule, train seconds, updates that ran, distinct rows given a full
     pass and their share of the training set, full passes, the scorer's median rank agreement,
     scoring against update seconds and, on noisy data, the flipped rows' share of the full passes
-    against their share of the data. One seed is no verdict: the differences are one run's, and
+    against their share of the data, and what selection did (selection_sentences). One seed is no
+    verdict: the differences are one run's, and
     the words say only ahead, behind or equal.
     `equal_time` maps a dataset to (its equal-time study, that study's records[, its equal-time table
     in the answer's Holm family]): the paragraph then ends with ablation_confirmation's sentence
@@ -7486,14 +7830,15 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
     if chosen is None:
         return {}
     frame = ablation_diagnostics(records)
-    previous = next(v for v, parts in MCLEARN_VARIANTS.items() if not parts)  # mclearn-v1, the preset before
+    previous = preset_before(records)
     out = {}
     for dataset in dict.fromkeys(frame["study"]):
         rows = frame[frame["study"] == dataset]
         budgets = sorted({float(r["time_budget"]) for r in _ablation_runs(records)
                           if _ablation_dataset(r["study"]) == dataset})
         seeds = sorted(set(rows["seed"]))
-        text = [f"`{chosen}` against `{REFERENCE}` and `{previous}` on {dataset} "
+        versus = f"`{REFERENCE}`" + (f" and `{previous}`" if previous != chosen else "")
+        text = [f"`{chosen}` against {versus} on {dataset} "
                 f"({'seed ' + str(seeds[0]) + ', one run each, so no verdict' if len(seeds) == 1 else f'mean of {len(seeds)} seeds'}; "
                 f"validation accuracy):"]
         for value in budgets:
@@ -7535,6 +7880,7 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
                       + (f" (`{previous}` {_fixed(v['score s'], '.3f', ' s')} against "
                          f"{_fixed(v['update s'], '.3f', ' s')})" if v else ""))
             text.append(scorer + ".")
+            text += selection_sentences(at, chosen)
             if not (_missing(c["flipped data share"]) or _missing(c["flipped pass share"])):
                 side = ("more than" if c["flipped pass share"] > c["flipped data share"] else "less than"
                         if c["flipped pass share"] < c["flipped data share"] else "just")
@@ -7545,6 +7891,34 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
             study, confirming, *table = equal_time[dataset]
             text.append(ablation_confirmation(confirming, chosen, dataset, study, budgets, *table))
         out[dataset] = " ".join(text)
+    return out
+
+
+def selection_sentences(rows, chosen: str) -> list[str]:
+    """Return what selection did in one cell of ablation_diagnostics (`rows`), from the run files'
+    selection records (selection_diagnostics, means over seeds): for the `chosen` variant, the share
+    of its steps drawn from selected pools, then selection's variance reduction against uniform
+    draws measured at the end of its run on one pool (the last layer's gradients) and estimated on
+    the same pool from the losses, and with the switch the median of its own estimates over its
+    pools; for each other variant with the switch on, its share and its two numbers. Nothing for a
+    run without the records."""
+    out = []
+    for method in [chosen, *(v for v in MCLEARN_VARIANTS if "switch" in MCLEARN_VARIANTS[v] and v != chosen)]:
+        m = _cell_means(rows, method)
+        if m is None or _missing(m["selected share"]):
+            continue
+        switch = "" if _missing(m["tau switch"]) else \
+            f"; the switch's median estimate over its pools {m['tau switch']:.3f}"
+        if method == chosen:
+            out.append(f"It drew {_percent(m['selected share'])} of its steps from selected pools; at the end of the "
+                       f"run, on one pool of {_count(m['check rows'])} rows, selection's variance reduction against "
+                       f"uniform draws was {_fixed(m['tau measured'], '.3f')} measured on the last layer's gradients "
+                       f"and {_fixed(m['tau est'], '.3f')} estimated from the losses{switch} (above 1: selection "
+                       f"reduces the variance).")
+        else:
+            out.append(f"`{method}` drew {_percent(m['selected share'])} of its steps from selected pools (variance "
+                       f"reduction at its end {_fixed(m['tau measured'], '.3f')} measured, "
+                       f"{_fixed(m['tau est'], '.3f')} estimated{switch}).")
     return out
 
 

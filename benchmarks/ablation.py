@@ -1,15 +1,18 @@
-"""Write the MC-Learn ablation table (issue 24) from the run files of the ablation studies: the rule
-(mclearn_core.ABLATION_RULE) above the table (ablation_table: each variant's validation accuracy and
-rank per dataset and budget, its mean rank, the chosen one, and the short schedule's reference row),
-then the diagnostics of every run (ablation_diagnostics: accuracy and its difference from the short
-schedule, steps, distinct rows seen, full passes, rank agreement, scoring seconds, the flipped rows'
-share of the full passes). benchmarks/gpu_ablation.sh runs the studies.
+"""Write the MC-Learn ablation table (issue 24's, or the switch's of issue 34) from the run files of
+the ablation studies: the rule (mclearn_core.ABLATION_RULE) above the table (ablation_table: each
+variant's validation accuracy and rank per dataset and budget, its mean rank, the chosen one, and the
+short schedule's reference row), then the diagnostics of every run (ablation_diagnostics: accuracy and
+its difference from the short schedule, steps, distinct rows seen, full passes, rank agreement, scoring
+seconds, the flipped rows' share of the full passes, the share of steps from selected pools and the
+variance reduction estimated and measured). benchmarks/gpu_ablation.sh runs the studies.
 
     python3 benchmarks/ablation.py [--results results] [--studies STUDY ...] [--out DIR]
 
-Studies: those named, else every study under <results>/runs whose name ends in "-ablation" (mc.ABLATION_SUFFIX)
-(gpu_ablation.sh names them <DATASET>-<model>-<gpu>-ablation). Writes <out>/ablation_table.md and
-<out>/ablation_table.csv (default out: <results>/ablation) and prints the markdown.
+Studies: those named, else those of the latest ablation under <results>/runs (mc.latest_ablation: the
+switch's, named <DATASET>-<model>-<gpu>-fair-ablation by gpu_ablation.sh, once there are any; else issue
+24's, <DATASET>-<model>-<gpu>-ablation). Writes <out>/ablation_table.md and <out>/ablation_table.csv
+(default out: <results>/ablation/fair for the switch's, <results>/ablation for issue 24's: mc.ablation_folder)
+and prints the markdown.
 """
 import argparse
 import sys
@@ -26,7 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="folder for ablation_table.md/.csv (default: <results>/ablation)")
     args = parser.parse_args(argv)
     runs = Path(args.results) / "runs"
-    studies = args.studies or sorted(p.name for p in runs.glob(f"*{mc.ABLATION_SUFFIX}") if p.is_dir())
+    studies = args.studies or mc.latest_ablation(p.name for p in runs.glob(f"*{mc.ABLATION_SUFFIX}") if p.is_dir())
     if not studies:
         print(f"no ablation study under {runs} (names ending in {mc.ABLATION_SUFFIX}): run benchmarks/gpu_ablation.sh, "
               f"or name them with --studies", file=sys.stderr)
@@ -40,7 +43,7 @@ def main(argv=None) -> int:
                         table.to_markdown(index=False, disable_numparse=True),
                         f"Chosen: `{table.attrs['chosen']}`.", "## Every run",
                         diagnostics.astype(object).fillna("—").to_markdown(index=False, disable_numparse=True)]) + "\n"
-    out = Path(args.out) if args.out else Path(args.results) / "ablation"
+    out = Path(args.out) if args.out else Path(args.results) / mc.ablation_folder(studies)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation_table.md").write_text(text)
     table.to_csv(out / "ablation_table.csv", index=False)

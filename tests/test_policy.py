@@ -163,7 +163,8 @@ def test_policy_update_feeds_each_rule_the_statistics_of_the_pool_by_hand(small_
     trainer.pool = {"labels_host": np.array([0, 0, 1, 2, 3]), "class_share": np.array([0.4, 0.3, 0.2, 0.1])}
     kept = np.array([[0, 2, 3, 4, 4, 1], [1, 2, 0, 3, 3, 3]])  # the first 3 of each step had a full pass
     trainer.plan = mc.StepPlan(kept_pos=kept, kept_weight=np.zeros((2, 6)), full_weight=np.zeros((2, 3)),
-                               widths=[8, 8], bucket_widths=np.array([8]), bucket_prob=np.array([1.0]))
+                               widths=[8, 8], bucket_widths=np.array([8]), bucket_prob=np.array([1.0]),
+                               draw_prob=np.full(5, 0.2))
     trainer.ess_fraction = 0.63
     trainer.step_stats = [torch.tensor([[0.5, 1.0, 2.0], [0.6, 1.2, 1.5], [0.2, 0.3, 0.1]]),
                           torch.tensor([[0.3, 0.8, 1.1], [0.2, 0.9, 1.6], [0.25, 0.15, 0.4]])]

@@ -14,7 +14,7 @@ import mclearn_core as mc
 from conftest import ROOT
 
 Z99 = 2.576  # two-sided 99% normal quantile
-VARIANT_KEYS = ("free_scores", "once_draws", "uniform_start", "uniform_end")
+VARIANT_KEYS = ("free_scores", "once_draws", "uniform_start", "uniform_end", "select_switch")
 VARIANTS = [v for v, parts in mc.MCLEARN_VARIANTS.items() if parts]  # mclearn-v1: test_cv_trainer.py's estimator case
 
 
@@ -66,6 +66,7 @@ def variant_estimates(trainer, params, directions, pools: int, progress: tuple[f
     steps of the full-pass term and of the objective's gradient on each direction; after each pool
     its steps are booked as a run books them (after_pool: the score table, the pass counts)."""
     out = np.empty((pools, 3))
+    trainer.costs.observe("update", 1e-3)  # the switch weighs scoring against measured updates: none run here
     for r in range(pools):
         trainer.refresh(progress[r % len(progress)])
         values, stats = [], []
@@ -303,6 +304,7 @@ def test_each_variant_turns_on_exactly_its_parts(variant):
     assert variant == "-".join(("mclearn",) + parts) or (variant == "mclearn-v1" and not parts)
     assert cfg.free_scores == ("free" in parts) and cfg.once_draws == ("once" in parts)
     assert (cfg.uniform_start, cfg.uniform_end) == ((0.25, 0.125) if "anneal" in parts else (0.0, 0.0))
+    assert cfg.select_switch == ("switch" in parts)
     assert cfg.record_passes and cfg.budget_ratio == 1 / 3 and variant in mc.METHODS
     assert mc.plan_time_budget(variant, 0.5, cfg, {}).knobs == {"budget_ratio": 0.5}
     explicit = mc.config_for_method(mc.with_explicit(mc.make_config("cpu-smoke"), once_draws=True), variant)
