@@ -704,7 +704,7 @@ def publish(readme: Path, results_dir: Path, allow_fewer: bool = False) -> None:
     markers, and when runs that the published summary.csv lists are gone (`allow_fewer`: published
     without them, named in a note). Nothing is written before every check holds."""
     runs = results_dir / "runs"
-    if not runs.is_dir() or not any(runs.glob("*/*.json")):
+    if not runs.is_dir() or not any(runs.glob(f"*/*{mc.RUN_FILE_SUFFIX}")):
         raise ValueError(f"{runs} holds no run files, and make_readme.py writes every table from them: restore "
                          f"them (git checkout -- {runs}) or run a sweep first")
     rows = mc.summary_rows(results_dir, unreadable="refuse")

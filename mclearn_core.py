@@ -26,6 +26,7 @@ import dataclasses
 import difflib
 import functools
 import gc
+import gzip
 import inspect
 import io
 import json
@@ -41,6 +42,7 @@ import textwrap
 import threading
 import time
 import types
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -265,19 +267,12 @@ METHOD_PRESETS.update({name: {**MCLEARN_V1, **_VARIANT_KEYS_OFF, "record_passes"
                        for name, parts in MCLEARN_VARIANTS.items()})
 
 
-# Old names -> new (issue 25: one name, one meaning). Run files written before keep their old names
-# on disk; read_run reads them through this map (upgrade_record), and a caller who passes an old
-# config key or method id (the command line, notebook parameters, make_config) gets a one-line
-# error naming the new one. "method/key": renamed in that method's run files only.
+# Old config keys and method ids -> today's (one name, one meaning). A caller who passes an old one
+# (the command line, notebook parameters, make_config) gets a one-line error naming today's;
+# benchmarks/migrate_runs.py gives old run files today's names through this map.
 RENAMED: dict[str, str] = {
     # config keys: the replay share is not RHO-LOSS; the full-pass probability has one name
     "rho_init": "replay_share_init", "rho_bounds": "replay_share_bounds", "q_bounds": "full_prob_bounds",
-    # mclearn-paper's per-step time ratio is not mclearn's whole-run budget_ratio
-    "mclearn-paper/budget_ratio": "step_budget_ratio",
-    # mclearn-paper's logged steps (telemetry)
-    "rho": "replay_share", "q": "full_prob",
-    # run records: one count of the examples with a backward pass
-    "examples_seen": "examples_backward",
     # method ids: kebab-case, as mclearn-paper and the MC-Learn variants
     "short_schedule": "short-schedule", "selective_backprop": "selective-backprop", "rho_loss": "rho-loss",
 }
@@ -326,7 +321,7 @@ def replace_config(cfg: Config, **changes: Any) -> Config:
     valid = {f.name for f in dataclasses.fields(Config)}
     for key in changes:
         if RENAMED.get(key) in valid:
-            raise ValueError(f"Config key {key!r} is now {RENAMED[key]!r} (issue 25): set {RENAMED[key]}= instead.")
+            raise ValueError(f"Config key {key!r} is now {RENAMED[key]!r}: set {RENAMED[key]}= instead.")
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -4971,12 +4966,14 @@ def atomic_target(path: Path):
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to `path` atomically: a temp file in the same folder, fsync, then rename."""
+    """Write JSON to `path` atomically: a temp file in the same folder, fsync, then rename; gzip
+    compressed where the name ends in .gz (run files, RUN_FILE_SUFFIX), with no time stamp, so the
+    same record gives the same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_target(path) as tmp, open(tmp, "w") as handle:
-        # compact: a run file is read by programs, and indented files doubled the repository (the GPU
-        # machine takes at most 64 MiB of working tree); `python -m json.tool FILE` shows one indented
-        json.dump(_jsonable(payload), handle, separators=(",", ":"))
+    # compact: a run file is read by programs (`python -m json.tool FILE` shows one indented)
+    text = json.dumps(_jsonable(payload), separators=(",", ":"))
+    with atomic_target(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(gzip.compress(text.encode(), mtime=0) if path.name.endswith(".gz") else text.encode())
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -5389,9 +5386,40 @@ def run_identity(method: str, cfg: Config, prepared: "Prepared", seed: int,
 
 
 # --- run files and sweeps -------------------------------------------------------------------------
+class RunFileError(ValueError):
+    """A file under <results>/runs that cannot be read as the run its path names; the message names
+    the file and what to do."""
+
+
+RUN_FILE_SUFFIX = ".json.gz"  # a run file is its record as gzip-compressed JSON (write_json_atomic)
+OLD_RUN_FILE_SUFFIX = ".json"  # plain JSON, in the names of their time: benchmarks/migrate_runs.py converts them
+MIGRATE_COMMAND = "python benchmarks/migrate_runs.py"
+
+
 def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Path:
-    """Return where a run's JSON lives: <results>/runs/<study>/<method>-seed<k>.json."""
-    return Path(results_dir) / "runs" / study / f"{method}-seed{seed}.json"
+    """Return where a run's file lives: <results>/runs/<study>/<method>-seed<k>.json.gz."""
+    return Path(results_dir) / "runs" / study / f"{method}-seed{seed}{RUN_FILE_SUFFIX}"
+
+
+def run_log_path(path: Path) -> Path:
+    """Return the step log (.jsonl) beside the run file `path`: <run label>-seed<k>.jsonl."""
+    return path.with_name(path.name.removesuffix(RUN_FILE_SUFFIX) + ".jsonl")
+
+
+def old_run_file_error(path: Path) -> "RunFileError":
+    """Return the error for a run file in the old format at `path` (plain JSON): one line naming it
+    and the command that converts the run files of its results folder."""
+    results = path.parent.parent.parent
+    return RunFileError(f"{path} is a run file in the old format (plain JSON, old method ids and keys): convert "
+                        f"the run files of {results} with `{MIGRATE_COMMAND} {results}`, then run again")
+
+
+def check_no_old_run_file(path: Path) -> None:
+    """Raise RunFileError (old_run_file_error) when the run file `path` is missing but the same run
+    is there in the old format, so that its run is neither retrained nor silently left out."""
+    old = path.with_name(path.name.removesuffix(RUN_FILE_SUFFIX) + OLD_RUN_FILE_SUFFIX)
+    if not path.exists() and old.exists():
+        raise old_run_file_error(old)
 
 
 def renamed_method(name: str) -> str | None:
@@ -5405,7 +5433,7 @@ def check_methods(methods: Iterable[str]) -> None:
     renamed one (RENAMED) or else the valid ids, and for one listed twice."""
     for method in methods:
         if renamed_method(method):
-            raise ValueError(f"Method {method!r} is now {renamed_method(method)!r} (issue 25): use the new id.")
+            raise ValueError(f"Method {method!r} is now {renamed_method(method)!r}: use the new id.")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
@@ -5415,24 +5443,6 @@ def check_methods(methods: Iterable[str]) -> None:
                          f"list it once.")
 
 
-def stored_run_path(results_dir: str | Path, study: str, label: str, seed: int) -> Path:
-    """Return where a run's stored file is: run_path, or, when only a file named with its method's
-    old id (RENAMED, written before the rename) is there, that file: read where it is, not moved."""
-    path = run_path(results_dir, study, label, seed)
-    if not path.exists():
-        for old, new in RENAMED.items():
-            if new in METHODS and (label == new or label.startswith(new + "-")):
-                old_path = run_path(results_dir, study, old + label[len(new):], seed)
-                if old_path.exists():
-                    return old_path
-    return path
-
-
-# Issue 24 changed what "mclearn" means: the ablation (results/ablation/) made `mclearn-once` the preset
-# and kept the one before as `mclearn-v1`. A run stored before as "mclearn" (once_draws off, or absent: written
-# before the variants) is a run of `mclearn-v1`; outside an ablation study a run of "mclearn-once" is one of
-# today's `mclearn` (the same config). rename_preset_runs gives their files those names, so that a study
-# resumes each under the method whose config made it (benchmarks/rename_preset_runs.py).
 ABLATION_SUFFIX = "-ablation"  # an ablation study's name (before its sweep's "-lr") ends so (gpu_ablation.sh)
 FAIR_ABLATION_SUFFIX = "-fair" + ABLATION_SUFFIX  # the switch's ablation, under the fair protocol (issue 34)
 
@@ -5444,113 +5454,22 @@ def is_ablation_study(study: str, include_sweeps: bool = False) -> bool:
     return (study.removesuffix("-lr") if include_sweeps else study).endswith(ABLATION_SUFFIX)
 
 
-def preset_rename(record: dict[str, Any], study: str) -> str | None:
-    """Return the method id today's presets give a stored run of `study` whose id changed meaning with
-    issue 24 ("mclearn-v1" or "mclearn"), or None when its id still means its config."""
-    method, config = record.get("method"), record.get("config") or {}
-    if method == "mclearn" and not config.get("once_draws", False):
-        return "mclearn-v1"
-    if method == "mclearn-once" and not is_ablation_study(study, include_sweeps=True):
-        return "mclearn"
-    return None
+def read_run(path: str | Path) -> Any:
+    """Return the run record in a run file (gzip-compressed JSON: run_path); raise RunFileError
+    (old_run_file_error) for a file in the old format (plain JSON)."""
+    path = Path(path)
+    if not path.name.endswith(RUN_FILE_SUFFIX):
+        raise old_run_file_error(path) if path.name.endswith(OLD_RUN_FILE_SUFFIX) else \
+            RunFileError(f"{path} is not a run file (its name does not end in {RUN_FILE_SUFFIX})")
+    with gzip.open(path, "rt") as handle:
+        return json.load(handle)
 
 
-def rename_preset_runs(results_dir: str | Path, dry_run: bool = False) -> list[tuple[Path, Path]]:
-    """Rename the stored runs under <results>/runs/ that preset_rename names anew: each run file (with its
-    .jsonl log and -tb folder beside it) moves to its new method's name, and its record gets that
-    method id and run label and "renamed_from" (the id it was written under); nothing else in it changes.
-    Runs of the old "mclearn" move first, so a study's "mclearn-once" runs can take the freed name.
-    Return [(old path, new path)] of the run files (with dry_run: what would move, moving nothing).
-    Raise ValueError naming both files when the new name is taken."""
-    found = []  # (path, record, new id): every run file read once
-    for path in sorted(Path(results_dir, "runs").glob("*/*.json")):
-        record = json.loads(path.read_text())
-        new = preset_rename(record, path.parent.name) if isinstance(record, dict) else None
-        if new is not None:
-            found.append((path, record, new))
-    moves = []
-    for path, record, new in sorted(found, key=lambda item: item[2] != "mclearn-v1"):  # mclearn -> mclearn-v1 first
-        old, label = record["method"], str(record.get("run_label", record["method"]))
-        record.update(method=new, run_label=new + label[len(old):], renamed_from=old)
-        target = run_path(results_dir, path.parent.name, record["run_label"], int(record["seed"]))
-        if target.exists() and target not in {old_path for old_path, _ in moves}:  # dry_run: not moved
-            raise ValueError(f"{path} would be renamed to {target}, which exists: move one of them aside")
-        moves.append((path, target))
-        if dry_run:
-            continue
-        write_json_atomic(target, record)
-        path.unlink()
-        for suffix in (".jsonl", "-tb"):
-            beside = path.with_name(path.stem + suffix)
-            if beside.exists():
-                beside.rename(target.with_name(target.stem + suffix))
-    return moves
+# what reading a truncated or corrupt run file raises (gzip: BadGzipFile, an OSError; EOFError; zlib.error)
+RUN_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError)
 
 
-def read_run(path: str | Path) -> dict[str, Any]:
-    """Return a run record read from its JSON file, in today's names (upgrade_record)."""
-    record = json.loads(Path(path).read_text())
-    return upgrade_record(record) if isinstance(record, dict) else record
-
-
-def _renamed(names: dict[str, Any], method: str | None) -> dict[str, Any]:
-    """Return `names` (a dict) with each key RENAMED (for `method`'s own "method/key" entries first)
-    whose new name it does not already hold; other keys as they are, in their order."""
-    out = {}
-    for key, value in names.items():
-        new = RENAMED.get(f"{method}/{key}", RENAMED.get(key, key))
-        out[key if new in names else new] = value
-    return out
-
-
-def today_label(label: str) -> str:
-    """Return a run label in today's method ids: one that starts with a RENAMED method id (a run
-    label is the method id, then -b<budget> and -lr<lr>) gets the new id."""
-    for old, new in RENAMED.items():
-        if renamed_method(old) and (label == old or label.startswith(old + "-")):
-            return new + label[len(old):]
-    return label
-
-
-def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
-    """Return a run record written with old names (RENAMED) in today's: its method id and run
-    label, its config's keys and `explicit`, its budget knobs and its logged steps' keys; and
-    examples_seen as examples_backward (files from before examples_scored counted the forward-only
-    scoring passes in examples_seen: those become examples_scored). A record in today's names
-    comes back unchanged."""
-    record = dict(record)
-    method = record.get("method")
-    if renamed_method(method):
-        method = record["method"] = renamed_method(method)
-    if isinstance(record.get("run_label"), str):
-        record["run_label"] = today_label(record["run_label"])
-    if isinstance(record.get("config"), dict):
-        config = record["config"] = _renamed(record["config"], method)
-        if renamed_method(config.get("uniform_match")):
-            config["uniform_match"] = renamed_method(config["uniform_match"])
-        if isinstance(config.get("explicit"), (list, tuple)):
-            config["explicit"] = [RENAMED.get(f"{method}/{k}", RENAMED.get(k, k)) for k in config["explicit"]]
-    if isinstance(record.get("knobs"), dict):
-        record["knobs"] = _renamed(record["knobs"], method)
-    steps = (record.get("telemetry") or {}).get("steps") if isinstance(record.get("telemetry"), dict) else None
-    if isinstance(steps, list):
-        record["telemetry"] = {**record["telemetry"], "steps": [_renamed(s, method) if isinstance(s, dict) else s
-                                                                for s in steps]}
-    if "examples_seen" in record:
-        seen = record.pop("examples_seen")
-        if "examples_backward" not in record:
-            record["examples_backward"] = seen
-        elif "examples_scored" not in record:
-            record["examples_scored"] = seen - record["examples_backward"]
-    return record
-
-
-class RunFileError(ValueError):
-    """A file under <results>/runs that cannot be read as the run its path names; the message names
-    the file and what to do."""
-
-
-RUN_FILE_NAME = re.compile(r"(?P<label>.+)-seed(?P<seed>\d+)\.json")  # <run label>-seed<k>.json (run_path)
+RUN_FILE_NAME = re.compile(r"(?P<label>.+)-seed(?P<seed>\d+)\.json\.gz")  # <run label>-seed<k>.json.gz (run_path)
 
 
 RUN_FIELDS = ("study", "method", "seed", "accuracy", "train_seconds")  # every run record has them (tables read them)
@@ -5560,12 +5479,12 @@ def check_run_file(path: Path, record: Any) -> None:
     """Raise RunFileError (one line naming `path` and the fix) unless `record`, read from `path`, is
     a run record (a JSON object with RUN_FIELDS) and the run its path names: its
     study is the folder, its run label (where an old file has none: its method and budget) and seed are the
-    file's name (RUN_FILE_NAME, old method ids read as today's), and that label is its method's
-    (the method id, then -b<budget> and/or -lr<lr>)."""
+    file's name (RUN_FILE_NAME), and that label is its method's (the method id, then -b<budget>
+    and/or -lr<lr>)."""
     name = RUN_FILE_NAME.fullmatch(path.name)
     missing = [] if not isinstance(record, dict) else [k for k in RUN_FIELDS if k not in record]
     if name is None or not isinstance(record, dict) or missing:
-        why = ("its name is not <run label>-seed<k>.json" if name is None else
+        why = ("its name is not <run label>-seed<k>.json.gz" if name is None else
                "it holds no JSON object" if not isinstance(record, dict) else f"it has no {', '.join(missing)}")
         raise RunFileError(f"{path} is not a run file ({why}): results/runs/<study>/ holds only the run files sweeps "
                            f"write; move it out of {path.parent}, or delete it (a sweep then trains its run again)")
@@ -5573,7 +5492,7 @@ def check_run_file(path: Path, record: Any) -> None:
     label = str(record.get("run_label") or run_label(method, float(record.get("time_budget") or 0.0)))
     own_label = re.fullmatch(rf"{re.escape(method)}(-b[\d.]+)?(-lr[\d.e+-]+)?", label)
     if record["study"] != path.parent.name or str(record["seed"]) != name["seed"] or \
-            label != today_label(name["label"]) or not own_label:
+            label != name["label"] or not own_label:
         right = run_path(path.parent.parent.parent, str(record["study"]), label, record["seed"])
         raise RunFileError(f"{path} holds the run of {method} (run label {label}) seed {record['seed']} in study "
                            f"{record['study']}, by its record: a run is read only under its own name; move it back to "
@@ -5589,7 +5508,7 @@ def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
         if isinstance(record, dict):
             return record
         problem = "not a JSON object"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except RUN_READ_ERRORS as err:
         problem = f"{type(err).__name__}: {err}"
     aside = path.with_name(path.name + ".corrupt")
     n = 1
@@ -5697,6 +5616,7 @@ def read_finished_run(path: Path, cfg: Config, method: str,
     has no config, is of the previous protocol (no identity: written before runs recorded their data and model
     hashes), was trained with other key settings (stale_reason), or on another device, data or
     model (identity_reason; `prepared` gives today's where the caller has it)."""
+    check_no_old_run_file(path)
     record = read_run_or_set_aside(path) if path.exists() else None
     if record is None:
         return None
@@ -5705,9 +5625,6 @@ def read_finished_run(path: Path, cfg: Config, method: str,
         raise RunFileError(f"{path} has no config (the settings it trained with), so it cannot be checked against "
                            f"today's: delete it to retrain its run, or use another study=")
     reason = stale_reason(record, cfg, method)
-    if reason and preset_rename(record, cfg.study) == "mclearn-v1":
-        raise ValueError(f"{path} is a run of the mclearn preset before issue 24, now mclearn-v1: rename such "
-                         f"runs with python benchmarks/rename_preset_runs.py {cfg.results_dir}")
     identity = record.get("identity")
     if not isinstance(identity, dict):
         raise RunFileError(f"{path.parent} holds runs of the previous protocol ({path.name} has no identity: it was "
@@ -5733,7 +5650,7 @@ def matched_fraction(cfg: Config, seed: int, prepared: "Prepared | None" = None)
     each run read as a sweep reads it back (read_finished_run: today's config, data, model, device)."""
     times = {}
     for method in ("baseline", cfg.uniform_match):
-        path = stored_run_path(cfg.results_dir, cfg.study, method, seed)
+        path = run_path(cfg.results_dir, cfg.study, method, seed)
         record = read_finished_run(path, cfg, method, prepared)
         if record is None:
             raise ValueError(f"uniform matches the measured time of {cfg.uniform_match!r}, but {path} does "
@@ -5863,10 +5780,10 @@ def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str
     and written atomically. With `keep_diverged`, a run whose loss became NaN is a result, not a
     stop: its record (diverged_record) is written and returned, and the study goes on."""
     path = run_path(cfg.results_dir, cfg.study, label, seed)
-    record = read_finished_run(stored_run_path(cfg.results_dir, cfg.study, label, seed), cfg, method, prepared)
+    record = read_finished_run(path, cfg, method, prepared)
     if record is not None:
         return record
-    log_path = path.with_suffix(".jsonl")
+    log_path = run_log_path(path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         record = train_method(method, cfg, prepared, seed, log_path=log_path, progress=progress, budget=budget)
@@ -5917,13 +5834,12 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
             run_cfg = cfg  # uniform's share, when matched, is read from this sweep's finished runs
             if method == "uniform" and cfg.uniform_fraction is None:
                 run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed, prepared))
-            record = read_finished_run(stored_run_path(cfg.results_dir, cfg.study, method, seed), run_cfg, method,
-                                       prepared)
+            record = read_finished_run(path, run_cfg, method, prepared)
             if record is not None:
                 records.append(record)
                 continue
             prepared = prepared or prepare(cfg)
-            log_path = path.with_suffix(".jsonl")
+            log_path = run_log_path(path)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             record = train_method(method, run_cfg, prepared, seed, log_path=log_path, progress=progress)
             write_json_atomic(path, record)
@@ -6290,14 +6206,23 @@ def load_runs(results_dir: str | Path, study: str | None = None, unreadable: str
     """Return every run record under <results>/runs (one study, or all), each checked to be the run
     its path names (check_run_file: RunFileError otherwise). A file that does not read as JSON
     (truncated, say) raises RunFileError naming it; with unreadable="skip" it is left where it is,
-    named in a warning and not returned (a sweep of its study sets it aside and redoes its run).
-    Records of the previous protocol (no identity) are returned as they are: tables read them."""
+    named in a warning and not returned (a sweep of its study sets it aside and redoes its run). A
+    run file in the old format (plain JSON) raises old_run_file_error; with unreadable="skip" it is
+    left out with that error as a warning; any other .json raises RunFileError (check_run_file). Records of the previous protocol (no identity) are
+    returned as they are: tables read them."""
     root = Path(results_dir) / "runs"
+    folders = f"{study}/" if study else "*/"
+    for path in sorted(root.glob(f"{folders}*{OLD_RUN_FILE_SUFFIX}")):  # a run file of the old format, or none
+        if not RUN_FILE_NAME.fullmatch(path.name + ".gz"):
+            check_run_file(path, None)  # raises: its name is not a run file's
+        if unreadable != "skip":
+            raise old_run_file_error(path)
+        print(f"warning: {old_run_file_error(path)} (left out of the summary)", file=sys.stderr, flush=True)
     records = []
-    for path in sorted(root.glob(f"{study}/*.json" if study else "*/*.json")):
+    for path in sorted(root.glob(f"{folders}*{RUN_FILE_SUFFIX}")):
         try:
             record = read_run(path)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        except RUN_READ_ERRORS as err:
             problem = f"{type(err).__name__}: {err}"
             if unreadable != "skip":
                 raise RunFileError(f"{path} is not a readable run file ({problem}): restore it (git checkout "
@@ -6316,10 +6241,9 @@ SUMMARY_COLUMNS = ["study", "method", "seed", "device", "train_seconds", "accura
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:
-    """Return the SUMMARY_COLUMNS of a run record (in today's names, upgrade_record), with defaults
-    for files written before a column existed: time_budget 0.0 (none), graphed from the telemetry
-    (False when it says nothing), test_accuracy None, examples_scored 0."""
-    record = upgrade_record(record)
+    """Return the SUMMARY_COLUMNS of a run record, with defaults for files written before a column
+    existed: time_budget 0.0 (none), graphed from the telemetry (False when it says nothing),
+    test_accuracy None, examples_scored 0."""
     row = {c: record.get(c) for c in SUMMARY_COLUMNS}
     row["examples_scored"] = row["examples_scored"] or 0
     row["time_budget"] = float(record.get("time_budget") or 0.0)
@@ -6367,28 +6291,19 @@ def summarize(results_dir: str | Path = "results", study: str | None = None, sho
 
 
 def read_summary(path: str | Path) -> Any:
-    """Return the rows of a summary.csv (a DataFrame) in today's names (summary_names)."""
+    """Return the rows of a summary.csv (a DataFrame)."""
     import pandas as pd
 
-    return summary_names(pd.read_csv(path))
-
-
-def summary_names(rows) -> Any:
-    """Return summary rows (a DataFrame) with their columns and method ids in today's names, through
-    RENAMED (a summary.csv written before the renames says examples_seen, rho_loss, ...)."""
-    rows = rows.rename(columns={old: new for old, new in RENAMED.items() if old in rows and new not in rows})
-    if "method" in rows:
-        rows["method"] = rows["method"].map(lambda m: renamed_method(m) or m)
-    return rows
+    return pd.read_csv(path)
 
 
 def _with_summary_defaults(rows) -> Any:
     """Return a copy of summary rows (a DataFrame) with every SUMMARY_COLUMNS column, filling the
     ones an old summary.csv lacks or leaves empty: time_budget 0.0, graphed False, test_accuracy
-    NaN, examples_scored 0; old names in today's (summary_names)."""
+    NaN, examples_scored 0."""
     import pandas as pd
 
-    rows = summary_names(rows.copy())
+    rows = rows.copy()
     for column in SUMMARY_COLUMNS:
         if column not in rows:
             rows[column] = np.nan
@@ -7072,10 +6987,10 @@ def study_data(results_dir: str | Path, study: str) -> tuple[str, float] | None:
     """Return (dataset, label_noise) that a study's runs trained on, from the config of its first
     readable run file (the dataset as a hub name or a path relative to the repository, portable_path),
     or None when the study has no readable run file under <results>/runs."""
-    for path in sorted((Path(results_dir) / "runs" / study).glob("*.json")):
+    for path in sorted((Path(results_dir) / "runs" / study).glob(f"*{RUN_FILE_SUFFIX}")):
         try:
             config = read_run(path).get("config") or {}
-        except (OSError, ValueError):
+        except (*RUN_READ_ERRORS, ValueError):
             continue
         return portable_path(str(config.get("dataset"))), float(config.get("label_noise") or 0.0)
     return None

@@ -274,22 +274,22 @@ def notebook_parameters(path: Path, overrides: dict) -> dict:
 
 
 def expected_files(params: dict, figures: list[str], trains: bool, results: Path) -> tuple[list[Path], list[Path]]:
-    """Return (run JSONs, other files) a notebook must leave in `results`."""
+    """Return (run files, other files) a notebook must leave in `results`."""
     import mclearn_core as mc
 
     runs: list[Path] = []
     if trains:
         seeds = params.get("seeds") or mc.make_config(params["preset"]).seeds
-        runs = [mc.stored_run_path(results, params["study"], m, s) for s in seeds for m in params["methods"]]
+        runs = [mc.run_path(results, params["study"], m, s) for s in seeds for m in params["methods"]]
         if "time_budgets" in params:  # a budget study (notebook 04): one run per method, budget and seed
             budgets = params["time_budgets"]
             if isinstance(budgets, str):  # the notebook's own default, e.g. "[1/3, 1/2]", read as text
                 budgets = [float(Fraction(x.strip())) for x in budgets.strip("[]").split(",") if x.strip()]
             planned = mc.budget_study_runs(params["methods"], budgets, seeds, params.get("method_budgets"),
                                            params.get("method_seeds"))
-            runs = [mc.stored_run_path(results, params["study"], mc.run_label(m, b), s) for m, b, s in planned]
+            runs = [mc.run_path(results, params["study"], mc.run_label(m, b), s) for m, b, s in planned]
     elif "method" in params:
-        runs = [mc.stored_run_path(results, params["study"], params["method"], params["seed"])]
+        runs = [mc.run_path(results, params["study"], params["method"], params["seed"])]
     folder = results / "figures" / params["study"]
     others = [folder / name.format(method=params.get("method"), seed=params.get("seed")) for name in figures]
     return runs, others
@@ -447,7 +447,7 @@ def run(args) -> int:
         rows = mc.read_summary(summary)
         listed = {(str(s), str(m), str(k)) for s, m, k in zip(rows["study"], rows["method"], rows["seed"])}
         absent = [p for p in all_runs if p.exists() and
-                  (p.parent.name, mc.read_run(p)["method"], p.stem.rsplit("-seed", 1)[1]) not in listed]
+                  (p.parent.name, mc.read_run(p)["method"], mc.RUN_FILE_NAME.fullmatch(p.name)["seed"]) not in listed]
         if absent:
             summary_problem = f"{summary} lacks {len(absent)} run(s), e.g. {absent[0]}"
     failed |= summary_problem is not None

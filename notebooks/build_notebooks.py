@@ -436,7 +436,7 @@ run_if_missing = True
 progress = True
 ''', tags=["parameters"]),
     code('STUDY_BASE = "three_seeds"\n' + RESOLVE + '''
-path = mc.stored_run_path(results_dir, study, method, seed)  # a file under an old method id too
+path = mc.run_path(results_dir, study, method, seed)
 if not path.exists():
     if not run_if_missing:
         raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or set run_if_missing=True).")

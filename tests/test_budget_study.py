@@ -88,8 +88,8 @@ def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, m
     runs = mc.Path(cfg.results_dir) / "runs"
     saved = np.loadtxt(runs / "budget-smoke" / "flipped_rows.csv", skiprows=2, dtype=int)
     assert np.array_equal(saved, noisy.flipped_rows)
-    assert (runs / "budget-smoke-lr" / "baseline-lr3e-03-seed42.json").exists()
-    assert (runs / "budget-smoke-lr" / "baseline-lr1e-03-seed42.json").exists()
+    assert (runs / "budget-smoke-lr" / "baseline-lr3e-03-seed42.json.gz").exists()
+    assert (runs / "budget-smoke-lr" / "baseline-lr1e-03-seed42.json.gz").exists()
     # An interrupted study resumes: every run is read back, none retrained.
     monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
     again = mc.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42], prepared=noisy,

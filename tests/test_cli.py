@@ -1,5 +1,6 @@
 """The command line end to end (section 8's main): every bad input or fault gives one line
 "error: ..." (or "interrupted: ...") on stderr and a non-zero exit code; finished work is kept."""
+import gzip
 import json
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def test_degenerate_settings_exit_2_before_anything_runs(capsys, tmp_path, argv,
                                             "pass --methods rho-loss"),
     (["--methods", "selective_backprop"], "is now 'selective-backprop'"),
     (["--methods", "short_schedule"], "is now 'short-schedule'"),
-    (["--set", "rho_init=0.3"], "error: Config key 'rho_init' is now 'replay_share_init' (issue 25): set "
+    (["--set", "rho_init=0.3"], "error: Config key 'rho_init' is now 'replay_share_init': set "
                                 "replay_share_init= instead."),
     (["--set", "q_bounds=0.1,0.2"], "'q_bounds' is now 'full_prob_bounds'"),
 ])
@@ -219,12 +220,12 @@ def test_ctrl_c_exits_130_keeps_finished_runs_and_resumes(capsys, tmp_path, monk
                          "same command again to resume")
     assert all(line.startswith("warning: baseline seed 1:") for line in lines[:-1])  # its chance warning
     folder = tmp_path / "runs" / "sweep-cpu-smoke"
-    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]
-    finished = (folder / "baseline-seed1.json").read_bytes()
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl"]
+    finished = (folder / "baseline-seed1.json.gz").read_bytes()
     monkeypatch.setattr(mc.Baseline, "step", real)
     code, _, _ = run_cli(capsys, *argv)
-    assert code == 0 and (folder / "baseline-seed1.json").read_bytes() == finished  # kept, not retrained
-    assert (folder / "baseline-seed2.json").exists()
+    assert code == 0 and (folder / "baseline-seed1.json.gz").read_bytes() == finished  # kept, not retrained
+    assert (folder / "baseline-seed2.json.gz").exists()
 
 
 def test_quick_start_writes_to_an_ignored_folder():
@@ -394,7 +395,7 @@ def test_sigterm_exits_143_like_ctrl_c_keeping_finished_runs(tmp_path):
     assert child.returncode == 143
     assert logical_lines(err)[-1] == ("terminated (SIGTERM): finished runs are kept and the unfinished run left no "
                                     "file; run the same command again to resume")
-    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]  # no .tmp, no .lock
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl"]  # no .tmp, no .lock
 
 
 def test_a_killed_sweeps_temp_file_is_removed_by_the_next_sweep(capsys, tmp_path):
@@ -415,7 +416,7 @@ def test_a_killed_sweeps_temp_file_is_removed_by_the_next_sweep(capsys, tmp_path
     assert left == [f".baseline-seed1.jsonl.{child.pid}.tmp"]  # the killed run's log
     code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--seeds", "1", "--results-dir", str(tmp_path))
     assert code == 0
-    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl"]
     assert f"note: removed 1 temp file(s) that a killed sweep left in {folder}: {left[0]}" in lines
 
 
@@ -440,7 +441,7 @@ def test_a_full_disk_names_the_file_it_could_not_write(capsys, tmp_path, monkeyp
 
     monkeypatch.setattr(mc, "prepare", lambda cfg: None)
     monkeypatch.setattr(mc, "train_method", lambda method, cfg, *a, **k: {"method": method, "seed": 42})
-    monkeypatch.setattr(mc.json, "dump", full)
+    monkeypatch.setattr(mc.gzip, "compress", full)
     code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
     path = mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
     assert code == 1
@@ -532,11 +533,11 @@ def test_a_corrupt_run_file_is_set_aside_and_the_sweep_exits_0(capsys, tmp_path,
     _fake_training(monkeypatch)
     path = mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
     path.parent.mkdir(parents=True)
-    path.write_text('{"study": "s", "accur')
+    path.write_bytes(gzip.compress(b'{"study": "s", "accur'))
     code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
     assert code == 0
     assert lines == [f"warning: {path} is not a readable run file (JSONDecodeError: Unterminated string starting at: "
-                     f"line 1 column 16 (char 15)); moved it to baseline-seed42.json.corrupt and its run will be redone"]
+                     f"line 1 column 16 (char 15)); moved it to baseline-seed42.json.gz.corrupt and its run will be redone"]
     assert mc.read_run(path)["seed"] == 42
 
 
@@ -593,26 +594,26 @@ def stored_study(tmp_path_factory):
 
 def _edit(path, **changes):
     """Rewrite the run file at `path` with `changes` (a value None deletes the key)."""
-    record = json.loads(path.read_text())
+    record = mc.read_run(path)
     record.update(changes)
     mc.write_json_atomic(path, {k: v for k, v in record.items() if v is not None})
 
 
 @pytest.mark.parametrize("fault, message", [
-    ("seed", "runs/s/baseline-seed2.json holds the run of baseline (run label baseline) seed 1 in study s, by its "
+    ("seed", "runs/s/baseline-seed2.json.gz holds the run of baseline (run label baseline) seed 1 in study s, by its "
              "record: a run is read only under its own name; move it back to"),
-    ("method", "runs/s/uniform-seed1.json holds the run of baseline (run label baseline) seed 1 in study s"),
-    ("study", "runs/t/baseline-seed1.json holds the run of baseline (run label baseline) seed 1 in study s"),
-    ("missing config", "runs/s/baseline-seed1.json has no config (the settings it trained with), so it cannot be "
+    ("method", "runs/s/uniform-seed1.json.gz holds the run of baseline (run label baseline) seed 1 in study s"),
+    ("study", "runs/t/baseline-seed1.json.gz holds the run of baseline (run label baseline) seed 1 in study s"),
+    ("missing config", "runs/s/baseline-seed1.json.gz has no config (the settings it trained with), so it cannot be "
                        "checked against today's: delete it to retrain its run, or use another study="),
-    ("non-run JSON", "runs/s/notes.json is not a run file (its name is not <run label>-seed<k>.json): "
+    ("non-run JSON", "runs/s/notes.json is not a run file (its name is not <run label>-seed<k>.json.gz): "
                      "results/runs/<study>/ holds only the run files sweeps write; move it out of"),
-    ("not a run", "runs/s/baseline-seed1.json is not a run file (it has no accuracy, train_seconds)"),
-    ("previous protocol", "runs/s holds runs of the previous protocol (baseline-seed1.json has no identity: it was "
+    ("not a run", "runs/s/baseline-seed1.json.gz is not a run file (it has no accuracy, train_seconds)"),
+    ("previous protocol", "runs/s holds runs of the previous protocol (baseline-seed1.json.gz has no identity: it was "
                           "written before runs recorded the hashes of their data and model), which a sweep never "
                           "reuses: choose another study= (--study), or delete them"),
-    ("a hash missing", "runs/s/baseline-seed1.json records no model_sha256, so it cannot be checked"),
-    ("device", "runs/s/baseline-seed1.json was timed on NVIDIA H200, not on this machine's cpu"),
+    ("a hash missing", "runs/s/baseline-seed1.json.gz records no model_sha256, so it cannot be checked"),
+    ("device", "runs/s/baseline-seed1.json.gz was timed on NVIDIA H200, not on this machine's cpu"),
 ])
 def test_a_stored_run_is_read_back_only_as_the_run_it_is(capsys, tmp_path, stored_study, fault, message):
     """A stored run is reused only where its record is the run its path names (method, seed, study)
@@ -624,12 +625,12 @@ def test_a_stored_run_is_read_back_only_as_the_run_it_is(capsys, tmp_path, store
     results = tmp_path / "r"
     shutil.copytree(stored_study[0], results)
     argv = [*stored_study[1], "--results-dir", str(results)]
-    stored = results / "runs" / "s" / "baseline-seed1.json"
+    stored = results / "runs" / "s" / "baseline-seed1.json.gz"
     if fault == "seed":
-        shutil.copy(stored, stored.with_name("baseline-seed2.json"))
+        shutil.copy(stored, stored.with_name("baseline-seed2.json.gz"))
         argv += ["--seeds", "2"]
     if fault == "method":
-        shutil.copy(stored, stored.with_name("uniform-seed1.json"))
+        shutil.copy(stored, stored.with_name("uniform-seed1.json.gz"))
         argv += ["--methods", "uniform", "--set", "uniform_fraction=0.5"]
     if fault == "study":
         shutil.copytree(stored.parent, results / "runs" / "t")
@@ -641,14 +642,14 @@ def test_a_stored_run_is_read_back_only_as_the_run_it_is(capsys, tmp_path, store
     if fault == "non-run JSON":
         (stored.parent / "notes.json").write_text('{"note": "to self"}')
     if fault == "a hash missing":
-        _edit(stored, identity={"data_sha256": json.loads(stored.read_text())["identity"]["data_sha256"]})
+        _edit(stored, identity={"data_sha256": mc.read_run(stored)["identity"]["data_sha256"]})
     if fault == "device":
         _edit(stored, device="NVIDIA H200")
-    files = {p: p.read_text() for p in results.rglob("*.json")}
+    files = {p: p.read_bytes() for p in results.rglob("*.json*")}
     code, lines, out = run_cli(capsys, *_last_wins(argv))
     assert code == 1
     assert_one_error(lines, message)
-    assert {p: p.read_text() for p in results.rglob("*.json")} == files and out == ""
+    assert {p: p.read_bytes() for p in results.rglob("*.json*")} == files and out == ""
 
 
 def _last_wins(argv):
@@ -687,7 +688,7 @@ def test_changed_data_or_model_under_the_same_name_is_not_read_back(capsys, tmp_
     code, lines, _ = run_cli(capsys, *argv)
     assert code == 1
     where = data if changed == "data" else model
-    assert_one_error(lines, f"runs/s/baseline-seed1.json was trained on other {changed}: '{where}' hashes to ")
+    assert_one_error(lines, f"runs/s/baseline-seed1.json.gz was trained on other {changed}: '{where}' hashes to ")
     assert "(its files changed since). Use another study= or results_dir=, or delete the file to retrain it." \
         in lines[0]
 

@@ -202,7 +202,7 @@ def test_mclearn_end_to_end(mc_runs):
     assert budget["steps"] == record["steps"] >= budget["steps_run"]  # a re-plan may end the run sooner
     assert record["examples_backward"] == budget["steps_run"] * cfg.batch_size
     assert len(record["eval_difficulty"]) == record["eval_examples"]
-    logs = read_jsonl(path.with_suffix(".jsonl"))
+    logs = read_jsonl(mc.run_log_path(path))
     assert len(logs) >= 1
     for line in logs:
         assert line["loss"] >= 0  # the full-pass term: a weighted sum of losses

@@ -261,7 +261,7 @@ def test_study_sections_put_an_lr_sweep_under_its_study(tmp_path):
     lone = {**_budget_run("baseline", 1, 10.0, 0.8, lr=1e-5, study="c-lr"), "run_label": mc.lr_run_label(1e-5)}
     mc.write_json_atomic(mc.run_path(tmp_path, "c-lr", mc.lr_run_label(1e-5), 1), lone)  # no study c: its own section
     for record in _budget_study_records():
-        name = f"{record['run_label']}-seed{record['seed']}.json"
+        name = f"{record['run_label']}-seed{record['seed']}.json.gz"
         mc.write_json_atomic(tmp_path / "runs" / "b" / name, record)
     mc.summarize(tmp_path, show=False)
     text = mr.study_sections(tmp_path)

@@ -1,4 +1,5 @@
 """Section 8, runs: result files, resumable sweeps, summary.csv and the report table."""
+import gzip
 import json
 import sys
 
@@ -12,7 +13,7 @@ from test_cv_trainer import fake_clock, flat_step_costs
 
 
 def test_run_path():
-    assert mc.run_path("res", "study1", "mclearn", 3).as_posix() == "res/runs/study1/mclearn-seed3.json"
+    assert mc.run_path("res", "study1", "mclearn", 3).as_posix() == "res/runs/study1/mclearn-seed3.json.gz"
 
 
 def test_interrupted_sweep_resumes_only_missing_runs(prepared, smoke_cfg, monkeypatch):
@@ -224,72 +225,6 @@ def test_bookkeeping_keys_and_keys_an_old_file_lacks_are_no_difference(tmp_path)
     assert mc.read_finished_run(path, mc.replace_config(cfg, sb_beta=2.4), "selective-backprop") is not None
 
 
-def _old_names(config: dict, method: str) -> dict:
-    """Return a portable config as a run file wrote it before issue 25's renames (mc.RENAMED)."""
-    old = {k: v for k, v in config.items() if k != "step_budget_ratio"}  # a key issue 25 added
-    if method == "mclearn-paper":
-        old["budget_ratio"] = config["step_budget_ratio"]  # its per-step ratio had mclearn's key
-    back = {new: name for name, new in mc.RENAMED.items() if "/" not in name}
-    return {back.get(k, k): v for k, v in old.items()}
-
-
-@pytest.mark.parametrize("method", ["mclearn", "mclearn-paper"])
-def test_a_run_file_with_old_key_names_resumes_as_finished_and_its_values_are_compared(tmp_path, method):
-    """A run file written before the renames (rho_init, rho_bounds, q_bounds; mclearn-paper's per-step
-    budget_ratio; examples_seen; mclearn-paper's logged "rho" and "q") is read in today's names: the same
-    settings resume as finished, a changed one is stale and named by its new key."""
-    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
-    config = _old_names(mc.portable_config(mc.config_for_method(cfg, method)), method)
-    assert {"rho_init", "rho_bounds", "q_bounds"} <= set(config) and "replay_share_init" not in config
-    assert config["budget_ratio"] == (0.55 if method == "mclearn-paper" else 1 / 3) and "step_budget_ratio" not in config
-    path = stored_run(cfg, method, 1, config=config, examples_seen=7,
-                      telemetry={"steps": [{"step": 1, "rho": 0.1, "q": [0.2, 0.3]}]})
-    record = mc.read_finished_run(path, cfg, method)
-    assert record is not None and record["examples_backward"] == 7 and "examples_seen" not in record
-    assert record["config"]["replay_share_bounds"] == list(mc.config_for_method(cfg, method).replay_share_bounds)
-    assert record["telemetry"]["steps"] == [{"step": 1, "replay_share": 0.1, "full_prob": [0.2, 0.3]}]
-    key = "step_budget_ratio" if method == "mclearn-paper" else "replay_share_init"
-    changed = mc.with_explicit(cfg, **{key: 0.45})
-    with pytest.raises(ValueError, match=rf"\({key} differ: {key} .* stored, 0.45 now\)"):
-        mc.read_finished_run(path, changed, method)
-    assert json.loads(path.read_text())["config"] == config  # the file itself is not rewritten
-
-
-def test_a_run_file_under_an_old_method_id_resumes_as_finished(prepared, smoke_cfg, monkeypatch):
-    """A sweep of "rho-loss" finds the finished run its study stored as rho_loss-seed1.json (method
-    "rho_loss", the old key names) and returns it, in today's names, without training or rewriting it;
-    an old id passed to a sweep or a budget study is refused naming the new one."""
-    record = mc.train_method("rho-loss", smoke_cfg, prepared, seed=1, progress=False)
-    old = dict(record, method="rho_loss", run_label="rho_loss",
-               config=_old_names(record["config"], "rho-loss"), examples_seen=record["examples_backward"])
-    del old["examples_backward"]
-    path = mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "rho_loss", 1)
-    mc.write_json_atomic(path, old)
-    written = path.read_text()
-    monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("the stored run was retrained"))
-    again, = mc.run_sweep(smoke_cfg, ["rho-loss"], [1], prepared=prepared, progress=False)
-    assert again["method"] == again["run_label"] == "rho-loss" and again["accuracy"] == record["accuracy"]
-    assert again["examples_backward"] == record["examples_backward"] and "examples_seen" not in again
-    assert path.read_text() == written and not mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "rho-loss", 1).exists()
-    assert [r["method"] for r in mc.load_runs(smoke_cfg.results_dir, smoke_cfg.study)] == ["rho-loss"]
-    with pytest.raises(ValueError, match="Method 'rho_loss' is now 'rho-loss' \\(issue 25\\): use the new id"):
-        mc.run_sweep(smoke_cfg, ["rho_loss"], [1], prepared=prepared, progress=False)
-    with pytest.raises(ValueError, match="Method 'selective_backprop' is now 'selective-backprop'"):
-        mc.run_budget_study(smoke_cfg, ["baseline", "selective-backprop"], (0.5,), prepared=prepared,
-                            method_budgets={"selective_backprop": [0.5]})
-
-
-def test_stored_run_path_finds_a_budget_run_under_its_old_id(tmp_path):
-    new = mc.run_path(tmp_path, "s", "selective-backprop-b0.50", 42)
-    assert mc.stored_run_path(tmp_path, "s", "selective-backprop-b0.50", 42) == new  # nothing stored: the new name
-    old = mc.run_path(tmp_path, "s", "selective_backprop-b0.50", 42)
-    mc.write_json_atomic(old, {"method": "selective_backprop", "run_label": "selective_backprop-b0.50"})
-    assert mc.stored_run_path(tmp_path, "s", "selective-backprop-b0.50", 42) == old
-    assert mc.read_run(old)["run_label"] == "selective-backprop-b0.50"
-    mc.write_json_atomic(new, {"method": "selective-backprop"})
-    assert mc.stored_run_path(tmp_path, "s", "selective-backprop-b0.50", 42) == new  # today's file wins
-
-
 def test_uniform_with_a_matched_share_resumes_and_its_share_is_compared(tmp_path, monkeypatch):
     """uniform's stored share was matched to mclearn's measured time: resume compares it with the
     share the sweep's finished runs give now, so it is read back, not refused as changed."""
@@ -352,13 +287,13 @@ def test_a_corrupt_run_file_is_set_aside_and_redone(prepared, smoke_cfg, capsys)
     other = mc.run_path(smoke_cfg.results_dir, "another-study", "baseline", 1)
     for p in (path, other):
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text('{"study": "s", "accur')  # truncated mid-write (e.g. a full disk)
+        p.write_bytes(gzip.compress(b'{"study": "s", "accur'))  # truncated mid-write (e.g. a full disk)
     records = mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
     assert records[0]["seed"] == 1 and mc.read_run(path)["seed"] == 1  # redone
-    assert path.with_name(path.name + ".corrupt").read_text() == '{"study": "s", "accur'  # kept
+    assert gzip.decompress(path.with_name(path.name + ".corrupt").read_bytes()) == b'{"study": "s", "accur'  # kept
     err = " ".join(capsys.readouterr().err.split())  # as one line: mc.say wraps at 100 columns
     assert f"warning: {path} is not a readable run file (JSONDecodeError" in err
-    assert "moved it to baseline-seed1.json.corrupt and its run will be redone" in err
+    assert "moved it to baseline-seed1.json.gz.corrupt and its run will be redone" in err
     table = mc.summarize(smoke_cfg.results_dir, show=False)  # the other study's file is left out, named
     assert table["study"].tolist() == [smoke_cfg.study]
     assert other.exists() and not other.with_name(other.name + ".corrupt").exists()  # its own sweep redoes it
@@ -377,13 +312,13 @@ def test_interrupted_run_leaves_no_partial_log(prepared, smoke_cfg, monkeypatch)
         return real(self, i)
 
     monkeypatch.setattr(mc.Baseline, "step", interrupt_at_step_5)
-    log = mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "baseline", 1).with_suffix(".jsonl")
+    log = mc.run_log_path(mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "baseline", 1))
     with pytest.raises(KeyboardInterrupt):
         mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
     assert list(log.parent.iterdir()) == []
     monkeypatch.setattr(mc.Baseline, "step", real)
     mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
-    assert sorted(p.name for p in log.parent.iterdir()) == ["baseline-seed1.json", "baseline-seed1.jsonl"]
+    assert sorted(p.name for p in log.parent.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl"]
 
 
 def test_examples_backward_counts_backward_passes_for_every_method(prepared, smoke_cfg):
@@ -396,23 +331,11 @@ def test_examples_backward_counts_backward_passes_for_every_method(prepared, smo
     assert sb["examples_backward"] < 480  # only the kept ones train
 
 
-def test_summary_reads_run_files_written_before_examples_scored():
-    """Old files counted every full forward as examples_seen; the summary derives both columns."""
-    old = {"study": "s", "method": "selective-backprop", "seed": 1, "device": "d", "train_seconds": 1.0,
-           "accuracy": 0.5, "examples_seen": 580, "examples_backward": 100}
-    row = mc.summary_row(old)
-    assert row["examples_backward"] == 100 and row["examples_scored"] == 480
-    assert mc.summary_row(dict(old, examples_seen=100, examples_scored=480)) == row  # both counts, same value
-    new = {k: v for k, v in old.items() if k != "examples_seen"}
-    assert mc.summary_row(dict(new, examples_scored=480)) == row  # today's file
-    # a diverged run's file held only examples_seen (0) beside examples_scored
-    diverged = {k: v for k, v in old.items() if k != "examples_backward"} | {"examples_seen": 0, "examples_scored": 0}
-    assert mc.summary_row(diverged)["examples_backward"] == 0
-
-
 def test_committed_runs_still_summarize():
-    """The repository's own run files (old and new formats) load into the summary."""
-    runs = sorted((mc.REPO_ROOT / "results" / "runs").glob("*/*.json"))
+    """The repository's own run files load into the summary; none is of the old format (plain JSON:
+    benchmarks/migrate_runs.py converts them)."""
+    runs = sorted((mc.REPO_ROOT / "results" / "runs").glob(f"*/*{mc.RUN_FILE_SUFFIX}"))
+    assert runs and not list((mc.REPO_ROOT / "results" / "runs").glob("*/*.json"))
     table = mc.report_table(pd.DataFrame([mc.summary_row(mc.read_run(p)) for p in runs]))
     trained = ~table["accuracy (%)"].str.startswith("diverged")  # a diverged run has no backward count
     assert len(table) and trained.any() and (table.loc[trained, "examples seen (backward)"] > 0).all()
@@ -771,64 +694,8 @@ def test_the_pool_scoring_benchmark_runs_eagerly_on_cpu(prepared):
     assert out["pool_rows"] > 0 and out["product_eager_seconds"] > 0 and out["static_eager_seconds"] > 0
 
 
-# ------------------------------------------------------------------ issue 24: "mclearn" changed meaning
-def _preset_run(results, study, method, seed, label, once=None):
-    config = {} if once is None else {"once_draws": once}
-    record = {"study": study, "method": method, "seed": seed, "run_label": label, "config": config,
-              "train_seconds": 1.0, "accuracy": 0.5}
-    path = mc.run_path(results, study, label, seed)
-    mc.write_json_atomic(path, record)
-    path.with_name(path.stem + ".jsonl").write_text(f'{{"step": {seed}}}\n')
-    return path
-
-
-def test_rename_preset_runs_names_each_stored_mclearn_run_by_its_config(tmp_path):
-    old = _preset_run(tmp_path, "eq", "mclearn", 1, "mclearn-b0.33", once=False)
-    older = _preset_run(tmp_path, "eq", "mclearn", 2, "mclearn-b0.33")  # before the variants: no once_draws
-    once = _preset_run(tmp_path, "eq", "mclearn-once", 1, "mclearn-once-b0.33", once=True)
-    swept = _preset_run(tmp_path, "eq-lr", "mclearn-once", 1, "mclearn-once-b0.50-lr1e-03", once=True)
-    kept = [_preset_run(tmp_path, "x-ablation", "mclearn-once", 1, "mclearn-once-b0.33", once=True),
-            _preset_run(tmp_path, "x-ablation-lr", "mclearn-once", 1, "mclearn-once-b0.50-lr1e-03", once=True),
-            _preset_run(tmp_path, "eq", "mclearn", 3, "mclearn-b0.33", once=True)]  # today's mclearn
-    before = {p: p.read_text() for p in kept}
-    planned = mc.rename_preset_runs(tmp_path, dry_run=True)
-    assert (tmp_path / "runs" / "eq" / "mclearn-b0.33-seed1.json").read_text() == old.read_text()  # dry: no move
-    assert mc.rename_preset_runs(tmp_path) == planned and len(planned) == 4
-    assert not older.exists() and not once.exists() and not swept.exists()  # old: taken by the once run
-    for seed, method, label in [(1, "mclearn", "mclearn-b0.33"), (2, "mclearn-v1", "mclearn-v1-b0.33")]:
-        record = json.loads(mc.run_path(tmp_path, "eq", label, seed).read_text())
-        assert (record["method"], record["run_label"]) == (method, label)
-        assert record["renamed_from"] == ("mclearn-once" if method == "mclearn" else "mclearn")
-    v1 = json.loads(mc.run_path(tmp_path, "eq", "mclearn-v1-b0.33", 1).read_text())
-    assert v1["config"] == {"once_draws": False} and v1["renamed_from"] == "mclearn"
-    assert mc.run_path(tmp_path, "eq", "mclearn-v1-b0.33", 1).with_suffix(".jsonl").read_text() == '{"step": 1}\n'
-    assert mc.run_path(tmp_path, "eq", "mclearn-b0.33", 1).with_suffix(".jsonl").read_text() == '{"step": 1}\n'
-    assert json.loads(mc.run_path(tmp_path, "eq-lr", "mclearn-b0.50-lr1e-03", 1).read_text())["method"] == "mclearn"
-    assert all(p.read_text() == text for p, text in before.items())  # ablations and today's runs stay
-    assert mc.rename_preset_runs(tmp_path) == []  # done once: nothing left to rename
-
-
 def test_an_ablation_study_is_named_by_its_suffix_and_its_sweep_only_on_request():
     assert mc.is_ablation_study("sst2-mpnet-h200-ablation") and not mc.is_ablation_study("sst2-mpnet-h200-equal-time")
     assert not mc.is_ablation_study("sst2-mpnet-h200-ablation-lr")  # the sweep is a study of its own
     assert mc.is_ablation_study("sst2-mpnet-h200-ablation-lr", include_sweeps=True)
     assert not mc.is_ablation_study("sst2-mpnet-h200-equal-time-lr", include_sweeps=True)
-
-
-def test_rename_preset_runs_refuses_to_overwrite(tmp_path):
-    _preset_run(tmp_path, "eq", "mclearn", 1, "mclearn-b0.33", once=False)
-    _preset_run(tmp_path, "eq", "mclearn-v1", 1, "mclearn-v1-b0.33", once=False)
-    with pytest.raises(ValueError, match=r"mclearn-b0.33-seed1.json would be renamed to .*mclearn-v1-b0.33-seed1"):
-        mc.rename_preset_runs(tmp_path)
-
-
-def test_a_stored_run_of_the_previous_preset_names_the_rename_script(prepared, smoke_cfg):
-    [record] = mc.run_sweep(smoke_cfg, ["mclearn"], [1], prepared=prepared, progress=False)
-    path = mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "mclearn", 1)
-    stored = json.loads(path.read_text())
-    stored["config"]["once_draws"] = False  # as the preset before issue 24 wrote it
-    mc.write_json_atomic(path, stored)
-    with pytest.raises(ValueError, match=r"before issue 24, now mclearn-v1: .*benchmarks/rename_preset_runs.py"):
-        mc.run_sweep(smoke_cfg, ["mclearn"], [1], prepared=prepared, progress=False)
-    assert mc.rename_preset_runs(smoke_cfg.results_dir) == [(path, mc.run_path(smoke_cfg.results_dir, smoke_cfg.study,
-                                                                              "mclearn-v1", 1))]

@@ -1,6 +1,7 @@
 """The tools around the study fail loudly (issue 32): make_readme.py, run_notebooks.py and the
 notebooks' parameter check give one line "error: ..." and a non-zero exit code (or a failed cell)
 where they would have written a stale, partial or borrowed result, or nothing at all."""
+import gzip
 import shutil
 
 import nbformat
@@ -44,11 +45,11 @@ def _files(folder):
 @pytest.mark.parametrize("fault, message", [
     ("no results", "runs holds no run files, and make_readme.py writes every table from them: restore them "
                    "(git checkout -- "),
-    ("truncated run", "runs/clinc150-mpnet-h200-equal-time/mclearn-b0.50-seed2.json is not a readable run file "
+    ("truncated run", "runs/clinc150-mpnet-h200-equal-time/mclearn-b0.50-seed2.json.gz is not a readable run file "
                       "(JSONDecodeError: "),
     ("non-run JSON", "runs/clinc150-mpnet-h200-equal-time/notes.json is not a run file (its name is not "
-                     "<run label>-seed<k>.json)"),
-    ("copied run", "runs/clinc150-mpnet-h200-equal-time/mclearn-b0.50-seed4.json holds the run of mclearn "
+                     "<run label>-seed<k>.json.gz)"),
+    ("copied run", "runs/clinc150-mpnet-h200-equal-time/mclearn-b0.50-seed4.json.gz holds the run of mclearn "
                    "(run label mclearn-b0.50) seed 2"),
     ("fewer runs", "1 run(s) that "),
     ("no markers", "README.md lacks the markers <!-- answer:start --> ... <!-- answer:end -->: put them back"),
@@ -60,15 +61,15 @@ def test_make_readme_refuses_to_publish_from_a_missing_or_partial_results_folder
     traceback): one line naming the file and the fix, exit 1, and nothing written."""
     results, readme, argv = published
     study = results / "runs" / "clinc150-mpnet-h200-equal-time"
-    run = study / "mclearn-b0.50-seed2.json"
+    run = study / "mclearn-b0.50-seed2.json.gz"
     if fault == "no results":
         shutil.rmtree(results)
     if fault == "truncated run":
-        run.write_text(run.read_text()[:40])
+        run.write_bytes(gzip.compress(gzip.decompress(run.read_bytes())[:40]))
     if fault == "non-run JSON":
         (study / "notes.json").write_text('{"note": "to self"}')
     if fault == "copied run":
-        shutil.copy(run, run.with_name("mclearn-b0.50-seed4.json"))
+        shutil.copy(run, run.with_name("mclearn-b0.50-seed4.json.gz"))
     if fault == "fewer runs":
         run.unlink()
     if fault == "no markers":
@@ -87,7 +88,7 @@ def test_make_readme_refuses_to_publish_from_a_missing_or_partial_results_folder
 def test_make_readme_publishes_fewer_runs_only_when_told_and_says_so(capsys, published):
     results, readme, argv = published
     published_rows = len(pd.read_csv(results / "summary.csv"))
-    (results / "runs" / "clinc150-mpnet-h200-equal-time" / "mclearn-b0.50-seed2.json").unlink()
+    (results / "runs" / "clinc150-mpnet-h200-equal-time" / "mclearn-b0.50-seed2.json.gz").unlink()
     assert mr.main([*argv, "--allow-fewer"]) == 0
     assert capsys.readouterr().out == ("note: publishing without 1 run(s) that summary.csv listed: "
                                        "clinc150-mpnet-h200-equal-time/mclearn-b0.50-seed2\n")

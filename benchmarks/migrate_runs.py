@@ -1,0 +1,180 @@
+"""Convert the run files under <results>/runs/ in the old format (plain JSON, <label>-seed<k>.json)
+to today's (gzip-compressed JSON, <label>-seed<k>.json.gz: mclearn_core.run_path), in today's
+method ids and keys; the numbers in them are kept as they are.
+
+    python3 benchmarks/migrate_runs.py [RESULTS_DIR] [--dry-run]
+
+Each old file is read, given today's names (today_record), written as its run's .json.gz and
+removed; its .jsonl log and -tb folder follow it where its run label changes. Running it again
+converts only what is still plain (a sweep of older code writes plain files), so it is safe to
+repeat. A run stored both ways is refused (one line naming both files) unless the two records are
+the same. Then `python make_readme.py` re-summarizes results/summary.csv from the converted files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import mclearn_core as mc  # noqa: E402
+
+# Old names in run files -> today's: the config keys and method ids a caller is refused by
+# (mc.RENAMED), and the names only files hold; "method/key" applies in that method's files only.
+FILE_RENAMED: dict[str, str] = {
+    **mc.RENAMED,
+    "mclearn-paper/budget_ratio": "step_budget_ratio",  # mclearn-paper's per-step time ratio
+    "rho": "replay_share", "q": "full_prob",  # mclearn-paper's logged steps (telemetry)
+}
+
+
+def today_method(method: Any) -> Any:
+    """Return today's id of a method id (FILE_RENAMED), or `method` when it has none."""
+    return FILE_RENAMED.get(method, method) if FILE_RENAMED.get(method) in mc.METHODS else method
+
+
+def today_label(label: str) -> str:
+    """Return a run label (a method id, then -b<budget> and -lr<lr>) with today's method id."""
+    for old in (m for m in FILE_RENAMED if today_method(m) != m):
+        if label == old or label.startswith(old + "-"):
+            return today_method(old) + label[len(old):]
+    return label
+
+
+def today_keys(names: dict[str, Any], method: Any) -> dict[str, Any]:
+    """Return `names` with each old key in today's name (`method`'s own "method/key" entries
+    first), unless today's name is there already; values and order kept."""
+    out = {}
+    for key, value in names.items():
+        new = FILE_RENAMED.get(f"{method}/{key}", FILE_RENAMED.get(key, key))
+        out[key if new in names else new] = value
+    return out
+
+
+def preset_method(record: dict[str, Any], study: str) -> str | None:
+    """Return the method id today's presets give a run of the previous protocol (no "protocol")
+    stored under an id whose preset changed: "mclearn" with once_draws off is `mclearn-v1`, and
+    "mclearn-once" outside an ablation study is today's `mclearn`; None otherwise."""
+    method, config = record.get("method"), record.get("config") or {}
+    if "protocol" in record:
+        return None
+    if method == "mclearn" and not config.get("once_draws", False):
+        return "mclearn-v1"
+    if method == "mclearn-once" and not mc.is_ablation_study(study, include_sweeps=True):
+        return "mclearn"
+    return None
+
+
+def today_record(record: dict[str, Any], study: str) -> dict[str, Any]:
+    """Return a run record in today's names: its method id and run label (FILE_RENAMED, and
+    preset_method with "renamed_from" naming the id it was stored under), its config's keys,
+    uniform_match and `explicit`, its budget knobs and its logged steps' keys; and examples_seen
+    as examples_backward (a file that has examples_backward too counted the forward-only scoring
+    passes in examples_seen: they become examples_scored where it has none). A record in today's
+    names comes back equal."""
+    record = dict(record)
+    method = record["method"] = today_method(record.get("method"))
+    if isinstance(record.get("run_label"), str):
+        record["run_label"] = today_label(record["run_label"])
+    if isinstance(record.get("config"), dict):
+        config = record["config"] = today_keys(record["config"], method)
+        if "uniform_match" in config:
+            config["uniform_match"] = today_method(config["uniform_match"])
+        if isinstance(config.get("explicit"), (list, tuple)):
+            config["explicit"] = [FILE_RENAMED.get(f"{method}/{k}", FILE_RENAMED.get(k, k)) for k in config["explicit"]]
+    if isinstance(record.get("knobs"), dict):
+        record["knobs"] = today_keys(record["knobs"], method)
+    telemetry = record.get("telemetry")
+    if isinstance(telemetry, dict) and isinstance(telemetry.get("steps"), list):
+        record["telemetry"] = {**telemetry, "steps": [today_keys(s, method) if isinstance(s, dict) else s
+                                                      for s in telemetry["steps"]]}
+    if "examples_seen" in record:
+        seen = record.pop("examples_seen")
+        if "examples_backward" not in record:
+            record["examples_backward"] = seen
+        elif "examples_scored" not in record:
+            record["examples_scored"] = seen - record["examples_backward"]
+    new = preset_method(record, study)
+    if new is not None:
+        old = record["method"]
+        label = str(record.get("run_label") or old)
+        record.update(method=new, run_label=new + label[len(old):], renamed_from=old)
+    return record
+
+
+def compact(record: Any) -> str:
+    """Return a record as the run store writes it (compact JSON), to compare two records."""
+    return json.dumps(mc._jsonable(record), separators=(",", ":"))
+
+
+def old_run_files(results_dir: Path) -> list[Path]:
+    """Return the run files in the old format under <results_dir>/runs/: <label>-seed<k>.json."""
+    return [p for p in sorted(results_dir.glob(f"runs/*/*{mc.OLD_RUN_FILE_SUFFIX}"))
+            if mc.RUN_FILE_NAME.fullmatch(p.name.removesuffix(mc.OLD_RUN_FILE_SUFFIX) + mc.RUN_FILE_SUFFIX)]
+
+
+def migrate(results_dir: str | Path, dry_run: bool = False) -> list[tuple[Path, Path]]:
+    """Convert every old run file under <results_dir>/runs/ (old_run_files) to today's format and
+    names; return [(old file, new file)] (with dry_run: what would be written, writing nothing).
+    Raise ValueError naming both files where the new file exists and holds another record; nothing
+    is converted then. Runs that preset_method renames "mclearn" -> "mclearn-v1" go first, so
+    a study's "mclearn-once" runs can take the freed name."""
+    results_dir = Path(results_dir)
+    found = []  # (old file, today's record, new file)
+    for path in old_run_files(results_dir):
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or not {"method", "seed"} <= set(record):
+            raise ValueError(f"{path} holds no run record (no method and seed): move it out of {path.parent}, "
+                             f"then run this again")
+        record = today_record(record, path.parent.name)
+        label = str(record.get("run_label") or mc.run_label(record["method"], float(record.get("time_budget") or 0)))
+        found.append((path, record, mc.run_path(results_dir, path.parent.name, label, int(record["seed"]))))
+    found.sort(key=lambda item: item[1].get("renamed_from") != "mclearn")
+    targets = [new for _, _, new in found]
+    for path, record, new in found:
+        if targets.count(new) > 1:
+            raise ValueError(f"{path} and another old run file both become {new}: move one of them aside")
+        if new.exists() and compact(mc.read_run(new)) != compact(record):
+            raise ValueError(f"{path} would become {new}, which exists and holds another record: move one of "
+                             f"them aside")
+    if dry_run:
+        return [(path, new) for path, _, new in found]
+    for path, record, new in found:
+        mc.write_json_atomic(new, record)
+        path.unlink()
+        old_stem, new_stem = path.name.removesuffix(mc.OLD_RUN_FILE_SUFFIX), new.name.removesuffix(mc.RUN_FILE_SUFFIX)
+        for suffix in (".jsonl", "-tb"):  # the step log and TensorBoard folder (run_logs)
+            beside, target = path.with_name(old_stem + suffix), new.with_name(new_stem + suffix)
+            if beside != target and beside.exists():
+                if target.exists():
+                    raise ValueError(f"{path} became {new}, but {beside} cannot move to {target}, which exists: "
+                                     f"move one of them aside, then run this again")
+                beside.rename(target)
+    return [(path, new) for path, _, new in found]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="?", default=str(mc.REPO_ROOT / "results"),
+                        help="results folder (default: results)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be converted, write nothing")
+    args = parser.parse_args(argv)
+    if not Path(args.results, "runs").is_dir():
+        print(f"error: {Path(args.results, 'runs')} is not a folder: name the results folder that holds runs/",
+              file=sys.stderr)
+        return 2
+    try:
+        moves = migrate(args.results, dry_run=args.dry_run)
+    except (ValueError, OSError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    for old, new in moves:
+        print(f"{'would convert' if args.dry_run else 'converted'} {old} -> {new.name}")
+    print(f"{len(moves)} run files {'to convert' if args.dry_run else 'converted'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
