@@ -28,6 +28,7 @@ import math
 import re
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -208,8 +209,10 @@ def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] 
     short-schedule), "closest" (where nothing wins: the comparison ahead of short-schedule at equal
     time with the least Holm-adjusted p, None without one), "rows" (per study and budget,
     short-schedule's accuracy and the method at equal time with the largest difference),
-    "ttt_rows" and "times" (time to target per study and method)."""
-    out = {"studies": [], "seeds": set(), "cells": [], "rows": [], "ttt_rows": [], "times": {}, "tables": {}}
+    "ttt_rows" and "times" (time to target per study and method), "reference_seconds" {short name:
+    study_reference_seconds}."""
+    out = {"studies": [], "seeds": set(), "cells": [], "rows": [], "ttt_rows": [], "times": {}, "tables": {},
+           "reference_seconds": {}}
     names = answer_studies(results_dir)[0] if studies is None else studies
     records = {study: mc.load_runs(results_dir, study) for study in names}
     tables = mc.equal_time_tables(records) if records else {}
@@ -238,6 +241,7 @@ def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] 
                                     "difference (pt)": best["vs short-schedule (pt)"],
                                     "95% interval": best["95% interval"],
                                     "Holm p": best["Holm p"], "verdict": best["verdict"]})
+        out["reference_seconds"][name] = study_reference_seconds(records[study])
         ttt = mc.time_to_target(records[study], 1.0)
         out["times"][name] = dict(zip(ttt["method"], ttt["median_seconds"]))
         for _, row in ttt.iterrows():
@@ -260,6 +264,90 @@ def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] 
 
 
 NO_VERDICT = ("over time", f"{mc.REFERENCE} off target")  # the time rule's verdicts: no verdict on accuracy
+# A dataset key ending so names a study whose runs last about a minute (gpu_budget_study.sh sst2-long); its
+# verdicts are set beside those of the key without it, whose runs last seconds.
+LONG_SUFFIX = "-long"
+FIXED_COST_LIMIT = 0.05  # fixed costs under this share of train seconds leave a cell to the method, not its start
+
+
+def study_reference_seconds(records: Sequence[dict]) -> float:
+    """Return the seconds a study's budgets are shares of: its budgeted runs' time_target
+    reference_seconds (the fair protocol), else the median train seconds of its full baseline's runs;
+    NaN without either."""
+    shared = [r["time_target"]["reference_seconds"] for r in records if r.get("time_target")]
+    full = [r["train_seconds"] for r in records if r.get("method") == "baseline" and not r.get("budget")]
+    return float(np.median(shared or full)) if shared or full else math.nan
+
+
+def _share(text: str) -> float:
+    """Return a table's "12.3 %" as 0.123 and "—" or "" as 0 (a method without that cost)."""
+    return float(text.rstrip(" %")) / 100 if text not in ("", "—") else 0.0
+
+
+def fixed_cost_table(found: dict):
+    """Return, per budget and method of `found`'s studies (equal_time_verdicts, fair protocol), the
+    fixed costs as a share of train seconds: eager warm-up steps and graph captures
+    (startup_seconds) plus MC-Learn's scoring, mean over seeds, evaluation excluded; one column
+    per study (its short name), "—" where a study has no such cell or records no costs. Empty
+    without fair-protocol tables."""
+    import pandas as pd
+
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for study, name, _ in found["studies"]:
+        table = found["tables"][study]
+        if "warm-up+capture" not in table:
+            continue
+        for _, row in table.iterrows():
+            startup = row["warm-up+capture"]
+            value = "—" if startup in ("", "—") else f"{100 * (_share(startup) + _share(row['scoring'])):.1f} %"
+            cells.setdefault((row["budget"], row["method"]), {})[name] = value
+    names = [name for study, name, _ in found["studies"] if "warm-up+capture" in found["tables"][study]]
+    rows = [{"budget": budget, "method": method, **{n: own.get(n, "—") for n in names}}
+            for (budget, method), own in cells.items()]
+    return pd.DataFrame(rows, columns=["budget", "method", *names])
+
+
+def fixed_cost_sentence(found: dict, budget: str = "1/3") -> str:
+    """Return one sentence per minute-long study (LONG_SUFFIX) on its fixed costs at `budget`
+    (fixed_cost_table): that every method's are under FIXED_COST_LIMIT of its train seconds, or
+    which are not; empty without such a study or cells at `budget`."""
+    table = fixed_cost_table(found)
+    sentences = []
+    for name in [n for _, n, _ in found["studies"] if n.endswith(LONG_SUFFIX) and n in table]:
+        at = table[(table["budget"] == budget) & (table[name] != "—")]
+        if not len(at):
+            continue
+        over = [f"`{row['method']}` {row[name]}" for _, row in at.iterrows() if _share(row[name]) >= FIXED_COST_LIMIT]
+        limit = f"{100 * FIXED_COST_LIMIT:.0f} %"
+        sentences.append(f"On {name} at {budget} the fixed costs are under {limit} of train seconds for every "
+                         f"method." if not over else
+                         f"On {name} at {budget} the fixed costs reach {limit} of train seconds for "
+                         f"{'; '.join(over)}.")
+    return " ".join(sentences)
+
+
+def scale_sentence(found: dict, link: bool = True) -> str:
+    """Return one sentence per minute-long study among `found`'s (a short name ending in
+    LONG_SUFFIX whose counterpart without it is there too): how long the full fine-tune trains in
+    each, and how the verdicts of the budgets both have change from seconds-long to minute-long
+    runs (the same verdict in how many of the comparisons they share, and each that changes);
+    empty without such a pair."""
+    names = [name for _, name, _ in found["studies"]]
+    by_cell = {(c["name"], c["budget"], c["method"]): c["verdict"] for c in found["cells"]}
+    sentences = []
+    for long in [n for n in names if n.endswith(LONG_SUFFIX) and n.removesuffix(LONG_SUFFIX) in names]:
+        short = long.removesuffix(LONG_SUFFIX)
+        shared = [(budget, method) for (name, budget, method) in by_cell if name == long
+                  and (short, budget, method) in by_cell]
+        changed = [f"`{method}` at {budget} {by_cell[(short, budget, method)]} → {by_cell[(long, budget, method)]}"
+                   for budget, method in shared if by_cell[(short, budget, method)] != by_cell[(long, budget, method)]]
+        seconds = found["reference_seconds"]
+        ref = lambda name: f"[{name}]" if link else name  # noqa: E731
+        sentence = (f"From seconds to a minute: the full fine-tune trains for {seconds[long]:.1f} s on {ref(long)} "
+                    f"against {seconds[short]:.1f} s on {ref(short)}, and {len(shared) - len(changed)} of the "
+                    f"{len(shared)} comparisons they share keep their verdict")
+        sentences.append(sentence + (f"; changed: {'; '.join(changed)}." if changed else "."))
+    return " ".join(sentences)
 NO_EQUAL_TIME = ("_No equal-time study yet: run `bash benchmarks/gpu_budget_study.sh DATASET MODEL_DIR OUT_DIR` "
                  "(a GPU), or notebook 04 with `short-schedule` among its methods._")
 
@@ -386,6 +474,9 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
         verdict += f" `mclearn`" + (f" (`{chosen}` since the {ablation})" if chosen else "") + f"{_preset_tally(own, True)}."
     elif chosen:
         verdict += f" The one-seed {ablation} chose `{chosen}` for the `mclearn` preset."
+    scale = scale_sentence(found)
+    if scale:
+        verdict += f" {scale}"
     devices = ", ".join(sorted({device for *_, device in studies}))
     sources = ""
     if found["leads_over"]:
@@ -488,6 +579,14 @@ def equal_time_markdown(results_dir: str | Path = "results", link_base: Path | N
              f"accuracy on the test split; every method's lr by one rule). The table: at each budget, "
              f"`{mc.REFERENCE}` and the method at equal time with the largest mean difference from it.\n",
              _table(pd.DataFrame(found["rows"])) + "\n"]
+    scale = scale_sentence(found, link=False)
+    if scale:
+        parts.append(scale + "\n")
+    fixed = fixed_cost_table(found)
+    if len(fixed):
+        parts.append("Fixed costs, as a share of train seconds (mean over seeds): eager warm-up steps and graph "
+                     "captures, plus MC-Learn's scoring; evaluation excluded." + f" {fixed_cost_sentence(found)}".rstrip() + "\n")
+        parts.append(_table(fixed) + "\n")
     folder = Path(results_dir) / "figures" / folder_name
     if figures:
         folder.mkdir(parents=True, exist_ok=True)

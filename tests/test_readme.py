@@ -428,3 +428,53 @@ def test_an_lr_table_with_every_choice_interior_says_so():
             for lr, accuracy in ((1e-4, 0.90), (2e-4, 0.91), (4e-4, 0.89))]
     text = mr.lr_table_markdown(runs)
     assert "| uniform  | 1/3      |" in text and text.endswith("\n\nEvery choice is interior to its grid.\n")
+
+
+def test_a_minute_long_study_says_how_the_verdicts_and_fixed_costs_change_with_scale(tmp_path):
+    """Two fair studies of one dataset: sst2 (the full fine-tune's reference 10 s, `mclearn` 1, 2, 3
+    points above short-schedule at 1/2: a tie, p 0.074; `uniform` +0.1, 0, -0.1: a tie) and
+    sst2-long (reference 40 s, its baseline's runs 10 s; `mclearn` 1.9, 2.0, 2.1 above: better;
+    `uniform` -0.1, 0, +0.1: a tie). The answer says 1 of the 2 comparisons they share keeps its
+    verdict (`mclearn` tie -> better, Holm over all 4). Fixed costs per cell: warm-up+capture 1 % (sst2-long) or 10 % (sst2), plus
+    mclearn's scoring 0.05 s of its 5 s (1 %): 2.0 % on sst2-long, 11.0 % on sst2. At 1/2 the
+    sentence names `uniform` at 6.0 %, the one at or over the 5 % limit; with `uniform` at 4.9 % every
+    method is under it; at 1/3, where no study has cells, there is no sentence."""
+    from test_equal_time import _fair
+
+    def study(name, reference, diffs, startup, methods):
+        ref = (0.88, 0.89, 0.90)
+        records = [_fair("baseline", 0.0, s, 0.95, study=name, startup=startup) for s in (1, 2, 3)]
+        records += [_fair("short-schedule", 0.5, s, a, study=name, startup=startup) for s, a in zip((1, 2, 3), ref)]
+        for method, shift in methods.items():
+            records += [_fair(method, 0.5, s, a + d, study=name, startup=shift, score=0.05 if method == "mclearn" else None)
+                        for s, a, d in zip((1, 2, 3), ref, diffs[method])]
+        for record in records:
+            if record.get("time_target"):
+                record["time_target"]["reference_seconds"] = reference
+            _write_run(tmp_path, {**record, "accuracy": record["test_accuracy"], "config": {"lr": 1e-4}})
+
+    study("sst2-mpnet-h200-fair", 10.0, {"mclearn": (0.01, 0.02, 0.03), "uniform": (0.001, 0, -0.001)}, 0.10,
+          {"mclearn": 0.10, "uniform": 0.10})
+    study("sst2-long-mpnet-h200-fair", 40.0, {"mclearn": (0.019, 0.020, 0.021), "uniform": (-0.001, 0, 0.001)}, 0.01,
+          {"mclearn": 0.01, "uniform": 0.06})
+    mc.summarize(tmp_path, show=False)
+    found = mr.equal_time_verdicts(tmp_path)
+    assert found["reference_seconds"] == {"sst2-long": 40.0, "sst2": 10.0}
+    short = " ".join(mr.answer_markdown(tmp_path, tmp_path.parent).split("\n\n")[0].split())
+    assert ("From seconds to a minute: the full fine-tune trains for 40.0 s on [sst2-long] against 10.0 s on [sst2], "
+            "and 1 of the 2 comparisons they share keep their verdict; changed: `mclearn` at 1/2 tie → better.") in short
+    fixed = mr.fixed_cost_table(found).set_index(["budget", "method"])
+    assert list(fixed.columns) == ["sst2-long", "sst2"]
+    assert fixed.loc[("1/2", "mclearn"), "sst2-long"] == "2.0 %" and fixed.loc[("1/2", "mclearn"), "sst2"] == "11.0 %"
+    assert fixed.loc[("1/2", "uniform"), "sst2-long"] == "6.0 %" and fixed.loc[("1/2", "uniform"), "sst2"] == "10.0 %"
+    assert fixed.loc[("1/2", "uniform"), "sst2-long"] == "6.0 %"
+    assert mr.fixed_cost_sentence(found, "1/3") == ""
+    assert mr.fixed_cost_sentence(found, "1/2") == "On sst2-long at 1/2 the fixed costs reach 5 % of train seconds for " \
+                                                   "`uniform` 6.0 %."
+    body = mr.results_readme(tmp_path, figures=False).split("## Equal time\n")[1].split("## Ablation")[0]
+    assert "On sst2-long at 1/2 the fixed costs reach 5 %" not in body  # the sentence is the 1/3 cells'
+    found["tables"]["sst2-long-mpnet-h200-fair"]["warm-up+capture"] = \
+        found["tables"]["sst2-long-mpnet-h200-fair"]["warm-up+capture"].replace("6.0 %", "4.9 %")
+    assert mr.fixed_cost_sentence(found, "1/2") == ("On sst2-long at 1/2 the fixed costs are under 5 % of train "
+                                                    "seconds for every method.")
+    assert "Fixed costs, as a share of train seconds" in body and "| budget   | method         | sst2-long   | sst2" in body
