@@ -4982,14 +4982,22 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 def run_logs(log_path: Path | None):
     """Yield (jsonl log file, TensorBoard writer or None) for one run, (None, None) without a path.
 
-    The .jsonl is written to a temp file and renamed when the run completes; on any error (Ctrl-C
-    included) both logs are removed, so no partial log is left beside the finished runs."""
+    The log is written to a temp file and renamed when the run completes, gzip compressed (with no
+    time stamp) where its name ends in .gz (run_log_path); on any error (Ctrl-C included) both logs
+    are removed, so no partial log is left beside the finished runs."""
     if log_path is None:
         yield None, None
         return
     writer = _tensorboard_writer(log_path)
     try:
-        with atomic_target(log_path) as tmp, open(tmp, "w") as log_file:
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_target(log_path))
+            if log_path.name.endswith(".gz"):
+                raw = stack.enter_context(open(tmp, "wb"))
+                packed = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0))
+                log_file = stack.enter_context(io.TextIOWrapper(packed, encoding="utf-8"))
+            else:
+                log_file = stack.enter_context(open(tmp, "w"))
             yield log_file, writer
     except BaseException:
         if writer:
@@ -5007,7 +5015,7 @@ def _tensorboard_writer(log_path: Path | None):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # TensorBoard is optional
         return None
-    return SummaryWriter(log_dir=str(log_path.with_suffix("")) + "-tb")
+    return SummaryWriter(log_dir=str(log_path.with_name(Path(log_path.name.removesuffix(".gz")).stem + "-tb")))
 
 
 def start_run(method_name: str, cfg: Config, prepared: "Prepared", seed: int) -> tuple[RunContext, Method]:
@@ -5401,9 +5409,12 @@ def run_path(results_dir: str | Path, study: str, method: str, seed: int) -> Pat
     return Path(results_dir) / "runs" / study / f"{method}-seed{seed}{RUN_FILE_SUFFIX}"
 
 
+RUN_LOG_SUFFIX = ".jsonl.gz"  # a run's step log: one JSON object a line, gzip compressed (run_logs)
+
+
 def run_log_path(path: Path) -> Path:
-    """Return the step log (.jsonl) beside the run file `path`: <run label>-seed<k>.jsonl."""
-    return path.with_name(path.name.removesuffix(RUN_FILE_SUFFIX) + ".jsonl")
+    """Return the step log beside the run file `path`: <run label>-seed<k>.jsonl.gz."""
+    return path.with_name(path.name.removesuffix(RUN_FILE_SUFFIX) + RUN_LOG_SUFFIX)
 
 
 def old_run_file_error(path: Path) -> "RunFileError":

@@ -1,18 +1,19 @@
 """Convert the run files under <results>/runs/ in the old format (plain JSON, <label>-seed<k>.json)
 to today's (gzip-compressed JSON, <label>-seed<k>.json.gz: mclearn_core.run_path), in today's
-method ids and keys; the numbers in them are kept as they are.
+method ids and keys, and compress their step logs (<label>-seed<k>.jsonl -> .jsonl.gz:
+mclearn_core.run_log_path); the numbers in them are kept as they are.
 
     python3 benchmarks/migrate_runs.py [RESULTS_DIR] [--dry-run]
 
 Each old file is read, given today's names (today_record), written as its run's .json.gz and
-removed; its .jsonl log and -tb folder follow it where its run label changes. Running it again
-converts only what is still plain (a sweep of older code writes plain files), so it is safe to
-repeat. A run stored both ways is refused (one line naming both files) unless the two records are
+removed; its log (compressed) and -tb folder follow it to its run label. Running it again converts
+only what is still plain (a sweep of older code writes plain files), so it is safe to repeat. A run stored both ways is refused (one line naming both files) unless the two records are
 the same. Then `python make_readme.py` re-summarizes results/summary.csv from the converted files.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -145,14 +146,41 @@ def migrate(results_dir: str | Path, dry_run: bool = False) -> list[tuple[Path, 
         mc.write_json_atomic(new, record)
         path.unlink()
         old_stem, new_stem = path.name.removesuffix(mc.OLD_RUN_FILE_SUFFIX), new.name.removesuffix(mc.RUN_FILE_SUFFIX)
-        for suffix in (".jsonl", "-tb"):  # the step log and TensorBoard folder (run_logs)
-            beside, target = path.with_name(old_stem + suffix), new.with_name(new_stem + suffix)
-            if beside != target and beside.exists():
-                if target.exists():
-                    raise ValueError(f"{path} became {new}, but {beside} cannot move to {target}, which exists: "
-                                     f"move one of them aside, then run this again")
-                beside.rename(target)
+        log = path.with_name(old_stem + ".jsonl")
+        if log.exists():
+            compress_log(log, mc.run_log_path(new))
+        board, target = path.with_name(old_stem + "-tb"), new.with_name(new_stem + "-tb")  # TensorBoard's (run_logs)
+        if board != target and board.exists():
+            if target.exists():
+                raise ValueError(f"{path} became {new}, but {board} cannot move to {target}, which exists: "
+                                 f"move one of them aside, then run this again")
+            board.rename(target)
     return [(path, new) for path, _, new in found]
+
+
+def compress_log(path: Path, target: Path) -> None:
+    """Write the plain step log `path` gzip compressed to `target`, then remove `path`; where
+    `target` exists it must hold the same lines (ValueError naming both otherwise)."""
+    text = path.read_bytes()
+    if target.exists():
+        if gzip.decompress(target.read_bytes()) != text:
+            raise ValueError(f"{path} would become {target}, which exists and holds another log: move one of "
+                             f"them aside, then run this again")
+    else:
+        with mc.atomic_target(target) as tmp:
+            tmp.write_bytes(gzip.compress(text, mtime=0))
+    path.unlink()
+
+
+def compress_logs(results_dir: str | Path, dry_run: bool = False) -> list[Path]:
+    """Compress every plain step log under <results_dir>/runs/ (<label>-seed<k>.jsonl, written by
+    older code) to <label>-seed<k>.jsonl.gz (compress_log); return the plain logs (with dry_run:
+    those it would compress, compressing nothing)."""
+    logs = [p for p in sorted(Path(results_dir).glob("runs/*/*-seed*.jsonl"))  # those beside an old run: migrate's
+            if not p.with_name(p.name.removesuffix(".jsonl") + mc.OLD_RUN_FILE_SUFFIX).exists()]
+    for path in [] if dry_run else logs:
+        compress_log(path, path.with_name(path.name + ".gz"))
+    return logs
 
 
 def main(argv=None) -> int:
@@ -167,12 +195,14 @@ def main(argv=None) -> int:
         return 2
     try:
         moves = migrate(args.results, dry_run=args.dry_run)
+        logs = compress_logs(args.results, dry_run=args.dry_run)
     except (ValueError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     for old, new in moves:
         print(f"{'would convert' if args.dry_run else 'converted'} {old} -> {new.name}")
-    print(f"{len(moves)} run files {'to convert' if args.dry_run else 'converted'}")
+    print(f"{len(moves)} run files {'to convert' if args.dry_run else 'converted'}, "
+          f"{len(logs)} other step logs {'to compress' if args.dry_run else 'compressed'}")
     return 0
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures for the MC-Learn test suite (CPU only, offline, fast)."""
+import gzip
 import json
 import os
 import sys
@@ -48,7 +49,10 @@ def smoke_cfg(prepared, tmp_path):
 
 
 def read_jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """Return the records of a step log, gzip compressed where its name ends in .gz (mc.run_logs)."""
+    path = Path(path)
+    text = gzip.decompress(path.read_bytes()).decode() if path.name.endswith(".gz") else path.read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 class CostClock:

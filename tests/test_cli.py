@@ -220,7 +220,7 @@ def test_ctrl_c_exits_130_keeps_finished_runs_and_resumes(capsys, tmp_path, monk
                          "same command again to resume")
     assert all(line.startswith("warning: baseline seed 1:") for line in lines[:-1])  # its chance warning
     folder = tmp_path / "runs" / "sweep-cpu-smoke"
-    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl.gz"]
     finished = (folder / "baseline-seed1.json.gz").read_bytes()
     monkeypatch.setattr(mc.Baseline, "step", real)
     code, _, _ = run_cli(capsys, *argv)
@@ -395,7 +395,7 @@ def test_sigterm_exits_143_like_ctrl_c_keeping_finished_runs(tmp_path):
     assert child.returncode == 143
     assert logical_lines(err)[-1] == ("terminated (SIGTERM): finished runs are kept and the unfinished run left no "
                                     "file; run the same command again to resume")
-    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl"]  # no .tmp, no .lock
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl.gz"]  # no .tmp, no .lock
 
 
 def test_a_killed_sweeps_temp_file_is_removed_by_the_next_sweep(capsys, tmp_path):
@@ -413,22 +413,22 @@ def test_a_killed_sweeps_temp_file_is_removed_by_the_next_sweep(capsys, tmp_path
         child.communicate()
     folder = tmp_path / "runs" / "sweep-cpu-smoke"
     left = [p.name for p in folder.iterdir() if mc.TEMP_FILE.fullmatch(p.name)]
-    assert left == [f".baseline-seed1.jsonl.{child.pid}.tmp"]  # the killed run's log
+    assert left == [f".baseline-seed1.jsonl.gz.{child.pid}.tmp"]  # the killed run's log
     code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--seeds", "1", "--results-dir", str(tmp_path))
     assert code == 0
-    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl.gz"]
     assert f"note: removed 1 temp file(s) that a killed sweep left in {folder}: {left[0]}" in lines
 
 
 def test_no_tracked_file_is_a_temp_file():
-    """A killed sweep's 0-byte .jsonl.<pid>.tmp was committed with its study's run files."""
+    """A killed sweep's 0-byte .jsonl.gz.<pid>.tmp was committed with its study's run files."""
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=mc.REPO_ROOT, capture_output=True, text=True)
     if tracked.returncode:
         pytest.skip("not a git checkout")
     names = [path for path in tracked.stdout.split("\0") if path]
     assert len(names) > 100
     assert [path for path in names if mc.TEMP_FILE.fullmatch(path.rsplit("/", 1)[-1])] == []
-    ignored = subprocess.run(["git", "check-ignore", "-q", "results/runs/x/.baseline-seed42.jsonl.123.tmp"],
+    ignored = subprocess.run(["git", "check-ignore", "-q", "results/runs/x/.baseline-seed42.jsonl.gz.123.tmp"],
                              cwd=mc.REPO_ROOT)
     assert ignored.returncode == 0  # `git add results/` leaves one out
 

@@ -118,12 +118,12 @@ def test_a_run_file_under_an_old_method_id_is_migrated_and_resumes_as_finished(p
     new = mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "rho-loss", 1)
     assert migrate_runs.migrate(smoke_cfg.results_dir, dry_run=True) == [(path, new)] and path.exists()
     assert migrate_runs.migrate(smoke_cfg.results_dir) == [(path, new)]
-    assert mc.run_log_path(new).read_text() == '{"step": 1}\n'
+    assert gzip.decompress(mc.run_log_path(new).read_bytes()) == b'{"step": 1}\n'
     monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("the stored run was retrained"))
     again, = mc.run_sweep(smoke_cfg, ["rho-loss"], [1], prepared=prepared, progress=False)
     assert again["method"] == again["run_label"] == "rho-loss" and again["accuracy"] == record["accuracy"]
     assert again["examples_backward"] == record["examples_backward"] and "examples_seen" not in again
-    assert sorted(p.name for p in new.parent.iterdir()) == ["rho-loss-seed1.json.gz", "rho-loss-seed1.jsonl"]
+    assert sorted(p.name for p in new.parent.iterdir()) == ["rho-loss-seed1.json.gz", "rho-loss-seed1.jsonl.gz"]
     with pytest.raises(ValueError, match="Method 'rho_loss' is now 'rho-loss': use the new id"):
         mc.run_sweep(smoke_cfg, ["rho_loss"], [1], prepared=prepared, progress=False)
     with pytest.raises(ValueError, match="Method 'selective_backprop' is now 'selective-backprop'"):
@@ -180,8 +180,8 @@ def test_migration_names_each_stored_mclearn_run_of_the_previous_protocol_by_its
         path = mc.run_path(tmp_path, study, label, seed)
         record = mc.read_run(path)
         assert record["run_label"] == label and record.get("renamed_from") == renamed_from
-        assert mc.run_log_path(path).read_text() == f'{{"step": {seed}}}\n'
-    assert not list(tmp_path.glob("runs/*/*.json"))
+        assert gzip.decompress(mc.run_log_path(path).read_bytes()).decode() == f'{{"step": {seed}}}\n'
+    assert not list(tmp_path.glob("runs/*/*.json")) and not list(tmp_path.glob("runs/*/*.jsonl"))
 
 
 def test_migration_refuses_two_old_files_of_one_run(tmp_path):
@@ -190,3 +190,27 @@ def test_migration_refuses_two_old_files_of_one_run(tmp_path):
     with pytest.raises(ValueError, match=r"and another old run file both become .*mclearn-v1-b0.33-seed1.json.gz"):
         migrate_runs.migrate(tmp_path)
     assert len(list(tmp_path.glob("runs/eq/*.json"))) == 2  # nothing converted
+
+
+def test_the_step_logs_of_migrated_runs_are_compressed_once(tmp_path):
+    """A plain step log beside a run in today's format (older code wrote both plain) becomes
+    <label>-seed<k>.jsonl.gz with the same lines; a second run compresses nothing."""
+    record = {"study": "s", "method": "baseline", "seed": 1, "accuracy": 0.5, "train_seconds": 1.0}
+    path = mc.run_path(tmp_path, "s", "baseline", 1)
+    mc.write_json_atomic(path, record)
+    plain = path.with_name("baseline-seed1.jsonl")
+    plain.write_text('{"step": 10, "loss": 1.5}\n')
+    assert migrate_runs.compress_logs(tmp_path, dry_run=True) == [plain] and plain.exists()
+    assert migrate_runs.main([str(tmp_path)]) == 0
+    assert not plain.exists() and sorted(p.name for p in path.parent.iterdir()) == [path.name, "baseline-seed1.jsonl.gz"]
+    assert gzip.decompress(mc.run_log_path(path).read_bytes()) == b'{"step": 10, "loss": 1.5}\n'
+    assert migrate_runs.compress_logs(tmp_path) == []
+
+
+def test_a_run_writes_its_step_log_compressed(prepared, smoke_cfg):
+    """A sweep's run leaves <label>-seed<k>.jsonl.gz beside its run file: one JSON object a line."""
+    mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
+    log = mc.run_log_path(mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "baseline", 1))
+    assert log.name == "baseline-seed1.jsonl.gz" and log.read_bytes()[:2] == b"\x1f\x8b"
+    lines = gzip.decompress(log.read_bytes()).decode().splitlines()
+    assert lines and all(isinstance(json.loads(line)["step"], int) for line in lines)

@@ -77,7 +77,7 @@ def test_summarize_writes_exact_columns_and_report(tmp_path):
         _fake_run(tmp_path, "s1", "baseline", seed, base_s, base_acc)
         _fake_run(tmp_path, "s1", "mclearn", seed, mc_s, mc_acc)
     _fake_run(tmp_path, "s2", "mclearn", 1, 5, 0.5)  # a study without a baseline
-    (tmp_path / "runs" / "s1" / "mclearn-seed1.jsonl").write_text("{}\n")  # logs are not runs
+    (tmp_path / "runs" / "s1" / "mclearn-seed1.jsonl.gz").write_bytes(gzip.compress(b"{}\n"))  # logs are not runs
     table = mc.summarize(tmp_path, show=False)
     text = (tmp_path / "summary.csv").read_text().splitlines()
     assert text[0] == ("study,method,seed,device,train_seconds,accuracy,examples_backward,examples_scored,"
@@ -303,7 +303,7 @@ def test_a_corrupt_run_file_is_set_aside_and_redone(prepared, smoke_cfg, capsys)
 
 
 def test_interrupted_run_leaves_no_partial_log(prepared, smoke_cfg, monkeypatch):
-    """Ctrl-C inside a step: the run's .jsonl (written as it trains) is removed, no temp file stays."""
+    """Ctrl-C inside a step: the run's log (written as it trains) is removed, no temp file stays."""
     real = mc.Baseline.step
 
     def interrupt_at_step_5(self, i):
@@ -318,7 +318,7 @@ def test_interrupted_run_leaves_no_partial_log(prepared, smoke_cfg, monkeypatch)
     assert list(log.parent.iterdir()) == []
     monkeypatch.setattr(mc.Baseline, "step", real)
     mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
-    assert sorted(p.name for p in log.parent.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl"]
+    assert sorted(p.name for p in log.parent.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl.gz"]
 
 
 def test_examples_backward_counts_backward_passes_for_every_method(prepared, smoke_cfg):
