@@ -633,7 +633,7 @@ NO_ABLATION = ("_No ablation study yet: run `bash benchmarks/gpu_ablation.sh DAT
 
 def ablation_records(results_dir: str | Path = "results") -> tuple[list[str], list[dict]]:
     """Return (the studies of the latest ablation of <results>/summary.csv (mc.latest_ablation: the
-    switch's under the fair protocol once it has run, else issue 24's), by name; their run records)."""
+    switch's under the fair protocol once it has run, else the variants'), by name; their run records)."""
     rows = _summary(results_dir)
     studies = [] if rows is None else mc.latest_ablation(_ablation_names(rows))
     return studies, [r for study in studies for r in mc.load_runs(results_dir, study)]

@@ -159,7 +159,7 @@ class Config:
     full_prob: float = 0.5  # mclearn: share of a step's pool draws that get a full pass
     cost_ema: float = 0.9
     unfreeze_schedule: tuple[float, ...] = ()  # progress points at which frozen layers thaw
-    # --- MC-Learn variants (issue 24): on in the METHOD_PRESETS of the variants that name them; "mclearn" is
+    # --- MC-Learn variants: on in the METHOD_PRESETS of the variants that name them; "mclearn" is
     # "mclearn-once", the ablation's choice (results/ablation/ablation_table.md), so once_draws is on here ---
     free_scores: bool = False  # a row's difficulty is its last full-pass loss; the cheap head scores only the rest
     free_score_max_age: int = 0  # free_scores: refreshes after which a stored loss is stale (0 = never)
@@ -235,7 +235,7 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 PAPER_GPU_PRESETS = ("a100", "h100")  # the device presets on which mclearn-paper takes its "gpu" changes
 
 
-# MC-Learn's variants (issue 24). `mclearn-v1` is `mclearn` as it was before them, written out here so
+# MC-Learn's variants. `mclearn-v1` is `mclearn` with every variant part off, written out here so
 # that a change of the `mclearn` defaults (Config) shows as a difference between the two; every variant is
 # `mclearn-v1` with some of the parts below on (its name lists them), and every one counts its full passes.
 # The ablation (ABLATION_RULE, results/ablation/) chose `mclearn-once`: the Config defaults, so `mclearn`, are it.
@@ -256,7 +256,7 @@ MCLEARN_VARIANTS: dict[str, tuple[str, ...]] = {  # method name -> the parts it 
                   ("free", "once", "anneal"), ("once", "switch"), ("free", "once", "switch")]}
 
 
-# The switch's ablation (issue 34): the `mclearn` preset (mclearn-once), its scores for free, each with the
+# The switch's ablation: the `mclearn` preset (mclearn-once), its scores for free, each with the
 # switch on; gpu_ablation.sh runs them under the fair protocol (studies ending in FAIR_ABLATION_SUFFIX).
 SWITCH_ABLATION = ("mclearn-once", "mclearn-free-once", "mclearn-once-switch", "mclearn-free-once-switch")
 
@@ -3396,7 +3396,7 @@ class MCLearn(Method):
             probs = torch.softmax(self.cheap_head(feats).float(), -1)
         return (1.0 - probs.gather(1, data.labels[:, None]).squeeze(1)).cpu().numpy()
 
-    # -- the variants of issue 24 (free_scores, once_draws, uniform_start/end, record_passes) -------
+    # -- the variants (free_scores, once_draws, uniform_start/end, record_passes) ---------------------
     def _init_variants(self, largest_pool: int) -> None:
         """Check the variant keys and set up their state (all None or off for "mclearn")."""
         cfg, n = self.ctx.cfg, len(self.ctx.train)
@@ -4834,8 +4834,8 @@ CHANCE_MARGIN_SE = 2.0  # a run is "at chance" when its accuracy is within this 
 
 
 # The eval set can tell a run at chance from one that learned only when that margin is small: at
-# most this share (5 points). 64 eval rows of 4 classes give 10.8 points, so a healthy tiny run
-# there was flagged; 300 rows of 4 balanced classes, or 400 of 2, are the fewest that can tell.
+# most this share (5 points). 64 eval rows of 4 classes give 10.8 points, at which a healthy tiny
+# run would be flagged; 300 rows of 4 balanced classes, or 400 of 2, are the fewest that can tell.
 CHANCE_RESOLUTION = 0.05
 
 
@@ -5455,7 +5455,7 @@ def check_methods(methods: Iterable[str]) -> None:
 
 
 ABLATION_SUFFIX = "-ablation"  # an ablation study's name (before its sweep's "-lr") ends so (gpu_ablation.sh)
-FAIR_ABLATION_SUFFIX = "-fair" + ABLATION_SUFFIX  # the switch's ablation, under the fair protocol (issue 34)
+FAIR_ABLATION_SUFFIX = "-fair" + ABLATION_SUFFIX  # the switch's ablation, under the fair protocol
 
 
 def is_ablation_study(study: str, include_sweeps: bool = False) -> bool:
@@ -7512,7 +7512,7 @@ def plot_equal_time(records: Sequence[dict[str, Any]], path: str | Path | None =
     return _figure_out(fig, path)
 
 
-# --- the MC-Learn ablation (issue 24): which variant the `mclearn` preset becomes -----------------
+# --- the MC-Learn ablation: which variant the `mclearn` preset becomes -----------------------------
 ABLATION_RULE = ("Rule (fixed before the runs): every MC-Learn variant, one seed, each dataset at budgets 1/3 and 1/2 "
                  "(a cell), on validation accuracy (the eval split). In each cell the variants are ranked by accuracy "
                  "(1 = best; equal accuracies share their mean rank; a missing or diverged run ranks last); the "
@@ -7547,7 +7547,7 @@ def equal_time_study_of(ablation_study: str) -> str:
 def latest_ablation(studies: Iterable[str]) -> list[str]:
     """Return the studies of the latest ablation among ablation `studies`, by name: the fair
     protocol's (names ending in FAIR_ABLATION_SUFFIX, the switch's ablation) where there are any,
-    else the others (issue 24's, under the previous protocol). One rule ranks one ablation's cells:
+    else the others (the variants' ablation, under the previous protocol). One rule ranks one ablation's cells:
     two ablations' columns of a dataset would collide, and neither's variants ran in the other's."""
     studies = sorted(set(studies))
     fair = [s for s in studies if s.endswith(FAIR_ABLATION_SUFFIX)]
@@ -7563,7 +7563,7 @@ def ablation_folder(studies: Iterable[str]) -> str:
 def preset_before(records: Sequence[dict[str, Any]]) -> str:
     """Return the preset an ablation's choice is compared with, besides REFERENCE: for the switch's
     ablation (studies ending in FAIR_ABLATION_SUFFIX) the `mclearn` preset it starts from
-    (SWITCH_ABLATION's first), else `mclearn-v1`, the preset before issue 24's ablation."""
+    (SWITCH_ABLATION's first), else `mclearn-v1`, the preset the variants' ablation starts from."""
     fair = any(str(r.get("study", "")).endswith(FAIR_ABLATION_SUFFIX) for r in _ablation_runs(records))
     return SWITCH_ABLATION[0] if fair else next(v for v, parts in MCLEARN_VARIANTS.items() if not parts)
 
@@ -7691,7 +7691,7 @@ def variant_parts_on(config: dict[str, Any]) -> tuple[str, ...]:
     """Return the parts of MCLEARN_VARIANT_PARTS (free, once, anneal) that a run's stored config has
     on, in that order: a part is on when any of its keys differs from its off value (free_scores and
     once_draws true, uniform_start or uniform_end above 0); a key the config lacks is off (a run
-    written before the variants is `mclearn-v1`'s)."""
+    whose config has no variant key is `mclearn-v1`'s)."""
     return tuple(part for part, keys in MCLEARN_VARIANT_PARTS.items()
                  if any(config.get(key, _VARIANT_KEYS_OFF[key]) != _VARIANT_KEYS_OFF[key] for key in keys))
 
@@ -7739,7 +7739,7 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
                         equal_time: dict[str, tuple] | None = None) -> dict[str, str]:
     """Return {dataset: paragraph} for every ablation study among `records` (ablation_diagnostics'
     datasets): where the chosen variant (ablation_table's) is ahead of or behind REFERENCE and
-    against the preset before it (preset_before: `mclearn-v1` for issue 24's ablation, the
+    against the preset before it (preset_before: `mclearn-v1` for the variants' ablation, the
     `mclearn` preset for the switch's) at each budget of that dataset, and why, in the
     numbers of ablation_diagnostics (mean over seeds where a cell has several): validation accuracy
     and its difference from the short schedule, train seconds, updates that ran, distinct rows given a full

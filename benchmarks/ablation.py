@@ -1,4 +1,4 @@
-"""Write the MC-Learn ablation table (issue 24's, or the switch's of issue 34) from the run files of
+"""Write the MC-Learn ablation table (the variants', or the switch's) from the run files of
 the ablation studies: the rule (mclearn_core.ABLATION_RULE) above the table (ablation_table: each
 variant's validation accuracy and rank per dataset and budget, its mean rank, the chosen one, and the
 short schedule's reference row), then the diagnostics of every run (ablation_diagnostics: accuracy and
@@ -9,9 +9,9 @@ variance reduction estimated and measured). benchmarks/gpu_ablation.sh runs the 
     python3 benchmarks/ablation.py [--results results] [--studies STUDY ...] [--out DIR]
 
 Studies: those named, else those of the latest ablation under <results>/runs (mc.latest_ablation: the
-switch's, named <DATASET>-<model>-<gpu>-fair-ablation by gpu_ablation.sh, once there are any; else issue
-24's, <DATASET>-<model>-<gpu>-ablation). Writes <out>/ablation_table.md and <out>/ablation_table.csv
-(default out: <results>/ablation/fair for the switch's, <results>/ablation for issue 24's: mc.ablation_folder)
+switch's, named <DATASET>-<model>-<gpu>-fair-ablation by gpu_ablation.sh, once there are any; else the
+variants', <DATASET>-<model>-<gpu>-ablation). Writes <out>/ablation_table.md and <out>/ablation_table.csv
+(default out: <results>/ablation/fair for the switch's, <results>/ablation for the variants': mc.ablation_folder)
 and prints the markdown.
 """
 import argparse

@@ -1,4 +1,4 @@
-"""Step benchmark (issue 5): how fast is one epoch of the training loop, and what does MC-Learn's
+"""Step benchmark: how fast is one epoch of the training loop, and what does MC-Learn's
 own machinery cost?
 
 Workload: N sequences whose lengths are resampled from the tokenized AG News test split

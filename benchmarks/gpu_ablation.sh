@@ -5,9 +5,9 @@
 # lr at each budget (lr_factors, grown past its edges) and on a clock of budget x the reference seconds, as
 # every budgeted run of the fair studies; then benchmarks/ablation.py writes the ablation table (its rule
 # above it) over the latest ablation's studies in results/ (mc.latest_ablation) to results/ablation/fair/.
-# ABLATION_SET=switch (the default) is the switch's ablation (issue 34): mclearn_core.SWITCH_ABLATION
+# ABLATION_SET=switch (the default) is the switch's ablation: mclearn_core.SWITCH_ABLATION
 # (the `mclearn` preset, its scores for free, each with the switch on and off) in the study
-# <DATASET>-<model>-<gpu>-fair-ablation (mc.FAIR_ABLATION_SUFFIX); ABLATION_SET=variants is issue 24's:
+# <DATASET>-<model>-<gpu>-fair-ablation (mc.FAIR_ABLATION_SUFFIX); ABLATION_SET=variants is the variants' ablation:
 # every variant of MCLEARN_VARIANTS without the switch in <DATASET>-<model>-<gpu>-ablation (its committed
 # runs were made under the previous protocol).
 # Usage: bash benchmarks/gpu_ablation.sh DATASET MODEL_DIR OUT_DIR     (arguments as gpu_budget_study.sh's)

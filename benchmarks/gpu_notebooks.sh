@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Execute the flagship and notebooks/01-04 on the GPU machine (issue 13) on SST-2 with a local
+# Execute the flagship and notebooks/01-04 on the GPU machine on SST-2 with a local
 # pretrained encoder, writing clean executed copies (run_notebooks.py: parameters in the parameters
 # cell, no injected cell, no absolute path). The notebooks are given hub ids (dataset glue/sst2,
 # model sentence-transformers/<name>), which MCLEARN_LOCAL_COPIES maps to the local folders, so the

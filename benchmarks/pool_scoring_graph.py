@@ -1,4 +1,4 @@
-"""Would a CUDA graph make MC-Learn's pool scoring cheaper? (issues 21 item 6, 24 item 4)
+"""Would a CUDA graph make MC-Learn's pool scoring cheaper?
 
 MC-Learn's refresh scores a pool with the cheap head on early-layer features (MCLearn.early_features:
 the first `score_layer` encoder blocks over the first `score_max_length` tokens, mean-pooled, then the

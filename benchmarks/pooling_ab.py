@@ -1,4 +1,4 @@
-"""A/B of the baseline's pooling (issue 14): the Hugging Face classification path our `baseline`
+"""A/B of the baseline's pooling: the Hugging Face classification path our `baseline`
 uses ([CLS] token, dropout before the classifier) against the published model's mean pooling of the
 last layer (mclearn_core.MeanPooledClassifier), same preset, data and seeds, trained and evaluated
 each through its own path.

@@ -1,4 +1,4 @@
-"""Step-cost curve (issue 11, item 3): how long does one update take for a given number of rows,
+"""Step-cost curve: how long does one update take for a given number of rows,
 eager and as a CUDA-graph replay, at each padded width of a real data set with a real encoder?
 It decides how MC-Learn turns fewer full passes into less time: if an update of 32 rows costs
 nearly what one of 256 rows costs, fewer rows per step saves nothing and only fewer steps can.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Break what MC-Learn's draw prefers and InfoBatch's rules on purpose (issue 37): each run makes one
+# Break what MC-Learn's draw prefers and InfoBatch's rules on purpose: each run makes one
 # one-line edit of mclearn_core.py in a scratch copy and runs the draw's tests (tests/test_draws.py,
 # tests/test_sampler.py) or InfoBatch's (tests/test_peers.py, tests/test_budget_study.py) there; every
 # line of output must say "failed". None of these edits biases the estimator (a known draw probability

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Break the equal-time machinery on purpose (issues 21 and 33): each run makes one one-line edit of
+# Break the equal-time machinery on purpose: each run makes one one-line edit of
 # mclearn_core.py (or make_readme.py) in a scratch copy and runs tests/test_equal_time.py and the
 # answer's tests of tests/test_readme.py (make_readme.py reads its verdicts from mclearn_core) there,
 # or the tests it names; every line of output must say "failed". Writes nothing;

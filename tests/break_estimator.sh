@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Break the estimator and its wiring on purpose (issues 11 and 22): each run makes one edit of
+# Break the estimator and its wiring on purpose: each run makes one edit of
 # mclearn_core.py in a scratch copy and runs the estimator, policy, budget and sampler tests there;
 # every line of output must name at least one failed test.
 #   bash tests/break_estimator.sh      (about 11 minutes on 2 cores; not part of test.sh)
 source "$(dirname "$0")/breakage_lib.sh"
 BREAK_TESTS=(tests/test_cv_trainer.py tests/test_policy.py tests/test_budget.py tests/test_sampler.py)
 weight_breakages
-# --- biases of 1-2 % and a gradient leak (issue 22)
+# --- biases of 1-2 % and a gradient leak
 run "pool-membership probability over n_c + 1 (a 1.8 % bias)" \
   'probs.append(np.full(quota, quota / len(order)))' 'probs.append(np.full(quota, quota / (len(order) + 1)))'
 run "candidate draw probabilities normalised 1 % short" \
@@ -18,7 +18,7 @@ run "the distillation's gradient leaks into the model (teacher not detached)" \
   'teacher = torch.softmax(full_logits.detach().float() / temp, -1)' 'teacher = torch.softmax(full_logits.float() / temp, -1)'
 run "full-pass weights capped at w_clip / kept (half the cap)" \
   'np.minimum(full_weight, w_clip / full)' 'np.minimum(full_weight, w_clip / kept)'
-# --- the policy update's inputs and its order with the refresh (issue 22)
+# --- the policy update's inputs and its order with the refresh
 run "rank guard fed (cheap loss, weight)" 'self.last_rank = spearman(cheap, full)' 'self.last_rank = spearman(cheap, weight)'
 run "ESS fraction of the cheap-term weights" 'for w in self.plan.full_weight]' 'for w in self.plan.kept_weight]'
 run "class RMS of the full loss without its weight" \
@@ -37,7 +37,7 @@ run "refresh before the policy update" \
             if self.budget and clock is None:' \
   '            self.plan_start = i
             if self.budget and clock is None:'
-# --- what MC-Learn passes its budget solver, the re-plan and the schedule (issue 22)
+# --- what MC-Learn passes its budget solver, the re-plan and the schedule
 run "the caller scales budget_ratio by 1.2" \
   'self.plan.bucket_widths.tolist(), cfg.budget_ratio, cfg.refresh_every,' \
   'self.plan.bucket_widths.tolist(), 1.2 * cfg.budget_ratio, cfg.refresh_every,'
@@ -59,12 +59,12 @@ run "lr schedule at its end from the first step (nothing learns)" \
   'return int(self.loop_steps / accum + 1e-9) / math.ceil(self.loop_steps / accum)'
 run "evaluation scrambles the predictions" \
   'logits[idx.to(device)] = out.float()' 'logits[idx.to(device)] = out.float()[torch.randperm(len(idx))]'
-# --- the bugs of issue 22 back
+# --- gradient accumulation and per-group clipping: MC-Learn must honour both
 run "grad_accum_steps ignored by MC-Learn (bug 1 back)" \
   'accumulate = ctx.cfg.grad_accum_steps > 1' 'accumulate = False'
 run "model and cheap head clipped together (bug 2 back)" \
   'for params in clip_groups(ctx):' 'for params in [optimizer_params(ctx.optimizer)]:'
-# --- the capture reserve (issue 24 item 4)
+# --- the capture reserve
 run "captures counted one eager use late" \
   'need = warmup_steps - (uses_so_far[b] if uses_so_far is not None else 0)' \
   'need = warmup_steps + 1 - (uses_so_far[b] if uses_so_far is not None else 0)'

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Break the fair protocol's training rules on purpose (issue 33): equal time by the clock, lr schedules
+# Break the fair protocol's training rules on purpose: equal time by the clock, lr schedules
 # that end at the last update, each method's own lr at each budget from a growing grid, one capture
 # policy. Each run makes one edit of mclearn_core.py in a scratch copy and runs the tests named below
 # there; every line of output must say "failed". Writes nothing;

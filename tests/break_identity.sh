@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Break what makes a stored run what it says and every setting take effect (issue 32), and the stale
-# guard's walk over the Config keys (issue 37, item 4), on purpose: each run makes one edit of
+# Break what makes a stored run what it says and every setting take effect, and the stale
+# guard's walk over the Config keys, on purpose: each run makes one edit of
 # mclearn_core.py (or make_readme.py, run_notebooks.py) in a scratch copy and runs the tests of its
 # check class there; every line of output must say "failed". Writes nothing;
 # `bash tests/break_identity.sh | tee results/identity_breakages/break_identity.log` keeps the log
@@ -90,7 +90,7 @@ BREAK_FILE=run_notebooks.py run "run_notebooks: a --param no notebook declares i
   '    if unknown:' '    if False:'
 BREAK_FILE=run_notebooks.py run "run_notebooks: --clean reads a missing file" \
   '        if not Path(path).is_file():' '        if False:'
-# -- the stale guard's keys (issue 37): a key that changes the data a run sees treated as bookkeeping
+# -- the stale guard's keys: a key that changes the data a run sees treated as bookkeeping
 BREAK_TESTS=(tests/test_results.py -k "every_config_key")
 run "stale guard: label_noise treated as bookkeeping" \
   'RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device", "record_passes")' \

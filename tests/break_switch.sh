@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Break MC-Learn's switch (issue 34, select_switch) on purpose: each run makes one one-line edit of
+# Break MC-Learn's switch (select_switch) on purpose: each run makes one one-line edit of
 # mclearn_core.py in a scratch copy and runs the switch's tests there; every line of output must say
 # "failed". First the switch's own parts (the estimate, the rule, the decisions, the uniform pools, the
 # record, the variance check) against tests/test_switch.py; then the estimator's weight breakages

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Break the estimator on purpose for MC-Learn's variants (issue 24): each run makes one one-line edit of
+# Break the estimator on purpose for MC-Learn's variants: each run makes one one-line edit of
 # mclearn_core.py in a scratch copy and runs the unbiasedness tests there; every line of output must say
 # "failed": the estimator's weight breakages fail mclearn's unbiasedness test and every variant's
 # (8 failed), the class shares' the policy test, and the variants' own breakages (the last ones) tests of
@@ -9,7 +9,7 @@
 source "$(dirname "$0")/breakage_lib.sh"
 BREAK_TESTS=(tests/test_cv_trainer.py tests/test_policy.py tests/test_variants.py -k "unbiased or variance_optimal")
 weight_breakages
-# The variants' own parts (issue 24), against tests/test_variants.py:
+# The variants' own parts, against tests/test_variants.py:
 run "once: systematic counts from a fixed start" \
   'below = np.searchsorted(rng.random() + np.arange(total), edges, side="left")' \
   'below = np.searchsorted(0.5 + np.arange(total), edges, side="left")' tests/test_variants.py

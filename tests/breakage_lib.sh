@@ -26,7 +26,7 @@ PY
         grep -E "^FAILED|^[0-9]+ (passed|failed|deselected)" | sed "s/ - .*//; s/^FAILED tests\///" | tr "\n" " ")
   echo "$1 => $out"
 }
-weight_breakages() {  # the estimator's weights broken (issue 11): each must fail an unbiasedness test
+weight_breakages() {  # the estimator's weights broken: each must fail an unbiasedness test
   run "drop the pool-selection probability" \
     'return 1.0 / (population * np.asarray(pool_prob) * draws * np.asarray(draw_prob))' \
     'return 1.0 / (population * draws * np.asarray(draw_prob))'

@@ -562,7 +562,7 @@ def test_a_run_at_chance_on_an_eval_set_that_can_tell_warns_and_exits_0(capsys, 
     assert logical_lines(out)[-1] == lines[0]  # repeated under the table
 
 
-# ----------------------------------------------------------------------------- a run is what it says (issue 32)
+# ----------------------------------------------------------------------------- a run is what it says
 def _two_class_data(folder, classes=2, rows=40):
     """A local data folder: `rows` train and 8 test rows over `classes` classes."""
     _write_split(folder, "train", [f"word{i % 7} text {i}" for i in range(rows)], [i % classes for i in range(rows)])

@@ -161,7 +161,7 @@ def test_every_config_key_is_read_somewhere():
     assert unread == []
 
 
-# ----------------------------------------------------------------------------- validation (issue 23)
+# ----------------------------------------------------------------------------- validation
 def test_every_numeric_key_has_a_range():
     """A numeric key added later must get a range in CONFIG_RANGES, or this fails."""
     numeric = set(mc.numeric_fields())

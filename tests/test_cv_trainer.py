@@ -484,7 +484,7 @@ def test_mclearn_objective_and_gradient_are_unbiased(estimator_case):
 
 
 def test_the_presets_once_draws_are_unbiased(estimator_case):
-    """The same case with once_draws on, as the mclearn preset has it since issue 24's ablation (the
+    """The same case with once_draws on, as the mclearn preset has it (the variants' ablation chose it; the
     fixture's MCLearn is mclearn-v1's, whose width draw the stages above split): over 1,500 pools
     the pool stage (C_r - truth), the draws given the pool (est_r - C_r: systematic full-pass
     counts with once_draw_probs' floor, weighted by Hansen-Hurwitz) and the total each have a mean

@@ -401,7 +401,7 @@ def test_label_noise_flips_train_only_and_test_split_loads(tmp_path):
         mc.load_text_dataset(_cfg(tmp_path, eval_split="validation", test_split="holdout"))
 
 
-# ----------------------------------------------------------------------------- degenerate data (issue 23)
+# ----------------------------------------------------------------------------- degenerate data
 @pytest.mark.parametrize("texts, counts", [
     (["a b", None, "c", None, "d", "e"], "2 missing and 0 empty texts of 6 in column 'text' (rows 1, 3)"),
     (["a b", "", "  ", "c", "d", "e"], "0 missing and 2 empty texts of 6 in column 'text' (rows 1, 2)"),

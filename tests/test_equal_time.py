@@ -1,4 +1,4 @@
-"""The short-schedule reference and the equal-time statistics (issues 21 and 33): short-schedule's plan,
+"""The short-schedule reference and the equal-time statistics: short-schedule's plan,
 the test split carved from train, one tuning rule for every method, paired t-intervals and p-values,
 Holm's correction over a family of comparisons and the simultaneous intervals, the two protocols'
 time rules (the previous one against short-schedule's seconds, the fair one against each run's own

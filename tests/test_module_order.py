@@ -1,4 +1,4 @@
-"""The module reads in call order (issue 25): no function or method of mclearn_core.py uses a
+"""The module reads in call order: no function or method of mclearn_core.py uses a
 module-level name defined in a later section, except through the method registry (METHODS, which
 sits at the head of the runs section, after every trainer it names).
 

@@ -278,7 +278,7 @@ def test_study_name_keeps_devices_apart():
     assert mc.study_name("flagship", "auto") == f"flagship-{mc.detect_preset()}"
 
 
-# ----------------------------------------------------------------------------- faults (issue 12)
+# ----------------------------------------------------------------------------- faults
 def test_a_corrupt_run_file_is_set_aside_and_redone(prepared, smoke_cfg, capsys):
     """A truncated run JSON is named in a warning, kept as <name>.corrupt and its run redone; a
     corrupt file of another study stops neither this sweep nor the summary (left out of it, named,
@@ -462,10 +462,10 @@ def test_headline_of_an_equal_time_study_names_the_short_schedule_on_the_test_sp
         "it is -1.00 points on one seed (too few for an interval).")
 
 
-# ----------------------------------------------------------------------------- budget studies (issue 15)
+# ----------------------------------------------------------------------------- budget studies
 def _budget_run(method, seed, seconds, accuracy, budget=0.0, graphed=False, test=None, lr=4e-5, study="b",
                 curve=()):
-    """A run record as train_method writes it since issue 15 (time_budget, run_label, graphed, ...)."""
+    """A run record as train_method writes it (time_budget, run_label, graphed, ...)."""
     label = method if budget == 0 else f"{method}-b{budget:.2f}"
     return {"study": study, "method": method, "seed": seed, "device": "GPU X", "train_seconds": seconds,
             "accuracy": accuracy, "examples_backward": 100, "examples_scored": 0, "time_budget": budget,
@@ -589,7 +589,7 @@ def test_plot_pareto_points_budgets_and_old_records(tmp_path):
     assert base.get_xdata()[0] == pytest.approx(12.0) and base.get_markersize() > points[1].get_markersize()
     assert {p.get_marker() for p in points} == {"o", "s", "^"}
     plt.close(fig)
-    # records written before issue 15 (no time_budget, graphed, config): one point per method, no lines
+    # records without time_budget, graphed and config (older files): one point per method, no lines
     old = [{k: v for k, v in r.items() if k not in ("time_budget", "graphed", "config", "run_label")}
            for r in records]
     fig = mc.plot_pareto(old)
@@ -597,7 +597,7 @@ def test_plot_pareto_points_budgets_and_old_records(tmp_path):
     plt.close(fig)
 
 
-# ----------------------------------------------------------------------------- one sweep per study (issue 23)
+# ----------------------------------------------------------------------------- one sweep per study
 def _hold_lock(path):
     """Start a process that holds an flock on `path` (as a live sweep's study_lock does) and return it."""
     import subprocess

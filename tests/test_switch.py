@@ -1,4 +1,4 @@
-"""MC-Learn's switch (issue 34, select_switch): a pool is selected (scored, drawn by its scores) only
+"""MC-Learn's switch (select_switch): a pool is selected (scored, drawn by its scores) only
 where the estimated variance reduction pays for its scoring, else drawn uniformly with no scoring;
 the estimate (variance_reduction), the rule (select_pays), the decisions of a trainer fed known
 losses, a run's record of them, and the variance check at the end of a run (last_layer_gradients).
@@ -312,7 +312,7 @@ def test_a_variance_check_that_cannot_read_the_last_layer_says_so(prepared, cost
 # --- the ablation's report of the switch (item 4) -----------------------------------------------------
 def test_a_fair_ablation_reads_its_fair_study_and_is_the_latest():
     """The switch's ablation (studies ending in -fair-ablation) confirms in the dataset's fair study and
-    replaces issue 24's in the report (one rule ranks one ablation's cells); its tables go to
+    replaces the variants' in the report (one rule ranks one ablation's cells); its tables go to
     results/ablation/fair; its choice is compared with the `mclearn` preset it starts from."""
     assert mc.equal_time_study_of("sst2-mpnet-h200-fair-ablation") == "sst2-mpnet-h200-fair"
     assert mc.equal_time_study_of("sst2-mpnet-h200-ablation") == "sst2-mpnet-h200-equal-time"

@@ -1,4 +1,4 @@
-"""The tools around the study fail loudly (issue 32): make_readme.py, run_notebooks.py and the
+"""The tools around the study fail loudly: make_readme.py, run_notebooks.py and the
 notebooks' parameter check give one line "error: ..." and a non-zero exit code (or a failed cell)
 where they would have written a stale, partial or borrowed result, or nothing at all."""
 import gzip

@@ -522,7 +522,7 @@ def test_progress_bar_without_ipywidgets_is_plain_text_and_silent(monkeypatch, r
         mc._tqdm_class.cache_clear()
 
 
-# ----------------------------------------------------------------------------- a busy host (issue 23)
+# ----------------------------------------------------------------------------- a busy host
 def test_host_load_sees_another_busy_process_and_not_this_one(monkeypatch):
     import subprocess
     import sys

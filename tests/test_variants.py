@@ -1,4 +1,4 @@
-"""MC-Learn's variants (issue 24): scores for free, every row once before any twice, uniform start and
+"""MC-Learn's variants: scores for free, every row once before any twice, uniform start and
 end, the full-pass counts in the run file, the method presets, and the ablation table. Every variant's
 estimator is tested where it runs (MCLearn's own refresh, draw and objective), as `mclearn`'s is in
 test_cv_trainer.py; tests/break_estimator.sh breaks both on purpose."""
@@ -291,7 +291,7 @@ def test_mclearn_is_the_ablations_choice_and_v1_keeps_the_previous_preset():
     cfg = mc.make_config("cpu-smoke")
     plain, v1 = mc.config_for_method(cfg, "mclearn"), mc.config_for_method(cfg, "mclearn-v1")
     assert all(getattr(mc.Config(), k) == v for k, v in mc.MCLEARN_V1.items())  # the defaults are mclearn
-    assert plain == mc.config_for_method(cfg, "mclearn-once")  # issue 24's ablation chose mclearn-once
+    assert plain == mc.config_for_method(cfg, "mclearn-once")  # the variants' ablation chose mclearn-once
     assert all(getattr(plain, k) == getattr(mc.Config(), k) for k in (*VARIANT_KEYS, "record_passes"))
     assert dataclasses.replace(v1, once_draws=True) == plain  # v1: the preset before, once_draws off
     assert mc.METHODS["mclearn-v1"] is mc.MCLearn
