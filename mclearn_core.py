@@ -4970,7 +4970,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     compressed where the name ends in .gz (run files, RUN_FILE_SUFFIX), with no time stamp, so the
     same record gives the same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # compact: a run file is read by programs (`python -m json.tool FILE` shows one indented)
+    # compact: a run file is read by programs (`gzip -dc FILE | python -m json.tool` shows one indented)
     text = json.dumps(_jsonable(payload), separators=(",", ":"))
     with atomic_target(path) as tmp, open(tmp, "wb") as handle:
         handle.write(gzip.compress(text.encode(), mtime=0) if path.name.endswith(".gz") else text.encode())
@@ -5400,7 +5400,7 @@ class RunFileError(ValueError):
 
 
 RUN_FILE_SUFFIX = ".json.gz"  # a run file is its record as gzip-compressed JSON (write_json_atomic)
-OLD_RUN_FILE_SUFFIX = ".json"  # plain JSON, in the names of their time: benchmarks/migrate_runs.py converts them
+OLD_RUN_FILE_SUFFIX = ".json"  # the old format: plain JSON, old ids and keys (benchmarks/migrate_runs.py converts it)
 MIGRATE_COMMAND = "python benchmarks/migrate_runs.py"
 
 
@@ -6219,8 +6219,8 @@ def load_runs(results_dir: str | Path, study: str | None = None, unreadable: str
     (truncated, say) raises RunFileError naming it; with unreadable="skip" it is left where it is,
     named in a warning and not returned (a sweep of its study sets it aside and redoes its run). A
     run file in the old format (plain JSON) raises old_run_file_error; with unreadable="skip" it is
-    left out with that error as a warning; any other .json raises RunFileError (check_run_file). Records of the previous protocol (no identity) are
-    returned as they are: tables read them."""
+    left out with that error as a warning; any other .json raises RunFileError (check_run_file).
+    Records of the previous protocol (no identity) are returned as they are: tables read them."""
     root = Path(results_dir) / "runs"
     folders = f"{study}/" if study else "*/"
     for path in sorted(root.glob(f"{folders}*{OLD_RUN_FILE_SUFFIX}")):  # a run file of the old format, or none
@@ -7547,8 +7547,9 @@ def equal_time_study_of(ablation_study: str) -> str:
 def latest_ablation(studies: Iterable[str]) -> list[str]:
     """Return the studies of the latest ablation among ablation `studies`, by name: the fair
     protocol's (names ending in FAIR_ABLATION_SUFFIX, the switch's ablation) where there are any,
-    else the others (the variants' ablation, under the previous protocol). One rule ranks one ablation's cells:
-    two ablations' columns of a dataset would collide, and neither's variants ran in the other's."""
+    else the others (the variants' ablation, under the previous protocol). One rule ranks one
+    ablation's cells: two ablations' columns of a dataset would collide, and neither's variants ran
+    in the other's."""
     studies = sorted(set(studies))
     fair = [s for s in studies if s.endswith(FAIR_ABLATION_SUFFIX)]
     return fair or studies

@@ -11,6 +11,7 @@ SETTINGS=(tests/test_cli.py -k "takes_effect or cannot_honour")
 NOTEBOOK=(tests/test_tool_errors.py -k "notebook_parameter or bad_notebook_parameter or checks_every_parameter")
 README=(tests/test_tool_errors.py -k "make_readme")
 RUNNER=(tests/test_tool_errors.py -k "run_notebooks")
+STORE=(tests/test_migrate_runs.py)
 BREAK_TESTS=("${IDENTITY[@]}")
 # -- identity: data, model, device, method, seed, study, missing config, non-run JSON, previous protocol
 run "identity: the data hash is not compared" \
@@ -33,7 +34,7 @@ run "identity: a record's seed is not checked against its file name" \
   'if record["study"] != path.parent.name or str(record["seed"]) != name["seed"] or \' \
   'if record["study"] != path.parent.name or \'
 run "identity: a record's run label is not checked against its file name" \
-  'label != today_label(name["label"]) or not own_label:' 'not own_label:'
+  'label != name["label"] or not own_label:' 'not own_label:'
 run "identity: a record without its config is read back" \
   'if not isinstance(record.get("config"), dict):' 'if False:'
 run "identity: a JSON whose name is no run file's is read as a run" \
@@ -77,7 +78,7 @@ run "notebook parameters: draws may be 0" '"draws": ("int", Range(2), "5000")' '
 # -- make_readme.py
 BREAK_TESTS=("${README[@]}")
 BREAK_FILE=make_readme.py run "make_readme: no run files is no error" \
-  'if not runs.is_dir() or not any(runs.glob("*/*.json")):' 'if False:'
+  'if not runs.is_dir() or not any(runs.glob(f"*/*{mc.RUN_FILE_SUFFIX}")):' 'if False:'
 BREAK_FILE=make_readme.py run "make_readme: runs gone from what summary.csv published pass" \
   'if gone and not allow_fewer:' 'if False:'
 BREAK_FILE=make_readme.py run "make_readme: an unreadable run file is left out" \
@@ -98,3 +99,14 @@ run "stale guard: label_noise treated as bookkeeping" \
 run "stale guard: max_train_examples treated as bookkeeping" \
   'RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device", "record_passes")' \
   'RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device", "record_passes", "max_train_examples")'
+# -- the run store's format and its migration (benchmarks/migrate_runs.py)
+BREAK_TESTS=("${STORE[@]}")
+run "run store: run files are written plain" \
+  'gzip.compress(text.encode(), mtime=0) if path.name.endswith(".gz") else text.encode()' 'text.encode()'
+run "run store: a sweep retrains a run stored in the old format" '    check_no_old_run_file(path)' '    pass'
+run "run store: a table leaves a run file of the old format out without a word" \
+  'for path in sorted(root.glob(f"{folders}*{OLD_RUN_FILE_SUFFIX}")):' 'for path in []:'
+BREAK_FILE=benchmarks/migrate_runs.py run "migration: examples_seen is kept as it is" \
+  '    if "examples_seen" in record:' '    if False:'
+BREAK_FILE=benchmarks/migrate_runs.py run "migration: a run stored both ways is overwritten" \
+  'if new.exists() and compact(mc.read_run(new)) != compact(record):' 'if False:'
