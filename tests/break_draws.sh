@@ -33,11 +33,11 @@ run "once: a pool's steps narrowest first (not shuffled)" \
   'chosen = chosen[np.argsort(member_width[chosen], kind="stable")].reshape(steps, full)'
 # --- once-draw probabilities against the plan's own count
 run "once-draw probabilities sized from all of a plan's draws (steps x kept)" \
-  'draw_prob = once_draw_probs(draw_prob, steps * full, once_floor)' \
-  'draw_prob = once_draw_probs(draw_prob, steps * kept, once_floor)'
+  'draw_prob = full_pass_draw_probs(candidate_prob, replay_share, steps * full, once_floor)' \
+  'draw_prob = full_pass_draw_probs(candidate_prob, replay_share, steps * kept, once_floor)'
 run "once-draw probabilities sized from one step's full passes" \
-  'draw_prob = once_draw_probs(draw_prob, steps * full, once_floor)' \
-  'draw_prob = once_draw_probs(draw_prob, full, once_floor)'
+  'draw_prob = full_pass_draw_probs(candidate_prob, replay_share, steps * full, once_floor)' \
+  'draw_prob = full_pass_draw_probs(candidate_prob, replay_share, full, once_floor)'
 run "once-draw cap at the uniform count, not one pass" \
   'cap, least = max(1.0, draws / size), min(floor, draws / size)' \
   'cap, least = draws / size, min(floor, draws / size)'
