@@ -132,7 +132,7 @@ so in one line and needs no network. On Colab, outside a checkout, it clones the
 works inside it.
 '''),
     code('''
-import importlib, importlib.metadata, importlib.util, os, pathlib, re, subprocess, sys, tempfile
+import importlib, importlib.metadata, importlib.util, os, pathlib, re, subprocess, sys, tempfile, warnings
 
 REPO_URL = "https://github.com/mclearn-study/mc-learn"  # the same owner/repo as the Colab badge above
 if not pathlib.Path("mclearn_core.py").exists() and importlib.util.find_spec("google.colab") is not None:
@@ -160,7 +160,9 @@ def unmet(requirement):
     """True when the requirement's module does not import, or its installed version is known and does
     not satisfy the requirement."""
     try:
-        importlib.import_module(IMPORTED[name_of(requirement)])
+        with warnings.catch_warnings():  # tqdm.auto, which transformers imports, warns in a kernel without
+            warnings.filterwarnings("ignore", message="IProgress not found")  # ipywidgets: bars are text there
+            importlib.import_module(IMPORTED[name_of(requirement)])
     except ImportError:
         return True
     try:
@@ -599,7 +601,7 @@ read back; only missing ones train.
 they name (Selective Backprop and RHO-LOSS starve below 1/2); `lrs`: the baseline's learning-rate
 sweep (empty: no sweep, the preset's lr); `lr_factors`: the first grid of each method's own lr at each
 budget, as multiples of the baseline's tuned lr, grown past its edges (empty: every method uses the
-baseline's); `epochs`, `eval_points` (evaluations per run: time to target is read off them),
+baseline's); `epochs`, `batch_size`, `eval_points` (evaluations per run: time to target is read off them),
 `eval_split`, `test_split` (a held-out split, reported as test accuracy), `test_holdout` (rows carved
 out of train as the test split, for data without one) and `label_noise` (training-label noise):
 `None` = the config's default.
@@ -616,6 +618,7 @@ method_seeds = {}
 lrs = []  # empty: no sweep, the preset's lr
 lr_factors = [0.5, 1, 2]  # grown by factors of 2 past whichever edge holds the best
 epochs = None
+batch_size = None
 eval_points = 20
 eval_split = None
 test_split = None
@@ -627,10 +630,12 @@ progress = True
 ''', tags=["parameters"]),
     code('STUDY_BASE = "compare_methods"\n' + RESOLVE + MAKE_CONFIG + '''
 # this notebook's own keys, only those set (None: the config's default); they count as set explicitly
-extra = {k: v for k, v in dict(epochs=epochs, eval_points=eval_points, eval_split=eval_split, test_split=test_split,
-                               test_holdout=test_holdout, label_noise=label_noise).items() if v is not None}
+extra = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, eval_points=eval_points, eval_split=eval_split,
+                               test_split=test_split, test_holdout=test_holdout,
+                               label_noise=label_noise).items() if v is not None}
 cfg = mc.with_explicit(cfg, **extra)
-print(f"epochs {cfg.epochs}, {cfg.eval_points} evaluations a run, eval split {cfg.eval_split!r}, time budgets "
+print(f"epochs {cfg.epochs}, batch {cfg.batch_size}, {cfg.eval_points} evaluations a run, "
+      f"eval split {cfg.eval_split!r}, time budgets "
       f"{', '.join(mc.format_budget(b) for b in time_budgets) or 'none'}, lr sweep {lrs or 'none'}, "
       f"each method's lr at each budget: x{lr_factors or 'none'}, grown past its edges")
 '''),

@@ -212,6 +212,33 @@ def test_the_flagship_says_what_it_trains_and_that_its_packages_are_there(monkey
                    for word in ("executed on an H100", "executed on an H200", "results/runs/flagship/"))
 
 
+def test_the_flagships_package_check_shows_no_widget_warning_in_a_kernel_without_ipywidgets(monkeypatch, recwarn):
+    """The flagship executed on a GPU host without ipywidgets showed tqdm's "IProgress not found"
+    under its setup cell: checking that transformers imports imports tqdm.auto, which warns in a
+    kernel without ipywidgets (the bars are then plain text, as the cell's note says). Its check of a
+    module whose import warns so stays silent, and still finds the module there."""
+    import sys
+    import types
+
+    import IPython
+
+    class KernelShell:
+        config = {"IPKernelApp": {}}
+
+    monkeypatch.chdir(ROOT)
+    namespace = {"__name__": "setup"}
+    exec(_flagship_cell(nbformat.read(FLAGSHIP, as_version=4), "requirements.txt"), namespace)  # all there
+    for name in ("tqdm.auto", "tqdm.autonotebook", "tqdm.notebook"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "ipykernel.zmqshell", types.ModuleType("ipykernel.zmqshell"))  # "a kernel"
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets -> ImportError
+    monkeypatch.setattr(IPython, "get_ipython", lambda: KernelShell())
+    monkeypatch.setitem(namespace["IMPORTED"], "tqdm", "tqdm.auto")  # a module whose import warns there
+    recwarn.clear()
+    assert namespace["unmet"]("tqdm") is False
+    assert not [w for w in recwarn if "IProgress" in str(w.message)]
+
+
 def _carry_uncommitted_changes(clone):
     """Bring the checkout's uncommitted changes (tracked files, and untracked ones git does not ignore)
     into `clone`, a clone of its HEAD, so the clone holds what a commit of the checkout would."""
@@ -256,3 +283,20 @@ def test_the_readme_smoke_lines_run_offline_from_a_clean_clone(tmp_path):
                             capture_output=True, text=True, check=True).stdout.splitlines()
     assert [line for line in status if "__pycache__/" not in line] == []
     assert any(temp.rglob("flagship.ipynb")) and any(temp.rglob("summary.csv"))
+
+
+def test_every_study_key_of_the_gpu_script_sets_only_parameters_notebook_04_declares():
+    """gpu_budget_study.sh hands each dataset key's settings (params=(name=value ...)) to notebook 04
+    through run_notebooks.py, which refuses a name the notebook does not declare: a key with an
+    undeclared setting (sst2-long's batch_size) stops its study on the GPU after the model is
+    staged. Every name the script sets, and the names it always adds, are parameters of notebook 04."""
+    import re
+
+    script = (ROOT / "benchmarks" / "gpu_budget_study.sh").read_text()
+    names = set()
+    for group in re.findall(r"params=\(([^)]*)\)", script):
+        names |= set(re.findall(r"(?:^|\s)([a-z_]+)=", group))
+    assert {"dataset", "epochs", "batch_size", "label_noise"} <= names  # the case statement was read
+    names |= {"model_name", "study", "lrs"}
+    declared = rn.declared_parameters(nbformat.read(ROOT / "notebooks" / "04_compare_methods.ipynb", as_version=4))
+    assert sorted(names - set(declared)) == []
