@@ -7012,8 +7012,9 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     """Return markdown: a study's answer in two sentences (`method` against the optimized baseline:
     speed-up and accuracy change) and the mean ± std table they come from, all from
     <results>/summary.csv. `study=None` picks, among studies with both a baseline and `method` run
-    (and, with `dataset`, whose runs trained that dataset with `label_noise`: study_data),
-    those that ran on a GPU if any, and of them the one with the most runs. In a budget study the
+    (and, with `dataset`, whose runs trained that dataset with `label_noise`: study_data), the
+    fair-protocol ones (names ending in FAIR_SUFFIX: the README's answer) if any, of those the ones
+    that ran on a GPU if any, and of them the one with the most runs. In a budget study the
     sentences compare the runs at `time_budget` (None: the method's smallest budget), on the test
     split when every compared run has one (else the eval split), and the second sentence ends with
     the strongest simple control: REFERENCE (the full fine-tune cut to the same time) where the
@@ -7031,7 +7032,8 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
         if dataset is not None:
             trained = (portable_path(str(dataset)), float(label_noise or 0.0))
             chosen = [name for name in chosen if study_data(results_dir, name) == trained]
-        candidates = rows[rows["study"].isin(chosen)]
+        fair = [name for name in chosen if str(name).endswith(FAIR_SUFFIX)]  # the answer's protocol first
+        candidates = rows[rows["study"].isin(fair or chosen)]
         if candidates.empty:
             on = f" on `{portable_path(str(dataset))}`" + (f" with label_noise={label_noise:g}" if label_noise else "") \
                 if dataset is not None else ""

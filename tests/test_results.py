@@ -407,7 +407,8 @@ def test_headline_states_the_answer_with_its_table(tmp_path):
 def test_headline_answers_for_the_dataset_it_is_given(tmp_path):
     """The flagship trained SST-2 and opened with the Banking77 answer (the largest study): given the
     dataset it trains, the headline takes the largest study of that dataset (without label noise
-    unless asked), or says that none has trained it yet."""
+    unless asked), or says that none has trained it yet. A fair-protocol study of the dataset (the
+    README's answer) comes before a larger one of the previous protocol."""
     def run(study, method, seed, dataset, noise=0.0):
         mc.write_json_atomic(mc.run_path(tmp_path, study, method, seed), {
             "study": study, "method": method, "seed": seed, "device": "NVIDIA H200", "train_seconds": 1.0,
@@ -428,6 +429,11 @@ def test_headline_answers_for_the_dataset_it_is_given(tmp_path):
     assert mc.headline(tmp_path, dataset="glue/sst2", label_noise=0.2).startswith("In study `sst2-noisy`")
     assert mc.headline(tmp_path, dataset=str(mc.REPO_ROOT / "data" / "banking77")).startswith(
         "In study `banking77-big`")  # a local folder, as the notebook resolves it
+    for method in ("baseline", "mclearn"):
+        run("sst2-mpnet-h200-fair", method, 1, "glue/sst2")
+    mc.summarize(tmp_path, show=False)
+    assert mc.headline(tmp_path, dataset="glue/sst2").startswith("In study `sst2-mpnet-h200-fair`")
+    assert mc.headline(tmp_path, dataset="data/banking77").startswith("In study `banking77-big`")
     assert mc.headline(tmp_path, dataset="ag_news") == (
         f"_No study in `{tmp_path / 'summary.csv'}` has both baseline and mclearn runs on `ag_news` yet._")
 
