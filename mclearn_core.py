@@ -7019,7 +7019,8 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     split when every compared run has one (else the eval split), and the second sentence ends with
     the strongest simple control: REFERENCE (the full fine-tune cut to the same time) where the
     study has it at that budget, with the paired difference over seeds, its 95 % interval and
-    verdict (_verdict), else the uniform subset where the study has one."""
+    verdict (in a fair-protocol study the answer's Holm-corrected one, _family_verdict; else
+    _verdict), else the uniform subset where the study has one."""
     import pandas as pd
 
     summary = Path(results_dir) / "summary.csv"
@@ -7072,8 +7073,9 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
         own, ref = (compared[compared["method"] == m].set_index("seed") for m in (method, REFERENCE))
         diff = paired_difference((own["accuracy"] * 100).to_dict(), (ref["accuracy"] * 100).to_dict())
         ratio = float(own["train_seconds"].median() / ref["train_seconds"].median())
+        family = _family_verdict(results_dir, rows, study, method, budget)
         found = (f"{diff['mean']:+.2f} points [{diff['lo']:+.2f}, {diff['hi']:+.2f}] paired over {diff['n']} seeds: "
-                 f"{_verdict(diff, ratio)}" if math.isfinite(diff["lo"]) else
+                 f"{family or _verdict(diff, ratio)}" if math.isfinite(diff["lo"]) else
                  f"{diff['mean']:+.2f} points on one seed (too few for an interval)" if diff["n"] else
                  "not comparable (no seed in common)")
         second += (f"; against `{REFERENCE}`, the full fine-tune cut to the same time "
@@ -7085,6 +7087,25 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     table = report_table(group).drop(columns=["study"]).to_markdown(index=False, disable_numparse=True)
     return (f"{first} {second}.\n\nMean ± std over seeds, from `{portable_path(str(summary))}` "
             f"(study `{study}`):\n\n{table}\n")
+
+
+def _family_verdict(results_dir: str | Path, rows, study: str, method: str, budget: float) -> str | None:
+    """Return the verdict of `method` against REFERENCE at `budget` in a fair-protocol `study` as the
+    README's answer gives it: the Holm-adjusted p over every comparison of the fair-protocol studies
+    of <results>/summary.csv (equal_time_tables) and the verdict read off it, "Holm p 0.279 over the
+    24 comparisons of the fair studies: tie"; None for a study of the previous protocol or a cell
+    without a test."""
+    if not str(study).endswith(FAIR_SUFFIX):
+        return None
+    names = sorted({str(s) for s in rows["study"] if str(s).endswith(FAIR_SUFFIX)
+                    and REFERENCE in set(rows.loc[rows["study"] == s, "method"])})
+    tables = equal_time_tables({name: load_runs(results_dir, name) for name in names})
+    table = tables[study]
+    cell = table[(table["method"] == method) & (table["budget"] == format_budget(budget))]
+    if cell.empty or cell.iloc[0]["Holm p"] in ("", "—"):
+        return None
+    return (f"Holm p {cell.iloc[0]['Holm p']} over the {table.attrs['family']} comparisons of the fair studies: "
+            f"{cell.iloc[0]['verdict']}")
 
 
 # --- equal time against the short schedule, and time to target (AlgoPerf style) -------------------

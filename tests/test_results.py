@@ -705,3 +705,26 @@ def test_an_ablation_study_is_named_by_its_suffix_and_its_sweep_only_on_request(
     assert not mc.is_ablation_study("sst2-mpnet-h200-ablation-lr")  # the sweep is a study of its own
     assert mc.is_ablation_study("sst2-mpnet-h200-ablation-lr", include_sweeps=True)
     assert not mc.is_ablation_study("sst2-mpnet-h200-equal-time-lr", include_sweeps=True)
+
+
+def test_headline_of_a_fair_study_gives_the_answers_holm_corrected_verdict(tmp_path):
+    """In a fair-protocol study the headline's verdict is the README answer's: Holm over every
+    comparison of the fair studies. `mclearn` 0.6, 1.0, 1.4 points above short-schedule at 1/2 on
+    s-fair (t = 4.3301 on 2 df, p = 0.04941: "better" on its own) and `uniform` -0.1, 0, +0.1 on
+    t-fair (p 1): m = 2, so mclearn's adjusted p is 2 x 0.04941 = 0.099, a tie."""
+    from test_equal_time import _fair
+
+    ref = (0.88, 0.89, 0.90)
+    for study, method, diffs in (("s-mpnet-h200-fair", "mclearn", (0.006, 0.010, 0.014)),
+                                 ("t-mpnet-h200-fair", "uniform", (-0.001, 0.0, 0.001))):
+        records = [_fair("baseline", 0.0, s, 0.95, study=study) for s in (1, 2, 3)]
+        records += [_fair("short-schedule", 0.5, s, a, study=study) for s, a in zip((1, 2, 3), ref)]
+        records += [_fair(method, 0.5, s, a + d, study=study) for s, a, d in zip((1, 2, 3), ref, diffs)]
+        for record in records:
+            record = {**record, "accuracy": record["test_accuracy"], "device": "NVIDIA H200",
+                      "examples_backward": 1, "examples_scored": 0, "config": {"lr": 1e-4}}
+            mc.write_json_atomic(mc.run_path(tmp_path, study, record["run_label"], record["seed"]), record)
+    mc.summarize(tmp_path, show=False)
+    first = mc.headline(tmp_path, study="s-mpnet-h200-fair").split("\n\n")[0]
+    assert first.endswith("it is +1.00 points [+0.01, +1.99] paired over 3 seeds: Holm p 0.099 over the 2 "
+                          "comparisons of the fair studies: tie."), first
