@@ -72,14 +72,6 @@ def _summary(results_dir: str | Path):
     return mc.read_summary(path) if path.exists() else None
 
 
-def _equal_time_names(rows) -> set[str]:
-    """Return the equal-time studies among summary rows: those that ran the short-schedule
-    reference, except its learning-rate sweeps ("-lr") and the one-seed ablation studies (names
-    ending in mc.ABLATION_SUFFIX: they ran it as the ablation's control, on validation accuracy)."""
-    return {str(s) for s in set(rows.loc[rows["method"] == mc.REFERENCE, "study"])
-            if not str(s).endswith("-lr") and not mc.is_ablation_study(s)}
-
-
 def _ablation_names(rows) -> list[str]:
     """Return the ablation studies among summary rows (names ending in mc.ABLATION_SUFFIX), by name."""
     return sorted(str(s) for s in set(rows["study"]) if mc.is_ablation_study(s))
@@ -92,7 +84,7 @@ def study_order(rows) -> list[str]:
     when that study exists."""
     studies = set(rows["study"].astype(str))
     on_cpu = rows.groupby("study")["device"].agg(lambda d: all(str(v).startswith("cpu") for v in d))
-    equal_time = _equal_time_names(rows)
+    equal_time = mc.equal_time_study_names(rows)
     own = [s for s in studies if not (s.endswith("-lr") and s.removesuffix("-lr") in studies)]
     return sorted(own, key=lambda s: (s not in equal_time, bool(on_cpu[s]), s))
 
@@ -124,7 +116,7 @@ def study_sections(results_dir: str | Path = "results", link_base: Path | None =
     if rows is None:
         return "_No results yet: run a sweep, then `python make_readme.py`._"
     results_dir, notes = Path(results_dir), notes or {}
-    order, equal_time = study_order(rows), _equal_time_names(rows)
+    order, equal_time = study_order(rows), mc.equal_time_study_names(rows)
     families = equal_time_families(results_dir)
     parts = ["Contents: " + ", ".join(f"[{study}](#{anchor(study)})" for study in order) + ".\n"]
     for study in order:
@@ -179,9 +171,9 @@ def lr_table_markdown(tune_records: list[dict]) -> str:
 # ----------------------------------------------------------------------------- the equal-time answer
 def equal_time_studies(results_dir: str | Path = "results") -> list[str]:
     """Return the equal-time studies of <results>/summary.csv, by name: those that ran the
-    short-schedule reference, except lr sweeps and ablation studies (`_equal_time_names`)."""
+    short-schedule reference, except lr sweeps and ablation studies (`mc.equal_time_study_names`)."""
     rows = _summary(results_dir)
-    return [] if rows is None else sorted(_equal_time_names(rows))
+    return [] if rows is None else sorted(mc.equal_time_study_names(rows))
 
 
 def answer_studies(results_dir: str | Path = "results") -> tuple[list[str], list[str]]:
@@ -275,8 +267,12 @@ def study_reference_seconds(records: Sequence[dict]) -> float:
     reference_seconds (the fair protocol), else the median train seconds of its full baseline's runs;
     NaN without either."""
     shared = [r["time_target"]["reference_seconds"] for r in records if r.get("time_target")]
-    full = [r["train_seconds"] for r in records if r.get("method") == "baseline" and not r.get("budget")]
-    return float(np.median(shared or full)) if shared or full else math.nan
+    if shared:
+        return float(np.median(shared))
+    try:
+        return mc.reference_seconds([r for r in records if r.get("method") == "baseline" and not r.get("time_budget")])
+    except ValueError:  # no finished run of the full baseline
+        return math.nan
 
 
 def _share(text: str) -> float:
@@ -293,15 +289,16 @@ def fixed_cost_table(found: dict):
     import pandas as pd
 
     cells: dict[tuple[str, str], dict[str, str]] = {}
+    names = []
     for study, name, _ in found["studies"]:
         table = found["tables"][study]
         if "warm-up+capture" not in table:
             continue
+        names.append(name)
         for _, row in table.iterrows():
             startup = row["warm-up+capture"]
             value = "—" if startup in ("", "—") else f"{100 * (_share(startup) + _share(row['scoring'])):.1f} %"
             cells.setdefault((row["budget"], row["method"]), {})[name] = value
-    names = [name for study, name, _ in found["studies"] if "warm-up+capture" in found["tables"][study]]
     rows = [{"budget": budget, "method": method, **{n: own.get(n, "—") for n in names}}
             for (budget, method), own in cells.items()]
     return pd.DataFrame(rows, columns=["budget", "method", *names])

@@ -7089,6 +7089,14 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
             f"(study `{study}`):\n\n{table}\n")
 
 
+def equal_time_study_names(rows) -> set[str]:
+    """Return the equal-time studies among summary rows: those that ran the REFERENCE, except its
+    learning-rate sweeps ("-lr") and the one-seed ablation studies (names ending in ABLATION_SUFFIX:
+    they ran it as the ablation's control, on validation accuracy)."""
+    return {str(s) for s in set(rows.loc[rows["method"] == REFERENCE, "study"])
+            if not str(s).endswith("-lr") and not is_ablation_study(s)}
+
+
 def _family_verdict(results_dir: str | Path, rows, study: str, method: str, budget: float) -> str | None:
     """Return the verdict of `method` against REFERENCE at `budget` in a fair-protocol `study` as the
     README's answer gives it: the Holm-adjusted p over every comparison of the fair-protocol studies
@@ -7097,8 +7105,7 @@ def _family_verdict(results_dir: str | Path, rows, study: str, method: str, budg
     without a test."""
     if not str(study).endswith(FAIR_SUFFIX):
         return None
-    names = sorted({str(s) for s in rows["study"] if str(s).endswith(FAIR_SUFFIX)
-                    and REFERENCE in set(rows.loc[rows["study"] == s, "method"])})
+    names = sorted(s for s in equal_time_study_names(rows) if s.endswith(FAIR_SUFFIX))
     tables = equal_time_tables({name: load_runs(results_dir, name) for name in names})
     table = tables[study]
     cell = table[(table["method"] == method) & (table["budget"] == format_budget(budget))]
