@@ -327,9 +327,10 @@ def scale_sentence(found: dict, link: bool = True) -> str:
     """Return one sentence per minute-long study among `found`'s (a short name ending in
     LONG_SUFFIX whose counterpart without it is there too): how long the full fine-tune trains in
     each, and how the verdicts of the budgets both have change from seconds-long to minute-long
-    runs (the same verdict in how many of the comparisons they share, and each that changes);
-    empty without such a pair."""
+    runs (the same verdict in how many of the comparisons they share, and each that changes), each
+    study's device named where the two differ; empty without such a pair."""
     names = [name for _, name, _ in found["studies"]]
+    devices = {name: device for _, name, device in found["studies"]}
     by_cell = {(c["name"], c["budget"], c["method"]): c["verdict"] for c in found["cells"]}
     sentences = []
     for long in [n for n in names if n.endswith(LONG_SUFFIX) and n.removesuffix(LONG_SUFFIX) in names]:
@@ -340,6 +341,8 @@ def scale_sentence(found: dict, link: bool = True) -> str:
                    for budget, method in shared if by_cell[(short, budget, method)] != by_cell[(long, budget, method)]]
         seconds = found["reference_seconds"]
         ref = lambda name: f"[{name}]" if link else name  # noqa: E731
+        if devices[long] != devices[short]:  # seconds on two GPUs: say which gave each
+            ref = lambda name, plain=ref: f"{plain(name)} ({devices[name]})"  # noqa: E731
         sentence = (f"From seconds to a minute: the full fine-tune trains for {seconds[long]:.1f} s on {ref(long)} "
                     f"against {seconds[short]:.1f} s on {ref(short)}, and {len(shared) - len(changed)} of the "
                     f"{len(shared)} comparisons they share keep their verdict")

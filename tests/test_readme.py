@@ -286,15 +286,16 @@ def _answer_block(text):
 
 
 def test_readme_answers_on_its_first_screen():
-    """README.md: at most 300 lines; its first 40 hold the whole answer block (its verdicts Holm-corrected
-    and saying so, its sentence on `mclearn` naming the ablation's choice), the command that rewrites it
-    and the study command that makes its run files, with a link to where the model comes from, how the
-    table's method is chosen and a link to the glossary; its one table there is at most 110 characters
-    wide; "Quick start" follows. The glossary defines every method the answer block names, and says
+    """README.md: at most 300 lines; its first 40 rendered lines (link definitions do not show) hold
+    the whole answer block (its verdicts Holm-corrected and saying so, its sentence on `mclearn`
+    naming the ablation's choice), the command that rewrites it and the study command that makes its
+    run files, with a link to where the model comes from, how the table's method is chosen and a link
+    to the glossary; its one table there is at most 110 characters wide; "Quick start" follows. The glossary defines every method the answer block names, and says
     where to get the model."""
     lines = README.read_text().splitlines()
     assert len(lines) <= 300
-    first = "\n".join(lines[:40])
+    shown = [line for line in lines if not re.match(r"\[[^\]]+\]: \S", line)]  # link definitions do not render
+    first = "\n".join(shown[:40])
     assert mr.ANSWER_MARKERS[0] in first and mr.ANSWER_MARKERS[1] in first
     assert "`python make_readme.py`" in first and "benchmarks/gpu_budget_study.sh" in first
     flat = " ".join(first.split())
@@ -435,7 +436,7 @@ def test_a_minute_long_study_says_how_the_verdicts_and_fixed_costs_change_with_s
     points above short-schedule at 1/2: a tie, p 0.074; `uniform` +0.1, 0, -0.1: a tie) and
     sst2-long (reference 40 s, its baseline's runs 10 s; `mclearn` 1.9, 2.0, 2.1 above: better;
     `uniform` -0.1, 0, +0.1: a tie). The answer says 1 of the 2 comparisons they share keeps its
-    verdict (`mclearn` tie -> better, Holm over all 4). Fixed costs per cell: warm-up+capture 1 % (sst2-long) or 10 % (sst2), plus
+    verdict (`mclearn` tie -> better, Holm over all 4); on two GPUs it names each study's. Fixed costs per cell: warm-up+capture 1 % (sst2-long) or 10 % (sst2), plus
     mclearn's scoring 0.05 s of its 5 s (1 %): 2.0 % on sst2-long, 11.0 % on sst2. At 1/2 the
     sentence names `uniform` at 6.0 %, the one at or over the 5 % limit; with `uniform` at 4.9 % every
     method is under it; at 1/3, where no study has cells, there is no sentence."""
@@ -463,6 +464,10 @@ def test_a_minute_long_study_says_how_the_verdicts_and_fixed_costs_change_with_s
     short = " ".join(mr.answer_markdown(tmp_path, tmp_path.parent).split("\n\n")[0].split())
     assert ("From seconds to a minute: the full fine-tune trains for 40.0 s on [sst2-long] against 10.0 s on [sst2], "
             "and 1 of the 2 comparisons they share keep their verdict; changed: `mclearn` at 1/2 tie → better.") in short
+    on_two_gpus = {**found, "studies": [(study, name, "H100" if name == "sst2-long" else "H200")
+                                        for study, name, _ in found["studies"]]}
+    assert mr.scale_sentence(on_two_gpus).startswith("From seconds to a minute: the full fine-tune trains for 40.0 s "
+                                                     "on [sst2-long] (H100) against 10.0 s on [sst2] (H200), and 1 of")
     fixed = mr.fixed_cost_table(found).set_index(["budget", "method"])
     assert list(fixed.columns) == ["sst2-long", "sst2"]
     assert fixed.loc[("1/2", "mclearn"), "sst2-long"] == "2.0 %" and fixed.loc[("1/2", "mclearn"), "sst2"] == "11.0 %"
