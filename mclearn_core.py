@@ -8073,5 +8073,28 @@ def plot_estimator_study(table, path_q: str | Path | None = None, path_clip: str
     return _figure_out(fig_q, path_q), _figure_out(fig_c, path_clip)
 
 
+# The study harness is the mcstudy package beside this file. While names move there, `mc.NAME`
+# reads them from the study layer that defines them (PEP 562); MC-Learn itself never uses this.
+_STUDY_LAYERS = ("config", "data", "model", "engine", "methods", "train", "runs", "budget", "tables",
+                 "equal_time", "ablation", "cli")
+
+
+def __getattr__(name: str):
+    """Return the study name `name` from the mcstudy module that defines it."""
+    import importlib
+    import importlib.util
+
+    for layer in _STUDY_LAYERS:
+        try:
+            spec = importlib.util.find_spec(f"mcstudy.{layer}")
+        except ModuleNotFoundError:  # no mcstudy package on the path
+            break
+        if spec is not None:
+            found = vars(importlib.import_module(f"mcstudy.{layer}"))
+            if name in found:
+                return found[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 run() {  # name, old, new[, pytest arguments: default BREAK_TESTS]
-  rm -rf "${work:?}"/* && cp -r "$src"/mclearn_core.py "$src"/make_readme.py "$src"/run_notebooks.py "$src"/tests \
+  rm -rf "${work:?}"/* && cp -r "$src"/mclearn_core.py "$src"/mcstudy "$src"/make_readme.py "$src"/run_notebooks.py "$src"/tests \
     "$src"/data "$src"/benchmarks "$src"/notebooks "$src"/*.ipynb "$work"/
   local file=${BREAK_FILE:-mclearn_core.py}
   if python3 - "$2" "$3" "$work/$file" 2>/dev/null <<'PY'

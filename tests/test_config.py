@@ -157,6 +157,7 @@ def test_every_config_key_is_read_somewhere():
 
     source = (mc.REPO_ROOT / "mclearn_core.py").read_text()
     body = source[source.index("PRESETS: dict"):]  # everything after the Config class
+    body += "".join(path.read_text() for path in sorted((mc.REPO_ROOT / "mcstudy").rglob("*.py")))
     unread = [f.name for f in dataclasses.fields(mc.Config) if not re.search(rf"\.{f.name}\b", body)]
     assert unread == []
 
