@@ -44,12 +44,12 @@ run "identity: a run of the previous protocol is reused, its hashes taken as tod
   'identity = record.get("identity") or {"data_sha256": data_sha256(cfg), "model_sha256": model_sha256(cfg)}'
 # -- settings: each takes effect or is refused
 BREAK_TESTS=("${SETTINGS[@]}")
-run "settings: two --set flags, the last kept" \
+BREAK_FILE=mcstudy/cli.py run "settings: two --set flags, the last kept" \
   'parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",' \
   'parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",'
 run "settings: a key given twice in --set, the last kept" \
   'if key in overrides and overrides[key] != value:' 'if False:'
-run "settings: an empty flag value is the default's" \
+BREAK_FILE=mcstudy/cli.py run "settings: an empty flag value is the default's" \
   '            if value is not None:' '            if value:'
 run "settings: train split and eval split may be one" \
   'if cfg.train_split == cfg.eval_split:' 'if False:'
@@ -71,10 +71,11 @@ run "settings: a key no method of the sweep reads is taken" \
   'if key in RUN_KEY_FIELDS and all(key not in run_key_fields(m) for m in methods):' 'if False:'
 # -- notebook parameters
 BREAK_TESTS=("${NOTEBOOK[@]}")
-run "notebook parameters: a name the notebook does not declare passes" '    if new:' '    if False:'
-run "notebook parameters: a Config key's type is not checked" \
-  '            check_type(name, value)' '            pass'
-run "notebook parameters: draws may be 0" '"draws": ("int", Range(2), "5000")' '"draws": ("int", Range(0), "5000")'
+BREAK_FILE=mcstudy/cli.py run "notebook parameters: a name the notebook does not declare passes" '    if new:' '    if False:'
+BREAK_FILE=mcstudy/cli.py run "notebook parameters: a Config key's type is not checked" \
+  '            core.check_type(name, value)' '            pass'
+BREAK_FILE=mcstudy/cli.py run "notebook parameters: draws may be 0" \
+  '"draws": ("int", core.Range(2), "5000")' '"draws": ("int", core.Range(0), "5000")'
 # -- make_readme.py
 BREAK_TESTS=("${README[@]}")
 BREAK_FILE=make_readme.py run "make_readme: no run files is no error" \
