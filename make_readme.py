@@ -16,10 +16,10 @@ Re-summarizes results/runs/ into results/summary.csv, then rewrites
   benchmark tables (`bench_markdown`). Hand-written notes between `<!-- notes:KEY:start -->` and
   `<!-- notes:KEY:end -->` are kept across regenerations.
 
-Every link is relative to the file it is written into. The numbers come from mclearn_core's table
+Every link is relative to the file it is written into. The numbers come from the study's table
 functions (`report_table`, `lr_sweep_table`, `equal_time_tables`, `time_to_target`, `ablation_table`,
-`ablation_paragraphs`, `budget_study_lr_table`); this file only
-lays them out.
+`ablation_diagnostics`, `budget_study_lr_table`); this file lays them out and writes the ablation's
+paragraphs from its numbers (`ablation_paragraphs`).
 """
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 import mclearn_core as mc
+import mcstudy as ms
 
 REPO = Path(__file__).resolve().parent
 ANSWER_MARKERS = ("<!-- answer:start -->", "<!-- answer:end -->")
@@ -644,10 +645,212 @@ def ablation_choice(results_dir: str | Path = "results") -> str | None:
     return mc.ablation_table(ablation_records(results_dir)[1]).attrs["chosen"]
 
 
+# --- the ablation's paragraphs: its numbers (mcstudy.ablation) in sentences -------------------------
+CONFIRMATION_SEEDS = 5  # the seeds an equal-time study needs of the chosen preset to confirm the one-seed ablation
+
+
+def _missing(value: Any) -> bool:
+    """Return True for None, NaN and pandas' NA (a missing diagnostics value)."""
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
+def _count(value: Any) -> str:
+    return "—" if _missing(value) else f"{value:,.0f}"
+
+
+def _fixed(value: Any, spec: str, unit: str = "") -> str:
+    return "—" if _missing(value) else f"{value:{spec}}{unit}"
+
+
+def _percent(share: Any) -> str:
+    return "—" if _missing(share) else f"{float(share) * 100:.2f} %"
+
+
+def _more(a: Any, b: Any, noun: str) -> str:
+    """Return "more NOUN than" / "fewer NOUN than" / "as many NOUN as" comparing a with b."""
+    if _missing(a) or _missing(b):
+        return f"{noun} against"
+    return f"more {noun} than" if a > b else f"fewer {noun} than" if a < b else f"as many {noun} as"
+
+
+def _cell_means(rows, method: str) -> dict[str, Any] | None:
+    """Return {diagnostics column: its mean over `method`'s rows (None where all are missing)}, or
+    None when `method` has no row among `rows` (one cell of ablation_diagnostics)."""
+    own = rows[rows["method"] == method]
+    if own.empty:
+        return None
+    return {c: (own[c].dropna().astype(float).mean() if own[c].notna().any() else None)
+            for c in own.columns if c not in ("study", "budget", "method", "seed")}
+
+
+def ablation_paragraphs(records: Sequence[dict[str, Any]],
+                        equal_time: dict[str, tuple] | None = None) -> dict[str, str]:
+    """Return {dataset: paragraph} for every ablation study among `records` (ablation_diagnostics'
+    datasets): where the chosen variant (ablation_table's) is ahead of or behind REFERENCE and
+    against the preset before it (preset_before: `mclearn-v1` for the variants' ablation, the
+    `mclearn` preset for the switch's) at each budget of that dataset, and why, in the
+    numbers of ablation_diagnostics (mean over seeds where a cell has several): validation accuracy
+    and its difference from the short schedule, train seconds, updates that ran, distinct rows given a full
+    pass and their share of the training set, full passes, the scorer's median rank agreement,
+    scoring against update seconds and, on noisy data, the flipped rows' share of the full passes
+    against their share of the data, and what selection did (selection_sentences). One seed is no
+    verdict: the differences are one run's, and
+    the words say only ahead, behind or equal.
+    `equal_time` maps a dataset to (its equal-time study, that study's records[, its equal-time table
+    in the answer's Holm family]): the paragraph then ends with ablation_confirmation's sentence
+    (the chosen preset's 5-seed result, or that it is not yet run). Empty without a chosen variant."""
+    table = ms.ablation_table(records)
+    chosen = table.attrs["chosen"]
+    if chosen is None:
+        return {}
+    frame = ms.ablation_diagnostics(records)
+    previous = ms.preset_before(records)
+    out = {}
+    for dataset in dict.fromkeys(frame["study"]):
+        rows = frame[frame["study"] == dataset]
+        budgets = sorted({float(r["time_budget"]) for r in ms._ablation_runs(records)
+                          if ms._ablation_dataset(r["study"]) == dataset})
+        seeds = sorted(set(rows["seed"]))
+        versus = f"`{ms.REFERENCE}`" + (f" and `{previous}`" if previous != chosen else "")
+        text = [f"`{chosen}` against {versus} on {dataset} "
+                f"({'seed ' + str(seeds[0]) + ', one run each, so no verdict' if len(seeds) == 1 else f'mean of {len(seeds)} seeds'}; "
+                f"validation accuracy):"]
+        for value in budgets:
+            budget = ms.format_budget(value)
+            at = rows[rows["budget"] == budget]
+            c, s, v = (_cell_means(at, chosen), _cell_means(at, ms.REFERENCE),
+                       _cell_means(at, previous) if chosen != previous else None)
+            if c is None or s is None:
+                missing = " and ".join(f"`{m}`" for m, x in ((chosen, c), (ms.REFERENCE, s)) if x is None)
+                text.append(f"At {budget} there is no run of {missing}.")
+                continue
+            diff = c["vs short (pt)"]
+            verdict = ("has no run of the same seed as" if _missing(diff) else "is ahead of" if diff > 0
+                       else "is behind" if diff < 0 else "equals")
+            sentence = (f"At {budget} it {verdict} `{ms.REFERENCE}` ({_fixed(diff, '+.2f', ' pt')}: "
+                        f"{_fixed(c['accuracy (%)'], '.2f', ' %')} against {_fixed(s['accuracy (%)'], '.2f', ' %')})")
+            if v is not None:
+                gap = c["accuracy (%)"] - v["accuracy (%)"]
+                versus = "ahead of" if gap > 0 else "behind" if gap < 0 else "equal to"
+                sentence += (f" and {versus} `{previous}` ({gap:+.2f} pt: {_fixed(v['accuracy (%)'], '.2f', ' %')}, "
+                             f"{_fixed(v['vs short (pt)'], '+.2f', ' pt')} against `{ms.REFERENCE}`)")
+            text.append(sentence + ".")
+            why = (f"In {_fixed(c['train s'], '.2f', ' s')} (`{ms.REFERENCE}` {_fixed(s['train s'], '.2f', ' s')}"
+                   + (f", `{previous}` {_fixed(v['train s'], '.2f', ' s')}" if v else "") + ") it ran "
+                   f"{_more(c['updates'], s['updates'], 'updates')} `{ms.REFERENCE}` ({_count(c['updates'])} against "
+                   f"{_count(s['updates'])}" + (f"; `{previous}` {_count(v['updates'])}" if v else "") + ") and gave "
+                   f"{_count(c['full passes'])} full passes to {_more(c['distinct rows'], s['distinct rows'], 'distinct rows')} "
+                   f"`{ms.REFERENCE}`'s one pass each ({_count(c['distinct rows'])}, {_percent(c['distinct share'])} of the "
+                   f"training set, against {_count(s['distinct rows'])}, {_percent(s['distinct share'])})")
+            if v:
+                why += (f", {_more(c['distinct rows'], v['distinct rows'], 'distinct rows')} `{previous}`'s "
+                        f"{_count(v['full passes'])} full passes ({_count(v['distinct rows'])}, "
+                        f"{_percent(v['distinct share'])})")
+            text.append(why + ".")
+            scorer = (f"Its scorer's median rank agreement was {_fixed(c['rank agreement'], '.3f')}"
+                      + (f" (`{previous}` {_fixed(v['rank agreement'], '.3f')})" if v else "")
+                      + f"; scoring took {_fixed(c['score s'], '.3f', ' s')} against "
+                      f"{_fixed(c['update s'], '.3f', ' s')} of updates"
+                      + (f" (`{previous}` {_fixed(v['score s'], '.3f', ' s')} against "
+                         f"{_fixed(v['update s'], '.3f', ' s')})" if v else ""))
+            text.append(scorer + ".")
+            text += selection_sentences(at, chosen)
+            if not (_missing(c["flipped data share"]) or _missing(c["flipped pass share"])):
+                side = ("more than" if c["flipped pass share"] > c["flipped data share"] else "less than"
+                        if c["flipped pass share"] < c["flipped data share"] else "just")
+                text.append(f"The flipped rows, {_percent(c['flipped data share'])} of the data, took "
+                            f"{_percent(c['flipped pass share'])} of its full passes, {side} their share"
+                            + (f" (`{previous}`: {_percent(v['flipped pass share'])})" if v else "") + ".")
+        if equal_time and dataset in equal_time:
+            study, confirming, *table = equal_time[dataset]
+            text.append(ablation_confirmation(confirming, chosen, dataset, study, budgets, *table))
+        out[dataset] = " ".join(text)
+    return out
+
+
+def selection_sentences(rows, chosen: str) -> list[str]:
+    """Return what selection did in one cell of ablation_diagnostics (`rows`), from the run files'
+    selection records (selection_diagnostics, means over seeds): for the `chosen` variant, the share
+    of its steps drawn from selected pools, then selection's variance reduction against uniform
+    draws measured at the end of its run on one pool (the last layer's gradients) and estimated on
+    the same pool from the losses, and with the switch the median of its own estimates over its
+    pools; for each other variant with the switch on, its share and its two numbers. Nothing for a
+    run without the records."""
+    out = []
+    for method in [chosen, *(v for v in ms.MCLEARN_VARIANTS if "switch" in ms.MCLEARN_VARIANTS[v] and v != chosen)]:
+        m = _cell_means(rows, method)
+        if m is None or _missing(m["selected share"]):
+            continue
+        switch = "" if _missing(m["tau switch"]) else \
+            f"; the switch's median estimate over its pools {m['tau switch']:.3f}"
+        if method == chosen:
+            out.append(f"It drew {_percent(m['selected share'])} of its steps from selected pools; at the end of the "
+                       f"run, on one pool of {_count(m['check rows'])} rows, selection's variance reduction against "
+                       f"uniform draws was {_fixed(m['tau measured'], '.3f')} measured on the last layer's gradients "
+                       f"and {_fixed(m['tau est'], '.3f')} estimated from the losses{switch} (above 1: selection "
+                       f"reduces the variance).")
+        else:
+            out.append(f"`{method}` drew {_percent(m['selected share'])} of its steps from selected pools (variance "
+                       f"reduction at its end {_fixed(m['tau measured'], '.3f')} measured, "
+                       f"{_fixed(m['tau est'], '.3f')} estimated{switch}).")
+    return out
+
+
+def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, dataset: str, study: str,
+                          budgets: Sequence[float], table=None) -> str:
+    """Return one sentence on the chosen variant's preset in an equal-time study (`records`, test
+    split): its runs are those of method `mclearn` whose stored config has exactly the chosen
+    variant's parts on (variant_parts_on), else those of the chosen variant's own id. With at least
+    CONFIRMATION_SEEDS seeds of them at every one of `budgets`, its difference from REFERENCE there
+    (paired over seeds, 95 % interval, verdict on the Holm-adjusted p of _preset_table's family:
+    `table`'s, or the preset's own comparisons), then why, per budget, in the means
+    over those seeds of ablation_diagnostics' numbers against REFERENCE's: train seconds, updates that ran,
+    distinct rows given a full pass and their share of the training set, the scorer's median rank
+    agreement, the time breakdown (scoring, graph-replayed updates, warm-up steps and captures, the
+    captures alone against REFERENCE's) and, on noisy data, the flipped rows' share of the
+    full passes against their share of the data (only where its runs recorded their full passes);
+    else that the 5 seeds are not yet run on `dataset` (with how many there are, when some are)."""
+    runs, name = ms.chosen_preset_runs(records, chosen)
+    table = ms._preset_table(records, runs, name, table)
+    rows = {budget: table[(table["method"] == name) & (table["budget"] == ms.format_budget(budget))] for budget in budgets}
+    seeds = {budget: int(row["seeds"].iloc[0]) if len(row) else 0 for budget, row in rows.items()}
+    if min(seeds.values(), default=0) < CONFIRMATION_SEEDS:
+        have = [f"{n} at {ms.format_budget(b)}" for b, n in seeds.items() if n]
+        return (f"{CONFIRMATION_SEEDS} seeds of the chosen preset not yet run on {dataset}"
+                + (f" (`{name}` in `{study}` has {', '.join(have)})" if have else "") + ".")
+    found = [f"{row['vs short-schedule (pt)'].iloc[0]} pt {row['95% interval'].iloc[0]} at {ms.format_budget(b)} "
+             f"({row['verdict'].iloc[0]})" for b, row in rows.items()]
+    text = [f"In `{study}` ({min(seeds.values())} seeds, test split), the chosen preset (`{name}`) against "
+            f"`{ms.REFERENCE}`: {' and '.join(found)}, paired 95 % intervals, verdicts on the Holm-adjusted p over "
+            f"{table.attrs['family']} comparison{'' if table.attrs['family'] == 1 else 's'}."]
+    frame = ms.ablation_diagnostics([r for r in records if r["method"] == ms.REFERENCE] + runs, {name, ms.REFERENCE})
+    for budget in budgets:
+        at = frame[frame["budget"] == ms.format_budget(budget)]
+        c, s = _cell_means(at, name), _cell_means(at, ms.REFERENCE)
+        if c is None or s is None or _missing(c["distinct rows"]):
+            continue  # runs without the full-pass telemetry (record_passes) have no why to give
+        why = (f"At {ms.format_budget(budget)}, in the means over its seeds, it trained {_fixed(c['train s'], '.2f', ' s')} "
+               f"against `{ms.REFERENCE}`'s {_fixed(s['train s'], '.2f', ' s')}, ran {_fixed(c['updates'], '.1f')} updates "
+               f"against {_fixed(s['updates'], '.1f')}, and gave full passes to {_count(c['distinct rows'])} distinct rows "
+               f"({_percent(c['distinct share'])} of the training set) against {_count(s['distinct rows'])} "
+               f"({_percent(s['distinct share'])}); its scorer's median rank agreement was "
+               f"{_fixed(c['rank agreement'], '.3f')}; of its seconds, scoring took {_fixed(c['score s'], '.3f', ' s')}, "
+               f"updates replayed through graphs {_fixed(c['update s'], '.3f', ' s')} and the eager warm-up steps and "
+               f"captures of new update shapes {_fixed(c['warm-up s'], '.3f', ' s')} (the captures alone "
+               f"{_fixed(c['capture s'], '.3f', ' s')}, `{ms.REFERENCE}`'s {_fixed(s['capture s'], '.3f', ' s')})")
+        if not (_missing(c["flipped data share"]) or _missing(c["flipped pass share"])):
+            why += (f"; the flipped rows, {_percent(c['flipped data share'])} of the data, took "
+                    f"{_percent(c['flipped pass share'])} of its full passes")
+        text.append(why + ".")
+    return " ".join(text)
+
+
 def ablation_markdown(results_dir: str | Path = "results", link_base: Path | None = None) -> str:
     """Return the ablation in markdown, from the run files of every ablation study: mc.ABLATION_RULE,
     mc.ablation_table (the short schedule's reference row last), the chosen variant, and per dataset
-    (linking its run files) mc.ablation_paragraphs' paragraph, which ends with the chosen preset's
+    (linking its run files) ablation_paragraphs' paragraph, which ends with the chosen preset's
     5-seed result in the dataset's fair-protocol study (the ablation study's prefix and
     mc.FAIR_SUFFIX) where there is one, else in its equal-time study (mc.equal_time_study_of), with
     the verdicts of its protocol's Holm family (`equal_time_families`), or that it is not yet run. Links the
@@ -664,7 +867,7 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
         other = fair if fair in present else mc.equal_time_study_of(study)
         equal_time[mc._ablation_dataset(study)] = (other, mc.load_runs(results_dir, other) if other in present else [],
                                                    families.get(other))
-    paragraphs = mc.ablation_paragraphs(records, equal_time)
+    paragraphs = ablation_paragraphs(records, equal_time)
     tally = _preset_tally([(dataset, budget, verdict) for dataset, (_, runs, family) in equal_time.items()
                            for budget, verdict in mc.chosen_preset_verdicts(runs, table.attrs["chosen"], family)])
     parts = [mc.ABLATION_RULE + "\n", _table(table) + "\n",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Break the equal-time machinery on purpose: each run makes one one-line edit of
-# mclearn_core.py (or make_readme.py) in a scratch copy and runs tests/test_equal_time.py and the
-# answer's tests of tests/test_readme.py (make_readme.py reads its verdicts from mclearn_core) there,
+# mcstudy/equal_time.py (or make_readme.py) in a scratch copy and runs tests/test_equal_time.py and the
+# answer's tests of tests/test_readme.py (make_readme.py reads its verdicts from mcstudy) there,
 # or the tests it names; every line of output must say "failed". Writes nothing;
 # `bash tests/break_equal_time.sh | tee results/equal_time_breakages/break_equal_time.log` keeps the
 # log (about 20 minutes on 2 cores; not part of test.sh).
@@ -18,65 +18,65 @@ run "short schedule: train the last steps of the plan, not the leading ones" \
   'self.plan = self.plan[:n]' 'self.plan = self.plan[-n:]'
 run "short schedule: drop the exact-fit tolerance" \
   'budget_seconds * (1 + 1e-9), side="right")' 'budget_seconds, side="left")'
-run "interval: normal quantile instead of Student's t" \
+BREAK_FILE=mcstudy/equal_time.py run "interval: normal quantile instead of Student's t" \
   'stats.t.ppf(0.5 + confidence / 2, n - 1)' 'stats.norm.ppf(0.5 + confidence / 2)'
-run "interval: population sd (ddof 0)" \
+BREAK_FILE=mcstudy/equal_time.py run "interval: population sd (ddof 0)" \
   'se = float(diffs.std(ddof=1) / math.sqrt(n))' 'se = float(diffs.std() / math.sqrt(n))'
-run "p-value: one-sided" \
+BREAK_FILE=mcstudy/equal_time.py run "p-value: one-sided" \
   'p = float(2 * stats.t.sf(abs(mean) / se, n - 1))' 'p = float(stats.t.sf(abs(mean) / se, n - 1))'
-run "Holm: no correction (the raw p)" '        out[i] = running' '        out[i] = p'
-run "Holm: Bonferroni (m x p) instead of the step-down" \
+BREAK_FILE=mcstudy/equal_time.py run "Holm: no correction (the raw p)" '        out[i] = running' '        out[i] = p'
+BREAK_FILE=mcstudy/equal_time.py run "Holm: Bonferroni (m x p) instead of the step-down" \
   'running = max(running, min(1.0, (m - rank) * p))' 'running = max(running, min(1.0, m * p))'
-run "Holm: no running maximum" \
+BREAK_FILE=mcstudy/equal_time.py run "Holm: no running maximum" \
   'running = max(running, min(1.0, (m - rank) * p))' 'running = min(1.0, (m - rank) * p)'
-run "Holm: the verdict reads the raw p" \
+BREAK_FILE=mcstudy/equal_time.py run "Holm: the verdict reads the raw p" \
   '                   else _verdict(diff, test["ratio"], p))' '                   else _verdict(diff, test["ratio"]))'
-run "verdict: the direction against the mean" \
+BREAK_FILE=mcstudy/equal_time.py run "verdict: the direction against the mean" \
   'return "better" if diff["mean"] > 0 else "worse"' 'return "worse" if diff["mean"] > 0 else "better"'
-run "simultaneous interval at 1 - alpha, not 1 - alpha / m" \
+BREAK_FILE=mcstudy/equal_time.py run "simultaneous interval at 1 - alpha, not 1 - alpha / m" \
   'paired_difference(test["acc"], test["ref_acc"], 1 - VERDICT_ALPHA / m)' \
   'paired_difference(test["acc"], test["ref_acc"], 1 - VERDICT_ALPHA)'
 BREAK_FILE=make_readme.py run "Holm: one family per study, not over the answer's studies" \
   'tables = mc.equal_time_tables(records) if records else {}' \
   'tables = {study: mc.equal_time_table(runs) for study, runs in records.items()}' "${README_TESTS[@]}"
-run "fair: a cell over its target keeps its verdict" \
+BREAK_FILE=mcstudy/equal_time.py run "fair: a cell over its target keeps its verdict" \
   'if own_ratio > 1 + EQUAL_TIME_TOLERANCE:' 'if False:'
-run "fair: short-schedule off its target still gives verdicts" \
+BREAK_FILE=mcstudy/equal_time.py run "fair: short-schedule off its target still gives verdicts" \
   'if abs(reference_ratio - 1) > EQUAL_TIME_TOLERANCE:' 'if False:'
-run "fair: fair runs judged by the previous protocol's rule" '    return fair == {True}' '    return False'
-run "fair: the cell's mean ratio, not its median" \
+BREAK_FILE=mcstudy/equal_time.py run "fair: fair runs judged by the previous protocol's rule" '    return fair == {True}' '    return False'
+BREAK_FILE=mcstudy/equal_time.py run "fair: the cell's mean ratio, not its median" \
   'own_ratio = float(np.median(ratios))' 'own_ratio = float(np.mean(ratios))'
-run "fair: on target counts runs under their target by any amount" \
+BREAK_FILE=mcstudy/equal_time.py run "fair: on target counts runs under their target by any amount" \
   'on_target = sum(abs(x - 1) <= EQUAL_TIME_TOLERANCE for x in ratios)' \
   'on_target = sum(x <= 1 + EQUAL_TIME_TOLERANCE for x in ratios)'
-run "fair: lr at the last update, the least over runs instead of the largest" \
+BREAK_FILE=mcstudy/equal_time.py run "fair: lr at the last update, the least over runs instead of the largest" \
   '"lr last / peak": f"{100 * max(last):.2f} %"' '"lr last / peak": f"{100 * min(last):.2f} %"'
-run "fair: a run without its fields passes silently" \
+BREAK_FILE=mcstudy/equal_time.py run "fair: a run without its fields passes silently" \
   'if not isinstance(value, dict) or key not in value:' 'if False:'
-run "updates: the steps planned, not the updates that ran" \
+BREAK_FILE=mcstudy/equal_time.py run "updates: the steps planned, not the updates that ran" \
   '        ran = ((record.get("telemetry") or {}).get("budget") or {}).get("steps_run")' '        ran = None' \
   tests/test_equal_time.py tests/test_variants.py -k "updates or paragraphs or five_seed"
-run "time to target: mean over seeds instead of median" \
+BREAK_FILE=mcstudy/equal_time.py run "time to target: mean over seeds instead of median" \
   'medians = {m: float(np.median(list(t.values()))) for m, t in per_seed.items()}' \
   'medians = {m: float(np.mean(list(t.values()))) for m, t in per_seed.items()}'
-run "time to target: target from the baseline's mean accuracy" \
+BREAK_FILE=mcstudy/equal_time.py run "time to target: target from the baseline's mean accuracy" \
   'target = float(np.median([r["accuracy"] for r in base.values()])) - drop_pt / 100' \
   'target = float(np.mean([r["accuracy"] for r in base.values()])) - drop_pt / 100'
-run "time to target: bootstrap resamples without replacement" \
+BREAK_FILE=mcstudy/equal_time.py run "time to target: bootstrap resamples without replacement" \
   'picks = rng.integers(0, len(times), size=(BOOTSTRAP_RESAMPLES, len(times)))' \
   'picks = np.argsort(rng.random((BOOTSTRAP_RESAMPLES, len(times))), axis=1)'
-run "time to target: the speed-up's resamples not paired by seed" \
+BREAK_FILE=mcstudy/equal_time.py run "time to target: the speed-up's resamples not paired by seed" \
   'theirs = _bootstrap_medians(np.array([ref_times[s] for s in paired]), np.random.default_rng(BOOTSTRAP_SEED))' \
   'theirs = _bootstrap_medians(np.array([ref_times[s] for s in paired]), np.random.default_rng(BOOTSTRAP_SEED + 1))'
-run "time to target: a tie counts as faster" \
+BREAK_FILE=mcstudy/equal_time.py run "time to target: a tie counts as faster" \
   'f"{sum(times[s] < ref_times[s] for s in paired)}/{len(paired)}"' \
   'f"{sum(times[s] <= ref_times[s] for s in paired)}/{len(paired)}"'
-run "time to target: the last run over budgets instead of the fastest" \
+BREAK_FILE=mcstudy/equal_time.py run "time to target: the last run over budgets instead of the fastest" \
   'per_seed[method][seed] = min(best, math.inf if reached is None else reached)' \
   'per_seed[method][seed] = math.inf if reached is None else reached'
-run "the full baseline is not the short schedule's budget 1" \
+BREAK_FILE=mcstudy/equal_time.py run "the full baseline is not the short schedule's budget 1" \
   '            method, budget = REFERENCE, 1.0' '            budget = 1.0'
-run "performance profile: strictly within tau" \
+BREAK_FILE=mcstudy/equal_time.py run "performance profile: strictly within tau" \
   'hits += bool(math.isfinite(best) and per.get(method, math.inf) <= tau * best)' \
   'hits += bool(math.isfinite(best) and per.get(method, math.inf) < tau * best)'
 run "tuning rule: every method keeps the baseline's lr" \
@@ -84,9 +84,9 @@ run "tuning rule: every method keeps the baseline's lr" \
 run "test holdout: a plain random draw instead of a stratified one" \
   'held = _stratified_rows(train.labels, rows, np.random.default_rng(seed))' \
   'held = np.random.default_rng(seed).choice(len(train.texts), rows, replace=False)'
-run "equal time: a lead bought with more seconds counts" \
+BREAK_FILE=mcstudy/equal_time.py run "equal time: a lead bought with more seconds counts" \
   'if verdict in ("better", "tie") and time_ratio > 1 + EQUAL_TIME_SLACK:' 'if False:'
-run "equal time: seconds compared with the full baseline's, not the short schedule's" \
+BREAK_FILE=mcstudy/equal_time.py run "equal time: seconds compared with the full baseline's, not the short schedule's" \
   'ratio = float(np.median(seconds) / np.median(ref_seconds)) if seconds and ref_seconds else float("nan")' \
   'ratio = float(np.median(seconds) / base_seconds) if seconds and ref_seconds else float("nan")'
 BREAK_FILE=make_readme.py run "equal time: the answer's table picks the best over time too" \

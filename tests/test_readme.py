@@ -212,7 +212,7 @@ def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_sectio
     ablation = body.split("## Ablation\n")[1].split("## Studies")[0]
     assert "<!-- notes:ablation:start -->" in ablation and mc.ABLATION_RULE in ablation
     assert "Chosen: `mclearn-once`." in ablation and "| short-schedule | (reference)" in ablation
-    paragraph = mc.ablation_paragraphs(records, {"banking77": ("banking77-mpnet-h200-equal-time", [])})["banking77"]
+    paragraph = mr.ablation_paragraphs(records, {"banking77": ("banking77-mpnet-h200-equal-time", [])})["banking77"]
     assert ("**banking77** ([`runs/banking77-mpnet-h200-ablation/`](runs/banking77-mpnet-h200-ablation/)): "
             + paragraph) in ablation
     assert paragraph.endswith("5 seeds of the chosen preset not yet run on banking77.")  # its mclearn runs are v1's

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import make_readme as mr
 import mclearn_core as mc
 from conftest import ROOT, fixed_step_costs
 
@@ -351,21 +352,21 @@ def test_the_ablation_paragraph_says_what_selection_did():
     frame = mc.ablation_diagnostics(records).set_index("method")
     assert frame.loc["mclearn-once-switch", "selected share"] == 0.625
     assert frame.loc["mclearn-once-switch", "tau switch"] == 1.1 and frame.loc["mclearn-once", "tau measured"] == 0.7
-    assert mc._missing(frame.loc["short-schedule", "selected share"])
-    text = mc.ablation_paragraphs(records)["sst2"]
+    assert mr._missing(frame.loc["short-schedule", "selected share"])
+    text = mr.ablation_paragraphs(records)["sst2"]
     assert text.startswith("`mclearn-once-switch` against `short-schedule` and `mclearn-once` on sst2")
     assert ("It drew 62.50 % of its steps from selected pools; at the end of the run, on one pool of 1,000 rows, "
             "selection's variance reduction against uniform draws was 0.950 measured on the last layer's gradients "
             "and 0.900 estimated from the losses; the switch's median estimate over its pools 1.100 (above 1: "
             "selection reduces the variance).") in text
     records[2]["accuracy"] = 0.70  # the switch loses: mclearn-once is chosen, the switch gets its clause
-    text = mc.ablation_paragraphs(records)["sst2"]
+    text = mr.ablation_paragraphs(records)["sst2"]
     assert text.startswith("`mclearn-once` against `short-schedule` on sst2")
     assert "It drew 100.00 % of its steps from selected pools" in text and "0.700 measured" in text
     assert ("`mclearn-once-switch` drew 62.50 % of its steps from selected pools (variance reduction at its end "
             "0.950 measured, 0.900 estimated; the switch's median estimate over its pools 1.100).") in text
     bare = [dict(r, telemetry={"steps": []}) for r in records]
-    assert "selected pools" not in mc.ablation_paragraphs(bare)["sst2"]
+    assert "selected pools" not in mr.ablation_paragraphs(bare)["sst2"]
 
 
 def test_the_switchs_ablation_script_writes_its_table_beside_issue_24s(prepared, smoke_cfg, cost_clock):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import make_readme as mr
 import mclearn_core as mc
 from conftest import ROOT
 
@@ -434,7 +435,7 @@ def test_ablation_paragraphs_state_the_diagnostics_numbers():
     mclearn-v1 at each budget, with the numbers of ablation_diagnostics (worked out by hand here too), and
     on noisy data the flipped rows' share of its full passes against their share of the data."""
     records = _diagnosed_study() + _diagnosed_study("sst2-noisy20-mpnet-h200-ablation", flipped=True)
-    paragraphs = mc.ablation_paragraphs(records)
+    paragraphs = mr.ablation_paragraphs(records)
     assert set(paragraphs) == {"sst2", "sst2-noisy20"}
     text = paragraphs["sst2"]
     frame = mc.ablation_diagnostics(records)
@@ -467,7 +468,7 @@ def test_ablation_paragraphs_state_the_diagnostics_numbers():
     assert "The flipped rows, 20.00 % of the data, took 23.12 % of its full passes, more than their share " \
            "(`mclearn-v1`: 21.00 %)." in noisy
     assert "took 19.00 % of its full passes, less than their share (`mclearn-v1`: 20.00 %)." in noisy
-    assert mc.ablation_paragraphs([]) == {}
+    assert mr.ablation_paragraphs([]) == {}
 
 
 def _equal_time_run(method, budget, seed, test, **config):
@@ -489,23 +490,23 @@ def test_the_five_seed_sentence_appears_only_where_the_chosen_presets_runs_exist
     short = [_equal_time_run("short-schedule", b, s, 0.90) for b in (1 / 3, 0.5) for s in seeds]
     ours = [_equal_time_run("mclearn", 1 / 3, s, 0.90 + d, once_draws=True) for s, d in zip(seeds, above)]
     ours += [_equal_time_run("mclearn", 0.5, s, 0.89, once_draws=True) for s in seeds]
-    sentence = mc.ablation_confirmation(base + short + ours, "mclearn-once", "sst2", "sst2-mpnet-h200-equal-time",
+    sentence = mr.ablation_confirmation(base + short + ours, "mclearn-once", "sst2", "sst2-mpnet-h200-equal-time",
                                         [1 / 3, 0.5])
     assert sentence == ("In `sst2-mpnet-h200-equal-time` (5 seeds, test split), the chosen preset (`mclearn`) against "
                         "`short-schedule`: +1.00 pt [+0.82, +1.18] at 1/3 (better) and -1.00 pt [-1.00, -1.00] at 1/2 "
                         "(worse), paired 95 % intervals, verdicts on the Holm-adjusted p over 2 comparisons.")
     # runs without full-pass telemetry: no why sentence
     previous = [dict(r, config={**r["config"], "once_draws": False}) for r in ours]  # mclearn-v1's config
-    assert mc.ablation_confirmation(base + short + previous, "mclearn-once", "sst2", "x", [1 / 3, 0.5]) == \
+    assert mr.ablation_confirmation(base + short + previous, "mclearn-once", "sst2", "x", [1 / 3, 0.5]) == \
         "5 seeds of the chosen preset not yet run on sst2."
     own_id = [dict(r, method="mclearn-once") for r in ours]  # the chosen variant's own id
     assert "the chosen preset (`mclearn-once`) against `short-schedule`: +1.00 pt [+0.82, +1.18] at 1/3" in \
-        mc.ablation_confirmation(base + short + own_id, "mclearn-once", "sst2", "x", [1 / 3, 0.5])
-    assert mc.ablation_confirmation(base + short + ours[:3] + ours[5:], "mclearn-once", "sst2", "x", [1 / 3, 0.5]) == \
+        mr.ablation_confirmation(base + short + own_id, "mclearn-once", "sst2", "x", [1 / 3, 0.5])
+    assert mr.ablation_confirmation(base + short + ours[:3] + ours[5:], "mclearn-once", "sst2", "x", [1 / 3, 0.5]) == \
         "5 seeds of the chosen preset not yet run on sst2 (`mclearn` in `x` has 3 at 1/3, 5 at 1/2)."
-    assert mc.ablation_confirmation([], "mclearn-once", "sst2", "x", [1 / 3]) == \
+    assert mr.ablation_confirmation([], "mclearn-once", "sst2", "x", [1 / 3]) == \
         "5 seeds of the chosen preset not yet run on sst2."
-    paragraph = mc.ablation_paragraphs(_diagnosed_study(), {"sst2": ("sst2-mpnet-h200-equal-time", base + short + ours)})
+    paragraph = mr.ablation_paragraphs(_diagnosed_study(), {"sst2": ("sst2-mpnet-h200-equal-time", base + short + ours)})
     assert paragraph["sst2"].endswith(sentence)
 
 
@@ -528,7 +529,7 @@ def test_the_five_seed_sentence_says_why_in_the_means_over_the_seeds():
                             capture=0.2),
                  test_accuracy=0.89, config={"once_draws": True})
             for k, seconds, score in zip(seeds, (1.6, 1.7, 1.8, 1.7, 1.7), (0.03, 0.04, 0.05, 0.04, 0.04))]
-    sentence = mc.ablation_confirmation(base + short + ours, "mclearn-once", "sst2-noisy20", study, [1 / 3])
+    sentence = mr.ablation_confirmation(base + short + ours, "mclearn-once", "sst2-noisy20", study, [1 / 3])
     assert sentence == (f"In `{study}` (5 seeds, test split), the chosen preset (`mclearn`) against `short-schedule`: "
                         "-1.00 pt [-1.00, -1.00] at 1/3 (worse), paired 95 % intervals, verdicts on the Holm-adjusted p "
                         "over 1 comparison. At 1/3, in the means over its "
