@@ -73,7 +73,7 @@ def later_section_uses(source: str) -> list[str]:
 def test_sections_follow_the_call_order():
     titles = [title for _, title in sections(CORE.read_text().splitlines())]
     expected = ["Config", "Data", "Model", "Update machinery", "`mclearn`", "`mclearn-paper`", "Peers", "Runs",
-                "Diagnostics and tables"]
+                "Diagnostics"]
     assert len(titles) == len(expected), titles
     assert [title.startswith(start) for title, start in zip(titles, expected)] == [True] * len(expected), titles
 
@@ -96,7 +96,7 @@ def _move_before(source: str, name: str, anchor: str) -> str:
 @pytest.mark.parametrize("name, anchor, use", [
     ("train_method", "CandidateStream", "train_method uses start_run"),  # the loop back into `mclearn`
     ("measure_step_costs", "build_optimizer", "measure_step_costs uses StepCosts"),  # a cost helper into section 4
-    ("report_table", "plan_epoch", "report_table uses format_budget"),  # a table into the data section
+    ("plot_confusion_matrix", "plan_epoch", "plot_confusion_matrix uses _figure_out"),  # a plot into the data section
 ])
 def test_a_function_moved_back_is_caught(name, anchor, use):
     """The check can fail: move one function into an earlier section and it names the use."""
