@@ -104,7 +104,8 @@ def ablation_table(records: Sequence[dict[str, Any]]):
     ranks = np.column_stack([rankdata(np.where(np.isfinite(col), -col, np.inf)) for col in accuracy.T]) \
         if cells else np.zeros((len(variants), 0))
     mean_rank = ranks.mean(axis=1) if cells else np.full(len(variants), np.nan)
-    order = sorted(range(len(variants)), key=lambda i: (round(mean_rank[i], 9), len(core.MCLEARN_VARIANTS[variants[i]]), i))
+    order = sorted(range(len(variants)),
+                   key=lambda i: (round(mean_rank[i], 9), len(core.MCLEARN_VARIANTS[variants[i]]), i))
     chosen = variants[order[0]] if variants and cells else None
     rows = []
     for i, variant in enumerate(variants):
@@ -118,8 +119,9 @@ def ablation_table(records: Sequence[dict[str, Any]]):
     if variants and any((r["study"], float(r["time_budget"])) in cells for r in controls):
         reference = [cell_accuracy(REFERENCE, cell, controls) for cell in cells]
         rows.append({"variant": REFERENCE, "parts": "(reference)",
-                     **{f"{_ablation_dataset(study)} {core.format_budget(budget)}": f"{acc:.2f} (—)" if math.isfinite(acc)
-                        else "— (—)" for (study, budget), acc in zip(cells, reference)},
+                     **{f"{_ablation_dataset(study)} {core.format_budget(budget)}":
+                        f"{acc:.2f} (—)" if math.isfinite(acc) else "— (—)"
+                        for (study, budget), acc in zip(cells, reference)},
                      "mean rank": "—", "chosen": ""})
     table = pd.DataFrame(rows)
     table.attrs.update(rule=ABLATION_RULE, chosen=chosen, cells=cells)

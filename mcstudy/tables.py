@@ -442,7 +442,8 @@ def estimator_study(full_probs: Sequence[float], w_clip_values: Sequence[float |
             s = torch.as_tensor(rng.random(len(k)) < full_prob)
             full_prob_k = torch.full((len(k),), float(full_prob), dtype=torch.float64)
             full = torch.as_tensor(loss_full[k])[s]
-            estimates["cv_estimate"].append(float(core.cv_estimate(torch.as_tensor(loss_cheap[k]), w, s, full, full_prob_k)))
+            cheap = torch.as_tensor(loss_cheap[k])
+            estimates["cv_estimate"].append(float(core.cv_estimate(cheap, w, s, full, full_prob_k)))
             estimates["ht_estimate"].append(float(core.ht_estimate(w, s, full, full_prob_k)))
         for name, values in estimates.items():
             values = np.asarray(values)

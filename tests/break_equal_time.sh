@@ -79,7 +79,7 @@ BREAK_FILE=mcstudy/equal_time.py run "the full baseline is not the short schedul
 BREAK_FILE=mcstudy/equal_time.py run "performance profile: strictly within tau" \
   'hits += bool(math.isfinite(best) and per.get(method, math.inf) <= tau * best)' \
   'hits += bool(math.isfinite(best) and per.get(method, math.inf) < tau * best)'
-run "tuning rule: every method keeps the baseline's lr" \
+BREAK_FILE=mcstudy/budget.py run "tuning rule: every method keeps the baseline's lr" \
   'method_lrs[method, budget] = best_lr(grid)' 'method_lrs[method, budget] = lr'
 run "test holdout: a plain random draw instead of a stratified one" \
   'held = _stratified_rows(train.labels, rows, np.random.default_rng(seed))' \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Break the fair protocol's training rules on purpose: equal time by the clock, lr schedules
 # that end at the last update, each method's own lr at each budget from a growing grid, one capture
-# policy. Each run makes one edit of mclearn_core.py in a scratch copy and runs the tests named below
-# there; every line of output must say "failed". Writes nothing;
+# policy. Each run makes one edit of mclearn_core.py (or the mcstudy module it names) in a scratch
+# copy and runs the tests named below there; every line of output must say "failed". Writes nothing;
 # `bash tests/break_fair.sh | tee results/fair_breakages/break_fair.log` keeps the log (a few minutes;
 # not part of test.sh).
 source "$(dirname "$0")/breakage_lib.sh"
@@ -59,21 +59,21 @@ run "start-up: warm-up seconds taken from the shapes never captured" \
 run "start-up: the scoring forward's graphs left out" \
   'graphs = [g for g in (method.graphed, getattr(method, "scorer", None)) if g is not None]' \
   'graphs = [g for g in (method.graphed,) if g is not None]'
-run "tuning: the grid does not grow" \
+BREAK_FILE=mcstudy/budget.py run "tuning: the grid does not grow" \
   'while (lr := next_grid_lr(records)) is not None:' 'while False and (lr := next_grid_lr(records)) is not None:'
-run "tuning: the grid grows only upward" \
+BREAK_FILE=mcstudy/budget.py run "tuning: the grid grows only upward" \
   '    if best == tried[0]:
         return float(f"{best / 2:.6g}")
     return None' '    return None'
-run "tuning: a top below a diverged lr counts as interior" \
+BREAK_FILE=mcstudy/budget.py run "tuning: a top below a diverged lr counts as interior" \
   '        return "edge: next diverged"' '        return "interior"'
-run "tuning: the reference seconds are the mean of the sweep's" \
+BREAK_FILE=mcstudy/budget.py run "tuning: the reference seconds are the mean of the sweep's" \
   '    return float(np.median(seconds))
 ' '    return float(np.mean(seconds))
 '
-run "tuning: budgeted runs get no clock" \
+BREAK_FILE=mcstudy/budget.py run "tuning: budgeted runs get no clock" \
   'budget_seconds=round(plan.time_budget * full_seconds, 6), **plan.knobs), plan' \
   'budget_seconds=0.0, **plan.knobs), plan'
-run "tuning: every budget takes the lr tuned at the first" \
-  'records.append(run_budgeted(tuned, method, budget, method_lrs[method, budget], seed, run_label(method, budget)))' \
-  'records.append(run_budgeted(tuned, method, budget, method_lrs[method, time_budgets[0]], seed, run_label(method, budget)))'
+BREAK_FILE=mcstudy/budget.py run "tuning: every budget takes the lr tuned at the first" \
+  'records.append(run_budgeted(tuned, method, budget, method_lrs[method, budget], seed, label))' \
+  'records.append(run_budgeted(tuned, method, budget, method_lrs[method, time_budgets[0]], seed, label))'

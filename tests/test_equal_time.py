@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import mclearn_core as mc
+import mcstudy.budget
 
 
 # --- short-schedule's plan -------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def test_every_budgeted_method_picks_its_own_lr_at_each_budget_by_one_rule(smoke
 
     best = {(m, round(b, 6)): lr for (m, b), lr in best.items()}
     monkeypatch.setattr(mc, "train_method", fake_train)
-    monkeypatch.setattr(mc, "measure_relative_costs", lambda prepared: {"forward_share": 0.3})
+    monkeypatch.setattr(mcstudy.budget, "measure_relative_costs", lambda prepared: {"forward_share": 0.3})
     cfg = mc.replace_config(smoke_cfg, study="tune")
     result = mc.run_budget_study(cfg, ["baseline", "short-schedule", "uniform", "mclearn"], (1 / 3, 1 / 2),
                                  lrs=(1e-3, 2e-3, 4e-3), seeds=[42, 43], prepared=prepared, progress=False,
