@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Break what makes a stored run what it says and every setting take effect, and the stale
-# guard's walk over the Config keys, on purpose: each run makes one edit of
-# mclearn_core.py (or make_readme.py, run_notebooks.py) in a scratch copy and runs the tests of its
-# check class there; every line of output must say "failed". Writes nothing;
+# guard's walk over the Config keys, on purpose: each run makes one edit of mclearn_core.py (or
+# the mcstudy module it names, make_readme.py, run_notebooks.py) in a scratch copy and runs the
+# tests of its check class there; every line of output must say "failed". Writes nothing;
 # `bash tests/break_identity.sh | tee results/identity_breakages/break_identity.log` keeps the log
 # (about 20 minutes on 2 cores; not part of test.sh).
 source "$(dirname "$0")/breakage_lib.sh"
@@ -14,10 +14,10 @@ RUNNER=(tests/test_tool_errors.py -k "run_notebooks")
 STORE=(tests/test_migrate_runs.py)
 BREAK_TESTS=("${IDENTITY[@]}")
 # -- identity: data, model, device, method, seed, study, missing config, non-run JSON, previous protocol
-run "identity: the data hash is not compared" \
+BREAK_FILE=mcstudy/runs.py run "identity: the data hash is not compared" \
   'for key, what, name in (("data_sha256", "data", cfg.dataset), ("model_sha256", "model", cfg.model_name)):' \
   'for key, what, name in (("model_sha256", "model", cfg.model_name),):'
-run "identity: the model hash is not compared" \
+BREAK_FILE=mcstudy/runs.py run "identity: the model hash is not compared" \
   'for key, what, name in (("data_sha256", "data", cfg.dataset), ("model_sha256", "model", cfg.model_name)):' \
   'for key, what, name in (("data_sha256", "data", cfg.dataset),):'
 run "identity: the data hash reads the files' names and sizes, not their bytes" \
@@ -25,21 +25,21 @@ run "identity: the data hash reads the files' names and sizes, not their bytes" 
 run "identity: the model hash leaves out the weight files" \
   'MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")' \
   'MODEL_FILE_SUFFIXES = (".json", ".txt", ".model")'
-run "identity: the device that timed a run is not compared" \
+BREAK_FILE=mcstudy/runs.py run "identity: the device that timed a run is not compared" \
   'if record.get("device") != device:' 'if False:'
-run "identity: a record's study is not checked against its folder" \
+BREAK_FILE=mcstudy/runs.py run "identity: a record's study is not checked against its folder" \
   'if record["study"] != path.parent.name or str(record["seed"]) != name["seed"] or \' \
   'if str(record["seed"]) != name["seed"] or \'
-run "identity: a record's seed is not checked against its file name" \
+BREAK_FILE=mcstudy/runs.py run "identity: a record's seed is not checked against its file name" \
   'if record["study"] != path.parent.name or str(record["seed"]) != name["seed"] or \' \
   'if record["study"] != path.parent.name or \'
-run "identity: a record's run label is not checked against its file name" \
+BREAK_FILE=mcstudy/runs.py run "identity: a record's run label is not checked against its file name" \
   'label != name["label"] or not own_label:' 'not own_label:'
-run "identity: a record without its config is read back" \
+BREAK_FILE=mcstudy/runs.py run "identity: a record without its config is read back" \
   'if not isinstance(record.get("config"), dict):' 'if False:'
-run "identity: a JSON whose name is no run file's is read as a run" \
+BREAK_FILE=mcstudy/runs.py run "identity: a JSON whose name is no run file's is read as a run" \
   'name = RUN_FILE_NAME.fullmatch(path.name)' 'name = RUN_FILE_NAME.fullmatch(path.name) or re.fullmatch(r"(?P<label>.+)(?P<seed>)", path.stem)'
-run "identity: a run of the previous protocol is reused, its hashes taken as today's" \
+BREAK_FILE=mcstudy/runs.py run "identity: a run of the previous protocol is reused, its hashes taken as today's" \
   'identity = record.get("identity")' \
   'identity = record.get("identity") or {"data_sha256": data_sha256(cfg), "model_sha256": model_sha256(cfg)}'
 # -- settings: each takes effect or is refused
@@ -67,7 +67,7 @@ run "settings: eval classes the train split lacks pass where labels.json names t
     for which, split in held_out:'
 run "settings: a tokenizer reading the data as unknown tokens fits" \
   'UNKNOWN_TOKEN_SHARE = 0.5' 'UNKNOWN_TOKEN_SHARE = 1.0'
-run "settings: a key no method of the sweep reads is taken" \
+BREAK_FILE=mcstudy/runs.py run "settings: a key no method of the sweep reads is taken" \
   'if key in RUN_KEY_FIELDS and all(key not in run_key_fields(m) for m in methods):' 'if False:'
 # -- notebook parameters
 BREAK_TESTS=("${NOTEBOOK[@]}")
@@ -94,17 +94,17 @@ BREAK_FILE=run_notebooks.py run "run_notebooks: --clean reads a missing file" \
   '        if not Path(path).is_file():' '        if False:'
 # -- the stale guard's keys: a key that changes the data a run sees treated as bookkeeping
 BREAK_TESTS=(tests/test_results.py -k "every_config_key")
-run "stale guard: label_noise treated as bookkeeping" \
+BREAK_FILE=mcstudy/runs.py run "stale guard: label_noise treated as bookkeeping" \
   'RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device", "record_passes")' \
   'RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device", "record_passes", "label_noise")'
-run "stale guard: max_train_examples treated as bookkeeping" \
+BREAK_FILE=mcstudy/runs.py run "stale guard: max_train_examples treated as bookkeeping" \
   'RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device", "record_passes")' \
   'RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device", "record_passes", "max_train_examples")'
 # -- the run store's format and its migration (benchmarks/migrate_runs.py)
 BREAK_TESTS=("${STORE[@]}")
 run "run store: run files are written plain" \
   'gzip.compress(text.encode(), mtime=0) if path.name.endswith(".gz") else text.encode()' 'text.encode()'
-run "run store: a sweep retrains a run stored in the old format" '    check_no_old_run_file(path)' '    pass'
+BREAK_FILE=mcstudy/runs.py run "run store: a sweep retrains a run stored in the old format" '    check_no_old_run_file(path)' '    pass'
 BREAK_FILE=mcstudy/tables.py run "run store: a table leaves a run file of the old format out without a word" \
   'for path in sorted(root.glob(f"{folders}*{core.OLD_RUN_FILE_SUFFIX}")):' 'for path in []:'
 BREAK_FILE=benchmarks/migrate_runs.py run "migration: examples_seen is kept as it is" \

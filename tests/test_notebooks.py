@@ -141,6 +141,7 @@ def test_the_flagship_trains_fresh_into_its_own_study_on_any_device(tmp_path, mo
     import subprocess
 
     import mclearn_core as mc
+    import mcstudy.runs
 
     nb = nbformat.read(FLAGSHIP, as_version=4)
     declared = rn.declared_parameters(nb)
@@ -156,7 +157,8 @@ def test_the_flagship_trains_fresh_into_its_own_study_on_any_device(tmp_path, mo
     monkeypatch.setattr(mc, "REPO_ROOT", tmp_path)
     read, trained = [], []
     real_read, real_train = mc.read_run, mc.train_method
-    monkeypatch.setattr(mc, "read_run", lambda path: read.append(Path(path)) or real_read(path))
+    for reader in (mc, mcstudy.runs):  # tables read through mc, the run store's own reads in mcstudy.runs
+        monkeypatch.setattr(reader, "read_run", lambda path: read.append(Path(path)) or real_read(path))
     monkeypatch.setattr(mc, "train_method", lambda method, *a, **k: trained.append(method) or real_train(method, *a, **k))
     tiny = {**mc.PRESETS["cpu-smoke"], "max_train_examples": 64, "max_eval_examples": 32, "eval_points": 1}
     cells = [_flagship_cell(nb, m) for m in ('STUDY_BASE = "flagship"', "mc.prepare(cfg)", "mc.run_sweep(")]
