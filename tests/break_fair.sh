@@ -18,9 +18,9 @@ run "clock: a step's lr at its start, not its expected end" \
   'self.progress = min(1.0, elapsed / self.seconds)'
 run "clock: the next step estimated by the last one, not the median" \
   'return float(np.median(self.recent)) if self.recent else 0.0' 'return float(self.recent[-1]) if self.recent else 0.0'
-run "clock: the loop does not drive the lr by the clock" \
+BREAK_FILE=mcstudy/train.py run "clock: the loop does not drive the lr by the clock" \
   'ctx.scheduler.drive(clock.next_progress(elapsed, extra))' 'clock.next_progress(elapsed, extra)'
-run "clock: the method's extra seconds are not weighed" \
+BREAK_FILE=mcstudy/train.py run "clock: the method's extra seconds are not weighed" \
   'elapsed, extra = train_seconds + time.perf_counter() - t0, method.extra_step_seconds(step)' \
   'elapsed, extra = train_seconds + time.perf_counter() - t0, 0.0'
 run "clock: MC-Learn ends at its planned steps" \
@@ -56,7 +56,7 @@ run "start-up: warm-up seconds taken from the shapes never captured" \
   '            if key in self.graphs:
                 warmup += seconds' '            if key not in self.graphs:
                 warmup += seconds'
-run "start-up: the scoring forward's graphs left out" \
+BREAK_FILE=mcstudy/train.py run "start-up: the scoring forward's graphs left out" \
   'graphs = [g for g in (method.graphed, getattr(method, "scorer", None)) if g is not None]' \
   'graphs = [g for g in (method.graphed,) if g is not None]'
 BREAK_FILE=mcstudy/budget.py run "tuning: the grid does not grow" \

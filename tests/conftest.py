@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import mclearn_core as mc  # noqa: E402
+import mcstudy.train  # noqa: E402
 
 # One intra-op thread: the suite runs many tiny ops, and on a shared 2-core machine torch's default
 # thread pool made the 2-epoch baseline run 7x slower (41 s vs 6 s, measured under load).
@@ -30,9 +31,9 @@ IDLE_HOST = {"checked": True, "load_avg": 0.0, "cpu_count": 2, "other_cores": 0.
 
 @pytest.fixture(autouse=True)
 def idle_host(monkeypatch):
-    """Runs in tests see an idle host (mc.host_load watches the machine for 0.2 s per run, and other
+    """Runs in tests see an idle host (host_load watches the machine for 0.2 s per run, and other
     work on it would add warnings); tests of that check call the real one, REAL_HOST_LOAD."""
-    monkeypatch.setattr(mc, "host_load", lambda *args, **kwargs: dict(IDLE_HOST))
+    monkeypatch.setattr(mcstudy.train, "host_load", lambda *args, **kwargs: dict(IDLE_HOST))
 
 
 @pytest.fixture(scope="session")

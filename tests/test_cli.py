@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import mclearn_core as mc
+import mcstudy.train
 
 TINY = ["--preset", "cpu-smoke", "--set", "max_train_examples=64", "max_eval_examples=32"]
 
@@ -282,7 +283,7 @@ def test_set_none_means_none_not_the_presets_value(capsys, monkeypatch):
 
 def test_a_busy_host_is_repeated_under_the_final_table(capsys, tmp_path, monkeypatch):
     busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "other_cores": 1.9, "busy_processes": []}
-    monkeypatch.setattr(mc, "host_load", lambda *a, **k: busy)
+    monkeypatch.setattr(mcstudy.train, "host_load", lambda *a, **k: busy)
     code, lines, out = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
     assert code == 0
     warning = mc.host_load_warning(busy)
@@ -303,7 +304,7 @@ def test_every_line_the_command_prints_fits_100_columns(capsys, tmp_path, monkey
     assert any("selective-backprop" in line for line in help_lines)
     busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "other_cores": 1.9,
             "busy_processes": [{"pid": 4242, "cores": 1.0, "command": "/usr/bin/python3 " + "train.py --x " * 5}]}
-    monkeypatch.setattr(mc, "host_load", lambda *a, **k: busy)
+    monkeypatch.setattr(mcstudy.train, "host_load", lambda *a, **k: busy)
     charged = mc.MCLearn.charged_seconds
     monkeypatch.setattr(mc.MCLearn, "charged_seconds",  # over budget at the first refresh: a re-plan
                         lambda self: max(charged(self), 0.9 * self.budget["budget_seconds"]))
@@ -441,7 +442,7 @@ def test_a_full_disk_names_the_file_it_could_not_write(capsys, tmp_path, monkeyp
 
     monkeypatch.setattr(mc, "prepare", lambda cfg: None)
     monkeypatch.setattr(mc, "train_method", lambda method, cfg, *a, **k: {"method": method, "seed": 42})
-    monkeypatch.setattr(mc.gzip, "compress", full)
+    monkeypatch.setattr(gzip, "compress", full)
     code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
     path = mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
     assert code == 1

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import mclearn_core as mc
+import mcstudy.train
 from conftest import fixed_step_costs, read_jsonl
 
 Z99 = 2.576  # two-sided 99% normal quantile
@@ -938,7 +939,7 @@ def test_mclearn_reports_the_full_models_accuracy_on_the_eval_split(learnable, c
         evaluated.append((model, data))
         return evaluate(model, data, cfg, device)
 
-    monkeypatch.setattr(mc, "start_run", spy_start)
+    monkeypatch.setattr(mcstudy.train, "start_run", spy_start)
     monkeypatch.setattr(mc, "evaluate", spy_evaluate)
     record = mc.train_method("mclearn", mc.replace_config(learnable.cfg, eval_points=3), priced, seed=7, progress=False)
     model = runs[0][0].model

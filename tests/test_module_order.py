@@ -94,7 +94,7 @@ def _move_before(source: str, name: str, anchor: str) -> str:
 
 
 @pytest.mark.parametrize("name, anchor, use", [
-    ("train_method", "CandidateStream", "train_method uses start_run"),  # the loop back into `mclearn`
+    ("MCLearnPaper", "CandidateStream", "MCLearnPaper.__init__ uses FifoReplay"),  # the published trainer into `mclearn`
     ("measure_step_costs", "build_optimizer", "measure_step_costs uses StepCosts"),  # a cost helper into section 4
     ("plot_confusion_matrix", "plan_epoch", "plot_confusion_matrix uses _figure_out"),  # a plot into the data section
 ])

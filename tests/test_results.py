@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import mclearn_core as mc
+import mcstudy.train
 from conftest import stored_run
 from test_cv_trainer import fake_clock, flat_step_costs
 
@@ -363,11 +364,11 @@ def test_provenance_of_a_dirty_tree_and_of_a_copy_without_git(monkeypatch):
     for var in ("MCLEARN_COMMIT", "MCLEARN_GIT_CLEAN", "MCLEARN_GIT_DIFF_SHA256"):
         monkeypatch.delenv(var, raising=False)
     answers = {("rev-parse", "HEAD"): "abc123\n"}
-    monkeypatch.setattr(mc, "_git", lambda *args: answers.get(args[:2], "diff --git a/x b/x\n+1\n"))
+    monkeypatch.setattr(mcstudy.train, "_git", lambda *args: answers.get(args[:2], "diff --git a/x b/x\n+1\n"))
     prov = mc.code_provenance()
     assert prov == {"git_commit": "abc123", "git_clean": False,
                     "git_diff_sha256": hashlib.sha256(b"diff --git a/x b/x\n+1\n").hexdigest()}
-    monkeypatch.setattr(mc, "_git", lambda *args: None)  # no .git: the environment says
+    monkeypatch.setattr(mcstudy.train, "_git", lambda *args: None)  # no .git: the environment says
     for var in ("MCLEARN_COMMIT", "MCLEARN_GIT_CLEAN", "MCLEARN_GIT_DIFF_SHA256"):
         monkeypatch.delenv(var, raising=False)
     assert mc.code_provenance() == {"git_commit": "unknown", "git_clean": None, "git_diff_sha256": None}
@@ -376,7 +377,7 @@ def test_provenance_of_a_dirty_tree_and_of_a_copy_without_git(monkeypatch):
     monkeypatch.setenv("MCLEARN_GIT_DIFF_SHA256", "f" * 64)
     assert mc.code_provenance() == {"git_commit": "def456", "git_clean": False, "git_diff_sha256": "f" * 64}
     # A copy that holds a stale .git (the GPU machine's did): the environment, when set, wins.
-    monkeypatch.setattr(mc, "_git", lambda *args: answers.get(args[:2], ""))
+    monkeypatch.setattr(mcstudy.train, "_git", lambda *args: answers.get(args[:2], ""))
     assert mc.code_provenance()["git_commit"] == "def456"
 
 

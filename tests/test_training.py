@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import mclearn_core as mc
+import mcstudy.train
 from conftest import read_jsonl
 
 
@@ -532,7 +533,7 @@ def test_host_load_sees_another_busy_process_and_not_this_one(monkeypatch):
     if not mc.Path("/proc/self/stat").exists():
         assert REAL_HOST_LOAD()["checked"] is False
         pytest.skip("no /proc: only the load average is read here")
-    monkeypatch.setattr(mc, "BUSY_PROCESS_CORES", 0.1)  # a spinning child surely gets a tenth of a core
+    monkeypatch.setattr(mcstudy.train, "BUSY_PROCESS_CORES", 0.1)  # a spinning child surely gets a tenth of a core
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         import time
@@ -565,7 +566,7 @@ def test_host_load_warning_thresholds():
 def test_a_run_on_a_busy_host_warns_and_stores_the_warning(prepared, smoke_cfg, monkeypatch, capsys):
     busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "other_cores": 1.2,
             "busy_processes": [{"pid": 77, "cores": 1.0, "command": "python3 mclearn_core.py --preset cpu"}]}
-    monkeypatch.setattr(mc, "host_load", lambda *a, **k: busy)
+    monkeypatch.setattr(mcstudy.train, "host_load", lambda *a, **k: busy)
     rows = torch.arange(64)
     small = mc.dataclasses.replace(prepared, train=mc.subset_split(prepared.train, rows), test=None,
                                    eval=mc.subset_split(prepared.eval, rows[:32]))
