@@ -45,7 +45,7 @@ import types
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -1697,6 +1697,10 @@ class RunContext:
                         param.grad.mul_(scale)
         self._apply_gradients()
 
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """One whole update on `loss` (backward_and_step): MC-Learn's TrainContext call."""
+        backward_and_step(self, loss)
+
     def _apply_gradients(self) -> None:
         clip_and_step(self)
         self.scheduler.step()
@@ -2237,6 +2241,186 @@ def _diverged(model: nn.Module, running_loss: torch.Tensor | float | None) -> fl
 # =============================================================================
 
 
+# --- what MC-Learn reads: its knobs and its run context -------------------------------------------
+@dataclass
+class MCLearnConfig:
+    """The knobs MC-Learn (`MCLearn`, `MCLearnPaper`) reads, at the `mclearn` preset's values. The
+    trainers read them by attribute, so any object with these fields works (the study's Config,
+    whose defaults are the same: tests/test_core_api.py keeps them equal)."""
+
+    # --- batching and optimisation the trainers read ---------------------------------------------
+    batch_size: int = 64  # the baseline's batch: the budget prices its steps at this size
+    epochs: int = 1  # the baseline's epochs over the training rows
+    grad_accum_steps: int = 1
+    grad_clip: float = 1.0  # PlainContext: gradient norm cap of each update (0 = none)
+    label_smoothing: float = 0.05
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (autocast)
+    pad_multiple: int = 8  # pad each batch to a multiple of this many tokens
+    row_multiple: int = 1  # mclearn-paper: pad its full-pass row count to a multiple
+    eval_batch_size: int = 256
+    log_every: int = 50
+    # --- MC-Learn (the `mclearn` preset; mclearn-paper's keys are marked) -------------------------
+    score_layer: int = 1  # encoder layers run by the cheap scorer (0 = embeddings only)
+    score_max_length: int = 64  # tokens the scorer reads
+    head_lr: float = 1e-3
+    distill_gamma: float = 0.10  # weight of the head's distillation from the full pass
+    distill_temperature: float = 3.0
+    kappa_schedule: tuple[float, ...] = (0.6, 0.5, 0.4)  # kept fraction before 40%, 80%, then to the end
+    tau_init: float = 1.0
+    tau_bounds: tuple[float, float] = (0.5, 4.0)
+    rank_guard: float = 0.8  # widen tau when Spearman(cheap, full loss) drops below this
+    replay_share_init: float = 0.2  # share of a step's draws taken uniformly from the pool (replay)
+    replay_share_bounds: tuple[float, float] = (0.1, 0.5)
+    ess_target: float = 0.7  # ESS / |K| below this raises the replay share and forces a pool refresh
+    class_weight_bounds: tuple[float, float] = (0.5, 2.0)
+    class_weight_lr: float = 0.5
+    w_clip: float = 10.0  # cap on importance weights relative to uniform sampling (0 = none)
+    refresh_every: int = 16  # steps between pool re-scores
+    refresh_bounds: tuple[int, int] = (8, 32)  # mclearn-paper: range of its adaptive refresh cadence N
+    min_pool_mult: float = 1.0  # mclearn-paper: floor of the budget solver's pool size, in batches
+    replay_max: int = 4096  # mclearn-paper: capacity of the FIFO replay buffer
+    full_prob_bounds: tuple[float, float] = (0.12, 0.33)  # mclearn-paper: bounds of its per-class full_prob
+    budget_ratio: float = 1 / 3  # mclearn: its whole run's train time / the baseline's
+    step_budget_ratio: float = 0.55  # mclearn-paper: one step's time / a baseline step's
+    full_rows: int = 0  # mclearn: rows given a full pass per step (0 = batch_size)
+    full_prob: float = 0.5  # mclearn: share of a step's pool draws that get a full pass
+    cost_ema: float = 0.9
+    unfreeze_schedule: tuple[float, ...] = ()  # mclearn-paper: progress points at which frozen layers thaw
+    free_scores: bool = False  # a row's difficulty is its last full-pass loss; the head scores only the rest
+    free_score_max_age: int = 0  # free_scores: refreshes after which a stored loss is stale (0 = never)
+    once_draws: bool = True  # a pool's full passes drawn systematically: no row twice before the others once
+    once_floor: float = 0.1  # once_draws: each pool row's least chance of a full pass
+    uniform_start: float = 0.0  # share of the run's steps drawn uniformly at the start
+    uniform_end: float = 0.0  # share drawn uniformly at the end, without scoring
+    record_passes: bool = True  # count each training row's full passes (telemetry full_passes)
+    select_switch: bool = False  # select a pool only where its variance reduction pays for its scoring
+
+
+class TrainContext(Protocol):
+    """What MC-Learn needs of a run: its config (MCLearnConfig's fields), the model and the encoded
+    rows, the device and a host generator (MC-Learn's draws are seeded from it), the optimizer and
+    a scheduler stepped once per update, the step-cost table its budget is priced with (None: the
+    trainer measures one and says so), a clock with `.progress` for a clock-driven run (else None),
+    counters of the rows given a forward and a backward pass, and the four calls below.
+    PlainContext is one for a plain PyTorch loop; the study's RunContext is another."""
+
+    cfg: Any
+    model: nn.Module
+    train: EncodedSplit
+    eval: EncodedSplit | None
+    num_labels: int
+    device: torch.device
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer | None
+    scheduler: Any
+    step_costs: Any
+    clock: Any
+    examples_forward: int
+    examples_backward: int
+    flipped_rows: np.ndarray | None
+
+    def autocast(self): ...
+
+    def per_example_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def optimizer_step(self, loss: torch.Tensor, step: int) -> None: ...
+
+    def backward_and_step(self, loss: torch.Tensor) -> None: ...
+
+
+class _NoSchedule:
+    """A scheduler that keeps the optimizer's lr (PlainContext without one)."""
+
+    def step(self) -> None:
+        pass
+
+
+@dataclass
+class PlainContext:
+    """A TrainContext for a plain PyTorch loop: `model` a Hugging Face sequence classifier, `train`
+    (and `eval`) its rows as an EncodedSplit, `optimizer` any torch optimizer holding the model's
+    parameters and the trainer's extra_param_groups(), `scheduler` anything with .step() (stepped
+    once per update; None keeps the lr). `step_costs` (StepCosts) prices MC-Learn's time budget;
+    None: the trainer measures the table itself at setup and prints that it does."""
+
+    cfg: Any
+    model: nn.Module
+    train: EncodedSplit
+    device: torch.device
+    eval: EncodedSplit | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    seed: int = 0
+    step_costs: Any = None
+    clock: Any = None
+    scaler: Any = None  # a torch.amp.GradScaler for fp16
+    flipped_rows: np.ndarray | None = None
+    examples_forward: int = 0
+    examples_backward: int = 0
+    pending_backwards: int = 0
+
+    def __post_init__(self):
+        self.num_labels = self.model.config.num_labels
+        self.generator = torch.Generator().manual_seed(self.seed)
+        if self.scheduler is None:
+            self.scheduler = _NoSchedule()
+
+    def autocast(self):
+        """Return the autocast context of cfg.precision (a no-op for fp32)."""
+        if self.cfg.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.cfg.precision]
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def per_example_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, reduction="none", label_smoothing=self.cfg.label_smoothing)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return the model's logits on `batch` (under autocast)."""
+        with self.autocast():
+            return self.model(**model_inputs(self.model, batch)).logits
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """Backward `loss`, clip the model's gradients and every other group's apart at cfg.grad_clip,
+        step the optimizer and the scheduler, and clear the gradients."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        self._apply_gradients()
+
+    def optimizer_step(self, loss: torch.Tensor, step: int) -> None:
+        """Backward `loss` / grad_accum_steps; every grad_accum_steps-th step, apply the gradients."""
+        accum = max(self.cfg.grad_accum_steps, 1)
+        (self.scaler.scale(loss / accum) if self.scaler is not None else loss / accum).backward()
+        self.pending_backwards += 1
+        if (step + 1) % accum == 0:
+            self._apply_gradients()
+
+    def _apply_gradients(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.grad_clip:
+            in_model = {id(p) for p in self.model.parameters()}
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            for group in ([p for p in params if id(p) in in_model], [p for p in params if id(p) not in in_model]):
+                if group:
+                    torch.nn.utils.clip_grad_norm_(group, self.cfg.grad_clip, foreach=True)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pending_backwards = 0
+
+
+def seeded_rng(generator: torch.Generator) -> np.random.Generator:
+    """Return a numpy generator seeded by one draw from the torch `generator` (MC-Learn's host
+    draws: pools, steps, the published kept sets)."""
+    return np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
+
+
 # --- the pool stream ------------------------------------------------------------------------------
 class CandidateStream:
     """Class-stratified candidate pools drawn from a reshuffled pass over the training set.
@@ -2536,6 +2720,37 @@ def cost_warnings(seconds: dict[tuple[int, int], float], tolerance: float = 0.15
     _, rows, width, value, rows2, width2, value2 = min(bad)
     return [f"step costs not monotone in {len(bad)} comparison(s); worst: {rows2} rows x {width2} tokens took "
             f"{value2 * 1e3:.2f} ms, less than {rows} rows x {width} tokens ({value * 1e3:.2f} ms)"]
+
+
+def time_update_costs(ctx: TrainContext, rows: Sequence[int], repeats: int = 3) -> StepCosts:
+    """Return StepCosts of eager plain updates (gather, forward, mean loss, backward, AdamW at lr 0)
+    of each row count in `rows` at each padded width of ctx.train, timed on a copy of ctx.model
+    (the median of `repeats` after a warm-up each): the price table of a loop that has none."""
+    cfg, data, device = ctx.cfg, ctx.train, ctx.device
+    cap = data.input_ids.shape[1]
+    widths = sorted({padded_length(w, cfg.pad_multiple, cap) for w in range(1, cap + 1)})
+    start = time.perf_counter()
+    model = copy.deepcopy(ctx.model).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # measure the work, move no weight
+    seconds: dict[tuple[int, int], float] = {}
+    for width in widths:
+        for count in sorted({min(int(r), len(data)) for r in rows}):
+            times = []
+            for k in range(repeats + 1):
+                _sync(device)
+                t0 = time.perf_counter()
+                batch = make_batch(data, torch.arange(count), width)
+                with ctx.autocast():
+                    logits = model(**model_inputs(model, batch)).logits
+                F.cross_entropy(logits.float(), batch["labels"]).backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                _sync(device)
+                times.append(time.perf_counter() - t0)
+            seconds[(count, width)] = float(np.median(times[1:]))
+    del model, optimizer
+    return StepCosts(seconds=seconds, graphed=False, capture_seconds=0.0,
+                     measure_seconds=time.perf_counter() - start, warnings=cost_warnings(seconds))
 
 
 def measure_step_costs(cfg: Config, model: nn.Module, data: EncodedSplit, device: torch.device,
@@ -2942,7 +3157,7 @@ class MCLearn(Method):
         self.parts = encoder_parts(model)
         hidden = getattr(model.config, "dim", None) or model.config.hidden_size
         self.num_classes = ctx.num_labels
-        self.rng = host_rng(ctx)
+        self.rng = seeded_rng(ctx.generator)
         self.labels_host = ctx.train.labels.cpu().numpy()
         self.stream = CandidateStream(self.labels_host, self.rng)
         self.policy = PolicyLearner(cfg, self.num_classes)
@@ -3906,7 +4121,7 @@ class MCLearnPaper(Method):
         self.parts = encoder_parts(ctx.model)
         self.published = MeanPooledClassifier(ctx.model)
         self.num_classes = num_classes
-        self.rng = host_rng(ctx)
+        self.rng = seeded_rng(ctx.generator)
         self.labels_host = ctx.train.labels.cpu().numpy()
         self.by_class = [np.flatnonzero(self.labels_host == c) for c in range(num_classes)]
         self.class_sizes = np.array([len(rows) for rows in self.by_class], dtype=np.float64)
