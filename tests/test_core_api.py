@@ -1,6 +1,11 @@
 """MC-Learn outside the study: its own config, a plain PyTorch loop's context (PlainContext), and
 the README's plain-loop example run as written."""
+import copy
 import dataclasses
+import math
+from pathlib import Path
+
+import torch
 
 import mclearn_core as mc
 
@@ -12,3 +17,55 @@ def test_mclearn_config_defaults_are_the_study_configs():
     for field in dataclasses.fields(mc.MCLearnConfig):
         assert field.name in study, f"MCLearnConfig.{field.name} is not a Config field"
         assert field.default == study[field.name], field.name
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_loop() -> str:
+    """Return the Python block of README.md's "Use MC-Learn in your own loop" section, as written."""
+    section = README.read_text().split("## Use MC-Learn in your own loop", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def run_plain_loop(prepared, code: str) -> dict:
+    """Run `code` with a fresh copy of the cpu-smoke tiny model and its training rows as `model`,
+    `ids`, `lengths` and `labels`; return its namespace."""
+    train = prepared.train
+    namespace = {"model": copy.deepcopy(prepared.base_model).train(), "ids": train.input_ids,
+                 "lengths": train.lengths, "labels": train.labels}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace
+
+
+def test_the_readmes_plain_loop_trains_the_model_with_mclearn_alone(prepared, capsys):
+    """The README's loop, run as written: MCLearn on a PlainContext prices its budget by timing
+    updates (and says so), trains every step it planned through the model's own optimizer, and
+    moves the model's weights; it names nothing of the study."""
+    code = readme_loop()
+    assert "mcstudy" not in code and len(code.strip().splitlines()) <= 12
+    before = [p.detach().clone() for p in prepared.base_model.parameters()]
+    ns = run_plain_loop(prepared, code)
+    trainer, ctx = ns["trainer"], ns["ctx"]
+    assert type(trainer) is mc.MCLearn and isinstance(ctx, mc.PlainContext)
+    assert "no step_costs in the context" in capsys.readouterr().out
+    assert not ctx.step_costs.graphed and ctx.step_costs.seconds
+    steps = trainer.steps_run
+    assert steps >= 1 and steps == min(trainer.num_steps(), trainer.total_steps)
+    assert ctx.examples_backward == steps * trainer.full_rows
+    assert math.isfinite(float(ns["logs"]["loss"]))
+    moved = [not torch.equal(a, b) for a, b in zip(before, ns["model"].parameters())]
+    assert sum(moved) > len(moved) // 2
+    assert trainer.telemetry()["budget"]["steps_run"] == steps
+    trained = {id(p) for group in ctx.optimizer.param_groups for p in group["params"]}
+    assert id(trainer.cheap_head.weight) in trained  # the scorer's head learns with the model
+
+
+def test_mclearn_paper_runs_in_the_same_plain_loop(prepared):
+    """The README's loop with MCLearnPaper in place of MCLearn trains its published number of steps
+    (one per batch of the epoch)."""
+    ns = run_plain_loop(prepared, readme_loop().replace("trainer = mc.MCLearn(ctx)", "trainer = mc.MCLearnPaper(ctx)"))
+    trainer = ns["trainer"]
+    assert type(trainer) is mc.MCLearnPaper
+    assert trainer.num_steps() == math.ceil(len(prepared.train) / 32) and trainer.refreshes >= 1
+    assert ns["ctx"].examples_backward > 0
