@@ -7065,13 +7065,22 @@ def _figure_out(fig, path: str | Path | None):
 
 
 def plot_confusion_matrix(record: dict[str, Any], path: str | Path | None = None):
-    """Return a matplotlib figure of the run's confusion matrix (saved as PNG when `path`)."""
+    """Return a matplotlib figure of the run's confusion matrix (saved as PNG when `path`): true labels
+    by row, predicted by column, each cell's count written on it in the colour map's light end
+    where the cell is darker than the middle of the range, else in its dark end."""
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
 
+    matrix, names = np.array(record["confusion_matrix"]), record["label_names"]
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    ConfusionMatrixDisplay(np.array(record["confusion_matrix"]), display_labels=record["label_names"]).plot(
-        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=30)
+    image = ax.imshow(matrix, interpolation="nearest", cmap="Blues")
+    middle = (matrix.max() + matrix.min()) / 2.0
+    for (row, col), count in np.ndenumerate(matrix):
+        text = format(count, "d") if matrix.dtype.kind in "iu" else format(count, ".2g")
+        ax.text(col, row, text, ha="center", va="center", color=image.cmap(1.0) if count > middle else image.cmap(0))
+    ticks = np.arange(len(names))
+    ax.set(xticks=ticks, yticks=ticks, xticklabels=names, yticklabels=names, xlabel="Predicted label",
+           ylabel="True label", ylim=(len(names) - 0.5, -0.5))
+    plt.setp(ax.get_xticklabels(), rotation=30)
     ax.set_title(f"{record['method']} seed {record['seed']}: accuracy {record['accuracy']:.3f}")
     return _figure_out(fig, path)
 
@@ -7115,22 +7124,32 @@ def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
     share, rank agreement, tau, and the full-pass probabilities or the class weights); an empty note for methods without
     telemetry."""
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     steps = (record.get("telemetry") or {}).get("steps") or []
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     if not steps:
         axes[0].text(0.5, 0.5, "no sampler telemetry for this method", ha="center")
         return _figure_out(fig, path)
-    frame = pd.DataFrame(steps)
-    frame[["kept", "full"]].set_index(frame["step"]).plot(ax=axes[0], title="examples per step", marker="o", ms=2)
-    health = [c for c in ("ess_fraction", "replay_share", "rank_corr") if c in frame and frame[c].notna().any()]
-    frame[health].astype(float).set_index(frame["step"]).plot(
-        ax=axes[1], title="ESS fraction, replay share, rank agreement", marker="o", ms=2)
+
+    def column(key: str) -> np.ndarray:  # a telemetry key over the steps, NaN where a step has none
+        return np.array([np.nan if r.get(key) is None else r[key] for r in steps], dtype=float)
+
+    def lines(ax, columns: dict[str, np.ndarray], title: str, logy: bool = False) -> None:
+        for label, values in columns.items():
+            ax.plot(step, values, marker="o", ms=2, label=label)
+        ax.set(title=title, xlabel="step", yscale="log" if logy else "linear")
+        ax.legend()
+
+    step = column("step")
+    lines(axes[0], {k: column(k) for k in ("kept", "full")}, "examples per step")
+    health = [k for k in ("ess_fraction", "replay_share", "rank_corr") if np.isfinite(column(k)).any()]
+    lines(axes[1], {k: column(k) for k in health}, "ESS fraction, replay share, rank agreement")
     # mclearn-paper logs its per-class full-pass probabilities; mclearn its class weights
-    name, label = ("full_prob", "full-pass probability") if "full_prob" in frame else ("class_weights", "class weights")
-    per_class = pd.DataFrame(frame[name].tolist(), index=frame["step"]).add_prefix(f"{name} class ")
-    per_class.assign(tau=frame["tau"].values).plot(ax=axes[2], title=f"{label} and tau", logy=True, marker="o", ms=2)
+    name, label = ("full_prob", "full-pass probability") if any("full_prob" in r for r in steps) \
+        else ("class_weights", "class weights")
+    per_class = np.array([r[name] for r in steps], dtype=float)
+    lines(axes[2], {**{f"{name} class {c}": per_class[:, c] for c in range(per_class.shape[1])}, "tau": column("tau")},
+          f"{label} and tau", logy=True)
     fig.suptitle(f"{record['method']} seed {record['seed']}")
     fig.tight_layout()
     return _figure_out(fig, path)

@@ -3,6 +3,7 @@ the README's plain-loop example run as written."""
 import copy
 import dataclasses
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -69,3 +70,45 @@ def test_mclearn_paper_runs_in_the_same_plain_loop(prepared):
     assert type(trainer) is mc.MCLearnPaper
     assert trainer.num_steps() == math.ceil(len(prepared.train) / 32) and trainer.refreshes >= 1
     assert ns["ctx"].examples_backward > 0
+
+
+# ------------------------------------------------------------------ diagnostics without the study's libraries
+def test_the_confusion_matrix_is_drawn_by_matplotlib_alone(monkeypatch):
+    """plot_confusion_matrix needs no scikit-learn: each cell's count is written on it (light on the
+    dark cells), true labels by row and predicted by column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # importing it raises ImportError
+    monkeypatch.setitem(sys.modules, "sklearn.metrics", None)
+    record = {"confusion_matrix": [[30, 2, 0], [5, 20, 1], [0, 3, 40]], "label_names": ["a", "b", "c"],
+              "method": "mclearn", "seed": 42, "accuracy": 0.9}
+    ax = mc.plot_confusion_matrix(record).axes[0]
+    texts = [(t.get_position(), t.get_text()) for t in ax.texts]
+    assert texts == [((c, r), str(v)) for r, row in enumerate(record["confusion_matrix"]) for c, v in enumerate(row)]
+    dark = {t.get_text(): t.get_color() for t in ax.texts}
+    assert dark["40"] != dark["0"] and dark["30"] == dark["40"] and dark["2"] == dark["0"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"] == \
+        [t.get_text() for t in ax.get_yticklabels()]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("Predicted label", "True label")
+    assert ax.get_ylim() == (2.5, -0.5) and "accuracy 0.900" in ax.get_title()
+
+
+def test_the_telemetry_plot_needs_no_pandas(monkeypatch):
+    """plot_telemetry draws each telemetry series over the steps with matplotlib alone: rows per step;
+    ESS fraction, replay share and the rank agreement (left out where no step has one); per-class
+    weights and tau on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    steps = [{"step": s, "kept": 32, "full": 16, "ess_fraction": 0.5 + s / 100, "replay_share": 0.2,
+              "rank_corr": None, "tau": 1.0 + s / 10, "class_weights": [0.25 + s / 100, 0.75 - s / 100]}
+             for s in (1, 2, 3)]
+    fig = mc.plot_telemetry({"telemetry": {"steps": steps}, "method": "mclearn", "seed": 0})
+    first, health, per_class = fig.axes
+    assert [line.get_label() for line in first.lines] == ["kept", "full"]
+    assert [line.get_label() for line in health.lines] == ["ess_fraction", "replay_share"]
+    assert [line.get_label() for line in per_class.lines] == ["class_weights class 0", "class_weights class 1", "tau"]
+    assert list(per_class.lines[1].get_ydata()) == [0.74, 0.73, 0.72] and per_class.get_yscale() == "log"
+    assert list(health.lines[0].get_xdata()) == [1, 2, 3] and health.get_xlabel() == "step"
