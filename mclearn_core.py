@@ -2030,15 +2030,46 @@ def clip_groups(ctx: RunContext) -> tuple[list[torch.Tensor], list[torch.Tensor]
     return [p for p in params if id(p) in in_model], [p for p in params if id(p) not in in_model]
 
 
+@dataclass
+class BudgetPlan:
+    """How one method targets a time budget: the values of its own knobs, the share of the tuned
+    baseline's train time they are predicted to take, and a note when the knobs alone cannot
+    reach the budget (the measured seconds in the run file say whether the plan held)."""
+
+    method: str
+    time_budget: float
+    knobs: dict[str, Any]
+    predicted_share: float | None
+    note: str | None = None
+
+
 class Method:
     """A training method: plans its steps and performs one step at a time.
 
     Subclasses set `name`, implement `num_steps()` and `step(i)` (returning a dict of tensors or
-    floats to log), and may add optimizer groups with `extra_param_groups()`.
+    floats to log), and may add optimizer groups with `extra_param_groups()`. For budget studies a
+    class plans its own knobs for a time budget (`plan_budget`) or says why it has none
+    (`wall_clock_note`); `own_fields` names the Config keys only it reads (METHOD_OWN_FIELDS).
     """
 
     name = "method"
     graphable = False  # True: every step is a plain update, so CUDA graphs may replay it
+    reference = False  # True: the run every time budget is a share of (the baseline); never planned
+    wall_clock_note: str | None = None  # set: no knob bounds its seconds; it runs once per seed at its defaults
+    own_fields: tuple[str, ...] = ()  # Config keys that only this method (and others naming them) reads
+
+    @classmethod
+    def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
+        """Return the BudgetPlan that sets the knobs of method `name` (its registry id: one class
+        may serve several) so its train time is `time_budget` times the baseline's, with costs in
+        units of one baseline update (measure_relative_costs). Here: a method with a
+        wall_clock_note gets no knobs and the note; any other method without a plan_budget of its
+        own raises ValueError."""
+        if cls.wall_clock_note:
+            return BudgetPlan(name, 0.0, {}, None, cls.wall_clock_note)
+        why = ("it is the reference every time budget is a share of" if cls.reference
+               else f"{cls.__name__} defines no plan_budget and no wall_clock_note")
+        raise ValueError(f"No time-budget knob for method {name!r}: {why}.")
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -2185,6 +2216,7 @@ class Baseline(FullPass):
     set for `epochs` epochs) that every other method is compared with."""
 
     name = "baseline"
+    reference = True
 
 
 @torch.no_grad()
@@ -4309,6 +4341,14 @@ def last_layer_gradients(model: nn.Module, data: EncodedSplit, rows: np.ndarray,
             "loss": torch.cat(losses).cpu().numpy().astype(np.float64), "mean_square": mean_square}
 
 
+# Config keys both MC-Learn trainers read and no other method does.
+MCLEARN_FIELDS = (
+    "score_layer", "score_max_length", "head_lr", "distill_gamma", "distill_temperature", "kappa_schedule",
+    "tau_init", "tau_bounds", "rank_guard", "replay_share_init", "replay_share_bounds", "ess_target", "class_weight_bounds",
+    "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "full_prob_bounds",
+    "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple")
+
+
 class MCLearnMethod(MCLearn, Method):
     """`mclearn` and its ablation variants (their presets' keys) as a study Method: MCLearn's update
     replayed as one CUDA graph per shape (GraphedUpdate), the captures held back from its budget,
@@ -4318,6 +4358,13 @@ class MCLearnMethod(MCLearn, Method):
 
     graphable = True
     priced = True  # the budget solver needs the baseline's measured step costs
+    own_fields = (*MCLEARN_FIELDS, "budget_ratio", "free_scores", "free_score_max_age", "once_draws", "once_floor",
+                  "uniform_start", "uniform_end", "record_passes", "select_switch")
+
+    @classmethod
+    def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
+        """Return budget_ratio = time_budget: its budget solver prices the run itself (every variant too)."""
+        return BudgetPlan(name, time_budget, {"budget_ratio": time_budget}, time_budget)
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
@@ -4465,6 +4512,10 @@ class MCLearnMethod(MCLearn, Method):
 class MCLearnPaperMethod(MCLearnPaper, Method):
     """`mclearn-paper` as a study Method (eager: its kept set changes size every step)."""
 
+    own_fields = (*MCLEARN_FIELDS, "step_budget_ratio")
+    wall_clock_note = ("no wall-clock knob: its budget ratio prices each step against the baseline's over as many "
+                       "steps as the baseline takes; it runs once per seed at its defaults")
+
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
         self.graphed: GraphedUpdate | None = None
@@ -4508,6 +4559,11 @@ class ShortSchedule(FullPass):
     until the clock stops it, with the lr following the clock, and the priced prefix is the steps it
     plans for. time_budget 0 (or 1) is the full baseline."""
 
+    @classmethod
+    def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
+        """Return no knobs: its own solver cuts its plan to time_budget (short_schedule_length)."""
+        return BudgetPlan(name, time_budget, {}, time_budget)
+
     name = "short-schedule"
     priced = True  # train_method hands it the measured step costs
     planned_steps: int | None = None  # clock-driven: the priced prefix's steps (the plan itself stays whole)
@@ -4545,6 +4601,12 @@ class Uniform(FullPass):
     (run_sweep sets the fraction to match another method's measured time when it is None)."""
 
     name = "uniform"
+    own_fields = ("uniform_fraction", "uniform_match")
+
+    @classmethod
+    def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
+        """Return the data share uniform_fraction = time_budget."""
+        return BudgetPlan(name, time_budget, {"uniform_fraction": time_budget}, time_budget)
 
     def __init__(self, ctx: RunContext):
         if ctx.cfg.uniform_fraction is None:
@@ -4610,12 +4672,46 @@ class ScoredBatches(Method):
             return {"losses": self.ctx.per_example_loss(self.ctx.forward(batch), batch["labels"])}
 
 
+MIN_SELECTION_RATE = 0.1  # Selective Backprop and RHO-LOSS never keep fewer candidates than this
+
+
+def selection_rate_plan(name: str, time_budget: float, forward_share: float, fixed: float, offered: float,
+                        rate_knobs: Callable[[float], dict[str, Any]]) -> BudgetPlan:
+    """Return the BudgetPlan of a scoring peer whose cost, in baseline updates, is
+    fixed + offered x d x (forward_share + s): every candidate scored, a share s of them trained,
+    candidates a share d of each epoch's `offered` share of the data. s is solved at d = 1; below
+    MIN_SELECTION_RATE, s stays there and d is solved instead (floor 0.05; the note says so).
+    `rate_knobs` turns s into the method's own knobs; candidate_share is d."""
+    r, f = time_budget, forward_share
+    rate, share, note = (r - fixed) / offered - f, 1.0, None
+    if rate < MIN_SELECTION_RATE:
+        rate = MIN_SELECTION_RATE
+        share = (r - fixed) / (offered * (f + rate))
+        note = (f"the selection rate alone cannot reach {r:.2f}: scoring every candidate costs "
+                f"{fixed + offered * f:.2f} of the baseline; candidates cut to {max(share, 0.05):.2f} of each epoch")
+        if share < 0.05:
+            share = 0.05
+            note = (f"cannot reach {r:.2f}: the fixed costs alone take {fixed:.2f} of the baseline; runs at "
+                    f"selection rate {rate} on 5% of each epoch")
+    rate = min(rate, 1.0)
+    predicted = fixed + offered * share * (f + rate)
+    return BudgetPlan(name, r, {**rate_knobs(rate), "candidate_share": min(share, 1.0)}, predicted, note)
+
+
 class SelectiveBackprop(ScoredBatches):
     """Selective Backprop (Jiang et al. 2019): forward every batch, keep each example with
     probability (percentile of its loss among recent losses)^beta, backprop once a full batch of
     kept examples has gathered; no reweighting, as published."""
 
     name = "selective-backprop"
+    own_fields = ("candidate_share", "sb_beta", "sb_history")
+
+    @classmethod
+    def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
+        """Return the selection-rate plan (selection_rate_plan, no fixed cost, every example offered),
+        the rate s set through sb_beta = 1 / s - 1 (E[U^beta] = 1 / (beta + 1))."""
+        return selection_rate_plan(name, time_budget, costs["forward_share"], 0.0, 1.0,
+                                   lambda rate: {"sb_beta": 1 / rate - 1})
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
@@ -4671,6 +4767,16 @@ class RhoLoss(ScoredBatches):
     the top rho_select_fraction by reducible loss = training loss - irreducible loss."""
 
     name = "rho-loss"
+    own_fields = ("candidate_share", "rho_holdout", "rho_candidate_mult", "rho_select_fraction", "rho_il_epochs")
+
+    @classmethod
+    def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
+        """Return the selection-rate plan (selection_rate_plan) with rho_select_fraction = s: its
+        fixed cost is the irreducible-loss model (holdout x il_epochs / epochs) and one scoring pass
+        of the training set (forward_share / epochs); the holdout is never offered."""
+        f = costs["forward_share"]
+        fixed, offered = (cfg.rho_holdout * cfg.rho_il_epochs + f) / cfg.epochs, 1 - cfg.rho_holdout
+        return selection_rate_plan(name, time_budget, f, fixed, offered, lambda rate: {"rho_select_fraction": rate})
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
@@ -4748,6 +4854,13 @@ class InfoBatch(ScoredBatches):
     the pruned counts."""
 
     name = "infobatch"
+    own_fields = ("infobatch_prune", "infobatch_anneal")
+
+    @classmethod
+    def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
+        """Return no knobs: its epochs run on until the run's clock (cfg.budget_seconds) ends them,
+        at its own prune ratio, its anneal starting at the clock's share (InfoBatch.annealing)."""
+        return BudgetPlan(name, time_budget, {}, time_budget)
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
@@ -4920,6 +5033,9 @@ class VCAS(FullPass):
 
     name = "vcas"
     graphable = False  # its backward draws samples and adapts ratios on the host
+    own_fields = ("vcas_tau_act", "vcas_tau_weight", "vcas_every", "vcas_repeats", "vcas_min_ratio")
+    wall_clock_note = ("no wall-clock knob: its ratios cut backward FLOPs, not seconds (dense kernels still do "
+                       "the work); it runs once per seed at its defaults")
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
@@ -5014,6 +5130,9 @@ PEER_METHODS: dict[str, Callable[[RunContext], Method]] = {
 METHODS: dict[str, Callable[[RunContext], Method]] = {
     "baseline": Baseline, "mclearn": MCLearnMethod, "mclearn-paper": MCLearnPaperMethod, **PEER_METHODS}
 METHODS.update({name: MCLearnMethod for name in MCLEARN_VARIANTS})  # the variants differ by their presets' keys
+# Methods whose knobs do not bound wall-clock (their class's wall_clock_note): they run once per seed, at
+# their defaults.
+NO_WALL_CLOCK_KNOB = {name: cls.wall_clock_note for name, cls in METHODS.items() if cls.wall_clock_note}
 
 
 # --- prepared data and model ----------------------------------------------------------------------
@@ -5851,25 +5970,20 @@ def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
 RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device", "record_passes")
 
 
+def own_fields_by_readers(methods: dict[str, type]) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Return {the method ids that read them: the Config keys only they read}, from each method
+    class's `own_fields` (a key several methods list goes under all of them, in registry order)."""
+    found: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for key in dict.fromkeys(key for cls in methods.values() for key in cls.own_fields):
+        readers = tuple(name for name, cls in methods.items() if key in cls.own_fields)
+        found[readers] = found.get(readers, ()) + (key,)
+    return found
+
+
 # Every other Config key is compared (one added later too), except for methods that never read it:
 # the keys below are read only by the methods named with them, so changing, say, budget_ratio keeps
 # the stored baseline (tests/test_results.py records which keys each method reads to check this).
-METHOD_OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("mclearn", "mclearn-paper", *MCLEARN_VARIANTS): (
-        "score_layer", "score_max_length", "head_lr", "distill_gamma", "distill_temperature", "kappa_schedule",
-        "tau_init", "tau_bounds", "rank_guard", "replay_share_init", "replay_share_bounds", "ess_target", "class_weight_bounds",
-        "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "full_prob_bounds",
-        "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple"),
-    ("mclearn", *MCLEARN_VARIANTS): ("budget_ratio", "free_scores", "free_score_max_age", "once_draws", "once_floor",
-                                     "uniform_start", "uniform_end", "record_passes", "select_switch"),
-    ("mclearn-paper",): ("step_budget_ratio",),
-    ("uniform",): ("uniform_fraction", "uniform_match"),
-    ("selective-backprop", "rho-loss"): ("candidate_share",),
-    ("selective-backprop",): ("sb_beta", "sb_history"),
-    ("rho-loss",): ("rho_holdout", "rho_candidate_mult", "rho_select_fraction", "rho_il_epochs"),
-    ("infobatch",): ("infobatch_prune", "infobatch_anneal"),
-    ("vcas",): ("vcas_tau_act", "vcas_tau_weight", "vcas_every", "vcas_repeats", "vcas_min_ratio"),
-}
+METHOD_OWN_FIELDS = own_fields_by_readers(METHODS)
 
 
 RUN_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in RUN_BOOKKEEPING_FIELDS)
@@ -6184,36 +6298,11 @@ def budget_study_runs(methods: Sequence[str], time_budgets: Sequence[float], see
         for method in methods:
             if k >= method_seeds.get(method, len(seeds)):
                 continue
-            if method == "baseline" or method in NO_WALL_CLOCK_KNOB:
+            if METHODS[method].reference or METHODS[method].wall_clock_note:
                 runs.append((method, 0.0, seed))
             else:
                 runs.extend((method, float(b), seed) for b in method_budgets.get(method, time_budgets))
     return runs
-
-
-@dataclass
-class BudgetPlan:
-    """How one method targets a time budget: the values of its own knobs, the share of the tuned
-    baseline's train time they are predicted to take, and a note when the knobs alone cannot
-    reach the budget (the measured seconds in the run file say whether the plan held)."""
-
-    method: str
-    time_budget: float
-    knobs: dict[str, Any]
-    predicted_share: float | None
-    note: str | None = None
-
-
-# Methods whose knobs do not bound wall-clock: they run once per seed, at their defaults.
-NO_WALL_CLOCK_KNOB = {
-    "vcas": "no wall-clock knob: its ratios cut backward FLOPs, not seconds (dense kernels still do the work); "
-            "it runs once per seed at its defaults",
-    "mclearn-paper": "no wall-clock knob: its budget ratio prices each step against the baseline's over as many "
-                     "steps as the baseline takes; it runs once per seed at its defaults",
-}
-
-
-MIN_SELECTION_RATE = 0.1  # Selective Backprop and RHO-LOSS never keep fewer candidates than this
 
 
 def measure_relative_costs(prepared: "Prepared") -> dict[str, Any]:
@@ -6237,50 +6326,9 @@ def measure_relative_costs(prepared: "Prepared") -> dict[str, Any]:
 def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
     """Return the BudgetPlan that sets `method`'s own knobs so its train time is `time_budget`
     times the baseline's, with costs in units of one baseline update (measure_relative_costs):
-
-    - short-schedule: time_budget itself (it cuts its plan from the measured step costs);
-      uniform: data share = budget; MC-Learn: budget_ratio = budget (its solver prices itself).
-    - Selective Backprop / RHO-LOSS: cost = fixed + candidates x d x (forward_share + s), for a
-      selection rate s of the candidates and a share d of each epoch offered as candidates
-      (RHO-LOSS's fixed part: its irreducible-loss model, holdout x il_epochs / epochs, and one
-      scoring pass of the training set, forward_share / epochs). s is solved at d = 1; below
-      MIN_SELECTION_RATE, s stays there and d is solved instead (the note says so).
-    - InfoBatch: no knob: its epochs run on until the run's clock (cfg.budget_seconds) ends them,
-      at its own prune ratio, its anneal starting at the clock's share (InfoBatch.annealing).
-    Methods in NO_WALL_CLOCK_KNOB get no knobs and their note."""
-    r = float(time_budget)
-    if method in NO_WALL_CLOCK_KNOB:
-        return BudgetPlan(method, 0.0, {}, None, NO_WALL_CLOCK_KNOB[method])
-    if method == "short-schedule":  # its own solver cuts its plan to the budget (short_schedule_length)
-        return BudgetPlan(method, r, {}, r)
-    if method == "uniform":
-        return BudgetPlan(method, r, {"uniform_fraction": r}, r)
-    if method == "mclearn" or method in MCLEARN_VARIANTS:
-        return BudgetPlan(method, r, {"budget_ratio": r}, r)
-    if method in ("selective-backprop", "rho-loss"):
-        f = costs["forward_share"]
-        if method == "rho-loss":
-            fixed, offered = (cfg.rho_holdout * cfg.rho_il_epochs + f) / cfg.epochs, 1 - cfg.rho_holdout
-        else:
-            fixed, offered = 0.0, 1.0
-        rate, share, note = (r - fixed) / offered - f, 1.0, None
-        if rate < MIN_SELECTION_RATE:
-            rate = MIN_SELECTION_RATE
-            share = (r - fixed) / (offered * (f + rate))
-            note = (f"the selection rate alone cannot reach {r:.2f}: scoring every candidate costs "
-                    f"{fixed + offered * f:.2f} of the baseline; candidates cut to {max(share, 0.05):.2f} of each epoch")
-            if share < 0.05:
-                share = 0.05
-                note = (f"cannot reach {r:.2f}: the fixed costs alone take {fixed:.2f} of the baseline; runs at "
-                        f"selection rate {rate} on 5% of each epoch")
-        rate = min(rate, 1.0)
-        predicted = fixed + offered * share * (f + rate)
-        knobs = {"sb_beta": 1 / rate - 1} if method == "selective-backprop" else {"rho_select_fraction": rate}
-        return BudgetPlan(method, r, {**knobs, "candidate_share": min(share, 1.0)}, predicted, note)
-    if method == "infobatch":  # the clock ends its open-ended epochs; its prune ratio and anneal stay its own
-        return BudgetPlan(method, r, {}, r)
-    raise ValueError(f"No time-budget knob for method {method!r}: budget studies plan "
-                     f"uniform, mclearn, selective-backprop, rho-loss, infobatch ({', '.join(NO_WALL_CLOCK_KNOB)} run at defaults).")
+    its class's plan_budget (Method.plan_budget; ValueError for a method without a knob)."""
+    check_methods([method])
+    return METHODS[method].plan_budget(method, float(time_budget), cfg, costs)
 
 
 def with_explicit(cfg: Config, **changes: Any) -> Config:
@@ -6467,7 +6515,7 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     if progress and lr_records:
         say(f"learning rate: {lr:g} (best of {', '.join(f'{_record_lr(r):g}' for r in lr_records)}; "
             f"{lr_grid_status(lr_records)})")
-    planned = [m for m in methods if m != "baseline" and m not in NO_WALL_CLOCK_KNOB]
+    planned = [m for m in methods if not (METHODS[m].reference or METHODS[m].wall_clock_note)]
     reference = lr_records or ([run_once(tuned, "baseline", seeds[0], prepared, "baseline", progress=progress)]
                                if planned else [])
     full_seconds = reference_seconds(reference) if planned else float("nan")
@@ -6504,10 +6552,10 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     # -- phase 5: the runs ----------------------------------------------------------------------------------
     records = []
     for method, budget, seed in runs:
-        if method == "baseline":
-            records.append(run_once(tuned, "baseline", seed, prepared, "baseline", progress=progress))
+        if METHODS[method].reference:
+            records.append(run_once(tuned, method, seed, prepared, method, progress=progress))
             continue
-        if method in NO_WALL_CLOCK_KNOB:
+        if METHODS[method].wall_clock_note:
             records.append(run_once(tuned, method, seed, prepared, method, plan_time_budget(method, 0.0, tuned, {}),
                                     progress, keep_diverged=True))
             continue

@@ -9,7 +9,7 @@ import mclearn_core as mc
 @pytest.mark.parametrize("forward_share", [0.25, 0.33, 0.45])
 @pytest.mark.parametrize("budget", [1 / 3, 1 / 2, 0.8])
 def test_scoring_peers_are_planned_to_the_budget(forward_share, budget):
-    """Selective Backprop and RHO-LOSS: the plan's cost model (docstring of plan_time_budget)
+    """Selective Backprop and RHO-LOSS: the plan's cost model (docstring of selection_rate_plan)
     evaluated at its knobs gives the budget, whether the selection rate or the candidate share
     carries it; the selection rate never drops under MIN_SELECTION_RATE."""
     cfg = mc.make_config("cpu-smoke", epochs=2)
@@ -43,6 +43,89 @@ def test_plain_knobs_and_methods_without_a_wall_clock_knob():
     with pytest.raises(ValueError, match="No time-budget knob"):
         mc.plan_time_budget("baseline", 0.5, cfg, {})
     assert mc.run_label("uniform", 1 / 3) == "uniform-b0.33" and mc.run_label("vcas", 0.0) == "vcas"
+
+
+VCAS_NOTE = ("no wall-clock knob: its ratios cut backward FLOPs, not seconds (dense kernels still do the "
+             "work); it runs once per seed at its defaults")
+PAPER_NOTE = ("no wall-clock knob: its budget ratio prices each step against the baseline's over as many "
+              "steps as the baseline takes; it runs once per seed at its defaults")
+# The scoring peers' plans, keyed (method, epochs, forward_share, budget): forward_share 0.3 puts
+# Selective Backprop at 1/3 under MIN_SELECTION_RATE, and RHO-LOSS's fixed costs (its irreducible-loss
+# model) take the whole budget at one epoch (the 5 % floor) and part of it at three.
+SCORED_PLANS = {
+    ('selective-backprop', 1, 0.3, 1 / 3): (
+        {'sb_beta': 9.0, 'candidate_share': 0.8333333333333333}, 0.3333333333333333,
+        'the selection rate alone cannot reach 0.33: scoring every candidate costs 0.30 of '
+        'the baseline; candidates cut to 0.83 of each epoch'),
+    ('rho-loss', 1, 0.3, 1 / 3): (
+        {'rho_select_fraction': 0.1, 'candidate_share': 0.05}, 0.518,
+        'cannot reach 0.33: the fixed costs alone take 0.50 of the baseline; runs at '
+        'selection rate 0.1 on 5% of each epoch'),
+    ('selective-backprop', 1, 0.3, 1 / 2): (
+        {'sb_beta': 4.0, 'candidate_share': 1.0}, 0.5,
+        None),
+    ('rho-loss', 1, 0.3, 1 / 2): (
+        {'rho_select_fraction': 0.1, 'candidate_share': 0.05}, 0.518,
+        'cannot reach 0.50: the fixed costs alone take 0.50 of the baseline; runs at '
+        'selection rate 0.1 on 5% of each epoch'),
+    ('selective-backprop', 1, 0.05, 1 / 3): (
+        {'sb_beta': 2.5294117647058822, 'candidate_share': 1.0}, 0.3333333333333333,
+        None),
+    ('rho-loss', 1, 0.05, 1 / 3): (
+        {'rho_select_fraction': 0.1, 'candidate_share': 0.6172839506172837}, 0.3333333333333333,
+        'the selection rate alone cannot reach 0.33: scoring every candidate costs 0.29 of '
+        'the baseline; candidates cut to 0.62 of each epoch'),
+    ('selective-backprop', 1, 0.05, 1 / 2): (
+        {'sb_beta': 1.2222222222222223, 'candidate_share': 1.0}, 0.5,
+        None),
+    ('rho-loss', 1, 0.05, 1 / 2): (
+        {'rho_select_fraction': 0.2277777777777778, 'candidate_share': 1.0}, 0.5,
+        None),
+    ('rho-loss', 3, 0.3, 1 / 3): (
+        {'rho_select_fraction': 0.1, 'candidate_share': 0.4629629629629629}, 0.3333333333333333,
+        'the selection rate alone cannot reach 0.33: scoring every candidate costs 0.44 of '
+        'the baseline; candidates cut to 0.46 of each epoch'),
+    ('rho-loss', 3, 0.3, 1 / 2): (
+        {'rho_select_fraction': 0.1, 'candidate_share': 0.9259259259259259}, 0.5,
+        'the selection rate alone cannot reach 0.50: scoring every candidate costs 0.44 of '
+        'the baseline; candidates cut to 0.93 of each epoch'),
+    ('rho-loss', 3, 0.05, 1 / 3): (
+        {'rho_select_fraction': 0.2277777777777778, 'candidate_share': 1.0}, 0.3333333333333333,
+        None),
+    ('rho-loss', 3, 0.05, 1 / 2): (
+        {'rho_select_fraction': 0.412962962962963, 'candidate_share': 1.0}, 0.5,
+        None),
+}
+
+
+@pytest.mark.parametrize("budget", [1 / 3, 1 / 2])
+def test_every_method_plans_the_same_knobs_for_a_budget(budget):
+    """Every method of the registry at the study's budgets gets these knobs, predicted shares and
+    notes: the plain knobs carry the budget itself, the methods without a wall-clock knob run at
+    their defaults, the scoring peers' solver gives SCORED_PLANS, the baseline has no plan."""
+    cfg, costs = mc.make_config("cpu-smoke"), {"forward_share": 0.3}
+    plain = {"short-schedule": {}, "uniform": {"uniform_fraction": budget}, "infobatch": {},
+             **{name: {"budget_ratio": budget} for name in ("mclearn", *mc.MCLEARN_VARIANTS)}}
+    for method in mc.METHODS:
+        if method == "baseline":
+            with pytest.raises(ValueError, match="No time-budget knob for method .baseline.: it is the reference"):
+                mc.plan_time_budget(method, budget, cfg, costs)
+            continue
+        plan = mc.plan_time_budget(method, budget, cfg, costs)
+        if method in plain:
+            want = mc.BudgetPlan(method, budget, plain[method], budget)
+        elif method in ("vcas", "mclearn-paper"):
+            want = mc.BudgetPlan(method, 0.0, {}, None, VCAS_NOTE if method == "vcas" else PAPER_NOTE)
+        else:
+            want = mc.BudgetPlan(method, budget, *SCORED_PLANS[method, 1, 0.3, budget])
+        assert plan == want, method
+
+
+def test_the_scoring_peers_plan_the_same_knobs_at_every_cost():
+    for (method, epochs, forward_share, at), (knobs, share, note) in SCORED_PLANS.items():
+        plan = mc.plan_time_budget(method, at, mc.make_config("cpu-smoke", epochs=epochs),
+                                   {"forward_share": forward_share})
+        assert plan == mc.BudgetPlan(method, at, knobs, share, note), (method, epochs, forward_share, at)
 
 
 def test_tuned_lr_reaches_every_method_even_past_method_presets():
