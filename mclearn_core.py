@@ -5115,7 +5115,7 @@ PEER_METHODS: dict[str, Callable[[RunContext], Method]] = {
 
 
 # =============================================================================
-# 8. Runs: the method registry, the training loop, the run record, sweeps, budget studies
+# 8. Runs: the method registry
 # =============================================================================
 METHODS: dict[str, Callable[[RunContext], Method]] = {
     "baseline": Baseline, "mclearn": MCLearnMethod, "mclearn-paper": MCLearnPaperMethod, **PEER_METHODS}
