@@ -4822,9 +4822,48 @@ PEER_METHODS: dict[str, Callable[[RunContext], Method]] = {
 METHODS: dict[str, Callable[[RunContext], Method]] = {
     "baseline": Baseline, "mclearn": MCLearn, "mclearn-paper": MCLearnPaper, **PEER_METHODS}
 METHODS.update({name: MCLearn for name in MCLEARN_VARIANTS})  # the variants differ by their presets' keys
-# Methods whose knobs do not bound wall-clock (their class's wall_clock_note): they run once per seed, at
-# their defaults.
-NO_WALL_CLOCK_KNOB = {name: cls.wall_clock_note for name, cls in METHODS.items() if cls.wall_clock_note}
+# Views of the registry, derived from its classes (derive_registry_views; register_method keeps them current).
+# Methods whose knobs do not bound wall-clock (their class's wall_clock_note) run once per seed, at their
+# defaults. Every Config key but the bookkeeping ones is compared when a stored run is reused, except for
+# methods that never read it: METHOD_OWN_FIELDS maps the ids of the methods that read keys to the keys only
+# they read (their classes' own_fields), so changing, say, budget_ratio keeps the stored baseline
+# (tests/test_results.py records which keys each method reads to check this).
+NO_WALL_CLOCK_KNOB: dict[str, str] = {}
+METHOD_OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def own_fields_by_readers(methods: dict[str, type]) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Return {the method ids that read them: the Config keys only they read}, from each method
+    class's `own_fields` (a key several methods list goes under all of them, in registry order)."""
+    found: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for key in dict.fromkeys(key for cls in methods.values() for key in cls.own_fields):
+        readers = tuple(name for name, cls in methods.items() if key in cls.own_fields)
+        found[readers] = found.get(readers, ()) + (key,)
+    return found
+
+
+def derive_registry_views() -> None:
+    """Set NO_WALL_CLOCK_KNOB and METHOD_OWN_FIELDS, in place, from the classes in METHODS."""
+    NO_WALL_CLOCK_KNOB.clear()
+    NO_WALL_CLOCK_KNOB.update({name: cls.wall_clock_note for name, cls in METHODS.items() if cls.wall_clock_note})
+    METHOD_OWN_FIELDS.clear()
+    METHOD_OWN_FIELDS.update(own_fields_by_readers(METHODS))
+
+
+def register_method(name: str, cls: type) -> type:
+    """Add the method class `cls` (a Method: its plan_budget, wall_clock_note and own_fields say how
+    budget studies plan it and which keys it reads) to METHODS under the id `name`, derive the
+    registry's views again and return `cls`: a new method is its class and this one call. An id
+    that another class holds raises ValueError."""
+    if METHODS.get(name, cls) is not cls:
+        raise ValueError(f"Method id {name!r} is taken by {METHODS[name].__name__}: register "
+                         f"{cls.__name__} under another id.")
+    METHODS[name] = cls
+    derive_registry_views()
+    return cls
+
+
+derive_registry_views()
 
 
 # --- prepared data and model ----------------------------------------------------------------------
@@ -5660,22 +5699,6 @@ def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
 # record_passes is what a run file counts, not how the run trains (MCLearn.after_pool only adds to a
 # host array), so a stored run counted or not stands for the same training.
 RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device", "record_passes")
-
-
-def own_fields_by_readers(methods: dict[str, type]) -> dict[tuple[str, ...], tuple[str, ...]]:
-    """Return {the method ids that read them: the Config keys only they read}, from each method
-    class's `own_fields` (a key several methods list goes under all of them, in registry order)."""
-    found: dict[tuple[str, ...], tuple[str, ...]] = {}
-    for key in dict.fromkeys(key for cls in methods.values() for key in cls.own_fields):
-        readers = tuple(name for name, cls in methods.items() if key in cls.own_fields)
-        found[readers] = found.get(readers, ()) + (key,)
-    return found
-
-
-# Every other Config key is compared (one added later too), except for methods that never read it:
-# the keys below are read only by the methods named with them, so changing, say, budget_ratio keeps
-# the stored baseline (tests/test_results.py records which keys each method reads to check this).
-METHOD_OWN_FIELDS = own_fields_by_readers(METHODS)
 
 
 RUN_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in RUN_BOOKKEEPING_FIELDS)
