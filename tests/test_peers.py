@@ -1,4 +1,5 @@
-"""Section 7: the comparison methods. Each method's invariant with fixed seeds and stated tolerances."""
+"""The comparison methods (mcstudy.methods): each method's invariant with fixed seeds and stated tolerances;
+a method added by one registration trains as theirs do."""
 import math
 
 import numpy as np
@@ -6,6 +7,8 @@ import pytest
 import torch
 
 import mclearn_core as mc
+from mcstudy import methods
+from mcstudy.methods import vcas
 
 
 def _ctx(prepared, cfg=None, seed=0):
@@ -181,8 +184,8 @@ def test_vcas_sampled_gradients_are_unbiased():
     def grad(sampled: bool):
         state.enabled = sampled
         weight.grad = None
-        hidden = mc._SampleActivationGrad.apply(x.clone().requires_grad_(True), state)
-        out = mc._SampledWeightGradLinear.apply(hidden, weight, None, state)
+        hidden = vcas._SampleActivationGrad.apply(x.clone().requires_grad_(True), state)
+        out = vcas._SampledWeightGradLinear.apply(hidden, weight, None, state)
         ((out - target) ** 2).sum().backward()
         return weight.grad.clone()
 
@@ -277,11 +280,11 @@ class Unclocked(mc.FullPass):
 @pytest.fixture
 def registry():
     """Put METHODS and its derived views back as they were after the test."""
-    saved = dict(mc.METHODS)
-    yield mc.register_method
-    mc.METHODS.clear()
-    mc.METHODS.update(saved)
-    mc.derive_registry_views()
+    saved = dict(methods.METHODS)
+    yield methods.register_method
+    methods.METHODS.clear()
+    methods.METHODS.update(saved)
+    methods.derive_registry_views()
 
 
 def test_a_new_method_is_its_class_and_one_registration(registry, smoke_cfg, prepared, cost_clock):
