@@ -46,7 +46,7 @@ import types
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -1698,6 +1698,10 @@ class RunContext:
                         param.grad.mul_(scale)
         self._apply_gradients()
 
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """One whole update on `loss` (backward_and_step): MC-Learn's TrainContext call."""
+        backward_and_step(self, loss)
+
     def _apply_gradients(self) -> None:
         clip_and_step(self)
         self.scheduler.step()
@@ -2226,6 +2230,186 @@ def _diverged(model: nn.Module, running_loss: torch.Tensor | float | None) -> fl
 # =============================================================================
 
 
+# --- what MC-Learn reads: its knobs and its run context -------------------------------------------
+@dataclass
+class MCLearnConfig:
+    """The knobs MC-Learn (`MCLearn`, `MCLearnPaper`) reads, at the `mclearn` preset's values. The
+    trainers read them by attribute, so any object with these fields works (the study's Config,
+    whose defaults are the same: tests/test_core_api.py keeps them equal)."""
+
+    # --- batching and optimisation the trainers read ---------------------------------------------
+    batch_size: int = 64  # the baseline's batch: the budget prices its steps at this size
+    epochs: int = 1  # the baseline's epochs over the training rows
+    grad_accum_steps: int = 1
+    grad_clip: float = 1.0  # PlainContext: gradient norm cap of each update (0 = none)
+    label_smoothing: float = 0.05
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (autocast)
+    pad_multiple: int = 8  # pad each batch to a multiple of this many tokens
+    row_multiple: int = 1  # mclearn-paper: pad its full-pass row count to a multiple
+    eval_batch_size: int = 256
+    log_every: int = 50
+    # --- MC-Learn (the `mclearn` preset; mclearn-paper's keys are marked) -------------------------
+    score_layer: int = 1  # encoder layers run by the cheap scorer (0 = embeddings only)
+    score_max_length: int = 64  # tokens the scorer reads
+    head_lr: float = 1e-3
+    distill_gamma: float = 0.10  # weight of the head's distillation from the full pass
+    distill_temperature: float = 3.0
+    kappa_schedule: tuple[float, ...] = (0.6, 0.5, 0.4)  # kept fraction before 40%, 80%, then to the end
+    tau_init: float = 1.0
+    tau_bounds: tuple[float, float] = (0.5, 4.0)
+    rank_guard: float = 0.8  # widen tau when Spearman(cheap, full loss) drops below this
+    replay_share_init: float = 0.2  # share of a step's draws taken uniformly from the pool (replay)
+    replay_share_bounds: tuple[float, float] = (0.1, 0.5)
+    ess_target: float = 0.7  # ESS / |K| below this raises the replay share and forces a pool refresh
+    class_weight_bounds: tuple[float, float] = (0.5, 2.0)
+    class_weight_lr: float = 0.5
+    w_clip: float = 10.0  # cap on importance weights relative to uniform sampling (0 = none)
+    refresh_every: int = 16  # steps between pool re-scores
+    refresh_bounds: tuple[int, int] = (8, 32)  # mclearn-paper: range of its adaptive refresh cadence N
+    min_pool_mult: float = 1.0  # mclearn-paper: floor of the budget solver's pool size, in batches
+    replay_max: int = 4096  # mclearn-paper: capacity of the FIFO replay buffer
+    full_prob_bounds: tuple[float, float] = (0.12, 0.33)  # mclearn-paper: bounds of its per-class full_prob
+    budget_ratio: float = 1 / 3  # mclearn: its whole run's train time / the baseline's
+    step_budget_ratio: float = 0.55  # mclearn-paper: one step's time / a baseline step's
+    full_rows: int = 0  # mclearn: rows given a full pass per step (0 = batch_size)
+    full_prob: float = 0.5  # mclearn: share of a step's pool draws that get a full pass
+    cost_ema: float = 0.9
+    unfreeze_schedule: tuple[float, ...] = ()  # mclearn-paper: progress points at which frozen layers thaw
+    free_scores: bool = False  # a row's difficulty is its last full-pass loss; the head scores only the rest
+    free_score_max_age: int = 0  # free_scores: refreshes after which a stored loss is stale (0 = never)
+    once_draws: bool = True  # a pool's full passes drawn systematically: no row twice before the others once
+    once_floor: float = 0.1  # once_draws: each pool row's least chance of a full pass
+    uniform_start: float = 0.0  # share of the run's steps drawn uniformly at the start
+    uniform_end: float = 0.0  # share drawn uniformly at the end, without scoring
+    record_passes: bool = True  # count each training row's full passes (telemetry full_passes)
+    select_switch: bool = False  # select a pool only where its variance reduction pays for its scoring
+
+
+class TrainContext(Protocol):
+    """What MC-Learn needs of a run: its config (MCLearnConfig's fields), the model and the encoded
+    rows, the device and a host generator (MC-Learn's draws are seeded from it), the optimizer and
+    a scheduler stepped once per update, the step-cost table its budget is priced with (None: the
+    trainer measures one and says so), a clock with `.progress` for a clock-driven run (else None),
+    counters of the rows given a forward and a backward pass, and the four calls below.
+    PlainContext is one for a plain PyTorch loop; the study's RunContext is another."""
+
+    cfg: Any
+    model: nn.Module
+    train: EncodedSplit
+    eval: EncodedSplit | None
+    num_labels: int
+    device: torch.device
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer | None
+    scheduler: Any
+    step_costs: Any
+    clock: Any
+    examples_forward: int
+    examples_backward: int
+    flipped_rows: np.ndarray | None
+
+    def autocast(self): ...
+
+    def per_example_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def optimizer_step(self, loss: torch.Tensor, step: int) -> None: ...
+
+    def backward_and_step(self, loss: torch.Tensor) -> None: ...
+
+
+class _NoSchedule:
+    """A scheduler that keeps the optimizer's lr (PlainContext without one)."""
+
+    def step(self) -> None:
+        pass
+
+
+@dataclass
+class PlainContext:
+    """A TrainContext for a plain PyTorch loop: `model` a Hugging Face sequence classifier, `train`
+    (and `eval`) its rows as an EncodedSplit, `optimizer` any torch optimizer holding the model's
+    parameters and the trainer's extra_param_groups(), `scheduler` anything with .step() (stepped
+    once per update; None keeps the lr). `step_costs` (StepCosts) prices MC-Learn's time budget;
+    None: the trainer measures the table itself at setup and prints that it does."""
+
+    cfg: Any
+    model: nn.Module
+    train: EncodedSplit
+    device: torch.device
+    eval: EncodedSplit | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    seed: int = 0
+    step_costs: Any = None
+    clock: Any = None
+    scaler: Any = None  # a torch.amp.GradScaler for fp16
+    flipped_rows: np.ndarray | None = None
+    examples_forward: int = 0
+    examples_backward: int = 0
+    pending_backwards: int = 0
+
+    def __post_init__(self):
+        self.num_labels = self.model.config.num_labels
+        self.generator = torch.Generator().manual_seed(self.seed)
+        if self.scheduler is None:
+            self.scheduler = _NoSchedule()
+
+    def autocast(self):
+        """Return the autocast context of cfg.precision (a no-op for fp32)."""
+        if self.cfg.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.cfg.precision]
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def per_example_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, reduction="none", label_smoothing=self.cfg.label_smoothing)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return the model's logits on `batch` (under autocast)."""
+        with self.autocast():
+            return self.model(**model_inputs(self.model, batch)).logits
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """Backward `loss`, clip the model's gradients and every other group's apart at cfg.grad_clip,
+        step the optimizer and the scheduler, and clear the gradients."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        self._apply_gradients()
+
+    def optimizer_step(self, loss: torch.Tensor, step: int) -> None:
+        """Backward `loss` / grad_accum_steps; every grad_accum_steps-th step, apply the gradients."""
+        accum = max(self.cfg.grad_accum_steps, 1)
+        (self.scaler.scale(loss / accum) if self.scaler is not None else loss / accum).backward()
+        self.pending_backwards += 1
+        if (step + 1) % accum == 0:
+            self._apply_gradients()
+
+    def _apply_gradients(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.grad_clip:
+            in_model = {id(p) for p in self.model.parameters()}
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            for group in ([p for p in params if id(p) in in_model], [p for p in params if id(p) not in in_model]):
+                if group:
+                    torch.nn.utils.clip_grad_norm_(group, self.cfg.grad_clip, foreach=True)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pending_backwards = 0
+
+
+def seeded_rng(generator: torch.Generator) -> np.random.Generator:
+    """Return a numpy generator seeded by one draw from the torch `generator` (MC-Learn's host
+    draws: pools, steps, the published kept sets)."""
+    return np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
+
+
 # --- the pool stream ------------------------------------------------------------------------------
 class CandidateStream:
     """Class-stratified candidate pools drawn from a reshuffled pass over the training set.
@@ -2525,6 +2709,37 @@ def cost_warnings(seconds: dict[tuple[int, int], float], tolerance: float = 0.15
     _, rows, width, value, rows2, width2, value2 = min(bad)
     return [f"step costs not monotone in {len(bad)} comparison(s); worst: {rows2} rows x {width2} tokens took "
             f"{value2 * 1e3:.2f} ms, less than {rows} rows x {width} tokens ({value * 1e3:.2f} ms)"]
+
+
+def time_update_costs(ctx: TrainContext, rows: Sequence[int], repeats: int = 3) -> StepCosts:
+    """Return StepCosts of eager plain updates (gather, forward, mean loss, backward, AdamW at lr 0)
+    of each row count in `rows` at each padded width of ctx.train, timed on a copy of ctx.model
+    (the median of `repeats` after a warm-up each): the price table of a loop that has none."""
+    cfg, data, device = ctx.cfg, ctx.train, ctx.device
+    cap = data.input_ids.shape[1]
+    widths = sorted({padded_length(w, cfg.pad_multiple, cap) for w in range(1, cap + 1)})
+    start = time.perf_counter()
+    model = copy.deepcopy(ctx.model).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # measure the work, move no weight
+    seconds: dict[tuple[int, int], float] = {}
+    for width in widths:
+        for count in sorted({min(int(r), len(data)) for r in rows}):
+            times = []
+            for k in range(repeats + 1):
+                _sync(device)
+                t0 = time.perf_counter()
+                batch = make_batch(data, torch.arange(count), width)
+                with ctx.autocast():
+                    logits = model(**model_inputs(model, batch)).logits
+                F.cross_entropy(logits.float(), batch["labels"]).backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                _sync(device)
+                times.append(time.perf_counter() - t0)
+            seconds[(count, width)] = float(np.median(times[1:]))
+    del model, optimizer
+    return StepCosts(seconds=seconds, graphed=False, capture_seconds=0.0,
+                     measure_seconds=time.perf_counter() - start, warnings=cost_warnings(seconds))
 
 
 def measure_step_costs(cfg: Config, model: nn.Module, data: EncodedSplit, device: torch.device,
@@ -2852,72 +3067,8 @@ class SelectSwitch:
         return self.mode
 
 
-def last_linear(model: nn.Module, num_labels: int) -> tuple[str, nn.Linear]:
-    """Return (name, module) of the model's last nn.Linear with num_labels outputs: the layer whose
-    output is the logits (DistilBERT's and BERT's classifier, MPNet's classifier.out_proj)."""
-    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == num_labels]
-    if not found:
-        raise TrainingError(f"{type(model).__name__} has no linear layer with {num_labels} outputs to measure "
-                            f"gradients at: use a sequence classifier whose last layer gives the logits")
-    return found[-1]
-
-
-@torch.no_grad()
-def last_layer_gradients(model: nn.Module, data: EncodedSplit, rows: np.ndarray, cfg: Config, device: torch.device,
-                         mean_weights: np.ndarray) -> dict[str, Any]:
-    """Return, for each of `rows`, the squared norm of the gradient of its loss (cross-entropy with
-    the run's label smoothing) with respect to the last layer's weight and bias (last_linear):
-    with h its input and dz = softmax(z) - target the loss's gradient at the logits z = W h + b,
-    dL/dW = dz h^T and dL/db = dz, so |g|^2 = |dz|^2 (|h|^2 + 1). Also the rows' losses and the
-    squared norm of sum_k mean_weights_k g_k (a Horvitz-Thompson mean gradient). The model runs in
-    eval mode (no dropout), without autograd: the layer's input and output are read by a forward
-    hook, and its output must be the logits."""
-    name, layer = last_linear(model, model.config.num_labels)
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    hook = layer.register_forward_hook(lambda module, inputs, output: seen.append((inputs[0], output)))
-    was_training = model.training
-    model.eval()
-    smoothing, classes = cfg.label_smoothing, model.config.num_labels
-    weights = torch.as_tensor(np.asarray(mean_weights, dtype=np.float32), device=device)
-    mean_w = torch.zeros(classes, layer.in_features, device=device)
-    mean_b = torch.zeros(classes, device=device)
-    sq, losses = [], []
-    try:
-        start = 0
-        for idx in torch.as_tensor(rows).split(cfg.eval_batch_size):
-            batch = make_batch(data, idx, batch_width(data, idx, cfg.pad_multiple))
-            with autocast_context(cfg, device):
-                logits = model(**model_inputs(model, batch)).logits.float()
-            h, out = seen.pop()
-            if h.dim() != 2 or not torch.allclose(out.float(), logits, atol=1e-4, rtol=1e-3):
-                raise TrainingError(f"the output of {name} is not the model's logits: no last-layer gradient to measure")
-            h = h.float()
-            target = F.one_hot(batch["labels"], classes).float() * (1.0 - smoothing) + smoothing / classes
-            dz = torch.softmax(logits, -1) - target
-            sq.append((dz ** 2).sum(1) * ((h ** 2).sum(1) + (1.0 if layer.bias is not None else 0.0)))
-            losses.append(F.cross_entropy(logits, batch["labels"], reduction="none", label_smoothing=smoothing))
-            w = weights[start:start + len(idx), None]
-            mean_w += (dz * w).T @ h
-            mean_b += (dz * w).sum(0)
-            start += len(idx)
-    finally:
-        hook.remove()
-        model.train(was_training)
-    mean_square = float((mean_w ** 2).sum() + ((mean_b ** 2).sum() if layer.bias is not None else 0.0))
-    return {"layer": name, "second_moment": torch.cat(sq).cpu().numpy().astype(np.float64),
-            "loss": torch.cat(losses).cpu().numpy().astype(np.float64), "mean_square": mean_square}
-
-
 # --- the trainer ----------------------------------------------------------------------------------
-# Config keys both MC-Learn trainers read and no other method does.
-MCLEARN_FIELDS = (
-    "score_layer", "score_max_length", "head_lr", "distill_gamma", "distill_temperature", "kappa_schedule",
-    "tau_init", "tau_bounds", "rank_guard", "replay_share_init", "replay_share_bounds", "ess_target", "class_weight_bounds",
-    "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "full_prob_bounds",
-    "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple")
-
-
-class MCLearn(Method):
+class MCLearn:
     """MC-Learn (corrected, preset "mclearn"): a cheap head on early-layer features scores a pool;
     each step draws a fixed number of pool members (soft top-k candidates mixed with a uniform
     replay share, with replacement), gives the first `full_rows` of them a full pass, and weights
@@ -2927,27 +3078,20 @@ class MCLearn(Method):
     Every step has the same shapes, so on a GPU the whole update is one CUDA-graph replay
     (GraphedUpdate) and host work happens only at a pool refresh. The phases, in order:
     plan (setup: price the budget), refresh and score, draw, full pass + update, telemetry.
+
+    `ctx` is any TrainContext (PlainContext in a plain loop); the study's MCLearnMethod adds CUDA
+    graphs, its own step costs and the end-of-run variance check through the hooks marked below.
     """
 
-    own_fields = (*MCLEARN_FIELDS, "budget_ratio", "free_scores", "free_score_max_age", "once_draws", "once_floor",
-                  "uniform_start", "uniform_end", "record_passes", "select_switch")
-
-    @classmethod
-    def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
-        """Return budget_ratio = time_budget: its budget solver prices the run itself (every variant too)."""
-        return BudgetPlan(name, time_budget, {"budget_ratio": time_budget}, time_budget)
-
     name = "mclearn"
-    graphable = True
-    priced = True  # the budget solver needs the baseline's measured step costs
 
-    def __init__(self, ctx: RunContext):
-        super().__init__(ctx)
+    def __init__(self, ctx: TrainContext):
+        self.ctx = ctx
         cfg, model = ctx.cfg, ctx.model
         self.parts = encoder_parts(model)
         hidden = getattr(model.config, "dim", None) or model.config.hidden_size
         self.num_classes = ctx.num_labels
-        self.rng = host_rng(ctx)
+        self.rng = seeded_rng(ctx.generator)
         self.labels_host = ctx.train.labels.cpu().numpy()
         self.stream = CandidateStream(self.labels_host, self.rng)
         self.policy = PolicyLearner(cfg, self.num_classes)
@@ -2977,7 +3121,6 @@ class MCLearn(Method):
         self.replans: list[dict[str, Any]] = []
         self.steps_run = 0
         self.selected_steps = 0  # steps drawn from a selected pool (not a uniform one)
-        self.graphed: GraphedUpdate | None = None
         self.step_stats: list[torch.Tensor] = []  # per step [3, full]: cheap loss, full loss, weight on S
         self.records: list[dict[str, Any]] = []
         self.refreshes = 0
@@ -3015,7 +3158,7 @@ class MCLearn(Method):
         refresh_seconds = self.timed_refresh(0.0)
         self.setup_refresh_per_member = refresh_seconds / self.pool_size(self.policy.kappa(0.0))
         costs = self.ctx_step_costs()
-        baseline_widths = [w for _, w in plan_epoch(ctx.train, cfg, torch.Generator().manual_seed(0))] * cfg.epochs
+        baseline_widths = self.baseline_widths()
         mean_refresh = self.setup_refresh_per_member * self.mean_pool_size(0.0)
         spent = time.perf_counter() - start
 
@@ -3025,18 +3168,7 @@ class MCLearn(Method):
                                 mean_refresh, spent_seconds=spent, graph_count=graphs,
                                 full_width_prob=self.plan.bucket_prob.tolist())
 
-        # The capture reserve: the captures a run of that many steps is expected to make at the first
-        # pool's width mix (expected_captures), not one per width in the data (a Banking77 run reserved
-        # four and made one or two). Solved once with every width of the mix, then with the captures
-        # expected over the steps that allows (a little conservative: it is the larger step count's),
-        # of the widths the run plans to use at least GRAPH_MIN_USES times (the others run eagerly,
-        # the capture policy of every method: GraphedUpdate.worth_capturing).
-        expected = 0.0
-        if self.will_capture():
-            upper = solve(float(np.count_nonzero(self.plan.bucket_prob)))["steps"]
-            frequent = self.plan.bucket_prob * upper >= GRAPH_MIN_USES
-            expected = expected_captures(np.where(frequent, self.plan.bucket_prob, 0.0), upper, cfg.graph_warmup_steps)
-        self.budget = solve(expected)
+        self.budget = solve(self.capture_reserve(solve))
         for message in self.budget["warnings"]:
             if message not in costs.warnings:  # those were printed when the costs were measured
                 say(f"warning (mclearn budget): {message}")
@@ -3069,29 +3201,33 @@ class MCLearn(Method):
         steps = self.costs.seconds.get("update", 0.0) + self.costs.seconds.get("update_warmup", 0.0)
         return self.setup_charge + steps + self.loop_refresh_seconds
 
-    def will_capture(self) -> bool:
-        """Return True when this run's update is (or will be) captured as CUDA graphs: its
-        GraphedUpdate captures, or before it exists, graphs are on for this config on a CUDA device
-        and the step costs were measured graphed."""
-        if self.graphed is not None:
-            return self.graphed.capture
-        ctx = self.ctx
-        return ctx.device.type == "cuda" and graphs_enabled(ctx.cfg) and \
-            ctx.step_costs is not None and ctx.step_costs.graphed
+    # -- hooks: an eager update here; the study's MCLearnMethod replays it as CUDA graphs -------------
+    def baseline_widths(self) -> list[int]:
+        """Return the padded width of each batch of the baseline the budget is a share of: `epochs`
+        passes over the training rows in batches of batch_size, in a shuffled order (seed 0)."""
+        cfg, data = self.ctx.cfg, self.ctx.train
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+        return [batch_width(data, idx, cfg.pad_multiple) for idx in order.split(cfg.batch_size)] * cfg.epochs
+
+    def capture_reserve(self, solve: Callable[[float], dict[str, Any]]) -> float:
+        """Return the graph captures the run's budget holds back (`solve(captures)` prices a run):
+        none, for an eager update."""
+        return 0.0
 
     def captures_expected(self, steps: float) -> float:
-        """Return the graph captures expected in the next `steps` steps at the current pool's width
-        mix: the widths not captured yet that the run plans to use at least GRAPH_MIN_USES times,
-        each with the eager uses it has had (expected_captures); 0 when the update does not capture."""
-        plan, graphed = self.plan, self.graphed
-        if not self.will_capture():
-            return 0.0
-        keys = [(self.full_rows, int(w)) for w in plan.bucket_widths]
-        done = graphed.graphs if graphed is not None else {}
-        used = graphed.eager_steps if graphed is not None else {}
-        prob = [p if key not in done and self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0
-                for key, p in zip(keys, plan.bucket_prob)]
-        return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])
+        """Return the graph captures expected in the next `steps` steps: none, for an eager update."""
+        return 0.0
+
+    def replayed(self, key: tuple) -> bool:
+        """Return True when an update of shape `key` (full_rows, width) costs what it is priced at
+        (a CUDA-graph capture's eager warm-up steps do not): every eager update does."""
+        return True
+
+    def run_update(self, key: tuple, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run one update of shape `key` on the step's inputs, the gradients cleared first; return
+        its detached logs."""
+        self.ctx.optimizer.zero_grad(set_to_none=True)
+        return self._update(inputs, key)
 
     def replan(self, i: int, progress: float) -> None:
         """At the refresh that starts step `i`: set total_steps to the most steps the budget has
@@ -3134,11 +3270,6 @@ class MCLearn(Method):
         accum = max(self.ctx.cfg.grad_accum_steps, 1)
         return int(self.position / accum + 1e-9) / math.ceil(self.loop_steps / accum)
 
-    def planned_update_shapes(self) -> dict[tuple, int]:
-        """Return the uses of each (full_rows, width) update the run plans: its planned steps at the
-        first pool's width mix (set by setup)."""
-        return self.planned_uses
-
     def refresh_seconds_per_member(self) -> float:
         """Return the measured seconds of a pool refresh per pool member: of the refreshes since setup,
         before the first of them setup's."""
@@ -3147,13 +3278,13 @@ class MCLearn(Method):
         return self.setup_refresh_per_member
 
     def ctx_step_costs(self) -> StepCosts:
-        """Return the step-cost table this run is priced with: the one train_method took from
-        the prepared data (measured once per process, untimed), or, when none was given, one
-        measured here, inside the timed region."""
+        """Return the step-cost table this run is priced with: ctx.step_costs, or, when it is None,
+        one measured here (time_update_costs, inside the timed region), said in one line."""
         ctx = self.ctx
         if ctx.step_costs is None:
-            ctx.step_costs = measure_step_costs(ctx.cfg, ctx.model, ctx.train, ctx.device,
-                                                rows=calibration_rows(ctx.cfg, self.full_rows))
+            say("mclearn: no step_costs in the context: timing eager updates on a copy of the model to "
+                "price the budget (give ctx.step_costs, a StepCosts, to skip this)")
+            ctx.step_costs = time_update_costs(ctx, sorted({self.full_rows, ctx.cfg.batch_size}))
         return ctx.step_costs
 
     def num_steps(self) -> int:
@@ -3266,7 +3397,7 @@ class MCLearn(Method):
     def _update(self, inputs: dict[str, torch.Tensor], key: tuple) -> dict[str, torch.Tensor]:
         """One update: objective, backward, clip, AdamW; return detached logs (no host sync)."""
         parts = self.objective(inputs, key[1])
-        backward_and_step(self.ctx, parts["objective"])
+        self.ctx.backward_and_step(parts["objective"])
         return self._logs(parts, inputs)
 
     def _accumulated_update(self, inputs: dict[str, torch.Tensor], width: int, i: int) -> dict[str, torch.Tensor]:
@@ -3318,13 +3449,11 @@ class MCLearn(Method):
         inputs = {name: value[j] for name, value in self.plan_device.items()}
         width = self.plan.widths[j]
         accumulate = ctx.cfg.grad_accum_steps > 1
-        if self.graphed is None and not accumulate:
-            self.graphed = GraphedUpdate(ctx, self._update, self.planned_update_shapes() if self.budget else None)
         # a shape's eager warm-up steps and capture are timed apart: they say nothing of a replay's cost
-        warm = accumulate or not self.graphed.capture or (self.full_rows, width) in self.graphed.graphs
+        warm = accumulate or self.replayed((self.full_rows, width))
         with self.costs.timed("update" if warm else "update_warmup", self.full_rows):
             out = self._accumulated_update(inputs, width, i) if accumulate else \
-                self.graphed.step((self.full_rows, width), inputs)
+                self.run_update((self.full_rows, width), inputs)
         if not accumulate:  # else stepped with the optimizer
             ctx.scheduler.step()
         if self.budget and warm:
@@ -3385,8 +3514,7 @@ class MCLearn(Method):
         return {"steps": self.records, "refreshes": self.refreshes, "budget": budget,
                 "full_rows": self.full_rows, "kept_rows": self.kept_rows, "scoring_graphed": False,
                 "measured_seconds": self._measured_seconds(), **self.variant_telemetry(),
-                "selection": self.selection_telemetry(),
-                **(self.graphed.telemetry() if self.graphed is not None else {})}
+                "selection": self.selection_telemetry()}
 
     def _measured_seconds(self) -> dict[str, float]:
         """Return the device seconds inside each timed region (score, update): the time breakdown."""
@@ -3403,9 +3531,8 @@ class MCLearn(Method):
 
     # -- the variants (free_scores, once_draws, uniform_start/end, record_passes) ---------------------
     def _init_variants(self, largest_pool: int) -> None:
-        """Check the variant keys and set up their state (all None or off for "mclearn")."""
+        """Set up the variants' state (all None or off for "mclearn")."""
         cfg, n = self.ctx.cfg, len(self.ctx.train)
-        check_variant_keys(cfg)
         self.variant_refresh = cfg.free_scores or cfg.uniform_start > 0 or cfg.uniform_end > 0 or cfg.select_switch
         self.switch = SelectSwitch() if cfg.select_switch else None
         self.score_table = np.full(n, np.nan) if cfg.free_scores else None  # each row's last full-pass loss
@@ -3415,7 +3542,6 @@ class MCLearn(Method):
         self.pool_has_feats = torch.ones(largest_pool, device=self.ctx.device) if masked else None
         self.pass_counts = np.zeros(n, dtype=np.int64) if cfg.record_passes else None
         self.variant_counts: collections.Counter = collections.Counter()
-        self.measured_variance: dict[str, Any] | None = None  # variance_check's, once
 
     def uniform_phase(self, progress: float) -> bool:
         """Return True when a pool refreshed at `progress` is drawn uniformly: in the first
@@ -3586,81 +3712,13 @@ class MCLearn(Method):
         """Return the run file's record of its selection: the steps run and those drawn from a
         selected pool (not a uniform one), their share; with select_switch every decision with its
         estimate (SelectSwitch: refresh, step, the kind of the pool before, the estimate's source,
-        tau, cost, the kind chosen, and with free_scores the stored share); and variance_check's
-        measurement at the end (finish; None before it)."""
+        tau, cost, the kind chosen, and with free_scores the stored share)."""
         out: dict[str, Any] = {"select_switch": self.switch is not None, "steps": self.steps_run,
                                "selected_steps": self.selected_steps,
                                "selected_share": round(self.selected_steps / self.steps_run, 4) if self.steps_run else None}
         if self.switch is not None:
             out["decisions"] = self.switch.decisions
-        return {**out, "variance_check": self.measured_variance}
-
-    def finish(self) -> None:
-        """Measure selection's variance reduction once the run is over (variance_check)."""
-        self.variance_check()
-
-    def variance_check(self) -> dict[str, Any]:
-        """Return selection's variance reduction measured once, at the end of the run (finish: after
-        training and evaluation, untimed), against uniform draws on the same pool: a pool drawn and
-        scored as a selected pool would be then (the policy's class weights, temperature and replay
-        share, the last kappa; the head's difficulties, and stored losses with free_scores), the
-        probability p of each of its refresh_every x full_rows full-pass draws (full_pass_draw_probs)
-        and each row's gradient at the last layer (last_layer_gradients: the full model, eval mode).
-        "measured" is variance_reduction of those gradients, their squared mean included;
-        "gradient_bound" the same without it, as the estimates are; "loss" with the scores
-        1 - exp(-loss) of the same rows (judge_pool's proxy); "scores" with the pool's own
-        difficulties (what a draw by them expects of itself). Where the model has no last layer to
-        read, the error is printed and recorded instead."""
-        if self.measured_variance is not None:
-            return self.measured_variance
-        cfg, ctx = self.ctx.cfg, self.ctx
-        start = time.perf_counter()
-        kappa = self.policy.kappa(1.0)
-        rows, pool_prob = self.stream.next_pool(self.pool_size(kappa), self.policy.class_weights)
-        stored = self.stored_rows(rows)
-        difficulty = np.full(len(rows), np.nan)
-        if stored.any():
-            difficulty[stored] = 1.0 - np.exp(-self.score_table[rows[stored]])
-        if (~stored).any():
-            difficulty[~stored] = self.head_difficulty(rows[~stored])[2].cpu().numpy()
-        candidate = candidate_draw_probs(difficulty, self.labels_host[rows], kappa, self.policy.tau)
-        draw = full_pass_draw_probs(candidate, self.policy.replay_share, cfg.refresh_every * self.full_rows,
-                                    cfg.once_floor if cfg.once_draws else None)
-        sample = len(ctx.train) * pool_prob / len(rows)  # a_k: the pool is a sample of the training set
-        share = sample * len(rows) * draw  # Q_k = N pi_k p_k
-        try:
-            grads = last_layer_gradients(ctx.model, ctx.train, rows, cfg, ctx.device, 1.0 / (len(rows) * sample))
-        except TrainingError as err:
-            say(f"warning (mclearn): no variance check at the end of the run: {err}")
-            self.measured_variance = {"error": str(err)}
-            return self.measured_variance
-        second, proxy = grads["second_moment"], 1.0 - np.exp(-grads["loss"])
-        agreement = spearman(difficulty, second)
-
-        def tau(m: np.ndarray, mean_square: float = 0.0) -> float | None:
-            value = variance_reduction(m, share, sample, mean_square)
-            return round(value, 4) if math.isfinite(value) else None
-
-        self.measured_variance = {
-            "rows": len(rows), "kappa": kappa, "layer": grads["layer"],
-            "measured": tau(second, grads["mean_square"]), "gradient_bound": tau(second),
-            "loss": tau(proxy ** 2), "scores": tau(difficulty ** 2),
-            "scores_rank_agreement": None if math.isnan(agreement) else round(agreement, 4),
-            "seconds": round(time.perf_counter() - start, 4)}
-        return self.measured_variance
-
-
-def check_variant_keys(cfg: Config) -> None:
-    """Raise a one-line ValueError naming the key when an MC-Learn variant key is out of range."""
-    start, end = cfg.uniform_start, cfg.uniform_end
-    if not (0 <= start < 1 and 0 <= end < 1 and start + end < 1):
-        raise ValueError(f"uniform_start={start} and uniform_end={end} must be shares in [0, 1) that leave "
-                         f"selection part of the run (their sum under 1), e.g. uniform_start=0.25 uniform_end=0.125")
-    if not 0 <= cfg.once_floor <= 1:
-        raise ValueError(f"once_floor={cfg.once_floor} must be a probability in [0, 1], e.g. once_floor=0.1")
-    if cfg.free_score_max_age < 0:
-        raise ValueError(f"free_score_max_age={cfg.free_score_max_age} must be >= 0 refreshes (0 = a stored loss "
-                         f"never goes stale), e.g. free_score_max_age=0")
+        return out
 
 
 def pass_count_summary(counts: np.ndarray, flipped_rows: np.ndarray | None = None) -> dict[str, Any]:
@@ -3892,7 +3950,7 @@ class FifoReplay:
         return np.array(sorted(set().union(*self.queues)), dtype=np.int64)
 
 
-class MCLearnPaper(Method):
+class MCLearnPaper:
     """MC-Learn as published. Each step: refresh the candidate pool when the gate fires (score
     ~1.25 B class-stratified candidates by the model's head on the mean-pooled hidden state of
     layer `score_layer`, keep a raw soft top-k plus a replay draw from a FIFO buffer), else
@@ -3901,21 +3959,17 @@ class MCLearnPaper(Method):
     HT weights plus confidence-weighted distillation from an EMA copy of the head; then update
     the replay share (every step), the class weights (every step) and, at a refresh, tau and the cadence N."""
 
-    own_fields = (*MCLEARN_FIELDS, "step_budget_ratio")
-    wall_clock_note = ("no wall-clock knob: its budget ratio prices each step against the baseline's over as many "
-                       "steps as the baseline takes; it runs once per seed at its defaults")
-
     name = "mclearn-paper"
     teacher_decay = 0.999  # EMA of the head that teaches it (hard-coded in the published code)
     first_pool_batches = 1.5  # pool hint, in batches, before every cost has been measured
 
-    def __init__(self, ctx: RunContext):
-        super().__init__(ctx)
+    def __init__(self, ctx: TrainContext):
+        self.ctx = ctx
         cfg, num_classes = ctx.cfg, ctx.num_labels
         self.parts = encoder_parts(ctx.model)
         self.published = MeanPooledClassifier(ctx.model)
         self.num_classes = num_classes
-        self.rng = host_rng(ctx)
+        self.rng = seeded_rng(ctx.generator)
         self.labels_host = ctx.train.labels.cpu().numpy()
         self.by_class = [np.flatnonzero(self.labels_host == c) for c in range(num_classes)]
         self.class_sizes = np.array([len(rows) for rows in self.by_class], dtype=np.float64)
@@ -3937,6 +3991,10 @@ class MCLearnPaper(Method):
 
     def eval_model(self) -> nn.Module:
         return self.published
+
+    def extra_param_groups(self) -> list[dict]:
+        """Return the optimizer groups beyond the model's: none (the head it scores with is the model's)."""
+        return []
 
     def num_steps(self) -> int:
         return self.total_steps
@@ -4168,6 +4226,256 @@ class MCLearnPaper(Method):
         data = self.ctx.eval
         _, probs = self.score(data, np.arange(len(data)), training=False)
         return (1.0 - probs.gather(1, data.labels[:, None].to(probs.device)).squeeze(1)).cpu().numpy()
+
+
+# --- the study's adapters: MC-Learn as a Method of the training loop --------------------------------
+def check_variant_keys(cfg: Config) -> None:
+    """Raise a one-line ValueError naming the key when an MC-Learn variant key is out of range."""
+    start, end = cfg.uniform_start, cfg.uniform_end
+    if not (0 <= start < 1 and 0 <= end < 1 and start + end < 1):
+        raise ValueError(f"uniform_start={start} and uniform_end={end} must be shares in [0, 1) that leave "
+                         f"selection part of the run (their sum under 1), e.g. uniform_start=0.25 uniform_end=0.125")
+    if not 0 <= cfg.once_floor <= 1:
+        raise ValueError(f"once_floor={cfg.once_floor} must be a probability in [0, 1], e.g. once_floor=0.1")
+    if cfg.free_score_max_age < 0:
+        raise ValueError(f"free_score_max_age={cfg.free_score_max_age} must be >= 0 refreshes (0 = a stored loss "
+                         f"never goes stale), e.g. free_score_max_age=0")
+
+
+def last_linear(model: nn.Module, num_labels: int) -> tuple[str, nn.Linear]:
+    """Return (name, module) of the model's last nn.Linear with num_labels outputs: the layer whose
+    output is the logits (DistilBERT's and BERT's classifier, MPNet's classifier.out_proj)."""
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == num_labels]
+    if not found:
+        raise TrainingError(f"{type(model).__name__} has no linear layer with {num_labels} outputs to measure "
+                            f"gradients at: use a sequence classifier whose last layer gives the logits")
+    return found[-1]
+
+
+@torch.no_grad()
+def last_layer_gradients(model: nn.Module, data: EncodedSplit, rows: np.ndarray, cfg: Config, device: torch.device,
+                         mean_weights: np.ndarray) -> dict[str, Any]:
+    """Return, for each of `rows`, the squared norm of the gradient of its loss (cross-entropy with
+    the run's label smoothing) with respect to the last layer's weight and bias (last_linear):
+    with h its input and dz = softmax(z) - target the loss's gradient at the logits z = W h + b,
+    dL/dW = dz h^T and dL/db = dz, so |g|^2 = |dz|^2 (|h|^2 + 1). Also the rows' losses and the
+    squared norm of sum_k mean_weights_k g_k (a Horvitz-Thompson mean gradient). The model runs in
+    eval mode (no dropout), without autograd: the layer's input and output are read by a forward
+    hook, and its output must be the logits."""
+    name, layer = last_linear(model, model.config.num_labels)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hook = layer.register_forward_hook(lambda module, inputs, output: seen.append((inputs[0], output)))
+    was_training = model.training
+    model.eval()
+    smoothing, classes = cfg.label_smoothing, model.config.num_labels
+    weights = torch.as_tensor(np.asarray(mean_weights, dtype=np.float32), device=device)
+    mean_w = torch.zeros(classes, layer.in_features, device=device)
+    mean_b = torch.zeros(classes, device=device)
+    sq, losses = [], []
+    try:
+        start = 0
+        for idx in torch.as_tensor(rows).split(cfg.eval_batch_size):
+            batch = make_batch(data, idx, batch_width(data, idx, cfg.pad_multiple))
+            with autocast_context(cfg, device):
+                logits = model(**model_inputs(model, batch)).logits.float()
+            h, out = seen.pop()
+            if h.dim() != 2 or not torch.allclose(out.float(), logits, atol=1e-4, rtol=1e-3):
+                raise TrainingError(f"the output of {name} is not the model's logits: no last-layer gradient to measure")
+            h = h.float()
+            target = F.one_hot(batch["labels"], classes).float() * (1.0 - smoothing) + smoothing / classes
+            dz = torch.softmax(logits, -1) - target
+            sq.append((dz ** 2).sum(1) * ((h ** 2).sum(1) + (1.0 if layer.bias is not None else 0.0)))
+            losses.append(F.cross_entropy(logits, batch["labels"], reduction="none", label_smoothing=smoothing))
+            w = weights[start:start + len(idx), None]
+            mean_w += (dz * w).T @ h
+            mean_b += (dz * w).sum(0)
+            start += len(idx)
+    finally:
+        hook.remove()
+        model.train(was_training)
+    mean_square = float((mean_w ** 2).sum() + ((mean_b ** 2).sum() if layer.bias is not None else 0.0))
+    return {"layer": name, "second_moment": torch.cat(sq).cpu().numpy().astype(np.float64),
+            "loss": torch.cat(losses).cpu().numpy().astype(np.float64), "mean_square": mean_square}
+
+
+# Config keys both MC-Learn trainers read and no other method does.
+MCLEARN_FIELDS = (
+    "score_layer", "score_max_length", "head_lr", "distill_gamma", "distill_temperature", "kappa_schedule",
+    "tau_init", "tau_bounds", "rank_guard", "replay_share_init", "replay_share_bounds", "ess_target", "class_weight_bounds",
+    "class_weight_lr", "w_clip", "refresh_every", "refresh_bounds", "min_pool_mult", "replay_max", "full_prob_bounds",
+    "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple")
+
+
+class MCLearnMethod(MCLearn, Method):
+    """`mclearn` and its ablation variants (their presets' keys) as a study Method: MCLearn's update
+    replayed as one CUDA graph per shape (GraphedUpdate), the captures held back from its budget,
+    its step costs measured as every method's are (measure_step_costs), the baseline priced by its
+    own bucketed plan, the variant keys checked, and selection's variance measured once at the end
+    of the run (finish)."""
+
+    graphable = True
+    priced = True  # the budget solver needs the baseline's measured step costs
+    own_fields = (*MCLEARN_FIELDS, "budget_ratio", "free_scores", "free_score_max_age", "once_draws", "once_floor",
+                  "uniform_start", "uniform_end", "record_passes", "select_switch")
+
+    @classmethod
+    def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
+        """Return budget_ratio = time_budget: its budget solver prices the run itself (every variant too)."""
+        return BudgetPlan(name, time_budget, {"budget_ratio": time_budget}, time_budget)
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        check_variant_keys(ctx.cfg)
+        self.graphed: GraphedUpdate | None = None  # built at the first update
+        self.measured_variance: dict[str, Any] | None = None  # variance_check's, once
+
+    def baseline_widths(self) -> list[int]:
+        """Return the padded width of each of the baseline's batches: its own bucketed plan (seed 0)."""
+        cfg = self.ctx.cfg
+        return [w for _, w in plan_epoch(self.ctx.train, cfg, torch.Generator().manual_seed(0))] * cfg.epochs
+
+    def ctx_step_costs(self) -> StepCosts:
+        """Return the step-cost table this run is priced with: the one train_method took from
+        the prepared data (measured once per process, untimed), or, when none was given, one
+        measured here, inside the timed region."""
+        ctx = self.ctx
+        if ctx.step_costs is None:
+            ctx.step_costs = measure_step_costs(ctx.cfg, ctx.model, ctx.train, ctx.device,
+                                                rows=calibration_rows(ctx.cfg, self.full_rows))
+        return ctx.step_costs
+
+    def capture_reserve(self, solve: Callable[[float], dict[str, Any]]) -> float:
+        """Return the captures a run of the steps `solve` allows is expected to make at the first pool's
+        width mix (expected_captures), not one per width in the data (a Banking77 run reserved four and
+        made one or two): solved once with every width of the mix, then the captures expected over the
+        steps that allows (a little conservative: it is the larger step count's), of the widths the
+        run plans to use at least GRAPH_MIN_USES times (the others run eagerly, the capture policy of
+        every method: GraphedUpdate.worth_capturing). None when the update does not capture."""
+        if not self.will_capture():
+            return 0.0
+        upper = solve(float(np.count_nonzero(self.plan.bucket_prob)))["steps"]
+        frequent = self.plan.bucket_prob * upper >= GRAPH_MIN_USES
+        return expected_captures(np.where(frequent, self.plan.bucket_prob, 0.0), upper, self.ctx.cfg.graph_warmup_steps)
+
+    def will_capture(self) -> bool:
+        """Return True when this run's update is (or will be) captured as CUDA graphs: its
+        GraphedUpdate captures, or before it exists, graphs are on for this config on a CUDA device
+        and the step costs were measured graphed."""
+        if self.graphed is not None:
+            return self.graphed.capture
+        ctx = self.ctx
+        return ctx.device.type == "cuda" and graphs_enabled(ctx.cfg) and \
+            ctx.step_costs is not None and ctx.step_costs.graphed
+
+    def captures_expected(self, steps: float) -> float:
+        """Return the graph captures expected in the next `steps` steps at the current pool's width
+        mix: the widths not captured yet that the run plans to use at least GRAPH_MIN_USES times,
+        each with the eager uses it has had (expected_captures); 0 when the update does not capture."""
+        plan, graphed = self.plan, self.graphed
+        if not self.will_capture():
+            return 0.0
+        keys = [(self.full_rows, int(w)) for w in plan.bucket_widths]
+        done = graphed.graphs if graphed is not None else {}
+        used = graphed.eager_steps if graphed is not None else {}
+        prob = [p if key not in done and self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0
+                for key, p in zip(keys, plan.bucket_prob)]
+        return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])
+
+    def planned_update_shapes(self) -> dict[tuple, int]:
+        """Return the uses of each (full_rows, width) update the run plans: its planned steps at the
+        first pool's width mix (set by setup)."""
+        return self.planned_uses
+
+    def updater(self) -> GraphedUpdate:
+        """Return the run's GraphedUpdate of MCLearn's update, built at the first step with the
+        planned uses of each shape (its capture policy)."""
+        if self.graphed is None:
+            self.graphed = GraphedUpdate(self.ctx, self._update, self.planned_update_shapes() if self.budget else None)
+        return self.graphed
+
+    def replayed(self, key: tuple) -> bool:
+        """Return True unless an update of shape `key` is an eager warm-up before its capture."""
+        graphed = self.updater()
+        return not graphed.capture or key in graphed.graphs
+
+    def run_update(self, key: tuple, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run one update of shape `key`: a CUDA-graph replay, or eagerly (GraphedUpdate.step)."""
+        return self.updater().step(key, inputs)
+
+    def telemetry(self) -> dict[str, Any]:
+        """Return MCLearn's telemetry and the graphed update's (graphs captured, their seconds)."""
+        return {**super().telemetry(), **self.graph_telemetry()}
+
+    def selection_telemetry(self) -> dict[str, Any]:
+        """Return MCLearn's selection record and variance_check's measurement at the end (finish; None
+        before it)."""
+        return {**super().selection_telemetry(), "variance_check": self.measured_variance}
+
+    def finish(self) -> None:
+        """Measure selection's variance reduction once the run is over (variance_check)."""
+        self.variance_check()
+
+    def variance_check(self) -> dict[str, Any]:
+        """Return selection's variance reduction measured once, at the end of the run (finish: after
+        training and evaluation, untimed), against uniform draws on the same pool: a pool drawn and
+        scored as a selected pool would be then (the policy's class weights, temperature and replay
+        share, the last kappa; the head's difficulties, and stored losses with free_scores), the
+        probability p of each of its refresh_every x full_rows full-pass draws (full_pass_draw_probs)
+        and each row's gradient at the last layer (last_layer_gradients: the full model, eval mode).
+        "measured" is variance_reduction of those gradients, their squared mean included;
+        "gradient_bound" the same without it, as the estimates are; "loss" with the scores
+        1 - exp(-loss) of the same rows (judge_pool's proxy); "scores" with the pool's own
+        difficulties (what a draw by them expects of itself). Where the model has no last layer to
+        read, the error is printed and recorded instead."""
+        if self.measured_variance is not None:
+            return self.measured_variance
+        cfg, ctx = self.ctx.cfg, self.ctx
+        start = time.perf_counter()
+        kappa = self.policy.kappa(1.0)
+        rows, pool_prob = self.stream.next_pool(self.pool_size(kappa), self.policy.class_weights)
+        stored = self.stored_rows(rows)
+        difficulty = np.full(len(rows), np.nan)
+        if stored.any():
+            difficulty[stored] = 1.0 - np.exp(-self.score_table[rows[stored]])
+        if (~stored).any():
+            difficulty[~stored] = self.head_difficulty(rows[~stored])[2].cpu().numpy()
+        candidate = candidate_draw_probs(difficulty, self.labels_host[rows], kappa, self.policy.tau)
+        draw = full_pass_draw_probs(candidate, self.policy.replay_share, cfg.refresh_every * self.full_rows,
+                                    cfg.once_floor if cfg.once_draws else None)
+        sample = len(ctx.train) * pool_prob / len(rows)  # a_k: the pool is a sample of the training set
+        share = sample * len(rows) * draw  # Q_k = N pi_k p_k
+        try:
+            grads = last_layer_gradients(ctx.model, ctx.train, rows, cfg, ctx.device, 1.0 / (len(rows) * sample))
+        except TrainingError as err:
+            say(f"warning (mclearn): no variance check at the end of the run: {err}")
+            self.measured_variance = {"error": str(err)}
+            return self.measured_variance
+        second, proxy = grads["second_moment"], 1.0 - np.exp(-grads["loss"])
+        agreement = spearman(difficulty, second)
+
+        def tau(m: np.ndarray, mean_square: float = 0.0) -> float | None:
+            value = variance_reduction(m, share, sample, mean_square)
+            return round(value, 4) if math.isfinite(value) else None
+
+        self.measured_variance = {
+            "rows": len(rows), "kappa": kappa, "layer": grads["layer"],
+            "measured": tau(second, grads["mean_square"]), "gradient_bound": tau(second),
+            "loss": tau(proxy ** 2), "scores": tau(difficulty ** 2),
+            "scores_rank_agreement": None if math.isnan(agreement) else round(agreement, 4),
+            "seconds": round(time.perf_counter() - start, 4)}
+        return self.measured_variance
+
+
+class MCLearnPaperMethod(MCLearnPaper, Method):
+    """`mclearn-paper` as a study Method (eager: its kept set changes size every step)."""
+
+    own_fields = (*MCLEARN_FIELDS, "step_budget_ratio")
+    wall_clock_note = ("no wall-clock knob: its budget ratio prices each step against the baseline's over as many "
+                       "steps as the baseline takes; it runs once per seed at its defaults")
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        self.graphed: GraphedUpdate | None = None
 
 
 # =============================================================================
@@ -6177,13 +6485,22 @@ def _figure_out(fig, path: str | Path | None):
 
 
 def plot_confusion_matrix(record: dict[str, Any], path: str | Path | None = None):
-    """Return a matplotlib figure of the run's confusion matrix (saved as PNG when `path`)."""
+    """Return a matplotlib figure of the run's confusion matrix (saved as PNG when `path`): true labels
+    by row, predicted by column, each cell's count written on it in the colour map's light end
+    where the cell is darker than the middle of the range, else in its dark end."""
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
 
+    matrix, names = np.array(record["confusion_matrix"]), record["label_names"]
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    ConfusionMatrixDisplay(np.array(record["confusion_matrix"]), display_labels=record["label_names"]).plot(
-        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=30)
+    image = ax.imshow(matrix, interpolation="nearest", cmap="Blues")
+    middle = (matrix.max() + matrix.min()) / 2.0
+    for (row, col), count in np.ndenumerate(matrix):
+        text = format(count, "d") if matrix.dtype.kind in "iu" else format(count, ".2g")
+        ax.text(col, row, text, ha="center", va="center", color=image.cmap(1.0) if count > middle else image.cmap(0))
+    ticks = np.arange(len(names))
+    ax.set(xticks=ticks, yticks=ticks, xticklabels=names, yticklabels=names, xlabel="Predicted label",
+           ylabel="True label", ylim=(len(names) - 0.5, -0.5))
+    plt.setp(ax.get_xticklabels(), rotation=30)
     ax.set_title(f"{record['method']} seed {record['seed']}: accuracy {record['accuracy']:.3f}")
     return _figure_out(fig, path)
 
@@ -6227,22 +6544,32 @@ def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
     share, rank agreement, tau, and the full-pass probabilities or the class weights); an empty note for methods without
     telemetry."""
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     steps = (record.get("telemetry") or {}).get("steps") or []
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     if not steps:
         axes[0].text(0.5, 0.5, "no sampler telemetry for this method", ha="center")
         return _figure_out(fig, path)
-    frame = pd.DataFrame(steps)
-    frame[["kept", "full"]].set_index(frame["step"]).plot(ax=axes[0], title="examples per step", marker="o", ms=2)
-    health = [c for c in ("ess_fraction", "replay_share", "rank_corr") if c in frame and frame[c].notna().any()]
-    frame[health].astype(float).set_index(frame["step"]).plot(
-        ax=axes[1], title="ESS fraction, replay share, rank agreement", marker="o", ms=2)
+
+    def column(key: str) -> np.ndarray:  # a telemetry key over the steps, NaN where a step has none
+        return np.array([np.nan if r.get(key) is None else r[key] for r in steps], dtype=float)
+
+    def lines(ax, columns: dict[str, np.ndarray], title: str, logy: bool = False) -> None:
+        for label, values in columns.items():
+            ax.plot(step, values, marker="o", ms=2, label=label)
+        ax.set(title=title, xlabel="step", yscale="log" if logy else "linear")
+        ax.legend()
+
+    step = column("step")
+    lines(axes[0], {k: column(k) for k in ("kept", "full")}, "examples per step")
+    health = [k for k in ("ess_fraction", "replay_share", "rank_corr") if np.isfinite(column(k)).any()]
+    lines(axes[1], {k: column(k) for k in health}, "ESS fraction, replay share, rank agreement")
     # mclearn-paper logs its per-class full-pass probabilities; mclearn its class weights
-    name, label = ("full_prob", "full-pass probability") if "full_prob" in frame else ("class_weights", "class weights")
-    per_class = pd.DataFrame(frame[name].tolist(), index=frame["step"]).add_prefix(f"{name} class ")
-    per_class.assign(tau=frame["tau"].values).plot(ax=axes[2], title=f"{label} and tau", logy=True, marker="o", ms=2)
+    name, label = ("full_prob", "full-pass probability") if any("full_prob" in r for r in steps) \
+        else ("class_weights", "class weights")
+    per_class = np.array([r[name] for r in steps], dtype=float)
+    lines(axes[2], {**{f"{name} class {c}": per_class[:, c] for c in range(per_class.shape[1])}, "tau": column("tau")},
+          f"{label} and tau", logy=True)
     fig.suptitle(f"{record['method']} seed {record['seed']}")
     fig.tight_layout()
     return _figure_out(fig, path)

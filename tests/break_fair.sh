@@ -45,8 +45,8 @@ run "schedule: book the next update's lr instead of the one used" \
             self._set(self.f(min(self.updates, self.total)))
         self.last_share, self.sum_share = self.multiplier, self.sum_share + self.multiplier'
 run "capture policy: MC-Learn captures every width" \
-  'self.graphed = GraphedUpdate(ctx, self._update, self.planned_update_shapes() if self.budget else None)' \
-  'self.graphed = GraphedUpdate(ctx, self._update)'
+  'self.graphed = GraphedUpdate(self.ctx, self._update, self.planned_update_shapes() if self.budget else None)' \
+  'self.graphed = GraphedUpdate(self.ctx, self._update)'
 run "capture policy: MC-Learn's reserve counts rare widths" \
   'frequent = self.plan.bucket_prob * upper >= GRAPH_MIN_USES' 'frequent = self.plan.bucket_prob * upper >= 0'
 BREAK_FILE=mcstudy/methods/infobatch.py run "capture policy: InfoBatch plans one epoch's shapes" \

@@ -322,7 +322,7 @@ def estimator_case(prepared):
     ctx = mc.RunContext(cfg=cfg, model=model, train=train, eval=prepared.eval, num_labels=4,
                         device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator().manual_seed(0))
-    trainer = mc.MCLearn(ctx)
+    trainer = mc.MCLearnMethod(ctx)
     size, lengths, labels = len(train), lengths[rows], labels[rows]
     # the scorer: difficulty 1 - p_head(true class) fitted to sigmoid(z(log loss) + z(length)), z within class
     feats = trainer.early_features(train, np.arange(size))
@@ -575,7 +575,7 @@ def _mclearn(prepared, **changes):
     ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).train(), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
-    return mc.MCLearn(ctx)
+    return mc.MCLearnMethod(ctx)
 
 
 def _grad_norm(params) -> float:
@@ -807,7 +807,7 @@ def test_mclearn_reserves_the_captures_it_expects_to_make(prepared, monkeypatch)
     table = mc.dataclasses.replace(flat_step_costs(cfg, 1 / 64), graphed=True, capture_seconds=0.05)
     run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=table)
     fake_clock(monkeypatch, row_seconds=1e-4)
-    monkeypatch.setattr(mc.MCLearn, "will_capture", lambda self: True)
+    monkeypatch.setattr(mc.MCLearnMethod, "will_capture", lambda self: True)
     calls, solve = [], mc.solve_budget
     monkeypatch.setattr(mc, "solve_budget", lambda *a, **k: calls.append((a, k)) or solve(*a, **k))
     within, steps_within = [], mc.steps_within
@@ -815,8 +815,8 @@ def test_mclearn_reserves_the_captures_it_expects_to_make(prepared, monkeypatch)
     plans = []
     draw = mc.MCLearn.draw
     monkeypatch.setattr(mc.MCLearn, "draw", lambda self: draw(self) or plans.append(self.plan))
-    reserves, captures_expected = [], mc.MCLearn.captures_expected
-    monkeypatch.setattr(mc.MCLearn, "captures_expected",
+    reserves, captures_expected = [], mc.MCLearnMethod.captures_expected
+    monkeypatch.setattr(mc.MCLearnMethod, "captures_expected",
                         lambda self, steps: reserves.append(captures_expected(self, steps)) or reserves[-1])
     charges, charged_seconds = [], mc.MCLearn.charged_seconds
     monkeypatch.setattr(mc.MCLearn, "charged_seconds",

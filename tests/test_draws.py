@@ -109,7 +109,7 @@ def once_trainer(prepared) -> mc.MCLearn:
     ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).eval(), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
-    return mc.MCLearn(ctx)
+    return mc.MCLearnMethod(ctx)
 
 
 def test_once_draws_give_the_plans_own_count_of_full_passes(prepared):

@@ -31,7 +31,7 @@ def paper_trainer(prepared, **changes):
     ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).train(), train=prepared.train,
                         eval=prepared.eval, num_labels=len(prepared.label_names), device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
-    return mc.MCLearnPaper(ctx)
+    return mc.MCLearnPaperMethod(ctx)
 
 
 # ----------------------------------------------------------------------------- replay

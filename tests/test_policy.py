@@ -143,7 +143,7 @@ def small_mclearn(prepared):
     ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
-    return mc.MCLearn(ctx)
+    return mc.MCLearnMethod(ctx)
 
 
 def test_policy_update_feeds_each_rule_the_statistics_of_the_pool_by_hand(small_mclearn, monkeypatch):

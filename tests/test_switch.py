@@ -87,7 +87,7 @@ def switch_trainer(prepared, **changes) -> mc.MCLearn:
     ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).eval(), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
-    trainer = mc.MCLearn(ctx)
+    trainer = mc.MCLearnMethod(ctx)
     with torch.no_grad():
         torch.manual_seed(3)
         trainer.cheap_head.weight.normal_(0.0, 3.0)

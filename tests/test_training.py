@@ -231,7 +231,7 @@ def test_graphs_only_for_plain_updates(prepared, smoke_cfg):
     assert mc.graphs_enabled(mc.replace_config(smoke_cfg, cuda_graphs=True))
     assert not mc.graphs_enabled(mc.replace_config(smoke_cfg, cuda_graphs=True, precision="fp16"))
     assert not mc.graphs_enabled(mc.replace_config(smoke_cfg, cuda_graphs=True, grad_accum_steps=2))
-    assert mc.Baseline.graphable and mc.Uniform.graphable and mc.MCLearn.graphable
+    assert mc.Baseline.graphable and mc.Uniform.graphable and mc.MCLearnMethod.graphable
     # the scoring peers' updates are graphed as the baseline's; VCAS's backward samples on the host
     assert mc.SelectiveBackprop.graphable and mc.RhoLoss.graphable and mc.InfoBatch.graphable
     assert not mc.VCAS.graphable

@@ -34,7 +34,7 @@ def trainer_for(prepared, model=None, **changes) -> mc.MCLearn:
     ctx = mc.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
                         device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator().manual_seed(0))
-    trainer = mc.MCLearn(ctx)
+    trainer = mc.MCLearnMethod(ctx)
     with torch.no_grad():
         torch.manual_seed(3)
         trainer.cheap_head.weight.normal_(0.0, 3.0)
@@ -294,7 +294,7 @@ def test_mclearn_is_the_ablations_choice_and_v1_keeps_the_previous_preset():
     assert plain == mc.config_for_method(cfg, "mclearn-once")  # the variants' ablation chose mclearn-once
     assert all(getattr(plain, k) == getattr(mc.Config(), k) for k in (*VARIANT_KEYS, "record_passes"))
     assert dataclasses.replace(v1, once_draws=True) == plain  # v1: the preset before, once_draws off
-    assert mc.METHODS["mclearn-v1"] is mc.MCLearn
+    assert mc.METHODS["mclearn-v1"] is mc.MCLearnMethod
 
 
 @pytest.mark.parametrize("variant", list(mc.MCLEARN_VARIANTS))

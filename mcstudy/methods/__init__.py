@@ -1,12 +1,12 @@
 """The study's methods and their registry: METHODS maps each method id to its class (the baseline and
-the peers, one file each in this package; MC-Learn's trainers from mclearn_core), and the views
+the peers, one file each in this package; MC-Learn's study adapters from mclearn_core), and the views
 derived from the classes (NO_WALL_CLOCK_KNOB, METHOD_OWN_FIELDS). A new method is its class (its
 plan_budget, wall_clock_note and own_fields) and one call of register_method."""
 from __future__ import annotations
 
 from typing import Callable
 
-from mclearn_core import MCLEARN_VARIANTS, MCLearn, MCLearnPaper, Method, RunContext
+from mclearn_core import MCLEARN_VARIANTS, MCLearnMethod, MCLearnPaperMethod, Method, RunContext
 
 from .baseline import Baseline, FullPass
 from .infobatch import InfoBatch, infobatch_anneal_start
@@ -25,8 +25,8 @@ PEER_METHODS: dict[str, Callable[[RunContext], Method]] = {
 
 
 METHODS: dict[str, Callable[[RunContext], Method]] = {
-    "baseline": Baseline, "mclearn": MCLearn, "mclearn-paper": MCLearnPaper, **PEER_METHODS}
-METHODS.update({name: MCLearn for name in MCLEARN_VARIANTS})  # the variants differ by their presets' keys
+    "baseline": Baseline, "mclearn": MCLearnMethod, "mclearn-paper": MCLearnPaperMethod, **PEER_METHODS}
+METHODS.update({name: MCLearnMethod for name in MCLEARN_VARIANTS})  # the variants differ by their presets' keys
 # Views of the registry, derived from its classes (derive_registry_views; register_method keeps them current).
 # Methods whose knobs do not bound wall-clock (their class's wall_clock_note) run once per seed, at their
 # defaults. Every Config key but the bookkeeping ones is compared when a stored run is reused, except for
