@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     args = parser.parse_args()
-    mc.METHODS[MeanPooledBaseline.name] = MeanPooledBaseline
+    mc.register_method(MeanPooledBaseline.name, MeanPooledBaseline)
     cfg = mc.make_config(args.preset, study="pooling-ab")
     prepared = mc.prepare(cfg)
     table = {}

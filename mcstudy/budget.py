@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 import mclearn_core as core
+from mcstudy.methods import METHODS
 
 
 # --- budget studies: a tuned baseline, then every method at shares of its time --------------------
@@ -29,7 +30,7 @@ def budget_study_runs(methods: Sequence[str], time_budgets: Sequence[float], see
         for method in methods:
             if k >= method_seeds.get(method, len(seeds)):
                 continue
-            if core.METHODS[method].reference or core.METHODS[method].wall_clock_note:
+            if METHODS[method].reference or METHODS[method].wall_clock_note:
                 runs.append((method, 0.0, seed))
             else:
                 runs.extend((method, float(b), seed) for b in method_budgets.get(method, time_budgets))
@@ -60,7 +61,7 @@ def plan_time_budget(method: str, time_budget: float, cfg: core.Config, costs: d
     times the baseline's, with costs in units of one baseline update (measure_relative_costs):
     its class's plan_budget (Method.plan_budget; ValueError for a method without a knob)."""
     core.check_methods([method])
-    return core.METHODS[method].plan_budget(method, float(time_budget), cfg, costs)
+    return METHODS[method].plan_budget(method, float(time_budget), cfg, costs)
 
 
 def with_explicit(cfg: core.Config, **changes: Any) -> core.Config:
@@ -247,7 +248,7 @@ def run_budget_study(cfg: core.Config, methods: Sequence[str], time_budgets: Seq
     if progress and lr_records:
         core.say(f"learning rate: {lr:g} (best of {', '.join(f'{_record_lr(r):g}' for r in lr_records)}; "
                  f"{lr_grid_status(lr_records)})")
-    planned = [m for m in methods if not (core.METHODS[m].reference or core.METHODS[m].wall_clock_note)]
+    planned = [m for m in methods if not (METHODS[m].reference or METHODS[m].wall_clock_note)]
     reference = lr_records or ([core.run_once(tuned, "baseline", seeds[0], prepared, "baseline", progress=progress)]
                                if planned else [])
     full_seconds = reference_seconds(reference) if planned else float("nan")
@@ -285,10 +286,10 @@ def run_budget_study(cfg: core.Config, methods: Sequence[str], time_budgets: Seq
     # -- phase 5: the runs ----------------------------------------------------------------------------------
     records = []
     for method, budget, seed in runs:
-        if core.METHODS[method].reference:
+        if METHODS[method].reference:
             records.append(core.run_once(tuned, method, seed, prepared, method, progress=progress))
             continue
-        if core.METHODS[method].wall_clock_note:
+        if METHODS[method].wall_clock_note:
             records.append(core.run_once(tuned, method, seed, prepared, method,
                                          plan_time_budget(method, 0.0, tuned, {}), progress, keep_diverged=True))
             continue

@@ -14,6 +14,7 @@ import types
 from typing import Any, Iterable, Sequence
 
 import mclearn_core as core
+from mcstudy.methods import METHODS
 
 
 # --- notebook parameters --------------------------------------------------------------------------
@@ -237,10 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--preset", default="auto", action=_GivenOnce, help=f"auto or one of {', '.join(core.PRESETS)}")
-    parser.add_argument("--methods", nargs="+", action="extend", default=None, choices=sorted(core.METHODS),
+    parser.add_argument("--methods", nargs="+", action="extend", default=None, choices=sorted(METHODS),
                         type=_method_arg, metavar="METHOD",
                         help=f"default: baseline mclearn (given twice: the lists are joined); any of "
-                             f"{', '.join(sorted(core.METHODS))}")
+                             f"{', '.join(sorted(METHODS))}")
     parser.add_argument("--seeds", nargs="+", type=int, action="extend", default=None)
     parser.add_argument("--dataset", default=None, action=_GivenOnce,
                         help="hub name or local folder (default: preset's)")

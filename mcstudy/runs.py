@@ -21,6 +21,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 import mclearn_core as core
+from mcstudy.methods import METHODS, METHOD_OWN_FIELDS
 
 
 # --- run files and sweeps -------------------------------------------------------------------------
@@ -66,7 +67,7 @@ def check_no_old_run_file(path: Path) -> None:
 def renamed_method(name: str) -> str | None:
     """Return the method id that replaced `name` (RENAMED), or None when it was not renamed."""
     new = core.RENAMED.get(name)
-    return new if new in core.METHODS else None
+    return new if new in METHODS else None
 
 
 def check_methods(methods: Iterable[str]) -> None:
@@ -75,9 +76,9 @@ def check_methods(methods: Iterable[str]) -> None:
     for method in methods:
         if renamed_method(method):
             raise ValueError(f"Method {method!r} is now {renamed_method(method)!r}: use the new id.")
-    unknown = [m for m in methods if m not in core.METHODS]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(core.METHODS)}.")
+        raise ValueError(f"Unknown method(s) {unknown}. Choose from: {', '.join(METHODS)}.")
     twice = sorted({m for m in methods if list(methods).count(m) > 1})
     if twice:
         raise ValueError(f"Method(s) {', '.join(twice)} listed more than once: each method trains once per seed, "
@@ -178,7 +179,7 @@ RUN_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(core.Config) if f.name
 def run_key_fields(method: str) -> tuple[str, ...]:
     """Return the Config keys a stored run of `method` must match to be reused: RUN_KEY_FIELDS less
     the keys only other methods read (METHOD_OWN_FIELDS)."""
-    others = {key for methods, keys in core.METHOD_OWN_FIELDS.items() if method not in methods for key in keys}
+    others = {key for methods, keys in METHOD_OWN_FIELDS.items() if method not in methods for key in keys}
     return tuple(key for key in RUN_KEY_FIELDS if key not in others)
 
 
@@ -187,7 +188,7 @@ def check_keys_read(cfg: core.Config, methods: Sequence[str]) -> None:
     `methods` read (METHOD_OWN_FIELDS): set for this sweep, it would change nothing."""
     for key in cfg.explicit:
         if key in RUN_KEY_FIELDS and all(key not in run_key_fields(m) for m in methods):
-            readers = [m for group, keys in core.METHOD_OWN_FIELDS.items() if key in keys for m in group]
+            readers = [m for group, keys in METHOD_OWN_FIELDS.items() if key in keys for m in group]
             raise ValueError(f"{key} is set, but only {', '.join(dict.fromkeys(readers))} read it and methods= lists "
                              f"none of them: add one of them to methods=, or drop {key}=")
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 import mclearn_core as core
+from mcstudy.methods import NO_WALL_CLOCK_KNOB
 
 
 # --- the summary: summary.csv and the report table ------------------------------------------------
@@ -162,7 +163,7 @@ def report_table(rows) -> Any:
             if show_test:
                 test = runs["test_accuracy"].dropna() * 100
                 row["test accuracy (%)"] = _mean_std(test) if len(test) else "—"
-            if budget_study and method in core.NO_WALL_CLOCK_KNOB:
+            if budget_study and method in NO_WALL_CLOCK_KNOB:
                 reaches = "no wall-clock knob"
             elif not len(runs):
                 reaches = "—"

@@ -46,29 +46,29 @@ run "pool sized without kappa (the full passes reach the whole pool)" \
   'return max(self.kept_rows, self.num_classes, round(self.full_rows * cfg.refresh_every))'
 # --- InfoBatch's rules against its reference
 BREAK_TESTS=(tests/test_peers.py tests/test_budget_study.py -k infobatch)
-run "InfoBatch: prunes rows above the mean" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: prunes rows above the mean" \
   'low = seen & (scores < np.nanmean(scores))' 'low = seen & (scores > np.nanmean(scores))'
-run "InfoBatch: rows at the mean count as well learned" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: rows at the mean count as well learned" \
   'low = seen & (scores < np.nanmean(scores))' 'low = seen & (scores <= np.nanmean(scores))'
-run "InfoBatch: threshold at the median of the seen rows" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: threshold at the median of the seen rows" \
   'low = seen & (scores < np.nanmean(scores))' 'low = seen & (scores < np.nanmedian(scores))'
-run "InfoBatch: mean over every row, unseen ones as 0" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: mean over every row, unseen ones as 0" \
   'low = seen & (scores < np.nanmean(scores))' 'low = seen & (scores < np.nan_to_num(scores).mean())'
-run "InfoBatch: prunes with probability 1 - r" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: prunes with probability 1 - r" \
   'prune = low & (self.rng.random(len(scores)) < self.ctx.cfg.infobatch_prune)' \
   'prune = low & (self.rng.random(len(scores)) < 1 - self.ctx.cfg.infobatch_prune)'
-run "InfoBatch: kept low-loss rows rescaled by 1 / r" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: kept low-loss rows rescaled by 1 / r" \
   'weights[low] = 1.0 / (1.0 - self.ctx.cfg.infobatch_prune)' 'weights[low] = 1.0 / self.ctx.cfg.infobatch_prune'
-run "InfoBatch: every kept seen row rescaled, the high-loss ones too" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: every kept seen row rescaled, the high-loss ones too" \
   'weights[low] = 1.0 / (1.0 - self.ctx.cfg.infobatch_prune)' 'weights[seen] = 1.0 / (1.0 - self.ctx.cfg.infobatch_prune)'
-run "InfoBatch: anneal's share of epochs rounded down (start rounded up)" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: anneal's share of epochs rounded down (start rounded up)" \
   'return math.floor(round(epochs * (1 - anneal), 9))' 'return math.ceil(round(epochs * (1 - anneal), 9))'
-run "InfoBatch: anneal starts one epoch late" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: anneal starts one epoch late" \
   'return math.floor(round(epochs * (1 - anneal), 9))' 'return math.floor(round(epochs * (1 - anneal), 9)) + 1'
-run "InfoBatch: anneal share read as the pruning share" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: anneal share read as the pruning share" \
   'return math.floor(round(epochs * (1 - anneal), 9))' 'return math.floor(round(epochs * anneal, 9))'
-run "InfoBatch: anneal boundary in raw floats" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: anneal boundary in raw floats" \
   'return math.floor(round(epochs * (1 - anneal), 9))' 'return math.floor(epochs * (1 - anneal))'
-run "InfoBatch: an epoch counted from 1 against the anneal start" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "InfoBatch: an epoch counted from 1 against the anneal start" \
   'return self.epoch >= infobatch_anneal_start(cfg.epochs, cfg.infobatch_anneal)' \
   'return self.epoch + 1 >= infobatch_anneal_start(cfg.epochs, cfg.infobatch_anneal)'

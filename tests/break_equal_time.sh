@@ -12,11 +12,11 @@ README_TESTS=(tests/test_readme.py::test_the_answer_names_a_method_only_on_a_hol
               tests/test_readme.py::test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_previous_protocol
               tests/test_readme.py::test_an_lr_table_with_every_choice_interior_says_so
               tests/test_readme.py::test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_runs_exist)
-run "short schedule: price the prefix without its captures" \
+BREAK_FILE=mcstudy/methods/short_schedule.py run "short schedule: price the prefix without its captures" \
   'prices.append(spent + captured * capture_seconds)' 'prices.append(spent)'
-run "short schedule: train the last steps of the plan, not the leading ones" \
+BREAK_FILE=mcstudy/methods/short_schedule.py run "short schedule: train the last steps of the plan, not the leading ones" \
   'self.plan = self.plan[:n]' 'self.plan = self.plan[-n:]'
-run "short schedule: drop the exact-fit tolerance" \
+BREAK_FILE=mcstudy/methods/short_schedule.py run "short schedule: drop the exact-fit tolerance" \
   'budget_seconds * (1 + 1e-9), side="right")' 'budget_seconds, side="left")'
 BREAK_FILE=mcstudy/equal_time.py run "interval: normal quantile instead of Student's t" \
   'stats.t.ppf(0.5 + confidence / 2, n - 1)' 'stats.norm.ppf(0.5 + confidence / 2)'

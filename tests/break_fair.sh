@@ -25,11 +25,11 @@ BREAK_FILE=mcstudy/train.py run "clock: the method's extra seconds are not weigh
   'elapsed, extra = train_seconds + time.perf_counter() - t0, 0.0'
 run "clock: MC-Learn ends at its planned steps" \
   'if self.budget and clock is None and i >= self.total_steps:' 'if self.budget and i >= self.total_steps:'
-run "clock: InfoBatch anneals by its configured epochs" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "clock: InfoBatch anneals by its configured epochs" \
   '        if clock is not None:
             return clock.progress >= 1 - cfg.infobatch_anneal' '        if False:
             return clock.progress >= 1 - cfg.infobatch_anneal'
-run "schedule: InfoBatch's progress by whole epochs (no compression)" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "schedule: InfoBatch's progress by whole epochs (no compression)" \
   'return min(1.0, (self.epoch + self.cursor / max(len(self.plan), 1)) / epochs)' \
   'return min(1.0, self.epoch / epochs)'
 run "schedule: MC-Learn's lr follows its steps, not its re-planned progress" \
@@ -49,7 +49,7 @@ run "capture policy: MC-Learn captures every width" \
   'self.graphed = GraphedUpdate(self.ctx, self._update)'
 run "capture policy: MC-Learn's reserve counts rare widths" \
   'frequent = self.plan.bucket_prob * upper >= GRAPH_MIN_USES' 'frequent = self.plan.bucket_prob * upper >= 0'
-run "capture policy: InfoBatch plans one epoch's shapes" \
+BREAK_FILE=mcstudy/methods/infobatch.py run "capture policy: InfoBatch plans one epoch's shapes" \
   'return {shape: uses * self.ctx.cfg.epochs for shape, uses in collections.Counter(' \
   'return {shape: uses for shape, uses in collections.Counter('
 run "start-up: warm-up seconds taken from the shapes never captured" \

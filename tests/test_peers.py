@@ -1,4 +1,5 @@
-"""Section 7: the comparison methods. Each method's invariant with fixed seeds and stated tolerances."""
+"""The comparison methods (mcstudy.methods): each method's invariant with fixed seeds and stated tolerances;
+a method added by one registration trains as theirs do."""
 import math
 
 import numpy as np
@@ -6,6 +7,8 @@ import pytest
 import torch
 
 import mclearn_core as mc
+from mcstudy import methods
+from mcstudy.methods import vcas
 
 
 def _ctx(prepared, cfg=None, seed=0):
@@ -181,8 +184,8 @@ def test_vcas_sampled_gradients_are_unbiased():
     def grad(sampled: bool):
         state.enabled = sampled
         weight.grad = None
-        hidden = mc._SampleActivationGrad.apply(x.clone().requires_grad_(True), state)
-        out = mc._SampledWeightGradLinear.apply(hidden, weight, None, state)
+        hidden = vcas._SampleActivationGrad.apply(x.clone().requires_grad_(True), state)
+        out = vcas._SampledWeightGradLinear.apply(hidden, weight, None, state)
         ((out - target) ** 2).sum().backward()
         return weight.grad.clone()
 
@@ -253,3 +256,64 @@ def test_uniform_matches_the_measured_time_of_mclearn(prepared, smoke_cfg):
 def test_uniform_without_its_reference_runs_names_the_fix(prepared, smoke_cfg):
     with pytest.raises(ValueError, match="uniform_fraction="):
         mc.run_sweep(smoke_cfg, ["uniform"], [4], prepared=prepared, progress=False)
+
+
+class LeadingShare(mc.FullPass):
+    """A method written in this one file: the baseline's plan, which a budget study's clock (its
+    time_budget share of the baseline's seconds) cuts to its leading steps; its plan says so."""
+
+    name = "leading-share"
+    note = "the clock cuts the baseline's plan to its leading steps"
+
+    @classmethod
+    def plan_budget(cls, name, time_budget, cfg, costs):
+        return mc.BudgetPlan(name, time_budget, {}, time_budget, cls.note)
+
+
+class Unclocked(mc.FullPass):
+    """A method without a wall-clock knob that alone reads one Config key."""
+
+    wall_clock_note = "no wall-clock knob: it trains the baseline's plan"
+    own_fields = ("label_noise",)
+
+
+@pytest.fixture
+def registry():
+    """Put METHODS and its derived views back as they were after the test."""
+    saved = dict(methods.METHODS)
+    yield methods.register_method
+    methods.METHODS.clear()
+    methods.METHODS.update(saved)
+    methods.derive_registry_views()
+
+
+def test_a_new_method_is_its_class_and_one_registration(registry, smoke_cfg, prepared, cost_clock):
+    """A method defined in a test and registered by one call trains in a budget study as a peer of
+    the package does: planned by its own plan_budget, on its clock, in the run store and the table."""
+    cost_clock(1e-4)
+    registry("leading-share", LeadingShare)
+    cfg = mc.replace_config(smoke_cfg, study="new-method")
+    result = mc.run_budget_study(cfg, ["baseline", "leading-share"], (1 / 2,), seeds=[42], prepared=prepared,
+                                 progress=False, lr_factors=())
+    runs = {r["run_label"]: r for r in result.records}
+    assert sorted(runs) == ["baseline", "leading-share-b0.50"]
+    record = runs["leading-share-b0.50"]
+    assert record["method"] == "leading-share" and record["budget_note"] == LeadingShare.note
+    assert record["config"]["budget_seconds"] == pytest.approx(0.5 * result.reference_seconds)
+    assert 0 < record["examples_backward"] < runs["baseline"]["examples_backward"]
+    assert mc.run_path(cfg.results_dir, cfg.study, "leading-share-b0.50", 42).exists()
+    table = mc.summarize(cfg.results_dir, cfg.study, show=False)
+    assert table[table["method"] == "leading-share"]["budget"].tolist() == ["1/2"]
+
+
+def test_registering_a_method_derives_the_registry_views(registry):
+    assert "unclocked" not in mc.NO_WALL_CLOCK_KNOB and "label_noise" in mc.run_key_fields("baseline")
+    assert registry("unclocked", Unclocked) is Unclocked
+    assert mc.NO_WALL_CLOCK_KNOB["unclocked"] == Unclocked.wall_clock_note
+    assert mc.METHOD_OWN_FIELDS[("unclocked",)] == ("label_noise",)
+    assert "label_noise" not in mc.run_key_fields("baseline") and "label_noise" in mc.run_key_fields("unclocked")
+    assert mc.budget_study_runs(["baseline", "unclocked", "uniform"], (1 / 2,), [1]) == [
+        ("baseline", 0.0, 1), ("unclocked", 0.0, 1), ("uniform", 0.5, 1)]
+    assert mc.plan_time_budget("unclocked", 0.5, mc.make_config("cpu-smoke"), {}).note == Unclocked.wall_clock_note
+    with pytest.raises(ValueError, match="'uniform' is taken by Uniform"):
+        registry("uniform", Unclocked)
