@@ -144,7 +144,7 @@ def _raise_terminated(signum, frame):
 
 def provenance_env() -> str:
     """Return code_provenance() as MCLEARN_* environment assignments, one per line, for a copy of
-    this checkout without .git: `env $(python mclearn_core.py --provenance) bash benchmarks/gpu_notebooks.sh ...`."""
+    this checkout without .git: `env $(python -m mcstudy --provenance) bash benchmarks/gpu_notebooks.sh ...`."""
     prov = core.code_provenance()
     lines = [f"MCLEARN_COMMIT={prov['git_commit']}", f"MCLEARN_GIT_CLEAN={str(prov['git_clean']).lower()}"]
     if prov["git_diff_sha256"]:
@@ -222,7 +222,7 @@ def _method_arg(name: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run a resumable sweep and print the summary table; return the exit code.
 
-    Example: python mclearn_core.py --preset cpu --methods baseline mclearn
+    Example: python -m mcstudy --preset cpu --methods baseline mclearn
     An error prints one line "error: ..." to stderr (the traceback only with --debug) and returns 2
     for a bad command line, 1 for a failed run; Ctrl-C returns 130 and SIGTERM 143, keeping the
     finished runs.
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         def _split_lines(self, text: str, width: int) -> list[str]:
             return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m mcstudy", description=main.__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--preset", default="auto", action=_GivenOnce, help=f"auto or one of {', '.join(core.PRESETS)}")
     parser.add_argument("--methods", nargs="+", action="extend", default=None, choices=sorted(METHODS),
                         type=_method_arg, metavar="METHOD",

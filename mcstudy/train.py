@@ -592,7 +592,7 @@ def code_provenance() -> dict[str, Any]:
 
     Where this copy has no .git (the GPU machine gets the working tree only), the values come from
     the environment: MCLEARN_COMMIT, MCLEARN_GIT_CLEAN and MCLEARN_GIT_DIFF_SHA256, as printed by
-    `python mclearn_core.py --provenance` in the checkout the copy was made from.
+    `python -m mcstudy --provenance` in the checkout the copy was made from.
     """
     import hashlib
 

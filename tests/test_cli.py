@@ -233,7 +233,7 @@ def test_quick_start_writes_to_an_ignored_folder():
     """README Quick start step 2 must not dirty the tracked results/: it writes to runs-local/."""
     readme = (mc.REPO_ROOT / "README.md").read_text()
     quick = readme[readme.index("## Quick start"):readme.index("## Notebooks")]
-    step2 = next(line for line in quick.splitlines() if line.startswith("python mclearn_core.py"))
+    step2 = next(line for line in quick.splitlines() if line.startswith("python -m mcstudy"))
     assert "--results-dir runs-local" in step2
     ignored = subprocess.run(["git", "check-ignore", "-q", "runs-local/runs/x.json"], cwd=mc.REPO_ROOT)
     if ignored.returncode == 128:
@@ -261,10 +261,10 @@ def test_provenance_prints_environment_assignments(capsys):
 
 
 def test_the_script_itself_exits_with_the_code_and_one_line(tmp_path):
-    """`python mclearn_core.py` (not just main()): the exit code reaches the shell, no traceback."""
-    done = subprocess.run([sys.executable, str(mc.REPO_ROOT / "mclearn_core.py"), "--preset", "cpu-smoke",
+    """`python -m mcstudy` (not just main()): the exit code reaches the shell, no traceback."""
+    done = subprocess.run([sys.executable, "-m", "mcstudy", "--preset", "cpu-smoke",
                            "--results-dir", str(tmp_path), "--set", "lr=fast"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=mc.REPO_ROOT)
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["error: --set lr=fast: lr expects float, e.g. lr=2e-05"]
 
