@@ -42,7 +42,7 @@ run "the caller scales budget_ratio by 1.2" \
   'self.plan.bucket_widths.tolist(), cfg.budget_ratio, cfg.refresh_every,' \
   'self.plan.bucket_widths.tolist(), 1.2 * cfg.budget_ratio, cfg.refresh_every,'
 run "setup time left uncharged" 'spent = time.perf_counter() - start' 'spent = 0.0'
-run "one epoch priced where the run has several" \
+BREAK_FILE=mcstudy/methods/mclearn.py run "one epoch priced where the run has several" \
   'torch.Generator().manual_seed(0))] * cfg.epochs' 'torch.Generator().manual_seed(0))]'
 run "refreshes priced at the first pool's size (bug 3 back)" \
   'mean_refresh = self.setup_refresh_per_member * self.mean_pool_size(0.0)' \
@@ -72,9 +72,9 @@ run "setup reserves one capture per width again" 'self.budget = solve(expected)'
   'self.budget = solve(float(np.count_nonzero(self.plan.bucket_prob)))'
 run "re-plans hold back no captures" \
   'reserve = self.captures_expected(most) * self.ctx.step_costs.capture_seconds' 'reserve = 0.0'
-run "captured widths still reserved" \
-  'prob = [p if key not in done and self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0' \
-  'prob = [p if self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0'
-run "warm-up uses forgotten" \
-  'return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])' \
-  'return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps)'
+BREAK_FILE=mcstudy/methods/mclearn.py run "captured widths still reserved" \
+  'prob = [p if key not in done and self.planned_uses.get(key, 0) >= core.GRAPH_MIN_USES else 0.0' \
+  'prob = [p if self.planned_uses.get(key, 0) >= core.GRAPH_MIN_USES else 0.0'
+BREAK_FILE=mcstudy/methods/mclearn.py run "warm-up uses forgotten" \
+  'return core.expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])' \
+  'return core.expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps)'

@@ -44,11 +44,11 @@ run "schedule: book the next update's lr instead of the one used" \
         if not self.driven:
             self._set(self.f(min(self.updates, self.total)))
         self.last_share, self.sum_share = self.multiplier, self.sum_share + self.multiplier'
-run "capture policy: MC-Learn captures every width" \
-  'self.graphed = GraphedUpdate(self.ctx, self._update, self.planned_update_shapes() if self.budget else None)' \
-  'self.graphed = GraphedUpdate(self.ctx, self._update)'
-run "capture policy: MC-Learn's reserve counts rare widths" \
-  'frequent = self.plan.bucket_prob * upper >= GRAPH_MIN_USES' 'frequent = self.plan.bucket_prob * upper >= 0'
+BREAK_FILE=mcstudy/methods/mclearn.py run "capture policy: MC-Learn captures every width" \
+  'self.graphed = core.GraphedUpdate(self.ctx, self._update, self.planned_update_shapes() if self.budget else None)' \
+  'self.graphed = core.GraphedUpdate(self.ctx, self._update)'
+BREAK_FILE=mcstudy/methods/mclearn.py run "capture policy: MC-Learn's reserve counts rare widths" \
+  'frequent = self.plan.bucket_prob * upper >= core.GRAPH_MIN_USES' 'frequent = self.plan.bucket_prob * upper >= 0'
 BREAK_FILE=mcstudy/methods/infobatch.py run "capture policy: InfoBatch plans one epoch's shapes" \
   'return {shape: uses * self.ctx.cfg.epochs for shape, uses in collections.Counter(' \
   'return {shape: uses for shape, uses in collections.Counter('
