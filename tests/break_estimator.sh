@@ -57,12 +57,12 @@ run "steps after the re-planned end still train" 'if self.budget and clock is No
 run "lr schedule at its end from the first step (nothing learns)" \
   'return int(self.position / accum + 1e-9) / math.ceil(self.loop_steps / accum)' \
   'return int(self.loop_steps / accum + 1e-9) / math.ceil(self.loop_steps / accum)'
-run "evaluation scrambles the predictions" \
+BREAK_FILE=mcstudy/engine.py run "evaluation scrambles the predictions" \
   'logits[idx.to(device)] = out.float()' 'logits[idx.to(device)] = out.float()[torch.randperm(len(idx))]'
 # --- gradient accumulation and per-group clipping: MC-Learn must honour both
 run "grad_accum_steps ignored by MC-Learn (bug 1 back)" \
   'accumulate = ctx.cfg.grad_accum_steps > 1' 'accumulate = False'
-run "model and cheap head clipped together (bug 2 back)" \
+BREAK_FILE=mcstudy/engine.py run "model and cheap head clipped together (bug 2 back)" \
   'for params in clip_groups(ctx):' 'for params in [optimizer_params(ctx.optimizer)]:'
 # --- the capture reserve
 run "captures counted one eager use late" \
@@ -73,8 +73,8 @@ run "setup reserves one capture per width again" 'self.budget = solve(expected)'
 run "re-plans hold back no captures" \
   'reserve = self.captures_expected(most) * self.ctx.step_costs.capture_seconds' 'reserve = 0.0'
 BREAK_FILE=mcstudy/methods/mclearn.py run "captured widths still reserved" \
-  'prob = [p if key not in done and self.planned_uses.get(key, 0) >= core.GRAPH_MIN_USES else 0.0' \
-  'prob = [p if self.planned_uses.get(key, 0) >= core.GRAPH_MIN_USES else 0.0'
+  'prob = [p if key not in done and self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0' \
+  'prob = [p if self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0'
 BREAK_FILE=mcstudy/methods/mclearn.py run "warm-up uses forgotten" \
   'return core.expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])' \
   'return core.expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps)'

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import mclearn_core as core
-from mcstudy.engine import calibration_rows, measure_step_costs
+from mcstudy.engine import (BudgetPlan, calibration_rows, GRAPH_MIN_USES, GraphedUpdate, graphs_enabled,
+                            measure_step_costs, Method, RunContext)
 
 
 def check_variant_keys(cfg: core.Config) -> None:
@@ -94,7 +95,7 @@ MCLEARN_FIELDS = (
     "full_rows", "full_prob", "cost_ema", "unfreeze_schedule", "row_multiple")
 
 
-class MCLearnMethod(core.MCLearn, core.Method):
+class MCLearnMethod(core.MCLearn, Method):
     """`mclearn` and its ablation variants (their presets' keys) as a study Method: MCLearn's update
     replayed as one CUDA graph per shape (GraphedUpdate), the captures held back from its budget,
     its step costs measured as every method's are (measure_step_costs), the baseline priced by its
@@ -107,14 +108,14 @@ class MCLearnMethod(core.MCLearn, core.Method):
                   "uniform_start", "uniform_end", "record_passes", "select_switch")
 
     @classmethod
-    def plan_budget(cls, name: str, time_budget: float, cfg: core.Config, costs: dict[str, Any]) -> core.BudgetPlan:
+    def plan_budget(cls, name: str, time_budget: float, cfg: core.Config, costs: dict[str, Any]) -> BudgetPlan:
         """Return budget_ratio = time_budget: its budget solver prices the run itself (every variant too)."""
-        return core.BudgetPlan(name, time_budget, {"budget_ratio": time_budget}, time_budget)
+        return BudgetPlan(name, time_budget, {"budget_ratio": time_budget}, time_budget)
 
-    def __init__(self, ctx: core.RunContext):
+    def __init__(self, ctx: RunContext):
         super().__init__(ctx)
         check_variant_keys(ctx.cfg)
-        self.graphed: core.GraphedUpdate | None = None  # built at the first update
+        self.graphed: GraphedUpdate | None = None  # built at the first update
         self.measured_variance: dict[str, Any] | None = None  # variance_check's, once
 
     def baseline_widths(self) -> list[int]:
@@ -142,7 +143,7 @@ class MCLearnMethod(core.MCLearn, core.Method):
         if not self.will_capture():
             return 0.0
         upper = solve(float(np.count_nonzero(self.plan.bucket_prob)))["steps"]
-        frequent = self.plan.bucket_prob * upper >= core.GRAPH_MIN_USES
+        frequent = self.plan.bucket_prob * upper >= GRAPH_MIN_USES
         return core.expected_captures(np.where(frequent, self.plan.bucket_prob, 0.0), upper, self.ctx.cfg.graph_warmup_steps)
 
     def will_capture(self) -> bool:
@@ -152,7 +153,7 @@ class MCLearnMethod(core.MCLearn, core.Method):
         if self.graphed is not None:
             return self.graphed.capture
         ctx = self.ctx
-        return ctx.device.type == "cuda" and core.graphs_enabled(ctx.cfg) and \
+        return ctx.device.type == "cuda" and graphs_enabled(ctx.cfg) and \
             ctx.step_costs is not None and ctx.step_costs.graphed
 
     def captures_expected(self, steps: float) -> float:
@@ -165,7 +166,7 @@ class MCLearnMethod(core.MCLearn, core.Method):
         keys = [(self.full_rows, int(w)) for w in plan.bucket_widths]
         done = graphed.graphs if graphed is not None else {}
         used = graphed.eager_steps if graphed is not None else {}
-        prob = [p if key not in done and self.planned_uses.get(key, 0) >= core.GRAPH_MIN_USES else 0.0
+        prob = [p if key not in done and self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0
                 for key, p in zip(keys, plan.bucket_prob)]
         return core.expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])
 
@@ -174,11 +175,11 @@ class MCLearnMethod(core.MCLearn, core.Method):
         first pool's width mix (set by setup)."""
         return self.planned_uses
 
-    def updater(self) -> core.GraphedUpdate:
+    def updater(self) -> GraphedUpdate:
         """Return the run's GraphedUpdate of MCLearn's update, built at the first step with the
         planned uses of each shape (its capture policy)."""
         if self.graphed is None:
-            self.graphed = core.GraphedUpdate(self.ctx, self._update, self.planned_update_shapes() if self.budget else None)
+            self.graphed = GraphedUpdate(self.ctx, self._update, self.planned_update_shapes() if self.budget else None)
         return self.graphed
 
     def replayed(self, key: tuple) -> bool:
@@ -254,13 +255,13 @@ class MCLearnMethod(core.MCLearn, core.Method):
         return self.measured_variance
 
 
-class MCLearnPaperMethod(core.MCLearnPaper, core.Method):
+class MCLearnPaperMethod(core.MCLearnPaper, Method):
     """`mclearn-paper` as a study Method (eager: its kept set changes size every step)."""
 
     own_fields = (*MCLEARN_FIELDS, "step_budget_ratio")
     wall_clock_note = ("no wall-clock knob: its budget ratio prices each step against the baseline's over as many "
                        "steps as the baseline takes; it runs once per seed at its defaults")
 
-    def __init__(self, ctx: core.RunContext):
+    def __init__(self, ctx: RunContext):
         super().__init__(ctx)
-        self.graphed: core.GraphedUpdate | None = None
+        self.graphed: GraphedUpdate | None = None
