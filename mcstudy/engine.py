@@ -17,13 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import mclearn_core as core
+from mcstudy.config import autocast_context, Config, replace_config
 
 
 class DivergedError(core.TrainingError):
     """The training loss became NaN or infinite (the message names the step and the fix)."""
 
 
-def graphs_enabled(cfg: core.Config) -> bool:
+def graphs_enabled(cfg: Config) -> bool:
     """Return True when the baseline family may replay its update as CUDA graphs: cfg.cuda_graphs,
     no fp16 (its GradScaler reads the host) and no gradient accumulation. Off CUDA the same
     code runs eagerly."""
@@ -78,7 +79,7 @@ class RunClock:
 class RunContext:
     """What every method's step needs: model, data, optimizer and the precision machinery."""
 
-    cfg: core.Config
+    cfg: Config
     model: nn.Module
     train: core.EncodedSplit
     eval: core.EncodedSplit
@@ -100,7 +101,7 @@ class RunContext:
     clock: RunClock | None = None  # a clock-driven run's time budget (cfg.budget_seconds); None: its planned steps
 
     def autocast(self):
-        return core.autocast_context(self.cfg, self.device, cache_enabled=not self.graphs)
+        return autocast_context(self.cfg, self.device, cache_enabled=not self.graphs)
 
     def per_example_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels, reduction="none",
@@ -173,7 +174,7 @@ def release_device_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def build_optimizer(model: nn.Module, cfg: core.Config, device: torch.device,
+def build_optimizer(model: nn.Module, cfg: Config, device: torch.device,
                     extra_groups: Iterable[dict] = (), capturable: bool = False) -> torch.optim.Optimizer:
     """Return AdamW (fused on CUDA) with layer-wise lr decay: head at lr, top encoder layer at
     lr*encoder_lr_mult, each layer below times layer_decay, embeddings lowest. `capturable`
@@ -207,7 +208,7 @@ def build_optimizer(model: nn.Module, cfg: core.Config, device: torch.device,
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: core.Config, total_steps: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int):
     """Return the transformers warmup + decay schedule (cfg.schedule) over `total_steps`."""
     from transformers import get_scheduler
 
@@ -215,7 +216,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: core.Config, total_st
                          num_training_steps=max(total_steps, 1))
 
 
-def schedule_multiplier(cfg: core.Config, total_steps: int) -> Callable[[float], float]:
+def schedule_multiplier(cfg: Config, total_steps: int) -> Callable[[float], float]:
     """Return f(k): the lr multiplier of the transformers schedule cfg.schedule (warmup share
     cfg.warmup_ratio) over `total_steps` steps at step k, for any real k in [0, total_steps]: at
     whole k it is the schedule's own lr_lambda (LambdaLR), between them the same formula."""
@@ -246,7 +247,7 @@ class LRSchedule:
     is booked: record() gives the updates made, the multiplier at the last one (the lr at the last
     update as a share of peak) and their sum (the sum of lr / peak over the updates)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: core.Config, total_steps: int, on_device: bool = False):
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int, on_device: bool = False):
         self.groups, self.total = optimizer.param_groups, max(int(total_steps), 1)
         self.f = schedule_multiplier(cfg, self.total)
         self.peaks = [float(group["lr"]) for group in self.groups]
@@ -500,7 +501,7 @@ class Method:
     own_fields: tuple[str, ...] = ()  # Config keys that only this method (and others naming them) reads
 
     @classmethod
-    def plan_budget(cls, name: str, time_budget: float, cfg: core.Config, costs: dict[str, Any]) -> BudgetPlan:
+    def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
         """Return the BudgetPlan that sets the knobs of method `name` (its registry id: one class
         may serve several) so its train time is `time_budget` times the baseline's, with costs in
         units of one baseline update (measure_relative_costs). Here: a method with a
@@ -617,7 +618,7 @@ def build_optimization(ctx: RunContext, method: Method, extra_steps: int = 0) ->
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: core.EncodedSplit, cfg: core.Config, device: torch.device) -> torch.Tensor:
+def predict(model: nn.Module, data: core.EncodedSplit, cfg: Config, device: torch.device) -> torch.Tensor:
     """Return float32 logits [N, C] of `model` (in eval mode, no gradients) on every row of `data`,
     computed in length-sorted batches of eval_batch_size for little padding."""
     was_training = model.training
@@ -625,14 +626,14 @@ def predict(model: nn.Module, data: core.EncodedSplit, cfg: core.Config, device:
     logits = torch.empty(len(data), model.config.num_labels, device=device)
     for idx in torch.argsort(data.host_lengths).split(cfg.eval_batch_size):
         batch = core.make_batch(data, idx, core.batch_width(data, idx, cfg.pad_multiple))
-        with core.autocast_context(cfg, device):
+        with autocast_context(cfg, device):
             out = model(**core.model_inputs(model, batch)).logits
         logits[idx.to(device)] = out.float()
     model.train(was_training)
     return logits
 
 
-def evaluate(model: nn.Module, data: core.EncodedSplit, cfg: core.Config, device: torch.device) -> dict[str, Any]:
+def evaluate(model: nn.Module, data: core.EncodedSplit, cfg: Config, device: torch.device) -> dict[str, Any]:
     """Return eval loss, accuracy, predictions and probabilities of `model` on `data`."""
     logits = predict(model, data, cfg, device)
     loss = float(F.cross_entropy(logits, data.labels.to(device), reduction="sum")) / len(data)
@@ -665,7 +666,7 @@ def _diverged(model: nn.Module, running_loss: torch.Tensor | float | None) -> fl
     return None
 
 
-def measure_step_costs(cfg: core.Config, model: nn.Module, data: core.EncodedSplit, device: torch.device,
+def measure_step_costs(cfg: Config, model: nn.Module, data: core.EncodedSplit, device: torch.device,
                        rows: Sequence[int], graphed: bool | None = None, widths: Sequence[int] | None = None,
                        repeats: int = 5) -> core.StepCosts:
     """Return StepCosts for updates of each row count in `rows` at each padded width of the data
@@ -680,7 +681,7 @@ def measure_step_costs(cfg: core.Config, model: nn.Module, data: core.EncodedSpl
     core._sync(device)
     start = time.perf_counter()
     model = copy.deepcopy(model).to(device).train()
-    run_cfg = core.replace_config(cfg, cuda_graphs=graphed)
+    run_cfg = replace_config(cfg, cuda_graphs=graphed)
     ctx = RunContext(cfg=run_cfg, model=model, train=data, eval=data, num_labels=model.config.num_labels,
                      device=device, generator=torch.Generator(), device_generator=torch.Generator(device=device))
     if cfg.precision == "fp16" and device.type == "cuda":
@@ -720,7 +721,7 @@ def measure_step_costs(cfg: core.Config, model: nn.Module, data: core.EncodedSpl
 
 
 @torch.no_grad()
-def measure_forward_seconds(cfg: core.Config, model: nn.Module, data: core.EncodedSplit, device: torch.device,
+def measure_forward_seconds(cfg: Config, model: nn.Module, data: core.EncodedSplit, device: torch.device,
                             rows: int, width: int, repeats: int = 5, graphed: bool = False) -> float:
     """Return the median seconds of a no-grad forward (train mode, autocast) of `rows` rows at
     `width` tokens on a throwaway copy of `model`: the scoring pass of Selective Backprop and
@@ -743,7 +744,7 @@ def measure_forward_seconds(cfg: core.Config, model: nn.Module, data: core.Encod
     return float(np.median(times))
 
 
-def calibration_rows(cfg: core.Config, full_rows: int | None = None) -> list[int]:
+def calibration_rows(cfg: Config, full_rows: int | None = None) -> list[int]:
     """Return the row counts a step-cost table measures: eighth, quarter, half and whole batch,
     and MC-Learn's full-pass rows."""
     sizes = {max(1, cfg.batch_size // d) for d in (8, 4, 2, 1)}

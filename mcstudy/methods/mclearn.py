@@ -14,11 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import mclearn_core as core
+from mcstudy.config import autocast_context, Config
+from mcstudy.data import plan_epoch
 from mcstudy.engine import (BudgetPlan, calibration_rows, GRAPH_MIN_USES, GraphedUpdate, graphs_enabled,
                             measure_step_costs, Method, RunContext)
 
 
-def check_variant_keys(cfg: core.Config) -> None:
+def check_variant_keys(cfg: Config) -> None:
     """Raise a one-line ValueError naming the key when an MC-Learn variant key is out of range."""
     start, end = cfg.uniform_start, cfg.uniform_end
     if not (0 <= start < 1 and 0 <= end < 1 and start + end < 1):
@@ -42,7 +44,7 @@ def last_linear(model: nn.Module, num_labels: int) -> tuple[str, nn.Linear]:
 
 
 @torch.no_grad()
-def last_layer_gradients(model: nn.Module, data: core.EncodedSplit, rows: np.ndarray, cfg: core.Config, device: torch.device,
+def last_layer_gradients(model: nn.Module, data: core.EncodedSplit, rows: np.ndarray, cfg: Config, device: torch.device,
                          mean_weights: np.ndarray) -> dict[str, Any]:
     """Return, for each of `rows`, the squared norm of the gradient of its loss (cross-entropy with
     the run's label smoothing) with respect to the last layer's weight and bias (last_linear):
@@ -65,7 +67,7 @@ def last_layer_gradients(model: nn.Module, data: core.EncodedSplit, rows: np.nda
         start = 0
         for idx in torch.as_tensor(rows).split(cfg.eval_batch_size):
             batch = core.make_batch(data, idx, core.batch_width(data, idx, cfg.pad_multiple))
-            with core.autocast_context(cfg, device):
+            with autocast_context(cfg, device):
                 logits = model(**core.model_inputs(model, batch)).logits.float()
             h, out = seen.pop()
             if h.dim() != 2 or not torch.allclose(out.float(), logits, atol=1e-4, rtol=1e-3):
@@ -108,7 +110,7 @@ class MCLearnMethod(core.MCLearn, Method):
                   "uniform_start", "uniform_end", "record_passes", "select_switch")
 
     @classmethod
-    def plan_budget(cls, name: str, time_budget: float, cfg: core.Config, costs: dict[str, Any]) -> BudgetPlan:
+    def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
         """Return budget_ratio = time_budget: its budget solver prices the run itself (every variant too)."""
         return BudgetPlan(name, time_budget, {"budget_ratio": time_budget}, time_budget)
 
@@ -121,7 +123,7 @@ class MCLearnMethod(core.MCLearn, Method):
     def baseline_widths(self) -> list[int]:
         """Return the padded width of each of the baseline's batches: its own bucketed plan (seed 0)."""
         cfg = self.ctx.cfg
-        return [w for _, w in core.plan_epoch(self.ctx.train, cfg, torch.Generator().manual_seed(0))] * cfg.epochs
+        return [w for _, w in plan_epoch(self.ctx.train, cfg, torch.Generator().manual_seed(0))] * cfg.epochs
 
     def ctx_step_costs(self) -> core.StepCosts:
         """Return the step-cost table this run is priced with: the one train_method took from
