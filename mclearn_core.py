@@ -1,20 +1,22 @@
-"""MC-Learn core: every piece of the study in one flat module, read top to bottom in the order a run
-calls it, one section per trainer.
+"""MC-Learn: adaptive Monte Carlo sampling for fine-tuning a transformer classifier in less time.
+A cheap head on early-layer features scores a pool of training rows; each step draws a fixed number
+of them by those scores (mixed with a uniform replay share), gives the drawn rows a full pass and
+weights them (Hansen-Hurwitz) so the loss is an unbiased estimate of the training set's mean loss;
+a budget solver prices the run in measured update seconds, a policy learner adapts the draw.
+`MCLearn` is the method (`mclearn`), `MCLearnPaper` the published algorithm (`mclearn-paper`).
 
-Sections, in order:
-  1. Config and presets          6. `mclearn-paper` (MC-Learn as published: its helpers and class)
-  2. Data loading and batching   7. Peers (short schedule, uniform, Selective Backprop, RHO-LOSS,
-  3. Model                          InfoBatch, VCAS)
-  4. Update machinery (run       8. Runs (method registry, training loop, run record, sweeps,
-     context, optimizer, graphed    budget studies, summary, command line)
-     update, Method, baseline)   9. Diagnostics and tables
-  5. `mclearn` (pool stream,
-     draw, weights, budget,
-     policy learner, MCLearn)
+In a plain PyTorch loop it takes three calls (README "Use MC-Learn in your own loop"):
+    trainer = MCLearn(PlainContext(MCLearnConfig(), model, rows, device))  # rows: an EncodedSplit
+    trainer.setup()                          # with ctx.optimizer holding trainer.extra_param_groups()
+    for step in range(trainer.num_steps()): trainer.step(step)
 
-No function calls a name defined in a later section except through the method registry (METHODS);
-tests/test_module_order.py checks it. Notebooks and scripts call the functions here; no training
-logic lives in notebook cells.
+Sections, in call order (tests/test_module_order.py checks that no function uses a later one):
+  1. Helpers: printing, errors, batches, encoder access, the knobs and the run context it reads
+  2. The pool stream          5. The policy: policy learner and the switch
+  3. The draw and its weights 6. The trainer: `mclearn`
+  4. Costs and budget solver  7. `mclearn-paper`           8. Diagnostics (plots of a run)
+It imports torch, numpy and the standard library (plotting libraries inside the diagnostics); the
+study around it (config, data, model, update machinery, peers, runs, tables) is the mcstudy package.
 """
 from __future__ import annotations
 
@@ -39,10 +41,8 @@ from torch import nn
 
 
 # =============================================================================
-# 1. Config and presets
+# 1. Helpers: printing, errors, batches, encoder access, MC-Learn's knobs and run context
 # =============================================================================
-
-
 CLI_WIDTH = 100  # every line the module prints fits this many columns (say; the final table unless --wide)
 
 
@@ -52,11 +52,6 @@ def say(text: str, file=None) -> None:
     lines = [textwrap.fill(line, CLI_WIDTH, subsequent_indent="  ", break_long_words=False,
                            break_on_hyphens=False) for line in text.splitlines()]
     print("\n".join(lines), file=file or sys.stdout, flush=True)
-
-
-# =============================================================================
-# 2. Data loading and batching
-# =============================================================================
 
 
 @dataclass
@@ -109,9 +104,6 @@ def make_batch(data: EncodedSplit, idx, width: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": data.labels[idx]}
 
 
-# =============================================================================
-# 3. Model
-# =============================================================================
 class ModelLoadError(ValueError):
     """A model that cannot be loaded; the message names the parameter to set."""
 
@@ -177,9 +169,6 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-# =============================================================================
-# 4. Update machinery: run context, optimizer, graphed update, Method, evaluation
-# =============================================================================
 class TrainingError(RuntimeError):
     """Training hit a state that would give a wrong result (NaN loss, out of memory)."""
 
@@ -187,11 +176,6 @@ class TrainingError(RuntimeError):
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-# =============================================================================
-# 5. `mclearn`: MC-Learn's fixed-size draw, its weights, its budget and its policy
-# =============================================================================
 
 
 # --- what MC-Learn reads: its knobs and its run context -------------------------------------------
@@ -374,7 +358,9 @@ def seeded_rng(generator: torch.Generator) -> np.random.Generator:
     return np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
 
 
-# --- the pool stream ------------------------------------------------------------------------------
+# =============================================================================
+# 2. The pool stream: class-stratified candidate pools
+# =============================================================================
 class CandidateStream:
     """Class-stratified candidate pools drawn from a reshuffled pass over the training set.
 
@@ -412,7 +398,10 @@ class CandidateStream:
         return np.concatenate(rows), np.concatenate(probs)
 
 
-# --- draw probabilities ---------------------------------------------------------------------------
+# =============================================================================
+# 3. The draw and its weights: draw probabilities, the fixed-size draw, Hansen-Hurwitz weights
+# =============================================================================
+# --- draw probabilities --------------------------------------------------------------------------
 def soft_topk_keep_prob(scores: np.ndarray, k: int, tau: float) -> np.ndarray:
     """Return sigmoid((s - threshold_k) / (0.05 tau)): a soft membership of the top k scores."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -581,7 +570,9 @@ def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: n
                     bucket_widths=bucket_widths, bucket_prob=bucket_prob / bucket_prob.sum(), draw_prob=draw_prob)
 
 
-# --- step costs and the budget solver -------------------------------------------------------------
+# =============================================================================
+# 4. Costs and the budget solver
+# =============================================================================
 class CostMeter:
     """EMAs of measured seconds per example for scoring, cheap head, full pass, and per-step
     fixed cost. On CUDA, regions are timed with events and read lazily (one sync per `flush`)."""
@@ -780,7 +771,9 @@ def steps_within(seconds: float, step_seconds: float, refresh_seconds: float, re
     return n
 
 
-# --- the policy learner ---------------------------------------------------------------------------
+# =============================================================================
+# 5. The policy: the policy learner and the switch
+# =============================================================================
 def effective_sample_size(weights: np.ndarray) -> float:
     """Return ESS = (sum w)^2 / sum w^2 (Kish); equals len(w) for equal weights."""
     weights = np.asarray(weights, dtype=np.float64)
@@ -946,7 +939,9 @@ class SelectSwitch:
         return self.mode
 
 
-# --- the trainer ----------------------------------------------------------------------------------
+# =============================================================================
+# 6. The trainer: `mclearn`
+# =============================================================================
 class MCLearn:
     """MC-Learn (corrected, preset "mclearn"): a cheap head on early-layer features scores a pool;
     each step draws a fixed number of pool members (soft top-k candidates mixed with a uniform
@@ -1619,11 +1614,11 @@ def pass_count_summary(counts: np.ndarray, flipped_rows: np.ndarray | None = Non
 
 
 # =============================================================================
-# 6. `mclearn-paper`: MC-Learn as published
+# 7. `mclearn-paper`: MC-Learn as published
 # =============================================================================
 # A plain re-implementation of the published notebook's algorithm (its code cell), knob for knob:
 # its Bernoulli kept set and full-pass draw with Horvitz-Thompson weights, its budget rule and its
-# class. Its helpers are here, with it, where they differ from `mclearn`'s (section 5);
+# class. Its helpers are here, with it, where they differ from `mclearn`'s (sections 2-6);
 # README "Deviations from the published MC-Learn" lists what is matched and the readings taken.
 def inclusion_probs(cand_prob: np.ndarray, replay_prob: np.ndarray | float) -> np.ndarray:
     """Return the probability of being kept through the candidate or the replay path:
@@ -2107,24 +2102,8 @@ class MCLearnPaper:
         return (1.0 - probs.gather(1, data.labels[:, None].to(probs.device)).squeeze(1)).cpu().numpy()
 
 
-# --- the study's adapters: MC-Learn as a Method of the training loop --------------------------------
-
-
 # =============================================================================
-# 7. Peers: the short schedule, a uniform subset, Selective Backprop, RHO-LOSS, InfoBatch, VCAS
-# =============================================================================
-# The peers are mcstudy.methods, one file each: the short schedule, the uniform subset, Selective
-# Backprop, RHO-LOSS, InfoBatch and VCAS, with the baseline they are compared with.
-
-
-# =============================================================================
-# 8. Runs: the method registry
-# =============================================================================
-# The registry (METHODS, register_method) and the harness are the mcstudy package.
-
-
-# =============================================================================
-# 9. Diagnostics: the confusion matrix, difficulty distributions, sampler telemetry
+# 8. Diagnostics: the confusion matrix, difficulty distributions, sampler telemetry
 # =============================================================================
 def _figure_out(fig, path: str | Path | None):
     if path is not None:
