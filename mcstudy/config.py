@@ -16,8 +16,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-import mclearn_core as core
-
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the repository: mcstudy/ and mclearn_core.py
 EMBEDDED_DATA = REPO_ROOT / "data" / "ag_news_sample"
@@ -412,30 +410,30 @@ CONFIG_RANGES: dict[str, Range] = {
     "max_train_examples": Range(MIN_EXAMPLES, also=(None, 0)), "max_eval_examples": Range(MIN_EXAMPLES, also=(None, 0)),
     "test_holdout": Range(MIN_EXAMPLES, also=(0,)),
     "max_length": Range(4), "label_noise": Range(0, 1, hi_open=True), "label_noise_seed": SEED_RANGE,
-    "epochs": core.AT_LEAST_ONE, "batch_size": core.AT_LEAST_ONE, "grad_accum_steps": core.AT_LEAST_ONE, "lr": core.POSITIVE,
-    "encoder_lr_mult": core.NON_NEGATIVE, "layer_decay": Range(0, 1, lo_open=True), "weight_decay": core.SHARE,
-    "warmup_ratio": core.SHARE, "grad_clip": core.NON_NEGATIVE, "label_smoothing": Range(0, 1, hi_open=True),
-    "graph_warmup_steps": core.NON_NEGATIVE, "bucket_mult": core.AT_LEAST_ONE, "pad_multiple": core.AT_LEAST_ONE,
-    "row_multiple": core.AT_LEAST_ONE, "eval_points": core.AT_LEAST_ONE, "eval_batch_size": core.AT_LEAST_ONE,
-    "log_every": core.AT_LEAST_ONE, "seeds": SEED_RANGE,
-    "tiny_vocab_size": Range(16), "tiny_dim": core.AT_LEAST_ONE, "tiny_layers": core.AT_LEAST_ONE, "tiny_heads": core.AT_LEAST_ONE,
-    "tiny_hidden_dim": core.AT_LEAST_ONE,
-    "score_layer": core.NON_NEGATIVE, "score_max_length": Range(2), "head_lr": core.POSITIVE, "distill_gamma": core.NON_NEGATIVE,
-    "distill_temperature": core.POSITIVE, "kappa_schedule": Range(0, 1, lo_open=True), "tau_init": core.POSITIVE,
-    "tau_bounds": core.POSITIVE, "rank_guard": Range(-1, 1), "replay_share_init": core.SHARE, "replay_share_bounds": core.SHARE,
-    "ess_target": Range(0, 1, lo_open=True), "class_weight_bounds": core.POSITIVE, "class_weight_lr": core.NON_NEGATIVE,
-    "w_clip": core.NON_NEGATIVE, "refresh_every": core.AT_LEAST_ONE, "refresh_bounds": core.AT_LEAST_ONE,
-    "min_pool_mult": core.NON_NEGATIVE, "replay_max": core.AT_LEAST_ONE, "full_prob_bounds": Range(0, 1, lo_open=True),
-    "free_score_max_age": core.NON_NEGATIVE, "once_floor": Range(0, 1, lo_open=True), "uniform_start": core.SHARE,
-    "uniform_end": core.SHARE,
-    "budget_ratio": Range(0, 1, lo_open=True), "step_budget_ratio": Range(0, 1, lo_open=True), "full_rows": core.NON_NEGATIVE, "full_prob": Range(0, 1, lo_open=True),
+    "epochs": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE, "grad_accum_steps": AT_LEAST_ONE, "lr": POSITIVE,
+    "encoder_lr_mult": NON_NEGATIVE, "layer_decay": Range(0, 1, lo_open=True), "weight_decay": SHARE,
+    "warmup_ratio": SHARE, "grad_clip": NON_NEGATIVE, "label_smoothing": Range(0, 1, hi_open=True),
+    "graph_warmup_steps": NON_NEGATIVE, "bucket_mult": AT_LEAST_ONE, "pad_multiple": AT_LEAST_ONE,
+    "row_multiple": AT_LEAST_ONE, "eval_points": AT_LEAST_ONE, "eval_batch_size": AT_LEAST_ONE,
+    "log_every": AT_LEAST_ONE, "seeds": SEED_RANGE,
+    "tiny_vocab_size": Range(16), "tiny_dim": AT_LEAST_ONE, "tiny_layers": AT_LEAST_ONE, "tiny_heads": AT_LEAST_ONE,
+    "tiny_hidden_dim": AT_LEAST_ONE,
+    "score_layer": NON_NEGATIVE, "score_max_length": Range(2), "head_lr": POSITIVE, "distill_gamma": NON_NEGATIVE,
+    "distill_temperature": POSITIVE, "kappa_schedule": Range(0, 1, lo_open=True), "tau_init": POSITIVE,
+    "tau_bounds": POSITIVE, "rank_guard": Range(-1, 1), "replay_share_init": SHARE, "replay_share_bounds": SHARE,
+    "ess_target": Range(0, 1, lo_open=True), "class_weight_bounds": POSITIVE, "class_weight_lr": NON_NEGATIVE,
+    "w_clip": NON_NEGATIVE, "refresh_every": AT_LEAST_ONE, "refresh_bounds": AT_LEAST_ONE,
+    "min_pool_mult": NON_NEGATIVE, "replay_max": AT_LEAST_ONE, "full_prob_bounds": Range(0, 1, lo_open=True),
+    "free_score_max_age": NON_NEGATIVE, "once_floor": Range(0, 1, lo_open=True), "uniform_start": SHARE,
+    "uniform_end": SHARE,
+    "budget_ratio": Range(0, 1, lo_open=True), "step_budget_ratio": Range(0, 1, lo_open=True), "full_rows": NON_NEGATIVE, "full_prob": Range(0, 1, lo_open=True),
     "cost_ema": Range(0, 1, hi_open=True), "unfreeze_schedule": Range(0, 1, empty_ok=True),
-    "uniform_fraction": Range(0, 1, lo_open=True, also=(None,)), "sb_beta": core.NON_NEGATIVE,
-    "candidate_share": Range(0, 1, lo_open=True), "sb_history": core.AT_LEAST_ONE, "rho_holdout": Range(0, 1, True, True),
-    "rho_candidate_mult": core.AT_LEAST_ONE, "rho_select_fraction": Range(0, 1, lo_open=True), "rho_il_epochs": core.AT_LEAST_ONE,
-    "infobatch_prune": Range(0, 1, hi_open=True), "infobatch_anneal": core.SHARE, "vcas_tau_act": core.NON_NEGATIVE,
-    "vcas_tau_weight": core.NON_NEGATIVE, "vcas_every": core.AT_LEAST_ONE, "vcas_repeats": core.AT_LEAST_ONE,
-    "vcas_min_ratio": Range(0, 1, lo_open=True), "time_budget": core.SHARE, "budget_seconds": core.NON_NEGATIVE,
+    "uniform_fraction": Range(0, 1, lo_open=True, also=(None,)), "sb_beta": NON_NEGATIVE,
+    "candidate_share": Range(0, 1, lo_open=True), "sb_history": AT_LEAST_ONE, "rho_holdout": Range(0, 1, True, True),
+    "rho_candidate_mult": AT_LEAST_ONE, "rho_select_fraction": Range(0, 1, lo_open=True), "rho_il_epochs": AT_LEAST_ONE,
+    "infobatch_prune": Range(0, 1, hi_open=True), "infobatch_anneal": SHARE, "vcas_tau_act": NON_NEGATIVE,
+    "vcas_tau_weight": NON_NEGATIVE, "vcas_every": AT_LEAST_ONE, "vcas_repeats": AT_LEAST_ONE,
+    "vcas_min_ratio": Range(0, 1, lo_open=True), "time_budget": SHARE, "budget_seconds": NON_NEGATIVE,
 }
 
 
