@@ -81,7 +81,7 @@ BREAK_FILE=mcstudy/equal_time.py run "performance profile: strictly within tau" 
   'hits += bool(math.isfinite(best) and per.get(method, math.inf) < tau * best)'
 BREAK_FILE=mcstudy/budget.py run "tuning rule: every method keeps the baseline's lr" \
   'method_lrs[method, budget] = best_lr(grid)' 'method_lrs[method, budget] = lr'
-run "test holdout: a plain random draw instead of a stratified one" \
+BREAK_FILE=mcstudy/data.py run "test holdout: a plain random draw instead of a stratified one" \
   'held = _stratified_rows(train.labels, rows, np.random.default_rng(seed))' \
   'held = np.random.default_rng(seed).choice(len(train.texts), rows, replace=False)'
 BREAK_FILE=mcstudy/equal_time.py run "equal time: a lead bought with more seconds counts" \

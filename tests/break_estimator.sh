@@ -42,7 +42,7 @@ run "the caller scales budget_ratio by 1.2" \
   'self.plan.bucket_widths.tolist(), cfg.budget_ratio, cfg.refresh_every,' \
   'self.plan.bucket_widths.tolist(), 1.2 * cfg.budget_ratio, cfg.refresh_every,'
 run "setup time left uncharged" 'spent = time.perf_counter() - start' 'spent = 0.0'
-run "one epoch priced where the run has several" \
+BREAK_FILE=mcstudy/methods/mclearn.py run "one epoch priced where the run has several" \
   'torch.Generator().manual_seed(0))] * cfg.epochs' 'torch.Generator().manual_seed(0))]'
 run "refreshes priced at the first pool's size (bug 3 back)" \
   'mean_refresh = self.setup_refresh_per_member * self.mean_pool_size(0.0)' \
@@ -57,12 +57,12 @@ run "steps after the re-planned end still train" 'if self.budget and clock is No
 run "lr schedule at its end from the first step (nothing learns)" \
   'return int(self.position / accum + 1e-9) / math.ceil(self.loop_steps / accum)' \
   'return int(self.loop_steps / accum + 1e-9) / math.ceil(self.loop_steps / accum)'
-run "evaluation scrambles the predictions" \
+BREAK_FILE=mcstudy/engine.py run "evaluation scrambles the predictions" \
   'logits[idx.to(device)] = out.float()' 'logits[idx.to(device)] = out.float()[torch.randperm(len(idx))]'
 # --- gradient accumulation and per-group clipping: MC-Learn must honour both
 run "grad_accum_steps ignored by MC-Learn (bug 1 back)" \
   'accumulate = ctx.cfg.grad_accum_steps > 1' 'accumulate = False'
-run "model and cheap head clipped together (bug 2 back)" \
+BREAK_FILE=mcstudy/engine.py run "model and cheap head clipped together (bug 2 back)" \
   'for params in clip_groups(ctx):' 'for params in [optimizer_params(ctx.optimizer)]:'
 # --- the capture reserve
 run "captures counted one eager use late" \
@@ -72,9 +72,9 @@ run "setup reserves one capture per width again" 'self.budget = solve(expected)'
   'self.budget = solve(float(np.count_nonzero(self.plan.bucket_prob)))'
 run "re-plans hold back no captures" \
   'reserve = self.captures_expected(most) * self.ctx.step_costs.capture_seconds' 'reserve = 0.0'
-run "captured widths still reserved" \
+BREAK_FILE=mcstudy/methods/mclearn.py run "captured widths still reserved" \
   'prob = [p if key not in done and self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0' \
   'prob = [p if self.planned_uses.get(key, 0) >= GRAPH_MIN_USES else 0.0'
-run "warm-up uses forgotten" \
-  'return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])' \
-  'return expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps)'
+BREAK_FILE=mcstudy/methods/mclearn.py run "warm-up uses forgotten" \
+  'return core.expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])' \
+  'return core.expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps)'

@@ -10,13 +10,13 @@ BREAK_TESTS=(tests/test_fair_protocol.py tests/test_equal_time.py tests/test_pee
              "tests/test_cv_trainer.py::test_refreshes_replan_the_steps_left_when_pools_or_steps_cost_more_than_planned"
              tests/test_cv_trainer.py::test_mclearn_reserves_the_captures_it_expects_to_make
              tests/test_training.py::test_lr_schedule_steps_as_the_transformers_schedule_and_books_every_update)
-run "clock: stop a whole step before the budget, not half" \
+BREAK_FILE=mcstudy/engine.py run "clock: stop a whole step before the budget, not half" \
   'return bool(self.recent) and elapsed + (self.step_estimate() + extra) / 2 >= self.seconds' \
   'return bool(self.recent) and elapsed + (self.step_estimate() + extra) >= self.seconds'
-run "clock: a step's lr at its start, not its expected end" \
+BREAK_FILE=mcstudy/engine.py run "clock: a step's lr at its start, not its expected end" \
   'self.progress = min(1.0, (elapsed + self.step_estimate() + extra) / self.seconds)' \
   'self.progress = min(1.0, elapsed / self.seconds)'
-run "clock: the next step estimated by the last one, not the median" \
+BREAK_FILE=mcstudy/engine.py run "clock: the next step estimated by the last one, not the median" \
   'return float(np.median(self.recent)) if self.recent else 0.0' 'return float(self.recent[-1]) if self.recent else 0.0'
 BREAK_FILE=mcstudy/train.py run "clock: the loop does not drive the lr by the clock" \
   'ctx.scheduler.drive(clock.next_progress(elapsed, extra))' 'clock.next_progress(elapsed, extra)'
@@ -35,7 +35,7 @@ BREAK_FILE=mcstudy/methods/infobatch.py run "schedule: InfoBatch's progress by w
 run "schedule: MC-Learn's lr follows its steps, not its re-planned progress" \
   'return int(self.position / accum + 1e-9) / math.ceil(self.loop_steps / accum)' \
   'return int(self.steps_run / accum + 1e-9) / math.ceil(self.loop_steps / accum)'
-run "schedule: book the next update's lr instead of the one used" \
+BREAK_FILE=mcstudy/engine.py run "schedule: book the next update's lr instead of the one used" \
   '        self.updates += 1
         self.last_share, self.sum_share = self.multiplier, self.sum_share + self.multiplier
         if not self.driven:
@@ -44,15 +44,15 @@ run "schedule: book the next update's lr instead of the one used" \
         if not self.driven:
             self._set(self.f(min(self.updates, self.total)))
         self.last_share, self.sum_share = self.multiplier, self.sum_share + self.multiplier'
-run "capture policy: MC-Learn captures every width" \
+BREAK_FILE=mcstudy/methods/mclearn.py run "capture policy: MC-Learn captures every width" \
   'self.graphed = GraphedUpdate(self.ctx, self._update, self.planned_update_shapes() if self.budget else None)' \
   'self.graphed = GraphedUpdate(self.ctx, self._update)'
-run "capture policy: MC-Learn's reserve counts rare widths" \
+BREAK_FILE=mcstudy/methods/mclearn.py run "capture policy: MC-Learn's reserve counts rare widths" \
   'frequent = self.plan.bucket_prob * upper >= GRAPH_MIN_USES' 'frequent = self.plan.bucket_prob * upper >= 0'
 BREAK_FILE=mcstudy/methods/infobatch.py run "capture policy: InfoBatch plans one epoch's shapes" \
   'return {shape: uses * self.ctx.cfg.epochs for shape, uses in collections.Counter(' \
   'return {shape: uses for shape, uses in collections.Counter('
-run "start-up: warm-up seconds taken from the shapes never captured" \
+BREAK_FILE=mcstudy/engine.py run "start-up: warm-up seconds taken from the shapes never captured" \
   '            if key in self.graphs:
                 warmup += seconds' '            if key not in self.graphs:
                 warmup += seconds'

@@ -20,9 +20,9 @@ BREAK_FILE=mcstudy/runs.py run "identity: the data hash is not compared" \
 BREAK_FILE=mcstudy/runs.py run "identity: the model hash is not compared" \
   'for key, what, name in (("data_sha256", "data", cfg.dataset), ("model_sha256", "model", cfg.model_name)):' \
   'for key, what, name in (("data_sha256", "data", cfg.dataset),):'
-run "identity: the data hash reads the files' names and sizes, not their bytes" \
+BREAK_FILE=mcstudy/data.py run "identity: the data hash reads the files' names and sizes, not their bytes" \
   'digest.update(chunk)' 'pass'
-run "identity: the model hash leaves out the weight files" \
+BREAK_FILE=mcstudy/model.py run "identity: the model hash leaves out the weight files" \
   'MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")' \
   'MODEL_FILE_SUFFIXES = (".json", ".txt", ".model")'
 BREAK_FILE=mcstudy/runs.py run "identity: the device that timed a run is not compared" \
@@ -47,25 +47,25 @@ BREAK_TESTS=("${SETTINGS[@]}")
 BREAK_FILE=mcstudy/cli.py run "settings: two --set flags, the last kept" \
   'parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",' \
   'parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",'
-run "settings: a key given twice in --set, the last kept" \
+BREAK_FILE=mcstudy/config.py run "settings: a key given twice in --set, the last kept" \
   'if key in overrides and overrides[key] != value:' 'if False:'
 BREAK_FILE=mcstudy/cli.py run "settings: an empty flag value is the default's" \
   '            if value is not None:' '            if value:'
-run "settings: train split and eval split may be one" \
+BREAK_FILE=mcstudy/config.py run "settings: train split and eval split may be one" \
   'if cfg.train_split == cfg.eval_split:' 'if False:'
-run "settings: an absent eval split falls back although set" \
+BREAK_FILE=mcstudy/data.py run "settings: an absent eval split falls back although set" \
   'if "eval_split" in cfg.explicit:' 'if False:'
-run "settings: an example limit below the classes" \
+BREAK_FILE=mcstudy/data.py run "settings: an example limit below the classes" \
   'if limit and limit < min(classes, len(texts)):' 'if False:'
-run "settings: a tiny model's scorer may run every layer" \
+BREAK_FILE=mcstudy/config.py run "settings: a tiny model's scorer may run every layer" \
   'if cfg.model_name == TINY_MODEL and cfg.score_layer >= cfg.tiny_layers:' 'if False:'
-run "settings: eval classes the train split lacks pass where labels.json names them" \
+BREAK_FILE=mcstudy/data.py run "settings: eval classes the train split lacks pass where labels.json names them" \
   '                                f"0..{len(names) - 1}. Fix the labels or the names list.")
     for which, split in held_out:' \
   '                                f"0..{len(names) - 1}. Fix the labels or the names list.")
         return list(names)
     for which, split in held_out:'
-run "settings: a tokenizer reading the data as unknown tokens fits" \
+BREAK_FILE=mcstudy/model.py run "settings: a tokenizer reading the data as unknown tokens fits" \
   'UNKNOWN_TOKEN_SHARE = 0.5' 'UNKNOWN_TOKEN_SHARE = 1.0'
 BREAK_FILE=mcstudy/runs.py run "settings: a key no method of the sweep reads is taken" \
   'if key in RUN_KEY_FIELDS and all(key not in run_key_fields(m) for m in methods):' 'if False:'

@@ -40,15 +40,15 @@ run "a uniform pool keeps the policy's class weights" \
 run "a uniform pool's steps counted as selected" \
   'self.selected_steps += not self.pool.get("uniform", False)' 'self.selected_steps += 1' "${OWN[@]}"
 # --- the variance check at the end
-run "last-layer gradient without its bias" \
+BREAK_FILE=mcstudy/methods/mclearn.py run "last-layer gradient without its bias" \
   '((h ** 2).sum(1) + (1.0 if layer.bias is not None else 0.0))' '(h ** 2).sum(1)' "${OWN[@]}"
-run "last-layer gradient without label smoothing" \
+BREAK_FILE=mcstudy/methods/mclearn.py run "last-layer gradient without label smoothing" \
   'target = F.one_hot(batch["labels"], classes).float() * (1.0 - smoothing) + smoothing / classes' \
   'target = F.one_hot(batch["labels"], classes).float()' "${OWN[@]}"
-run "the mean gradient unweighted" \
+BREAK_FILE=mcstudy/methods/mclearn.py run "the mean gradient unweighted" \
   'w = weights[start:start + len(idx), None]' 'w = torch.full_like(weights[start:start + len(idx), None], 1 / len(rows))' \
   "${OWN[@]}"
-run "the measured reduction without the squared mean" \
+BREAK_FILE=mcstudy/methods/mclearn.py run "the measured reduction without the squared mean" \
   '"measured": tau(second, grads["mean_square"])' '"measured": tau(second)' "${OWN[@]}"
 # --- the estimator's weights, against the test across switches
 weight_breakages

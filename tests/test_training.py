@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import mclearn_core as mc
+import mcstudy.engine
 import mcstudy.train
 from conftest import read_jsonl
 
@@ -44,7 +45,7 @@ def test_a_last_partial_accumulation_group_still_steps(prepared, smoke_cfg, monk
     schedule, sized for 8, ends at 0."""
     steps = []
     clip_and_step = mc.clip_and_step
-    monkeypatch.setattr(mc, "clip_and_step", lambda ctx: (steps.append(1), clip_and_step(ctx)))
+    monkeypatch.setattr(mcstudy.engine, "clip_and_step", lambda ctx: (steps.append(1), clip_and_step(ctx)))
     cfg = mc.replace_config(smoke_cfg, grad_accum_steps=4)
     lrs = []
     scheduler_step = mc.LRSchedule.step
@@ -279,8 +280,8 @@ def test_a_finished_run_leaves_no_method_alive(prepared, smoke_cfg, method):
 
     gc.collect()
     mc.train_method(method, smoke_cfg, prepared, seed=3, progress=False)
-    left = [type(o).__name__ for o in gc.get_objects()
-            if isinstance(o, (mc.Method, mc.GraphedUpdate, mc.RunContext))]
+    kinds = (mc.Method, mc.GraphedUpdate, mc.RunContext)
+    left = [type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)]
     assert left == []
 
 

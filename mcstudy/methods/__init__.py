@@ -1,15 +1,16 @@
 """The study's methods and their registry: METHODS maps each method id to its class (the baseline and
-the peers, one file each in this package; MC-Learn's study adapters from mclearn_core), and the views
+the peers, one file each in this package; MC-Learn's study adapters in mclearn.py), and the views
 derived from the classes (NO_WALL_CLOCK_KNOB, METHOD_OWN_FIELDS). A new method is its class (its
 plan_budget, wall_clock_note and own_fields) and one call of register_method."""
 from __future__ import annotations
 
 from typing import Callable
 
-from mclearn_core import MCLEARN_VARIANTS, MCLearnMethod, MCLearnPaperMethod, Method, RunContext
+from mclearn_core import MCLEARN_VARIANTS, Method, RunContext
 
 from .baseline import Baseline, FullPass
 from .infobatch import InfoBatch, infobatch_anneal_start
+from .mclearn import MCLEARN_FIELDS, MCLearnMethod, MCLearnPaperMethod, check_variant_keys, last_layer_gradients, last_linear
 from .rho_loss import RhoLoss, irreducible_losses
 from .scored import MIN_SELECTION_RATE, ScoredBatches, selection_rate_plan
 from .selective_backprop import SelectiveBackprop
