@@ -8,7 +8,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-import mclearn_core as core
+from mcstudy.config import MCLEARN_VARIANTS, MCLEARN_VARIANT_PARTS, SWITCH_ABLATION, _VARIANT_KEYS_OFF
+from mcstudy.runs import ABLATION_SUFFIX, FAIR_ABLATION_SUFFIX
+from mcstudy.train import format_budget, run_label
 from mcstudy.equal_time import REFERENCE, equal_time_table, updates_run
 
 
@@ -32,16 +34,16 @@ def _short_study(study: str) -> str:
 
 def _ablation_dataset(study: str) -> str:
     """Return the dataset part of an ablation study's name ("sst2-noisy20" of "sst2-noisy20-mpnet-h200-ablation")."""
-    return _short_study(study.removesuffix(core.ABLATION_SUFFIX))
+    return _short_study(study.removesuffix(ABLATION_SUFFIX))
 
 
 def equal_time_study_of(ablation_study: str) -> str:
     """Return the equal-time study of an ablation study's dataset, model and device: the same prefix
     with EQUAL_TIME_SUFFIX ("sst2-mpnet-h200-equal-time" of "sst2-mpnet-h200-ablation"); of a fair-
     protocol ablation, its fair study ("sst2-mpnet-h200-fair" of "sst2-mpnet-h200-fair-ablation")."""
-    if ablation_study.endswith(core.FAIR_ABLATION_SUFFIX):
-        return ablation_study.removesuffix(core.ABLATION_SUFFIX)
-    return ablation_study.removesuffix(core.ABLATION_SUFFIX) + EQUAL_TIME_SUFFIX
+    if ablation_study.endswith(FAIR_ABLATION_SUFFIX):
+        return ablation_study.removesuffix(ABLATION_SUFFIX)
+    return ablation_study.removesuffix(ABLATION_SUFFIX) + EQUAL_TIME_SUFFIX
 
 
 def latest_ablation(studies: Iterable[str]) -> list[str]:
@@ -51,30 +53,30 @@ def latest_ablation(studies: Iterable[str]) -> list[str]:
     ablation's cells: two ablations' columns of a dataset would collide, and neither's variants ran
     in the other's."""
     studies = sorted(set(studies))
-    fair = [s for s in studies if s.endswith(core.FAIR_ABLATION_SUFFIX)]
+    fair = [s for s in studies if s.endswith(FAIR_ABLATION_SUFFIX)]
     return fair or studies
 
 
 def ablation_folder(studies: Iterable[str]) -> str:
     """Return the folder under the results folder that holds an ablation's tables
     (benchmarks/ablation.py): "ablation/fair" for the fair protocol's studies, else "ablation"."""
-    return "ablation/fair" if any(str(s).endswith(core.FAIR_ABLATION_SUFFIX) for s in studies) else "ablation"
+    return "ablation/fair" if any(str(s).endswith(FAIR_ABLATION_SUFFIX) for s in studies) else "ablation"
 
 
 def preset_before(records: Sequence[dict[str, Any]]) -> str:
     """Return the preset an ablation's choice is compared with, besides REFERENCE: for the switch's
     ablation (studies ending in FAIR_ABLATION_SUFFIX) the `mclearn` preset it starts from
     (SWITCH_ABLATION's first), else `mclearn-v1`, the preset the variants' ablation starts from."""
-    fair = any(str(r.get("study", "")).endswith(core.FAIR_ABLATION_SUFFIX) for r in _ablation_runs(records))
-    return core.SWITCH_ABLATION[0] if fair else next(v for v, parts in core.MCLEARN_VARIANTS.items() if not parts)
+    fair = any(str(r.get("study", "")).endswith(FAIR_ABLATION_SUFFIX) for r in _ablation_runs(records))
+    return SWITCH_ABLATION[0] if fair else next(v for v, parts in MCLEARN_VARIANTS.items() if not parts)
 
 
 def _ablation_runs(records: Sequence[dict[str, Any]], methods: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Return the budgeted runs of `methods` (None: the MC-Learn variants and the short schedule) among
     `records`, without the lr-tuning runs (their run labels carry "-lr...")."""
-    methods = {*core.MCLEARN_VARIANTS, REFERENCE} if methods is None else set(methods)
+    methods = {*MCLEARN_VARIANTS, REFERENCE} if methods is None else set(methods)
     return [r for r in records if r["method"] in methods and r.get("time_budget")
-            and r.get("run_label", "") == core.run_label(r["method"], r["time_budget"])]
+            and r.get("run_label", "") == run_label(r["method"], r["time_budget"])]
 
 
 def ablation_table(records: Sequence[dict[str, Any]]):
@@ -89,9 +91,9 @@ def ablation_table(records: Sequence[dict[str, Any]]):
     import pandas as pd
     from scipy.stats import rankdata
 
-    runs = [r for r in _ablation_runs(records) if r["method"] in core.MCLEARN_VARIANTS]
+    runs = [r for r in _ablation_runs(records) if r["method"] in MCLEARN_VARIANTS]
     cells = sorted({(r["study"], float(r["time_budget"])) for r in runs})
-    variants = [v for v in core.MCLEARN_VARIANTS if any(r["method"] == v for r in runs)]
+    variants = [v for v in MCLEARN_VARIANTS if any(r["method"] == v for r in runs)]
 
     def cell_accuracy(method: str, cell: tuple[str, float], among: Sequence[dict[str, Any]]) -> float:
         values = [float(r["accuracy"]) * 100 for r in among if r["method"] == method
@@ -105,13 +107,13 @@ def ablation_table(records: Sequence[dict[str, Any]]):
         if cells else np.zeros((len(variants), 0))
     mean_rank = ranks.mean(axis=1) if cells else np.full(len(variants), np.nan)
     order = sorted(range(len(variants)),
-                   key=lambda i: (round(mean_rank[i], 9), len(core.MCLEARN_VARIANTS[variants[i]]), i))
+                   key=lambda i: (round(mean_rank[i], 9), len(MCLEARN_VARIANTS[variants[i]]), i))
     chosen = variants[order[0]] if variants and cells else None
     rows = []
     for i, variant in enumerate(variants):
-        row = {"variant": variant, "parts": "+".join(core.MCLEARN_VARIANTS[variant]) or "—"}
+        row = {"variant": variant, "parts": "+".join(MCLEARN_VARIANTS[variant]) or "—"}
         for j, (study, budget) in enumerate(cells):
-            row[f"{_ablation_dataset(study)} {core.format_budget(budget)}"] = \
+            row[f"{_ablation_dataset(study)} {format_budget(budget)}"] = \
                 f"{accuracy[i, j]:.2f} ({ranks[i, j]:g})" if math.isfinite(accuracy[i, j]) else f"— ({ranks[i, j]:g})"
         row.update({"mean rank": round(float(mean_rank[i]), 3), "chosen": "chosen" if variant == chosen else ""})
         rows.append(row)
@@ -119,7 +121,7 @@ def ablation_table(records: Sequence[dict[str, Any]]):
     if variants and any((r["study"], float(r["time_budget"])) in cells for r in controls):
         reference = [cell_accuracy(REFERENCE, cell, controls) for cell in cells]
         rows.append({"variant": REFERENCE, "parts": "(reference)",
-                     **{f"{_ablation_dataset(study)} {core.format_budget(budget)}":
+                     **{f"{_ablation_dataset(study)} {format_budget(budget)}":
                         f"{acc:.2f} (—)" if math.isfinite(acc) else "— (—)"
                         for (study, budget), acc in zip(cells, reference)},
                      "mean rank": "—", "chosen": ""})
@@ -159,7 +161,7 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[st
         accuracy = float(r["accuracy"]) * 100
         reference = control.get((r["study"], float(r["time_budget"]), r["seed"]))
         versus = round(accuracy - reference, 2) if reference is not None and math.isfinite(accuracy - reference) else None
-        rows.append({"study": _ablation_dataset(r["study"]), "budget": core.format_budget(r["time_budget"]), "method": r["method"],
+        rows.append({"study": _ablation_dataset(r["study"]), "budget": format_budget(r["time_budget"]), "method": r["method"],
                      "seed": r["seed"], "accuracy (%)": round(accuracy, 2), "vs short (pt)": versus,
                      "updates": updates_run(r), "train s": round(float(r["train_seconds"]), 2),
                      "distinct rows": distinct, "distinct share": round(distinct / r["train_examples"], 4)
@@ -195,15 +197,15 @@ def variant_parts_on(config: dict[str, Any]) -> tuple[str, ...]:
     on, in that order: a part is on when any of its keys differs from its off value (free_scores and
     once_draws true, uniform_start or uniform_end above 0); a key the config lacks is off (a run
     whose config has no variant key is `mclearn-v1`'s)."""
-    return tuple(part for part, keys in core.MCLEARN_VARIANT_PARTS.items()
-                 if any(config.get(key, core._VARIANT_KEYS_OFF[key]) != core._VARIANT_KEYS_OFF[key] for key in keys))
+    return tuple(part for part, keys in MCLEARN_VARIANT_PARTS.items()
+                 if any(config.get(key, _VARIANT_KEYS_OFF[key]) != _VARIANT_KEYS_OFF[key] for key in keys))
 
 
 def chosen_preset_runs(records: Sequence[dict[str, Any]], chosen: str) -> tuple[list[dict[str, Any]], str]:
     """Return (runs, method id) of the chosen variant's preset among an equal-time study's `records`:
     the runs of method `mclearn` whose stored config has exactly the chosen variant's parts on
     (variant_parts_on), else those of the chosen variant's own id."""
-    parts = core.MCLEARN_VARIANTS[chosen]
+    parts = MCLEARN_VARIANTS[chosen]
     runs = [r for r in records if r["method"] == "mclearn" and variant_parts_on(r.get("config") or {}) == parts]
     if runs:
         return runs, "mclearn"
@@ -249,7 +251,7 @@ def pool_scoring_table(records: Sequence[dict[str, Any]]):
     for r in records:
         t = r.get("telemetry") or {}
         if r.get("method", "").startswith("mclearn") and "score" in (t.get("measured_seconds") or {}) \
-                and r.get("train_seconds") and r.get("run_label", "") == core.run_label(r["method"], r.get("time_budget") or 0.0):
+                and r.get("train_seconds") and r.get("run_label", "") == run_label(r["method"], r.get("time_budget") or 0.0):
             groups.setdefault((r["study"], r["method"], float(r.get("time_budget") or 0.0)), []).append(r)
     rows = []
     for (study, method, budget), runs in sorted(groups.items()):
@@ -257,7 +259,7 @@ def pool_scoring_table(records: Sequence[dict[str, Any]]):
         share = [100 * s / r["train_seconds"] for s, r in zip(score, runs)]
         capture = [((r["telemetry"].get("budget") or {}).get("step_costs") or {}).get("capture_seconds") for r in runs]
         capture = [c for c in capture if c]
-        rows.append({"study": study, "method": method, "budget": core.format_budget(budget), "seeds": len(runs),
+        rows.append({"study": study, "method": method, "budget": format_budget(budget), "seeds": len(runs),
                      "refreshes": int(np.median([r["telemetry"].get("refreshes", 0) for r in runs])),
                      "scoring s": round(float(np.median(score)), 4), "scoring %": round(float(np.median(share)), 2),
                      "capture s": round(float(np.median(capture)), 4) if capture else float("nan"),

@@ -13,6 +13,11 @@ import numpy as np
 import torch
 
 import mclearn_core as core
+from mcstudy.config import Config, replace_config
+from mcstudy.data import plan_epoch
+from mcstudy.engine import BudgetPlan, measure_forward_seconds
+from mcstudy.runs import check_methods, guarded_sweep, run_once, save_flipped_rows
+from mcstudy.train import Prepared, format_budget, prepare, prepared_step_costs, run_label
 from mcstudy.methods import METHODS
 
 
@@ -44,29 +49,29 @@ def measure_relative_costs(prepared: "Prepared") -> dict[str, Any]:
     `forward_graphed`, as the peers run it), with the seconds behind it. The peers' updates are
     graphed as the baseline's, so an update costs 1 in these units. Measured once per process, untimed."""
     cfg, device = prepared.cfg, prepared.device
-    widths = [w for _, w in core.plan_epoch(prepared.train, cfg, torch.Generator().manual_seed(0))]
+    widths = [w for _, w in plan_epoch(prepared.train, cfg, torch.Generator().manual_seed(0))]
     width = int(np.median(widths))
     rows = min(cfg.batch_size, len(prepared.train))
-    costs = core.prepared_step_costs(prepared)
+    costs = prepared_step_costs(prepared)
     update = costs.at(rows, width)
     graphed = costs.graphed  # the peers score through graphs exactly when their update is graphed
-    forward = core.measure_forward_seconds(cfg, prepared.base_model, prepared.train, device, rows, width,
+    forward = measure_forward_seconds(cfg, prepared.base_model, prepared.train, device, rows, width,
                                            graphed=graphed)
     return {"rows": rows, "width": width, "update_seconds": update, "forward_seconds": forward,
             "forward_share": forward / update, "forward_graphed": graphed}
 
 
-def plan_time_budget(method: str, time_budget: float, cfg: core.Config, costs: dict[str, Any]) -> core.BudgetPlan:
+def plan_time_budget(method: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
     """Return the BudgetPlan that sets `method`'s own knobs so its train time is `time_budget`
     times the baseline's, with costs in units of one baseline update (measure_relative_costs):
     its class's plan_budget (Method.plan_budget; ValueError for a method without a knob)."""
-    core.check_methods([method])
+    check_methods([method])
     return METHODS[method].plan_budget(method, float(time_budget), cfg, costs)
 
 
-def with_explicit(cfg: core.Config, **changes: Any) -> core.Config:
+def with_explicit(cfg: Config, **changes: Any) -> Config:
     """Return `cfg` with `changes`, marked as set by the caller so method presets keep them."""
-    return core.replace_config(cfg, explicit=tuple(sorted(set(cfg.explicit) | set(changes))), **changes)
+    return replace_config(cfg, explicit=tuple(sorted(set(cfg.explicit) | set(changes))), **changes)
 
 
 @dataclass
@@ -179,7 +184,7 @@ def budget_study_lr_table(records: Sequence[dict[str, Any]]):
     for (method, budget), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         grid = ", ".join(f"{_record_lr(r):g}: " + (f"{r['accuracy'] * 100:.2f}" if math.isfinite(r["accuracy"])
                                                    else "diverged") for r in sorted(runs, key=_record_lr))
-        rows.append({"method": method, "budget": "1 (full)" if budget == 1.0 else core.format_budget(budget),
+        rows.append({"method": method, "budget": "1 (full)" if budget == 1.0 else format_budget(budget),
                      "lr (eval accuracy %)": grid,
                      "chosen lr": f"{best_lr(runs):g}", "where": lr_grid_status(runs)})
     return pd.DataFrame(rows, columns=["method", "budget", "lr (eval accuracy %)", "chosen lr", "where"])
@@ -196,10 +201,10 @@ def reference_seconds(records: Sequence[dict[str, Any]]) -> float:
     return float(np.median(seconds))
 
 
-@core.guarded_sweep("", "-lr")
-def run_budget_study(cfg: core.Config, methods: Sequence[str], time_budgets: Sequence[float] = (1 / 3, 1 / 2),
+@guarded_sweep("", "-lr")
+def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence[float] = (1 / 3, 1 / 2),
                      lrs: Sequence[float] = (), seeds: Sequence[int] | None = None,
-                     prepared: core.Prepared | None = None, progress: bool = True, lr_factors: Sequence[float] = LR_GRID_FACTORS,
+                     prepared: Prepared | None = None, progress: bool = True, lr_factors: Sequence[float] = LR_GRID_FACTORS,
                      method_budgets: dict[str, Sequence[float]] | None = None,
                      method_seeds: dict[str, int] | None = None) -> BudgetStudy:
     """Run a budget study in one process and return its BudgetStudy; finished runs are read back.
@@ -217,9 +222,9 @@ def run_budget_study(cfg: core.Config, methods: Sequence[str], time_budgets: Seq
     clock of budget x the reference seconds (cfg.budget_seconds: it trains until they are spent,
     its lr following their elapsed share), or once at its defaults when it has no wall-clock knob
     (budget_study_runs: `method_budgets`, `method_seeds`)."""
-    core.check_methods(methods)
+    check_methods(methods)
     for name, named in (("method_budgets", method_budgets or {}), ("method_seeds", method_seeds or {})):
-        core.check_methods(list(named))
+        check_methods(list(named))
         unlisted = [m for m in named if m not in methods]
         if unlisted:
             raise ValueError(f"{name} names {', '.join(unlisted)}, which methods= does not list: add them to methods= "
@@ -236,12 +241,12 @@ def run_budget_study(cfg: core.Config, methods: Sequence[str], time_budgets: Seq
         raise ValueError("A budget study needs at least one seed: set seeds=, e.g. seeds=[42, 43, 44].")
     started = time.perf_counter()
     # -- phase 1: data and model, once -------------------------------------------------------------
-    prepared = prepared or core.prepare(cfg)
-    core.save_flipped_rows(cfg, prepared)
+    prepared = prepared or prepare(cfg)
+    save_flipped_rows(cfg, prepared)
     # -- phase 2: the baseline's learning rate, and the reference seconds ------------------------------
-    sweep_cfg = core.replace_config(cfg, study=f"{cfg.study}-lr")
-    core.save_flipped_rows(sweep_cfg, prepared)
-    lr_records = tune_lr(lambda lr: core.run_once(with_explicit(sweep_cfg, lr=lr), "baseline", seeds[0], prepared,
+    sweep_cfg = replace_config(cfg, study=f"{cfg.study}-lr")
+    save_flipped_rows(sweep_cfg, prepared)
+    lr_records = tune_lr(lambda lr: run_once(with_explicit(sweep_cfg, lr=lr), "baseline", seeds[0], prepared,
                                                   lr_run_label(lr), progress=progress, keep_diverged=True), lrs) if lrs else []
     lr = best_lr(lr_records) if lr_records else cfg.lr
     tuned = with_explicit(cfg, lr=lr)
@@ -249,21 +254,21 @@ def run_budget_study(cfg: core.Config, methods: Sequence[str], time_budgets: Seq
         core.say(f"learning rate: {lr:g} (best of {', '.join(f'{_record_lr(r):g}' for r in lr_records)}; "
                  f"{lr_grid_status(lr_records)})")
     planned = [m for m in methods if not (METHODS[m].reference or METHODS[m].wall_clock_note)]
-    reference = lr_records or ([core.run_once(tuned, "baseline", seeds[0], prepared, "baseline", progress=progress)]
+    reference = lr_records or ([run_once(tuned, "baseline", seeds[0], prepared, "baseline", progress=progress)]
                                if planned else [])
     full_seconds = reference_seconds(reference) if planned else float("nan")
     # -- phase 3: the costs the peers' knobs are planned with ---------------------------------------------
     costs = measure_relative_costs(prepared) if planned else None
 
-    def run_config(base: core.Config, method: str, budget: float,
-                   method_lr: float) -> tuple[core.Config, core.BudgetPlan]:
+    def run_config(base: Config, method: str, budget: float,
+                   method_lr: float) -> tuple[Config, BudgetPlan]:
         plan = plan_time_budget(method, budget, tuned, costs or {})
         return with_explicit(base, lr=method_lr, time_budget=plan.time_budget,
                              budget_seconds=round(plan.time_budget * full_seconds, 6), **plan.knobs), plan
 
-    def run_budgeted(base: core.Config, method: str, budget: float, method_lr: float, seed: int, label: str) -> dict:
+    def run_budgeted(base: Config, method: str, budget: float, method_lr: float, seed: int, label: str) -> dict:
         run_cfg, plan = run_config(base, method, budget, method_lr)
-        return core.run_once(run_cfg, method, seed, prepared, label, plan, progress,
+        return run_once(run_cfg, method, seed, prepared, label, plan, progress,
                              extra={"relative_costs": costs}, keep_diverged=True)
 
     # -- phase 4: one tuning rule: each budgeted method's own lr at each of its budgets, first seed -----------
@@ -276,24 +281,24 @@ def run_budget_study(cfg: core.Config, methods: Sequence[str], time_budgets: Seq
             method_lrs[method, budget] = lr
             continue
         grid = tune_lr(lambda x: run_budgeted(sweep_cfg, method, budget, x, seeds[0],
-                                              lr_run_label(x, core.run_label(method, budget))),
+                                              lr_run_label(x, run_label(method, budget))),
                        [float(f"{lr * f:.6g}") for f in lr_factors])
         tune_records += grid
         method_lrs[method, budget] = best_lr(grid)
         if progress:
-            core.say(f"{method} at {core.format_budget(budget)}: lr {method_lrs[method, budget]:g} (of "
+            core.say(f"{method} at {format_budget(budget)}: lr {method_lrs[method, budget]:g} (of "
                      f"{', '.join(f'{_record_lr(r):g}' for r in grid)}; {lr_grid_status(grid)})")
     # -- phase 5: the runs ----------------------------------------------------------------------------------
     records = []
     for method, budget, seed in runs:
         if METHODS[method].reference:
-            records.append(core.run_once(tuned, method, seed, prepared, method, progress=progress))
+            records.append(run_once(tuned, method, seed, prepared, method, progress=progress))
             continue
         if METHODS[method].wall_clock_note:
-            records.append(core.run_once(tuned, method, seed, prepared, method,
+            records.append(run_once(tuned, method, seed, prepared, method,
                                          plan_time_budget(method, 0.0, tuned, {}), progress, keep_diverged=True))
             continue
-        label = core.run_label(method, budget)
+        label = run_label(method, budget)
         records.append(run_budgeted(tuned, method, budget, method_lrs[method, budget], seed, label))
     wall = time.perf_counter() - started
     trained = sum(r["train_seconds"] for r in [*lr_records, *tune_records, *records] if math.isfinite(r["train_seconds"]))

@@ -14,6 +14,14 @@ import types
 from typing import Any, Iterable, Sequence
 
 import mclearn_core as core
+from mcstudy.config import (AT_LEAST_ONE, CONFIG_RANGES, Config, ConfigError, NAMED_KEYS, PRESETS, Range,
+                            SEED_RANGE, TINY_MODEL, _kind_of, _of_kind, check_range, check_study_name,
+                            check_type, make_config, parse_overrides, replace_config, study_name,
+                            validate_config)
+from mcstudy.data import DataError
+from mcstudy.runs import StudyBusyError, check_keys_read, check_methods, renamed_method, run_sweep
+from mcstudy.tables import summarize
+from mcstudy.train import code_provenance
 from mcstudy.methods import METHODS
 
 
@@ -23,18 +31,18 @@ from mcstudy.methods import METHODS
 # method (a METHODS id), methods (a non-empty list of them), method floats / method int (a dict from
 # method ids to a list of numbers / to one int). Config keys among the parameters are checked as
 # the command line checks them (check_type, check_range).
-NOTEBOOK_RULES: dict[str, tuple[str, core.Range | None, str]] = {
+NOTEBOOK_RULES: dict[str, tuple[str, Range | None, str]] = {
     "methods": ("methods", None, '["baseline", "mclearn"]'), "method": ("method", None, '"mclearn"'),
-    "seed": ("int", core.SEED_RANGE, "42"), "time_budgets": ("floats", core.Range(0, 1, lo_open=True), "[1/3, 1/2]"),
-    "method_budgets": ("method floats", core.Range(0, 1, lo_open=True), '{"rho-loss": [0.5]}'),
-    "method_seeds": ("method int", core.AT_LEAST_ONE, '{"rho-loss": 3}'),
-    "lrs": ("floats", core.Range(0, lo_open=True, empty_ok=True), "[2e-5, 4e-5]"),
-    "lr_factors": ("floats", core.Range(0, lo_open=True, empty_ok=True), "[0.5, 1, 2]"),
+    "seed": ("int", SEED_RANGE, "42"), "time_budgets": ("floats", Range(0, 1, lo_open=True), "[1/3, 1/2]"),
+    "method_budgets": ("method floats", Range(0, 1, lo_open=True), '{"rho-loss": [0.5]}'),
+    "method_seeds": ("method int", AT_LEAST_ONE, '{"rho-loss": 3}'),
+    "lrs": ("floats", Range(0, lo_open=True, empty_ok=True), "[2e-5, 4e-5]"),
+    "lr_factors": ("floats", Range(0, lo_open=True, empty_ok=True), "[0.5, 1, 2]"),
     "progress": ("bool", None, "True"),
-    "run_if_missing": ("bool", None, "True"), "draws": ("int", core.Range(2), "5000"),
-    "full_probs": ("floats", core.Range(0, 1, lo_open=True), "[0.1, 0.5, 1.0]"),
-    "w_clip_values": ("floats or None", core.Range(0, lo_open=True), "[None, 2, 5, 10]"),
-    "clip_sweep_full_prob": ("float", core.Range(0, 1, lo_open=True), "0.25"),
+    "run_if_missing": ("bool", None, "True"), "draws": ("int", Range(2), "5000"),
+    "full_probs": ("floats", Range(0, 1, lo_open=True), "[0.1, 0.5, 1.0]"),
+    "w_clip_values": ("floats or None", Range(0, lo_open=True), "[None, 2, 5, 10]"),
+    "clip_sweep_full_prob": ("float", Range(0, 1, lo_open=True), "0.25"),
 }
 
 
@@ -45,45 +53,45 @@ def _check_rule(name: str, value: Any) -> None:
 
     def numbers(values: Any, of: str, nones: bool = False) -> None:
         items = values if isinstance(values, (list, tuple)) else None
-        if items is None or not all(core._of_kind(v, of) or (nones and v is None) for v in items):
-            raise core.ConfigError(f"{name}={value!r} is {core._kind_of(value)}: {name} expects a list of {of}s"
+        if items is None or not all(_of_kind(v, of) or (nones and v is None) for v in items):
+            raise ConfigError(f"{name}={value!r} is {_kind_of(value)}: {name} expects a list of {of}s"
                                    f"{' or None' if nones else ''}, {fix}")
         if not items and not rule.empty_ok:
-            raise core.ConfigError(f"{name} is empty: give at least one value, {fix}")
+            raise ConfigError(f"{name} is empty: give at least one value, {fix}")
         bad = [v for v in items if v is not None and not rule.holds(v)]
         if bad:
-            raise core.ConfigError(f"{name}={value!r} has {', '.join(map(str, bad))} out of range: each value must be "
+            raise ConfigError(f"{name}={value!r} has {', '.join(map(str, bad))} out of range: each value must be "
                                    f"{rule.text()}, {fix}")
 
     def methods(ids: Any) -> None:
         try:
-            core.check_methods(ids)
+            check_methods(ids)
         except ValueError as err:
-            raise core.ConfigError(f"{name}={value!r}: {err}") from None
+            raise ConfigError(f"{name}={value!r}: {err}") from None
 
     if kind in ("int", "float", "bool"):
-        if not core._of_kind(value, kind):
+        if not _of_kind(value, kind):
             article = "an" if kind == "int" else "a"
-            raise core.ConfigError(f"{name}={value!r} is {core._kind_of(value)}: {name} expects {article} "
+            raise ConfigError(f"{name}={value!r} is {_kind_of(value)}: {name} expects {article} "
                                    f"{kind}, {fix}")
         if rule is not None and not rule.holds(value):
-            raise core.ConfigError(f"{name}={value!r} is out of range: {name} must be {rule.text()}, {fix}")
+            raise ConfigError(f"{name}={value!r} is out of range: {name} must be {rule.text()}, {fix}")
     elif kind in ("floats", "floats or None"):
         numbers(value, "float", nones=kind == "floats or None")
     elif kind in ("method", "methods"):
         ids = [value] if kind == "method" else value
         if not isinstance(ids, (list, tuple)) or not ids or not all(isinstance(m, str) for m in ids):
-            raise core.ConfigError(f"{name}={value!r} is {core._kind_of(value)}: {name} expects "
+            raise ConfigError(f"{name}={value!r} is {_kind_of(value)}: {name} expects "
                                    f"{'a method id' if kind == 'method' else 'a non-empty list of method ids'}, {fix}")
         methods(ids)
     else:  # method floats, method int: a dict from method ids
         if not isinstance(value, dict):
-            raise core.ConfigError(f"{name}={value!r} is {core._kind_of(value)}: {name} expects a dict from "
+            raise ConfigError(f"{name}={value!r} is {_kind_of(value)}: {name} expects a dict from "
                                    f"method ids, {fix}")
         methods(list(value))
         for item in value.values():
-            if kind == "method int" and not (core._of_kind(item, "int") and rule.holds(item)):
-                raise core.ConfigError(f"{name}={value!r} has {item!r}: each value must be an int {rule.text()}, {fix}")
+            if kind == "method int" and not (_of_kind(item, "int") and rule.holds(item)):
+                raise ConfigError(f"{name}={value!r} has {item!r}: each value must be an int {rule.text()}, {fix}")
             if kind == "method floats":
                 numbers(item, "float")
 
@@ -103,27 +111,27 @@ def check_notebook_parameters(namespace: dict[str, Any], before: Iterable[str], 
     if new:
         close = difflib.get_close_matches(new[0], declared, n=1)
         hint = f": did you mean {close[0]}?" if close else ""
-        raise core.ConfigError(f"{new[0]} is no parameter of this notebook{hint} (its parameters: "
+        raise ConfigError(f"{new[0]} is no parameter of this notebook{hint} (its parameters: "
                                f"{', '.join(declared)}); as it is, it would change nothing")
-    fields = {f.name for f in dataclasses.fields(core.Config)}
+    fields = {f.name for f in dataclasses.fields(Config)}
     for name in declared:
         value = namespace[name]
         if name == "preset":
-            if value != "auto" and value not in core.PRESETS:
-                raise core.ConfigError(f"preset={value!r} is not a preset: choose one of auto, "
-                                       f"{', '.join(core.PRESETS)}")
+            if value != "auto" and value not in PRESETS:
+                raise ConfigError(f"preset={value!r} is not a preset: choose one of auto, "
+                                       f"{', '.join(PRESETS)}")
         elif name in fields:
             if value is None and name != "results_dir":
                 continue
-            core.check_type(name, value)
-            if name in core.CONFIG_RANGES:
-                core.check_range(name, tuple(value) if isinstance(value, list) else value)
+            check_type(name, value)
+            if name in CONFIG_RANGES:
+                check_range(name, tuple(value) if isinstance(value, list) else value)
             if name == "study":
-                core.check_study_name(value)
-            if name in core.NAMED_KEYS and not value.strip():
-                raise core.ConfigError(f"{name}={value!r} is empty: give a name, or None for the preset's")
+                check_study_name(value)
+            if name in NAMED_KEYS and not value.strip():
+                raise ConfigError(f"{name}={value!r} is empty: give a name, or None for the preset's")
             if name == "seeds" and len(set(value)) < len(value):
-                raise core.ConfigError(f"seeds={value!r} lists a seed more than once: each seed is one run, "
+                raise ConfigError(f"seeds={value!r} lists a seed more than once: each seed is one run, "
                                        f"list it once")
         else:
             _check_rule(name, value)
@@ -145,7 +153,7 @@ def _raise_terminated(signum, frame):
 def provenance_env() -> str:
     """Return code_provenance() as MCLEARN_* environment assignments, one per line, for a copy of
     this checkout without .git: `env $(python -m mcstudy --provenance) bash benchmarks/gpu_notebooks.sh ...`."""
-    prov = core.code_provenance()
+    prov = code_provenance()
     lines = [f"MCLEARN_COMMIT={prov['git_commit']}", f"MCLEARN_GIT_CLEAN={str(prov['git_clean']).lower()}"]
     if prov["git_diff_sha256"]:
         lines.append(f"MCLEARN_GIT_DIFF_SHA256={prov['git_diff_sha256']}")
@@ -187,12 +195,12 @@ def cli_table(table, width: int | None = core.CLI_WIDTH) -> str:
     return "\n".join([textwrap.fill(heading, width), text(shown), *([textwrap.fill(note, width)] if note else [])])
 
 
-def table_notes(cfg: core.Config) -> str:
+def table_notes(cfg: Config) -> str:
     """Return the lines printed under the CLI's final table: how its cells summarize the seeds and,
     for the tiny model (model_name="tiny"), that the table checks the wiring and answers nothing."""
     notes = ("accuracy (%): mean ± std over seeds; train s: median [min–max] over seeds; speed-up: the "
              "baseline's median train seconds over the method's")
-    if cfg.model_name == core.TINY_MODEL:
+    if cfg.model_name == TINY_MODEL:
         notes += (f"\nA wiring check, not the answer: a {cfg.tiny_layers}-layer model of width {cfg.tiny_dim} "
                   f"trained from scratch on a small sample shows that every method trains, is timed and writes "
                   f"its run file; its accuracies and speed-ups say nothing about fine-tuning a pretrained "
@@ -213,9 +221,9 @@ class _GivenOnce(argparse.Action):
 
 def _method_arg(name: str) -> str:
     """Return a --methods value as given; an old (renamed) id is refused naming its new one."""
-    if core.renamed_method(name):
-        raise argparse.ArgumentTypeError(f"method {name!r} is now {core.renamed_method(name)!r}: pass --methods "
-                                         f"{core.renamed_method(name)}")
+    if renamed_method(name):
+        raise argparse.ArgumentTypeError(f"method {name!r} is now {renamed_method(name)!r}: pass --methods "
+                                         f"{renamed_method(name)}")
     return name
 
 
@@ -237,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     parser = argparse.ArgumentParser(prog="python -m mcstudy", description=main.__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    parser.add_argument("--preset", default="auto", action=_GivenOnce, help=f"auto or one of {', '.join(core.PRESETS)}")
+    parser.add_argument("--preset", default="auto", action=_GivenOnce, help=f"auto or one of {', '.join(PRESETS)}")
     parser.add_argument("--methods", nargs="+", action="extend", default=None, choices=sorted(METHODS),
                         type=_method_arg, metavar="METHOD",
                         help=f"default: baseline mclearn (given twice: the lists are joined); any of "
@@ -276,8 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if "--debug" in argv:
             raise
-        known = isinstance(err, (ValueError, core.DataError, core.ModelLoadError, core.TrainingError,
-                                 core.StudyBusyError))
+        known = isinstance(err, (ValueError, DataError, core.ModelLoadError, core.TrainingError,
+                                 StudyBusyError))
         message = " ".join(str(err).split()) or "(no message)"
         if isinstance(err, OSError) and err.filename:
             known, message = True, (f"{err.strerror or err}: {err.filename}. Check that path (free space, "
@@ -297,7 +305,7 @@ def _run_command_line(args) -> None:
         print(provenance_env())
         return
     try:
-        overrides = core.parse_overrides(args.set)
+        overrides = parse_overrides(args.set)
         flags = {"dataset": args.dataset, "model_name": args.model_name, "study": args.study,
                  "results_dir": args.results_dir}
         for key, value in flags.items():
@@ -306,20 +314,20 @@ def _run_command_line(args) -> None:
                                  f"--set {key}={overrides[key]}): keep one")
             if value is not None:
                 overrides[key] = value
-        overrides.setdefault("study", core.study_name("sweep", args.preset))
+        overrides.setdefault("study", study_name("sweep", args.preset))
         overrides.setdefault("results_dir", "results")
-        cfg = core.make_config(args.preset, **overrides)
+        cfg = make_config(args.preset, **overrides)
         # make_config reads None as "the preset's value"; on the command line "none" means None
         nones = sorted(k for k, v in overrides.items() if v is None)
-        cfg = core.replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *nones})), **dict.fromkeys(nones))
+        cfg = replace_config(cfg, explicit=tuple(sorted({*cfg.explicit, *nones})), **dict.fromkeys(nones))
         methods = args.methods or ["baseline", "mclearn"]
-        core.check_methods(methods)
-        core.check_keys_read(cfg, methods)
-        core.validate_config(cfg, args.seeds)
+        check_methods(methods)
+        check_keys_read(cfg, methods)
+        validate_config(cfg, args.seeds)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    records = core.run_sweep(cfg, methods, args.seeds)
-    table = core.summarize(cfg.results_dir, study=cfg.study, show=False)
+    records = run_sweep(cfg, methods, args.seeds)
+    table = summarize(cfg.results_dir, study=cfg.study, show=False)
     print(cli_table(table, None if args.wide else core.CLI_WIDTH))
     core.say(table_notes(cfg))
     for record in records:  # said once as each run ended; repeated where the table is read

@@ -10,6 +10,10 @@ from typing import Any, Sequence
 import numpy as np
 
 import mclearn_core as core
+from mcstudy.runs import is_ablation_study
+from mcstudy.tables import (_mean_std, _sample_std, _study_title, _with_summary_defaults, load_runs,
+                            read_summary, report_table, study_data, time_to_accuracy)
+from mcstudy.train import PROTOCOL, format_budget, portable_path
 
 
 def headline(results_dir: str | Path = "results", study: str | None = None, method: str = "mclearn",
@@ -31,19 +35,19 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     summary = Path(results_dir) / "summary.csv"
     if not summary.exists():
         return "_No results yet: run the notebook (or a sweep) to write `summary.csv`._"
-    rows = core.read_summary(summary)
+    rows = read_summary(summary)
     if study is None:
         has_both = rows.groupby("study")["method"].agg(lambda names: {"baseline", method} <= set(names))
         chosen = list(has_both[has_both].index)
         if dataset is not None:
-            trained = (core.portable_path(str(dataset)), float(label_noise or 0.0))
-            chosen = [name for name in chosen if core.study_data(results_dir, name) == trained]
+            trained = (portable_path(str(dataset)), float(label_noise or 0.0))
+            chosen = [name for name in chosen if study_data(results_dir, name) == trained]
         fair = [name for name in chosen if str(name).endswith(FAIR_SUFFIX)]  # the answer's protocol first
         candidates = rows[rows["study"].isin(fair or chosen)]
         if candidates.empty:
-            on = f" on `{core.portable_path(str(dataset))}`" + (f" with label_noise={label_noise:g}" if label_noise else "") \
+            on = f" on `{portable_path(str(dataset))}`" + (f" with label_noise={label_noise:g}" if label_noise else "") \
                 if dataset is not None else ""
-            return f"_No study in `{core.portable_path(str(summary))}` has both baseline and {method} runs{on} yet._"
+            return f"_No study in `{portable_path(str(summary))}` has both baseline and {method} runs{on} yet._"
         on_gpu = candidates[~candidates["device"].str.startswith("cpu")]
         counts = (on_gpu if len(on_gpu) else candidates).groupby("study").size()
         study = counts[counts == counts.max()].index.sort_values()[0]
@@ -53,7 +57,7 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
                          f"study= (one of {sorted(set(rows['study']))}) or run the missing methods.")
     device = group["device"].mode()[0]  # one device: speed-ups only compare runs of the same hardware
     group = group[group["device"] == device]
-    group = core._with_summary_defaults(group)
+    group = _with_summary_defaults(group)
     budgets = group["time_budget"]
     budget = min(budgets[group["method"] == method]) if time_budget is None else time_budget
     compared = group[((group["method"] == "baseline") & (budgets == 0)) | (budgets == budget)].copy()
@@ -65,7 +69,7 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     accuracy, base_accuracy = mean.loc[method, "accuracy"] * 100, mean.loc["baseline", "accuracy"] * 100
     change, faster = accuracy - base_accuracy, seconds < base_seconds
     keeps = change >= -0.5
-    at = f" at {core.format_budget(budget)} of the baseline's time" if budget else ""
+    at = f" at {format_budget(budget)} of the baseline's time" if budget else ""
     first = (f"In study `{study}` ({device}, {group[group['method'] == method]['seed'].nunique()} seeds{at}), "
              f"`{method}` trained in {seconds:.1f} s against the optimized baseline's {base_seconds:.1f} s "
              f"({base_seconds / seconds:.2f}x) and reached {accuracy:.2f} % {'test ' if tested else ''}accuracy "
@@ -89,8 +93,8 @@ def headline(results_dir: str | Path = "results", study: str | None = None, meth
     elif "uniform" in mean.index:
         second += (f"; the uniform-subset control reached {mean.loc['uniform', 'accuracy'] * 100:.2f} % in "
                    f"{mean.loc['uniform', 'train_seconds']:.1f} s")
-    table = core.report_table(group).drop(columns=["study"]).to_markdown(index=False, disable_numparse=True)
-    return (f"{first} {second}.\n\nMean ± std over seeds, from `{core.portable_path(str(summary))}` "
+    table = report_table(group).drop(columns=["study"]).to_markdown(index=False, disable_numparse=True)
+    return (f"{first} {second}.\n\nMean ± std over seeds, from `{portable_path(str(summary))}` "
             f"(study `{study}`):\n\n{table}\n")
 
 
@@ -99,7 +103,7 @@ def equal_time_study_names(rows) -> set[str]:
     learning-rate sweeps ("-lr") and the one-seed ablation studies (names ending in ABLATION_SUFFIX:
     they ran it as the ablation's control, on validation accuracy)."""
     return {str(s) for s in set(rows.loc[rows["method"] == REFERENCE, "study"])
-            if not str(s).endswith("-lr") and not core.is_ablation_study(s)}
+            if not str(s).endswith("-lr") and not is_ablation_study(s)}
 
 
 def _family_verdict(results_dir: str | Path, rows, study: str, method: str, budget: float) -> str | None:
@@ -111,9 +115,9 @@ def _family_verdict(results_dir: str | Path, rows, study: str, method: str, budg
     if not str(study).endswith(FAIR_SUFFIX):
         return None
     names = sorted(s for s in equal_time_study_names(rows) if s.endswith(FAIR_SUFFIX))
-    tables = equal_time_tables({name: core.load_runs(results_dir, name) for name in names})
+    tables = equal_time_tables({name: load_runs(results_dir, name) for name in names})
     table = tables[study]
-    cell = table[(table["method"] == method) & (table["budget"] == core.format_budget(budget))]
+    cell = table[(table["method"] == method) & (table["budget"] == format_budget(budget))]
     if cell.empty or cell.iloc[0]["Holm p"] in ("", "—"):
         return None
     return (f"Holm p {cell.iloc[0]['Holm p']} over the {table.attrs['family']} comparisons of the fair studies: "
@@ -152,7 +156,7 @@ def final_accuracy(record: dict[str, Any]) -> float:
 def is_fair(record: dict[str, Any]) -> bool:
     """Return True for a run made under the fair protocol (record["protocol"] == PROTOCOL); a run
     without the field is of the previous protocol."""
-    return record.get("protocol") == core.PROTOCOL
+    return record.get("protocol") == PROTOCOL
 
 
 def paired_difference(method: dict[int, float], reference: dict[int, float],
@@ -239,7 +243,7 @@ def _cell_is_fair(runs: dict[int, dict[str, Any]], where: str) -> bool:
     (`where`) when it mixes fair and previous-protocol runs."""
     fair = {is_fair(r) for r in runs.values()}
     if len(fair) > 1:
-        raise ValueError(f"{where} mixes fair-protocol runs (record['protocol'] == {core.PROTOCOL!r}) with runs "
+        raise ValueError(f"{where} mixes fair-protocol runs (record['protocol'] == {PROTOCOL!r}) with runs "
                          f"of the previous protocol: keep each protocol's runs in a study of its own")
     return fair == {True}
 
@@ -251,7 +255,7 @@ def _field(record: dict[str, Any], *keys: str) -> Any:
     for depth, key in enumerate(keys):
         if not isinstance(value, dict) or key not in value:
             raise ValueError(f"run {record.get('study')}/{record.get('run_label')} seed {record.get('seed')} is "
-                             f"marked protocol {core.PROTOCOL!r} but lacks {'.'.join(keys[:depth + 1])}: "
+                             f"marked protocol {PROTOCOL!r} but lacks {'.'.join(keys[:depth + 1])}: "
                              f"re-run it with the code that writes the fair protocol's fields")
         value = value[key]
     return value
@@ -343,14 +347,14 @@ def equal_time_tables(studies: dict[str, Sequence[dict[str, Any]]]):
                                              key=lambda kv: (kv[0][1], kv[0][0] != REFERENCE, kv[0][0])):
             if not budget:
                 continue  # no wall-clock knob (VCAS, mclearn-paper): no budget to compare at
-            fair = _cell_is_fair(runs, f"{name}: {method} at {core.format_budget(budget)}")
+            fair = _cell_is_fair(runs, f"{name}: {method} at {format_budget(budget)}")
             fair_study |= fair
             acc = {k: final_accuracy(r) * 100 for k, r in runs.items()}
             finite = [v for v in acc.values() if math.isfinite(v)]
             seconds = [r["train_seconds"] for r in runs.values() if math.isfinite(r["train_seconds"])]
             full = method == REFERENCE and budget == 1.0
-            row = {"budget": "1 (full)" if full else core.format_budget(budget), "method": method, "seeds": len(runs),
-                   "accuracy (%)": core._mean_std(pd.Series(finite)) if finite else "diverged",
+            row = {"budget": "1 (full)" if full else format_budget(budget), "method": method, "seeds": len(runs),
+                   "accuracy (%)": _mean_std(pd.Series(finite)) if finite else "diverged",
                    "s / full": f"{np.median(seconds) / base_seconds:.2f}" if seconds and base else "—",
                    **{column: "" for column in EQUAL_TIME_COLUMNS[5:] + FAIR_COLUMNS}}
             own_ratio = float("nan")
@@ -363,8 +367,8 @@ def equal_time_tables(studies: dict[str, Sequence[dict[str, Any]]]):
                     row.update({"s / target": f"{own_ratio:.3f}", "on target": f"{on_target}/{len(ratios)}"})
             reference = groups.get((REFERENCE, budget))
             if method != REFERENCE and reference:
-                if _cell_is_fair(reference, f"{name}: {REFERENCE} at {core.format_budget(budget)}") != fair:
-                    raise ValueError(f"{name}: {method} at {core.format_budget(budget)} and {REFERENCE} there are of "
+                if _cell_is_fair(reference, f"{name}: {REFERENCE} at {format_budget(budget)}") != fair:
+                    raise ValueError(f"{name}: {method} at {format_budget(budget)} and {REFERENCE} there are of "
                                      f"different protocols: compare the runs of one protocol")
                 ref_acc = {k: final_accuracy(r) * 100 for k, r in reference.items()}
                 diff = paired_difference(acc, ref_acc)
@@ -444,7 +448,7 @@ def time_to_target(records: Sequence[dict[str, Any]], drop_pt: float = 1.0):
     per_seed: dict[str, dict[int, float]] = {}
     for (method, budget), runs in groups.items():
         for seed, record in runs.items():
-            reached = core.time_to_accuracy(record, target) if record.get("eval_curve") else None
+            reached = time_to_accuracy(record, target) if record.get("eval_curve") else None
             best = per_seed.setdefault(method, {}).get(seed, math.inf)
             per_seed[method][seed] = min(best, math.inf if reached is None else reached)
     medians = {m: float(np.median(list(t.values()))) for m, t in per_seed.items()}
@@ -533,7 +537,7 @@ def plot_equal_time(records: Sequence[dict[str, Any]], path: str | Path | None =
             acc = [final_accuracy(r) * 100 for r in runs.values() if math.isfinite(final_accuracy(r))]
             secs = [r["train_seconds"] for r in runs.values() if math.isfinite(r["train_seconds"])]
             if acc:
-                points.append((np.mean(secs), np.mean(acc), core._sample_std(acc)))
+                points.append((np.mean(secs), np.mean(acc), _sample_std(acc)))
         if not points:
             continue
         x, y, err = map(np.array, zip(*points))
@@ -542,6 +546,6 @@ def plot_equal_time(records: Sequence[dict[str, Any]], path: str | Path | None =
                     ls="-" if reference else ":", color="k" if reference else f"C{k}", label=method)
     ax.set_xlabel("training seconds (evaluation excluded)")
     ax.set_ylabel("accuracy (%)" + (" on test" if records and records[0].get("test_accuracy") is not None else ""))
-    ax.set_title(f"equal time: {core._study_title(records)}", fontsize=10)
+    ax.set_title(f"equal time: {_study_title(records)}", fontsize=10)
     ax.legend(fontsize=8)
     return core._figure_out(fig, path)

@@ -21,6 +21,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 import mclearn_core as core
+from mcstudy.config import Config, RENAMED, config_for_method, replace_config, resolve_device, validate_config
+from mcstudy.data import data_sha256
+from mcstudy.engine import BudgetPlan, DivergedError
+from mcstudy.model import model_sha256
+from mcstudy.train import (PROTOCOL, Prepared, TEMP_FILE, atomic_target, device_name, portable_config,
+                           portable_path, prepare, run_identity, run_label, train_method, write_json_atomic)
 from mcstudy.methods import METHODS, METHOD_OWN_FIELDS
 
 
@@ -66,7 +72,7 @@ def check_no_old_run_file(path: Path) -> None:
 
 def renamed_method(name: str) -> str | None:
     """Return the method id that replaced `name` (RENAMED), or None when it was not renamed."""
-    new = core.RENAMED.get(name)
+    new = RENAMED.get(name)
     return new if new in METHODS else None
 
 
@@ -131,7 +137,7 @@ def check_run_file(path: Path, record: Any) -> None:
         raise RunFileError(f"{path} is not a run file ({why}): results/runs/<study>/ holds only the run files sweeps "
                            f"write; move it out of {path.parent}, or delete it (a sweep then trains its run again)")
     method = str(record["method"])
-    label = str(record.get("run_label") or core.run_label(method, float(record.get("time_budget") or 0.0)))
+    label = str(record.get("run_label") or run_label(method, float(record.get("time_budget") or 0.0)))
     own_label = re.fullmatch(rf"{re.escape(method)}(-b[\d.]+)?(-lr[\d.e+-]+)?", label)
     if record["study"] != path.parent.name or str(record["seed"]) != name["seed"] or \
             label != name["label"] or not own_label:
@@ -173,7 +179,7 @@ def read_run_or_set_aside(path: Path) -> dict[str, Any] | None:
 RUN_BOOKKEEPING_FIELDS = ("results_dir", "study", "seeds", "explicit", "device", "record_passes")
 
 
-RUN_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(core.Config) if f.name not in RUN_BOOKKEEPING_FIELDS)
+RUN_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in RUN_BOOKKEEPING_FIELDS)
 
 
 def run_key_fields(method: str) -> tuple[str, ...]:
@@ -183,7 +189,7 @@ def run_key_fields(method: str) -> tuple[str, ...]:
     return tuple(key for key in RUN_KEY_FIELDS if key not in others)
 
 
-def check_keys_read(cfg: core.Config, methods: Sequence[str]) -> None:
+def check_keys_read(cfg: Config, methods: Sequence[str]) -> None:
     """Raise ValueError (one line) for a key the caller set (cfg.explicit) that only methods outside
     `methods` read (METHOD_OWN_FIELDS): set for this sweep, it would change nothing."""
     for key in cfg.explicit:
@@ -193,13 +199,13 @@ def check_keys_read(cfg: core.Config, methods: Sequence[str]) -> None:
                              f"none of them: add one of them to methods=, or drop {key}=")
 
 
-def stale_reason(record: dict[str, Any], cfg: core.Config, method: str) -> str | None:
+def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None:
     """Return which settings of a stored run differ from what `cfg` would train (with their stored
     and wanted values), or None. Compared: run_key_fields(method). A key absent from an old file's
     config is no difference (the file predates it), nor is a knob its budget plan set (the run's
     `knobs`: planned from measured costs for its time_budget, which is compared)."""
-    want = core.portable_config(core.config_for_method(cfg, method))
-    have = {k: core.portable_path(v) for k, v in record.get("config", {}).items()}
+    want = portable_config(config_for_method(cfg, method))
+    have = {k: portable_path(v) for k, v in record.get("config", {}).items()}
     planned = set(record.get("knobs") or {})
     diff = [k for k in run_key_fields(method) if k in have and k not in planned and want[k] != have[k]]
     if not diff:
@@ -211,25 +217,25 @@ def stale_reason(record: dict[str, Any], cfg: core.Config, method: str) -> str |
 IDENTITY_KEYS = ("data_sha256", "model_sha256")  # a run record's "identity": what decided its numbers, with "device"
 
 
-def identity_reason(record: dict[str, Any], cfg: core.Config, prepared: "Prepared | None" = None) -> str | None:
+def identity_reason(record: dict[str, Any], cfg: Config, prepared: "Prepared | None" = None) -> str | None:
     """Return how the stored run `record` is not the run `cfg` would train here, or None: the
     device that timed it (its "device") is not this one, or the data (data_sha256) or model
     (model_sha256) it trained on hash differently now; `prepared` gives today's values where the
     sweep has them. Cheapest first: a hash is computed only when the checks before it hold."""
     stored = record["identity"]
-    device = core.device_name(prepared.device if prepared else core.resolve_device(cfg))
+    device = device_name(prepared.device if prepared else resolve_device(cfg))
     if record.get("device") != device:
         return f"was timed on {record.get('device')}, not on this machine's {device}: its seconds are not this device's"
     today = prepared.identity if prepared and prepared.identity else {}
     for key, what, name in (("data_sha256", "data", cfg.dataset), ("model_sha256", "model", cfg.model_name)):
-        now = today.get(key) or (core.data_sha256(cfg) if key == "data_sha256" else core.model_sha256(cfg))
+        now = today.get(key) or (data_sha256(cfg) if key == "data_sha256" else model_sha256(cfg))
         if stored[key] != now:
-            return (f"was trained on other {what}: {core.portable_path(name)!r} hashes to {now[:12]} now, "
+            return (f"was trained on other {what}: {portable_path(name)!r} hashes to {now[:12]} now, "
                     f"{stored[key][:12]} when it ran (its files changed since)")
     return None
 
 
-def read_finished_run(path: Path, cfg: core.Config, method: str,
+def read_finished_run(path: Path, cfg: Config, method: str,
                       prepared: "Prepared | None" = None) -> dict[str, Any] | None:
     """Return the run record at `path` when a finished run is there (None when there is none, or
     the file was unreadable and set aside), after checking that it is the run its path names
@@ -265,7 +271,7 @@ def read_finished_run(path: Path, cfg: core.Config, method: str,
     return record
 
 
-def matched_fraction(cfg: core.Config, seed: int, prepared: "Prepared | None" = None) -> float:
+def matched_fraction(cfg: Config, seed: int, prepared: "Prepared | None" = None) -> float:
     """Return the data share that gives `uniform` the train time of cfg.uniform_match: that run's
     train seconds over the baseline's, same study and seed (training time is linear in examples),
     each run read as a sweep reads it back (read_finished_run: today's config, data, model, device)."""
@@ -352,7 +358,7 @@ def study_lock(results_dir: str | Path, study: str):
 def remove_leftover_temps(folder: Path) -> list[Path]:
     """Remove the temp files (TEMP_FILE) in a study folder whose lock this process holds, and return
     them: no other sweep writes there, so each is what a killed sweep left (SIGKILL, a lost machine)."""
-    leftovers = sorted(p for p in folder.iterdir() if core.TEMP_FILE.fullmatch(p.name) and p.is_file())
+    leftovers = sorted(p for p in folder.iterdir() if TEMP_FILE.fullmatch(p.name) and p.is_file())
     for path in leftovers:
         path.unlink(missing_ok=True)
     if leftovers:
@@ -369,8 +375,8 @@ def guarded_sweep(*study_suffixes: str):
         signature = inspect.signature(function)
 
         @functools.wraps(function)
-        def guarded(cfg: core.Config, *args, **kwargs):
-            core.validate_config(cfg, signature.bind(cfg, *args, **kwargs).arguments.get("seeds"))
+        def guarded(cfg: Config, *args, **kwargs):
+            validate_config(cfg, signature.bind(cfg, *args, **kwargs).arguments.get("seeds"))
             with contextlib.ExitStack() as locks:
                 for suffix in study_suffixes:
                     locks.enter_context(study_lock(cfg.results_dir, cfg.study + suffix))
@@ -379,7 +385,7 @@ def guarded_sweep(*study_suffixes: str):
     return decorate
 
 
-def save_flipped_rows(cfg: core.Config, prepared: core.Prepared) -> Path | None:
+def save_flipped_rows(cfg: Config, prepared: Prepared) -> Path | None:
     """Write the training rows whose labels label_noise flipped to
     <results>/runs/<study>/flipped_rows.csv (one row index per line, under a header), so a noisy
     study can be checked and redone; return the path, or None without label noise."""
@@ -388,13 +394,13 @@ def save_flipped_rows(cfg: core.Config, prepared: core.Prepared) -> Path | None:
     path = Path(cfg.results_dir) / "runs" / cfg.study / "flipped_rows.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     text = f"# label_noise={cfg.label_noise} label_noise_seed={cfg.label_noise_seed} train_rows={len(prepared.train)}\nrow\n"
-    with core.atomic_target(path) as tmp:
+    with atomic_target(path) as tmp:
         tmp.write_text(text + "".join(f"{int(r)}\n" for r in prepared.flipped_rows))
     return path
 
 
-def run_once(cfg: core.Config, method: str, seed: int, prepared: core.Prepared, label: str,
-             budget: core.BudgetPlan | None = None, progress: bool = True, extra: dict[str, Any] | None = None,
+def run_once(cfg: Config, method: str, seed: int, prepared: Prepared, label: str,
+             budget: BudgetPlan | None = None, progress: bool = True, extra: dict[str, Any] | None = None,
              keep_diverged: bool = False) -> dict[str, Any]:
     """Return the run record of (method, seed) named `label` in cfg.study: read back when its file
     exists (and was trained with the same key settings), else trained, given the `extra` fields
@@ -407,8 +413,8 @@ def run_once(cfg: core.Config, method: str, seed: int, prepared: core.Prepared, 
     log_path = run_log_path(path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        record = core.train_method(method, cfg, prepared, seed, log_path=log_path, progress=progress, budget=budget)
-    except core.DivergedError as err:
+        record = train_method(method, cfg, prepared, seed, log_path=log_path, progress=progress, budget=budget)
+    except DivergedError as err:
         if not keep_diverged:
             raise
         core.say(f"warning: {label} seed {seed} diverged, recorded as such: {err}", file=sys.stderr)
@@ -416,28 +422,28 @@ def run_once(cfg: core.Config, method: str, seed: int, prepared: core.Prepared, 
     record.update(run_label=label, **(extra or {}))
     if budget is not None:
         record["predicted_share"] = budget.predicted_share
-    core.write_json_atomic(path, record)
+    write_json_atomic(path, record)
     if progress:
         core.say(f"{label:>26} seed {seed}: accuracy {record['accuracy']:.4f}, train {record['train_seconds']:.2f}s"
                  f"{'' if record['graphed'] else ' (eager)'} -> {path}")
     return record
 
 
-def diverged_record(method: str, cfg: core.Config, prepared: core.Prepared, seed: int, message: str,
-                    budget: core.BudgetPlan | None = None) -> dict[str, Any]:
+def diverged_record(method: str, cfg: Config, prepared: Prepared, seed: int, message: str,
+                    budget: BudgetPlan | None = None) -> dict[str, Any]:
     """Return the run record of a run whose training loss became NaN: `diverged` holds the message
     (which step), accuracy and train seconds are NaN (no result to compare), the rest as train_method's."""
     return {
-        **core.run_identity(method, core.config_for_method(cfg, method), prepared, seed, budget),
-        "protocol": core.PROTOCOL, "diverged": message, "graphed": False, "graph_capture_error": None,
+        **run_identity(method, config_for_method(cfg, method), prepared, seed, budget),
+        "protocol": PROTOCOL, "diverged": message, "graphed": False, "graph_capture_error": None,
         "train_seconds": float("nan"), "accuracy": float("nan"), "test_accuracy": None,
         "examples_backward": 0, "examples_scored": 0, "eval_curve": [], "warnings": [message],
     }
 
 
 @guarded_sweep("")
-def run_sweep(cfg: core.Config, methods: Sequence[str] = ("baseline",), seeds: Sequence[int] | None = None,
-              prepared: core.Prepared | None = None, progress: bool = True) -> list[dict[str, Any]]:
+def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequence[int] | None = None,
+              prepared: Prepared | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Run every (method, seed) whose result file is missing; return all records, old and new.
 
     Each run is written atomically as soon as it ends, so an interrupted sweep resumes where it
@@ -454,16 +460,16 @@ def run_sweep(cfg: core.Config, methods: Sequence[str] = ("baseline",), seeds: S
             path = run_path(cfg.results_dir, cfg.study, method, seed)
             run_cfg = cfg  # uniform's share, when matched, is read from this sweep's finished runs
             if method == "uniform" and cfg.uniform_fraction is None:
-                run_cfg = core.replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed, prepared))
+                run_cfg = replace_config(cfg, uniform_fraction=matched_fraction(cfg, seed, prepared))
             record = read_finished_run(path, run_cfg, method, prepared)
             if record is not None:
                 records.append(record)
                 continue
-            prepared = prepared or core.prepare(cfg)
+            prepared = prepared or prepare(cfg)
             log_path = run_log_path(path)
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            record = core.train_method(method, run_cfg, prepared, seed, log_path=log_path, progress=progress)
-            core.write_json_atomic(path, record)
+            record = train_method(method, run_cfg, prepared, seed, log_path=log_path, progress=progress)
+            write_json_atomic(path, record)
             records.append(record)
             if progress:
                 core.say(f"{method:>18} seed {seed}: accuracy {record['accuracy']:.4f}, "

@@ -11,6 +11,10 @@ import numpy as np
 import torch
 
 import mclearn_core as core
+from mcstudy.budget import _record_lr, best_lr
+from mcstudy.runs import (OLD_RUN_FILE_SUFFIX, RUN_FILE_NAME, RUN_FILE_SUFFIX, RUN_READ_ERRORS, RunFileError,
+                          check_run_file, old_run_file_error, read_run)
+from mcstudy.train import atomic_target, format_budget, portable_path
 from mcstudy.methods import NO_WALL_CLOCK_KNOB
 
 
@@ -25,26 +29,26 @@ def load_runs(results_dir: str | Path, study: str | None = None, unreadable: str
     Records of the previous protocol (no identity) are returned as they are: tables read them."""
     root = Path(results_dir) / "runs"
     folders = f"{study}/" if study else "*/"
-    for path in sorted(root.glob(f"{folders}*{core.OLD_RUN_FILE_SUFFIX}")):  # a run file of the old format, or none
-        if not core.RUN_FILE_NAME.fullmatch(path.name + ".gz"):
-            core.check_run_file(path, None)  # raises: its name is not a run file's
+    for path in sorted(root.glob(f"{folders}*{OLD_RUN_FILE_SUFFIX}")):  # a run file of the old format, or none
+        if not RUN_FILE_NAME.fullmatch(path.name + ".gz"):
+            check_run_file(path, None)  # raises: its name is not a run file's
         if unreadable != "skip":
-            raise core.old_run_file_error(path)
-        print(f"warning: {core.old_run_file_error(path)} (left out of the summary)", file=sys.stderr, flush=True)
+            raise old_run_file_error(path)
+        print(f"warning: {old_run_file_error(path)} (left out of the summary)", file=sys.stderr, flush=True)
     records = []
-    for path in sorted(root.glob(f"{folders}*{core.RUN_FILE_SUFFIX}")):
+    for path in sorted(root.glob(f"{folders}*{RUN_FILE_SUFFIX}")):
         try:
-            record = core.read_run(path)
-        except core.RUN_READ_ERRORS as err:
+            record = read_run(path)
+        except RUN_READ_ERRORS as err:
             problem = f"{type(err).__name__}: {err}"
             if unreadable != "skip":
-                raise core.RunFileError(f"{path} is not a readable run file ({problem}): restore it (git checkout "
+                raise RunFileError(f"{path} is not a readable run file ({problem}): restore it (git checkout "
                                         f"-- {path}), or delete it and run its study's sweep again, which retrains it"
                                         ) from None
             print(f"warning: {path} is not a readable run file ({problem}): left out of the summary; a sweep of its "
                   f"study sets it aside and retrains its run", file=sys.stderr, flush=True)
             continue
-        core.check_run_file(path, record)
+        check_run_file(path, record)
         records.append(record)
     return records
 
@@ -86,7 +90,7 @@ def write_summary(results_dir: str | Path, rows) -> Path:
     """Write summary rows (summary_rows) to <results>/summary.csv atomically; return its path."""
     out = Path(results_dir) / "summary.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with core.atomic_target(out) as tmp:
+    with atomic_target(out) as tmp:
         rows.to_csv(tmp, index=False)
     return out
 
@@ -158,7 +162,7 @@ def report_table(rows) -> Any:
             acc, secs = runs["accuracy"] * 100, runs["train_seconds"]
             ratio = secs.median() / base_seconds
             accuracy = failed if not len(runs) else _mean_std(acc) + (f" ({failed})" if len(runs) < len(all_runs) else "")
-            row = {"study": study, "device": device, "method": method, "budget": core.format_budget(budget),
+            row = {"study": study, "device": device, "method": method, "budget": format_budget(budget),
                    "seeds": len(all_runs), "accuracy (%)": accuracy}
             if show_test:
                 test = runs["test_accuracy"].dropna() * 100
@@ -296,7 +300,7 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = Non
             for budget in (b for b in budgets if b > 0):
                 x = budget * base_seconds
                 ax.axvline(x, color="grey", ls="--", lw=1)
-                ax.text(x, 0.98, f" {core.format_budget(budget)} budget", transform=ax.get_xaxis_transform(),
+                ax.text(x, 0.98, f" {format_budget(budget)} budget", transform=ax.get_xaxis_transform(),
                         rotation=90, va="top", ha="right", fontsize=8, color="grey")
         ax.set_xlabel("training seconds")
         ax.set_ylabel("final eval accuracy")
@@ -313,7 +317,7 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = Non
                              label=method if method in trained else f"{method} (diverged)")
                       for method, color in method_colors.items()]
     budget_handles = [Line2D([], [], color="grey", marker=budget_markers[b], ls="",
-                             label="no budget" if b == 0 else f"{core.format_budget(b)} budget") for b in budgets]
+                             label="no budget" if b == 0 else f"{format_budget(b)} budget") for b in budgets]
     ax.legend(handles=method_handles + budget_handles, title="colour: method\nmarker: budget", fontsize=7,
               title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[0].set_title(f"{_study_title(records)}: accuracy vs training time (mean ± std over seeds)", fontsize=10)
@@ -381,18 +385,18 @@ def lr_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for record in records:
         groups.setdefault(key(record), []).append(record)
-    chosen = {k: core.best_lr(runs) for k, runs in groups.items()}
+    chosen = {k: best_lr(runs) for k, runs in groups.items()}
     several = len(groups) > 1
     show_test = any(r.get("test_accuracy") is not None for r in records)
     out = []
-    for record in sorted(records, key=lambda r: (*key(r), core._record_lr(r), r["seed"])):
-        row = {"method": record["method"], "budget": core.format_budget(key(record)[1])} if several else {}
-        row.update({"lr": core._record_lr(record), "seed": record["seed"], "accuracy (%)": f"{record['accuracy'] * 100:.2f}"})
+    for record in sorted(records, key=lambda r: (*key(r), _record_lr(r), r["seed"])):
+        row = {"method": record["method"], "budget": format_budget(key(record)[1])} if several else {}
+        row.update({"lr": _record_lr(record), "seed": record["seed"], "accuracy (%)": f"{record['accuracy'] * 100:.2f}"})
         if show_test:
             test = record.get("test_accuracy")
             row["test accuracy (%)"] = "—" if test is None else f"{test * 100:.2f}"
         row["train seconds"] = f"{record['train_seconds']:.2f}"
-        row["chosen"] = "yes" if core._record_lr(record) == chosen[key(record)] else ""
+        row["chosen"] = "yes" if _record_lr(record) == chosen[key(record)] else ""
         out.append(row)
     columns = [*(["method", "budget"] if several else []), "lr", "seed", "accuracy (%)", *(["test accuracy (%)"] if show_test else []), "train seconds", "chosen"]
     return pd.DataFrame(out, columns=columns)
@@ -402,12 +406,12 @@ def study_data(results_dir: str | Path, study: str) -> tuple[str, float] | None:
     """Return (dataset, label_noise) that a study's runs trained on, from the config of its first
     readable run file (the dataset as a hub name or a path relative to the repository, portable_path),
     or None when the study has no readable run file under <results>/runs."""
-    for path in sorted((Path(results_dir) / "runs" / study).glob(f"*{core.RUN_FILE_SUFFIX}")):
+    for path in sorted((Path(results_dir) / "runs" / study).glob(f"*{RUN_FILE_SUFFIX}")):
         try:
-            config = core.read_run(path).get("config") or {}
-        except (*core.RUN_READ_ERRORS, ValueError):
+            config = read_run(path).get("config") or {}
+        except (*RUN_READ_ERRORS, ValueError):
             continue
-        return core.portable_path(str(config.get("dataset"))), float(config.get("label_noise") or 0.0)
+        return portable_path(str(config.get("dataset"))), float(config.get("label_noise") or 0.0)
     return None
 
 

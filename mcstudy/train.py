@@ -28,6 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import mclearn_core as core
+from mcstudy.config import (Config, REPO_ROOT, TINY_MODEL, autocast_context, config_for_method, local_copy,
+                            replace_config, resolve_device, validate_config)
+from mcstudy.data import DataBundle, encode_split, load_text_dataset, rows_sha256, subset_split, validate_data
+from mcstudy.engine import (DivergedError, Method, RunClock, RunContext, _check_finite, _diverged,
+                            _finite_message, build_optimization, calibration_rows, evaluate,
+                            measure_step_costs, predict, release_device_memory)
+from mcstudy.methods import METHODS
+from mcstudy.model import check_model_fits, load_model_and_tokenizer, model_sha256, reinit_head
 
 
 # --- prepared data and model ----------------------------------------------------------------------
@@ -35,7 +43,7 @@ import mclearn_core as core
 class Prepared:
     """Data tokenized once and the initial model, shared by every run of a sweep."""
 
-    cfg: core.Config
+    cfg: Config
     base_model: nn.Module
     tokenizer: Any
     train: core.EncodedSplit
@@ -51,38 +59,38 @@ class Prepared:
     identity: dict[str, str] = dataclasses.field(default_factory=dict)  # data_sha256, model_sha256 (prepare)
 
 
-def preparing_line(cfg: core.Config, device: torch.device, bundle: core.DataBundle | None = None) -> str:
+def preparing_line(cfg: Config, device: torch.device, bundle: DataBundle | None = None) -> str:
     """Return the line prepare prints before it loads anything: which data and model it loads, onto
     which device, and what it does before the first run's progress bar."""
     data = f"dataset {bundle.source}" if bundle else f"dataset {portable_path(cfg.dataset)}"
-    if cfg.model_name == core.TINY_MODEL:
+    if cfg.model_name == TINY_MODEL:
         model = (f"the tiny model ({cfg.tiny_layers} layers, width {cfg.tiny_dim}, built from scratch with a "
                  f"tokenizer trained on the data)")
     else:
-        local = Path(core.local_copy(cfg.model_name)).expanduser().is_dir()
+        local = Path(local_copy(cfg.model_name)).expanduser().is_dir()
         model = f"model {portable_path(cfg.model_name)}{'' if local else ' (from the hub, or its cache)'}"
     after = "tokenizing and warming the GPU up" if device.type == "cuda" else "tokenizing"
     return f"preparing: loading {data} and {model} onto {device}, then {after}; the runs follow"
 
 
-def prepare(cfg: core.Config, bundle: core.DataBundle | None = None) -> Prepared:
+def prepare(cfg: Config, bundle: DataBundle | None = None) -> Prepared:
     """Check the config (validate_config) and the data (validate_data), load data and model once,
     check that they fit (check_model_fits), tokenize, move the tensors to the device and, on CUDA,
     warm the device up (see warm_up_device); return Prepared, with the identity of its data (the
     bundle's sha256, or its rows' when it has none) and model (model_sha256)."""
-    core.validate_config(cfg)
-    device = core.resolve_device(cfg)
+    validate_config(cfg)
+    device = resolve_device(cfg)
     core.say(preparing_line(cfg, device, bundle))
-    bundle = core.validate_data(bundle) if bundle else core.load_text_dataset(cfg)
-    model, tokenizer = core.load_model_and_tokenizer(cfg, len(bundle.label_names), bundle.train.texts)
-    encoded_train = core.encode_split(bundle.train, tokenizer, cfg.max_length)
-    core.check_model_fits(cfg, model, tokenizer, encoded_train)
-    identity = {"data_sha256": bundle.sha256 or core.rows_sha256({"train": bundle.train, "eval": bundle.eval,
+    bundle = validate_data(bundle) if bundle else load_text_dataset(cfg)
+    model, tokenizer = load_model_and_tokenizer(cfg, len(bundle.label_names), bundle.train.texts)
+    encoded_train = encode_split(bundle.train, tokenizer, cfg.max_length)
+    check_model_fits(cfg, model, tokenizer, encoded_train)
+    identity = {"data_sha256": bundle.sha256 or rows_sha256({"train": bundle.train, "eval": bundle.eval,
                                                                "test": bundle.test}),
-                "model_sha256": core.model_sha256(cfg)}
+                "model_sha256": model_sha256(cfg)}
     train = encoded_train.to(device)
-    evaluation = core.encode_split(bundle.eval, tokenizer, cfg.max_length).to(device)
-    test = None if bundle.test is None else core.encode_split(bundle.test, tokenizer, cfg.max_length).to(device)
+    evaluation = encode_split(bundle.eval, tokenizer, cfg.max_length).to(device)
+    test = None if bundle.test is None else encode_split(bundle.test, tokenizer, cfg.max_length).to(device)
     prepared = Prepared(cfg=cfg, base_model=model.cpu(), tokenizer=tokenizer, train=train, eval=evaluation,
                         label_names=bundle.label_names, source=bundle.source, device=device, test=test,
                         flipped_rows=bundle.flipped_rows, splits=bundle.splits, identity=identity)
@@ -100,8 +108,8 @@ def prepared_step_costs(prepared: Prepared) -> "StepCosts":
     files of the methods priced with it."""
     if prepared.step_costs is None:
         cfg = prepared.cfg
-        prepared.step_costs = core.measure_step_costs(cfg, prepared.base_model, prepared.train, prepared.device,
-                                                      rows=core.calibration_rows(cfg, cfg.full_rows or None))
+        prepared.step_costs = measure_step_costs(cfg, prepared.base_model, prepared.train, prepared.device,
+                                                      rows=calibration_rows(cfg, cfg.full_rows or None))
         for message in prepared.step_costs.warnings:
             core.say(f"warning (step costs): {message}")
     return prepared.step_costs
@@ -121,13 +129,13 @@ def warm_up_device(prepared: Prepared, steps_per_width: int = 2) -> float:
     for width in sorted({core.padded_length(w, cfg.pad_multiple, cap) for w in range(1, cap + 1)}):
         batch = core.make_batch(prepared.train, rows, width)
         for _ in range(steps_per_width):
-            with core.autocast_context(cfg, device):
+            with autocast_context(cfg, device):
                 logits = model(**core.model_inputs(model, batch)).logits
             F.cross_entropy(logits.float(), batch["labels"]).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    core.predict(model, prepared.eval, cfg, device)
-    with torch.no_grad(), core.truncated_encoder(model, cfg.score_layer) as encoder, core.autocast_context(cfg, device):
+    predict(model, prepared.eval, cfg, device)
+    with torch.no_grad(), core.truncated_encoder(model, cfg.score_layer) as encoder, autocast_context(cfg, device):
         score_cap = min(cfg.score_max_length, cap)  # MC-Learn's scorer: its widths too
         for width in sorted({core.padded_length(w, cfg.pad_multiple, score_cap) for w in range(1, score_cap + 1)}):
             batch = core.make_batch(prepared.train, torch.arange(min(max(cfg.eval_batch_size, 256), len(prepared.train))), width)
@@ -141,11 +149,11 @@ def warm_up_training(prepared: Prepared, batches: int = 6) -> float:
     evaluations, graph captures and optimizer) and return its seconds: one-off costs of the first
     run of a process (the first capture, the first capturable AdamW step, the first evaluation)
     are paid here, untimed, instead of by whichever seed comes first. Nothing is written."""
-    cfg = core.replace_config(prepared.cfg, study="warm-up", eval_points=2, time_budget=0.0)
+    cfg = replace_config(prepared.cfg, study="warm-up", eval_points=2, time_budget=0.0)
     start = time.perf_counter()
     rows = torch.randperm(len(prepared.train), generator=torch.Generator().manual_seed(0))[:batches * cfg.batch_size]
-    small = dataclasses.replace(prepared, train=core.subset_split(prepared.train, rows), test=None,
-                                eval=core.subset_split(prepared.eval, torch.arange(min(len(prepared.eval), cfg.eval_batch_size))))
+    small = dataclasses.replace(prepared, train=subset_split(prepared.train, rows), test=None,
+                                eval=subset_split(prepared.eval, torch.arange(min(len(prepared.eval), cfg.eval_batch_size))))
     with contextlib.redirect_stderr(io.StringIO()):  # its chance-level warnings are noise
         train_method("baseline", cfg, small, seed=0, progress=False)
     core._sync(prepared.device)
@@ -341,27 +349,27 @@ def _tensorboard_writer(log_path: Path | None):
     return SummaryWriter(log_dir=str(log_path.with_name(Path(log_path.name.removesuffix(".gz")).stem + "-tb")))
 
 
-def start_run(method_name: str, cfg: core.Config, prepared: "Prepared",
-              seed: int) -> tuple[core.RunContext, core.Method]:
+def start_run(method_name: str, cfg: Config, prepared: "Prepared",
+              seed: int) -> tuple[RunContext, Method]:
     """Return a fresh run's context and method (`cfg` already the method's config): seeded torch,
     numpy and generators, a copy of the prepared model with its head re-initialised on the device,
     a gradient scaler for fp16 on CUDA, and the measured step costs when the method is priced."""
     device = prepared.device
-    core.release_device_memory(device)  # what an earlier run of this process left (one that raised, say)
+    release_device_memory(device)  # what an earlier run of this process left (one that raised, say)
     torch.manual_seed(seed)
     np.random.seed(seed)
     model = copy.deepcopy(prepared.base_model)
-    core.reinit_head(model, seed)
+    reinit_head(model, seed)
     model.to(device).train()
-    ctx = core.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval,
+    ctx = RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval,
                           num_labels=len(prepared.label_names), device=device,
                           generator=torch.Generator().manual_seed(seed),
                           device_generator=torch.Generator(device=device).manual_seed(seed))
     ctx.flipped_rows = prepared.flipped_rows
-    ctx.clock = core.RunClock(cfg.budget_seconds) if cfg.budget_seconds > 0 else None
+    ctx.clock = RunClock(cfg.budget_seconds) if cfg.budget_seconds > 0 else None
     if cfg.precision == "fp16" and device.type == "cuda":
         ctx.scaler = torch.amp.GradScaler("cuda")
-    method = core.METHODS[method_name](ctx)
+    method = METHODS[method_name](ctx)
     if getattr(method, "priced", False):
         ctx.step_costs = prepared_step_costs(prepared)
     return ctx, method
@@ -379,7 +387,7 @@ def _warn(warnings: list[str], warning: str | None, method_name: str, seed: int)
         core.say(f"warning: {method_name} seed {seed}: {warning}", file=sys.stderr)
 
 
-def checked_step(method: core.Method, step: int, method_name: str, model: nn.Module,
+def checked_step(method: Method, step: int, method_name: str, model: nn.Module,
                  running_loss: torch.Tensor | None) -> dict[str, Any]:
     """Return `method.step(step)`'s log values; out of GPU memory raises a TrainingError naming the
     knobs to lower, and a step that fails on a diverged model a DivergedError (each method breaks
@@ -391,10 +399,10 @@ def checked_step(method: core.Method, step: int, method_name: str, model: nn.Mod
                                  f"batch_size= (and raise grad_accum_steps= to keep the effective "
                                  f"batch), or lower max_length=.") from err
     except Exception as err:
-        value = core._diverged(model, running_loss)
+        value = _diverged(model, running_loss)
         if value is None:
             raise
-        raise core.DivergedError(core._finite_message(value, step + 1, method_name)) from err
+        raise DivergedError(_finite_message(value, step + 1, method_name)) from err
 
 
 def write_step_log(logs: tuple, done: int, lr: float, logged: dict[str, float], info: dict[str, Any]) -> None:
@@ -410,7 +418,7 @@ def write_step_log(logs: tuple, done: int, lr: float, logged: dict[str, float], 
                 writer.add_scalar(f"train/{k}", v, done)
 
 
-def train_loop(ctx: core.RunContext, method: core.Method, method_name: str, total_steps: int,
+def train_loop(ctx: RunContext, method: Method, method_name: str, total_steps: int,
                eval_data: core.EncodedSplit, logs: tuple, bar, train_seconds: float) -> tuple[list[dict[str, Any]], float, float, int]:
     """Run the method's steps; return its eval curve, train seconds (`train_seconds`, the setup's,
     plus the steps'; the clock runs between evaluations and stops after a device synchronize) and
@@ -432,13 +440,13 @@ def train_loop(ctx: core.RunContext, method: core.Method, method_name: str, tota
         logged = {k: float(v) / running_steps for k, v in running.items()}  # per-step means
         running, running_steps = {}, 0
         if "loss" in logged:
-            core._check_finite(logged["loss"], done, method_name)
+            _check_finite(logged["loss"], done, method_name)
         write_step_log(logs, done, float(ctx.optimizer.param_groups[-1]["lr"]), logged, info)
 
     def evaluation(done: int) -> None:
         nonlocal eval_seconds
         te = time.perf_counter()
-        result = core.evaluate(method.eval_model(), eval_data, cfg, device)
+        result = evaluate(method.eval_model(), eval_data, cfg, device)
         eval_seconds += time.perf_counter() - te
         curve.append({"step": done, "train_seconds": train_seconds, "examples_backward": ctx.examples_backward,
                       "accuracy": result["accuracy"], "eval_loss": result["loss"]})
@@ -497,7 +505,7 @@ def train_loop(ctx: core.RunContext, method: core.Method, method_name: str, tota
     return curve, train_seconds, eval_seconds, step
 
 
-def train_method(method_name: str, cfg: core.Config, prepared: "Prepared", seed: int,
+def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
                  log_path: Path | None = None, progress: bool = True,
                  budget: "BudgetPlan | None" = None) -> dict[str, Any]:
     """Train one method for one seed on prepared data; return the run record (not yet written).
@@ -507,7 +515,7 @@ def train_method(method_name: str, cfg: core.Config, prepared: "Prepared", seed:
     them), else it takes its planned steps. `budget` (a budget study's plan for this method, its
     knobs already in `cfg`) is stored in the record.
     """
-    cfg = core.config_for_method(cfg, method_name)
+    cfg = config_for_method(cfg, method_name)
     ctx, method = start_run(method_name, cfg, prepared, seed)
     device, warnings = ctx.device, []
     load = host_load()  # untimed: other processes competing for the cores make the seconds incomparable
@@ -516,22 +524,22 @@ def train_method(method_name: str, cfg: core.Config, prepared: "Prepared", seed:
     t_setup = time.perf_counter()
     method.setup()
     total_steps = method.num_steps()
-    core.build_optimization(ctx, method)
+    build_optimization(ctx, method)
     core._sync(device)
     setup_seconds = time.perf_counter() - t_setup  # counted as training time
     host = {"load_avg_start": _load_average(), "load_at_start": load, "cpu_start": time.process_time()}
     with run_logs(log_path) as logs, _progress(total_steps, f"{method_name} seed {seed}", progress) as bar:
         curve, train_seconds, eval_seconds, steps = train_loop(ctx, method, method_name, total_steps, prepared.eval,
                                                                logs, bar, setup_seconds)
-    final = core.evaluate(method.eval_model(), prepared.eval, cfg, device)
-    test = None if prepared.test is None else core.evaluate(method.eval_model(), prepared.test, cfg, device)
+    final = evaluate(method.eval_model(), prepared.eval, cfg, device)
+    test = None if prepared.test is None else evaluate(method.eval_model(), prepared.test, cfg, device)
     _warn(warnings, chance_warning(final["accuracy"], final["labels"], len(prepared.label_names)), method_name, seed)
     method.finish()  # untimed: the run's seconds and evaluations are in
     record = run_record(method_name, cfg, prepared, seed, budget, ctx, method, warnings, host,
                         steps=steps, train_seconds=train_seconds, eval_seconds=eval_seconds, curve=curve,
                         final=final, test=test)
     del method, ctx
-    core.release_device_memory(device)  # this run's CUDA graphs and their memory pool, before the next run
+    release_device_memory(device)  # this run's CUDA graphs and their memory pool, before the next run
     return record
 
 
@@ -561,11 +569,11 @@ def _jsonable(value: Any) -> Any:
 def portable_path(value: str) -> str:
     """Return `value` with this checkout's absolute path replaced by a path relative to it, so
     records and comparisons do not depend on where the repository was cloned."""
-    root = str(core.REPO_ROOT)
+    root = str(REPO_ROOT)
     return value.replace(root + os.sep, "").replace(root, ".") if isinstance(value, str) else value
 
 
-def portable_config(cfg: core.Config) -> dict[str, Any]:
+def portable_config(cfg: Config) -> dict[str, Any]:
     """Return the config as JSON-ready values with repository paths made relative."""
     return {k: portable_path(v) for k, v in _jsonable(dataclasses.asdict(cfg)).items()}
 
@@ -580,7 +588,7 @@ def device_name(device: torch.device) -> str:
 def _git(*args: str) -> str | None:
     """Return the stdout of `git args` run in this checkout, or None when git or .git is missing."""
     try:
-        done = subprocess.run(["git", *args], cwd=core.REPO_ROOT, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
@@ -615,8 +623,8 @@ def environment_versions() -> dict[str, Any]:
             "python": platform.python_version(), **code_provenance()}
 
 
-def run_record(method_name: str, cfg: core.Config, prepared: "Prepared", seed: int, budget: "BudgetPlan | None",
-               ctx: core.RunContext, method: core.Method, warnings: list[str], host: dict[str, Any], *, steps: int,
+def run_record(method_name: str, cfg: Config, prepared: "Prepared", seed: int, budget: "BudgetPlan | None",
+               ctx: RunContext, method: Method, warnings: list[str], host: dict[str, Any], *, steps: int,
                train_seconds: float, eval_seconds: float, curve: list[dict[str, Any]], final: dict[str, Any],
                test: dict[str, Any] | None) -> dict[str, Any]:
     """Return the run record of a trained run: its identity (run_identity), whether the update was
@@ -672,7 +680,7 @@ def run_record(method_name: str, cfg: core.Config, prepared: "Prepared", seed: i
 PROTOCOL = "fair"
 
 
-def time_target(cfg: core.Config, train_seconds: float) -> dict[str, Any] | None:
+def time_target(cfg: Config, train_seconds: float) -> dict[str, Any] | None:
     """Return a clock-driven run's time target: its seconds (cfg.budget_seconds), the reference's
     seconds they are the time_budget share of, the share, and the train seconds over the target
     (ratio); None for a run driven by its planned steps."""
@@ -683,7 +691,7 @@ def time_target(cfg: core.Config, train_seconds: float) -> dict[str, Any] | None
             "share": cfg.time_budget, "ratio": round(train_seconds / cfg.budget_seconds, 4)}
 
 
-def startup_seconds(method: core.Method, train_seconds: float) -> dict[str, Any]:
+def startup_seconds(method: Method, train_seconds: float) -> dict[str, Any]:
     """Return the start-up costs of a run's CUDA graphs (its update's and its scoring forward's):
     the eager warm-up steps of the shapes it captured, the captures, the eager steps of rare
     shapes, the graphs captured, and the share of train seconds warm-up and captures took; all 0
@@ -697,7 +705,7 @@ def startup_seconds(method: core.Method, train_seconds: float) -> dict[str, Any]
             "share": round((warmup + capture) / train_seconds, 4) if train_seconds > 0 else None}
 
 
-def run_identity(method: str, cfg: core.Config, prepared: "Prepared", seed: int,
+def run_identity(method: str, cfg: Config, prepared: "Prepared", seed: int,
                  budget: "BudgetPlan | None" = None) -> dict[str, Any]:
     """Return the fields that say which run a record is, whether it trained or diverged: study,
     method, seed, preset, run label and time budget with its plan's knobs and note, device, data

@@ -174,7 +174,7 @@ def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, m
     assert (runs / "budget-smoke-lr" / "baseline-lr3e-03-seed42.json.gz").exists()
     assert (runs / "budget-smoke-lr" / "baseline-lr1e-03-seed42.json.gz").exists()
     # An interrupted study resumes: every run is read back, none retrained.
-    monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    monkeypatch.setattr("mcstudy.runs.train_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
     again = mc.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42], prepared=noisy,
                                 progress=False, lr_factors=())
     assert len(again.records) == len(result.records)
@@ -191,7 +191,7 @@ def test_a_diverged_method_is_recorded_and_the_study_goes_on(smoke_cfg, prepared
             raise mc.DivergedError(mc._finite_message(float("nan"), 3, method))
         return real(method, *args, **kwargs)
 
-    monkeypatch.setattr(mc, "train_method", train)
+    monkeypatch.setattr("mcstudy.runs.train_method", train)
     result = mc.run_budget_study(cfg, ["baseline", "vcas", "uniform"], (0.5,), seeds=[42], prepared=prepared,
                                  progress=False)
     by_label = {r["run_label"]: r for r in result.records}
@@ -201,7 +201,7 @@ def test_a_diverged_method_is_recorded_and_the_study_goes_on(smoke_cfg, prepared
     vcas = table[table["method"] == "vcas"].iloc[0]
     assert vcas["accuracy (%)"] == "diverged (1/1 seeds)" and vcas["train seconds"] == "—"
     assert vcas["reaches budget"] == "no wall-clock knob"  # said in the table, not left out
-    monkeypatch.setattr(mc, "train_method", lambda method, *a, **k: train("vcas", *a, **k))
+    monkeypatch.setattr("mcstudy.runs.train_method", lambda method, *a, **k: train("vcas", *a, **k))
     with pytest.raises(mc.DivergedError):
         mc.run_budget_study(mc.replace_config(cfg, study="budget-diverged-2"), ["baseline"], (0.5,), seeds=[42],
                             prepared=prepared, progress=False)

@@ -245,7 +245,7 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(capsys, tm
     def broken(*args, **kwargs):
         raise KeyError("boom")
 
-    monkeypatch.setattr(mc, "run_sweep", broken)
+    monkeypatch.setattr("mcstudy.cli.run_sweep", broken)
     code, lines, _ = run_cli(capsys, *TINY, "--results-dir", str(tmp_path))
     assert code == 1
     assert_one_error(lines, "error: KeyError: 'boom' (--debug shows the traceback)")
@@ -273,8 +273,8 @@ def test_set_none_means_none_not_the_presets_value(capsys, monkeypatch):
     """--set max_train_examples=none lifts cpu-smoke's 480-example limit (make_config alone would
     read None as "keep the preset's value")."""
     seen = []
-    monkeypatch.setattr(mc, "run_sweep", lambda cfg, *a, **k: seen.append(cfg) or [])
-    monkeypatch.setattr(mc, "summarize", lambda *a, **k: pd.DataFrame())
+    monkeypatch.setattr("mcstudy.cli.run_sweep", lambda cfg, *a, **k: seen.append(cfg) or [])
+    monkeypatch.setattr("mcstudy.cli.summarize", lambda *a, **k: pd.DataFrame())
     code, _, _ = run_cli(capsys, "--preset", "cpu-smoke", "--set", "max_train_examples=none", "epochs=2")
     assert code == 0
     assert seen[0].max_train_examples is None and seen[0].max_eval_examples == 160 and seen[0].epochs == 2
@@ -330,7 +330,7 @@ def test_a_line_says_what_is_loading_before_anything_loads(capsys, tmp_path, mon
         printed_before.append(capsys.readouterr().out)
         return real(cfg)
 
-    monkeypatch.setattr(mc, "load_text_dataset", load)
+    monkeypatch.setattr("mcstudy.train.load_text_dataset", load)
     code, _, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
     assert code == 0
     assert logical_lines(printed_before[0]) == [
@@ -440,8 +440,8 @@ def test_a_full_disk_names_the_file_it_could_not_write(capsys, tmp_path, monkeyp
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(mc, "prepare", lambda cfg: None)
-    monkeypatch.setattr(mc, "train_method", lambda method, cfg, *a, **k: {"method": method, "seed": 42})
+    monkeypatch.setattr("mcstudy.runs.prepare", lambda cfg: None)
+    monkeypatch.setattr("mcstudy.runs.train_method", lambda method, cfg, *a, **k: {"method": method, "seed": 42})
     monkeypatch.setattr(gzip, "compress", full)
     code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
     path = mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
@@ -486,7 +486,7 @@ def _budget_study_runs(results, study):
 def test_the_final_table_fits_100_columns_and_wide_shows_every_column(capsys, tmp_path, monkeypatch):
     """The table was 236-252 characters wide: every row wrapped three times at 100 columns."""
     _budget_study_runs(tmp_path, "sweep-cpu-smoke")
-    monkeypatch.setattr(mc, "run_sweep", lambda *a, **k: [])
+    monkeypatch.setattr("mcstudy.cli.run_sweep", lambda *a, **k: [])
     code, _, out = run_cli(capsys, "--preset", "cpu-smoke", "--results-dir", str(tmp_path))
     assert code == 0
     lines = out.splitlines()
@@ -514,8 +514,8 @@ def _fake_training(monkeypatch):
                 "train_seconds": 1.0, "accuracy": 0.5, "examples_backward": 64, "examples_scored": 0, "graphed": False,
                 "warnings": [], "config": mc.portable_config(mc.config_for_method(cfg, method))}
 
-    monkeypatch.setattr(mc, "prepare", lambda cfg: None)
-    monkeypatch.setattr(mc, "train_method", train)
+    monkeypatch.setattr("mcstudy.runs.prepare", lambda cfg: None)
+    monkeypatch.setattr("mcstudy.runs.train_method", train)
 
 
 def test_a_changed_training_key_exits_1_naming_it(capsys, tmp_path, monkeypatch):

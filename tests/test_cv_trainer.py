@@ -940,7 +940,7 @@ def test_mclearn_reports_the_full_models_accuracy_on_the_eval_split(learnable, c
         return evaluate(model, data, cfg, device)
 
     monkeypatch.setattr(mcstudy.train, "start_run", spy_start)
-    monkeypatch.setattr(mc, "evaluate", spy_evaluate)
+    monkeypatch.setattr("mcstudy.train.evaluate", spy_evaluate)
     record = mc.train_method("mclearn", mc.replace_config(learnable.cfg, eval_points=3), priced, seed=7, progress=False)
     model = runs[0][0].model
     assert len(evaluated) == 3 + 1 and all(m is model and d is priced.eval for m, d in evaluated)

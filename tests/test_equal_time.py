@@ -145,7 +145,7 @@ def test_every_budgeted_method_picks_its_own_lr_at_each_budget_by_one_rule(smoke
                 "eval_curve": [], "examples_backward": 0, "examples_scored": 0}
 
     best = {(m, round(b, 6)): lr for (m, b), lr in best.items()}
-    monkeypatch.setattr(mc, "train_method", fake_train)
+    monkeypatch.setattr("mcstudy.runs.train_method", fake_train)
     monkeypatch.setattr(mcstudy.budget, "measure_relative_costs", lambda prepared: {"forward_share": 0.3})
     cfg = mc.replace_config(smoke_cfg, study="tune")
     result = mc.run_budget_study(cfg, ["baseline", "short-schedule", "uniform", "mclearn"], (1 / 3, 1 / 2),

@@ -119,7 +119,7 @@ def test_a_run_file_under_an_old_method_id_is_migrated_and_resumes_as_finished(p
     assert migrate_runs.migrate(smoke_cfg.results_dir, dry_run=True) == [(path, new)] and path.exists()
     assert migrate_runs.migrate(smoke_cfg.results_dir) == [(path, new)]
     assert gzip.decompress(mc.run_log_path(new).read_bytes()) == b'{"step": 1}\n'
-    monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("the stored run was retrained"))
+    monkeypatch.setattr("mcstudy.runs.train_method", lambda *a, **k: pytest.fail("the stored run was retrained"))
     again, = mc.run_sweep(smoke_cfg, ["rho-loss"], [1], prepared=prepared, progress=False)
     assert again["method"] == again["run_label"] == "rho-loss" and again["accuracy"] == record["accuracy"]
     assert again["examples_backward"] == record["examples_backward"] and "examples_seen" not in again

@@ -154,12 +154,13 @@ def test_the_flagship_trains_fresh_into_its_own_study_on_any_device(tmp_path, mo
             assert done.returncode == 0, f"the flagship's results_dir {declared['results_dir']!r} is not git-ignored"
     committed = [tmp_path / p for p in _committed_flagship_studies(tmp_path)]
     assert any("flagship" in p.parent.name for p in committed)
-    monkeypatch.setattr(mc, "REPO_ROOT", tmp_path)
+    for module in ("mcstudy.config", "mcstudy.train"):  # paths resolve against it and print relative to it
+        monkeypatch.setattr(f"{module}.REPO_ROOT", tmp_path)
     read, trained = [], []
     real_read, real_train = mc.read_run, mc.train_method
     for reader in (mc, mcstudy.runs):  # tables read through mc, the run store's own reads in mcstudy.runs
         monkeypatch.setattr(reader, "read_run", lambda path: read.append(Path(path)) or real_read(path))
-    monkeypatch.setattr(mc, "train_method", lambda method, *a, **k: trained.append(method) or real_train(method, *a, **k))
+    monkeypatch.setattr("mcstudy.runs.train_method", lambda method, *a, **k: trained.append(method) or real_train(method, *a, **k))
     tiny = {**mc.PRESETS["cpu-smoke"], "max_train_examples": 64, "max_eval_examples": 32, "eval_points": 1}
     cells = [_flagship_cell(nb, m) for m in ('STUDY_BASE = "flagship"', "mc.prepare(cfg)", "mc.run_sweep(")]
     for device in ("t4", "a100", "h100", "cpu"):

@@ -27,7 +27,7 @@ def test_interrupted_sweep_resumes_only_missing_runs(prepared, smoke_cfg, monkey
             raise KeyboardInterrupt
         return real(method, cfg, prep, seed, **kwargs)
 
-    monkeypatch.setattr(mc, "train_method", interrupt_on_second)
+    monkeypatch.setattr("mcstudy.runs.train_method", interrupt_on_second)
     with pytest.raises(KeyboardInterrupt):
         mc.run_sweep(smoke_cfg, ["baseline"], [1, 2, 3], prepared=prepared, progress=False)
     paths = [mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "baseline", s) for s in (1, 2, 3)]
@@ -40,7 +40,7 @@ def test_interrupted_sweep_resumes_only_missing_runs(prepared, smoke_cfg, monkey
         calls.append(seed)
         return real(method, cfg, prep, seed, **kwargs)
 
-    monkeypatch.setattr(mc, "train_method", counting)
+    monkeypatch.setattr("mcstudy.runs.train_method", counting)
     records = mc.run_sweep(smoke_cfg, ["baseline"], [1, 2, 3], prepared=prepared, progress=False)
     assert calls == [2, 3]  # exactly the two missing runs
     assert [r["seed"] for r in records] == [1, 2, 3]
@@ -233,7 +233,7 @@ def test_uniform_with_a_matched_share_resumes_and_its_share_is_compared(tmp_path
     for method, seconds in (("baseline", 4.0), ("mclearn", 1.0)):
         stored_run(cfg, method, 1, train_seconds=seconds)
     stored_run(cfg, "uniform", 1, config=mc.portable_config(mc.replace_config(cfg, uniform_fraction=0.25)))
-    monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    monkeypatch.setattr("mcstudy.runs.train_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
     records = mc.run_sweep(cfg, ["baseline", "mclearn", "uniform"], [1], progress=False)
     assert [r["method"] for r in records] == ["baseline", "mclearn", "uniform"]
     stored_run(cfg, "mclearn", 1, train_seconds=2.0)
@@ -622,7 +622,7 @@ def test_a_second_sweep_on_a_locked_study_stops_naming_the_holder(tmp_path, monk
     cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
     folder = tmp_path / "runs" / cfg.study
     folder.mkdir(parents=True)
-    monkeypatch.setattr(mc, "train_method", lambda *a, **k: pytest.fail("a locked study trained"))
+    monkeypatch.setattr("mcstudy.runs.train_method", lambda *a, **k: pytest.fail("a locked study trained"))
     holder = _hold_lock(folder / mc.STUDY_LOCK)
     try:
         with pytest.raises(mc.StudyBusyError, match=rf"{folder} is in use by another sweep \(pid 4242 on other-host "
@@ -653,8 +653,8 @@ def test_the_lock_of_a_dead_sweep_is_taken_over_and_removed_at_the_end(tmp_path,
         return {"method": method, "seed": seed, "accuracy": 0.5, "train_seconds": 1.0,
                 "config": mc.portable_config(mc.config_for_method(run_cfg, method))}
 
-    monkeypatch.setattr(mc, "train_method", fake_run)
-    monkeypatch.setattr(mc, "prepare", lambda cfg: None)
+    monkeypatch.setattr("mcstudy.runs.train_method", fake_run)
+    monkeypatch.setattr("mcstudy.runs.prepare", lambda cfg: None)
     mc.run_sweep(cfg, ["baseline"], [1], progress=False)
     assert seen[0].startswith(f"pid {mc.os.getpid()} on ")
     assert ("note: took over the lock of " + str(lock.parent) + " from a sweep that is no longer running "
@@ -662,7 +662,7 @@ def test_the_lock_of_a_dead_sweep_is_taken_over_and_removed_at_the_end(tmp_path,
     assert not lock.exists()
     with pytest.raises(mc.ConfigError):  # an error inside the sweep lets the lock go too
         mc.run_sweep(mc.replace_config(cfg, epochs=0), ["baseline"], [1], progress=False)
-    monkeypatch.setattr(mc, "train_method", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr("mcstudy.runs.train_method", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         mc.run_sweep(cfg, ["baseline"], [2], progress=False)
     assert not lock.exists()

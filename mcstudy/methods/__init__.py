@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from mclearn_core import MCLEARN_VARIANTS, Method, RunContext
+from mcstudy.config import MCLEARN_VARIANTS
+from mcstudy.engine import Method, RunContext
 
 from .baseline import Baseline, FullPass
 from .infobatch import InfoBatch, infobatch_anneal_start

@@ -8,7 +8,9 @@ from typing import Any
 
 import torch
 
-from mclearn_core import EncodedSplit, Method, RunContext, plan_epoch, to_device
+from mclearn_core import EncodedSplit, to_device
+from mcstudy.data import plan_epoch
+from mcstudy.engine import Method, RunContext
 
 
 class FullPass(Method):

@@ -8,7 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mclearn_core import BudgetPlan, Config, RunContext, host_rng, plan_epoch, subset_split, to_device
+from mclearn_core import to_device
+from mcstudy.config import Config
+from mcstudy.data import plan_epoch, subset_split
+from mcstudy.engine import BudgetPlan, RunContext, host_rng
 from .scored import ScoredBatches
 
 

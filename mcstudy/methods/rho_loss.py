@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from mclearn_core import (BudgetPlan, Config, RunContext, build_optimization, predict,
-                          replace_config, subset_split)
+from mcstudy.config import Config, replace_config
+from mcstudy.data import subset_split
+from mcstudy.engine import BudgetPlan, RunContext, build_optimization, predict
 from .baseline import FullPass
 from .scored import ScoredBatches, selection_rate_plan
 

@@ -8,7 +8,8 @@ from typing import Any, Callable
 import torch
 
 import mclearn_core as core
-from mclearn_core import BudgetPlan, EncodedSplit, GraphedUpdate, Method, batch_width, to_device
+from mclearn_core import EncodedSplit, batch_width, to_device
+from mcstudy.engine import BudgetPlan, GraphedUpdate, Method
 
 
 class ScoredBatches(Method):

@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mclearn_core import BudgetPlan, Config, RunContext, host_rng, plan_epoch
+from mcstudy.config import Config
+from mcstudy.data import plan_epoch
+from mcstudy.engine import BudgetPlan, RunContext, host_rng
 from .scored import ScoredBatches, selection_rate_plan
 
 

@@ -7,7 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mclearn_core import BudgetPlan, Config, GRAPH_MIN_USES, graphs_enabled
+from mcstudy.config import Config
+from mcstudy.engine import BudgetPlan, GRAPH_MIN_USES, graphs_enabled
 from .baseline import FullPass
 
 

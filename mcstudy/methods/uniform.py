@@ -5,7 +5,9 @@ from typing import Any
 
 import torch
 
-from mclearn_core import BudgetPlan, Config, RunContext, subset_split
+from mcstudy.config import Config
+from mcstudy.data import subset_split
+from mcstudy.engine import BudgetPlan, RunContext
 from .baseline import FullPass
 
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import mclearn_core as core
-from mclearn_core import RunContext, draw_seed, encoder_parts
+from mclearn_core import encoder_parts
+from mcstudy.engine import RunContext, draw_seed
 from .baseline import FullPass
 
 
