@@ -2214,6 +2214,8 @@ def __getattr__(name: str):
     import importlib
     import importlib.util
 
+    if name.startswith("__"):  # Python's probes (__path__ in `from mclearn_core import x`): no study names
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     for layer in _STUDY_LAYERS:
         try:
             spec = importlib.util.find_spec(f"mcstudy.{layer}")

@@ -94,3 +94,14 @@ def test_core_imports_no_study_module_at_import_time():
 def test_core_is_mc_learn_alone():
     source = CORE.read_text()
     assert len(source.splitlines()) < 2000 and "mcstudy" not in source
+
+
+def test_python_probes_of_core_reach_no_study_module(monkeypatch):
+    """`from mclearn_core import x` asks the module for __path__ first: the forward to the study must
+    answer such probes itself, or a study module importing from core re-enters its own package."""
+    import importlib.util
+
+    import mclearn_core
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda *a, **k: pytest.fail("a study module was looked up"))
+    assert not hasattr(mclearn_core, "__path__")
