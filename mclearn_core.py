@@ -274,6 +274,39 @@ class _NoSchedule:
         pass
 
 
+def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Return every parameter the optimizer updates."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def clip_groups(ctx) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Return the optimizer's parameters in the two sets gradient clipping acts on separately:
+    (the model's, every other one: MC-Learn's cheap head)."""
+    in_model = {id(p) for p in ctx.model.parameters()}
+    params = optimizer_params(ctx.optimizer)
+    return [p for p in params if id(p) in in_model], [p for p in params if id(p) not in in_model]
+
+
+def clip_and_step(ctx) -> None:
+    """Clip the accumulated gradients of `ctx` (a TrainContext) to cfg.grad_clip (unscaled first
+    under a GradScaler): the model's on their own norm, any other parameters the optimizer holds on
+    theirs; then step the optimizer (through the scaler when there is one)."""
+    if ctx.scaler is not None:
+        ctx.scaler.unscale_(ctx.optimizer)
+    if ctx.cfg.grad_clip:
+        # The model's gradient is clipped alone, as in every method. Parameters outside the model (MC-Learn's
+        # cheap head, an optimizer group of its own) are clipped separately, at the same norm: clipped together,
+        # a large head gradient shrank the model's update, a term no other method has.
+        for params in clip_groups(ctx):
+            if params:
+                torch.nn.utils.clip_grad_norm_(params, ctx.cfg.grad_clip, foreach=True)
+    if ctx.scaler is not None:
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+    else:
+        ctx.optimizer.step()
+
+
 @dataclass
 class PlainContext:
     """A TrainContext for a plain PyTorch loop: `model` a Hugging Face sequence classifier, `train`
@@ -334,19 +367,7 @@ class PlainContext:
             self._apply_gradients()
 
     def _apply_gradients(self) -> None:
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        if self.cfg.grad_clip:
-            in_model = {id(p) for p in self.model.parameters()}
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            for group in ([p for p in params if id(p) in in_model], [p for p in params if id(p) not in in_model]):
-                if group:
-                    torch.nn.utils.clip_grad_norm_(group, self.cfg.grad_clip, foreach=True)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        clip_and_step(self)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.pending_backwards = 0

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import mclearn_core as core
+from mclearn_core import clip_and_step, clip_groups, optimizer_params
 from mcstudy.config import autocast_context, Config, replace_config
 
 
@@ -437,39 +438,6 @@ def backward_and_step(ctx: RunContext, loss: torch.Tensor) -> None:
     GradScaler when fp16 runs with one: that path reads the host, so it is never graphed)."""
     (ctx.scaler.scale(loss) if ctx.scaler is not None else loss).backward()
     clip_and_step(ctx)
-
-
-def clip_and_step(ctx: RunContext) -> None:
-    """Clip the accumulated gradients to cfg.grad_clip (unscaled first under a GradScaler): the
-    model's on their own norm, any other parameters the optimizer holds on theirs; then step the
-    optimizer (through the scaler when there is one)."""
-    if ctx.scaler is not None:
-        ctx.scaler.unscale_(ctx.optimizer)
-    if ctx.cfg.grad_clip:
-        # The model's gradient is clipped alone, as in every method. Parameters outside the model (MC-Learn's
-        # cheap head, an optimizer group of its own) are clipped separately, at the same norm: clipped together,
-        # a large head gradient shrank the model's update, a term no other method has.
-        for params in clip_groups(ctx):
-            if params:
-                torch.nn.utils.clip_grad_norm_(params, ctx.cfg.grad_clip, foreach=True)
-    if ctx.scaler is not None:
-        ctx.scaler.step(ctx.optimizer)
-        ctx.scaler.update()
-    else:
-        ctx.optimizer.step()
-
-
-def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """Return every parameter the optimizer updates."""
-    return [p for group in optimizer.param_groups for p in group["params"]]
-
-
-def clip_groups(ctx: RunContext) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Return the optimizer's parameters in the two sets gradient clipping acts on separately:
-    (the model's, every other one: MC-Learn's cheap head)."""
-    in_model = {id(p) for p in ctx.model.parameters()}
-    params = optimizer_params(ctx.optimizer)
-    return [p for p in params if id(p) in in_model], [p for p in params if id(p) not in in_model]
 
 
 @dataclass

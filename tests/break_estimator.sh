@@ -62,7 +62,7 @@ BREAK_FILE=mcstudy/engine.py run "evaluation scrambles the predictions" \
 # --- gradient accumulation and per-group clipping: MC-Learn must honour both
 run "grad_accum_steps ignored by MC-Learn (bug 1 back)" \
   'accumulate = ctx.cfg.grad_accum_steps > 1' 'accumulate = False'
-BREAK_FILE=mcstudy/engine.py run "model and cheap head clipped together (bug 2 back)" \
+run "model and cheap head clipped together (bug 2 back)" \
   'for params in clip_groups(ctx):' 'for params in [optimizer_params(ctx.optimizer)]:'
 # --- the capture reserve
 run "captures counted one eager use late" \
