@@ -59,7 +59,7 @@ SMOKE_PARAMETERS = {
                                            "lr_factors": [], "eval_points": 4, "test_holdout": 60},
 }
 
-# The study a notebook writes to when its `study` parameter is None (see mclearn_core.study_name).
+# The study a notebook writes to when its `study` parameter is None (see mcstudy.config.study_name).
 STUDY_BASES = {"Monte_Carlo_Learn.ipynb": "flagship", "notebooks/01_three_seeds.ipynb": "three_seeds",
                "notebooks/02_diagnostics.ipynb": "three_seeds", "notebooks/04_compare_methods.ipynb": "compare_methods"}
 
@@ -275,21 +275,21 @@ def notebook_parameters(path: Path, overrides: dict) -> dict:
 
 def expected_files(params: dict, figures: list[str], trains: bool, results: Path) -> tuple[list[Path], list[Path]]:
     """Return (run files, other files) a notebook must leave in `results`."""
-    import mclearn_core as mc
+    import mcstudy as ms
 
     runs: list[Path] = []
     if trains:
-        seeds = params.get("seeds") or mc.make_config(params["preset"]).seeds
-        runs = [mc.run_path(results, params["study"], m, s) for s in seeds for m in params["methods"]]
+        seeds = params.get("seeds") or ms.make_config(params["preset"]).seeds
+        runs = [ms.run_path(results, params["study"], m, s) for s in seeds for m in params["methods"]]
         if "time_budgets" in params:  # a budget study (notebook 04): one run per method, budget and seed
             budgets = params["time_budgets"]
             if isinstance(budgets, str):  # the notebook's own default, e.g. "[1/3, 1/2]", read as text
                 budgets = [float(Fraction(x.strip())) for x in budgets.strip("[]").split(",") if x.strip()]
-            planned = mc.budget_study_runs(params["methods"], budgets, seeds, params.get("method_budgets"),
+            planned = ms.budget_study_runs(params["methods"], budgets, seeds, params.get("method_budgets"),
                                            params.get("method_seeds"))
-            runs = [mc.run_path(results, params["study"], mc.run_label(m, b), s) for m, b, s in planned]
+            runs = [ms.run_path(results, params["study"], ms.run_label(m, b), s) for m, b, s in planned]
     elif "method" in params:
-        runs = [mc.run_path(results, params["study"], params["method"], params["seed"])]
+        runs = [ms.run_path(results, params["study"], params["method"], params["seed"])]
     folder = results / "figures" / params["study"]
     others = [folder / name.format(method=params.get("method"), seed=params.get("seed")) for name in figures]
     return runs, others
@@ -385,14 +385,14 @@ def run(args) -> int:
     check_params(extra, notebooks)
 
     sys.path.insert(0, str(REPO))
-    import mclearn_core as mc
+    import mcstudy as ms
 
     ensure_kernel()
     out, results = Path(args.out).resolve(), Path(args.results).resolve()
     out.mkdir(parents=True, exist_ok=True)
     # "auto" is passed on as "auto" (the kernel picks, as on Colab; MCLEARN_PRESET forces a preset);
     # the checks below use the preset it resolves to.
-    preset = mc.detect_preset() if args.preset == "auto" else args.preset
+    preset = ms.detect_preset() if args.preset == "auto" else args.preset
     started = time.time()
     report, failed, all_runs = [], False, []
     for name, cwd, figures, trains in notebooks:
@@ -421,12 +421,12 @@ def run(args) -> int:
         if not error:
             params = {**notebook_parameters(source, passed), "preset": preset}
             if params.get("study") is None:  # the notebook's default: "<base>-<preset>"
-                params["study"] = mc.study_name(STUDY_BASES[name], params["preset"])
+                params["study"] = ms.study_name(STUDY_BASES[name], params["preset"])
             runs, others = expected_files(params, figures, trains, results)
             all_runs += runs
             problems += [f"missing run {p}" for p in runs if not p.exists()]
-            problems += [f"run {p.name} is from preset {mc.read_run(p)['preset']!r}, not {preset!r} "
-                         f"(stale results dir?)" for p in runs if p.exists() and mc.read_run(p)["preset"] != preset]
+            problems += [f"run {p.name} is from preset {ms.read_run(p)['preset']!r}, not {preset!r} "
+                         f"(stale results dir?)" for p in runs if p.exists() and ms.read_run(p)["preset"] != preset]
             problems += [f"missing {p}" for p in others if not p.exists() or p.stat().st_size == 0]
             problems += [f"stale {p} (not written by this run)" for p in others
                          if p.exists() and p.stat().st_mtime < t0]
@@ -444,10 +444,10 @@ def run(args) -> int:
     if not summary.exists():
         summary_problem = f"missing {summary}"
     else:
-        rows = mc.read_summary(summary)
+        rows = ms.read_summary(summary)
         listed = {(str(s), str(m), str(k)) for s, m, k in zip(rows["study"], rows["method"], rows["seed"])}
         absent = [p for p in all_runs if p.exists() and
-                  (p.parent.name, mc.read_run(p)["method"], mc.RUN_FILE_NAME.fullmatch(p.name)["seed"]) not in listed]
+                  (p.parent.name, ms.read_run(p)["method"], ms.RUN_FILE_NAME.fullmatch(p.name)["seed"]) not in listed]
         if absent:
             summary_problem = f"{summary} lacks {len(absent)} run(s), e.g. {absent[0]}"
     failed |= summary_problem is not None

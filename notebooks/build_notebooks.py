@@ -22,7 +22,7 @@ def code(text, tags=()):
 
 def with_parameter_check(cells):
     """Return `cells` with the parameters cell between two cells: before it, one that notes the names
-    defined so far; after it (and after papermill's injected cell), mc.check_notebook_parameters
+    defined so far; after it (and after papermill's injected cell), ms.check_notebook_parameters
     over the names it assigns, so a misspelt name, a wrong type or a value out of range stops Run
     All with one line before anything loads or trains."""
     at = next(i for i, cell in enumerate(cells) if "parameters" in cell.metadata.get("tags", []))
@@ -31,8 +31,8 @@ def with_parameter_check(cells):
     before = code('names_before_parameters = {*globals(), "names_before_parameters"}  # for the check after them')
     listed = textwrap.fill(", ".join(f'"{name}"' for name in names), 96, initial_indent="    ",
                            subsequent_indent="    ")
-    check = code("import mclearn_core as mc\n\n# the same checks as the command line's: names, types, ranges\n"
-                 f"mc.check_notebook_parameters(globals(), names_before_parameters, [\n{listed}])")
+    check = code("import mcstudy as ms\n\n# the same checks as the command line's: names, types, ranges\n"
+                 f"ms.check_notebook_parameters(globals(), names_before_parameters, [\n{listed}])")
     return [*cells[:at], before, cells[at], check, *cells[at + 1:]]
 
 
@@ -49,7 +49,7 @@ def write(cells, path):
 
 
 FIND_REPO = '''
-# Make mclearn_core importable whether the kernel starts in the repository root or in notebooks/.
+# Make mclearn_core and mcstudy importable from the repository root or from notebooks/.
 %matplotlib inline
 import sys, pathlib
 REPO = next((p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents] if (p / "mclearn_core.py").exists()), None)
@@ -61,15 +61,15 @@ sys.path.insert(0, str(REPO))
 
 RESOLVE = '''
 import dataclasses, pprint
-import mclearn_core as mc
+import mcstudy as ms
 
 # Relative paths resolve against the repository root, not the notebook's folder.
-results_dir = str(mc.REPO_ROOT / results_dir)
-if dataset and (mc.REPO_ROOT / dataset).is_dir():
-    dataset = str(mc.REPO_ROOT / dataset)
-if model_name and (mc.REPO_ROOT / model_name).is_dir():
-    model_name = str(mc.REPO_ROOT / model_name)
-study = study or mc.study_name(STUDY_BASE, preset)  # e.g. "flagship-t4": each device keeps its own runs
+results_dir = str(ms.REPO_ROOT / results_dir)
+if dataset and (ms.REPO_ROOT / dataset).is_dir():
+    dataset = str(ms.REPO_ROOT / dataset)
+if model_name and (ms.REPO_ROOT / model_name).is_dir():
+    model_name = str(ms.REPO_ROOT / model_name)
+study = study or ms.study_name(STUDY_BASE, preset)  # e.g. "flagship-t4": each device keeps its own runs
 figures = pathlib.Path(results_dir) / "figures" / study
 '''
 
@@ -80,9 +80,9 @@ Parameters: `preset` (`"auto"` picks from the device; CI uses `"cpu-smoke"`), `d
 '''
 
 MAKE_CONFIG = '''
-cfg = mc.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir,
+cfg = ms.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir,
                      **({"seeds": tuple(seeds)} if seeds else {}))
-print(f"preset {cfg.preset} on {mc.resolve_device(cfg)}: {cfg.model_name} on {cfg.dataset}, seeds {cfg.seeds}")
+print(f"preset {cfg.preset} on {ms.resolve_device(cfg)}: {cfg.model_name} on {cfg.dataset}, seeds {cfg.seeds}")
 print(f"results -> {results_dir}, figures -> {figures}")
 '''
 
@@ -113,8 +113,8 @@ part of the data:
    (steps priced from measured costs, re-planned at each pool refresh); `mclearn-paper` holds each step to
    `step_budget_ratio` of a baseline step, as published.
 
-What `mclearn` changes from the published method, and why: `docs/deviations.md`. Every step lives in
-`mclearn_core.py`; the cells below only call it.
+What `mclearn` changes from the published method, and why: `docs/deviations.md`. MC-Learn lives in
+`mclearn_core.py`, the study around it in `mcstudy/`; the cells below only call them.
 
 **Run All trains on your device.** The Configuration cell prints what this copy trains: methods, data,
 model, preset and device, study and folder. By default the runs go to the study `flagship-<preset>`
@@ -238,31 +238,31 @@ each MC-Learn method is printed (`mclearn` and its variants: 1/3 of the baseline
 one); `mclearn-paper` prints its per-step `step_budget_ratio` (0.55, or 0.70 on A100-class GPUs).
 '''),
     code('STUDY_BASE = "flagship"\n' + RESOLVE + '''
-cfg = mc.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir,
+cfg = ms.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir,
                      budget_ratio=budget_ratio, **({"seeds": tuple(seeds)} if seeds else {}))
-print(f"trains {', '.join(methods)} on {mc.portable_path(cfg.dataset)} with {mc.portable_path(cfg.model_name)}, "
+print(f"trains {', '.join(methods)} on {ms.portable_path(cfg.dataset)} with {ms.portable_path(cfg.model_name)}, "
       f"seeds {', '.join(map(str, cfg.seeds))}")
-print(f"preset {cfg.preset} on {mc.device_name(mc.resolve_device(cfg))}")
-print(f"study {cfg.study}: runs in {mc.portable_path(results_dir)}/runs/{cfg.study}/, figures in "
-      f"{mc.portable_path(str(figures))}/\\n")
+print(f"preset {cfg.preset} on {ms.device_name(ms.resolve_device(cfg))}")
+print(f"study {cfg.study}: runs in {ms.portable_path(results_dir)}/runs/{cfg.study}/, figures in "
+      f"{ms.portable_path(str(figures))}/\\n")
 pprint.pprint(dataclasses.asdict(cfg), width=110, compact=True, sort_dicts=False)
-print("effective budget_ratio:", {m: mc.config_for_method(cfg, m).budget_ratio for m in methods
+print("effective budget_ratio:", {m: ms.config_for_method(cfg, m).budget_ratio for m in methods
                                   if m.startswith("mclearn") and m != "mclearn-paper"})
 if "mclearn-paper" in methods:
-    print("mclearn-paper step_budget_ratio:", mc.config_for_method(cfg, "mclearn-paper").step_budget_ratio)
+    print("mclearn-paper step_budget_ratio:", ms.config_for_method(cfg, "mclearn-paper").step_budget_ratio)
 '''),
     md('''
 ## The answer so far
 
 The committed studies' answer for the data this notebook trains, from `results/summary.csv` (the
-committed runs, not this notebook's folder) by `mc.headline`: the largest study (on a GPU if any) that
+committed runs, not this notebook's folder) by `ms.headline`: the largest study (on a GPU if any) that
 trained this dataset with both the baseline and `mclearn`, in two sentences, then the table they come
 from. Your own runs follow.
 '''),
     code('''
 from IPython.display import Markdown
 
-Markdown(mc.headline(mc.REPO_ROOT / "results", dataset=cfg.dataset, label_noise=cfg.label_noise))
+Markdown(ms.headline(ms.REPO_ROOT / "results", dataset=cfg.dataset, label_noise=cfg.label_noise))
 '''),
     md('''
 ## Data
@@ -271,7 +271,7 @@ Loads the dataset, builds or downloads the model and tokenizes both splits once;
 from this copy (each seed re-initialises the classification head).
 '''),
     code('''
-prepared = mc.prepare(cfg)
+prepared = ms.prepare(cfg)
 print(f"{prepared.source}: {len(prepared.train)} train / {len(prepared.eval)} eval examples, "
       f"classes {prepared.label_names}, device {prepared.device}")
 '''),
@@ -282,7 +282,7 @@ The baseline is the optimized full fine-tune (length-bucketed batches, every exa
 Runs whose result file already exists in this study are read back, not retrained.
 '''),
     code('''
-records = mc.run_sweep(cfg, methods, prepared=prepared, progress=progress)
+records = ms.run_sweep(cfg, methods, prepared=prepared, progress=progress)
 '''),
     md('''
 ## Report table
@@ -294,9 +294,9 @@ Selective Backprop and RHO-LOSS spend choosing them, and the last column is the 
 0.5 points ("never" when it did not).
 '''),
     code('''
-table = mc.summarize(results_dir, study, show=False)
+table = ms.summarize(results_dir, study, show=False)
 display(table)
-display(mc.comparison_table(records))
+display(ms.comparison_table(records))
 '''),
     md('''
 ## Diagnostics of the first MC-Learn run
@@ -304,6 +304,8 @@ display(mc.comparison_table(records))
 **Confusion matrix.** Where the errors fall among the classes.
 '''),
     code('''
+import mclearn_core as mc  # MC-Learn and its diagnostics
+
 run = next((r for r in records if r["method"].startswith("mclearn")), records[0])
 print(f"diagnostics for {run['method']} seed {run['seed']} ({run['device']})")
 mc.plot_confusion_matrix(run, figures / "confusion_matrix.png");
@@ -333,7 +335,7 @@ Evaluation accuracy against training seconds (evaluation excluded), one line per
 faster where its line reaches a given accuracy further left.
 '''),
     code('''
-mc.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
+ms.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
 '''),
     md('''
 ## Final report
@@ -379,7 +381,7 @@ Reads back finished runs and trains the missing ones (data and model are prepare
 missing).
 '''),
     code('''
-records = mc.run_sweep(cfg, methods, progress=progress)
+records = ms.run_sweep(cfg, methods, progress=progress)
 '''),
     md('''
 ## Mean ± std over seeds
@@ -387,8 +389,8 @@ records = mc.run_sweep(cfg, methods, progress=progress)
 Speed-up and accuracy change are against the baseline of this study on the same device.
 '''),
     code('''
-display(mc.summarize(results_dir, study, show=False))
-display(mc.comparison_table(records))
+display(ms.summarize(results_dir, study, show=False))
+display(ms.comparison_table(records))
 '''),
     md('''
 ## Time to accuracy
@@ -397,7 +399,7 @@ One line per run; the spread between seeds of one method shows how much of a dif
 methods is noise.
 '''),
     code('''
-mc.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
+ms.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
 '''),
     md('''
 ## Accuracy vs training time
@@ -405,7 +407,7 @@ mc.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
 Mean ± std over seeds per method: up and to the left is better.
 '''),
     code('''
-mc.plot_pareto(records, figures / "pareto.png");
+ms.plot_pareto(records, figures / "pareto.png");
 '''),
 ]
 
@@ -438,13 +440,13 @@ run_if_missing = True
 progress = True
 ''', tags=["parameters"]),
     code('STUDY_BASE = "three_seeds"\n' + RESOLVE + '''
-path = mc.run_path(results_dir, study, method, seed)
+path = ms.run_path(results_dir, study, method, seed)
 if not path.exists():
     if not run_if_missing:
         raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or set run_if_missing=True).")
-    cfg = mc.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir)
-    mc.run_sweep(cfg, [method], [seed], progress=progress)
-record = mc.read_run(path)
+    cfg = ms.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir)
+    ms.run_sweep(cfg, [method], [seed], progress=progress)
+record = ms.read_run(path)
 print(path)
 print({k: record.get(k) for k in ("study", "method", "seed", "preset", "device", "model", "dataset", "accuracy",
                               "train_seconds", "steps", "examples_backward", "examples_scored")})
@@ -453,6 +455,8 @@ print({k: record.get(k) for k in ("study", "method", "seed", "preset", "device",
 ## Confusion matrix
 '''),
     code('''
+import mclearn_core as mc  # MC-Learn and its diagnostics
+
 prefix = f"{method}-seed{seed}"
 mc.plot_confusion_matrix(record, figures / f"{prefix}_confusion_matrix.png");
 '''),
@@ -480,7 +484,7 @@ mc.plot_telemetry(record, figures / f"{prefix}_telemetry.png");
 Refreshes `summary.csv` and shows this study's mean ± std table.
 '''),
     code('''
-mc.summarize(results_dir, study, show=False)
+ms.summarize(results_dir, study, show=False)
 '''),
 ]
 
@@ -518,9 +522,9 @@ study = "estimator_checks"
 results_dir = "results"
 ''', tags=["parameters"]),
     code('''
-import mclearn_core as mc
+import mcstudy as ms
 
-results_dir = str(mc.REPO_ROOT / results_dir)
+results_dir = str(ms.REPO_ROOT / results_dir)
 figures = pathlib.Path(results_dir) / "figures" / study
 '''),
     md('''
@@ -534,7 +538,7 @@ differences between settings are not sampling noise (and the bias estimates of d
 move together).
 '''),
     code('''
-study_table = mc.estimator_study(full_probs, w_clip_values, draws, seed, clip_sweep_full_prob)
+study_table = ms.estimator_study(full_probs, w_clip_values, draws, seed, clip_sweep_full_prob)
 figures.mkdir(parents=True, exist_ok=True)
 study_table.to_csv(figures / "estimator_checks.csv", index=False)
 study_table
@@ -546,7 +550,7 @@ Bias should stay within about two standard errors (shaded) of zero for both esti
 variance grows as q falls, and less for the control variate. At q = 1 the two coincide.
 '''),
     code('''
-fig_q, fig_clip = mc.plot_estimator_study(study_table, figures / "estimator_vs_q.png",
+fig_q, fig_clip = ms.plot_estimator_study(study_table, figures / "estimator_vs_q.png",
                                           figures / "estimator_vs_w_clip.png")
 fig_q
 '''),
@@ -566,7 +570,7 @@ fig_clip
 Refreshes `summary.csv` for the training studies in `results_dir` (this notebook adds no runs).
 '''),
     code('''
-mc.summarize(results_dir, show=False);
+ms.summarize(results_dir, show=False);
 '''),
 ]
 
@@ -633,10 +637,10 @@ progress = True
 extra = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, eval_points=eval_points, eval_split=eval_split,
                                test_split=test_split, test_holdout=test_holdout,
                                label_noise=label_noise).items() if v is not None}
-cfg = mc.with_explicit(cfg, **extra)
+cfg = ms.with_explicit(cfg, **extra)
 print(f"epochs {cfg.epochs}, batch {cfg.batch_size}, {cfg.eval_points} evaluations a run, "
       f"eval split {cfg.eval_split!r}, time budgets "
-      f"{', '.join(mc.format_budget(b) for b in time_budgets) or 'none'}, lr sweep {lrs or 'none'}, "
+      f"{', '.join(ms.format_budget(b) for b in time_budgets) or 'none'}, lr sweep {lrs or 'none'}, "
       f"each method's lr at each budget: x{lr_factors or 'none'}, grown past its edges")
 '''),
     md('''
@@ -650,10 +654,10 @@ the seconds; Selective Backprop and RHO-LOSS select at the rate their plan gives
 spend its budget is the "reaches budget" column of the tables below.
 '''),
     code('''
-result = mc.run_budget_study(cfg, methods, time_budgets, lrs, progress=progress, lr_factors=lr_factors,
+result = ms.run_budget_study(cfg, methods, time_budgets, lrs, progress=progress, lr_factors=lr_factors,
                              method_budgets=method_budgets, method_seeds=method_seeds)
 records = result.records
-mc.summarize(results_dir, study, show=False);
+ms.summarize(results_dir, study, show=False);
 '''),
     md('''
 ## Learning rates
@@ -666,7 +670,7 @@ in its grid: at an edge, a better lr may lie outside it.
 '''),
     code('''
 if result.lr_records or result.tune_records:
-    display(mc.budget_study_lr_table([*result.lr_records, *result.tune_records]))
+    display(ms.budget_study_lr_table([*result.lr_records, *result.tune_records]))
 print(f"reference: {result.reference_seconds:.2f} s of training (the full baseline's), lr {result.lr:g}")
 '''),
     md('''
@@ -680,8 +684,8 @@ by Holm's method over every comparison of the table (with its simultaneous inter
 equal time within 3 % of its own target seconds: a cell over it gets no verdict ("over time").
 '''),
     code('''
-display(mc.equal_time_table(records))
-mc.plot_equal_time(records, figures / "equal_time.png");
+display(ms.equal_time_table(records))
+ms.plot_equal_time(records, figures / "equal_time.png");
 '''),
     md('''
 ## Time to target
@@ -694,7 +698,7 @@ interval from the same resamples of the seeds, and the seeds on which the method
 '''),
     code('''
 for drop in (1.0, 0.5):
-    display(mc.time_to_target(records, drop).drop(columns=["median_seconds"]))
+    display(ms.time_to_target(records, drop).drop(columns=["median_seconds"]))
 '''),
     md('''
 ## Every run against the baseline
@@ -704,14 +708,14 @@ whether the run reached its budget ("no (r)": its median took r times the budget
 examples with a full backward pass, and whether the update ran as CUDA graphs.
 '''),
     code('''
-display(mc.comparison_table(records))
-mc.plot_pareto(records, figures / "pareto.png");
+display(ms.comparison_table(records))
+ms.plot_pareto(records, figures / "pareto.png");
 '''),
     md('''
 ## Time to accuracy
 '''),
     code('''
-mc.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
+ms.plot_time_to_accuracy(records, figures / "time_to_accuracy.png");
 '''),
     md('''
 ## Where MC-Learn's time goes: its pool scoring
@@ -721,7 +725,7 @@ refreshes, the seconds its scoring took and their share of the train seconds, th
 CUDA-graph capture, and how many times the run's whole scoring one capture costs.
 '''),
     code('''
-display(mc.pool_scoring_table(records))
+display(ms.pool_scoring_table(records))
 '''),
 ]
 

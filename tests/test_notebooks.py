@@ -104,6 +104,52 @@ def test_smoke_parameters_are_declared_by_their_notebooks():
     assert set(rn.SMOKE_PARAMETERS) <= {name for name, *_ in rn.NOTEBOOKS}
 
 
+BUILT = [ROOT / "Monte_Carlo_Learn.ipynb", *sorted(ROOT.glob("notebooks/*.ipynb"))]  # build_notebooks.py's
+
+
+def surface_used(notebooks, alias: str) -> dict[str, set[str]]:
+    """Return {NAME: the notebooks whose code cells use `alias.NAME`}."""
+    import re
+
+    used: dict[str, set[str]] = {}
+    for path in notebooks:
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                for name in re.findall(rf"(?<![\w.]){alias}\.(\w+)", cell.source):
+                    used.setdefault(name, set()).add(path.name)
+    return used
+
+
+def core_definitions() -> set[str]:
+    """Return the names mclearn_core.py defines at its top level (functions, classes, constants)."""
+    import ast
+
+    found = set()
+    for node in ast.parse((ROOT / "mclearn_core.py").read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return found
+
+
+def test_notebooks_use_the_study_surface_and_mc_learn_itself():
+    """The built notebooks read the study only through mcstudy.__all__ (`ms.NAME`) and MC-Learn only
+    through what mclearn_core.py defines (`mc.NAME`); __all__ lists exactly what they use."""
+    import mcstudy
+
+    assert len(BUILT) == 5 and all(path.exists() for path in BUILT)
+    study, core = surface_used(BUILT, "ms"), surface_used(BUILT, "mc")
+    outside = {name: where for name, where in study.items() if name not in mcstudy.__all__}
+    assert not outside, f"notebook cells use study names outside mcstudy.__all__: {outside}"
+    assert set(mcstudy.__all__) == set(study), f"__all__ lists names no notebook uses: {set(mcstudy.__all__) - set(study)}"
+    assert all(getattr(mcstudy, name) is not None for name in mcstudy.__all__)
+    not_core = {name: where for name, where in core.items() if name not in core_definitions()}
+    assert not not_core, f"notebook cells use mc.NAME that mclearn_core.py does not define: {not_core}"
+    assert core, "no notebook cell uses MC-Learn's diagnostics (mc.plot_...)"
+
+
 # ----------------------------------------------------------------------------- the flagship
 FLAGSHIP = ROOT / "Monte_Carlo_Learn.ipynb"
 
@@ -140,8 +186,9 @@ def test_the_flagship_trains_fresh_into_its_own_study_on_any_device(tmp_path, mo
     them)."""
     import subprocess
 
-    import mclearn_core as mc
+    import mcstudy as ms
     import mcstudy.runs
+    import mcstudy.tables
 
     nb = nbformat.read(FLAGSHIP, as_version=4)
     declared = rn.declared_parameters(nb)
@@ -157,15 +204,15 @@ def test_the_flagship_trains_fresh_into_its_own_study_on_any_device(tmp_path, mo
     for module in ("mcstudy.config", "mcstudy.train"):  # paths resolve against it and print relative to it
         monkeypatch.setattr(f"{module}.REPO_ROOT", tmp_path)
     read, trained = [], []
-    real_read, real_train = mc.read_run, mc.train_method
-    for reader in (mc, mcstudy.runs):  # tables read through mc, the run store's own reads in mcstudy.runs
+    real_read, real_train = ms.read_run, ms.train_method
+    for reader in (mcstudy.runs, mcstudy.tables):  # the run store's reads and the tables'
         monkeypatch.setattr(reader, "read_run", lambda path: read.append(Path(path)) or real_read(path))
     monkeypatch.setattr("mcstudy.runs.train_method", lambda method, *a, **k: trained.append(method) or real_train(method, *a, **k))
-    tiny = {**mc.PRESETS["cpu-smoke"], "max_train_examples": 64, "max_eval_examples": 32, "eval_points": 1}
-    cells = [_flagship_cell(nb, m) for m in ('STUDY_BASE = "flagship"', "mc.prepare(cfg)", "mc.run_sweep(")]
+    tiny = {**ms.PRESETS["cpu-smoke"], "max_train_examples": 64, "max_eval_examples": 32, "eval_points": 1}
+    cells = [_flagship_cell(nb, m) for m in ('STUDY_BASE = "flagship"', "ms.prepare(cfg)", "ms.run_sweep(")]
     for device in ("t4", "a100", "h100", "cpu"):
-        monkeypatch.setenv(mc.PRESET_ENV, device)
-        monkeypatch.setitem(mc.PRESETS, device, {**mc.PRESETS[device], **tiny})
+        monkeypatch.setenv(ms.PRESET_ENV, device)
+        monkeypatch.setitem(ms.PRESETS, device, {**ms.PRESETS[device], **tiny})
         params = {**declared, "dataset": None, "model_name": None, "progress": False}  # the preset's tiny model
         namespace = {"pathlib": __import__("pathlib"), "__name__": "flagship"}
         exec(rn.apply_parameters(_flagship_cell(nb, "parameters"), params), namespace)
@@ -175,12 +222,12 @@ def test_the_flagship_trains_fresh_into_its_own_study_on_any_device(tmp_path, mo
         cfg, records = namespace["cfg"], namespace["records"]
         assert cfg.preset == device and cfg.study == f"flagship-{device}"
         assert len(records) == len(trained) == len(declared["methods"]) * len(cfg.seeds) > 0  # all trained here
-        assert all(p.exists() for r in records for p in [mc.run_path(cfg.results_dir, cfg.study, r["method"], r["seed"])])
+        assert all(p.exists() for r in records for p in [ms.run_path(cfg.results_dir, cfg.study, r["method"], r["seed"])])
         assert [p for p in read if tmp_path / "results" in p.parents] == []
         printed = capsys.readouterr().out.splitlines()
         assert printed[:3] == [
-            f"trains {', '.join(declared['methods'])} on {mc.portable_path(cfg.dataset)} with tiny, seeds 42",
-            f"preset {device} on {mc.device_name(mc.resolve_device(cfg))}",
+            f"trains {', '.join(declared['methods'])} on {ms.portable_path(cfg.dataset)} with tiny, seeds 42",
+            f"preset {device} on {ms.device_name(ms.resolve_device(cfg))}",
             f"study flagship-{device}: runs in {declared['results_dir']}/runs/flagship-{device}/, "
             f"figures in {declared['results_dir']}/figures/flagship-{device}/"]
 
@@ -188,15 +235,15 @@ def test_the_flagship_trains_fresh_into_its_own_study_on_any_device(tmp_path, mo
 def test_the_flagship_answers_for_the_data_it_trains(monkeypatch):
     """The committed flagship trained SST-2 and showed the Banking77 headline (the largest study): its
     answer cell, after the configuration, names a committed study of the dataset it trains."""
-    import mclearn_core as mc
+    import mcstudy as ms
 
-    source = _flagship_cell(nbformat.read(FLAGSHIP, as_version=4), "mc.headline(")
+    source = _flagship_cell(nbformat.read(FLAGSHIP, as_version=4), "ms.headline(")
     shown = []
-    namespace = {"mc": mc, "cfg": mc.make_config("h100", dataset="glue/sst2")}
+    namespace = {"ms": ms, "cfg": ms.make_config("h100", dataset="glue/sst2")}
     monkeypatch.setitem(__import__("sys").modules, "IPython.display", type("display", (), {"Markdown": shown.append}))
     exec(source, namespace)
     study = shown[0].split("`")[1]
-    assert shown[0].startswith("In study `") and mc.study_data(ROOT / "results", study) == ("glue/sst2", 0.0), study
+    assert shown[0].startswith("In study `") and ms.study_data(ROOT / "results", study) == ("glue/sst2", 0.0), study
 
 
 def test_the_flagship_says_what_it_trains_and_that_its_packages_are_there(monkeypatch, capsys):
