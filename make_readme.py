@@ -32,7 +32,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-import mclearn_core as mc
 import mcstudy as ms
 
 REPO = Path(__file__).resolve().parent
@@ -70,12 +69,12 @@ def _table(frame) -> str:
 def _summary(results_dir: str | Path):
     """Return summary.csv's rows (a DataFrame), or None when there is none."""
     path = Path(results_dir) / "summary.csv"
-    return mc.read_summary(path) if path.exists() else None
+    return ms.read_summary(path) if path.exists() else None
 
 
 def _ablation_names(rows) -> list[str]:
-    """Return the ablation studies among summary rows (names ending in mc.ABLATION_SUFFIX), by name."""
-    return sorted(str(s) for s in set(rows["study"]) if mc.is_ablation_study(s))
+    """Return the ablation studies among summary rows (names ending in ms.ABLATION_SUFFIX), by name."""
+    return sorted(str(s) for s in set(rows["study"]) if ms.is_ablation_study(s))
 
 
 def study_order(rows) -> list[str]:
@@ -85,7 +84,7 @@ def study_order(rows) -> list[str]:
     when that study exists."""
     studies = set(rows["study"].astype(str))
     on_cpu = rows.groupby("study")["device"].agg(lambda d: all(str(v).startswith("cpu") for v in d))
-    equal_time = mc.equal_time_study_names(rows)
+    equal_time = ms.equal_time_study_names(rows)
     own = [s for s in studies if not (s.endswith("-lr") and s.removesuffix("-lr") in studies)]
     return sorted(own, key=lambda s: (s not in equal_time, bool(on_cpu[s]), s))
 
@@ -94,8 +93,8 @@ def _study_table(results_dir: Path, rows, study: str) -> str:
     """Return a study's table in markdown: the lr sweep table of a "-lr" study's run files, else
     the report table of its summary rows."""
     if study.endswith("-lr"):
-        return _table(mc.lr_sweep_table(mc.load_runs(results_dir, study)))
-    return _table(mc.report_table(rows[rows["study"] == study]).drop(columns=["study"]))
+        return _table(ms.lr_sweep_table(ms.load_runs(results_dir, study)))
+    return _table(ms.report_table(rows[rows["study"] == study]).drop(columns=["study"]))
 
 
 def _sources(results_dir: Path, study: str, link_base: Path | None) -> str:
@@ -111,13 +110,13 @@ def study_sections(results_dir: str | Path = "results", link_base: Path | None =
     equal-time study also its equal-time table in its protocol's Holm family, `equal_time_families`;
     a learning-rate sweep's `lr_sweep_table`, under its study when it has one, and for a
     fair-protocol study each method's lr at each budget, `lr_table_markdown`) and its notes block.
-    An ablation study (mc.ABLATION_SUFFIX) gets no equal-time table: its one-seed runs are in the
+    An ablation study (ms.ABLATION_SUFFIX) gets no equal-time table: its one-seed runs are in the
     Ablation section (`ablation_markdown`)."""
     rows = _summary(results_dir)
     if rows is None:
         return "_No results yet: run a sweep, then `python make_readme.py`._"
     results_dir, notes = Path(results_dir), notes or {}
-    order, equal_time = study_order(rows), mc.equal_time_study_names(rows)
+    order, equal_time = study_order(rows), ms.equal_time_study_names(rows)
     families = equal_time_families(results_dir)
     parts = ["Contents: " + ", ".join(f"[{study}](#{anchor(study)})" for study in order) + ".\n"]
     for study in order:
@@ -125,37 +124,37 @@ def study_sections(results_dir: str | Path = "results", link_base: Path | None =
                      f"{_study_table(results_dir, rows, study)}\n")
         if study in equal_time:
             table = families[study]
-            parts.append(f"Equal time against `{mc.REFERENCE}` (test split, paired over seeds; verdicts on the "
+            parts.append(f"Equal time against `{ms.REFERENCE}` (test split, paired over seeds; verdicts on the "
                          f"Holm-adjusted p over the {table.attrs['family']} comparisons of its protocol's studies, "
-                         f"simultaneous intervals at 1 - {mc.VERDICT_ALPHA}/{table.attrs['family']}):\n\n"
+                         f"simultaneous intervals at 1 - {ms.VERDICT_ALPHA}/{table.attrs['family']}):\n\n"
                          f"{_table(table)}\n")
         sweep = f"{study}-lr"
         if not study.endswith("-lr") and sweep in set(rows["study"]):
             parts.append(f"Its learning-rate sweep, **{sweep}** ({_sources(results_dir, sweep, link_base)}):\n\n"
                          f"{_study_table(results_dir, rows, sweep)}\n")
-            if study.endswith(mc.FAIR_SUFFIX):
-                parts.append(lr_table_markdown(mc.load_runs(results_dir, sweep)))
+            if study.endswith(ms.FAIR_SUFFIX):
+                parts.append(lr_table_markdown(ms.load_runs(results_dir, sweep)))
         parts.append(notes_block(study, notes))
     return "\n".join(parts)
 
 
 def equal_time_families(results_dir: str | Path = "results") -> dict:
     """Return {study: its equal-time table} of every equal-time study, each protocol's studies one
-    Holm family (mc.equal_time_tables over `answer_studies`' two groups)."""
+    Holm family (ms.equal_time_tables over `answer_studies`' two groups)."""
     out = {}
     for group in answer_studies(results_dir):
         if group:
-            out.update(mc.equal_time_tables({study: mc.load_runs(results_dir, study) for study in group}))
+            out.update(ms.equal_time_tables({study: ms.load_runs(results_dir, study) for study in group}))
     return out
 
 
 def lr_table_markdown(tune_records: list[dict]) -> str:
-    """Return a fair-protocol study's lr table in markdown: mc.budget_study_lr_table of its tuning
+    """Return a fair-protocol study's lr table in markdown: ms.budget_study_lr_table of its tuning
     runs (per method and budget the lrs tried with their accuracy, the choice and where it sits in
-    the grid, mc.lr_grid_status) as it comes, then one line naming the choices at a grid edge:
+    the grid, ms.lr_grid_status) as it comes, then one line naming the choices at a grid edge:
     those bounded by a diverged next lr ("edge: next diverged") and those unresolved (any other
     edge: the best lr may lie outside what was tried), or that every choice is interior."""
-    table = mc.budget_study_lr_table(tune_records)
+    table = ms.budget_study_lr_table(tune_records)
 
     def named(which) -> str:
         return "; ".join(f"`{row['method']}` at {row['budget']} ({row['where']})" for _, row in table[which].iterrows())
@@ -172,17 +171,17 @@ def lr_table_markdown(tune_records: list[dict]) -> str:
 # ----------------------------------------------------------------------------- the equal-time answer
 def equal_time_studies(results_dir: str | Path = "results") -> list[str]:
     """Return the equal-time studies of <results>/summary.csv, by name: those that ran the
-    short-schedule reference, except lr sweeps and ablation studies (`mc.equal_time_study_names`)."""
+    short-schedule reference, except lr sweeps and ablation studies (`ms.equal_time_study_names`)."""
     rows = _summary(results_dir)
-    return [] if rows is None else sorted(mc.equal_time_study_names(rows))
+    return [] if rows is None else sorted(ms.equal_time_study_names(rows))
 
 
 def answer_studies(results_dir: str | Path = "results") -> tuple[list[str], list[str]]:
     """Return (the studies the answer reads, the previous protocol's): the fair-protocol studies
-    (names ending in mc.FAIR_SUFFIX) and the others when there are fair ones, else every equal-time
+    (names ending in ms.FAIR_SUFFIX) and the others when there are fair ones, else every equal-time
     study and none."""
     studies = equal_time_studies(results_dir)
-    fair = [s for s in studies if s.endswith(mc.FAIR_SUFFIX)]
+    fair = [s for s in studies if s.endswith(ms.FAIR_SUFFIX)]
     return (fair, [s for s in studies if s not in fair]) if fair else (studies, [])
 
 
@@ -193,7 +192,7 @@ def _cell_verdicts(found: dict, method: str) -> list[tuple[str, str, str]]:
 
 def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] | None = None) -> dict:
     """Return what an equal-time answer says, from the run files of `studies` (None: the answer's,
-    `answer_studies`), one Holm family over all their comparisons (mc.equal_time_tables):
+    `answer_studies`), one Holm family over all their comparisons (ms.equal_time_tables):
     "studies" [(study, short name, device)], "seeds" (the most seeds of any run set), "family" (the
     comparisons in the family), "fair" (whether the tables are the fair protocol's), "tables"
     {study: its table}, "cells" (every comparison: method, name, budget, diff, interval, holm,
@@ -207,18 +206,18 @@ def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] 
     out = {"studies": [], "seeds": set(), "cells": [], "rows": [], "ttt_rows": [], "times": {}, "tables": {},
            "reference_seconds": {}}
     names = answer_studies(results_dir)[0] if studies is None else studies
-    records = {study: mc.load_runs(results_dir, study) for study in names}
-    tables = mc.equal_time_tables(records) if records else {}
+    records = {study: ms.load_runs(results_dir, study) for study in names}
+    tables = ms.equal_time_tables(records) if records else {}
     for study in names:
-        name, table = mc._short_study(study), tables[study]
+        name, table = ms._short_study(study), tables[study]
         out["seeds"] |= {r["seed"] for r in records[study]}
         out["studies"].append((study, name, records[study][0].get("device", "?")))
         out["tables"][study] = table
         for budget, group in table.groupby("budget", sort=False):
             if budget.startswith("1 ("):
                 continue
-            ref = group[group["method"] == mc.REFERENCE]
-            others = group[(group["method"] != mc.REFERENCE) & (group["verdict"] != "")]
+            ref = group[group["method"] == ms.REFERENCE]
+            others = group[(group["method"] != ms.REFERENCE) & (group["verdict"] != "")]
             fair = "s / target" in group
             for _, row in others.iterrows():
                 out["cells"].append({"method": row["method"], "name": name, "budget": budget,
@@ -235,7 +234,7 @@ def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] 
                                     "95% interval": best["95% interval"],
                                     "Holm p": best["Holm p"], "verdict": best["verdict"]})
         out["reference_seconds"][name] = study_reference_seconds(records[study])
-        ttt = mc.time_to_target(records[study], 1.0)
+        ttt = ms.time_to_target(records[study], 1.0)
         out["times"][name] = dict(zip(ttt["method"], ttt["median_seconds"]))
         for _, row in ttt.iterrows():
             out["ttt_rows"].append({"data": name, "method": row["method"], "target (%)": f"{row['target (%)']:.2f}",
@@ -256,7 +255,7 @@ def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] 
     return out
 
 
-NO_VERDICT = ("over time", f"{mc.REFERENCE} off target")  # the time rule's verdicts: no verdict on accuracy
+NO_VERDICT = ("over time", f"{ms.REFERENCE} off target")  # the time rule's verdicts: no verdict on accuracy
 # A dataset key ending so names a study whose runs last about a minute (gpu_budget_study.sh sst2-long); its
 # verdicts are set beside those of the key without it, whose runs last seconds.
 LONG_SUFFIX = "-long"
@@ -271,7 +270,7 @@ def study_reference_seconds(records: Sequence[dict]) -> float:
     if shared:
         return float(np.median(shared))
     try:
-        return mc.reference_seconds([r for r in records if r.get("method") == "baseline" and not r.get("time_budget")])
+        return ms.reference_seconds([r for r in records if r.get("method") == "baseline" and not r.get("time_budget")])
     except ValueError:  # no finished run of the full baseline
         return math.nan
 
@@ -383,8 +382,8 @@ def _holm(text: str) -> str:
 def _time_rule(found: dict) -> str:
     """Return the time rule of `found`'s protocol in words."""
     if found["fair"]:
-        return f"over {mc.EQUAL_TIME_TOLERANCE:.0%} above their target seconds"
-    return f"over {1 + mc.EQUAL_TIME_SLACK:.2f}x `{mc.REFERENCE}`'s seconds"
+        return f"over {ms.EQUAL_TIME_TOLERANCE:.0%} above their target seconds"
+    return f"over {1 + ms.EQUAL_TIME_SLACK:.2f}x `{ms.REFERENCE}`'s seconds"
 
 
 def _short_correction(found: dict) -> str:
@@ -395,7 +394,7 @@ def _short_correction(found: dict) -> str:
 def _correction(found: dict) -> str:
     """Return how the verdicts are made, in words, with the family's size."""
     return (f"paired t-tests over seeds, Holm-corrected over all {found['family']} comparisons: \"better\" or "
-            f"\"worse\" only where the adjusted p < {mc.VERDICT_ALPHA}")
+            f"\"worse\" only where the adjusted p < {ms.VERDICT_ALPHA}")
 
 
 def _found(cell: dict, link: bool) -> str:
@@ -408,7 +407,7 @@ def _found(cell: dict, link: bool) -> str:
     if cell["verdict"] == "over time":
         time = f", {cell['ratio']} of its target seconds" if cell["fair"] else f", {cell['ratio']}x its time"
     elif cell["verdict"] in NO_VERDICT:
-        time = f", `{mc.REFERENCE}` off target"
+        time = f", `{ms.REFERENCE}` off target"
     return f"`{cell['method']}` on {name} at {cell['budget']} ({cell['diff']} pt, {cell['interval']}, " \
            f"{_holm(cell['holm'])}{time})"
 
@@ -459,12 +458,12 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
             counts[cell["method"]] = counts.get(cell["method"], 0) + 1
         (first, n_first), *rest = counts.items()
         named = "".join(f" and `{m}` in {n}" for m, n in rest)
-        verdict = (f"**At equal wall-clock on {data}, `{first}` beats `{mc.REFERENCE}` in {n_first} of the {cells} "
+        verdict = (f"**At equal wall-clock on {data}, `{first}` beats `{ms.REFERENCE}` in {n_first} of the {cells} "
                    f"cells{named}; no other method does**, on {_short_correction(found)}.")
     else:
         verdict = (f"**No method beats simply training for less time**: in none of the {cells} "
                    f"cell{'' if cells == 1 else 's'} of {data} is a "
-                   f"method better than `{mc.REFERENCE}` on {_short_correction(found)}")
+                   f"method better than `{ms.REFERENCE}` on {_short_correction(found)}")
         closest = found["closest"]
         verdict += (f"; the closest: `{closest['method']}` on [{closest['name']}] at {closest['budget']} "
                     f"({closest['diff']} pt, {_holm(closest['holm'])})." if closest else ".")
@@ -532,11 +531,11 @@ def _fastest(found: dict) -> str:
     faster: dict[str, list[str]] = {}
     for row in found["ttt_rows"]:
         speed = row["speed-up vs short-schedule"]
-        if row["method"] != mc.REFERENCE and speed != "—" and float(speed.rstrip("x")) > 1:
+        if row["method"] != ms.REFERENCE and speed != "—" and float(speed.rstrip("x")) > 1:
             faster.setdefault(row["data"], []).append(
                 f"`{row['method']}` {speed} {row['speed-up 95% bootstrap']}, faster on {row['seeds faster']} seeds")
     return " ".join(f"On {name}: {'; '.join(faster[name])}." if name in faster else
-                    f"On {name} no method reached it sooner than `{mc.REFERENCE}`."
+                    f"On {name} no method reached it sooner than `{ms.REFERENCE}`."
                     for name in dict.fromkeys(row["data"] for row in found["ttt_rows"]))
 
 
@@ -558,27 +557,27 @@ def equal_time_markdown(results_dir: str | Path = "results", link_base: Path | N
         return NO_EQUAL_TIME
     wins, losses = found["wins"], found["losses"]
     if wins:
-        verdict = f"At equal wall-clock, these beat `{mc.REFERENCE}`: " + "; ".join(_found(w, False) for w in wins) + "."
+        verdict = f"At equal wall-clock, these beat `{ms.REFERENCE}`: " + "; ".join(_found(w, False) for w in wins) + "."
     else:
         verdict = (f"**No method beats simply training for less time**: at equal wall-clock no budgeted method is "
-                   f"better than `{mc.REFERENCE}`.")
+                   f"better than `{ms.REFERENCE}`.")
         if found["closest"]:
             verdict += f" The closest: {_found(found['closest'], False)}."
     if losses:
-        verdict += f" Behind `{mc.REFERENCE}`: " + "; ".join(_found(cell, False) for cell in losses) + "."
+        verdict += f" Behind `{ms.REFERENCE}`: " + "; ".join(_found(cell, False) for cell in losses) + "."
     if found["over"]:
         verdict += (f" Not at equal time ({_time_rule(found)}), so no verdict: "
                     + "; ".join(_found(cell, False) for cell in found["over"]) + ".")
     own = _cell_verdicts(found, "mclearn")
     if own:
-        verdict += f" `mclearn` against `{mc.REFERENCE}`{_preset_tally(own)}."
+        verdict += f" `mclearn` against `{ms.REFERENCE}`{_preset_tally(own)}."
     links = [f"[`{study}`](#{anchor(study)}) ({device})" for study, _, device in found["studies"]]
     n = len(found["studies"])
     parts = [f"Verdicts: {_correction(found)}; the simultaneous intervals in the study tables are Bonferroni's "
-             f"at 1 - {mc.VERDICT_ALPHA}/{found['family']}.\n",
+             f"at 1 - {ms.VERDICT_ALPHA}/{found['family']}.\n",
              f"{verdict} From {n} stud{'y' if n == 1 else 'ies'} ({', '.join(links)}; up to {found['seeds']} seeds; "
              f"accuracy on the test split; every method's lr by one rule). The table: at each budget, "
-             f"`{mc.REFERENCE}` and the method at equal time with the largest mean difference from it.\n",
+             f"`{ms.REFERENCE}` and the method at equal time with the largest mean difference from it.\n",
              _table(pd.DataFrame(found["rows"])) + "\n"]
     scale = scale_sentence(found, link=False)
     if scale:
@@ -592,14 +591,14 @@ def equal_time_markdown(results_dir: str | Path = "results", link_base: Path | N
     if figures:
         folder.mkdir(parents=True, exist_ok=True)
         taus = [round(t, 2) for t in np.arange(1.0, 3.001, 0.01)]
-        mc.plot_performance_profile(mc.performance_profile(found["times"], taus), folder / "performance_profile.png")
+        ms.plot_performance_profile(ms.performance_profile(found["times"], taus), folder / "performance_profile.png")
         pd.DataFrame(found["ttt_rows"]).to_csv(folder / "time_to_target.csv", index=False)
     png = _link(folder / "performance_profile.png", link_base)
     profile_note = (f" Performance profile over the studies: [`{png}`]({png})."
                     if (folder / "performance_profile.png").exists() else "")
     parts.append(f"Time to target (the full baseline's median eval accuracy - 1 point; per seed the fastest run at "
-                 f"any budget, median over seeds; intervals: {mc.BOOTSTRAP_RESAMPLES:,} bootstrap resamples of the "
-                 f"seeds, generator seed {mc.BOOTSTRAP_SEED}). {_fastest(found)}" + profile_note + "\n")
+                 f"any budget, median over seeds; intervals: {ms.BOOTSTRAP_RESAMPLES:,} bootstrap resamples of the "
+                 f"seeds, generator seed {ms.BOOTSTRAP_SEED}). {_fastest(found)}" + profile_note + "\n")
     parts.append(_table(pd.DataFrame(found["ttt_rows"])) + "\n")
     return "\n".join(parts)
 
@@ -610,10 +609,10 @@ PREVIOUS_FIGURES = "equal-time-previous"  # its figures folder under results/fig
 PREVIOUS_CHANGES = ("What changed since (the fair protocol): every budgeted method, `short-schedule` included, tunes "
                     "its own lr at every budget it reports; equal time is kept by the clock (each run trains until "
                     "its train seconds reach its share of the reference seconds, within "
-                    f"{mc.EQUAL_TIME_TOLERANCE:.0%}); every schedule ends at the run's last update; one graph-capture "
+                    f"{ms.EQUAL_TIME_TOLERANCE:.0%}); every schedule ends at the run's last update; one graph-capture "
                     "policy for every method; and the verdicts are Holm-corrected. These studies kept each method's lr "
                     "from 1/2, budgets priced from measured step costs and judged at "
-                    f"{1 + mc.EQUAL_TIME_SLACK:.2f}x `{mc.REFERENCE}`'s seconds.")
+                    f"{1 + ms.EQUAL_TIME_SLACK:.2f}x `{ms.REFERENCE}`'s seconds.")
 
 
 def previous_markdown(results_dir: str | Path = "results", link_base: Path | None = None,
@@ -633,16 +632,16 @@ NO_ABLATION = ("_No ablation study yet: run `bash benchmarks/gpu_ablation.sh DAT
 
 
 def ablation_records(results_dir: str | Path = "results") -> tuple[list[str], list[dict]]:
-    """Return (the studies of the latest ablation of <results>/summary.csv (mc.latest_ablation: the
+    """Return (the studies of the latest ablation of <results>/summary.csv (ms.latest_ablation: the
     switch's under the fair protocol once it has run, else the variants'), by name; their run records)."""
     rows = _summary(results_dir)
-    studies = [] if rows is None else mc.latest_ablation(_ablation_names(rows))
-    return studies, [r for study in studies for r in mc.load_runs(results_dir, study)]
+    studies = [] if rows is None else ms.latest_ablation(_ablation_names(rows))
+    return studies, [r for study in studies for r in ms.load_runs(results_dir, study)]
 
 
 def ablation_choice(results_dir: str | Path = "results") -> str | None:
-    """Return the variant mc.ablation_table's rule chooses over every ablation study, None without one."""
-    return mc.ablation_table(ablation_records(results_dir)[1]).attrs["chosen"]
+    """Return the variant ms.ablation_table's rule chooses over every ablation study, None without one."""
+    return ms.ablation_table(ablation_records(results_dir)[1]).attrs["chosen"]
 
 
 # --- the ablation's paragraphs: its numbers (mcstudy.ablation) in sentences -------------------------
@@ -848,38 +847,38 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
 
 
 def ablation_markdown(results_dir: str | Path = "results", link_base: Path | None = None) -> str:
-    """Return the ablation in markdown, from the run files of every ablation study: mc.ABLATION_RULE,
-    mc.ablation_table (the short schedule's reference row last), the chosen variant, and per dataset
+    """Return the ablation in markdown, from the run files of every ablation study: ms.ABLATION_RULE,
+    ms.ablation_table (the short schedule's reference row last), the chosen variant, and per dataset
     (linking its run files) ablation_paragraphs' paragraph, which ends with the chosen preset's
     5-seed result in the dataset's fair-protocol study (the ablation study's prefix and
-    mc.FAIR_SUFFIX) where there is one, else in its equal-time study (mc.equal_time_study_of), with
+    ms.FAIR_SUFFIX) where there is one, else in its equal-time study (ms.equal_time_study_of), with
     the verdicts of its protocol's Holm family (`equal_time_families`), or that it is not yet run. Links the
     diagnostics file of benchmarks/ablation.py when it exists."""
     studies, records = ablation_records(results_dir)
-    table = mc.ablation_table(records)
+    table = ms.ablation_table(records)
     if table.attrs["chosen"] is None:
         return NO_ABLATION
     rows = _summary(results_dir)
     present = set(rows["study"].astype(str))
     equal_time, families = {}, equal_time_families(results_dir)
     for study in studies:
-        fair = study.removesuffix(mc.ABLATION_SUFFIX) + mc.FAIR_SUFFIX  # the answer's study of the dataset, if any
-        other = fair if fair in present else mc.equal_time_study_of(study)
-        equal_time[mc._ablation_dataset(study)] = (other, mc.load_runs(results_dir, other) if other in present else [],
+        fair = study.removesuffix(ms.ABLATION_SUFFIX) + ms.FAIR_SUFFIX  # the answer's study of the dataset, if any
+        other = fair if fair in present else ms.equal_time_study_of(study)
+        equal_time[ms._ablation_dataset(study)] = (other, ms.load_runs(results_dir, other) if other in present else [],
                                                    families.get(other))
     paragraphs = ablation_paragraphs(records, equal_time)
     tally = _preset_tally([(dataset, budget, verdict) for dataset, (_, runs, family) in equal_time.items()
-                           for budget, verdict in mc.chosen_preset_verdicts(runs, table.attrs["chosen"], family)])
-    parts = [mc.ABLATION_RULE + "\n", _table(table) + "\n",
+                           for budget, verdict in ms.chosen_preset_verdicts(runs, table.attrs["chosen"], family)])
+    parts = [ms.ABLATION_RULE + "\n", _table(table) + "\n",
              f"Chosen: `{table.attrs['chosen']}`" + (f"; as the `mclearn` preset, over its seeds in the studies the "
-                                                     f"paragraphs below end with, against `{mc.REFERENCE}`{tally}"
+                                                     f"paragraphs below end with, against `{ms.REFERENCE}`{tally}"
                                                      if tally else "") + ".\n"]
-    every_run = Path(results_dir) / mc.ablation_folder(studies) / "ablation_table.md"
+    every_run = Path(results_dir) / ms.ablation_folder(studies) / "ablation_table.md"
     if every_run.exists():
         link = _link(every_run, link_base)
         parts.append(f"Every run's numbers (`python3 benchmarks/ablation.py`): [`{link}`]({link}).\n")
     for study in studies:
-        dataset = mc._ablation_dataset(study)
+        dataset = ms._ablation_dataset(study)
         if dataset in paragraphs:
             runs = _link(Path(results_dir, "runs", study), link_base) + "/"
             parts.append(f"**{dataset}** ([`{runs}`]({runs})): {paragraphs[dataset]}\n")
@@ -942,7 +941,7 @@ def results_readme(results_dir: str | Path = "results", path: Path | None = None
             "between `<!-- notes:... -->` markers,\nwhich regeneration keeps. Accuracy is mean ± std over seeds; "
             "train seconds are the median [min–max];\nspeed-ups count against the optimized baseline measured in "
             "the same study on the same device. The\nREADME's answer is the first section's short form.\n\n"
-            f"## {EQUAL_TIME_HEADING}\n\nDoes anything beat `{mc.REFERENCE}`, the optimized baseline cut to the "
+            f"## {EQUAL_TIME_HEADING}\n\nDoes anything beat `{ms.REFERENCE}`, the optimized baseline cut to the "
             f"budget?\n\n{notes_block(EQUAL_TIME_KEY, notes)}\n"
             f"{equal_time_markdown(results_dir, base, figures)}\n")
     previous = previous_markdown(results_dir, base, figures)
@@ -986,30 +985,30 @@ def update_readme(readme: str | Path = REPO / "README.md", results_dir: str | Pa
 
 def fewer_runs(summary, rows) -> list[str]:
     """Return "study/label-seed<k>" of each run that the published summary.csv at `summary` lists and
-    the summary rows `rows` (mc.summary_rows) lack; none when there is no published file."""
+    the summary rows `rows` (ms.summary_rows) lack; none when there is no published file."""
     if not Path(summary).exists():
         return []
 
     def keys(frame) -> set[tuple[str, str, float, str]]:
-        frame = mc._with_summary_defaults(frame)
+        frame = ms._with_summary_defaults(frame)
         return {(str(s), str(m), round(float(b), 6), str(int(k))) for s, m, b, k in
                 zip(frame["study"], frame["method"], frame["time_budget"], frame["seed"])}
 
-    return [f"{s}/{mc.run_label(m, b)}-seed{k}" for s, m, b, k in sorted(keys(mc.read_summary(summary)) - keys(rows))]
+    return [f"{s}/{ms.run_label(m, b)}-seed{k}" for s, m, b, k in sorted(keys(ms.read_summary(summary)) - keys(rows))]
 
 
 def publish(readme: Path, results_dir: Path, allow_fewer: bool = False) -> None:
     """Re-summarize <results_dir>/runs into summary.csv and rewrite results/README.md and the answer
     of `readme`, after checking what they are written from: raise ValueError (one line naming what
     is missing and the fix) when the run folder is missing or holds no run file, when a run file
-    is unreadable or not the run its name says (mc.load_runs), when `readme` lacks its answer
+    is unreadable or not the run its name says (ms.load_runs), when `readme` lacks its answer
     markers, and when runs that the published summary.csv lists are gone (`allow_fewer`: published
     without them, named in a note). Nothing is written before every check holds."""
     runs = results_dir / "runs"
-    if not runs.is_dir() or not any(runs.glob(f"*/*{mc.RUN_FILE_SUFFIX}")):
+    if not runs.is_dir() or not any(runs.glob(f"*/*{ms.RUN_FILE_SUFFIX}")):
         raise ValueError(f"{runs} holds no run files, and make_readme.py writes every table from them: restore "
                          f"them (git checkout -- {runs}) or run a sweep first")
-    rows = mc.summary_rows(results_dir, unreadable="refuse")
+    rows = ms.summary_rows(results_dir, unreadable="refuse")
     gone = fewer_runs(results_dir / "summary.csv", rows)
     if gone and not allow_fewer:
         raise ValueError(f"{len(gone)} run(s) that {results_dir / 'summary.csv'} publishes are gone from {runs} "
@@ -1019,7 +1018,7 @@ def publish(readme: Path, results_dir: Path, allow_fewer: bool = False) -> None:
         print(f"note: publishing without {len(gone)} run(s) that summary.csv listed: {', '.join(gone[:10])}"
               f"{' ...' if len(gone) > 10 else ''}")
     replace_between(readme.read_text(), ANSWER_MARKERS, "", readme)  # its markers, before anything is written
-    mc.write_summary(results_dir, rows)
+    ms.write_summary(results_dir, rows)
     update_readme(readme, results_dir)
 
 

@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mclearn_core as mc  # noqa: E402
+import mcstudy as ms  # noqa: E402
 
 # Dense bf16/fp16 tensor-core peaks from the vendors' datasheets (FLOP/s), for MFU.
 PEAK_FLOPS = {"h100": 989e12, "h200": 989e12, "a100": 312e12, "l4": 121e12, "t4": 65e12}
@@ -94,7 +95,7 @@ def warmup_steps(trainer, count: int) -> list[int]:
     steps = list(range(min(count, trainer.num_steps())))
     plan = getattr(trainer, "plan", None)
     cfg = trainer.ctx.cfg
-    if plan is not None and mc.graphs_enabled(cfg):
+    if plan is not None and ms.graphs_enabled(cfg):
         seen: dict[tuple[int, int], int] = {}
         for i, (rows, width) in enumerate(plan):
             key = (len(rows), width)
@@ -114,15 +115,15 @@ def model_flops_per_token(model: torch.nn.Module, mean_length: float) -> float:
 
 
 def variant_context(changes: dict, method: str, args, data: mc.EncodedSplit, device: torch.device,
-                    base_model: torch.nn.Module) -> mc.RunContext:
+                    base_model: torch.nn.Module) -> ms.RunContext:
     """Return a fresh RunContext (a copy of the model) for `method` under the variant's knobs."""
-    cfg = mc.make_config("cpu" if device.type == "cpu" else "h100", model_name="bench", dataset="bench",
+    cfg = ms.make_config("cpu" if device.type == "cpu" else "h100", model_name="bench", dataset="bench",
                          epochs=1, max_length=args.max_length, **changes)
     if device.type == "cpu":
-        cfg = mc.replace_config(cfg, precision="fp32", compile_mode="")
-    cfg = mc.config_for_method(cfg, method)
+        cfg = ms.replace_config(cfg, precision="fp32", compile_mode="")
+    cfg = ms.config_for_method(cfg, method)
     model = mc.copy.deepcopy(base_model).to(device).train()
-    ctx = mc.RunContext(cfg=cfg, model=model, train=data, eval=data, num_labels=4, device=device,
+    ctx = ms.RunContext(cfg=cfg, model=model, train=data, eval=data, num_labels=4, device=device,
                         generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator(device=device).manual_seed(0))
     if cfg.precision == "fp16" and device.type == "cuda":
@@ -130,16 +131,16 @@ def variant_context(changes: dict, method: str, args, data: mc.EncodedSplit, dev
     return ctx
 
 
-class PlainUpdates(mc.Method):
+class PlainUpdates(ms.Method):
     """The baseline's plain update (forward, loss, backward, clip, AdamW) on a given list of
     (device rows, width) passes, replayed as CUDA graphs when the variant has graphs on."""
 
     graphable = True
 
-    def __init__(self, ctx: mc.RunContext, passes: list[tuple[torch.Tensor, int]]):
+    def __init__(self, ctx: ms.RunContext, passes: list[tuple[torch.Tensor, int]]):
         super().__init__(ctx)
         self.passes = passes
-        self.graphed: mc.GraphedUpdate | None = None  # built at the first step, once ctx.graphs is set
+        self.graphed: ms.GraphedUpdate | None = None  # built at the first step, once ctx.graphs is set
 
     def num_steps(self) -> int:
         return len(self.passes)
@@ -148,7 +149,7 @@ class PlainUpdates(mc.Method):
         rows, width = self.passes[i]
         if self.graphed is None:
             ctx = self.ctx
-            self.graphed = mc.GraphedUpdate(ctx, lambda inputs, key: mc.plain_update(ctx, ctx.train, inputs["rows"], key[1]))
+            self.graphed = ms.GraphedUpdate(ctx, lambda inputs, key: ms.plain_update(ctx, ctx.train, inputs["rows"], key[1]))
         out = self.graphed.step((len(rows), width), {"rows": rows})
         self.ctx.scheduler.step()
         return out
@@ -185,7 +186,7 @@ def first_of_each_shape(passes: list[tuple[torch.Tensor, int]], count: int) -> l
     return out
 
 
-def timed_seconds(trainer: mc.Method, steps: Sequence[int], device: torch.device) -> float:
+def timed_seconds(trainer: ms.Method, steps: Sequence[int], device: torch.device) -> float:
     """Return the wall seconds of trainer.step over `steps`, between device syncs."""
     mc._sync(device)
     start = time.perf_counter()
@@ -202,7 +203,7 @@ def replay_trainer(passes: list[tuple[torch.Tensor, int]], changes: dict, args, 
     ctx = variant_context(changes, "baseline", args, data, device, base_model)
     plain = PlainUpdates(ctx, passes)
     warm = first_of_each_shape(passes, ctx.cfg.graph_warmup_steps + 1)
-    mc.build_optimization(ctx, plain, extra_steps=len(warm))
+    ms.build_optimization(ctx, plain, extra_steps=len(warm))
     for i in warm:
         plain.step(i)
     return plain
@@ -226,7 +227,7 @@ def git_commit() -> str:
         return os.environ["MCLEARN_COMMIT"]
 
     try:
-        root = mc.REPO_ROOT
+        root = ms.REPO_ROOT
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
@@ -241,9 +242,9 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
     """Time one epoch of `method` under the variant's config; return the result row."""
     ctx = variant_context(changes, method, args, data, device, base_model)
     cfg, model = ctx.cfg, ctx.model
-    trainer = mc.METHODS[method](ctx)
+    trainer = ms.METHODS[method](ctx)
     if getattr(trainer, "priced", False):  # untimed, once per process in a study (prepare)
-        ctx.step_costs = mc.measure_step_costs(cfg, model, data, device, rows=mc.calibration_rows(cfg))
+        ctx.step_costs = ms.measure_step_costs(cfg, model, data, device, rows=ms.calibration_rows(cfg))
     mc._sync(device)
     t0 = time.perf_counter()
     trainer.setup()
@@ -252,7 +253,7 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
     # its pools, so it times the steps after its warm-up.
     warm_steps = warmup_steps(trainer, args.warmup) if method == "baseline" else list(range(min(args.warmup, steps - 1)))
     timed = range(steps) if method == "baseline" else range(len(warm_steps), steps)
-    mc.build_optimization(ctx, trainer, extra_steps=len(warm_steps) if method == "baseline" else 0)
+    ms.build_optimization(ctx, trainer, extra_steps=len(warm_steps) if method == "baseline" else 0)
     setup_seconds = time.perf_counter() - t0
     warm = time.perf_counter()
     for i in warm_steps:
@@ -278,7 +279,7 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
         extra["full_pass_replay_seconds"] = round(plain, 3)
         extra["overhead_fraction"] = round(1 - plain / seconds, 4)
     tokens = n_backward * float(data.lengths.float().mean())
-    device_name = mc.device_name(device)
+    device_name = ms.device_name(device)
     peak = next((v for k, v in PEAK_FLOPS.items() if k in device_name.lower()), float("nan"))
     flops = model_flops_per_token(model, float(data.lengths.float().mean())) * tokens
     return {"variant": name, "method": method, "device": device_name, "batch_size": cfg.batch_size,
@@ -297,14 +298,14 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a 2-layer width-64 model (CPU smoke)")
     parser.add_argument("--runs", nargs="*", default=DEFAULT_RUNS,
                         help="variant:method pairs, in order (the file is rewritten after each)")
-    parser.add_argument("--out", default=str(mc.REPO_ROOT / "results" / "bench"))
+    parser.add_argument("--out", default=str(ms.REPO_ROOT / "results" / "bench"))
     parser.add_argument("--append", action="store_true",
                         help="keep the rows already in the device's file, replacing those re-measured")
     args = parser.parse_args()
     base_model, device, data = bench_workload(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "-" for c in mc.device_name(device).lower()).strip("-")
+    slug = "".join(c if c.isalnum() else "-" for c in ms.device_name(device).lower()).strip("-")
     path = out / f"{slug}{'-tiny' if args.tiny else ''}.json"
     runs = [tuple(run.rsplit(":", 1)) for run in args.runs]
     kept = [r for r in (json.loads(path.read_text()) if args.append and path.exists() else [])
@@ -314,7 +315,7 @@ def main() -> None:
     for name, method in runs:
         row = run_variant(name, method, VARIANTS[name], args, data, device, base_model)
         rows.append(row)
-        mc.write_json_atomic(path, kept + rows)  # a run cut short keeps the rows measured so far
+        ms.write_json_atomic(path, kept + rows)  # a run cut short keeps the rows measured so far
         overhead = row.get("overhead_fraction")
         print(f"{row['variant']:<44} {row['method']:<9} {row['train_seconds']:>9.2f} "
               f"{row['tokens_per_s']:>12.0f} {row['mfu'] if row['mfu'] is not None else float('nan'):>7.3f} "

@@ -4,10 +4,10 @@
 # the short schedule and the ablation's MC-Learn variants at budgets 1/3 and 1/2, one seed, each at its own
 # lr at each budget (lr_factors, grown past its edges) and on a clock of budget x the reference seconds, as
 # every budgeted run of the fair studies; then benchmarks/ablation.py writes the ablation table (its rule
-# above it) over the latest ablation's studies in results/ (mc.latest_ablation) to results/ablation/fair/.
-# ABLATION_SET=switch (the default) is the switch's ablation: mclearn_core.SWITCH_ABLATION
+# above it) over the latest ablation's studies in results/ (mcstudy.ablation.latest_ablation) to results/ablation/fair/.
+# ABLATION_SET=switch (the default) is the switch's ablation: mcstudy.config.SWITCH_ABLATION
 # (the `mclearn` preset, its scores for free, each with the switch on and off) in the study
-# <DATASET>-<model>-<gpu>-fair-ablation (mc.FAIR_ABLATION_SUFFIX); ABLATION_SET=variants is the variants' ablation:
+# <DATASET>-<model>-<gpu>-fair-ablation (mcstudy.runs.FAIR_ABLATION_SUFFIX); ABLATION_SET=variants is the variants' ablation:
 # every variant of MCLEARN_VARIANTS without the switch in <DATASET>-<model>-<gpu>-ablation (its committed
 # runs were made under the previous protocol).
 # Usage: bash benchmarks/gpu_ablation.sh DATASET MODEL_DIR OUT_DIR     (arguments as gpu_budget_study.sh's)
@@ -22,13 +22,13 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 case "${ABLATION_SET:-switch}" in
-  switch) variants="mc.SWITCH_ABLATION" suffix=FAIR_ABLATION_SUFFIX ;;
-  variants) variants="(v for v, parts in mc.MCLEARN_VARIANTS.items() if 'switch' not in parts)" suffix=ABLATION_SUFFIX ;;
+  switch) variants="ms.SWITCH_ABLATION" suffix=FAIR_ABLATION_SUFFIX ;;
+  variants) variants="(v for v, parts in ms.MCLEARN_VARIANTS.items() if 'switch' not in parts)" suffix=ABLATION_SUFFIX ;;
   *) echo "ABLATION_SET=${ABLATION_SET} is not an ablation: switch (the default) or variants" >&2; exit 2 ;;
 esac
-methods=$(cd "$root" && python3 -c "import json, mclearn_core as mc
+methods=$(cd "$root" && python3 -c "import json, mcstudy as ms
 print(json.dumps(['baseline', 'short-schedule', *$variants], separators=(',', ':')))")
-suffix=$(cd "$root" && python3 -c "import mclearn_core as mc; print(mc.$suffix)")  # -fair-ablation or -ablation
+suffix=$(cd "$root" && python3 -c "import mcstudy as ms; print(ms.$suffix)")  # -fair-ablation or -ablation
 params="methods=$methods time_budgets=[0.3333333333333333,0.5] method_budgets={} method_seeds={} lr_factors=${LR_FACTORS:-[0.5,1,2]}"
 case "${1:-}" in
   --params) echo "$params"; exit 0 ;;

@@ -26,7 +26,7 @@ if [ $# -lt 3 ]; then sed -n 2,19p "$0"; exit 2; fi
 key=$1; model=$(cd "$2" && pwd); out=$3
 source "$root/benchmarks/notebook_env.sh"
 hub_model=sentence-transformers/$(basename "$model")
-copies="$root/.gpu/copies"  # <hub id> -> the local folder (mclearn_core.local_copy)
+copies="$root/.gpu/copies"  # <hub id> -> the local folder (mcstudy.config.local_copy)
 mkdir -p "$copies/glue" "$copies/sentence-transformers"
 sst2_dir=${SST2_DIR:-$root/.gpu/data/sst2}
 [ -d "$sst2_dir" ] && ln -sfn "$(cd "$sst2_dir" && pwd)" "$copies/glue/sst2"

@@ -30,13 +30,13 @@ model=$(cd "$1" && pwd); data=$(cd "$2" && pwd); out=$3; shift 3
 keys=${*:-"Monte_Carlo 01_ 02_ 03_ 04_"}
 source "$root/benchmarks/notebook_env.sh"
 hub_model=${HUB_MODEL:-sentence-transformers/$(basename "$model")}
-copies="$root/.gpu/copies"  # <hub id> -> the local folder (mclearn_core.local_copy)
+copies="$root/.gpu/copies"  # <hub id> -> the local folder (mcstudy.config.local_copy)
 mkdir -p "$copies/glue" "$copies/$(dirname "$hub_model")"
 ln -sfn "$data" "$copies/glue/sst2"
 ln -sfn "$model" "$copies/$hub_model"
 export MCLEARN_LOCAL_COPIES="$copies"
 preset=${PRESET:-auto}
-resolved=$(cd "$root" && python3 -c "import sys, mclearn_core as mc; p = sys.argv[1]; print(mc.detect_preset() if p == 'auto' else p)" "$preset")
+resolved=$(cd "$root" && python3 -c "import sys, mcstudy as ms; p = sys.argv[1]; print(ms.detect_preset() if p == 'auto' else p)" "$preset")
 short=$(model_short_name "$hub_model")
 study=${STUDY:-sst2-$short-notebooks-$resolved}
 results=${RESULTS:-results}

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import mclearn_core as mc  # noqa: E402
+import mcstudy as ms  # noqa: E402
 
 GIB = 2 ** 30
 
@@ -34,18 +34,18 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("needs a CUDA GPU")
         return 2
-    cfg = mc.make_config("auto", dataset=args.dataset, model_name=args.model, epochs=args.epochs,
+    cfg = ms.make_config("auto", dataset=args.dataset, model_name=args.model, epochs=args.epochs,
                          results_dir=tempfile.mkdtemp(), study="graph-memory-check")
-    cfg = mc.with_explicit(cfg, epochs=args.epochs)
-    prepared = mc.prepare(cfg)
-    costs = mc.measure_relative_costs(prepared)
+    cfg = ms.with_explicit(cfg, epochs=args.epochs)
+    prepared = ms.prepare(cfg)
+    costs = ms.measure_relative_costs(prepared)
     after = []
     print(f"{'run':<28}{'train s':>9}{'graphs':>8}{'peak reserved GiB':>19}{'allocated GiB':>15}{'reserved GiB':>14}")
     for i, method in enumerate(args.methods.split(",")):
-        plan = None if method == "baseline" else mc.plan_time_budget(method, args.time_budget, cfg, costs)
-        run_cfg = cfg if plan is None else mc.with_explicit(cfg, time_budget=plan.time_budget, **plan.knobs)
+        plan = None if method == "baseline" else ms.plan_time_budget(method, args.time_budget, cfg, costs)
+        run_cfg = cfg if plan is None else ms.with_explicit(cfg, time_budget=plan.time_budget, **plan.knobs)
         torch.cuda.reset_peak_memory_stats()
-        record = mc.train_method(method, run_cfg, prepared, seed=42 + i, progress=False, budget=plan)
+        record = ms.train_method(method, run_cfg, prepared, seed=42 + i, progress=False, budget=plan)
         after.append(torch.cuda.memory_reserved() / GIB)
         print(f"{record['run_label']:<28}{record['train_seconds']:>9.2f}{record['telemetry'].get('cuda_graphs', 0):>8}"
               f"{torch.cuda.max_memory_reserved() / GIB:>19.2f}{torch.cuda.memory_allocated() / GIB:>15.2f}"

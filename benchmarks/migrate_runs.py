@@ -1,7 +1,7 @@
 """Convert the run files under <results>/runs/ in the old format (plain JSON, <label>-seed<k>.json)
-to today's (gzip-compressed JSON, <label>-seed<k>.json.gz: mclearn_core.run_path), in today's
+to today's (gzip-compressed JSON, <label>-seed<k>.json.gz: mcstudy.runs.run_path), in today's
 method ids and keys, and compress their step logs (<label>-seed<k>.jsonl -> .jsonl.gz:
-mclearn_core.run_log_path); the numbers in them are kept as they are.
+mcstudy.runs.run_log_path); the numbers in them are kept as they are.
 
     python3 benchmarks/migrate_runs.py [RESULTS_DIR] [--dry-run]
 
@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import mclearn_core as mc  # noqa: E402
+import mcstudy as ms  # noqa: E402
 
 # Old names in run files -> today's: the config keys and method ids a caller is refused by
-# (mc.RENAMED), and the names only files hold; "method/key" applies in that method's files only.
+# (ms.RENAMED), and the names only files hold; "method/key" applies in that method's files only.
 FILE_RENAMED: dict[str, str] = {
-    **mc.RENAMED,
+    **ms.RENAMED,
     "mclearn-paper/budget_ratio": "step_budget_ratio",  # mclearn-paper's per-step time ratio
     "rho": "replay_share", "q": "full_prob",  # mclearn-paper's logged steps (telemetry)
 }
@@ -33,7 +33,7 @@ FILE_RENAMED: dict[str, str] = {
 
 def today_method(method: Any) -> Any:
     """Return today's id of a method id (FILE_RENAMED), or `method` when it has none."""
-    return FILE_RENAMED.get(method, method) if FILE_RENAMED.get(method) in mc.METHODS else method
+    return FILE_RENAMED.get(method, method) if FILE_RENAMED.get(method) in ms.METHODS else method
 
 
 def today_label(label: str) -> str:
@@ -63,7 +63,7 @@ def preset_method(record: dict[str, Any], study: str) -> str | None:
         return None
     if method == "mclearn" and not config.get("once_draws", False):
         return "mclearn-v1"
-    if method == "mclearn-once" and not mc.is_ablation_study(study, include_sweeps=True):
+    if method == "mclearn-once" and not ms.is_ablation_study(study, include_sweeps=True):
         return "mclearn"
     return None
 
@@ -107,13 +107,13 @@ def today_record(record: dict[str, Any], study: str) -> dict[str, Any]:
 
 def compact(record: Any) -> str:
     """Return a record as the run store writes it (compact JSON), to compare two records."""
-    return json.dumps(mc._jsonable(record), separators=(",", ":"))
+    return json.dumps(ms._jsonable(record), separators=(",", ":"))
 
 
 def old_run_files(results_dir: Path) -> list[Path]:
     """Return the run files in the old format under <results_dir>/runs/: <label>-seed<k>.json."""
-    return [p for p in sorted(results_dir.glob(f"runs/*/*{mc.OLD_RUN_FILE_SUFFIX}"))
-            if mc.RUN_FILE_NAME.fullmatch(p.name.removesuffix(mc.OLD_RUN_FILE_SUFFIX) + mc.RUN_FILE_SUFFIX)]
+    return [p for p in sorted(results_dir.glob(f"runs/*/*{ms.OLD_RUN_FILE_SUFFIX}"))
+            if ms.RUN_FILE_NAME.fullmatch(p.name.removesuffix(ms.OLD_RUN_FILE_SUFFIX) + ms.RUN_FILE_SUFFIX)]
 
 
 def migrate(results_dir: str | Path, dry_run: bool = False) -> list[tuple[Path, Path]]:
@@ -130,25 +130,25 @@ def migrate(results_dir: str | Path, dry_run: bool = False) -> list[tuple[Path, 
             raise ValueError(f"{path} holds no run record (no method and seed): move it out of {path.parent}, "
                              f"then run this again")
         record = today_record(record, path.parent.name)
-        label = str(record.get("run_label") or mc.run_label(record["method"], float(record.get("time_budget") or 0)))
-        found.append((path, record, mc.run_path(results_dir, path.parent.name, label, int(record["seed"]))))
+        label = str(record.get("run_label") or ms.run_label(record["method"], float(record.get("time_budget") or 0)))
+        found.append((path, record, ms.run_path(results_dir, path.parent.name, label, int(record["seed"]))))
     found.sort(key=lambda item: item[1].get("renamed_from") != "mclearn")
     targets = [new for _, _, new in found]
     for path, record, new in found:
         if targets.count(new) > 1:
             raise ValueError(f"{path} and another old run file both become {new}: move one of them aside")
-        if new.exists() and compact(mc.read_run(new)) != compact(record):
+        if new.exists() and compact(ms.read_run(new)) != compact(record):
             raise ValueError(f"{path} would become {new}, which exists and holds another record: move one of "
                              f"them aside")
     if dry_run:
         return [(path, new) for path, _, new in found]
     for path, record, new in found:
-        mc.write_json_atomic(new, record)
+        ms.write_json_atomic(new, record)
         path.unlink()
-        old_stem, new_stem = path.name.removesuffix(mc.OLD_RUN_FILE_SUFFIX), new.name.removesuffix(mc.RUN_FILE_SUFFIX)
+        old_stem, new_stem = path.name.removesuffix(ms.OLD_RUN_FILE_SUFFIX), new.name.removesuffix(ms.RUN_FILE_SUFFIX)
         log = path.with_name(old_stem + ".jsonl")
         if log.exists():
-            compress_log(log, mc.run_log_path(new))
+            compress_log(log, ms.run_log_path(new))
         board, target = path.with_name(old_stem + "-tb"), new.with_name(new_stem + "-tb")  # TensorBoard's (run_logs)
         if board != target and board.exists():
             if target.exists():
@@ -167,7 +167,7 @@ def compress_log(path: Path, target: Path) -> None:
             raise ValueError(f"{path} would become {target}, which exists and holds another log: move one of "
                              f"them aside, then run this again")
     else:
-        with mc.atomic_target(target) as tmp:
+        with ms.atomic_target(target) as tmp:
             tmp.write_bytes(gzip.compress(text, mtime=0))
     path.unlink()
 
@@ -177,7 +177,7 @@ def compress_logs(results_dir: str | Path, dry_run: bool = False) -> list[Path]:
     older code) to <label>-seed<k>.jsonl.gz (compress_log); return the plain logs (with dry_run:
     those it would compress, compressing nothing)."""
     logs = [p for p in sorted(Path(results_dir).glob("runs/*/*-seed*.jsonl"))  # those beside an old run: migrate's
-            if not p.with_name(p.name.removesuffix(".jsonl") + mc.OLD_RUN_FILE_SUFFIX).exists()]
+            if not p.with_name(p.name.removesuffix(".jsonl") + ms.OLD_RUN_FILE_SUFFIX).exists()]
     for path in [] if dry_run else logs:
         compress_log(path, path.with_name(path.name + ".gz"))
     return logs
@@ -185,7 +185,7 @@ def compress_logs(results_dir: str | Path, dry_run: bool = False) -> list[Path]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", nargs="?", default=str(mc.REPO_ROOT / "results"),
+    parser.add_argument("results", nargs="?", default=str(ms.REPO_ROOT / "results"),
                         help="results folder (default: results)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be converted, write nothing")
     args = parser.parse_args(argv)

@@ -25,11 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mclearn_core as mc  # noqa: E402
+import mcstudy as ms  # noqa: E402
 
 
-def scoring_trainer(prepared: mc.Prepared, seed: int = 42) -> mc.MCLearn:
-    """Return an MCLearn trainer as a run starts it (mc.start_run: a copy of the prepared model)."""
-    return mc.start_run("mclearn", mc.config_for_method(prepared.cfg, "mclearn"), prepared, seed)[1]
+def scoring_trainer(prepared: ms.Prepared, seed: int = 42) -> mc.MCLearn:
+    """Return an MCLearn trainer as a run starts it (ms.start_run: a copy of the prepared model)."""
+    return ms.start_run("mclearn", ms.config_for_method(prepared.cfg, "mclearn"), prepared, seed)[1]
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
@@ -42,7 +43,7 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def measure(prepared: mc.Prepared, refreshes: int) -> dict:
+def measure(prepared: ms.Prepared, refreshes: int) -> dict:
     """Return the measurements described in the module docstring (seconds per refresh)."""
     trainer = scoring_trainer(prepared)
     ctx, cfg = trainer.ctx, trainer.ctx.cfg
@@ -80,10 +81,10 @@ def measure(prepared: mc.Prepared, refreshes: int) -> dict:
             static_rows.copy_(mc.to_device(pools[next(it) % len(pools)], ctx.device))
             return static_pass()
         eager_batch = timed(eager_static, ctx.device, refreshes)
-        out = {"device": mc.device_name(ctx.device), "model": cfg.model_name, "dataset": cfg.dataset,
+        out = {"device": ms.device_name(ctx.device), "model": cfg.model_name, "dataset": cfg.dataset,
                "score_layer": cfg.score_layer, "score_max_length": cfg.score_max_length, "pool_rows": n,
                "width": width, "refreshes": refreshes, "product_eager_seconds": round(eager_product, 6),
-               "static_eager_seconds": round(eager_batch, 6), **mc.code_provenance()}
+               "static_eager_seconds": round(eager_batch, 6), **ms.code_provenance()}
         if ctx.device.type != "cuda":
             return {**out, "graphed": False, "note": "no CUDA device: the eager forms only"}
         side = torch.cuda.Stream(ctx.device)
@@ -120,8 +121,8 @@ def main() -> None:
     parser.add_argument("--refreshes", type=int, default=20)
     parser.add_argument("--out", default=None, help="JSON path (default results/pool_scoring/pool_scoring_graph-<gpu>.json on CUDA)")
     args = parser.parse_args()
-    cfg = mc.make_config(args.preset, **mc.parse_overrides(args.param))
-    result = measure(mc.prepare(cfg), args.refreshes)
+    cfg = ms.make_config(args.preset, **ms.parse_overrides(args.param))
+    result = measure(ms.prepare(cfg), args.refreshes)
     print(json.dumps(result, indent=1))
     out = args.out or (f"results/pool_scoring/pool_scoring_graph-{result['device'].split()[-1].lower()}.json"
                        if result["graphed"] else None)

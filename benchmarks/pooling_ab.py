@@ -17,15 +17,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mclearn_core as mc  # noqa: E402
+import mcstudy as ms  # noqa: E402
 
 
-class MeanPooledBaseline(mc.Baseline):
+class MeanPooledBaseline(ms.Baseline):
     """The baseline trained and evaluated through the published mean-pooled head (eager steps)."""
 
     name = "baseline-meanpool"
     graphable = False
 
-    def __init__(self, ctx: mc.RunContext):
+    def __init__(self, ctx: ms.RunContext):
         super().__init__(ctx)
         self.published = mc.MeanPooledClassifier(ctx.model)
         ctx.forward = self.forward  # every training forward of this run goes through mean pooling
@@ -43,13 +44,13 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     args = parser.parse_args()
-    mc.register_method(MeanPooledBaseline.name, MeanPooledBaseline)
-    cfg = mc.make_config(args.preset, study="pooling-ab")
-    prepared = mc.prepare(cfg)
+    ms.register_method(MeanPooledBaseline.name, MeanPooledBaseline)
+    cfg = ms.make_config(args.preset, study="pooling-ab")
+    prepared = ms.prepare(cfg)
     table = {}
     for method in ("baseline", MeanPooledBaseline.name):
         for seed in args.seeds:
-            record = mc.train_method(method, cfg, prepared, seed, progress=False)
+            record = ms.train_method(method, cfg, prepared, seed, progress=False)
             table.setdefault(method, []).append((record["accuracy"], record["train_seconds"]))
             print(f"{method:>18} seed {seed}: accuracy {record['accuracy']:.4f}, train {record['train_seconds']:.2f}s",
                   flush=True)

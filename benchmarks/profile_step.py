@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_step  # noqa: E402
 import mclearn_core as mc  # noqa: E402
+import mcstudy as ms  # noqa: E402
 
 
 def ms_per_step(trainer, steps: range, device: torch.device) -> float:
@@ -55,9 +56,9 @@ def main() -> None:
     changes = bench_step.VARIANTS[args.variant]
 
     ctx = bench_step.variant_context(changes, "mclearn", args, data, device, base_model)
-    trainer = mc.METHODS["mclearn"](ctx)
+    trainer = ms.METHODS["mclearn"](ctx)
     trainer.setup()
-    mc.build_optimization(ctx, trainer)
+    ms.build_optimization(ctx, trainer)
     passes = bench_step.record_full_passes(trainer)
     total = trainer.num_steps()
     warm, prof_steps = range(args.warmup), range(args.warmup, args.warmup + args.steps)
@@ -70,7 +71,7 @@ def main() -> None:
     plain = bench_step.replay_trainer(passes, changes, args, data, device, base_model)  # shapes warmed up
     profiled(plain, prof_steps, device, "plain updates on mclearn's full-pass batches", args.rows)
     plain_ms = ms_per_step(plain, range(prof_steps.stop, len(passes)), device)
-    print(f"\nwall ms per step without the profiler ({mc.device_name(device)}): mclearn {mclearn_ms:.2f}, "
+    print(f"\nwall ms per step without the profiler ({ms.device_name(device)}): mclearn {mclearn_ms:.2f}, "
           f"plain updates on its full-pass batches {plain_ms:.2f}, overhead {1 - plain_ms / mclearn_ms:.1%}")
 
 

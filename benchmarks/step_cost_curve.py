@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mclearn_core as mc  # noqa: E402
+import mcstudy as ms  # noqa: E402
 
 
 def plot_step_costs(curve: dict[str, Any], path: str | Path | None = None):
@@ -55,28 +56,28 @@ def main() -> None:
     parser.add_argument("--dataset", default=None, help="local folder or hub name (default: the preset's)")
     parser.add_argument("--rows", nargs="+", type=int, default=[8, 16, 32, 64, 128, 256])
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default=str(mc.REPO_ROOT / "results" / "bench"))
+    parser.add_argument("--out", default=str(ms.REPO_ROOT / "results" / "bench"))
     args = parser.parse_args()
-    cfg = mc.make_config(args.preset, model_name=args.model, dataset=args.dataset)
-    prepared = mc.prepare(mc.replace_config(cfg, cuda_graphs=False))  # no calibration yet
+    cfg = ms.make_config(args.preset, model_name=args.model, dataset=args.dataset)
+    prepared = ms.prepare(ms.replace_config(cfg, cuda_graphs=False))  # no calibration yet
     rows = []
     for graphed in ([False, True] if prepared.device.type == "cuda" else [False]):
-        costs = mc.measure_step_costs(mc.replace_config(cfg, cuda_graphs=graphed), prepared.base_model,
+        costs = ms.measure_step_costs(ms.replace_config(cfg, cuda_graphs=graphed), prepared.base_model,
                                       prepared.train, prepared.device, rows=args.rows, graphed=graphed,
                                       repeats=args.repeats)
         for item in costs.record()["update_seconds"]:
             rows.append({"mode": "graphed" if costs.graphed else "eager", **item})
         for message in costs.warnings:
             print(f"warning ({'graphed' if graphed else 'eager'}): {message}")
-    device = mc.device_name(prepared.device)
+    device = ms.device_name(prepared.device)
     model = Path(cfg.model_name).name
     slug = "".join(c if c.isalnum() else "-" for c in f"{model}-{device}".lower()).strip("-")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"model": model, "dataset": mc.portable_path(prepared.source), "device": device,
-               "precision": cfg.precision, "commit": os.environ.get("MCLEARN_COMMIT") or mc.environment_versions()["git_commit"],
+    payload = {"model": model, "dataset": ms.portable_path(prepared.source), "device": device,
+               "precision": cfg.precision, "commit": os.environ.get("MCLEARN_COMMIT") or ms.environment_versions()["git_commit"],
                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
-    mc.write_json_atomic(out / f"step-cost-{slug}.json", payload)
+    ms.write_json_atomic(out / f"step-cost-{slug}.json", payload)
     plot_step_costs(payload, out / f"step-cost-{slug}.png")
     for row in rows:
         print(f"{row['mode']:>8} rows {row['rows']:>4} width {row['width']:>4}: {row['seconds'] * 1e3:8.2f} ms")

@@ -37,8 +37,8 @@ BREAK_FILE=mcstudy/equal_time.py run "simultaneous interval at 1 - alpha, not 1 
   'paired_difference(test["acc"], test["ref_acc"], 1 - VERDICT_ALPHA / m)' \
   'paired_difference(test["acc"], test["ref_acc"], 1 - VERDICT_ALPHA)'
 BREAK_FILE=make_readme.py run "Holm: one family per study, not over the answer's studies" \
-  'tables = mc.equal_time_tables(records) if records else {}' \
-  'tables = {study: mc.equal_time_table(runs) for study, runs in records.items()}' "${README_TESTS[@]}"
+  'tables = ms.equal_time_tables(records) if records else {}' \
+  'tables = {study: ms.equal_time_table(runs) for study, runs in records.items()}' "${README_TESTS[@]}"
 BREAK_FILE=mcstudy/equal_time.py run "fair: a cell over its target keeps its verdict" \
   'if own_ratio > 1 + EQUAL_TIME_TOLERANCE:' 'if False:'
 BREAK_FILE=mcstudy/equal_time.py run "fair: short-schedule off its target still gives verdicts" \
@@ -107,7 +107,7 @@ BREAK_FILE=make_readme.py run "lr table: an unresolved edge is not named" \
 BREAK_FILE=make_readme.py run "ablation: the 5-seed verdicts in the preset's own family, not the answer's" \
   'families.get(other))' 'None)' "${README_TESTS[@]}"
 BREAK_FILE=make_readme.py run "ablation: the 5-seed result read from the previous protocol's study beside a fair one" \
-  'other = fair if fair in present else mc.equal_time_study_of(study)' 'other = mc.equal_time_study_of(study)' \
+  'other = fair if fair in present else ms.equal_time_study_of(study)' 'other = ms.equal_time_study_of(study)' \
   "${README_TESTS[@]}"
 BREAK_FILE=make_readme.py run "answer: the previous protocol's leader counts leads bought with more time" \
   'if cell["verdict"] not in NO_VERDICT and cell["interval"] not in ("", "—")' \

@@ -79,11 +79,11 @@ BREAK_FILE=mcstudy/cli.py run "notebook parameters: draws may be 0" \
 # -- make_readme.py
 BREAK_TESTS=("${README[@]}")
 BREAK_FILE=make_readme.py run "make_readme: no run files is no error" \
-  'if not runs.is_dir() or not any(runs.glob(f"*/*{mc.RUN_FILE_SUFFIX}")):' 'if False:'
+  'if not runs.is_dir() or not any(runs.glob(f"*/*{ms.RUN_FILE_SUFFIX}")):' 'if False:'
 BREAK_FILE=make_readme.py run "make_readme: runs gone from what summary.csv published pass" \
   'if gone and not allow_fewer:' 'if False:'
 BREAK_FILE=make_readme.py run "make_readme: an unreadable run file is left out" \
-  'rows = mc.summary_rows(results_dir, unreadable="refuse")' 'rows = mc.summary_rows(results_dir, unreadable="skip")'
+  'rows = ms.summary_rows(results_dir, unreadable="refuse")' 'rows = ms.summary_rows(results_dir, unreadable="skip")'
 # -- run_notebooks.py
 BREAK_TESTS=("${RUNNER[@]}")
 BREAK_FILE=run_notebooks.py run "run_notebooks: --only matching nothing runs nothing, exit 0" \
@@ -110,4 +110,4 @@ BREAK_FILE=mcstudy/tables.py run "run store: a table leaves a run file of the ol
 BREAK_FILE=benchmarks/migrate_runs.py run "migration: examples_seen is kept as it is" \
   '    if "examples_seen" in record:' '    if False:'
 BREAK_FILE=benchmarks/migrate_runs.py run "migration: a run stored both ways is overwritten" \
-  'if new.exists() and compact(mc.read_run(new)) != compact(record):' 'if False:'
+  'if new.exists() and compact(ms.read_run(new)) != compact(record):' 'if False:'

@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import mclearn_core as mc  # noqa: E402
+import mcstudy as ms  # noqa: E402
 import mcstudy.train  # noqa: E402
 
 # One intra-op thread: the suite runs many tiny ops, and on a shared 2-core machine torch's default
@@ -25,7 +26,7 @@ import mcstudy.train  # noqa: E402
 torch.set_num_threads(int(os.environ.get("MCLEARN_TEST_THREADS", "1")))
 
 
-REAL_HOST_LOAD = mc.host_load
+REAL_HOST_LOAD = ms.host_load
 IDLE_HOST = {"checked": True, "load_avg": 0.0, "cpu_count": 2, "other_cores": 0.0, "busy_processes": []}
 
 
@@ -40,17 +41,17 @@ def idle_host(monkeypatch):
 def prepared(tmp_path_factory):
     """The cpu-smoke preset, prepared once: 480 train / 160 eval examples, tiny model."""
     results = tmp_path_factory.mktemp("session-results")
-    return mc.prepare(mc.make_config("cpu-smoke", results_dir=str(results)))
+    return ms.prepare(ms.make_config("cpu-smoke", results_dir=str(results)))
 
 
 @pytest.fixture
 def smoke_cfg(prepared, tmp_path):
     """The prepared run's config with results in this test's own tmp_path."""
-    return mc.replace_config(prepared.cfg, results_dir=str(tmp_path / "results"))
+    return ms.replace_config(prepared.cfg, results_dir=str(tmp_path / "results"))
 
 
 def read_jsonl(path) -> list[dict]:
-    """Return the records of a step log, gzip compressed where its name ends in .gz (mc.run_logs)."""
+    """Return the records of a step log, gzip compressed where its name ends in .gz (ms.run_logs)."""
     path = Path(path)
     text = gzip.decompress(path.read_bytes()).decode() if path.name.endswith(".gz") else path.read_text()
     return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -108,7 +109,7 @@ def fixed_step_costs(cfg, token_seconds: float) -> "mc.StepCosts":
     """A step-cost table of the CostClock's model: an update of r rows at width w costs r w
     token_seconds, at every row count a run prices and every padded width."""
     widths = sorted({mc.padded_length(w, cfg.pad_multiple, cfg.max_length) for w in range(1, cfg.max_length + 1)})
-    rows = mc.calibration_rows(cfg, cfg.full_rows or None)
+    rows = ms.calibration_rows(cfg, cfg.full_rows or None)
     return mc.StepCosts(seconds={(r, w): r * w * token_seconds for r in rows for w in widths}, graphed=False,
                         capture_seconds=0.0, measure_seconds=0.0, warnings=[])
 
@@ -119,10 +120,10 @@ def stored_run(cfg, method, seed, config=None, **fields):
     the method's own config of `cfg`, portable) and `fields` on top; return its path."""
     label = fields.get("run_label", method)
     record = {"study": cfg.study, "method": method, "seed": seed, "run_label": label, "accuracy": 0.5,
-              "train_seconds": 1.0, "device": mc.device_name(mc.resolve_device(cfg)),
-              "identity": {"data_sha256": mc.data_sha256(cfg), "model_sha256": mc.model_sha256(cfg)},
-              "config": mc.portable_config(mc.config_for_method(cfg, method)) if config is None else config,
+              "train_seconds": 1.0, "device": ms.device_name(ms.resolve_device(cfg)),
+              "identity": {"data_sha256": ms.data_sha256(cfg), "model_sha256": ms.model_sha256(cfg)},
+              "config": ms.portable_config(ms.config_for_method(cfg, method)) if config is None else config,
               **fields}
-    path = mc.run_path(cfg.results_dir, cfg.study, label, seed)
-    mc.write_json_atomic(path, record)
+    path = ms.run_path(cfg.results_dir, cfg.study, label, seed)
+    ms.write_json_atomic(path, record)
     return path

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import mclearn_core as mc
+import mcstudy as ms
 
 
 @pytest.mark.parametrize("forward_share", [0.25, 0.33, 0.45])
@@ -12,13 +13,13 @@ def test_scoring_peers_are_planned_to_the_budget(forward_share, budget):
     """Selective Backprop and RHO-LOSS: the plan's cost model (docstring of selection_rate_plan)
     evaluated at its knobs gives the budget, whether the selection rate or the candidate share
     carries it; the selection rate never drops under MIN_SELECTION_RATE."""
-    cfg = mc.make_config("cpu-smoke", epochs=2)
+    cfg = ms.make_config("cpu-smoke", epochs=2)
     costs = {"forward_share": forward_share}
     for method in ("selective-backprop", "rho-loss"):
-        plan = mc.plan_time_budget(method, budget, cfg, costs)
+        plan = ms.plan_time_budget(method, budget, cfg, costs)
         knobs = plan.knobs
         rate = 1 / (knobs["sb_beta"] + 1) if method == "selective-backprop" else knobs["rho_select_fraction"]
-        assert rate >= mc.MIN_SELECTION_RATE - 1e-12 and 0 < knobs["candidate_share"] <= 1
+        assert rate >= ms.MIN_SELECTION_RATE - 1e-12 and 0 < knobs["candidate_share"] <= 1
         if method == "rho-loss":
             fixed = (cfg.rho_holdout * cfg.rho_il_epochs + forward_share) / cfg.epochs
             offered = 1 - cfg.rho_holdout
@@ -32,17 +33,17 @@ def test_scoring_peers_are_planned_to_the_budget(forward_share, budget):
 
 
 def test_plain_knobs_and_methods_without_a_wall_clock_knob():
-    cfg = mc.make_config("cpu-smoke")
-    assert mc.plan_time_budget("uniform", 0.5, cfg, {}).knobs == {"uniform_fraction": 0.5}
-    assert mc.plan_time_budget("mclearn", 1 / 3, cfg, {}).knobs == {"budget_ratio": 1 / 3}
+    cfg = ms.make_config("cpu-smoke")
+    assert ms.plan_time_budget("uniform", 0.5, cfg, {}).knobs == {"uniform_fraction": 0.5}
+    assert ms.plan_time_budget("mclearn", 1 / 3, cfg, {}).knobs == {"budget_ratio": 1 / 3}
     # InfoBatch: no knob, the clock ends its open-ended epochs at its own prune ratio
-    assert mc.plan_time_budget("infobatch", 1 / 3, cfg, {}).knobs == {}
-    for method in mc.NO_WALL_CLOCK_KNOB:
-        plan = mc.plan_time_budget(method, 0.5, cfg, {})
+    assert ms.plan_time_budget("infobatch", 1 / 3, cfg, {}).knobs == {}
+    for method in ms.NO_WALL_CLOCK_KNOB:
+        plan = ms.plan_time_budget(method, 0.5, cfg, {})
         assert plan.knobs == {} and plan.time_budget == 0.0 and "no wall-clock knob" in plan.note
     with pytest.raises(ValueError, match="No time-budget knob"):
-        mc.plan_time_budget("baseline", 0.5, cfg, {})
-    assert mc.run_label("uniform", 1 / 3) == "uniform-b0.33" and mc.run_label("vcas", 0.0) == "vcas"
+        ms.plan_time_budget("baseline", 0.5, cfg, {})
+    assert ms.run_label("uniform", 1 / 3) == "uniform-b0.33" and ms.run_label("vcas", 0.0) == "vcas"
 
 
 VCAS_NOTE = ("no wall-clock knob: its ratios cut backward FLOPs, not seconds (dense kernels still do the "
@@ -103,44 +104,44 @@ def test_every_method_plans_the_same_knobs_for_a_budget(budget):
     """Every method of the registry at the study's budgets gets these knobs, predicted shares and
     notes: the plain knobs carry the budget itself, the methods without a wall-clock knob run at
     their defaults, the scoring peers' solver gives SCORED_PLANS, the baseline has no plan."""
-    cfg, costs = mc.make_config("cpu-smoke"), {"forward_share": 0.3}
+    cfg, costs = ms.make_config("cpu-smoke"), {"forward_share": 0.3}
     plain = {"short-schedule": {}, "uniform": {"uniform_fraction": budget}, "infobatch": {},
-             **{name: {"budget_ratio": budget} for name in ("mclearn", *mc.MCLEARN_VARIANTS)}}
-    for method in mc.METHODS:
+             **{name: {"budget_ratio": budget} for name in ("mclearn", *ms.MCLEARN_VARIANTS)}}
+    for method in ms.METHODS:
         if method == "baseline":
             with pytest.raises(ValueError, match="No time-budget knob for method .baseline.: it is the reference"):
-                mc.plan_time_budget(method, budget, cfg, costs)
+                ms.plan_time_budget(method, budget, cfg, costs)
             continue
-        plan = mc.plan_time_budget(method, budget, cfg, costs)
+        plan = ms.plan_time_budget(method, budget, cfg, costs)
         if method in plain:
-            want = mc.BudgetPlan(method, budget, plain[method], budget)
+            want = ms.BudgetPlan(method, budget, plain[method], budget)
         elif method in ("vcas", "mclearn-paper"):
-            want = mc.BudgetPlan(method, 0.0, {}, None, VCAS_NOTE if method == "vcas" else PAPER_NOTE)
+            want = ms.BudgetPlan(method, 0.0, {}, None, VCAS_NOTE if method == "vcas" else PAPER_NOTE)
         else:
-            want = mc.BudgetPlan(method, budget, *SCORED_PLANS[method, 1, 0.3, budget])
+            want = ms.BudgetPlan(method, budget, *SCORED_PLANS[method, 1, 0.3, budget])
         assert plan == want, method
 
 
 def test_the_scoring_peers_plan_the_same_knobs_at_every_cost():
     for (method, epochs, forward_share, at), (knobs, share, note) in SCORED_PLANS.items():
-        plan = mc.plan_time_budget(method, at, mc.make_config("cpu-smoke", epochs=epochs),
+        plan = ms.plan_time_budget(method, at, ms.make_config("cpu-smoke", epochs=epochs),
                                    {"forward_share": forward_share})
-        assert plan == mc.BudgetPlan(method, at, knobs, share, note), (method, epochs, forward_share, at)
+        assert plan == ms.BudgetPlan(method, at, knobs, share, note), (method, epochs, forward_share, at)
 
 
 def test_tuned_lr_reaches_every_method_even_past_method_presets():
     """The GPU preset of mclearn-paper sets its own lr; a budget study's tuned lr must win."""
-    cfg = mc.with_explicit(mc.make_config("h100"), lr=1.6e-4)
-    for method in mc.METHODS:
-        assert mc.config_for_method(cfg, method).lr == 1.6e-4, method
-    assert mc.config_for_method(mc.with_explicit(cfg, budget_ratio=0.5), "mclearn").budget_ratio == 0.5
+    cfg = ms.with_explicit(ms.make_config("h100"), lr=1.6e-4)
+    for method in ms.METHODS:
+        assert ms.config_for_method(cfg, method).lr == 1.6e-4, method
+    assert ms.config_for_method(ms.with_explicit(cfg, budget_ratio=0.5), "mclearn").budget_ratio == 0.5
 
 
 def test_best_lr_takes_the_most_accurate_and_the_smaller_on_ties():
     runs = [{"accuracy": a, "config": {"lr": lr}} for a, lr in [(0.8, 1e-4), (0.9, 4e-4), (0.9, 2e-4)]]
-    assert mc.best_lr(runs) == 2e-4
+    assert ms.best_lr(runs) == 2e-4
     with pytest.raises(ValueError):
-        mc.best_lr([])
+        ms.best_lr([])
 
 
 def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, monkeypatch, cost_clock):
@@ -148,14 +149,14 @@ def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, m
     edge), every method at the tuned lr (no lr_factors) on its clock of budget x the sweep's median
     seconds, the flipped rows saved with the study and its sweep; run again, it reads every run back."""
     cost_clock(1e-4)
-    cfg = mc.replace_config(smoke_cfg, study="budget-smoke", epochs=2, label_noise=0.25)
-    noisy = mc.prepare(cfg)
+    cfg = ms.replace_config(smoke_cfg, study="budget-smoke", epochs=2, label_noise=0.25)
+    noisy = ms.prepare(cfg)
     methods = ["baseline", "uniform", "infobatch", "vcas"]
-    result = mc.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42],
+    result = ms.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42],
                                  prepared=noisy, progress=False, lr_factors=())
     assert [r["config"]["lr"] for r in result.lr_records][:2] == [1e-3, 3e-3]
-    assert result.lr == mc.best_lr(result.lr_records) and mc.lr_grid_status(result.lr_records) != "edge: highest"
-    assert result.reference_seconds == mc.reference_seconds(result.lr_records)
+    assert result.lr == ms.best_lr(result.lr_records) and ms.lr_grid_status(result.lr_records) != "edge: highest"
+    assert result.reference_seconds == ms.reference_seconds(result.lr_records)
     labels = sorted(r["run_label"] for r in result.records)
     assert labels == ["baseline", "infobatch-b0.33", "infobatch-b0.50", "uniform-b0.33", "uniform-b0.50", "vcas"]
     for record in result.records:
@@ -175,7 +176,7 @@ def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, m
     assert (runs / "budget-smoke-lr" / "baseline-lr1e-03-seed42.json.gz").exists()
     # An interrupted study resumes: every run is read back, none retrained.
     monkeypatch.setattr("mcstudy.runs.train_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
-    again = mc.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42], prepared=noisy,
+    again = ms.run_budget_study(cfg, methods, (1 / 3, 1 / 2), lrs=(1e-3, 3e-3), seeds=[42], prepared=noisy,
                                 progress=False, lr_factors=())
     assert len(again.records) == len(result.records)
 
@@ -183,32 +184,32 @@ def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, m
 def test_a_diverged_method_is_recorded_and_the_study_goes_on(smoke_cfg, prepared, monkeypatch):
     """A NaN loss in one method's run is that run's result (the report says "diverged"), not the end
     of the study: the methods after it still run. The baseline's divergence still stops it."""
-    cfg = mc.replace_config(smoke_cfg, study="budget-diverged")
-    real = mc.train_method
+    cfg = ms.replace_config(smoke_cfg, study="budget-diverged")
+    real = ms.train_method
 
     def train(method, *args, **kwargs):
         if method == "vcas":
-            raise mc.DivergedError(mc._finite_message(float("nan"), 3, method))
+            raise ms.DivergedError(ms._finite_message(float("nan"), 3, method))
         return real(method, *args, **kwargs)
 
     monkeypatch.setattr("mcstudy.runs.train_method", train)
-    result = mc.run_budget_study(cfg, ["baseline", "vcas", "uniform"], (0.5,), seeds=[42], prepared=prepared,
+    result = ms.run_budget_study(cfg, ["baseline", "vcas", "uniform"], (0.5,), seeds=[42], prepared=prepared,
                                  progress=False)
     by_label = {r["run_label"]: r for r in result.records}
     assert "step 3" in by_label["vcas"]["diverged"] and np.isnan(by_label["vcas"]["accuracy"])
     assert by_label["uniform-b0.50"]["accuracy"] > 0  # ran after the diverged one
-    table = mc.summarize(cfg.results_dir, cfg.study, show=False)
+    table = ms.summarize(cfg.results_dir, cfg.study, show=False)
     vcas = table[table["method"] == "vcas"].iloc[0]
     assert vcas["accuracy (%)"] == "diverged (1/1 seeds)" and vcas["train seconds"] == "—"
     assert vcas["reaches budget"] == "no wall-clock knob"  # said in the table, not left out
     monkeypatch.setattr("mcstudy.runs.train_method", lambda method, *a, **k: train("vcas", *a, **k))
-    with pytest.raises(mc.DivergedError):
-        mc.run_budget_study(mc.replace_config(cfg, study="budget-diverged-2"), ["baseline"], (0.5,), seeds=[42],
+    with pytest.raises(ms.DivergedError):
+        ms.run_budget_study(ms.replace_config(cfg, study="budget-diverged-2"), ["baseline"], (0.5,), seeds=[42],
                             prepared=prepared, progress=False)
 
 
 def test_lr_run_label_keeps_every_digit():
     """One digit named 1.6e-4 and 2e-4 alike (the second run then read the first back)."""
-    labels = [mc.lr_run_label(lr) for lr in (1.6e-4, 2e-4, 3.2e-4, 4e-5, 1e-3, 2.5e-05)]
+    labels = [ms.lr_run_label(lr) for lr in (1.6e-4, 2e-4, 3.2e-4, 4e-5, 1e-3, 2.5e-05)]
     assert labels == ["baseline-lr1.6e-04", "baseline-lr2e-04", "baseline-lr3.2e-04", "baseline-lr4e-05",
                       "baseline-lr1e-03", "baseline-lr2.5e-05"]

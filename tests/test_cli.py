@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import mclearn_core as mc
+import mcstudy as ms
 import mcstudy.train
 
 TINY = ["--preset", "cpu-smoke", "--set", "max_train_examples=64", "max_eval_examples=32"]
@@ -29,8 +30,8 @@ def logical_lines(text):
 
 
 def run_cli(capsys, *argv):
-    """Return (exit code, stderr lines without progress bars, each one logical line, stdout) of mc.main(argv)."""
-    code = mc.main(list(argv))
+    """Return (exit code, stderr lines without progress bars, each one logical line, stdout) of ms.main(argv)."""
+    code = ms.main(list(argv))
     out = capsys.readouterr()
     lines = [line for line in logical_lines(out.err) if line.strip() and "it/s]" not in line and "|" not in line]
     return code, lines, out.out
@@ -158,7 +159,7 @@ def test_valid_values_that_json_could_not_read_run(capsys, tmp_path):
     code, _, out = run_cli(capsys, *TINY, "precision=fp16", "lr=.001", "--methods", "baseline",
                            "--results-dir", str(tmp_path))
     assert code == 0
-    record = mc.read_run(mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42))
+    record = ms.read_run(ms.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42))
     assert record["config"]["precision"] == "fp16" and record["config"]["lr"] == 0.001
     assert "baseline" in out  # the summary table
 
@@ -190,15 +191,15 @@ def test_diverged_mclearn_exits_1_with_the_shared_message(capsys, tmp_path):
 def test_hub_names_fail_within_seconds_when_offline(capsys, tmp_path, monkeypatch, flag, knob):
     """No offline switch set and no hub answering: a hub name fails at once, naming the local-path
     parameter (it used to retry for 49 s and chain three tracebacks)."""
-    for var in mc._OFFLINE_SWITCHES:
+    for var in ms._OFFLINE_SWITCHES:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
-    mc._hub_answers.cache_clear()
+    ms._hub_answers.cache_clear()
     start = time.perf_counter()
     try:
         code, lines, _ = run_cli(capsys, *TINY, flag, "no-such-thing", "--results-dir", str(tmp_path))
     finally:
-        mc._hub_answers.cache_clear()
+        ms._hub_answers.cache_clear()
     assert time.perf_counter() - start < 15
     assert code == 1
     assert_one_error(lines, "the hub is not reachable from here and it is not in the local cache")
@@ -207,14 +208,14 @@ def test_hub_names_fail_within_seconds_when_offline(capsys, tmp_path, monkeypatc
 
 def test_ctrl_c_exits_130_keeps_finished_runs_and_resumes(capsys, tmp_path, monkeypatch):
     argv = [*TINY, "--methods", "baseline", "--seeds", "1", "2", "--results-dir", str(tmp_path)]
-    real = mc.Baseline.step
+    real = ms.Baseline.step
 
     def ctrl_c_in_seed_2(self, i):
         if self.ctx.generator.initial_seed() == 2 and i == 2:
             raise KeyboardInterrupt
         return real(self, i)
 
-    monkeypatch.setattr(mc.Baseline, "step", ctrl_c_in_seed_2)
+    monkeypatch.setattr(ms.Baseline, "step", ctrl_c_in_seed_2)
     code, lines, _ = run_cli(capsys, *argv)
     assert code == 130
     assert lines[-1] == ("interrupted: finished runs are kept and the unfinished run left no file; run the "
@@ -223,7 +224,7 @@ def test_ctrl_c_exits_130_keeps_finished_runs_and_resumes(capsys, tmp_path, monk
     folder = tmp_path / "runs" / "sweep-cpu-smoke"
     assert sorted(p.name for p in folder.iterdir()) == ["baseline-seed1.json.gz", "baseline-seed1.jsonl.gz"]
     finished = (folder / "baseline-seed1.json.gz").read_bytes()
-    monkeypatch.setattr(mc.Baseline, "step", real)
+    monkeypatch.setattr(ms.Baseline, "step", real)
     code, _, _ = run_cli(capsys, *argv)
     assert code == 0 and (folder / "baseline-seed1.json.gz").read_bytes() == finished  # kept, not retrained
     assert (folder / "baseline-seed2.json.gz").exists()
@@ -231,11 +232,11 @@ def test_ctrl_c_exits_130_keeps_finished_runs_and_resumes(capsys, tmp_path, monk
 
 def test_quick_start_writes_to_an_ignored_folder():
     """README Quick start step 2 must not dirty the tracked results/: it writes to runs-local/."""
-    readme = (mc.REPO_ROOT / "README.md").read_text()
+    readme = (ms.REPO_ROOT / "README.md").read_text()
     quick = readme[readme.index("## Quick start"):readme.index("## Notebooks")]
     step2 = next(line for line in quick.splitlines() if line.startswith("python -m mcstudy"))
     assert "--results-dir runs-local" in step2
-    ignored = subprocess.run(["git", "check-ignore", "-q", "runs-local/runs/x.json"], cwd=mc.REPO_ROOT)
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs-local/runs/x.json"], cwd=ms.REPO_ROOT)
     if ignored.returncode == 128:
         pytest.skip("this copy has no .git")
     assert ignored.returncode == 0
@@ -250,7 +251,7 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(capsys, tm
     assert code == 1
     assert_one_error(lines, "error: KeyError: 'boom' (--debug shows the traceback)")
     with pytest.raises(KeyError):
-        mc.main([*TINY, "--results-dir", str(tmp_path), "--debug"])
+        ms.main([*TINY, "--results-dir", str(tmp_path), "--debug"])
 
 
 def test_provenance_prints_environment_assignments(capsys):
@@ -264,7 +265,7 @@ def test_the_script_itself_exits_with_the_code_and_one_line(tmp_path):
     """`python -m mcstudy` (not just main()): the exit code reaches the shell, no traceback."""
     done = subprocess.run([sys.executable, "-m", "mcstudy", "--preset", "cpu-smoke",
                            "--results-dir", str(tmp_path), "--set", "lr=fast"],
-                          capture_output=True, text=True, timeout=120, cwd=mc.REPO_ROOT)
+                          capture_output=True, text=True, timeout=120, cwd=ms.REPO_ROOT)
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["error: --set lr=fast: lr expects float, e.g. lr=2e-05"]
 
@@ -286,11 +287,11 @@ def test_a_busy_host_is_repeated_under_the_final_table(capsys, tmp_path, monkeyp
     monkeypatch.setattr(mcstudy.train, "host_load", lambda *a, **k: busy)
     code, lines, out = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
     assert code == 0
-    warning = mc.host_load_warning(busy)
+    warning = ms.host_load_warning(busy)
     assert lines[0] == f"warning: baseline seed 42: {warning}"  # as the run started
     table, _, below = out.partition("baseline ")
     assert f"warning: baseline seed 42: {warning}" in logical_lines(below)  # and under the table
-    assert mc.read_run(mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42))["warnings"][0] == warning
+    assert ms.read_run(ms.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42))["warnings"][0] == warning
 
 
 def test_every_line_the_command_prints_fits_100_columns(capsys, tmp_path, monkeypatch):
@@ -299,7 +300,7 @@ def test_every_line_the_command_prints_fits_100_columns(capsys, tmp_path, monkey
     (paths kept whole: the results folder here is short)."""
     monkeypatch.setenv("COLUMNS", "300")  # a wide terminal: argparse would fill it
     with pytest.raises(SystemExit):
-        mc.main(["--help"])
+        ms.main(["--help"])
     help_lines = capsys.readouterr().out.splitlines()
     assert any("selective-backprop" in line for line in help_lines)
     busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "other_cores": 1.9,
@@ -309,7 +310,7 @@ def test_every_line_the_command_prints_fits_100_columns(capsys, tmp_path, monkey
     monkeypatch.setattr(mc.MCLearn, "charged_seconds",  # over budget at the first refresh: a re-plan
                         lambda self: max(charged(self), 0.9 * self.budget["budget_seconds"]))
     monkeypatch.chdir(tmp_path)
-    code = mc.main(["--preset", "cpu-smoke", "--methods", "baseline", "mclearn", "--set", "budget_ratio=0.9",
+    code = ms.main(["--preset", "cpu-smoke", "--methods", "baseline", "mclearn", "--set", "budget_ratio=0.9",
                     "--results-dir", "r"])
     out = capsys.readouterr()
     assert code == 0
@@ -324,7 +325,7 @@ def test_every_line_the_command_prints_fits_100_columns(capsys, tmp_path, monkey
 def test_a_line_says_what_is_loading_before_anything_loads(capsys, tmp_path, monkeypatch):
     """The CPU quick start printed nothing while it built the model, before the first progress bar."""
     printed_before = []
-    real = mc.load_text_dataset
+    real = ms.load_text_dataset
 
     def load(cfg):
         printed_before.append(capsys.readouterr().out)
@@ -343,7 +344,7 @@ def test_a_second_sweep_on_the_same_study_exits_1_naming_the_holder(capsys, tmp_
 
     folder = tmp_path / "runs" / "sweep-cpu-smoke"
     folder.mkdir(parents=True)
-    holder = _hold_lock(folder / mc.STUDY_LOCK)
+    holder = _hold_lock(folder / ms.STUDY_LOCK)
     try:
         code, lines, _ = run_cli(capsys, *TINY, "--results-dir", str(tmp_path))
     finally:
@@ -359,16 +360,16 @@ def _sweep_waiting_in_its_last_seed(results, seeds):
     a minute) inside the last seed's run, its log being written, the earlier seeds done."""
     script = (
         "import sys, time\n"
-        f"sys.path.insert(0, {str(mc.REPO_ROOT)!r})\n"
-        "import mclearn_core as mc\n"
-        "real = mc.Baseline.step\n"
+        f"sys.path.insert(0, {str(ms.REPO_ROOT)!r})\n"
+        "import mcstudy as ms\n"
+        "real = ms.Baseline.step\n"
         "def step(self, i):\n"
         f"    if self.ctx.generator.initial_seed() == {seeds[-1]} and i == 1:\n"
         "        print('waiting', flush=True)\n"
         "        time.sleep(60)\n"
         "    return real(self, i)\n"
-        "mc.Baseline.step = step\n"
-        f"sys.exit(mc.main({[*TINY, '--methods', 'baseline', '--seeds', *map(str, seeds), '--results-dir', str(results)]!r}))\n")
+        "ms.Baseline.step = step\n"
+        f"sys.exit(ms.main({[*TINY, '--methods', 'baseline', '--seeds', *map(str, seeds), '--results-dir', str(results)]!r}))\n")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "waiting" in (line.strip() for line in child.stdout)  # read up to it (earlier seeds' lines first)
@@ -413,7 +414,7 @@ def test_a_killed_sweeps_temp_file_is_removed_by_the_next_sweep(capsys, tmp_path
         child.kill()
         child.communicate()
     folder = tmp_path / "runs" / "sweep-cpu-smoke"
-    left = [p.name for p in folder.iterdir() if mc.TEMP_FILE.fullmatch(p.name)]
+    left = [p.name for p in folder.iterdir() if ms.TEMP_FILE.fullmatch(p.name)]
     assert left == [f".baseline-seed1.jsonl.gz.{child.pid}.tmp"]  # the killed run's log
     code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--seeds", "1", "--results-dir", str(tmp_path))
     assert code == 0
@@ -423,14 +424,14 @@ def test_a_killed_sweeps_temp_file_is_removed_by_the_next_sweep(capsys, tmp_path
 
 def test_no_tracked_file_is_a_temp_file():
     """A killed sweep's 0-byte .jsonl.gz.<pid>.tmp was committed with its study's run files."""
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=mc.REPO_ROOT, capture_output=True, text=True)
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ms.REPO_ROOT, capture_output=True, text=True)
     if tracked.returncode:
         pytest.skip("not a git checkout")
     names = [path for path in tracked.stdout.split("\0") if path]
     assert len(names) > 100
-    assert [path for path in names if mc.TEMP_FILE.fullmatch(path.rsplit("/", 1)[-1])] == []
+    assert [path for path in names if ms.TEMP_FILE.fullmatch(path.rsplit("/", 1)[-1])] == []
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/runs/x/.baseline-seed42.jsonl.gz.123.tmp"],
-                             cwd=mc.REPO_ROOT)
+                             cwd=ms.REPO_ROOT)
     assert ignored.returncode == 0  # `git add results/` leaves one out
 
 
@@ -444,7 +445,7 @@ def test_a_full_disk_names_the_file_it_could_not_write(capsys, tmp_path, monkeyp
     monkeypatch.setattr("mcstudy.runs.train_method", lambda method, cfg, *a, **k: {"method": method, "seed": 42})
     monkeypatch.setattr(gzip, "compress", full)
     code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
-    path = mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
+    path = ms.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
     assert code == 1
     assert_one_error(lines, f"error: No space left on device: {path}. Check that path (free space, permissions) "
                             f"or set --results-dir to another folder")
@@ -477,7 +478,7 @@ def _budget_study_runs(results, study):
                             ("mclearn", [1 / 3, 0.5]), ("uniform", [1 / 3, 0.5])]:
         for budget in budgets:
             for seed in (42, 43):
-                mc.write_json_atomic(mc.run_path(results, study, mc.run_label(method, budget), seed), {
+                ms.write_json_atomic(ms.run_path(results, study, ms.run_label(method, budget), seed), {
                     "study": study, "method": method, "seed": seed, "device": "cpu (x86_64, 2 threads)",
                     "train_seconds": 123.456 * seed / 42 * (budget or 1), "accuracy": 0.8123, "examples_backward": 123456,
                     "examples_scored": 4800, "time_budget": budget, "graphed": False, "test_accuracy": 0.79})
@@ -491,7 +492,7 @@ def test_the_final_table_fits_100_columns_and_wide_shows_every_column(capsys, tm
     assert code == 0
     lines = out.splitlines()
     assert max(map(len, lines)) <= 100, max(lines, key=len)
-    notes = mc.table_notes(mc.make_config("cpu-smoke")).splitlines()
+    notes = ms.table_notes(ms.make_config("cpu-smoke")).splitlines()
     assert logical_lines("\n".join(lines[2 + 8 + 2:])) == notes  # under the table: the spread's label, tiny's caveat
     lines = lines[:2 + 8 + 2]
     assert lines[0] == "study sweep-cpu-smoke on cpu (x86_64, 2 threads)"
@@ -509,10 +510,10 @@ def test_the_final_table_fits_100_columns_and_wide_shows_every_column(capsys, tm
 def _fake_training(monkeypatch):
     """Make the CLI's sweep write complete run records without loading data or training."""
     def train(method, cfg, prepared, seed, **kwargs):
-        return {"study": cfg.study, "method": method, "seed": seed, "device": mc.device_name(mc.resolve_device(cfg)),
-                "identity": {"data_sha256": mc.data_sha256(cfg), "model_sha256": mc.model_sha256(cfg)},
+        return {"study": cfg.study, "method": method, "seed": seed, "device": ms.device_name(ms.resolve_device(cfg)),
+                "identity": {"data_sha256": ms.data_sha256(cfg), "model_sha256": ms.model_sha256(cfg)},
                 "train_seconds": 1.0, "accuracy": 0.5, "examples_backward": 64, "examples_scored": 0, "graphed": False,
-                "warnings": [], "config": mc.portable_config(mc.config_for_method(cfg, method))}
+                "warnings": [], "config": ms.portable_config(ms.config_for_method(cfg, method))}
 
     monkeypatch.setattr("mcstudy.runs.prepare", lambda cfg: None)
     monkeypatch.setattr("mcstudy.runs.train_method", train)
@@ -524,7 +525,7 @@ def test_a_changed_training_key_exits_1_naming_it(capsys, tmp_path, monkeypatch)
     argv = ["--methods", "mclearn", "--results-dir", str(tmp_path)]
     assert run_cli(capsys, *TINY, "budget_ratio=0.2", *argv)[0] == 0
     code, lines, _ = run_cli(capsys, *TINY, "budget_ratio=0.9", *argv)
-    path = mc.run_path(tmp_path, "sweep-cpu-smoke", "mclearn", 42)
+    path = ms.run_path(tmp_path, "sweep-cpu-smoke", "mclearn", 42)
     assert code == 1
     assert_one_error(lines, f"error: {path} was trained with a different config (budget_ratio differ: budget_ratio "
                             f"0.2 stored, 0.9 now). Use another study= or results_dir=, or delete the file to retrain it.")
@@ -532,19 +533,19 @@ def test_a_changed_training_key_exits_1_naming_it(capsys, tmp_path, monkeypatch)
 
 def test_a_corrupt_run_file_is_set_aside_and_the_sweep_exits_0(capsys, tmp_path, monkeypatch):
     _fake_training(monkeypatch)
-    path = mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
+    path = ms.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42)
     path.parent.mkdir(parents=True)
     path.write_bytes(gzip.compress(b'{"study": "s", "accur'))
     code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
     assert code == 0
     assert lines == [f"warning: {path} is not a readable run file (JSONDecodeError: Unterminated string starting at: "
                      f"line 1 column 16 (char 15)); moved it to baseline-seed42.json.gz.corrupt and its run will be redone"]
-    assert mc.read_run(path)["seed"] == 42
+    assert ms.read_run(path)["seed"] == 42
 
 
 def test_the_lock_of_a_killed_sweep_is_taken_over_with_a_note(capsys, tmp_path, monkeypatch):
     _fake_training(monkeypatch)
-    lock = tmp_path / "runs" / "sweep-cpu-smoke" / mc.STUDY_LOCK
+    lock = tmp_path / "runs" / "sweep-cpu-smoke" / ms.STUDY_LOCK
     lock.parent.mkdir(parents=True)
     lock.write_text("pid 999999 on host since yesterday\n")
     code, lines, _ = run_cli(capsys, *TINY, "--methods", "baseline", "--results-dir", str(tmp_path))
@@ -573,9 +574,9 @@ def _two_class_data(folder, classes=2, rows=40):
 
 def _tiny_model_folder(folder, data, seed=0):
     """Save a tiny DistilBERT with its tokenizer (built from `data`'s train texts) to `folder`."""
-    cfg = mc.make_config("cpu-smoke")
-    tokenizer = mc.build_tiny_tokenizer(pd.read_csv(data / "train.csv")["text"].tolist(), cfg.tiny_vocab_size)
-    mc.build_tiny_model(tokenizer, 2, cfg, seed=seed).save_pretrained(folder)
+    cfg = ms.make_config("cpu-smoke")
+    tokenizer = ms.build_tiny_tokenizer(pd.read_csv(data / "train.csv")["text"].tolist(), cfg.tiny_vocab_size)
+    ms.build_tiny_model(tokenizer, 2, cfg, seed=seed).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -589,15 +590,15 @@ def stored_study(tmp_path_factory):
     model = _tiny_model_folder(root / "model", data)
     argv = [*TINY, "--dataset", str(data), "--model", str(model), "--methods", "baseline", "--seeds", "1",
             "--study", "s"]
-    assert mc.main([*argv, "--results-dir", str(root / "r")]) == 0
+    assert ms.main([*argv, "--results-dir", str(root / "r")]) == 0
     return root / "r", argv
 
 
 def _edit(path, **changes):
     """Rewrite the run file at `path` with `changes` (a value None deletes the key)."""
-    record = mc.read_run(path)
+    record = ms.read_run(path)
     record.update(changes)
-    mc.write_json_atomic(path, {k: v for k, v in record.items() if v is not None})
+    ms.write_json_atomic(path, {k: v for k, v in record.items() if v is not None})
 
 
 @pytest.mark.parametrize("fault, message", [
@@ -643,7 +644,7 @@ def test_a_stored_run_is_read_back_only_as_the_run_it_is(capsys, tmp_path, store
     if fault == "non-run JSON":
         (stored.parent / "notes.json").write_text('{"note": "to self"}')
     if fault == "a hash missing":
-        _edit(stored, identity={"data_sha256": mc.read_run(stored)["identity"]["data_sha256"]})
+        _edit(stored, identity={"data_sha256": ms.read_run(stored)["identity"]["data_sha256"]})
     if fault == "device":
         _edit(stored, device="NVIDIA H200")
     files = {p: p.read_bytes() for p in results.rglob("*.json*")}
@@ -730,7 +731,7 @@ def test_every_setting_takes_effect_or_exits_2(capsys, tmp_path, monkeypatch, ar
     code, lines, _ = run_cli(capsys, *TINY, *argv, *where)
     if message is None:
         assert code == 0
-        config = mc.read_run(mc.run_path(tmp_path, "sweep-cpu-smoke", "mclearn", 42))["config"]
+        config = ms.read_run(ms.run_path(tmp_path, "sweep-cpu-smoke", "mclearn", 42))["config"]
         assert (config["epochs"], config["lr"], config["max_train_examples"]) == (2, 0.01, 64)
         return
     assert code == 2

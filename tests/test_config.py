@@ -4,64 +4,64 @@ import contextlib
 import pytest
 import torch
 
-import mclearn_core as mc
+import mcstudy as ms
 
 
 def test_cpu_smoke_preset_values_and_overrides():
-    cfg = mc.make_config("cpu-smoke", batch_size=8, study="s")
+    cfg = ms.make_config("cpu-smoke", batch_size=8, study="s")
     assert cfg.preset == "cpu-smoke"
-    assert cfg.model_name == mc.TINY_MODEL
-    assert cfg.dataset == str(mc.EMBEDDED_DATA)
+    assert cfg.model_name == ms.TINY_MODEL
+    assert cfg.dataset == str(ms.EMBEDDED_DATA)
     assert cfg.max_train_examples == 480 and cfg.seeds == (42,)
     assert cfg.batch_size == 8 and cfg.study == "s"  # overrides win over the preset
     # an untouched default stays the dataclass default
-    assert cfg.label_smoothing == mc.Config().label_smoothing
+    assert cfg.label_smoothing == ms.Config().label_smoothing
 
 
 def test_unknown_key_names_the_closest_valid_key():
     with pytest.raises(ValueError, match="batch_size"):
-        mc.make_config("cpu-smoke", batch_sise=8)
+        ms.make_config("cpu-smoke", batch_sise=8)
     with pytest.raises(ValueError, match="Unknown config key"):
-        mc.replace_config(mc.Config(), zzzz=1)
+        ms.replace_config(ms.Config(), zzzz=1)
 
 
 def test_unknown_preset_lists_the_choices():
     with pytest.raises(ValueError, match="cpu-smoke"):
-        mc.make_config("nope")
+        ms.make_config("nope")
 
 
 def test_lists_become_tuples_for_tuple_fields():
-    cfg = mc.replace_config(mc.Config(), kappa_schedule=[0.7, 0.6, 0.5], full_prob_bounds=[0.1, 0.2])
+    cfg = ms.replace_config(ms.Config(), kappa_schedule=[0.7, 0.6, 0.5], full_prob_bounds=[0.1, 0.2])
     assert cfg.kappa_schedule == (0.7, 0.6, 0.5) and isinstance(cfg.kappa_schedule, tuple)
     assert cfg.full_prob_bounds == (0.1, 0.2) and isinstance(cfg.full_prob_bounds, tuple)
 
 
 def test_replace_config_returns_a_copy():
-    base = mc.Config()
-    changed = mc.replace_config(base, lr=1.0)
+    base = ms.Config()
+    changed = ms.replace_config(base, lr=1.0)
     assert changed.lr == 1.0 and base.lr != 1.0
 
 
 def test_method_presets():
-    cfg = mc.make_config("cpu-smoke")
-    assert mc.config_for_method(cfg, "baseline") == cfg
-    ours = mc.config_for_method(cfg, "mclearn")
+    cfg = ms.make_config("cpu-smoke")
+    assert ms.config_for_method(cfg, "baseline") == cfg
+    ours = ms.config_for_method(cfg, "mclearn")
     assert ours == cfg  # the Config defaults are the mclearn preset: one source per value
-    assert "mclearn" not in mc.METHOD_PRESETS
+    assert "mclearn" not in ms.METHOD_PRESETS
     assert ours.budget_ratio == pytest.approx(1 / 3) and ours.full_rows == 0  # full-size steps, a third of the time
-    paper = mc.config_for_method(cfg, "mclearn-paper")
+    paper = ms.config_for_method(cfg, "mclearn-paper")
     assert paper.unfreeze_schedule == (0.3, 0.7) and paper.replay_share_bounds == (0.01, 0.9)
     assert paper.class_weight_lr == 0.2 and paper.cost_ema == 0.98  # the published eta and EMA
     assert paper.step_budget_ratio == 0.55  # its per-step budget, a key of its own (not mclearn's budget_ratio)
     # the GPU-only changes of the published notebook are not applied on CPU presets ...
     assert paper.refresh_every == cfg.refresh_every and paper.step_budget_ratio != 0.70
     # ... but are on A100-class presets, and only for mclearn-paper
-    gpu = mc.METHOD_PRESETS["mclearn-paper"]["gpu"]
-    for preset in mc.PAPER_GPU_PRESETS:
-        gpu_paper = mc.config_for_method(mc.make_config(preset), "mclearn-paper")
+    gpu = ms.METHOD_PRESETS["mclearn-paper"]["gpu"]
+    for preset in ms.PAPER_GPU_PRESETS:
+        gpu_paper = ms.config_for_method(ms.make_config(preset), "mclearn-paper")
         for key, value in gpu.items():
             assert getattr(gpu_paper, key) == value, key
-        assert mc.config_for_method(mc.make_config(preset), "mclearn").step_budget_ratio == 0.55
+        assert ms.config_for_method(ms.make_config(preset), "mclearn").step_budget_ratio == 0.55
     assert gpu["step_budget_ratio"] == 0.70
 
 
@@ -69,21 +69,21 @@ def test_method_presets():
                                       ("q_bounds", "full_prob_bounds")])
 def test_a_renamed_key_names_its_new_name(old, new):
     with pytest.raises(ValueError, match=f"'{old}' is now '{new}'"):
-        mc.make_config("cpu-smoke", **{old: 0.1})
+        ms.make_config("cpu-smoke", **{old: 0.1})
     with pytest.raises(ValueError, match=f"set {new}= instead"):
-        mc.replace_config(mc.Config(), **{old: 0.1})
+        ms.replace_config(ms.Config(), **{old: 0.1})
 
 
 def test_detect_preset(monkeypatch):
-    monkeypatch.delenv(mc.PRESET_ENV, raising=False)
+    monkeypatch.delenv(ms.PRESET_ENV, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert mc.detect_preset() == "cpu"
+    assert ms.detect_preset() == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     for gpu, bf16, expected in (("Tesla T4", False, "t4"), ("NVIDIA H100 80GB HBM3", True, "h100"),
                                 ("NVIDIA A100-SXM4-40GB", True, "a100"), ("Quadro P100", False, "t4")):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_a, g=gpu: g)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_a, b=bf16: b)
-        assert mc.detect_preset() == expected, gpu
+        assert ms.detect_preset() == expected, gpu
 
 
 def test_preset_env_forces_what_auto_resolves_to(monkeypatch):
@@ -91,27 +91,27 @@ def test_preset_env_forces_what_auto_resolves_to(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_a: "NVIDIA H100 80GB HBM3")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_a: True)
-    monkeypatch.setenv(mc.PRESET_ENV, "t4")
-    assert mc.detect_preset() == "t4"
-    cfg = mc.make_config("auto")
-    assert (cfg.preset, cfg.precision) == ("t4", "fp16") and mc.study_name("flagship", "auto") == "flagship-t4"
-    assert mc.make_config("h100").precision == "bf16"  # a named preset is not overridden
-    monkeypatch.setenv(mc.PRESET_ENV, "")
-    assert mc.detect_preset() == "h100"
-    monkeypatch.setenv(mc.PRESET_ENV, "T4")
+    monkeypatch.setenv(ms.PRESET_ENV, "t4")
+    assert ms.detect_preset() == "t4"
+    cfg = ms.make_config("auto")
+    assert (cfg.preset, cfg.precision) == ("t4", "fp16") and ms.study_name("flagship", "auto") == "flagship-t4"
+    assert ms.make_config("h100").precision == "bf16"  # a named preset is not overridden
+    monkeypatch.setenv(ms.PRESET_ENV, "")
+    assert ms.detect_preset() == "h100"
+    monkeypatch.setenv(ms.PRESET_ENV, "T4")
     with pytest.raises(ValueError, match="MCLEARN_PRESET='T4' is not a preset"):
-        mc.detect_preset()
+        ms.detect_preset()
 
 
 def test_resolve_device_and_autocast():
-    assert mc.resolve_device(mc.Config(device="cpu")) == torch.device("cpu")
-    cfg = mc.Config(precision="fp32")
-    assert isinstance(mc.autocast_context(cfg, torch.device("cpu")), contextlib.nullcontext)
-    with mc.autocast_context(mc.Config(precision="bf16"), torch.device("cpu")):
+    assert ms.resolve_device(ms.Config(device="cpu")) == torch.device("cpu")
+    cfg = ms.Config(precision="fp32")
+    assert isinstance(ms.autocast_context(cfg, torch.device("cpu")), contextlib.nullcontext)
+    with ms.autocast_context(ms.Config(precision="bf16"), torch.device("cpu")):
         out = torch.ones(2, 2) @ torch.ones(2, 2)
     assert out.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="precision"):
-        mc.autocast_context(mc.Config(precision="fp8"), torch.device("cpu"))
+        ms.autocast_context(ms.Config(precision="fp8"), torch.device("cpu"))
 
 
 # ----------------------------------------------------------------------------- --set values
@@ -129,7 +129,7 @@ def test_resolve_device_and_autocast():
     ("seeds", "1,2", (1, 2)),
 ])
 def test_set_values_parse_by_the_fields_type(key, text, value):
-    parsed = mc.parse_config_value(key, text)
+    parsed = ms.parse_config_value(key, text)
     assert parsed == value and type(parsed) is type(value)
 
 
@@ -146,7 +146,7 @@ def test_set_values_parse_by_the_fields_type(key, text, value):
 ])
 def test_bad_set_values_name_the_key_the_type_and_an_example(item, message):
     with pytest.raises(ValueError) as info:
-        mc.parse_overrides([item])
+        ms.parse_overrides([item])
     assert message in str(info.value)
 
 
@@ -155,30 +155,30 @@ def test_every_config_key_is_read_somewhere():
     import dataclasses
     import re
 
-    config = mc.REPO_ROOT / "mcstudy" / "config.py"
+    config = ms.REPO_ROOT / "mcstudy" / "config.py"
     body = config.read_text()[config.read_text().index("PRESETS: dict"):]  # everything after the Config class
-    body += (mc.REPO_ROOT / "mclearn_core.py").read_text()
-    body += "".join(path.read_text() for path in sorted((mc.REPO_ROOT / "mcstudy").rglob("*.py")) if path != config)
-    unread = [f.name for f in dataclasses.fields(mc.Config) if not re.search(rf"\.{f.name}\b", body)]
+    body += (ms.REPO_ROOT / "mclearn_core.py").read_text()
+    body += "".join(path.read_text() for path in sorted((ms.REPO_ROOT / "mcstudy").rglob("*.py")) if path != config)
+    unread = [f.name for f in dataclasses.fields(ms.Config) if not re.search(rf"\.{f.name}\b", body)]
     assert unread == []
 
 
 # ----------------------------------------------------------------------------- validation
 def test_every_numeric_key_has_a_range():
     """A numeric key added later must get a range in CONFIG_RANGES, or this fails."""
-    numeric = set(mc.numeric_fields())
+    numeric = set(ms.numeric_fields())
     assert {"epochs", "lr", "seeds", "kappa_schedule", "max_train_examples", "uniform_fraction"} <= numeric
     assert "cuda_graphs" not in numeric and "optimizer_fused" not in numeric  # bools are not numbers
-    assert sorted(numeric - set(mc.CONFIG_RANGES)) == []
-    assert sorted(set(mc.CONFIG_RANGES) - numeric) == []
+    assert sorted(numeric - set(ms.CONFIG_RANGES)) == []
+    assert sorted(set(ms.CONFIG_RANGES) - numeric) == []
 
 
-@pytest.mark.parametrize("preset", sorted(mc.PRESETS))
+@pytest.mark.parametrize("preset", sorted(ms.PRESETS))
 def test_every_preset_and_method_preset_validates(preset):
-    for method in mc.METHODS:
-        cfg = mc.config_for_method(mc.make_config(preset), method)
-        assert mc.validate_config(cfg) is cfg
-    assert mc.validate_config(mc.replace_config(mc.make_config(preset), max_train_examples=0, max_eval_examples=None))
+    for method in ms.METHODS:
+        cfg = ms.config_for_method(ms.make_config(preset), method)
+        assert ms.validate_config(cfg) is cfg
+    assert ms.validate_config(ms.replace_config(ms.make_config(preset), max_train_examples=0, max_eval_examples=None))
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -205,18 +205,18 @@ def test_every_preset_and_method_preset_validates(preset):
     ({"study": ""}, "study='' must be one folder name"),
 ])
 def test_degenerate_values_are_refused_naming_the_key(changes, message):
-    cfg = mc.replace_config(mc.make_config("cpu-smoke"), **changes)
-    with pytest.raises(mc.ConfigError) as info:
-        mc.validate_config(cfg)
+    cfg = ms.replace_config(ms.make_config("cpu-smoke"), **changes)
+    with pytest.raises(ms.ConfigError) as info:
+        ms.validate_config(cfg)
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_an_empty_seed_list_passed_to_a_sweep_is_refused(tmp_path):
-    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
-    with pytest.raises(mc.ConfigError, match="seeds is empty"):
-        mc.run_sweep(cfg, ["baseline"], [], progress=False)
-    with pytest.raises(mc.ConfigError, match="seeds is empty"):
-        mc.run_budget_study(cfg, ["baseline"], (0.5,), seeds=[], progress=False)
+    cfg = ms.make_config("cpu-smoke", results_dir=str(tmp_path))
+    with pytest.raises(ms.ConfigError, match="seeds is empty"):
+        ms.run_sweep(cfg, ["baseline"], [], progress=False)
+    with pytest.raises(ms.ConfigError, match="seeds is empty"):
+        ms.run_budget_study(cfg, ["baseline"], (0.5,), seeds=[], progress=False)
     assert not (tmp_path / "runs").exists()
 
 
@@ -238,8 +238,8 @@ def test_paths_are_checked_as_what_they_must_be(tmp_path):
         (dict(results_dir=str(data_file)), "is a file: set results_dir= (--results-dir) to a folder"),
     ]
     for changes, message in cases:
-        with pytest.raises(mc.ConfigError) as info:
-            mc.validate_config(mc.replace_config(mc.make_config("cpu-smoke"), **changes))
+        with pytest.raises(ms.ConfigError) as info:
+            ms.validate_config(ms.replace_config(ms.make_config("cpu-smoke"), **changes))
         assert message in str(info.value), (changes, str(info.value))
     # hub names are not paths: they are left to the loaders
-    mc.validate_config(mc.make_config("cpu-smoke", dataset="glue/sst2", model_name="sentence-transformers/x"))
+    ms.validate_config(ms.make_config("cpu-smoke", dataset="glue/sst2", model_name="sentence-transformers/x"))

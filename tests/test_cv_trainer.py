@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import mclearn_core as mc
+import mcstudy as ms
 import mcstudy.train
 from conftest import fixed_step_costs, read_jsonl
 
@@ -180,15 +181,15 @@ def test_estimator_gradient_is_unbiased():
 
 @pytest.fixture(scope="module")
 def mc_runs(prepared, tmp_path_factory):
-    cfg = mc.replace_config(prepared.cfg, results_dir=str(tmp_path_factory.mktemp("mc-results")))
-    records = mc.run_sweep(cfg, ["mclearn"], [42], prepared=prepared, progress=False)
+    cfg = ms.replace_config(prepared.cfg, results_dir=str(tmp_path_factory.mktemp("mc-results")))
+    records = ms.run_sweep(cfg, ["mclearn"], [42], prepared=prepared, progress=False)
     return cfg, {r["method"]: r for r in records}
 
 
 def test_mclearn_end_to_end(mc_runs):
     cfg, records = mc_runs
-    path = mc.run_path(cfg.results_dir, cfg.study, "mclearn", 42)
-    record = mc.read_run(path)  # the result JSON exists and round-trips
+    path = ms.run_path(cfg.results_dir, cfg.study, "mclearn", 42)
+    record = ms.read_run(path)  # the result JSON exists and round-trips
     assert record["method"] == "mclearn" and math.isfinite(record["accuracy"])
     telemetry = record["telemetry"]
     assert len(telemetry["steps"]) >= 1 and telemetry["refreshes"] >= 1
@@ -203,7 +204,7 @@ def test_mclearn_end_to_end(mc_runs):
     assert budget["steps"] == record["steps"] >= budget["steps_run"]  # a re-plan may end the run sooner
     assert record["examples_backward"] == budget["steps_run"] * cfg.batch_size
     assert len(record["eval_difficulty"]) == record["eval_examples"]
-    logs = read_jsonl(mc.run_log_path(path))
+    logs = read_jsonl(ms.run_log_path(path))
     assert len(logs) >= 1
     for line in logs:
         assert line["loss"] >= 0  # the full-pass term: a weighted sum of losses
@@ -265,7 +266,7 @@ def test_step_costs_recorded_in_run_files(mc_runs):
 
 
 # ------------------------------------------------- the estimator where it runs (MCLearn's own code)
-W_CLIP = mc.Config().w_clip  # the shipped cap on a weight, in uniform draws' weights
+W_CLIP = ms.Config().w_clip  # the shipped cap on a weight, in uniform draws' weights
 Z_FAMILY = 3.29  # two-sided 99.9 % normal quantile: 20 comparisons per test keep a family-wise ~2 %
 # The pools cycle through these policy states, set before each refresh and independent of the data
 # (so each pool's design is fixed before it is drawn): temperature tau, replay share rho, class
@@ -302,7 +303,7 @@ def estimator_case(prepared):
     random directions of parameter space (forward mode, every example at once), all unit norm."""
     from torch.func import functional_call, jvp
 
-    cfg = mc.replace_config(mc.config_for_method(prepared.cfg, "mclearn-v1"), full_rows=8, full_prob=0.5,
+    cfg = ms.replace_config(ms.config_for_method(prepared.cfg, "mclearn-v1"), full_rows=8, full_prob=0.5,
                             refresh_every=8, label_smoothing=0.0, score_max_length=48, pad_multiple=4, w_clip=W_CLIP)
     model = mc.copy.deepcopy(prepared.base_model).eval()
     model.config._attn_implementation = "eager"
@@ -319,11 +320,11 @@ def estimator_case(prepared):
     trend = _within_class_z(np.log(loss_all), labels) * _within_class_z(lengths + rng.random(len(lengths)), labels)
     rows = np.flatnonzero(trend > -0.2)
     rows = rows[(lengths[rows] < 48) | (rng.random(len(rows)) < 0.4)]
-    train = mc.subset_split(prepared.train, rows)
-    ctx = mc.RunContext(cfg=cfg, model=model, train=train, eval=prepared.eval, num_labels=4,
+    train = ms.subset_split(prepared.train, rows)
+    ctx = ms.RunContext(cfg=cfg, model=model, train=train, eval=prepared.eval, num_labels=4,
                         device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator().manual_seed(0))
-    trainer = mc.MCLearnMethod(ctx)
+    trainer = ms.MCLearnMethod(ctx)
     size, lengths, labels = len(train), lengths[rows], labels[rows]
     # the scorer: difficulty 1 - p_head(true class) fitted to sigmoid(z(log loss) + z(length)), z within class
     feats = trainer.early_features(train, np.arange(size))
@@ -492,8 +493,8 @@ def test_the_presets_once_draws_are_unbiased(estimator_case):
     within 3.29 standard errors of 0, at the same resolution (0.5 % of mean|y_i|, the loss 0.25 %)."""
     trainer, y = estimator_case["trainer"], estimator_case["y"]
     shipped = trainer.ctx.cfg
-    trainer.ctx.cfg = mc.replace_config(shipped, once_draws=True)
-    assert trainer.ctx.cfg.once_draws == mc.config_for_method(mc.make_config("cpu-smoke"), "mclearn").once_draws
+    trainer.ctx.cfg = ms.replace_config(shipped, once_draws=True)
+    assert trainer.ctx.cfg.once_draws == ms.config_for_method(ms.make_config("cpu-smoke"), "mclearn").once_draws
     try:
         out = run_pools(estimator_case, pools=1500, draws=4, seed=13)
     finally:
@@ -518,7 +519,7 @@ def test_the_switchs_draws_stay_unbiased_across_its_switches(estimator_case):
     pool's plan carries its own probabilities, whichever kind it is."""
     trainer, y = estimator_case["trainer"], estimator_case["y"]
     shipped = trainer.ctx.cfg
-    trainer.ctx.cfg = mc.replace_config(shipped, once_draws=True, select_switch=True)
+    trainer.ctx.cfg = ms.replace_config(shipped, once_draws=True, select_switch=True)
     trainer._init_variants(len(trainer.pool_feats))
     costs = itertools.cycle((-1.0, -1.0, 3.0))
     trainer.selection_cost = lambda kappa: (next(costs), None)
@@ -552,7 +553,7 @@ def test_clipping_that_binds_biases_mclearn_by_the_derived_amount(estimator_case
     than 5 standard errors from 0 (here about -4 %)."""
     trainer, y = estimator_case["trainer"], estimator_case["y"]
     shipped = trainer.ctx.cfg
-    trainer.ctx.cfg = mc.replace_config(shipped, w_clip=3.0)
+    trainer.ctx.cfg = ms.replace_config(shipped, w_clip=3.0)
     try:
         out = run_pools(estimator_case, pools=400, draws=4, seed=11)
     finally:
@@ -572,11 +573,11 @@ def test_clipping_that_binds_biases_mclearn_by_the_derived_amount(estimator_case
 # ------------------------------------------------------------- the update around the estimator
 def _mclearn(prepared, **changes):
     """An MCLearn on the cpu-smoke training set with the mclearn preset plus `changes`."""
-    cfg = mc.replace_config(mc.config_for_method(prepared.cfg, "mclearn"), **changes)
-    ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).train(), train=prepared.train,
+    cfg = ms.replace_config(ms.config_for_method(prepared.cfg, "mclearn"), **changes)
+    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).train(), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
-    return mc.MCLearnMethod(ctx)
+    return ms.MCLearnMethod(ctx)
 
 
 def _grad_norm(params) -> float:
@@ -591,7 +592,7 @@ def test_clip_and_step_clips_the_model_apart_from_the_cheap_head(prepared):
     head's gradient is scaled to norm 1."""
     trainer = _mclearn(prepared, grad_clip=1.0)
     ctx = trainer.ctx
-    mc.build_optimization(ctx, trainer)
+    ms.build_optimization(ctx, trainer)
     for group in ctx.optimizer.param_groups:
         group["lr"] = 0.0  # clip and step, move nothing
     head = list(trainer.cheap_head.parameters())
@@ -628,7 +629,7 @@ class FakeClock:
 def flat_step_costs(cfg, seconds: float) -> "mc.StepCosts":
     """A step-cost table where an update of any rows (up to a batch) at any width costs `seconds`."""
     cap = cfg.max_length
-    return mc.StepCosts(seconds={(rows, cap): seconds for rows in mc.calibration_rows(cfg, cfg.full_rows or None)},
+    return mc.StepCosts(seconds={(rows, cap): seconds for rows in ms.calibration_rows(cfg, cfg.full_rows or None)},
                         graphed=False, capture_seconds=0.0, measure_seconds=0.0, warnings=[])
 
 
@@ -670,9 +671,9 @@ def test_grad_accum_steps_step_the_lr_schedule_with_the_optimizer(prepared, monk
     trainer.setup()
     steps = trainer.num_steps()
     assert steps == 30  # 30 baseline batches at 1/64 s, nothing else charged
-    mc.build_optimization(ctx, trainer)
-    reference_opt = mc.build_optimizer(mc.copy.deepcopy(ctx.model), ctx.cfg, ctx.device)
-    reference = mc.build_scheduler(reference_opt, ctx.cfg, 15)
+    ms.build_optimization(ctx, trainer)
+    reference_opt = ms.build_optimizer(mc.copy.deepcopy(ctx.model), ctx.cfg, ctx.device)
+    reference = ms.build_scheduler(reference_opt, ctx.cfg, 15)
     expected = [reference.get_last_lr()[0]]
     for _ in range(15):
         reference_opt.step()
@@ -696,10 +697,10 @@ def test_the_budget_prices_the_pools_the_run_will_have(prepared, monkeypatch):
     3-epoch run's measured train seconds stay within its budget (1 x the baseline's), and it uses
     the budget (within one step and one refresh). Priced from the first pool alone (d5e642a), the
     same run overran by 4.1 %."""
-    cfg = mc.replace_config(prepared.cfg, epochs=3, budget_ratio=1.0, refresh_every=2, explicit=("budget_ratio",))
+    cfg = ms.replace_config(prepared.cfg, epochs=3, budget_ratio=1.0, refresh_every=2, explicit=("budget_ratio",))
     run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=flat_step_costs(cfg, 1 / 64))
     fake_clock(monkeypatch, row_seconds=2.5e-4, update_seconds=1 / 64)
-    record = mc.train_method("mclearn", cfg, run, seed=42, progress=False)
+    record = ms.train_method("mclearn", cfg, run, seed=42, progress=False)
     budget = record["telemetry"]["budget"]
     pools = [step["pool"] for step in record["telemetry"]["steps"]]
     print(f"train {record['train_seconds']:.4f} s, budget {budget['budget_seconds']:.4f} s, "
@@ -730,7 +731,7 @@ def test_refreshes_replan_the_steps_left_when_pools_or_steps_cost_more_than_plan
     start = clock.now
     trainer.setup()
     steps = trainer.num_steps()
-    mc.build_optimization(ctx, trainer)
+    ms.build_optimization(ctx, trainer)
     if dearer == "pools":
         clock.row_seconds *= 2
     else:
@@ -769,20 +770,20 @@ def test_mclearn_passes_the_budget_solver_the_runs_own_numbers(prepared, monkeyp
     setup until the call: both refreshes (each setup scoring's rows x 0.1 ms); no graph captures
     (CPU); the first pool's width mix (its widths, weights summing to 1). The run's planned
     seconds are within its budget. Each of these, 20 % wrong, passed every test before."""
-    cfg = mc.replace_config(prepared.cfg, epochs=2)
+    cfg = ms.replace_config(prepared.cfg, epochs=2)
     table = flat_step_costs(cfg, 1 / 64)
     run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=table)
     clock = fake_clock(monkeypatch, row_seconds=1e-4)
     calls, solve = [], mc.solve_budget
     monkeypatch.setattr(mc, "solve_budget", lambda *a, **k: calls.append((a, k)) or solve(*a, **k))
-    record = mc.train_method("mclearn", cfg, run, seed=42, progress=False)
+    record = ms.train_method("mclearn", cfg, run, seed=42, progress=False)
     (args, kwargs), = calls
     given = inspect.signature(solve).bind(*args, **kwargs).arguments
     assert given["costs"] is table
-    epoch = [w for _, w in mc.plan_epoch(run.train, cfg, torch.Generator().manual_seed(0))]
+    epoch = [w for _, w in ms.plan_epoch(run.train, cfg, torch.Generator().manual_seed(0))]
     assert len(epoch) == 30 and list(given["baseline_widths"]) == epoch * 2
     assert given["batch_size"] == given["full_rows"] == cfg.batch_size == 16
-    assert given["budget_ratio"] == 1 / 3 == mc.Config().budget_ratio  # the mclearn defaults
+    assert given["budget_ratio"] == 1 / 3 == ms.Config().budget_ratio  # the mclearn defaults
     assert given["refresh_every"] == cfg.refresh_every == 8
     first, second = clock.scored[:2]  # setup scores two pools
     assert given["refresh_seconds"] == pytest.approx(second * 1e-4 / 213 * 251.6, rel=1e-9)
@@ -804,11 +805,11 @@ def test_mclearn_reserves_the_captures_it_expects_to_make(prepared, monkeypatch)
     run file's capture_count_expected, and planned seconds that include them. Each re-plan holds
     back captures_expected(steps left) captures at that price: the seconds steps_within is given
     are the budget less the charge less that reserve."""
-    cfg = mc.replace_config(prepared.cfg, epochs=6, budget_ratio=0.5, explicit=("budget_ratio",))
+    cfg = ms.replace_config(prepared.cfg, epochs=6, budget_ratio=0.5, explicit=("budget_ratio",))
     table = mc.dataclasses.replace(flat_step_costs(cfg, 1 / 64), graphed=True, capture_seconds=0.05)
     run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=table)
     fake_clock(monkeypatch, row_seconds=1e-4)
-    monkeypatch.setattr(mc.MCLearnMethod, "will_capture", lambda self: True)
+    monkeypatch.setattr(ms.MCLearnMethod, "will_capture", lambda self: True)
     calls, solve = [], mc.solve_budget
     monkeypatch.setattr(mc, "solve_budget", lambda *a, **k: calls.append((a, k)) or solve(*a, **k))
     within, steps_within = [], mc.steps_within
@@ -816,18 +817,18 @@ def test_mclearn_reserves_the_captures_it_expects_to_make(prepared, monkeypatch)
     plans = []
     draw = mc.MCLearn.draw
     monkeypatch.setattr(mc.MCLearn, "draw", lambda self: draw(self) or plans.append(self.plan))
-    reserves, captures_expected = [], mc.MCLearnMethod.captures_expected
-    monkeypatch.setattr(mc.MCLearnMethod, "captures_expected",
+    reserves, captures_expected = [], ms.MCLearnMethod.captures_expected
+    monkeypatch.setattr(ms.MCLearnMethod, "captures_expected",
                         lambda self, steps: reserves.append(captures_expected(self, steps)) or reserves[-1])
     charges, charged_seconds = [], mc.MCLearn.charged_seconds
     monkeypatch.setattr(mc.MCLearn, "charged_seconds",
                         lambda self: charges.append(charged_seconds(self)) or charges[-1])
-    record = mc.train_method("mclearn", cfg, run, seed=42, progress=False)
+    record = ms.train_method("mclearn", cfg, run, seed=42, progress=False)
     first, final = (inspect.signature(solve).bind(*a, **k).arguments for a, k in calls)
     mix = plans[1].bucket_prob  # setup's second pool prices the run
     assert np.count_nonzero(mix) > 1 and first["graph_count"] == np.count_nonzero(mix)
     upper = solve(*calls[0][0], **calls[0][1])["steps"]
-    frequent = mix * upper >= mc.GRAPH_MIN_USES
+    frequent = mix * upper >= ms.GRAPH_MIN_USES
     expected = mc.expected_captures(np.where(frequent, mix, 0.0), upper, cfg.graph_warmup_steps)
     print(f"{upper} steps, width mix {np.round(mix, 3)}: {expected:.3f} captures expected")
     assert final["graph_count"] == pytest.approx(expected, rel=1e-12)
@@ -855,8 +856,8 @@ def test_captures_expected_leaves_out_captured_widths_and_counts_warm_ups(prepar
     plan, rows = trainer.plan, trainer.full_rows
     widths = [int(w) for w in plan.bucket_widths]
     assert len(widths) > 2
-    trainer.planned_uses = {(rows, w): mc.GRAPH_MIN_USES for w in widths}
-    trainer.planned_uses[rows, widths[-1]] = mc.GRAPH_MIN_USES - 1  # rare: runs eagerly, never captured
+    trainer.planned_uses = {(rows, w): ms.GRAPH_MIN_USES for w in widths}
+    trainer.planned_uses[rows, widths[-1]] = ms.GRAPH_MIN_USES - 1  # rare: runs eagerly, never captured
     trainer.graphed = types.SimpleNamespace(capture=True, graphs={(rows, widths[0]): None},
                                             eager_steps={(rows, widths[0]): 2, (rows, widths[1]): 1})
     prob = [0.0] + list(plan.bucket_prob[1:-1]) + [0.0]
@@ -879,11 +880,11 @@ def learnable(tmp_path_factory):
         labels = rng.integers(0, 4, n)
         texts = [" ".join(f"c{c}k{rng.integers(5)}" if rng.random() < 0.3 else f"w{rng.integers(300)}"
                           for _ in range(rng.integers(4, 40))) for c in labels]
-        return mc.TextSplit(texts, labels.astype(np.int64))
+        return ms.TextSplit(texts, labels.astype(np.int64))
 
-    bundle = mc.DataBundle(train=split(480), eval=split(200), label_names=["a", "b", "c", "d"], source="synthetic")
-    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path_factory.mktemp("learnable")), epochs=4, lr=3e-3)
-    prepared = mc.prepare(cfg, bundle)
+    bundle = ms.DataBundle(train=split(480), eval=split(200), label_names=["a", "b", "c", "d"], source="synthetic")
+    cfg = ms.make_config("cpu-smoke", results_dir=str(tmp_path_factory.mktemp("learnable")), epochs=4, lr=3e-3)
+    prepared = ms.prepare(cfg, bundle)
     torch.manual_seed(0)
     with torch.no_grad():
         for module in prepared.base_model.modules():
@@ -903,13 +904,13 @@ def test_mclearn_learns_within_its_budget_over_several_epochs(learnable, cost_cl
     the same run (its predictions and seconds)."""
     cost_clock(1e-4)
     priced = dataclasses.replace(learnable, step_costs=fixed_step_costs(learnable.cfg, 1e-4))
-    cfg = mc.with_explicit(learnable.cfg, budget_ratio=0.5)
-    record = mc.train_method("mclearn", cfg, priced, seed=42, progress=False)
+    cfg = ms.with_explicit(learnable.cfg, budget_ratio=0.5)
+    record = ms.train_method("mclearn", cfg, priced, seed=42, progress=False)
     budget = record["telemetry"]["budget"]
     print(f"accuracy {record['accuracy']:.3f}, {budget['steps_run']} of {budget['steps']} steps, charged "
           f"{budget['charged_seconds']:.3f} s, train {record['train_seconds']:.3f} s "
           f"of {budget['budget_seconds']:.3f} s")
-    assert budget["baseline_steps"] == 4 * len(mc.plan_epoch(learnable.train, cfg, torch.Generator().manual_seed(0)))
+    assert budget["baseline_steps"] == 4 * len(ms.plan_epoch(learnable.train, cfg, torch.Generator().manual_seed(0)))
     assert budget["planned_seconds"] <= budget["budget_seconds"]
     step = budget["charged_seconds"] / max(budget["steps_run"], 1)
     assert budget["charged_seconds"] <= budget["budget_seconds"] + step
@@ -917,7 +918,7 @@ def test_mclearn_learns_within_its_budget_over_several_epochs(learnable, cost_cl
     curve = [point["accuracy"] for point in record["eval_curve"]]
     assert len(curve) == cfg.eval_points and curve[-1] > curve[0]
     assert curve[-1] == pytest.approx(record["accuracy"])
-    again = mc.train_method("mclearn", cfg, priced, seed=42, progress=False)
+    again = ms.train_method("mclearn", cfg, priced, seed=42, progress=False)
     assert again["eval_predictions"] == record["eval_predictions"] and again["train_seconds"] == record["train_seconds"]
 
 
@@ -929,7 +930,7 @@ def test_mclearn_reports_the_full_models_accuracy_on_the_eval_split(learnable, c
     cost_clock(1e-4)
     priced = dataclasses.replace(learnable, step_costs=fixed_step_costs(learnable.cfg, 1e-4))
     runs, evaluated = [], []
-    start_run, evaluate = mc.start_run, mc.evaluate
+    start_run, evaluate = ms.start_run, ms.evaluate
 
     def spy_start(*args, **kwargs):
         runs.append(start_run(*args, **kwargs))
@@ -941,7 +942,7 @@ def test_mclearn_reports_the_full_models_accuracy_on_the_eval_split(learnable, c
 
     monkeypatch.setattr(mcstudy.train, "start_run", spy_start)
     monkeypatch.setattr("mcstudy.train.evaluate", spy_evaluate)
-    record = mc.train_method("mclearn", mc.replace_config(learnable.cfg, eval_points=3), priced, seed=7, progress=False)
+    record = ms.train_method("mclearn", ms.replace_config(learnable.cfg, eval_points=3), priced, seed=7, progress=False)
     model = runs[0][0].model
     assert len(evaluated) == 3 + 1 and all(m is model and d is priced.eval for m, d in evaluated)
     assert len(mc.encoder_parts(model).layers) == learnable.cfg.tiny_layers

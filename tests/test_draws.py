@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import mclearn_core as mc
+import mcstudy as ms
 
 
 def soft_topk_by_hand(scores: np.ndarray, labels: np.ndarray, kappa: float, tau: float) -> np.ndarray:
@@ -104,12 +105,12 @@ def test_once_positions_mix_the_rows_of_a_step_and_shuffle_the_steps():
 def once_trainer(prepared) -> mc.MCLearn:
     """An MCLearn (once_draws) on the cpu-smoke training set (480 rows, 4 classes): 8 full-pass rows of 16
     draws per step, pools serving 4 steps at kappa 0.5, replay share 0.2, once_floor 0.1."""
-    cfg = mc.replace_config(prepared.cfg, full_rows=8, full_prob=0.5, refresh_every=4, w_clip=0.0, kappa_schedule=(0.5,),
+    cfg = ms.replace_config(prepared.cfg, full_rows=8, full_prob=0.5, refresh_every=4, w_clip=0.0, kappa_schedule=(0.5,),
                             replay_share_init=0.2, replay_share_bounds=(0.2, 0.2), once_draws=True, once_floor=0.1)
-    ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).eval(), train=prepared.train,
+    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).eval(), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
-    return mc.MCLearnMethod(ctx)
+    return ms.MCLearnMethod(ctx)
 
 
 def test_once_draws_give_the_plans_own_count_of_full_passes(prepared):

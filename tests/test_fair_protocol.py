@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import mclearn_core as mc
+import mcstudy as ms
 from conftest import fixed_step_costs
 
 TOKEN_SECONDS = 1e-4  # the cost model: an update of 16 rows at 32 tokens costs 0.05 s
@@ -27,7 +27,7 @@ def test_run_clock_takes_a_step_while_it_ends_nearer_the_budget_than_stopping():
     stopping leaves: the run stops. The estimate is the median of the last CLOCK_WINDOW steps, so
     one slow step (a graph capture) does not move it; the first step is always taken; a step's lr
     follows the elapsed share at its expected end."""
-    clock = mc.RunClock(1.0)
+    clock = ms.RunClock(1.0)
     assert not clock.should_stop(5.0)  # no step yet: the first is always taken
     for _ in range(5):
         clock.observe(0.1)
@@ -36,9 +36,9 @@ def test_run_clock_takes_a_step_while_it_ends_nearer_the_budget_than_stopping():
     assert not clock.should_stop(0.94) and clock.should_stop(0.96)
     assert clock.next_progress(0.5) == pytest.approx(0.6) and clock.progress == pytest.approx(0.6)
     assert clock.next_progress(0.95) == 1.0
-    for _ in range(mc.CLOCK_WINDOW):
+    for _ in range(ms.CLOCK_WINDOW):
         clock.observe(0.2)
-    assert len(clock.recent) == mc.CLOCK_WINDOW and clock.step_estimate() == pytest.approx(0.2)
+    assert len(clock.recent) == ms.CLOCK_WINDOW and clock.step_estimate() == pytest.approx(0.2)
 
 
 CLOCKED = ["short-schedule", "uniform", "infobatch", "mclearn", "selective-backprop", "rho-loss"]
@@ -52,11 +52,11 @@ def test_a_clock_driven_run_spends_its_budget_and_ends_its_schedule_at_its_last_
     at the last update is at most 1 % of its peak, and the run file says so (time_target,
     lr_schedule, updates); it evaluates along the way and last after its last step."""
     cost_clock(TOKEN_SECONDS)
-    cfg = mc.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=3.0, uniform_fraction=0.5, eval_points=4)
-    plan = mc.plan_time_budget(method, 0.5, cfg, {"forward_share": 0.3})
+    cfg = ms.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=3.0, uniform_fraction=0.5, eval_points=4)
+    plan = ms.plan_time_budget(method, 0.5, cfg, {"forward_share": 0.3})
     if method == "rho-loss":  # a step scores 10 batches: at 4 the 3 s hold enough steps to land within 3 %
-        cfg = mc.replace_config(cfg, rho_candidate_mult=4)
-    record = mc.train_method(method, mc.with_explicit(cfg, **plan.knobs), _priced(prepared), seed=3, progress=False)
+        cfg = ms.replace_config(cfg, rho_candidate_mult=4)
+    record = ms.train_method(method, ms.with_explicit(cfg, **plan.knobs), _priced(prepared), seed=3, progress=False)
     target, schedule = record["time_target"], record["lr_schedule"]
     print(method, record["train_seconds"], record["updates"], schedule)
     assert abs(record["train_seconds"] / 3.0 - 1) <= 0.03
@@ -75,8 +75,8 @@ def test_a_clock_driven_run_outlasts_its_plan(prepared, smoke_cfg, cost_clock):
     """uniform on a tenth of the data for one epoch plans 3 steps; at a budget of 20 steps' seconds
     it goes on over its subset epoch after epoch until the clock stops it."""
     cost_clock(TOKEN_SECONDS)
-    cfg = mc.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=1.0, uniform_fraction=0.1)
-    record = mc.train_method("uniform", cfg, _priced(prepared), seed=3, progress=False)
+    cfg = ms.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=1.0, uniform_fraction=0.1)
+    record = ms.train_method("uniform", cfg, _priced(prepared), seed=3, progress=False)
     assert record["steps"] > 3 * 4 and abs(record["time_target"]["ratio"] - 1) <= 0.03
     assert record["examples_backward"] > 3 * len(prepared.train) * 0.1
 
@@ -86,11 +86,11 @@ def test_clock_progress_drives_the_phases_of_mclearn_and_infobatch(prepared, smo
     reaches its last kappa (after 80 % of the seconds) and InfoBatch's last epochs, from the last
     infobatch_anneal share of the seconds on, prune nothing, while earlier ones did."""
     cost_clock(TOKEN_SECONDS)
-    cfg = mc.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=4.0, eval_points=2)
-    record = mc.train_method("mclearn", cfg, _priced(prepared), seed=3, progress=False)
+    cfg = ms.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=4.0, eval_points=2)
+    record = ms.train_method("mclearn", cfg, _priced(prepared), seed=3, progress=False)
     assert {s["kappa"] for s in record["telemetry"]["steps"]} == set(cfg.kappa_schedule)
-    cfg = mc.replace_config(cfg, infobatch_anneal=0.3)
-    record = mc.train_method("infobatch", cfg, _priced(prepared), seed=3, progress=False)
+    cfg = ms.replace_config(cfg, infobatch_anneal=0.3)
+    record = ms.train_method("infobatch", cfg, _priced(prepared), seed=3, progress=False)
     pruned = record["telemetry"]["pruned_per_epoch"]
     print(pruned)
     assert len(pruned) >= 3 > cfg.epochs and max(pruned[1:-1]) > 0 and pruned[-1] == 0
@@ -102,11 +102,11 @@ def test_infobatch_compresses_each_epochs_share_of_the_schedule_into_the_steps_i
     the epochs done when it starts, each epoch's share spread over the steps that epoch runs, so the
     first update of epoch e is at e / 3 of the schedule and the last update's lr is at most 1 % of
     the peak (skipping a pruned epoch's steps ended the run at 8.5 % of its peak on Banking77)."""
-    cfg = mc.replace_config(smoke_cfg, epochs=3, infobatch_prune=0.7, infobatch_anneal=0.0)
-    ctx = mc.start_run("infobatch", cfg, prepared, seed=1)[0]
-    method = mc.InfoBatch(ctx)
-    mc.build_optimization(ctx, method)
-    f, total = mc.schedule_multiplier(cfg, method.num_steps()), method.num_steps()
+    cfg = ms.replace_config(smoke_cfg, epochs=3, infobatch_prune=0.7, infobatch_anneal=0.0)
+    ctx = ms.start_run("infobatch", cfg, prepared, seed=1)[0]
+    method = ms.InfoBatch(ctx)
+    ms.build_optimization(ctx, method)
+    f, total = ms.schedule_multiplier(cfg, method.num_steps()), method.num_steps()
     shares, starts = [], []
     for i in range(method.num_steps()):
         progress = method.schedule_progress()
@@ -124,11 +124,11 @@ def test_infobatch_compresses_each_epochs_share_of_the_schedule_into_the_steps_i
 
 
 def test_a_step_driven_baseline_ends_its_schedule_at_its_last_update(prepared, smoke_cfg):
-    record = mc.train_method("baseline", smoke_cfg, prepared, seed=1, progress=False)
+    record = ms.train_method("baseline", smoke_cfg, prepared, seed=1, progress=False)
     schedule = record["lr_schedule"]
     assert schedule["driven_by"] == "steps" and schedule["updates"] == record["steps"] == 30
     assert 0 < schedule["last_share"] <= 0.01 and record["time_target"] is None
-    f = mc.schedule_multiplier(smoke_cfg, 30)
+    f = ms.schedule_multiplier(smoke_cfg, 30)
     assert schedule["sum_share"] == pytest.approx(sum(f(k) for k in range(30)), abs=1e-3)
 
 
@@ -137,32 +137,32 @@ def test_mclearn_plans_its_update_shapes_and_leaves_rare_ones_uncaptured(prepare
     """MC-Learn's update graphs follow the capture policy of every method: its planned uses of each
     (full_rows, width) are its planned steps at the first pool's width mix, and a width planned
     fewer than GRAPH_MIN_USES times is never captured (it runs eagerly)."""
-    cfg = mc.config_for_method(mc.replace_config(smoke_cfg, budget_ratio=0.5), "mclearn")
+    cfg = ms.config_for_method(ms.replace_config(smoke_cfg, budget_ratio=0.5), "mclearn")
     priced = _priced(prepared)
-    ctx, trainer = mc.start_run("mclearn", cfg, priced, seed=1)
+    ctx, trainer = ms.start_run("mclearn", cfg, priced, seed=1)
     trainer.setup()
     uses = trainer.planned_update_shapes()
     assert sum(uses.values()) == pytest.approx(trainer.num_steps(), abs=len(uses))
     expected = {(trainer.full_rows, int(w)): round(p * trainer.num_steps())
                 for w, p in zip(trainer.plan.bucket_widths, trainer.plan.bucket_prob)}
     assert uses == expected
-    mc.build_optimization(ctx, trainer)
+    ms.build_optimization(ctx, trainer)
     trainer.step(0)
     graphed = trainer.graphed
     assert graphed.planned_uses == uses
-    rare = [k for k, n in uses.items() if n < mc.GRAPH_MIN_USES]
-    frequent = [k for k, n in uses.items() if n >= mc.GRAPH_MIN_USES]
+    rare = [k for k, n in uses.items() if n < ms.GRAPH_MIN_USES]
+    frequent = [k for k, n in uses.items() if n >= ms.GRAPH_MIN_USES]
     assert rare and frequent  # the smoke data has both
     assert not any(graphed.worth_capturing(k) for k in rare) and all(graphed.worth_capturing(k) for k in frequent)
 
 
 def test_infobatch_plans_the_update_shapes_of_its_epochs():
     """InfoBatch's planned update shapes are its full-data epoch's, weighted, times its epochs."""
-    cfg = mc.make_config("cpu-smoke", epochs=3)
-    prepared = mc.prepare(cfg)
-    ctx = mc.start_run("infobatch", cfg, prepared, seed=1)[0]
-    method = mc.InfoBatch(ctx)
-    epoch = mc.plan_epoch(prepared.train, cfg, torch.Generator().manual_seed(0))
+    cfg = ms.make_config("cpu-smoke", epochs=3)
+    prepared = ms.prepare(cfg)
+    ctx = ms.start_run("infobatch", cfg, prepared, seed=1)[0]
+    method = ms.InfoBatch(ctx)
+    epoch = ms.plan_epoch(prepared.train, cfg, torch.Generator().manual_seed(0))
     expected = {}
     for rows, width in epoch:
         expected[(len(rows), width, True)] = expected.get((len(rows), width, True), 0) + 3
@@ -180,19 +180,19 @@ def test_startup_seconds_sum_the_graphs_warm_ups_and_captures(prepared, smoke_cf
         def eager_seconds(self):
             return self.eager
 
-    method = mc.Method(None)
+    method = ms.Method(None)
     method.graphed, method.scorer = Graphs(0.2, 0.05, 0.3, 2), Graphs(0.1, 0.0, 0.2, 1)
-    assert mc.startup_seconds(method, 4.0) == {"warmup": 0.3, "capture": 0.5, "rare_eager": 0.05, "graphs": 3,
+    assert ms.startup_seconds(method, 4.0) == {"warmup": 0.3, "capture": 0.5, "rare_eager": 0.05, "graphs": 3,
                                                "share": 0.2}
     method.scorer = None
-    assert mc.startup_seconds(method, 0.0)["share"] is None
+    assert ms.startup_seconds(method, 0.0)["share"] is None
 
 
 def test_eager_seconds_split_warm_ups_of_captured_shapes_from_other_eager_steps(prepared, smoke_cfg):
     """GraphedUpdate.eager_seconds adds each eager step's seconds: steps of a shape it captured later
     are its warm-up, the rest (rare shapes, shapes never captured) the other eager seconds."""
-    ctx = mc.start_run("baseline", smoke_cfg, prepared, seed=1)[0]
-    graphed = mc.GraphedUpdate(ctx, lambda inputs, key: {})
+    ctx = ms.start_run("baseline", smoke_cfg, prepared, seed=1)[0]
+    graphed = ms.GraphedUpdate(ctx, lambda inputs, key: {})
     graphed.graphs = {("a",): None}
     graphed.eager_times = [(("a",), 0.03), (("a",), 0.02), (("b",), 0.005)]
     assert graphed.eager_seconds() == pytest.approx((0.05, 0.005))
@@ -205,18 +205,18 @@ def test_mclearn_tells_the_clock_what_its_refresh_steps_add(prepared, smoke_cfg,
     expected seconds (measured per pool member, times the pool's size): extra_step_seconds is 0
     between refreshes and that at one, and train_loop hands it to RunClock.should_stop."""
     cost_clock(TOKEN_SECONDS)
-    cfg = mc.config_for_method(mc.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=2.0), "mclearn")
-    ctx, trainer = mc.start_run("mclearn", cfg, _priced(prepared), seed=1)
+    cfg = ms.config_for_method(ms.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=2.0), "mclearn")
+    ctx, trainer = ms.start_run("mclearn", cfg, _priced(prepared), seed=1)
     trainer.setup()
     every = cfg.refresh_every
     assert trainer.extra_step_seconds(1) == 0.0
     expected = trainer.setup_refresh_per_member * trainer.pool_size(trainer.policy.kappa(0.0))
     assert expected > 0 and trainer.extra_step_seconds(every) == pytest.approx(expected)
     asked = []
-    should_stop = mc.RunClock.should_stop
-    monkeypatch.setattr(mc.RunClock, "should_stop", lambda self, elapsed, extra=0.0: (
+    should_stop = ms.RunClock.should_stop
+    monkeypatch.setattr(ms.RunClock, "should_stop", lambda self, elapsed, extra=0.0: (
         asked.append(extra), should_stop(self, elapsed, extra))[1])
-    mc.train_method("mclearn", cfg, _priced(prepared), seed=1, progress=False)
+    ms.train_method("mclearn", cfg, _priced(prepared), seed=1, progress=False)
     assert all(extra > 0 for extra in asked[every::every]) and not any(asked[1:every])
 
 
@@ -226,9 +226,9 @@ def test_cuda_clock_driven_graphed_runs_spend_their_budget_and_book_their_start_
     """On CUDA with graphs: a clock-driven run of 1 s lands within 3 % of it, replays captured graphs,
     ends its lr at its last update, and books its eager warm-up steps and captures (read from CUDA
     events) as a share of its train seconds."""
-    cfg = mc.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=1.0, cuda_graphs=True, pad_multiple=16,
+    cfg = ms.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=1.0, cuda_graphs=True, pad_multiple=16,
                             eval_points=2, epochs=3)
-    record = mc.train_method(method, cfg, prepared, seed=1, progress=False)
+    record = ms.train_method(method, cfg, prepared, seed=1, progress=False)
     startup = record["startup_seconds"]
     print(method, record["train_seconds"], record["updates"], startup, record["lr_schedule"])
     assert record["graphed"] and startup["graphs"] >= 1 and startup["warmup"] > 0 and startup["capture"] > 0

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-import mclearn_core as mc
+import mcstudy as ms
 from conftest import stored_run
 
-sys.path.insert(0, str(mc.REPO_ROOT / "benchmarks"))
+sys.path.insert(0, str(ms.REPO_ROOT / "benchmarks"))
 import migrate_runs  # noqa: E402
 
 
@@ -21,7 +21,7 @@ def old_file(path, record):
 
 
 def old_path(results, study, label, seed):
-    return mc.run_path(results, study, label, seed).with_name(f"{label}-seed{seed}.json")
+    return ms.run_path(results, study, label, seed).with_name(f"{label}-seed{seed}.json")
 
 
 def test_a_run_round_trips_through_the_compressed_store(tmp_path):
@@ -29,46 +29,46 @@ def test_a_run_round_trips_through_the_compressed_store(tmp_path):
     the same record (no time stamp), and read back equal, NaN included."""
     record = {"study": "s", "method": "baseline", "seed": 1, "accuracy": float("nan"), "train_seconds": 1.25,
               "curve": [{"step": 1, "loss": 0.5}]}
-    path = mc.run_path(tmp_path, "s", "baseline", 1)
+    path = ms.run_path(tmp_path, "s", "baseline", 1)
     assert path.name == "baseline-seed1.json.gz"
-    mc.write_json_atomic(path, record)
+    ms.write_json_atomic(path, record)
     raw = path.read_bytes()
     assert raw[:2] == b"\x1f\x8b"  # gzip's magic number
     assert json.loads(gzip.decompress(raw)) == json.loads(json.dumps(record))
-    back = mc.read_run(path)
+    back = ms.read_run(path)
     assert back["accuracy"] != back["accuracy"] and {k: v for k, v in back.items() if k != "accuracy"} == \
         {k: v for k, v in record.items() if k != "accuracy"}
-    mc.write_json_atomic(path, record)
+    ms.write_json_atomic(path, record)
     assert path.read_bytes() == raw
-    assert [r["method"] for r in mc.load_runs(tmp_path)] == ["baseline"]
+    assert [r["method"] for r in ms.load_runs(tmp_path)] == ["baseline"]
 
 
 def test_an_old_format_run_file_is_one_line_error_naming_the_migration(tmp_path):
     """A plain .json run file is neither retrained nor left out silently: a sweep's read of its run
     and a table's read of its study raise one line naming the file and benchmarks/migrate_runs.py; a
     summary leaves it out with that line as a warning."""
-    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
+    cfg = ms.make_config("cpu-smoke", results_dir=str(tmp_path))
     path = old_file(old_path(tmp_path, cfg.study, "baseline", 1),
                     {"study": cfg.study, "method": "baseline", "seed": 1, "accuracy": 0.5, "train_seconds": 1.0})
     fix = f"`python benchmarks/migrate_runs.py {tmp_path}`"
-    with pytest.raises(mc.RunFileError, match=f"^{path} is a run file in the old format .*: convert the run files of "
+    with pytest.raises(ms.RunFileError, match=f"^{path} is a run file in the old format .*: convert the run files of "
                                               f"{tmp_path} with {fix}, then run again$"):
-        mc.read_finished_run(mc.run_path(tmp_path, cfg.study, "baseline", 1), cfg, "baseline")
-    with pytest.raises(mc.RunFileError, match=f"^{path} is a run file in the old format"):
-        mc.load_runs(tmp_path)
-    with pytest.raises(mc.RunFileError, match=f"^{path} is a run file in the old format"):
-        mc.read_run(path)
-    assert mc.summary_rows(tmp_path).empty
+        ms.read_finished_run(ms.run_path(tmp_path, cfg.study, "baseline", 1), cfg, "baseline")
+    with pytest.raises(ms.RunFileError, match=f"^{path} is a run file in the old format"):
+        ms.load_runs(tmp_path)
+    with pytest.raises(ms.RunFileError, match=f"^{path} is a run file in the old format"):
+        ms.read_run(path)
+    assert ms.summary_rows(tmp_path).empty
 
 
 def test_the_command_line_names_the_migration_for_an_old_run_file(tmp_path, capsys):
     path = old_file(old_path(tmp_path, "sweep-cpu-smoke", "baseline", 42),
                     {"study": "sweep-cpu-smoke", "method": "baseline", "seed": 42})
-    code = mc.main(["--preset", "cpu-smoke", "--methods", "baseline", "--results-dir", str(tmp_path)])
+    code = ms.main(["--preset", "cpu-smoke", "--methods", "baseline", "--results-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert err[0].startswith(f"error: {path} is a run file in the old format") and "migrate_runs.py" in err[0]
-    assert path.exists() and not mc.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42).exists()
+    assert path.exists() and not ms.run_path(tmp_path, "sweep-cpu-smoke", "baseline", 42).exists()
 
 
 def _old_names(config: dict, method: str) -> dict:
@@ -76,7 +76,7 @@ def _old_names(config: dict, method: str) -> dict:
     old = {k: v for k, v in config.items() if k != "step_budget_ratio"}  # a key the old names lack
     if method == "mclearn-paper":
         old["budget_ratio"] = config["step_budget_ratio"]  # its per-step ratio had mclearn's key
-    back = {new: name for name, new in mc.RENAMED.items()}
+    back = {new: name for name, new in ms.RENAMED.items()}
     return {back.get(k, k): v for k, v in old.items()}
 
 
@@ -85,49 +85,49 @@ def test_a_run_file_with_old_key_names_is_migrated_and_resumes_as_finished(tmp_p
     """A run file of the old names (rho_init, rho_bounds, q_bounds; mclearn-paper's per-step
     budget_ratio; examples_seen; mclearn-paper's logged "rho" and "q") is migrated to today's names:
     the same settings resume as finished, a changed one is stale and named by its new key."""
-    cfg = mc.make_config("cpu-smoke", results_dir=str(tmp_path))
-    config = _old_names(mc.portable_config(mc.config_for_method(cfg, method)), method)
+    cfg = ms.make_config("cpu-smoke", results_dir=str(tmp_path))
+    config = _old_names(ms.portable_config(ms.config_for_method(cfg, method)), method)
     assert {"rho_init", "rho_bounds", "q_bounds"} <= set(config) and "replay_share_init" not in config
     assert config["budget_ratio"] == (0.55 if method == "mclearn-paper" else 1 / 3) and "step_budget_ratio" not in config
     new = stored_run(cfg, method, 1, config=config, examples_seen=7,
                      telemetry={"steps": [{"step": 1, "rho": 0.1, "q": [0.2, 0.3]}]})
-    path = old_file(old_path(tmp_path, cfg.study, method, 1), mc.read_run(new))
+    path = old_file(old_path(tmp_path, cfg.study, method, 1), ms.read_run(new))
     new.unlink()
     assert migrate_runs.migrate(tmp_path) == [(path, new)]
     assert not path.exists()
-    record = mc.read_finished_run(new, cfg, method)
+    record = ms.read_finished_run(new, cfg, method)
     assert record is not None and record["examples_backward"] == 7 and "examples_seen" not in record
-    assert record["config"]["replay_share_bounds"] == list(mc.config_for_method(cfg, method).replay_share_bounds)
+    assert record["config"]["replay_share_bounds"] == list(ms.config_for_method(cfg, method).replay_share_bounds)
     assert record["telemetry"]["steps"] == [{"step": 1, "replay_share": 0.1, "full_prob": [0.2, 0.3]}]
     key = "step_budget_ratio" if method == "mclearn-paper" else "replay_share_init"
-    changed = mc.with_explicit(cfg, **{key: 0.45})
+    changed = ms.with_explicit(cfg, **{key: 0.45})
     with pytest.raises(ValueError, match=rf"\({key} differ: {key} .* stored, 0.45 now\)"):
-        mc.read_finished_run(new, changed, method)
+        ms.read_finished_run(new, changed, method)
 
 
 def test_a_run_file_under_an_old_method_id_is_migrated_and_resumes_as_finished(prepared, smoke_cfg, monkeypatch):
     """rho_loss-seed1.json (method "rho_loss", the old key names, examples_seen) becomes
     rho-loss-seed1.json.gz in today's names, its log following it; a sweep of "rho-loss" reads it
     back without training; an old id passed to a sweep or a budget study is refused naming the new one."""
-    record = mc.train_method("rho-loss", smoke_cfg, prepared, seed=1, progress=False)
+    record = ms.train_method("rho-loss", smoke_cfg, prepared, seed=1, progress=False)
     old = dict(record, method="rho_loss", run_label="rho_loss",
                config=_old_names(record["config"], "rho-loss"), examples_seen=record["examples_backward"])
     del old["examples_backward"]
     path = old_file(old_path(smoke_cfg.results_dir, smoke_cfg.study, "rho_loss", 1), old)
     path.with_name("rho_loss-seed1.jsonl").write_text('{"step": 1}\n')
-    new = mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "rho-loss", 1)
+    new = ms.run_path(smoke_cfg.results_dir, smoke_cfg.study, "rho-loss", 1)
     assert migrate_runs.migrate(smoke_cfg.results_dir, dry_run=True) == [(path, new)] and path.exists()
     assert migrate_runs.migrate(smoke_cfg.results_dir) == [(path, new)]
-    assert gzip.decompress(mc.run_log_path(new).read_bytes()) == b'{"step": 1}\n'
+    assert gzip.decompress(ms.run_log_path(new).read_bytes()) == b'{"step": 1}\n'
     monkeypatch.setattr("mcstudy.runs.train_method", lambda *a, **k: pytest.fail("the stored run was retrained"))
-    again, = mc.run_sweep(smoke_cfg, ["rho-loss"], [1], prepared=prepared, progress=False)
+    again, = ms.run_sweep(smoke_cfg, ["rho-loss"], [1], prepared=prepared, progress=False)
     assert again["method"] == again["run_label"] == "rho-loss" and again["accuracy"] == record["accuracy"]
     assert again["examples_backward"] == record["examples_backward"] and "examples_seen" not in again
     assert sorted(p.name for p in new.parent.iterdir()) == ["rho-loss-seed1.json.gz", "rho-loss-seed1.jsonl.gz"]
     with pytest.raises(ValueError, match="Method 'rho_loss' is now 'rho-loss': use the new id"):
-        mc.run_sweep(smoke_cfg, ["rho_loss"], [1], prepared=prepared, progress=False)
+        ms.run_sweep(smoke_cfg, ["rho_loss"], [1], prepared=prepared, progress=False)
     with pytest.raises(ValueError, match="Method 'selective_backprop' is now 'selective-backprop'"):
-        mc.run_budget_study(smoke_cfg, ["baseline", "selective-backprop"], (0.5,), prepared=prepared,
+        ms.run_budget_study(smoke_cfg, ["baseline", "selective-backprop"], (0.5,), prepared=prepared,
                             method_budgets={"selective_backprop": [0.5]})
 
 
@@ -137,7 +137,7 @@ def test_migration_is_repeatable_and_refuses_a_run_stored_both_ways_differently(
     record = {"study": "s", "method": "baseline", "seed": 1, "run_label": "baseline", "accuracy": 0.5,
               "train_seconds": 1.0, "examples_seen": 3}
     path = old_file(old_path(tmp_path, "s", "baseline", 1), record)
-    new = mc.run_path(tmp_path, "s", "baseline", 1)
+    new = ms.run_path(tmp_path, "s", "baseline", 1)
     assert migrate_runs.migrate(tmp_path) == [(path, new)] and migrate_runs.migrate(tmp_path) == []
     assert migrate_runs.main([str(tmp_path)]) == 0
     old_file(path, record)  # the same run again, as older code writes it
@@ -145,7 +145,7 @@ def test_migration_is_repeatable_and_refuses_a_run_stored_both_ways_differently(
     old_file(path, dict(record, accuracy=0.6))
     with pytest.raises(ValueError, match=f"{path} would become {new}, which exists and holds another record"):
         migrate_runs.migrate(tmp_path)
-    assert path.exists() and mc.read_run(new)["accuracy"] == 0.5
+    assert path.exists() and ms.read_run(new)["accuracy"] == 0.5
 
 
 def _preset_run(results, study, method, seed, label, once=None):
@@ -177,10 +177,10 @@ def test_migration_names_each_stored_mclearn_run_of_the_previous_protocol_by_its
               ("x-ablation", "mclearn-once-b0.33", 1): None, ("x-ablation-lr", "mclearn-once-b0.50-lr1e-03", 1): None,
               ("eq", "mclearn-b0.33", 3): None, ("fair", "mclearn-once-b0.33", 1): None}
     for (study, label, seed), renamed_from in expect.items():
-        path = mc.run_path(tmp_path, study, label, seed)
-        record = mc.read_run(path)
+        path = ms.run_path(tmp_path, study, label, seed)
+        record = ms.read_run(path)
         assert record["run_label"] == label and record.get("renamed_from") == renamed_from
-        assert gzip.decompress(mc.run_log_path(path).read_bytes()).decode() == f'{{"step": {seed}}}\n'
+        assert gzip.decompress(ms.run_log_path(path).read_bytes()).decode() == f'{{"step": {seed}}}\n'
     assert not list(tmp_path.glob("runs/*/*.json")) and not list(tmp_path.glob("runs/*/*.jsonl"))
 
 
@@ -196,21 +196,21 @@ def test_the_step_logs_of_migrated_runs_are_compressed_once(tmp_path):
     """A plain step log beside a run in today's format (older code wrote both plain) becomes
     <label>-seed<k>.jsonl.gz with the same lines; a second run compresses nothing."""
     record = {"study": "s", "method": "baseline", "seed": 1, "accuracy": 0.5, "train_seconds": 1.0}
-    path = mc.run_path(tmp_path, "s", "baseline", 1)
-    mc.write_json_atomic(path, record)
+    path = ms.run_path(tmp_path, "s", "baseline", 1)
+    ms.write_json_atomic(path, record)
     plain = path.with_name("baseline-seed1.jsonl")
     plain.write_text('{"step": 10, "loss": 1.5}\n')
     assert migrate_runs.compress_logs(tmp_path, dry_run=True) == [plain] and plain.exists()
     assert migrate_runs.main([str(tmp_path)]) == 0
     assert not plain.exists() and sorted(p.name for p in path.parent.iterdir()) == [path.name, "baseline-seed1.jsonl.gz"]
-    assert gzip.decompress(mc.run_log_path(path).read_bytes()) == b'{"step": 10, "loss": 1.5}\n'
+    assert gzip.decompress(ms.run_log_path(path).read_bytes()) == b'{"step": 10, "loss": 1.5}\n'
     assert migrate_runs.compress_logs(tmp_path) == []
 
 
 def test_a_run_writes_its_step_log_compressed(prepared, smoke_cfg):
     """A sweep's run leaves <label>-seed<k>.jsonl.gz beside its run file: one JSON object a line."""
-    mc.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
-    log = mc.run_log_path(mc.run_path(smoke_cfg.results_dir, smoke_cfg.study, "baseline", 1))
+    ms.run_sweep(smoke_cfg, ["baseline"], [1], prepared=prepared, progress=False)
+    log = ms.run_log_path(ms.run_path(smoke_cfg.results_dir, smoke_cfg.study, "baseline", 1))
     assert log.name == "baseline-seed1.jsonl.gz" and log.read_bytes()[:2] == b"\x1f\x8b"
     lines = gzip.decompress(log.read_bytes()).decode().splitlines()
     assert lines and all(isinstance(json.loads(line)["step"], int) for line in lines)

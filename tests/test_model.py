@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import mclearn_core as mc
+import mcstudy as ms
 
 
 def _tiny_classifier(kind: str, **sizes):
@@ -35,9 +36,9 @@ def _inputs(vocab: int = 100, batch: int = 3, length: int = 10):
 
 
 def test_tiny_model_offline():
-    cfg = mc.make_config("cpu-smoke")
+    cfg = ms.make_config("cpu-smoke")
     texts = ["the market rallied today", "the team won the final", "new chip design unveiled"] * 20
-    model, tok = mc.load_model_and_tokenizer(cfg, num_labels=4, train_texts=texts)
+    model, tok = ms.load_model_and_tokenizer(cfg, num_labels=4, train_texts=texts)
     assert model.config.num_labels == 4 and model.config.n_layers == cfg.tiny_layers
     assert len(tok) <= cfg.tiny_vocab_size and tok.pad_token_id is not None
     enc = tok(["the market won"], return_tensors="pt")
@@ -46,7 +47,7 @@ def test_tiny_model_offline():
 
 def test_tiny_model_needs_texts():
     with pytest.raises(mc.ModelLoadError, match="train_texts"):
-        mc.load_model_and_tokenizer(mc.make_config("cpu-smoke"), 4)
+        ms.load_model_and_tokenizer(ms.make_config("cpu-smoke"), 4)
 
 
 def test_unknown_model_raises_modelloaderror_naming_model_name(monkeypatch):
@@ -60,9 +61,9 @@ def test_unknown_model_raises_modelloaderror_naming_model_name(monkeypatch):
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", unreachable)
     monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", unreachable)
-    cfg = mc.make_config("cpu-smoke", model_name="no-such-org/no-such-model")
+    cfg = ms.make_config("cpu-smoke", model_name="no-such-org/no-such-model")
     with pytest.raises(mc.ModelLoadError, match="model_name=") as info:
-        mc.load_model_and_tokenizer(cfg, 4)
+        ms.load_model_and_tokenizer(cfg, 4)
     assert "no-such-org/no-such-model" in str(info.value)
     assert isinstance(info.value.__cause__, OSError) and calls == ["no-such-org/no-such-model"]
 
@@ -140,11 +141,11 @@ def test_apply_head_matches_the_models_own_head(prepared, tiny_bert, tiny_mpnet)
 
 def test_reinit_head_is_seeded_and_touches_only_the_head(prepared):
     a, b = (mc.copy.deepcopy(prepared.base_model) for _ in range(2))
-    mc.reinit_head(a, 1)
-    mc.reinit_head(b, 1)
+    ms.reinit_head(a, 1)
+    ms.reinit_head(b, 1)
     assert torch.equal(a.classifier.weight, b.classifier.weight)
     assert torch.count_nonzero(a.classifier.bias) == 0
-    mc.reinit_head(b, 2)
+    ms.reinit_head(b, 2)
     assert not torch.equal(a.classifier.weight, b.classifier.weight)
     emb = prepared.base_model.distilbert.embeddings.word_embeddings.weight
     assert torch.equal(a.distilbert.embeddings.word_embeddings.weight, emb)
@@ -158,9 +159,9 @@ def test_mean_pool_ignores_padding():
 
 
 def test_build_optimizer_layerwise_lr(prepared):
-    cfg = mc.replace_config(prepared.cfg, lr=1e-3, encoder_lr_mult=0.8, layer_decay=0.5)
+    cfg = ms.replace_config(prepared.cfg, lr=1e-3, encoder_lr_mult=0.8, layer_decay=0.5)
     model = prepared.base_model
-    opt = mc.build_optimizer(model, cfg, torch.device("cpu"))
+    opt = ms.build_optimizer(model, cfg, torch.device("cpu"))
     lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     # every trainable parameter in exactly one group
     assert sum(len(g["params"]) for g in opt.param_groups) == len(lr_of) == \
@@ -182,11 +183,11 @@ def test_tiny_tokenizer_is_the_same_in_every_process():
     import subprocess
     import sys
 
-    code = ("import hashlib, json, mclearn_core as mc; "
-            "b = mc.load_text_dataset(mc.make_config('cpu-smoke')); "
-            "t = mc.build_tiny_tokenizer(b.train.texts, 2000); "
+    code = ("import hashlib, json, mcstudy as ms; "
+            "b = ms.load_text_dataset(ms.make_config('cpu-smoke')); "
+            "t = ms.build_tiny_tokenizer(b.train.texts, 2000); "
             "print(hashlib.md5(json.dumps(sorted(t.get_vocab().items())).encode()).hexdigest())")
-    hashes = {subprocess.run([sys.executable, "-c", code], cwd=mc.REPO_ROOT, capture_output=True, text=True,
+    hashes = {subprocess.run([sys.executable, "-c", code], cwd=ms.REPO_ROOT, capture_output=True, text=True,
                              check=True).stdout.strip() for _ in range(2)}
     assert len(hashes) == 1
 
@@ -216,17 +217,17 @@ def test_model_inputs_give_the_same_logits_without_asking_the_host(which, prepar
 
 def test_hub_model_name_reads_its_local_copy(tmp_path, monkeypatch):
     texts = ["alpha beta", "gamma delta", "market goal"] * 10
-    cfg = mc.make_config("cpu-smoke")
-    tokenizer = mc.build_tiny_tokenizer(texts, cfg.tiny_vocab_size)
+    cfg = ms.make_config("cpu-smoke")
+    tokenizer = ms.build_tiny_tokenizer(texts, cfg.tiny_vocab_size)
     folder = tmp_path / "someone" / "tiny-encoder"
-    mc.build_tiny_model(tokenizer, 2, cfg).save_pretrained(folder)
+    ms.build_tiny_model(tokenizer, 2, cfg).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    hub_cfg = mc.replace_config(cfg, model_name="someone/tiny-encoder")
-    monkeypatch.delenv(mc.LOCAL_COPIES_ENV, raising=False)
+    hub_cfg = ms.replace_config(cfg, model_name="someone/tiny-encoder")
+    monkeypatch.delenv(ms.LOCAL_COPIES_ENV, raising=False)
     with pytest.raises(mc.ModelLoadError, match="model_name="):
-        mc.load_model_and_tokenizer(hub_cfg, num_labels=2)  # offline: the hub is not reachable
-    monkeypatch.setenv(mc.LOCAL_COPIES_ENV, str(tmp_path))
-    model, loaded = mc.load_model_and_tokenizer(hub_cfg, num_labels=2)
+        ms.load_model_and_tokenizer(hub_cfg, num_labels=2)  # offline: the hub is not reachable
+    monkeypatch.setenv(ms.LOCAL_COPIES_ENV, str(tmp_path))
+    model, loaded = ms.load_model_and_tokenizer(hub_cfg, num_labels=2)
     assert model.config.num_labels == 2 and loaded("alpha beta")["input_ids"] == tokenizer("alpha beta")["input_ids"]
 
 
@@ -238,7 +239,7 @@ def test_cached_position_buckets_give_the_same_logits_and_follow_a_copy(tiny_mpn
     model = mc.copy.deepcopy(tiny_mpnet).eval()
     with torch.no_grad():
         expected = [model(input_ids=ids[:, :n], attention_mask=mask[:, :n]).logits for n in (10, 7)]
-        mc.cache_position_buckets(model)
+        ms.cache_position_buckets(model)
         got = [model(input_ids=ids[:, :n], attention_mask=mask[:, :n]).logits for n in (10, 7)]
     assert len(model.base_model.encoder.position_bucket_cache) == 2
     for a, b in zip(got, expected):
@@ -262,15 +263,15 @@ def test_model_sha256_hashes_the_weight_config_and_tokenizer_files_of_the_folder
     folder.mkdir()
     for name, text in [("config.json", "{}"), ("model.safetensors", "w1"), ("vocab.txt", "[UNK]"), ("README.md", "a")]:
         (folder / name).write_text(text)
-    cfg = mc.make_config("cpu-smoke", model_name=str(folder))
-    first = mc.model_sha256(cfg)
+    cfg = ms.make_config("cpu-smoke", model_name=str(folder))
+    first = ms.model_sha256(cfg)
     (folder / "README.md").write_text("b")
-    assert mc.model_sha256(cfg) == first
+    assert ms.model_sha256(cfg) == first
     (folder / "model.safetensors").write_text("w2")
-    assert mc.model_sha256(cfg) != first
+    assert ms.model_sha256(cfg) != first
     (folder / "vocab.txt").write_text("[UNK]\nword")
-    second = mc.model_sha256(cfg)
-    assert len({first, second, mc.model_sha256(mc.replace_config(cfg, model_name=str(folder / "..")))}) == 3
+    second = ms.model_sha256(cfg)
+    assert len({first, second, ms.model_sha256(ms.replace_config(cfg, model_name=str(folder / "..")))}) == 3
     cache = tmp_path / "hub"  # the hub cache's layout: models--org--name/{refs/main, snapshots/<commit>/...}
     snapshot = cache / "models--org--name" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
@@ -279,8 +280,8 @@ def test_model_sha256_hashes_the_weight_config_and_tokenizer_files_of_the_folder
     for name in ("config.json", "model.safetensors", "vocab.txt"):
         (snapshot / name).write_bytes((folder / name).read_bytes())
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    hub = mc.make_config("cpu-smoke", model_name="org/name")
-    assert mc.model_folder(hub) == snapshot and mc.model_sha256(hub) == second  # the same files
-    tiny = mc.make_config("cpu-smoke")
-    assert mc.model_sha256(tiny) == mc.model_sha256(mc.make_config("cpu-smoke"))
-    assert mc.model_sha256(tiny) != mc.model_sha256(mc.replace_config(tiny, tiny_dim=64))
+    hub = ms.make_config("cpu-smoke", model_name="org/name")
+    assert ms.model_folder(hub) == snapshot and ms.model_sha256(hub) == second  # the same files
+    tiny = ms.make_config("cpu-smoke")
+    assert ms.model_sha256(tiny) == ms.model_sha256(ms.make_config("cpu-smoke"))
+    assert ms.model_sha256(tiny) != ms.model_sha256(ms.replace_config(tiny, tiny_dim=64))

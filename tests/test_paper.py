@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mclearn_core as mc
+import mcstudy as ms
 
 
 class ZeroUniforms:
@@ -27,11 +28,11 @@ class ZeroUniforms:
 
 def paper_trainer(prepared, **changes):
     """An MCLearnPaper on the cpu-smoke data (480 rows, 4 classes, batch 16) with a fresh model copy."""
-    cfg = mc.replace_config(mc.config_for_method(prepared.cfg, "mclearn-paper"), **changes)
-    ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).train(), train=prepared.train,
+    cfg = ms.replace_config(ms.config_for_method(prepared.cfg, "mclearn-paper"), **changes)
+    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).train(), train=prepared.train,
                         eval=prepared.eval, num_labels=len(prepared.label_names), device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
-    return mc.MCLearnPaperMethod(ctx)
+    return ms.MCLearnPaperMethod(ctx)
 
 
 # ----------------------------------------------------------------------------- replay
@@ -117,7 +118,7 @@ def test_refresh_keeps_the_raw_soft_topk_per_class(prepared):
 def test_pool_is_at_least_one_batch():
     assert mc.published_pool_size(pool_hint=4, batch_size=32) == 32
     assert mc.published_pool_size(pool_hint=1000, batch_size=32) == 40
-    cfg = mc.config_for_method(mc.make_config("h100"), "mclearn-paper")  # min_pool_mult 1.5: 320 rows
+    cfg = ms.config_for_method(ms.make_config("h100"), "mclearn-paper")  # min_pool_mult 1.5: 320 rows
     costs = {"score": 1e-6, "head": 1e-3, "full": 1.0}  # a tiny budget: the floor decides
     hint = mc.published_pool_hint(cfg, costs, 32, 0.5, np.full(2, 0.5), np.full(2, 0.2), 0.1, 1e-3)
     assert hint == 384 and mc.published_pool_size(hint, cfg.batch_size) == 320
@@ -126,7 +127,7 @@ def test_pool_is_at_least_one_batch():
 def test_first_refresh_draws_one_and_a_quarter_batches(prepared):
     trainer = paper_trainer(prepared)
     trainer.setup()
-    mc.build_optimization(trainer.ctx, trainer)
+    ms.build_optimization(trainer.ctx, trainer)
     trainer.step(0)  # costs not measured yet: hint 1.5 B, pool min(1.25 B, 1.5 B) = 20
     assert len(trainer.pool["rows"]) == 20
     assert np.bincount(trainer.pool["labels"]).tolist() == [5, 5, 5, 5]  # a_c M per class
@@ -176,7 +177,7 @@ def test_refreshes_follow_the_adaptive_gate_and_rho_moves_every_step(prepared, m
     monkeypatch.setattr(mc, "effective_sample_size", lambda weights: 0.0)
     trainer = paper_trainer(prepared, refresh_every=16)
     trainer.setup()
-    mc.build_optimization(trainer.ctx, trainer, extra_steps=10)
+    ms.build_optimization(trainer.ctx, trainer, extra_steps=10)
     rhos, class_weights = [], []
     for i in range(40):
         trainer.step(i)
@@ -195,7 +196,7 @@ def test_ess_gate_reads_the_raw_weights(prepared):
     values [10, 10, 10, 10] (ESS 4) are not: on a step with step % N == 1 the pool refreshes."""
     trainer = paper_trainer(prepared)
     trainer.setup()
-    mc.build_optimization(trainer.ctx, trainer)
+    ms.build_optimization(trainer.ctx, trainer)
     trainer.step(0)
     trainer.cadence = 2
     trainer.cache = {**trainer.cache, "w_raw": np.array([10.0, 10.0, 10.0, 1000.0]), "w": np.full(4, 10.0)}
@@ -235,7 +236,7 @@ def test_full_pass_and_eval_mean_pool_the_last_layer(prepared):
     assert logits == pytest.approx(expected, abs=1e-5)
     assert not torch.allclose(logits, cls_path, atol=1e-3)  # not the Hugging Face [CLS] path
     assert trainer.eval_model() is trainer.published
-    assert mc.predict(trainer.eval_model(), prepared.eval, trainer.ctx.cfg, torch.device("cpu")).shape == (160, 4)
+    assert ms.predict(trainer.eval_model(), prepared.eval, trainer.ctx.cfg, torch.device("cpu")).shape == (160, 4)
 
 
 def test_distillation_is_weighted_by_teacher_confidence(prepared):
@@ -264,8 +265,8 @@ def test_frozen_layer_count():
 
 def test_paper_lr_on_a100_class_presets():
     for preset in ("a100", "h100"):
-        cfg = mc.make_config(preset)
-        paper = mc.config_for_method(cfg, "mclearn-paper")
-        assert paper.lr == 2e-5 and cfg.lr == 4e-5 and mc.config_for_method(cfg, "mclearn").lr == 4e-5
+        cfg = ms.make_config(preset)
+        paper = ms.config_for_method(cfg, "mclearn-paper")
+        assert paper.lr == 2e-5 and cfg.lr == 4e-5 and ms.config_for_method(cfg, "mclearn").lr == 4e-5
         assert paper.refresh_bounds == (16, 64) and paper.min_pool_mult == 1.5
-    assert mc.config_for_method(mc.make_config("cpu"), "mclearn-paper").lr == 1e-3  # CPU presets: the preset's
+    assert ms.config_for_method(ms.make_config("cpu"), "mclearn-paper").lr == 1e-3  # CPU presets: the preset's

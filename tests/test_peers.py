@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mclearn_core as mc
+import mcstudy as ms
 from mcstudy import methods
 from mcstudy.methods import vcas
 
@@ -14,15 +15,15 @@ from mcstudy.methods import vcas
 def _ctx(prepared, cfg=None, seed=0):
     cfg = cfg or prepared.cfg
     model = mc.copy.deepcopy(prepared.base_model)
-    return mc.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval,
+    return ms.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval,
                          num_labels=len(prepared.label_names), device=prepared.device,
                          generator=torch.Generator().manual_seed(seed),
                          device_generator=torch.Generator().manual_seed(seed))
 
 
 def test_uniform_uses_the_configured_fraction(prepared):
-    cfg = mc.replace_config(prepared.cfg, uniform_fraction=0.25)
-    method = mc.Uniform(_ctx(prepared, cfg))
+    cfg = ms.replace_config(prepared.cfg, uniform_fraction=0.25)
+    method = ms.Uniform(_ctx(prepared, cfg))
     assert len(method.data) == round(0.25 * len(prepared.train))
     rows = torch.cat([idx for idx, _ in method.plan])
     assert len(rows) == len(method.data) and len(set(rows.tolist())) == len(rows)  # each once
@@ -32,14 +33,14 @@ def test_selective_backprop_selection_rate_matches_beta(prepared):
     # With i.i.d. losses the percentile is ~uniform, so E[keep] = E[U^beta] = 1/(beta+1).
     # 200 batches of 64 (12,800 draws): binomial sd ~0.004; tolerance 0.02 (5 sd).
     for beta in (1.0, 3.0):
-        method = mc.SelectiveBackprop(_ctx(prepared, mc.replace_config(prepared.cfg, sb_beta=beta)))
+        method = ms.SelectiveBackprop(_ctx(prepared, ms.replace_config(prepared.cfg, sb_beta=beta)))
         rng = np.random.default_rng(0)
         kept = [method.select(rng.exponential(size=64)).mean() for _ in range(200)]
         assert np.mean(kept[20:]) == pytest.approx(1 / (beta + 1), abs=0.02)
 
 
 def test_selective_backprop_prefers_high_loss(prepared):
-    method = mc.SelectiveBackprop(_ctx(prepared))
+    method = ms.SelectiveBackprop(_ctx(prepared))
     rng = np.random.default_rng(1)
     for _ in range(20):
         method.select(rng.exponential(size=64))
@@ -54,7 +55,7 @@ def test_selective_backprop_prefers_high_loss(prepared):
 
 
 def test_rho_loss_selects_by_reducible_not_raw_loss(prepared):
-    method = mc.RhoLoss(_ctx(prepared))
+    method = ms.RhoLoss(_ctx(prepared))
     method.selected = 2
     # Raw loss ranks 0 > 1 > 2 > 3, but 0 and 1 are irreducible (noisy labels): reducible
     # loss ranks 2 and 3 first. A raw-loss selector would pick {0, 1}.
@@ -65,7 +66,7 @@ def test_rho_loss_selects_by_reducible_not_raw_loss(prepared):
 
 
 def test_rho_loss_holdout_is_disjoint_and_sized(prepared):
-    method = mc.RhoLoss(_ctx(prepared))
+    method = ms.RhoLoss(_ctx(prepared))
     held, pool = set(method.holdout.tolist()), set(method.pool_rows.tolist())
     assert not held & pool and len(held) + len(pool) == len(prepared.train)
     assert len(held) == max(prepared.cfg.batch_size, round(prepared.cfg.rho_holdout * len(prepared.train)))
@@ -75,7 +76,7 @@ def test_rho_loss_holdout_is_disjoint_and_sized(prepared):
 def test_infobatch_rescaling_is_unbiased(prepared):
     # E[weight] = 1 for every low-loss example: (1 - p) * 1/(1 - p) + p * 0. Over 4,000 draws of
     # 200 examples the mean weighted loss matches the plain mean within 1% (sd ~0.1%).
-    method = mc.InfoBatch(_ctx(prepared))
+    method = ms.InfoBatch(_ctx(prepared))
     rng = np.random.default_rng(2)
     scores = rng.exponential(size=200)
     totals = [float((method.prune_weights(scores, anneal=False) * scores).mean()) for _ in range(4000)]
@@ -88,7 +89,7 @@ def test_infobatch_rescaling_is_unbiased(prepared):
 
 
 def test_infobatch_prunes_nothing_without_scores_or_in_anneal(prepared):
-    method = mc.InfoBatch(_ctx(prepared))
+    method = ms.InfoBatch(_ctx(prepared))
     assert np.all(method.prune_weights(np.full(50, np.nan), anneal=False) == 1.0)
     assert np.all(method.prune_weights(np.arange(50.0), anneal=True) == 1.0)
 
@@ -106,7 +107,7 @@ def test_infobatch_prunes_below_the_mean_of_the_seen_rows_and_scales_the_kept_on
     the 0.25 and 0.75 rows (2,000) are pruned with probability r (binomial sd at most 0.011;
     tolerance 0.045, 4 sd) and kept at weight 1 / (1 - r) exactly; the row at the mean, the row above
     it and the unseen ones always keep weight 1. r is not 1/2, so 1 / r and 1 / (1 - r) differ."""
-    method = mc.InfoBatch(_ctx(prepared, mc.replace_config(prepared.cfg, infobatch_prune=prune)))
+    method = ms.InfoBatch(_ctx(prepared, ms.replace_config(prepared.cfg, infobatch_prune=prune)))
     scores = np.tile(np.r_[INFOBATCH_SEEN, np.nan, np.nan], 500)
     low = np.isin(scores, (0.25, 0.75))
     weights = method.prune_weights(scores, anneal=False)
@@ -135,7 +136,7 @@ def test_infobatch_prunes_below_the_mean_of_the_seen_rows_and_scales_the_kept_on
 def test_infobatch_anneal_starts_where_the_reference_stops_pruning(epochs, anneal, start):
     """The first epoch on all data (counted from 0), worked out by hand: the reference prunes in epoch t
     (counted from 1) only while t <= (1 - anneal) x epochs."""
-    assert mc.infobatch_anneal_start(epochs, anneal) == start
+    assert ms.infobatch_anneal_start(epochs, anneal) == start
 
 
 def test_infobatch_prunes_in_its_epochs_before_the_anneal_and_in_none_after(prepared, smoke_cfg):
@@ -143,10 +144,10 @@ def test_infobatch_prunes_in_its_epochs_before_the_anneal_and_in_none_after(prep
     scores, epochs 1 and 2 prune, epoch 3 uses all data; at anneal 0.3 (2.8: start 2) only epoch 1
     prunes. Neither product is whole, so rounding the anneal's share of epochs down shows."""
     for anneal, pruning in ((0.125, (1, 2)), (0.3, (1,))):
-        cfg = mc.replace_config(smoke_cfg, epochs=4, infobatch_anneal=anneal, infobatch_prune=0.5)
+        cfg = ms.replace_config(smoke_cfg, epochs=4, infobatch_anneal=anneal, infobatch_prune=0.5)
         ctx = _ctx(prepared, cfg, seed=4)
-        method = mc.InfoBatch(ctx)
-        mc.build_optimization(ctx, method)
+        method = ms.InfoBatch(ctx)
+        ms.build_optimization(ctx, method)
         method._new_epoch()  # epoch 0: no row has a score yet
         method.scores[:] = torch.rand(len(prepared.train), generator=torch.Generator().manual_seed(4))
         for _ in range(3):  # the epochs' plans (no training: every row keeps its score)
@@ -162,12 +163,12 @@ def test_importance_keep_gives_unbiased_sums():
     values = torch.randn(40, generator=gen)
     draws = []
     for _ in range(20000):
-        keep, prob = mc.importance_keep(scores, 0.3, gen)
+        keep, prob = ms.importance_keep(scores, 0.3, gen)
         draws.append(float((values * keep / prob).sum()))
     draws = np.array(draws)
     half_width = 2.576 * draws.std() / math.sqrt(len(draws))
     assert abs(draws.mean() - float(values.sum())) < half_width
-    keep, prob = mc.importance_keep(scores, 0.3, gen)
+    keep, prob = ms.importance_keep(scores, 0.3, gen)
     assert float(prob.sum()) <= 0.3 * 40 + 1e-4  # the ratio caps the expected kept share
 
 
@@ -179,7 +180,7 @@ def test_vcas_sampled_gradients_are_unbiased():
     x = torch.randn(8, 5, 6)
     weight = torch.randn(3, 6, requires_grad=True)
     target = torch.randn(8, 5, 3)
-    state = mc.VCASState(0.4, 0.4, torch.Generator().manual_seed(4))
+    state = ms.VCASState(0.4, 0.4, torch.Generator().manual_seed(4))
 
     def grad(sampled: bool):
         state.enabled = sampled
@@ -197,8 +198,8 @@ def test_vcas_sampled_gradients_are_unbiased():
 
 
 def test_vcas_adapts_ratios_and_reports_flops(prepared, smoke_cfg):
-    cfg = mc.replace_config(smoke_cfg, vcas_every=5)
-    record = mc.train_method("vcas", cfg, prepared, seed=5, progress=False)
+    cfg = ms.replace_config(smoke_cfg, vcas_every=5)
+    record = ms.train_method("vcas", cfg, prepared, seed=5, progress=False)
     telemetry = record["telemetry"]
     assert len(telemetry["adaptations"]) == math.ceil(record["steps"] / 5)
     first = telemetry["adaptations"][0]
@@ -210,8 +211,8 @@ def test_vcas_adapts_ratios_and_reports_flops(prepared, smoke_cfg):
 
 @pytest.mark.parametrize("method", ["uniform", "selective-backprop", "rho-loss", "infobatch"])
 def test_peer_runs_end_to_end(prepared, smoke_cfg, method):
-    smoke_cfg = mc.replace_config(smoke_cfg, uniform_fraction=0.3)
-    record = mc.train_method(method, smoke_cfg, prepared, seed=6, progress=False)
+    smoke_cfg = ms.replace_config(smoke_cfg, uniform_fraction=0.3)
+    record = ms.train_method(method, smoke_cfg, prepared, seed=6, progress=False)
     assert math.isfinite(record["accuracy"]) and record["examples_backward"] > 0
     if method == "infobatch":
         assert record["telemetry"]["pruned_per_epoch"] == [0]  # one epoch, fresh scores
@@ -223,8 +224,8 @@ def test_infobatch_prunes_after_the_first_epoch_and_stops_after_its_epochs(prepa
     # Three epochs at anneal 0.125 (anneal start 2): epoch 2 (counted from 1) drops about
     # prune x (share below the mean) of the data, epoch 3 uses all of it; the run must not refill
     # the pruned steps.
-    cfg = mc.replace_config(smoke_cfg, epochs=3)
-    record = mc.train_method("infobatch", cfg, prepared, seed=7, progress=False)
+    cfg = ms.replace_config(smoke_cfg, epochs=3)
+    record = ms.train_method("infobatch", cfg, prepared, seed=7, progress=False)
     pruned = record["telemetry"]["pruned_per_epoch"]
     n = len(prepared.train)
     assert pruned[0] == 0 and 0.1 * n < pruned[1] < 0.5 * n and pruned[2] == 0
@@ -234,8 +235,8 @@ def test_infobatch_prunes_after_the_first_epoch_and_stops_after_its_epochs(prepa
 def test_infobatch_schedule_ends_with_its_last_epoch(prepared, smoke_cfg):
     """Pruned epochs end early; each epoch's share of the lr schedule is compressed into the steps
     it runs, so the lr at the run's last update is at most 1 % of its peak (not stuck part-way)."""
-    cfg = mc.replace_config(smoke_cfg, epochs=3, infobatch_prune=0.9)
-    record = mc.train_method("infobatch", cfg, prepared, seed=3, progress=False)
+    cfg = ms.replace_config(smoke_cfg, epochs=3, infobatch_prune=0.9)
+    record = ms.train_method("infobatch", cfg, prepared, seed=3, progress=False)
     assert sum(record["telemetry"]["pruned_per_epoch"]) > 0.2 * len(prepared.train)
     schedule = record["lr_schedule"]
     assert schedule["driven_by"] == "progress" and schedule["last_share"] <= 0.01
@@ -245,7 +246,7 @@ def test_infobatch_schedule_ends_with_its_last_epoch(prepared, smoke_cfg):
 def test_uniform_matches_the_measured_time_of_mclearn(prepared, smoke_cfg):
     # Listed first, uniform still runs after baseline and mclearn, with the data share equal to
     # mclearn's train seconds over the baseline's (same seed).
-    records = mc.run_sweep(smoke_cfg, ["uniform", "baseline", "mclearn"], [3], prepared=prepared, progress=False)
+    records = ms.run_sweep(smoke_cfg, ["uniform", "baseline", "mclearn"], [3], prepared=prepared, progress=False)
     by_method = {r["method"]: r for r in records}
     share = by_method["mclearn"]["train_seconds"] / by_method["baseline"]["train_seconds"]
     expected = min(max(share, 0.01), 1.0)
@@ -255,10 +256,10 @@ def test_uniform_matches_the_measured_time_of_mclearn(prepared, smoke_cfg):
 
 def test_uniform_without_its_reference_runs_names_the_fix(prepared, smoke_cfg):
     with pytest.raises(ValueError, match="uniform_fraction="):
-        mc.run_sweep(smoke_cfg, ["uniform"], [4], prepared=prepared, progress=False)
+        ms.run_sweep(smoke_cfg, ["uniform"], [4], prepared=prepared, progress=False)
 
 
-class LeadingShare(mc.FullPass):
+class LeadingShare(ms.FullPass):
     """A method written in this one file: the baseline's plan, which a budget study's clock (its
     time_budget share of the baseline's seconds) cuts to its leading steps; its plan says so."""
 
@@ -267,10 +268,10 @@ class LeadingShare(mc.FullPass):
 
     @classmethod
     def plan_budget(cls, name, time_budget, cfg, costs):
-        return mc.BudgetPlan(name, time_budget, {}, time_budget, cls.note)
+        return ms.BudgetPlan(name, time_budget, {}, time_budget, cls.note)
 
 
-class Unclocked(mc.FullPass):
+class Unclocked(ms.FullPass):
     """A method without a wall-clock knob that alone reads one Config key."""
 
     wall_clock_note = "no wall-clock knob: it trains the baseline's plan"
@@ -292,8 +293,8 @@ def test_a_new_method_is_its_class_and_one_registration(registry, smoke_cfg, pre
     the package does: planned by its own plan_budget, on its clock, in the run store and the table."""
     cost_clock(1e-4)
     registry("leading-share", LeadingShare)
-    cfg = mc.replace_config(smoke_cfg, study="new-method")
-    result = mc.run_budget_study(cfg, ["baseline", "leading-share"], (1 / 2,), seeds=[42], prepared=prepared,
+    cfg = ms.replace_config(smoke_cfg, study="new-method")
+    result = ms.run_budget_study(cfg, ["baseline", "leading-share"], (1 / 2,), seeds=[42], prepared=prepared,
                                  progress=False, lr_factors=())
     runs = {r["run_label"]: r for r in result.records}
     assert sorted(runs) == ["baseline", "leading-share-b0.50"]
@@ -301,19 +302,19 @@ def test_a_new_method_is_its_class_and_one_registration(registry, smoke_cfg, pre
     assert record["method"] == "leading-share" and record["budget_note"] == LeadingShare.note
     assert record["config"]["budget_seconds"] == pytest.approx(0.5 * result.reference_seconds)
     assert 0 < record["examples_backward"] < runs["baseline"]["examples_backward"]
-    assert mc.run_path(cfg.results_dir, cfg.study, "leading-share-b0.50", 42).exists()
-    table = mc.summarize(cfg.results_dir, cfg.study, show=False)
+    assert ms.run_path(cfg.results_dir, cfg.study, "leading-share-b0.50", 42).exists()
+    table = ms.summarize(cfg.results_dir, cfg.study, show=False)
     assert table[table["method"] == "leading-share"]["budget"].tolist() == ["1/2"]
 
 
 def test_registering_a_method_derives_the_registry_views(registry):
-    assert "unclocked" not in mc.NO_WALL_CLOCK_KNOB and "label_noise" in mc.run_key_fields("baseline")
+    assert "unclocked" not in ms.NO_WALL_CLOCK_KNOB and "label_noise" in ms.run_key_fields("baseline")
     assert registry("unclocked", Unclocked) is Unclocked
-    assert mc.NO_WALL_CLOCK_KNOB["unclocked"] == Unclocked.wall_clock_note
-    assert mc.METHOD_OWN_FIELDS[("unclocked",)] == ("label_noise",)
-    assert "label_noise" not in mc.run_key_fields("baseline") and "label_noise" in mc.run_key_fields("unclocked")
-    assert mc.budget_study_runs(["baseline", "unclocked", "uniform"], (1 / 2,), [1]) == [
+    assert ms.NO_WALL_CLOCK_KNOB["unclocked"] == Unclocked.wall_clock_note
+    assert ms.METHOD_OWN_FIELDS[("unclocked",)] == ("label_noise",)
+    assert "label_noise" not in ms.run_key_fields("baseline") and "label_noise" in ms.run_key_fields("unclocked")
+    assert ms.budget_study_runs(["baseline", "unclocked", "uniform"], (1 / 2,), [1]) == [
         ("baseline", 0.0, 1), ("unclocked", 0.0, 1), ("uniform", 0.5, 1)]
-    assert mc.plan_time_budget("unclocked", 0.5, mc.make_config("cpu-smoke"), {}).note == Unclocked.wall_clock_note
+    assert ms.plan_time_budget("unclocked", 0.5, ms.make_config("cpu-smoke"), {}).note == Unclocked.wall_clock_note
     with pytest.raises(ValueError, match="'uniform' is taken by Uniform"):
         registry("uniform", Unclocked)

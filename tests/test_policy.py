@@ -6,11 +6,12 @@ import pytest
 import torch
 
 import mclearn_core as mc
+import mcstudy as ms
 
 
 @pytest.fixture
 def cfg():
-    return mc.Config()  # tau (0.5, 4.0), rho (0.05, 0.5), class weights (0.5, 2.0), guard 0.8
+    return ms.Config()  # tau (0.5, 4.0), rho (0.05, 0.5), class weights (0.5, 2.0), guard 0.8
 
 
 def test_effective_sample_size():
@@ -63,7 +64,7 @@ def test_kappa_schedule(cfg):
     pl = mc.PolicyLearner(cfg, 4)  # schedule (0.6, 0.5, 0.4), switching at progress 0.4 and 0.8
     expected = {0.0: 0.6, 0.39: 0.6, 0.4: 0.5, 0.79: 0.5, 0.8: 0.4, 1.0: 0.4}
     assert {p: pl.kappa(p) for p in expected} == expected
-    short = mc.PolicyLearner(mc.replace_config(cfg, kappa_schedule=(0.7,)), 4)
+    short = mc.PolicyLearner(ms.replace_config(cfg, kappa_schedule=(0.7,)), 4)
     assert short.kappa(0.0) == short.kappa(0.9) == 0.7  # a shorter schedule holds its last value
 
 
@@ -110,11 +111,11 @@ def test_variance_optimal_shares_minimise_the_variance_of_the_full_pass_term():
 
 
 def test_move_class_weights_steps_toward_the_target_in_bounds(cfg):
-    policy = mc.PolicyLearner(mc.replace_config(cfg, class_weight_lr=1.0), 4)
+    policy = mc.PolicyLearner(ms.replace_config(cfg, class_weight_lr=1.0), 4)
     shares = np.full(4, 0.25)
     out = policy.move_class_weights(shares, np.array([0.35, 0.3, 0.2, 0.15]))
     np.testing.assert_allclose(out, [0.35, 0.3, 0.2, 0.15], atol=1e-9)  # a full step lands on the target
-    half = mc.PolicyLearner(mc.replace_config(cfg, class_weight_lr=0.5), 4)
+    half = mc.PolicyLearner(ms.replace_config(cfg, class_weight_lr=0.5), 4)
     out = half.move_class_weights(shares, np.array([0.35, 0.3, 0.2, 0.15]))
     assert np.all(np.diff(out) < 0) and out[0] < 0.35 and out.sum() == pytest.approx(1.0)
     lo, hi = cfg.class_weight_bounds
@@ -138,12 +139,12 @@ def _spy(monkeypatch, owner, name, calls):
 def small_mclearn(prepared):
     """MC-Learn on cpu-smoke (4 classes, mclearn preset: class_weight_lr 0.5) with 3 full-pass
     rows of 6 draws per step."""
-    cfg = mc.replace_config(mc.config_for_method(prepared.cfg, "mclearn"), full_rows=3, full_prob=0.5,
+    cfg = ms.replace_config(ms.config_for_method(prepared.cfg, "mclearn"), full_rows=3, full_prob=0.5,
                             record_passes=False)  # the by-hand pool below has no rows to count passes on
-    ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model), train=prepared.train,
+    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
-    return mc.MCLearnMethod(ctx)
+    return ms.MCLearnMethod(ctx)
 
 
 def test_policy_update_feeds_each_rule_the_statistics_of_the_pool_by_hand(small_mclearn, monkeypatch):
@@ -204,7 +205,7 @@ def test_a_refresh_updates_the_policy_from_the_last_pool_then_draws_the_next_wit
     trainer = small_mclearn
     ctx, every = trainer.ctx, trainer.ctx.cfg.refresh_every
     trainer.refresh(0.0)
-    mc.build_optimization(ctx, trainer)
+    ms.build_optimization(ctx, trainer)
     for i in range(every):
         trainer.step(i)
     old_pool, old_plan, ess = trainer.pool, trainer.plan, trainer.ess_fraction

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 
 import make_readme as mr
-import mclearn_core as mc
+import mcstudy as ms
 from test_equal_time import _record
 from test_results import _budget_run, _budget_study_records
 from test_variants import _diagnosed_study, _equal_time_run
 
-README = mc.REPO_ROOT / "README.md"
-RESULTS = mc.REPO_ROOT / "results"
+README = ms.REPO_ROOT / "README.md"
+RESULTS = ms.REPO_ROOT / "results"
 
 
 def _write_equal_time_studies(results):
@@ -25,10 +25,10 @@ def _write_equal_time_studies(results):
     better), 0.04941 x 4 = 0.198 for both 0.049 (`uniform` a tie), then 1. `infobatch`'s lead and
     `selective-backprop`'s deficit are over time (2.00x short-schedule's seconds): no verdict."""
     def write(study, method, budget, seed, test, device="NVIDIA H200", seconds=None):
-        label = mc.run_label(method, budget)
+        label = ms.run_label(method, budget)
         record = {**_record(method, budget, seed, 0.9, [(seconds or 5 * (budget or 1), test)], test=test), "study": study,
                   "device": device, "graphed": True, "examples_backward": 1, "examples_scored": 0, "run_label": label}
-        mc.write_json_atomic(mc.run_path(results, study, label, seed), record)
+        ms.write_json_atomic(ms.run_path(results, study, label, seed), record)
 
     clinc, banking = "clinc150-mpnet-h200-equal-time", "banking77-mpnet-h200-equal-time"
     for seed, base, spread in zip((1, 2, 3), (0.90, 0.91, 0.92), (-1, 0, 1)):
@@ -42,7 +42,7 @@ def _write_equal_time_studies(results):
         write(banking, "uniform", 0.5, seed, short + 0.001 * spread)
         write(banking, "mclearn", 0.5, seed, short)
         write(banking, "infobatch", 0.5, seed, base - 0.01, seconds=5)  # ahead, twice the time
-    mc.summarize(results, show=False)
+    ms.summarize(results, show=False)
 
 
 def test_the_answer_names_a_method_only_on_a_holm_corrected_verdict(tmp_path):
@@ -87,13 +87,13 @@ def test_the_short_answer_adds_every_other_winner_of_a_cell(tmp_path):
     first), so every method the answer names has its row."""
     _write_equal_time_studies(tmp_path)
     for seed, base in zip((1, 2, 3), (0.90, 0.91, 0.92)):  # 1.0, 1.1, 1.2 points above: a second win
-        label = mc.run_label("infobatch", 0.5)
+        label = ms.run_label("infobatch", 0.5)
         record = {**_record("infobatch", 0.5, seed, 0.9, [(2.5, base - 0.01 + 0.001 * (seed - 1))],
                             test=base - 0.01 + 0.001 * (seed - 1)),
                   "study": "clinc150-mpnet-h200-equal-time", "device": "NVIDIA H200", "graphed": True,
                   "examples_backward": 1, "examples_scored": 0, "run_label": label}
-        mc.write_json_atomic(mc.run_path(tmp_path, "clinc150-mpnet-h200-equal-time", label, seed), record)
-    mc.summarize(tmp_path, show=False)
+        ms.write_json_atomic(ms.run_path(tmp_path, "clinc150-mpnet-h200-equal-time", label, seed), record)
+    ms.summarize(tmp_path, show=False)
     short = mr.answer_markdown(tmp_path, tmp_path.parent)
     rows = [line for line in short.splitlines() if line.startswith("| [clinc150]")]
     assert [row.split("|")[4].strip() for row in rows] == ["mclearn", "infobatch"]
@@ -112,12 +112,12 @@ def test_no_winner_says_so_and_names_the_closest(tmp_path):
         path.unlink()
     study = "banking77-mpnet-h200-equal-time"
     for seed, base, lead in zip((1, 2, 3), (0.90, 0.91, 0.92), (0.03, 0.0, 0.06)):
-        label = mc.run_label("rho-loss", 0.5)
+        label = ms.run_label("rho-loss", 0.5)
         record = {**_record("rho-loss", 0.5, seed, 0.9, [(2.5, base - 0.02 + lead)], test=base - 0.02 + lead),
                   "study": study, "device": "NVIDIA H200", "graphed": True, "examples_backward": 1,
                   "examples_scored": 0, "run_label": label}
-        mc.write_json_atomic(mc.run_path(tmp_path, study, label, seed), record)
-    mc.summarize(tmp_path, show=False)
+        ms.write_json_atomic(ms.run_path(tmp_path, study, label, seed), record)
+    ms.summarize(tmp_path, show=False)
     flat = " ".join(mr.answer_markdown(tmp_path).split())
     assert flat.startswith("**No method beats simply training for less time**: in none of the 2 cells of [banking77] "
                            "and [clinc150] is a method better than `short-schedule` on paired t-tests Holm-corrected "
@@ -177,7 +177,7 @@ def _write_run(results, record):
     record = {"device": "NVIDIA H200", "graphed": True, "examples_backward": 1, "examples_scored": 0,
               "test_accuracy": record["accuracy"],
               "eval_curve": [{"train_seconds": record["train_seconds"], "accuracy": record["accuracy"]}], **record}
-    mc.write_json_atomic(mc.run_path(results, record["study"], record["run_label"], record["seed"]), record)
+    ms.write_json_atomic(ms.run_path(results, record["study"], record["run_label"], record["seed"]), record)
 
 
 def _write_ablation_study(results, study="banking77-mpnet-h200-ablation"):
@@ -198,7 +198,7 @@ def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_sectio
     5-seed sentence), and the README's sentence on `mclearn` names the chosen variant, linking it."""
     _write_equal_time_studies(tmp_path)
     records = _write_ablation_study(tmp_path)
-    mc.summarize(tmp_path, show=False)
+    ms.summarize(tmp_path, show=False)
     assert mr.equal_time_studies(tmp_path) == ["banking77-mpnet-h200-equal-time", "clinc150-mpnet-h200-equal-time"]
     short = mr.answer_markdown(tmp_path, tmp_path.parent, "results/README.md")
     table = [line for line in short.splitlines() if line.startswith("| [")]
@@ -210,7 +210,7 @@ def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_sectio
     body = mr.results_readme(tmp_path, figures=False)
     assert body.index("## Equal time") < body.index("## Ablation\n") < body.index("## Studies")
     ablation = body.split("## Ablation\n")[1].split("## Studies")[0]
-    assert "<!-- notes:ablation:start -->" in ablation and mc.ABLATION_RULE in ablation
+    assert "<!-- notes:ablation:start -->" in ablation and ms.ABLATION_RULE in ablation
     assert "Chosen: `mclearn-once`." in ablation and "| short-schedule | (reference)" in ablation
     paragraph = mr.ablation_paragraphs(records, {"banking77": ("banking77-mpnet-h200-equal-time", [])})["banking77"]
     assert ("**banking77** ([`runs/banking77-mpnet-h200-ablation/`](runs/banking77-mpnet-h200-ablation/)): "
@@ -236,7 +236,7 @@ def test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_r
     runs += [_equal_time_run("uniform", b, s, 0.90) for b in (1 / 3, 0.5) for s in seeds]
     for record in runs:
         _write_run(tmp_path, record)
-    mc.summarize(tmp_path, show=False)
+    ms.summarize(tmp_path, show=False)
     sentence = ("In `sst2-mpnet-h200-equal-time` (5 seeds, test split), the chosen preset (`mclearn`) against "
                 "`short-schedule`: +1.00 pt [+0.82, +1.18] at 1/3 (better) and -1.00 pt [-1.00, -1.00] at 1/2 "
                 "(worse), paired 95 % intervals, verdicts on the Holm-adjusted p over 4 comparisons.")
@@ -256,14 +256,14 @@ def test_study_sections_put_an_lr_sweep_under_its_study(tmp_path):
     """A "<study>-lr" sweep is rendered as its lr_sweep_table inside its study's section; the
     study's own table is its report table; every study has a heading of its name."""
     for lr, acc in [(1e-5, 0.80), (3e-5, 0.86)]:
-        record = {**_budget_run("baseline", 1, 10.0, acc, lr=lr, study="b-lr"), "run_label": mc.lr_run_label(lr)}
-        mc.write_json_atomic(mc.run_path(tmp_path, "b-lr", mc.lr_run_label(lr), 1), record)
-    lone = {**_budget_run("baseline", 1, 10.0, 0.8, lr=1e-5, study="c-lr"), "run_label": mc.lr_run_label(1e-5)}
-    mc.write_json_atomic(mc.run_path(tmp_path, "c-lr", mc.lr_run_label(1e-5), 1), lone)  # no study c: its own section
+        record = {**_budget_run("baseline", 1, 10.0, acc, lr=lr, study="b-lr"), "run_label": ms.lr_run_label(lr)}
+        ms.write_json_atomic(ms.run_path(tmp_path, "b-lr", ms.lr_run_label(lr), 1), record)
+    lone = {**_budget_run("baseline", 1, 10.0, 0.8, lr=1e-5, study="c-lr"), "run_label": ms.lr_run_label(1e-5)}
+    ms.write_json_atomic(ms.run_path(tmp_path, "c-lr", ms.lr_run_label(1e-5), 1), lone)  # no study c: its own section
     for record in _budget_study_records():
         name = f"{record['run_label']}-seed{record['seed']}.json.gz"
-        mc.write_json_atomic(tmp_path / "runs" / "b" / name, record)
-    mc.summarize(tmp_path, show=False)
+        ms.write_json_atomic(tmp_path / "runs" / "b" / name, record)
+    ms.summarize(tmp_path, show=False)
     text = mr.study_sections(tmp_path)
     assert re.findall(r"^### (\S+)$", text, re.M) == ["b", "c-lr"]
     study_part, lr_part = text.split("**b-lr**")
@@ -303,11 +303,11 @@ def test_readme_answers_on_its_first_screen():
     assert re.search(r" `mclearn` \(`mclearn-\w+` since the \[ablation\]\(results/README.md#ablation\)\): better in \d+, "
                      r"tied in \d+, worse in \d+", flat)
     assert "[glossary](docs/glossary.md)" in flat and "[MODEL_DIR](docs/glossary.md#the-model)" in flat
-    glossary = (mc.REPO_ROOT / "docs" / "glossary.md").read_text()
+    glossary = (ms.REPO_ROOT / "docs" / "glossary.md").read_text()
     assert "\n## The model\n" in glossary and "sentence-transformers/all-mpnet-base-v2" in glossary
     named = set(re.findall(r"`([a-z0-9-]+)`", _answer_block(README.read_text())))
-    assert named & set(mc.METHODS)
-    for method in named & set(mc.METHODS):
+    assert named & set(ms.METHODS)
+    for method in named & set(ms.METHODS):
         assert f"`{method}`" in glossary.split("## The model")[0], method
     tables = [line for line in lines[:40] if line.startswith("|")]
     assert tables and max(map(len, tables)) <= 110
@@ -376,7 +376,7 @@ def _write_fair_study(results, study="clinc150-mpnet-h200-fair"):
     for method, accuracies in grids.items():
         for lr, accuracy in zip((1e-4, 2e-4, 4e-4), accuracies):
             _write_run(results, {**_budget_run(method, 1, 1.0, accuracy, budget=0.5, lr=lr, study=f"{study}-lr"),
-                                 "run_label": mc.lr_run_label(lr, mc.run_label(method, 0.5)), "protocol": "fair"})
+                                 "run_label": ms.lr_run_label(lr, ms.run_label(method, 0.5)), "protocol": "fair"})
 
 
 def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_previous_protocol(tmp_path):
@@ -390,7 +390,7 @@ def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_prev
     _write_equal_time_studies(tmp_path)
     _write_fair_study(tmp_path)
     _write_ablation_study(tmp_path, "clinc150-mpnet-h200-ablation")
-    mc.summarize(tmp_path, show=False)
+    ms.summarize(tmp_path, show=False)
     assert mr.answer_studies(tmp_path) == (["clinc150-mpnet-h200-fair"], ["banking77-mpnet-h200-equal-time",
                                                                            "clinc150-mpnet-h200-equal-time"])
     short = mr.answer_markdown(tmp_path, tmp_path.parent, "results/README.md")
@@ -458,7 +458,7 @@ def test_a_minute_long_study_says_how_the_verdicts_and_fixed_costs_change_with_s
           {"mclearn": 0.10, "uniform": 0.10})
     study("sst2-long-mpnet-h200-fair", 40.0, {"mclearn": (0.019, 0.020, 0.021), "uniform": (-0.001, 0, 0.001)}, 0.01,
           {"mclearn": 0.01, "uniform": 0.06})
-    mc.summarize(tmp_path, show=False)
+    ms.summarize(tmp_path, show=False)
     found = mr.equal_time_verdicts(tmp_path)
     assert found["reference_seconds"] == {"sst2-long": 40.0, "sst2": 10.0}
     short = " ".join(mr.answer_markdown(tmp_path, tmp_path.parent).split("\n\n")[0].split())

@@ -14,6 +14,7 @@ import torch
 
 import make_readme as mr
 import mclearn_core as mc
+import mcstudy as ms
 from conftest import ROOT, fixed_step_costs
 
 TOKEN_SECONDS = 1e-4
@@ -82,13 +83,13 @@ def switch_trainer(prepared, **changes) -> mc.MCLearn:
     the 32 rows of its passes), replay share 0.3, an informative cheap head (spread difficulties),
     tilted class weights, no label smoothing; the update's measured seconds per full-pass row set as
     the cost clock prices a 48-token row (no update runs here)."""
-    cfg = mc.replace_config(mc.config_for_method(prepared.cfg, "mclearn-once-switch"), full_rows=8, full_prob=0.5,
+    cfg = ms.replace_config(ms.config_for_method(prepared.cfg, "mclearn-once-switch"), full_rows=8, full_prob=0.5,
                             refresh_every=4, kappa_schedule=(0.5,), replay_share_init=0.3,
                             replay_share_bounds=(0.3, 0.3), label_smoothing=0.0, **changes)
-    ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).eval(), train=prepared.train,
+    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).eval(), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
-    trainer = mc.MCLearnMethod(ctx)
+    trainer = ms.MCLearnMethod(ctx)
     with torch.no_grad():
         torch.manual_seed(3)
         trainer.cheap_head.weight.normal_(0.0, 3.0)
@@ -194,8 +195,8 @@ def test_a_switch_run_records_each_decision_and_the_share_of_steps_that_selected
     selected pools, counted as they ran, are those the decisions give; and the variance check at the end
     measures selection's variance reduction on one pool (the estimates on the same pool with it)."""
     cost_clock(TOKEN_SECONDS)
-    cfg = mc.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=4.0, eval_points=2)
-    record = mc.train_method("mclearn-once-switch", cfg, _priced(prepared), seed=3, progress=False)
+    cfg = ms.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=4.0, eval_points=2)
+    record = ms.train_method("mclearn-once-switch", cfg, _priced(prepared), seed=3, progress=False)
     selection = record["telemetry"]["selection"]
     assert selection["select_switch"] and record["telemetry"]["variant"]["select_switch"]
     assert abs(record["time_target"]["ratio"] - 1) <= 0.03
@@ -222,8 +223,8 @@ def test_where_scoring_costs_more_than_selection_can_return_the_run_trains_unifo
     theirs), most steps are uniform; the same run without the switch scores every pool."""
     clock = cost_clock(TOKEN_SECONDS)
     clock.scorer_share = 1.0
-    cfg = mc.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=8.0, eval_points=2)
-    record = mc.train_method("mclearn-once-switch", cfg, _priced(prepared), seed=3, progress=False)
+    cfg = ms.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=8.0, eval_points=2)
+    record = ms.train_method("mclearn-once-switch", cfg, _priced(prepared), seed=3, progress=False)
     selection, telemetry = record["telemetry"]["selection"], record["telemetry"]
     assert all(d["mode"] == "uniform" for d in selection["decisions"]) and len(selection["decisions"]) >= 2
     assert min(d["cost"] for d in selection["decisions"]) > 1
@@ -231,7 +232,7 @@ def test_where_scoring_costs_more_than_selection_can_return_the_run_trains_unifo
     assert telemetry["variant"]["head_scored_rows"] == 2 * setup_pool
     assert telemetry["variant"]["uniform_pools"] == telemetry["refreshes"] - 2
     assert selection["selected_share"] < 0.5
-    always = mc.train_method("mclearn-once", cfg, _priced(prepared), seed=3, progress=False)
+    always = ms.train_method("mclearn-once", cfg, _priced(prepared), seed=3, progress=False)
     assert always["telemetry"]["selection"]["selected_share"] == 1.0
     assert always["telemetry"]["measured_seconds"]["score"] > 1.5 * telemetry["measured_seconds"]["score"]
 
@@ -244,10 +245,10 @@ def test_last_layer_gradients_match_autograd(prepared):
     model = mc.copy.deepcopy(prepared.base_model)
     with torch.no_grad():
         model.classifier.weight.normal_(0.0, 0.5)
-    cfg = mc.replace_config(prepared.cfg, label_smoothing=0.1)
+    cfg = ms.replace_config(prepared.cfg, label_smoothing=0.1)
     rows = np.arange(3, 39, 3)
     weights = np.linspace(0.5, 1.5, len(rows)) / len(rows)
-    out = mc.last_layer_gradients(model, prepared.train, rows, cfg, torch.device("cpu"), weights)
+    out = ms.last_layer_gradients(model, prepared.train, rows, cfg, torch.device("cpu"), weights)
     assert out["layer"] == "classifier"
     model.eval()
     layer = model.classifier
@@ -287,7 +288,7 @@ def test_the_variance_check_measures_the_draw_of_a_selected_pool_once(prepared, 
     _, _, difficulty = trainer.head_difficulty(rows)
     candidate = mc.candidate_draw_probs(difficulty.numpy(), trainer.labels_host[rows], 0.5, trainer.policy.tau)
     draw = mc.full_pass_draw_probs(candidate, 0.3, 32, trainer.ctx.cfg.once_floor)
-    grads = mc.last_layer_gradients(trainer.ctx.model, prepared.train, rows, trainer.ctx.cfg, torch.device("cpu"),
+    grads = ms.last_layer_gradients(trainer.ctx.model, prepared.train, rows, trainer.ctx.cfg, torch.device("cpu"),
                                     1 / (len(rows) * sample))
     expected = mc.variance_reduction(grads["second_moment"], sample * len(rows) * draw, sample, grads["mean_square"])
     assert check["measured"] == pytest.approx(round(expected, 4), abs=1e-4)
@@ -315,23 +316,23 @@ def test_a_fair_ablation_reads_its_fair_study_and_is_the_latest():
     """The switch's ablation (studies ending in -fair-ablation) confirms in the dataset's fair study and
     replaces the variants' in the report (one rule ranks one ablation's cells); its tables go to
     results/ablation/fair; its choice is compared with the `mclearn` preset it starts from."""
-    assert mc.equal_time_study_of("sst2-mpnet-h200-fair-ablation") == "sst2-mpnet-h200-fair"
-    assert mc.equal_time_study_of("sst2-mpnet-h200-ablation") == "sst2-mpnet-h200-equal-time"
-    assert mc._ablation_dataset("sst2-noisy20-mpnet-h200-fair-ablation") == "sst2-noisy20"
+    assert ms.equal_time_study_of("sst2-mpnet-h200-fair-ablation") == "sst2-mpnet-h200-fair"
+    assert ms.equal_time_study_of("sst2-mpnet-h200-ablation") == "sst2-mpnet-h200-equal-time"
+    assert ms._ablation_dataset("sst2-noisy20-mpnet-h200-fair-ablation") == "sst2-noisy20"
     old, new = ["a-mpnet-h200-ablation", "b-mpnet-h200-ablation"], ["b-mpnet-h200-fair-ablation"]
-    assert mc.latest_ablation(old + new) == new and mc.latest_ablation(old) == old
-    assert mc.ablation_folder(new) == "ablation/fair" and mc.ablation_folder(old) == "ablation"
-    assert mc.preset_before([_run("mclearn-once", "b-mpnet-h200-fair-ablation", 0.8)]) == "mclearn-once" \
-        == mc.SWITCH_ABLATION[0] == next(v for v in mc.MCLEARN_VARIANTS if mc.config_for_method(
-            mc.make_config("cpu-smoke"), v) == mc.config_for_method(mc.make_config("cpu-smoke"), "mclearn"))
-    assert mc.preset_before([_run("mclearn-once", "b-mpnet-h200-ablation", 0.8)]) == "mclearn-v1"
+    assert ms.latest_ablation(old + new) == new and ms.latest_ablation(old) == old
+    assert ms.ablation_folder(new) == "ablation/fair" and ms.ablation_folder(old) == "ablation"
+    assert ms.preset_before([_run("mclearn-once", "b-mpnet-h200-fair-ablation", 0.8)]) == "mclearn-once" \
+        == ms.SWITCH_ABLATION[0] == next(v for v in ms.MCLEARN_VARIANTS if ms.config_for_method(
+            ms.make_config("cpu-smoke"), v) == ms.config_for_method(ms.make_config("cpu-smoke"), "mclearn"))
+    assert ms.preset_before([_run("mclearn-once", "b-mpnet-h200-ablation", 0.8)]) == "mclearn-v1"
 
 
 def _run(method, study, accuracy, selection=None, budget=1 / 3):
     """A one-seed budgeted ablation run (1,000 training rows) with its selection record."""
     telemetry = {"steps": [], **({"selection": selection} if selection else {})}
     return {"method": method, "study": study, "time_budget": budget, "accuracy": accuracy, "seed": 42,
-            "run_label": mc.run_label(method, budget), "train_seconds": 2.0, "train_examples": 1000,
+            "run_label": ms.run_label(method, budget), "train_seconds": 2.0, "train_examples": 1000,
             "examples_backward": 640, "steps": 10, "telemetry": telemetry}
 
 
@@ -349,7 +350,7 @@ def test_the_ablation_paragraph_says_what_selection_did():
     switch = _selection(0.625, [("achieved", 0.9), ("waiting", 1.0), ("promised", 1.3), ("achieved", 1.1)], 0.95, 0.9)
     records = [_run("short-schedule", study, 0.80), _run("mclearn-once", study, 0.78, _selection(1.0, [], 0.7, 0.75)),
                _run("mclearn-once-switch", study, 0.81, switch)]
-    frame = mc.ablation_diagnostics(records).set_index("method")
+    frame = ms.ablation_diagnostics(records).set_index("method")
     assert frame.loc["mclearn-once-switch", "selected share"] == 0.625
     assert frame.loc["mclearn-once-switch", "tau switch"] == 1.1 and frame.loc["mclearn-once", "tau measured"] == 0.7
     assert mr._missing(frame.loc["short-schedule", "selected share"])
@@ -377,11 +378,11 @@ def test_the_switchs_ablation_script_writes_its_table_beside_issue_24s(prepared,
     table and diagnostics (with the selection columns) to results/ablation/fair."""
     cost_clock(TOKEN_SECONDS)
     priced = _priced(prepared)
-    old = mc.replace_config(smoke_cfg, study="smoke-tiny-cpu-ablation")
-    mc.run_budget_study(old, ["baseline", "short-schedule", "mclearn-v1"], (0.5,), seeds=[42], prepared=priced,
+    old = ms.replace_config(smoke_cfg, study="smoke-tiny-cpu-ablation")
+    ms.run_budget_study(old, ["baseline", "short-schedule", "mclearn-v1"], (0.5,), seeds=[42], prepared=priced,
                         progress=False, lr_factors=())
-    cfg = mc.replace_config(smoke_cfg, study="smoke-tiny-cpu" + mc.FAIR_ABLATION_SUFFIX)
-    study = mc.run_budget_study(cfg, ["baseline", "short-schedule", "mclearn-once", "mclearn-once-switch"], (0.5,),
+    cfg = ms.replace_config(smoke_cfg, study="smoke-tiny-cpu" + ms.FAIR_ABLATION_SUFFIX)
+    study = ms.run_budget_study(cfg, ["baseline", "short-schedule", "mclearn-once", "mclearn-once-switch"], (0.5,),
                                 seeds=[42], prepared=priced, progress=False, lr_factors=())
     switched = next(r for r in study.records if r["method"] == "mclearn-once-switch")
     assert switched["config"]["budget_seconds"] > 0 and switched["lr_schedule"]["driven_by"] == "clock"

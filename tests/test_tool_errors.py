@@ -10,10 +10,11 @@ import pytest
 
 import make_readme as mr
 import mclearn_core as mc
+import mcstudy as ms
 import run_notebooks as rn
 from test_readme import _write_equal_time_studies
 
-ROOT = mc.REPO_ROOT
+ROOT = ms.REPO_ROOT
 TEMPLATES = sorted(ROOT.glob("notebooks/*.ipynb"))  # generated without outputs (build_notebooks.py)
 
 
@@ -99,7 +100,7 @@ def test_make_readme_publishes_fewer_runs_only_when_told_and_says_so(capsys, pub
 def test_the_committed_results_publish_as_they_are():
     """make_readme.py's checks hold on the committed results/: every run file is the run its name
     says and summary.csv lists no run that is gone."""
-    rows = mc.summary_rows(ROOT / "results", unreadable="refuse")
+    rows = ms.summary_rows(ROOT / "results", unreadable="refuse")
     assert mr.fewer_runs(ROOT / "results" / "summary.csv", rows) == []
 
 
@@ -159,10 +160,10 @@ def test_notebook_parameters_are_checked_as_the_command_line_checks_them(values,
     declared = rn.declared_parameters(nb)
     namespace = {**{k: v for k, v in declared.items() if not isinstance(v, str) or k in ("preset", "results_dir")},
                  "time_budgets": [1 / 3, 1 / 2], "draws": 5000, "full_probs": [0.5], "w_clip_values": [None]}
-    mc.check_notebook_parameters(namespace, set(), [*declared, "draws", "full_probs", "w_clip_values"])  # all good
+    ms.check_notebook_parameters(namespace, set(), [*declared, "draws", "full_probs", "w_clip_values"])  # all good
     namespace.update(values)
-    with pytest.raises(mc.ConfigError) as err:
-        mc.check_notebook_parameters(namespace, set(), [*declared, "draws", "full_probs", "w_clip_values"])
+    with pytest.raises(ms.ConfigError) as err:
+        ms.check_notebook_parameters(namespace, set(), [*declared, "draws", "full_probs", "w_clip_values"])
     assert message in str(err.value), str(err.value)
     assert err.value._render_traceback_() == [f"error: {err.value}"]  # a notebook cell shows this line only
 
@@ -176,11 +177,11 @@ def test_each_notebook_checks_every_parameter_it_declares_right_after_them(path)
     declared = list(rn.declared_parameters(nb))
     assert nb.cells[at - 1].source.startswith("names_before_parameters = {*globals(), ")
     check = nb.cells[at + 1].source
-    assert "mc.check_notebook_parameters(globals(), names_before_parameters, [" in check
+    assert "ms.check_notebook_parameters(globals(), names_before_parameters, [" in check
     assert check.split("[", 1)[1].replace("\n", " ").replace(" ", "").rstrip("])").split(",") == \
         [f'"{name}"' for name in declared]
-    fields = {f.name for f in mc.dataclasses.fields(mc.Config)}
-    assert [name for name in declared if name not in fields and name not in mc.NOTEBOOK_RULES] == []
+    fields = {f.name for f in mc.dataclasses.fields(ms.Config)}
+    assert [name for name in declared if name not in fields and name not in ms.NOTEBOOK_RULES] == []
 
 
 @pytest.mark.parametrize("notebook, params, message", [

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import mclearn_core as mc
+import mcstudy as ms
 import mcstudy.engine
 import mcstudy.train
 from conftest import read_jsonl
@@ -16,10 +17,10 @@ from conftest import read_jsonl
 def test_baseline_learns_on_the_embedded_sample(tmp_path):
     """Tiny model, 3,000 examples, 2 epochs (~5 s on 2 cores): well above the 0.25 chance
     level of 4 balanced classes. Fixed seed 42; measured 0.770."""
-    cfg = mc.make_config("cpu", max_train_examples=3000, max_eval_examples=400, epochs=2,
+    cfg = ms.make_config("cpu", max_train_examples=3000, max_eval_examples=400, epochs=2,
                          results_dir=str(tmp_path))
-    prepared = mc.prepare(cfg)
-    record = mc.train_method("baseline", cfg, prepared, seed=42, progress=False)
+    prepared = ms.prepare(cfg)
+    record = ms.train_method("baseline", cfg, prepared, seed=42, progress=False)
     print(f"baseline accuracy {record['accuracy']:.3f}")
     assert record["accuracy"] > 0.5
     assert record["examples_backward"] == 2 * len(prepared.train)  # every example once per epoch
@@ -29,9 +30,9 @@ def test_baseline_learns_on_the_embedded_sample(tmp_path):
 
 
 def test_same_seed_is_deterministic_on_cpu(prepared, smoke_cfg):
-    a = mc.train_method("baseline", smoke_cfg, prepared, seed=7, progress=False)
-    b = mc.train_method("baseline", smoke_cfg, prepared, seed=7, progress=False)
-    c = mc.train_method("baseline", smoke_cfg, prepared, seed=8, progress=False)
+    a = ms.train_method("baseline", smoke_cfg, prepared, seed=7, progress=False)
+    b = ms.train_method("baseline", smoke_cfg, prepared, seed=7, progress=False)
+    c = ms.train_method("baseline", smoke_cfg, prepared, seed=8, progress=False)
     assert a["accuracy"] == b["accuracy"]
     assert a["eval_true_prob"] == b["eval_true_prob"]  # every eval probability, bit for bit
     assert [p["eval_loss"] for p in a["eval_curve"]] == [p["eval_loss"] for p in b["eval_curve"]]
@@ -46,11 +47,11 @@ def test_a_last_partial_accumulation_group_still_steps(prepared, smoke_cfg, monk
     steps = []
     clip_and_step = mc.clip_and_step
     monkeypatch.setattr(mcstudy.engine, "clip_and_step", lambda ctx: (steps.append(1), clip_and_step(ctx)))
-    cfg = mc.replace_config(smoke_cfg, grad_accum_steps=4)
+    cfg = ms.replace_config(smoke_cfg, grad_accum_steps=4)
     lrs = []
-    scheduler_step = mc.LRSchedule.step
-    monkeypatch.setattr(mc.LRSchedule, "step", lambda self: (scheduler_step(self), lrs.append(self.multiplier))[0])
-    record = mc.train_method("baseline", cfg, prepared, seed=3, progress=False)
+    scheduler_step = ms.LRSchedule.step
+    monkeypatch.setattr(ms.LRSchedule, "step", lambda self: (scheduler_step(self), lrs.append(self.multiplier))[0])
+    record = ms.train_method("baseline", cfg, prepared, seed=3, progress=False)
     assert record["steps"] == 30 and len(steps) == 8 and record["updates"] == 8
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and min(lrs[:-1]) > 0
 
@@ -63,7 +64,7 @@ def test_flushed_gradients_are_the_mean_over_the_partial_group(smoke_cfg):
     model = torch.nn.Linear(3, 1, bias=False)
     w0 = model.weight.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    ctx = mc.RunContext(mc.replace_config(smoke_cfg, grad_accum_steps=4, grad_clip=1e9), model, None, None, 2,
+    ctx = ms.RunContext(ms.replace_config(smoke_cfg, grad_accum_steps=4, grad_clip=1e9), model, None, None, 2,
                         torch.device("cpu"), torch.Generator(), torch.Generator(), optimizer=optimizer,
                         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     xa, xb = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[-1.0, 0.5, 2.0]])
@@ -80,15 +81,15 @@ def test_flushed_gradients_are_the_mean_over_the_partial_group(smoke_cfg):
 def test_nan_loss_raises_trainingerror_naming_lr(prepared, smoke_cfg, monkeypatch):
     """Poison the per-example loss with NaN (a real diverged run does the same to the loss):
     the loop must stop with a TrainingError that tells the user to lower lr=."""
-    real = mc.RunContext.per_example_loss
-    monkeypatch.setattr(mc.RunContext, "per_example_loss",
+    real = ms.RunContext.per_example_loss
+    monkeypatch.setattr(ms.RunContext, "per_example_loss",
                         lambda self, logits, labels: real(self, logits, labels) * float("nan"))
     with pytest.raises(mc.TrainingError, match="lr="):
-        mc.train_method("baseline", smoke_cfg, prepared, seed=1, progress=False)
+        ms.train_method("baseline", smoke_cfg, prepared, seed=1, progress=False)
 
 
 def test_run_record_fields(prepared, smoke_cfg):
-    r = mc.train_method("baseline", smoke_cfg, prepared, seed=3, progress=False)
+    r = ms.train_method("baseline", smoke_cfg, prepared, seed=3, progress=False)
     assert r["method"] == "baseline" and r["seed"] == 3 and r["preset"] == "cpu-smoke"
     assert r["steps"] == math.ceil(480 / 16) and r["train_examples"] == 480
     assert len(r["eval_predictions"]) == len(r["eval_labels"]) == r["eval_examples"] == 160
@@ -101,7 +102,7 @@ def test_run_record_fields(prepared, smoke_cfg):
 
 def test_logged_loss_is_a_per_step_mean(prepared, smoke_cfg, tmp_path):
     log = tmp_path / "run.jsonl"
-    mc.train_method("baseline", smoke_cfg, prepared, seed=1, log_path=log, progress=False)
+    ms.train_method("baseline", smoke_cfg, prepared, seed=1, log_path=log, progress=False)
     records = read_jsonl(log)
     assert [r["step"] for r in records] == [10, 20, 30]  # the eval points (log_every=50)
     # label-smoothed CE of a barely trained 4-class model: about ln 4 = 1.39, surely < 3
@@ -110,7 +111,7 @@ def test_logged_loss_is_a_per_step_mean(prepared, smoke_cfg, tmp_path):
 
 def test_evaluate_restores_training_mode(prepared):
     model = mc.copy.deepcopy(prepared.base_model).train()
-    out = mc.evaluate(model, prepared.eval, prepared.cfg, torch.device("cpu"))
+    out = ms.evaluate(model, prepared.eval, prepared.cfg, torch.device("cpu"))
     assert model.training
     assert out["accuracy"] == pytest.approx(float((out["predictions"] == out["labels"]).mean()))
     np.testing.assert_allclose(out["probs"].sum(1), 1.0, rtol=1e-5)
@@ -121,10 +122,10 @@ def test_evaluate_restores_training_mode(prepared):
 # ----------------------------------------------------------------------------- atomic writes
 def test_write_json_atomic_leaves_no_temp_file(tmp_path):
     path = tmp_path / "sub" / "run.json"
-    mc.write_json_atomic(path, {"a": np.float32(1.5), "b": torch.tensor([1, 2]), "c": tmp_path})
+    ms.write_json_atomic(path, {"a": np.float32(1.5), "b": torch.tensor([1, 2]), "c": tmp_path})
     assert json.loads(path.read_text()) == {"a": 1.5, "b": [1, 2], "c": str(tmp_path)}
     assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]
-    mc.write_json_atomic(path, {"a": 2})  # overwrite
+    ms.write_json_atomic(path, {"a": 2})  # overwrite
     assert json.loads(path.read_text()) == {"a": 2} and len(list(path.parent.iterdir())) == 1
 
 
@@ -133,12 +134,12 @@ def test_reader_never_sees_partial_json(tmp_path):
     every read must parse and be one of the two payloads (an in-place writer fails this)."""
     path = tmp_path / "run.json"
     payloads = [{"v": 0, "x": list(range(100_000))}, {"v": 1, "x": list(range(100_000, 200_000))}]
-    mc.write_json_atomic(path, payloads[0])
+    ms.write_json_atomic(path, payloads[0])
     done = threading.Event()
 
     def writer():
         for i in range(10):
-            mc.write_json_atomic(path, payloads[i % 2])
+            ms.write_json_atomic(path, payloads[i % 2])
         done.set()
 
     thread = threading.Thread(target=writer)
@@ -154,9 +155,9 @@ def test_reader_never_sees_partial_json(tmp_path):
 
 def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
     path = tmp_path / "run.json"
-    mc.write_json_atomic(path, {"a": 1})
+    ms.write_json_atomic(path, {"a": 1})
     with pytest.raises(TypeError):
-        mc.write_json_atomic(path, {"a": object()})
+        ms.write_json_atomic(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
@@ -169,10 +170,10 @@ def test_lr_schedule_steps_as_the_transformers_schedule_and_books_every_update(p
     and the sum of lr over the updates, as shares of the peak (by hand from the reference)."""
     cfg = prepared.cfg
     model = mc.copy.deepcopy(prepared.base_model)
-    reference_opt = mc.build_optimizer(model, cfg, torch.device("cpu"))
-    reference = mc.build_scheduler(reference_opt, cfg, 40)
-    opt = mc.build_optimizer(model, cfg, torch.device("cpu"), capturable=on_device)
-    schedule = mc.LRSchedule(opt, cfg, 40, on_device=on_device)
+    reference_opt = ms.build_optimizer(model, cfg, torch.device("cpu"))
+    reference = ms.build_scheduler(reference_opt, cfg, 40)
+    opt = ms.build_optimizer(model, cfg, torch.device("cpu"), capturable=on_device)
+    schedule = ms.LRSchedule(opt, cfg, 40, on_device=on_device)
     peak, shares = reference_opt.param_groups[0]["initial_lr"], []
     for step in range(45):
         expected = [g["lr"] for g in reference_opt.param_groups]
@@ -196,9 +197,9 @@ def test_a_driven_lr_schedule_follows_the_progress_it_is_given(prepared):
     at p = 0.5 of 40 steps the lr of step 20, halfway between steps 20 and 21 their mean up to the
     curve's bend, 0 at p >= 1; step() then only books the update, it does not move the lr."""
     cfg = prepared.cfg
-    opt = mc.build_optimizer(mc.copy.deepcopy(prepared.base_model), cfg, torch.device("cpu"))
-    schedule = mc.LRSchedule(opt, cfg, 40)
-    f = mc.schedule_multiplier(cfg, 40)
+    opt = ms.build_optimizer(mc.copy.deepcopy(prepared.base_model), cfg, torch.device("cpu"))
+    schedule = ms.LRSchedule(opt, cfg, 40)
+    f = ms.schedule_multiplier(cfg, 40)
     peak = schedule.peaks[-1]
     schedule.drive(0.5)
     assert opt.param_groups[-1]["lr"] == pytest.approx(peak * f(20))
@@ -216,27 +217,27 @@ def test_a_driven_lr_schedule_follows_the_progress_it_is_given(prepared):
 def test_graphed_update_trains_like_the_plain_loop(prepared, smoke_cfg):
     """cuda_graphs=True runs the baseline through GraphedUpdate (eagerly on CPU), with the fused
     AdamW and the tensor-lr table: the run must match the plain loop up to float rounding."""
-    plain = mc.train_method("baseline", smoke_cfg, prepared, seed=5, progress=False)
-    graphed_cfg = mc.replace_config(smoke_cfg, cuda_graphs=True)
-    graphed = mc.train_method("baseline", graphed_cfg, prepared, seed=5, progress=False)
+    plain = ms.train_method("baseline", smoke_cfg, prepared, seed=5, progress=False)
+    graphed_cfg = ms.replace_config(smoke_cfg, cuda_graphs=True)
+    graphed = ms.train_method("baseline", graphed_cfg, prepared, seed=5, progress=False)
     assert graphed["examples_backward"] == plain["examples_backward"] == 480
     if prepared.device.type == "cpu":  # on the GPU machine this test runs on CUDA, with captures
         assert graphed["telemetry"] == {"cuda_graphs": 0, "graph_capture_seconds": 0.0}
     a, b = np.array(plain["eval_true_prob"]), np.array(graphed["eval_true_prob"])
     assert np.abs(a - b).max() < 1e-4  # probabilities are stored to 5 decimals
     # the comparison can fail: another seed moves them by far more (measured 6e-3)
-    other = np.array(mc.train_method("baseline", smoke_cfg, prepared, seed=6, progress=False)["eval_true_prob"])
+    other = np.array(ms.train_method("baseline", smoke_cfg, prepared, seed=6, progress=False)["eval_true_prob"])
     assert np.abs(a - other).max() > 1e-3
 
 
 def test_graphs_only_for_plain_updates(prepared, smoke_cfg):
-    assert mc.graphs_enabled(mc.replace_config(smoke_cfg, cuda_graphs=True))
-    assert not mc.graphs_enabled(mc.replace_config(smoke_cfg, cuda_graphs=True, precision="fp16"))
-    assert not mc.graphs_enabled(mc.replace_config(smoke_cfg, cuda_graphs=True, grad_accum_steps=2))
-    assert mc.Baseline.graphable and mc.Uniform.graphable and mc.MCLearnMethod.graphable
+    assert ms.graphs_enabled(ms.replace_config(smoke_cfg, cuda_graphs=True))
+    assert not ms.graphs_enabled(ms.replace_config(smoke_cfg, cuda_graphs=True, precision="fp16"))
+    assert not ms.graphs_enabled(ms.replace_config(smoke_cfg, cuda_graphs=True, grad_accum_steps=2))
+    assert ms.Baseline.graphable and ms.Uniform.graphable and ms.MCLearnMethod.graphable
     # the scoring peers' updates are graphed as the baseline's; VCAS's backward samples on the host
-    assert mc.SelectiveBackprop.graphable and mc.RhoLoss.graphable and mc.InfoBatch.graphable
-    assert not mc.VCAS.graphable
+    assert ms.SelectiveBackprop.graphable and ms.RhoLoss.graphable and ms.InfoBatch.graphable
+    assert not ms.VCAS.graphable
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
@@ -250,14 +251,14 @@ def test_cuda_graph_replay_makes_the_same_updates_as_eager(prepared):
     before = [p.detach().clone() for p in prepared.base_model.parameters()]
     changes = {}
     for graphs in (False, True):
-        cfg = mc.replace_config(prepared.cfg, device="cuda", precision="fp32", cuda_graphs=graphs,
+        cfg = ms.replace_config(prepared.cfg, device="cuda", precision="fp32", cuda_graphs=graphs,
                                 pad_multiple=32)
         model = mc.copy.deepcopy(prepared.base_model).to(device).eval()
-        ctx = mc.RunContext(cfg=cfg, model=model, train=train, eval=train, num_labels=4, device=device,
+        ctx = ms.RunContext(cfg=cfg, model=model, train=train, eval=train, num_labels=4, device=device,
                             generator=torch.Generator().manual_seed(0),
                             device_generator=torch.Generator(device=device).manual_seed(0))
-        trainer = mc.Baseline(ctx)
-        mc.build_optimization(ctx, trainer)
+        trainer = ms.Baseline(ctx)
+        ms.build_optimization(ctx, trainer)
         assert ctx.graphs == graphs
         for i in range(trainer.num_steps()):
             trainer.step(i)
@@ -279,8 +280,8 @@ def test_a_finished_run_leaves_no_method_alive(prepared, smoke_cfg, method):
     import gc
 
     gc.collect()
-    mc.train_method(method, smoke_cfg, prepared, seed=3, progress=False)
-    kinds = (mc.Method, mc.GraphedUpdate, mc.RunContext)
+    ms.train_method(method, smoke_cfg, prepared, seed=3, progress=False)
+    kinds = (ms.Method, ms.GraphedUpdate, ms.RunContext)
     left = [type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)]
     assert left == []
 
@@ -310,7 +311,7 @@ def _mlp_through_graphed_update(order, planned=None, seed=0):
             optimizer.step()
             return {"loss": loss.detach()}
 
-        graphed = mc.GraphedUpdate(ctx, update, planned)
+        graphed = ms.GraphedUpdate(ctx, update, planned)
         losses = torch.stack([graphed.step((rows,), {"x": data[rows][0], "y": data[rows][1]})["loss"]
                               for rows in order]).cpu()
         torch.cuda.synchronize()
@@ -340,18 +341,18 @@ def test_baseline_plans_its_update_shapes_and_rare_ones_are_not_worth_capturing(
     """The baseline knows every (rows, width) of its run up front; GraphedUpdate captures a shape
     only when the plan uses it GRAPH_MIN_USES times or more (a rare width, whose appearance
     depends on the seed, runs eagerly instead of paying a capture that never pays back)."""
-    ctx = mc.RunContext(cfg=smoke_cfg, model=prepared.base_model, train=prepared.train, eval=prepared.eval,
+    ctx = ms.RunContext(cfg=smoke_cfg, model=prepared.base_model, train=prepared.train, eval=prepared.eval,
                         num_labels=4, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator().manual_seed(0))
-    baseline = mc.Baseline(ctx)
+    baseline = ms.Baseline(ctx)
     shapes = baseline.planned_update_shapes()
     assert sum(shapes.values()) == baseline.num_steps()
     assert shapes == dict(mc.collections.Counter((len(r), w, False) for r, w in baseline.plan))
-    graphed = mc.GraphedUpdate(ctx, lambda inputs, key: {}, {(256, 32, False): mc.GRAPH_MIN_USES,
-                                                             (256, 96, False): mc.GRAPH_MIN_USES - 1})
+    graphed = ms.GraphedUpdate(ctx, lambda inputs, key: {}, {(256, 32, False): ms.GRAPH_MIN_USES,
+                                                             (256, 96, False): ms.GRAPH_MIN_USES - 1})
     assert graphed.worth_capturing((256, 32, False))
     assert not graphed.worth_capturing((256, 96, False)) and not graphed.worth_capturing((7, 32, False))
-    assert mc.GraphedUpdate(ctx, lambda inputs, key: {}).worth_capturing((7, 32, False))  # no plan: capture
+    assert ms.GraphedUpdate(ctx, lambda inputs, key: {}).worth_capturing((7, 32, False))  # no plan: capture
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
@@ -370,8 +371,8 @@ def test_cuda_rare_planned_shapes_run_eagerly_and_train_like_eager():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
 def test_cuda_graphs_capture_a_bf16_training_run_with_dropout(prepared, smoke_cfg):
     """On CUDA, a real run (bf16 autocast, dropout on) must capture graphs, not fall back."""
-    cfg = mc.replace_config(smoke_cfg, device="cuda", precision="bf16", cuda_graphs=True, pad_multiple=32)
-    record = mc.train_method("baseline", cfg, mc.prepare(cfg), seed=1, progress=False)
+    cfg = ms.replace_config(smoke_cfg, device="cuda", precision="bf16", cuda_graphs=True, pad_multiple=32)
+    record = ms.train_method("baseline", cfg, ms.prepare(cfg), seed=1, progress=False)
     assert record["telemetry"]["cuda_graphs"] >= 1, record["telemetry"]
     assert "graph_capture_error" not in record["telemetry"]
 
@@ -386,16 +387,16 @@ def test_training_steps_never_wait_for_the_gpu(prepared, method, graphs):
     .item(), no pageable copy, no host-side read of a mask."""
     device = torch.device("cuda")
     train = prepared.train.to(device)
-    cfg = mc.config_for_method(mc.replace_config(prepared.cfg, device="cuda", precision="bf16",
+    cfg = ms.config_for_method(ms.replace_config(prepared.cfg, device="cuda", precision="bf16",
                                                  cuda_graphs=graphs, pad_multiple=32), method)
-    cfg = mc.replace_config(cfg, budget_ratio=50.0)  # MC-Learn: enough steps to check (the data are tiny)
-    ctx = mc.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).to(device).train(), train=train,
+    cfg = ms.replace_config(cfg, budget_ratio=50.0)  # MC-Learn: enough steps to check (the data are tiny)
+    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).to(device).train(), train=train,
                         eval=train, num_labels=4, device=device, generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator(device=device).manual_seed(0))
-    trainer = mc.METHODS[method](ctx)
+    trainer = ms.METHODS[method](ctx)
     trainer.setup()
     steps = trainer.num_steps()
-    mc.build_optimization(ctx, trainer, extra_steps=steps)
+    ms.build_optimization(ctx, trainer, extra_steps=steps)
     assert ctx.graphs == graphs
     warm = range(steps) if graphs and method == "baseline" else range(2)  # baseline: capture every shape first
     for i in warm:
@@ -425,9 +426,9 @@ def test_training_steps_never_wait_for_the_gpu(prepared, method, graphs):
 def test_cuda_scoring_peers_update_through_graphs(prepared, smoke_cfg, method):
     """On CUDA the scoring peers' updates replay CUDA graphs as the baseline's do (fair engineering):
     graphs captured, no capture error, the run file says graphed."""
-    cfg = mc.replace_config(smoke_cfg, device="cuda", precision="bf16", cuda_graphs=True, pad_multiple=32,
+    cfg = ms.replace_config(smoke_cfg, device="cuda", precision="bf16", cuda_graphs=True, pad_multiple=32,
                             epochs=2, rho_il_epochs=1)
-    record = mc.train_method(method, cfg, mc.prepare(cfg), seed=1, progress=False)
+    record = ms.train_method(method, cfg, ms.prepare(cfg), seed=1, progress=False)
     assert record["telemetry"]["cuda_graphs"] >= 1, record["telemetry"]
     assert record["graphed"] and record["graph_capture_error"] is None
 
@@ -435,7 +436,7 @@ def test_cuda_scoring_peers_update_through_graphs(prepared, smoke_cfg, method):
 def test_warm_up_device_leaves_the_base_model_untouched(prepared):
     """The warm-up trains a throwaway copy: the shared initial weights must not move."""
     before = [p.detach().clone() for p in prepared.base_model.parameters()]
-    seconds = mc.warm_up_device(prepared, steps_per_width=1)
+    seconds = ms.warm_up_device(prepared, steps_per_width=1)
     assert seconds > 0
     assert all(torch.equal(a, b) for a, b in zip(before, prepared.base_model.parameters()))
 
@@ -445,9 +446,9 @@ def test_compiled_forward_runs(prepared, smoke_cfg, monkeypatch):
     here, to stay fast on CPU), which has no truth value; it must give the model's logits."""
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager"))
-    cfg = mc.replace_config(smoke_cfg, compile_mode="default")
+    cfg = ms.replace_config(smoke_cfg, compile_mode="default")
     model = mc.copy.deepcopy(prepared.base_model).eval()
-    ctx = mc.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
+    ctx = ms.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
                         device=torch.device("cpu"), generator=torch.Generator(), device_generator=torch.Generator())
     batch = mc.make_batch(prepared.train, torch.arange(8), 32)
     with torch.no_grad():
@@ -457,39 +458,39 @@ def test_compiled_forward_runs(prepared, smoke_cfg, monkeypatch):
     torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize("method", sorted(mc.METHODS))
+@pytest.mark.parametrize("method", sorted(ms.METHODS))
 def test_every_method_stops_on_a_diverged_loss_with_one_message(prepared, smoke_cfg, method):
     """lr=1e6 makes every method diverge; each must stop with the same TrainingError (MC-Learn used
     to fail inside its sampler with "negative dimensions are not allowed")."""
-    cfg = mc.replace_config(smoke_cfg, lr=1e6, head_lr=1e6, uniform_fraction=0.5)
+    cfg = ms.replace_config(smoke_cfg, lr=1e6, head_lr=1e6, uniform_fraction=0.5)
     with pytest.raises(mc.TrainingError, match=rf"^{method}: the training loss became nan at step \d+\. Lower lr="):
-        mc.train_method(method, cfg, prepared, seed=1, progress=False)
+        ms.train_method(method, cfg, prepared, seed=1, progress=False)
 
 
 def test_chance_warning_threshold():
     labels = np.repeat(np.arange(4), 400)  # 1600 balanced labels: chance 0.25, 2 SE = 0.0217
     assert "(majority class 0.2500 + 2 standard errors = 0.2717 on 1600 eval examples, a margin of 2.2 points" \
-        in mc.chance_warning(0.26, labels, 4)
-    assert mc.chance_warning(0.28, labels, 4) is None
+        in ms.chance_warning(0.26, labels, 4)
+    assert ms.chance_warning(0.28, labels, 4) is None
     skewed = np.array([0] * 900 + [1] * 100)  # the majority class, not 1/C, is the chance level
-    assert "majority class 0.9000" in mc.chance_warning(0.91, skewed, 2)
-    assert mc.chance_warning(0.99, skewed, 2) is None
+    assert "majority class 0.9000" in ms.chance_warning(0.91, skewed, 2)
+    assert ms.chance_warning(0.99, skewed, 2) is None
     # 160 or 64 eval rows cannot tell chance from a run that learned (2 SE = 6.8 and 10.8 points): no warning
-    assert mc.chance_warning(0.25, np.repeat(np.arange(4), 40), 4) is None
-    assert mc.chance_warning(0.25, np.repeat(np.arange(4), 16), 4) is None
-    assert mc.chance_warning(0.25, np.repeat(np.arange(4), 75), 4) is not None  # 300 rows: 5.0 points, can tell
+    assert ms.chance_warning(0.25, np.repeat(np.arange(4), 40), 4) is None
+    assert ms.chance_warning(0.25, np.repeat(np.arange(4), 16), 4) is None
+    assert ms.chance_warning(0.25, np.repeat(np.arange(4), 75), 4) is not None  # 300 rows: 5.0 points, can tell
 
 
 def test_a_run_at_chance_warns_and_stores_the_warning(prepared, smoke_cfg, capsys):
     """lr=10 ends at chance without any error: the run says so on stderr and in its record; the
     same run at a sane lr learns (3 epochs at lr 3e-3 reach ~0.44 on 4 classes) and does not warn.
     The eval set is the smoke set four times over (640 rows: a 3.4-point margin, small enough to tell)."""
-    big_eval = mc.dataclasses.replace(prepared, eval=mc.subset_split(prepared.eval, torch.arange(640) % 160))
-    good = mc.replace_config(smoke_cfg, epochs=3, lr=3e-3)
-    record = mc.train_method("baseline", good, big_eval, seed=42, progress=False)
+    big_eval = mc.dataclasses.replace(prepared, eval=ms.subset_split(prepared.eval, torch.arange(640) % 160))
+    good = ms.replace_config(smoke_cfg, epochs=3, lr=3e-3)
+    record = ms.train_method("baseline", good, big_eval, seed=42, progress=False)
     assert record["accuracy"] > 0.35 and record["warnings"] == []
     assert "warning" not in capsys.readouterr().err
-    record = mc.train_method("baseline", mc.replace_config(good, lr=10.0), big_eval, seed=42, progress=False)
+    record = ms.train_method("baseline", ms.replace_config(good, lr=10.0), big_eval, seed=42, progress=False)
     assert len(record["warnings"]) == 1 and "is at chance (majority class 0.2500" in record["warnings"][0]
     assert f"warning: baseline seed 42: {record['warnings'][0]}" in " ".join(capsys.readouterr().err.split())
 
@@ -511,9 +512,9 @@ def test_progress_bar_without_ipywidgets_is_plain_text_and_silent(monkeypatch, r
     monkeypatch.setitem(sys.modules, "ipykernel.zmqshell", types.ModuleType("ipykernel.zmqshell"))  # "a kernel"
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets -> ImportError
     monkeypatch.setattr(IPython, "get_ipython", lambda: KernelShell())
-    mc._tqdm_class.cache_clear()
+    ms._tqdm_class.cache_clear()
     try:
-        bar = mc._progress(10, "steps", enabled=True)
+        bar = ms._progress(10, "steps", enabled=True)
         bar.close()
         assert isinstance(bar, tqdm.std.tqdm)
         assert "tqdm_notebook" not in [cls.__name__ for cls in type(bar).__mro__]  # not the widget bar
@@ -521,7 +522,7 @@ def test_progress_bar_without_ipywidgets_is_plain_text_and_silent(monkeypatch, r
         assert again is type(bar)
         assert not [w for w in recwarn if "IProgress" in str(w.message)]
     finally:
-        mc._tqdm_class.cache_clear()
+        ms._tqdm_class.cache_clear()
 
 
 # ----------------------------------------------------------------------------- a busy host
@@ -546,33 +547,33 @@ def test_host_load_sees_another_busy_process_and_not_this_one(monkeypatch):
         spinner.wait()
     busy = {p["pid"]: p for p in load["busy_processes"]}
     assert spinner.pid in busy and "while True: pass" in busy[spinner.pid]["command"]
-    assert mc.os.getpid() not in busy and load["cpu_count"] == mc.os.cpu_count()
+    assert ms.os.getpid() not in busy and load["cpu_count"] == ms.os.cpu_count()
     # the warning names at most three busy processes: other tests' processes may be among them
-    assert f"pid {spinner.pid} used" in mc.host_load_warning(dict(load, busy_processes=[busy[spinner.pid]]))
+    assert f"pid {spinner.pid} used" in ms.host_load_warning(dict(load, busy_processes=[busy[spinner.pid]]))
 
 
 def test_host_load_warning_thresholds():
     idle = {"checked": True, "load_avg": 1.9, "cpu_count": 2, "other_cores": 0.4, "busy_processes": []}
-    assert mc.host_load_warning(idle) is None  # the load average counts this process's own training: not judged
+    assert ms.host_load_warning(idle) is None  # the load average counts this process's own training: not judged
     loaded = dict(idle, other_cores=1.6)
-    assert mc.host_load_warning(loaded) == (
+    assert ms.host_load_warning(loaded) == (
         "the host was busy at the start of this run (other processes used 1.6 of its 2 cores; load average 1.9): its "
         "train seconds are not comparable with runs on an idle host; delete its run file and rerun it when the host "
         "is idle")
     one = dict(idle, busy_processes=[{"pid": 9, "cores": 0.6, "command": "python3 run_notebooks.py"}])
-    assert "(pid 9 used 0.6 cores (python3 run_notebooks.py); load average 1.9)" in mc.host_load_warning(one)
-    assert mc.host_load_warning({"checked": False, "load_avg": 9.0, "cpu_count": 2}) is None
+    assert "(pid 9 used 0.6 cores (python3 run_notebooks.py); load average 1.9)" in ms.host_load_warning(one)
+    assert ms.host_load_warning({"checked": False, "load_avg": 9.0, "cpu_count": 2}) is None
 
 
 def test_a_run_on_a_busy_host_warns_and_stores_the_warning(prepared, smoke_cfg, monkeypatch, capsys):
     busy = {"checked": True, "load_avg": 3.0, "cpu_count": 2, "other_cores": 1.2,
-            "busy_processes": [{"pid": 77, "cores": 1.0, "command": "python3 mclearn_core.py --preset cpu"}]}
+            "busy_processes": [{"pid": 77, "cores": 1.0, "command": "python3 -m mcstudy --preset cpu"}]}
     monkeypatch.setattr(mcstudy.train, "host_load", lambda *a, **k: busy)
     rows = torch.arange(64)
-    small = mc.dataclasses.replace(prepared, train=mc.subset_split(prepared.train, rows), test=None,
-                                   eval=mc.subset_split(prepared.eval, rows[:32]))
-    record = mc.train_method("baseline", mc.replace_config(smoke_cfg, eval_points=1), small, seed=3, progress=False)
-    warning = mc.host_load_warning(busy)
+    small = mc.dataclasses.replace(prepared, train=ms.subset_split(prepared.train, rows), test=None,
+                                   eval=ms.subset_split(prepared.eval, rows[:32]))
+    record = ms.train_method("baseline", ms.replace_config(smoke_cfg, eval_points=1), small, seed=3, progress=False)
+    warning = ms.host_load_warning(busy)
     assert record["warnings"][0] == warning and record["host"]["load_at_start"] == busy
-    assert "pid 77 used 1 cores (python3 mclearn_core.py --preset cpu)" in warning
+    assert "pid 77 used 1 cores (python3 -m mcstudy --preset cpu)" in warning
     assert f"warning: baseline seed 3: {warning}" in " ".join(capsys.readouterr().err.split())  # unwrapped

@@ -12,16 +12,17 @@ import torch
 
 import make_readme as mr
 import mclearn_core as mc
+import mcstudy as ms
 from conftest import ROOT
 
 Z99 = 2.576  # two-sided 99% normal quantile
 VARIANT_KEYS = ("free_scores", "once_draws", "uniform_start", "uniform_end", "select_switch")
-VARIANTS = [v for v, parts in mc.MCLEARN_VARIANTS.items() if parts]  # mclearn-v1: test_cv_trainer.py's estimator case
+VARIANTS = [v for v, parts in ms.MCLEARN_VARIANTS.items() if parts]  # mclearn-v1: test_cv_trainer.py's estimator case
 
 
 def variant_keys(variant: str) -> dict:
     """Return the variant keys of a method preset."""
-    return {k: mc.METHOD_PRESETS[variant][k] for k in VARIANT_KEYS}
+    return {k: ms.METHOD_PRESETS[variant][k] for k in VARIANT_KEYS}
 
 
 def trainer_for(prepared, model=None, **changes) -> mc.MCLearn:
@@ -29,13 +30,13 @@ def trainer_for(prepared, model=None, **changes) -> mc.MCLearn:
     the estimator tests: 8 full-pass rows of 16 draws per step, pools serving 4 steps, replay share 0.3,
     no clipping, no label smoothing, an informative cheap head (spread difficulties) and tilted class
     weights (pool-membership probabilities differ by class); model in eval mode (no dropout)."""
-    cfg = mc.replace_config(prepared.cfg, full_rows=8, full_prob=0.5, refresh_every=4, w_clip=0.0,
+    cfg = ms.replace_config(prepared.cfg, full_rows=8, full_prob=0.5, refresh_every=4, w_clip=0.0,
                             kappa_schedule=(0.5,), replay_share_init=0.3, replay_share_bounds=(0.3, 0.3), label_smoothing=0.0, **changes)
     model = model if model is not None else mc.copy.deepcopy(prepared.base_model).eval()
-    ctx = mc.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
+    ctx = ms.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
                         device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator().manual_seed(0))
-    trainer = mc.MCLearnMethod(ctx)
+    trainer = ms.MCLearnMethod(ctx)
     with torch.no_grad():
         torch.manual_seed(3)
         trainer.cheap_head.weight.normal_(0.0, 3.0)
@@ -92,7 +93,7 @@ def test_variant_objective_and_gradient_are_unbiased(prepared, truth, variant):
     interval of the full-data values (no clipping); the interval is narrow enough to catch a bias."""
     model, params, directions, values = truth
     trainer = trainer_for(prepared, model, free_score_max_age=10, record_passes=True, **variant_keys(variant))
-    parts = mc.MCLEARN_VARIANTS[variant]
+    parts = ms.MCLEARN_VARIANTS[variant]
     progress = (0.1, 0.5, 0.95) if "anneal" in parts else (0.5,)  # uniform start, selection, uniform end
     est = variant_estimates(trainer, params, directions, 160, progress)
     mean, se = est.mean(0), est.std(0, ddof=1) / math.sqrt(len(est))
@@ -252,7 +253,7 @@ def test_a_variant_run_records_its_full_passes_and_the_flipped_rows(prepared, sm
     (histogram over all training rows), with the flipped rows' share of them, and its variant counts."""
     flipped = np.arange(0, len(prepared.train), 5)
     noisy = dataclasses.replace(prepared, flipped_rows=flipped)
-    record = mc.train_method("mclearn-free-once-anneal", smoke_cfg, noisy, 42, progress=False)
+    record = ms.train_method("mclearn-free-once-anneal", smoke_cfg, noisy, 42, progress=False)
     passes = record["telemetry"]["full_passes"]
     ran = record["telemetry"]["budget"]["steps_run"]  # a re-plan at a refresh may end the run before its first plan
     assert ran <= record["steps"]
@@ -263,8 +264,8 @@ def test_a_variant_run_records_its_full_passes_and_the_flipped_rows(prepared, sm
     assert 0 < passes["flipped"]["pass_share"] < 1
     variant = record["telemetry"]["variant"]
     assert variant["free_scores"] and variant["once_draws"] and variant["uniform_pools"] >= 1
-    uncounted = mc.with_explicit(smoke_cfg, record_passes=False)
-    assert "full_passes" not in mc.train_method("mclearn", uncounted, prepared, 42, progress=False)["telemetry"]
+    uncounted = ms.with_explicit(smoke_cfg, record_passes=False)
+    assert "full_passes" not in ms.train_method("mclearn", uncounted, prepared, 42, progress=False)["telemetry"]
 
 
 def test_the_full_pass_count_includes_the_steps_of_the_pool_in_use(prepared, monkeypatch):
@@ -275,10 +276,10 @@ def test_the_full_pass_count_includes_the_steps_of_the_pool_in_use(prepared, mon
     monkeypatch.setattr(mc.time, "perf_counter", lambda: 0.0)  # setup and steps take no time
     trainer = trainer_for(prepared, record_passes=True, budget_ratio=1.0)
     cfg = trainer.ctx.cfg
-    trainer.ctx.step_costs = mc.StepCosts(seconds={(rows, cfg.max_length): 1e-3 for rows in mc.calibration_rows(cfg, 8)},
+    trainer.ctx.step_costs = mc.StepCosts(seconds={(rows, cfg.max_length): 1e-3 for rows in ms.calibration_rows(cfg, 8)},
                                           graphed=False, capture_seconds=0.0, measure_seconds=0.0, warnings=[])
     trainer.setup()
-    mc.build_optimization(trainer.ctx, trainer)
+    ms.build_optimization(trainer.ctx, trainer)
     assert trainer.num_steps() > 4 and cfg.refresh_every == 4
     for i in range(2):
         trainer.step(i)
@@ -289,33 +290,33 @@ def test_the_full_pass_count_includes_the_steps_of_the_pool_in_use(prepared, mon
 
 # ------------------------------------------------------------------------------------------------ method presets
 def test_mclearn_is_the_ablations_choice_and_v1_keeps_the_previous_preset():
-    cfg = mc.make_config("cpu-smoke")
-    plain, v1 = mc.config_for_method(cfg, "mclearn"), mc.config_for_method(cfg, "mclearn-v1")
-    assert all(getattr(mc.Config(), k) == v for k, v in mc.MCLEARN_V1.items())  # the defaults are mclearn
-    assert plain == mc.config_for_method(cfg, "mclearn-once")  # the variants' ablation chose mclearn-once
-    assert all(getattr(plain, k) == getattr(mc.Config(), k) for k in (*VARIANT_KEYS, "record_passes"))
+    cfg = ms.make_config("cpu-smoke")
+    plain, v1 = ms.config_for_method(cfg, "mclearn"), ms.config_for_method(cfg, "mclearn-v1")
+    assert all(getattr(ms.Config(), k) == v for k, v in ms.MCLEARN_V1.items())  # the defaults are mclearn
+    assert plain == ms.config_for_method(cfg, "mclearn-once")  # the variants' ablation chose mclearn-once
+    assert all(getattr(plain, k) == getattr(ms.Config(), k) for k in (*VARIANT_KEYS, "record_passes"))
     assert dataclasses.replace(v1, once_draws=True) == plain  # v1: the preset before, once_draws off
-    assert mc.METHODS["mclearn-v1"] is mc.MCLearnMethod
+    assert ms.METHODS["mclearn-v1"] is ms.MCLearnMethod
 
 
-@pytest.mark.parametrize("variant", list(mc.MCLEARN_VARIANTS))
+@pytest.mark.parametrize("variant", list(ms.MCLEARN_VARIANTS))
 def test_each_variant_turns_on_exactly_its_parts(variant):
-    cfg = mc.config_for_method(mc.make_config("cpu-smoke"), variant)
-    parts = mc.MCLEARN_VARIANTS[variant]
+    cfg = ms.config_for_method(ms.make_config("cpu-smoke"), variant)
+    parts = ms.MCLEARN_VARIANTS[variant]
     assert variant == "-".join(("mclearn",) + parts) or (variant == "mclearn-v1" and not parts)
     assert cfg.free_scores == ("free" in parts) and cfg.once_draws == ("once" in parts)
     assert (cfg.uniform_start, cfg.uniform_end) == ((0.25, 0.125) if "anneal" in parts else (0.0, 0.0))
     assert cfg.select_switch == ("switch" in parts)
-    assert cfg.record_passes and cfg.budget_ratio == 1 / 3 and variant in mc.METHODS
-    assert mc.plan_time_budget(variant, 0.5, cfg, {}).knobs == {"budget_ratio": 0.5}
-    explicit = mc.config_for_method(mc.with_explicit(mc.make_config("cpu-smoke"), once_draws=True), variant)
+    assert cfg.record_passes and cfg.budget_ratio == 1 / 3 and variant in ms.METHODS
+    assert ms.plan_time_budget(variant, 0.5, cfg, {}).knobs == {"budget_ratio": 0.5}
+    explicit = ms.config_for_method(ms.with_explicit(ms.make_config("cpu-smoke"), once_draws=True), variant)
     assert explicit.once_draws  # a key the caller set wins over the variant's preset
 
 
 # -------------------------------------------------------------------------------------------- the ablation rule
 def _record(method, study, budget, accuracy, seed=42, label=None):
     return {"method": method, "study": study, "time_budget": budget, "accuracy": accuracy, "seed": seed,
-            "run_label": label or mc.run_label(method, budget), "train_seconds": 1.0, "train_examples": 100,
+            "run_label": label or ms.run_label(method, budget), "train_seconds": 1.0, "train_examples": 100,
             "examples_backward": 64, "steps": 4, "telemetry": {}}
 
 
@@ -330,21 +331,21 @@ def test_ablation_table_ranks_per_cell_and_ties_go_to_the_simpler():
     records = [_record(m, s, b, a) for m, accs in accuracies.items() for (s, b), a in zip(cells, accs)]
     records += [_record("short-schedule", s, b, 0.99) for s, b in cells]
     records += [_record("mclearn-once", cells[0][0], 0.5, 0.99, label="mclearn-once-b0.50-lr8e-05")]
-    table = mc.ablation_table(records)
-    assert table.attrs["chosen"] == "mclearn-free" and table.attrs["rule"] == mc.ABLATION_RULE
+    table = ms.ablation_table(records)
+    assert table.attrs["chosen"] == "mclearn-free" and table.attrs["rule"] == ms.ABLATION_RULE
     assert list(table["variant"]) == ["mclearn-v1", "mclearn-free", "mclearn-once", "short-schedule"]
     assert list(table["mean rank"])[:3] == [2.0, 1.75, 2.25]
     assert table.loc[1, "sst2 1/3"] == "85.00 (2)" and table.loc[1, "chosen"] == "chosen"
     tie = records + [_record("mclearn-free-once", s, b, a) for (s, b), a in zip(cells, accuracies["mclearn-free"])]
-    tied = mc.ablation_table(tie)
+    tied = ms.ablation_table(tie)
     assert tied.attrs["chosen"] == "mclearn-free"
     assert tied.loc[tied["variant"] == "mclearn-free", "mean rank"].item() == \
         tied.loc[tied["variant"] == "mclearn-free-once", "mean rank"].item()
     diverged = [dict(r, accuracy=float("nan")) if r["method"] == "mclearn-free" and r["time_budget"] == 0.5 else r
                 for r in records]
-    ranks = mc.ablation_table(diverged).set_index("variant")["sst2 1/2"]
+    ranks = ms.ablation_table(diverged).set_index("variant")["sst2 1/2"]
     assert ranks["mclearn-free"] == "— (3)" and ranks["mclearn-v1"] == "80.00 (2)"
-    assert mc.ablation_table([]).attrs["chosen"] is None
+    assert ms.ablation_table([]).attrs["chosen"] is None
 
 
 def test_the_short_schedule_is_a_reference_row_never_ranked_or_chosen():
@@ -354,29 +355,29 @@ def test_the_short_schedule_is_a_reference_row_never_ranked_or_chosen():
     cells = [("sst2-mpnet-h200-ablation", 1 / 3), ("sst2-mpnet-h200-ablation", 0.5)]
     records = [_record("mclearn-v1", s, b, a) for (s, b), a in zip(cells, (0.90, 0.80))]
     records += [_record("mclearn-once", s, b, a) for (s, b), a in zip(cells, (0.85, 0.85))]
-    table = mc.ablation_table(records + [_record("short-schedule", cells[0][0], 1 / 3, 0.99)])
+    table = ms.ablation_table(records + [_record("short-schedule", cells[0][0], 1 / 3, 0.99)])
     reference = table.iloc[-1]
     assert reference["variant"] == "short-schedule" and len(table) == 3
     assert (reference["sst2 1/3"], reference["sst2 1/2"]) == ("99.00 (—)", "— (—)")
     assert reference["mean rank"] == "—" and reference["chosen"] == ""
     assert table.loc[0, "sst2 1/3"] == "90.00 (1)" and table.loc[1, "sst2 1/3"] == "85.00 (2)"
     assert table.attrs["chosen"] == "mclearn-v1" and list(table["mean rank"])[:2] == [1.5, 1.5]  # a tie: the simpler
-    assert "short-schedule" not in set(mc.ablation_table(records)["variant"])
+    assert "short-schedule" not in set(ms.ablation_table(records)["variant"])
 
 
 def test_ablation_script_writes_the_table_from_a_cpu_budget_study(prepared, smoke_cfg):
     """The GPU ablation's Python part on the CPU smoke preset: the budget study notebook 04 runs for
     gpu_ablation.sh (the baseline, the short schedule and variants at one budget, one seed), then
     benchmarks/ablation.py writes the table and the diagnostics from its run files."""
-    cfg = mc.replace_config(smoke_cfg, study="smoke-ablation")
-    mc.run_budget_study(cfg, ["baseline", "short-schedule", "mclearn-v1", "mclearn-free-once-anneal"], (0.5,),
+    cfg = ms.replace_config(smoke_cfg, study="smoke-ablation")
+    ms.run_budget_study(cfg, ["baseline", "short-schedule", "mclearn-v1", "mclearn-free-once-anneal"], (0.5,),
                         seeds=[42], prepared=prepared, progress=False)
     spec = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main(["--results", cfg.results_dir]) == 0
     text = (mc.Path(cfg.results_dir) / "ablation" / "ablation_table.md").read_text()
-    assert mc.ABLATION_RULE in text and "mclearn-free-once-anneal" in text and "smoke 1/2" in text
+    assert ms.ABLATION_RULE in text and "mclearn-free-once-anneal" in text and "smoke 1/2" in text
     assert "distinct rows" in text and "short-schedule" in text
 
 
@@ -421,7 +422,7 @@ def _diagnosed_study(study="sst2-mpnet-h200-ablation", flipped=False):
 def test_ablation_diagnostics_give_accuracy_its_difference_and_a_rounded_rank_agreement():
     """The diagnostics' accuracy is the validation accuracy in %, its difference is against the short
     schedule's run of the same cell and seed, and the median rank agreement is rounded to 3 decimals."""
-    frame = mc.ablation_diagnostics(_diagnosed_study()).set_index(["budget", "method"])
+    frame = ms.ablation_diagnostics(_diagnosed_study()).set_index(["budget", "method"])
     once = frame.loc[("1/3", "mclearn-once")]
     assert once["accuracy (%)"] == 81.23 and once["vs short (pt)"] == -0.77
     assert once["rank agreement"] == 0.498 and frame.loc[("1/3", "mclearn-v1"), "rank agreement"] == 0.5
@@ -438,7 +439,7 @@ def test_ablation_paragraphs_state_the_diagnostics_numbers():
     paragraphs = mr.ablation_paragraphs(records)
     assert set(paragraphs) == {"sst2", "sst2-noisy20"}
     text = paragraphs["sst2"]
-    frame = mc.ablation_diagnostics(records)
+    frame = ms.ablation_diagnostics(records)
     row = frame[(frame["study"] == "sst2") & (frame["budget"] == "1/3")].set_index("method")
     once, v1, short = row.loc["mclearn-once"], row.loc["mclearn-v1"], row.loc["short-schedule"]
     assert (f"At 1/3 it is behind `short-schedule` ({once['vs short (pt)']:+.2f} pt: {once['accuracy (%)']:.2f} % "
@@ -476,7 +477,7 @@ def _equal_time_run(method, budget, seed, test, **config):
     keys = {"free_scores": False, "once_draws": False, "uniform_start": 0.0, "uniform_end": 0.0, **config}
     return {"method": method, "study": "sst2-mpnet-h200-equal-time", "time_budget": budget, "seed": seed,
             "accuracy": test, "test_accuracy": test, "train_seconds": 10.0 * (budget or 1), "config": keys,
-            "run_label": mc.run_label(method, budget)}
+            "run_label": ms.run_label(method, budget)}
 
 
 def test_the_five_seed_sentence_appears_only_where_the_chosen_presets_runs_exist():
