@@ -16,7 +16,7 @@ Sections, in call order (tests/test_module_order.py checks that no function uses
   3. The draw and its weights 6. The trainer: `mclearn`
   4. Costs and budget solver  7. `mclearn-paper`           8. Diagnostics (plots of a run)
 It imports torch, numpy and the standard library (plotting libraries inside the diagnostics); the
-study around it (config, data, model, update machinery, peers, runs, tables) is the mcstudy package.
+study around it (config, data, model, update machinery, peers, runs, tables) is a package beside it.
 """
 from __future__ import annotations
 
@@ -2223,33 +2223,3 @@ def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
     fig.tight_layout()
     return _figure_out(fig, path)
 
-
-# The study harness is the mcstudy package beside this file. While names move there, `mc.NAME`
-# reads them from the study layer that defines them (PEP 562); MC-Learn itself never uses this.
-_STUDY_LAYERS = ("config", "data", "model", "engine", "methods", "train", "runs", "budget", "tables",
-                 "equal_time", "ablation", "cli")
-
-
-def __getattr__(name: str):
-    """Return the study name `name` from the mcstudy module that defines it."""
-    import importlib
-    import importlib.util
-
-    if name.startswith("__"):  # Python's probes (__path__ in `from mclearn_core import x`): no study names
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    for layer in _STUDY_LAYERS:
-        try:
-            spec = importlib.util.find_spec(f"mcstudy.{layer}")
-        except ModuleNotFoundError:  # no mcstudy package on the path
-            break
-        if spec is not None:
-            found = vars(importlib.import_module(f"mcstudy.{layer}"))
-            if name in found:
-                return found[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-if __name__ == "__main__":  # `python mclearn_core.py ...` is `python -m mcstudy ...`
-    from mcstudy.cli import main
-
-    sys.exit(main())

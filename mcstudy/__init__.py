@@ -34,8 +34,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """Return the layer `name`, else `name` from the first study module (in LAYERS order) that has it,
-    else from mclearn_core (PEP 562); a Python probe (a dunder name) reaches no study module."""
+    """Return the layer `name`, else `name` from the first study module (in LAYERS order) that has it
+    (PEP 562); a Python probe (a dunder name) reaches no study module."""
     if name in LAYERS:
         return importlib.import_module(f"{__name__}.{name}")
     if not name.startswith("__"):
@@ -43,7 +43,4 @@ def __getattr__(name: str):
             found = vars(importlib.import_module(f"{__name__}.{layer}"))
             if name in found:
                 return found[name]
-        core = importlib.import_module("mclearn_core")
-        if name in vars(core):
-            return vars(core)[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
