@@ -73,9 +73,9 @@ BREAK_FILE=mcstudy/runs.py run "settings: a key no method of the sweep reads is 
 BREAK_TESTS=("${NOTEBOOK[@]}")
 BREAK_FILE=mcstudy/cli.py run "notebook parameters: a name the notebook does not declare passes" '    if new:' '    if False:'
 BREAK_FILE=mcstudy/cli.py run "notebook parameters: a Config key's type is not checked" \
-  '            core.check_type(name, value)' '            pass'
+  '            check_type(name, value)' '            pass'
 BREAK_FILE=mcstudy/cli.py run "notebook parameters: draws may be 0" \
-  '"draws": ("int", core.Range(2), "5000")' '"draws": ("int", core.Range(0), "5000")'
+  '"draws": ("int", Range(2), "5000")' '"draws": ("int", Range(0), "5000")'
 # -- make_readme.py
 BREAK_TESTS=("${README[@]}")
 BREAK_FILE=make_readme.py run "make_readme: no run files is no error" \
@@ -106,7 +106,7 @@ BREAK_FILE=mcstudy/train.py run "run store: run files are written plain" \
   'gzip.compress(text.encode(), mtime=0) if path.name.endswith(".gz") else text.encode()' 'text.encode()'
 BREAK_FILE=mcstudy/runs.py run "run store: a sweep retrains a run stored in the old format" '    check_no_old_run_file(path)' '    pass'
 BREAK_FILE=mcstudy/tables.py run "run store: a table leaves a run file of the old format out without a word" \
-  'for path in sorted(root.glob(f"{folders}*{core.OLD_RUN_FILE_SUFFIX}")):' 'for path in []:'
+  'for path in sorted(root.glob(f"{folders}*{OLD_RUN_FILE_SUFFIX}")):' 'for path in []:'
 BREAK_FILE=benchmarks/migrate_runs.py run "migration: examples_seen is kept as it is" \
   '    if "examples_seen" in record:' '    if False:'
 BREAK_FILE=benchmarks/migrate_runs.py run "migration: a run stored both ways is overwritten" \
