@@ -10,9 +10,7 @@ In a plain PyTorch loop it takes three calls (README "Use MC-Learn in your own l
     trainer.setup()                          # with ctx.optimizer holding trainer.extra_param_groups()
     for step in range(trainer.num_steps()): trainer.step(step)
 
-Sections, in call order (tests/test_module_order.py: no function uses a later one): 1. helpers,
-2. the pool stream, 3. the draw and its weights, 4. costs and the budget solver, 5. the policy,
-6. the trainer `mclearn`, 7. `mclearn-paper`, 8. diagnostics.
+Its numbered sections follow the call order (tests/test_module_order.py: none uses a later one).
 It imports torch, numpy and the standard library (plotting libraries inside the diagnostics); the
 study around it (config, data, model, update machinery, peers, runs, tables) is the mcstudy package.
 """
@@ -897,11 +895,10 @@ class SelectSwitch:
 # 6. The trainer: `mclearn`
 # =============================================================================
 class MCLearn:
-    """MC-Learn as the module docstring says (corrected, preset "mclearn") on a TrainContext `ctx`.
-    Every step has the same shapes, so on a GPU the whole update is one CUDA-graph replay and host
-    work happens only at a pool refresh. The phases, in order: plan (setup: price the budget),
-    refresh and score, draw, full pass + update, policy and telemetry. The study's MCLearnMethod
-    adds CUDA graphs, its step costs and the end-of-run variance check through the hooks below."""
+    """MC-Learn as the module docstring says (corrected, preset "mclearn") on a TrainContext `ctx`,
+    its phases marked below. Every step has the same shapes, so on a GPU the whole update is one
+    CUDA-graph replay and host work happens only at a pool refresh. The study's MCLearnMethod adds
+    CUDA graphs, its step costs and the end-of-run variance check through the hooks below."""
 
     name = "mclearn"
 
