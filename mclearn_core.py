@@ -10,11 +10,7 @@ In a plain PyTorch loop it takes three calls (README "Use MC-Learn in your own l
     trainer.setup()                          # with ctx.optimizer holding trainer.extra_param_groups()
     for step in range(trainer.num_steps()): trainer.step(step)
 
-Sections, in call order (tests/test_module_order.py checks that no function uses a later one):
-  1. Helpers: printing, errors, batches, encoder access, the knobs and the run context it reads
-  2. The pool stream          5. The policy: policy learner and the switch
-  3. The draw and its weights 6. The trainer: `mclearn`
-  4. Costs and budget solver  7. `mclearn-paper`           8. Diagnostics (plots of a run)
+Its numbered sections follow the call order (tests/test_module_order.py: none uses a later one).
 It imports torch, numpy and the standard library (plotting libraries inside the diagnostics); the
 study around it (config, data, model, update machinery, peers, runs, tables) is a package beside it.
 """
@@ -86,9 +82,8 @@ def batch_width(data: EncodedSplit, idx, pad_multiple: int, cap: int | None = No
 
 
 def to_device(values, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Return `values` (array or tensor) as a tensor on `device`. Host-to-GPU copies go through
-    pinned memory without blocking: a pageable copy would wait for the GPU's queue to drain, so
-    every such copy in a step is a hidden host sync."""
+    """Return `values` (array or tensor) as a tensor on `device`, a host-to-GPU copy through pinned
+    memory without blocking (a pageable copy waits for the GPU's queue to drain: a hidden sync)."""
     tensor = torch.as_tensor(values, dtype=dtype)
     if device.type != "cuda" or tensor.device.type == "cuda":
         return tensor.to(device)
@@ -147,12 +142,9 @@ def truncated_encoder(model: nn.Module, num_layers: int):
 
 def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Return the keyword inputs (input_ids, attention_mask) for `model` on `batch`, the padding
-    mask already in the 4-D form [B, 1, L, L] that transformers would build from it (it passes a
-    4-D mask through as given). With SDPA attention that is a boolean mask (True = attend):
-    transformers builds it only after asking the host whether the batch has any padding
-    (`mask.all()`), a device sync on every forward. With eager attention (MPNet) it is the
-    additive float mask (0 or the float32 minimum): transformers builds that from a scalar tensor
-    it copies from the host, which no CUDA graph can capture."""
+    mask already in the 4-D form [B, 1, L, L] that transformers passes through: boolean (True =
+    attend) for SDPA attention (else transformers asks the host `mask.all()`, a sync per forward),
+    additive float (0 or float32 min) for eager attention (MPNet; else a host scalar, no graph)."""
     mask = batch["attention_mask"]
     implementation = getattr(model.config, "_attn_implementation", None)
     if implementation in ("sdpa", "eager") and mask.dim() == 2:
@@ -181,9 +173,8 @@ def _sync(device: torch.device) -> None:
 # --- what MC-Learn reads: its knobs and its run context -------------------------------------------
 @dataclass
 class MCLearnConfig:
-    """The knobs MC-Learn (`MCLearn`, `MCLearnPaper`) reads, at the `mclearn` preset's values. The
-    trainers read them by attribute, so any object with these fields works (the study's Config,
-    whose defaults are the same: tests/test_core_api.py keeps them equal)."""
+    """The knobs MC-Learn reads, at the `mclearn` preset's values; any object with these attributes
+    works (the study's Config, whose defaults tests/test_core_api.py keeps equal to these)."""
 
     # --- batching and optimisation the trainers read ---------------------------------------------
     batch_size: int = 64  # the baseline's batch: the budget prices its steps at this size
@@ -234,12 +225,10 @@ class MCLearnConfig:
 
 
 class TrainContext(Protocol):
-    """What MC-Learn needs of a run: its config (MCLearnConfig's fields), the model and the encoded
-    rows, the device and a host generator (MC-Learn's draws are seeded from it), the optimizer and
-    a scheduler stepped once per update, the step-cost table its budget is priced with (None: the
-    trainer measures one and says so), a clock with `.progress` for a clock-driven run (else None),
-    counters of the rows given a forward and a backward pass, and the four calls below.
-    PlainContext is one for a plain PyTorch loop; the study's RunContext is another."""
+    """What MC-Learn needs of a run (PlainContext in a plain loop; the study's RunContext): `cfg`
+    with MCLearnConfig's fields, `generator` seeding MC-Learn's draws, a `scheduler` stepped once
+    per update, `step_costs` pricing the budget (None: the trainer measures one and says so),
+    `clock` with `.progress` for a clock-driven run (else None), examples_* counting rows passed."""
 
     cfg: Any
     model: nn.Module
@@ -257,21 +246,10 @@ class TrainContext(Protocol):
     flipped_rows: np.ndarray | None
 
     def autocast(self): ...
-
     def per_example_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
-
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
-
     def optimizer_step(self, loss: torch.Tensor, step: int) -> None: ...
-
     def backward_and_step(self, loss: torch.Tensor) -> None: ...
-
-
-class _NoSchedule:
-    """A scheduler that keeps the optimizer's lr (PlainContext without one)."""
-
-    def step(self) -> None:
-        pass
 
 
 def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -288,15 +266,12 @@ def clip_groups(ctx) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
 
 
 def clip_and_step(ctx) -> None:
-    """Clip the accumulated gradients of `ctx` (a TrainContext) to cfg.grad_clip (unscaled first
-    under a GradScaler): the model's on their own norm, any other parameters the optimizer holds on
-    theirs; then step the optimizer (through the scaler when there is one)."""
+    """Clip the accumulated gradients of `ctx` to cfg.grad_clip (unscaled first under a GradScaler),
+    the model's on their own norm as in every method, the optimizer's others (MC-Learn's cheap head)
+    on theirs, so a large head gradient cannot shrink the model's update; step the optimizer."""
     if ctx.scaler is not None:
         ctx.scaler.unscale_(ctx.optimizer)
     if ctx.cfg.grad_clip:
-        # The model's gradient is clipped alone, as in every method. Parameters outside the model (MC-Learn's
-        # cheap head, an optimizer group of its own) are clipped separately, at the same norm: clipped together,
-        # a large head gradient shrank the model's update, a term no other method has.
         for params in clip_groups(ctx):
             if params:
                 torch.nn.utils.clip_grad_norm_(params, ctx.cfg.grad_clip, foreach=True)
@@ -310,10 +285,8 @@ def clip_and_step(ctx) -> None:
 @dataclass
 class PlainContext:
     """A TrainContext for a plain PyTorch loop: `model` a Hugging Face sequence classifier, `train`
-    (and `eval`) its rows as an EncodedSplit, `optimizer` any torch optimizer holding the model's
-    parameters and the trainer's extra_param_groups(), `scheduler` anything with .step() (stepped
-    once per update; None keeps the lr). `step_costs` (StepCosts) prices MC-Learn's time budget;
-    None: the trainer measures the table itself at setup and prints that it does."""
+    (and `eval`) an EncodedSplit, `optimizer` any torch optimizer holding the model's parameters and
+    the trainer's extra_param_groups(), `scheduler` anything with .step() (None keeps the lr)."""
 
     cfg: Any
     model: nn.Module
@@ -334,8 +307,8 @@ class PlainContext:
     def __post_init__(self):
         self.num_labels = self.model.config.num_labels
         self.generator = torch.Generator().manual_seed(self.seed)
-        if self.scheduler is None:
-            self.scheduler = _NoSchedule()
+        if self.scheduler is None:  # keep the optimizer's lr
+            self.scheduler = types.SimpleNamespace(step=lambda: None)
 
     def autocast(self):
         """Return the autocast context of cfg.precision (a no-op for fp32)."""
@@ -353,8 +326,7 @@ class PlainContext:
             return self.model(**model_inputs(self.model, batch)).logits
 
     def backward_and_step(self, loss: torch.Tensor) -> None:
-        """Backward `loss`, clip the model's gradients and every other group's apart at cfg.grad_clip,
-        step the optimizer and the scheduler, and clear the gradients."""
+        """Backward `loss`, then clip, step the optimizer and the scheduler, clear the gradients."""
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         self._apply_gradients()
 
@@ -374,8 +346,7 @@ class PlainContext:
 
 
 def seeded_rng(generator: torch.Generator) -> np.random.Generator:
-    """Return a numpy generator seeded by one draw from the torch `generator` (MC-Learn's host
-    draws: pools, steps, the published kept sets)."""
+    """Return a numpy generator seeded by one draw from the torch `generator` (for host draws)."""
     return np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
 
 
@@ -383,12 +354,9 @@ def seeded_rng(generator: torch.Generator) -> np.random.Generator:
 # 2. The pool stream: class-stratified candidate pools
 # =============================================================================
 class CandidateStream:
-    """Class-stratified candidate pools drawn from a reshuffled pass over the training set.
-
-    Class c contributes quota_c = pool_size * a_c' examples, where a_c' are the class weights
-    rescaled by class frequency; `pool_prob` returns each pool member's chance of being drawn
-    into a pool (quota_c / n_c), which the HT weights divide by.
-    """
+    """Class-stratified candidate pools drawn from a reshuffled pass over the training set: class c
+    gives quota_c = pool_size a_c' rows (a_c' the class weights rescaled by class frequency), each
+    in the pool with probability pool_prob = quota_c / n_c, which the weights divide by."""
 
     def __init__(self, labels: np.ndarray, rng: np.random.Generator):
         self.labels, self.rng = labels, rng
@@ -455,9 +423,8 @@ def candidate_draw_probs(difficulty: np.ndarray, labels: np.ndarray, kappa: floa
 
 
 def mix_replay(candidate_prob: np.ndarray, replay_share: float) -> np.ndarray:
-    """Return the probability that one draw picks each pool member: with probability
-    replay_share a draw is a uniform replay over the pool, else a candidate draw:
-    (1 - replay_share) candidate_prob + replay_share / |P| (sums to 1)."""
+    """Return p = (1 - replay_share) candidate_prob + replay_share / |P| (sum 1), the chance that
+    one draw picks each pool member (a uniform replay of the pool with probability replay_share)."""
     return (1.0 - replay_share) * np.asarray(candidate_prob) + replay_share / len(candidate_prob)
 
 
@@ -478,10 +445,9 @@ def project_to_box_simplex(weights: np.ndarray, lo: float, hi: float) -> np.ndar
 
 
 def once_draw_probs(draw_prob: np.ndarray, draws: int, floor: float) -> np.ndarray:
-    """Return the per-draw probabilities p' (sum 1) of `draws` full passes from a pool when every
-    row is drawn once before any twice: draw_prob rescaled and clipped (project_to_box_simplex) so
-    that each row's expected count draws p'_i is at most max(1, draws / |P|) and at least `floor`
-    (at most draws / |P|, the uniform count)."""
+    """Return the per-draw probabilities p' (sum 1) of `draws` full passes, no row drawn twice
+    before every row once: draw_prob projected (project_to_box_simplex) so each row's expected
+    count draws p'_i lies in [min(floor, draws / |P|), max(1, draws / |P|)]."""
     size = len(draw_prob)
     cap, least = max(1.0, draws / size), min(floor, draws / size)
     probs = project_to_box_simplex(np.asarray(draw_prob, dtype=np.float64), least / draws, cap / draws)
@@ -490,9 +456,8 @@ def once_draw_probs(draw_prob: np.ndarray, draws: int, floor: float) -> np.ndarr
 
 def full_pass_draw_probs(candidate_prob: np.ndarray, replay_share: float, draws: int,
                          once_floor: float | None) -> np.ndarray:
-    """Return the probability p_i (sum 1 over the pool) that one full-pass draw picks pool member i:
-    mix_replay of the candidate path and the replay share, then, with `once_floor` (once_draws),
-    once_draw_probs for `draws` full passes."""
+    """Return the probability p_i (sum 1) that one full-pass draw picks pool member i: mix_replay,
+    then with `once_floor` (once_draws) once_draw_probs for `draws` full passes."""
     draw_prob = mix_replay(candidate_prob, replay_share)
     return draw_prob if once_floor is None else once_draw_probs(draw_prob, draws, once_floor)
 
@@ -500,15 +465,12 @@ def full_pass_draw_probs(candidate_prob: np.ndarray, replay_share: float, draws:
 # --- the fixed-size draw and its weights (static shapes: CUDA graphs) -----------------------------
 @dataclass
 class StepPlan:
-    """The draws of the steps one pool serves: kept positions [steps, kept] in the pool (drawn
-    with replacement), of which the first `full` of each step get a full pass; the weight of
-    each draw in the cheap and in the full term; the token width of each step's full pass; the
-    probability p_i that a draw picks each pool member."""
+    """The draws (with replacement) of the steps a pool serves; a step's first `full` pass fully."""
 
     kept_pos: np.ndarray  # [steps, kept] pool positions
     kept_weight: np.ndarray  # [steps, kept] weights of the cheap terms
     full_weight: np.ndarray  # [steps, full] weights of the full-pass term
-    widths: list[int]
+    widths: list[int]  # the token width of each step's full pass
     bucket_widths: np.ndarray  # the pool's padded widths, and the chance P_b that a step has each
     bucket_prob: np.ndarray
     draw_prob: np.ndarray  # [pool] p_i (sum 1): the draws' probabilities, which the weights divide by
@@ -522,11 +484,10 @@ def draw_weights(draw_prob: np.ndarray, pool_prob: np.ndarray, population: int, 
 
 
 def systematic_counts(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Return integer counts n_i with E[n_i] = expected_i exactly, each floor or ceil of expected_i,
-    summing to sum(expected) (a whole number): systematic sampling, the points u, u + 1, ... (u
-    uniform in [0, 1)) laid over the cumulative expected counts of the rows in a random order, n_i
-    the points in row i's interval (of length expected_i, so a row with expected_i <= 1 gets one
-    point with probability expected_i, and at most one)."""
+    """Return integer counts n_i, each floor or ceil of expected_i with E[n_i] = expected_i, summing
+    to sum(expected) (a whole number): systematic sampling, the points u, u + 1, ... (u ~ U[0, 1))
+    over the cumulative expected counts of the rows in a random order, n_i the points in row i's
+    interval (a row with expected_i <= 1 gets one point with probability expected_i)."""
     expected = np.asarray(expected, dtype=np.float64)
     total = int(round(float(expected.sum())))
     order = rng.permutation(len(expected))
@@ -540,12 +501,11 @@ def systematic_counts(expected: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 def once_positions(draw_prob: np.ndarray, member_width: np.ndarray, bucket_widths: np.ndarray, steps: int,
                    kept: int, full: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Return (step_bucket, positions [steps, kept]) of a pool's steps under once_draws: the
-    steps x full full passes are systematic_counts of the expected counts steps x full x draw_prob
-    (each row its count times), sorted by padded width into steps of `full` (ties in random order),
-    the steps shuffled; a step's bucket is its widest row's width. The other kept - full positions
-    of a step (cheap head only) are drawn with replacement from draw_prob. E[count_i] = steps full
-    p_i, so draw_weights keeps the full-pass term unbiased over the pool's steps."""
+    """Return (step_bucket, positions [steps, kept]) under once_draws: the steps x full full passes
+    are systematic_counts of steps full draw_prob (E[count_i] = steps full p_i: draw_weights stays
+    unbiased over the pool's steps), sorted by padded width into steps of `full` (ties in random
+    order), the steps shuffled, a step's bucket its widest row's; a step's other kept - full
+    positions (cheap head only) are drawn with replacement from draw_prob."""
     counts = systematic_counts(steps * full * np.asarray(draw_prob), rng)
     chosen = rng.permutation(np.repeat(np.arange(len(draw_prob)), counts))
     chosen = chosen[np.argsort(member_width[chosen], kind="stable")].reshape(steps, full)[rng.permutation(steps)]
@@ -557,18 +517,15 @@ def once_positions(draw_prob: np.ndarray, member_width: np.ndarray, bucket_width
 def draw_step_plan(candidate_prob: np.ndarray, replay_share: float, pool_prob: np.ndarray, lengths: np.ndarray,
                    population: int, steps: int, kept: int, full: int, rng: np.random.Generator,
                    pad_multiple: int, cap: int, w_clip: float | None, once_floor: float | None = None) -> StepPlan:
-    """Return the StepPlan of `steps` steps. A draw picks pool member i with probability
-    p_i = mix_replay(candidate_prob, replay_share)_i, and the steps are length-bucketed like the
-    baseline's batches: a step first picks a padded width b with probability P_b = sum of p_i over
-    the members of width b, then draws all its `kept` positions with replacement inside that
-    bucket, each with probability p_i / P_b. A draw's unconditional probability is still p_i
-    (P_b * p_i / P_b), so the weights of draw_weights keep the full-pass term unbiased:
+    """Return the StepPlan of `steps` steps. A draw picks pool member i with probability p_i
+    (full_pass_draw_probs); steps are length-bucketed like the baseline's batches: a step picks a
+    padded width b with probability P_b = sum_{i in b} p_i, then its `kept` positions with
+    replacement inside b, each with probability p_i / P_b, so a draw's probability is still p_i and
+    draw_weights keeps the full-pass term unbiased:
     E[sum_j y_j / (N pi_j kept p_j)] = sum_b P_b sum_{i in b} (p_i / P_b) y_i / (N pi_i p_i).
-    The first `full` draws of a step get a full pass; their weight is the cheap-term weight
-    divided by full_prob = full / kept, the chance that a draw is a full one. With `w_clip`,
-    weights are capped at w_clip times a uniform draw's weight (1 / draws): capping trades a
-    small bias for variance. With `once_floor` (once_draws), p is once_draw_probs' and the full
-    passes are drawn by once_positions instead: the same weights, unbiased over the pool's steps."""
+    A step's first `full` draws get a full pass, weighted by the cheap-term weight over full_prob =
+    full / kept. With `w_clip`, weights are capped at w_clip times a uniform draw's (1 / draws): a
+    small bias for less variance. With `once_floor`, once_positions draws the full passes."""
     draw_prob = full_pass_draw_probs(candidate_prob, replay_share, steps * full, once_floor)
     member_width = np.minimum(cap, np.ceil(np.maximum(lengths, 1) / pad_multiple).astype(int) * pad_multiple)
     bucket_widths = np.unique(member_width)
@@ -639,9 +596,8 @@ class CostMeter:
 @dataclass
 class StepCosts:
     """Measured seconds of one plain update (gather, forward, backward, clip, AdamW) per shape
-    (rows, width): CUDA-graph replays when `graphed`, else eager steps. Measured once per process
-    (`measure_step_costs`, outside any run's timed region, like the device warm-up) on a throwaway
-    copy of the model, so every method's budget is priced in the baseline's own update."""
+    (rows, width), CUDA-graph replays when `graphed`, else eager, timed on a throwaway model copy
+    outside any run's timed region: every method's budget is priced in the baseline's own update."""
 
     seconds: dict[tuple[int, int], float]
     graphed: bool
@@ -651,8 +607,7 @@ class StepCosts:
 
     def at(self, rows: int, width: int) -> float:
         """Return the seconds of one update of `rows` rows at the measured width nearest above
-        `width`, interpolated linearly between the measured row counts (extrapolated in
-        proportion beyond the largest)."""
+        `width`, linear between the measured row counts (in proportion beyond the largest)."""
         widths = sorted({w for _, w in self.seconds})
         w = next((w for w in widths if w >= width), widths[-1])
         sizes = sorted(r for r, ww in self.seconds if ww == w)
@@ -670,10 +625,9 @@ class StepCosts:
 
 
 def cost_warnings(seconds: dict[tuple[int, int], float], tolerance: float = 0.15) -> list[str]:
-    """Return a message (empty list if none) when a step-cost table is inconsistent: an update of
-    more rows (same width) or a wider one (same rows) measured more than `tolerance` cheaper, a
-    sign of a noisy or cold calibration. Such a table prices a budget badly; the caller prints
-    the message and stores it in the run file."""
+    """Return a message (empty list if none) when an update of more rows (same width) or a wider one
+    (same rows) measured more than `tolerance` cheaper: a noisy or cold calibration, which prices a
+    budget badly (the caller prints the message and stores it in the run file)."""
     bad = []
     for (rows, width), value in sorted(seconds.items()):
         for (rows2, width2), value2 in sorted(seconds.items()):
@@ -722,17 +676,13 @@ def solve_budget(costs: StepCosts, baseline_widths: Sequence[int], batch_size: i
                  full_widths: Sequence[int], budget_ratio: float, refresh_every: int, refresh_seconds: float,
                  spent_seconds: float, graph_count: float,
                  full_width_prob: Sequence[float] | None = None) -> dict[str, Any]:
-    """Return MC-Learn's step count and the numbers it comes from (stored in the run file).
-
-    The baseline's time is priced from the measured update costs of its own batches
-    (T_base = sum over its steps of cost(batch_size, width)); MC-Learn may spend
-    T = budget_ratio * T_base. Of that, `spent_seconds` (setup so far) and `graph_count` captures
-    (the count the run is expected to make, expected_captures) are gone; each step costs its full pass, cost(full_rows, width) averaged over the widths
-    its draws will have (`full_widths`, weighted by `full_width_prob` when given: a pool's width
-    mix), plus a pool refresh (`refresh_seconds`, its mean over the run's pools) every
-    `refresh_every` steps:
-        steps = (T - spent - captures) / (step + refresh / refresh_every), at least 1.
-    """
+    """Return MC-Learn's step count and the numbers it comes from (stored in the run file): the
+    baseline's time T_base = sum over its batches of the measured cost(batch_size, width); MC-Learn
+    may spend T = budget_ratio T_base, less `spent_seconds` (setup) and `graph_count` captures
+    (expected_captures); a step costs cost(full_rows, width) averaged over `full_widths` (weighted
+    by `full_width_prob`: a pool's width mix), plus a refresh (`refresh_seconds`, the mean over the
+    run's pools) every `refresh_every` steps:
+        steps = (T - spent - captures) / (step + refresh / refresh_every), at least 1."""
     baseline_seconds = float(sum(costs.at(batch_size, w) for w in baseline_widths))
     budget_seconds = budget_ratio * baseline_seconds
     step_seconds = float(np.average([costs.at(full_rows, w) for w in full_widths], weights=full_width_prob))
@@ -758,11 +708,10 @@ def solve_budget(costs: StepCosts, baseline_widths: Sequence[int], batch_size: i
 def expected_captures(width_prob: Sequence[float], steps: float, warmup_steps: int,
                       uses_so_far: Sequence[int] | None = None) -> float:
     """Return how many CUDA graphs a GraphedUpdate without a plan (MC-Learn's) is expected to capture
-    in `steps` more steps whose shape is width b with probability width_prob[b], independently per
-    step (a pool's width mix): it captures a shape at its (warmup_steps + 1)-th use, so with u_b
-    uses so far (`uses_so_far`, default none) and U_b ~ Binomial(steps, P_b) uses to come,
-        E[captures] = sum_b P(U_b > warmup_steps - u_b).
-    A shape already captured should be left out of width_prob by the caller."""
+    in `steps` more steps of width b with probability width_prob[b] each (a pool's width mix, less
+    the shapes already captured): it captures a shape at its (warmup_steps + 1)-th use, so with u_b
+    uses so far (`uses_so_far`) and U_b ~ Binomial(steps, P_b) to come,
+        E[captures] = sum_b P(U_b > warmup_steps - u_b)."""
     n = max(int(steps), 0)
     total = 0.0
     for b, p in enumerate(width_prob):
@@ -777,9 +726,8 @@ def expected_captures(width_prob: Sequence[float], steps: float, warmup_steps: i
 
 
 def steps_within(seconds: float, step_seconds: float, refresh_seconds: float, refresh_every: int, most: int) -> int:
-    """Return the most steps n (0 <= n <= `most`) whose cost fits in `seconds`: n * step_seconds
-    + ceil(n / refresh_every) * refresh_seconds, a pool refresh before the first of every
-    refresh_every steps (MC-Learn's re-plan at a refresh)."""
+    """Return the most steps n (0 <= n <= `most`) whose cost n step_seconds + ceil(n /
+    refresh_every) refresh_seconds fits in `seconds` (a refresh before each refresh_every steps)."""
     def cost(n: int) -> float:
         return n * step_seconds + math.ceil(n / max(refresh_every, 1)) * refresh_seconds
 
@@ -812,14 +760,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class PolicyLearner:
-    """Adapts class weights a_c, temperature tau and the replay share within their bounds.
-
-    - a_c moves multiplicatively toward classes with more estimator variance per unit cost,
-      g_c = (var_cheap_c + var_gap_c / q_c) / (c_h + q_c c_f)   (the published rule);
-    - tau widens (x1.25) when the scorer's rank agreement with the full loss is under the guard,
-      else sharpens (x0.9);
-    - the replay share rises (x1.25) when ESS / |K| is under its target, else decays (x0.95).
-    """
+    """Adapts, each within its bounds, the class weights a_c (move_class_weights), the temperature
+    tau (x1.25 when the scorer's rank agreement with the full loss is under the guard, else x0.9)
+    and the replay share (x1.25 when ESS / |K| is under its target, else x0.95)."""
 
     switches = (0.4, 0.8)  # training progress at which kappa takes the schedule's next value
 
@@ -836,9 +779,9 @@ class PolicyLearner:
         return float(schedule[min(index, len(schedule) - 1)])
 
     def move_class_weights(self, shares: np.ndarray, target_shares: np.ndarray) -> np.ndarray:
-        """Return the class weights moved toward `target_shares` of the draws: each multiplied by
-        (target / current share) ** class_weight_lr (a damped step in log space; the draw share of
-        a class is proportional to its weight), renormalised into class_weight_bounds / C."""
+        """Return the class weights moved toward `target_shares` of the draws (a class's share is
+        proportional to its weight): each times (target / current share) ** class_weight_lr (a
+        damped step in log space), projected into class_weight_bounds / C."""
         ratio = np.asarray(target_shares) / np.maximum(np.asarray(shares), 1e-12)
         weights = self.class_weights * np.power(np.maximum(ratio, 1e-12), self.cfg.class_weight_lr)
         lo, hi = self.cfg.class_weight_bounds
@@ -862,16 +805,13 @@ class PolicyLearner:
 
 def variance_optimal_shares(scaled_rms: np.ndarray, shares: np.ndarray) -> np.ndarray:
     """Return the class shares of a step's draws that minimise the variance of the full-pass
-    (Hansen-Hurwitz) term, given the current shares s_c and, per class, the root mean square of
-    w*y over that class's draws (y the full loss, w its weight).
-
-    Derivation: a draw picks population member i with probability r_i = s_c g_i (g the draw
-    distribution inside class c). The term's variance is (1/n)(sum_i y_i^2 / r_i - Y^2)
-    = (1/n)(sum_c A_c / s_c - Y^2) with A_c = sum_{i in c} y_i^2 / g_i. Minimising sum_c A_c / s_c
-    subject to sum_c s_c = 1 (a Lagrange multiplier) gives s_c* = sqrt(A_c) / sum_c' sqrt(A_c').
-    A class-c draw i has weight w_i = 1 / (N n r_i), so y_i / g_i = N n s_c w_i y_i and
-    sqrt(A_c) = N n s_c RMS_c(w y) (an average over the class's draws, whose distribution is g):
-    s_c* is proportional to s_c RMS_c(w y). Classes without draws keep their share."""
+    (Hansen-Hurwitz) term, from the current shares s_c and each class's RMS of w y over its draws
+    (y the full loss, w its weight); classes without draws keep their share. Derivation: a draw
+    picks member i with probability r_i = s_c g_i (g the draw distribution inside class c); the
+    term's variance (1/n)(sum_i y_i^2 / r_i - Y^2) = (1/n)(sum_c A_c / s_c - Y^2), A_c =
+    sum_{i in c} y_i^2 / g_i, is least under sum_c s_c = 1 (a Lagrange multiplier) at s_c* =
+    sqrt(A_c) / sum_c' sqrt(A_c'); a class-c draw has w_i = 1 / (N n r_i), so y_i / g_i =
+    N n s_c w_i y_i and sqrt(A_c) = N n s_c RMS_c(w y): s_c* is proportional to s_c RMS_c(w y)."""
     shares = np.asarray(shares, dtype=np.float64)
     scaled = np.where(np.isfinite(scaled_rms), scaled_rms, np.nan)
     fill = np.nanmean(scaled) if np.isfinite(scaled).any() else 1.0
@@ -882,20 +822,18 @@ def variance_optimal_shares(scaled_rms: np.ndarray, shares: np.ndarray) -> np.nd
 # --- the switch: select only where selection pays for its scoring ----------------------------------
 def variance_reduction(second_moment: np.ndarray, draw_share: np.ndarray, sample_share: np.ndarray,
                        mean_square: float = 0.0) -> float:
-    """Return tau = V_uniform / V_draw: how many times smaller the variance of one draw's
-    Hansen-Hurwitz estimate of the training set's mean gradient is under the draw's probabilities
-    than under a uniform draw (so a step of such draws is worth about tau uniform steps), estimated
-    from a sample of rows k: `second_moment` m_k = |g_k|^2 (or a proxy's square), `draw_share`
-    Q_k = N P_k (P_k the chance that one draw picks row k, N the training rows: 1 for a uniform
-    draw), and `sample_share` a_k, the chance that row k is in the sample over that of a uniform
-    sample of its size (a pool: N pi_k / |pool|; the draws themselves: Q_k). Per draw,
+    """Return tau = V_uniform / V_draw, how many times smaller the variance of one draw's
+    Hansen-Hurwitz estimate of the mean gradient is under the draw's probabilities than uniform (a
+    step of such draws is worth about tau uniform steps), from a sample of rows k: m_k =
+    `second_moment` |g_k|^2 (or a proxy's square), Q_k = `draw_share` N P_k (P_k one draw's chance
+    of row k; 1 uniform), a_k = `sample_share`, row k's chance of being in the sample over a
+    uniform sample's (a pool: N pi_k / |pool|; the draws themselves: Q_k). Per draw,
         V_uniform = (1/N) sum_i m_i - |mu|^2,      V_draw = (1/N) sum_i m_i / Q_i - |mu|^2,
-    whose sums the sample gives by Horvitz-Thompson: mean_k m_k / a_k and mean_k m_k / (a_k Q_k).
-    `mean_square` is |mu|^2, the squared mean gradient; where it is unknown it is 0, as in
-    Katharopoulos and Fleuret (ICML 2018, "Not All Samples Are Created Equal"), and tau is the
-    ratio of the second moments: for a pool drawn with P proportional to scores s (m = s^2) their
-    1 / (1 - |g - u|^2 / |g|^2), g = s / sum s, u uniform. NaN when a variance is not positive
-    (all m zero: no signal)."""
+    the sums estimated by Horvitz-Thompson (mean_k m_k / a_k, mean_k m_k / (a_k Q_k)). `mean_square`
+    |mu|^2 is 0 where unknown, as in Katharopoulos and Fleuret (ICML 2018, "Not All Samples Are
+    Created Equal"): tau is then the ratio of second moments, 1 / (1 - |g - u|^2 / |g|^2) for P
+    proportional to scores s (m = s^2, g = s / sum s, u uniform). NaN when a variance is not
+    positive (no signal)."""
     m, q, a = (np.asarray(x, dtype=np.float64) for x in (second_moment, draw_share, sample_share))
     uniform = float(np.mean(m / a)) - mean_square
     drawn = float(np.mean(m / (a * q))) - mean_square
@@ -904,36 +842,30 @@ def variance_reduction(second_moment: np.ndarray, draw_share: np.ndarray, sample
 
 def select_pays(tau: float, cost: float) -> bool:
     """Return True when drawing a pool by its scores pays for scoring it: tau >= 1 + cost, tau the
-    draw's variance reduction (variance_reduction), cost the seconds of the pool's scoring over the
-    seconds of the updates it serves. Where the gradient's variance limits progress, an update whose
-    estimate has tau times less variance is worth tau uniform updates (a batch tau times larger).
-    The k steps of a pool cost k u seconds drawn uniformly, k u + S selected (S its scoring):
-    selection makes k tau uniform updates' progress in k u + S seconds against k in k u, more per
-    second exactly when tau >= 1 + S / (k u). Katharopoulos and Fleuret's threshold (ICML 2018:
-    tau_th = (B + 3b) / 3b, a presampled batch of B rows scored by forward passes for b rows
-    trained, a backward costing two forwards) is this rule with cost = B t_forward / 3 b t_forward;
-    here the cost is measured. A NaN tau (no signal) never pays."""
+    draw's variance reduction (variance_reduction), cost = S / (k u) the pool's scoring seconds over
+    those of the k updates it serves. Where variance limits progress, an update with tau times less
+    variance is worth tau uniform ones: selection makes k tau updates' progress in k u + S seconds
+    against k in k u, more per second exactly when tau >= 1 + S / (k u). Katharopoulos and
+    Fleuret's threshold (ICML 2018: tau_th = (B + 3b) / 3b, B rows scored by forwards for b trained,
+    a backward costing two forwards) is this rule with cost = B t_forward / 3 b t_forward; here the
+    cost is measured. A NaN tau (no signal) never pays."""
     return bool(tau >= 1.0 + cost)
 
 
-# After a selected pool that did not pay, the switch draws SWITCH_BACKOFF ** failures uniform pools (2, 4,
-# 8, ... after 1, 2, 3 failures in a row) before the losses' promise may make it select again: a scorer whose
-# draws do not pay costs its scoring and a worse pool at each try, so tries grow rarer while they fail.
+# After n selected pools in a row that did not pay, the switch draws SWITCH_BACKOFF ** n uniform
+# pools before it may select again: a failing scorer costs its scoring and a worse pool each try.
 SWITCH_BACKOFF = 2
 
 
 @dataclass
 class SelectSwitch:
     """The choice between MC-Learn's two kinds of pool (select_switch): "select" (scored, drawn by
-    its scores) and "uniform" (stratified by class frequency, drawn uniformly, scored by nothing: it
-    trains as the short schedule does). At each refresh, decide() sets the kind of the next pool from
-    an estimate made on the full passes the last pool served (MCLearn.judge_pool):
-      - after a selected pool, tau is the variance reduction its draws achieved, judged by their own
-        losses: select again when it paid (select_pays), else draw uniformly and wait
-        SWITCH_BACKOFF ** failures uniform pools before selection may be tried again;
-      - after a uniform pool, tau is the reduction a draw by scores equal to those losses would
-        promise: select when it pays and no wait is left, else stay uniform.
-    The decisions, with their estimates, are kept for the run file."""
+    its scores) and "uniform" (stratified by class frequency, drawn uniformly, unscored: it trains
+    as the short schedule does). At each refresh decide() sets the next pool's kind from tau, the
+    variance reduction judged on the last pool's full passes (MCLearn.judge_pool): after a selected
+    pool, what its draws achieved (select again if it paid, else back off); after a uniform pool,
+    what a draw by those losses would promise (select if it pays and no wait is left). The
+    decisions, with their estimates, are kept for the run file."""
 
     mode: str = "select"  # the kind of the next pool
     failures: int = 0  # selected pools in a row that did not pay
@@ -941,9 +873,8 @@ class SelectSwitch:
     decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def decide(self, selected: bool, tau: float, cost: float, **record: Any) -> str:
-        """Return (and keep as `mode`) the kind of the next pool after a pool that was `selected`
-        (or not) whose steps gave the estimate `tau` against the scoring `cost`; book the decision
-        with `record`'s fields."""
+        """Return (and keep as `mode`) the next pool's kind after a `selected` pool (or not) whose
+        steps gave the estimate `tau` against the scoring `cost`; book it with `record`'s fields."""
         pays = select_pays(tau, cost)
         if selected:
             self.failures = 0 if pays else self.failures + 1
@@ -964,19 +895,10 @@ class SelectSwitch:
 # 6. The trainer: `mclearn`
 # =============================================================================
 class MCLearn:
-    """MC-Learn (corrected, preset "mclearn"): a cheap head on early-layer features scores a pool;
-    each step draws a fixed number of pool members (soft top-k candidates mixed with a uniform
-    replay share, with replacement), gives the first `full_rows` of them a full pass, and weights
-    them so the full-pass term is an unbiased estimate of the training set's mean loss; a budget
-    solver prices the run in the baseline's measured update cost and sets the number of steps.
-
-    Every step has the same shapes, so on a GPU the whole update is one CUDA-graph replay
-    (GraphedUpdate) and host work happens only at a pool refresh. The phases, in order:
-    plan (setup: price the budget), refresh and score, draw, full pass + update, telemetry.
-
-    `ctx` is any TrainContext (PlainContext in a plain loop); the study's MCLearnMethod adds CUDA
-    graphs, its own step costs and the end-of-run variance check through the hooks marked below.
-    """
+    """MC-Learn as the module docstring says (corrected, preset "mclearn") on a TrainContext `ctx`,
+    its phases marked below. Every step has the same shapes, so on a GPU the whole update is one
+    CUDA-graph replay and host work happens only at a pool refresh. The study's MCLearnMethod adds
+    CUDA graphs, its step costs and the end-of-run variance check through the hooks below."""
 
     name = "mclearn"
 
@@ -1042,9 +964,8 @@ class MCLearn:
 
     # -- phase 1: plan (inside the timed region) -----------------------------------------------
     def setup(self) -> None:
-        """Score the first pool, then price the run: the number of steps that fits budget_ratio
-        times the baseline's priced time (solve_budget), a step at the first pool's width mix,
-        a refresh at the measured seconds per pool member times the run's mean pool size (pools
+        """Score the first pool, then price the run (solve_budget): a step at the first pool's width
+        mix, a refresh at its measured seconds per pool member times the run's mean pool size (pools
         grow as kappa falls). Each later refresh re-plans the steps left (replan)."""
         cfg, ctx = self.ctx.cfg, self.ctx
         _sync(ctx.device)
@@ -1089,9 +1010,8 @@ class MCLearn:
         return self.update_prices[width]
 
     def charged_seconds(self) -> float:
-        """Return the seconds the run has been charged so far: setup, then the steps (their eager
-        warm-ups and graph captures included) and the refreshes since setup, as measured (one
-        device sync)."""
+        """Return the seconds charged so far (one device sync): setup, then the steps (their eager
+        warm-ups and graph captures included) and the refreshes since setup, as measured."""
         self.costs.flush()
         steps = self.costs.seconds.get("update", 0.0) + self.costs.seconds.get("update_warmup", 0.0)
         return self.setup_charge + steps + self.loop_refresh_seconds
@@ -1105,36 +1025,30 @@ class MCLearn:
         return [batch_width(data, idx, cfg.pad_multiple) for idx in order.split(cfg.batch_size)] * cfg.epochs
 
     def capture_reserve(self, solve: Callable[[float], dict[str, Any]]) -> float:
-        """Return the graph captures the run's budget holds back (`solve(captures)` prices a run):
-        none, for an eager update."""
+        """Return the graph captures the budget holds back (solve(captures) prices a run): none."""
         return 0.0
 
     def captures_expected(self, steps: float) -> float:
-        """Return the graph captures expected in the next `steps` steps: none, for an eager update."""
+        """Return the graph captures expected in the next `steps` steps: none."""
         return 0.0
 
     def replayed(self, key: tuple) -> bool:
-        """Return True when an update of shape `key` (full_rows, width) costs what it is priced at
-        (a CUDA-graph capture's eager warm-up steps do not): every eager update does."""
+        """Return True when an update of shape `key` costs its price (a graph's warm-ups do not)."""
         return True
 
     def run_update(self, key: tuple, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Run one update of shape `key` on the step's inputs, the gradients cleared first; return
-        its detached logs."""
+        """Return the detached logs of one update of shape `key` on `inputs` (gradients cleared)."""
         self.ctx.optimizer.zero_grad(set_to_none=True)
         return self._update(inputs, key)
 
     def replan(self, i: int, progress: float) -> None:
-        """At the refresh that starts step `i`: set total_steps to the most steps the budget has
-        left room for after charged_seconds(), so the run's seconds stay within it when its pools
-        or its steps cost more than planned (or less). A step left costs the last pool's priced
-        width mix times the ratio of measured to priced seconds of the steps run so far (those
-        whose shape already replayed: MC-Learn's update also runs the cheap head and the
-        distillation), a refresh the measured seconds per pool member (of the refreshes since
-        setup; before the first, setup's) times the mean pool size left (steps_within), and the graph
-        captures still expected are held back at the measured capture price (captures_expected). Never
-        more steps than the lr schedule has left; after a change, the schedule and kappa move
-        `stride` steps per step, so they still end with the run."""
+        """At the refresh that starts step `i`, set total_steps to the most steps the budget has
+        room for after charged_seconds() (steps_within), so the run stays within it when its pools
+        or steps cost other than planned: a step at the last pool's priced width mix times
+        measured / priced seconds of the replayed steps so far (MC-Learn's update also runs the
+        cheap head and the distillation), a refresh at refresh_seconds_per_member() times the mean
+        pool size left, the captures still expected held back (captures_expected). Never more steps
+        than the lr schedule has left; after a change, schedule and kappa move `stride` a step."""
         charged = self.charged_seconds()
         plan = self.plan
         measured = self.costs.seconds.get("update", 0.0)
@@ -1142,7 +1056,7 @@ class MCLearn:
         step_seconds = ratio * float(np.dot([self.update_price(int(w)) for w in plan.bucket_widths], plan.bucket_prob))
         refresh_seconds = self.refresh_seconds_per_member() * self.mean_pool_size(progress)
         most = int(self.loop_steps - self.position + 1e-9)
-        reserve = self.captures_expected(most) * self.ctx.step_costs.capture_seconds  # captures still to come
+        reserve = self.captures_expected(most) * self.ctx.step_costs.capture_seconds
         total = i + steps_within(self.budget["budget_seconds"] - charged - reserve, step_seconds, refresh_seconds,
                                  self.ctx.cfg.refresh_every, most)
         if total == self.total_steps:
@@ -1158,16 +1072,14 @@ class MCLearn:
         self.stride = (self.loop_steps - self.position) / (total - i) if total > i else 1.0
 
     def schedule_progress(self) -> float:
-        """Return the progress the next update's lr follows: the optimizer updates that the training
-        progress `position` (steps of the first plan, moved on `stride` per step after a re-plan)
-        has made, over the updates the schedule spans, so the schedule ends with the run's last
-        update even when a re-plan shortened it."""
+        """Return the progress the next update's lr follows: the optimizer updates made at training
+        progress `position` (steps of the first plan, moved `stride` per step after a re-plan) over
+        those the schedule spans, so it ends with the run's last update."""
         accum = max(self.ctx.cfg.grad_accum_steps, 1)
         return int(self.position / accum + 1e-9) / math.ceil(self.loop_steps / accum)
 
     def refresh_seconds_per_member(self) -> float:
-        """Return the measured seconds of a pool refresh per pool member: of the refreshes since setup,
-        before the first of them setup's."""
+        """Return a refresh's measured seconds per member: those since setup, else setup's."""
         if self.loop_refresh_size:
             return self.loop_refresh_seconds / self.loop_refresh_size
         return self.setup_refresh_per_member
@@ -1207,8 +1119,7 @@ class MCLearn:
 
     def refresh(self, progress: float) -> None:
         """Draw a class-stratified pool, score it with the cheap head (difficulty = 1 - p(true
-        class)), write its features into the static buffers, and draw the plan of the steps it
-        serves (phase 3)."""
+        class)), write its features into the static buffers and draw the steps it serves (draw)."""
         if self.variant_refresh:
             return self.refresh_variant(progress)
         cfg, ctx = self.ctx.cfg, self.ctx
@@ -1237,8 +1148,7 @@ class MCLearn:
 
     # -- phase 3: draw the steps a pool serves ------------------------------------------------------
     def draw(self) -> None:
-        """Draw the plan of the next refresh_every steps from the current pool and copy it to
-        the device in one transfer per tensor."""
+        """Draw the next refresh_every steps from the pool; copy them to the device at once."""
         cfg, ctx, pool = self.ctx.cfg, self.ctx, self.pool
         steps = cfg.refresh_every
         self.plan = draw_step_plan(pool["candidate_prob"], pool["replay_share"], pool["pool_prob"],
@@ -1257,15 +1167,13 @@ class MCLearn:
 
     # -- phase 4: full pass and update (one CUDA graph on a GPU) --------------------------------
     def objective(self, inputs: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
-        """Return the step's objective and its parts, from the static inputs (full_rows,
-        full_pos, full_weight, kept_pos, kept_weight) and the pool buffers:
-          full   = sum_S w_j l_full(x_j)            unbiased for the training set's mean loss
-                                                    (draw_weights; the only term with a gradient
-                                                    into the model)
-          head   = sum_K w_j l_head(x_j) / sum_K w_j   the cheap head's own loss on the pool features
+        """Return the step's objective and its parts, from the static inputs (full_rows, full_pos,
+        full_weight, kept_pos, kept_weight) and the pool buffers:
+          full    = sum_S w_j l_full(x_j)   unbiased for the mean loss (draw_weights; the only term
+                                            with a gradient into the model)
+          head    = sum_K w_j l_head(x_j) / sum_K w_j   the cheap head's loss on the pool features
           distill = gamma T^2 sum_S (w_j / sum_S w) KL(softmax(full / T) || softmax(head / T))
-          cv     = sum_K w_j l_head + sum_S w'_j (l_full - l_head)   (logged: the control-variate
-                                                    estimate of the same mean, no gradient)."""
+          cv      = sum_K w_j l_head + sum_S w'_j (l_full - l_head)   logged control variate"""
         ctx, cfg = self.ctx, self.ctx.cfg
         batch = make_batch(ctx.train, inputs["full_rows"], width)
         full_logits = ctx.forward(batch)
@@ -1296,10 +1204,8 @@ class MCLearn:
         return self._logs(parts, inputs)
 
     def _accumulated_update(self, inputs: dict[str, torch.Tensor], width: int, i: int) -> dict[str, torch.Tensor]:
-        """Step `i` with grad_accum_steps > 1 (never graphed, see graphs_enabled): backward the
-        objective; the optimizer and the lr schedule step once every grad_accum_steps steps
-        (RunContext.optimizer_step, as in every other method), so the schedule, sized for
-        ceil(steps / grad_accum_steps) optimizer steps, ends with the run. Return detached logs."""
+        """Return the detached logs of step `i` with grad_accum_steps > 1 (never graphed): the
+        optimizer and the lr schedule step every grad_accum_steps steps (ctx.optimizer_step)."""
         parts = self.objective(inputs, width)
         self.ctx.optimizer_step(parts["objective"], i)
         return self._logs(parts, inputs)
@@ -1316,9 +1222,8 @@ class MCLearn:
         return i - self.plan_start >= self.ctx.cfg.refresh_every
 
     def extra_step_seconds(self, i: int) -> float:
-        """Return the expected seconds of the pool refresh step `i` starts with, if it does (RunClock
-        weighs them: a refresh costs several steps' seconds): the measured seconds per pool member
-        times the pool size at the run's progress."""
+        """Return the expected seconds of the refresh step `i` starts with, if any (RunClock weighs
+        a refresh as several steps): seconds per pool member times the pool size at this point."""
         if not self.refresh_due(i):
             return 0.0
         clock = self.ctx.clock
@@ -1398,23 +1303,17 @@ class MCLearn:
         return record
 
     def telemetry(self) -> dict[str, Any]:
-        """Return the run's records; its budget with what the run was charged (setup, the steps
-        run at their priced updates, the refreshes as measured) and the re-plans."""
+        """Return the run's records, its budget with what the run was charged and the re-plans, and
+        the measured seconds inside each timed region (score, update): the time breakdown."""
         budget = {**self.budget, "steps_run": self.steps_run, "charged_seconds": round(self.charged_seconds(), 4),
                   "replans": self.replans} if self.budget else {}
-        # Pool scoring runs eagerly (scoring_graphed False, on every device): it is a few large batched
-        # forwards of the first score_layer blocks per refresh, a small share of the train seconds, and
-        # one graph capture costs about as much as all of a run's scoring; pool_scoring_table reads both
-        # off the run files (measured_seconds.score, budget.step_costs.capture_seconds).
+        self.costs.flush()
+        # Pool scoring runs eagerly on every device: a few large forwards per refresh, costing in
+        # all about one graph capture (pool_scoring_table compares the two from the run files).
         return {"steps": self.records, "refreshes": self.refreshes, "budget": budget,
                 "full_rows": self.full_rows, "kept_rows": self.kept_rows, "scoring_graphed": False,
-                "measured_seconds": self._measured_seconds(), **self.variant_telemetry(),
-                "selection": self.selection_telemetry()}
-
-    def _measured_seconds(self) -> dict[str, float]:
-        """Return the device seconds inside each timed region (score, update): the time breakdown."""
-        self.costs.flush()
-        return {k: round(v, 4) for k, v in self.costs.seconds.items()}
+                "measured_seconds": {k: round(v, 4) for k, v in self.costs.seconds.items()},
+                **self.variant_telemetry(), "selection": self.selection_telemetry()}
 
     def eval_difficulty(self) -> np.ndarray:
         """Return the scorer's difficulty 1 - p_head(true class) on every eval example."""
@@ -1445,11 +1344,10 @@ class MCLearn:
         return progress < cfg.uniform_start or progress >= 1.0 - cfg.uniform_end
 
     def refresh_variant(self, progress: float) -> None:
-        """refresh() with free_scores, a uniform phase or the switch on. A uniform pool (of a uniform
-        phase, or one the switch chose) is stratified by class frequency alone, holds the full
-        passes of its steps (kappa 1) and is drawn uniformly; it is scored at the start (the head
-        learns), not at the end nor where the switch chose it. Any other pool is drawn as refresh
-        draws it, from the difficulties of variant_scores."""
+        """refresh() with free_scores, a uniform phase or the switch on. A uniform pool (a uniform
+        phase's or the switch's) is stratified by class frequency alone, holds its steps' full
+        passes (kappa 1), is drawn uniformly and scored only at the start (the head learns); any
+        other pool is drawn as refresh draws it, from variant_scores' difficulties."""
         cfg = self.ctx.cfg
         switched = self.switch is not None and self.switch.mode == "uniform" and not self.uniform_phase(progress)
         uniform = self.uniform_phase(progress) or switched
@@ -1470,13 +1368,10 @@ class MCLearn:
         self.refreshes += 1
 
     def variant_scores(self, rows: np.ndarray, score: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Return (difficulty, scored) for a pool's rows, the cheap head's features of the `scored`
-        ones written into the pool buffers (the others get label -100, which the head's loss
-        ignores, and no distillation). With free_scores, a row whose last full-pass loss l is
-        stored (at most free_score_max_age refreshes ago, 0 = any age) has difficulty 1 - exp(-l)
-        and the head scores only the rest, on the same scale: 1 - exp(-its loss) (1 - p(true
-        class) without label smoothing). Without, the head scores every row as refresh does
-        (1 - p(true class)). With `score` False (the uniform end) the head scores nothing (NaN)."""
+        """Return (difficulty, scored) for a pool's rows, the head's features of the `scored` ones
+        written into the pool buffers (the others get label -100, which the head's loss ignores,
+        and no distillation): a row with a stored loss l (stored_rows) has difficulty 1 - exp(-l),
+        the head scores the rest (head_difficulty), or none (NaN) if not `score` (uniform end)."""
         ctx = self.ctx
         difficulty = np.full(len(rows), np.nan)
         stored = self.stored_rows(rows)
@@ -1524,10 +1419,9 @@ class MCLearn:
         return feats, labels, difficulty
 
     def after_pool(self, stats: np.ndarray) -> None:
-        """Book the steps the last pool served (stats [steps, 3, full], read by _update_policy):
-        with record_passes, each full pass in pass_counts; with free_scores, each row's full-pass
-        loss in the score table, stamped with this refresh (a row drawn twice keeps one loss); with
-        select_switch, the kind of the next pool (judge_pool). Plain `mclearn` books nothing."""
+        """Book the steps the last pool served (stats [steps, 3, full]): with record_passes each
+        full pass in pass_counts; with free_scores each row's full-pass loss in the score table,
+        stamped with this refresh (a row drawn twice keeps one); with select_switch, judge_pool."""
         if self.pass_counts is not None or self.score_table is not None:
             rows = self.pool["rows"][self.plan.kept_pos[: len(stats), : self.full_rows]].ravel()
             if self.pass_counts is not None:
@@ -1539,18 +1433,14 @@ class MCLearn:
             self.judge_pool(stats)
 
     def judge_pool(self, stats: np.ndarray) -> str:
-        """Return the kind of the next pool ("select" or "uniform", SelectSwitch.decide) from the
-        full passes the last pool served (stats [steps, 3, full]): each pass's loss l gives its row
-        the score s = 1 - exp(-l), the true class's missing probability without label smoothing,
-        within a factor sqrt(2) of the norm of the loss's gradient at the logits that Katharopoulos
-        and Fleuret bound the gradient norm by. After a selected pool, tau is what its draws
-        achieved: variance_reduction of s^2 over the passes, each drawn with Q = N pi p (pi its
-        pool-membership probability, p its draw probability: the plan's own). After a uniform
-        pool, tau is what a selected pool would promise if its scores were those: the pool's rows
-        that had a pass, with their last loss, as a pool (a uniform sample, a = 1) drawn by the
-        selected pool's rule (candidate_draw_probs at the policy's kappa and temperature,
-        full_pass_draw_probs at its replay share for kappa x its rows' passes). The cost is
-        selection_cost's. Both estimates read only what the steps computed anyway."""
+        """Return the next pool's kind (SelectSwitch.decide) from the full passes the last pool
+        served (stats [steps, 3, full]). A pass's loss l scores its row s = 1 - exp(-l), the true
+        class's missing probability without label smoothing, within sqrt(2) of the loss gradient's
+        norm at the logits, which Katharopoulos and Fleuret bound the gradient norm by. tau after a
+        selected pool: what its draws achieved, variance_reduction of s^2 with Q = N pi p (the
+        plan's own); after a uniform pool: what a selected pool would promise, the passed rows (last
+        loss each) as a uniform sample (a = 1) drawn by the selected rule (candidate_draw_probs,
+        full_pass_draw_probs for kappa x their count). The cost is selection_cost's."""
         pool, plan, cfg = self.pool, self.plan, self.ctx.cfg
         positions = plan.kept_pos[: len(stats), : self.full_rows].ravel()
         scores = 1.0 - np.exp(-stats[:, 1].ravel())
@@ -1571,13 +1461,10 @@ class MCLearn:
                                   stored_share=None if stored is None else round(stored, 4))
 
     def selection_cost(self, kappa: float) -> tuple[float, float | None]:
-        """Return (cost, stored share) of a selected pool at `kappa`: its scoring's expected seconds
-        over those of the updates it serves, cost = (seconds per row scored) x (its rows, less the
-        share scored from stored losses) / ((seconds per full-pass row of an update) x full_rows x
-        refresh_every), from the CostMeter's measured EMAs (an update's eager warm-up before one
-        replayed; the scorer's are from the last pool it scored, setup's first at least); and the
-        stored share: with free_scores the training rows with a stored loss (stored_rows), the
-        signal left for free (on a one-epoch run, the rows passed so far), else None."""
+        """Return (cost, stored share) of a selected pool at `kappa`: cost = (seconds per row
+        scored) x (its rows, less the share with a stored loss) / ((seconds per full-pass row of an
+        update) x full_rows x refresh_every) from the CostMeter's EMAs (a replay's, else warm-up's);
+        the stored share: with free_scores the training rows' with a stored loss, else None."""
         cfg, ema = self.ctx.cfg, self.costs.flush()
         stored = float(self.stored_rows(np.arange(len(self.ctx.train))).mean()) if cfg.free_scores else None
         update = ema.get("update", ema.get("update_warmup"))
@@ -1587,9 +1474,8 @@ class MCLearn:
         return scoring / (update * self.full_rows * cfg.refresh_every), stored
 
     def variant_telemetry(self) -> dict[str, Any]:
-        """Return the variants' run-file records, none for "mclearn": the variant keys with the
-        rows the head scored, the rows scored from stored losses and the uniform pools; with
-        record_passes, "full_passes" (pass_count_summary, the last pool's steps included)."""
+        """Return the variants' run-file records: the variant keys with the rows the head scored,
+        the rows scored from stored losses, the uniform pools; with record_passes "full_passes"."""
         cfg, out = self.ctx.cfg, {}
         if self.variant_refresh or cfg.once_draws:
             keys = ("free_scores", "free_score_max_age", "once_draws", "once_floor", "uniform_start", "uniform_end",
@@ -1602,12 +1488,9 @@ class MCLearn:
             out["full_passes"] = pass_count_summary(counts, self.ctx.flipped_rows)
         return out
 
-
     def selection_telemetry(self) -> dict[str, Any]:
-        """Return the run file's record of its selection: the steps run and those drawn from a
-        selected pool (not a uniform one), their share; with select_switch every decision with its
-        estimate (SelectSwitch: refresh, step, the kind of the pool before, the estimate's source,
-        tau, cost, the kind chosen, and with free_scores the stored share)."""
+        """Return the run file's record of its selection: the steps run, those from a selected pool
+        and their share; with select_switch every SelectSwitch decision with its estimate."""
         out: dict[str, Any] = {"select_switch": self.switch is not None, "steps": self.steps_run,
                                "selected_steps": self.selected_steps,
                                "selected_share": round(self.selected_steps / self.steps_run, 4) if self.steps_run else None}
@@ -1617,10 +1500,9 @@ class MCLearn:
 
 
 def pass_count_summary(counts: np.ndarray, flipped_rows: np.ndarray | None = None) -> dict[str, Any]:
-    """Return how often the training rows had a full pass, compactly: rows, passes, distinct rows
-    (at least one pass), the histogram (rows with 0, 1, 2, ... passes) and, with label noise
-    (`flipped_rows`), the flipped rows' share of the data against their share of the passes and
-    their distinct rows."""
+    """Return how often the training rows had a full pass: rows, passes, distinct rows (one pass or
+    more), the histogram (rows with 0, 1, 2, ... passes) and, with `flipped_rows` (label noise), the
+    flipped rows' share of the data against their share of the passes, and their distinct rows."""
     counts = np.asarray(counts, dtype=np.int64)
     total = int(counts.sum())
     out: dict[str, Any] = {"rows": len(counts), "passes": total, "distinct_rows": int((counts > 0).sum()),
@@ -1637,9 +1519,8 @@ def pass_count_summary(counts: np.ndarray, flipped_rows: np.ndarray | None = Non
 # =============================================================================
 # 7. `mclearn-paper`: MC-Learn as published
 # =============================================================================
-# A plain re-implementation of the published notebook's algorithm (its code cell), knob for knob:
-# its Bernoulli kept set and full-pass draw with Horvitz-Thompson weights, its budget rule and its
-# class. Its helpers are here, with it, where they differ from `mclearn`'s (sections 2-6);
+# The published notebook's algorithm (its code cell), knob for knob: its Bernoulli kept set and
+# full-pass draw with Horvitz-Thompson weights, its budget rule, its class and its own helpers.
 # README "Deviations from the published MC-Learn" lists what is matched and the readings taken.
 def inclusion_probs(cand_prob: np.ndarray, replay_prob: np.ndarray | float) -> np.ndarray:
     """Return the probability of being kept through the candidate or the replay path:
@@ -1649,21 +1530,17 @@ def inclusion_probs(cand_prob: np.ndarray, replay_prob: np.ndarray | float) -> n
 
 def draw_kept(cand_prob: np.ndarray, replay_prob: np.ndarray | float, rng: np.random.Generator,
               uniforms: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Return a boolean mask: kept if the candidate draw or the replay draw fires.
-
-    `uniforms` lets the caller pass (u_cand, u_rep), e.g. antithetic 1 - u of the last step.
-    """
+    """Return a boolean mask: kept if the candidate or the replay draw fires (`uniforms`: the
+    caller's (u_cand, u_rep), e.g. antithetic 1 - u of the last step)."""
     u_cand, u_rep = uniforms if uniforms is not None else (rng.random(len(cand_prob)), rng.random(len(cand_prob)))
     return (u_cand < cand_prob) | (u_rep < replay_prob)
 
 
 def ht_weights(inclusion: np.ndarray, population: float, w_clip: float | None,
                expected_kept: float | None = None) -> np.ndarray:
-    """Return Horvitz-Thompson weights 1 / (population * pi) of kept examples.
-
-    With `w_clip`, a weight is capped at w_clip times the weight uniform sampling of the same
-    expected size would give (1 / expected_kept); capping trades a small bias for variance.
-    """
+    """Return Horvitz-Thompson weights 1 / (population pi) of kept examples; with `w_clip`, capped
+    at w_clip times uniform sampling's of the same expected size (1 / expected_kept): a small bias
+    for less variance."""
     weights = 1.0 / (population * np.asarray(inclusion, dtype=np.float64))
     if w_clip is not None and expected_kept:
         weights = np.minimum(weights, w_clip / expected_kept)
@@ -1672,12 +1549,10 @@ def ht_weights(inclusion: np.ndarray, population: float, w_clip: float | None,
 
 def cv_estimate(loss_cheap: torch.Tensor, weights: torch.Tensor, full_mask: torch.Tensor,
                 loss_full: torch.Tensor, full_prob: torch.Tensor) -> torch.Tensor:
-    """Return the control-variate estimate sum_K w l_h + sum_S w (l_f - l_h) / q, q = `full_prob`.
-
-    `loss_cheap`, `weights`, `full_prob` are over the kept set K; `full_mask` marks S within K (a
-    boolean mask, or S's positions in K, which index without a host sync) and `loss_full` holds
-    the full losses of S (in K order). Unbiased for sum_K w l_f over S ~ Bern(q).
-    """
+    """Return the control-variate estimate sum_K w l_h + sum_S w (l_f - l_h) / q, q = `full_prob`,
+    unbiased for sum_K w l_f over S ~ Bern(q): `loss_cheap`, `weights`, `full_prob` over the kept
+    set K, `full_mask` marking S in K (a boolean mask, or S's positions in K: no host sync),
+    `loss_full` the full losses of S (in K order)."""
     correction = (loss_full - loss_cheap[full_mask]) * weights[full_mask] / full_prob[full_mask]
     return (weights * loss_cheap).sum() + correction.sum()
 
@@ -1690,10 +1565,8 @@ def ht_estimate(weights: torch.Tensor, full_mask: torch.Tensor, loss_full: torch
 
 def optimal_full_prob(var_gap: np.ndarray, var_cheap: np.ndarray, cost_head: float, cost_full: float,
                       bounds: tuple[float, float]) -> np.ndarray:
-    """Return q* = sqrt(var_gap c_h / (var_cheap c_f)) per class, clipped to `bounds`.
-
-    This is the variance-per-cost optimum of the control-variate estimator's full-pass rate.
-    """
+    """Return q* = sqrt(var_gap c_h / (var_cheap c_f)) per class, clipped to `bounds`: the
+    variance-per-cost optimum of the control-variate estimator's full-pass rate."""
     ratio = np.asarray(var_gap) * cost_head / (np.maximum(np.asarray(var_cheap), 1e-12) * max(cost_full, 1e-12))
     return np.clip(np.sqrt(ratio), *bounds)
 
@@ -1712,9 +1585,8 @@ def apply_head(head: dict[str, nn.Module], pooled: torch.Tensor) -> torch.Tensor
 
 
 class MeanPooledClassifier(nn.Module):
-    """The published classifier: the whole encoder, a mask-weighted mean of its last layer, and
-    the model's own head without dropout (DistilBERT: pre_classifier, ReLU, classifier).
-    Called like the model (input_ids, attention_mask) and returns an object with `.logits`."""
+    """The published classifier: the whole encoder, a mask-weighted mean of its last layer and the
+    model's own head without dropout (apply_head); called like the model, it returns `.logits`."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -1759,10 +1631,9 @@ def published_pool_size(pool_hint: float, batch_size: int) -> int:
 
 def published_pool_hint(cfg: MCLearnConfig, costs: dict[str, float], cadence: int, kappa: float,
                         class_weights: np.ndarray, full_prob: np.ndarray, replay_share: float, base_step_seconds: float) -> int:
-    """Return the published budget solver's M* = step_budget_ratio * (baseline step seconds) /
-    (L_s c_s / N + kappa (1 + r) sum_c a_c (c_h + q_c c_f)), floored at B * max(1, min_pool_mult);
-    r is the replay share, q_c the full-pass probability `full_prob` of class c,
-    c_s is seconds per scored token, c_h and c_f seconds per example."""
+    """Return the published budget solver's M* = step_budget_ratio (baseline step seconds) /
+    (L_s c_s / N + kappa (1 + r) sum_c a_c (c_h + q_c c_f)), floored at B max(1, min_pool_mult):
+    r the replay share, q_c `full_prob`, c_s seconds per scored token, c_h, c_f per example."""
     per_refresh = cfg.score_max_length * costs["score"] / max(1, cadence)
     mix = float(np.sum(class_weights * (costs["head"] + full_prob * costs["full"])))
     raw = cfg.step_budget_ratio * base_step_seconds / max(1e-9, per_refresh + kappa * (1 + replay_share) * mix)
@@ -1771,10 +1642,10 @@ def published_pool_hint(cfg: MCLearnConfig, costs: dict[str, float], cadence: in
 
 def published_class_weights(class_weights: np.ndarray, var_cheap: np.ndarray, var_gap: np.ndarray,
                             full_prob: np.ndarray, cost_head: float, cost_full: float, eta: float) -> np.ndarray:
-    """Return the published class-weight update: a_c exp(eta (g_c - mean g)) with the gain
-    g_c = (var_h + var_gap / q_c) / (c_h + q_c c_f) (q_c: `full_prob` of class c) in raw units (not normalised by its mean, no
-    bounds), floored at 1e-6 and normalised to sum 1. Where exp overflows (the published code then
-    gives NaN) its limit is returned: a_c exp(eta (g_c - max g)) normalised (the floor's share vanishes)."""
+    """Return the published class-weight update a_c exp(eta (g_c - mean g)), floored at 1e-6 and
+    normalised to sum 1, with the gain g_c = (var_h + var_gap / q_c) / (c_h + q_c c_f) (q_c
+    `full_prob`) in raw units (no normalising, no bounds). Where exp overflows (the published code
+    gives NaN) its limit: a_c exp(eta (g_c - max g)) normalised (the floor's share vanishes)."""
     gain = (np.maximum(var_cheap, 1e-12) + np.maximum(var_gap, 1e-12) / np.maximum(full_prob, 1e-6)) / \
         (cost_head + full_prob * cost_full + 1e-12)
     exponent = eta * (gain - gain.mean())
@@ -1846,13 +1717,13 @@ class FifoReplay:
 
 
 class MCLearnPaper:
-    """MC-Learn as published. Each step: refresh the candidate pool when the gate fires (score
-    ~1.25 B class-stratified candidates by the model's head on the mean-pooled hidden state of
-    layer `score_layer`, keep a raw soft top-k plus a replay draw from a FIFO buffer), else
-    redraw the kept set from the cached pool; run a Bernoulli(q) subset S (at least one row)
-    through the mean-pooled model; minimise the control-variate objective with absolute-clipped
-    HT weights plus confidence-weighted distillation from an EMA copy of the head; then update
-    the replay share (every step), the class weights (every step) and, at a refresh, tau and the cadence N."""
+    """MC-Learn as published. Each step: refresh the candidate pool when the gate fires (score ~1.25
+    B class-stratified candidates by the model's head on the mean-pooled hidden state of layer
+    `score_layer`, keep a raw soft top-k plus a replay draw from a FIFO buffer), else redraw the
+    kept set from the cached pool; run a Bernoulli(q) subset S (at least one row) through the
+    mean-pooled model; minimise the control-variate objective with absolute-clipped HT weights plus
+    confidence-weighted distillation from an EMA copy of the head; update the replay share and the
+    class weights (every step) and, at a refresh, tau and the cadence N."""
 
     name = "mclearn-paper"
     teacher_decay = 0.999  # EMA of the head that teaches it (hard-coded in the published code)
@@ -2134,9 +2005,8 @@ def _figure_out(fig, path: str | Path | None):
 
 
 def plot_confusion_matrix(record: dict[str, Any], path: str | Path | None = None):
-    """Return a matplotlib figure of the run's confusion matrix (saved as PNG when `path`): true labels
-    by row, predicted by column, each cell's count written on it in the colour map's light end
-    where the cell is darker than the middle of the range, else in its dark end."""
+    """Return a matplotlib figure of the run's confusion matrix (a PNG at `path` when given), true
+    labels by row, each count in the colour map's light end on a cell darker than mid-range."""
     import matplotlib.pyplot as plt
 
     matrix, names = np.array(record["confusion_matrix"]), record["label_names"]
@@ -2155,10 +2025,8 @@ def plot_confusion_matrix(record: dict[str, Any], path: str | Path | None = None
 
 
 def difficulty_frame(record: dict[str, Any]):
-    """Return a DataFrame of eval difficulty (the scorer's 1 - p(true class)) and correctness.
-
-    For a method without a scorer, difficulty is the trained model's own 1 - p(true class).
-    """
+    """Return a DataFrame of eval difficulty 1 - p(true class) and correctness: the scorer's, or for
+    a method without one the trained model's own."""
     import pandas as pd
 
     correct = np.array(record["eval_predictions"]) == np.array(record["eval_labels"])
@@ -2171,10 +2039,8 @@ def difficulty_frame(record: dict[str, Any]):
 
 
 def plot_difficulty(record: dict[str, Any], path: str | Path | None = None):
-    """Return a KDE figure of difficulty scores for correct vs incorrect eval predictions.
-
-    If the scorer works, incorrect predictions sit at higher difficulty (the "smoking gun").
-    """
+    """Return a KDE figure of difficulty for correct vs incorrect eval predictions (if the scorer
+    works, the incorrect ones sit at higher difficulty)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -2190,8 +2056,7 @@ def plot_difficulty(record: dict[str, Any], path: str | Path | None = None):
 
 def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
     """Return a figure of MC-Learn's sampler telemetry over steps (kept and full rows, ESS, replay
-    share, rank agreement, tau, and the full-pass probabilities or the class weights); an empty note for methods without
-    telemetry."""
+    share, rank agreement, tau, full-pass probabilities or class weights); a note if it has none."""
     import matplotlib.pyplot as plt
 
     steps = (record.get("telemetry") or {}).get("steps") or []

@@ -28,7 +28,9 @@ def budget_study_runs(methods: Sequence[str], time_budgets: Sequence[float], see
     """Return the (method, time budget, seed) runs of a budget study, in the order it trains them:
     per seed, the baseline (budget 0), then each method at each of its budgets (`method_budgets`
     overrides `time_budgets` for the methods it names; methods without a wall-clock knob run once,
-    at budget 0). A method named in `method_seeds` runs on that many of the first seeds only."""
+    at budget 0). A method named in `method_seeds` runs on that many of the first seeds only.
+    Raises ValueError (one line, check_methods) for an unknown or repeated method id."""
+    check_methods(methods)
     method_budgets, method_seeds = method_budgets or {}, method_seeds or {}
     runs = []
     for k, seed in enumerate(seeds):

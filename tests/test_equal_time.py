@@ -209,6 +209,13 @@ def test_budget_study_runs_take_each_methods_budgets_and_seeds():
                     ("short-schedule", 0.5, 3), ("vcas", 0.0, 3)]
 
 
+def test_budget_study_runs_refuse_an_unknown_method_in_one_line():
+    from mcstudy.budget import budget_study_runs
+
+    with pytest.raises(ValueError, match=r"Unknown method\(s\) \['short-schedul'\]\. Choose from: baseline"):
+        budget_study_runs(["baseline", "short-schedul"], (1 / 3,), [1])
+
+
 def test_best_lr_passes_over_diverged_runs():
     runs = [{"accuracy": float("nan"), "config": {"lr": 4e-3}}, {"accuracy": 0.5, "config": {"lr": 1e-3}}]
     assert ms.best_lr(runs) == 1e-3
