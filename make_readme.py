@@ -468,10 +468,12 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
         verdict += (f"; the closest: `{closest['method']}` on [{closest['name']}] at {closest['budget']} "
                     f"({closest['diff']} pt, {_holm(closest['holm'])})." if closest else ".")
     own = _cell_verdicts(found, "mclearn")
-    chosen = ablation_choice(results_dir)
+    chosen, before = ablation_choice(results_dir)
     ablation = f"[ablation]({details}#{anchor(ABLATION_HEADING)})"
+    preset = (f" (`{chosen}` since the {ablation})" if chosen else
+              f" (`{before}`; the {ablation} has no choice yet)" if before else "")
     if own:
-        verdict += f" `mclearn`" + (f" (`{chosen}` since the {ablation})" if chosen else "") + f"{_preset_tally(own, True)}."
+        verdict += f" `mclearn`{preset}{_preset_tally(own, True)}."
     elif chosen:
         verdict += f" The one-seed {ablation} chose `{chosen}` for the `mclearn` preset."
     scale = scale_sentence(found)
@@ -639,9 +641,13 @@ def ablation_records(results_dir: str | Path = "results") -> tuple[list[str], li
     return studies, [r for study in studies for r in ms.load_runs(results_dir, study)]
 
 
-def ablation_choice(results_dir: str | Path = "results") -> str | None:
-    """Return the variant ms.ablation_table's rule chooses over every ablation study, None without one."""
-    return ms.ablation_table(ablation_records(results_dir)[1]).attrs["chosen"]
+def ablation_choice(results_dir: str | Path = "results") -> tuple[str | None, str | None]:
+    """Return (the variant ms.ablation_table's rule chooses over the latest ablation's studies, the
+    `mclearn` preset that ablation started from (ms.preset_before)); the choice is None while a
+    dataset of ms.ABLATION_SETS has no runs (no choice yet), both are None without an ablation."""
+    records = ablation_records(results_dir)[1]
+    table = ms.ablation_table(records, ms.ABLATION_SETS)
+    return table.attrs["chosen"], ms.preset_before(records) if table.attrs["leader"] else None
 
 
 # --- the ablation's paragraphs: its numbers (mcstudy.ablation) in sentences -------------------------
@@ -687,7 +693,8 @@ def _cell_means(rows, method: str) -> dict[str, Any] | None:
 def ablation_paragraphs(records: Sequence[dict[str, Any]],
                         equal_time: dict[str, tuple] | None = None) -> dict[str, str]:
     """Return {dataset: paragraph} for every ablation study among `records` (ablation_diagnostics'
-    datasets): where the chosen variant (ablation_table's) is ahead of or behind REFERENCE and
+    datasets): where the chosen variant (ablation_table's over the cells there are: the leader while
+    a dataset of ms.ABLATION_SETS has no runs) is ahead of or behind REFERENCE and
     against the preset before it (preset_before: `mclearn-v1` for the variants' ablation, the
     `mclearn` preset for the switch's) at each budget of that dataset, and why, in the
     numbers of ablation_diagnostics (mean over seeds where a cell has several): validation accuracy
@@ -848,15 +855,16 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
 
 def ablation_markdown(results_dir: str | Path = "results", link_base: Path | None = None) -> str:
     """Return the ablation in markdown, from the run files of every ablation study: ms.ABLATION_RULE,
-    ms.ablation_table (the short schedule's reference row last), the chosen variant, and per dataset
+    ms.ablation_table (the short schedule's reference row last), the chosen variant (or, while a
+    dataset of ms.ABLATION_SETS has no runs, ms.choice_sentence: no choice yet, the leader), and per dataset
     (linking its run files) ablation_paragraphs' paragraph, which ends with the chosen preset's
     5-seed result in the dataset's fair-protocol study (the ablation study's prefix and
     ms.FAIR_SUFFIX) where there is one, else in its equal-time study (ms.equal_time_study_of), with
     the verdicts of its protocol's Holm family (`equal_time_families`), or that it is not yet run. Links the
     diagnostics file of benchmarks/ablation.py when it exists."""
     studies, records = ablation_records(results_dir)
-    table = ms.ablation_table(records)
-    if table.attrs["chosen"] is None:
+    table = ms.ablation_table(records, ms.ABLATION_SETS)
+    if table.attrs["leader"] is None:
         return NO_ABLATION
     rows = _summary(results_dir)
     present = set(rows["study"].astype(str))
@@ -866,13 +874,17 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
         other = fair if fair in present else ms.equal_time_study_of(study)
         equal_time[ms._ablation_dataset(study)] = (other, ms.load_runs(results_dir, other) if other in present else [],
                                                    families.get(other))
-    paragraphs = ablation_paragraphs(records, equal_time)
-    tally = _preset_tally([(dataset, budget, verdict) for dataset, (_, runs, family) in equal_time.items()
-                           for budget, verdict in ms.chosen_preset_verdicts(runs, table.attrs["chosen"], family)])
-    parts = [ms.ABLATION_RULE + "\n", _table(table) + "\n",
-             f"Chosen: `{table.attrs['chosen']}`" + (f"; as the `mclearn` preset, over its seeds in the studies the "
-                                                     f"paragraphs below end with, against `{ms.REFERENCE}`{tally}"
-                                                     if tally else "") + ".\n"]
+    if table.attrs["chosen"] is None:  # no choice yet: the leader's numbers, nothing to confirm
+        paragraphs = ablation_paragraphs(records)
+        choice = ms.choice_sentence(table, ms.preset_before(records))
+    else:
+        paragraphs = ablation_paragraphs(records, equal_time)
+        tally = _preset_tally([(dataset, budget, verdict) for dataset, (_, runs, family) in equal_time.items()
+                               for budget, verdict in ms.chosen_preset_verdicts(runs, table.attrs["chosen"], family)])
+        choice = (f"Chosen: `{table.attrs['chosen']}`" + (f"; as the `mclearn` preset, over its seeds in the studies "
+                                                          f"the paragraphs below end with, against `{ms.REFERENCE}`"
+                                                          f"{tally}" if tally else "") + ".")
+    parts = [ms.ABLATION_RULE + "\n", _table(table) + "\n", choice + "\n"]
     every_run = Path(results_dir) / ms.ablation_folder(studies) / "ablation_table.md"
     if every_run.exists():
         link = _link(every_run, link_base)
@@ -948,7 +960,7 @@ def results_readme(results_dir: str | Path = "results", path: Path | None = None
     if previous:
         body += (f"## {PREVIOUS_HEADING}\n\nThe equal-time studies made before the fair protocol.\n\n"
                  f"{notes_block(PREVIOUS_KEY, notes)}\n{previous}\n")
-    body += (f"## {ABLATION_HEADING}\n\nWhich MC-Learn variant the `mclearn` preset becomes (issue 24).\n\n"
+    body += (f"## {ABLATION_HEADING}\n\nWhich MC-Learn variant the `mclearn` preset becomes, by a rule fixed before the runs.\n\n"
             f"{notes_block(ABLATION_KEY, notes)}\n{ablation_markdown(results_dir, base)}\n"
             f"## Studies\n\n{notes_block('studies', notes)}\n{study_sections(results_dir, base, notes)}\n"
             f"## Step benchmark\n\n{notes_block(BENCH_KEY, notes)}\n{bench_markdown(results_dir, base)}\n")

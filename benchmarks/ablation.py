@@ -35,13 +35,13 @@ def main(argv=None) -> int:
               f"or name them with --studies", file=sys.stderr)
         return 1
     records = [r for study in studies for r in ms.load_runs(args.results, study)]
-    table, diagnostics = ms.ablation_table(records), ms.ablation_diagnostics(records)
+    table, diagnostics = ms.ablation_table(records, ms.ABLATION_SETS), ms.ablation_diagnostics(records)
     if table.empty:
         print(f"no budgeted MC-Learn variant runs in {', '.join(studies)}", file=sys.stderr)
         return 1
     text = "\n\n".join([f"# MC-Learn ablation: {', '.join(studies)}", ms.ABLATION_RULE,
                         table.to_markdown(index=False, disable_numparse=True),
-                        f"Chosen: `{table.attrs['chosen']}`.", "## Every run",
+                        ms.choice_sentence(table, ms.preset_before(records)), "## Every run",
                         diagnostics.astype(object).fillna("—").to_markdown(index=False, disable_numparse=True)]) + "\n"
     out = Path(args.out) if args.out else Path(args.results) / ms.ablation_folder(studies)
     out.mkdir(parents=True, exist_ok=True)

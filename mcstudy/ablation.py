@@ -21,6 +21,9 @@ ABLATION_RULE = ("Rule (fixed before the runs): every MC-Learn variant, one seed
                  "`mclearn` preset becomes the variant with the best mean rank over the cells, ties going to the "
                  "simpler one (fewer of the parts free, once, anneal, switch on), then to the earlier in "
                  "MCLEARN_VARIANTS.")
+# The datasets the rule ranks over (gpu_ablation.sh queues them): until each has its cells there is no
+# choice, only a leader, and the `mclearn` preset stays what it is.
+ABLATION_SETS = ("banking77", "clinc150", "sst2", "sst2-noisy20")
 EQUAL_TIME_SUFFIX = "-equal-time"  # the previous protocol's 5-seed test-split study of a dataset
 # An ablation study's name ends in ABLATION_SUFFIX (section 8); it is no equal-time study (one seed, validation).
 
@@ -79,15 +82,17 @@ def _ablation_runs(records: Sequence[dict[str, Any]], methods: Iterable[str] | N
             and r.get("run_label", "") == run_label(r["method"], r["time_budget"])]
 
 
-def ablation_table(records: Sequence[dict[str, Any]]):
+def ablation_table(records: Sequence[dict[str, Any]], sets: Sequence[str] = ()):
     """Return the ablation table (ABLATION_RULE): one row per variant of MCLEARN_VARIANTS that has
     runs, its parts, per (dataset, budget) cell its validation accuracy (%, the mean over seeds
     when there are several) with its rank in that cell in parentheses, its mean rank over the
-    cells, and "chosen" on the variant the rule picks. A cell is a study (one dataset) x a time
-    budget of the variants' budgeted runs (lr-tuning runs do not count). Last, when it has runs in
-    the cells, a reference row for REFERENCE (the control): its accuracy per cell, rank and mean
-    rank "—", never chosen (it is not ranked). .attrs holds "rule", "chosen" (the variant's name,
-    None without runs) and "cells"."""
+    cells, and "chosen" on the variant the rule picks ("leading" while it cannot pick). A cell is a
+    study (one dataset) x a time budget of the variants' budgeted runs (lr-tuning runs do not
+    count). Last, when it has runs in the cells, a reference row for REFERENCE (the control): its
+    accuracy per cell, rank and mean rank "—", never chosen (it is not ranked). .attrs holds "rule",
+    "cells", "leader" (the variant of the best mean rank over the cells there are, None without
+    runs), "missing" (the datasets of `sets`, e.g. ABLATION_SETS, without a cell) and "chosen": the
+    leader once no set is missing, else None."""
     import pandas as pd
     from scipy.stats import rankdata
 
@@ -108,14 +113,17 @@ def ablation_table(records: Sequence[dict[str, Any]]):
     mean_rank = ranks.mean(axis=1) if cells else np.full(len(variants), np.nan)
     order = sorted(range(len(variants)),
                    key=lambda i: (round(mean_rank[i], 9), len(MCLEARN_VARIANTS[variants[i]]), i))
-    chosen = variants[order[0]] if variants and cells else None
+    leader = variants[order[0]] if variants and cells else None
+    missing = [d for d in sets if d not in {_ablation_dataset(study) for study, _ in cells}]
+    chosen = None if missing else leader
     rows = []
     for i, variant in enumerate(variants):
         row = {"variant": variant, "parts": "+".join(MCLEARN_VARIANTS[variant]) or "—"}
         for j, (study, budget) in enumerate(cells):
             row[f"{_ablation_dataset(study)} {format_budget(budget)}"] = \
                 f"{accuracy[i, j]:.2f} ({ranks[i, j]:g})" if math.isfinite(accuracy[i, j]) else f"— ({ranks[i, j]:g})"
-        row.update({"mean rank": round(float(mean_rank[i]), 3), "chosen": "chosen" if variant == chosen else ""})
+        mark = "chosen" if variant == chosen else "leading" if variant == leader else ""
+        row.update({"mean rank": round(float(mean_rank[i]), 3), "chosen": mark})
         rows.append(row)
     controls = [r for r in _ablation_runs(records) if r["method"] == REFERENCE]
     if variants and any((r["study"], float(r["time_budget"])) in cells for r in controls):
@@ -126,8 +134,22 @@ def ablation_table(records: Sequence[dict[str, Any]]):
                         for (study, budget), acc in zip(cells, reference)},
                      "mean rank": "—", "chosen": ""})
     table = pd.DataFrame(rows)
-    table.attrs.update(rule=ABLATION_RULE, chosen=chosen, cells=cells)
+    table.attrs.update(rule=ABLATION_RULE, chosen=chosen, leader=leader, missing=missing, cells=cells)
     return table
+
+
+def choice_sentence(table, preset: str) -> str:
+    """Return the sentence under an ablation table: "Chosen: `x`." once the rule has every set's
+    cells; before that, that there is no choice yet (the sets still to run, the `mclearn` preset
+    staying `preset`) and which variant leads over the cells so far."""
+    if table.attrs["chosen"] is not None:
+        return f"Chosen: `{table.attrs['chosen']}`."
+    missing = table.attrs["missing"]
+    done = len({_ablation_dataset(study) for study, _ in table.attrs["cells"]})
+    return (f"No choice yet: {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no runs "
+            f"({done} of the rule's {done + len(missing)} datasets ran; `bash benchmarks/gpu_ablation.sh`), "
+            f"so the `mclearn` preset stays `{preset}`. Leading over the {len(table.attrs['cells'])} cells so far: "
+            f"`{table.attrs['leader']}`.")
 
 
 def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[str] | None = None):

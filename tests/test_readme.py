@@ -190,13 +190,14 @@ def _write_ablation_study(results, study="banking77-mpnet-h200-ablation"):
     return records
 
 
-def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_section(tmp_path):
+def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_section(tmp_path, monkeypatch):
     """A one-seed ablation study ran short-schedule too, but it is no equal-time study: the answer's table
     has banking77 once (its equal-time study's 1/2 cell, no "± 0.00" or "—" of one seed), its section has
     no equal-time table; results/README.md gets the Ablation section before the studies (its notes
     block, the rule, the table with the short-schedule row, the choice, the dataset's paragraph and the
     5-seed sentence), and the README's sentence on `mclearn` names the chosen variant, linking it."""
     _write_equal_time_studies(tmp_path)
+    monkeypatch.setattr(ms, "ABLATION_SETS", ("banking77",))  # the rule's datasets: the one written
     records = _write_ablation_study(tmp_path)
     ms.summarize(tmp_path, show=False)
     assert mr.equal_time_studies(tmp_path) == ["banking77-mpnet-h200-equal-time", "clinc150-mpnet-h200-equal-time"]
@@ -222,11 +223,12 @@ def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_sectio
     assert "banking77-mpnet-h200-ablation" not in body.split("## Ablation\n")[0]  # not in the equal-time answer
 
 
-def test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_runs_exist(tmp_path):
+def test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_runs_exist(tmp_path, monkeypatch):
     """With 5 seeds of `mclearn` runs whose config is mclearn-once's in the dataset's equal-time study
     (same prefix as the ablation study), the paragraph ends with their paired result against short-schedule,
     its verdicts Holm-adjusted over the answer's family (the study's 4 comparisons, `uniform`'s included,
     not the preset's 2); with the previous preset's runs there instead, it says the 5 seeds are not yet run."""
+    monkeypatch.setattr(ms, "ABLATION_SETS", ("sst2",))  # the rule's datasets: the one written
     _write_ablation_study(tmp_path, "sst2-mpnet-h200-ablation")
     seeds, above = (1, 2, 3, 4, 5), (0.008, 0.010, 0.012, 0.010, 0.010)
     runs = [_equal_time_run("baseline", 0.0, s, 0.95) for s in seeds]
@@ -250,6 +252,30 @@ def test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_r
     text = mr.ablation_markdown(tmp_path)
     assert sentence not in text and "5 seeds of the chosen preset not yet run on sst2.\n" in text
     assert mr.ablation_markdown(tmp_path / "empty") == mr.NO_ABLATION
+
+
+def test_an_ablation_without_every_dataset_of_the_rule_makes_no_choice(tmp_path):
+    """One dataset of ms.ABLATION_SETS ran: the table marks the leader "leading", nothing "chosen"; the
+    section says which datasets are still to run and that the `mclearn` preset stays the one the
+    ablation started from; the paragraphs describe the leader without a 5-seed confirmation; the
+    answer names the preset and that the ablation has no choice yet."""
+    records = _write_ablation_study(tmp_path)
+    _write_equal_time_studies(tmp_path)
+    ms.summarize(tmp_path, show=False)
+    table = ms.ablation_table(records, ms.ABLATION_SETS)
+    assert table.attrs["chosen"] is None and table.attrs["leader"] == "mclearn-once"
+    assert table.attrs["missing"] == [d for d in ms.ABLATION_SETS if d != "banking77"]
+    assert list(table["chosen"]).count("leading") == 1 and "chosen" not in set(table["chosen"])
+    assert ms.ablation_table(records).attrs["chosen"] == "mclearn-once"  # no sets named: every cell there is
+    text = mr.ablation_markdown(tmp_path)
+    assert ("No choice yet: clinc150, sst2, sst2-noisy20 have no runs (1 of the rule's 4 datasets ran; "
+            "`bash benchmarks/gpu_ablation.sh`), so the `mclearn` preset stays `mclearn-v1`. Leading over the 2 "
+            "cells so far: `mclearn-once`.\n") in text
+    assert "Chosen:" not in text and "5 seeds of the chosen preset" not in text
+    assert "**banking77** (" in text and "): `mclearn-once` against `short-schedule` and `mclearn-v1` on banking77" in text
+    assert mr.ablation_choice(tmp_path) == (None, "mclearn-v1")
+    flat = " ".join(mr.answer_markdown(tmp_path, tmp_path.parent, "results/README.md").split())
+    assert " `mclearn` (`mclearn-v1`; the [ablation](results/README.md#ablation) has no choice yet)" in flat
 
 
 def test_study_sections_put_an_lr_sweep_under_its_study(tmp_path):
@@ -300,7 +326,8 @@ def test_readme_answers_on_its_first_screen():
     assert "`python make_readme.py`" in first and "benchmarks/gpu_budget_study.sh" in first
     flat = " ".join(first.split())
     assert "Holm-corrected over all" in flat and "the table's method the one at equal time with the largest" in flat
-    assert re.search(r" `mclearn` \(`mclearn-\w+` since the \[ablation\]\(results/README.md#ablation\)\): better in \d+, "
+    assert re.search(r" `mclearn` \(`mclearn-\w+`(?: since the \[ablation\]\(results/README.md#ablation\)|; the "
+                     r"\[ablation\]\(results/README.md#ablation\) has no choice yet)\): better in \d+, "
                      r"tied in \d+, worse in \d+", flat)
     assert "[glossary](docs/glossary.md)" in flat and "[MODEL_DIR](docs/glossary.md#the-model)" in flat
     glossary = (ms.REPO_ROOT / "docs" / "glossary.md").read_text()
@@ -379,7 +406,7 @@ def _write_fair_study(results, study="clinc150-mpnet-h200-fair"):
                                  "run_label": ms.lr_run_label(lr, ms.run_label(method, 0.5)), "protocol": "fair"})
 
 
-def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_previous_protocol(tmp_path):
+def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_previous_protocol(tmp_path, monkeypatch):
     """With a study named <...>-fair, the answer reads the fair studies alone (their own Holm family,
     the fair time rule: a lead over 3 % above its target does not count) and says where the method
     ahead in most cells of the previous protocol (before its correction) stands now, linking that
@@ -389,6 +416,7 @@ def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_prev
     clinc150 reads the chosen preset's seeds from the fair study (3 of the 5 it needs)."""
     _write_equal_time_studies(tmp_path)
     _write_fair_study(tmp_path)
+    monkeypatch.setattr(ms, "ABLATION_SETS", ("clinc150",))  # the rule's datasets: the one written
     _write_ablation_study(tmp_path, "clinc150-mpnet-h200-ablation")
     ms.summarize(tmp_path, show=False)
     assert mr.answer_studies(tmp_path) == (["clinc150-mpnet-h200-fair"], ["banking77-mpnet-h200-equal-time",
