@@ -716,8 +716,8 @@ def ablation_paragraphs(records: Sequence[dict[str, Any]],
     out = {}
     for dataset in dict.fromkeys(frame["study"]):
         rows = frame[frame["study"] == dataset]
-        budgets = sorted({float(r["time_budget"]) for r in ms._ablation_runs(records)
-                          if ms._ablation_dataset(r["study"]) == dataset})
+        budgets = sorted({float(r["time_budget"]) for r in ms.ablation_runs(records)
+                          if ms.ablation_dataset(r["study"]) == dataset})
         seeds = sorted(set(rows["seed"]))
         versus = f"`{ms.REFERENCE}`" + (f" and `{previous}`" if previous != chosen else "")
         text = [f"`{chosen}` against {versus} on {dataset} "
@@ -810,7 +810,7 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
     split): its runs are those of method `mclearn` whose stored config has exactly the chosen
     variant's parts on (variant_parts_on), else those of the chosen variant's own id. With at least
     CONFIRMATION_SEEDS seeds of them at every one of `budgets`, its difference from REFERENCE there
-    (paired over seeds, 95 % interval, verdict on the Holm-adjusted p of _preset_table's family:
+    (paired over seeds, 95 % interval, verdict on the Holm-adjusted p of preset_table's family:
     `table`'s, or the preset's own comparisons), then why, per budget, in the means
     over those seeds of ablation_diagnostics' numbers against REFERENCE's: train seconds, updates that ran,
     distinct rows given a full pass and their share of the training set, the scorer's median rank
@@ -819,7 +819,7 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
     full passes against their share of the data (only where its runs recorded their full passes);
     else that the 5 seeds are not yet run on `dataset` (with how many there are, when some are)."""
     runs, name = ms.chosen_preset_runs(records, chosen)
-    table = ms._preset_table(records, runs, name, table)
+    table = ms.preset_table(records, runs, name, table)
     rows = {budget: table[(table["method"] == name) & (table["budget"] == ms.format_budget(budget))] for budget in budgets}
     seeds = {budget: int(row["seeds"].iloc[0]) if len(row) else 0 for budget, row in rows.items()}
     if min(seeds.values(), default=0) < CONFIRMATION_SEEDS:
@@ -872,7 +872,7 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
     for study in studies:
         fair = study.removesuffix(ms.ABLATION_SUFFIX) + ms.FAIR_SUFFIX  # the answer's study of the dataset, if any
         other = fair if fair in present else ms.equal_time_study_of(study)
-        equal_time[ms._ablation_dataset(study)] = (other, ms.load_runs(results_dir, other) if other in present else [],
+        equal_time[ms.ablation_dataset(study)] = (other, ms.load_runs(results_dir, other) if other in present else [],
                                                    families.get(other))
     if table.attrs["chosen"] is None:  # no choice yet: the leader's numbers, nothing to confirm
         paragraphs = ablation_paragraphs(records)
@@ -890,7 +890,7 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
         link = _link(every_run, link_base)
         parts.append(f"Every run's numbers (`python3 benchmarks/ablation.py`): [`{link}`]({link}).\n")
     for study in studies:
-        dataset = ms._ablation_dataset(study)
+        dataset = ms.ablation_dataset(study)
         if dataset in paragraphs:
             runs = _link(Path(results_dir, "runs", study), link_base) + "/"
             parts.append(f"**{dataset}** ([`{runs}`]({runs})): {paragraphs[dataset]}\n")

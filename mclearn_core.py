@@ -1997,7 +1997,8 @@ class MCLearnPaper:
 # =============================================================================
 # 8. Diagnostics: the confusion matrix, difficulty distributions, sampler telemetry
 # =============================================================================
-def _figure_out(fig, path: str | Path | None):
+def figure_out(fig, path: str | Path | None):
+    """Return `fig`, saved first as an image at `path` (its folder made) when a path is given."""
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -2021,7 +2022,7 @@ def plot_confusion_matrix(record: dict[str, Any], path: str | Path | None = None
            ylabel="True label", ylim=(len(names) - 0.5, -0.5))
     plt.setp(ax.get_xticklabels(), rotation=30)
     ax.set_title(f"{record['method']} seed {record['seed']}: accuracy {record['accuracy']:.3f}")
-    return _figure_out(fig, path)
+    return figure_out(fig, path)
 
 
 def difficulty_frame(record: dict[str, Any]):
@@ -2051,7 +2052,7 @@ def plot_difficulty(record: dict[str, Any], path: str | Path | None = None):
                 fill=True, clip=(0, 1), ax=ax, warn_singular=False)
     ax.set_xlabel(f"difficulty = 1 - p(true class), from the {frame['source'].iloc[0]}")
     ax.set_title(f"{record['method']} seed {record['seed']}: difficulty of correct vs incorrect")
-    return _figure_out(fig, path)
+    return figure_out(fig, path)
 
 
 def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
@@ -2063,7 +2064,7 @@ def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     if not steps:
         axes[0].text(0.5, 0.5, "no sampler telemetry for this method", ha="center")
-        return _figure_out(fig, path)
+        return figure_out(fig, path)
 
     def column(key: str) -> np.ndarray:  # a telemetry key over the steps, NaN where a step has none
         return np.array([np.nan if r.get(key) is None else r[key] for r in steps], dtype=float)
@@ -2086,5 +2087,5 @@ def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
           f"{label} and tau", logy=True)
     fig.suptitle(f"{record['method']} seed {record['seed']}")
     fig.tight_layout()
-    return _figure_out(fig, path)
+    return figure_out(fig, path)
 

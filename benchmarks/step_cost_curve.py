@@ -46,7 +46,7 @@ def plot_step_costs(curve: dict[str, Any], path: str | Path | None = None):
     ax.set_ylabel("ms per update (forward, backward, AdamW)")
     ax.set_title(f"{curve['model']} on {curve['device']}", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
-    return mc._figure_out(fig, path)
+    return mc.figure_out(fig, path)
 
 
 def main() -> None:

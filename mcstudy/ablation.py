@@ -35,7 +35,7 @@ def _short_study(study: str) -> str:
     return re.sub(r"-(mpnet|minilm|tiny|distilbert)\b.*$", "", study.removesuffix(EQUAL_TIME_SUFFIX)) or study
 
 
-def _ablation_dataset(study: str) -> str:
+def ablation_dataset(study: str) -> str:
     """Return the dataset part of an ablation study's name ("sst2-noisy20" of "sst2-noisy20-mpnet-h200-ablation")."""
     return _short_study(study.removesuffix(ABLATION_SUFFIX))
 
@@ -70,11 +70,11 @@ def preset_before(records: Sequence[dict[str, Any]]) -> str:
     """Return the preset an ablation's choice is compared with, besides REFERENCE: for the switch's
     ablation (studies ending in FAIR_ABLATION_SUFFIX) the `mclearn` preset it starts from
     (SWITCH_ABLATION's first), else `mclearn-v1`, the preset the variants' ablation starts from."""
-    fair = any(str(r.get("study", "")).endswith(FAIR_ABLATION_SUFFIX) for r in _ablation_runs(records))
+    fair = any(str(r.get("study", "")).endswith(FAIR_ABLATION_SUFFIX) for r in ablation_runs(records))
     return SWITCH_ABLATION[0] if fair else next(v for v, parts in MCLEARN_VARIANTS.items() if not parts)
 
 
-def _ablation_runs(records: Sequence[dict[str, Any]], methods: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def ablation_runs(records: Sequence[dict[str, Any]], methods: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Return the budgeted runs of `methods` (None: the MC-Learn variants and the short schedule) among
     `records`, without the lr-tuning runs (their run labels carry "-lr...")."""
     methods = {*MCLEARN_VARIANTS, REFERENCE} if methods is None else set(methods)
@@ -96,7 +96,7 @@ def ablation_table(records: Sequence[dict[str, Any]], sets: Sequence[str] = ()):
     import pandas as pd
     from scipy.stats import rankdata
 
-    runs = [r for r in _ablation_runs(records) if r["method"] in MCLEARN_VARIANTS]
+    runs = [r for r in ablation_runs(records) if r["method"] in MCLEARN_VARIANTS]
     cells = sorted({(r["study"], float(r["time_budget"])) for r in runs})
     variants = [v for v in MCLEARN_VARIANTS if any(r["method"] == v for r in runs)]
 
@@ -114,22 +114,22 @@ def ablation_table(records: Sequence[dict[str, Any]], sets: Sequence[str] = ()):
     order = sorted(range(len(variants)),
                    key=lambda i: (round(mean_rank[i], 9), len(MCLEARN_VARIANTS[variants[i]]), i))
     leader = variants[order[0]] if variants and cells else None
-    missing = [d for d in sets if d not in {_ablation_dataset(study) for study, _ in cells}]
+    missing = [d for d in sets if d not in {ablation_dataset(study) for study, _ in cells}]
     chosen = None if missing else leader
     rows = []
     for i, variant in enumerate(variants):
         row = {"variant": variant, "parts": "+".join(MCLEARN_VARIANTS[variant]) or "—"}
         for j, (study, budget) in enumerate(cells):
-            row[f"{_ablation_dataset(study)} {format_budget(budget)}"] = \
+            row[f"{ablation_dataset(study)} {format_budget(budget)}"] = \
                 f"{accuracy[i, j]:.2f} ({ranks[i, j]:g})" if math.isfinite(accuracy[i, j]) else f"— ({ranks[i, j]:g})"
         mark = "chosen" if variant == chosen else "leading" if variant == leader else ""
         row.update({"mean rank": round(float(mean_rank[i]), 3), "chosen": mark})
         rows.append(row)
-    controls = [r for r in _ablation_runs(records) if r["method"] == REFERENCE]
+    controls = [r for r in ablation_runs(records) if r["method"] == REFERENCE]
     if variants and any((r["study"], float(r["time_budget"])) in cells for r in controls):
         reference = [cell_accuracy(REFERENCE, cell, controls) for cell in cells]
         rows.append({"variant": REFERENCE, "parts": "(reference)",
-                     **{f"{_ablation_dataset(study)} {format_budget(budget)}":
+                     **{f"{ablation_dataset(study)} {format_budget(budget)}":
                         f"{acc:.2f} (—)" if math.isfinite(acc) else "— (—)"
                         for (study, budget), acc in zip(cells, reference)},
                      "mean rank": "—", "chosen": ""})
@@ -145,7 +145,7 @@ def choice_sentence(table, preset: str) -> str:
     if table.attrs["chosen"] is not None:
         return f"Chosen: `{table.attrs['chosen']}`."
     missing = table.attrs["missing"]
-    done = len({_ablation_dataset(study) for study, _ in table.attrs["cells"]})
+    done = len({ablation_dataset(study) for study, _ in table.attrs["cells"]})
     return (f"No choice yet: {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no runs "
             f"({done} of the rule's {done + len(missing)} datasets ran; `bash benchmarks/gpu_ablation.sh`), "
             f"so the `mclearn` preset stays `{preset}`. Leading over the {len(table.attrs['cells'])} cells so far: "
@@ -167,7 +167,7 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[st
     the flipped rows' share of its full passes against their share of the data (full_passes)."""
     import pandas as pd
 
-    runs = _ablation_runs(records, methods)
+    runs = ablation_runs(records, methods)
     control = {(r["study"], float(r["time_budget"]), r["seed"]): float(r["accuracy"]) * 100
                for r in runs if r["method"] == REFERENCE}
     rows = []
@@ -183,7 +183,7 @@ def ablation_diagnostics(records: Sequence[dict[str, Any]], methods: Iterable[st
         accuracy = float(r["accuracy"]) * 100
         reference = control.get((r["study"], float(r["time_budget"]), r["seed"]))
         versus = round(accuracy - reference, 2) if reference is not None and math.isfinite(accuracy - reference) else None
-        rows.append({"study": _ablation_dataset(r["study"]), "budget": format_budget(r["time_budget"]), "method": r["method"],
+        rows.append({"study": ablation_dataset(r["study"]), "budget": format_budget(r["time_budget"]), "method": r["method"],
                      "seed": r["seed"], "accuracy (%)": round(accuracy, 2), "vs short (pt)": versus,
                      "updates": updates_run(r), "train s": round(float(r["train_seconds"]), 2),
                      "distinct rows": distinct, "distinct share": round(distinct / r["train_examples"], 4)
@@ -234,7 +234,7 @@ def chosen_preset_runs(records: Sequence[dict[str, Any]], chosen: str) -> tuple[
     return [r for r in records if r["method"] == chosen], chosen
 
 
-def _preset_table(records: Sequence[dict[str, Any]], runs: list[dict[str, Any]], name: str, table):
+def preset_table(records: Sequence[dict[str, Any]], runs: list[dict[str, Any]], name: str, table):
     """Return the equal-time table whose rows of `name` give the chosen preset's verdicts: `table`
     (a wider Holm family's, as the README's answer's) when given, else equal_time_table of the
     short schedule's, the baseline's and the preset's `runs` alone. Raise ValueError when `table` is
@@ -249,12 +249,12 @@ def _preset_table(records: Sequence[dict[str, Any]], runs: list[dict[str, Any]],
 
 def chosen_preset_verdicts(records: Sequence[dict[str, Any]], chosen: str, table=None) -> list[tuple[str, str]]:
     """Return [(budget, verdict)] of the chosen variant's preset (chosen_preset_runs) against REFERENCE
-    at every budget where it ran in an equal-time study's `records` (the verdicts of _preset_table:
+    at every budget where it ran in an equal-time study's `records` (the verdicts of preset_table:
     `table`, the study's table in a wider Holm family, or the preset's own comparisons)."""
     runs, name = chosen_preset_runs(records, chosen)
     if not runs:
         return []
-    table = _preset_table(records, runs, name, table)
+    table = preset_table(records, runs, name, table)
     own = table[table["method"] == name]
     return list(zip(own["budget"], own["verdict"]))
 

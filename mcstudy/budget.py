@@ -101,7 +101,7 @@ def lr_run_label(lr: float, base: str = "baseline") -> str:
     return f"{base}-lr{mantissa.rstrip('0').rstrip('.')}e{exponent}"
 
 
-def _record_lr(record: dict[str, Any]) -> float:
+def record_lr(record: dict[str, Any]) -> float:
     """Return the learning rate a run trained with (its config's lr)."""
     return float(record["config"]["lr"])
 
@@ -113,12 +113,12 @@ def best_lr(records: Sequence[dict[str, Any]]) -> float:
     if not records:
         raise ValueError("No learning-rate sweep runs to choose an lr from: run the sweep (lrs=...) first.")
     if all(not math.isfinite(r["accuracy"]) for r in records):
-        raise ValueError(f"Every run of the learning-rate sweep diverged (lrs {sorted({_record_lr(r) for r in records})}): "
+        raise ValueError(f"Every run of the learning-rate sweep diverged (lrs {sorted({record_lr(r) for r in records})}): "
                          f"sweep lower lrs.")
     accuracies: dict[float, list[float]] = {}
     for record in records:
         accuracy = record["accuracy"]
-        accuracies.setdefault(_record_lr(record), []).append(accuracy if math.isfinite(accuracy) else -1.0)
+        accuracies.setdefault(record_lr(record), []).append(accuracy if math.isfinite(accuracy) else -1.0)
     mean_accuracy = {lr: float(np.mean(values)) for lr, values in accuracies.items()}
     best = max(mean_accuracy.values())
     return min(lr for lr, accuracy in mean_accuracy.items() if accuracy >= best - 1e-12)
@@ -135,7 +135,7 @@ def next_grid_lr(records: Sequence[dict[str, Any]]) -> float | None:
     largest lr tried when the best (best_lr) is the largest and ran (an lr above it that diverged
     settles it), half the smallest when the best is the smallest; None when the best is interior,
     or the grid holds LR_GRID_MOST lrs (the edge then stays unresolved: lr_grid_status)."""
-    tried = sorted({_record_lr(r) for r in records})
+    tried = sorted({record_lr(r) for r in records})
     best = best_lr(records)
     if len(tried) >= LR_GRID_MOST:
         return None
@@ -150,9 +150,9 @@ def lr_grid_status(records: Sequence[dict[str, Any]]) -> str:
     """Return where a tuning grid's choice sits: "interior" (a finite run on each side of it), "edge:
     next diverged" (the largest lr that ran, the next one up diverged), or "edge: highest" / "edge:
     lowest" (no lr beyond it tried: the choice may lie outside the grid)."""
-    tried = sorted({_record_lr(r) for r in records})
+    tried = sorted({record_lr(r) for r in records})
     best = best_lr(records)
-    finite = sorted({_record_lr(r) for r in records if math.isfinite(r["accuracy"])})
+    finite = sorted({record_lr(r) for r in records if math.isfinite(r["accuracy"])})
     if best == tried[0]:
         return "edge: lowest"
     if best == tried[-1]:
@@ -184,8 +184,8 @@ def budget_study_lr_table(records: Sequence[dict[str, Any]]):
         groups.setdefault((record["method"], budget), []).append(record)
     rows = []
     for (method, budget), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        grid = ", ".join(f"{_record_lr(r):g}: " + (f"{r['accuracy'] * 100:.2f}" if math.isfinite(r["accuracy"])
-                                                   else "diverged") for r in sorted(runs, key=_record_lr))
+        grid = ", ".join(f"{record_lr(r):g}: " + (f"{r['accuracy'] * 100:.2f}" if math.isfinite(r["accuracy"])
+                                                   else "diverged") for r in sorted(runs, key=record_lr))
         rows.append({"method": method, "budget": "1 (full)" if budget == 1.0 else format_budget(budget),
                      "lr (eval accuracy %)": grid,
                      "chosen lr": f"{best_lr(runs):g}", "where": lr_grid_status(runs)})
@@ -253,7 +253,7 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
     lr = best_lr(lr_records) if lr_records else cfg.lr
     tuned = with_explicit(cfg, lr=lr)
     if progress and lr_records:
-        core.say(f"learning rate: {lr:g} (best of {', '.join(f'{_record_lr(r):g}' for r in lr_records)}; "
+        core.say(f"learning rate: {lr:g} (best of {', '.join(f'{record_lr(r):g}' for r in lr_records)}; "
                  f"{lr_grid_status(lr_records)})")
     planned = [m for m in methods if not (METHODS[m].reference or METHODS[m].wall_clock_note)]
     reference = lr_records or ([run_once(tuned, "baseline", seeds[0], prepared, "baseline", progress=progress)]
@@ -289,7 +289,7 @@ def run_budget_study(cfg: Config, methods: Sequence[str], time_budgets: Sequence
         method_lrs[method, budget] = best_lr(grid)
         if progress:
             core.say(f"{method} at {format_budget(budget)}: lr {method_lrs[method, budget]:g} (of "
-                     f"{', '.join(f'{_record_lr(r):g}' for r in grid)}; {lr_grid_status(grid)})")
+                     f"{', '.join(f'{record_lr(r):g}' for r in grid)}; {lr_grid_status(grid)})")
     # -- phase 5: the runs ----------------------------------------------------------------------------------
     records = []
     for method, budget, seed in runs:

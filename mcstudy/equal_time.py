@@ -517,7 +517,7 @@ def plot_performance_profile(profile, path: str | Path | None = None):
     ax.set_ylim(-0.03, 1.1)
     ax.set_title("performance profile (time to target, AlgoPerf style)", fontsize=10)
     ax.legend(fontsize=8)
-    return core._figure_out(fig, path)
+    return core.figure_out(fig, path)
 
 
 def plot_equal_time(records: Sequence[dict[str, Any]], path: str | Path | None = None):
@@ -548,4 +548,4 @@ def plot_equal_time(records: Sequence[dict[str, Any]], path: str | Path | None =
     ax.set_ylabel("accuracy (%)" + (" on test" if records and records[0].get("test_accuracy") is not None else ""))
     ax.set_title(f"equal time: {_study_title(records)}", fontsize=10)
     ax.legend(fontsize=8)
-    return core._figure_out(fig, path)
+    return core.figure_out(fig, path)

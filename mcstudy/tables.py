@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 import mclearn_core as core
-from mcstudy.budget import _record_lr, best_lr
+from mcstudy.budget import record_lr, best_lr
 from mcstudy.runs import (OLD_RUN_FILE_SUFFIX, RUN_FILE_NAME, RUN_FILE_SUFFIX, RUN_READ_ERRORS, RunFileError,
                           check_run_file, old_run_file_error, read_run)
 from mcstudy.train import atomic_target, format_budget, portable_path
@@ -251,7 +251,7 @@ def plot_time_to_accuracy(records: Sequence[dict[str, Any]], path: str | Path | 
     ax.set_ylabel("eval accuracy")
     ax.set_title(f"time to accuracy ({records[0]['device'] if records else ''})")
     ax.legend()
-    return core._figure_out(fig, path)
+    return core.figure_out(fig, path)
 
 
 BUDGET_MARKERS = {0.0: "o", 1 / 3: "s", 1 / 2: "^"}  # marker per time budget in plot_pareto
@@ -321,7 +321,7 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path | None = Non
     ax.legend(handles=method_handles + budget_handles, title="colour: method\nmarker: budget", fontsize=7,
               title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[0].set_title(f"{_study_title(records)}: accuracy vs training time (mean ± std over seeds)", fontsize=10)
-    return core._figure_out(fig, path)
+    return core.figure_out(fig, path)
 
 
 def _budget_marker(budget: float, k: int) -> str:
@@ -389,14 +389,14 @@ def lr_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
     several = len(groups) > 1
     show_test = any(r.get("test_accuracy") is not None for r in records)
     out = []
-    for record in sorted(records, key=lambda r: (*key(r), _record_lr(r), r["seed"])):
+    for record in sorted(records, key=lambda r: (*key(r), record_lr(r), r["seed"])):
         row = {"method": record["method"], "budget": format_budget(key(record)[1])} if several else {}
-        row.update({"lr": _record_lr(record), "seed": record["seed"], "accuracy (%)": f"{record['accuracy'] * 100:.2f}"})
+        row.update({"lr": record_lr(record), "seed": record["seed"], "accuracy (%)": f"{record['accuracy'] * 100:.2f}"})
         if show_test:
             test = record.get("test_accuracy")
             row["test accuracy (%)"] = "—" if test is None else f"{test * 100:.2f}"
         row["train seconds"] = f"{record['train_seconds']:.2f}"
-        row["chosen"] = "yes" if _record_lr(record) == chosen[key(record)] else ""
+        row["chosen"] = "yes" if record_lr(record) == chosen[key(record)] else ""
         out.append(row)
     columns = [*(["method", "budget"] if several else []), "lr", "seed", "accuracy (%)", *(["test accuracy (%)"] if show_test else []), "train seconds", "chosen"]
     return pd.DataFrame(out, columns=columns)
@@ -491,4 +491,4 @@ def plot_estimator_study(table, path_q: str | Path | None = None, path_clip: str
     q_clip = by_clip["full_prob"].iloc[0] if len(by_clip) else float("nan")
     cb.set(ylabel="bias", title=f"bias vs w_clip (q = {q_clip}, ±2 SE)")
     cv.set(ylabel="variance", title="variance vs w_clip")
-    return core._figure_out(fig_q, path_q), core._figure_out(fig_c, path_clip)
+    return core.figure_out(fig_q, path_q), core.figure_out(fig_c, path_clip)

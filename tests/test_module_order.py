@@ -96,7 +96,7 @@ def _move_before(source: str, name: str, anchor: str) -> str:
 @pytest.mark.parametrize("name, anchor, use", [
     ("MCLearnPaper", "CandidateStream", "MCLearnPaper.__init__ uses FifoReplay"),  # the published trainer into `mclearn`
     ("time_update_costs", "encoder_parts", "time_update_costs uses StepCosts"),  # a cost helper among the model helpers
-    ("plot_confusion_matrix", "make_batch", "plot_confusion_matrix uses _figure_out"),  # a plot among the batch helpers
+    ("plot_confusion_matrix", "make_batch", "plot_confusion_matrix uses figure_out"),  # a plot among the batch helpers
 ])
 def test_a_function_moved_back_is_caught(name, anchor, use):
     """The check can fail: move one function into an earlier section and it names the use."""
