@@ -68,8 +68,9 @@ run "model and cheap head clipped together (bug 2 back)" \
 run "captures counted one eager use late" \
   'need = warmup_steps - (uses_so_far[b] if uses_so_far is not None else 0)' \
   'need = warmup_steps + 1 - (uses_so_far[b] if uses_so_far is not None else 0)'
-run "setup reserves one capture per width again" 'self.budget = solve(expected)' \
-  'self.budget = solve(float(np.count_nonzero(self.plan.bucket_prob)))'
+BREAK_FILE=mcstudy/methods/mclearn.py run "setup reserves one capture per width again" \
+  'return core.expected_captures(np.where(frequent, self.plan.bucket_prob, 0.0), upper, self.ctx.cfg.graph_warmup_steps)' \
+  'return float(np.count_nonzero(self.plan.bucket_prob))'
 run "re-plans hold back no captures" \
   'reserve = self.captures_expected(most) * self.ctx.step_costs.capture_seconds' 'reserve = 0.0'
 BREAK_FILE=mcstudy/methods/mclearn.py run "captured widths still reserved" \
