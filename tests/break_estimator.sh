@@ -2,7 +2,7 @@
 # Break the estimator and its wiring on purpose: each run makes one edit of
 # mclearn_core.py in a scratch copy and runs the estimator, policy, budget and sampler tests there;
 # every line of output must name at least one failed test.
-#   bash tests/break_estimator.sh      (about 11 minutes on 2 cores; not part of test.sh)
+#   bash tests/break_estimator.sh      (about 32 minutes on 2 cores; not part of test.sh)
 source "$(dirname "$0")/breakage_lib.sh"
 BREAK_TESTS=(tests/test_cv_trainer.py tests/test_policy.py tests/test_budget.py tests/test_sampler.py)
 weight_breakages

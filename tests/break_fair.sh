@@ -3,8 +3,8 @@
 # that end at the last update, each method's own lr at each budget from a growing grid, one capture
 # policy. Each run makes one edit of mclearn_core.py (or the mcstudy module it names) in a scratch
 # copy and runs the tests named below there; every line of output must say "failed". Writes nothing;
-# `bash tests/break_fair.sh | tee results/fair_breakages/break_fair.log` keeps the log (a few minutes;
-# not part of test.sh).
+# `bash tests/break_fair.sh | tee results/fair_breakages/break_fair.log` keeps the log
+# (about 12 minutes on 2 cores; not part of test.sh).
 source "$(dirname "$0")/breakage_lib.sh"
 BREAK_TESTS=(tests/test_fair_protocol.py tests/test_equal_time.py tests/test_peers.py::test_infobatch_schedule_ends_with_its_last_epoch
              "tests/test_cv_trainer.py::test_refreshes_replan_the_steps_left_when_pools_or_steps_cost_more_than_planned"
