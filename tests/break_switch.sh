@@ -7,7 +7,7 @@
 # variants' unbiasedness tests (tests/test_variants.py: the objective's gradient) and the class shares'
 # test (tests/test_policy.py), as break_variants.sh runs them for the other variants.
 #   bash tests/break_switch.sh | tee results/estimator_breakages/break_switch.log
-#   (about 40 minutes on two cores; not part of test.sh)
+#   (about 9 minutes on two cores; not part of test.sh)
 source "$(dirname "$0")/breakage_lib.sh"
 BREAK_TESTS=(tests/test_switch.py tests/test_cv_trainer.py tests/test_variants.py tests/test_policy.py
              -k "switch or variance_optimal")
