@@ -4,7 +4,7 @@
 # answer's tests of tests/test_readme.py (make_readme.py reads its verdicts from mcstudy) there,
 # or the tests it names; every line of output must say "failed". Writes nothing;
 # `bash tests/break_equal_time.sh | tee results/equal_time_breakages/break_equal_time.log` keeps the
-# log (about 20 minutes on 2 cores; not part of test.sh).
+# log (about 9 minutes on 2 cores; not part of test.sh).
 source "$(dirname "$0")/breakage_lib.sh"
 BREAK_TESTS=(tests/test_equal_time.py tests/test_readme.py::test_the_answer_names_a_method_only_on_a_holm_corrected_verdict)
 README_TESTS=(tests/test_readme.py::test_the_answer_names_a_method_only_on_a_holm_corrected_verdict
