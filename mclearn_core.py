@@ -222,7 +222,7 @@ class MCLearnConfig:
     uniform_start: float = 0.0  # share of the run's steps drawn uniformly at the start
     uniform_end: float = 0.0  # share drawn uniformly at the end, without scoring
     record_passes: bool = True  # count each training row's full passes (telemetry full_passes)
-    select_switch: bool = False  # select a pool only where its variance reduction pays for its scoring
+    select_switch: bool = True  # select a pool only where its variance reduction pays for its scoring
 
 
 class TrainContext(Protocol):
@@ -1469,8 +1469,9 @@ class MCLearn:
         cfg, ema = self.ctx.cfg, self.costs.flush()
         stored = float(self.stored_rows(np.arange(len(self.ctx.train))).mean()) if cfg.free_scores else None
         update = ema.get("update", ema.get("update_warmup"))
-        if update is None or "score" not in ema:
-            raise TrainingError("mclearn: the switch has no measured update or scoring seconds to weigh")
+        if not update or "score" not in ema:  # none measured, or 0 s: no price to weigh scoring against
+            raise TrainingError("mclearn: the switch has no measured update seconds above 0 or scoring seconds "
+                                "to weigh (select_switch=False draws every pool by its scores)")
         scoring = ema["score"] * self.pool_size(kappa) * (1.0 - (stored or 0.0))
         return scoring / (update * self.full_rows * cfg.refresh_every), stored
 

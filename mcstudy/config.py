@@ -114,7 +114,7 @@ class Config:
     uniform_start: float = 0.0  # share of the run's steps drawn uniformly at the start (the scorer learns)
     uniform_end: float = 0.0  # share drawn uniformly at the end, without scoring (InfoBatch's anneal)
     record_passes: bool = True  # the run file counts each training row's full passes (histogram, flipped rows)
-    select_switch: bool = False  # each pool selects only where its estimated variance reduction pays for the
+    select_switch: bool = True  # each pool selects only where its estimated variance reduction pays for the
     # scoring (select_pays), else is drawn uniformly with no scoring (MCLearn.judge_pool, SelectSwitch)
     # --- peers (section 7) ------------------------------------------------------------------------
     uniform_fraction: float | None = None  # data share of "uniform"; None: match uniform_match's time
@@ -186,7 +186,8 @@ PAPER_GPU_PRESETS = ("a100", "h100")  # the device presets on which mclearn-pape
 # MC-Learn's variants. `mclearn-v1` is `mclearn` with every variant part off, written out here so
 # that a change of the `mclearn` defaults (Config) shows as a difference between the two; every variant is
 # `mclearn-v1` with some of the parts below on (its name lists them), and every one counts its full passes.
-# The ablation (ABLATION_RULE, results/ablation/) chose `mclearn-once`: the Config defaults, so `mclearn`, are it.
+# The switch's ablation (ABLATION_RULE, results/ablation/fair/) chose `mclearn-once-switch`: the Config defaults,
+# so `mclearn`, are it (tests/test_readme.py holds the defaults to the committed ablation's choice).
 MCLEARN_V1 = dict(budget_ratio=1 / 3, replay_share_bounds=(0.1, 0.5), class_weight_lr=0.5)
 
 
@@ -204,8 +205,8 @@ MCLEARN_VARIANTS: dict[str, tuple[str, ...]] = {  # method name -> the parts it 
                   ("free", "once", "anneal"), ("once", "switch"), ("free", "once", "switch")]}
 
 
-# The switch's ablation: the `mclearn` preset (mclearn-once), its scores for free, each with the
-# switch on; gpu_ablation.sh runs them under the fair protocol (studies ending in FAIR_ABLATION_SUFFIX).
+# The switch's ablation: `mclearn-once` (the preset it started from), its scores for free, each with the
+# switch on and off; gpu_ablation.sh runs them under the fair protocol (studies ending in FAIR_ABLATION_SUFFIX).
 SWITCH_ABLATION = ("mclearn-once", "mclearn-free-once", "mclearn-once-switch", "mclearn-free-once-switch")
 
 

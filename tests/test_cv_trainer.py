@@ -665,7 +665,7 @@ def test_grad_accum_steps_step_the_lr_schedule_with_the_optimizer(prepared, monk
     over ceil(30 / 2) = 15 optimizer steps at i // 2; it warms up once and decays to its last
     step's. (Stepped every step, the schedule reached 0 at step 15 and climbed back to its peak by
     step 29.)"""
-    trainer = _mclearn(prepared, grad_accum_steps=2, budget_ratio=1.0)
+    trainer = _mclearn(prepared, grad_accum_steps=2, budget_ratio=1.0, select_switch=False)
     ctx = trainer.ctx
     fake_clock(monkeypatch)  # setup and refreshes take no time
     ctx.step_costs = flat_step_costs(ctx.cfg, 1 / 64)
@@ -698,7 +698,8 @@ def test_the_budget_prices_the_pools_the_run_will_have(prepared, monkeypatch):
     3-epoch run's measured train seconds stay within its budget (1 x the baseline's), and it uses
     the budget (within one step and one refresh). Priced from the first pool alone (d5e642a), the
     same run overran by 4.1 %."""
-    cfg = ms.replace_config(prepared.cfg, epochs=3, budget_ratio=1.0, refresh_every=2, explicit=("budget_ratio",))
+    cfg = ms.replace_config(prepared.cfg, epochs=3, budget_ratio=1.0, refresh_every=2, select_switch=False,
+                            explicit=("budget_ratio",))  # every pool selected: the pricing of scored pools
     run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=flat_step_costs(cfg, 1 / 64))
     fake_clock(monkeypatch, row_seconds=2.5e-4, update_seconds=1 / 64)
     record = ms.train_method("mclearn", cfg, run, seed=42, progress=False)
@@ -725,7 +726,7 @@ def test_refreshes_replan_the_steps_left_when_pools_or_steps_cost_more_than_plan
     the steps after the new end do nothing; the lr schedule and kappa are moved along so they
     still end with the run (the last update's lr at most 1 % of the peak, never rising after the
     warm-up; the last kappa reached). Without re-planning the run overran."""
-    trainer = _mclearn(prepared, epochs=3, budget_ratio=1.0, refresh_every=every)
+    trainer = _mclearn(prepared, epochs=3, budget_ratio=1.0, refresh_every=every, select_switch=False)
     ctx = trainer.ctx
     clock = fake_clock(monkeypatch, row_seconds=2.5e-4, update_seconds=1 / 64)
     ctx.step_costs = flat_step_costs(ctx.cfg, 1 / 64)
@@ -771,7 +772,7 @@ def test_mclearn_passes_the_budget_solver_the_runs_own_numbers(prepared, monkeyp
     setup until the call: both refreshes (each setup scoring's rows x 0.1 ms); no graph captures
     (CPU); the first pool's width mix (its widths, weights summing to 1). The run's planned
     seconds are within its budget. Each of these, 20 % wrong, passed every test before."""
-    cfg = ms.replace_config(prepared.cfg, epochs=2)
+    cfg = ms.replace_config(prepared.cfg, epochs=2, select_switch=False)  # every pool selected and scored
     table = flat_step_costs(cfg, 1 / 64)
     run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=table)
     clock = fake_clock(monkeypatch, row_seconds=1e-4)
@@ -806,7 +807,7 @@ def test_mclearn_reserves_the_captures_it_expects_to_make(prepared, monkeypatch)
     run file's capture_count_expected, and planned seconds that include them. Each re-plan holds
     back captures_expected(steps left) captures at that price: the seconds steps_within is given
     are the budget less the charge less that reserve."""
-    cfg = ms.replace_config(prepared.cfg, epochs=6, budget_ratio=0.5, explicit=("budget_ratio",))
+    cfg = ms.replace_config(prepared.cfg, epochs=6, budget_ratio=0.5, select_switch=False, explicit=("budget_ratio",))
     table = mc.dataclasses.replace(flat_step_costs(cfg, 1 / 64), graphed=True, capture_seconds=0.05)
     run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=table)
     fake_clock(monkeypatch, row_seconds=1e-4)

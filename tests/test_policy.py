@@ -138,9 +138,9 @@ def _spy(monkeypatch, owner, name, calls):
 @pytest.fixture
 def small_mclearn(prepared):
     """MC-Learn on cpu-smoke (4 classes, mclearn preset: class_weight_lr 0.5) with 3 full-pass
-    rows of 6 draws per step."""
+    rows of 6 draws per step, every pool selected (the switch off: its pools are tests/test_switch.py's)."""
     cfg = ms.replace_config(ms.config_for_method(prepared.cfg, "mclearn"), full_rows=3, full_prob=0.5,
-                            record_passes=False)  # the by-hand pool below has no rows to count passes on
+                            record_passes=False, select_switch=False)  # the by-hand pool has no rows to count
     ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))

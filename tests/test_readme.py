@@ -1,4 +1,5 @@
 """make_readme.py: the README's generated answer and the generated results/README.md."""
+import dataclasses
 import json
 import re
 
@@ -260,6 +261,16 @@ def test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_r
     text = mr.ablation_markdown(tmp_path)
     assert sentence not in text and "5 seeds of the chosen preset not yet run on sst2.\n" in text
     assert mr.ablation_markdown(tmp_path / "empty") == mr.NO_ABLATION
+
+
+def test_the_mclearn_preset_is_the_committed_ablations_choice():
+    """The `mclearn` preset (the Config defaults) has on exactly the parts of the variant the committed
+    ablation's rule chose (ms.variant_of of its config): changing the defaults, or committing an
+    ablation that chooses another variant, fails here until the two agree."""
+    chosen, _ = mr.ablation_choice(ms.REPO_ROOT / "results")
+    assert chosen is not None  # the committed ablation ran on every dataset of its rule
+    preset = ms.config_for_method(ms.make_config("cpu-smoke"), "mclearn")
+    assert ms.variant_of(dataclasses.asdict(preset)) == chosen
 
 
 def test_an_ablation_without_every_dataset_of_the_rule_makes_no_choice(tmp_path):

@@ -29,7 +29,9 @@ def trainer_for(prepared, model=None, **changes) -> mc.MCLearn:
     """Return an MCLearn on the cpu-smoke training set (480 rows, 4 classes) at the fixed parameters of
     the estimator tests: 8 full-pass rows of 16 draws per step, pools serving 4 steps, replay share 0.3,
     no clipping, no label smoothing, an informative cheap head (spread difficulties) and tilted class
-    weights (pool-membership probabilities differ by class); model in eval mode (no dropout)."""
+    weights (pool-membership probabilities differ by class); model in eval mode (no dropout); every pool
+    selected (no switch: tests/test_switch.py tests it) unless `changes` turn it on."""
+    changes = {"select_switch": False, **changes}
     cfg = ms.replace_config(prepared.cfg, full_rows=8, full_prob=0.5, refresh_every=4, w_clip=0.0,
                             kappa_schedule=(0.5,), replay_share_init=0.3, replay_share_bounds=(0.3, 0.3), label_smoothing=0.0, **changes)
     model = model if model is not None else mc.copy.deepcopy(prepared.base_model).eval()
@@ -293,9 +295,9 @@ def test_mclearn_is_the_ablations_choice_and_v1_keeps_the_previous_preset():
     cfg = ms.make_config("cpu-smoke")
     plain, v1 = ms.config_for_method(cfg, "mclearn"), ms.config_for_method(cfg, "mclearn-v1")
     assert all(getattr(ms.Config(), k) == v for k, v in ms.MCLEARN_V1.items())  # the defaults are mclearn
-    assert plain == ms.config_for_method(cfg, "mclearn-once")  # the variants' ablation chose mclearn-once
+    assert plain == ms.config_for_method(cfg, "mclearn-once-switch")  # the switch's ablation chose it
     assert all(getattr(plain, k) == getattr(ms.Config(), k) for k in (*VARIANT_KEYS, "record_passes"))
-    assert dataclasses.replace(v1, once_draws=True) == plain  # v1: the preset before, once_draws off
+    assert dataclasses.replace(v1, once_draws=True, select_switch=True) == plain  # v1: the parts off
     assert ms.METHODS["mclearn-v1"] is ms.MCLearnMethod
 
 
