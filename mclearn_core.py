@@ -209,7 +209,7 @@ class MCLearnConfig:
     min_pool_mult: float = 1.0  # mclearn-paper: floor of the budget solver's pool size, in batches
     replay_max: int = 4096  # mclearn-paper: capacity of the FIFO replay buffer
     full_prob_bounds: tuple[float, float] = (0.12, 0.33)  # mclearn-paper: bounds of its per-class full_prob
-    budget_ratio: float = 1 / 3  # mclearn: its whole run's train time / the baseline's
+    time_budget: float = 1 / 3  # mclearn: the whole run's train seconds as a share of the baseline's
     step_budget_ratio: float = 0.55  # mclearn-paper: one step's time / a baseline step's
     full_rows: int = 0  # mclearn: rows given a full pass per step (0 = batch_size)
     full_prob: float = 0.5  # mclearn: share of a step's pool draws that get a full pass
@@ -674,18 +674,18 @@ def time_update_costs(ctx: TrainContext, rows: Sequence[int], repeats: int = 3) 
 
 
 def solve_budget(costs: StepCosts, baseline_widths: Sequence[int], batch_size: int, full_rows: int,
-                 full_widths: Sequence[int], budget_ratio: float, refresh_every: int, refresh_seconds: float,
+                 full_widths: Sequence[int], time_budget: float, refresh_every: int, refresh_seconds: float,
                  spent_seconds: float, graph_count: float,
                  full_width_prob: Sequence[float] | None = None) -> dict[str, Any]:
     """Return MC-Learn's step count and the numbers it comes from (stored in the run file): the
     baseline's time T_base = sum over its batches of the measured cost(batch_size, width); MC-Learn
-    may spend T = budget_ratio T_base, less `spent_seconds` (setup) and `graph_count` captures
+    may spend T = time_budget T_base, less `spent_seconds` (setup) and `graph_count` captures
     (expected_captures); a step costs cost(full_rows, width) averaged over `full_widths` (weighted
     by `full_width_prob`: a pool's width mix), plus a refresh (`refresh_seconds`, the mean over the
     run's pools) every `refresh_every` steps:
         steps = (T - spent - captures) / (step + refresh / refresh_every), at least 1."""
     baseline_seconds = float(sum(costs.at(batch_size, w) for w in baseline_widths))
-    budget_seconds = budget_ratio * baseline_seconds
+    budget_seconds = time_budget * baseline_seconds
     step_seconds = float(np.average([costs.at(full_rows, w) for w in full_widths], weights=full_width_prob))
     capture_seconds = graph_count * costs.capture_seconds
     per_step = step_seconds + refresh_seconds / max(refresh_every, 1)
@@ -695,8 +695,8 @@ def solve_budget(costs: StepCosts, baseline_widths: Sequence[int], batch_size: i
     if available <= per_step:
         warnings.append(f"budget too small: {budget_seconds:.3f} s of budget, {spent_seconds:.3f} s spent in setup "
                         f"and {capture_seconds:.3f} s of graph captures leave room for one step at most; "
-                        f"raise budget_ratio=")
-    return {"budget_ratio": budget_ratio, "baseline_seconds_estimate": round(baseline_seconds, 4),
+                        f"raise time_budget=")
+    return {"time_budget": time_budget, "baseline_seconds_estimate": round(baseline_seconds, 4),
             "baseline_steps": len(baseline_widths), "budget_seconds": round(budget_seconds, 4),
             "spent_in_setup_seconds": round(spent_seconds, 4), "capture_count_expected": round(graph_count, 3),
             "capture_seconds_estimate": round(capture_seconds, 4),
@@ -981,7 +981,7 @@ class MCLearn:
 
         def solve(graphs: float) -> dict[str, Any]:
             return solve_budget(costs, baseline_widths, cfg.batch_size, self.full_rows,
-                                self.plan.bucket_widths.tolist(), cfg.budget_ratio, cfg.refresh_every,
+                                self.plan.bucket_widths.tolist(), self.time_budget(), cfg.refresh_every,
                                 mean_refresh, spent_seconds=spent, graph_count=graphs,
                                 full_width_prob=self.plan.bucket_prob.tolist())
 
@@ -1018,6 +1018,10 @@ class MCLearn:
         return self.setup_charge + steps + self.loop_refresh_seconds
 
     # -- hooks: an eager update here; the study's MCLearnMethod replays it as CUDA graphs -------------
+    def time_budget(self) -> float:
+        """Return the share of the baseline's train seconds the whole run may spend (cfg.time_budget)."""
+        return self.ctx.cfg.time_budget
+
     def baseline_widths(self) -> list[int]:
         """Return the padded width of each batch of the baseline the budget is a share of: `epochs`
         passes over the training rows in batches of batch_size, in a shuffled order (seed 0)."""

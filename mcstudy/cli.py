@@ -19,7 +19,8 @@ from mcstudy.config import (AT_LEAST_ONE, CONFIG_RANGES, Config, ConfigError, NA
                             check_type, make_config, parse_overrides, replace_config, study_name,
                             validate_config)
 from mcstudy.data import DataError
-from mcstudy.runs import StudyBusyError, check_keys_read, check_methods, renamed_method, run_sweep
+from mcstudy.runs import (StudyBusyError, check_keys_read, check_methods, check_no_time_budget, renamed_method,
+                          run_sweep)
 from mcstudy.tables import summarize
 from mcstudy.train import code_provenance
 from mcstudy.methods import METHODS
@@ -259,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results-dir", default=None, action=_GivenOnce,
                         help="where runs and summary.csv go (default: results)")
     parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                        help="any Config field, e.g. --set epochs=2 budget_ratio=0.4 kappa_schedule=0.6,0.5,0.4 "
+                        help="any Config field, e.g. --set epochs=2 w_clip=5 kappa_schedule=0.6,0.5,0.4 "
                              "(given twice: the items are joined; a key given twice with two values is refused)")
     parser.add_argument("--wide", action="store_true",
                         help=f"print every column of the final table (default: what fits {core.CLI_WIDTH} columns)")
@@ -324,6 +325,7 @@ def _run_command_line(args) -> None:
         check_methods(methods)
         check_keys_read(cfg, methods)
         validate_config(cfg, args.seeds)
+        check_no_time_budget(cfg)
     except ValueError as err:
         raise UsageError(str(err)) from err
     records = run_sweep(cfg, methods, args.seeds)

@@ -99,7 +99,6 @@ class Config:
     min_pool_mult: float = 1.0  # mclearn-paper: floor of the budget solver's pool size, in batches
     replay_max: int = 4096  # mclearn-paper: capacity of the FIFO replay buffer, split evenly over classes
     full_prob_bounds: tuple[float, float] = (0.12, 0.33)  # mclearn-paper: bounds of its per-class full_prob
-    budget_ratio: float = 1 / 3  # mclearn: its whole run's train time / the baseline's
     step_budget_ratio: float = 0.55  # mclearn-paper: one step's time / a baseline step's (the published budget)
     full_rows: int = 0  # mclearn: rows given a full pass per step (0 = batch_size)
     full_prob: float = 0.5  # mclearn: share of a step's pool draws that get a full pass
@@ -188,7 +187,7 @@ PAPER_GPU_PRESETS = ("a100", "h100")  # the device presets on which mclearn-pape
 # `mclearn-v1` with some of the parts below on (its name lists them), and every one counts its full passes.
 # The switch's ablation (ABLATION_RULE, results/ablation/fair/) chose `mclearn-once-switch`: the Config defaults,
 # so `mclearn`, are it (tests/test_readme.py holds the defaults to the committed ablation's choice).
-MCLEARN_V1 = dict(budget_ratio=1 / 3, replay_share_bounds=(0.1, 0.5), class_weight_lr=0.5)
+MCLEARN_V1 = dict(replay_share_bounds=(0.1, 0.5), class_weight_lr=0.5)
 
 
 MCLEARN_VARIANT_PARTS: dict[str, dict[str, Any]] = {
@@ -222,6 +221,8 @@ METHOD_PRESETS.update({name: {**MCLEARN_V1, **_VARIANT_KEYS_OFF, "record_passes"
 RENAMED: dict[str, str] = {
     # config keys: the replay share is not RHO-LOSS; the full-pass probability has one name
     "rho_init": "replay_share_init", "rho_bounds": "replay_share_bounds", "q_bounds": "full_prob_bounds",
+    # the share of the baseline's seconds has one name
+    "budget_ratio": "time_budget",
     # method ids: kebab-case, as mclearn-paper and the MC-Learn variants
     "short_schedule": "short-schedule", "selective_backprop": "selective-backprop", "rho_loss": "rho-loss",
 }
@@ -427,7 +428,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "min_pool_mult": NON_NEGATIVE, "replay_max": AT_LEAST_ONE, "full_prob_bounds": Range(0, 1, lo_open=True),
     "free_score_max_age": NON_NEGATIVE, "once_floor": Range(0, 1, lo_open=True), "uniform_start": SHARE,
     "uniform_end": SHARE,
-    "budget_ratio": Range(0, 1, lo_open=True), "step_budget_ratio": Range(0, 1, lo_open=True), "full_rows": NON_NEGATIVE, "full_prob": Range(0, 1, lo_open=True),
+    "step_budget_ratio": Range(0, 1, lo_open=True), "full_rows": NON_NEGATIVE, "full_prob": Range(0, 1, lo_open=True),
     "cost_ema": Range(0, 1, hi_open=True), "unfreeze_schedule": Range(0, 1, empty_ok=True),
     "uniform_fraction": Range(0, 1, lo_open=True, also=(None,)), "sb_beta": NON_NEGATIVE,
     "candidate_share": Range(0, 1, lo_open=True), "sb_history": AT_LEAST_ONE, "rho_holdout": Range(0, 1, True, True),

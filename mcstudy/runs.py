@@ -199,6 +199,16 @@ def check_keys_read(cfg: Config, methods: Sequence[str]) -> None:
                              f"none of them: add one of them to methods=, or drop {key}=")
 
 
+def check_no_time_budget(cfg: Config) -> None:
+    """Raise ValueError (one line) when cfg.time_budget is set for a sweep: a time budget is set per
+    run by budget studies (run_budget_study's time_budgets: the run's label, clock and knobs follow
+    from it), while a sweep trains `mclearn` at MC-Learn's default share of the baseline's time."""
+    if cfg.time_budget:
+        raise ValueError(f"time_budget={cfg.time_budget:g} is set per run by budget studies, not by a sweep (which "
+                         f"trains mclearn at 1/3 of the baseline's time): drop time_budget=, or run a budget study "
+                         f"(notebook 04, or ms.run_budget_study with time_budgets=[{cfg.time_budget:g}])")
+
+
 def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None:
     """Return which settings of a stored run differ from what `cfg` would train (with their stored
     and wanted values), or None. Compared: run_key_fields(method). A key absent from an old file's
@@ -448,10 +458,12 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
 
     Each run is written atomically as soon as it ends, so an interrupted sweep resumes where it
     stopped and loses no finished run. The config is validated and the study locked first
-    (guarded_sweep); a key set that no method of the sweep reads is refused (check_keys_read).
+    (guarded_sweep); a key set that no method of the sweep reads is refused (check_keys_read), and
+    so is a time budget (check_no_time_budget: budget studies set it per run).
     """
     check_methods(methods)
     check_keys_read(cfg, methods)
+    check_no_time_budget(cfg)
     seeds = list(seeds if seeds is not None else cfg.seeds)
     methods = sorted(methods, key=lambda m: m == "uniform")  # uniform may match the others' times
     records = []

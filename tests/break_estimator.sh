@@ -38,9 +38,9 @@ run "refresh before the policy update" \
   '            self.plan_start = i
             if self.budget and clock is None:'
 # --- what MC-Learn passes its budget solver, the re-plan and the schedule
-run "the caller scales budget_ratio by 1.2" \
-  'self.plan.bucket_widths.tolist(), cfg.budget_ratio, cfg.refresh_every,' \
-  'self.plan.bucket_widths.tolist(), 1.2 * cfg.budget_ratio, cfg.refresh_every,'
+run "the caller scales time_budget by 1.2" \
+  'self.plan.bucket_widths.tolist(), self.time_budget(), cfg.refresh_every,' \
+  'self.plan.bucket_widths.tolist(), 1.2 * self.time_budget(), cfg.refresh_every,'
 run "setup time left uncharged" 'spent = time.perf_counter() - start' 'spent = 0.0'
 BREAK_FILE=mcstudy/methods/mclearn.py run "one epoch priced where the run has several" \
   'torch.Generator().manual_seed(0))] * cfg.epochs' 'torch.Generator().manual_seed(0))]'

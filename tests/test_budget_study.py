@@ -35,7 +35,7 @@ def test_scoring_peers_are_planned_to_the_budget(forward_share, budget):
 def test_plain_knobs_and_methods_without_a_wall_clock_knob():
     cfg = ms.make_config("cpu-smoke")
     assert ms.plan_time_budget("uniform", 0.5, cfg, {}).knobs == {"uniform_fraction": 0.5}
-    assert ms.plan_time_budget("mclearn", 1 / 3, cfg, {}).knobs == {"budget_ratio": 1 / 3}
+    assert ms.plan_time_budget("mclearn", 1 / 3, cfg, {}).knobs == {}  # MC-Learn reads time_budget itself
     # InfoBatch: no knob, the clock ends its open-ended epochs at its own prune ratio
     assert ms.plan_time_budget("infobatch", 1 / 3, cfg, {}).knobs == {}
     for method in ms.NO_WALL_CLOCK_KNOB:
@@ -106,7 +106,7 @@ def test_every_method_plans_the_same_knobs_for_a_budget(budget):
     their defaults, the scoring peers' solver gives SCORED_PLANS, the baseline has no plan."""
     cfg, costs = ms.make_config("cpu-smoke"), {"forward_share": 0.3}
     plain = {"short-schedule": {}, "uniform": {"uniform_fraction": budget}, "infobatch": {},
-             **{name: {"budget_ratio": budget} for name in ("mclearn", *ms.MCLEARN_VARIANTS)}}
+             **{name: {} for name in ("mclearn", *ms.MCLEARN_VARIANTS)}}
     for method in ms.METHODS:
         if method == "baseline":
             with pytest.raises(ValueError, match="No time-budget knob for method .baseline.: it is the reference"):
@@ -134,7 +134,7 @@ def test_tuned_lr_reaches_every_method_even_past_method_presets():
     cfg = ms.with_explicit(ms.make_config("h100"), lr=1.6e-4)
     for method in ms.METHODS:
         assert ms.config_for_method(cfg, method).lr == 1.6e-4, method
-    assert ms.config_for_method(ms.with_explicit(cfg, budget_ratio=0.5), "mclearn").budget_ratio == 0.5
+    assert ms.config_for_method(ms.with_explicit(cfg, class_weight_lr=0.3), "mclearn-v1").class_weight_lr == 0.3
 
 
 def test_best_lr_takes_the_most_accurate_and_the_smaller_on_ties():

@@ -55,12 +55,31 @@ def test_bad_set_values_exit_2_with_one_line(capsys, tmp_path, items, message):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_time_budget_outside_a_budget_study_is_refused_before_anything_runs(capsys, tmp_path, smoke_cfg):
+    """time_budget set for a plain sweep labelled its mclearn run -b0.50, stored it under the plain
+    name and then stopped on a run-label error: it is refused up front, naming the key and the fix
+    (budget studies set it per run), by the command line (exit 2, nothing written) and by run_sweep;
+    the old name budget_ratio names time_budget."""
+    code, lines, _ = run_cli(capsys, *TINY, "time_budget=0.5", "--methods", "baseline", "mclearn",
+                             "--results-dir", str(tmp_path))
+    assert code == 2 and not (tmp_path / "runs").exists()
+    assert_one_error(lines, "error: time_budget=0.5 is set per run by budget studies, not by a sweep (which trains "
+                            "mclearn at 1/3 of the baseline's time): drop time_budget=, or run a budget study "
+                            "(notebook 04, or ms.run_budget_study with time_budgets=[0.5])")
+    with pytest.raises(ValueError, match=r"^time_budget=0.25 is set per run by budget studies"):
+        ms.run_sweep(ms.with_explicit(smoke_cfg, time_budget=0.25), ["mclearn"], progress=False)
+    assert not ms.run_path(smoke_cfg.results_dir, smoke_cfg.study, "mclearn", 42).exists()
+    code, lines, _ = run_cli(capsys, *TINY, "budget_ratio=0.5", "--results-dir", str(tmp_path))
+    assert code == 2
+    assert_one_error(lines, "error: Config key 'budget_ratio' is now 'time_budget': set time_budget= instead.")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--set", "epochs=0"], "error: epochs=0 is out of range: epochs must be >= 1, e.g. epochs=1"),
     (["--set", "batch_size=-4"], "error: batch_size=-4 is out of range: batch_size must be >= 1"),
     (["--set", "batch_size=0"], "error: batch_size=0 is out of range"),
     (["--set", "seeds=[]"], "error: seeds is empty: give at least one value"),
-    (["--set", "budget_ratio=1.5"], "error: budget_ratio=1.5 is out of range: budget_ratio must be in (0, 1]"),
+    (["--set", "time_budget=1.5"], "error: time_budget=1.5 is out of range: time_budget must be in [0, 1]"),
     (["--set", "eval_points=0"], "error: eval_points=0 is out of range"),
     (["--set", "grad_accum_steps=0"], "error: grad_accum_steps=0 is out of range"),
     (["--set", "max_train_examples=2"], "error: max_train_examples=2 is out of range"),
@@ -310,8 +329,8 @@ def test_every_line_the_command_prints_fits_100_columns(capsys, tmp_path, monkey
     monkeypatch.setattr(mc.MCLearn, "charged_seconds",  # over budget at the first refresh: a re-plan
                         lambda self: max(charged(self), 0.9 * self.budget["budget_seconds"]))
     monkeypatch.chdir(tmp_path)
-    code = ms.main(["--preset", "cpu-smoke", "--methods", "baseline", "mclearn", "--set", "budget_ratio=0.9",
-                    "--results-dir", "r"])
+    code = ms.main(["--preset", "cpu-smoke", "--methods", "baseline", "mclearn", "--results-dir", "r",
+                    "--set", "refresh_every=2"])  # a refresh, so a re-plan, within the run's few steps
     out = capsys.readouterr()
     assert code == 0
     printed = [part for line in (out.out + out.err).splitlines() for part in line.split("\r")
@@ -520,15 +539,15 @@ def _fake_training(monkeypatch):
 
 
 def test_a_changed_training_key_exits_1_naming_it(capsys, tmp_path, monkeypatch):
-    """Re-running after changing budget_ratio returned the old runs with exit 0."""
+    """Re-running after changing a key that changes training (w_clip) returned the old runs with exit 0."""
     _fake_training(monkeypatch)
     argv = ["--methods", "mclearn", "--results-dir", str(tmp_path)]
-    assert run_cli(capsys, *TINY, "budget_ratio=0.2", *argv)[0] == 0
-    code, lines, _ = run_cli(capsys, *TINY, "budget_ratio=0.9", *argv)
+    assert run_cli(capsys, *TINY, "w_clip=5", *argv)[0] == 0
+    code, lines, _ = run_cli(capsys, *TINY, "w_clip=8", *argv)
     path = ms.run_path(tmp_path, "sweep-cpu-smoke", "mclearn", 42)
     assert code == 1
-    assert_one_error(lines, f"error: {path} was trained with a different config (budget_ratio differ: budget_ratio "
-                            f"0.2 stored, 0.9 now). Use another study= or results_dir=, or delete the file to retrain it.")
+    assert_one_error(lines, f"error: {path} was trained with a different config (w_clip differ: w_clip "
+                            f"5.0 stored, 8.0 now). Use another study= or results_dir=, or delete the file to retrain it.")
 
 
 def test_a_corrupt_run_file_is_set_aside_and_the_sweep_exits_0(capsys, tmp_path, monkeypatch):

@@ -48,7 +48,7 @@ def test_method_presets():
     ours = ms.config_for_method(cfg, "mclearn")
     assert ours == cfg  # the Config defaults are the mclearn preset: one source per value
     assert "mclearn" not in ms.METHOD_PRESETS
-    assert ours.budget_ratio == pytest.approx(1 / 3) and ours.full_rows == 0  # full-size steps, a third of the time
+    assert ours.time_budget == 0 and ours.full_rows == 0  # full-size steps; no budget study: a third of the time
     paper = ms.config_for_method(cfg, "mclearn-paper")
     assert paper.unfreeze_schedule == (0.3, 0.7) and paper.replay_share_bounds == (0.01, 0.9)
     assert paper.class_weight_lr == 0.2 and paper.cost_ema == 0.98  # the published eta and EMA
@@ -190,7 +190,7 @@ def test_every_preset_and_method_preset_validates(preset):
     ({"max_length": 0}, "max_length=0 is out of range: max_length must be >= 4"),
     ({"pad_multiple": 0}, "pad_multiple=0 is out of range"),
     ({"max_train_examples": 2}, "max_train_examples=2 is out of range: max_train_examples must be None or 0 or >= 16"),
-    ({"budget_ratio": 1.5}, "budget_ratio=1.5 is out of range: budget_ratio must be in (0, 1], e.g. budget_ratio=0.333333"),
+    ({"time_budget": 1.5}, "time_budget=1.5 is out of range: time_budget must be in [0, 1], e.g. time_budget=0"),
     ({"lr": 0.0}, "lr=0.0 is out of range: lr must be > 0"),
     ({"label_noise": 1.0}, "label_noise=1.0 is out of range: label_noise must be in [0, 1)"),
     ({"uniform_fraction": 0.0}, "uniform_fraction=0.0 is out of range: uniform_fraction must be None or in (0, 1]"),

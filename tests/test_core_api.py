@@ -5,6 +5,7 @@ import dataclasses
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -15,10 +16,18 @@ import mcstudy as ms
 
 def test_mclearn_config_defaults_are_the_study_configs():
     """Every MCLearnConfig field is a study Config field with the same default, so a trainer reads
-    the same knob values from either (MCLearn and MCLearnPaper read their config by attribute)."""
+    the same knob values from either (MCLearn and MCLearnPaper read their config by attribute).
+    The one exception is time_budget: the study's 0 means "no budget study", where the study's
+    MC-Learn (MCLearnMethod.time_budget) trains at MC-Learn's default share."""
     study = {f.name: f.default for f in dataclasses.fields(ms.Config)}
     for field in dataclasses.fields(mc.MCLearnConfig):
         assert field.name in study, f"MCLearnConfig.{field.name} is not a Config field"
+        if field.name == "time_budget":
+            assert study["time_budget"] == 0 and field.default == 1 / 3
+            for share, read in ((0.0, 1 / 3), (0.5, 0.5)):  # a budget study's share, else the default
+                run = SimpleNamespace(ctx=SimpleNamespace(cfg=ms.Config(time_budget=share)))
+                assert ms.MCLearnMethod.time_budget(run) == read
+            continue
         assert field.default == study[field.name], field.name
 
 

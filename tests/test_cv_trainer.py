@@ -199,7 +199,7 @@ def test_mclearn_end_to_end(mc_runs):
         assert step["kept"] == telemetry["kept_rows"] >= step["full"]
         assert sum(step["class_weights"]) == pytest.approx(1.0, abs=1e-3)
     budget = telemetry["budget"]  # the solver's inputs and outputs are in the run file
-    for key in ("budget_ratio", "baseline_seconds_estimate", "budget_seconds", "step_seconds_estimate",
+    for key in ("time_budget", "baseline_seconds_estimate", "budget_seconds", "step_seconds_estimate",
                 "refresh_seconds", "steps", "step_costs", "steps_run", "charged_seconds", "replans"):
         assert key in budget, key
     assert budget["steps"] == record["steps"] >= budget["steps_run"]  # a re-plan may end the run sooner
@@ -220,7 +220,7 @@ def test_budget_prices_the_run_in_the_baseline_update():
     table = {(rows, 32): 0.010 + 0.001 * rows for rows in (8, 16, 32)}
     costs = mc.StepCosts(seconds=table, graphed=True, capture_seconds=0.05, measure_seconds=0.0, warnings=[])
     assert costs.at(16, 20) == pytest.approx(0.026) and costs.at(12, 32) == pytest.approx(0.022)
-    out = mc.solve_budget(costs, [32] * 100, batch_size=32, full_rows=32, full_widths=[32], budget_ratio=0.5,
+    out = mc.solve_budget(costs, [32] * 100, batch_size=32, full_rows=32, full_widths=[32], time_budget=0.5,
                           refresh_every=10, refresh_seconds=0.042, spent_seconds=0.1, graph_count=2)
     base = 100 * 0.042
     assert out["baseline_seconds_estimate"] == pytest.approx(base)
@@ -665,7 +665,7 @@ def test_grad_accum_steps_step_the_lr_schedule_with_the_optimizer(prepared, monk
     over ceil(30 / 2) = 15 optimizer steps at i // 2; it warms up once and decays to its last
     step's. (Stepped every step, the schedule reached 0 at step 15 and climbed back to its peak by
     step 29.)"""
-    trainer = _mclearn(prepared, grad_accum_steps=2, budget_ratio=1.0, select_switch=False)
+    trainer = _mclearn(prepared, grad_accum_steps=2, time_budget=1.0, select_switch=False)
     ctx = trainer.ctx
     fake_clock(monkeypatch)  # setup and refreshes take no time
     ctx.step_costs = flat_step_costs(ctx.cfg, 1 / 64)
@@ -698,8 +698,8 @@ def test_the_budget_prices_the_pools_the_run_will_have(prepared, monkeypatch):
     3-epoch run's measured train seconds stay within its budget (1 x the baseline's), and it uses
     the budget (within one step and one refresh). Priced from the first pool alone (d5e642a), the
     same run overran by 4.1 %."""
-    cfg = ms.replace_config(prepared.cfg, epochs=3, budget_ratio=1.0, refresh_every=2, select_switch=False,
-                            explicit=("budget_ratio",))  # every pool selected: the pricing of scored pools
+    cfg = ms.replace_config(prepared.cfg, epochs=3, time_budget=1.0, refresh_every=2, select_switch=False,
+                            explicit=("time_budget",))  # every pool selected: the pricing of scored pools
     run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=flat_step_costs(cfg, 1 / 64))
     fake_clock(monkeypatch, row_seconds=2.5e-4, update_seconds=1 / 64)
     record = ms.train_method("mclearn", cfg, run, seed=42, progress=False)
@@ -726,7 +726,7 @@ def test_refreshes_replan_the_steps_left_when_pools_or_steps_cost_more_than_plan
     the steps after the new end do nothing; the lr schedule and kappa are moved along so they
     still end with the run (the last update's lr at most 1 % of the peak, never rising after the
     warm-up; the last kappa reached). Without re-planning the run overran."""
-    trainer = _mclearn(prepared, epochs=3, budget_ratio=1.0, refresh_every=every, select_switch=False)
+    trainer = _mclearn(prepared, epochs=3, time_budget=1.0, refresh_every=every, select_switch=False)
     ctx = trainer.ctx
     clock = fake_clock(monkeypatch, row_seconds=2.5e-4, update_seconds=1 / 64)
     ctx.step_costs = flat_step_costs(ctx.cfg, 1 / 64)
@@ -766,7 +766,8 @@ def test_mclearn_passes_the_budget_solver_the_runs_own_numbers(prepared, monkeyp
     cpu-smoke, 2 epochs) on a clock where scoring costs 0.1 ms per pool member and nothing else
     takes time: the prepared step-cost table; the baseline's widths for both epochs (60
     batches, each epoch as plan_epoch gives it); batch_size and full_rows (16); the preset's
-    budget_ratio, 1/3 exactly (no caller scales it); refresh_every; a refresh at the measured
+    time_budget, 1/3 exactly (no caller scales it: the study's time_budget 0 is MC-Learn's default
+    share); refresh_every; a refresh at the measured
     seconds per pool member (the second pool's) times the run's mean pool size,
     0.4 x 213 + 0.4 x 256 + 0.2 x 320 = 251.6 (kappa 0.6, 0.5, 0.4); spent_seconds = all of
     setup until the call: both refreshes (each setup scoring's rows x 0.1 ms); no graph captures
@@ -785,7 +786,7 @@ def test_mclearn_passes_the_budget_solver_the_runs_own_numbers(prepared, monkeyp
     epoch = [w for _, w in ms.plan_epoch(run.train, cfg, torch.Generator().manual_seed(0))]
     assert len(epoch) == 30 and list(given["baseline_widths"]) == epoch * 2
     assert given["batch_size"] == given["full_rows"] == cfg.batch_size == 16
-    assert given["budget_ratio"] == 1 / 3 == ms.Config().budget_ratio  # the mclearn defaults
+    assert given["time_budget"] == 1 / 3 == mc.MCLearnConfig().time_budget and cfg.time_budget == 0
     assert given["refresh_every"] == cfg.refresh_every == 8
     first, second = clock.scored[:2]  # setup scores two pools
     assert given["refresh_seconds"] == pytest.approx(second * 1e-4 / 213 * 251.6, rel=1e-9)
@@ -796,7 +797,7 @@ def test_mclearn_passes_the_budget_solver_the_runs_own_numbers(prepared, monkeyp
     assert set(widths.tolist()) <= set(range(8, 49, 8))
     budget = record["telemetry"]["budget"]
     assert budget["planned_seconds"] <= budget["budget_seconds"]
-    assert budget["baseline_steps"] == 60 and budget["budget_ratio"] == 1 / 3
+    assert budget["baseline_steps"] == 60 and budget["time_budget"] == 1 / 3
 
 
 def test_mclearn_reserves_the_captures_it_expects_to_make(prepared, monkeypatch):
@@ -807,7 +808,7 @@ def test_mclearn_reserves_the_captures_it_expects_to_make(prepared, monkeypatch)
     run file's capture_count_expected, and planned seconds that include them. Each re-plan holds
     back captures_expected(steps left) captures at that price: the seconds steps_within is given
     are the budget less the charge less that reserve."""
-    cfg = ms.replace_config(prepared.cfg, epochs=6, budget_ratio=0.5, select_switch=False, explicit=("budget_ratio",))
+    cfg = ms.replace_config(prepared.cfg, epochs=6, time_budget=0.5, select_switch=False, explicit=("time_budget",))
     table = mc.dataclasses.replace(flat_step_costs(cfg, 1 / 64), graphed=True, capture_seconds=0.05)
     run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=table)
     fake_clock(monkeypatch, row_seconds=1e-4)
@@ -906,7 +907,7 @@ def test_mclearn_learns_within_its_budget_over_several_epochs(learnable, cost_cl
     the same run (its predictions and seconds)."""
     cost_clock(1e-4)
     priced = dataclasses.replace(learnable, step_costs=fixed_step_costs(learnable.cfg, 1e-4))
-    cfg = ms.with_explicit(learnable.cfg, budget_ratio=0.5)
+    cfg = ms.with_explicit(learnable.cfg, time_budget=0.5)
     record = ms.train_method("mclearn", cfg, priced, seed=42, progress=False)
     budget = record["telemetry"]["budget"]
     print(f"accuracy {record['accuracy']:.3f}, {budget['steps_run']} of {budget['steps']} steps, charged "

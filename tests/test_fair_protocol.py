@@ -137,7 +137,7 @@ def test_mclearn_plans_its_update_shapes_and_leaves_rare_ones_uncaptured(prepare
     """MC-Learn's update graphs follow the capture policy of every method: its planned uses of each
     (full_rows, width) are its planned steps at the first pool's width mix, and a width planned
     fewer than GRAPH_MIN_USES times is never captured (it runs eagerly)."""
-    cfg = ms.config_for_method(ms.replace_config(smoke_cfg, budget_ratio=0.5), "mclearn")
+    cfg = ms.config_for_method(ms.replace_config(smoke_cfg, time_budget=0.5), "mclearn")
     priced = _priced(prepared)
     ctx, trainer = ms.start_run("mclearn", cfg, priced, seed=1)
     trainer.setup()

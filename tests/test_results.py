@@ -136,7 +136,7 @@ def _owner(key):
 
 @pytest.mark.parametrize("key", ms.RUN_KEY_FIELDS)
 def test_a_changed_training_key_never_returns_the_stored_run(tmp_path, key):
-    """Every Config key but the bookkeeping ones is compared on resume (budget_ratio, kappa_schedule
+    """Every Config key but the bookkeeping ones is compared on resume (kappa_schedule
     and w_clip were not, and a re-run returned the old runs): a change stops with the fix; a key
     only other methods read keeps the stored baseline."""
     cfg = ms.make_config("cpu-smoke", results_dir=str(tmp_path))

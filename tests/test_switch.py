@@ -385,6 +385,7 @@ def test_the_switchs_ablation_script_writes_its_table_beside_issue_24s(prepared,
                                 seeds=[42], prepared=priced, progress=False, lr_factors=())
     switched = next(r for r in study.records if r["method"] == "mclearn-once-switch")
     assert switched["config"]["budget_seconds"] > 0 and switched["lr_schedule"]["driven_by"] == "clock"
+    assert switched["telemetry"]["budget"]["time_budget"] == switched["time_budget"] == 0.5  # the study's share
     spec = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

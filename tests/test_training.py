@@ -389,7 +389,7 @@ def test_training_steps_never_wait_for_the_gpu(prepared, method, graphs):
     train = prepared.train.to(device)
     cfg = ms.config_for_method(ms.replace_config(prepared.cfg, device="cuda", precision="bf16",
                                                  cuda_graphs=graphs, pad_multiple=32), method)
-    cfg = ms.replace_config(cfg, budget_ratio=50.0)  # MC-Learn: enough steps to check (the data are tiny)
+    cfg = ms.replace_config(cfg, time_budget=50.0)  # MC-Learn: enough steps to check (the data are tiny)
     ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).to(device).train(), train=train,
                         eval=train, num_labels=4, device=device, generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator(device=device).manual_seed(0))

@@ -276,7 +276,7 @@ def test_the_full_pass_count_includes_the_steps_of_the_pool_in_use(prepared, mon
     file's full passes are 2 x full_rows. The end-to-end test above reaches this only when its run
     ends between refreshes, which its measured step costs decide; here the clock stands still."""
     monkeypatch.setattr(mc.time, "perf_counter", lambda: 0.0)  # setup and steps take no time
-    trainer = trainer_for(prepared, record_passes=True, budget_ratio=1.0)
+    trainer = trainer_for(prepared, record_passes=True, time_budget=1.0)
     cfg = trainer.ctx.cfg
     trainer.ctx.step_costs = mc.StepCosts(seconds={(rows, cfg.max_length): 1e-3 for rows in ms.calibration_rows(cfg, 8)},
                                           graphed=False, capture_seconds=0.0, measure_seconds=0.0, warnings=[])
@@ -309,8 +309,8 @@ def test_each_variant_turns_on_exactly_its_parts(variant):
     assert cfg.free_scores == ("free" in parts) and cfg.once_draws == ("once" in parts)
     assert (cfg.uniform_start, cfg.uniform_end) == ((0.25, 0.125) if "anneal" in parts else (0.0, 0.0))
     assert cfg.select_switch == ("switch" in parts)
-    assert cfg.record_passes and cfg.budget_ratio == 1 / 3 and variant in ms.METHODS
-    assert ms.plan_time_budget(variant, 0.5, cfg, {}).knobs == {"budget_ratio": 0.5}
+    assert cfg.record_passes and cfg.time_budget == 0 and variant in ms.METHODS
+    assert ms.plan_time_budget(variant, 0.5, cfg, {}).knobs == {}
     explicit = ms.config_for_method(ms.with_explicit(ms.make_config("cpu-smoke"), once_draws=True), variant)
     assert explicit.once_draws  # a key the caller set wins over the variant's preset
 

@@ -33,7 +33,7 @@ METHODS.update({name: MCLearnMethod for name in MCLEARN_VARIANTS})  # the varian
 # Methods whose knobs do not bound wall-clock (their class's wall_clock_note) run once per seed, at their
 # defaults. Every Config key but the bookkeeping ones is compared when a stored run is reused, except for
 # methods that never read it: METHOD_OWN_FIELDS maps the ids of the methods that read keys to the keys only
-# they read (their classes' own_fields), so changing, say, budget_ratio keeps the stored baseline
+# they read (their classes' own_fields), so changing, say, w_clip keeps the stored baseline
 # (tests/test_results.py records which keys each method reads to check this).
 NO_WALL_CLOCK_KNOB: dict[str, str] = {}
 METHOD_OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {}

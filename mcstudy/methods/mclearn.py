@@ -107,19 +107,25 @@ class MCLearnMethod(core.MCLearn, Method):
 
     graphable = True
     priced = True  # the budget solver needs the baseline's measured step costs
-    own_fields = (*MCLEARN_FIELDS, "budget_ratio", "free_scores", "free_score_max_age", "once_draws", "once_floor",
+    own_fields = (*MCLEARN_FIELDS, "free_scores", "free_score_max_age", "once_draws", "once_floor",
                   "uniform_start", "uniform_end", "record_passes", "select_switch")
 
     @classmethod
     def plan_budget(cls, name: str, time_budget: float, cfg: Config, costs: dict[str, Any]) -> BudgetPlan:
-        """Return budget_ratio = time_budget: its budget solver prices the run itself (every variant too)."""
-        return BudgetPlan(name, time_budget, {"budget_ratio": time_budget}, time_budget)
+        """Return no knobs: MC-Learn reads the run's time_budget itself (time_budget) and its budget
+        solver prices the run (every variant too)."""
+        return BudgetPlan(name, time_budget, {}, time_budget)
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
         check_variant_keys(ctx.cfg)
         self.graphed: GraphedUpdate | None = None  # built at the first update
         self.measured_variance: dict[str, Any] | None = None  # variance_check's, once
+
+    def time_budget(self) -> float:
+        """Return the share of the baseline's train seconds the run may spend: the budget study's
+        time_budget, or, outside one (time_budget 0), MC-Learn's default share (MCLearnConfig)."""
+        return self.ctx.cfg.time_budget or core.MCLearnConfig.time_budget
 
     def baseline_widths(self) -> list[int]:
         """Return the padded width of each of the baseline's batches: its own bucketed plan (seed 0)."""
