@@ -6,9 +6,12 @@ mcstudy.runs.run_log_path); the numbers in them are kept as they are.
     python3 benchmarks/migrate_runs.py [RESULTS_DIR] [--dry-run]
 
 Each old file is read, given today's names (today_record), written as its run's .json.gz and
-removed; its log (compressed) and -tb folder follow it to its run label. Running it again converts
-only what is still plain (a sweep of older code writes plain files), so it is safe to repeat. A run stored both ways is refused (one line naming both files) unless the two records are
-the same. Then `python make_readme.py` re-summarizes results/summary.csv from the converted files.
+removed; its log (compressed) and -tb folder follow it to its run label. A run file in today's format
+whose keys are older than today's (today_record changes it: the budget key budget_ratio) is rewritten
+in place, byte for byte as the run store writes it. Running it again converts only what is still
+plain (a sweep of older code writes plain files) and rewrites nothing, so it is safe to repeat. A
+run stored both ways is refused (one line naming both files) unless the two records are the same.
+Then `python make_readme.py` re-summarizes results/summary.csv from the converted files.
 """
 from __future__ import annotations
 
@@ -20,12 +23,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import mclearn_core as mc  # noqa: E402
 import mcstudy as ms  # noqa: E402
 
+OLD_BUDGET_KEY = "budget_ratio"  # MC-Learn's share of the baseline's seconds (today's time_budget): today_budget
+
+
 # Old names in run files -> today's: the config keys and method ids a caller is refused by
-# (ms.RENAMED), and the names only files hold; "method/key" applies in that method's files only.
+# (ms.RENAMED) but OLD_BUDGET_KEY (whose value today_budget decides by method), and the names only
+# files hold; "method/key" applies in that method's files only.
 FILE_RENAMED: dict[str, str] = {
-    **ms.RENAMED,
+    **{old: new for old, new in ms.RENAMED.items() if old != OLD_BUDGET_KEY},
     "mclearn-paper/budget_ratio": "step_budget_ratio",  # mclearn-paper's per-step time ratio
     "rho": "replay_share", "q": "full_prob",  # mclearn-paper's logged steps (telemetry)
 }
@@ -68,13 +76,54 @@ def preset_method(record: dict[str, Any], study: str) -> str | None:
     return None
 
 
+def renamed_key(names: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """Return `names` with the key `old` named `new`, in its place (values and order kept)."""
+    return {new if key == old else key: value for key, value in names.items()}
+
+
+def today_budget(record: dict[str, Any]) -> dict[str, Any]:
+    """Return a run record without OLD_BUDGET_KEY. The runs of MC-Learn's study method (mclearn,
+    mclearn-v1 and the variants: ms.MCLearnMethod) read it as their whole run's share of the
+    baseline's seconds, today's time_budget: in the config it goes where it is the share the run
+    trained at anyway (the record's time_budget, or MC-Learn's default share outside a budget study),
+    else it is kept as the config's time_budget; their budget knob {budget_ratio: x} goes (MC-Learn
+    reads time_budget itself) and the budget solver's record (telemetry "budget") names it
+    time_budget. The other methods never read it: it goes from their config (mclearn-paper's
+    per-step ratio is FILE_RENAMED's). `explicit` names time_budget where the config keeps the
+    value, else drops the key."""
+    config = record.get("config")
+    if record.get("method") == "mclearn-paper" or not isinstance(config, dict) or OLD_BUDGET_KEY not in config:
+        return record
+    record, config = dict(record), dict(config)
+    value = config[OLD_BUDGET_KEY]
+    share = record.get("time_budget") or config.get("time_budget") or mc.MCLearnConfig.time_budget
+    keep = ms.METHODS.get(record.get("method")) is ms.MCLearnMethod and value != share
+    if keep and "time_budget" not in config:
+        config = renamed_key(config, OLD_BUDGET_KEY, "time_budget")
+    else:
+        config.pop(OLD_BUDGET_KEY)
+        if keep:
+            config["time_budget"] = value
+    if isinstance(config.get("explicit"), list):
+        named = [("time_budget" if keep else None) if k == OLD_BUDGET_KEY else k for k in config["explicit"]]
+        config["explicit"] = list(dict.fromkeys(k for k in named if k is not None))
+    record["config"] = config
+    if isinstance(record.get("knobs"), dict) and OLD_BUDGET_KEY in record["knobs"]:
+        record["knobs"] = {k: v for k, v in record["knobs"].items() if k != OLD_BUDGET_KEY}
+    telemetry = record.get("telemetry")
+    if isinstance(telemetry, dict) and isinstance(telemetry.get("budget"), dict) and \
+            OLD_BUDGET_KEY in telemetry["budget"]:
+        record["telemetry"] = {**telemetry, "budget": renamed_key(telemetry["budget"], OLD_BUDGET_KEY, "time_budget")}
+    return record
+
+
 def today_record(record: dict[str, Any], study: str) -> dict[str, Any]:
     """Return a run record in today's names: its method id and run label (FILE_RENAMED, and
     preset_method with "renamed_from" naming the id it was stored under), its config's keys,
     uniform_match and `explicit`, its budget knobs and its logged steps' keys; and examples_seen
     as examples_backward (a file that has examples_backward too counted the forward-only scoring
-    passes in examples_seen: they become examples_scored where it has none). A record in today's
-    names comes back equal."""
+    passes in examples_seen: they become examples_scored where it has none); the old budget key as
+    today_budget says. A record in today's names comes back equal."""
     record = dict(record)
     method = record["method"] = today_method(record.get("method"))
     if isinstance(record.get("run_label"), str):
@@ -102,7 +151,7 @@ def today_record(record: dict[str, Any], study: str) -> dict[str, Any]:
         old = record["method"]
         label = str(record.get("run_label") or old)
         record.update(method=new, run_label=new + label[len(old):], renamed_from=old)
-    return record
+    return today_budget(record)
 
 
 def compact(record: Any) -> str:
@@ -158,6 +207,32 @@ def migrate(results_dir: str | Path, dry_run: bool = False) -> list[tuple[Path, 
     return [(path, new) for path, _, new in found]
 
 
+def migrate_stored(results_dir: str | Path, dry_run: bool = False) -> list[Path]:
+    """Rewrite in place every run file in today's format under <results_dir>/runs/ whose record
+    today_record changes (keys older than today's), as the run store writes it (ms.write_json_atomic);
+    return those files (with dry_run: the files it would rewrite, writing nothing). Raise ValueError
+    naming the file where today's record would be another run's (another run label or seed);
+    nothing is rewritten then."""
+    found = []
+    for path in sorted(Path(results_dir).glob(f"runs/*/*{ms.RUN_FILE_SUFFIX}")):
+        if not ms.RUN_FILE_NAME.fullmatch(path.name):
+            continue
+        record = ms.read_run(path)
+        if not isinstance(record, dict) or "method" not in record:
+            continue
+        today = today_record(record, path.parent.name)
+        if compact(today) == compact(record):
+            continue
+        label = str(today.get("run_label") or ms.run_label(today["method"], float(today.get("time_budget") or 0)))
+        if ms.run_path(results_dir, path.parent.name, label, int(today["seed"])) != path:
+            raise ValueError(f"{path} in today's names would be the run {label} seed {today['seed']}: move it aside, "
+                             f"then run this again")
+        found.append((path, today))
+    for path, today in [] if dry_run else found:
+        ms.write_json_atomic(path, today)
+    return [path for path, _ in found]
+
+
 def compress_log(path: Path, target: Path) -> None:
     """Write the plain step log `path` gzip compressed to `target`, then remove `path`; where
     `target` exists it must hold the same lines (ValueError naming both otherwise)."""
@@ -195,6 +270,7 @@ def main(argv=None) -> int:
         return 2
     try:
         moves = migrate(args.results, dry_run=args.dry_run)
+        stored = migrate_stored(args.results, dry_run=args.dry_run)
         logs = compress_logs(args.results, dry_run=args.dry_run)
     except (ValueError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
@@ -202,6 +278,7 @@ def main(argv=None) -> int:
     for old, new in moves:
         print(f"{'would convert' if args.dry_run else 'converted'} {old} -> {new.name}")
     print(f"{len(moves)} run files {'to convert' if args.dry_run else 'converted'}, "
+          f"{len(stored)} in today's format {'to rewrite' if args.dry_run else 'rewritten'} in today's keys, "
           f"{len(logs)} other step logs {'to compress' if args.dry_run else 'compressed'}")
     return 0
 

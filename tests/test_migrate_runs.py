@@ -74,9 +74,10 @@ def test_the_command_line_names_the_migration_for_an_old_run_file(tmp_path, caps
 def _old_names(config: dict, method: str) -> dict:
     """Return a portable config as a run file of the old names wrote it (migrate_runs.FILE_RENAMED)."""
     old = {k: v for k, v in config.items() if k != "step_budget_ratio"}  # a key the old names lack
-    if method == "mclearn-paper":
-        old["budget_ratio"] = config["step_budget_ratio"]  # its per-step ratio had mclearn's key
-    back = {new: name for name, new in ms.RENAMED.items()}
+    # mclearn's share of the baseline's seconds (1/3), in every method's config; mclearn-paper's
+    # per-step ratio had the same key
+    old["budget_ratio"] = config["step_budget_ratio"] if method == "mclearn-paper" else 1 / 3
+    back = {new: name for name, new in ms.RENAMED.items() if name != "budget_ratio"}
     return {back.get(k, k): v for k, v in old.items()}
 
 
@@ -98,6 +99,7 @@ def test_a_run_file_with_old_key_names_is_migrated_and_resumes_as_finished(tmp_p
     record = ms.read_finished_run(new, cfg, method)
     assert record is not None and record["examples_backward"] == 7 and "examples_seen" not in record
     assert record["config"]["replay_share_bounds"] == list(ms.config_for_method(cfg, method).replay_share_bounds)
+    assert "budget_ratio" not in record["config"] and record["config"]["time_budget"] == 0.0
     assert record["telemetry"]["steps"] == [{"step": 1, "replay_share": 0.1, "full_prob": [0.2, 0.3]}]
     key = "step_budget_ratio" if method == "mclearn-paper" else "replay_share_init"
     changed = ms.with_explicit(cfg, **{key: 0.45})
@@ -214,3 +216,54 @@ def test_a_run_writes_its_step_log_compressed(prepared, smoke_cfg):
     assert log.name == "baseline-seed1.jsonl.gz" and log.read_bytes()[:2] == b"\x1f\x8b"
     lines = gzip.decompress(log.read_bytes()).decode().splitlines()
     assert lines and all(isinstance(json.loads(line)["step"], int) for line in lines)
+
+
+def _budget_run(cfg, method, label, ratio, time_budget=None, explicit=(), **fields):
+    """Write a run file in today's format whose config has the old budget key (budget_ratio, set to
+    `ratio`), the record's and config's time_budget `time_budget` (None: a file that predates it)."""
+    config = dict(ms.portable_config(ms.config_for_method(cfg, method)), budget_ratio=ratio, explicit=list(explicit))
+    if time_budget is None:
+        del config["time_budget"]
+    else:
+        config["time_budget"] = fields["time_budget"] = time_budget
+    return stored_run(cfg, method, 42, config=config, run_label=label, **fields)
+
+
+def test_run_files_with_the_old_budget_key_are_rewritten_in_place_in_todays_keys(tmp_path, capsys):
+    """budget_ratio (MC-Learn's share of the baseline's seconds, today's time_budget) in run files in
+    today's format: in an MC-Learn run at a budget study's share it goes from the config, its knob
+    and `explicit`, and the solver's telemetry names it time_budget; an old mclearn-v1 run at 0.2
+    outside a budget study keeps 0.2 as its config's time_budget (so it is stale for today's
+    sweep); at the default share (1/3) it goes and the run resumes; the baseline never read it; a
+    mclearn-paper file is left byte for byte. Rewritten in place, once: a second pass changes
+    nothing."""
+    cfg = ms.make_config("cpu-smoke", results_dir=str(tmp_path))
+    budget = {"time_budget": 0.5, "steps": 3}
+    studied = _budget_run(cfg, "mclearn", "mclearn-b0.50", 0.5, 0.5, ["budget_ratio", "lr", "time_budget"],
+                          knobs={"budget_ratio": 0.5}, telemetry={"budget": {"budget_ratio": 0.5, "steps": 3}})
+    fixed = _budget_run(cfg, "mclearn-v1", "mclearn-v1", 0.2, None, ["budget_ratio", "study"],
+                        telemetry={"budget": {"budget_ratio": 0.2}})
+    plain = _budget_run(cfg, "mclearn", "mclearn", 1 / 3, 0.0)
+    base = _budget_run(cfg, "baseline", "baseline", 0.55, 0.0, ["budget_ratio"])
+    paper = stored_run(cfg, "mclearn-paper", 42)
+    before = {p: p.read_bytes() for p in (studied, fixed, plain, base, paper)}
+    assert migrate_runs.migrate_stored(tmp_path, dry_run=True) == sorted([studied, fixed, plain, base])
+    assert all(p.read_bytes() == raw for p, raw in before.items())
+    assert migrate_runs.main([str(tmp_path)]) == 0
+    assert "0 run files converted, 4 in today's format rewritten in today's keys" in capsys.readouterr().out
+    assert paper.read_bytes() == before[paper] and migrate_runs.migrate_stored(tmp_path) == []
+    records = {p: ms.read_run(p) for p in (studied, fixed, plain, base)}
+    assert not any('"budget_ratio"' in json.dumps(r) for r in records.values())
+    one = records[studied]
+    assert one["knobs"] == {} and one["telemetry"]["budget"] == budget
+    assert one["config"]["time_budget"] == 0.5 and one["config"]["explicit"] == ["lr", "time_budget"]
+    v1 = records[fixed]["config"]
+    assert v1["time_budget"] == 0.2 and v1["explicit"] == ["time_budget", "study"]
+    assert records[fixed]["telemetry"]["budget"] == {"time_budget": 0.2}
+    assert records[base]["config"]["explicit"] == [] and records[base]["config"]["time_budget"] == 0.0
+    with pytest.raises(ValueError, match=r"\(time_budget differ: time_budget 0.2 stored, 0.0 now\)"):
+        ms.read_finished_run(fixed, cfg, "mclearn-v1")
+    assert ms.read_finished_run(plain, cfg, "mclearn") is not None
+    assert ms.read_finished_run(base, cfg, "baseline") is not None
+    ms.write_json_atomic(studied, one)
+    assert migrate_runs.compact(ms.read_run(studied)) == migrate_runs.compact(one)  # the run store's bytes
