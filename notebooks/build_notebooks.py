@@ -109,8 +109,9 @@ part of the data:
    (distillation). The control-variate estimate (the cheap loss on every kept member plus the
    full-minus-cheap gap on the full-pass subset) is only logged. `mclearn-paper`, the method as
    published, minimises that control-variate objective instead.
-4. **Budget.** `mclearn` plans its whole run to `budget_ratio` of the optimized baseline's measured time
-   (steps priced from measured costs, re-planned at each pool refresh); `mclearn-paper` holds each step to
+4. **Budget.** `mclearn` plans its whole run to `time_budget`, a share of the optimized baseline's measured
+   time (1/3 here; notebook 04 trains other shares, its `time_budgets`), its steps priced from measured
+   costs and re-planned at each pool refresh; `mclearn-paper` holds each step to
    `step_budget_ratio` of a baseline step, as published.
 
 What `mclearn` changes from the published method, and why: `docs/deviations.md`. MC-Learn lives in
@@ -209,8 +210,6 @@ else:
 - `seeds`: `None` keeps the preset's seeds.
 - `methods`: the runs to train; every run is written to its own file as soon as it ends, so re-running
   the notebook resumes and retrains nothing that is already there.
-- `budget_ratio`: `mclearn`'s train time as a fraction of the baseline's (`None` keeps the default, 1/3;
-  `mclearn-paper` budgets each step instead, by its own `step_budget_ratio`).
 - `progress`: progress bars while training (`False` keeps saved outputs short).
 - `study`, `results_dir`: where run files, `summary.csv` and figures go (`results_dir` relative to the
   repository root). `study = None` names it after the notebook and the preset (`flagship-t4`,
@@ -224,7 +223,6 @@ dataset = None
 model_name = None
 seeds = None
 methods = ["baseline", "mclearn"]
-budget_ratio = None
 study = None  # None: "flagship-<preset>"
 results_dir = "runs-local"  # git-ignored: only the runs made in this checkout
 progress = True
@@ -233,21 +231,19 @@ progress = True
 ## Configuration
 
 What this notebook trains, on which device and where its runs go, then the base config of the runs;
-each method's preset is applied on top of it when that method trains. The effective `budget_ratio` of
-each MC-Learn method is printed (`mclearn` and its variants: 1/3 of the baseline's time unless you pass
-one); `mclearn-paper` prints its per-step `step_budget_ratio` (0.55, or 0.70 on A100-class GPUs).
+each method's preset is applied on top of it when that method trains. `mclearn` and its variants train
+in 1/3 of the baseline's time (other shares: notebook 04's `time_budgets`); `mclearn-paper` budgets
+each step instead and prints its per-step `step_budget_ratio` (0.55, or 0.70 on A100-class GPUs).
 '''),
     code('STUDY_BASE = "flagship"\n' + RESOLVE + '''
 cfg = ms.make_config(preset, dataset=dataset, model_name=model_name, study=study, results_dir=results_dir,
-                     budget_ratio=budget_ratio, **({"seeds": tuple(seeds)} if seeds else {}))
+                     **({"seeds": tuple(seeds)} if seeds else {}))
 print(f"trains {', '.join(methods)} on {ms.portable_path(cfg.dataset)} with {ms.portable_path(cfg.model_name)}, "
       f"seeds {', '.join(map(str, cfg.seeds))}")
 print(f"preset {cfg.preset} on {ms.device_name(ms.resolve_device(cfg))}")
 print(f"study {cfg.study}: runs in {ms.portable_path(results_dir)}/runs/{cfg.study}/, figures in "
       f"{ms.portable_path(str(figures))}/\\n")
 pprint.pprint(dataclasses.asdict(cfg), width=110, compact=True, sort_dicts=False)
-print("effective budget_ratio:", {m: ms.config_for_method(cfg, m).budget_ratio for m in methods
-                                  if m.startswith("mclearn") and m != "mclearn-paper"})
 if "mclearn-paper" in methods:
     print("mclearn-paper step_budget_ratio:", ms.config_for_method(cfg, "mclearn-paper").step_budget_ratio)
 '''),
