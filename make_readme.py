@@ -470,8 +470,16 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
     own = _cell_verdicts(found, "mclearn")
     chosen, before = ablation_choice(results_dir)
     ablation = f"[ablation]({details}#{anchor(ABLATION_HEADING)})"
-    preset = (f" (`{chosen}` since the {ablation})" if chosen else
-              f" (`{before}`; the {ablation} has no choice yet)" if before else "")
+    # the preset the tallied `mclearn` runs trained as, from their stored configs: a study keeps the
+    # runs of the preset it ran, which the ablation's choice may since have replaced
+    trained = "`, `".join(sorted({ms.variant_of(r.get("config") or {}) for study, *_ in studies
+                                  for r in ms.load_runs(results_dir, study) if r["method"] == "mclearn"}))
+    if chosen and trained and trained != chosen:
+        preset = f" (trained as `{trained}`; the {ablation} has since chosen `{chosen}`, not yet run here)"
+    elif chosen:
+        preset = f" (`{chosen}` since the {ablation})"
+    else:
+        preset = f" (`{trained or before}`; the {ablation} has no choice yet)" if before else ""
     if own:
         verdict += f" `mclearn`{preset}{_preset_tally(own, True)}."
     elif chosen:

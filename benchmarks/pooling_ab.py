@@ -1,6 +1,6 @@
 """A/B of the baseline's pooling: the Hugging Face classification path our `baseline`
 uses ([CLS] token, dropout before the classifier) against the published model's mean pooling of the
-last layer (mclearn_core.MeanPooledClassifier), same preset, data and seeds, trained and evaluated
+last layer (mclearn_paper.MeanPooledClassifier), same preset, data and seeds, trained and evaluated
 each through its own path.
 
     python benchmarks/pooling_ab.py --preset cpu
@@ -17,6 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mclearn_core as mc  # noqa: E402
+import mclearn_paper as mp  # noqa: E402
 import mcstudy as ms  # noqa: E402
 
 
@@ -28,7 +29,7 @@ class MeanPooledBaseline(ms.Baseline):
 
     def __init__(self, ctx: ms.RunContext):
         super().__init__(ctx)
-        self.published = mc.MeanPooledClassifier(ctx.model)
+        self.published = mp.MeanPooledClassifier(ctx.model)
         ctx.forward = self.forward  # every training forward of this run goes through mean pooling
 
     def forward(self, batch):

@@ -1,6 +1,6 @@
 """The MC-Learn study: config and presets, data, model, update machinery, the peer methods, the
 training loop and run store, budget studies, tables, verdicts and the command line, around the
-method in mclearn_core.py (which imports nothing from here).
+method in mclearn_core.py and the published one in mclearn_paper.py (which import nothing from here).
 
 Notebooks use the names in `__all__` (`import mcstudy as ms`; `import mclearn_core as mc` for the
 method and its diagnostics); every module's own names are importable from it as well."""

@@ -223,6 +223,14 @@ def variant_parts_on(config: dict[str, Any]) -> tuple[str, ...]:
                  if any(config.get(key, _VARIANT_KEYS_OFF[key]) != _VARIANT_KEYS_OFF[key] for key in keys))
 
 
+def variant_of(config: dict[str, Any]) -> str:
+    """Return the id of the MC-Learn variant a run's stored config trained as: the MCLEARN_VARIANTS
+    entry with exactly its parts on (variant_parts_on), "mclearn-v1" for none; a combination no
+    variant has comes back as the name it would have ("mclearn-" and its parts)."""
+    parts = variant_parts_on(config)
+    return next((v for v, on in MCLEARN_VARIANTS.items() if on == parts), "-".join(("mclearn",) + parts))
+
+
 def chosen_preset_runs(records: Sequence[dict[str, Any]], chosen: str) -> tuple[list[dict[str, Any]], str]:
     """Return (runs, method id) of the chosen variant's preset among an equal-time study's `records`:
     the runs of method `mclearn` whose stored config has exactly the chosen variant's parts on

@@ -166,7 +166,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # top of the run's config except to the keys its caller set (config_for_method).
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     # As published: cheap term with gradient, CV loss logged, a few full forwards per step.
-    # (MCLearnPaper, section 6; the published code's eta 0.2 and cost/variance EMA 0.98 included.)
+    # (mclearn_paper.MCLearnPaper; the published code's eta 0.2 and cost/variance EMA 0.98 included.)
     # "gpu": the published notebook's own changes on A100-class GPUs (compute capability >= 8), applied
     # on the a100 and h100 presets; it keeps lr 2e-5 there (those presets raise it to 4e-5 for all
     # other methods).

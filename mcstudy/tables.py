@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 import mclearn_core as core
+import mclearn_paper as paper
 from mcstudy.budget import record_lr, best_lr
 from mcstudy.runs import (OLD_RUN_FILE_SUFFIX, RUN_FILE_NAME, RUN_FILE_SUFFIX, RUN_READ_ERRORS, RunFileError,
                           check_run_file, old_run_file_error, read_run)
@@ -420,7 +421,7 @@ def estimator_study(full_probs: Sequence[float], w_clip_values: Sequence[float |
                     clip_sweep_full_prob: float = 0.25, pool: int = 512, kept: int = 128, kappa: float = 0.5,
                     tau: float = 1.0, replay_share: float = 0.05, noise: float = 0.3):
     """Return a DataFrame, one row per (sweep, full_prob, w_clip, estimator), of the empirical bias,
-    standard error and variance of `cv_estimate` and `ht_estimate` on a synthetic pool.
+    standard error and variance of `cv_estimate` and `ht_estimate` (mclearn_paper) on a synthetic pool.
 
     The pool's full losses are Gamma(2, 0.5); the cheap loss is the full loss plus N(0, noise)
     noise. Each draw keeps a soft top-k by cheap loss plus a `replay_share`, weights with
@@ -435,21 +436,21 @@ def estimator_study(full_probs: Sequence[float], w_clip_values: Sequence[float |
     loss_cheap = np.clip(loss_full + rng.normal(0.0, noise, pool), 0.0, None)
     cand_prob = core.candidate_probs(loss_cheap, labels, kappa, tau, (1 - replay_share) * kept)
     replay_prob = replay_share * kept / pool
-    inclusion = core.inclusion_probs(cand_prob, replay_prob)
+    inclusion = paper.inclusion_probs(cand_prob, replay_prob)
     truth, rows = loss_full.mean(), []
     settings = [("full_prob", p, None) for p in full_probs] + [("w_clip", clip_sweep_full_prob, c) for c in w_clip_values]
     for sweep, full_prob, w_clip in settings:
         rng = np.random.default_rng([seed, 1])
         estimates: dict[str, list[float]] = {"cv_estimate": [], "ht_estimate": []}
         for _ in range(draws):
-            k = np.flatnonzero(core.draw_kept(cand_prob, replay_prob, rng))
-            w = torch.as_tensor(core.ht_weights(inclusion[k], pool, w_clip, inclusion.sum()))
+            k = np.flatnonzero(paper.draw_kept(cand_prob, replay_prob, rng))
+            w = torch.as_tensor(paper.ht_weights(inclusion[k], pool, w_clip, inclusion.sum()))
             s = torch.as_tensor(rng.random(len(k)) < full_prob)
             full_prob_k = torch.full((len(k),), float(full_prob), dtype=torch.float64)
             full = torch.as_tensor(loss_full[k])[s]
             cheap = torch.as_tensor(loss_cheap[k])
-            estimates["cv_estimate"].append(float(core.cv_estimate(cheap, w, s, full, full_prob_k)))
-            estimates["ht_estimate"].append(float(core.ht_estimate(w, s, full, full_prob_k)))
+            estimates["cv_estimate"].append(float(paper.cv_estimate(cheap, w, s, full, full_prob_k)))
+            estimates["ht_estimate"].append(float(paper.ht_estimate(w, s, full, full_prob_k)))
         for name, values in estimates.items():
             values = np.asarray(values)
             rows.append({"sweep": sweep, "full_prob": full_prob, "w_clip": "none" if w_clip is None else w_clip,

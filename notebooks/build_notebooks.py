@@ -496,7 +496,7 @@ estimator = [
 # 03 · Estimator checks: bias and variance on a synthetic pool
 
 Simulates MC-Learn's sampler on a fixed synthetic pool whose full and cheap losses are known, and
-measures the empirical bias and variance of the two loss estimators of `mclearn_core` over `draws`
+measures the empirical bias and variance of the two loss estimators of `mclearn_paper` over `draws`
 independent draws:
 
 - `cv_estimate`: Σ_K w l_cheap + Σ_S w (l_full − l_cheap) / q, the control-variate estimate;

@@ -2,14 +2,14 @@
 # the repository's code and tests, and print which tests then fail. A script sets BREAK_TESTS (the pytest
 # arguments each breakage runs unless it names its own) and calls `run NAME OLD NEW [PYTEST ARGS...]`:
 # OLD must occur exactly once in mclearn_core.py, or in BREAK_FILE where set (`BREAK_FILE=make_readme.py run ...`;
-# run_notebooks.py too).
+# mclearn_paper.py, a module of mcstudy/ and run_notebooks.py too).
 # Each output line is "NAME => the failed tests, the count".
 set -u
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 run() {  # name, old, new[, pytest arguments: default BREAK_TESTS]
-  rm -rf "${work:?}"/* && cp -r "$src"/mclearn_core.py "$src"/mcstudy "$src"/make_readme.py "$src"/run_notebooks.py "$src"/tests \
+  rm -rf "${work:?}"/* && cp -r "$src"/mclearn_core.py "$src"/mclearn_paper.py "$src"/mcstudy "$src"/make_readme.py "$src"/run_notebooks.py "$src"/tests \
     "$src"/data "$src"/benchmarks "$src"/notebooks "$src"/*.ipynb "$work"/
   local file=${BREAK_FILE:-mclearn_core.py}
   if python3 - "$2" "$3" "$work/$file" 2>/dev/null <<'PY'

@@ -6,19 +6,20 @@ import pytest
 import torch
 
 import mclearn_core as mc
+import mclearn_paper as mp
 
 
 def test_optimal_full_prob_formula_and_bounds():
     bounds = (0.12, 0.33)
     var_gap = np.array([0.04, 0.09, 1.0, 1e-6])
     var_cheap = np.array([1.0, 1.0, 1.0, 1.0])
-    q = mc.optimal_full_prob(var_gap, var_cheap, cost_head=0.5, cost_full=2.0, bounds=bounds)
+    q = mp.optimal_full_prob(var_gap, var_cheap, cost_head=0.5, cost_full=2.0, bounds=bounds)
     raw = np.sqrt(var_gap * 0.5 / (var_cheap * 2.0))  # 0.1, 0.15, 0.5, 0.0005
     np.testing.assert_allclose(q[1], raw[1])  # inside the bounds: exactly the formula
     assert q[0] == bounds[0] and q[3] == bounds[0] and q[2] == bounds[1]
     assert np.all((q >= bounds[0]) & (q <= bounds[1]))
     # zero cheap variance does not divide by zero
-    assert mc.optimal_full_prob(np.ones(1), np.zeros(1), 1.0, 1.0, bounds)[0] == bounds[1]
+    assert mp.optimal_full_prob(np.ones(1), np.zeros(1), 1.0, 1.0, bounds)[0] == bounds[1]
 
 
 def test_optimal_full_prob_random_inputs_inside_bounds():
@@ -26,7 +27,7 @@ def test_optimal_full_prob_random_inputs_inside_bounds():
     for _ in range(100):
         vg, vc = rng.exponential(size=(2, 5))
         ch, cf = rng.exponential(size=2)
-        q = mc.optimal_full_prob(vg, vc, ch, cf, (0.1, 0.3))
+        q = mp.optimal_full_prob(vg, vc, ch, cf, (0.1, 0.3))
         raw = np.sqrt(vg * ch / (vc * cf))
         inside = (raw > 0.1) & (raw < 0.3)
         np.testing.assert_allclose(q[inside], raw[inside])

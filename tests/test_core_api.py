@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 import mclearn_core as mc
+import mclearn_paper as mp
 import mcstudy as ms
 
 
@@ -66,9 +67,10 @@ def test_the_readmes_plain_loop_trains_the_model_with_mclearn_alone(prepared, ca
 def test_mclearn_paper_runs_in_the_same_plain_loop(prepared):
     """The README's loop with MCLearnPaper in place of MCLearn trains its published number of steps
     (one per batch of the epoch)."""
-    ns = run_plain_loop(prepared, readme_loop().replace("trainer = mc.MCLearn(ctx)", "trainer = mc.MCLearnPaper(ctx)"))
+    ns = run_plain_loop(prepared, readme_loop().replace("trainer = mc.MCLearn(ctx)",
+                                                   "import mclearn_paper as mp\ntrainer = mp.MCLearnPaper(ctx)"))
     trainer = ns["trainer"]
-    assert type(trainer) is mc.MCLearnPaper
+    assert type(trainer) is mp.MCLearnPaper
     assert trainer.num_steps() == math.ceil(len(prepared.train) / 32) and trainer.refreshes >= 1
     assert ns["ctx"].examples_backward > 0
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import mclearn_core as mc
+import mclearn_paper as mp
 import mcstudy as ms
 import mcstudy.train
 from conftest import fixed_step_costs, read_jsonl
@@ -25,14 +26,14 @@ def _design(scores, labels, expected_kept=24.0, rho=0.2, kappa=0.5, tau=1.0):
     """The sampler's per-step design on a pool: soft top-k candidates plus replay."""
     cand_prob = mc.candidate_probs(scores, labels, kappa, tau, (1 - rho) * expected_kept)
     replay_prob = rho * expected_kept / len(scores)
-    return cand_prob, replay_prob, mc.inclusion_probs(cand_prob, replay_prob)
+    return cand_prob, replay_prob, mp.inclusion_probs(cand_prob, replay_prob)
 
 
 def _draw(design, q_full, rng, w_clip=None):
     """One step: kept set K, HT weights for the pool mean (population = pool size), S ~ Bern(q)."""
     cand_prob, replay_prob, pi = design
-    kept = np.flatnonzero(mc.draw_kept(cand_prob, replay_prob, rng))
-    weights = mc.ht_weights(pi[kept], len(pi), w_clip, float(pi.sum()))
+    kept = np.flatnonzero(mp.draw_kept(cand_prob, replay_prob, rng))
+    weights = mp.ht_weights(pi[kept], len(pi), w_clip, float(pi.sum()))
     full = rng.random(len(kept)) < q_full[kept]
     return torch.as_tensor(kept), torch.as_tensor(weights), torch.as_tensor(full)
 
@@ -43,8 +44,8 @@ def _estimates(l_f, l_h, design, q_full, draws, seed, w_clip=None):
     cv, ht = np.empty(draws), np.empty(draws)
     for r in range(draws):
         k, w, full = _draw(design, q_full, rng, w_clip)
-        cv[r] = mc.cv_estimate(lh[k], w, full, lf[k][full], q[k])
-        ht[r] = mc.ht_estimate(w, full, lf[k][full], q[k])
+        cv[r] = mp.cv_estimate(lh[k], w, full, lf[k][full], q[k])
+        ht[r] = mp.ht_estimate(w, full, lf[k][full], q[k])
     return cv, ht
 
 
@@ -71,13 +72,13 @@ def test_cv_estimate_by_hand():
     l_f = torch.tensor([1.5, 2.0], dtype=torch.float64)  # full losses of S, in K order
     q = torch.tensor([0.5, 0.5, 0.25], dtype=torch.float64)
     # sum_K w l_h = 0.5 + 0.5 + 0.75; corrections (1.5-1)*0.5/0.5 + (2-3)*0.25/0.25
-    assert float(mc.cv_estimate(l_h, w, full, l_f, q)) == pytest.approx(1.75 + 0.5 - 1.0)
-    assert float(mc.ht_estimate(w, full, l_f, q)) == pytest.approx(1.5 + 2.0)
+    assert float(mp.cv_estimate(l_h, w, full, l_f, q)) == pytest.approx(1.75 + 0.5 - 1.0)
+    assert float(mp.ht_estimate(w, full, l_f, q)) == pytest.approx(1.5 + 2.0)
     # with q = 1 and S = K the estimate is exactly sum_K w l_f, whatever the cheap loss is
     all_full = torch.ones(3, dtype=torch.bool)
     lf3 = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
     ones = torch.ones(3, dtype=torch.float64)
-    assert float(mc.cv_estimate(l_h, w, all_full, lf3, ones)) == pytest.approx(float((w * lf3).sum()))
+    assert float(mp.cv_estimate(l_h, w, all_full, lf3, ones)) == pytest.approx(float((w * lf3).sum()))
 
 
 def test_estimators_are_unbiased_for_the_pool_mean(pool):
@@ -164,7 +165,7 @@ def test_estimator_gradient_is_unbiased():
         k, w, full = _draw(design, q_full, rng)
         rows = k[full]
         loss_full = F.cross_entropy(x[rows] @ weight, y[rows], reduction="none")
-        estimate = mc.cv_estimate(l_h[k], w, full, loss_full, q_t[k])
+        estimate = mp.cv_estimate(l_h[k], w, full, loss_full, q_t[k])
         grads[r] = torch.autograd.grad(estimate, weight, retain_graph=r == 0)[0].flatten().numpy()
         if r == 0 and len(rows):  # exact identity on one draw: the cheap term carries no gradient
             manual = torch.autograd.grad((w[full] / q_t[k][full] * loss_full).sum(), weight)[0]

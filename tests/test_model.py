@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import mclearn_core as mc
+import mclearn_paper as mp
 import mcstudy as ms
 
 
@@ -136,7 +137,7 @@ def test_apply_head_matches_the_models_own_head(prepared, tiny_bert, tiny_mpnet)
         with torch.no_grad():
             cls = base(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
             logits = model(input_ids=ids, attention_mask=mask).logits
-            torch.testing.assert_close(mc.apply_head(mc.encoder_parts(model).head, cls), logits)
+            torch.testing.assert_close(mp.apply_head(mc.encoder_parts(model).head, cls), logits)
 
 
 def test_reinit_head_is_seeded_and_touches_only_the_head(prepared):

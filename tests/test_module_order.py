@@ -1,6 +1,7 @@
-"""The module reads in call order: no function or method of mclearn_core.py uses a
-module-level name defined in a later section (helpers, pool stream, draw and weights, costs and
-budget solver, policy, trainer, mclearn-paper, diagnostics).
+"""The modules read in call order: no function or method of mclearn_core.py uses a module-level
+name defined in a later section (helpers, pool stream, draw and weights, costs and budget solver,
+policy, trainer, diagnostics), nor one of mclearn_paper.py (its draw and weights, model, rules,
+trainer).
 
 Sections are the `# ====` / `# N. title` / `# ====` headers. A name counts as used when a function
 body loads it and does not bind it itself (an argument or an assignment of the same name)."""
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parents[1] / "mclearn_core.py"
+PAPER = CORE.with_name("mclearn_paper.py")
 
 
 def sections(lines: list[str]) -> list[tuple[int, str]]:
@@ -73,13 +75,22 @@ def later_section_uses(source: str) -> list[str]:
 def test_sections_follow_the_call_order():
     titles = [title for _, title in sections(CORE.read_text().splitlines())]
     expected = ["Helpers", "The pool stream", "The draw and its weights", "Costs and the budget solver", "The policy",
-                "The trainer: `mclearn`", "`mclearn-paper`", "Diagnostics"]
+                "The trainer: `mclearn`", "Diagnostics"]
     assert len(titles) == len(expected), titles
     assert [title.startswith(start) for title, start in zip(titles, expected)] == [True] * len(expected), titles
 
 
-def test_no_function_uses_a_later_section():
-    assert later_section_uses(CORE.read_text()) == []
+def test_paper_sections_follow_the_call_order():
+    titles = [title for _, title in sections(PAPER.read_text().splitlines())]
+    expected = ["The published draw and its weights", "The published model", "The published rules",
+                "The trainer: `mclearn-paper`"]
+    assert len(titles) == len(expected), titles
+    assert [title.startswith(start) for title, start in zip(titles, expected)] == [True] * len(expected), titles
+
+
+@pytest.mark.parametrize("module", [CORE, PAPER], ids=lambda path: path.name)
+def test_no_function_uses_a_later_section(module):
+    assert later_section_uses(module.read_text()) == []
 
 
 def _move_before(source: str, name: str, anchor: str) -> str:
@@ -93,12 +104,14 @@ def _move_before(source: str, name: str, anchor: str) -> str:
     return "".join(rest[:at] + block + ["\n\n"] + rest[at:])
 
 
-@pytest.mark.parametrize("name, anchor, use", [
-    ("MCLearnPaper", "CandidateStream", "MCLearnPaper.__init__ uses FifoReplay"),  # the published trainer into `mclearn`
-    ("time_update_costs", "encoder_parts", "time_update_costs uses StepCosts"),  # a cost helper among the model helpers
-    ("plot_confusion_matrix", "make_batch", "plot_confusion_matrix uses figure_out"),  # a plot among the batch helpers
+@pytest.mark.parametrize("module, name, anchor, use", [
+    (CORE, "MCLearn", "CandidateStream", "MCLearn.__init__ uses PolicyLearner"),  # the trainer into the pool stream
+    (CORE, "time_update_costs", "encoder_parts", "time_update_costs uses StepCosts"),  # a cost helper among the model helpers
+    (CORE, "plot_confusion_matrix", "make_batch", "plot_confusion_matrix uses figure_out"),  # a plot among the batch helpers
+    (PAPER, "MCLearnPaper", "inclusion_probs", "MCLearnPaper.__init__ uses FifoReplay"),  # the trainer before its helpers
+    (PAPER, "MeanPooledClassifier", "draw_kept", "MeanPooledClassifier.forward uses apply_head"),  # the model among the draw's
 ])
-def test_a_function_moved_back_is_caught(name, anchor, use):
+def test_a_function_moved_back_is_caught(module, name, anchor, use):
     """The check can fail: move one function into an earlier section and it names the use."""
-    moved = _move_before(CORE.read_text(), name, anchor)
+    moved = _move_before(module.read_text(), name, anchor)
     assert any(line.startswith(use) for line in later_section_uses(moved)), later_section_uses(moved)[:5]

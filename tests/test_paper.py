@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mclearn_core as mc
+import mclearn_paper as mp
 import mcstudy as ms
 
 
@@ -37,14 +38,14 @@ def paper_trainer(prepared, **changes):
 
 # ----------------------------------------------------------------------------- replay
 def test_fifo_replay_keeps_the_last_rows_per_class():
-    replay = mc.FifoReplay(num_classes=2, capacity=6)  # 3 rows per class
+    replay = mp.FifoReplay(num_classes=2, capacity=6)  # 3 rows per class
     assert len(replay.pool()) == 0  # empty before the first refresh
     replay.add(np.array([1, 2, 3]), np.array([0, 0, 1]))
     replay.add(np.array([4, 5, 2]), np.array([0, 0, 0]))  # row 2 again: held twice, listed once
     replay.add(np.array([6, 7]), np.array([0, 1]))
     # class 0 queue after [1, 2, 4, 5, 2, 6]: its last three, 5, 2, 6; class 1: 3, 7
     assert replay.pool().tolist() == [2, 3, 5, 6, 7]
-    assert mc.replay_count(0.1, 480, 5) == 5 and mc.replay_count(0.001, 480, 5) == 0  # R = min(round(rho n), |P|)
+    assert mp.replay_count(0.1, 480, 5) == 5 and mp.replay_count(0.001, 480, 5) == 0  # R = min(round(rho n), |P|)
 
 
 def test_replay_pool_after_three_refreshes(prepared):
@@ -98,10 +99,10 @@ def test_empty_kept_draw_keeps_the_fallback_row(prepared):
 def test_soft_topk_is_the_raw_sigmoid():
     """k = round(0.5 * 4) = 2, threshold = the 0.5 quantile = 0.25 (interpolated), so the values
     are sigmoid((s - 0.25) / 0.05) = sigmoid(-3, -1, 1, 3): no rescaling to an expected size."""
-    probs = mc.published_soft_topk(np.array([0.1, 0.2, 0.3, 0.4]), kappa=0.5, tau=1.0)
+    probs = mp.published_soft_topk(np.array([0.1, 0.2, 0.3, 0.4]), kappa=0.5, tau=1.0)
     expected = 1 / (1 + np.exp(-np.array([-3.0, -1.0, 1.0, 3.0])))
     assert probs == pytest.approx(expected, rel=1e-12)
-    assert mc.published_soft_topk(np.array([0.4, 0.1]), kappa=0.6, tau=2.0) == pytest.approx(
+    assert mp.published_soft_topk(np.array([0.4, 0.1]), kappa=0.6, tau=2.0) == pytest.approx(
         1 / (1 + np.exp(-np.array([0.15, -0.15]) / 0.1)))  # k = 1: threshold at the 0.5 quantile 0.25
 
 
@@ -112,16 +113,16 @@ def test_refresh_keeps_the_raw_soft_topk_per_class(prepared):
     for c in range(4):
         rows = pool["labels"] == c
         assert pool["keep_prob"][rows] == pytest.approx(
-            mc.published_soft_topk(pool["difficulty"][rows], 0.6, trainer.policy.tau))
+            mp.published_soft_topk(pool["difficulty"][rows], 0.6, trainer.policy.tau))
 
 
 def test_pool_is_at_least_one_batch():
-    assert mc.published_pool_size(pool_hint=4, batch_size=32) == 32
-    assert mc.published_pool_size(pool_hint=1000, batch_size=32) == 40
+    assert mp.published_pool_size(pool_hint=4, batch_size=32) == 32
+    assert mp.published_pool_size(pool_hint=1000, batch_size=32) == 40
     cfg = ms.config_for_method(ms.make_config("h100"), "mclearn-paper")  # min_pool_mult 1.5: 320 rows
     costs = {"score": 1e-6, "head": 1e-3, "full": 1.0}  # a tiny budget: the floor decides
-    hint = mc.published_pool_hint(cfg, costs, 32, 0.5, np.full(2, 0.5), np.full(2, 0.2), 0.1, 1e-3)
-    assert hint == 384 and mc.published_pool_size(hint, cfg.batch_size) == 320
+    hint = mp.published_pool_hint(cfg, costs, 32, 0.5, np.full(2, 0.5), np.full(2, 0.2), 0.1, 1e-3)
+    assert hint == 384 and mp.published_pool_size(hint, cfg.batch_size) == 320
 
 
 def test_first_refresh_draws_one_and_a_quarter_batches(prepared):
@@ -136,9 +137,9 @@ def test_first_refresh_draws_one_and_a_quarter_batches(prepared):
 def test_full_pass_draw_forces_one_row():
     rng = np.random.default_rng(0)
     for _ in range(20):
-        full = mc.published_full_draw(np.zeros(6), rng)
+        full = mp.published_full_draw(np.zeros(6), rng)
         assert full.sum() == 1
-    assert mc.published_full_draw(np.ones(6), rng).all()
+    assert mp.published_full_draw(np.ones(6), rng).all()
 
 
 # ----------------------------------------------------------------------------- policy
@@ -146,27 +147,27 @@ def test_class_weight_update_by_hand():
     """g = (1 + 0.5/0.25)/(1 + 0.25*2) = 2 and (1 + 0.1/0.25)/1.5 = 0.9333; a_0 = 0.5 exp(0.2 (g_0 -
     mean g)) normalised = sigmoid(0.2 (2 - 0.9333)) = 0.55313 (raw gains: no division by the mean,
     no bounds)."""
-    weights = mc.published_class_weights(np.array([0.5, 0.5]), np.array([1.0, 1.0]), np.array([0.5, 0.1]),
+    weights = mp.published_class_weights(np.array([0.5, 0.5]), np.array([1.0, 1.0]), np.array([0.5, 0.1]),
                                          np.array([0.25, 0.25]), 1.0, 2.0, eta=0.2)
     first = 1 / (1 + math.exp(-0.2 * (2.0 - 1.4 / 1.5)))
     assert weights == pytest.approx([first, 1 - first], rel=1e-9)
     # raw gains of seconds-scale costs move the weights far past the corrected bounds [0.5, 2] / C
-    moved = mc.published_class_weights(np.full(4, 0.25), np.array([1.0, 0.1, 0.1, 0.1]), np.full(4, 0.1),
+    moved = mp.published_class_weights(np.full(4, 0.25), np.array([1.0, 0.1, 0.1, 0.1]), np.full(4, 0.1),
                                        np.full(4, 0.2), 1e-5, 1e-4, eta=0.2)
     assert np.isfinite(moved).all() and moved.sum() == pytest.approx(1.0)
     assert moved[0] == pytest.approx(1.0) and (moved[1:] < 1e-12).all()  # exp overflows: its limit, not NaN
     # g = 100 and ~0, eta 0.4: 0.5 exp(+-20), the second under the 1e-6 floor before normalising
-    floored = mc.published_class_weights(np.array([0.5, 0.5]), np.array([1.0, 0.0]), np.array([0.0, 0.0]),
+    floored = mp.published_class_weights(np.array([0.5, 0.5]), np.array([1.0, 0.0]), np.array([0.0, 0.0]),
                                          np.array([1.0, 1.0]), 0.01, 0.0, eta=0.4)
     assert floored[1] == pytest.approx(1e-6 / (0.5 * math.exp(20) + 1e-6), rel=1e-6)
 
 
 def test_ess_gate_cadence():
-    due = [s for s in range(1, 50) if mc.published_refresh_due(s, 16, ess_raw=5.0, kept=10, ess_target=0.7)]
+    due = [s for s in range(1, 50) if mp.published_refresh_due(s, 16, ess_raw=5.0, kept=10, ess_target=0.7)]
     assert due == [1, 17, 33, 49]  # step % N == 1 ...
-    assert not any(mc.published_refresh_due(s, 16, ess_raw=7.0, kept=10, ess_target=0.7) for s in range(50))  # ... and ESS low
-    assert [mc.published_cadence(n, 1.0, 0.8, (8, 32)) for n in (16, 20, 30, 32)] == [17, 22, 32, 32]
-    assert [mc.published_cadence(n, 0.5, 0.8, (8, 32)) for n in (16, 9)] == [13, 8]
+    assert not any(mp.published_refresh_due(s, 16, ess_raw=7.0, kept=10, ess_target=0.7) for s in range(50))  # ... and ESS low
+    assert [mp.published_cadence(n, 1.0, 0.8, (8, 32)) for n in (16, 20, 30, 32)] == [17, 22, 32, 32]
+    assert [mp.published_cadence(n, 0.5, 0.8, (8, 32)) for n in (16, 9)] == [13, 8]
 
 
 def test_refreshes_follow_the_adaptive_gate_and_rho_moves_every_step(prepared, monkeypatch):
@@ -174,7 +175,7 @@ def test_refreshes_follow_the_adaptive_gate_and_rho_moves_every_step(prepared, m
     growing x1.1 at each refresh from 16 (worked by hand: 1 -> N 17, 18 -> 18, 19 -> 19, 20 -> 20,
     21 -> 22, 23 -> 24, ..., 31 -> 32, 33 -> 32). Rho rises x1.25 every step (to its cap 0.9) and
     the class weights move every step, refresh or not."""
-    monkeypatch.setattr(mc, "effective_sample_size", lambda weights: 0.0)
+    monkeypatch.setattr(mp, "effective_sample_size", lambda weights: 0.0)
     trainer = paper_trainer(prepared, refresh_every=16)
     trainer.setup()
     ms.build_optimization(trainer.ctx, trainer, extra_steps=10)
@@ -231,7 +232,7 @@ def test_full_pass_and_eval_mean_pool_the_last_layer(prepared):
     with torch.no_grad():
         logits = trainer.full_logits(rows)
         hidden = model.base_model(**mc.model_inputs(model, batch)).last_hidden_state
-        expected = mc.apply_head(trainer.parts.head, mc.mean_pool(hidden, batch["attention_mask"]))
+        expected = mp.apply_head(trainer.parts.head, mc.mean_pool(hidden, batch["attention_mask"]))
         cls_path = model(**mc.model_inputs(model, batch)).logits
     assert logits == pytest.approx(expected, abs=1e-5)
     assert not torch.allclose(logits, cls_path, atol=1e-3)  # not the Hugging Face [CLS] path
@@ -243,14 +244,14 @@ def test_distillation_is_weighted_by_teacher_confidence(prepared):
     """gamma T^2 sum w (1 - H(p_T)/log C) KL(p_T || p_S): a confident teacher row counts, a
     uniform teacher row (confidence 0) does not."""
     trainer = paper_trainer(prepared)
-    assert mc.teacher_confidence(torch.tensor([[1.0, 0, 0, 0], [0.25] * 4])) == pytest.approx(torch.tensor([1.0, 0.0]))
+    assert mp.teacher_confidence(torch.tensor([[1.0, 0, 0, 0], [0.25] * 4])) == pytest.approx(torch.tensor([1.0, 0.0]))
     feats = torch.randn(2, trainer.ctx.model.config.dim)
     cheap = torch.randn(2, 4)
     weights = torch.tensor([0.3, 0.7])
     loss = trainer.distill_loss(feats, cheap, weights)
     temp, gamma = trainer.ctx.cfg.distill_temperature, trainer.ctx.cfg.distill_gamma
     with torch.no_grad():
-        teacher = torch.softmax(mc.apply_head(trainer.teacher, feats) / temp, -1)
+        teacher = torch.softmax(mp.apply_head(trainer.teacher, feats) / temp, -1)
     student = torch.log_softmax(cheap / temp, -1)
     kl = (teacher * (teacher.log() - student)).sum(-1)
     confidence = 1 - (-(teacher * teacher.log()).sum(-1)) / math.log(4)
@@ -259,8 +260,8 @@ def test_distillation_is_weighted_by_teacher_confidence(prepared):
 
 
 def test_frozen_layer_count():
-    assert [mc.frozen_layer_count(p, 6, (0.3, 0.7)) for p in (0.0, 0.29, 0.3, 0.69, 0.7, 1.0)] == [4, 4, 3, 3, 0, 0]
-    assert mc.frozen_layer_count(0.0, 6, ()) == 0 and mc.frozen_layer_count(0.0, 2, (0.3, 0.7)) == 0
+    assert [mp.frozen_layer_count(p, 6, (0.3, 0.7)) for p in (0.0, 0.29, 0.3, 0.69, 0.7, 1.0)] == [4, 4, 3, 3, 0, 0]
+    assert mp.frozen_layer_count(0.0, 6, ()) == 0 and mp.frozen_layer_count(0.0, 2, (0.3, 0.7)) == 0
 
 
 def test_paper_lr_on_a100_class_presets():

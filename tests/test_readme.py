@@ -195,7 +195,8 @@ def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_sectio
     has banking77 once (its equal-time study's 1/2 cell, no "± 0.00" or "—" of one seed), its section has
     no equal-time table; results/README.md gets the Ablation section before the studies (its notes
     block, the rule, the table with the short-schedule row, the choice, the dataset's paragraph and the
-    5-seed sentence), and the README's sentence on `mclearn` names the chosen variant, linking it."""
+    5-seed sentence), and the README's sentence on `mclearn` names the preset its runs trained as (their
+    stored configs) beside the chosen variant, linking the ablation, and only the chosen one once they are its."""
     _write_equal_time_studies(tmp_path)
     monkeypatch.setattr(ms, "ABLATION_SETS", ("banking77",))  # the rule's datasets: the one written
     records = _write_ablation_study(tmp_path)
@@ -206,8 +207,8 @@ def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_sectio
     assert [line.split("|")[1].strip() for line in table] == ["[banking77]", "[clinc150]"]
     assert "± 0.00" not in short and "ablation/" not in short.split("\n\n")[-1]
     prose = " ".join(short.split("\n\n")[0].split())
-    assert (" `mclearn` (`mclearn-once` since the [ablation](results/README.md#ablation)): better in 1, tied in 1, "
-            "worse in 0 of its 2 cells.") in prose
+    assert (" `mclearn` (trained as `mclearn-v1`; the [ablation](results/README.md#ablation) has since chosen "
+            "`mclearn-once`, not yet run here): better in 1, tied in 1, worse in 0 of its 2 cells.") in prose
     body = mr.results_readme(tmp_path, figures=False)
     assert body.index("## Equal time") < body.index("## Ablation\n") < body.index("## Studies")
     ablation = body.split("## Ablation\n")[1].split("## Studies")[0]
@@ -221,6 +222,13 @@ def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_sectio
     assert "| mclearn-once" in own and "Equal time against" not in own
     assert "Equal time against" in body.split("### banking77-mpnet-h200-equal-time\n")[1].split("<!-- notes:")[0]
     assert "banking77-mpnet-h200-ablation" not in body.split("## Ablation\n")[0]  # not in the equal-time answer
+    for study in ("clinc150-mpnet-h200-equal-time", "banking77-mpnet-h200-equal-time"):
+        for record in ms.load_runs(tmp_path, study):  # the same runs, trained as the chosen preset
+            if record["method"] == "mclearn":
+                _write_run(tmp_path, {**record, "config": {**(record.get("config") or {}), "once_draws": True}})
+    prose = " ".join(mr.answer_markdown(tmp_path, tmp_path.parent, "results/README.md").split("\n\n")[0].split())
+    assert (" `mclearn` (`mclearn-once` since the [ablation](results/README.md#ablation)): better in 1, tied in 1, "
+            "worse in 0 of its 2 cells.") in prose
 
 
 def test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_runs_exist(tmp_path, monkeypatch):
@@ -326,8 +334,9 @@ def test_readme_answers_on_its_first_screen():
     assert "`python make_readme.py`" in first and "benchmarks/gpu_budget_study.sh" in first
     flat = " ".join(first.split())
     assert "Holm-corrected over all" in flat and "the table's method the one at equal time with the largest" in flat
-    assert re.search(r" `mclearn` \(`mclearn-\w+`(?: since the \[ablation\]\(results/README.md#ablation\)|; the "
-                     r"\[ablation\]\(results/README.md#ablation\) has no choice yet)\): better in \d+, "
+    link = r"\[ablation\]\(results/README.md#ablation\)"
+    assert re.search(rf" `mclearn` \((`[\w-]+` since the {link}|`[\w-]+`; the {link} has no choice yet|trained as "
+                     rf"`[\w-]+`; the {link} has since chosen `[\w-]+`, not yet run here)\): better in \d+, "
                      r"tied in \d+, worse in \d+", flat)
     assert "[glossary](docs/glossary.md)" in flat and "[MODEL_DIR](docs/glossary.md#the-model)" in flat
     glossary = (ms.REPO_ROOT / "docs" / "glossary.md").read_text()

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import mclearn_core as mc
+import mclearn_paper as mp
 
 
 def test_draw_kept_matches_inclusion_probs():
@@ -14,9 +15,9 @@ def test_draw_kept_matches_inclusion_probs():
     draws = 20_000
     counts = np.zeros(len(cand_prob))
     for _ in range(draws):
-        counts += mc.draw_kept(cand_prob, replay_prob, rng)
+        counts += mp.draw_kept(cand_prob, replay_prob, rng)
     freq = counts / draws
-    pi = mc.inclusion_probs(cand_prob, replay_prob)
+    pi = mp.inclusion_probs(cand_prob, replay_prob)
     sigma = np.sqrt(pi * (1 - pi) / draws)
     assert np.all(np.abs(freq - pi) <= 3 * sigma + 1e-3), np.max(np.abs(freq - pi) / (sigma + 1e-12))
     # the check has power: the candidate path alone (cand_prob) is clearly wrong
@@ -25,19 +26,19 @@ def test_draw_kept_matches_inclusion_probs():
 
 def test_inclusion_probs_per_example_replay():
     cand_prob, replay_prob = np.array([0.2, 0.5]), np.array([0.5, 0.0])
-    np.testing.assert_allclose(mc.inclusion_probs(cand_prob, replay_prob), [0.6, 0.5])
+    np.testing.assert_allclose(mp.inclusion_probs(cand_prob, replay_prob), [0.6, 0.5])
 
 
 def test_draw_kept_with_given_uniforms():
     cand_prob, replay_prob = np.array([0.3, 0.3, 0.3, 0.0]), 0.2
     u_c, u_r = np.array([0.1, 0.5, 0.5, 0.0]), np.array([0.9, 0.1, 0.9, 0.1])
-    keep = mc.draw_kept(cand_prob, replay_prob, np.random.default_rng(0), uniforms=(u_c, u_r))
+    keep = mp.draw_kept(cand_prob, replay_prob, np.random.default_rng(0), uniforms=(u_c, u_r))
     assert keep.tolist() == [True, True, False, True]
     # antithetic partner (1 - u): each example's marginal inclusion is unchanged
     rng = np.random.default_rng(5)
-    pi = mc.inclusion_probs(np.full(4000, 0.3), 0.2)
+    pi = mp.inclusion_probs(np.full(4000, 0.3), 0.2)
     u = (rng.random(4000), rng.random(4000))
-    anti = mc.draw_kept(np.full(4000, 0.3), 0.2, rng, uniforms=(1 - u[0], 1 - u[1]))
+    anti = mp.draw_kept(np.full(4000, 0.3), 0.2, rng, uniforms=(1 - u[0], 1 - u[1]))
     assert abs(anti.mean() - pi[0]) < 4 * np.sqrt(pi[0] * (1 - pi[0]) / 4000)
 
 
@@ -76,10 +77,10 @@ def test_candidate_probs_sum_and_per_class_topk():
 
 def test_ht_weights_and_clipping():
     pi = np.array([0.5, 0.1, 0.01, 1.0])
-    w = mc.ht_weights(pi, population=100, w_clip=None)
+    w = mp.ht_weights(pi, population=100, w_clip=None)
     np.testing.assert_allclose(w, 1.0 / (100 * pi))
     expected_kept = 20.0
-    clipped = mc.ht_weights(pi, population=100, w_clip=1.5, expected_kept=expected_kept)
+    clipped = mp.ht_weights(pi, population=100, w_clip=1.5, expected_kept=expected_kept)
     cap = 1.5 / expected_kept
     assert clipped.max() == pytest.approx(cap)
     np.testing.assert_allclose(clipped, np.minimum(w, cap))

@@ -1,7 +1,7 @@
-"""MC-Learn in the study: MCLearnMethod (`mclearn` and its ablation variants) and MCLearnPaperMethod
-(`mclearn-paper`), the trainers of mclearn_core.py as Methods of the training loop: CUDA-graph
-updates, step costs measured as every method's are, the variant keys checked, and the end-of-run
-variance check of selection at the model's last layer."""
+"""MC-Learn in the study: MCLearnMethod (`mclearn` and its ablation variants, mclearn_core.MCLearn)
+and MCLearnPaperMethod (`mclearn-paper`, mclearn_paper.MCLearnPaper) as Methods of the training loop:
+CUDA-graph updates, step costs measured as every method's are, the variant keys checked, and the
+end-of-run variance check of selection at the model's last layer."""
 from __future__ import annotations
 
 import math
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import mclearn_core as core
+import mclearn_paper as paper
 from mcstudy.config import autocast_context, Config
 from mcstudy.data import plan_epoch
 from mcstudy.engine import (BudgetPlan, calibration_rows, GRAPH_MIN_USES, GraphedUpdate, graphs_enabled,
@@ -257,7 +258,7 @@ class MCLearnMethod(core.MCLearn, Method):
         return self.measured_variance
 
 
-class MCLearnPaperMethod(core.MCLearnPaper, Method):
+class MCLearnPaperMethod(paper.MCLearnPaper, Method):
     """`mclearn-paper` as a study Method (eager: its kept set changes size every step)."""
 
     own_fields = (*MCLEARN_FIELDS, "step_budget_ratio")
