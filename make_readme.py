@@ -882,16 +882,16 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
         other = fair if fair in present else ms.equal_time_study_of(study)
         equal_time[ms.ablation_dataset(study)] = (other, ms.load_runs(results_dir, other) if other in present else [],
                                                    families.get(other))
+    choice = ms.choice_sentence(table, ms.preset_before(records))
     if table.attrs["chosen"] is None:  # no choice yet: the leader's numbers, nothing to confirm
         paragraphs = ablation_paragraphs(records)
-        choice = ms.choice_sentence(table, ms.preset_before(records))
     else:
         paragraphs = ablation_paragraphs(records, equal_time)
         tally = _preset_tally([(dataset, budget, verdict) for dataset, (_, runs, family) in equal_time.items()
                                for budget, verdict in ms.chosen_preset_verdicts(runs, table.attrs["chosen"], family)])
-        choice = (f"Chosen: `{table.attrs['chosen']}`" + (f"; as the `mclearn` preset, over its seeds in the studies "
-                                                          f"the paragraphs below end with, against `{ms.REFERENCE}`"
-                                                          f"{tally}" if tally else "") + ".")
+        if tally:
+            choice = (f"{choice.removesuffix('.')}; as the `mclearn` preset, over its seeds in the studies the "
+                      f"paragraphs below end with, against `{ms.REFERENCE}`{tally}.")
     parts = [ms.ABLATION_RULE + "\n", _table(table) + "\n", choice + "\n"]
     every_run = Path(results_dir) / ms.ablation_folder(studies) / "ablation_table.md"
     if every_run.exists():

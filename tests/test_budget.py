@@ -1,5 +1,4 @@
 """Section 5, `mclearn`: cost meter and budget solver (q* and the kept size M*)."""
-import time
 
 import numpy as np
 import pytest
@@ -37,14 +36,18 @@ def test_optimal_full_prob_random_inputs_inside_bounds():
 COSTS = {"score": 0.01, "head": 0.002, "full": 0.1, "fixed": 0.5}
 
 
-def test_cost_meter_ema_and_cpu_timing():
+def test_cost_meter_ema_and_cpu_timing(monkeypatch):
+    """The EMA weighs the newest observation 1 - decay; a timed CPU region of 4 examples records its
+    seconds per example, read from time.perf_counter (a fake clock here: 0.02 s pass inside)."""
     meter = mc.CostMeter(torch.device("cpu"), decay=0.9)
     meter.observe("full", 1.0)
     meter.observe("full", 2.0)
     assert meter.ema["full"] == pytest.approx(0.9 * 1.0 + 0.1 * 2.0)
+    now = [100.0]
+    monkeypatch.setattr(mc.time, "perf_counter", lambda: now[0])
     with meter.timed("score", count=4):
-        time.sleep(0.02)
-    assert 0.004 <= meter.flush()["score"] < 0.5  # ~0.02 s / 4 examples
+        now[0] += 0.02
+    assert meter.flush()["score"] == pytest.approx(0.005) and meter.seconds["score"] == pytest.approx(0.02)
 
 
 def test_steps_within_pays_a_refresh_before_every_refresh_every_steps():

@@ -144,11 +144,11 @@ class MCLearnMethod(core.MCLearn, Method):
 
     def capture_reserve(self, solve: Callable[[float], dict[str, Any]]) -> float:
         """Return the captures a run of the steps `solve` allows is expected to make at the first pool's
-        width mix (expected_captures), not one per width in the data (a Banking77 run reserved four and
-        made one or two): solved once with every width of the mix, then the captures expected over the
+        width mix (expected_captures), not one per width in the data (a run captures only the widths
+        it draws): solved once with every width of the mix, then the captures expected over the
         steps that allows (a little conservative: it is the larger step count's), of the widths the
         run plans to use at least GRAPH_MIN_USES times (the others run eagerly, the capture policy of
-        every method: GraphedUpdate.worth_capturing). None when the update does not capture."""
+        every method: GraphedUpdate.worth_capturing). 0.0 when the update does not capture."""
         if not self.will_capture():
             return 0.0
         upper = solve(float(np.count_nonzero(self.plan.bucket_prob)))["steps"]
