@@ -226,6 +226,8 @@ RENAMED: dict[str, str] = {
     # method ids: kebab-case, as mclearn-paper and the MC-Learn variants
     "short_schedule": "short-schedule", "selective_backprop": "selective-backprop", "rho_loss": "rho-loss",
 }
+# Where today's key is set by something other than the caller, the error says where instead.
+SET_BY = {"time_budget": "it is set per run by budget studies (notebook 04's time_budgets, ms.run_budget_study)"}
 
 
 PRESET_ENV = "MCLEARN_PRESET"  # forces what "auto" resolves to, e.g. MCLEARN_PRESET=t4 on an H100
@@ -271,7 +273,9 @@ def replace_config(cfg: Config, **changes: Any) -> Config:
     valid = {f.name for f in dataclasses.fields(Config)}
     for key in changes:
         if RENAMED.get(key) in valid:
-            raise ValueError(f"Config key {key!r} is now {RENAMED[key]!r}: set {RENAMED[key]}= instead.")
+            new = RENAMED[key]
+            raise ValueError(f"Config key {key!r} is now {new!r}: " + (SET_BY[new] + "." if new in SET_BY else
+                                                                        f"set {new}= instead."))
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -59,7 +59,7 @@ def test_a_time_budget_outside_a_budget_study_is_refused_before_anything_runs(ca
     """time_budget set for a plain sweep labelled its mclearn run -b0.50, stored it under the plain
     name and then stopped on a run-label error: it is refused up front, naming the key and the fix
     (budget studies set it per run), by the command line (exit 2, nothing written) and by run_sweep;
-    the old name budget_ratio names time_budget."""
+    the old name budget_ratio names time_budget and where it is set."""
     code, lines, _ = run_cli(capsys, *TINY, "time_budget=0.5", "--methods", "baseline", "mclearn",
                              "--results-dir", str(tmp_path))
     assert code == 2 and not (tmp_path / "runs").exists()
@@ -71,7 +71,8 @@ def test_a_time_budget_outside_a_budget_study_is_refused_before_anything_runs(ca
     assert not ms.run_path(smoke_cfg.results_dir, smoke_cfg.study, "mclearn", 42).exists()
     code, lines, _ = run_cli(capsys, *TINY, "budget_ratio=0.5", "--results-dir", str(tmp_path))
     assert code == 2
-    assert_one_error(lines, "error: Config key 'budget_ratio' is now 'time_budget': set time_budget= instead.")
+    assert_one_error(lines, "error: Config key 'budget_ratio' is now 'time_budget': it is set per run by budget "
+                            "studies (notebook 04's time_budgets, ms.run_budget_study).")
 
 
 @pytest.mark.parametrize("argv, message", [
