@@ -67,9 +67,11 @@ def idle_host(monkeypatch):
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
-    """The cpu-smoke preset, prepared once: 480 train / 160 eval examples, tiny model."""
+    """The cpu-smoke preset, prepared once: 480 train / 160 eval examples, tiny model, on the CPU on
+    every host (a GPU host's "auto" would put the data on CUDA beside the CPU contexts tests build, and
+    CUDA events would time what the tests' fake clocks are meant to); CUDA tests move to the GPU."""
     results = tmp_path_factory.mktemp("session-results")
-    return ms.prepare(ms.make_config("cpu-smoke", results_dir=str(results)))
+    return ms.prepare(ms.make_config("cpu-smoke", results_dir=str(results), device="cpu"))
 
 
 @pytest.fixture

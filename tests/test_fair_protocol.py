@@ -227,9 +227,9 @@ def test_cuda_clock_driven_graphed_runs_spend_their_budget_and_book_their_start_
     """On CUDA with graphs: a clock-driven run of 1 s lands within 3 % of it, replays captured graphs,
     ends its lr at its last update, and books its eager warm-up steps and captures (read from CUDA
     events) as a share of its train seconds."""
-    cfg = ms.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=1.0, cuda_graphs=True, pad_multiple=16,
-                            eval_points=2, epochs=3)
-    record = ms.train_method(method, cfg, prepared, seed=1, progress=False)
+    cfg = ms.replace_config(smoke_cfg, device="cuda", time_budget=0.5, budget_seconds=1.0, cuda_graphs=True,
+                            pad_multiple=16, eval_points=2, epochs=3)
+    record = ms.train_method(method, cfg, ms.prepare(cfg), seed=1, progress=False)
     startup = record["startup_seconds"]
     print(method, record["train_seconds"], record["updates"], startup, record["lr_schedule"])
     assert record["graphed"] and startup["graphs"] >= 1 and startup["warmup"] > 0 and startup["capture"] > 0
