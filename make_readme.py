@@ -202,11 +202,11 @@ def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] 
     time with the least Holm-adjusted p, None without one), "rows" (per study and budget,
     short-schedule's accuracy and the method at equal time with the largest difference),
     "ttt_rows" and "times" (time to target per study and method), "reference_seconds" {short name:
-    study_reference_seconds}."""
+    study_reference_seconds}, "records" {study: its run records}."""
     out = {"studies": [], "seeds": set(), "cells": [], "rows": [], "ttt_rows": [], "times": {}, "tables": {},
            "reference_seconds": {}}
     names = answer_studies(results_dir)[0] if studies is None else studies
-    records = {study: ms.load_runs(results_dir, study) for study in names}
+    records = out["records"] = {study: ms.load_runs(results_dir, study) for study in names}
     tables = ms.equal_time_tables(records) if records else {}
     for study in names:
         name, table = ms._short_study(study), tables[study]
@@ -472,8 +472,8 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
     ablation = f"[ablation]({details}#{anchor(ABLATION_HEADING)})"
     # the preset the tallied `mclearn` runs trained as, from their stored configs: a study keeps the
     # runs of the preset it ran, which the ablation's choice may since have replaced
-    trained = "`, `".join(sorted({ms.variant_of(r.get("config") or {}) for study, *_ in studies
-                                  for r in ms.load_runs(results_dir, study) if r["method"] == "mclearn"}))
+    trained = "`, `".join(sorted({ms.variant_of(r.get("config") or {}) for runs in found["records"].values()
+                                  for r in runs if r["method"] == "mclearn"}))
     if chosen and trained and trained != chosen:
         preset = f" (trained as `{trained}`; the {ablation} has since chosen `{chosen}`, not yet run here)"
     elif chosen:
