@@ -535,13 +535,32 @@ def test_host_load_sees_another_busy_process_and_not_this_one(monkeypatch):
     if not mc.Path("/proc/self/stat").exists():
         assert REAL_HOST_LOAD()["checked"] is False
         pytest.skip("no /proc: only the load average is read here")
-    monkeypatch.setattr(mcstudy.train, "BUSY_PROCESS_CORES", 0.1)  # a spinning child surely gets a tenth of a core
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        import time
+    import os
+    import time
+    import types
 
-        time.sleep(0.3)
-        load = REAL_HOST_LOAD(0.3)
+    # The watch's clock is fake: its sleep returns once the spinner has used a tenth of a core over the
+    # watched 0.3 s (real /proc ticks, however slowly a busy host schedules it), and perf_counter says
+    # 0.3 s passed. What is tested is reading /proc, not how fast this host runs the child.
+    monkeypatch.setattr(mcstudy.train, "BUSY_PROCESS_CORES", 0.1)
+    watched, hz = 0.3, os.sysconf("SC_CLK_TCK")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+    def ticks() -> int:
+        fields = mc.Path(f"/proc/{spinner.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    clock = {"now": 0.0}
+
+    def sleep(seconds):
+        start, deadline = ticks(), time.monotonic() + 120
+        while ticks() - start < math.ceil(0.1 * watched * hz) + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        clock["now"] += seconds
+
+    monkeypatch.setattr(mcstudy.train, "time", types.SimpleNamespace(sleep=sleep, perf_counter=lambda: clock["now"]))
+    try:
+        load = REAL_HOST_LOAD(watched)
     finally:
         spinner.kill()
         spinner.wait()
