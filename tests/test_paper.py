@@ -46,6 +46,7 @@ def test_fifo_replay_keeps_the_last_rows_per_class():
     # class 0 queue after [1, 2, 4, 5, 2, 6]: its last three, 5, 2, 6; class 1: 3, 7
     assert replay.pool().tolist() == [2, 3, 5, 6, 7]
     assert mp.replay_count(0.1, 480, 5) == 5 and mp.replay_count(0.001, 480, 5) == 0  # R = min(round(rho n), |P|)
+    assert mp.replay_count(0.002, 480, 5) == 1  # 0.96 rounds to 1 (truncating would give 0)
 
 
 def test_replay_pool_after_three_refreshes(prepared):
