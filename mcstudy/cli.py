@@ -19,7 +19,7 @@ from mcstudy.config import (AT_LEAST_ONE, CONFIG_RANGES, Config, ConfigError, NA
                             check_type, make_config, parse_overrides, replace_config, study_name,
                             validate_config)
 from mcstudy.data import DataError
-from mcstudy.runs import (StudyBusyError, check_keys_read, check_methods, check_no_time_budget, renamed_method,
+from mcstudy.runs import (StudyBusyError, check_keys_read, check_methods, check_no_budget_keys, renamed_method,
                           run_sweep)
 from mcstudy.tables import summarize
 from mcstudy.train import code_provenance
@@ -325,7 +325,7 @@ def _run_command_line(args) -> None:
         check_methods(methods)
         check_keys_read(cfg, methods)
         validate_config(cfg, args.seeds)
-        check_no_time_budget(cfg)
+        check_no_budget_keys(cfg)
     except ValueError as err:
         raise UsageError(str(err)) from err
     records = run_sweep(cfg, methods, args.seeds)

@@ -199,14 +199,19 @@ def check_keys_read(cfg: Config, methods: Sequence[str]) -> None:
                              f"none of them: add one of them to methods=, or drop {key}=")
 
 
-def check_no_time_budget(cfg: Config) -> None:
-    """Raise ValueError (one line) when cfg.time_budget is set for a sweep: a time budget is set per
-    run by budget studies (run_budget_study's time_budgets: the run's label, clock and knobs follow
-    from it), while a sweep trains `mclearn` at MC-Learn's default share of the baseline's time."""
+def check_no_budget_keys(cfg: Config) -> None:
+    """Raise ValueError (one line) when cfg.time_budget or cfg.budget_seconds is set for a sweep: both
+    are set per run by budget studies (run_budget_study's time_budgets: the run's label, clock and knobs
+    follow from the share, its seconds from the share x the reference's seconds), while a sweep trains
+    `mclearn` at MC-Learn's default share of the baseline's time and every other method to its plan."""
     if cfg.time_budget:
         raise ValueError(f"time_budget={cfg.time_budget:g} is set per run by budget studies, not by a sweep (which "
                          f"trains mclearn at 1/3 of the baseline's time): drop time_budget=, or run a budget study "
                          f"(notebook 04, or ms.run_budget_study with time_budgets=[{cfg.time_budget:g}])")
+    if cfg.budget_seconds:
+        raise ValueError(f"budget_seconds={cfg.budget_seconds:g} is set per run by budget studies (its share of the "
+                         f"reference's seconds), not by a sweep: drop budget_seconds=, or run a budget study "
+                         f"(notebook 04, or ms.run_budget_study with time_budgets=[...])")
 
 
 def stale_reason(record: dict[str, Any], cfg: Config, method: str) -> str | None:
@@ -459,11 +464,11 @@ def run_sweep(cfg: Config, methods: Sequence[str] = ("baseline",), seeds: Sequen
     Each run is written atomically as soon as it ends, so an interrupted sweep resumes where it
     stopped and loses no finished run. The config is validated and the study locked first
     (guarded_sweep); a key set that no method of the sweep reads is refused (check_keys_read), and
-    so is a time budget (check_no_time_budget: budget studies set it per run).
+    so is a time budget (check_no_budget_keys: budget studies set it per run).
     """
     check_methods(methods)
     check_keys_read(cfg, methods)
-    check_no_time_budget(cfg)
+    check_no_budget_keys(cfg)
     seeds = list(seeds if seeds is not None else cfg.seeds)
     methods = sorted(methods, key=lambda m: m == "uniform")  # uniform may match the others' times
     records = []
