@@ -61,23 +61,22 @@ def test_a_time_budget_outside_a_budget_study_is_refused_before_anything_runs(ca
     (budget studies set it per run), by the command line (exit 2, nothing written) and by run_sweep;
     the old name budget_ratio names time_budget and where it is set. budget_seconds (a run's clock,
     the share x the reference's seconds) is refused the same way."""
-    code, lines, _ = run_cli(capsys, *TINY, "time_budget=0.5", "--methods", "baseline", "mclearn",
-                             "--results-dir", str(tmp_path))
-    assert code == 2 and not (tmp_path / "runs").exists()
-    assert_one_error(lines, "error: time_budget=0.5 is set per run by budget studies, not by a sweep (which trains "
-                            "mclearn at 1/3 of the baseline's time): drop time_budget=, or run a budget study "
-                            "(notebook 04, or ms.run_budget_study with time_budgets=[0.5])")
-    with pytest.raises(ValueError, match=r"^time_budget=0.25 is set per run by budget studies"):
-        ms.run_sweep(ms.with_explicit(smoke_cfg, time_budget=0.25), ["mclearn"], progress=False)
-    assert not ms.run_path(smoke_cfg.results_dir, smoke_cfg.study, "mclearn", 42).exists()
-    code, lines, _ = run_cli(capsys, *TINY, "budget_seconds=30", "--results-dir", str(tmp_path))
-    assert code == 2 and not (tmp_path / "runs").exists()
-    assert_one_error(lines, "error: budget_seconds=30 is set per run by budget studies (its share of the reference's "
-                            "seconds), not by a sweep: drop budget_seconds=, or run a budget study (notebook 04, or "
-                            "ms.run_budget_study with time_budgets=[...])")
-    with pytest.raises(ValueError, match=r"^budget_seconds=12 is set per run by budget studies"):
-        ms.run_sweep(ms.with_explicit(smoke_cfg, budget_seconds=12.0), ["short-schedule"], progress=False)
-    assert not ms.run_path(smoke_cfg.results_dir, smoke_cfg.study, "short-schedule", 42).exists()
+    refused = {  # key=value: (its line on the command line, the value given to run_sweep, a method reading it)
+        "time_budget": ("time_budget=0.5 is set per run by budget studies, not by a sweep (which trains mclearn at "
+                        "1/3 of the baseline's time): drop time_budget=, or run a budget study (notebook 04, or "
+                        "ms.run_budget_study with time_budgets=[0.5])", 0.25, "mclearn"),
+        "budget_seconds": ("budget_seconds=0.5 is set per run by budget studies (its share of the reference's "
+                           "seconds), not by a sweep: drop budget_seconds=, or run a budget study (notebook 04, or "
+                           "ms.run_budget_study with time_budgets=[...])", 12.0, "short-schedule"),
+    }
+    for key, (line, value, method) in refused.items():
+        code, lines, _ = run_cli(capsys, *TINY, f"{key}=0.5", "--methods", "baseline", method,
+                                 "--results-dir", str(tmp_path))
+        assert code == 2 and not (tmp_path / "runs").exists()
+        assert_one_error(lines, f"error: {line}")
+        with pytest.raises(ValueError, match=rf"^{key}={value:g} is set per run by budget studies"):
+            ms.run_sweep(ms.with_explicit(smoke_cfg, **{key: value}), [method], progress=False)
+        assert not ms.run_path(smoke_cfg.results_dir, smoke_cfg.study, method, 42).exists()
     code, lines, _ = run_cli(capsys, *TINY, "budget_ratio=0.5", "--results-dir", str(tmp_path))
     assert code == 2
     assert_one_error(lines, "error: Config key 'budget_ratio' is now 'time_budget': it is set per run by budget "
