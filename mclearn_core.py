@@ -166,7 +166,9 @@ class TrainingError(RuntimeError):
     """Training hit a state that would give a wrong result (NaN loss, out of memory)."""
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Return None once `device` has finished its queued work (CUDA); at once on the CPU. Every clock
+    reading of GPU work follows it, or the clock reads the launch, not the work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -657,7 +659,7 @@ def time_update_costs(ctx: TrainContext, rows: Sequence[int], repeats: int = 3) 
         for count in sorted({min(int(r), len(data)) for r in rows}):
             times = []
             for k in range(repeats + 1):
-                _sync(device)
+                sync_device(device)
                 t0 = time.perf_counter()
                 batch = make_batch(data, torch.arange(count), width)
                 with ctx.autocast():
@@ -665,7 +667,7 @@ def time_update_costs(ctx: TrainContext, rows: Sequence[int], repeats: int = 3) 
                 F.cross_entropy(logits.float(), batch["labels"]).backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                _sync(device)
+                sync_device(device)
                 times.append(time.perf_counter() - t0)
             seconds[(count, width)] = float(np.median(times[1:]))
     del model, optimizer
@@ -969,7 +971,7 @@ class MCLearn:
         mix, a refresh at its measured seconds per pool member times the run's mean pool size (pools
         grow as kappa falls). Each later refresh re-plans the steps left (replan)."""
         cfg, ctx = self.ctx.cfg, self.ctx
-        _sync(ctx.device)
+        sync_device(ctx.device)
         start = time.perf_counter()
         self.refresh(0.0)  # the first refresh of a process pays one-off costs: price the second
         refresh_seconds = self.timed_refresh(0.0)
@@ -998,10 +1000,10 @@ class MCLearn:
 
     def timed_refresh(self, progress: float) -> float:
         """Refresh (self.refresh) between two device syncs; return its seconds."""
-        _sync(self.ctx.device)
+        sync_device(self.ctx.device)
         start = time.perf_counter()
         self.refresh(progress)
-        _sync(self.ctx.device)
+        sync_device(self.ctx.device)
         return time.perf_counter() - start
 
     def update_price(self, width: int) -> float:

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mclearn_core import (CostMeter, EncodedSplit, MCLearnConfig, PolicyLearner, TrainContext, _sync, batch_width,
+from mclearn_core import (CostMeter, EncodedSplit, MCLearnConfig, PolicyLearner, TrainContext, batch_width,
                           effective_sample_size, encoder_parts, make_batch, mean_pool, model_inputs, seeded_rng,
-                          to_device)
+                          sync_device, to_device)
 
 
 # =============================================================================
@@ -302,13 +302,13 @@ class MCLearnPaper:
         cfg, ctx = self.ctx.cfg, self.ctx
         self.total_steps = math.ceil(len(ctx.train) / cfg.batch_size) * cfg.epochs
         rows = self.rng.choice(len(ctx.train), min(cfg.batch_size, len(ctx.train)), replace=False)
-        _sync(ctx.device)
+        sync_device(ctx.device)
         start = time.perf_counter()
         batch = make_batch(ctx.train, rows, batch_width(ctx.train, rows, cfg.pad_multiple))
         with ctx.autocast():
             logits = self.published(**model_inputs(ctx.model, batch)).logits
         ctx.per_example_loss(logits, batch["labels"]).mean().backward()
-        _sync(ctx.device)
+        sync_device(ctx.device)
         self.base_step_seconds = time.perf_counter() - start
         ctx.model.zero_grad(set_to_none=True)
 

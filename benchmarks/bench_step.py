@@ -188,11 +188,11 @@ def first_of_each_shape(passes: list[tuple[torch.Tensor, int]], count: int) -> l
 
 def timed_seconds(trainer: ms.Method, steps: Sequence[int], device: torch.device) -> float:
     """Return the wall seconds of trainer.step over `steps`, between device syncs."""
-    mc._sync(device)
+    mc.sync_device(device)
     start = time.perf_counter()
     for i in steps:
         trainer.step(i)
-    mc._sync(device)
+    mc.sync_device(device)
     return time.perf_counter() - start
 
 
@@ -245,7 +245,7 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
     trainer = ms.METHODS[method](ctx)
     if getattr(trainer, "priced", False):  # untimed, once per process in a study (prepare)
         ctx.step_costs = ms.measure_step_costs(cfg, model, data, device, rows=ms.calibration_rows(cfg))
-    mc._sync(device)
+    mc.sync_device(device)
     t0 = time.perf_counter()
     trainer.setup()
     steps = trainer.num_steps()
@@ -258,7 +258,7 @@ def run_variant(name: str, method: str, changes: dict, args, data: mc.EncodedSpl
     warm = time.perf_counter()
     for i in warm_steps:
         trainer.step(i)
-    mc._sync(device)
+    mc.sync_device(device)
     warmup_seconds = time.perf_counter() - warm
     tokens_before = ctx.examples_backward
     capture_before = trainer.graphed.capture_seconds if getattr(trainer, "graphed", None) else 0.0

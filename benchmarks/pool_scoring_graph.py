@@ -35,11 +35,11 @@ def scoring_trainer(prepared: ms.Prepared, seed: int = 42) -> mc.MCLearn:
 
 def timed(fn, device: torch.device, repeats: int) -> float:
     """Return the mean seconds of `fn()` over `repeats` calls, between device syncs."""
-    mc._sync(device)
+    mc.sync_device(device)
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
-    mc._sync(device)
+    mc.sync_device(device)
     return (time.perf_counter() - start) / repeats
 
 
@@ -93,11 +93,11 @@ def measure(prepared: ms.Prepared, refreshes: int) -> dict:
             static_pass()
         torch.cuda.current_stream(ctx.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        mc._sync(ctx.device)
+        mc.sync_device(ctx.device)
         start = time.perf_counter()
         with torch.cuda.graph(graph):
             graphed_out = static_pass()
-        mc._sync(ctx.device)
+        mc.sync_device(ctx.device)
         capture = time.perf_counter() - start
         static_rows.copy_(mc.to_device(pools[1], ctx.device))
         graph.replay()

@@ -33,7 +33,7 @@ def profiled(trainer, steps: range, device: torch.device, title: str, rows: int)
     with profile(activities=activities) as prof:
         for i in steps:
             trainer.step(i)
-        mc._sync(device)
+        mc.sync_device(device)
     averages = prof.key_averages()
     print(f"\n=== {title}: {len(steps)} steps, host time by op (self) ===")
     print(averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))

@@ -342,14 +342,14 @@ class GraphedUpdate:
             if self.eager_steps.get(key, 0) < self.ctx.cfg.graph_warmup_steps or not self.worth_capturing(key):
                 self.eager_steps[key] = self.eager_steps.get(key, 0) + 1
                 main = torch.cuda.current_stream(self.ctx.device)
-                core._sync(self.ctx.device)  # an eager step is timed on its own (few: warm-ups and rare shapes)
+                core.sync_device(self.ctx.device)  # an eager step is timed on its own (few: warm-ups and rare shapes)
                 start = time.perf_counter()
                 self.side_stream.wait_stream(main)
                 self._zero_grad()
                 with torch.cuda.stream(self.side_stream):
                     out = self.update_fn(inputs, key)
                 main.wait_stream(self.side_stream)
-                core._sync(self.ctx.device)
+                core.sync_device(self.ctx.device)
                 self.eager_times.append((key, time.perf_counter() - start))
                 for value in out.values():
                     value.record_stream(main)
@@ -378,14 +378,14 @@ class GraphedUpdate:
         return self.planned_uses is None or self.planned_uses.get(key, 0) >= GRAPH_MIN_USES
 
     def _capture(self, key: tuple, inputs: dict[str, torch.Tensor]) -> None:
-        core._sync(self.ctx.device)
+        core.sync_device(self.ctx.device)
         start = time.perf_counter()
         static_in = {name: value.clone() for name, value in inputs.items()}
         graph = torch.cuda.CUDAGraph()
         self._zero_grad()  # the graph's backward owns fresh gradients
         with torch.cuda.graph(graph, pool=self.pool):
             static_out = self.update_fn(static_in, key)
-        core._sync(self.ctx.device)
+        core.sync_device(self.ctx.device)
         self.capture_seconds += time.perf_counter() - start
         self.graphs[key] = (graph, static_in, static_out)
 
@@ -646,7 +646,7 @@ def measure_step_costs(cfg: Config, model: nn.Module, data: core.EncodedSplit, d
     cap = data.input_ids.shape[1]
     widths = sorted(set(widths or {core.padded_length(w, cfg.pad_multiple, cap) for w in range(1, cap + 1)}))
     rows = sorted({min(int(r), len(data)) for r in rows})
-    core._sync(device)
+    core.sync_device(device)
     start = time.perf_counter()
     model = copy.deepcopy(model).to(device).train()
     run_cfg = replace_config(cfg, cuda_graphs=graphed)
@@ -669,10 +669,10 @@ def measure_step_costs(cfg: Config, model: nn.Module, data: core.EncodedSplit, d
                 updater.step(key, inputs)
             times = []
             for _ in range(repeats):
-                core._sync(device)
+                core.sync_device(device)
                 t0 = time.perf_counter()
                 updater.step(key, inputs)
-                core._sync(device)
+                core.sync_device(device)
                 times.append(time.perf_counter() - t0)
             seconds[key] = float(np.median(times))
     warnings = core.cost_warnings(seconds)
@@ -683,7 +683,7 @@ def measure_step_costs(cfg: Config, model: nn.Module, data: core.EncodedSplit, d
     del updater, ctx, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    core._sync(device)
+    core.sync_device(device)
     return core.StepCosts(seconds=seconds, graphed=graphed and n_graphs > 0, capture_seconds=capture,
                      measure_seconds=time.perf_counter() - start, warnings=warnings)
 
@@ -702,10 +702,10 @@ def measure_forward_seconds(cfg: Config, model: nn.Module, data: core.EncodedSpl
     scorer = GraphedUpdate(ctx, lambda inputs, key: {"logits": ctx.forward(batch)}, trains=False)
     times = []
     for k in range(cfg.graph_warmup_steps + 1 + repeats + 2):  # warm-up and capture (graphed), two more warm-ups
-        core._sync(device)
+        core.sync_device(device)
         t0 = time.perf_counter()
         scorer.step((rows, width), {})
-        core._sync(device)
+        core.sync_device(device)
         if k >= cfg.graph_warmup_steps + 3:
             times.append(time.perf_counter() - t0)
     del scorer, ctx, model

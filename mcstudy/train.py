@@ -120,7 +120,7 @@ def warm_up_device(prepared: Prepared, steps_per_width: int = 2) -> float:
     every padded batch width, so CUDA context, library handles and lazily loaded kernels are not
     charged to whichever run comes first in a sweep; return the seconds spent."""
     cfg, device = prepared.cfg, prepared.device
-    core._sync(device)
+    core.sync_device(device)
     start = time.perf_counter()
     model = copy.deepcopy(prepared.base_model).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, fused=device.type == "cuda")
@@ -140,7 +140,7 @@ def warm_up_device(prepared: Prepared, steps_per_width: int = 2) -> float:
         for width in sorted({core.padded_length(w, cfg.pad_multiple, score_cap) for w in range(1, score_cap + 1)}):
             batch = core.make_batch(prepared.train, torch.arange(min(max(cfg.eval_batch_size, 256), len(prepared.train))), width)
             encoder(**core.model_inputs(encoder, batch))
-    core._sync(device)
+    core.sync_device(device)
     return time.perf_counter() - start
 
 
@@ -156,7 +156,7 @@ def warm_up_training(prepared: Prepared, batches: int = 6) -> float:
                                 eval=subset_split(prepared.eval, torch.arange(min(len(prepared.eval), cfg.eval_batch_size))))
     with contextlib.redirect_stderr(io.StringIO()):  # its chance-level warnings are noise
         train_method("baseline", cfg, small, seed=0, progress=False)
-    core._sync(prepared.device)
+    core.sync_device(prepared.device)
     return time.perf_counter() - start
 
 
@@ -456,7 +456,7 @@ def train_loop(ctx: RunContext, method: Method, method_name: str, total_steps: i
             logs[1].add_scalar("eval/loss", result["loss"], step)
 
     info: dict[str, Any] = {}
-    core._sync(device)
+    core.sync_device(device)
     t0 = time.perf_counter()
     while True:
         if clock is not None:
@@ -477,7 +477,7 @@ def train_loop(ctx: RunContext, method: Method, method_name: str, total_steps: i
                 core.say(f"warning: {method_name}: it ended at step {step} before its clock "
                          f"({train_seconds + time.perf_counter() - t0:.2f} of {clock.seconds:.2f} s)")
                 break
-            core._sync(device)
+            core.sync_device(device)
             clock.observe(time.perf_counter() - started)
         for key, value in info.items():
             if isinstance(value, torch.Tensor):
@@ -489,15 +489,15 @@ def train_loop(ctx: RunContext, method: Method, method_name: str, total_steps: i
         if step % cfg.log_every == 0 or due:
             log(step, info)
         if due:
-            core._sync(device)
+            core.sync_device(device)
             train_seconds += time.perf_counter() - t0
             while eval_times and train_seconds >= eval_times[0]:
                 eval_times.pop(0)
             evaluation(step)
-            core._sync(device)
+            core.sync_device(device)
             t0 = time.perf_counter()
     ctx.flush_gradients()  # a last partial accumulation group steps too, before the final evaluation
-    core._sync(device)
+    core.sync_device(device)
     train_seconds += time.perf_counter() - t0
     if running_steps:
         log(step, info)
@@ -520,12 +520,12 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     device, warnings = ctx.device, []
     load = host_load()  # untimed: other processes competing for the cores make the seconds incomparable
     _warn(warnings, host_load_warning(load), method_name, seed)
-    core._sync(device)
+    core.sync_device(device)
     t_setup = time.perf_counter()
     method.setup()
     total_steps = method.num_steps()
     build_optimization(ctx, method)
-    core._sync(device)
+    core.sync_device(device)
     setup_seconds = time.perf_counter() - t_setup  # counted as training time
     host = {"load_avg_start": _load_average(), "load_at_start": load, "cpu_start": time.process_time()}
     with run_logs(log_path) as logs, _progress(total_steps, f"{method_name} seed {seed}", progress) as bar:
