@@ -195,8 +195,8 @@ def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] 
     `answer_studies`), one Holm family over all their comparisons (ms.equal_time_tables):
     "studies" [(study, short name, device)], "seeds" (the most seeds of any run set), "family" (the
     comparisons in the family), "fair" (whether the tables are the fair protocol's), "tables"
-    {study: its table}, "cells" (every comparison: method, name, budget, diff, interval, holm,
-    ratio, verdict), "wins" and "losses" (those with the verdict "better" / "worse"), "over" (no
+    {study: its table}, "cells" (every comparison: study, method, name, budget, diff, interval,
+    holm, ratio, verdict), "wins" and "losses" (those with the verdict "better" / "worse"), "over" (no
     verdict: over time, or short-schedule off target), "leads_over" (of those, the ones ahead of
     short-schedule), "closest" (where nothing wins: the comparison ahead of short-schedule at equal
     time with the least Holm-adjusted p, None without one), "rows" (per study and budget,
@@ -220,7 +220,7 @@ def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] 
             others = group[(group["method"] != ms.REFERENCE) & (group["verdict"] != "")]
             fair = "s / target" in group
             for _, row in others.iterrows():
-                out["cells"].append({"method": row["method"], "name": name, "budget": budget,
+                out["cells"].append({"study": study, "method": row["method"], "name": name, "budget": budget,
                                      "diff": row["vs short-schedule (pt)"], "interval": row["95% interval"],
                                      "holm": row["Holm p"], "ratio": row["s / target" if fair else "s / short"],
                                      "fair": fair, "verdict": row["verdict"]})
@@ -428,6 +428,61 @@ def _preset_tally(own: list[tuple[str, str, str]], link: bool = False) -> str:
     return f": {', '.join(parts)} of its {len(own)} cell{'' if len(own) == 1 else 's'}"
 
 
+def _listed(names: Sequence[str]) -> str:
+    """Return names as a list in words: "a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+MIXED = "mixed"  # the preset group of a cell whose seeds' `mclearn` runs trained as different presets
+
+
+def mclearn_cell_presets(found: dict) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Return {(study, budget): the presets (ms.variant_of of their stored configs, sorted) that the
+    `mclearn` runs which `found`'s equal-time table compares there (one a seed, ms._by_budget) trained
+    as}, over `found`'s studies (equal_time_verdicts); more than one where its seeds mix presets."""
+    return {(study, ms.format_budget(budget)): tuple(sorted({ms.variant_of(r.get("config") or {})
+                                                             for r in runs.values()}))
+            for study, records in found["records"].items()
+            for (method, budget), runs in ms._by_budget(records).items() if method == "mclearn"}
+
+
+def _presets_sentence(found: dict, chosen: str | None, before: str | None, ablation: str) -> str:
+    """Return the sentence on `mclearn`'s verdicts against short-schedule in `found` tallied per
+    preset its runs trained as (mclearn_cell_presets of each cell's own runs): `chosen` (the
+    ablation's choice, linked as `ablation`) first, each with its datasets, then the others by name
+    (`before` named as the preset before the choice), then the cells whose seeds mix presets, each
+    with its presets; where no cell is of `chosen` (or there is no choice), a sentence says so."""
+    presets = mclearn_cell_presets(found)
+    groups: dict[str, list[dict]] = {}
+    for cell in found["cells"]:
+        if cell["method"] == "mclearn":
+            own = presets[(cell["study"], cell["budget"])]
+            groups.setdefault(own[0] if len(own) == 1 else MIXED, []).append(cell)
+    parts = []
+    for preset in sorted(groups, key=lambda p: (p != chosen, p == MIXED, p)):
+        cells = groups[preset]
+        tally = _preset_tally([(c["name"], c["budget"], c["verdict"]) for c in cells], True)
+        if preset == MIXED:
+            where = "; ".join(f"[{c['name']}] {c['budget']}: `{'`, `'.join(presets[(c['study'], c['budget'])])}`"
+                              for c in cells)
+            parts.append(f"in cells whose seeds mix presets ({where}){tally}")
+            continue
+        data = _listed(list(dict.fromkeys(f"[{c['name']}]" for c in cells)))
+        if preset == chosen:
+            note = f"the {ablation}'s choice, on {data}"
+        elif chosen in groups:
+            note = f"{'the preset before it, ' if preset == before else ''}on {data}; not yet re-run with the choice"
+        else:
+            note = f"on {data}"
+        parts.append(f"as `{preset}` ({note}){tally}")
+    sentence = f" `mclearn` {'; '.join(parts)}."
+    if chosen and chosen not in groups:
+        sentence += f" The {ablation} has since chosen `{chosen}`, not yet run here."
+    elif not chosen and before:
+        sentence += f" The {ablation} has no choice yet."
+    return sentence
+
+
 def answer_markdown(results_dir: str | Path = "results", link_base: Path | None = None,
                     details: str = "results/README.md") -> str:
     """Return the README's answer in markdown: one paragraph naming each method that beats
@@ -443,15 +498,15 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
     link to its section there and a sentence on the method ahead in most of its cells on
     uncorrected intervals (`_previous_leader`): its verdicts in the answer's cells. With ablation
     studies, the `mclearn` sentence names the variant the
-    ablation chose, linking its section of `details`."""
+    ablation chose, linking its section of `details`; where the tallied `mclearn` runs trained as
+    more than one preset, it tallies per preset (_presets_sentence)."""
     import pandas as pd
 
     found = equal_time_verdicts(results_dir)
     if not found["studies"]:
         return NO_EQUAL_TIME
     wins, cells, studies = found["wins"], len(found["rows"]), found["studies"]
-    names = [f"[{name}]" for _, name, _ in studies]
-    data = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    data = _listed([f"[{name}]" for _, name, _ in studies])
     if wins:
         counts: dict[str, int] = {}
         for cell in wins:
@@ -470,17 +525,20 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
     own = _cell_verdicts(found, "mclearn")
     chosen, before = ablation_choice(results_dir)
     ablation = f"[ablation]({details}#{anchor(ABLATION_HEADING)})"
-    # the preset the tallied `mclearn` runs trained as, from their stored configs: a study keeps the
+    # the presets the tallied `mclearn` runs trained as, from their stored configs: a study keeps the
     # runs of the preset it ran, which the ablation's choice may since have replaced
-    trained = "`, `".join(sorted({ms.variant_of(r.get("config") or {}) for runs in found["records"].values()
-                                  for r in runs if r["method"] == "mclearn"}))
-    if chosen and trained and trained != chosen:
-        preset = f" (trained as `{trained}`; the {ablation} has since chosen `{chosen}`, not yet run here)"
-    elif chosen:
-        preset = f" (`{chosen}` since the {ablation})"
-    else:
-        preset = f" (`{trained or before}`; the {ablation} has no choice yet)" if before else ""
-    if own:
+    presets = sorted({ms.variant_of(r.get("config") or {}) for runs in found["records"].values()
+                      for r in runs if r["method"] == "mclearn"})
+    if own and len(presets) > 1:  # two methods under one name: one tally per preset
+        verdict += _presets_sentence(found, chosen, before, ablation)
+    elif own:
+        trained = presets[0] if presets else ""
+        if chosen and trained and trained != chosen:
+            preset = f" (trained as `{trained}`; the {ablation} has since chosen `{chosen}`, not yet run here)"
+        elif chosen:
+            preset = f" (`{chosen}` since the {ablation})"
+        else:
+            preset = f" (`{trained or before}`; the {ablation} has no choice yet)" if before else ""
         verdict += f" `mclearn`{preset}{_preset_tally(own, True)}."
     elif chosen:
         verdict += f" The one-seed {ablation} chose `{chosen}` for the `mclearn` preset."

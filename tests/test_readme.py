@@ -232,6 +232,36 @@ def test_ablation_studies_are_not_equal_time_studies_and_get_the_ablation_sectio
             "worse in 0 of its 2 cells.") in prose
 
 
+def test_the_mclearn_sentence_tallies_per_preset_where_its_runs_trained_as_two(tmp_path, monkeypatch):
+    """With clinc150's `mclearn` runs re-run as the ablation's choice (mclearn-once: their stored
+    configs) and banking77's still the preset before it (mclearn-v1), the README's sentence on
+    `mclearn` tallies each preset apart, the choice first, each over the cells its own runs trained
+    as; once one of banking77's seeds is the choice's too, that cell is tallied as mixing presets,
+    naming them, not as either."""
+    _write_equal_time_studies(tmp_path)
+    monkeypatch.setattr(ms, "ABLATION_SETS", ("banking77",))
+    _write_ablation_study(tmp_path)
+    ms.summarize(tmp_path, show=False)
+
+    def relabel(study, seeds=(1, 2, 3)):  # the same runs, trained as the chosen preset
+        for record in ms.load_runs(tmp_path, study):
+            if record["method"] == "mclearn" and record["seed"] in seeds:
+                _write_run(tmp_path, {**record, "config": {**(record.get("config") or {}), "once_draws": True}})
+
+    def prose():
+        return " ".join(mr.answer_markdown(tmp_path, tmp_path.parent, "results/README.md").split("\n\n")[0].split())
+
+    relabel("clinc150-mpnet-h200-equal-time")
+    link = "[ablation](results/README.md#ablation)"
+    assert (f" `mclearn` as `mclearn-once` (the {link}'s choice, on [clinc150]): better in 1, tied in 0, worse in 0 "
+            "of its 1 cell; as `mclearn-v1` (the preset before it, on [banking77]; not yet re-run with the choice): "
+            "better in 0, tied in 1, worse in 0 of its 1 cell.") in prose()
+    relabel("banking77-mpnet-h200-equal-time", seeds=(1,))
+    assert (f" `mclearn` as `mclearn-once` (the {link}'s choice, on [clinc150]): better in 1, tied in 0, worse in 0 "
+            "of its 1 cell; in cells whose seeds mix presets ([banking77] 1/2: `mclearn-once`, `mclearn-v1`): "
+            "better in 0, tied in 1, worse in 0 of its 1 cell.") in prose()
+
+
 def test_the_ablation_section_gives_the_5_seed_result_where_the_chosen_presets_runs_exist(tmp_path, monkeypatch):
     """With 5 seeds of `mclearn` runs whose config is mclearn-once's in the dataset's equal-time study
     (same prefix as the ablation study), the paragraph ends with their paired result against short-schedule,
