@@ -446,6 +446,13 @@ def mclearn_cell_presets(found: dict) -> dict[tuple[str, str], tuple[str, ...]]:
             for (method, budget), runs in ms._by_budget(records).items() if method == "mclearn"}
 
 
+def _mclearn_presets(found: dict) -> list[str]:
+    """Return the presets (ms.variant_of of their stored configs, sorted) that `found`'s `mclearn`
+    runs trained as (equal_time_verdicts' records)."""
+    return sorted({ms.variant_of(r.get("config") or {}) for runs in found["records"].values()
+                   for r in runs if r["method"] == "mclearn"})
+
+
 def _presets_sentence(found: dict, chosen: str | None, before: str | None, ablation: str) -> str:
     """Return the sentence on `mclearn`'s verdicts against short-schedule in `found` tallied per
     preset its runs trained as (mclearn_cell_presets of each cell's own runs): `chosen` (the
@@ -527,8 +534,7 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
     ablation = f"[ablation]({details}#{anchor(ABLATION_HEADING)})"
     # the presets the tallied `mclearn` runs trained as, from their stored configs: a study keeps the
     # runs of the preset it ran, which the ablation's choice may since have replaced
-    presets = sorted({ms.variant_of(r.get("config") or {}) for runs in found["records"].values()
-                      for r in runs if r["method"] == "mclearn"})
+    presets = _mclearn_presets(found)
     if own and len(presets) > 1:  # two methods under one name: one tally per preset
         verdict += _presets_sentence(found, chosen, before, ablation)
     elif own:
@@ -637,7 +643,10 @@ def equal_time_markdown(results_dir: str | Path = "results", link_base: Path | N
         verdict += (f" Not at equal time ({_time_rule(found)}), so no verdict: "
                     + "; ".join(_found(cell, False) for cell in found["over"]) + ".")
     own = _cell_verdicts(found, "mclearn")
-    if own:
+    if own and len(_mclearn_presets(found)) > 1:  # two methods under one name: one tally per preset
+        chosen, before = ablation_choice(results_dir)
+        verdict += _presets_sentence(found, chosen, before, f"[ablation](#{anchor(ABLATION_HEADING)})")
+    elif own:
         verdict += f" `mclearn` against `{ms.REFERENCE}`{_preset_tally(own)}."
     links = [f"[`{study}`](#{anchor(study)}) ({device})" for study, _, device in found["studies"]]
     n = len(found["studies"])

@@ -236,8 +236,8 @@ def test_the_mclearn_sentence_tallies_per_preset_where_its_runs_trained_as_two(t
     """With clinc150's `mclearn` runs re-run as the ablation's choice (mclearn-once: their stored
     configs) and banking77's still the preset before it (mclearn-v1), the README's sentence on
     `mclearn` tallies each preset apart, the choice first, each over the cells its own runs trained
-    as; once one of banking77's seeds is the choice's too, that cell is tallied as mixing presets,
-    naming them, not as either."""
+    as (the README's answer and results/README's equal-time section alike); once one of banking77's
+    seeds is the choice's too, that cell is tallied as mixing presets, naming them, not as either."""
     _write_equal_time_studies(tmp_path)
     monkeypatch.setattr(ms, "ABLATION_SETS", ("banking77",))
     _write_ablation_study(tmp_path)
@@ -256,6 +256,9 @@ def test_the_mclearn_sentence_tallies_per_preset_where_its_runs_trained_as_two(t
     assert (f" `mclearn` as `mclearn-once` (the {link}'s choice, on [clinc150]): better in 1, tied in 0, worse in 0 "
             "of its 1 cell; as `mclearn-v1` (the preset before it, on [banking77]; not yet re-run with the choice): "
             "better in 0, tied in 1, worse in 0 of its 1 cell.") in prose()
+    details = " ".join(mr.equal_time_markdown(tmp_path, figures=False).split())  # results/README's sentence
+    assert (" `mclearn` as `mclearn-once` (the [ablation](#ablation)'s choice, on [clinc150]): better in 1, tied in "
+            "0, worse in 0 of its 1 cell; as `mclearn-v1` (the preset before it, on [banking77];") in details
     relabel("banking77-mpnet-h200-equal-time", seeds=(1,))
     assert (f" `mclearn` as `mclearn-once` (the {link}'s choice, on [clinc150]): better in 1, tied in 0, worse in 0 "
             "of its 1 cell; in cells whose seeds mix presets ([banking77] 1/2: `mclearn-once`, `mclearn-v1`): "
