@@ -5,6 +5,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 # No test may touch the network: set the HF offline switches before anything imports the hub.
@@ -129,7 +130,7 @@ def cost_clock(monkeypatch):
         clock.scoring, clock.scorer_share = False, 1 / 20
         monkeypatch.setattr(mc, "make_batch", timed_batch)
         monkeypatch.setattr(mc.MCLearn, "early_features", early_features)
-        monkeypatch.setattr(mc.time, "perf_counter", clock)
+        monkeypatch.setattr(time, "perf_counter", clock)
         return clock
 
     return install

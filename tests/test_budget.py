@@ -1,5 +1,7 @@
 """Section 5, `mclearn`: cost meter and budget solver (q* and the kept size M*)."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -44,7 +46,7 @@ def test_cost_meter_ema_and_cpu_timing(monkeypatch):
     meter.observe("full", 2.0)
     assert meter.ema["full"] == pytest.approx(0.9 * 1.0 + 0.1 * 2.0)
     now = [100.0]
-    monkeypatch.setattr(mc.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
     with meter.timed("score", count=4):
         now[0] += 0.02
     assert meter.flush()["score"] == pytest.approx(0.005) and meter.seconds["score"] == pytest.approx(0.02)

@@ -1,9 +1,10 @@
 """Budget studies (section 8, runs): each method's knobs for a share of the tuned baseline's time, the
 learning-rate sweep, and a whole study on the CPU smoke preset (resumable, flipped rows saved)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-import mclearn_core as mc
 import mcstudy as ms
 
 
@@ -169,7 +170,7 @@ def test_budget_study_runs_resumes_and_saves_flipped_rows(smoke_cfg, prepared, m
             assert record["knobs"] == {"uniform_fraction": record["time_budget"]}
         if record["method"] == "vcas":
             assert record["time_budget"] == 0.0 and "no wall-clock knob" in record["budget_note"]
-    runs = mc.Path(cfg.results_dir) / "runs"
+    runs = Path(cfg.results_dir) / "runs"
     saved = np.loadtxt(runs / "budget-smoke" / "flipped_rows.csv", skiprows=2, dtype=int)
     assert np.array_equal(saved, noisy.flipped_rows)
     assert (runs / "budget-smoke-lr" / "baseline-lr3e-03-seed42.json.gz").exists()

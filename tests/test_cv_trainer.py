@@ -5,8 +5,10 @@ import dataclasses
 import inspect
 import itertools
 import math
+import time
 import types
 import warnings
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -306,7 +308,7 @@ def estimator_case(prepared):
 
     cfg = ms.replace_config(ms.config_for_method(prepared.cfg, "mclearn-v1"), full_rows=8, full_prob=0.5,
                             refresh_every=8, label_smoothing=0.0, score_max_length=48, pad_multiple=4, w_clip=W_CLIP)
-    model = mc.copy.deepcopy(prepared.base_model).eval()
+    model = deepcopy(prepared.base_model).eval()
     model.config._attn_implementation = "eager"
     torch.manual_seed(0)
     with torch.no_grad():  # at its initialisation (std 0.02) the tiny model's loss hardly depends on the text
@@ -575,7 +577,7 @@ def test_clipping_that_binds_biases_mclearn_by_the_derived_amount(estimator_case
 def _mclearn(prepared, **changes):
     """An MCLearn on the cpu-smoke training set with the mclearn preset plus `changes`."""
     cfg = ms.replace_config(ms.config_for_method(prepared.cfg, "mclearn"), **changes)
-    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).train(), train=prepared.train,
+    ctx = ms.RunContext(cfg=cfg, model=deepcopy(prepared.base_model).train(), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
     return ms.MCLearnMethod(ctx)
@@ -641,7 +643,7 @@ def fake_clock(monkeypatch, row_seconds: float = 0.0, update_seconds: float = 0.
     seconds a test chooses; return the clock."""
     clock = FakeClock()
     clock.row_seconds, clock.update_seconds, clock.scored = row_seconds, update_seconds, []
-    monkeypatch.setattr(mc.time, "perf_counter", clock)
+    monkeypatch.setattr(time, "perf_counter", clock)
     score, objective = mc.MCLearn.early_features, mc.MCLearn.objective
 
     def timed_score(self, data, rows):
@@ -673,7 +675,7 @@ def test_grad_accum_steps_step_the_lr_schedule_with_the_optimizer(prepared, monk
     steps = trainer.num_steps()
     assert steps == 30  # 30 baseline batches at 1/64 s, nothing else charged
     ms.build_optimization(ctx, trainer)
-    reference_opt = ms.build_optimizer(mc.copy.deepcopy(ctx.model), ctx.cfg, ctx.device)
+    reference_opt = ms.build_optimizer(deepcopy(ctx.model), ctx.cfg, ctx.device)
     reference = ms.build_scheduler(reference_opt, ctx.cfg, 15)
     expected = [reference.get_last_lr()[0]]
     for _ in range(15):
@@ -700,7 +702,7 @@ def test_the_budget_prices_the_pools_the_run_will_have(prepared, monkeypatch):
     same run overran by 4.1 %."""
     cfg = ms.replace_config(prepared.cfg, epochs=3, time_budget=1.0, refresh_every=2, select_switch=False,
                             explicit=("time_budget",))  # every pool selected: the pricing of scored pools
-    run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=flat_step_costs(cfg, 1 / 64))
+    run = dataclasses.replace(prepared, cfg=cfg, step_costs=flat_step_costs(cfg, 1 / 64))
     fake_clock(monkeypatch, row_seconds=2.5e-4, update_seconds=1 / 64)
     record = ms.train_method("mclearn", cfg, run, seed=42, progress=False)
     budget = record["telemetry"]["budget"]
@@ -775,7 +777,7 @@ def test_mclearn_passes_the_budget_solver_the_runs_own_numbers(prepared, monkeyp
     seconds are within its budget. Each of these, 20 % wrong, passed every test before."""
     cfg = ms.replace_config(prepared.cfg, epochs=2, select_switch=False)  # every pool selected and scored
     table = flat_step_costs(cfg, 1 / 64)
-    run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=table)
+    run = dataclasses.replace(prepared, cfg=cfg, step_costs=table)
     clock = fake_clock(monkeypatch, row_seconds=1e-4)
     calls, solve = [], mc.solve_budget
     monkeypatch.setattr(mc, "solve_budget", lambda *a, **k: calls.append((a, k)) or solve(*a, **k))
@@ -809,8 +811,8 @@ def test_mclearn_reserves_the_captures_it_expects_to_make(prepared, monkeypatch)
     back captures_expected(steps left) captures at that price: the seconds steps_within is given
     are the budget less the charge less that reserve."""
     cfg = ms.replace_config(prepared.cfg, epochs=6, time_budget=0.5, select_switch=False, explicit=("time_budget",))
-    table = mc.dataclasses.replace(flat_step_costs(cfg, 1 / 64), graphed=True, capture_seconds=0.05)
-    run = mc.dataclasses.replace(prepared, cfg=cfg, step_costs=table)
+    table = dataclasses.replace(flat_step_costs(cfg, 1 / 64), graphed=True, capture_seconds=0.05)
+    run = dataclasses.replace(prepared, cfg=cfg, step_costs=table)
     fake_clock(monkeypatch, row_seconds=1e-4)
     monkeypatch.setattr(ms.MCLearnMethod, "will_capture", lambda self: True)
     calls, solve = [], mc.solve_budget

@@ -3,6 +3,7 @@ tests (test_cv_trainer.py, test_variants.py) hold for any known draw probability
 draw to its design: how the temperature sharpens the soft top-k, how systematic (once) draws spread
 over a pool, and how many full passes a plan's once-draws give against the plan's own count."""
 import math
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -107,7 +108,7 @@ def once_trainer(prepared) -> mc.MCLearn:
     draws per step, pools serving 4 steps at kappa 0.5, replay share 0.2, once_floor 0.1."""
     cfg = ms.replace_config(prepared.cfg, full_rows=8, full_prob=0.5, refresh_every=4, w_clip=0.0, kappa_schedule=(0.5,),
                             replay_share_init=0.2, replay_share_bounds=(0.2, 0.2), once_draws=True, once_floor=0.1)
-    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).eval(), train=prepared.train,
+    ctx = ms.RunContext(cfg=cfg, model=deepcopy(prepared.base_model).eval(), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
     return ms.MCLearnMethod(ctx)

@@ -5,6 +5,7 @@ time rules (the previous one against short-schedule's seconds, the fair one agai
 target), what a fair cell's runs did, time to target with its bootstrap intervals and the performance
 profile. Each arithmetic test compares with numbers worked out by hand here."""
 import math
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ def test_short_schedule_length_fits_the_budget_with_its_captures():
 
 
 def _context(prepared, cfg, seed=0):
-    model = mc.copy.deepcopy(prepared.base_model).train()
+    model = deepcopy(prepared.base_model).train()
     return ms.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
                          device=torch.device("cpu"), generator=torch.Generator().manual_seed(seed),
                          device_generator=torch.Generator().manual_seed(seed))
@@ -505,7 +506,7 @@ def test_cuda_graphed_scoring_gives_the_eager_losses(prepared, smoke_cfg):
     device = torch.device("cuda")
     cfg = ms.replace_config(smoke_cfg, device="cuda", precision="fp32", cuda_graphs=True, pad_multiple=32)
     train = prepared.train.to(device)
-    model = mc.copy.deepcopy(prepared.base_model).to(device).eval()
+    model = deepcopy(prepared.base_model).to(device).eval()
     ctx = ms.RunContext(cfg=cfg, model=model, train=train, eval=train, num_labels=4, device=device,
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator(device=device).manual_seed(0))
     method = ms.SelectiveBackprop(ctx)

@@ -3,9 +3,7 @@ the last update (LRSchedule driven by the clock, by InfoBatch's epochs, by MC-Le
 capture policy for every method, and the run file's record of all of it. Runs are timed by a cost
 model (conftest.cost_clock), so every number here is the same on any host, busy or not."""
 import dataclasses
-import math
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,4 +1,6 @@
 """Section 3: model loading, encoder parts, truncated encoder, head re-initialisation."""
+from copy import deepcopy
+
 import pytest
 import torch
 from torch import nn
@@ -141,7 +143,7 @@ def test_apply_head_matches_the_models_own_head(prepared, tiny_bert, tiny_mpnet)
 
 
 def test_reinit_head_is_seeded_and_touches_only_the_head(prepared):
-    a, b = (mc.copy.deepcopy(prepared.base_model) for _ in range(2))
+    a, b = (deepcopy(prepared.base_model) for _ in range(2))
     ms.reinit_head(a, 1)
     ms.reinit_head(b, 1)
     assert torch.equal(a.classifier.weight, b.classifier.weight)
@@ -237,7 +239,7 @@ def test_cached_position_buckets_give_the_same_logits_and_follow_a_copy(tiny_mpn
     host copy transformers makes): same logits as the model's own code, at two lengths; a deep copy
     (every run trains one) uses its own bias embedding, not the original's."""
     ids, mask = _inputs()
-    model = mc.copy.deepcopy(tiny_mpnet).eval()
+    model = deepcopy(tiny_mpnet).eval()
     with torch.no_grad():
         expected = [model(input_ids=ids[:, :n], attention_mask=mask[:, :n]).logits for n in (10, 7)]
         ms.cache_position_buckets(model)
@@ -245,7 +247,7 @@ def test_cached_position_buckets_give_the_same_logits_and_follow_a_copy(tiny_mpn
     assert len(model.base_model.encoder.position_bucket_cache) == 2
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b)
-    copy = mc.copy.deepcopy(model)
+    copy = deepcopy(model)
     with torch.no_grad():
         copy.base_model.encoder.relative_attention_bias.weight.normal_(0.0, 5.0)  # (a constant shift cancels in softmax)
         changed = copy(input_ids=ids, attention_mask=mask).logits

@@ -1,6 +1,7 @@
 """Section 6, `mclearn-paper` (MCLearnPaper): each mechanism of the published algorithm on a tiny
 constructed case (docs/deviations.md, "Deviations from the published MC-Learn", names these tests)."""
 import math
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ class ZeroUniforms:
 def paper_trainer(prepared, **changes):
     """An MCLearnPaper on the cpu-smoke data (480 rows, 4 classes, batch 16) with a fresh model copy."""
     cfg = ms.replace_config(ms.config_for_method(prepared.cfg, "mclearn-paper"), **changes)
-    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).train(), train=prepared.train,
+    ctx = ms.RunContext(cfg=cfg, model=deepcopy(prepared.base_model).train(), train=prepared.train,
                         eval=prepared.eval, num_labels=len(prepared.label_names), device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
     return ms.MCLearnPaperMethod(ctx)

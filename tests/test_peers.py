@@ -1,12 +1,12 @@
 """The comparison methods (mcstudy.methods): each method's invariant with fixed seeds and stated tolerances;
 a method added by one registration trains as theirs do."""
 import math
+from copy import deepcopy
 
 import numpy as np
 import pytest
 import torch
 
-import mclearn_core as mc
 import mcstudy as ms
 from mcstudy import methods
 from mcstudy.methods import vcas
@@ -14,7 +14,7 @@ from mcstudy.methods import vcas
 
 def _ctx(prepared, cfg=None, seed=0):
     cfg = cfg or prepared.cfg
-    model = mc.copy.deepcopy(prepared.base_model)
+    model = deepcopy(prepared.base_model)
     return ms.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval,
                          num_labels=len(prepared.label_names), device=prepared.device,
                          generator=torch.Generator().manual_seed(seed),

@@ -1,5 +1,6 @@
 """Section 5, `mclearn`: the policy learner (ESS, tau, rho, class weights, kappa schedule)."""
 import math
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -141,7 +142,7 @@ def small_mclearn(prepared):
     rows of 6 draws per step, every pool selected (the switch off: its pools are tests/test_switch.py's)."""
     cfg = ms.replace_config(ms.config_for_method(prepared.cfg, "mclearn"), full_rows=3, full_prob=0.5,
                             record_passes=False, select_switch=False)  # the by-hand pool has no rows to count
-    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model), train=prepared.train,
+    ctx = ms.RunContext(cfg=cfg, model=deepcopy(prepared.base_model), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
     return ms.MCLearnMethod(ctx)

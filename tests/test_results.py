@@ -1,13 +1,13 @@
 """Section 8, runs: result files, resumable sweeps, summary.csv and the report table."""
+import dataclasses
 import gzip
-import json
+import os
 import sys
 
 import pandas as pd
 import pytest
 import torch
 
-import mclearn_core as mc
 import mcstudy as ms
 import mcstudy.train
 from conftest import stored_run
@@ -171,7 +171,7 @@ def _what_a_run_trains_and_scores(cfg, method, monkeypatch):
     it read, its steps and backward passes, its eval predictions, probabilities and loss, its eval
     curve, on a fake clock and a flat step-cost table (MC-Learn plans from measured seconds)."""
     prepared = ms.prepare(cfg)
-    prepared = mc.dataclasses.replace(prepared, step_costs=flat_step_costs(cfg, 1 / 64))
+    prepared = dataclasses.replace(prepared, step_costs=flat_step_costs(cfg, 1 / 64))
     with monkeypatch.context() as patch:
         fake_clock(patch, row_seconds=2.5e-4, update_seconds=1 / 64)
         record = ms.train_method(method, cfg, prepared, seed=1, progress=False)
@@ -187,7 +187,7 @@ def walked_runs():
     return {}
 
 
-@pytest.mark.parametrize("key", [f.name for f in mc.dataclasses.fields(ms.Config)])
+@pytest.mark.parametrize("key", [f.name for f in dataclasses.fields(ms.Config)])
 def test_every_config_key_that_changes_a_run_is_compared_by_the_stale_guard(tmp_path, monkeypatch, walked_runs, key):
     """Walk every Config field: one the stale guard compares refuses a stored run trained with another
     value (for a method that reads it); one it treats as bookkeeping (RUN_BOOKKEEPING_FIELDS) must
@@ -214,7 +214,7 @@ def test_every_config_key_that_changes_a_run_is_compared_by_the_stale_guard(tmp_
 
 def test_bookkeeping_keys_and_keys_an_old_file_lacks_are_no_difference(tmp_path):
     cfg = ms.make_config("cpu-smoke", results_dir=str(tmp_path))
-    assert set(ms.RUN_KEY_FIELDS) | set(ms.RUN_BOOKKEEPING_FIELDS) == {f.name for f in mc.dataclasses.fields(ms.Config)}
+    assert set(ms.RUN_KEY_FIELDS) | set(ms.RUN_BOOKKEEPING_FIELDS) == {f.name for f in dataclasses.fields(ms.Config)}
     old = ms.portable_config(cfg)
     del old["candidate_share"], old["epochs"]  # written before these keys existed
     path = stored_run(cfg, "baseline", 1, config=old)
@@ -246,11 +246,11 @@ def test_each_method_reads_no_key_owned_by_other_methods(prepared, smoke_cfg, mo
     """METHOD_OWN_FIELDS says which keys only some methods read (so the others' stored runs stay
     valid when they change): a run of every method records the Config keys it reads."""
     rows = torch.arange(64)
-    small = mc.dataclasses.replace(prepared, train=ms.subset_split(prepared.train, rows), test=None,
+    small = dataclasses.replace(prepared, train=ms.subset_split(prepared.train, rows), test=None,
                                    eval=ms.subset_split(prepared.eval, rows[:32]))
     cfg = ms.replace_config(smoke_cfg, eval_points=1, uniform_fraction=0.5)
     read: set[str] = set()
-    fields = {f.name for f in mc.dataclasses.fields(ms.Config)}
+    fields = {f.name for f in dataclasses.fields(ms.Config)}
 
     def recording(self, name):  # copies (dataclasses.replace, asdict) read every field: not a use
         if name in fields and sys._getframe(1).f_globals.get("__name__") != "dataclasses":
@@ -657,7 +657,7 @@ def test_the_lock_of_a_dead_sweep_is_taken_over_and_removed_at_the_end(tmp_path,
     monkeypatch.setattr("mcstudy.runs.train_method", fake_run)
     monkeypatch.setattr("mcstudy.runs.prepare", lambda cfg: None)
     ms.run_sweep(cfg, ["baseline"], [1], progress=False)
-    assert seen[0].startswith(f"pid {ms.os.getpid()} on ")
+    assert seen[0].startswith(f"pid {os.getpid()} on ")
     assert ("note: took over the lock of " + str(lock.parent) + " from a sweep that is no longer running "
             "(pid 999999 on this-host since yesterday)") in " ".join(capsys.readouterr().err.split())
     assert not lock.exists()

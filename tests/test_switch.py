@@ -7,6 +7,8 @@ tests/break_switch.sh breaks all of it on purpose. Timed code runs on conftest's
 import dataclasses
 import importlib.util
 import math
+from copy import deepcopy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,7 +88,7 @@ def switch_trainer(prepared, **changes) -> mc.MCLearn:
     cfg = ms.replace_config(ms.config_for_method(prepared.cfg, "mclearn-once-switch"), full_rows=8, full_prob=0.5,
                             refresh_every=4, kappa_schedule=(0.5,), replay_share_init=0.3,
                             replay_share_bounds=(0.3, 0.3), label_smoothing=0.0, **changes)
-    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).eval(), train=prepared.train,
+    ctx = ms.RunContext(cfg=cfg, model=deepcopy(prepared.base_model).eval(), train=prepared.train,
                         eval=prepared.eval, num_labels=4, device=torch.device("cpu"),
                         generator=torch.Generator().manual_seed(0), device_generator=torch.Generator().manual_seed(0))
     trainer = ms.MCLearnMethod(ctx)
@@ -242,7 +244,7 @@ def test_last_layer_gradients_match_autograd(prepared):
     """For 12 rows, with label smoothing 0.1: each row's squared gradient norm at the last layer
     (weight and bias) and its loss equal autograd's on that row alone, and the mean's squared norm
     equals that of autograd's weighted mean gradient (float32 tolerance)."""
-    model = mc.copy.deepcopy(prepared.base_model)
+    model = deepcopy(prepared.base_model)
     with torch.no_grad():
         model.classifier.weight.normal_(0.0, 0.5)
     cfg = ms.replace_config(prepared.cfg, label_smoothing=0.1)
@@ -390,7 +392,7 @@ def test_the_switchs_ablation_script_writes_its_table_beside_issue_24s(prepared,
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main(["--results", cfg.results_dir]) == 0
-    text = (mc.Path(cfg.results_dir) / "ablation" / "fair" / "ablation_table.md").read_text()
+    text = (Path(cfg.results_dir) / "ablation" / "fair" / "ablation_table.md").read_text()
     assert "smoke-tiny-cpu-fair-ablation" in text and "smoke-tiny-cpu-ablation," not in text
     assert "mclearn-once-switch" in text and "mclearn-v1" not in text
     assert "selected share" in text and "tau measured" in text

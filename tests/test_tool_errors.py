@@ -1,6 +1,7 @@
 """The tools around the study fail loudly: make_readme.py, run_notebooks.py and the
 notebooks' parameter check give one line "error: ..." and a non-zero exit code (or a failed cell)
 where they would have written a stale, partial or borrowed result, or nothing at all."""
+import dataclasses
 import gzip
 import shutil
 
@@ -9,7 +10,6 @@ import pandas as pd
 import pytest
 
 import make_readme as mr
-import mclearn_core as mc
 import mcstudy as ms
 import run_notebooks as rn
 from test_readme import _write_equal_time_studies
@@ -180,7 +180,7 @@ def test_each_notebook_checks_every_parameter_it_declares_right_after_them(path)
     assert "ms.check_notebook_parameters(globals(), names_before_parameters, [" in check
     assert check.split("[", 1)[1].replace("\n", " ").replace(" ", "").rstrip("])").split(",") == \
         [f'"{name}"' for name in declared]
-    fields = {f.name for f in mc.dataclasses.fields(ms.Config)}
+    fields = {f.name for f in dataclasses.fields(ms.Config)}
     assert [name for name in declared if name not in fields and name not in ms.NOTEBOOK_RULES] == []
 
 

@@ -1,7 +1,12 @@
 """Sections 4 and 8: the update machinery, the optimized full fine-tune baseline and the training loop."""
+import dataclasses
 import json
 import math
+import os
 import threading
+import time
+from copy import deepcopy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,7 +115,7 @@ def test_logged_loss_is_a_per_step_mean(prepared, smoke_cfg, tmp_path):
 
 
 def test_evaluate_restores_training_mode(prepared):
-    model = mc.copy.deepcopy(prepared.base_model).train()
+    model = deepcopy(prepared.base_model).train()
     out = ms.evaluate(model, prepared.eval, prepared.cfg, torch.device("cpu"))
     assert model.training
     assert out["accuracy"] == pytest.approx(float((out["predictions"] == out["labels"]).mean()))
@@ -169,7 +174,7 @@ def test_lr_schedule_steps_as_the_transformers_schedule_and_books_every_update(p
     last. Its record books each update at the lr it was made with: updates, the last update's lr
     and the sum of lr over the updates, as shares of the peak (by hand from the reference)."""
     cfg = prepared.cfg
-    model = mc.copy.deepcopy(prepared.base_model)
+    model = deepcopy(prepared.base_model)
     reference_opt = ms.build_optimizer(model, cfg, torch.device("cpu"))
     reference = ms.build_scheduler(reference_opt, cfg, 40)
     opt = ms.build_optimizer(model, cfg, torch.device("cpu"), capturable=on_device)
@@ -197,7 +202,7 @@ def test_a_driven_lr_schedule_follows_the_progress_it_is_given(prepared):
     at p = 0.5 of 40 steps the lr of step 20, halfway between steps 20 and 21 their mean up to the
     curve's bend, 0 at p >= 1; step() then only books the update, it does not move the lr."""
     cfg = prepared.cfg
-    opt = ms.build_optimizer(mc.copy.deepcopy(prepared.base_model), cfg, torch.device("cpu"))
+    opt = ms.build_optimizer(deepcopy(prepared.base_model), cfg, torch.device("cpu"))
     schedule = ms.LRSchedule(opt, cfg, 40)
     f = ms.schedule_multiplier(cfg, 40)
     peak = schedule.peaks[-1]
@@ -253,7 +258,7 @@ def test_cuda_graph_replay_makes_the_same_updates_as_eager(prepared):
     for graphs in (False, True):
         cfg = ms.replace_config(prepared.cfg, device="cuda", precision="fp32", cuda_graphs=graphs,
                                 pad_multiple=32)
-        model = mc.copy.deepcopy(prepared.base_model).to(device).eval()
+        model = deepcopy(prepared.base_model).to(device).eval()
         ctx = ms.RunContext(cfg=cfg, model=model, train=train, eval=train, num_labels=4, device=device,
                             generator=torch.Generator().manual_seed(0),
                             device_generator=torch.Generator(device=device).manual_seed(0))
@@ -300,7 +305,7 @@ def _mlp_through_graphed_update(order, planned=None, seed=0):
     start = torch.nn.Sequential(torch.nn.Linear(32, 512), torch.nn.GELU(), torch.nn.Linear(512, 4)).to(device)
     runs = {}
     for graphs in (False, True):
-        model = mc.copy.deepcopy(start)
+        model = deepcopy(start)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, capturable=True)
         ctx = pytypes.SimpleNamespace(device=device, graphs=graphs, optimizer=optimizer,
                                       cfg=pytypes.SimpleNamespace(graph_warmup_steps=2))
@@ -390,7 +395,7 @@ def test_training_steps_never_wait_for_the_gpu(prepared, method, graphs):
     cfg = ms.config_for_method(ms.replace_config(prepared.cfg, device="cuda", precision="bf16",
                                                  cuda_graphs=graphs, pad_multiple=32), method)
     cfg = ms.replace_config(cfg, time_budget=50.0)  # MC-Learn: enough steps to check (the data are tiny)
-    ctx = ms.RunContext(cfg=cfg, model=mc.copy.deepcopy(prepared.base_model).to(device).train(), train=train,
+    ctx = ms.RunContext(cfg=cfg, model=deepcopy(prepared.base_model).to(device).train(), train=train,
                         eval=train, num_labels=4, device=device, generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator(device=device).manual_seed(0))
     trainer = ms.METHODS[method](ctx)
@@ -447,7 +452,7 @@ def test_compiled_forward_runs(prepared, smoke_cfg, monkeypatch):
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager"))
     cfg = ms.replace_config(smoke_cfg, compile_mode="default")
-    model = mc.copy.deepcopy(prepared.base_model).eval()
+    model = deepcopy(prepared.base_model).eval()
     ctx = ms.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
                         device=torch.device("cpu"), generator=torch.Generator(), device_generator=torch.Generator())
     batch = mc.make_batch(prepared.train, torch.arange(8), 32)
@@ -485,7 +490,7 @@ def test_a_run_at_chance_warns_and_stores_the_warning(prepared, smoke_cfg, capsy
     """lr=10 ends at chance without any error: the run says so on stderr and in its record; the
     same run at a sane lr learns (3 epochs at lr 3e-3 reach ~0.44 on 4 classes) and does not warn.
     The eval set is the smoke set four times over (640 rows: a 3.4-point margin, small enough to tell)."""
-    big_eval = mc.dataclasses.replace(prepared, eval=ms.subset_split(prepared.eval, torch.arange(640) % 160))
+    big_eval = dataclasses.replace(prepared, eval=ms.subset_split(prepared.eval, torch.arange(640) % 160))
     good = ms.replace_config(smoke_cfg, epochs=3, lr=3e-3)
     record = ms.train_method("baseline", good, big_eval, seed=42, progress=False)
     assert record["accuracy"] > 0.35 and record["warnings"] == []
@@ -532,11 +537,9 @@ def test_host_load_sees_another_busy_process_and_not_this_one(monkeypatch):
 
     from conftest import REAL_HOST_LOAD
 
-    if not mc.Path("/proc/self/stat").exists():
+    if not Path("/proc/self/stat").exists():
         assert REAL_HOST_LOAD()["checked"] is False
         pytest.skip("no /proc: only the load average is read here")
-    import os
-    import time
     import types
 
     # The watch's clock is fake: its sleep returns once the spinner has used a tenth of a core over the
@@ -547,7 +550,7 @@ def test_host_load_sees_another_busy_process_and_not_this_one(monkeypatch):
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
     def ticks() -> int:
-        fields = mc.Path(f"/proc/{spinner.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{spinner.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])
 
     clock = {"now": 0.0}
@@ -566,7 +569,7 @@ def test_host_load_sees_another_busy_process_and_not_this_one(monkeypatch):
         spinner.wait()
     busy = {p["pid"]: p for p in load["busy_processes"]}
     assert spinner.pid in busy and "while True: pass" in busy[spinner.pid]["command"]
-    assert ms.os.getpid() not in busy and load["cpu_count"] == ms.os.cpu_count()
+    assert os.getpid() not in busy and load["cpu_count"] == os.cpu_count()
     # the warning names at most three busy processes: other tests' processes may be among them
     assert f"pid {spinner.pid} used" in ms.host_load_warning(dict(load, busy_processes=[busy[spinner.pid]]))
 
@@ -589,7 +592,7 @@ def test_a_run_on_a_busy_host_warns_and_stores_the_warning(prepared, smoke_cfg, 
             "busy_processes": [{"pid": 77, "cores": 1.0, "command": "python3 -m mcstudy --preset cpu"}]}
     monkeypatch.setattr(mcstudy.train, "host_load", lambda *a, **k: busy)
     rows = torch.arange(64)
-    small = mc.dataclasses.replace(prepared, train=ms.subset_split(prepared.train, rows), test=None,
+    small = dataclasses.replace(prepared, train=ms.subset_split(prepared.train, rows), test=None,
                                    eval=ms.subset_split(prepared.eval, rows[:32]))
     record = ms.train_method("baseline", ms.replace_config(smoke_cfg, eval_points=1), small, seed=3, progress=False)
     warning = ms.host_load_warning(busy)

@@ -5,6 +5,9 @@ test_cv_trainer.py; tests/break_estimator.sh breaks both on purpose."""
 import dataclasses
 import importlib.util
 import math
+import time
+from copy import deepcopy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +37,7 @@ def trainer_for(prepared, model=None, **changes) -> mc.MCLearn:
     changes = {"select_switch": False, **changes}
     cfg = ms.replace_config(prepared.cfg, full_rows=8, full_prob=0.5, refresh_every=4, w_clip=0.0,
                             kappa_schedule=(0.5,), replay_share_init=0.3, replay_share_bounds=(0.3, 0.3), label_smoothing=0.0, **changes)
-    model = model if model is not None else mc.copy.deepcopy(prepared.base_model).eval()
+    model = model if model is not None else deepcopy(prepared.base_model).eval()
     ctx = ms.RunContext(cfg=cfg, model=model, train=prepared.train, eval=prepared.eval, num_labels=4,
                         device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
                         device_generator=torch.Generator().manual_seed(0))
@@ -50,7 +53,7 @@ def trainer_for(prepared, model=None, **changes) -> mc.MCLearn:
 def truth(prepared):
     """A model whose head favours class 0 (losses differ by class), its full-data mean loss and the
     projections of its full-data gradient on two fixed directions (the gradient itself, its head part)."""
-    model = mc.copy.deepcopy(prepared.base_model).eval()
+    model = deepcopy(prepared.base_model).eval()
     with torch.no_grad():
         model.classifier.bias.copy_(torch.tensor([2.0, 0.5, -0.5, -1.5]))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -275,7 +278,7 @@ def test_the_full_pass_count_includes_the_steps_of_the_pool_in_use(prepared, mon
     into the counts; the run's last pool has none after it): two steps into a 4-step pool, the run
     file's full passes are 2 x full_rows. The end-to-end test above reaches this only when its run
     ends between refreshes, which its measured step costs decide; here the clock stands still."""
-    monkeypatch.setattr(mc.time, "perf_counter", lambda: 0.0)  # setup and steps take no time
+    monkeypatch.setattr(time, "perf_counter", lambda: 0.0)  # setup and steps take no time
     trainer = trainer_for(prepared, record_passes=True, time_budget=1.0)
     cfg = trainer.ctx.cfg
     trainer.ctx.step_costs = mc.StepCosts(seconds={(rows, cfg.max_length): 1e-3 for rows in ms.calibration_rows(cfg, 8)},
@@ -378,7 +381,7 @@ def test_ablation_script_writes_the_table_from_a_cpu_budget_study(prepared, smok
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main(["--results", cfg.results_dir]) == 0
-    text = (mc.Path(cfg.results_dir) / "ablation" / "ablation_table.md").read_text()
+    text = (Path(cfg.results_dir) / "ablation" / "ablation_table.md").read_text()
     assert ms.ABLATION_RULE in text and "mclearn-free-once-anneal" in text and "smoke 1/2" in text
     assert "distinct rows" in text and "short-schedule" in text
 
