@@ -178,10 +178,11 @@ def equal_time_studies(results_dir: str | Path = "results") -> list[str]:
 
 def answer_studies(results_dir: str | Path = "results") -> tuple[list[str], list[str]]:
     """Return (the studies the answer reads, the previous protocol's): the fair-protocol studies
-    (names ending in ms.FAIR_SUFFIX) and the others when there are fair ones, else every equal-time
-    study and none."""
+    (ms.fair_study_names: names ending in ms.FAIR_SUFFIX, one a dataset and model) and the others
+    when there are fair ones, else every equal-time study and none."""
+    rows = _summary(results_dir)
     studies = equal_time_studies(results_dir)
-    fair = [s for s in studies if s.endswith(ms.FAIR_SUFFIX)]
+    fair = [] if rows is None else ms.fair_study_names(rows)  # one study a dataset, or a one-line error
     return (fair, [s for s in studies if s not in fair]) if fair else (studies, [])
 
 

@@ -106,6 +106,24 @@ def equal_time_study_names(rows) -> set[str]:
             if not str(s).endswith("-lr") and not is_ablation_study(s)}
 
 
+def fair_study_names(rows) -> list[str]:
+    """Return the fair-protocol studies among summary rows (equal_time_study_names ending in
+    FAIR_SUFFIX), sorted. Raise ValueError (one line) when two are of one dataset and model on
+    different GPUs (names <dataset>-<model>-<gpu>-fair that differ in <gpu> only): the answer's Holm
+    family and tallies count each dataset once, so the superseded study has to go."""
+    names = sorted(s for s in equal_time_study_names(rows) if s.endswith(FAIR_SUFFIX))
+    by_set: dict[str, list[str]] = {}
+    for name in names:
+        by_set.setdefault(name.removesuffix(FAIR_SUFFIX).rsplit("-", 1)[0], []).append(name)
+    twice = [studies for studies in by_set.values() if len(studies) > 1]
+    if twice:
+        both = ", ".join(twice[0])
+        raise ValueError(f"results/runs holds fair-protocol studies of one dataset and model on two GPUs ({both}): "
+                         f"the answer counts each dataset once; delete the superseded study's run folders "
+                         f"(results/runs/<study> and <study>-lr) and run make_readme.py again")
+    return names
+
+
 def _family_verdict(results_dir: str | Path, rows, study: str, method: str, budget: float) -> str | None:
     """Return the verdict of `method` against REFERENCE at `budget` in a fair-protocol `study` as the
     README's answer gives it: the Holm-adjusted p over every comparison of the fair-protocol studies
@@ -114,7 +132,7 @@ def _family_verdict(results_dir: str | Path, rows, study: str, method: str, budg
     without a test."""
     if not str(study).endswith(FAIR_SUFFIX):
         return None
-    names = sorted(s for s in equal_time_study_names(rows) if s.endswith(FAIR_SUFFIX))
+    names = fair_study_names(rows)
     tables = equal_time_tables({name: load_runs(results_dir, name) for name in names})
     table = tables[study]
     cell = table[(table["method"] == method) & (table["budget"] == format_budget(budget))]

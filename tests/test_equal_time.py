@@ -8,6 +8,7 @@ import math
 from copy import deepcopy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -528,3 +529,26 @@ def test_cuda_short_schedule_run_is_graphed(prepared, smoke_cfg):
                             epochs=3, time_budget=0.5)
     record = ms.train_method("short-schedule", cfg, ms.prepare(cfg), seed=1, progress=False)
     assert record["graphed"] and record["telemetry"]["cuda_graphs"] >= 1
+
+
+def test_the_answer_reads_one_fair_study_per_dataset_and_model(tmp_path):
+    """Fair-protocol studies of one dataset and model on two GPUs would enter the answer's Holm family
+    and tallies twice: fair_study_names (and the README's answer_studies through it) refuses them in
+    one line naming both; SST-2, its noisy and long variants and another model are other sets."""
+    import make_readme as mr
+
+    studies = ["sst2-mpnet-h200-fair", "sst2-noisy20-mpnet-h100-fair", "sst2-long-mpnet-h100-fair",
+               "sst2-minilm-h100-fair", "banking77-mpnet-h200-fair", "banking77-mpnet-h200-fair-lr",
+               "banking77-mpnet-h200-fair-ablation", "clinc150-mpnet-h200-equal-time"]
+    rows = pd.DataFrame([{"study": s, "method": ms.REFERENCE} for s in studies])
+    assert ms.fair_study_names(rows) == sorted(studies[:5])
+    rows = pd.concat([rows, pd.DataFrame([{"study": "banking77-mpnet-h100-fair", "method": ms.REFERENCE}])])
+    line = ("results/runs holds fair-protocol studies of one dataset and model on two GPUs "
+            "(banking77-mpnet-h100-fair, banking77-mpnet-h200-fair): the answer counts each dataset once; delete "
+            "the superseded study's run folders (results/runs/<study> and <study>-lr) and run make_readme.py again")
+    with pytest.raises(ValueError) as err:
+        ms.fair_study_names(rows)
+    assert str(err.value) == line
+    rows.assign(seed=42, device="cuda").to_csv(tmp_path / "summary.csv", index=False)
+    with pytest.raises(ValueError, match=r"^results/runs holds fair-protocol studies of one dataset"):
+        mr.answer_studies(tmp_path)
