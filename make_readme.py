@@ -180,9 +180,8 @@ def answer_studies(results_dir: str | Path = "results") -> tuple[list[str], list
     """Return (the studies the answer reads, the previous protocol's): the fair-protocol studies
     (ms.fair_study_names: names ending in ms.FAIR_SUFFIX, one a dataset and model) and the others
     when there are fair ones, else every equal-time study and none."""
-    rows = _summary(results_dir)
     studies = equal_time_studies(results_dir)
-    fair = [] if rows is None else ms.fair_study_names(rows)  # one study a dataset, or a one-line error
+    fair = ms.fair_study_names(studies)  # one study a dataset and model, or a one-line error
     return (fair, [s for s in studies if s not in fair]) if fair else (studies, [])
 
 

@@ -106,12 +106,12 @@ def equal_time_study_names(rows) -> set[str]:
             if not str(s).endswith("-lr") and not is_ablation_study(s)}
 
 
-def fair_study_names(rows) -> list[str]:
-    """Return the fair-protocol studies among summary rows (equal_time_study_names ending in
-    FAIR_SUFFIX), sorted. Raise ValueError (one line) when two are of one dataset and model on
-    different GPUs (names <dataset>-<model>-<gpu>-fair that differ in <gpu> only): the answer's Holm
-    family and tallies count each dataset once, so the superseded study has to go."""
-    names = sorted(s for s in equal_time_study_names(rows) if s.endswith(FAIR_SUFFIX))
+def fair_study_names(studies: Sequence[str] | set[str]) -> list[str]:
+    """Return the fair-protocol studies among equal-time `studies` (equal_time_study_names): those
+    ending in FAIR_SUFFIX, sorted. Raise ValueError (one line) when two are of one dataset and model
+    on different GPUs (names <dataset>-<model>-<gpu>-fair that differ in <gpu> only): the answer's
+    Holm family and tallies count each dataset once, so the superseded study has to go."""
+    names = sorted(s for s in studies if s.endswith(FAIR_SUFFIX))
     by_set: dict[str, list[str]] = {}
     for name in names:
         by_set.setdefault(name.removesuffix(FAIR_SUFFIX).rsplit("-", 1)[0], []).append(name)
@@ -132,7 +132,7 @@ def _family_verdict(results_dir: str | Path, rows, study: str, method: str, budg
     without a test."""
     if not str(study).endswith(FAIR_SUFFIX):
         return None
-    names = fair_study_names(rows)
+    names = fair_study_names(equal_time_study_names(rows))
     tables = equal_time_tables({name: load_runs(results_dir, name) for name in names})
     table = tables[study]
     cell = table[(table["method"] == method) & (table["budget"] == format_budget(budget))]

@@ -541,13 +541,13 @@ def test_the_answer_reads_one_fair_study_per_dataset_and_model(tmp_path):
                "sst2-minilm-h100-fair", "banking77-mpnet-h200-fair", "banking77-mpnet-h200-fair-lr",
                "banking77-mpnet-h200-fair-ablation", "clinc150-mpnet-h200-equal-time"]
     rows = pd.DataFrame([{"study": s, "method": ms.REFERENCE} for s in studies])
-    assert ms.fair_study_names(rows) == sorted(studies[:5])
+    assert ms.fair_study_names(ms.equal_time_study_names(rows)) == sorted(studies[:5])
     rows = pd.concat([rows, pd.DataFrame([{"study": "banking77-mpnet-h100-fair", "method": ms.REFERENCE}])])
     line = ("results/runs holds fair-protocol studies of one dataset and model on two GPUs "
             "(banking77-mpnet-h100-fair, banking77-mpnet-h200-fair): the answer counts each dataset once; delete "
             "the superseded study's run folders (results/runs/<study> and <study>-lr) and run make_readme.py again")
     with pytest.raises(ValueError) as err:
-        ms.fair_study_names(rows)
+        ms.fair_study_names(ms.equal_time_study_names(rows))
     assert str(err.value) == line
     rows.assign(seed=42, device="cuda").to_csv(tmp_path / "summary.csv", index=False)
     with pytest.raises(ValueError, match=r"^results/runs holds fair-protocol studies of one dataset"):
