@@ -19,7 +19,9 @@ Re-summarizes results/runs/ into results/summary.csv, then rewrites
 Every link is relative to the file it is written into. The numbers come from the study's table
 functions (`report_table`, `lr_sweep_table`, `equal_time_tables`, `time_to_target`, `ablation_table`,
 `ablation_diagnostics`, `budget_study_lr_table`); this file lays them out and writes the ablation's
-paragraphs from its numbers (`ablation_paragraphs`).
+paragraphs from its numbers (`ablation_paragraphs`). One render decodes each run file once: its
+`RunStore` (the run records publish read for summary.csv, and the ablation's table) is passed down
+to every section, and the next render makes its own.
 """
 from __future__ import annotations
 
@@ -65,6 +67,51 @@ def _table(frame) -> str:
     return frame.to_markdown(index=False, disable_numparse=True)
 
 
+# ----------------------------------------------------------------------------- the run records
+class RunStore:
+    """One render's run records of one results folder: each study's read from its run files
+    (ms.load_runs, an unreadable file refused) the first time a table asks for it, then shared by
+    every other table of the render, and the latest ablation with its table built once (`ablation`).
+    update_readme makes one per render and passes it down; nothing keeps it after the render, so
+    the next render reads the run files as they are then."""
+
+    def __init__(self, results_dir: str | Path, every_record: Sequence[dict] | None = None):
+        """`every_record`: every run record of `results_dir`, as ms.load_runs(results_dir) returns
+        them (publish has read them all for summary.csv), so that no study is read again."""
+        self.results_dir = Path(results_dir)
+        self._complete = every_record is not None  # every study is in _studies; one that is not has no runs
+        self._studies: dict[str, list[dict]] = {}
+        for record in every_record or ():
+            self._studies.setdefault(str(record["study"]), []).append(record)
+        self._ablation: tuple[list[str], list[dict], Any] | None = None
+
+    def study(self, name: str) -> list[dict]:
+        """Return the run records of study `name` in ms.load_runs' order (a new list of the stored
+        records, which no table changes)."""
+        if name not in self._studies:
+            self._studies[name] = [] if self._complete else ms.load_runs(self.results_dir, name)
+        return list(self._studies[name])
+
+    def ablation(self) -> tuple[list[str], list[dict], Any]:
+        """Return (the latest ablation's studies and run records (`ablation_records`), their
+        ms.ablation_table over ms.ABLATION_SETS), built on the first call."""
+        if self._ablation is None:
+            studies, records = ablation_records(self.results_dir, self)
+            self._ablation = studies, records, ms.ablation_table(records, ms.ABLATION_SETS)
+        return self._ablation
+
+
+def _store(results_dir: str | Path, store: RunStore | None) -> RunStore:
+    """Return `store` (the render's run records), or a new RunStore of `results_dir` when None;
+    raise ValueError when `store` holds another results folder's records."""
+    if store is None:
+        return RunStore(results_dir)
+    if store.results_dir.resolve() != Path(results_dir).resolve():
+        raise ValueError(f"the run records passed are those of {store.results_dir}, not of {results_dir}: pass "
+                         f"a RunStore of {results_dir}, or none")
+    return store
+
+
 # ----------------------------------------------------------------------------- the studies
 def _summary(results_dir: str | Path):
     """Return summary.csv's rows (a DataFrame), or None when there is none."""
@@ -89,11 +136,11 @@ def study_order(rows) -> list[str]:
     return sorted(own, key=lambda s: (s not in equal_time, bool(on_cpu[s]), s))
 
 
-def _study_table(results_dir: Path, rows, study: str) -> str:
+def _study_table(store: RunStore, rows, study: str) -> str:
     """Return a study's table in markdown: the lr sweep table of a "-lr" study's run files, else
     the report table of its summary rows."""
     if study.endswith("-lr"):
-        return _table(ms.lr_sweep_table(ms.load_runs(results_dir, study)))
+        return _table(ms.lr_sweep_table(store.study(study)))
     return _table(ms.report_table(rows[rows["study"] == study]).drop(columns=["study"]))
 
 
@@ -104,24 +151,25 @@ def _sources(results_dir: Path, study: str, link_base: Path | None) -> str:
 
 
 def study_sections(results_dir: str | Path = "results", link_base: Path | None = None,
-                   notes: dict[str, str] | None = None) -> str:
+                   notes: dict[str, str] | None = None, store: RunStore | None = None) -> str:
     """Return one markdown section per study of <results>/summary.csv (`study_order`): its
     heading (the study's name), the run files it comes from, its table (`report_table`; for an
     equal-time study also its equal-time table in its protocol's Holm family, `equal_time_families`;
     a learning-rate sweep's `lr_sweep_table`, under its study when it has one, and for a
     fair-protocol study each method's lr at each budget, `lr_table_markdown`) and its notes block.
     An ablation study (ms.ABLATION_SUFFIX) gets no equal-time table: its one-seed runs are in the
-    Ablation section (`ablation_markdown`)."""
+    Ablation section (`ablation_markdown`). `store`: the render's run records (RunStore)."""
     rows = _summary(results_dir)
     if rows is None:
         return "_No results yet: run a sweep, then `python make_readme.py`._"
+    store = _store(results_dir, store)
     results_dir, notes = Path(results_dir), notes or {}
     order, equal_time = study_order(rows), ms.equal_time_study_names(rows)
-    families = equal_time_families(results_dir)
+    families = equal_time_families(results_dir, store)
     parts = ["Contents: " + ", ".join(f"[{study}](#{anchor(study)})" for study in order) + ".\n"]
     for study in order:
         parts.append(f"### {study}\n\n{_sources(results_dir, study, link_base)}\n\n"
-                     f"{_study_table(results_dir, rows, study)}\n")
+                     f"{_study_table(store, rows, study)}\n")
         if study in equal_time:
             table = families[study]
             parts.append(f"Equal time against `{ms.REFERENCE}` (test split, paired over seeds; verdicts on the "
@@ -131,20 +179,21 @@ def study_sections(results_dir: str | Path = "results", link_base: Path | None =
         sweep = f"{study}-lr"
         if not study.endswith("-lr") and sweep in set(rows["study"]):
             parts.append(f"Its learning-rate sweep, **{sweep}** ({_sources(results_dir, sweep, link_base)}):\n\n"
-                         f"{_study_table(results_dir, rows, sweep)}\n")
+                         f"{_study_table(store, rows, sweep)}\n")
             if study.endswith(ms.FAIR_SUFFIX):
-                parts.append(lr_table_markdown(ms.load_runs(results_dir, sweep)))
+                parts.append(lr_table_markdown(store.study(sweep)))
         parts.append(notes_block(study, notes))
     return "\n".join(parts)
 
 
-def equal_time_families(results_dir: str | Path = "results") -> dict:
+def equal_time_families(results_dir: str | Path = "results", store: RunStore | None = None) -> dict:
     """Return {study: its equal-time table} of every equal-time study, each protocol's studies one
-    Holm family (ms.equal_time_tables over `answer_studies`' two groups)."""
-    out = {}
+    Holm family (ms.equal_time_tables over `answer_studies`' two groups); `store` as study_sections
+    takes it."""
+    out, store = {}, _store(results_dir, store)
     for group in answer_studies(results_dir):
         if group:
-            out.update(ms.equal_time_tables({study: ms.load_runs(results_dir, study) for study in group}))
+            out.update(ms.equal_time_tables({study: store.study(study) for study in group}))
     return out
 
 
@@ -190,7 +239,8 @@ def _cell_verdicts(found: dict, method: str) -> list[tuple[str, str, str]]:
     return [(c["name"], c["budget"], c["verdict"]) for c in found["cells"] if c["method"] == method]
 
 
-def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] | None = None) -> dict:
+def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] | None = None,
+                        store: RunStore | None = None) -> dict:
     """Return what an equal-time answer says, from the run files of `studies` (None: the answer's,
     `answer_studies`), one Holm family over all their comparisons (ms.equal_time_tables):
     "studies" [(study, short name, device)], "seeds" (the most seeds of any run set), "family" (the
@@ -202,11 +252,13 @@ def equal_time_verdicts(results_dir: str | Path = "results", studies: list[str] 
     time with the least Holm-adjusted p, None without one), "rows" (per study and budget,
     short-schedule's accuracy and the method at equal time with the largest difference),
     "ttt_rows" and "times" (time to target per study and method), "reference_seconds" {short name:
-    study_reference_seconds}, "records" {study: its run records}."""
+    study_reference_seconds}, "records" {study: its run records}. `store`: the render's run records
+    (RunStore)."""
     out = {"studies": [], "seeds": set(), "cells": [], "rows": [], "ttt_rows": [], "times": {}, "tables": {},
            "reference_seconds": {}}
     names = answer_studies(results_dir)[0] if studies is None else studies
-    records = out["records"] = {study: ms.load_runs(results_dir, study) for study in names}
+    store = _store(results_dir, store)
+    records = out["records"] = {study: store.study(study) for study in names}
     tables = ms.equal_time_tables(records) if records else {}
     for study in names:
         name, table = ms._short_study(study), tables[study]
@@ -491,7 +543,7 @@ def _presets_sentence(found: dict, chosen: str | None, before: str | None, ablat
 
 
 def answer_markdown(results_dir: str | Path = "results", link_base: Path | None = None,
-                    details: str = "results/README.md") -> str:
+                    details: str = "results/README.md", store: RunStore | None = None) -> str:
     """Return the README's answer in markdown: one paragraph naming each method that beats
     `short-schedule` at equal wall-clock on a Holm-corrected verdict and in how many of the (data,
     budget) cells, or that none does and the closest (the lead with the least adjusted p), saying
@@ -506,10 +558,12 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
     uncorrected intervals (`_previous_leader`): its verdicts in the answer's cells. With ablation
     studies, the `mclearn` sentence names the variant the
     ablation chose, linking its section of `details`; where the tallied `mclearn` runs trained as
-    more than one preset, it tallies per preset (_presets_sentence)."""
+    more than one preset, it tallies per preset (_presets_sentence). `store`: the render's run
+    records (RunStore)."""
     import pandas as pd
 
-    found = equal_time_verdicts(results_dir)
+    store = _store(results_dir, store)
+    found = equal_time_verdicts(results_dir, store=store)
     if not found["studies"]:
         return NO_EQUAL_TIME
     wins, cells, studies = found["wins"], len(found["rows"]), found["studies"]
@@ -530,7 +584,7 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
         verdict += (f"; the closest: `{closest['method']}` on [{closest['name']}] at {closest['budget']} "
                     f"({closest['diff']} pt, {_holm(closest['holm'])})." if closest else ".")
     own = _cell_verdicts(found, "mclearn")
-    chosen, before = ablation_choice(results_dir)
+    chosen, before = ablation_choice(results_dir, store)
     ablation = f"[ablation]({details}#{anchor(ABLATION_HEADING)})"
     # the presets the tallied `mclearn` runs trained as, from their stored configs: a study keeps the
     # runs of the preset it ran, which the ablation's choice may since have replaced
@@ -564,7 +618,7 @@ def answer_markdown(results_dir: str | Path = "results", link_base: Path | None 
     previous = answer_studies(results_dir)[1]
     if previous:
         link = f"[previous protocol]({details}#{anchor(PREVIOUS_HEADING)})"
-        leader = _previous_leader(equal_time_verdicts(results_dir, previous))
+        leader = _previous_leader(equal_time_verdicts(results_dir, previous, store))
         now = _cell_verdicts(found, leader[0]) if leader else []
         if now:
             verdict += (f" `{leader[0]}`, ahead in {leader[1]} cell{'' if leader[1] == 1 else 's'} of the {link} "
@@ -615,7 +669,7 @@ def _fastest(found: dict) -> str:
 
 def equal_time_markdown(results_dir: str | Path = "results", link_base: Path | None = None,
                         figures: bool = True, studies: list[str] | None = None,
-                        folder_name: str = EQUAL_TIME_FIGURES) -> str:
+                        folder_name: str = EQUAL_TIME_FIGURES, store: RunStore | None = None) -> str:
     """Return the full equal-time answer of `studies` (None: the answer's) in markdown: how the
     verdicts are made (Holm over the family), one sentence per verdict (every method better and
     every method worse than `short-schedule`, with its paired 95 % t-interval and Holm-adjusted p;
@@ -623,10 +677,11 @@ def equal_time_markdown(results_dir: str | Path = "results", link_base: Path | N
     `equal_time_verdicts`' rows, and time to target across studies: which methods reached it
     sooner than `short-schedule` (bootstrap intervals over seeds), its table and its performance
     profile (written to <results>/figures/<folder_name>/ when `figures`, linked when it exists).
-    Every study links its section (`study_sections`)."""
+    Every study links its section (`study_sections`). `store`: the render's run records (RunStore)."""
     import pandas as pd
 
-    found = equal_time_verdicts(results_dir, studies)
+    store = _store(results_dir, store)
+    found = equal_time_verdicts(results_dir, studies, store)
     if not found["studies"]:
         return NO_EQUAL_TIME
     wins, losses = found["wins"], found["losses"]
@@ -644,7 +699,7 @@ def equal_time_markdown(results_dir: str | Path = "results", link_base: Path | N
                     + "; ".join(_found(cell, False) for cell in found["over"]) + ".")
     own = _cell_verdicts(found, "mclearn")
     if own and len(_mclearn_presets(found)) > 1:  # two methods under one name: one tally per preset
-        chosen, before = ablation_choice(results_dir)
+        chosen, before = ablation_choice(results_dir, store)
         verdict += _presets_sentence(found, chosen, before, f"[ablation](#{anchor(ABLATION_HEADING)})")
     elif own:
         verdict += f" `mclearn` against `{ms.REFERENCE}`{_preset_tally(own)}."
@@ -693,14 +748,15 @@ PREVIOUS_CHANGES = ("What changed since (the fair protocol): every budgeted meth
 
 
 def previous_markdown(results_dir: str | Path = "results", link_base: Path | None = None,
-                      figures: bool = True) -> str:
+                      figures: bool = True, store: RunStore | None = None) -> str:
     """Return the previous protocol's section body: PREVIOUS_CHANGES and its studies' full
     equal-time answer (equal_time_markdown, their own Holm family); "" when the answer has no
-    previous protocol (no fair-protocol study yet)."""
+    previous protocol (no fair-protocol study yet). `store`: the render's run records (RunStore)."""
     previous = answer_studies(results_dir)[1]
     if not previous:
         return ""
-    return f"{PREVIOUS_CHANGES}\n\n" + equal_time_markdown(results_dir, link_base, figures, previous, PREVIOUS_FIGURES)
+    return f"{PREVIOUS_CHANGES}\n\n" + equal_time_markdown(results_dir, link_base, figures, previous, PREVIOUS_FIGURES,
+                                                           store)
 
 
 # ----------------------------------------------------------------------------- the ablation
@@ -708,20 +764,23 @@ NO_ABLATION = ("_No ablation study yet: run `bash benchmarks/gpu_ablation.sh DAT
                "then `python make_readme.py`._")
 
 
-def ablation_records(results_dir: str | Path = "results") -> tuple[list[str], list[dict]]:
+def ablation_records(results_dir: str | Path = "results", store: RunStore | None = None
+                     ) -> tuple[list[str], list[dict]]:
     """Return (the studies of the latest ablation of <results>/summary.csv (ms.latest_ablation: the
-    switch's under the fair protocol once it has run, else the variants'), by name; their run records)."""
-    rows = _summary(results_dir)
+    switch's under the fair protocol once it has run, else the variants'), by name; their run records,
+    from `store`, the render's run records (RunStore))."""
+    rows, store = _summary(results_dir), _store(results_dir, store)
     studies = [] if rows is None else ms.latest_ablation(_ablation_names(rows))
-    return studies, [r for study in studies for r in ms.load_runs(results_dir, study)]
+    return studies, [r for study in studies for r in store.study(study)]
 
 
-def ablation_choice(results_dir: str | Path = "results") -> tuple[str | None, str | None]:
+def ablation_choice(results_dir: str | Path = "results", store: RunStore | None = None
+                    ) -> tuple[str | None, str | None]:
     """Return (the variant ms.ablation_table's rule chooses over the latest ablation's studies, the
     `mclearn` preset that ablation started from (ms.preset_before)); the choice is None while a
-    dataset of ms.ABLATION_SETS has no runs (no choice yet), both are None without an ablation."""
-    records = ablation_records(results_dir)[1]
-    table = ms.ablation_table(records, ms.ABLATION_SETS)
+    dataset of ms.ABLATION_SETS has no runs (no choice yet), both are None without an ablation.
+    `store`: the render's run records, which hold its ablation table (RunStore.ablation)."""
+    _, records, table = _store(results_dir, store).ablation()
     return table.attrs["chosen"], ms.preset_before(records) if table.attrs["leader"] else None
 
 
@@ -928,7 +987,8 @@ def ablation_confirmation(records: Sequence[dict[str, Any]], chosen: str, datase
     return " ".join(text)
 
 
-def ablation_markdown(results_dir: str | Path = "results", link_base: Path | None = None) -> str:
+def ablation_markdown(results_dir: str | Path = "results", link_base: Path | None = None,
+                      store: RunStore | None = None) -> str:
     """Return the ablation in markdown, from the run files of every ablation study: ms.ABLATION_RULE,
     ms.ablation_table (the short schedule's reference row last), the chosen variant (or, while a
     dataset of ms.ABLATION_SETS has no runs, ms.choice_sentence: no choice yet, the leader), and per dataset
@@ -936,18 +996,19 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
     5-seed result in the dataset's fair-protocol study (the ablation study's prefix and
     ms.FAIR_SUFFIX) where there is one, else in its equal-time study (ms.equal_time_study_of), with
     the verdicts of its protocol's Holm family (`equal_time_families`), or that it is not yet run. Links the
-    diagnostics file of benchmarks/ablation.py when it exists."""
-    studies, records = ablation_records(results_dir)
-    table = ms.ablation_table(records, ms.ABLATION_SETS)
+    diagnostics file of benchmarks/ablation.py when it exists. `store`: the render's run records,
+    which hold the ablation and its table (RunStore.ablation)."""
+    store = _store(results_dir, store)
+    studies, records, table = store.ablation()
     if table.attrs["leader"] is None:
         return NO_ABLATION
     rows = _summary(results_dir)
     present = set(rows["study"].astype(str))
-    equal_time, families = {}, equal_time_families(results_dir)
+    equal_time, families = {}, equal_time_families(results_dir, store)
     for study in studies:
         fair = study.removesuffix(ms.ABLATION_SUFFIX) + ms.FAIR_SUFFIX  # the answer's study of the dataset, if any
         other = fair if fair in present else ms.equal_time_study_of(study)
-        equal_time[ms.ablation_dataset(study)] = (other, ms.load_runs(results_dir, other) if other in present else [],
+        equal_time[ms.ablation_dataset(study)] = (other, store.study(other) if other in present else [],
                                                    families.get(other))
     choice = ms.choice_sentence(table, ms.preset_before(records))
     if table.attrs["chosen"] is None:  # no choice yet: the leader's numbers, nothing to confirm
@@ -1014,12 +1075,15 @@ def notes_in(text: str) -> dict[str, str]:
     return {m["key"]: m["body"] for m in NOTES.finditer(text)}
 
 
-def results_readme(results_dir: str | Path = "results", path: Path | None = None, figures: bool = True) -> str:
+def results_readme(results_dir: str | Path = "results", path: Path | None = None, figures: bool = True,
+                   store: RunStore | None = None) -> str:
     """Return results/README.md: the equal-time answer in full, the previous protocol's studies
     (`previous_markdown`, a section only when there are fair-protocol studies), the ablation
     (`ablation_markdown`), one section per study and the step benchmark, with the notes blocks of
     the file at `path` (default <results>/README.md) kept. Raise ValueError naming the file and the keys when it holds notes that no section of
-    the new text has (a study that left summary.csv), so that no hand-written text is lost."""
+    the new text has (a study that left summary.csv), so that no hand-written text is lost. `store`:
+    the render's run records (RunStore), which every section reads."""
+    store = _store(results_dir, store)
     results_dir = Path(results_dir)
     path = path or results_dir / "README.md"
     notes, base = read_notes(path), path.parent
@@ -1030,14 +1094,14 @@ def results_readme(results_dir: str | Path = "results", path: Path | None = None
             "the same study on the same device. The\nREADME's answer is the first section's short form.\n\n"
             f"## {EQUAL_TIME_HEADING}\n\nDoes anything beat `{ms.REFERENCE}`, the optimized baseline cut to the "
             f"budget?\n\n{notes_block(EQUAL_TIME_KEY, notes)}\n"
-            f"{equal_time_markdown(results_dir, base, figures)}\n")
-    previous = previous_markdown(results_dir, base, figures)
+            f"{equal_time_markdown(results_dir, base, figures, store=store)}\n")
+    previous = previous_markdown(results_dir, base, figures, store)
     if previous:
         body += (f"## {PREVIOUS_HEADING}\n\nThe equal-time studies made before the fair protocol.\n\n"
                  f"{notes_block(PREVIOUS_KEY, notes)}\n{previous}\n")
     body += (f"## {ABLATION_HEADING}\n\nWhich MC-Learn variant the `mclearn` preset becomes, by a rule fixed before the runs.\n\n"
-            f"{notes_block(ABLATION_KEY, notes)}\n{ablation_markdown(results_dir, base)}\n"
-            f"## Studies\n\n{notes_block('studies', notes)}\n{study_sections(results_dir, base, notes)}\n"
+            f"{notes_block(ABLATION_KEY, notes)}\n{ablation_markdown(results_dir, base, store)}\n"
+            f"## Studies\n\n{notes_block('studies', notes)}\n{study_sections(results_dir, base, notes, store)}\n"
             f"## Step benchmark\n\n{notes_block(BENCH_KEY, notes)}\n{bench_markdown(results_dir, base)}\n")
     lost = sorted(set(notes) - set(notes_in(body)))
     if lost:
@@ -1058,14 +1122,16 @@ def replace_between(text: str, markers: tuple[str, str], body: str, path: Path) 
 
 
 def update_readme(readme: str | Path = REPO / "README.md", results_dir: str | Path = REPO / "results",
-                  figures: bool = True) -> None:
+                  figures: bool = True, store: RunStore | None = None) -> None:
     """Rewrite <results>/README.md (`results_readme`) and the answer block of `readme`
-    (`answer_markdown`, linking the former)."""
+    (`answer_markdown`, linking the former), both from one render's run records: `store`, or a new
+    RunStore of `results_dir` (each run file read once)."""
     readme, results_dir = Path(readme), Path(results_dir)
+    store = _store(results_dir, store)
     target = results_dir / "README.md"
-    results_text = results_readme(results_dir, target, figures)
+    results_text = results_readme(results_dir, target, figures, store)
     text = replace_between(readme.read_text(), ANSWER_MARKERS,
-                           answer_markdown(results_dir, readme.parent, _link(target, readme.parent)), readme)
+                           answer_markdown(results_dir, readme.parent, _link(target, readme.parent), store), readme)
     target.write_text(results_text)
     readme.write_text(text)
 
@@ -1095,7 +1161,8 @@ def publish(readme: Path, results_dir: Path, allow_fewer: bool = False) -> None:
     if not runs.is_dir() or not any(runs.glob(f"*/*{ms.RUN_FILE_SUFFIX}")):
         raise ValueError(f"{runs} holds no run files, and make_readme.py writes every table from them: restore "
                          f"them (git checkout -- {runs}) or run a sweep first")
-    rows = ms.summary_rows(results_dir, unreadable="refuse")
+    every_record = ms.load_runs(results_dir)  # each run file read once, for summary.csv and every table
+    rows = ms.summary_frame(every_record)
     gone = fewer_runs(results_dir / "summary.csv", rows)
     if gone and not allow_fewer:
         raise ValueError(f"{len(gone)} run(s) that {results_dir / 'summary.csv'} publishes are gone from {runs} "
@@ -1106,7 +1173,7 @@ def publish(readme: Path, results_dir: Path, allow_fewer: bool = False) -> None:
               f"{' ...' if len(gone) > 10 else ''}")
     replace_between(readme.read_text(), ANSWER_MARKERS, "", readme)  # its markers, before anything is written
     ms.write_summary(results_dir, rows)
-    update_readme(readme, results_dir)
+    update_readme(readme, results_dir, store=RunStore(results_dir, every_record))
 
 
 def main(argv: list[str] | None = None) -> int:

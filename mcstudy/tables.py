@@ -80,10 +80,15 @@ def _telemetry_graphed(record: dict[str, Any]) -> bool:
 def summary_rows(results_dir: str | Path = "results", unreadable: str = "skip"):
     """Return one row per run under <results>/runs (a DataFrame, columns SUMMARY_COLUMNS, sorted by
     study, method, budget and seed); `unreadable` as load_runs takes it."""
+    return summary_frame(load_runs(results_dir, unreadable=unreadable))
+
+
+def summary_frame(records: Sequence[dict[str, Any]]):
+    """Return one row per run record (a DataFrame, columns SUMMARY_COLUMNS, sorted by study,
+    method, budget and seed): summary_rows of records already read."""
     import pandas as pd
 
-    runs = load_runs(results_dir, unreadable=unreadable)
-    rows = pd.DataFrame([summary_row(r) for r in runs], columns=SUMMARY_COLUMNS)
+    rows = pd.DataFrame([summary_row(r) for r in records], columns=SUMMARY_COLUMNS)
     return rows.sort_values(["study", "method", "time_budget", "seed"])
 
 

@@ -2,6 +2,8 @@
 import dataclasses
 import json
 import re
+import shutil
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -565,3 +567,65 @@ def test_a_minute_long_study_says_how_the_verdicts_and_fixed_costs_change_with_s
     assert mr.fixed_cost_sentence(found, "1/2") == ("On sst2-long at 1/2 the fixed costs are under 5 % of train "
                                                     "seconds for every method.")
     assert "Fixed costs, as a share of train seconds" in body and "| budget   | method         | sst2-long   | sst2" in body
+
+
+# ----------------------------------------------------------------------------- one render's run records
+def _every_section(tmp_path, monkeypatch):
+    """A results folder every section reads run files from (the fair study and its lr sweep, the
+    previous protocol's two studies, an ablation whose table makes a choice) and a README with its
+    answer markers; return (results, readme)."""
+    results, readme = tmp_path / "results", tmp_path / "README.md"
+    _write_equal_time_studies(results)
+    _write_fair_study(results)
+    monkeypatch.setattr(ms, "ABLATION_SETS", ("clinc150",))  # the rule's datasets: the one written
+    _write_ablation_study(results, "clinc150-mpnet-h200-ablation")
+    readme.write_text("intro\n<!-- answer:start -->\n<!-- answer:end -->\n")
+    return results, readme
+
+
+def test_one_render_reads_each_run_file_once_and_builds_the_ablation_table_once(tmp_path, monkeypatch):
+    """make_readme.py (publish: summary.csv, then results/README.md and the README's answer) decodes
+    each run file once, though several sections read the same study (the answer, the full equal-time
+    answer, the previous protocol's, the ablation, the study sections): one RunStore per render,
+    passed down; and it builds the ablation's table over ms.ABLATION_SETS once, for the answer's
+    `mclearn` sentence and the Ablation section. update_readme alone reads each at most once. A store
+    of another results folder is refused."""
+    results, readme = _every_section(tmp_path, monkeypatch)
+    reads, tables = Counter(), []
+    real_read, real_table = ms.read_run, ms.ablation.ablation_table
+    monkeypatch.setattr(ms.tables, "read_run", lambda path: reads.update([path]) or real_read(path))
+    monkeypatch.setattr(ms.ablation, "ablation_table",
+                        lambda records, sets=(): tables.append(tuple(sets)) or real_table(records, sets))
+    assert mr.main(["--results", str(results), "--readme", str(readme)]) == 0
+    assert sorted(reads) == sorted(results.glob(f"runs/*/*{ms.RUN_FILE_SUFFIX}")) and set(reads.values()) == {1}
+    assert tables.count(ms.ABLATION_SETS) == 1
+    assert "`clinc150-mpnet-h200-fair`" in (results / "README.md").read_text()
+    assert "(`mclearn-once` since the [ablation](results/README.md#ablation))" in " ".join(readme.read_text().split())
+    assert "Chosen: `mclearn-once`" in (results / "README.md").read_text()  # the one table, read twice
+    reads.clear()
+    tables.clear()
+    mr.update_readme(readme, results, figures=False)
+    assert reads and max(reads.values()) == 1 and tables.count(ms.ABLATION_SETS) == 1
+    with pytest.raises(ValueError, match="not of .*: pass a RunStore of"):
+        mr.answer_markdown(results, store=mr.RunStore(tmp_path / "other"))
+
+
+def test_a_second_render_in_the_same_process_reads_the_run_files_as_they_are_then(tmp_path, monkeypatch):
+    """No run record outlives its render: after a run file changes (one `mclearn` run of the fair
+    study 10 points better), a second render in the same process writes what a render of a fresh
+    copy of the changed folder writes, not what the first render wrote."""
+    results, readme = _every_section(tmp_path, monkeypatch)
+    assert mr.main(["--results", str(results), "--readme", str(readme)]) == 0
+    first = readme.read_text(), (results / "README.md").read_text()
+    path = ms.run_path(results, "clinc150-mpnet-h200-fair", ms.run_label("mclearn", 0.5), 1)
+    record = ms.read_run(path)
+    ms.write_json_atomic(path, {**record, "accuracy": record["accuracy"] + 0.1,
+                                "test_accuracy": record["test_accuracy"] + 0.1})
+    copy = tmp_path / "copy"
+    shutil.copytree(results, copy / "results")
+    shutil.copy(readme, copy / "README.md")
+    assert mr.main(["--results", str(results), "--readme", str(readme)]) == 0
+    second = readme.read_text(), (results / "README.md").read_text()
+    assert mr.main(["--results", str(copy / "results"), "--readme", str(copy / "README.md")]) == 0
+    assert second == ((copy / "README.md").read_text(), (copy / "results" / "README.md").read_text())
+    assert second[0] != first[0] and second[1] != first[1]
