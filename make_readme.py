@@ -1080,9 +1080,10 @@ def results_readme(results_dir: str | Path = "results", path: Path | None = None
     """Return results/README.md: the equal-time answer in full, the previous protocol's studies
     (`previous_markdown`, a section only when there are fair-protocol studies), the ablation
     (`ablation_markdown`), one section per study and the step benchmark, with the notes blocks of
-    the file at `path` (default <results>/README.md) kept. Raise ValueError naming the file and the keys when it holds notes that no section of
-    the new text has (a study that left summary.csv), so that no hand-written text is lost. `store`:
-    the render's run records (RunStore), which every section reads."""
+    the file at `path` (default <results>/README.md) kept. Raise ValueError naming the file and the
+    keys when it holds notes that no section of the new text has (a study that left summary.csv), so
+    that no hand-written text is lost; an empty block of such a study goes with it. `store`: the
+    render's run records (RunStore), which every section reads."""
     store = _store(results_dir, store)
     results_dir = Path(results_dir)
     path = path or results_dir / "README.md"
@@ -1103,7 +1104,7 @@ def results_readme(results_dir: str | Path = "results", path: Path | None = None
             f"{notes_block(ABLATION_KEY, notes)}\n{ablation_markdown(results_dir, base, store)}\n"
             f"## Studies\n\n{notes_block('studies', notes)}\n{study_sections(results_dir, base, notes, store)}\n"
             f"## Step benchmark\n\n{notes_block(BENCH_KEY, notes)}\n{bench_markdown(results_dir, base)}\n")
-    lost = sorted(set(notes) - set(notes_in(body)))
+    lost = sorted(key for key in set(notes) - set(notes_in(body)) if notes[key].strip())  # empty: nothing to lose
     if lost:
         raise ValueError(f"{path} holds notes for {', '.join(lost)}, which no section has any more: move that text "
                          f"into another notes block or delete its markers, then run again")

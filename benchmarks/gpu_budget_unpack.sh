@@ -5,15 +5,16 @@
 # the same dataset and model on another GPU is removed with git rm: the answer reads one study a dataset and
 # model (ms.fair_study_names refuses two). <DATASET>-failed.tgz and <DATASET>-partial.tgz are left packed, named.
 # Usage: bash benchmarks/gpu_budget_unpack.sh FROM_DIR        then: python3 make_readme.py, and commit
+#   (make_readme.py --allow-fewer once a study was removed: its runs leave summary.csv, which it names)
 # Environment: STUDY_SUFFIX as given to the queue (default -fair).
 set -euo pipefail
 shopt -s nullglob
-if [ $# -ne 1 ]; then sed -n 2,8p "$0"; exit 2; fi
+if [ $# -ne 1 ]; then sed -n 2,9p "$0"; exit 2; fi
 from=$(cd "$1" && pwd)
 root=$(cd "$(dirname "$0")/.." && pwd)
 suffix=${STUDY_SUFFIX--fair}
 cd "$root"
-unpacked=() gpus=()
+unpacked=() gpus=() removed=0
 for archive in "$from"/*.tgz; do
   key=$(basename "$archive" .tgz)
   case "$key" in *-failed|*-partial) echo "$key.tgz: left packed (the study did not end well: see queue.log)"; continue ;; esac
@@ -30,6 +31,7 @@ for archive in "$from"/*.tgz; do
     git rm -rq --ignore-unmatch -- "${stale[@]}"
     rm -rf -- "${stale[@]}"
     echo "$old: removed, superseded by $study"
+    removed=1
   done
   rm -rf "results/runs/$study" "results/runs/$study-lr" "results/figures/$study" "nb/$key"
   tar xzf "$archive"
@@ -46,4 +48,9 @@ if [ ${#unpacked[@]} -gt 0 ] && [ -e "$from/queue.log" ]; then
   mkdir -p results/gpu_tests
   cp "$from/queue.log" "$log"
   echo "queue log: $log"
+fi
+if [ "$removed" = 1 ]; then
+  echo "then: python3 make_readme.py --allow-fewer (the removed studies' runs leave summary.csv), and commit"
+elif [ ${#unpacked[@]} -gt 0 ]; then
+  echo "then: python3 make_readme.py, and commit"
 fi

@@ -159,7 +159,8 @@ def test_update_readme_rewrites_the_answer_and_results_readme(tmp_path):
     assert "123,457" in body and "25.0%" in body and "GPU X, 1,000 sequences" in body
     assert "[`runs/s/`](runs/s/)" in body and "(summary.csv)" in body and str(tmp_path) not in body
     assert "[`bench/gpu-x.json`](bench/gpu-x.json)" in body
-    # notes are kept across a regeneration; notes of a study that is gone are refused, not dropped
+    # notes are kept across a regeneration; notes of a study that is gone are refused, not dropped,
+    # and its empty block goes with it
     noted = body.replace("<!-- notes:s:start -->\n", "<!-- notes:s:start -->\nhand-written\n")
     (results / "README.md").write_text(noted)
     mr.update_readme(readme, results, figures=False)
@@ -167,6 +168,9 @@ def test_update_readme_rewrites_the_answer_and_results_readme(tmp_path):
     (results / "README.md").write_text(noted.replace("notes:s:", "notes:gone:"))
     with pytest.raises(ValueError, match="notes for gone"):
         mr.update_readme(readme, results, figures=False)
+    (results / "README.md").write_text(body.replace("notes:s:", "notes:gone:"))
+    mr.update_readme(readme, results, figures=False)
+    assert (results / "README.md").read_text() == body
     readme.write_text("no markers\n")
     (results / "README.md").write_text(noted)
     with pytest.raises(ValueError, match="answer:start"):
