@@ -878,7 +878,8 @@ def learnable(tmp_path_factory):
     """A problem the tiny model learns in a few dozen steps: 4 classes, 480 training and 200 eval
     texts of 4-39 words, each word one of its class's 5 keywords with probability 0.3, else one of
     300 shared filler words; the model's linear layers drawn at std 1 / sqrt(fan_in) (at std 0.02
-    the tiny model needs far more steps to start learning)."""
+    the tiny model needs far more steps to start learning). On the CPU on every host, as
+    conftest.prepared: its runs are timed by the cost model and evaluated on the CPU."""
     rng = np.random.default_rng(0)
 
     def split(n):
@@ -888,7 +889,8 @@ def learnable(tmp_path_factory):
         return ms.TextSplit(texts, labels.astype(np.int64))
 
     bundle = ms.DataBundle(train=split(480), eval=split(200), label_names=["a", "b", "c", "d"], source="synthetic")
-    cfg = ms.make_config("cpu-smoke", results_dir=str(tmp_path_factory.mktemp("learnable")), epochs=4, lr=3e-3)
+    cfg = ms.make_config("cpu-smoke", results_dir=str(tmp_path_factory.mktemp("learnable")), epochs=4, lr=3e-3,
+                         device="cpu")
     prepared = ms.prepare(cfg, bundle)
     torch.manual_seed(0)
     with torch.no_grad():
