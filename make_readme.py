@@ -12,16 +12,18 @@ Re-summarizes results/runs/ into results/summary.csv, then rewrites
   study's equal-time table, time to target with its bootstrap intervals and its performance
   profile), the previous protocol's studies (`previous_markdown`), the MC-Learn ablation
   (`ablation_markdown`: its rule, table, choice and a paragraph per dataset), one section per study
-  (`study_sections`: its report table from summary.csv, or its learning-rate sweep) and the step
-  benchmark tables (`bench_markdown`). Hand-written notes between `<!-- notes:KEY:start -->` and
+  (`study_sections`: its report table from summary.csv, or its learning-rate sweep; for a
+  fair-protocol study also what selection did in its `mclearn` runs, `selection_paragraph`) and the
+  step benchmark tables (`bench_markdown`). Hand-written notes between `<!-- notes:KEY:start -->` and
   `<!-- notes:KEY:end -->` are kept across regenerations.
 
 Every link is relative to the file it is written into. The numbers come from the study's table
 functions (`report_table`, `lr_sweep_table`, `equal_time_tables`, `time_to_target`, `ablation_table`,
-`ablation_diagnostics`, `budget_study_lr_table`); this file lays them out and writes the ablation's
-paragraphs from its numbers (`ablation_paragraphs`). One render decodes each run file once: its
-`RunStore` (the run records publish read for summary.csv, and the ablation's table) is passed down
-to every section, and the next render makes its own.
+`ablation_diagnostics`, `fair_selection_summary`, `budget_study_lr_table`); this file lays them out
+and writes the ablation's paragraphs from its numbers (`ablation_paragraphs`, `selection_paragraph`).
+One render decodes each run file once: its `RunStore` (the run records publish read for
+summary.csv, and the ablation's table) is passed down to every section, and the next render makes
+its own.
 """
 from __future__ import annotations
 
@@ -155,8 +157,10 @@ def study_sections(results_dir: str | Path = "results", link_base: Path | None =
     """Return one markdown section per study of <results>/summary.csv (`study_order`): its
     heading (the study's name), the run files it comes from, its table (`report_table`; for an
     equal-time study also its equal-time table in its protocol's Holm family, `equal_time_families`;
-    a learning-rate sweep's `lr_sweep_table`, under its study when it has one, and for a
-    fair-protocol study each method's lr at each budget, `lr_table_markdown`) and its notes block.
+    a fair-protocol study's paragraph on what selection did in its `mclearn` runs,
+    `selection_paragraph`; a learning-rate sweep's `lr_sweep_table`, under its study when it has one,
+    and for a fair-protocol study each method's lr at each budget, `lr_table_markdown`) and its notes
+    block.
     An ablation study (ms.ABLATION_SUFFIX) gets no equal-time table: its one-seed runs are in the
     Ablation section (`ablation_markdown`). `store`: the render's run records (RunStore)."""
     rows = _summary(results_dir)
@@ -176,6 +180,9 @@ def study_sections(results_dir: str | Path = "results", link_base: Path | None =
                          f"Holm-adjusted p over the {table.attrs['family']} comparisons of its protocol's studies, "
                          f"simultaneous intervals at 1 - {ms.VERDICT_ALPHA}/{table.attrs['family']}):\n\n"
                          f"{_table(table)}\n")
+        if study.endswith(ms.FAIR_SUFFIX):
+            paragraph = selection_paragraph(ms.fair_selection_summary(store.study(study)))
+            parts += [f"{paragraph}\n"] if paragraph else []
         sweep = f"{study}-lr"
         if not study.endswith("-lr") and sweep in set(rows["study"]):
             parts.append(f"Its learning-rate sweep, **{sweep}** ({_sources(results_dir, sweep, link_base)}):\n\n"
@@ -215,6 +222,90 @@ def lr_table_markdown(tune_records: list[dict]) -> str:
         ([f"**At a grid edge, unresolved**: {named(unresolved)}."] if unresolved.any() else [])
     line = " ".join(parts) or "Every choice is interior to its grid."
     return f"Each method's own lr at each budget (tuned on the first seed, eval split):\n\n{_table(table)}\n\n{line}\n"
+
+
+def _spread(value: ms.Spread, spec: str, unit: str = "", scale: float = 1.0) -> str:
+    """Return a Spread as "median [min–max]" in `spec` (times `scale`, then `unit`): the value alone
+    for one seed, "[min, max]" for a signed `spec`."""
+    median, low, high = (f"{v * scale:{spec}}" for v in (value.median, value.low, value.high))
+    if value.seeds == 1:
+        return f"{median}{unit}"
+    return f"{median}{unit} [{low}, {high}]" if spec.startswith("+") else f"{median}{unit} [{low}–{high}]"
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    """Return "seed 42" / "seeds 42 and 43" / "seeds 42, 43 and 44"."""
+    return f"seed{'s' if len(seeds) > 1 else ''} {_listed([str(int(s)) for s in seeds])}"
+
+
+def selection_paragraph(summary: Sequence[dict[str, Any]], method: str = "mclearn") -> str:
+    """Return the paragraph under a fair-protocol study's equal-time table on what selection did in
+    its `method` runs: ms.fair_selection_summary's numbers (`summary`) per budget, each the median
+    [min–max] over the seeds that carry it: the MC-Learn variant the runs trained as, their share of
+    steps drawn from selected pools, selection's variance reduction against uniform draws at the
+    end of each run (measured on the last layer's gradients, estimated from the losses), the
+    updates they ran against REFERENCE's and seed by seed, and their scoring seconds against their
+    update seconds. What run files do not carry (no selection record, no variance check) is named
+    with its seeds, never printed as a number. Empty without a budgeted run of `method`."""
+    if not summary:
+        return ""
+    text = [f"What selection did in `{method}`'s runs (from their run files; median [min–max] over the "
+            f"seeds that carry each number):"]
+    for cell in summary:
+        seeds, variants = cell["seeds"], cell["variants"]
+        switch = "" if cell["switch"] else ", without the pays-for-itself switch"
+        text.append(f"At {ms.format_budget(cell['budget'])} ({len(seeds)} seed{'s' * (len(seeds) > 1)}, "
+                    f"as {_listed([f'`{v}`' for v in variants])}{switch}):")
+        lacking = cell["no selection"]
+        unchecked = sorted(set(cell["no check"]) - set(lacking))
+        if len(lacking) == len(seeds):
+            text.append("its run files carry no selection record, so they give no share of steps drawn "
+                        "from selected pools and no variance reduction against uniform draws, measured "
+                        "or estimated.")
+        else:
+            missing = (f" (the run files of {_seeds(lacking)} carry no selection record: no share, no "
+                       f"variance reduction)" if lacking else "")
+            text.append(f"it drew {_spread(cell['selected share'], '.2f', ' %', 100)} of its steps from "
+                        f"selected pools{missing}.")
+        if len(lacking) < len(seeds) and len(unchecked) == len(seeds) - len(lacking):
+            text.append("Its run files carry no variance check at the end of the run, so they give no "
+                        "variance reduction against uniform draws, measured or estimated.")
+        elif len(lacking) < len(seeds):
+            text.append(f"At the end of each run, on one pool, selection's variance reduction against "
+                        f"uniform draws was {_spread(cell['tau measured'], '.3f')} measured on the last "
+                        f"layer's gradients and {_spread(cell['tau est'], '.3f')} estimated from the losses "
+                        f"(above 1: selection reduces the variance)"
+                        + (f"; the run files of {_seeds(unchecked)} carry no variance check" if unchecked
+                           else "") + ".")
+        updates, short, paired = cell["updates"], cell["short updates"], cell["updates vs short"]
+        if updates is None:
+            text.append("Its run files carry no count of updates.")
+        elif short is None:
+            text.append(f"It ran {_spread(updates, ',.0f')} updates; `{ms.REFERENCE}` has no run at this "
+                        f"budget.")
+        else:
+            same = (f"{_spread(paired, '+,.0f')} on the same seed ({paired.seeds} "
+                    f"pair{'s' if paired.seeds > 1 else ''})" if paired else "no seed in common")
+            text.append(f"It ran {_spread(updates, ',.0f')} updates against `{ms.REFERENCE}`'s "
+                        f"{_spread(short, ',.0f')}, {same}.")
+        score, update, ratio = cell["score s"], cell["update s"], cell["score / update"]
+        timeless = cell["no seconds"]
+        if score is None and update is None:
+            text.append("Its run files carry no scoring or update seconds.")
+        elif update is None:
+            text.append(f"Scoring took {_spread(score, '.3f', ' s')}; its run files carry no update seconds.")
+        elif score is None:
+            text.append(f"Its run files carry no scoring seconds (updates replayed through graphs: "
+                        f"{_spread(update, '.3f', ' s')}).")
+        elif ratio is None:
+            text.append(f"Scoring took {_spread(score, '.3f', ' s')} against {_spread(update, '.3f', ' s')} "
+                        f"of updates replayed through graphs, no seed carrying both.")
+        else:
+            text.append(f"Scoring took {_spread(score, '.3f', ' s')} against {_spread(update, '.3f', ' s')} "
+                        f"of updates replayed through graphs, {_spread(ratio, '.2f', ' %', 100)} of them"
+                        + (f" (the run files of {_seeds(timeless)} carry no scoring or update seconds)"
+                           if timeless else "") + ".")
+    return " ".join(text)
 
 
 # ----------------------------------------------------------------------------- the equal-time answer

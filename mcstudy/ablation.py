@@ -1,10 +1,11 @@
 """The MC-Learn ablation: which variant of the method to keep (ablation_table, by its rule), the
-diagnostics that say why (ablation_diagnostics), the chosen preset's equal-time verdicts, and the
-pool-scoring table. Numbers and frames only: make_readme.py writes the sentences."""
+diagnostics that say why (ablation_diagnostics; over the seeds of a fair-protocol study,
+fair_selection_summary), the chosen preset's equal-time verdicts, and the pool-scoring table.
+Numbers and frames only: make_readme.py writes the sentences."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -212,6 +213,75 @@ def selection_diagnostics(telemetry: dict[str, Any]) -> dict[str, Any]:
     return {"selected share": selection.get("selected_share"),
             "tau switch": round(float(np.median(estimates)), 4) if estimates else None,
             "check rows": check.get("rows"), "tau est": check.get("loss"), "tau measured": check.get("measured")}
+
+
+class Spread(NamedTuple):
+    """One number of a cell over the seeds that carry it: median, least and largest value, seeds."""
+    median: float
+    low: float
+    high: float
+    seeds: int
+
+
+def spread(values: Iterable[Any]) -> Spread | None:
+    """Return the Spread of `values` without the missing ones (None, NaN, pandas' NA), None when
+    none is left."""
+    import pandas as pd
+
+    kept = [float(v) for v in values if not pd.isna(v)]
+    return Spread(float(np.median(kept)), min(kept), max(kept), len(kept)) if kept else None
+
+
+def fair_selection_summary(records: Sequence[dict[str, Any]], method: str = "mclearn"
+                           ) -> list[dict[str, Any]]:
+    """Return what selection did in `method`'s budgeted runs of one fair-protocol study (`records`;
+    lr-tuning runs do not count), one dict per time budget where it ran, in budget order, from
+    ablation_diagnostics' rows of its runs and REFERENCE's: "budget" (the share), "seeds" (its
+    seeds), "variants" (the MC-Learn variants its runs trained as, variant_of their configs),
+    "switch" (the seeds whose run had the pays-for-itself switch on, select_switch),
+    "no selection" (the seeds whose run file has no selected share: no selection record),
+    "no check" (the seeds whose run file has no measured variance reduction), "no seconds" (those
+    without scoring or update seconds), and each a Spread
+    over the seeds that carry it, None where none does: "selected share" (of its steps, drawn from
+    selected pools), "tau measured" (selection's variance reduction against uniform draws at the
+    end of the run on one pool, the last layer's gradients), "tau est" (the same estimated from the
+    losses), "updates" (updates_run), "short updates" (REFERENCE's at the budget), "updates vs
+    short" (its updates minus REFERENCE's of the same seed, over the seeds both ran), "score s" and
+    "update s" (measured_seconds: scoring, updates replayed through graphs) and "score / update"
+    (their ratio, seed by seed). Raise ValueError when `records` hold more than one study."""
+    import pandas as pd
+
+    studies = sorted({str(r["study"]) for r in ablation_runs(records, {method, REFERENCE})})
+    if len(studies) > 1:
+        raise ValueError(f"fair_selection_summary reads one study's runs, got {', '.join(studies)}: pass "
+                         f"the records of one study (ms.load_runs(results, study))")
+    frame = ablation_diagnostics(records, {method, REFERENCE})
+    runs = ablation_runs(records, {method})
+    variants = {(float(r["time_budget"]), r["seed"]): variant_of(r.get("config") or {}) for r in runs}
+    switched = {(float(r["time_budget"]), r["seed"]) for r in runs
+                if "switch" in variant_parts_on(r.get("config") or {})}
+    out = []
+    for budget in sorted({b for b, _ in variants}):
+        at = frame[frame["budget"] == format_budget(budget)]
+        own, short = at[at["method"] == method], at[at["method"] == REFERENCE]
+        short_updates = dict(zip(short["seed"], short["updates"]))
+        paired = [u - short_updates[s] for s, u in zip(own["seed"], own["updates"])
+                  if s in short_updates and not (pd.isna(u) or pd.isna(short_updates[s]))]
+        ratio = [s / u for s, u in zip(own["score s"], own["update s"])
+                 if not (pd.isna(s) or pd.isna(u)) and u > 0]
+        out.append({"budget": budget, "seeds": sorted(int(s) for s in own["seed"]),
+                    "variants": sorted({v for (b, _), v in variants.items() if b == budget}),
+                    "switch": sorted(int(s) for b, s in switched if b == budget),
+                    "no selection": sorted(int(s) for s in own["seed"][own["selected share"].isna()]),
+                    "no check": sorted(int(s) for s in own["seed"][own["tau measured"].isna()]),
+                    "no seconds": sorted(int(s) for s in own["seed"][own["score s"].isna()
+                                                                      | own["update s"].isna()]),
+                    **{key: spread(own[key]) for key in ("selected share", "tau measured", "tau est")},
+                    "updates": spread(own["updates"]),
+                    "short updates": spread(short["updates"]), "updates vs short": spread(paired),
+                    "score s": spread(own["score s"]), "update s": spread(own["update s"]),
+                    "score / update": spread(ratio)})
+    return out
 
 
 def variant_parts_on(config: dict[str, Any]) -> tuple[str, ...]:

@@ -472,8 +472,9 @@ def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_prev
     ahead in most cells of the previous protocol (before its correction) stands now, linking that
     protocol's section; results/README.md gets that section, with the line on what changed and the
     older studies' verdicts in their own family (m = 6); the fair study's section shows its equal-time
-    table with what the runs did and its lr table with the edges named; the ablation's paragraph on
-    clinc150 reads the chosen preset's seeds from the fair study (3 of the 5 it needs)."""
+    table with what the runs did, the paragraph on what selection did in its `mclearn` runs (these
+    carry no selection record: it says so) and its lr table with the edges named; the ablation's
+    paragraph on clinc150 reads the chosen preset's seeds from the fair study (3 of the 5 it needs)."""
     _write_equal_time_studies(tmp_path)
     _write_fair_study(tmp_path)
     monkeypatch.setattr(ms, "ABLATION_SETS", ("clinc150",))  # the rule's datasets: the one written
@@ -501,6 +502,12 @@ def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_prev
     assert "`mclearn` on clinc150 at 1/2 (+2.00 pt, [+1.75, +2.25], Holm p 0.004)" in previous
     fair = body.split("### clinc150-mpnet-h200-fair\n")[1].split("<!-- notes:")[0]
     assert "over the 2 comparisons of its protocol's studies" in fair
+    assert fair.index("Equal time against") < fair.index("What selection did in `mclearn`'s runs") \
+        < fair.index("Its learning-rate sweep")
+    assert ("At 1/2 (3 seeds, as `mclearn-once`, without the pays-for-itself switch): its run files carry no "
+            "selection record") in fair
+    assert ("It ran 50 [50–50] updates against `short-schedule`'s 50 [50–50], +0 [+0, +0] on the same seed "
+            "(3 pairs). Scoring took 0.100 s [0.100–0.100]; its run files carry no update seconds.") in fair
     assert "| s / target   | on target   | updates   | lr last / peak   |" in fair
     assert "| 1/2      | infobatch " in fair and "| over time " in fair
     assert "| lr (eval accuracy %)" in fair and "| 0.0001: 90.00, 0.0002: 91.00, 0.0004: diverged " in fair

@@ -371,6 +371,85 @@ def test_the_ablation_paragraph_says_what_selection_did():
     assert "selected pools" not in mr.ablation_paragraphs(bare)["sst2"]
 
 
+def _fair_run(method, seed, updates, budget=1 / 3, selection=None, score=None, update=None, config=None,
+              study="banking77-mpnet-h100-fair"):
+    """A budgeted run of a fair-protocol study: its updates, selection record and measured seconds."""
+    seconds = {} if score is None else {"score": score, "update": update}
+    return {**_run(method, study, 0.9, selection, budget), "seed": seed, "updates": updates,
+            "config": config or {}, "telemetry": {"steps": [], "measured_seconds": seconds,
+                                                  **({"selection": selection} if selection else {})}}
+
+
+SWITCHED = {"once_draws": True, "select_switch": True}
+
+
+def test_a_fair_studys_paragraph_gives_selection_over_the_seeds_by_hand():
+    """`mclearn` (as mclearn-once-switch) at 1/3, seeds 1-4 (records out of order), medians of four
+    by hand: selected shares 0.10, 0.40, 0.20, 0.30 -> 0.25 [0.10-0.40]; measured variance
+    reductions 1.0, 1.2, 1.1, 1.6 -> 1.15 (the mean would be 1.225); estimated 0.9, 1.0, 1.1, 1.3
+    -> 1.05; updates 40, 46, 50, 44 -> 45. short-schedule ran seeds 0, 1, 3, 4 (no 2) with 80, 50,
+    56, 49 updates -> 53 [49-80]; paired by seed (1: 40 - 50, 3: 50 - 56, 4: 44 - 49) -10, -6, -5
+    -> -6 [-10, -5] over 3 pairs (paired in seed order instead: 40 - 80, ...). Scoring 0.02, 0.01,
+    0.06, 0.04 s against updates 1, 1, 2, 1 s -> 0.03 s, 1 s, and seed by seed 2, 1, 3, 4 % -> 2.5 %.
+    The runs at 1/2 are a cell of their own (seed 1: 999 - 500); two studies' records are refused."""
+    shares, measured, estimated = (0.10, 0.40, 0.20, 0.30), (1.0, 1.2, 1.1, 1.6), (0.9, 1.0, 1.1, 1.3)
+    updates, score, update = (40, 46, 50, 44), (0.02, 0.01, 0.06, 0.04), (1.0, 1.0, 2.0, 1.0)
+    own = {seed: _fair_run("mclearn", seed, updates[i], score=score[i], update=update[i], config=SWITCHED,
+                           selection=_selection(shares[i], [], measured[i], estimated[i]))
+           for i, seed in enumerate((1, 2, 3, 4))}
+    short = [_fair_run("short-schedule", seed, n) for seed, n in ((4, 49), (0, 80), (3, 56), (1, 50))]
+    records = [own[3], short[0], own[1], own[4], short[1], own[2], *short[2:]]
+    records += [_fair_run("mclearn", 1, 999, budget=0.5), _fair_run("short-schedule", 1, 500, budget=0.5)]
+    cell = ms.fair_selection_summary(records)[0]
+    assert (cell["budget"], cell["seeds"], cell["variants"]) == (1 / 3, [1, 2, 3, 4], ["mclearn-once-switch"])
+    assert cell["switch"] == [1, 2, 3, 4] and cell["selected share"] == ms.Spread(0.25, 0.10, 0.40, 4)
+    assert cell["tau measured"] == ms.Spread(pytest.approx(1.15), 1.0, 1.6, 4)
+    assert cell["updates vs short"] == ms.Spread(-6.0, -10.0, -5.0, 3)
+    text = mr.selection_paragraph(ms.fair_selection_summary(records))
+    assert text.startswith("What selection did in `mclearn`'s runs (from their run files; median [min–max] "
+                           "over the seeds that carry each number): At 1/3 (4 seeds, as "
+                           "`mclearn-once-switch`): ")
+    assert ("it drew 25.00 % [10.00–40.00] of its steps from selected pools. At the end of each run, on "
+            "one pool, selection's variance reduction against uniform draws was 1.150 [1.000–1.600] "
+            "measured on the last layer's gradients and 1.050 [0.900–1.300] estimated from the losses "
+            "(above 1: selection reduces the variance). It ran 45 [40–50] updates against "
+            "`short-schedule`'s 53 [49–80], -6 [-10, -5] on the same seed (3 pairs). Scoring took 0.030 s "
+            "[0.010–0.060] against 1.000 s [1.000–2.000] of updates replayed through graphs, 2.50 % "
+            "[1.00–4.00] of them. At 1/2 (1 seed, as `mclearn-v1`, without the pays-for-itself "
+            "switch): ") in text
+    assert "It ran 999 updates against `short-schedule`'s 500, +499 on the same seed (1 pair)." in text
+    with pytest.raises(ValueError, match="reads one study's runs, got banking77-mpnet-h100-fair, other-fair"):
+        ms.fair_selection_summary(records + [{**records[0], "study": "other-fair"}])
+
+
+def test_a_fair_studys_paragraph_names_what_runs_without_selection_records_lack():
+    """Runs without a selection record (mclearn-once trained before the record) give no share and no
+    variance reduction: the paragraph says so, with no 0, NaN or None in their place; where some
+    seeds lack it (or the variance check alone, or their seconds), it names them and gives the
+    others' numbers. Without a run of `mclearn` there is no paragraph."""
+    once = {"once_draws": True}
+    bare = [_fair_run("mclearn", seed, 39 + 2 * seed, score=0.01, update=1.0, config=once) for seed in (1, 2)]
+    text = mr.selection_paragraph(ms.fair_selection_summary(bare + [_fair_run("short-schedule", 1, 45)]))
+    assert ("At 1/3 (2 seeds, as `mclearn-once`, without the pays-for-itself switch): its run files carry "
+            "no selection record, so they give no share of steps drawn from selected pools and no variance "
+            "reduction against uniform draws, measured or estimated. It ran 42 [41–43] updates against "
+            "`short-schedule`'s 45, -4 on the same seed (1 pair).") in text
+    assert not any(word in text for word in ("nan", "None", "0.00 %", "reduction against uniform draws was"))
+    unchecked = {**_selection(0.5, [], None, None), "variance_check": {"error": "no last layer"}}
+    mixed = [bare[0], _fair_run("mclearn", 2, 42, selection=_selection(0.4, [], 1.2, 1.1), config=SWITCHED),
+             _fair_run("mclearn", 3, 43, selection=unchecked, config=SWITCHED)]
+    text = mr.selection_paragraph(ms.fair_selection_summary(mixed))
+    assert ("At 1/3 (3 seeds, as `mclearn-once` and `mclearn-once-switch`): it drew 45.00 % [40.00–50.00] "
+            "of its steps from selected pools (the run files of seed 1 carry no selection record: no share, "
+            "no variance reduction). At the end of each run, on one pool, selection's variance reduction "
+            "against uniform draws was 1.200 measured on the last layer's gradients and 1.100 estimated from "
+            "the losses (above 1: selection reduces the variance); the run files of seed 3 carry no variance "
+            "check. It ran 42 [41–43] updates; `short-schedule` has no run at this budget. Scoring took "
+            "0.010 s against 1.000 s of updates replayed through graphs, 1.00 % of them (the run files of "
+            "seeds 2 and 3 carry no scoring or update seconds).") in text
+    assert mr.selection_paragraph(ms.fair_selection_summary([_fair_run("short-schedule", 1, 45)])) == ""
+
+
 def test_the_switchs_ablation_script_writes_its_table_beside_issue_24s(prepared, smoke_cfg, cost_clock):
     """gpu_ablation.sh's Python part for the switch's ablation on the CPU smoke preset (the cost clock
     times it): a budget study named <dataset>-<model>-<gpu>-fair-ablation of the baseline, the short
