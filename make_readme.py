@@ -1084,8 +1084,8 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
     ms.ablation_table (the short schedule's reference row last), the chosen variant (or, while a
     dataset of ms.ABLATION_SETS has no runs, ms.choice_sentence: no choice yet, the leader), and per dataset
     (linking its run files) ablation_paragraphs' paragraph, which ends with the chosen preset's
-    5-seed result in the dataset's fair-protocol study (the ablation study's prefix and
-    ms.FAIR_SUFFIX) where there is one, else in its equal-time study (ms.equal_time_study_of), with
+    5-seed result in the fair-protocol study of the dataset and model on any GPU (ms.fair_study_of)
+    where there is one, else in its equal-time study (ms.equal_time_study_of), with
     the verdicts of its protocol's Holm family (`equal_time_families`), or that it is not yet run. Links the
     diagnostics file of benchmarks/ablation.py when it exists. `store`: the render's run records,
     which hold the ablation and its table (RunStore.ablation)."""
@@ -1096,9 +1096,9 @@ def ablation_markdown(results_dir: str | Path = "results", link_base: Path | Non
     rows = _summary(results_dir)
     present = set(rows["study"].astype(str))
     equal_time, families = {}, equal_time_families(results_dir, store)
+    fair_studies = ms.fair_study_names(present)
     for study in studies:
-        fair = study.removesuffix(ms.ABLATION_SUFFIX) + ms.FAIR_SUFFIX  # the answer's study of the dataset, if any
-        other = fair if fair in present else ms.equal_time_study_of(study)
+        other = ms.fair_study_of(study, fair_studies) or ms.equal_time_study_of(study)
         equal_time[ms.ablation_dataset(study)] = (other, store.study(other) if other in present else [],
                                                    families.get(other))
     choice = ms.choice_sentence(table, ms.preset_before(records))

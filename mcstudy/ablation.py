@@ -12,7 +12,7 @@ import numpy as np
 from mcstudy.config import MCLEARN_VARIANTS, MCLEARN_VARIANT_PARTS, SWITCH_ABLATION, _VARIANT_KEYS_OFF
 from mcstudy.runs import ABLATION_SUFFIX, FAIR_ABLATION_SUFFIX
 from mcstudy.train import format_budget, run_label
-from mcstudy.equal_time import REFERENCE, equal_time_table, updates_run
+from mcstudy.equal_time import REFERENCE, equal_time_table, study_set, updates_run
 
 
 # --- the MC-Learn ablation: which variant the `mclearn` preset becomes -----------------------------
@@ -48,6 +48,15 @@ def equal_time_study_of(ablation_study: str) -> str:
     if ablation_study.endswith(FAIR_ABLATION_SUFFIX):
         return ablation_study.removesuffix(ABLATION_SUFFIX)
     return ablation_study.removesuffix(ABLATION_SUFFIX) + EQUAL_TIME_SUFFIX
+
+
+def fair_study_of(ablation_study: str, fair_studies: Iterable[str]) -> str | None:
+    """Return the fair-protocol study among `fair_studies` (fair_study_names: one a dataset and
+    model) of an ablation study's dataset and model on any GPU ("banking77-mpnet-h100-fair" of
+    "banking77-mpnet-h200-fair-ablation"), None when there is none: the chosen preset's 5 seeds run
+    where a GPU is lent, which need not be the ablation's."""
+    own = study_set(ablation_study.removesuffix(ABLATION_SUFFIX))
+    return next((study for study in fair_studies if study_set(study) == own), None)
 
 
 def latest_ablation(studies: Iterable[str]) -> list[str]:

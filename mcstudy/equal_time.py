@@ -106,6 +106,12 @@ def equal_time_study_names(rows) -> set[str]:
             if not str(s).endswith("-lr") and not is_ablation_study(s)}
 
 
+def study_set(study: str) -> str:
+    """Return the dataset and model of a GPU study's name <dataset>-<model>-<gpu>[-fair]
+    ("banking77-mpnet" of "banking77-mpnet-h100-fair" and of "banking77-mpnet-h200")."""
+    return study.removesuffix(FAIR_SUFFIX).rsplit("-", 1)[0]
+
+
 def fair_study_names(studies: Sequence[str] | set[str]) -> list[str]:
     """Return the fair-protocol studies among equal-time `studies` (equal_time_study_names): those
     ending in FAIR_SUFFIX, sorted. Raise ValueError (one line) when two are of one dataset and model
@@ -114,7 +120,7 @@ def fair_study_names(studies: Sequence[str] | set[str]) -> list[str]:
     names = sorted(s for s in studies if s.endswith(FAIR_SUFFIX))
     by_set: dict[str, list[str]] = {}
     for name in names:
-        by_set.setdefault(name.removesuffix(FAIR_SUFFIX).rsplit("-", 1)[0], []).append(name)
+        by_set.setdefault(study_set(name), []).append(name)
     twice = [studies for studies in by_set.values() if len(studies) > 1]
     if twice:
         both = ", ".join(twice[0])

@@ -474,11 +474,12 @@ def test_fair_studies_form_the_answer_and_the_equal_time_studies_become_the_prev
     older studies' verdicts in their own family (m = 6); the fair study's section shows its equal-time
     table with what the runs did, the paragraph on what selection did in its `mclearn` runs (these
     carry no selection record: it says so) and its lr table with the edges named; the ablation's
-    paragraph on clinc150 reads the chosen preset's seeds from the fair study (3 of the 5 it needs)."""
+    paragraph on clinc150 reads the chosen preset's seeds from the fair study of its dataset and
+    model, here on another GPU than the ablation's (3 of the 5 it needs)."""
     _write_equal_time_studies(tmp_path)
     _write_fair_study(tmp_path)
     monkeypatch.setattr(ms, "ABLATION_SETS", ("clinc150",))  # the rule's datasets: the one written
-    _write_ablation_study(tmp_path, "clinc150-mpnet-h200-ablation")
+    _write_ablation_study(tmp_path, "clinc150-mpnet-h100-ablation")
     ms.summarize(tmp_path, show=False)
     assert mr.answer_studies(tmp_path) == (["clinc150-mpnet-h200-fair"], ["banking77-mpnet-h200-equal-time",
                                                                            "clinc150-mpnet-h200-equal-time"])

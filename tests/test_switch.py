@@ -320,6 +320,10 @@ def test_a_fair_ablation_reads_its_fair_study_and_is_the_latest():
     results/ablation/fair; its choice is compared with the `mclearn` preset it starts from."""
     assert ms.equal_time_study_of("sst2-mpnet-h200-fair-ablation") == "sst2-mpnet-h200-fair"
     assert ms.equal_time_study_of("sst2-mpnet-h200-ablation") == "sst2-mpnet-h200-equal-time"
+    fair = ["sst2-mpnet-h100-fair", "sst2-noisy20-mpnet-h200-fair", "sst2-minilm-h200-fair"]
+    assert ms.fair_study_of("sst2-mpnet-h200-fair-ablation", fair) == "sst2-mpnet-h100-fair"  # any GPU
+    assert ms.fair_study_of("sst2-noisy20-mpnet-h100-ablation", fair) == "sst2-noisy20-mpnet-h200-fair"
+    assert ms.fair_study_of("banking77-mpnet-h200-fair-ablation", fair) is None
     assert ms.ablation_dataset("sst2-noisy20-mpnet-h200-fair-ablation") == "sst2-noisy20"
     old, new = ["a-mpnet-h200-ablation", "b-mpnet-h200-ablation"], ["b-mpnet-h200-fair-ablation"]
     assert ms.latest_ablation(old + new) == new and ms.latest_ablation(old) == old
