@@ -294,10 +294,10 @@ def fair_selection_summary(records: Sequence[dict[str, Any]], method: str = "mcl
 
 
 def variant_parts_on(config: dict[str, Any]) -> tuple[str, ...]:
-    """Return the parts of MCLEARN_VARIANT_PARTS (free, once, anneal) that a run's stored config has
-    on, in that order: a part is on when any of its keys differs from its off value (free_scores and
-    once_draws true, uniform_start or uniform_end above 0); a key the config lacks is off (a run
-    whose config has no variant key is `mclearn-v1`'s)."""
+    """Return the parts of MCLEARN_VARIANT_PARTS (free, once, anneal, switch) that a run's stored
+    config has on, in that order: a part is on when any of its keys differs from its off value
+    (free_scores, once_draws and select_switch true, uniform_start or uniform_end above 0); a key the
+    config lacks is off (a run whose config has no variant key is `mclearn-v1`'s)."""
     return tuple(part for part, keys in MCLEARN_VARIANT_PARTS.items()
                  if any(config.get(key, _VARIANT_KEYS_OFF[key]) != _VARIANT_KEYS_OFF[key] for key in keys))
 
