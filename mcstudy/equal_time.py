@@ -121,7 +121,7 @@ def fair_study_names(studies: Sequence[str] | set[str]) -> list[str]:
     by_set: dict[str, list[str]] = {}
     for name in names:
         by_set.setdefault(study_set(name), []).append(name)
-    twice = [studies for studies in by_set.values() if len(studies) > 1]
+    twice = [group for group in by_set.values() if len(group) > 1]
     if twice:
         both = ", ".join(twice[0])
         raise ValueError(f"results/runs holds fair-protocol studies of one dataset and model on two GPUs ({both}): "
