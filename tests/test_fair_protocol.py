@@ -3,6 +3,7 @@ the last update (LRSchedule driven by the clock, by InfoBatch's epochs, by MC-Le
 capture policy for every method, and the run file's record of all of it. Runs are timed by a cost
 model (conftest.cost_clock), so every number here is the same on any host, busy or not."""
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -222,12 +223,21 @@ def test_mclearn_tells_the_clock_what_its_refresh_steps_add(prepared, smoke_cfg,
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run it on the GPU machine)")
 @pytest.mark.parametrize("method", ["short-schedule", "infobatch", "mclearn"])
 def test_cuda_clock_driven_graphed_runs_spend_their_budget_and_book_their_start_up(prepared, smoke_cfg, method):
-    """On CUDA with graphs: a clock-driven run of 1 s lands within 3 % of it, replays captured graphs,
-    ends its lr at its last update, and books its eager warm-up steps and captures (read from CUDA
-    events) as a share of its train seconds."""
-    cfg = ms.replace_config(smoke_cfg, device="cuda", time_budget=0.5, budget_seconds=1.0, cuda_graphs=True,
-                            pad_multiple=16, eval_points=2, epochs=3)
-    record = ms.train_method(method, cfg, ms.prepare(cfg), seed=1, progress=False)
+    """On CUDA with graphs: a clock-driven run of about 1 s lands within 3 % of it, replays captured
+    graphs, ends its lr at its last update, and books its eager warm-up steps and captures (read from
+    CUDA events) as a share of its train seconds. Its clock is set as a study sets it, time_budget x
+    the baseline's seconds (here priced from the measured step costs), with enough epochs for 1 s:
+    a clock unrelated to the baseline leaves MC-Learn's plan, and so its capture policy, pricing
+    another run than the clock times."""
+    cfg = ms.replace_config(smoke_cfg, device="cuda", time_budget=0.5, cuda_graphs=True, pad_multiple=16,
+                            eval_points=2)
+    data = ms.prepare(cfg)
+    costs = ms.prepared_step_costs(data)
+    epoch = sum(costs.at(len(rows), width) for rows, width in
+                ms.plan_epoch(data.train, cfg, torch.Generator().manual_seed(0)))
+    epochs = max(1, math.ceil(1.0 / (cfg.time_budget * epoch)))
+    cfg = ms.replace_config(cfg, epochs=epochs, budget_seconds=cfg.time_budget * epochs * epoch)
+    record = ms.train_method(method, cfg, data, seed=1, progress=False)
     startup = record["startup_seconds"]
     print(method, record["train_seconds"], record["updates"], startup, record["lr_schedule"])
     assert record["graphed"] and startup["graphs"] >= 1 and startup["warmup"] > 0 and startup["capture"] > 0
