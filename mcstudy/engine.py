@@ -36,6 +36,13 @@ def graphs_enabled(cfg: Config) -> bool:
 # capture or an eager warm-up step among them does not move the estimate).
 CLOCK_WINDOW = 8
 
+# A clock-driven run of a method that plans from the step costs (short-schedule, MC-Learn) plans its
+# steps, and so the uses of each update shape its capture policy reads (GRAPH_MIN_USES), for the seconds
+# it prices: time_budget x the baseline's priced seconds. The studies' clocks (time_budget x the
+# baseline's measured seconds) are 0.99-1.07x that; a clock more than this factor away from it
+# plans one run and times another, which the run says (clock_plan_warning).
+CLOCK_PLAN_SPREAD = 1.25
+
 
 @dataclass
 class RunClock:
@@ -74,6 +81,21 @@ class RunClock:
     def observe(self, seconds: float) -> None:
         """Book a step's measured seconds."""
         self.recent = [*self.recent[1 - CLOCK_WINDOW:], seconds]
+
+
+def clock_plan_warning(clock: RunClock | None, priced_seconds: float | None) -> str | None:
+    """Return a warning when a clock-driven run's clock is more than CLOCK_PLAN_SPREAD times above or
+    below the seconds its method's plan prices (Method.priced_seconds); None when they agree or
+    when the run has no clock or the method no priced plan."""
+    if clock is None or not priced_seconds or priced_seconds <= 0:
+        return None
+    ratio = clock.seconds / priced_seconds
+    if 1 / CLOCK_PLAN_SPREAD <= ratio <= CLOCK_PLAN_SPREAD:
+        return None
+    return (f"the clock's {clock.seconds:.3f} s are {ratio:.2f}x the {priced_seconds:.3f} s its plan prices "
+            f"(time_budget x the baseline's priced seconds): its steps and the shapes it captures as graphs "
+            f"are planned for another run than the clock times; set budget_seconds to time_budget x the "
+            f"baseline's seconds")
 
 
 @dataclass
@@ -507,6 +529,11 @@ class Method:
     def optimizer_steps(self) -> int:
         """Optimizer updates the schedule spans (defaults to one per step)."""
         return self.num_steps()
+
+    def priced_seconds(self) -> float | None:
+        """Return the seconds the method's plan prices for the whole run (set by setup), when it plans
+        its steps from the step costs (clock_plan_warning compares a clock with them); else None."""
+        return None
 
     def extra_step_seconds(self, i: int) -> float:
         """Return the seconds step `i` is expected to take beyond a usual step (a clock-driven run

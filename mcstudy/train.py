@@ -32,7 +32,7 @@ from mcstudy.config import (Config, REPO_ROOT, TINY_MODEL, autocast_context, con
                             replace_config, resolve_device, validate_config)
 from mcstudy.data import DataBundle, encode_split, load_text_dataset, rows_sha256, subset_split, validate_data
 from mcstudy.engine import (DivergedError, Method, RunClock, RunContext, _check_finite, _diverged,
-                            _finite_message, build_optimization, calibration_rows, evaluate,
+                            _finite_message, build_optimization, calibration_rows, clock_plan_warning, evaluate,
                             measure_step_costs, predict, release_device_memory)
 from mcstudy.methods import METHODS
 from mcstudy.model import check_model_fits, load_model_and_tokenizer, model_sha256, reinit_head
@@ -527,6 +527,7 @@ def train_method(method_name: str, cfg: Config, prepared: "Prepared", seed: int,
     build_optimization(ctx, method)
     core.sync_device(device)
     setup_seconds = time.perf_counter() - t_setup  # counted as training time
+    _warn(warnings, clock_plan_warning(ctx.clock, method.priced_seconds()), method_name, seed)
     host = {"load_avg_start": _load_average(), "load_at_start": load, "cpu_start": time.process_time()}
     with run_logs(log_path) as logs, _progress(total_steps, f"{method_name} seed {seed}", progress) as bar:
         curve, train_seconds, eval_seconds, steps = train_loop(ctx, method, method_name, total_steps, prepared.eval,

@@ -80,6 +80,36 @@ def test_a_clock_driven_run_outlasts_its_plan(prepared, smoke_cfg, cost_clock):
     assert record["examples_backward"] > 3 * len(prepared.train) * 0.1
 
 
+def test_clock_plan_warning_says_when_the_clock_is_more_than_the_spread_from_the_plans_price():
+    """The warning is None within CLOCK_PLAN_SPREAD of the priced seconds either way (the studies'
+    clocks are 0.99-1.07x it), and names both seconds and the ratio outside it; nothing without a
+    clock or without a priced plan."""
+    spread, clock = ms.CLOCK_PLAN_SPREAD, ms.RunClock(1.0)
+    assert ms.clock_plan_warning(clock, 1.0 / spread) is None and ms.clock_plan_warning(clock, spread) is None
+    above = ms.clock_plan_warning(clock, 1.0 / (spread * 1.01))
+    below = ms.clock_plan_warning(clock, spread * 1.01)
+    assert above and "1.26x" in above and "1.000 s" in above and "0.792 s its plan prices" in above
+    assert below and "0.79x" in below and "budget_seconds" in below
+    assert ms.clock_plan_warning(None, 1.0) is None and ms.clock_plan_warning(clock, None) is None
+
+
+@pytest.mark.parametrize("method", ["short-schedule", "mclearn"])
+def test_a_clock_far_from_the_seconds_its_plan_prices_is_said_in_the_run(prepared, smoke_cfg, cost_clock, method):
+    """A method that plans from the step costs (its steps, and the shapes it captures) says in its run
+    file when its clock is 3x the seconds it priced (time_budget x the baseline's priced seconds),
+    and says nothing at 1.1x, whichever seconds the priced table holds."""
+    cost_clock(TOKEN_SECONDS)
+    cfg = ms.config_for_method(ms.replace_config(smoke_cfg, time_budget=0.5, budget_seconds=1.0), method)
+    ctx, trainer = ms.start_run(method, cfg, _priced(prepared), seed=1)
+    trainer.setup()
+    priced = trainer.priced_seconds()
+    assert priced > 0
+    for factor, said in [(1.1, False), (3.0, True)]:
+        run = ms.replace_config(cfg, budget_seconds=factor * priced)
+        record = ms.train_method(method, run, _priced(prepared), seed=1, progress=False)
+        assert any("its plan prices" in warning for warning in record["warnings"]) is said, (factor, record["warnings"])
+
+
 def test_clock_progress_drives_the_phases_of_mclearn_and_infobatch(prepared, smoke_cfg, cost_clock):
     """Clock-driven, MC-Learn's kappa and InfoBatch's anneal follow the elapsed share: MC-Learn
     reaches its last kappa (after 80 % of the seconds) and InfoBatch's last epochs, from the last

@@ -179,6 +179,10 @@ class MCLearnMethod(core.MCLearn, Method):
                 for key, p in zip(keys, plan.bucket_prob)]
         return core.expected_captures(prob, steps, self.ctx.cfg.graph_warmup_steps, [used.get(k, 0) for k in keys])
 
+    def priced_seconds(self) -> float | None:
+        """Return the seconds the budget solver gave the run (solve_budget's budget_seconds)."""
+        return self.budget["budget_seconds"] if self.budget else None
+
     def planned_update_shapes(self) -> dict[tuple, int]:
         """Return the uses of each (full_rows, width) update the run plans: its planned steps at the
         first pool's width mix (set by setup)."""

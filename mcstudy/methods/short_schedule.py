@@ -76,6 +76,10 @@ class ShortSchedule(FullPass):
     def num_steps(self) -> int:
         return self.planned_steps or len(self.plan)
 
+    def priced_seconds(self) -> float | None:
+        """Return time_budget x the whole plan's priced seconds (None for the full baseline)."""
+        return self.schedule.get("budget_seconds")
+
     def planned_update_shapes(self) -> dict[tuple, int]:
         return dict(collections.Counter(self.update_shape(len(rows), width, False)
                                         for rows, width in self.plan[:self.num_steps()]))
