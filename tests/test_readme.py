@@ -427,6 +427,20 @@ def test_every_number_of_the_answer_links_run_files_that_exist():
             assert links_results(sentence), sentence
 
 
+def test_the_docs_name_only_run_folders_the_tree_holds():
+    """Every run folder the hand-written docs name (`results/runs/<study>/`, a glob such as
+    `*-fair-ablation` included) matches at least one folder of the tree: a study replaced by a re-run
+    leaves no prose citing numbers from files that are gone."""
+    root = README.parent
+    named = {}
+    for path in [README, *sorted((root / "docs").glob("*.md"))]:
+        for folder in re.findall(r"(?<![\w-])results/runs/([A-Za-z0-9*._-]+)/", path.read_text()):
+            named.setdefault(folder, path.name)
+    assert "*-fair-ablation" in named  # docs/method.md's scoring share: the check reads the docs' own names
+    missing = {folder: doc for folder, doc in named.items() if not list((root / "results" / "runs").glob(folder))}
+    assert not missing, f"run folders named in the docs that the tree does not hold: {missing}"
+
+
 def test_the_generated_files_are_up_to_date():
     """results/README.md regenerates to itself (the writer is idempotent and the committed file
     matches the run files), it has a section per study of summary.csv, and the README's answer
