@@ -87,7 +87,7 @@ def clock_plan_warning(clock: RunClock | None, priced_seconds: float | None) -> 
     """Return a warning when a clock-driven run's clock is more than CLOCK_PLAN_SPREAD times above or
     below the seconds its method's plan prices (Method.priced_seconds); None when they agree or
     when the run has no clock or the method no priced plan."""
-    if clock is None or not priced_seconds or priced_seconds <= 0:
+    if clock is None or priced_seconds is None or priced_seconds <= 0:
         return None
     ratio = clock.seconds / priced_seconds
     if 1 / CLOCK_PLAN_SPREAD <= ratio <= CLOCK_PLAN_SPREAD:
