@@ -8,7 +8,7 @@ mclearn_paper.py beside it, built on this module's parts.
 
 In a plain PyTorch loop it takes three calls (README "Use MC-Learn in your own loop"):
     trainer = MCLearn(PlainContext(MCLearnConfig(), model, rows, device))  # rows: an EncodedSplit
-    trainer.setup()                          # with ctx.optimizer holding trainer.extra_param_groups()
+    trainer.setup()       # ctx.optimizer must hold trainer.extra_param_groups()
     for step in range(trainer.num_steps()): trainer.step(step)
 
 Its numbered sections follow the call order (tests/test_module_order.py: none uses a later one).
@@ -1619,3 +1619,7 @@ def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
     fig.tight_layout()
     return figure_out(fig, path)
 
+
+
+if __name__ == "__main__":  # a library, not a program: say how it is used instead of exiting silently
+    print(__doc__.strip())

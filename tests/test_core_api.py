@@ -124,3 +124,14 @@ def test_the_telemetry_plot_needs_no_pandas(monkeypatch):
     assert [line.get_label() for line in per_class.lines] == ["class_weights class 0", "class_weights class 1", "tau"]
     assert list(per_class.lines[1].get_ydata()) == [0.74, 0.73, 0.72] and per_class.get_yscale() == "log"
     assert list(health.lines[0].get_xdata()) == [1, 2, 3] and health.get_xlabel() == "step"
+
+
+def test_running_the_module_prints_its_use():
+    """`python3 mclearn_core.py` trains nothing (it is a library): it prints the module's docstring,
+    with the three calls of a plain loop and the README section that shows them, and exits 0."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, mc.__file__], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trainer.step(step)" in done.stdout and 'README "Use MC-Learn in your own loop"' in done.stdout
+    assert max(len(line) for line in done.stdout.splitlines()) <= 100
