@@ -1620,6 +1620,5 @@ def plot_telemetry(record: dict[str, Any], path: str | Path | None = None):
     return figure_out(fig, path)
 
 
-
 if __name__ == "__main__":  # a library, not a program: say how it is used instead of exiting silently
     print(__doc__.strip())
