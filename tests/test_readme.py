@@ -441,6 +441,48 @@ def test_the_docs_name_only_run_folders_the_tree_holds():
     assert not missing, f"run folders named in the docs that the tree does not hold: {missing}"
 
 
+GPU_NAME = re.compile(r"\b(?:H100|H200|A100|T4)\b")
+
+
+def _named_commits(text: str) -> set[str]:
+    """Return the short commits a hand-written note names: 7 hex digits with a letter and a digit among
+    them, or any 7 after "commit"."""
+    loose = re.findall(r"(?<![\w/.#-])([0-9a-f]{7})(?![\w/-])(?!\.\w)", text)
+    return ({c for c in loose if re.search(r"[a-f]", c) and re.search(r"\d", c)}
+            | set(re.findall(r"\bcommits? ([0-9a-f]{7})\b", text)))
+
+
+def test_hand_written_provenance_names_the_commits_and_gpus_of_its_run_files():
+    """results/README.md's notes blocks are hand-written, so provenance in them can drift from the run
+    files. A study's block, the previous protocol's (its studies) and the ablation's (every ablation
+    study) name exactly the commits their run files and lr sweeps record, where they name any, and
+    exactly their GPUs, where they name any; each study the answer reads says which commit made it."""
+    text = (RESULTS / "README.md").read_text()
+    runs_dir = RESULTS / "runs"
+    fair, previous = mr.answer_studies(RESULTS)
+    ablations = sorted(p.name for p in runs_dir.iterdir() if ms.is_ablation_study(p.name))
+    covered = {mr.PREVIOUS_KEY: previous, mr.ABLATION_KEY: ablations}
+    notes = {m["key"]: m["body"] for m in mr.NOTES.finditer(text)}
+    checked, dated = set(), set()
+    for key, body in notes.items():
+        studies = covered.get(key, [key] if (runs_dir / key).is_dir() else [])
+        named_commits, named_gpus = _named_commits(body), set(GPU_NAME.findall(body))
+        if not studies or not (named_commits or named_gpus):
+            continue
+        records = [r for s in studies for sweep in (s, f"{s}-lr") if (runs_dir / sweep).is_dir()
+                   for r in ms.load_runs(RESULTS, sweep)]
+        commits = {r["versions"]["git_commit"][:7] for r in records}
+        gpus = {g for r in records for g in GPU_NAME.findall(r["device"])}
+        if named_commits:
+            assert named_commits == commits, f"notes:{key} name {sorted(named_commits)}; runs: {sorted(commits)}"
+            dated.add(key)
+        if named_gpus:
+            assert named_gpus == gpus, f"notes:{key} name {sorted(named_gpus)}; runs: {sorted(gpus)}"
+        checked.add(key)
+    assert {mr.PREVIOUS_KEY, mr.ABLATION_KEY} <= checked
+    assert set(fair) <= dated, f"answer studies whose notes name no commit: {sorted(set(fair) - dated)}"
+
+
 def test_the_generated_files_are_up_to_date():
     """results/README.md regenerates to itself (the writer is idempotent and the committed file
     matches the run files), it has a section per study of summary.csv, and the README's answer
